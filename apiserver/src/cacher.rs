@@ -1,0 +1,359 @@
+//! The watch cache (upstream's `Cacher`): one store watch per resource feeds an in-memory copy
+//! of every object plus a window of recent events. Lists at a known revision and every watch
+//! are served from here, so a thousand watchers cost one store watch. Each event is serialized
+//! once and the bytes are shared by every watcher that receives it unchanged.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use kybernetes_core::{ApiError, ResourceInfo};
+use kybernetes_store::{ListOptions, ProgressRequester, Store, WatchEvent};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, warn};
+
+use crate::object;
+
+/// How many recent events each resource keeps for watches that resume from a revision.
+pub const DEFAULT_HISTORY: usize = 50_000;
+
+/// An object as the cache holds it: decoded, with its resourceVersion set.
+#[derive(Debug)]
+pub struct CachedObject {
+    /// Store key.
+    pub key: String,
+    /// The object (resourceVersion filled in).
+    pub value: Value,
+    /// Its mod revision.
+    pub rv: i64,
+}
+
+/// The type of a watch event, as in `metav1.WatchEvent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// ADDED.
+    Added,
+    /// MODIFIED.
+    Modified,
+    /// DELETED.
+    Deleted,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, shared by every watcher.
+#[derive(Debug)]
+pub struct CacheEvent {
+    /// Type.
+    pub kind: EventType,
+    /// The object after the change (for DELETED: the last state, at the delete revision).
+    pub object: Arc<CachedObject>,
+    /// The object before the change.
+    pub prev: Option<Arc<CachedObject>>,
+    /// Revision of the change.
+    pub revision: i64,
+    encoded: OnceLock<Bytes>,
+}
+
+impl CacheEvent {
+    /// An event built outside the cache (for watches served straight from the store).
+    pub fn detached(kind: EventType, key: String, value: Value, prev: Option<(String, Value, i64)>, revision: i64) -> Self {
+        let object = Arc::new(CachedObject { key, value, rv: revision });
+        let prev = prev.map(|(key, value, rv)| Arc::new(CachedObject { key, value, rv }));
+        CacheEvent { kind, object, prev, revision, encoded: OnceLock::new() }
+    }
+
+    /// The event as one line of a JSON watch stream, encoded once.
+    pub fn encoded(&self) -> Bytes {
+        self.encoded.get_or_init(|| encode_event(self.kind, &self.object.value)).clone()
+    }
+}
+
+/// Encodes `{"type":..,"object":..}\n`.
+pub fn encode_event(kind: EventType, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({ "type": kind.as_str(), "object": obj })).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Messages to watchers.
+#[derive(Clone, Debug)]
+pub enum Broadcast {
+    /// A change.
+    Event(Arc<CacheEvent>),
+    /// The cache re-initialised; watchers must end so clients re-watch.
+    Reset,
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// Every event with revision > `oldest` is in `history`.
+    oldest: i64,
+    revision: i64,
+    /// Revisions below this are compacted: watches from them get 410.
+    compacted: i64,
+}
+
+/// The watch cache of one resource.
+pub struct Cacher {
+    resource: Arc<ResourceInfo>,
+    state: Mutex<State>,
+    events: broadcast::Sender<Broadcast>,
+    revision: watch::Sender<i64>,
+    progress: Mutex<Option<Arc<dyn ProgressRequester>>>,
+    history_limit: usize,
+}
+
+impl std::fmt::Debug for Cacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cacher").field("resource", &self.resource.plural).finish_non_exhaustive()
+    }
+}
+
+/// A consistent snapshot taken together with a subscription for later events.
+pub struct Snapshot {
+    /// Objects at `revision`, in key order.
+    pub objects: Vec<Arc<CachedObject>>,
+    /// Revision of the snapshot.
+    pub revision: i64,
+}
+
+/// How a watch starts.
+pub enum WatchStart {
+    /// Send the current state as ADDED events first.
+    Snapshot(Snapshot, broadcast::Receiver<Broadcast>),
+    /// Replay events after a revision.
+    Replay(Vec<Arc<CacheEvent>>, broadcast::Receiver<Broadcast>, i64),
+    /// The revision is older than the cache window: watch the store directly.
+    TooOld,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cacher {
+    /// Starts the cache for one resource: lists the store, then follows its watch in a task.
+    pub async fn start(
+        resource: Arc<ResourceInfo>,
+        store: Arc<dyn Store>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Cacher>, ApiError> {
+        let (events, _) = broadcast::channel(16_384);
+        let (revision, _) = watch::channel(0);
+        let cacher = Arc::new(Cacher {
+            resource,
+            state: Mutex::new(State {
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+                oldest: 0,
+                revision: 0,
+                compacted: 0,
+            }),
+            events,
+            revision,
+            progress: Mutex::new(None),
+            history_limit: DEFAULT_HISTORY,
+        });
+        let stream = cacher.init(&store).await?;
+        let weak = Arc::downgrade(&cacher);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            loop {
+                let next = tokio::select! {
+                    n = stream.events.next() => n,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                let Some(c) = weak.upgrade() else { return };
+                match next {
+                    Some(Ok(ev)) => c.apply(ev),
+                    Some(Err(e)) => {
+                        warn!(resource = %c.resource.plural, error = %e, "store watch failed; re-initialising watch cache");
+                        stream = loop {
+                            match c.init(&store).await {
+                                Ok(s) => break s,
+                                Err(e) => {
+                                    warn!(error = %e, "watch cache re-list failed");
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                            }
+                        };
+                        let _ = c.events.send(Broadcast::Reset);
+                    }
+                    None => return,
+                }
+            }
+        });
+        Ok(cacher)
+    }
+
+    async fn init(&self, store: &Arc<dyn Store>) -> Result<kybernetes_store::WatchStream, ApiError> {
+        let prefix = self.resource.key_prefix();
+        let list = store
+            .list(&prefix, ListOptions::default())
+            .await
+            .map_err(|e| ApiError::internal(format!("listing {prefix} for the watch cache: {e}")))?;
+        let mut objects = BTreeMap::new();
+        for kv in &list.items {
+            let value = object::decode(kv)?;
+            objects.insert(kv.key.clone(), Arc::new(CachedObject { key: kv.key.clone(), value, rv: kv.mod_revision }));
+        }
+        let stream = store
+            .watch(&prefix, list.revision)
+            .await
+            .map_err(|e| ApiError::internal(format!("watching {prefix} for the watch cache: {e}")))?;
+        let compacted = store.compacted_revision().await.unwrap_or(0);
+        *lock(&self.progress) = Some(stream.progress.clone());
+        {
+            let mut st = lock(&self.state);
+            st.objects = objects;
+            st.history.clear();
+            st.oldest = list.revision;
+            st.revision = list.revision;
+            st.compacted = st.compacted.max(compacted);
+        }
+        self.revision.send_replace(list.revision);
+        debug!(resource = %self.resource.plural, revision = list.revision, "watch cache initialised");
+        Ok(stream)
+    }
+
+    fn apply(&self, ev: WatchEvent) {
+        let mut st = lock(&self.state);
+        let rev = ev.revision();
+        let event = match ev {
+            WatchEvent::Progress { revision } => {
+                if revision > st.revision {
+                    st.revision = revision;
+                }
+                drop(st);
+                self.revision.send_if_modified(|r| {
+                    let changed = *r < revision;
+                    *r = (*r).max(revision);
+                    changed
+                });
+                return;
+            }
+            WatchEvent::Put { kv, .. } => {
+                let value = match object::decode(&kv) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        warn!(key = %kv.key, error = %e, "skipping undecodable object");
+                        return;
+                    }
+                };
+                let obj = Arc::new(CachedObject { key: kv.key.clone(), value, rv: kv.mod_revision });
+                let prev = st.objects.insert(kv.key.clone(), obj.clone());
+                let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                CacheEvent { kind, object: obj, prev, revision: rev, encoded: OnceLock::new() }
+            }
+            WatchEvent::Delete { prev, revision } => {
+                let last = st.objects.remove(&prev.key);
+                let mut value = match &last {
+                    Some(o) => o.value.clone(),
+                    None => match object::decode(&prev) {
+                        Ok(v) => v,
+                        Err(_) => return,
+                    },
+                };
+                object::meta_mut(&mut value).insert("resourceVersion".into(), json!(revision.to_string()));
+                let obj = Arc::new(CachedObject { key: prev.key.clone(), value, rv: revision });
+                CacheEvent { kind: EventType::Deleted, object: obj, prev: last, revision, encoded: OnceLock::new() }
+            }
+        };
+        let event = Arc::new(event);
+        st.history.push_back(event.clone());
+        while st.history.len() > self.history_limit {
+            if let Some(old) = st.history.pop_front() {
+                st.oldest = old.revision;
+            }
+        }
+        st.revision = rev;
+        // Sent under the lock so a watcher subscribing under the same lock sees no gap.
+        let _ = self.events.send(Broadcast::Event(event));
+        drop(st);
+        self.revision.send_replace(rev);
+    }
+
+    /// The revision the cache has caught up to.
+    pub fn revision(&self) -> i64 {
+        *self.revision.borrow()
+    }
+
+    /// Waits until the cache has seen every change up to `min` (asking the store for progress),
+    /// or fails with 504 after `timeout`.
+    pub async fn wait_until(&self, min: i64, timeout: Duration) -> Result<(), ApiError> {
+        let mut rx = self.revision.subscribe();
+        if *rx.borrow() >= min {
+            return Ok(());
+        }
+        if let Some(p) = lock(&self.progress).clone() {
+            p.request_progress();
+        }
+        let wait = rx.wait_for(|r| *r >= min);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ApiError::too_large_resource_version(min, self.revision())),
+        }
+    }
+
+    /// The current objects under `prefix`.
+    pub fn snapshot(&self, prefix: &str) -> Snapshot {
+        let st = lock(&self.state);
+        Snapshot { objects: range(&st.objects, prefix), revision: st.revision }
+    }
+
+    /// Looks one object up.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        lock(&self.state).objects.get(key).cloned()
+    }
+
+    /// Starts a watch: from a snapshot (`from == None`), or replaying events after `from`.
+    pub fn watch(&self, prefix: &str, from: Option<i64>) -> Result<WatchStart, ApiError> {
+        let st = lock(&self.state);
+        let rx = self.events.subscribe();
+        match from {
+            None => Ok(WatchStart::Snapshot(Snapshot { objects: range(&st.objects, prefix), revision: st.revision }, rx)),
+            Some(rv) => {
+                if rv < st.compacted {
+                    return Err(ApiError::too_old_resource_version(rv, st.compacted));
+                }
+                if rv < st.oldest {
+                    return Ok(WatchStart::TooOld);
+                }
+                let start = st.history.partition_point(|e| e.revision <= rv);
+                let backlog = st.history.range(start..).filter(|e| e.object.key.starts_with(prefix)).cloned().collect();
+                Ok(WatchStart::Replay(backlog, rx, st.revision.max(rv)))
+            }
+        }
+    }
+
+    /// Records a store compaction: watches from before `revision` now get 410.
+    pub fn compacted(&self, revision: i64) {
+        let mut st = lock(&self.state);
+        st.compacted = st.compacted.max(revision);
+        let keep = st.history.partition_point(|e| e.revision <= revision);
+        st.history.drain(..keep);
+        st.oldest = st.oldest.max(revision);
+    }
+}
+
+fn range(objects: &BTreeMap<String, Arc<CachedObject>>, prefix: &str) -> Vec<Arc<CachedObject>> {
+    objects
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v.clone())
+        .collect()
+}

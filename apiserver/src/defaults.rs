@@ -1,0 +1,160 @@
+//! Defaulting, as upstream's `SetDefaults_*` functions do for the fields clients rely on.
+//! Applied on create and on every update, so a round-tripped object keeps its defaults.
+
+use kybernetes_core::ResourceInfo;
+use serde_json::{Map, Value, json};
+
+fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let m = v.as_object_mut()?;
+    let e = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !e.is_object() {
+        *e = json!({});
+    }
+    e.as_object_mut()
+}
+
+fn default(m: &mut Map<String, Value>, key: &str, value: Value) {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.into(), value);
+    }
+}
+
+/// Applies the defaults of `r` to `obj`.
+pub fn apply(r: &ResourceInfo, obj: &mut Value) {
+    match (r.group.as_str(), r.plural.as_str()) {
+        ("", "pods") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                pod_spec(spec);
+            }
+        }
+        ("", "namespaces") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                default(spec, "finalizers", json!(["kubernetes"]));
+            }
+        }
+        ("", "services") => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                service_spec(spec);
+            }
+        }
+        ("apps", "deployments") => workload(obj, true),
+        ("apps", "replicasets") | ("", "replicationcontrollers") | ("apps", "statefulsets") => workload(obj, false),
+        ("apps", "daemonsets") | ("batch", "jobs") => template_only(obj),
+        _ => {}
+    }
+}
+
+fn template_only(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+        && let Some(tspec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut)
+    {
+        pod_spec(tspec);
+    }
+}
+
+fn workload(obj: &mut Value, deployment: bool) {
+    let Some(spec) = obj_mut(obj, "spec") else { return };
+    default(spec, "replicas", json!(1));
+    if deployment {
+        default(spec, "revisionHistoryLimit", json!(10));
+        default(spec, "progressDeadlineSeconds", json!(600));
+        let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+        if let Some(s) = strategy.as_object_mut() {
+            default(s, "type", json!("RollingUpdate"));
+            if s.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
+                if let Some(ru) = ru.as_object_mut() {
+                    default(ru, "maxUnavailable", json!("25%"));
+                    default(ru, "maxSurge", json!("25%"));
+                }
+            }
+        }
+    }
+    if let Some(tspec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut) {
+        pod_spec(tspec);
+    }
+}
+
+fn pod_spec(spec: &mut Map<String, Value>) {
+    default(spec, "restartPolicy", json!("Always"));
+    default(spec, "terminationGracePeriodSeconds", json!(30));
+    default(spec, "dnsPolicy", json!("ClusterFirst"));
+    default(spec, "schedulerName", json!("default-scheduler"));
+    default(spec, "securityContext", json!({}));
+    for key in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                container(c);
+            }
+        }
+    }
+}
+
+fn container(c: &mut Map<String, Value>) {
+    default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    default(c, "terminationMessagePolicy", json!("File"));
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+    let tag_latest = {
+        let last = image.rsplit('/').next().unwrap_or("");
+        !last.contains('@') && (!last.contains(':') || last.ends_with(":latest"))
+    };
+    default(c, "imagePullPolicy", json!(if tag_latest { "Always" } else { "IfNotPresent" }));
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+        }
+    }
+}
+
+fn service_spec(spec: &mut Map<String, Value>) {
+    default(spec, "type", json!("ClusterIP"));
+    default(spec, "sessionAffinity", json!("None"));
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+/// The status a new object starts with, for resources whose status the server initialises.
+pub fn initial_status(r: &ResourceInfo, obj: &mut Value) {
+    match (r.group.as_str(), r.plural.as_str()) {
+        ("", "pods") => {
+            let qos = qos_class(obj);
+            obj["status"] = json!({ "phase": "Pending", "qosClass": qos });
+        }
+        ("", "namespaces") => obj["status"] = json!({ "phase": "Active" }),
+        _ => {}
+    }
+}
+
+/// The pod's QoS class as upstream computes it (BestEffort, Burstable or Guaranteed).
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let l = lim.and_then(|m| m.get(res));
+            let q = req.and_then(|m| m.get(res)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}

@@ -1,0 +1,345 @@
+//! Turning an HTTP request into a `RequestInfo` (what upstream's `RequestInfoFactory` does) and
+//! parsing the query parameters of each verb.
+
+use std::collections::HashMap;
+
+use kybernetes_core::ApiError;
+use serde_json::Value;
+
+/// The parsed resource path of an API request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// API group, empty for core.
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Namespace from the path, if any.
+    pub namespace: Option<String>,
+    /// Resource plural.
+    pub resource: String,
+    /// Object name, if any.
+    pub name: Option<String>,
+    /// Subresource, if any.
+    pub subresource: Option<String>,
+    /// True for the legacy `/watch/` path prefix.
+    pub legacy_watch: bool,
+}
+
+/// What a path addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `/version`.
+    Version,
+    /// `/api`.
+    CoreVersions,
+    /// `/apis`.
+    Groups,
+    /// `/apis/<group>`.
+    Group(String),
+    /// `/api/v1` or `/apis/<group>/<version>`.
+    ResourceList {
+        /// The group, empty for core.
+        group: String,
+        /// The version.
+        version: String,
+    },
+    /// A resource request.
+    Resource(RequestInfo),
+    /// `/healthz`, `/livez`, `/readyz`.
+    Health,
+    /// Anything else.
+    Unknown,
+}
+
+/// Parses a request path.
+pub fn parse_path(path: &str) -> Target {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["version"] => Target::Version,
+        ["healthz" | "livez" | "readyz", ..] => Target::Health,
+        ["api"] => Target::CoreVersions,
+        ["apis"] => Target::Groups,
+        ["apis", g] => Target::Group(g.to_string()),
+        ["api", v] => Target::ResourceList { group: String::new(), version: v.to_string() },
+        ["apis", g, v] => Target::ResourceList { group: g.to_string(), version: v.to_string() },
+        ["api", v, rest @ ..] => resource_target("", v, rest),
+        ["apis", g, v, rest @ ..] => resource_target(g, v, rest),
+        _ => Target::Unknown,
+    }
+}
+
+fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
+    let mut info = RequestInfo { group: group.into(), version: version.into(), ..Default::default() };
+    if rest.first() == Some(&"watch") {
+        info.legacy_watch = true;
+        rest = &rest[1..];
+    }
+    // `namespaces/<ns>/<resource>...` addresses a namespaced resource, except the namespace's own
+    // subresources (`namespaces/<ns>/status`, `namespaces/<ns>/finalize`).
+    if rest.len() >= 3 && rest[0] == "namespaces" {
+        let own_sub = rest.len() == 3 && group.is_empty() && matches!(rest[2], "status" | "finalize");
+        if !own_sub {
+            info.namespace = Some(rest[1].to_string());
+            rest = &rest[2..];
+        }
+    }
+    match rest {
+        [resource] => info.resource = resource.to_string(),
+        [resource, name] => {
+            info.resource = resource.to_string();
+            info.name = Some(name.to_string());
+        }
+        [resource, name, sub] => {
+            info.resource = resource.to_string();
+            info.name = Some(name.to_string());
+            info.subresource = Some(sub.to_string());
+        }
+        _ => return Target::Unknown,
+    }
+    Target::Resource(info)
+}
+
+/// Decodes a query string into a map (last value wins).
+pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let Some(q) = query else { return map };
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(percent_decode(k), percent_decode(v));
+    }
+    map
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How a list or watch wants its resourceVersion honoured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RvMatch {
+    /// Not set.
+    Unset,
+    /// `NotOlderThan`.
+    NotOlderThan,
+    /// `Exact`.
+    Exact,
+}
+
+/// Query parameters of list and watch.
+#[derive(Clone, Debug)]
+pub struct ListQuery {
+    /// `labelSelector`.
+    pub label_selector: String,
+    /// `fieldSelector`.
+    pub field_selector: String,
+    /// `resourceVersion` as sent.
+    pub resource_version: Option<String>,
+    /// `resourceVersionMatch`.
+    pub rv_match: RvMatch,
+    /// `limit`.
+    pub limit: Option<usize>,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `watch`.
+    pub watch: bool,
+    /// `allowWatchBookmarks`.
+    pub allow_bookmarks: bool,
+    /// `timeoutSeconds`.
+    pub timeout_seconds: Option<u64>,
+    /// `sendInitialEvents`.
+    pub send_initial_events: Option<bool>,
+}
+
+fn parse_bool(q: &HashMap<String, String>, key: &str) -> Result<Option<bool>, ApiError> {
+    match q.get(key).map(String::as_str) {
+        None => Ok(None),
+        Some("true" | "1" | "True") => Ok(Some(true)),
+        Some("false" | "0" | "False" | "") => Ok(Some(false)),
+        Some(other) => Err(ApiError::bad_request(format!("invalid value for {key}: {other:?}, expected true or false"))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+    match q.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?}, expected a non-negative integer"))),
+    }
+}
+
+impl ListQuery {
+    /// Parses list/watch parameters.
+    pub fn parse(q: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let rv_match = match q.get("resourceVersionMatch").map(String::as_str) {
+            None | Some("") => RvMatch::Unset,
+            Some("NotOlderThan") => RvMatch::NotOlderThan,
+            Some("Exact") => RvMatch::Exact,
+            Some(other) => {
+                return Err(ApiError::invalid_field(
+                    "meta.k8s.io",
+                    "ListOptions",
+                    "",
+                    "resourceVersionMatch",
+                    format!("Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""),
+                ));
+            }
+        };
+        Ok(ListQuery {
+            label_selector: q.get("labelSelector").cloned().unwrap_or_default(),
+            field_selector: q.get("fieldSelector").cloned().unwrap_or_default(),
+            resource_version: q.get("resourceVersion").filter(|s| !s.is_empty()).cloned(),
+            rv_match,
+            limit: parse_num::<usize>(q, "limit")?.filter(|l| *l > 0),
+            continue_token: q.get("continue").filter(|s| !s.is_empty()).cloned(),
+            watch: parse_bool(q, "watch")?.unwrap_or(false),
+            allow_bookmarks: parse_bool(q, "allowWatchBookmarks")?.unwrap_or(false),
+            timeout_seconds: parse_num::<u64>(q, "timeoutSeconds")?,
+            send_initial_events: parse_bool(q, "sendInitialEvents")?,
+        })
+    }
+
+    /// The numeric resourceVersion, if one was sent; "0" is `Some(0)`.
+    pub fn rv(&self) -> Result<Option<i64>, ApiError> {
+        parse_rv(self.resource_version.as_deref())
+    }
+}
+
+/// Parses a resourceVersion string.
+pub fn parse_rv(rv: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match rv {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid resource version {s:?}: resourceVersion must be a decimal integer"))
+        }),
+    }
+}
+
+/// `DeleteOptions` from the body and query.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`.
+    pub propagation_policy: Option<String>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_rv: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// Parses delete options from the query and an optional JSON body.
+    pub fn parse(q: &HashMap<String, String>, body: &[u8]) -> Result<Self, ApiError> {
+        let mut opts = DeleteOptions {
+            grace_period_seconds: parse_num::<i64>(q, "gracePeriodSeconds")?,
+            propagation_policy: q.get("propagationPolicy").cloned(),
+            dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+            ..Default::default()
+        };
+        if parse_bool(q, "orphanDependents")? == Some(true) {
+            opts.propagation_policy = Some("Orphan".into());
+        }
+        if !body.iter().all(|b| b.is_ascii_whitespace()) {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?;
+            if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+                opts.grace_period_seconds = Some(g);
+            }
+            if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+                opts.propagation_policy = Some(p.to_string());
+            }
+            if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+                opts.propagation_policy = Some("Orphan".into());
+            }
+            if let Some(p) = v.get("preconditions") {
+                opts.precondition_uid = p.get("uid").and_then(Value::as_str).map(String::from);
+                opts.precondition_rv = p.get("resourceVersion").and_then(Value::as_str).map(String::from);
+            }
+            if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
+                opts.dry_run |= d.iter().any(|x| x == "All");
+            }
+        }
+        if let Some(p) = &opts.propagation_policy
+            && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
+        {
+            return Err(ApiError::invalid_field(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                "propagationPolicy",
+                format!("Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            ));
+        }
+        if let Some(g) = opts.grace_period_seconds
+            && g < 0
+        {
+            opts.grace_period_seconds = Some(0);
+        }
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaced_paths_parse_into_resource_requests() {
+        let t = parse_path("/apis/apps/v1/namespaces/ns1/deployments/web/scale");
+        let Target::Resource(info) = t else { panic!("not a resource: {t:?}") };
+        assert_eq!(info.group, "apps");
+        assert_eq!(info.namespace.as_deref(), Some("ns1"));
+        assert_eq!(info.resource, "deployments");
+        assert_eq!(info.name.as_deref(), Some("web"));
+        assert_eq!(info.subresource.as_deref(), Some("scale"));
+    }
+
+    #[test]
+    fn namespace_status_is_a_subresource_of_the_namespace() {
+        let Target::Resource(info) = parse_path("/api/v1/namespaces/ns1/status") else { panic!() };
+        assert_eq!(info.resource, "namespaces");
+        assert_eq!(info.name.as_deref(), Some("ns1"));
+        assert_eq!(info.subresource.as_deref(), Some("status"));
+        assert_eq!(info.namespace, None);
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let q = query_map(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29&limit=5"));
+        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
+        assert_eq!(q["limit"], "5");
+    }
+}

@@ -1,0 +1,249 @@
+//! create, update (PUT) and patch, and the optimistic-concurrency update loop they share
+//! (upstream's `GuaranteedUpdate`).
+
+use std::sync::Arc;
+
+use kybernetes_core::{ApiError, ResourceInfo};
+use serde_json::{Value, json};
+
+use super::store_err;
+use crate::object::{self, meta_str};
+use crate::request::parse_rv;
+use crate::{Inner, defaults, strategy};
+
+/// How many times an unconditional update retries after losing a race.
+const MAX_RETRIES: usize = 100;
+
+/// Refuses to create content in a namespace that is missing or being deleted (upstream's
+/// NamespaceLifecycle admission).
+async fn check_namespace(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(), ApiError> {
+    let (true, Some(ns)) = (r.namespaced, ns) else { return Ok(()) };
+    let key = format!("/registry/core/namespaces/{ns}");
+    let kv = inner.store.get(&key).await.map_err(|e| store_err(r, ns, e))?;
+    let Some(kv) = kv else {
+        return Err(ApiError::not_found("", "namespaces", ns));
+    };
+    let nsobj = object::decode(&kv)?;
+    if meta_str(&nsobj, "deletionTimestamp").is_some() && !matches!(r.plural.as_str(), "events") {
+        return Err(ApiError::forbidden(format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            r.plural
+        )));
+    }
+    Ok(())
+}
+
+/// POST: creates an object.
+pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    strategy::check_type(r, &mut obj)?;
+    strategy::prepare_for_create(r, &mut obj, ns, &inner.clock)?;
+    defaults::initial_status(r, &mut obj);
+    let name = meta_str(&obj, "name").unwrap_or("").to_string();
+    strategy::validate(r, &obj)?;
+    check_namespace(inner, r, ns, &name).await?;
+    if dry_run {
+        return Ok(obj);
+    }
+    let key = r.key(ns, &name);
+    let kv = inner.store.create(&key, object::encode(&obj)?).await.map_err(|e| store_err(r, &name, e))?;
+    object::meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    Ok(obj)
+}
+
+fn check_name(r: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
+    match meta_str(obj, "name") {
+        Some(n) if n == name => Ok(()),
+        None | Some("") => Ok(()),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name}) for {}",
+            r.plural
+        ))),
+    }
+}
+
+/// PUT of the main resource.
+pub async fn update(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    strategy::check_type(r, &mut obj)?;
+    check_name(r, &obj, name)?;
+    object::meta_mut(&mut obj).insert("name".into(), json!(name));
+    let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
+    guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
+        let mut new = obj.clone();
+        strategy::prepare_for_update(r, old, &mut new);
+        Ok(new)
+    })
+    .await
+}
+
+/// PUT of the `status` subresource.
+pub async fn update_status(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    strategy::check_type(r, &mut obj)?;
+    check_name(r, &obj, name)?;
+    let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
+    guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| Ok(strategy::prepare_for_status_update(old, &obj)))
+        .await
+}
+
+/// Applies a patch document of the given content type to `target`.
+pub fn apply_patch(content_type: &str, target: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let mut doc = target.clone();
+    match media {
+        "application/json-patch+json" => {
+            let patch: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
+            json_patch::patch(&mut doc, &patch)
+                .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+        }
+        "application/merge-patch+json" => {
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the merge patch is not valid JSON: {e}")))?;
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("the merge patch must be a JSON object"));
+            }
+            json_patch::merge(&mut doc, &patch);
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    Ok(doc)
+}
+
+/// PATCH of the main resource or its `status`.
+#[allow(clippy::too_many_arguments)]
+pub async fn patch(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    // Check the patch parses before touching the store, so a bad patch is a 400/415, not a 404.
+    apply_patch(content_type, &json!({}), body).map(|_| ()).or_else(|e| if e.code == 422 { Ok(()) } else { Err(e) })?;
+    let status_only = sub == Some("status");
+    guaranteed_update(inner, r, ns, name, None, dry_run, |old| {
+        let mut patched = apply_patch(content_type, old, body)?;
+        let old_rv = meta_str(old, "resourceVersion");
+        if let Some(rv) = meta_str(&patched, "resourceVersion")
+            && Some(rv) != old_rv
+        {
+            return Err(ApiError::stale(&r.group, &r.plural, name));
+        }
+        check_name(r, &patched, name)?;
+        strategy::check_type(r, &mut patched)?;
+        if status_only {
+            Ok(strategy::prepare_for_status_update(old, &patched))
+        } else {
+            strategy::prepare_for_update(r, old, &mut patched);
+            Ok(patched)
+        }
+    })
+    .await
+}
+
+fn ready_to_delete(r: &ResourceInfo, obj: &Value) -> bool {
+    if meta_str(obj, "deletionTimestamp").is_none() || !object::finalizers(obj).is_empty() {
+        return false;
+    }
+    let grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    if grace > 0 {
+        return false;
+    }
+    if r.group.is_empty() && r.plural == "namespaces" {
+        return obj.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+    }
+    true
+}
+
+fn finalizers_added_during_deletion(old: &Value, new: &Value) -> Option<String> {
+    meta_str(old, "deletionTimestamp")?;
+    let before = object::finalizers(old);
+    object::finalizers(new).into_iter().find(|f| !before.contains(f))
+}
+
+/// Reads, transforms and writes an object until the write wins the race (or the caller's
+/// resourceVersion precondition fails with 409). An update that leaves an object being deleted
+/// with no finalizers deletes it.
+#[allow(clippy::too_many_arguments)]
+pub async fn guaranteed_update<F>(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    precondition: Option<i64>,
+    dry_run: bool,
+    mut transform: F,
+) -> Result<Value, ApiError>
+where
+    F: FnMut(&Value) -> Result<Value, ApiError>,
+{
+    let key = r.key(ns, name);
+    for _ in 0..MAX_RETRIES {
+        let kv = inner
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_err(r, name, e))?
+            .ok_or_else(|| ApiError::not_found(&r.group, &r.plural, name))?;
+        if let Some(p) = precondition
+            && p != kv.mod_revision
+        {
+            return Err(ApiError::stale(&r.group, &r.plural, name));
+        }
+        let old = object::decode(&kv)?;
+        let mut new = transform(&old)?;
+        object::meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        if let Some(f) = finalizers_added_during_deletion(&old, &new) {
+            return Err(ApiError::invalid_field(
+                &r.group,
+                &r.kind,
+                name,
+                "metadata.finalizers",
+                format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{f}]"),
+            ));
+        }
+        strategy::validate(r, &new)?;
+        if new == old {
+            return Ok(old);
+        }
+        if dry_run {
+            return Ok(new);
+        }
+        if ready_to_delete(r, &new) {
+            match inner.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok((_, rev)) => {
+                    object::meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
+                    return Ok(new);
+                }
+                Err(kybernetes_store::Error::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(store_err(r, name, e)),
+            }
+        }
+        match inner.store.update(&key, object::encode(&new)?, kv.mod_revision).await {
+            Ok(written) => {
+                object::meta_mut(&mut new).insert("resourceVersion".into(), json!(written.mod_revision.to_string()));
+                return Ok(new);
+            }
+            Err(kybernetes_store::Error::Conflict { .. }) if precondition.is_none() => continue,
+            Err(kybernetes_store::Error::NotFound { .. }) if precondition.is_none() => continue,
+            Err(e) => return Err(store_err(r, name, e)),
+        }
+    }
+    Err(ApiError::conflict(&r.group, &r.plural, name, "too many concurrent updates; try again"))
+}

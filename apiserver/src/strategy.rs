@@ -1,0 +1,174 @@
+//! Per-resource create and update rules (upstream's `RESTCreateStrategy` /
+//! `RESTUpdateStrategy`): what the server sets on create, what it keeps on update, when
+//! `generation` moves, and what makes an object invalid.
+
+use kybernetes_core::status::StatusCause;
+use kybernetes_core::validation;
+use kybernetes_core::{ApiError, Clock, ResourceInfo};
+use serde_json::{Value, json};
+
+use crate::defaults;
+use crate::object::{self, meta_mut, meta_str};
+
+const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Checks `kind`/`apiVersion` of a request body against the resource, filling them if absent.
+pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    let av = r.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            obj["apiVersion"] = json!(av);
+        }
+        Some(v) if v == av => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({av})"
+            )));
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            obj["kind"] = json!(r.kind);
+        }
+        Some(k) if k == r.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Fills server-owned metadata and resets status on create.
+pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value, namespace: Option<&str>, clock: &Clock) -> Result<(), ApiError> {
+    let name = meta_str(obj, "name").unwrap_or("").to_string();
+    let generate = meta_str(obj, "generateName").unwrap_or("").to_string();
+    if name.is_empty() && generate.is_empty() {
+        return Err(ApiError::invalid_field(&r.group, &r.kind, "", "metadata.name", "Required value: name or generateName is required"));
+    }
+    if r.namespaced {
+        let ns = namespace.ok_or_else(|| ApiError::bad_request(format!("{} is namespaced: the request must name a namespace", r.plural)))?;
+        match meta_str(obj, "namespace") {
+            Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => {
+                meta_mut(obj).insert("namespace".into(), json!(ns));
+            }
+        }
+    } else {
+        meta_mut(obj).remove("namespace");
+    }
+    if name.is_empty() {
+        meta_mut(obj).insert("name".into(), json!(format!("{generate}{}", random_suffix())));
+    }
+    let meta = meta_mut(obj);
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(clock.now_rfc3339()));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("selfLink");
+    if r.has_generation {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    if r.status_subresource {
+        // POST ignores status: the server owns it.
+        obj.as_object_mut().map(|m| m.remove("status"));
+    }
+    defaults::apply(r, obj);
+    Ok(())
+}
+
+/// Carries server-owned fields over from `old` on a PUT or PATCH of the main resource, and
+/// bumps `generation` when the spec changed.
+pub fn prepare_for_update(r: &ResourceInfo, old: &Value, new: &mut Value) {
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let meta = meta_mut(new);
+    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+        match old_meta.get(f) {
+            Some(v) => meta.insert(f.into(), v.clone()),
+            None => meta.remove(f),
+        };
+    }
+    if r.status_subresource {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+    }
+    defaults::apply(r, new);
+    if r.has_generation && object::spec_part(old) != object::spec_part(new) {
+        let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
+        meta_mut(new).insert("generation".into(), json!(g + 1));
+    }
+}
+
+/// For a write to `/status`: everything but status comes from `old`.
+pub fn prepare_for_status_update(old: &Value, new: &Value) -> Value {
+    let mut out = old.clone();
+    match new.get("status") {
+        Some(s) => out["status"] = s.clone(),
+        None => {
+            out.as_object_mut().map(|m| m.remove("status"));
+        }
+    }
+    if let Some(rv) = meta_str(new, "resourceVersion") {
+        meta_mut(&mut out).insert("resourceVersion".into(), json!(rv));
+    } else {
+        meta_mut(&mut out).remove("resourceVersion");
+    }
+    out
+}
+
+fn random_suffix() -> String {
+    let mut out = String::with_capacity(5);
+    let bytes = uuid::Uuid::new_v4();
+    for b in bytes.as_bytes().iter().take(5) {
+        out.push(GENERATE_NAME_CHARS[(*b as usize) % GENERATE_NAME_CHARS.len()] as char);
+    }
+    out
+}
+
+fn cause(field: &str, message: impl Into<String>) -> StatusCause {
+    StatusCause { reason: "FieldValueInvalid".into(), message: message.into(), field: field.into() }
+}
+
+/// Validates an object (metadata and the kind-specific rules). Nothing is stored on failure.
+pub fn validate(r: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let name = meta_str(obj, "name").unwrap_or("");
+    let mut causes = Vec::new();
+    let name_errors = match (r.group.as_str(), r.plural.as_str()) {
+        ("", "namespaces" | "services") => validation::is_dns1123_label(name),
+        ("", "events") | ("events.k8s.io", "events") => validation::validate_name(validation::NameRule::PathSegment, name),
+        _ => validation::is_dns1123_subdomain(name),
+    };
+    for e in name_errors {
+        causes.push(cause("metadata.name", format!("Invalid value: {name:?}: {e}")));
+    }
+    for e in validation::validate_labels(&object::labels(obj)) {
+        causes.push(cause("metadata.labels", e));
+    }
+    for e in validation::validate_annotations(&object::annotations(obj)) {
+        causes.push(cause("metadata.annotations", e));
+    }
+    if let Some(m) = obj.get("metadata")
+        && let Some(f) = m.get("finalizers")
+        && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        causes.push(cause("metadata.finalizers", "Invalid value: finalizers must be a list of strings"));
+    }
+    causes.extend(crate::validate_kind::validate(r, obj));
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(&r.group, &r.kind, name, causes)) }
+}

@@ -1,0 +1,148 @@
+//! Kind-specific validation: the rules clients hit most often, with upstream's field paths
+//! and messages.
+
+use std::collections::HashSet;
+
+use kybernetes_core::ResourceInfo;
+use kybernetes_core::selector::LabelSelector;
+use kybernetes_core::status::StatusCause;
+use kybernetes_core::validation;
+use serde_json::Value;
+
+use crate::object;
+
+fn required(field: &str) -> StatusCause {
+    StatusCause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> StatusCause {
+    StatusCause { reason: "FieldValueInvalid".into(), message: message.into(), field: field.into() }
+}
+
+/// Returns every violation of the kind's rules.
+pub fn validate(r: &ResourceInfo, obj: &Value) -> Vec<StatusCause> {
+    let mut out = Vec::new();
+    match (r.group.as_str(), r.plural.as_str()) {
+        ("", "pods") => pod_spec(obj.get("spec"), "spec", &mut out),
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => workload(obj, &mut out),
+        ("", "services") => service(obj, &mut out),
+        ("", "configmaps" | "secrets") => data_keys(obj, &mut out),
+        _ => {}
+    }
+    out
+}
+
+fn pod_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
+    let Some(spec) = spec else {
+        out.push(required(path));
+        return;
+    };
+    let containers = spec.get("containers").and_then(Value::as_array);
+    match containers {
+        None => out.push(required(&format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => out.push(required(&format!("{path}.containers"))),
+        Some(cs) => {
+            let mut names = HashSet::new();
+            for (i, c) in cs.iter().enumerate() {
+                let p = format!("{path}.containers[{i}]");
+                match c.get("name").and_then(Value::as_str) {
+                    None | Some("") => out.push(required(&format!("{p}.name"))),
+                    Some(n) => {
+                        for e in validation::is_dns1123_label(n) {
+                            out.push(invalid(&format!("{p}.name"), format!("Invalid value: {n:?}: {e}")));
+                        }
+                        if !names.insert(n.to_string()) {
+                            out.push(StatusCause {
+                                reason: "FieldValueDuplicate".into(),
+                                message: format!("Duplicate value: {n:?}"),
+                                field: format!("{p}.name"),
+                            });
+                        }
+                    }
+                }
+                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    out.push(required(&format!("{p}.image")));
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
+        && !matches!(rp, "Always" | "OnFailure" | "Never")
+    {
+        out.push(StatusCause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: {rp:?}: supported values: \"Always\", \"OnFailure\", \"Never\""),
+            field: format!("{path}.restartPolicy"),
+        });
+    }
+}
+
+fn workload(obj: &Value, out: &mut Vec<StatusCause>) {
+    let spec = obj.get("spec");
+    let selector = spec.and_then(|s| s.get("selector"));
+    let template_labels = spec
+        .and_then(|s| s.pointer("/template/metadata/labels"))
+        .map(|l| object::labels(&serde_json::json!({"metadata": {"labels": l}})))
+        .unwrap_or_default();
+    match selector {
+        None => out.push(required("spec.selector")),
+        Some(sel) => match LabelSelector::from_json(sel) {
+            Err(e) => out.push(invalid("spec.selector", format!("Invalid value: {e}"))),
+            Ok(s) if s.is_empty() => {
+                out.push(invalid("spec.selector", "Invalid value: empty selector is invalid for deployment"))
+            }
+            Ok(s) => {
+                if !s.matches(&template_labels) {
+                    out.push(invalid(
+                        "spec.template.metadata.labels",
+                        format!("Invalid value: {template_labels:?}: `selector` does not match template `labels`"),
+                    ));
+                }
+            }
+        },
+    }
+    if let Some(n) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
+        && n < 0
+    {
+        out.push(invalid("spec.replicas", format!("Invalid value: {n}: must be greater than or equal to 0")));
+    }
+    pod_spec(spec.and_then(|s| s.pointer("/template/spec")), "spec.template.spec", out);
+}
+
+fn service(obj: &Value, out: &mut Vec<StatusCause>) {
+    let spec = obj.get("spec");
+    let ty = spec.and_then(|s| s.get("type")).and_then(Value::as_str).unwrap_or("ClusterIP");
+    let headless = spec.and_then(|s| s.get("clusterIP")).and_then(Value::as_str) == Some("None");
+    let ports = spec.and_then(|s| s.get("ports")).and_then(Value::as_array);
+    if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
+        out.push(required("spec.ports"));
+    }
+    for (i, p) in ports.into_iter().flatten().enumerate() {
+        match p.get("port").and_then(Value::as_i64) {
+            Some(n) if (1..=65535).contains(&n) => {}
+            Some(n) => out.push(invalid(&format!("spec.ports[{i}].port"), format!("Invalid value: {n}: must be between 1 and 65535, inclusive"))),
+            None => out.push(required(&format!("spec.ports[{i}].port"))),
+        }
+    }
+}
+
+fn data_keys(obj: &Value, out: &mut Vec<StatusCause>) {
+    for field in ["data", "binaryData", "stringData"] {
+        if let Some(m) = obj.get(field).and_then(Value::as_object) {
+            for k in m.keys() {
+                let ok = !k.is_empty()
+                    && k.len() <= 253
+                    && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && k != "."
+                    && k != ".."
+                    && !k.starts_with("..");
+                if !ok {
+                    out.push(invalid(
+                        &format!("{field}[{k}]"),
+                        format!("Invalid value: {k:?}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name')"),
+                    ));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Cluster-wide settings shared by components, with upstream defaults.
+
+use std::time::Duration;
+
+/// Cluster-wide configuration. The defaults follow upstream Kubernetes.
+///
+/// ```
+/// let c = kybernetes_core::ClusterConfig::default();
+/// assert_eq!(c.cluster_domain, "cluster.local");
+/// assert_eq!(c.pod_cidr, "10.244.0.0/16");
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Pod network; each node gets a /24 from it.
+    pub pod_cidr: String,
+    /// Service ClusterIP range.
+    pub service_cidr: String,
+    /// DNS domain of the cluster.
+    pub cluster_domain: String,
+    /// Inclusive NodePort range.
+    pub node_port_range: (u16, u16),
+    /// Default pod termination grace period.
+    pub termination_grace_period: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            pod_cidr: "10.244.0.0/16".into(),
+            service_cidr: "10.96.0.0/12".into(),
+            cluster_domain: "cluster.local".into(),
+            node_port_range: (30000, 32767),
+            termination_grace_period: Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! kybernetes-core: the resource registry (GVK ↔ plural, scope, subresources), label and field
+//! selectors, name and label validation, Kubernetes `Status` errors, the cluster clock and shared
+//! cluster configuration.
+//!
+//! Nothing here does I/O; every other crate builds on these types.
+
+pub mod clock;
+pub mod config;
+pub mod fields;
+pub mod registry;
+pub mod selector;
+pub mod status;
+pub mod validation;
+
+pub use clock::Clock;
+pub use config::ClusterConfig;
+pub use registry::{Registry, ResourceInfo};
+pub use status::ApiError;

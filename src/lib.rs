@@ -1,0 +1,64 @@
+//! kybernetes: Kubernetes as a Rust library. Add one dependency and get a running cluster
+//! inside your process: an API server with Kubernetes semantics over a pluggable store,
+//! reached through an ordinary `kube::Client`.
+//!
+//! ```no_run
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//! use kybernetes::Cluster;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = Cluster::builder().start().await?;
+//! let cms: Api<ConfigMap> = Api::default_namespaced(cluster.client());
+//! let mut cm = ConfigMap::default();
+//! cm.metadata.name = Some("settings".into());
+//! cms.create(&PostParams::default(), &cm).await?;
+//! cluster.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The crates behind the facade are re-exported: [`core`], [`store`] and [`apiserver`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use kybernetes_apiserver as apiserver;
+pub use kybernetes_core as core;
+pub use kybernetes_store as store;
+
+mod apply;
+mod cluster;
+
+pub use apply::{ApplyOutcome, split_yaml_documents};
+pub use cluster::{Cluster, ClusterBuilder};
+
+/// Errors of the facade.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused a request.
+    #[error("api server: {0}")]
+    Api(#[from] kybernetes_core::ApiError),
+    /// A client call failed.
+    #[error("client: {0}")]
+    Kube(#[from] kube::Error),
+    /// A store backend failed.
+    #[error("store: {0}")]
+    Store(#[from] kybernetes_store::Error),
+    /// A manifest could not be parsed.
+    #[error("manifest document {index}: {message}")]
+    Manifest {
+        /// Zero-based document index in the YAML stream.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A wait ran out of time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+/// `Result` with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A store handle as the builder takes it.
+pub type DynStore = Arc<dyn kybernetes_store::Store>;
