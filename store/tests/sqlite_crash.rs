@@ -101,7 +101,7 @@ fn apply(acked: &mut Acked, iteration: u64, lines: &[String], open_revision: i64
                 let rev = revision(rev);
                 let value: u64 = value.parse().unwrap_or_else(|_| panic!("iteration {iteration}: bad line {line:?}"));
                 if let Some((_, before)) = acked.counter {
-                    assert!(value > before, "iteration {iteration}: counter went from {before} to {value}");
+                    assert!(value > before, "iteration {iteration}: counter went from {before} back to {value}");
                 }
                 acked.counter = Some((rev, value));
                 check_order(iteration, &mut last, rev, line);
@@ -124,17 +124,21 @@ fn check_order(iteration: u64, last: &mut i64, rev: i64, line: &str) {
 }
 
 /// Reopens the database and checks every acknowledged write against it. Returns its revision.
-async fn verify(db: &Path, iteration: u64, acked: &Acked, last_current: i64) -> i64 {
+/// What it finds for writes that may or may not have committed becomes the new baseline.
+async fn verify(db: &Path, iteration: u64, acked: &mut Acked, last_current: i64) -> i64 {
     let store = SqliteStore::open(db).unwrap_or_else(|e| panic!("iteration {iteration}: reopen failed: {e:?}"));
     store.check_integrity().await.unwrap_or_else(|e| panic!("iteration {iteration}: {e}"));
     let current = store.current_revision().await.expect("current revision");
     assert!(current >= acked.max_revision, "iteration {iteration}: revision {current} is behind acknowledged {}", acked.max_revision);
     assert!(current >= last_current, "iteration {iteration}: revision went backwards from {last_current} to {current}");
+    let mut resolved = Vec::new();
     for (key, rev) in &acked.created {
         let got = store.get(key).await.expect("get");
         if acked.deleted.contains(key) {
             assert_eq!(got, None, "iteration {iteration}: acknowledged delete of {key} was lost");
-        } else if !acked.maybe_deleted.contains(key) {
+        } else if acked.maybe_deleted.contains(key) {
+            resolved.push((key.clone(), got.is_none()));
+        } else {
             let kv = got.unwrap_or_else(|| panic!("iteration {iteration}: acknowledged create of {key} at {rev} was lost"));
             assert_eq!(kv.mod_revision, *rev, "iteration {iteration}: {key} has the wrong revision");
         }
@@ -145,6 +149,13 @@ async fn verify(db: &Path, iteration: u64, acked: &Acked, last_current: i64) -> 
         // One more write may have committed without being acknowledged.
         assert!(stored == value || stored == value + 1, "iteration {iteration}: counter is {stored}, acknowledged {value}");
         assert!(kv.mod_revision >= rev, "iteration {iteration}: counter revision {} is behind acknowledged {rev}", kv.mod_revision);
+        acked.counter = Some((kv.mod_revision, stored));
+    }
+    for (key, gone) in resolved {
+        acked.maybe_deleted.remove(&key);
+        if gone {
+            acked.deleted.insert(key);
+        }
     }
     current
 }
@@ -207,7 +218,7 @@ fn acknowledged_writes_survive_sigkill() {
         total_lines += lines.len();
 
         apply(&mut acked, iteration, &lines, open_revision);
-        last_current = runtime.block_on(verify(&db, iteration, &acked, last_current));
+        last_current = runtime.block_on(verify(&db, iteration, &mut acked, last_current));
     }
     eprintln!(
         "crash test: {ITERATIONS} kills, {total_lines} acknowledgements, {} keys created, final revision {last_current}",

@@ -1,0 +1,1 @@
+//! kybernetes-net: the Network trait and LocalNetwork.

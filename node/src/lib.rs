@@ -1,0 +1,1 @@
+//! kybernetes-node: the node agent.

@@ -1,0 +1,1 @@
+//! kybernetes-runtime: the Runtime trait and FakeRuntime.
