@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod fields;
+pub mod ipam;
 pub mod registry;
 pub mod selector;
 pub mod status;

@@ -1,1 +1,204 @@
-//! kybernetes-net: the Network trait and LocalNetwork.
+//! kybernetes-net: the [`Network`] trait and [`LocalNetwork`], the in-memory implementation:
+//! per-node pod CIDRs and pod IPs, the service → endpoints table a service proxy follows, and
+//! the DNS catalog for `<svc>.<ns>.svc.cluster.local`.
+//!
+//! The node agent sees only this trait. The Linux backend (bridge, veth, netns over rtnetlink)
+//! implements the same trait in a later issue. [`spawn_service_sync`] is the kube-proxy of the
+//! cluster: it watches Services and Endpoints and feeds any [`Network`].
+//!
+//! Address management itself (CIDRs, the ClusterIP, NodePort and per-node subnet allocators)
+//! lives in [`kybernetes_core::ipam`], where the API server uses it too.
+//!
+//! # How to implement your own network
+//!
+//! Implement [`Network`]; [`LocalNetwork`] is the worked example. The rules:
+//! - `add_node` is idempotent and returns the same CIDR for the same node name;
+//! - `setup_pod` is idempotent per pod UID (the node agent may retry after a crash) and never
+//!   hands out an IP that another live pod holds;
+//! - `teardown_pod` releases the IP; tearing down an unknown pod is not an error;
+//! - `sync_service` replaces everything known about a service; `resolve` answers from the
+//!   latest sync.
+//!
+//! Walking through [`LocalNetwork`]:
+//!
+//! 1. **Nodes.** `add_node` takes the next `/24` of the pod CIDR from a
+//!    [`SubnetAllocator`](kybernetes_core::ipam::SubnetAllocator) and a node address, and
+//!    remembers both under the node name, so a second call returns the same
+//!    [`NodeNetwork`]. A real backend would also create the node's bridge here.
+//! 2. **Pods.** `setup_pod` first looks the UID up: a known UID gets its existing address back.
+//!    Otherwise it takes the next free address of the node's
+//!    [`IpAllocator::for_pod_subnet`](kybernetes_core::ipam::IpAllocator::for_pod_subnet)
+//!    (which never hands out `.1`, the gateway) and records the lease under the UID. A real
+//!    backend then creates the netns and veth pair and returns the netns path in
+//!    [`PodNetwork::netns`]; a later step failing must undo the earlier ones.
+//! 3. **Teardown** mirrors set-up in reverse and ignores what it does not know, because the
+//!    node agent calls it again after a crash.
+//! 4. **Services.** `sync_service` stores the whole [`ServiceEntry`]; a real proxy would
+//!    rewrite its rules for that service. `remove_service` forgets it.
+//! 5. **DNS.** `resolve` expands the name with a pod's search path
+//!    (`<ns>.svc.cluster.local svc.cluster.local cluster.local`, `ndots:5`) and answers the
+//!    first candidate that has records, as CoreDNS would.
+//!
+//! All state sits behind short, synchronous locks: no lock is held across an `.await`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kybernetes_net::{LocalNetwork, Network, ServiceEntry, ServicePort};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), kybernetes_net::Error> {
+//! let network: Arc<dyn Network> = Arc::new(LocalNetwork::default());
+//! network
+//!     .sync_service(ServiceEntry {
+//!         namespace: "shop".into(),
+//!         name: "web".into(),
+//!         cluster_ip: Some("10.96.0.20".parse().unwrap()),
+//!         ports: vec![ServicePort {
+//!             name: "http".into(),
+//!             protocol: "TCP".into(),
+//!             port: 80,
+//!             node_port: None,
+//!             target_port: 8080,
+//!         }],
+//!         endpoints: vec![],
+//!     })
+//!     .await?;
+//! let ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
+//! assert_eq!(network.resolve("web", "shop"), vec![ip]);
+//! assert_eq!(network.resolve("web.shop.svc.cluster.local.", "default"), vec![ip]);
+//! assert!(network.resolve("web", "default").is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+mod catalog;
+mod dns;
+mod local;
+mod service_entry;
+mod service_sync;
+
+pub use local::{LocalNetwork, NODE_ADDRESS_CIDR, NODE_SUBNET_PREFIX};
+pub use service_sync::spawn_service_sync;
+
+/// Errors a network backend returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node is not registered with the network.
+    #[error("node {0} is not registered with the network")]
+    UnknownNode(String),
+    /// A range ran out of addresses or ports.
+    #[error("{0} is exhausted")]
+    Exhausted(String),
+    /// The pod UID already has a network on another node.
+    #[error("pod {uid} already has a network on node {node}")]
+    PodOnOtherNode {
+        /// The pod UID.
+        uid: String,
+        /// The node holding the pod's network.
+        node: String,
+    },
+    /// A CIDR or address could not be parsed.
+    #[error("invalid network configuration: {0}")]
+    Config(String),
+    /// The backend failed.
+    #[error("network backend: {context}")]
+    Backend {
+        /// What the backend was doing.
+        context: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// `Result` with the network's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A node's share of the pod network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeNetwork {
+    /// The node's pod CIDR, e.g. `10.244.1.0/24`.
+    pub pod_cidr: String,
+    /// The node's own address (for `status.addresses` InternalIP and `hostIP`).
+    pub node_ip: IpAddr,
+}
+
+/// What the network needs to know about a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNetworkRequest {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID (the identity used for idempotence).
+    pub uid: String,
+    /// `spec.hostname` or the pod name.
+    pub hostname: String,
+    /// `spec.subdomain`, if any (pod DNS records under a headless service).
+    pub subdomain: Option<String>,
+}
+
+/// A pod's network once set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The pod IP.
+    pub ip: IpAddr,
+    /// Path of the pod's network namespace, for runtimes that join it (None in memory).
+    pub netns: Option<PathBuf>,
+}
+
+/// One port of a service as the proxy serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name.
+    pub name: String,
+    /// Protocol (`TCP`, `UDP`, `SCTP`).
+    pub protocol: String,
+    /// The service port.
+    pub port: u16,
+    /// The NodePort, if any.
+    pub node_port: Option<u16>,
+    /// The port on the endpoints.
+    pub target_port: u16,
+}
+
+/// A service and its ready endpoints, as the proxy and DNS need them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// ClusterIP, or `None` for a headless service.
+    pub cluster_ip: Option<IpAddr>,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Ready endpoint IPs, with the hostname of each endpoint if it has one.
+    pub endpoints: Vec<(IpAddr, Option<String>)>,
+}
+
+/// Pod networking, the service proxy table and the DNS catalog.
+#[async_trait]
+pub trait Network: Send + Sync + 'static {
+    /// Registers a node and returns its pod CIDR and address (idempotent).
+    async fn add_node(&self, node: &str) -> Result<NodeNetwork>;
+    /// Forgets a node and releases its CIDR.
+    async fn remove_node(&self, node: &str) -> Result<()>;
+    /// Gives a pod on `node` its network (idempotent per pod UID).
+    async fn setup_pod(&self, node: &str, pod: &PodNetworkRequest) -> Result<PodNetwork>;
+    /// Releases a pod's network (unknown pods are not an error).
+    async fn teardown_pod(&self, node: &str, pod_uid: &str) -> Result<()>;
+    /// Replaces what the proxy and DNS know about one service.
+    async fn sync_service(&self, service: ServiceEntry) -> Result<()>;
+    /// Forgets a service.
+    async fn remove_service(&self, namespace: &str, name: &str) -> Result<()>;
+    /// Answers a DNS question for an A record name (`web`, `web.ns`,
+    /// `web.ns.svc.cluster.local`, `pod-0.web.ns.svc.cluster.local`), relative names
+    /// searched from `from_namespace` as a pod's resolv.conf would.
+    fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr>;
+}

@@ -17,14 +17,20 @@
 //! ```
 //!
 //! The rules every backend must keep:
-//! - revisions are strictly increasing integers starting above 0, one per successful write;
+//! - revisions are strictly increasing integers starting above 0, one per successful write
+//!   (the built-in backends, like etcd, start empty at revision 1, so the first write gets 2);
 //! - `create` fails with [`Error::AlreadyExists`] if the key is present;
-//! - `update` and `delete` with an expected revision fail with [`Error::Conflict`] when the key's
-//!   `mod_revision` differs;
+//! - `update` and `delete` fail with [`Error::NotFound`] if the key is absent, and with
+//!   [`Error::Conflict`] (carrying the actual revision) when an expected revision differs from
+//!   the key's `mod_revision`;
 //! - `watch(prefix, from)` delivers every change with revision `> from`, in order, with no gaps,
-//!   and fails with [`Error::Gone`] when `from` is older than the compacted revision;
+//!   each with the key's previous value, and fails with [`Error::Gone`] when `from` is older than
+//!   the compacted revision;
 //! - `list` at an explicit revision returns the state as it was at that revision (MVCC), or
-//!   [`Error::Gone`] once that revision is compacted.
+//!   [`Error::Gone`] once that revision is compacted, or [`Error::FutureRevision`] if it has not
+//!   happened yet;
+//! - `compact(r)` keeps reads and watches at `r` and later working.
+//!
 //! [`MemoryStore`] is the worked example.
 
 use std::pin::Pin;
@@ -142,7 +148,9 @@ pub struct KeyValue {
 /// Options for [`Store::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
-    /// Read the state as of this revision; `None` reads the current state.
+    /// Read the state as of this revision; `None` (or a revision `<= 0`, as in etcd) reads the
+    /// current state. Continue a paged list at the first page's [`ListResult::revision`] to get
+    /// a consistent snapshot.
     pub revision: Option<i64>,
     /// At most this many items; `None` or 0 means no limit.
     pub limit: Option<usize>,
@@ -179,6 +187,7 @@ pub enum WatchEvent {
         revision: i64,
     },
     /// The watch has delivered every event up to this revision (answer to a progress request).
+    /// Never below the revision of an event delivered before it.
     Progress {
         /// The revision.
         revision: i64,
@@ -204,7 +213,8 @@ pub trait ProgressRequester: Send + Sync {
 
 /// A stream of watch events plus a handle to request progress notifications.
 pub struct WatchStream {
-    /// The events, in revision order. An `Err` ends the watch.
+    /// The events, in revision order. An `Err` ends the watch. Dropping the stream ends the watch
+    /// and frees what the store kept for it.
     pub events: Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>,
     /// Requests a [`WatchEvent::Progress`] on this stream.
     pub progress: Arc<dyn ProgressRequester>,
@@ -221,18 +231,27 @@ impl std::fmt::Debug for WatchStream {
 pub trait Store: Send + Sync + 'static {
     /// Read one key at the current revision.
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
-    /// List keys starting with `prefix`, in key order.
+    /// List keys starting with `prefix`, in key order. See [`ListOptions`]; `more` is set when
+    /// `limit` cut the list short.
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult>;
     /// Create a key; fails with [`Error::AlreadyExists`] if present.
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue>;
-    /// Replace a key's value if its mod revision equals `expected_revision`.
+    /// Replace a key's value if its mod revision equals `expected_revision`; the new value keeps
+    /// the key's `create_revision`.
     async fn update(&self, key: &str, value: Bytes, expected_revision: i64) -> Result<KeyValue>;
     /// Delete a key, optionally only at `expected_revision`. Returns the deleted value and the
     /// revision of the delete.
     async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<(KeyValue, i64)>;
-    /// Watch keys starting with `prefix` for changes with revision `> from_revision`.
+    /// Watch keys starting with `prefix` for changes with revision `> from_revision`: first the
+    /// changes already made (the backlog), then live ones. `from_revision` may be in the future;
+    /// the watch then starts when the store gets there. Fails with [`Error::Gone`] if
+    /// `from_revision` is below [`Store::compacted_revision`] (a backend that only learns that
+    /// once the watch runs reports it as the stream's first item instead).
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream>;
-    /// Drop history older than `revision`.
+    /// Drop history older than `revision`: afterwards reads and watches below it fail with
+    /// [`Error::Gone`], while those at `revision` or later still work. Fails with
+    /// [`Error::FutureRevision`] if `revision` is above the current one; does nothing if it is
+    /// not above the compacted revision.
     async fn compact(&self, revision: i64) -> Result<()>;
     /// The current (latest) revision.
     async fn current_revision(&self) -> Result<i64>;

@@ -408,33 +408,33 @@ impl Inner {
                 _ => (">=", prefix),
             };
             let end = prefix_end(prefix);
-            let upper = if end.is_some() { "AND name < ?4" } else { "AND ?4 IS NULL" };
+            let upper = if end.is_some() { "AND name < ?3" } else { "AND ?3 IS NULL" };
+            // In key order, straight off the (name, id) index: each key's newest row at `at`
+            // (SQLite takes the bare columns from the row holding MAX(id)). Tombstones are
+            // skipped here, and stepping stops once the page is full, so a page costs its size
+            // rather than the size of the prefix.
             let sql = format!(
-                "SELECT l.name, l.id, l.create_revision, l.value FROM log AS l
-                 JOIN (SELECT MAX(id) AS id FROM log
-                       WHERE name {lower_op} ?1 {upper} AND id <= ?2
-                       GROUP BY name) AS m ON l.id = m.id
-                 WHERE l.deleted = 0
-                 ORDER BY l.name
-                 LIMIT ?3"
+                "SELECT name, MAX(id), deleted, create_revision, value FROM log
+                 WHERE name {lower_op} ?1 {upper} AND id <= ?2
+                 GROUP BY name ORDER BY name"
             );
-            // One extra row tells whether more follow.
-            let fetch = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX - 1).saturating_add(1));
             let mut stmt = tx.prepare_cached(&sql).ctx(|| "preparing list".to_owned())?;
-            let rows = stmt
-                .query_map(params![lower, at, fetch, end], |r| {
-                    Ok(KeyValue {
-                        key: r.get(0)?,
-                        mod_revision: r.get(1)?,
-                        create_revision: r.get(2)?,
-                        value: Bytes::from(r.get::<_, Vec<u8>>(3)?),
-                    })
-                })
-                .ctx(|| format!("listing {prefix}"))?;
+            let mut rows = stmt.query(params![lower, at, end]).ctx(|| format!("listing {prefix}"))?;
             let mut items = Vec::new();
             let mut more = false;
-            for row in rows {
-                let kv = row.ctx(|| format!("listing {prefix}"))?;
+            while let Some(row) = rows.next().ctx(|| format!("listing {prefix}"))? {
+                let read = || -> rusqlite::Result<Option<KeyValue>> {
+                    if row.get::<_, bool>(2)? {
+                        return Ok(None);
+                    }
+                    Ok(Some(KeyValue {
+                        key: row.get(0)?,
+                        mod_revision: row.get(1)?,
+                        create_revision: row.get(3)?,
+                        value: Bytes::from(row.get::<_, Vec<u8>>(4)?),
+                    }))
+                };
+                let Some(kv) = read().ctx(|| format!("listing {prefix}"))? else { continue };
                 if !kv.key.starts_with(prefix) {
                     break;
                 }

@@ -91,24 +91,11 @@ pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: Li
     let cacher = inner.cacher(r).await?;
     // With no resourceVersion (or sendInitialEvents), the initial state must be at least as new
     // as the store: a consistent read.
-    let start = match (rv, q.send_initial_events) {
-        (None, Some(false)) => {
-            let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
-            cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
-            cacher.watch(&prefix, Some(cacher.revision()))?
-        }
-        (Some(0), Some(false)) => cacher.watch(&prefix, Some(cacher.revision()))?,
-        (None, _) => {
-            let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
-            cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
-            cacher.watch(&prefix, None)?
-        }
-        (Some(0), _) => cacher.watch(&prefix, None)?,
-        (Some(n), Some(true)) => {
-            cacher.wait_until(n, FRESHNESS_TIMEOUT).await?;
-            cacher.watch(&prefix, None)?
-        }
-        (Some(n), _) => cacher.watch(&prefix, Some(n))?,
+    let start = match watch_start(inner, r, &cacher, &prefix, rv, q.send_initial_events).await {
+        Ok(s) => s,
+        // As upstream's cacher: a too-old resourceVersion is an ERROR event in a 200 stream.
+        Err(e) if e.code == 410 => return Ok(error_stream(&e)),
+        Err(e) => return Err(e),
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let mut watcher =
@@ -157,11 +144,7 @@ pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: Li
             _ = shutdown.wait_for(|s| *s) => {}
         }
     });
-    let mut resp = Response::new(Body::from_stream(ReceiverStream::new(rx)));
-    *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-    Ok(resp)
+    Ok(streaming_response(Body::from_stream(ReceiverStream::new(rx))))
 }
 
 async fn follow(w: &mut Watcher, live: &mut broadcast::Receiver<Broadcast>, bookmarks: bool, every: Duration) {
@@ -228,6 +211,47 @@ async fn store_watch(store: &Arc<dyn kybernetes_store::Store>, r: &ResourceInfo,
             return;
         }
     }
+}
+
+async fn watch_start(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    cacher: &crate::cacher::Cacher,
+    prefix: &str,
+    rv: Option<i64>,
+    send_initial_events: Option<bool>,
+) -> Result<WatchStart, ApiError> {
+    let prefix = prefix.to_string();
+    Ok(match (rv, send_initial_events) {
+        (None, Some(false)) => {
+            let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
+            cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
+            cacher.watch(&prefix, Some(cacher.revision()))?
+        }
+        (Some(0), Some(false)) => cacher.watch(&prefix, Some(cacher.revision()))?,
+        (None, _) => {
+            let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
+            cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
+            cacher.watch(&prefix, None)?
+        }
+        (Some(0), _) => cacher.watch(&prefix, None)?,
+        (Some(n), Some(true)) => {
+            cacher.wait_until(n, FRESHNESS_TIMEOUT).await?;
+            cacher.watch(&prefix, None)?
+        }
+        (Some(n), _) => cacher.watch(&prefix, Some(n))?,
+    })
+}
+
+fn streaming_response(body: Body) -> ApiResponse {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error_stream(err: &ApiError) -> ApiResponse {
+    streaming_response(Body::from(encode_error(err)))
 }
 
 /// An ERROR watch event carrying a Status.

@@ -104,7 +104,10 @@ pub fn apply_patch(content_type: &str, target: &Value, body: &[u8]) -> Result<Va
     let mut doc = target.clone();
     match media {
         "application/json-patch+json" => {
-            let patch: json_patch::Patch = serde_json::from_slice(body)
+            let ops: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid JSON: {e}")))?;
+            let ops = null_tests_of_missing_paths_pass(ops, &doc);
+            let patch: json_patch::Patch = serde_json::from_value(ops)
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
             json_patch::patch(&mut doc, &patch)
                 .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
@@ -120,6 +123,23 @@ pub fn apply_patch(content_type: &str, target: &Value, body: &[u8]) -> Result<Va
         other => return Err(ApiError::unsupported_media_type(other)),
     }
     Ok(doc)
+}
+
+/// Upstream's JSON patch library treats a missing path as `null` in a `test` operation;
+/// clients rely on it (kube-runtime's finalizer helper tests `/metadata/finalizers` for null
+/// before adding the first finalizer). Such tests are dropped when the path is absent.
+fn null_tests_of_missing_paths_pass(ops: Value, doc: &Value) -> Value {
+    let Value::Array(ops) = ops else { return ops };
+    Value::Array(
+        ops.into_iter()
+            .filter(|op| {
+                let is_null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                    && op.get("value").is_some_and(Value::is_null);
+                let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+                !(is_null_test && doc.pointer(path).is_none_or(Value::is_null))
+            })
+            .collect(),
+    )
 }
 
 /// PATCH of the main resource or its `status`.

@@ -1,0 +1,145 @@
+//! Cluster DNS names: the search path a pod's `resolv.conf` applies, and what a fully
+//! qualified name under the cluster domain asks for.
+//!
+//! Kubernetes writes every pod a `resolv.conf` with
+//! `search <ns>.svc.<domain> svc.<domain> <domain>` and `options ndots:5`, and CoreDNS's
+//! `kubernetes` plugin serves these A records:
+//! - `<svc>.<ns>.svc.<domain>`: the ClusterIP, or every ready endpoint of a headless service;
+//! - `<endpoint>.<svc>.<ns>.svc.<domain>`: one endpoint, named by its `hostname`, or by its
+//!   dashed IP (`10-244-1-5`) when it has none;
+//! - `<a-b-c-d>.<ns>.pod.<domain>`: the pod IP spelled in the name (CoreDNS's `pods insecure`,
+//!   the kubeadm default).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The `ndots` option Kubernetes puts in every pod's `resolv.conf`.
+pub(crate) const NDOTS: usize = 5;
+
+/// What a fully qualified name under the cluster domain asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Record<'a> {
+    /// `<service>.<namespace>.svc.<domain>`.
+    Service { namespace: &'a str, service: &'a str },
+    /// `<endpoint>.<service>.<namespace>.svc.<domain>`.
+    Endpoint { namespace: &'a str, service: &'a str, endpoint: &'a str },
+    /// `<a-b-c-d>.<namespace>.pod.<domain>`.
+    Pod { ip: Ipv4Addr },
+}
+
+/// The absolute names a resolver tries for `name` asked from a pod in `namespace`, in order,
+/// lowercased and without the trailing dot.
+///
+/// A name ending in `.` is absolute and tried alone. A name with at least [`NDOTS`] dots is
+/// tried as is before the search list, any other after it.
+pub(crate) fn search_candidates(name: &str, namespace: &str, domain: &str) -> Vec<String> {
+    let name = name.to_ascii_lowercase();
+    if let Some(absolute) = name.strip_suffix('.') {
+        return vec![absolute.to_string()];
+    }
+    if name.is_empty() {
+        return Vec::new();
+    }
+    let searched = [format!("{namespace}.svc.{domain}"), format!("svc.{domain}"), domain.to_string()]
+        .into_iter()
+        .map(|suffix| format!("{name}.{}", suffix.to_ascii_lowercase()));
+    if name.matches('.').count() >= NDOTS {
+        std::iter::once(name.clone()).chain(searched).collect()
+    } else {
+        searched.chain(std::iter::once(name.clone())).collect()
+    }
+}
+
+/// What the absolute name `fqdn` (lowercase, no trailing dot) asks for, if it is a cluster
+/// record under `domain`.
+pub(crate) fn parse_fqdn<'a>(fqdn: &'a str, domain: &str) -> Option<Record<'a>> {
+    let domain = domain.trim_end_matches('.');
+    let relative = fqdn.strip_suffix(domain)?.strip_suffix('.')?;
+    let labels: Vec<&str> = relative.split('.').collect();
+    if labels.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    match labels[..] {
+        [service, namespace, "svc"] => Some(Record::Service { namespace, service }),
+        [endpoint, service, namespace, "svc"] => Some(Record::Endpoint { namespace, service, endpoint }),
+        [dashed, _namespace, "pod"] => parse_dashed_ip(dashed).map(|ip| Record::Pod { ip }),
+        _ => None,
+    }
+}
+
+/// The DNS label CoreDNS gives an address with no hostname: `10.244.1.5` → `10-244-1-5`.
+pub(crate) fn dashed_ip(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string().replace('.', "-"),
+        IpAddr::V6(v6) => v6.to_string().replace(':', "-"),
+    }
+}
+
+fn parse_dashed_ip(label: &str) -> Option<Ipv4Addr> {
+    label.replace('-', ".").parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_search_the_pod_namespace_first() {
+        let c = search_candidates("web", "shop", "cluster.local");
+        assert_eq!(
+            c,
+            [
+                "web.shop.svc.cluster.local",
+                "web.svc.cluster.local",
+                "web.cluster.local",
+                "web",
+            ]
+        );
+    }
+
+    #[test]
+    fn names_with_five_dots_are_tried_as_is_first() {
+        let c = search_candidates("pod-0.web.shop.svc.cluster.local", "x", "cluster.local");
+        assert_eq!(c[0], "pod-0.web.shop.svc.cluster.local");
+        assert_eq!(c.len(), 4);
+    }
+
+    #[test]
+    fn trailing_dot_makes_a_name_absolute() {
+        assert_eq!(search_candidates("Web.Shop.svc.cluster.local.", "x", "cluster.local"), ["web.shop.svc.cluster.local"]);
+        assert!(search_candidates("", "x", "cluster.local").is_empty());
+    }
+
+    #[test]
+    fn fqdns_parse_into_records() {
+        let d = "cluster.local";
+        assert_eq!(
+            parse_fqdn("web.shop.svc.cluster.local", d),
+            Some(Record::Service { namespace: "shop", service: "web" })
+        );
+        assert_eq!(
+            parse_fqdn("db-0.db.shop.svc.cluster.local", d),
+            Some(Record::Endpoint { namespace: "shop", service: "db", endpoint: "db-0" })
+        );
+        assert_eq!(
+            parse_fqdn("10-244-1-5.shop.pod.cluster.local", d),
+            Some(Record::Pod { ip: Ipv4Addr::new(10, 244, 1, 5) })
+        );
+        for other in [
+            "web.cluster.local",
+            "web.svc.cluster.local",
+            "web.shop.svc.example.com",
+            "x.web.shop.svc.cluster.local.extra",
+            "a.b.c.d.shop.svc.cluster.local",
+            "nope.shop.pod.cluster.local",
+            "web..svc.cluster.local",
+            "xcluster.local",
+        ] {
+            assert_eq!(parse_fqdn(other, d), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn dashed_ip_spells_the_address_with_dashes() {
+        assert_eq!(dashed_ip(&IpAddr::V4(Ipv4Addr::new(10, 244, 1, 5))), "10-244-1-5");
+    }
+}

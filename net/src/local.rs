@@ -1,0 +1,298 @@
+//! [`LocalNetwork`]: the in-memory network. It allocates addresses and keeps the service
+//! catalog, and touches nothing on the machine.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use kybernetes_core::ClusterConfig;
+use kybernetes_core::ipam::{Cidr, IpAllocator, SubnetAllocator};
+
+use crate::catalog::ServiceCatalog;
+use crate::{Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result, ServiceEntry};
+
+/// The prefix length of each node's pod subnet (upstream's `--node-cidr-mask-size`).
+pub const NODE_SUBNET_PREFIX: u8 = 24;
+
+/// The range node addresses come from. They are never routed; nodes report them in
+/// `status.addresses` and pods in `status.hostIP`. Like a container network, `.1` is the
+/// gateway, so the first node is `172.18.0.2`.
+pub const NODE_ADDRESS_CIDR: Cidr = match Cidr::from_octets([172, 18, 0, 0], 16) {
+    Some(c) => c,
+    None => panic!("172.18.0.0/16 is a valid CIDR"),
+};
+
+/// The in-memory [`Network`]: IPAM for nodes and pods, and the service catalog behind DNS.
+///
+/// - each node gets a `/24` of the pod CIDR (`10.244.0.0/24`, `10.244.1.0/24`, … in the order
+///   nodes are added) and an address from [`NODE_ADDRESS_CIDR`];
+/// - each pod gets an address of its node's `/24` (`.1` is the gateway and never handed out);
+///   a released address goes to the back of the queue, so it is not reused at once;
+/// - the service catalog answers [`Network::resolve`] as CoreDNS would, and
+///   [`LocalNetwork::pick_endpoint`] picks endpoints round-robin for a service proxy.
+///
+/// No traffic flows: the addresses are bookkeeping, which is all fake runtimes need.
+///
+/// ```
+/// use kybernetes_net::{LocalNetwork, Network, PodNetworkRequest};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), kybernetes_net::Error> {
+/// let net = LocalNetwork::default();
+/// let node = net.add_node("node-1").await?;
+/// assert_eq!(node.pod_cidr, "10.244.0.0/24");
+///
+/// let pod = PodNetworkRequest {
+///     namespace: "default".into(),
+///     name: "web-0".into(),
+///     uid: "7f6c".into(),
+///     hostname: "web-0".into(),
+///     subdomain: None,
+/// };
+/// let first = net.setup_pod("node-1", &pod).await?;
+/// assert_eq!(first.ip.to_string(), "10.244.0.2");
+/// // Idempotent per UID: a retry gets the same address.
+/// assert_eq!(net.setup_pod("node-1", &pod).await?, first);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct LocalNetwork {
+    ipam: Mutex<Ipam>,
+    catalog: RwLock<ServiceCatalog>,
+}
+
+/// Addresses handed out to nodes and pods.
+#[derive(Debug)]
+struct Ipam {
+    subnets: SubnetAllocator,
+    node_ips: IpAllocator,
+    nodes: HashMap<String, NodeLease>,
+    /// Pod address leases by pod UID.
+    pods: HashMap<String, PodLease>,
+}
+
+#[derive(Debug)]
+struct NodeLease {
+    network: NodeNetwork,
+    subnet: Cidr,
+    pod_ips: IpAllocator,
+}
+
+#[derive(Debug)]
+struct PodLease {
+    node: String,
+    ip: IpAddr,
+    namespace: String,
+    name: String,
+}
+
+impl LocalNetwork {
+    /// A network for `config`'s pod CIDR and cluster domain.
+    ///
+    /// Fails if the pod CIDR does not parse or is smaller than a `/24`.
+    pub fn new(config: ClusterConfig) -> Result<Self> {
+        let cluster: Cidr =
+            config.pod_cidr.parse().map_err(|e| Error::Config(format!("pod CIDR {:?}: {e}", config.pod_cidr)))?;
+        let subnets = SubnetAllocator::new(cluster, NODE_SUBNET_PREFIX).map_err(|e| {
+            Error::Config(format!("pod CIDR {cluster} must be a /{NODE_SUBNET_PREFIX} or larger: {e}"))
+        })?;
+        Ok(LocalNetwork {
+            ipam: Mutex::new(Ipam {
+                subnets,
+                node_ips: IpAllocator::for_pod_subnet(NODE_ADDRESS_CIDR),
+                nodes: HashMap::new(),
+                pods: HashMap::new(),
+            }),
+            catalog: RwLock::new(ServiceCatalog::new(&config.cluster_domain)),
+        })
+    }
+
+    /// The cluster domain DNS answers for (`cluster.local`).
+    pub fn cluster_domain(&self) -> String {
+        self.catalog().domain().to_string()
+    }
+
+    /// A registered node's network.
+    pub fn node(&self, node: &str) -> Option<NodeNetwork> {
+        self.ipam().nodes.get(node).map(|n| n.network.clone())
+    }
+
+    /// The address a pod holds, by pod UID.
+    pub fn pod_ip(&self, pod_uid: &str) -> Option<IpAddr> {
+        self.ipam().pods.get(pod_uid).map(|p| p.ip)
+    }
+
+    /// How many pods hold an address.
+    pub fn pod_count(&self) -> usize {
+        self.ipam().pods.len()
+    }
+
+    /// The latest synced entry of a service.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<ServiceEntry> {
+        self.catalog().get(namespace, name).cloned()
+    }
+
+    /// Every synced service entry, sorted by namespace and name.
+    pub fn services(&self) -> Vec<ServiceEntry> {
+        let mut all: Vec<_> = self.catalog().entries().cloned().collect();
+        all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        all
+    }
+
+    /// The next ready endpoint of a service for its service port `port`, round-robin, as
+    /// `(endpoint IP, target port)`. `None` if the service, the port or any ready endpoint is
+    /// missing. A userspace service proxy calls this per connection.
+    ///
+    /// ```
+    /// use kybernetes_net::{LocalNetwork, Network, ServiceEntry, ServicePort};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), kybernetes_net::Error> {
+    /// let net = LocalNetwork::default();
+    /// net.sync_service(ServiceEntry {
+    ///     namespace: "default".into(),
+    ///     name: "web".into(),
+    ///     cluster_ip: Some("10.96.0.20".parse().unwrap()),
+    ///     ports: vec![ServicePort {
+    ///         name: "http".into(),
+    ///         protocol: "TCP".into(),
+    ///         port: 80,
+    ///         node_port: None,
+    ///         target_port: 8080,
+    ///     }],
+    ///     endpoints: vec![("10.244.0.2".parse().unwrap(), None), ("10.244.1.2".parse().unwrap(), None)],
+    /// })
+    /// .await?;
+    /// let a = net.pick_endpoint("default", "web", 80).unwrap();
+    /// let b = net.pick_endpoint("default", "web", 80).unwrap();
+    /// assert_ne!(a.0, b.0);
+    /// assert_eq!(a.1, 8080);
+    /// assert_eq!(net.pick_endpoint("default", "web", 80), Some(a));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pick_endpoint(&self, namespace: &str, service: &str, port: u16) -> Option<(IpAddr, u16)> {
+        self.catalog().pick_endpoint(namespace, service, port)
+    }
+
+    fn ipam(&self) -> MutexGuard<'_, Ipam> {
+        // Every critical section leaves the state consistent, so a poisoned lock is usable.
+        self.ipam.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn catalog(&self) -> RwLockReadGuard<'_, ServiceCatalog> {
+        self.catalog.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn catalog_mut(&self) -> RwLockWriteGuard<'_, ServiceCatalog> {
+        self.catalog.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for LocalNetwork {
+    /// A network with upstream defaults: pod CIDR `10.244.0.0/16`, domain `cluster.local`.
+    fn default() -> Self {
+        LocalNetwork::new(ClusterConfig::default()).expect("the default cluster configuration is valid")
+    }
+}
+
+impl Ipam {
+    fn add_node(&mut self, node: &str) -> Result<NodeNetwork> {
+        if let Some(lease) = self.nodes.get(node) {
+            return Ok(lease.network.clone());
+        }
+        let subnet = self.subnets.allocate().ok_or_else(|| Error::Exhausted(format!("pod CIDR {}", self.subnets.cluster_cidr())))?;
+        let Some(node_ip) = self.node_ips.allocate() else {
+            self.subnets.release(subnet);
+            return Err(Error::Exhausted(format!("node address range {NODE_ADDRESS_CIDR}")));
+        };
+        let network = NodeNetwork { pod_cidr: subnet.to_string(), node_ip };
+        self.nodes.insert(
+            node.to_string(),
+            NodeLease { network: network.clone(), subnet, pod_ips: IpAllocator::for_pod_subnet(subnet) },
+        );
+        tracing::debug!(node, pod_cidr = %subnet, %node_ip, "node added to the pod network");
+        Ok(network)
+    }
+
+    fn remove_node(&mut self, node: &str) {
+        let Some(lease) = self.nodes.remove(node) else { return };
+        self.subnets.release(lease.subnet);
+        self.node_ips.release(lease.network.node_ip);
+        let before = self.pods.len();
+        self.pods.retain(|_, p| p.node != node);
+        tracing::debug!(node, pods_released = before - self.pods.len(), "node removed from the pod network");
+    }
+
+    fn setup_pod(&mut self, node: &str, pod: &PodNetworkRequest) -> Result<PodNetwork> {
+        if let Some(lease) = self.pods.get(&pod.uid) {
+            if lease.node != node {
+                return Err(Error::PodOnOtherNode { uid: pod.uid.clone(), node: lease.node.clone() });
+            }
+            return Ok(PodNetwork { ip: lease.ip, netns: None });
+        }
+        let node_lease = self.nodes.get_mut(node).ok_or_else(|| Error::UnknownNode(node.to_string()))?;
+        let ip = node_lease
+            .pod_ips
+            .allocate()
+            .ok_or_else(|| Error::Exhausted(format!("pod CIDR {} of node {node}", node_lease.subnet)))?;
+        self.pods.insert(
+            pod.uid.clone(),
+            PodLease { node: node.to_string(), ip, namespace: pod.namespace.clone(), name: pod.name.clone() },
+        );
+        tracing::debug!(node, namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, %ip, "pod network set up");
+        Ok(PodNetwork { ip, netns: None })
+    }
+
+    fn teardown_pod(&mut self, pod_uid: &str) {
+        let Some(lease) = self.pods.remove(pod_uid) else { return };
+        if let Some(node) = self.nodes.get_mut(&lease.node) {
+            node.pod_ips.release(lease.ip);
+        }
+        tracing::debug!(
+            node = %lease.node, namespace = %lease.namespace, pod = %lease.name, uid = pod_uid, ip = %lease.ip,
+            "pod network torn down"
+        );
+    }
+}
+
+#[async_trait]
+impl Network for LocalNetwork {
+    async fn add_node(&self, node: &str) -> Result<NodeNetwork> {
+        self.ipam().add_node(node)
+    }
+
+    async fn remove_node(&self, node: &str) -> Result<()> {
+        self.ipam().remove_node(node);
+        Ok(())
+    }
+
+    async fn setup_pod(&self, node: &str, pod: &PodNetworkRequest) -> Result<PodNetwork> {
+        self.ipam().setup_pod(node, pod)
+    }
+
+    async fn teardown_pod(&self, _node: &str, pod_uid: &str) -> Result<()> {
+        // The UID alone identifies the lease; the node is only a hint for real backends.
+        self.ipam().teardown_pod(pod_uid);
+        Ok(())
+    }
+
+    async fn sync_service(&self, service: ServiceEntry) -> Result<()> {
+        tracing::trace!(namespace = %service.namespace, service = %service.name, endpoints = service.endpoints.len(), "service synced");
+        self.catalog_mut().sync(service);
+        Ok(())
+    }
+
+    async fn remove_service(&self, namespace: &str, name: &str) -> Result<()> {
+        if self.catalog_mut().remove(namespace, name) {
+            tracing::trace!(namespace, service = name, "service removed");
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr> {
+        self.catalog().resolve(name, from_namespace)
+    }
+}

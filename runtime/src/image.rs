@@ -1,0 +1,61 @@
+//! Images, as CRI's `ImageService` reports them.
+
+/// An image the runtime holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    /// The image id (`sha256:…`).
+    pub id: String,
+    /// Tags it is known by (`docker.io/library/nginx:1.27`).
+    pub repo_tags: Vec<String>,
+    /// Digests it is known by (`docker.io/library/nginx@sha256:…`).
+    pub repo_digests: Vec<String>,
+    /// Size on disk, in bytes.
+    pub size_bytes: u64,
+}
+
+impl Image {
+    /// The reference a pod status reports as `imageID`: the first digest, else the id.
+    pub fn reference(&self) -> &str {
+        self.repo_digests.first().map(String::as_str).unwrap_or(&self.id)
+    }
+
+    /// Whether this image answers to `name` (a tag, a digest or the id).
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.id == name
+            || self.repo_tags.iter().any(|t| t == name || t == &normalize_reference(name))
+            || self.repo_digests.iter().any(|d| d == name)
+    }
+}
+
+/// Expands a short image reference as container runtimes do: `nginx` becomes
+/// `docker.io/library/nginx:latest`, `me/app:1` becomes `docker.io/me/app:1`.
+///
+/// ```
+/// use kybernetes_runtime::image::normalize_reference;
+/// assert_eq!(normalize_reference("nginx"), "docker.io/library/nginx:latest");
+/// assert_eq!(normalize_reference("me/app:1"), "docker.io/me/app:1");
+/// assert_eq!(normalize_reference("registry.local:5000/app"), "registry.local:5000/app:latest");
+/// ```
+pub fn normalize_reference(name: &str) -> String {
+    let (repo, rest) = match name.find('@') {
+        Some(at) => (&name[..at], &name[at..]),
+        None => (name, ""),
+    };
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    let tagged = last.contains(':');
+    let first = repo.split('/').next().unwrap_or("");
+    let has_registry = repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut out = String::new();
+    if !has_registry {
+        out.push_str("docker.io/");
+        if !repo.contains('/') {
+            out.push_str("library/");
+        }
+    }
+    out.push_str(repo);
+    if !tagged && rest.is_empty() {
+        out.push_str(":latest");
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,98 @@
+//! Pod sandboxes: the environment (network namespace, hostname, log directory) a pod's
+//! containers share, as CRI's `PodSandbox`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+
+/// Identifies the pod a sandbox belongs to (CRI `PodSandboxMetadata`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSandboxMetadata {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// How many sandboxes this pod had before this one.
+    pub attempt: u32,
+}
+
+/// What the node agent asks for when it runs a sandbox (CRI `PodSandboxConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSandboxConfig {
+    /// The pod this sandbox is for.
+    pub metadata: PodSandboxMetadata,
+    /// The hostname containers see (`spec.hostname` or the pod name).
+    pub hostname: String,
+    /// Directory where the containers' log files go
+    /// (`/var/log/pods/<namespace>_<name>_<uid>` upstream).
+    pub log_directory: PathBuf,
+    /// The network namespace the `Network` prepared, for runtimes that join one.
+    pub netns_path: Option<PathBuf>,
+    /// The pod IP the `Network` gave the pod, reported back in the sandbox status.
+    pub pod_ip: Option<IpAddr>,
+    /// Labels (the pod's labels plus the `io.kubernetes.pod.*` labels, see [`crate::labels`]).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (the pod's annotations).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Whether a sandbox can host containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PodSandboxState {
+    /// Running; containers can be created in it.
+    Ready,
+    /// Stopped (or broken); it must be removed and a new one run.
+    NotReady,
+}
+
+/// A sandbox as the runtime reports it (CRI `PodSandboxStatus`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSandboxStatus {
+    /// Runtime-assigned id.
+    pub id: String,
+    /// The pod it belongs to.
+    pub metadata: PodSandboxMetadata,
+    /// Ready or not.
+    pub state: PodSandboxState,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The pod IP, if it has one.
+    pub ip: Option<IpAddr>,
+    /// The network namespace it runs in, if any.
+    pub netns_path: Option<PathBuf>,
+    /// Labels given at creation.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations given at creation.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Selects sandboxes in [`Runtime::list_pod_sandboxes`](crate::Runtime::list_pod_sandboxes).
+/// Empty fields match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSandboxFilter {
+    /// Only this sandbox.
+    pub id: Option<String>,
+    /// Only sandboxes in this state.
+    pub state: Option<PodSandboxState>,
+    /// Only sandboxes carrying all these labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl PodSandboxFilter {
+    /// Sandboxes carrying `key=value`.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Whether `s` passes the filter.
+    pub fn matches(&self, s: &PodSandboxStatus) -> bool {
+        self.id.as_ref().is_none_or(|id| *id == s.id)
+            && self.state.is_none_or(|st| st == s.state)
+            && self.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+    }
+}
