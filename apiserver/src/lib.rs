@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 pub mod cacher;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod object;
@@ -142,6 +143,7 @@ impl ApiServer {
                 Err(e) => return Err(e),
             }
         }
+        crd::load_all(&self.inner).await?;
         // Start the watch caches of the built-in resources now, so that a watch resuming from
         // a list's resourceVersion finds it inside the cache window.
         for r in self.inner.registry.all() {

@@ -166,6 +166,9 @@ pub async fn delete(
         }
         match inner.store.delete(&key, Some(kv.mod_revision)).await {
             Ok((_, rev)) => {
+                if crate::crd::is_crd(r) {
+                    crate::crd::unregister(inner, &obj).await?;
+                }
                 let body = if r.graceful_delete || r.plural == "services" {
                     let mut o = obj;
                     object::meta_mut(&mut o).insert("resourceVersion".into(), json!(rev.to_string()));

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::store_err;
 use crate::object::{self, meta_str};
 use crate::request::parse_rv;
-use crate::{Inner, defaults, strategy};
+use crate::{Inner, crd, defaults, strategy};
 
 /// How many times an unconditional update retries after losing a race.
 const MAX_RETRIES: usize = 100;
@@ -40,6 +40,10 @@ pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut 
     defaults::initial_status(r, &mut obj);
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     strategy::validate(r, &obj)?;
+    if crd::is_crd(r) {
+        crd::validate(&obj)?;
+        obj["status"] = crd::accepted_status(&obj, &inner.clock.now_rfc3339());
+    }
     check_namespace(inner, r, ns, &name).await?;
     if dry_run {
         return Ok(obj);
@@ -47,6 +51,9 @@ pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut 
     let key = r.key(ns, &name);
     let kv = inner.store.create(&key, object::encode(&obj)?).await.map_err(|e| store_err(r, &name, e))?;
     object::meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+    if crd::is_crd(r) {
+        crd::register(inner, &obj);
+    }
     Ok(obj)
 }
 
@@ -249,6 +256,9 @@ where
             match inner.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok((_, rev)) => {
                     object::meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
+                    if crd::is_crd(r) {
+                        crd::unregister(inner, &new).await?;
+                    }
                     return Ok(new);
                 }
                 Err(kybernetes_store::Error::Conflict { .. }) if precondition.is_none() => continue,
@@ -258,6 +268,9 @@ where
         match inner.store.update(&key, object::encode(&new)?, kv.mod_revision).await {
             Ok(written) => {
                 object::meta_mut(&mut new).insert("resourceVersion".into(), json!(written.mod_revision.to_string()));
+                if crd::is_crd(r) {
+                    crd::register(inner, &new);
+                }
                 return Ok(new);
             }
             Err(kybernetes_store::Error::Conflict { .. }) if precondition.is_none() => continue,

@@ -1,0 +1,256 @@
+//! LocalNetwork: node and pod IPAM, and the DNS catalog. No API server involved.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use kybernetes_core::ClusterConfig;
+use kybernetes_core::ipam::Cidr;
+use kybernetes_net::{Error, LocalNetwork, Network, PodNetworkRequest, ServiceEntry, ServicePort};
+
+fn pod(uid: &str) -> PodNetworkRequest {
+    PodNetworkRequest {
+        namespace: "default".into(),
+        name: format!("pod-{uid}"),
+        uid: uid.into(),
+        hostname: format!("pod-{uid}"),
+        subdomain: None,
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn http_port() -> Vec<ServicePort> {
+    vec![ServicePort { name: "http".into(), protocol: "TCP".into(), port: 80, node_port: None, target_port: 8080 }]
+}
+
+fn service(ns: &str, name: &str, cluster_ip: Option<&str>, endpoints: &[(&str, Option<&str>)]) -> ServiceEntry {
+    ServiceEntry {
+        namespace: ns.into(),
+        name: name.into(),
+        cluster_ip: cluster_ip.map(ip),
+        ports: http_port(),
+        endpoints: endpoints.iter().map(|(a, h)| (ip(a), h.map(String::from))).collect(),
+    }
+}
+
+#[tokio::test]
+async fn nodes_get_distinct_subnets_and_addresses_in_add_order() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    let a = net.add_node("a").await?;
+    let b = net.add_node("b").await?;
+    assert_eq!(a.pod_cidr, "10.244.0.0/24");
+    assert_eq!(b.pod_cidr, "10.244.1.0/24");
+    assert_eq!(a.node_ip, ip("172.18.0.2"));
+    assert_eq!(b.node_ip, ip("172.18.0.3"));
+    assert_eq!(net.add_node("a").await?, a, "add_node is idempotent");
+    assert_eq!(net.node("b"), Some(b));
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_ips_fall_inside_the_node_cidr() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.add_node("a").await?;
+    let b = net.add_node("b").await?;
+    let cidr: Cidr = b.pod_cidr.parse()?;
+    for i in 0..50 {
+        let got = net.setup_pod("b", &pod(&format!("uid-{i}"))).await?;
+        assert!(cidr.contains(got.ip), "{} outside {cidr}", got.ip);
+        assert_ne!(got.ip, ip("10.244.1.1"), "the gateway is never a pod IP");
+        assert_eq!(got.netns, None);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_ips_are_unique_across_a_thousand_pods() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    let nodes = ["n0", "n1", "n2", "n3", "n4"];
+    for n in nodes {
+        net.add_node(n).await?;
+    }
+    let mut seen = HashSet::new();
+    for i in 0..1000 {
+        let node = nodes[i % nodes.len()];
+        let got = net.setup_pod(node, &pod(&format!("uid-{i}"))).await?;
+        assert!(seen.insert(got.ip), "{} handed out twice", got.ip);
+    }
+    assert_eq!(net.pod_count(), 1000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn released_pod_ip_is_not_reused_immediately() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.add_node("a").await?;
+    let first = net.setup_pod("a", &pod("1")).await?.ip;
+    net.teardown_pod("a", "1").await?;
+    assert_eq!(net.pod_ip("1"), None);
+    let next = net.setup_pod("a", &pod("2")).await?.ip;
+    assert_ne!(next, first);
+    Ok(())
+}
+
+#[tokio::test]
+async fn released_pod_ip_comes_back_once_the_range_wraps() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.add_node("a").await?;
+    let first = net.setup_pod("a", &pod("0")).await?.ip;
+    net.teardown_pod("a", "0").await?;
+    // 253 usable addresses per /24: the other 252 go first, then the released one.
+    for i in 1..253 {
+        assert_ne!(net.setup_pod("a", &pod(&i.to_string())).await?.ip, first);
+    }
+    assert_eq!(net.setup_pod("a", &pod("last")).await?.ip, first);
+    assert!(matches!(net.setup_pod("a", &pod("one-too-many")).await, Err(Error::Exhausted(_))));
+    Ok(())
+}
+
+#[tokio::test]
+async fn setup_pod_is_idempotent_per_uid() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.add_node("a").await?;
+    net.add_node("b").await?;
+    let first = net.setup_pod("a", &pod("x")).await?;
+    assert_eq!(net.setup_pod("a", &pod("x")).await?, first);
+    assert_eq!(net.pod_count(), 1);
+    assert!(matches!(net.setup_pod("b", &pod("x")).await, Err(Error::PodOnOtherNode { .. })));
+    Ok(())
+}
+
+#[tokio::test]
+async fn teardown_of_unknown_pod_is_not_an_error() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.teardown_pod("nowhere", "ghost").await?;
+    net.remove_node("nowhere").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn setup_pod_on_unknown_node_fails() {
+    let net = LocalNetwork::default();
+    assert!(matches!(net.setup_pod("nowhere", &pod("x")).await, Err(Error::UnknownNode(_))));
+}
+
+#[tokio::test]
+async fn removing_a_node_releases_its_pods() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.add_node("a").await?;
+    net.setup_pod("a", &pod("x")).await?;
+    net.remove_node("a").await?;
+    assert_eq!(net.pod_ip("x"), None);
+    assert_eq!(net.node("a"), None);
+    // Re-added, the node gets a fresh subnet rather than the one just released.
+    assert_eq!(net.add_node("a").await?.pod_cidr, "10.244.1.0/24");
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_cidr_runs_out_of_node_subnets() -> anyhow::Result<()> {
+    let config = ClusterConfig { pod_cidr: "10.10.0.0/23".into(), ..Default::default() };
+    let net = LocalNetwork::new(config)?;
+    net.add_node("a").await?;
+    net.add_node("b").await?;
+    assert!(matches!(net.add_node("c").await, Err(Error::Exhausted(_))));
+    Ok(())
+}
+
+#[test]
+fn bad_pod_cidr_is_a_config_error() {
+    for cidr in ["10.244.0.0", "10.244.0.0/25"] {
+        let config = ClusterConfig { pod_cidr: cidr.into(), ..Default::default() };
+        assert!(matches!(LocalNetwork::new(config), Err(Error::Config(_))), "{cidr}");
+    }
+}
+
+#[tokio::test]
+async fn service_resolves_in_every_name_form() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[("10.244.0.2", None)])).await?;
+    let want = vec![ip("10.96.0.20")];
+    for name in [
+        "web",
+        "web.shop",
+        "web.shop.svc",
+        "web.shop.svc.cluster.local",
+        "web.shop.svc.cluster.local.",
+        "WEB.Shop.svc.cluster.local",
+    ] {
+        assert_eq!(net.resolve(name, "shop"), want, "{name} from shop");
+    }
+    for name in ["web.shop", "web.shop.svc", "web.shop.svc.cluster.local", "web.shop.svc.cluster.local."] {
+        assert_eq!(net.resolve(name, "other"), want, "{name} from other");
+    }
+    assert!(net.resolve("web", "other").is_empty(), "a bare name searches the asking pod's namespace");
+    assert!(net.resolve("web.shop.", "shop").is_empty(), "a trailing dot disables the search path");
+    assert!(net.resolve("nope", "shop").is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn headless_service_resolves_to_its_ready_endpoints() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    let endpoints = [("10.244.0.2", Some("db-0")), ("10.244.1.2", Some("db-1")), ("10.244.2.2", None)];
+    net.sync_service(service("shop", "db", None, &endpoints)).await?;
+    assert_eq!(net.resolve("db", "shop"), vec![ip("10.244.0.2"), ip("10.244.1.2"), ip("10.244.2.2")]);
+    assert_eq!(net.resolve("db-1.db.shop.svc.cluster.local", "x"), vec![ip("10.244.1.2")]);
+    assert_eq!(net.resolve("db-0.db", "shop"), vec![ip("10.244.0.2")]);
+    assert_eq!(net.resolve("10-244-2-2.db.shop.svc.cluster.local", "x"), vec![ip("10.244.2.2")]);
+    assert!(net.resolve("10-244-0-2.db.shop.svc.cluster.local", "x").is_empty(), "a hostname replaces the dashed name");
+
+    net.sync_service(service("shop", "db", None, &endpoints[..1])).await?;
+    assert_eq!(net.resolve("db", "shop"), vec![ip("10.244.0.2")], "resolve follows the latest sync");
+    assert!(net.resolve("db-1.db.shop.svc.cluster.local", "x").is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn pod_a_records_resolve_to_the_spelled_address() {
+    let net = LocalNetwork::default();
+    assert_eq!(net.resolve("10-244-1-5.shop.pod.cluster.local", "x"), vec![ip("10.244.1.5")]);
+    assert_eq!(net.resolve("10-244-1-5.shop.pod", "x"), vec![ip("10.244.1.5")]);
+    assert!(net.resolve("10-244-1.shop.pod.cluster.local", "x").is_empty());
+}
+
+#[tokio::test]
+async fn removed_service_no_longer_resolves() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[])).await?;
+    net.remove_service("shop", "web").await?;
+    assert!(net.resolve("web.shop", "x").is_empty());
+    assert_eq!(net.service("shop", "web"), None);
+    net.remove_service("shop", "web").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn custom_cluster_domain_is_served() -> anyhow::Result<()> {
+    let config = ClusterConfig { cluster_domain: "corp.internal".into(), ..Default::default() };
+    let net = LocalNetwork::new(config)?;
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[])).await?;
+    assert_eq!(net.resolve("web.shop.svc.corp.internal", "x"), vec![ip("10.96.0.20")]);
+    assert_eq!(net.resolve("web", "shop"), vec![ip("10.96.0.20")]);
+    assert!(net.resolve("web.shop.svc.cluster.local", "x").is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn pick_endpoint_round_robins_over_ready_endpoints() -> anyhow::Result<()> {
+    let net = LocalNetwork::default();
+    let endpoints = [("10.244.0.2", None), ("10.244.1.2", None), ("10.244.2.2", None)];
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &endpoints)).await?;
+    let picks: Vec<_> = (0..6).filter_map(|_| net.pick_endpoint("shop", "web", 80)).collect();
+    assert_eq!(picks.len(), 6);
+    let first_round: HashSet<_> = picks[..3].iter().map(|(ip, _)| *ip).collect();
+    assert_eq!(first_round.len(), 3, "each endpoint once per round");
+    assert_eq!(picks[..3], picks[3..]);
+    assert!(picks.iter().all(|(_, port)| *port == 8080));
+    assert_eq!(net.pick_endpoint("shop", "web", 443), None, "unknown service port");
+    assert_eq!(net.pick_endpoint("shop", "nope", 80), None);
+
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[])).await?;
+    assert_eq!(net.pick_endpoint("shop", "web", 80), None, "no ready endpoints");
+    Ok(())
+}

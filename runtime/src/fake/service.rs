@@ -1,0 +1,371 @@
+//! The [`Runtime`] implementation of [`FakeRuntime`].
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch};
+use tracing::debug;
+
+use super::{FakeContainer, FakeRuntime, FakeSandbox, Inner, PullFailure, Signal, fake_image, mark_exited};
+use crate::container::{
+    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerState, ContainerStatus,
+};
+use crate::image::Image;
+use crate::labels;
+use crate::probe::{ProbeAction, ProbeRequest, ProbeResult};
+use crate::runtime::{Runtime, RuntimeVersion};
+use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
+use crate::stream::{
+    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream, LogStreamKind,
+};
+use crate::{Error, Result};
+
+fn not_found(kind: &'static str, id: &str) -> Error {
+    Error::NotFound { kind, id: id.to_string() }
+}
+
+/// Makes a running container exit with `code` (used by scripted exits, stops and tests).
+/// `expected_start` guards a scripted exit against a container that was restarted since.
+pub(crate) fn exit_container(inner: &Inner, id: &str, code: i32, expected_start: Option<tokio::time::Instant>) {
+    let mut st = inner.lock();
+    let Some(c) = st.containers.get_mut(id) else { return };
+    if !c.status.state.is_running() || expected_start.is_some_and(|s| c.started != Some(s)) {
+        return;
+    }
+    debug!(container = id, code, "fake container exits");
+    mark_exited(inner, c, code, None);
+}
+
+fn schedule_exit(inner: &Arc<Inner>, id: String, after: Duration, code: i32, started: tokio::time::Instant) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        tokio::time::sleep_until(started + after).await;
+        if let Some(inner) = weak.upgrade() {
+            exit_container(&inner, &id, code, Some(started));
+        }
+    });
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn version(&self) -> Result<RuntimeVersion> {
+        Ok(RuntimeVersion {
+            runtime_name: "fake".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        })
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        let latency = self.inner().lock().latencies.run_sandbox;
+        pause(latency).await;
+        let inner = self.inner();
+        let mut st = inner.lock();
+        let id = st.new_id("sb");
+        let status = PodSandboxStatus {
+            id: id.clone(),
+            metadata: config.metadata.clone(),
+            state: PodSandboxState::Ready,
+            created_at: inner.clock.now(),
+            ip: config.pod_ip,
+            netns_path: config.netns_path.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        };
+        st.sandboxes.insert(id.clone(), FakeSandbox { status, config: config.clone() });
+        Ok(id)
+    }
+
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let inner = self.inner();
+        let mut st = inner.lock();
+        let Some(sb) = st.sandboxes.get_mut(sandbox_id) else { return Ok(()) };
+        sb.status.state = PodSandboxState::NotReady;
+        for c in st.containers.values_mut().filter(|c| c.status.sandbox_id == sandbox_id) {
+            if c.status.state.is_running() {
+                c.signals.push(Signal::Kill);
+                mark_exited(inner, c, 137, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        self.stop_pod_sandbox(sandbox_id).await?;
+        let ids: Vec<String> = {
+            let st = self.inner().lock();
+            st.containers.values().filter(|c| c.status.sandbox_id == sandbox_id).map(|c| c.status.id.clone()).collect()
+        };
+        for id in ids {
+            self.remove_container(&id).await?;
+        }
+        self.inner().lock().sandboxes.remove(sandbox_id);
+        Ok(())
+    }
+
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
+        let st = self.inner().lock();
+        st.sandboxes.get(sandbox_id).map(|s| s.status.clone()).ok_or_else(|| not_found("sandbox", sandbox_id))
+    }
+
+    async fn list_pod_sandboxes(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandboxStatus>> {
+        let st = self.inner().lock();
+        Ok(st.sandboxes.values().filter(|s| filter.matches(&s.status)).map(|s| s.status.clone()).collect())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        _sandbox_config: &PodSandboxConfig,
+    ) -> Result<String> {
+        let latency = self.inner().lock().latencies.create;
+        pause(latency).await;
+        let inner = self.inner();
+        let mut st = inner.lock();
+        let sandbox = st.sandboxes.get(sandbox_id).ok_or_else(|| not_found("sandbox", sandbox_id))?;
+        if sandbox.status.state != PodSandboxState::Ready {
+            return Err(Error::InvalidState { id: sandbox_id.into(), message: "sandbox is not ready".into() });
+        }
+        let pod_uid = sandbox.config.metadata.uid.clone();
+        let image_ref = st
+            .find_image(&config.image)
+            .map(|i| i.reference().to_string())
+            .ok_or_else(|| Error::ImageNotFound { image: config.image.clone() })?;
+        st.created.push(config.clone());
+        let script = st.script_for(config);
+        if let Some(message) = &script.create_error {
+            return Err(Error::Backend { context: message.clone(), source: None });
+        }
+        let id = st.new_id("c");
+        let mut labels = config.labels.clone();
+        labels.entry(labels::CONTAINER_NAME.into()).or_insert_with(|| config.metadata.name.clone());
+        let status = ContainerStatus {
+            id: id.clone(),
+            sandbox_id: sandbox_id.into(),
+            metadata: config.metadata.clone(),
+            image: config.image.clone(),
+            image_ref,
+            state: ContainerState::Created,
+            created_at: inner.clock.now(),
+            labels,
+            annotations: config.annotations.clone(),
+            log_path: config.log_path.clone(),
+        };
+        let c = FakeContainer {
+            status,
+            config: config.clone(),
+            pod_uid,
+            script,
+            started: None,
+            signals: Vec::new(),
+            logs: Vec::new(),
+            log_version: watch::channel(0).0,
+            probe_calls: Default::default(),
+        };
+        self.emit(&c, ContainerEventKind::Created);
+        st.containers.insert(id.clone(), c);
+        Ok(id)
+    }
+
+    async fn start_container(&self, container_id: &str) -> Result<()> {
+        let latency = self.inner().lock().latencies.start;
+        pause(latency).await;
+        let inner = self.inner();
+        let mut st = inner.lock();
+        let c = st.containers.get_mut(container_id).ok_or_else(|| not_found("container", container_id))?;
+        if c.status.state != ContainerState::Created {
+            return Err(Error::InvalidState { id: container_id.into(), message: "container is not in created state".into() });
+        }
+        let now = inner.clock.now();
+        let started = tokio::time::Instant::now();
+        c.status.state = ContainerState::Running { started_at: now };
+        c.started = Some(started);
+        for line in c.script.start_logs.clone() {
+            c.push_log(LogLine { time: now, stream: LogStreamKind::Stdout, line });
+        }
+        self.emit(c, ContainerEventKind::Started);
+        if let Some((after, code)) = c.script.exit {
+            schedule_exit(inner, container_id.to_string(), after, code, started);
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, container_id: &str, grace: Duration) -> Result<()> {
+        let inner = self.inner().clone();
+        {
+            let mut st = inner.lock();
+            let c = st.containers.get_mut(container_id).ok_or_else(|| not_found("container", container_id))?;
+            if !c.status.state.is_running() {
+                return Ok(());
+            }
+            c.signals.push(Signal::Term);
+            if !c.script.ignores_term {
+                let code = c.script.term_exit_code;
+                mark_exited(&inner, c, code, None);
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(grace).await;
+        let mut st = inner.lock();
+        if let Some(c) = st.containers.get_mut(container_id)
+            && c.status.state.is_running()
+        {
+            c.signals.push(Signal::Kill);
+            mark_exited(&inner, c, 137, None);
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, container_id: &str) -> Result<()> {
+        let inner = self.inner();
+        let mut st = inner.lock();
+        if let Some(c) = st.containers.get_mut(container_id) {
+            if c.status.state.is_running() {
+                c.signals.push(Signal::Kill);
+                mark_exited(inner, c, 137, None);
+            }
+        }
+        if let Some(c) = st.containers.remove(container_id) {
+            self.emit(&c, ContainerEventKind::Deleted);
+        }
+        Ok(())
+    }
+
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
+        let st = self.inner().lock();
+        st.containers.get(container_id).map(|c| c.status.clone()).ok_or_else(|| not_found("container", container_id))
+    }
+
+    async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
+        let st = self.inner().lock();
+        Ok(st.containers.values().filter(|c| filter.matches(&c.status)).map(|c| c.status.clone()).collect())
+    }
+
+    fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.inner().events.subscribe()
+    }
+
+    async fn exec_sync(&self, container_id: &str, cmd: &[String], _timeout: Duration) -> Result<ExecResult> {
+        let mut st = self.inner().lock();
+        st.exec_calls.push(super::ExecCall { container_id: container_id.into(), cmd: cmd.to_vec() });
+        let c = st.containers.get(container_id).ok_or_else(|| not_found("container", container_id))?;
+        if !c.status.state.is_running() {
+            return Err(Error::InvalidState { id: container_id.into(), message: "container is not running".into() });
+        }
+        Ok(c.script.exec_result(cmd).cloned().unwrap_or_default())
+    }
+
+    async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
+        let result = {
+            let st = self.inner().lock();
+            let c = st.containers.get(container_id).ok_or_else(|| not_found("container", container_id))?;
+            if !c.status.state.is_running() {
+                return Err(Error::InvalidState { id: container_id.into(), message: "container is not running".into() });
+            }
+            c.script.exec_result(&request.cmd).cloned().unwrap_or_default()
+        };
+        Ok(super::logs::exec_session(request, result))
+    }
+
+    async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {
+        super::logs::log_stream(self.inner(), container_id, options)
+    }
+
+    async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
+        let inner = self.inner();
+        let st = inner.lock();
+        let c = st.containers.get(container_id).ok_or_else(|| not_found("container", container_id))?;
+        let running_for = match (c.status.state.is_running(), c.started) {
+            (true, Some(s)) => s.elapsed(),
+            _ => Duration::ZERO,
+        };
+        Ok(ContainerStats {
+            container_id: container_id.into(),
+            timestamp: inner.clock.now(),
+            // The fake "uses" 1% of a core while it runs.
+            cpu_usage_core_nanos: (running_for.as_nanos() / 100) as u64,
+            memory_working_set_bytes: if c.status.state.is_running() { c.script.memory_bytes } else { 0 },
+        })
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<Image> {
+        let latency = {
+            let mut st = self.inner().lock();
+            st.pulls.push(image.to_string());
+            st.latencies.pull
+        };
+        pause(latency).await;
+        let mut st = self.inner().lock();
+        match st.pull_failures.get(image) {
+            Some(PullFailure::NotFound) => return Err(Error::ImageNotFound { image: image.into() }),
+            Some(PullFailure::Error(message)) => {
+                return Err(Error::ImagePull { image: image.into(), message: message.clone(), source: None });
+            }
+            None => {}
+        }
+        if let Some(i) = st.find_image(image) {
+            return Ok(i.clone());
+        }
+        let i = fake_image(image);
+        st.images.push(i.clone());
+        Ok(i)
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>> {
+        Ok(self.inner().lock().find_image(image).cloned())
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        Ok(self.inner().lock().images.clone())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        self.inner().lock().images.retain(|i| !i.answers_to(image));
+        Ok(())
+    }
+
+    async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>> {
+        self.inner().lock().imports.push(tarball);
+        Ok(Vec::new())
+    }
+
+    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        let mut st = self.inner().lock();
+        let Some(c) = st.containers.get_mut(container_id) else {
+            return ProbeResult::Failure(format!("container {container_id} not found"));
+        };
+        if !c.status.state.is_running() {
+            return ProbeResult::Failure("container is not running".into());
+        }
+        let n = {
+            let calls = c.probe_calls.entry(request.kind).or_insert(0);
+            *calls += 1;
+            *calls - 1
+        };
+        let running_for = c.started.map(|s| s.elapsed()).unwrap_or_default();
+        if let Some(script) = c.script.probes.get(&request.kind) {
+            return script.answer(n, running_for);
+        }
+        if let ProbeAction::Exec { command } = &request.action
+            && let Some(r) = c.script.exec_result(command)
+        {
+            let r = r.clone();
+            st.exec_calls.push(super::ExecCall { container_id: container_id.into(), cmd: command.clone() });
+            return if r.exit_code == 0 {
+                ProbeResult::Success
+            } else {
+                ProbeResult::Failure(String::from_utf8_lossy(&r.stdout).trim_end().to_string())
+            };
+        }
+        ProbeResult::Success
+    }
+}

@@ -1,0 +1,66 @@
+//! What the plugins need to know about the pod being scheduled, computed once per cycle.
+
+use k8s_openapi::api::core::v1::{Pod, Toleration};
+
+use crate::node_selector::{PreferredNodeAffinity, RequiredNodeAffinity};
+use crate::resources::PodRequests;
+
+/// The pod being scheduled, with its requests, tolerations and node affinity parsed once per
+/// scheduling cycle (upstream computes the same in its PreFilter/PreScore steps).
+#[derive(Clone, Debug)]
+pub struct PodInfo<'a> {
+    pod: &'a Pod,
+    requests: PodRequests,
+    required_affinity: RequiredNodeAffinity,
+    preferred_affinity: PreferredNodeAffinity,
+}
+
+impl<'a> PodInfo<'a> {
+    /// Parses what the plugins need from `pod`.
+    pub fn new(pod: &'a Pod) -> PodInfo<'a> {
+        let (required_affinity, preferred_affinity) = match &pod.spec {
+            Some(spec) => (RequiredNodeAffinity::of(spec), PreferredNodeAffinity::of(spec)),
+            None => Default::default(),
+        };
+        PodInfo { pod, requests: PodRequests::of(pod), required_affinity, preferred_affinity }
+    }
+
+    /// The pod object.
+    pub fn pod(&self) -> &'a Pod {
+        self.pod
+    }
+
+    /// `namespace/name`, for messages.
+    pub fn full_name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+            self.pod.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// `spec.nodeName`, when set.
+    pub fn node_name(&self) -> Option<&'a str> {
+        self.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+    }
+
+    /// The pod's resource requests.
+    pub fn requests(&self) -> &PodRequests {
+        &self.requests
+    }
+
+    /// The pod's tolerations.
+    pub fn tolerations(&self) -> &'a [Toleration] {
+        self.pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default()
+    }
+
+    /// `spec.nodeSelector` and required node affinity.
+    pub fn required_affinity(&self) -> &RequiredNodeAffinity {
+        &self.required_affinity
+    }
+
+    /// Preferred node affinity terms.
+    pub fn preferred_affinity(&self) -> &PreferredNodeAffinity {
+        &self.preferred_affinity
+    }
+}

@@ -1,0 +1,408 @@
+//! The scheduler's view of the cluster: each node with the sum of what its pods request,
+//! kept up to date incrementally (upstream's scheduler cache and its `NodeInfo`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+
+use crate::error::{Error, Result};
+use crate::node_selector::NO_LABELS;
+use crate::resources::{PodRequests, Resource, node_allocatable};
+
+/// One node as the plugins see it: the node object, its allocatable resources and what the
+/// pods placed on it request.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    node: Arc<Node>,
+    allocatable: Resource,
+    usage: Usage,
+}
+
+/// What the pods on a node add up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Usage {
+    requested: Resource,
+    non_zero_requested: Resource,
+    pods: usize,
+}
+
+impl Usage {
+    fn add(&mut self, r: &PodRequests) {
+        self.requested.add(&r.requests);
+        self.non_zero_requested.add(&r.non_zero);
+        self.pods += 1;
+    }
+
+    fn sub(&mut self, r: &PodRequests) {
+        self.requested.sub(&r.requests);
+        self.non_zero_requested.sub(&r.non_zero);
+        self.pods = self.pods.saturating_sub(1);
+    }
+}
+
+impl NodeInfo {
+    /// A node with no pods on it.
+    pub fn new(node: Node) -> NodeInfo {
+        let allocatable = node_allocatable(&node);
+        NodeInfo { node: Arc::new(node), allocatable, usage: Usage::default() }
+    }
+
+    /// The node object.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The node's labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        self.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
+    }
+
+    /// The node's taints.
+    pub fn taints(&self) -> &[Taint] {
+        self.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default()
+    }
+
+    /// Whether the node is cordoned (`spec.unschedulable`).
+    pub fn unschedulable(&self) -> bool {
+        self.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+    }
+
+    /// The node's allocatable resources.
+    pub fn allocatable(&self) -> &Resource {
+        &self.allocatable
+    }
+
+    /// The sum of the requests of the pods on the node.
+    pub fn requested(&self) -> &Resource {
+        &self.usage.requested
+    }
+
+    /// The sum of the non-zero requests (see [`PodRequests::non_zero`]) of the pods on the node.
+    pub fn non_zero_requested(&self) -> &Resource {
+        &self.usage.non_zero_requested
+    }
+
+    /// How many pods are on the node (assumed ones included).
+    pub fn pod_count(&self) -> usize {
+        self.usage.pods
+    }
+
+    /// Whether replacing the node with `new` can change where pods fit: allocatable, labels,
+    /// taints or cordoning changed (a heartbeat does not).
+    fn scheduling_properties_differ(&self, new: &Node) -> bool {
+        let spec = |n: &Node| n.spec.as_ref().map(|s| (s.taints.clone(), s.unschedulable.unwrap_or(false)));
+        self.node.metadata.labels != new.metadata.labels
+            || spec(&self.node) != spec(new)
+            || self.allocatable != node_allocatable(new)
+    }
+}
+
+/// What [`Snapshot::upsert_node`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeChange {
+    /// The node is new.
+    Added,
+    /// The node changed in a way that may let pods fit that did not before.
+    Updated,
+    /// Nothing that matters for scheduling changed.
+    Unchanged,
+}
+
+/// A pod the snapshot counts on a node.
+#[derive(Clone, Debug)]
+struct PlacedPod {
+    node: String,
+    requests: PodRequests,
+    /// Assumed by the scheduler and not yet seen bound through the watch.
+    assumed: bool,
+}
+
+/// The nodes and the pods placed on them, as [`Scheduler::schedule`](crate::Scheduler::schedule)
+/// sees them.
+///
+/// The scheduling loop keeps one snapshot up to date from its node and pod watches, and
+/// [`assume`](Snapshot::assume)s each pod onto the node it picks before the binding is written,
+/// so the next cycle sees the node's new load without re-summing any pods. A benchmark or a
+/// test builds one straight from objects:
+///
+/// ```
+/// use k8s_openapi::api::core::v1::{Node, Pod};
+/// use kybernetes_sched::{Framework, Scheduler, Snapshot};
+/// let node: Node = serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "node-1"},
+///     "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}},
+/// }))?;
+/// let pod: Pod = serde_json::from_value(serde_json::json!({
+///     "metadata": {"name": "web", "namespace": "default"},
+///     "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
+/// }))?;
+/// let mut snapshot = Snapshot::new(vec![node], vec![]);
+/// let chosen = Framework::default_plugins().schedule(&pod, &snapshot).expect("fits");
+/// snapshot.assume(&pod, &chosen)?;
+/// assert_eq!(snapshot.node("node-1").map(|n| n.requested().milli_cpu), Some(1000));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    pods: HashMap<String, PlacedPod>,
+    /// Usage of pods bound to nodes the snapshot does not (yet) hold.
+    absent: HashMap<String, Usage>,
+}
+
+/// The key the snapshot and the scheduling queue know a pod by: its UID, or `namespace/name`
+/// when it has none.
+pub fn pod_key(pod: &Pod) -> String {
+    match pod.metadata.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid.to_string(),
+        _ => format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// Whether a pod has finished (phase Succeeded or Failed) and no longer holds resources.
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+impl Snapshot {
+    /// A snapshot of `nodes`, with every pod of `pods` that is bound (`spec.nodeName`) and not
+    /// terminal counted on its node.
+    pub fn new(nodes: Vec<Node>, pods: Vec<Pod>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for node in nodes {
+            snapshot.upsert_node(node);
+        }
+        for pod in &pods {
+            snapshot.add_pod(pod);
+        }
+        snapshot
+    }
+
+    /// Every node, in a stable order (the scheduler rotates where it starts in it).
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    /// How many nodes the snapshot holds.
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.index.get(name).map(|&i| &self.nodes[i])
+    }
+
+    /// Adds a node or replaces it, keeping the pods counted on it.
+    pub fn upsert_node(&mut self, node: Node) -> NodeChange {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        if let Some(&i) = self.index.get(&name) {
+            let info = &mut self.nodes[i];
+            let change = if info.scheduling_properties_differ(&node) { NodeChange::Updated } else { NodeChange::Unchanged };
+            info.allocatable = node_allocatable(&node);
+            info.node = Arc::new(node);
+            return change;
+        }
+        let mut info = NodeInfo::new(node);
+        info.usage = self.absent.remove(&name).unwrap_or_default();
+        self.index.insert(name, self.nodes.len());
+        self.nodes.push(info);
+        NodeChange::Added
+    }
+
+    /// Removes a node; the pods bound to it stay counted, should it come back.
+    pub fn remove_node(&mut self, name: &str) -> bool {
+        let Some(i) = self.index.remove(name) else { return false };
+        let info = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.name().to_string(), i);
+        }
+        if info.usage.pods > 0 {
+            self.absent.insert(name.to_string(), info.usage);
+        }
+        true
+    }
+
+    /// Counts a bound pod (`spec.nodeName` set) on its node, or updates it; confirms an
+    /// assumed pod. A terminal or unbound pod is removed instead. Returns whether the pod is
+    /// counted.
+    pub fn add_pod(&mut self, pod: &Pod) -> bool {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default();
+        if node.is_empty() || is_terminal(pod) {
+            self.remove_pod(pod);
+            return false;
+        }
+        self.place(pod_key(pod), node.to_string(), PodRequests::of(pod), false);
+        true
+    }
+
+    /// Stops counting a pod. Returns whether it was counted.
+    pub fn remove_pod(&mut self, pod: &Pod) -> bool {
+        self.remove_key(&pod_key(pod))
+    }
+
+    /// Counts `pod` on `node` before its binding is confirmed (upstream's `AssumePod`).
+    pub fn assume(&mut self, pod: &Pod, node: &str) -> Result<()> {
+        if !self.index.contains_key(node) {
+            return Err(Error::NodeNotFound { node: node.to_string() });
+        }
+        self.place(pod_key(pod), node.to_string(), PodRequests::of(pod), true);
+        Ok(())
+    }
+
+    /// Undoes [`assume`](Snapshot::assume) when the binding failed; a pod already confirmed
+    /// by the watch stays. Returns whether an assumption was dropped.
+    pub fn forget(&mut self, pod: &Pod) -> bool {
+        self.forget_key(&pod_key(pod))
+    }
+
+    /// Whether the snapshot counts the pod (assumed or confirmed).
+    pub fn contains_pod(&self, pod: &Pod) -> bool {
+        self.pods.contains_key(&pod_key(pod))
+    }
+
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.pods.contains_key(key)
+    }
+
+    pub(crate) fn forget_key(&mut self, key: &str) -> bool {
+        if self.pods.get(key).is_some_and(|p| p.assumed) {
+            self.remove_key(key)
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn remove_key(&mut self, key: &str) -> bool {
+        let Some(old) = self.pods.remove(key) else { return false };
+        self.usage_mut(&old.node).sub(&old.requests);
+        if self.absent.get(&old.node).is_some_and(|u| u.pods == 0) {
+            self.absent.remove(&old.node);
+        }
+        true
+    }
+
+    /// Keys of the pods the watch confirmed (not assumed), for a relist.
+    pub(crate) fn confirmed_keys(&self) -> Vec<String> {
+        self.pods.iter().filter(|(_, p)| !p.assumed).map(|(k, _)| k.clone()).collect()
+    }
+
+    fn place(&mut self, key: String, node: String, requests: PodRequests, assumed: bool) {
+        if let Some(old) = self.pods.get(&key)
+            && old.node == node
+            && old.requests == requests
+        {
+            if !assumed && let Some(p) = self.pods.get_mut(&key) {
+                p.assumed = false;
+            }
+            return;
+        }
+        self.remove_key(&key);
+        self.usage_mut(&node).add(&requests);
+        self.pods.insert(key, PlacedPod { node, requests, assumed });
+    }
+
+    fn usage_mut(&mut self, node: &str) -> &mut Usage {
+        match self.index.get(node) {
+            Some(&i) => &mut self.nodes[i].usage,
+            None => self.absent.entry(node.to_string()).or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, cpu: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "10"}},
+        }))
+        .expect("node")
+    }
+
+    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn bound_pods_are_summed_per_node() {
+        let s = Snapshot::new(
+            vec![node("a", "4"), node("b", "4")],
+            vec![pod("p1", Some("a"), "1"), pod("p2", Some("a"), "500m"), pod("p3", None, "1")],
+        );
+        let a = s.node("a").expect("a");
+        assert_eq!((a.requested().milli_cpu, a.pod_count()), (1500, 2));
+        assert_eq!(s.node("b").map(|b| b.pod_count()), Some(0));
+    }
+
+    #[test]
+    fn assume_then_forget_restores_the_node() {
+        let mut s = Snapshot::new(vec![node("a", "4")], vec![]);
+        let p = pod("p", None, "1");
+        s.assume(&p, "a").expect("assume");
+        assert_eq!(s.node("a").map(|n| n.requested().milli_cpu), Some(1000));
+        assert!(s.forget(&p));
+        assert_eq!(s.node("a").map(|n| n.pod_count()), Some(0));
+        assert!(s.assume(&p, "missing").is_err());
+    }
+
+    #[test]
+    fn a_confirmed_pod_is_not_forgotten() {
+        let mut s = Snapshot::new(vec![node("a", "4")], vec![]);
+        let p = pod("p", None, "1");
+        s.assume(&p, "a").expect("assume");
+        s.add_pod(&pod("p", Some("a"), "1"));
+        assert!(!s.forget(&p));
+        assert_eq!(s.node("a").map(|n| n.pod_count()), Some(1));
+    }
+
+    #[test]
+    fn pods_on_a_missing_node_count_once_it_appears() {
+        let mut s = Snapshot::new(vec![node("a", "4")], vec![pod("p", Some("b"), "1")]);
+        assert_eq!(s.upsert_node(node("b", "4")), NodeChange::Added);
+        assert_eq!(s.node("b").map(|n| n.requested().milli_cpu), Some(1000));
+        assert!(s.remove_node("a"));
+        assert_eq!(s.node("b").map(|n| n.name()), Some("b"));
+        assert!(s.remove_node("b"));
+        assert_eq!(s.upsert_node(node("b", "4")), NodeChange::Added);
+        assert_eq!(s.node("b").map(|n| n.pod_count()), Some(1));
+    }
+
+    #[test]
+    fn terminal_and_deleted_pods_release_their_requests() {
+        let mut s = Snapshot::new(vec![node("a", "4")], vec![pod("p", Some("a"), "1"), pod("q", Some("a"), "1")]);
+        let mut done = pod("p", Some("a"), "1");
+        done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
+        s.add_pod(&done);
+        assert!(s.remove_pod(&pod("q", Some("a"), "1")));
+        assert_eq!(s.node("a").map(|n| (n.pod_count(), n.requested().milli_cpu)), Some((0, 0)));
+    }
+
+    #[test]
+    fn only_scheduling_properties_count_as_node_updates() {
+        let mut s = Snapshot::new(vec![node("a", "4")], vec![]);
+        assert_eq!(s.upsert_node(node("a", "4")), NodeChange::Unchanged);
+        assert_eq!(s.upsert_node(node("a", "8")), NodeChange::Updated);
+        let mut cordoned = node("a", "8");
+        cordoned.spec = Some(serde_json::from_value(json!({"unschedulable": true})).expect("spec"));
+        assert_eq!(s.upsert_node(cordoned), NodeChange::Updated);
+    }
+}
