@@ -209,8 +209,7 @@ impl FromStr for Cidr {
     fn from_str(s: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidCidr { input: s.to_string(), reason: reason.into() };
         let (addr, prefix) = s.trim().split_once('/').ok_or_else(|| invalid("missing /prefix"))?;
-        let addr: Ipv4Addr =
-            addr.parse().map_err(|source| Error::InvalidAddress { input: s.to_string(), source })?;
+        let addr: Ipv4Addr = addr.parse().map_err(|source| Error::InvalidAddress { input: s.to_string(), source })?;
         let prefix: u8 = prefix.parse().map_err(|_| invalid("prefix length is not a number"))?;
         if prefix > 32 {
             return Err(invalid("prefix length must be at most 32"));

@@ -85,15 +85,7 @@ mod tests {
     #[test]
     fn short_names_search_the_pod_namespace_first() {
         let c = search_candidates("web", "shop", "cluster.local");
-        assert_eq!(
-            c,
-            [
-                "web.shop.svc.cluster.local",
-                "web.svc.cluster.local",
-                "web.cluster.local",
-                "web",
-            ]
-        );
+        assert_eq!(c, ["web.shop.svc.cluster.local", "web.svc.cluster.local", "web.cluster.local", "web",]);
     }
 
     #[test]
@@ -105,7 +97,10 @@ mod tests {
 
     #[test]
     fn trailing_dot_makes_a_name_absolute() {
-        assert_eq!(search_candidates("Web.Shop.svc.cluster.local.", "x", "cluster.local"), ["web.shop.svc.cluster.local"]);
+        assert_eq!(
+            search_candidates("Web.Shop.svc.cluster.local.", "x", "cluster.local"),
+            ["web.shop.svc.cluster.local"]
+        );
         assert!(search_candidates("", "x", "cluster.local").is_empty());
     }
 

@@ -37,7 +37,9 @@
 //!    rewrite its rules for that service. `remove_service` forgets it.
 //! 5. **DNS.** `resolve` expands the name with a pod's search path
 //!    (`<ns>.svc.cluster.local svc.cluster.local cluster.local`, `ndots:5`) and answers the
-//!    first candidate that has records, as CoreDNS would.
+//!    first candidate that has records, as CoreDNS would. Pod `hostname`/`subdomain` records
+//!    come from the hostnames the endpoints controller writes into Endpoints, as in CoreDNS,
+//!    so [`PodNetworkRequest::subdomain`] is for backends that want it, not for DNS.
 //!
 //! All state sits behind short, synchronous locks: no lock is held across an `.await`.
 //!

@@ -95,9 +95,8 @@ impl LocalNetwork {
     pub fn new(config: ClusterConfig) -> Result<Self> {
         let cluster: Cidr =
             config.pod_cidr.parse().map_err(|e| Error::Config(format!("pod CIDR {:?}: {e}", config.pod_cidr)))?;
-        let subnets = SubnetAllocator::new(cluster, NODE_SUBNET_PREFIX).map_err(|e| {
-            Error::Config(format!("pod CIDR {cluster} must be a /{NODE_SUBNET_PREFIX} or larger: {e}"))
-        })?;
+        let subnets = SubnetAllocator::new(cluster, NODE_SUBNET_PREFIX)
+            .map_err(|e| Error::Config(format!("pod CIDR {cluster} must be a /{NODE_SUBNET_PREFIX} or larger: {e}")))?;
         Ok(LocalNetwork {
             ipam: Mutex::new(Ipam {
                 subnets,
@@ -203,7 +202,10 @@ impl Ipam {
         if let Some(lease) = self.nodes.get(node) {
             return Ok(lease.network.clone());
         }
-        let subnet = self.subnets.allocate().ok_or_else(|| Error::Exhausted(format!("pod CIDR {}", self.subnets.cluster_cidr())))?;
+        let subnet = self
+            .subnets
+            .allocate()
+            .ok_or_else(|| Error::Exhausted(format!("pod CIDR {}", self.subnets.cluster_cidr())))?;
         let Some(node_ip) = self.node_ips.allocate() else {
             self.subnets.release(subnet);
             return Err(Error::Exhausted(format!("node address range {NODE_ADDRESS_CIDR}")));
@@ -280,7 +282,12 @@ impl Network for LocalNetwork {
     }
 
     async fn sync_service(&self, service: ServiceEntry) -> Result<()> {
-        tracing::trace!(namespace = %service.namespace, service = %service.name, endpoints = service.endpoints.len(), "service synced");
+        tracing::trace!(
+            namespace = %service.namespace,
+            service = %service.name,
+            endpoints = service.endpoints.len(),
+            "service synced"
+        );
         self.catalog_mut().sync(service);
         Ok(())
     }

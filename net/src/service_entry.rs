@@ -30,7 +30,7 @@ pub(crate) fn service_entry(service: &Service, endpoints: Option<&Endpoints>) ->
         Some(ip) => match ip.parse::<IpAddr>() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                tracing::warn!(%namespace, service = %name, cluster_ip = ip, "service has an unparseable clusterIP; not served");
+                tracing::warn!(%namespace, service = %name, cluster_ip = ip, "unparseable clusterIP; not served");
                 return None;
             }
         },
@@ -51,7 +51,10 @@ pub(crate) fn service_entry(service: &Service, endpoints: Option<&Endpoints>) ->
             let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
             let from_endpoints = endpoint_ports
                 .iter()
-                .find(|ep| ep.name.as_deref().unwrap_or_default() == name && ep.protocol.as_deref().unwrap_or("TCP") == protocol)
+                .find(|ep| {
+                    ep.name.as_deref().unwrap_or_default() == name
+                        && ep.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
                 .and_then(|ep| u16::try_from(ep.port).ok());
             let numeric_target = match &p.target_port {
                 Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
@@ -72,7 +75,8 @@ pub(crate) fn service_entry(service: &Service, endpoints: Option<&Endpoints>) ->
 /// Every ready address (`subsets[].addresses`), once each, in the order listed.
 fn ready_endpoints(endpoints: Option<&Endpoints>) -> Vec<(IpAddr, Option<String>)> {
     let mut out: Vec<(IpAddr, Option<String>)> = Vec::new();
-    let addresses = endpoints.and_then(|e| e.subsets.as_ref()).into_iter().flatten().flat_map(|s| s.addresses.iter().flatten());
+    let addresses =
+        endpoints.and_then(|e| e.subsets.as_ref()).into_iter().flatten().flat_map(|s| s.addresses.iter().flatten());
     for a in addresses {
         let Ok(ip) = a.ip.parse::<IpAddr>() else { continue };
         if !out.iter().any(|(seen, _)| *seen == ip) {
@@ -85,7 +89,9 @@ fn ready_endpoints(endpoints: Option<&Endpoints>) -> Vec<(IpAddr, Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, ServicePort as K8sPort, ServiceSpec};
+    use k8s_openapi::api::core::v1::{
+        EndpointAddress, EndpointPort, EndpointSubset, ServicePort as K8sPort, ServiceSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn meta() -> ObjectMeta {
@@ -121,7 +127,12 @@ mod tests {
             subsets: Some(vec![EndpointSubset {
                 addresses: Some(ready),
                 not_ready_addresses: Some(not_ready),
-                ports: Some(vec![EndpointPort { name: Some("http".into()), port: 8080, protocol: Some("TCP".into()), ..Default::default() }]),
+                ports: Some(vec![EndpointPort {
+                    name: Some("http".into()),
+                    port: 8080,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
             }]),
         }
     }

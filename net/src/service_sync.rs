@@ -118,7 +118,8 @@ impl ServiceTable {
                 self.synced.remove(key);
                 match network.sync_service(entry.clone()).await {
                     Ok(()) => {
-                        tracing::debug!(%namespace, service = %name, endpoints = entry.endpoints.len(), "service synced");
+                        let endpoints = entry.endpoints.len();
+                        tracing::debug!(%namespace, service = %name, endpoints, "service synced");
                         self.synced.insert(key.clone(), entry);
                     }
                     Err(e) => tracing::warn!(%namespace, service = %name, error = %e, "syncing service failed"),

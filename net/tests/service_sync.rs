@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
@@ -97,8 +99,7 @@ async fn dns_follows_services_and_endpoint_readiness() -> anyhow::Result<()> {
 
     // db-1 fails its readiness probe: it moves to notReadyAddresses and leaves DNS.
     let mut current = eps.get("db").await?;
-    current.subsets =
-        endpoints("db", vec![address("10.244.0.2", "db-0")], vec![address("10.244.1.2", "db-1")]).subsets;
+    current.subsets = endpoints("db", vec![address("10.244.0.2", "db-0")], vec![address("10.244.1.2", "db-1")]).subsets;
     eps.replace("db", &pp, &current).await?;
     until_resolves(&net, "db", ips(&["10.244.0.2"])).await;
     until_resolves(&net, "db-1.db", vec![]).await;

@@ -155,13 +155,13 @@ impl Collector {
                     })
                     .collect();
                 match self.patch_owner_references_returning(&item.identity, latest, &unblocked).await? {
-                    Some(rv) => resource_version = rv,
+                    Some(rv) => resource_version = Some(rv),
                     None => return Ok(Outcome::Requeue),
                 }
             }
             PropagationPolicy::Foreground
         } else if has_finalizer(latest, ORPHAN_FINALIZER) {
-            PropagationPolicy::OrphanDependents
+            PropagationPolicy::Orphan
         } else if has_finalizer(latest, FOREGROUND_FINALIZER) {
             PropagationPolicy::Foreground
         } else {

@@ -229,6 +229,11 @@ impl FakeRuntime {
         self.inner.lock().created.clone()
     }
 
+    /// The config a container was created with.
+    pub fn container_config(&self, container_id: &str) -> Option<ContainerConfig> {
+        self.inner.lock().containers.get(container_id).map(|c| c.config.clone())
+    }
+
     /// Every container present, oldest first.
     pub fn containers(&self) -> Vec<ContainerStatus> {
         let st = self.inner.lock();

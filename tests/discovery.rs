@@ -1,0 +1,36 @@
+//! Discovery through kube's own discovery client: every group and resource of the registry,
+//! with subresources, and /version reporting v1.33.
+
+use kube::discovery::{Discovery, Scope};
+use kybernetes::Cluster;
+
+#[tokio::test]
+async fn kube_discovery_finds_the_built_in_resources() {
+    let c = Cluster::builder().start().await.expect("start");
+    let version = c.client().apiserver_version().await.expect("/version");
+    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "33"));
+
+    let discovery = Discovery::new(c.client()).run().await.expect("discovery runs");
+    let mut found = Vec::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            found.push((ar.group.clone(), ar.plural.clone(), caps.scope == Scope::Namespaced));
+        }
+    }
+    for (group, plural, namespaced) in [
+        ("", "pods", true),
+        ("", "nodes", false),
+        ("", "namespaces", false),
+        ("apps", "deployments", true),
+        ("coordination.k8s.io", "leases", true),
+    ] {
+        assert!(
+            found.contains(&(group.to_string(), plural.to_string(), namespaced)),
+            "{group}/{plural} is discovered: {found:?}"
+        );
+    }
+    let apps = discovery.get("apps").expect("apps group");
+    let (_, caps) = apps.recommended_kind("Deployment").expect("Deployment");
+    assert!(caps.subresources.iter().any(|(ar, _)| ar.plural == "scale"), "deployments/scale is advertised");
+    c.shutdown().await.expect("shutdown");
+}
