@@ -26,7 +26,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use http::Request;
-use kybernetes_core::{ApiError, Clock, Registry, ResourceInfo};
+use kybernetes_core::{ApiError, Clock, ClusterConfig, Registry, ResourceInfo};
 use kybernetes_store::Store;
 use serde_json::json;
 use tokio::sync::watch;
@@ -40,6 +40,7 @@ pub mod object;
 pub mod request;
 pub mod response;
 mod rest;
+pub mod service_alloc;
 pub mod strategy;
 mod validate_kind;
 
@@ -54,6 +55,8 @@ pub struct ApiServerConfig {
     pub default_watch_timeout: Duration,
     /// Largest request body accepted.
     pub max_request_bytes: usize,
+    /// Cluster-wide settings (service CIDR, NodePort range).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for ApiServerConfig {
@@ -62,6 +65,7 @@ impl Default for ApiServerConfig {
             bookmark_interval: Duration::from_secs(5),
             default_watch_timeout: Duration::from_secs(1800),
             max_request_bytes: 3 * 1024 * 1024,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -71,6 +75,7 @@ pub(crate) struct Inner {
     pub registry: Registry,
     pub clock: Clock,
     pub config: ApiServerConfig,
+    pub services: service_alloc::ServiceAllocator,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
 }
@@ -118,10 +123,12 @@ impl ApiServer {
     /// Starts an API server with explicit tunables.
     pub async fn with_config(store: Arc<dyn Store>, clock: Clock, config: ApiServerConfig) -> Result<Self, ApiError> {
         let (shutdown, _) = watch::channel(false);
+        let services = service_alloc::ServiceAllocator::new(&config.cluster)?;
         let inner = Arc::new(Inner {
             store,
             registry: Registry::with_builtins(),
             clock,
+            services,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),
             shutdown,
@@ -144,12 +151,39 @@ impl ApiServer {
             }
         }
         crd::load_all(&self.inner).await?;
+        self.bootstrap_services().await?;
         // Start the watch caches of the built-in resources now, so that a watch resuming from
         // a list's resourceVersion finds it inside the cache window.
         for r in self.inner.registry.all() {
             self.inner.cacher(&r).await?;
         }
         Ok(())
+    }
+
+    /// Rebuilds the service allocators from the stored services and creates the `kubernetes`
+    /// service, as upstream's bootstrap controller does.
+    async fn bootstrap_services(&self) -> Result<(), ApiError> {
+        let list = self
+            .inner
+            .store
+            .list("/registry/core/services/", kybernetes_store::ListOptions::default())
+            .await
+            .map_err(|e| ApiError::internal(format!("listing services at start-up: {e}")))?;
+        for kv in &list.items {
+            self.inner.services.mark_existing(&object::decode(kv)?);
+        }
+        let Some(svc) = self.inner.registry.lookup("", "v1", "services") else { return Ok(()) };
+        let ip = service_alloc::kubernetes_service_ip(&self.inner.config.cluster).map(|ip| ip.to_string());
+        let body = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
+            "spec": { "clusterIP": ip, "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443 }] },
+        });
+        match rest::write::create(&self.inner, &svc, Some("default"), body, false).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 409 || e.code == 422 => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The router: a `tower::Service<http::Request<B>>` serving the whole API.

@@ -2,3 +2,8 @@
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
+pub mod deployment;
+pub mod replicaset;
+pub mod util;
+pub use deployment::spawn_deployment;
+pub use replicaset::spawn_replicaset;

@@ -28,6 +28,7 @@ use etcd_client::{
     TxnOpResponse, TxnResponse,
 };
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::{Error, KeyValue, ListOptions, ListResult, Result, Store, WatchStream};
 
@@ -147,7 +148,10 @@ impl EtcdStore {
     pub async fn connect_with(endpoints: &[impl AsRef<str>], options: EtcdOptions) -> Result<EtcdStore> {
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
         let span = tracing::info_span!("etcd_connect", ?endpoints, prefix = %options.prefix);
-        let _enter = span.enter();
+        EtcdStore::connect_inner(endpoints, options).instrument(span).await
+    }
+
+    async fn connect_inner(endpoints: Vec<String>, options: EtcdOptions) -> Result<EtcdStore> {
         if endpoints.is_empty() {
             return Err(Error::Backend { context: "connecting to etcd: no endpoints given".into(), source: None });
         }

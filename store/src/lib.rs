@@ -41,11 +41,15 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub mod conformance;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod hub;
 mod memory;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTlsOptions};
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore};

@@ -169,6 +169,9 @@ pub async fn delete(
                 if crate::crd::is_crd(r) {
                     crate::crd::unregister(inner, &obj).await?;
                 }
+                if super::write::is_service(r) {
+                    inner.services.on_delete(&obj);
+                }
                 let body = if r.graceful_delete || r.plural == "services" {
                     let mut o = obj;
                     object::meta_mut(&mut o).insert("resourceVersion".into(), json!(rev.to_string()));

@@ -33,6 +33,11 @@ async fn check_namespace(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>,
     Ok(())
 }
 
+/// True for core/v1 services, whose ClusterIPs and NodePorts the server allocates.
+pub fn is_service(r: &ResourceInfo) -> bool {
+    r.group.is_empty() && r.plural == "services"
+}
+
 /// POST: creates an object.
 pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
     strategy::check_type(r, &mut obj)?;
@@ -48,8 +53,20 @@ pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut 
     if dry_run {
         return Ok(obj);
     }
+    let service = is_service(r);
+    if service {
+        inner.services.on_create(&mut obj)?;
+    }
     let key = r.key(ns, &name);
-    let kv = inner.store.create(&key, object::encode(&obj)?).await.map_err(|e| store_err(r, &name, e))?;
+    let kv = match inner.store.create(&key, object::encode(&obj)?).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            if service {
+                inner.services.on_delete(&obj);
+            }
+            return Err(store_err(r, &name, e));
+        }
+    };
     object::meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     if crd::is_crd(r) {
         crd::register(inner, &obj);
@@ -235,6 +252,9 @@ where
         }
         let old = object::decode(&kv)?;
         let mut new = transform(&old)?;
+        if is_service(r) {
+            inner.services.on_update(&old, &mut new)?;
+        }
         object::meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         if let Some(f) = finalizers_added_during_deletion(&old, &new) {
             return Err(ApiError::invalid_field(
@@ -258,6 +278,9 @@ where
                     object::meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
                     if crd::is_crd(r) {
                         crd::unregister(inner, &new).await?;
+                    }
+                    if is_service(r) {
+                        inner.services.on_delete(&new);
                     }
                     return Ok(new);
                 }

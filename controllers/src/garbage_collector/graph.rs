@@ -87,6 +87,22 @@ fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
     meta.finalizers.as_ref().is_some_and(|fs| fs.iter().any(|x| x == f))
 }
 
+/// Whether an ownerReference agrees with the owner the graph knows under its uid: same group,
+/// kind and name, and for a namespaced owner the dependent's namespace (upstream
+/// `hasPotentiallyInvalidOwnerReference`).
+fn reference_matches(owner: &OwnerReference, node: &GraphNode, dependent: &ObjectIdentity) -> bool {
+    let group = |api_version: &str| api_version.split_once('/').map(|(g, _)| g.to_string()).unwrap_or_default();
+    let coordinates = group(&owner.api_version) == group(&node.identity.api_version)
+        && owner.kind == node.identity.kind
+        && owner.name == node.identity.name;
+    let namespace = match &node.identity.namespace {
+        Some(ns) => Some(ns) == dependent.namespace.as_ref(),
+        // A virtual cluster-scoped guess may really be a namespaced owner (upstream #98040).
+        None => node.observed || dependent.namespace.is_none(),
+    };
+    coordinates && namespace
+}
+
 impl Graph {
     /// The node of `uid`.
     pub(crate) fn node(&self, uid: &str) -> Option<&GraphNode> {
@@ -247,8 +263,10 @@ impl Graph {
             match self.nodes.get_mut(&owner.uid) {
                 Some(node) => {
                     node.dependents.insert(dependent.uid.clone());
-                    if node.deleting_dependents {
-                        // A new dependent of an owner being deleted in the foreground.
+                    if node.deleting_dependents || !reference_matches(owner, node, dependent) {
+                        // A new dependent of an owner being deleted in the foreground, or a
+                        // reference that may be invalid (another namespace, other
+                        // coordinates): let a worker check it against the API server.
                         work.attempt_to_delete.push(dependent.uid.clone());
                     }
                 }
