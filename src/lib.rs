@@ -28,9 +28,11 @@ pub use kybernetes_store as store;
 
 mod apply;
 mod cluster;
+pub mod leader;
 
 pub use apply::{ApplyOutcome, split_yaml_documents};
 pub use cluster::{Cluster, ClusterBuilder};
+pub use leader::{LeaderElectionConfig, LeaderElector};
 
 /// Errors of the facade.
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@
 mod attempt;
 mod graph;
 mod monitor;
-mod queue;
+pub(crate) mod queue;
 mod resources;
 
 use std::collections::HashSet;

@@ -1,0 +1,21 @@
+//! Conversions between the cluster clock's `chrono` times and `k8s-openapi`'s `jiff` ones.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// A metav1.Time, truncated to seconds as the API stores it (so a written status compares
+/// equal to the one read back).
+pub(crate) fn time(t: DateTime<Utc>) -> Time {
+    Time(Timestamp::from_second(t.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// A metav1.MicroTime, truncated to microseconds.
+pub(crate) fn micro_time(t: DateTime<Utc>) -> MicroTime {
+    MicroTime(Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// A metav1.Time as a `chrono` time.
+pub(crate) fn from_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
+}
