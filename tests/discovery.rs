@@ -34,3 +34,19 @@ async fn kube_discovery_finds_the_built_in_resources() {
     assert!(caps.subresources.iter().any(|(ar, _)| ar.plural == "scale"), "deployments/scale is advertised");
     c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_client_over_the_in_memory_http_connection_works_like_the_direct_one() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams, PostParams};
+    let c = Cluster::builder().start().await.expect("start");
+    let client = kube::Client::new(c.api_server().duplex_service(), "default");
+    let cms: Api<ConfigMap> = Api::default_namespaced(client);
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("over-duplex".into());
+    cms.create(&PostParams::default(), &cm).await.expect("create over duplex");
+    assert_eq!(cms.list(&ListParams::default()).await.expect("list").items.len(), 1);
+    let missing = cms.get("nope").await.expect_err("404");
+    assert!(matches!(missing, kube::Error::Api(s) if s.code == 404));
+    c.shutdown().await.expect("shutdown");
+}

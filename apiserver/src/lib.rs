@@ -36,6 +36,7 @@ pub mod cacher;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
+pub mod duplex;
 pub mod object;
 pub mod request;
 pub mod response;
@@ -189,6 +190,12 @@ impl ApiServer {
     /// The router: a `tower::Service<http::Request<B>>` serving the whole API.
     pub fn router(&self) -> Router {
         Router::new().fallback(handle).with_state(self.inner.clone())
+    }
+
+    /// The router carried over an in-memory HTTP/1.1 connection per request: use this for a
+    /// `kube::Client` that needs upgrades (exec, attach, port-forward).
+    pub fn duplex_service(&self) -> duplex::DuplexService {
+        duplex::DuplexService::new(self.router())
     }
 
     /// The resource registry (register custom resources here).

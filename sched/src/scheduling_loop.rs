@@ -1,0 +1,395 @@
+//! The scheduling loop: watches nodes and pods, keeps the [`Snapshot`] and the scheduling queue
+//! up to date, schedules pending pods one cycle at a time, assumes each onto its node and binds
+//! it in the background (upstream's `scheduleOne` with its asynchronous binding cycle).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::SchedulerConfig;
+use crate::error::Error;
+use crate::events::{EventRecorder, EventType};
+use crate::framework::Scheduler;
+use crate::queue::SchedulingQueue;
+use crate::snapshot::{NodeChange, Snapshot, is_terminal, pod_key};
+use crate::status;
+
+/// How many pods one turn of the loop schedules before it looks at watch events again.
+const BATCH: usize = 128;
+
+/// Runs a [`Scheduler`] against a cluster: the pods whose `spec.schedulerName` is the
+/// configured one and that have no node get scheduled and bound.
+///
+/// ```no_run
+/// # async fn run(client: kube::Client) {
+/// use std::sync::Arc;
+/// use kybernetes_sched::{Framework, SchedulerConfig, SchedulerLoop};
+/// let shutdown = tokio_util::sync::CancellationToken::new();
+/// let handle = SchedulerLoop::spawn(client, Arc::new(Framework::default_plugins()), SchedulerConfig::default(), shutdown.clone());
+/// // ...
+/// shutdown.cancel();
+/// handle.await.ok();
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SchedulerLoop;
+
+impl SchedulerLoop {
+    /// Starts the loop. It runs until `shutdown` is cancelled, and never fails: API errors are
+    /// logged and retried.
+    pub fn spawn(
+        client: kube::Client,
+        scheduler: Arc<dyn Scheduler>,
+        config: SchedulerConfig,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let span = tracing::info_span!("scheduler", name = %config.scheduler_name);
+        tokio::spawn(async move { LoopState::new(client, scheduler, config).run(shutdown).await }.instrument(span))
+    }
+}
+
+/// What a binding task reports back.
+struct BindOutcome {
+    key: String,
+    pod: Arc<Pod>,
+    node: String,
+    result: Result<(), Error>,
+}
+
+/// Where a watch is in its (re)list.
+#[derive(Default)]
+struct ListState {
+    synced: bool,
+    /// Keys seen since the last `Init`, while a list is in progress.
+    seen: Option<HashSet<String>>,
+}
+
+struct LoopState {
+    client: kube::Client,
+    scheduler: Arc<dyn Scheduler>,
+    config: SchedulerConfig,
+    snapshot: Snapshot,
+    queue: SchedulingQueue,
+    binds: JoinSet<BindOutcome>,
+    /// Keys of the pods whose binding task runs.
+    binding: HashMap<tokio::task::Id, String>,
+    effects: JoinSet<()>,
+    recorder: Arc<EventRecorder>,
+    nodes: ListState,
+    pods: ListState,
+}
+
+impl LoopState {
+    fn new(client: kube::Client, scheduler: Arc<dyn Scheduler>, config: SchedulerConfig) -> LoopState {
+        let recorder = Arc::new(EventRecorder::new(client.clone(), config.clock.clone(), config.scheduler_name.clone()));
+        LoopState {
+            queue: SchedulingQueue::new(&config),
+            client,
+            scheduler,
+            config,
+            snapshot: Snapshot::default(),
+            binds: JoinSet::new(),
+            binding: HashMap::new(),
+            effects: JoinSet::new(),
+            recorder,
+            nodes: ListState::default(),
+            pods: ListState::default(),
+        }
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let nodes = watcher(Api::<Node>::all(self.client.clone()));
+        let pods = watcher(Api::<Pod>::all(self.client.clone()));
+        tokio::pin!(nodes, pods);
+        let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tracing::info!("scheduler started");
+        loop {
+            self.queue.flush_backoff_completed(Instant::now());
+            let can_schedule = self.nodes.synced
+                && self.pods.synced
+                && self.queue.has_active()
+                && self.binds.len() < self.config.max_concurrent_bindings;
+            let backoff_at = self.queue.next_backoff_at();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = self.binds.join_next_with_id(), if !self.binds.is_empty() => self.on_bind_done(done),
+                Some(_) = self.effects.join_next(), if !self.effects.is_empty() => {}
+                event = nodes.next() => match event {
+                    Some(Ok(event)) => self.on_node_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "node watch failed, retrying"),
+                    None => { tracing::error!("node watch ended"); break; }
+                },
+                event = pods.next() => match event {
+                    Some(Ok(event)) => self.on_pod_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed, retrying"),
+                    None => { tracing::error!("pod watch ended"); break; }
+                },
+                _ = flush.tick() => {
+                    self.queue.flush_unschedulable_leftover(Instant::now(), self.config.pod_max_in_unschedulable_duration);
+                }
+                _ = sleep_until(backoff_at), if backoff_at.is_some() => {}
+                _ = std::future::ready(()), if can_schedule => self.schedule_batch(),
+            }
+        }
+        tracing::info!("scheduler stopped");
+    }
+
+    fn on_node_event(&mut self, event: Event<Node>) {
+        match event {
+            Event::Init => self.nodes.seen = Some(HashSet::new()),
+            Event::InitApply(node) => {
+                if let Some(seen) = &mut self.nodes.seen {
+                    seen.insert(node.metadata.name.clone().unwrap_or_default());
+                }
+                self.on_node(node);
+            }
+            Event::InitDone => {
+                let seen = self.nodes.seen.take().unwrap_or_default();
+                let gone: Vec<String> =
+                    self.snapshot.nodes().iter().map(|n| n.name().to_string()).filter(|n| !seen.contains(n)).collect();
+                for name in gone {
+                    self.snapshot.remove_node(&name);
+                }
+                self.nodes.synced = true;
+                tracing::debug!(nodes = self.snapshot.num_nodes(), "nodes synced");
+            }
+            Event::Apply(node) => self.on_node(node),
+            Event::Delete(node) => {
+                self.snapshot.remove_node(node.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+    }
+
+    fn on_node(&mut self, node: Node) {
+        match self.snapshot.upsert_node(node) {
+            NodeChange::Added | NodeChange::Updated => self.queue.move_all_to_active_or_backoff(Instant::now()),
+            NodeChange::Unchanged => {}
+        }
+    }
+
+    fn on_pod_event(&mut self, event: Event<Pod>) {
+        match event {
+            Event::Init => self.pods.seen = Some(HashSet::new()),
+            Event::InitApply(pod) => {
+                if let Some(seen) = &mut self.pods.seen {
+                    seen.insert(pod_key(&pod));
+                }
+                self.on_pod(pod);
+            }
+            Event::InitDone => self.on_pods_listed(),
+            Event::Apply(pod) => self.on_pod(pod),
+            Event::Delete(pod) => self.on_pod_deleted(&pod),
+        }
+    }
+
+    /// After a (re)list: forgets pods that disappeared while the watch was down.
+    fn on_pods_listed(&mut self) {
+        let seen = self.pods.seen.take().unwrap_or_default();
+        let binding: HashSet<&String> = self.binding.values().collect();
+        let mut removed = false;
+        for key in self.snapshot.confirmed_keys() {
+            if !seen.contains(&key) && !binding.contains(&key) {
+                removed |= self.snapshot.remove_key(&key);
+            }
+        }
+        self.queue.retain(&seen);
+        if removed {
+            self.queue.move_all_to_active_or_backoff(Instant::now());
+        }
+        self.pods.synced = true;
+        tracing::debug!(pending = self.queue.len(), "pods synced");
+    }
+
+    fn is_ours(&self, pod: &Pod) -> bool {
+        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        name == self.config.scheduler_name
+    }
+
+    fn on_pod(&mut self, pod: Pod) {
+        let key = pod_key(&pod);
+        if is_terminal(&pod) {
+            self.queue.remove(&key);
+            if self.snapshot.remove_key(&key) {
+                self.queue.move_all_to_active_or_backoff(Instant::now());
+            }
+            return;
+        }
+        let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        if bound {
+            self.queue.remove(&key);
+            self.snapshot.add_pod(&pod);
+            return;
+        }
+        if !self.is_ours(&pod) || pod.metadata.deletion_timestamp.is_some() {
+            self.queue.remove(&key);
+            return;
+        }
+        if self.snapshot.contains_key(&key) {
+            // Assumed: its binding is in flight, or this event is older than the binding.
+            return;
+        }
+        self.queue.upsert(key, pod, Instant::now());
+    }
+
+    fn on_pod_deleted(&mut self, pod: &Pod) {
+        let key = pod_key(pod);
+        self.queue.remove(&key);
+        if self.snapshot.remove_key(&key) {
+            self.queue.move_all_to_active_or_backoff(Instant::now());
+        }
+    }
+
+    fn schedule_batch(&mut self) {
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            if self.binds.len() >= self.config.max_concurrent_bindings {
+                break;
+            }
+            let Some((key, pod)) = self.queue.pop() else { break };
+            self.schedule_one(key, pod, now);
+        }
+    }
+
+    /// One scheduling cycle: pick a node, assume the pod onto it, start the binding; or record
+    /// why the pod fits nowhere.
+    fn schedule_one(&mut self, key: String, pod: Arc<Pod>, now: Instant) {
+        let name = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        match self.scheduler.schedule(&pod, &self.snapshot) {
+            Ok(node) => {
+                if let Err(e) = self.snapshot.assume(&pod, &node) {
+                    tracing::warn!(pod = %name, error = %e, "scheduler chose an unknown node");
+                    self.queue.requeue_with_backoff(&key, now);
+                    return;
+                }
+                tracing::debug!(pod = %name, node = %node, "assumed pod on node");
+                let client = self.client.clone();
+                let span = tracing::debug_span!("bind", pod = %name, node = %node);
+                let tracked = key.clone();
+                let task = self.binds.spawn(
+                    async move {
+                        let result = status::bind(client, &pod, &node).await;
+                        BindOutcome { key, pod, node, result }
+                    }
+                    .instrument(span),
+                );
+                self.binding.insert(task.id(), tracked);
+            }
+            Err(unschedulable) => {
+                let message = unschedulable.to_string();
+                tracing::debug!(pod = %name, %message, "pod is unschedulable");
+                self.queue.mark_unschedulable(&key, now);
+                self.record_failure(pod, "Unschedulable", message);
+            }
+        }
+    }
+
+    fn on_bind_done(&mut self, done: Result<(tokio::task::Id, BindOutcome), tokio::task::JoinError>) {
+        let outcome = match done {
+            Ok((id, outcome)) => {
+                self.binding.remove(&id);
+                outcome
+            }
+            Err(e) => {
+                if let Some(key) = self.binding.remove(&e.id()) {
+                    self.snapshot.forget_key(&key);
+                    self.queue.requeue_with_backoff(&key, Instant::now());
+                }
+                tracing::error!(error = %e, "binding task failed");
+                return;
+            }
+        };
+        let BindOutcome { key, pod, node, result } = outcome;
+        match result {
+            Ok(()) => {
+                self.queue.remove(&key);
+                if self.config.record_events {
+                    let message = format!(
+                        "Successfully assigned {}/{} to {node}",
+                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    let recorder = self.recorder.clone();
+                    self.effects.spawn(async move {
+                        recorder.record(&pod, EventType::Normal, "Scheduled", "Binding", message).await;
+                    });
+                }
+            }
+            Err(e) => {
+                self.snapshot.forget_key(&key);
+                if status::is_status(&e, 404) || status::is_status(&e, 409) {
+                    // Deleted, bound by someone else or replaced: the watch says what happened.
+                    tracing::debug!(error = %e, "binding refused, dropping pod");
+                    self.queue.remove(&key);
+                    return;
+                }
+                tracing::warn!(error = %e, "binding failed, retrying");
+                self.queue.requeue_with_backoff(&key, Instant::now());
+                if self.config.record_events {
+                    let recorder = self.recorder.clone();
+                    let message = format!("Binding rejected: {}", error_chain(&e));
+                    self.effects.spawn(async move {
+                        recorder.record(&pod, EventType::Warning, "FailedScheduling", "Scheduling", message).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sets `PodScheduled=False` and records a `FailedScheduling` event, in the background.
+    fn record_failure(&mut self, pod: Arc<Pod>, reason: &'static str, message: String) {
+        let client = self.client.clone();
+        let clock = self.config.clock.clone();
+        let recorder = self.config.record_events.then(|| self.recorder.clone());
+        self.effects.spawn(async move {
+            if let Err(e) = status::set_unschedulable_condition(client, &pod, reason, &message, &clock).await {
+                tracing::warn!(error = %error_chain(&e), "could not update pod condition");
+            }
+            if let Some(recorder) = recorder {
+                recorder.record(&pod, EventType::Warning, "FailedScheduling", "Scheduling", message).await;
+            }
+        });
+    }
+}
+
+/// An error with its sources, `a: b: c`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// A node or pod watch that retries with backoff.
+fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
