@@ -56,6 +56,27 @@ impl ClusterBuilder {
         self
     }
 
+    /// Keeps the cluster's state in `<dir>/kybernetes.db`, a durable [`SqliteStore`]: the
+    /// default store when a data directory is given. The directory is created if missing.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// let cluster = kybernetes::Cluster::builder().data_dir("/var/lib/myapp/cluster")?.start().await?;
+    /// # cluster.shutdown().await }
+    /// ```
+    ///
+    /// [`SqliteStore`]: kybernetes_store::SqliteStore
+    #[cfg(feature = "sqlite")]
+    pub fn data_dir(mut self, dir: impl AsRef<std::path::Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            kybernetes_store::Error::backend(format!("creating the data directory {}", dir.display()), e)
+        })?;
+        let store = kybernetes_store::SqliteStore::open(dir.join("kybernetes.db"))?;
+        self.store = Some(Arc::new(store));
+        Ok(self)
+    }
+
     /// The cluster clock (default: the system time, advancing with tokio time).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
@@ -162,7 +183,7 @@ impl Cluster {
         }
     }
 
-    /// Stops every component and ends every watch.
+    /// Stops every component, ends every watch and closes the store.
     pub async fn shutdown(self) -> Result<()> {
         self.api.shutdown();
         for t in &self.tasks {
@@ -171,6 +192,8 @@ impl Cluster {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Releases files and locks (a SQLite data dir can be reopened right away).
+        self.api.store().close().await?;
         info!("cluster stopped");
         Ok(())
     }

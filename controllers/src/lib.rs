@@ -2,6 +2,10 @@
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
+pub mod endpoints;
+pub mod endpointslice;
+pub use endpoints::{EndpointsConfig, spawn_endpoints_controller};
+pub use endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
 pub mod deployment;
 pub mod replicaset;
 pub mod util;

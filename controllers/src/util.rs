@@ -242,6 +242,8 @@ fn parse_rv(meta: &ObjectMeta) -> Option<u64> {
     meta.resource_version.as_deref()?.parse().ok()
 }
 
+type Mutations<K> = HashMap<ObjectRef<K>, (Mutation<K>, tokio::time::Instant)>;
+
 enum Mutation<K> {
     Written(Arc<K>),
     Deleted(String),
@@ -254,7 +256,7 @@ enum Mutation<K> {
 /// `ControllerExpectations` do). An entry is dropped once the cache holds that version or newer,
 /// once the informer has passed its revision, or after `ttl`.
 pub struct MutationCache<K: Resource> {
-    entries: Mutex<HashMap<ObjectRef<K>, (Mutation<K>, tokio::time::Instant)>>,
+    entries: Mutex<Mutations<K>>,
     observed: ObservedRevision,
     ttl: Duration,
 }
@@ -268,7 +270,7 @@ where
         MutationCache { entries: Mutex::new(HashMap::new()), observed, ttl }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ObjectRef<K>, (Mutation<K>, tokio::time::Instant)>> {
+    fn lock(&self) -> MutexGuard<'_, Mutations<K>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 

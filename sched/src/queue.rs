@@ -119,11 +119,6 @@ impl SchedulingQueue {
         self.pods.remove(key).is_some()
     }
 
-    /// Whether the queue holds the pod in any state.
-    pub(crate) fn contains(&self, key: &str) -> bool {
-        self.pods.contains_key(key)
-    }
-
     /// Keeps only the pods whose keys are in `keys` (after a relist).
     pub(crate) fn retain(&mut self, keys: &HashSet<String>) {
         self.pods.retain(|k, p| p.place == Place::InFlight || keys.contains(k));
@@ -257,8 +252,8 @@ mod tests {
         SchedulingQueue::new(&SchedulerConfig::default())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn higher_priority_then_earlier_arrival_pops_first() {
+    #[test]
+    fn higher_priority_then_earlier_arrival_pops_first() {
         let mut q = queue();
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
@@ -268,8 +263,8 @@ mod tests {
         assert_eq!(order, ["b", "a", "c"]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn unschedulable_pods_wait_for_a_cluster_change_and_their_backoff() {
+    #[test]
+    fn unschedulable_pods_wait_for_a_cluster_change_and_their_backoff() {
         let mut q = queue();
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
@@ -283,8 +278,8 @@ mod tests {
         assert_eq!(q.pop().map(|(k, _)| k), Some("a".to_string()));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn leftover_unschedulable_pods_are_flushed_after_the_maximum_wait() {
+    #[test]
+    fn leftover_unschedulable_pods_are_flushed_after_the_maximum_wait() {
         let mut q = queue();
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
@@ -296,8 +291,8 @@ mod tests {
         assert!(q.pop().is_some());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_spec_change_retries_an_unschedulable_pod_but_a_status_change_does_not() {
+    #[test]
+    fn a_spec_change_retries_an_unschedulable_pod_but_a_status_change_does_not() {
         let mut q = queue();
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
@@ -314,8 +309,8 @@ mod tests {
         assert!(q.pop().is_some());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn removed_pods_never_pop() {
+    #[test]
+    fn removed_pods_never_pop() {
         let mut q = queue();
         q.upsert("a".into(), pod("a", 0), Instant::now());
         assert!(q.remove("a"));

@@ -261,6 +261,11 @@ pub trait Store: Send + Sync + 'static {
     async fn current_revision(&self) -> Result<i64>;
     /// The revision history starts at: reads and watches before it fail with `Gone`.
     async fn compacted_revision(&self) -> Result<i64>;
+    /// Releases the backend (files, locks, connections). Calls after it fail. The default
+    /// does nothing, for stores with nothing to release.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -291,5 +296,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn compacted_revision(&self) -> Result<i64> {
         (**self).compacted_revision().await
+    }
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
     }
 }

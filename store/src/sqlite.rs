@@ -92,7 +92,9 @@ impl Default for SqliteOptions {
 /// Cloning is cheap: clones share the same database connection.
 #[derive(Clone)]
 pub struct SqliteStore {
-    inner: Arc<Inner>,
+    /// `None` once [`Store::close`] ran; every later call fails.
+    slot: Arc<std::sync::RwLock<Option<Arc<Inner>>>>,
+    path: PathBuf,
 }
 
 struct Inner {
@@ -676,12 +678,21 @@ impl SqliteStore {
                 .map_err(|e| in_path(Error::backend("starting the background compaction thread", e)))?;
         }
         tracing::info!(path = %path.display(), revision, compacted, "sqlite store opened");
-        Ok(SqliteStore { inner })
+        let path = inner.path.clone();
+        Ok(SqliteStore { slot: Arc::new(std::sync::RwLock::new(Some(inner))), path })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.path
+    }
+
+    fn inner(&self) -> Result<Arc<Inner>> {
+        let slot = self.slot.read().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or_else(|| Error::Backend {
+            context: format!("sqlite {}: the store is closed", self.path.display()),
+            source: None,
+        })
     }
 
     /// Runs SQLite's `PRAGMA integrity_check`; fails with [`Error::Backend`] listing the
@@ -709,11 +720,11 @@ impl SqliteStore {
         what: &'static str,
         f: impl FnOnce(&Arc<Inner>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let path = self.inner.path.display().to_string();
+        let path = self.path.display().to_string();
+        let inner = self.inner()?;
         let handle = tokio::runtime::Handle::try_current().map_err(|e| {
             Error::backend(format!("sqlite {path}: {what}: SqliteStore must be used inside a tokio runtime"), e)
         })?;
-        let inner = Arc::clone(&self.inner);
         let result = handle
             .spawn_blocking(move || f(&inner))
             .await
@@ -730,9 +741,8 @@ impl SqliteStore {
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .field("revision", &self.inner.revision.load(Ordering::SeqCst))
-            .field("compacted", &self.inner.compacted.load(Ordering::SeqCst))
+            .field("path", &self.path)
+            .field("open", &self.inner().is_ok())
             .finish_non_exhaustive()
     }
 }
@@ -774,11 +784,36 @@ impl Store for SqliteStore {
     }
 
     async fn current_revision(&self) -> Result<i64> {
-        Ok(self.inner.revision.load(Ordering::SeqCst))
+        Ok(self.inner()?.revision.load(Ordering::SeqCst))
     }
 
     async fn compacted_revision(&self) -> Result<i64> {
-        Ok(self.inner.compacted.load(Ordering::SeqCst))
+        Ok(self.inner()?.compacted.load(Ordering::SeqCst))
+    }
+
+    /// Closes the database and releases its lock file, waiting (up to 10 s) for in-flight
+    /// requests and open watches to finish. Later calls on any clone fail.
+    async fn close(&self) -> Result<()> {
+        let taken = self.slot.write().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(inner) = taken else { return Ok(()) };
+        let weak = Arc::downgrade(&inner);
+        drop(inner);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Backend {
+                    context: format!(
+                        "sqlite {}: still in use by {} open requests or watches after 10 s",
+                        self.path.display(),
+                        weak.strong_count()
+                    ),
+                    source: None,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tracing::info!(path = %self.path.display(), "sqlite store closed");
+        Ok(())
     }
 }
 

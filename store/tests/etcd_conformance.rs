@@ -17,12 +17,13 @@ use kybernetes_store::{Error, EtcdOptions, EtcdStore, EtcdTlsOptions, ListOption
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Tests here compact etcd, which is etcd-wide: on a shared etcd (`KYB_ETCD_ENDPOINTS`) they take
-/// turns. (Each test that starts its own etcd runs freely.)
-static SHARED_ETCD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn take_turn(etcd: &EtcdSource) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+/// turns, across test processes too. (A test that starts its own etcd runs freely.)
+async fn take_turn(etcd: &EtcdSource) -> Option<std::fs::File> {
     match etcd {
-        EtcdSource::External(_) => Some(SHARED_ETCD.lock().await),
+        EtcdSource::External(endpoints) => {
+            let endpoints = endpoints.clone();
+            Some(tokio::task::spawn_blocking(move || etcd_common::lock_shared_etcd(&endpoints)).await.expect("lock task"))
+        }
         EtcdSource::Owned(_) => None,
     }
 }

@@ -71,6 +71,16 @@ pub fn etcd_for(test: &str) -> Option<EtcdSource> {
     Some(EtcdSource::Owned(EtcdCluster::start(&binary, test, 1, &[])))
 }
 
+/// Blocks until this process holds the exclusive turn on a shared etcd (a lock file in the temp
+/// dir named after the endpoints); the turn ends when the returned file is dropped.
+pub fn lock_shared_etcd(endpoints: &[String]) -> File {
+    let name: String = endpoints.join(",").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let path = std::env::temp_dir().join(format!("kyb-etcd-turn-{name}.lock"));
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open etcd turn lock");
+    file.lock().expect("lock etcd turn");
+    file
+}
+
 /// One etcd member process.
 pub struct Member {
     /// The member's name (`m0`, `m1`, ...).

@@ -1,0 +1,47 @@
+//! What every part of a running node agent shares.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kybernetes_core::Clock;
+use kybernetes_net::Network;
+use kybernetes_runtime::Runtime;
+
+use crate::config::NodeAgentConfig;
+use crate::events::EventRecorder;
+
+/// The registered node's shared state.
+pub(crate) struct AgentContext {
+    pub(crate) config: NodeAgentConfig,
+    pub(crate) client: kube::Client,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) network: Arc<dyn Network>,
+    pub(crate) recorder: EventRecorder,
+    /// The node's address (`InternalIP`, every pod's `hostIP`).
+    pub(crate) node_ip: IpAddr,
+    /// The runtime's name, the scheme of `containerID`s (`fake://…`).
+    pub(crate) runtime_name: String,
+    /// Allocatable CPU and memory in thousandths (defaults for `resourceFieldRef` limits).
+    pub(crate) allocatable_milli: (i128, i128),
+}
+
+impl AgentContext {
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.config.clock
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.config.clock.now()
+    }
+
+    /// The tokio instant at which the cluster clock reads `t` (now if `t` is past).
+    pub(crate) fn instant_at(&self, t: DateTime<Utc>) -> tokio::time::Instant {
+        let wait = (t - self.now()).to_std().unwrap_or_default();
+        tokio::time::Instant::now() + wait
+    }
+}
