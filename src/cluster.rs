@@ -1,18 +1,25 @@
 //! The `Cluster` builder: wires a store and the API server together and hands out in-process
 //! `kube::Client`s.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Api, Resource};
 use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
+use kybernetes_net::{LocalNetwork, Network};
+use kybernetes_node::{NodeAgent, NodeAgentConfig};
+use kybernetes_runtime::{FakeRuntime, Runtime};
+use kybernetes_sched::{Framework, Scheduler};
 use kybernetes_store::{MemoryStore, Store};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::control_plane::{self, ControlPlaneConfig};
 use crate::{DynStore, Error, Result};
 
 /// Builds a [`Cluster`]. Every setting has a default: `Cluster::builder().start()` gives a
@@ -30,6 +37,12 @@ pub struct ClusterBuilder {
     clock: Option<Clock>,
     api: ApiServerConfig,
     compaction_interval: Option<Duration>,
+    nodes: usize,
+    node_template: Option<NodeAgentConfig>,
+    runtime: Option<Arc<dyn Runtime>>,
+    network: Option<Arc<dyn Network>>,
+    scheduler: Option<Arc<dyn Scheduler>>,
+    control_plane: Option<ControlPlaneConfig>,
 }
 
 impl Default for ClusterBuilder {
@@ -39,6 +52,12 @@ impl Default for ClusterBuilder {
             clock: None,
             api: ApiServerConfig::default(),
             compaction_interval: Some(Duration::from_secs(300)),
+            nodes: 1,
+            node_template: None,
+            runtime: None,
+            network: None,
+            scheduler: None,
+            control_plane: Some(ControlPlaneConfig::default()),
         }
     }
 }
@@ -96,18 +115,90 @@ impl ClusterBuilder {
         self
     }
 
+    /// How many node agents to start (default 1), named `node-1`, `node-2`, ...
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+
+    /// The settings every node starts from (capacity, labels, back-off, lease timing); the
+    /// name is replaced per node.
+    pub fn node_template(mut self, template: NodeAgentConfig) -> Self {
+        self.node_template = Some(template);
+        self
+    }
+
+    /// The container runtime the node agents drive (default: [`FakeRuntime`]).
+    pub fn runtime(mut self, runtime: impl Runtime) -> Self {
+        self.runtime = Some(Arc::new(runtime));
+        self
+    }
+
+    /// The pod network (default: [`LocalNetwork`]).
+    pub fn network(mut self, network: impl Network) -> Self {
+        self.network = Some(Arc::new(network));
+        self
+    }
+
+    /// The scheduler (default: the framework with upstream's default plugins).
+    pub fn scheduler(mut self, scheduler: impl Scheduler + 'static) -> Self {
+        self.scheduler = Some(Arc::new(scheduler));
+        self
+    }
+
+    /// Settings of the scheduler and controllers (grace periods, tolerations, leader election).
+    pub fn control_plane(mut self, config: ControlPlaneConfig) -> Self {
+        self.control_plane = Some(config);
+        self
+    }
+
+    /// Runs only the API server and the node agents: no scheduler and no controllers (for
+    /// tests that drive those by hand, or a second API server in front of a shared store).
+    pub fn without_control_plane(mut self) -> Self {
+        self.control_plane = None;
+        self
+    }
+
     /// Starts the cluster. Must be called inside a tokio runtime.
     pub async fn start(self) -> Result<Cluster> {
         let store: DynStore = self.store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let clock = self.clock.unwrap_or_default();
-        let api = ApiServer::with_config(store.clone(), clock.clone(), self.api).await?;
+        let mut api_config = self.api;
+        let network: Arc<dyn Network> = match self.network {
+            Some(n) => n,
+            None => Arc::new(LocalNetwork::new(api_config.cluster.clone()).map_err(Error::Network)?),
+        };
+        api_config.bookmark_interval = api_config.bookmark_interval.max(Duration::from_millis(10));
+        let api = ApiServer::with_config(store.clone(), clock.clone(), api_config).await?;
         let client = kube::Client::new(api.router(), "default");
+        let runtime: Arc<dyn Runtime> = self.runtime.unwrap_or_else(|| Arc::new(FakeRuntime::new(clock.clone())));
+        let scheduler: Arc<dyn Scheduler> = self.scheduler.unwrap_or_else(|| Arc::new(Framework::default_plugins()));
+        let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         if let Some(every) = self.compaction_interval {
             tasks.push(tokio::spawn(compactor(api.clone(), every)));
         }
-        info!("cluster started");
-        Ok(Cluster { api, client, clock, tasks })
+        tasks.push(kybernetes_net::spawn_service_sync(client.clone(), network.clone(), shutdown.child_token()));
+        if let Some(cp) = self.control_plane {
+            tasks.push(control_plane::spawn(client.clone(), clock.clone(), scheduler, cp, shutdown.child_token()));
+        }
+        let template = self.node_template.unwrap_or_else(|| NodeAgentConfig::new("template"));
+        let cluster = Cluster {
+            api,
+            client,
+            clock,
+            runtime,
+            network,
+            template,
+            shutdown,
+            tasks,
+            nodes: Mutex::new(BTreeMap::new()),
+        };
+        for i in 1..=self.nodes {
+            cluster.add_node(&format!("node-{i}"))?;
+        }
+        info!(nodes = self.nodes, "cluster started");
+        Ok(cluster)
     }
 }
 
@@ -132,7 +223,12 @@ pub struct Cluster {
     api: ApiServer,
     client: kube::Client,
     clock: Clock,
+    runtime: Arc<dyn Runtime>,
+    network: Arc<dyn Network>,
+    template: NodeAgentConfig,
+    shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    nodes: Mutex<BTreeMap<String, (CancellationToken, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -162,6 +258,63 @@ impl Cluster {
         &self.clock
     }
 
+    /// The container runtime the node agents drive.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// The pod network.
+    pub fn network(&self) -> &Arc<dyn Network> {
+        &self.network
+    }
+
+    /// Starts a node agent named `name` with the cluster's node template.
+    pub fn add_node(&self, name: &str) -> Result<()> {
+        let mut config = self.template.clone();
+        config.name = name.to_string();
+        self.add_node_with(config)
+    }
+
+    /// Starts a node agent with its own settings (capacity, labels, taints).
+    ///
+    /// ```no_run
+    /// # async fn demo(cluster: kybernetes::Cluster) -> kybernetes::Result<()> {
+    /// use kybernetes::node::{NodeAgentConfig, NodeCapacity};
+    /// let big = NodeCapacity { cpu: "64".into(), memory: "256Gi".into(), ..Default::default() };
+    /// cluster.add_node_with(NodeAgentConfig::new("big-1").capacity(big))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_node_with(&self, mut config: NodeAgentConfig) -> Result<()> {
+        config.clock = self.clock.clone();
+        let name = config.name.clone();
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if nodes.contains_key(&name) {
+            return Err(Error::Api(kybernetes_core::ApiError::already_exists("", "nodes", &name)));
+        }
+        let token = self.shutdown.child_token();
+        let agent = NodeAgent::new(config, self.client.clone(), self.runtime.clone(), self.network.clone());
+        nodes.insert(name, (token.clone(), agent.spawn(token)));
+        Ok(())
+    }
+
+    /// Stops a node agent as if its machine died: heartbeats stop and its containers are left
+    /// as they are. The node lifecycle controller then marks the node unreachable and evicts
+    /// its pods after their toleration.
+    pub async fn stop_node(&self, name: &str) -> Result<()> {
+        let entry = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let Some((token, task)) = entry else {
+            return Err(Error::Api(kybernetes_core::ApiError::not_found("", "nodes", name)));
+        };
+        token.cancel();
+        let _ = task.await;
+        Ok(())
+    }
+
+    /// Names of the running node agents.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
     /// Waits until `cond` holds for the object `name`, or fails after `timeout`.
     ///
     /// ```no_run
@@ -185,13 +338,20 @@ impl Cluster {
 
     /// Stops every component, ends every watch and closes the store.
     pub async fn shutdown(self) -> Result<()> {
-        self.api.shutdown();
-        for t in &self.tasks {
-            t.abort();
+        self.shutdown.cancel();
+        let nodes = std::mem::take(&mut *self.nodes.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, (_, task)) in nodes {
+            let _ = task.await;
         }
-        for t in self.tasks {
+        let mut tasks = self.tasks;
+        // The compactor has no shutdown token of its own.
+        if let Some(first) = tasks.first() {
+            first.abort();
+        }
+        for t in tasks.drain(..) {
             let _ = t.await;
         }
+        self.api.shutdown();
         // Releases files and locks (a SQLite data dir can be reopened right away).
         self.api.store().close().await?;
         info!("cluster stopped");

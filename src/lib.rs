@@ -17,21 +17,29 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The crates behind the facade are re-exported: [`core`], [`store`] and [`apiserver`].
+//! The crates behind the facade are re-exported: [`core`], [`store`], [`apiserver`], [`sched`],
+//! [`controllers`], [`runtime`], [`net`] and [`node`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use kybernetes_apiserver as apiserver;
+pub use kybernetes_controllers as controllers;
 pub use kybernetes_core as core;
+pub use kybernetes_net as net;
+pub use kybernetes_node as node;
+pub use kybernetes_runtime as runtime;
+pub use kybernetes_sched as sched;
 pub use kybernetes_store as store;
 
 mod apply;
 mod cluster;
+pub mod control_plane;
 pub mod leader;
 
 pub use apply::{ApplyOutcome, split_yaml_documents};
 pub use cluster::{Cluster, ClusterBuilder};
+pub use control_plane::ControlPlaneConfig;
 pub use leader::{LeaderElectionConfig, LeaderElector};
 
 /// Errors of the facade.
@@ -43,6 +51,9 @@ pub enum Error {
     /// A client call failed.
     #[error("client: {0}")]
     Kube(#[from] kube::Error),
+    /// The network could not be set up.
+    #[error("network: {0}")]
+    Network(#[from] kybernetes_net::Error),
     /// A store backend failed.
     #[error("store: {0}")]
     Store(#[from] kybernetes_store::Error),

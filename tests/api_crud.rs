@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 async fn cluster() -> Cluster {
-    Cluster::builder().start().await.expect("cluster starts")
+    Cluster::builder().nodes(0).without_control_plane().start().await.expect("cluster starts")
 }
 
 fn api_code(e: kube::Error) -> u16 {

@@ -24,7 +24,7 @@ fn configmap(name: &str, labels: serde_json::Value) -> ConfigMap {
 
 #[tokio::test]
 async fn generation_moves_on_spec_changes_only_and_status_only_through_the_subresource() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<Deployment> = Api::default_namespaced(c.client());
     let mut d = deployment("web", "nginx:1");
     d.status = Some(serde_json::from_value(json!({"replicas": 99})).expect("status"));
@@ -67,7 +67,7 @@ async fn generation_moves_on_spec_changes_only_and_status_only_through_the_subre
 
 #[tokio::test]
 async fn scale_subresource_reads_and_writes_replicas() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<Deployment> = Api::default_namespaced(c.client());
     api.create(&PostParams::default(), &deployment("web", "nginx")).await.expect("create");
     let scale = api.get_scale("web").await.expect("get scale");
@@ -81,7 +81,7 @@ async fn scale_subresource_reads_and_writes_replicas() {
 
 #[tokio::test]
 async fn binding_sets_node_name_once() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
@@ -104,7 +104,7 @@ async fn binding_sets_node_name_once() {
 
 #[tokio::test]
 async fn bound_pods_are_deleted_gracefully_and_unbound_pods_at_once() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let spec = |name: &str, node: Option<&str>| -> Pod {
         let mut v = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -130,7 +130,7 @@ async fn bound_pods_are_deleted_gracefully_and_unbound_pods_at_once() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     let mut cm = configmap("held", json!({}));
     cm.metadata.finalizers = Some(vec!["example.com/hold".into()]);
@@ -151,7 +151,7 @@ async fn finalizers_hold_deletion_until_removed() {
 
 #[tokio::test]
 async fn propagation_policies_are_recorded_as_finalizers() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     for name in ["orphan", "fg", "bg"] {
         cms.create(&PostParams::default(), &configmap(name, json!({}))).await.expect("create");
@@ -171,7 +171,7 @@ async fn propagation_policies_are_recorded_as_finalizers() {
 
 #[tokio::test]
 async fn label_and_field_selectors_filter_lists() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     cms.create(&PostParams::default(), &configmap("a", json!({"tier": "web", "env": "prod"}))).await.expect("a");
     cms.create(&PostParams::default(), &configmap("b", json!({"tier": "db", "env": "prod"}))).await.expect("b");
@@ -196,7 +196,7 @@ async fn label_and_field_selectors_filter_lists() {
 
 #[tokio::test]
 async fn pods_field_selectors_cover_node_name_and_phase() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     for (name, node) in [("p1", Some("n1")), ("p2", None)] {
         let mut v = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -219,7 +219,7 @@ async fn pods_field_selectors_cover_node_name_and_phase() {
 
 #[tokio::test]
 async fn lists_page_with_limit_and_continue_at_one_revision() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     for i in 0..25 {
         cms.create(&PostParams::default(), &configmap(&format!("cm-{i:02}"), json!({}))).await.expect("create");
@@ -244,7 +244,7 @@ async fn lists_page_with_limit_and_continue_at_one_revision() {
 
 #[tokio::test]
 async fn deleting_a_namespace_marks_it_terminating_and_blocks_new_content() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let nss: Api<Namespace> = Api::all(c.client());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
     nss.create(&PostParams::default(), &ns).await.expect("create");

@@ -87,7 +87,7 @@ where
 
 #[tokio::test]
 async fn mirror_controller_reconciles_create_update_and_delete() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let client = c.client();
     let nss: Api<Namespace> = Api::all(client.clone());
     nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "mirror"}})).expect("ns"))

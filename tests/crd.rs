@@ -25,7 +25,7 @@ struct WidgetStatus {
 
 #[tokio::test]
 async fn a_crd_is_served_as_soon_as_it_is_created() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let crds: Api<CustomResourceDefinition> = Api::all(c.client());
     crds.create(&PostParams::default(), &Widget::crd()).await.expect("create CRD");
     tokio::time::timeout(

@@ -6,7 +6,7 @@ use kybernetes::Cluster;
 
 #[tokio::test]
 async fn kube_discovery_finds_the_built_in_resources() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let version = c.client().apiserver_version().await.expect("/version");
     assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "33"));
 
@@ -39,7 +39,7 @@ async fn kube_discovery_finds_the_built_in_resources() {
 async fn a_client_over_the_in_memory_http_connection_works_like_the_direct_one() {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, ListParams, PostParams};
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let client = kube::Client::new(c.api_server().duplex_service(), "default");
     let cms: Api<ConfigMap> = Api::default_namespaced(client);
     let mut cm = ConfigMap::default();

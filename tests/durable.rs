@@ -15,7 +15,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 async fn objects_survive_a_restart_on_the_same_data_dir() {
     let dir = temp_dir("restart");
     let (uid, rv) = {
-        let c = Cluster::builder().data_dir(&dir).expect("data dir").start().await.expect("start");
+        let c = Cluster::builder().nodes(0).without_control_plane().data_dir(&dir).expect("data dir").start().await.expect("start");
         let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some("kept".into());
@@ -24,7 +24,7 @@ async fn objects_survive_a_restart_on_the_same_data_dir() {
         c.shutdown().await.expect("shutdown");
         (created.metadata.uid, created.metadata.resource_version)
     };
-    let c = Cluster::builder().data_dir(&dir).expect("reopen").start().await.expect("restart");
+    let c = Cluster::builder().nodes(0).without_control_plane().data_dir(&dir).expect("reopen").start().await.expect("restart");
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     let kept = cms.get("kept").await.expect("object is back");
     assert_eq!(kept.metadata.uid, uid, "same object, same uid");
@@ -42,8 +42,8 @@ async fn objects_survive_a_restart_on_the_same_data_dir() {
 #[tokio::test]
 async fn a_data_dir_in_use_is_refused_with_a_clear_error() {
     let dir = temp_dir("locked");
-    let c = Cluster::builder().data_dir(&dir).expect("data dir").start().await.expect("start");
-    let second = Cluster::builder().data_dir(&dir);
+    let c = Cluster::builder().nodes(0).without_control_plane().data_dir(&dir).expect("data dir").start().await.expect("start");
+    let second = Cluster::builder().nodes(0).without_control_plane().data_dir(&dir);
     let msg = match second {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a second open of the same data dir must fail"),

@@ -18,7 +18,7 @@ async fn wait_leader(e: &LeaderElector, want: bool, within: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn a_candidate_takes_over_when_the_leader_dies() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let token = CancellationToken::new();
     let a = LeaderElector::spawn(c.client(), c.clock().clone(), config("a"), token.child_token());
     wait_leader(&a, true, Duration::from_secs(5)).await;
@@ -39,7 +39,7 @@ async fn a_candidate_takes_over_when_the_leader_dies() {
 
 #[tokio::test(start_paused = true)]
 async fn a_clean_shutdown_releases_the_lease() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let ta = CancellationToken::new();
     let a = LeaderElector::spawn(c.client(), c.clock().clone(), config("a"), ta.clone());
     wait_leader(&a, true, Duration::from_secs(5)).await;

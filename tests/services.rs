@@ -19,7 +19,7 @@ fn service(name: &str, extra: serde_json::Value) -> Service {
 
 #[tokio::test]
 async fn services_get_cluster_ips_and_node_ports() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let svcs: Api<Service> = Api::default_namespaced(c.client());
     let k8s = svcs.get("kubernetes").await.expect("the kubernetes service exists");
     assert_eq!(k8s.spec.and_then(|s| s.cluster_ip).as_deref(), Some("10.96.0.1"));

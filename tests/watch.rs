@@ -34,7 +34,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflector_converges_to_the_store_after_1000_random_concurrent_writes() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<ConfigMap> = Api::default_namespaced(c.client());
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, watcher(api.clone(), watcher::Config::default())).applied_objects();
@@ -104,7 +104,7 @@ async fn reflector_converges_to_the_store_after_1000_random_concurrent_writes() 
 
 #[tokio::test]
 async fn watch_from_a_compacted_revision_is_gone_and_the_watcher_relists() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<ConfigMap> = Api::default_namespaced(c.client());
     let first = api.create(&PostParams::default(), &configmap("a", "1")).await.expect("create");
     let old_rv = first.metadata.resource_version.clone().expect("rv");
@@ -142,7 +142,7 @@ async fn watch_from_a_compacted_revision_is_gone_and_the_watcher_relists() {
 
 #[tokio::test]
 async fn a_label_filtered_watch_sees_objects_enter_and_leave_the_selection() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<ConfigMap> = Api::default_namespaced(c.client());
     let rv = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("rv");
     let stream = api.watch(&WatchParams::default().labels("v=in"), &rv).await.expect("watch");
@@ -161,7 +161,7 @@ async fn a_label_filtered_watch_sees_objects_enter_and_leave_the_selection() {
 
 #[tokio::test(start_paused = true)]
 async fn bookmarks_arrive_when_allowed() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<ConfigMap> = Api::default_namespaced(c.client());
     let rv = api.list(&ListParams::default()).await.expect("list").metadata.resource_version.expect("rv");
     let stream = api.watch(&WatchParams::default(), &rv).await.expect("watch");
@@ -173,7 +173,7 @@ async fn bookmarks_arrive_when_allowed() {
 
 #[tokio::test]
 async fn watch_without_resource_version_starts_with_synthetic_added_events() {
-    let c = Cluster::builder().start().await.expect("start");
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
     let api: Api<ConfigMap> = Api::default_namespaced(c.client());
     for n in ["p", "q"] {
         api.create(&PostParams::default(), &configmap(n, "1")).await.expect("create");

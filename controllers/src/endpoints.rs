@@ -114,10 +114,13 @@ pub(crate) struct ServiceCaches {
     pub(crate) pods: Store<Pod>,
 }
 
+/// One object's change: its version before and after (`None`: absent).
+type Change<K> = (Option<Arc<K>>, Option<Arc<K>>);
+
 /// Applies a watch event to a cache and returns the (before, after) pair of every object it
 /// changed. A relist reports its changes once complete, so a sync never reads a half-built
 /// cache.
-fn apply_event<K>(writer: &mut Writer<K>, reader: &Store<K>, event: &watcher::Event<K>) -> Vec<(Option<Arc<K>>, Option<Arc<K>>)>
+fn apply_event<K>(writer: &mut Writer<K>, reader: &Store<K>, event: &watcher::Event<K>) -> Vec<Change<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -255,8 +258,11 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
 }
 
 /// Calls `handle` for every event of a watch stream until shutdown.
-pub(crate) async fn for_each_event<K, S>(stream: S, shutdown: CancellationToken, mut handle: impl FnMut(watcher::Event<K>))
-where
+pub(crate) async fn for_each_event<K, S>(
+    stream: S,
+    shutdown: CancellationToken,
+    mut handle: impl FnMut(watcher::Event<K>),
+) where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
     use futures::StreamExt;
@@ -307,12 +313,15 @@ pub(crate) fn find_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
         Some(IntOrString::Int(n)) => Some(*n),
         Some(IntOrString::String(name)) => {
             let spec = pod.spec.as_ref()?;
-            let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            let sidecars =
+                spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
             spec.containers
                 .iter()
                 .chain(sidecars)
                 .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+                .find(|p| {
+                    p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
                 .map(|p| p.container_port)
         }
     }
@@ -345,6 +354,8 @@ pub(crate) fn has_cluster_ip(svc: &Service) -> bool {
 
 type PortKey = (String, i32, String, String);
 type AddressKey = (String, String);
+/// A port (or `None`: no port) and the addresses offering it, with their readiness.
+type PortAddresses = (Option<EndpointPort>, BTreeMap<AddressKey, bool>);
 
 fn port_key(p: &EndpointPort) -> PortKey {
     (
@@ -363,10 +374,14 @@ fn address_key(a: &EndpointAddress) -> AddressKey {
 /// sorted so equal content always compares equal. A `None` port means a port-less address.
 fn repack_subsets(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -> Vec<EndpointSubset> {
     let mut addresses: BTreeMap<AddressKey, EndpointAddress> = BTreeMap::new();
-    let mut by_port: BTreeMap<Option<PortKey>, (Option<EndpointPort>, BTreeMap<AddressKey, bool>)> = BTreeMap::new();
+    let mut by_port: BTreeMap<Option<PortKey>, PortAddresses> = BTreeMap::new();
     for (address, ready, port) in entries {
         let key = address_key(&address);
-        by_port.entry(port.as_ref().map(port_key)).or_insert_with(|| (port.clone(), BTreeMap::new())).1.insert(key.clone(), ready);
+        by_port
+            .entry(port.as_ref().map(port_key))
+            .or_insert_with(|| (port.clone(), BTreeMap::new()))
+            .1
+            .insert(key.clone(), ready);
         addresses.insert(key, address);
     }
     let mut by_addresses: BTreeMap<Vec<(AddressKey, bool)>, Vec<EndpointPort>> = BTreeMap::new();
@@ -382,7 +397,11 @@ fn repack_subsets(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -
                     set.iter().filter(|(_, r)| *r == ready).filter_map(|(k, _)| addresses.get(k).cloned()).collect();
                 (!v.is_empty()).then_some(v)
             };
-            EndpointSubset { addresses: pick(true), not_ready_addresses: pick(false), ports: (!ports.is_empty()).then_some(ports) }
+            EndpointSubset {
+                addresses: pick(true),
+                not_ready_addresses: pick(false),
+                ports: (!ports.is_empty()).then_some(ports),
+            }
         })
         .collect()
 }
@@ -460,7 +479,12 @@ pub(crate) fn selected_pods(svc: &Service, pods: &Store<Pod>) -> Vec<Arc<Pod>> {
 }
 
 /// Syncs one service's Endpoints.
-async fn sync_endpoints(client: &Client, config: &EndpointsConfig, key: &ServiceKey, caches: &ServiceCaches) -> Result<(), Error> {
+async fn sync_endpoints(
+    client: &Client,
+    config: &EndpointsConfig,
+    key: &ServiceKey,
+    caches: &ServiceCaches,
+) -> Result<(), Error> {
     let namespace = key.namespace.clone().unwrap_or_default();
     let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
     let Some(svc) = caches.services.get(key) else {
@@ -552,7 +576,10 @@ mod tests {
         assert_eq!(subsets.len(), 2);
         let both = subsets.iter().find(|s| s.ports.as_ref().is_some_and(|p| p.len() == 2)).cloned().unwrap_or_default();
         assert_eq!(both.addresses.unwrap_or_default().iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(), ["10.0.0.2"]);
-        assert_eq!(both.not_ready_addresses.unwrap_or_default().iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(), ["10.0.0.1"]);
+        assert_eq!(
+            both.not_ready_addresses.unwrap_or_default().iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(),
+            ["10.0.0.1"]
+        );
     }
 
     #[test]

@@ -40,8 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::endpoints::{
-    Error, HEADLESS_SERVICE_LABEL, ServiceCaches, ServiceKey, endpoint_hostname, find_port, has_cluster_ip, is_pod_ready,
-    pod_ip, pod_reference, run_service_controller, selected_pods, service_selector, should_pod_be_in_endpoints,
+    Error, HEADLESS_SERVICE_LABEL, ServiceCaches, ServiceKey, endpoint_hostname, find_port, has_cluster_ip,
+    is_pod_ready, pod_ip, pod_reference, run_service_controller, selected_pods, service_selector,
+    should_pod_be_in_endpoints,
 };
 
 /// Label naming the service a slice belongs to.
@@ -144,7 +145,11 @@ fn pod_to_endpoint(svc: &Service, pod: &Pod, address_type: &str) -> Option<(Vec<
     let ready = publish_not_ready || (serving && !terminating);
     let endpoint = Endpoint {
         addresses: vec![ip.to_string()],
-        conditions: Some(EndpointConditions { ready: Some(ready), serving: Some(serving), terminating: Some(terminating) }),
+        conditions: Some(EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        }),
         hostname: endpoint_hostname(pod, svc),
         node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         target_ref: Some(pod_reference(pod)),
@@ -239,7 +244,10 @@ fn plan(
     for slice in existing {
         let name = slice.name_any();
         let key = ports_key(slice.ports.as_deref().unwrap_or_default());
-        if !owned_by(&slice, svc) || slice.address_type != address_type || (!desired.is_empty() && !desired.contains_key(&key)) {
+        if !owned_by(&slice, svc)
+            || slice.address_type != address_type
+            || (!desired.is_empty() && !desired.contains_key(&key))
+        {
             plan.delete.push(name);
         } else {
             by_ports.entry(key).or_default().push(slice);
@@ -264,7 +272,8 @@ fn plan(
         return plan;
     }
     for (key, (ports, endpoints)) in desired {
-        let mut want: BTreeMap<(String, String), Endpoint> = endpoints.into_iter().map(|e| (endpoint_key(&e), e)).collect();
+        let mut want: BTreeMap<(String, String), Endpoint> =
+            endpoints.into_iter().map(|e| (endpoint_key(&e), e)).collect();
         let mut slices = by_ports.remove(&key).unwrap_or_default();
         slices.sort_by_key(|s| s.name_any());
         let mut changed: Vec<EndpointSlice> = Vec::new();
@@ -315,7 +324,12 @@ fn plan(
 }
 
 /// Syncs one service's EndpointSlices.
-async fn sync_slices(client: &Client, config: &EndpointSliceConfig, key: &ServiceKey, caches: &ServiceCaches) -> Result<(), Error> {
+async fn sync_slices(
+    client: &Client,
+    config: &EndpointSliceConfig,
+    key: &ServiceKey,
+    caches: &ServiceCaches,
+) -> Result<(), Error> {
     // A deleted service's slices go with it through their ownerReference.
     let Some(svc) = caches.services.get(key) else { return Ok(()) };
     let external_name = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
@@ -384,7 +398,12 @@ mod tests {
     }
 
     fn port() -> Vec<EndpointPort> {
-        vec![EndpointPort { name: Some("http".into()), port: Some(80), protocol: Some("TCP".into()), app_protocol: None }]
+        vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(80),
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        }]
     }
 
     #[test]
@@ -411,7 +430,8 @@ mod tests {
     fn new_endpoints_fill_existing_slices_before_new_ones_are_created() {
         let mut existing = new_slice(&svc(), "IPv4", port(), vec![endpoint("10.0.0.1")]);
         existing.metadata.name = Some("web-abcde".into());
-        let desired = BTreeMap::from([(ports_key(&port()), (port(), vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")]))]);
+        let desired =
+            BTreeMap::from([(ports_key(&port()), (port(), vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")]))]);
         let p = plan(&svc(), "IPv4", vec![existing], desired, 100);
         assert!(p.create.is_empty());
         assert_eq!(p.update.len(), 1);

@@ -81,7 +81,11 @@ fn replica_set(name: &str) -> ReplicaSet {
             template: Some(PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(PodSpec {
-                    containers: vec![Container { name: "c".into(), image: Some("busybox".into()), ..Default::default() }],
+                    containers: vec![Container {
+                        name: "c".into(),
+                        image: Some("busybox".into()),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
             }),
@@ -125,10 +129,8 @@ async fn background_deletion_removes_dependents_once_the_owner_is_gone() -> Resu
         pods.create(&PostParams::default(), &pod(name, vec![owner_ref(&rs, true)], &[])).await?;
     }
     rss.delete("web", &DeleteParams::background()).await?;
-    eventually("both pods are deleted", || async {
-        Ok(gone(&pods, "web-a").await? && gone(&pods, "web-b").await?)
-    })
-    .await?;
+    eventually("both pods are deleted", || async { Ok(gone(&pods, "web-a").await? && gone(&pods, "web-b").await?) })
+        .await?;
     c.stop().await
 }
 
@@ -184,8 +186,7 @@ async fn foreground_deletion_keeps_the_owner_until_blocking_dependents_are_gone(
     assert!(owner.metadata.deletion_timestamp.is_some());
     assert!(owner.finalizers().iter().any(|f| f == "foregroundDeletion"));
 
-    pods.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } })))
-        .await?;
+    pods.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } }))).await?;
     eventually("the owner is deleted", || async { gone(&rss, "web").await }).await?;
     c.stop().await
 }
@@ -204,8 +205,7 @@ async fn dependents_without_block_owner_deletion_do_not_hold_a_foreground_owner(
         Ok(pods.get("held").await?.metadata.deletion_timestamp.is_some())
     })
     .await?;
-    pods.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } })))
-        .await?;
+    pods.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } }))).await?;
     eventually("the dependent is gone", || async { gone(&pods, "held").await }).await?;
     c.stop().await
 }
@@ -276,7 +276,8 @@ async fn a_cluster_scoped_owner_owns_namespaced_dependents() -> Result<()> {
 async fn a_namespaced_owner_in_another_namespace_does_not_own() -> Result<()> {
     let c = Cluster::start().await?;
     let namespaces: Api<Namespace> = Api::all(c.client.clone());
-    let ns = Namespace { metadata: ObjectMeta { name: Some("other".into()), ..Default::default() }, ..Default::default() };
+    let ns =
+        Namespace { metadata: ObjectMeta { name: Some("other".into()), ..Default::default() }, ..Default::default() };
     namespaces.create(&PostParams::default(), &ns).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(c.client.clone());
     let rs = rss.create(&PostParams::default(), &replica_set("web")).await?;
@@ -311,8 +312,7 @@ async fn foreground_deletion_cascades_through_a_chain_of_owners() -> Result<()> 
         ..Default::default()
     };
     let middle = cms.create(&PostParams::default(), &middle).await?;
-    pods.create(&PostParams::default(), &pod("leaf", vec![owner_ref(&middle, true)], &["example.com/hold"]))
-        .await?;
+    pods.create(&PostParams::default(), &pod("leaf", vec![owner_ref(&middle, true)], &["example.com/hold"])).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     rss.delete("top", &DeleteParams::foreground()).await?;
     eventually("the leaf is being deleted", || async {
@@ -323,8 +323,7 @@ async fn foreground_deletion_cascades_through_a_chain_of_owners() -> Result<()> 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(cms.get("middle").await?.metadata.deletion_timestamp.is_some());
     assert!(rss.get_opt("top").await?.is_some());
-    pods.patch("leaf", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } })))
-        .await?;
+    pods.patch("leaf", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } }))).await?;
     eventually("the whole chain is deleted", || async {
         Ok(gone(&pods, "leaf").await? && gone(&cms, "middle").await? && gone(&rss, "top").await?)
     })

@@ -4,7 +4,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kybernetes_core::Clock;
 use kybernetes_net::Network;
 use kybernetes_runtime::Runtime;
 
@@ -29,10 +28,6 @@ pub(crate) struct AgentContext {
 impl AgentContext {
     pub(crate) fn name(&self) -> &str {
         &self.config.name
-    }
-
-    pub(crate) fn clock(&self) -> &Clock {
-        &self.config.clock
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {

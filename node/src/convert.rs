@@ -15,7 +15,3 @@ pub(crate) fn micro_time(t: DateTime<Utc>) -> MicroTime {
     MicroTime(Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-/// A metav1.Time as a `chrono` time.
-pub(crate) fn from_time(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
-}

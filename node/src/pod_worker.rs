@@ -159,9 +159,10 @@ impl PodWorker {
     pub(crate) async fn run(mut self, done: mpsc::UnboundedSender<String>) {
         let span = info_span!("pod_worker", pod = %self.key());
         async {
+            let shutdown = self.shutdown.clone();
             loop {
                 let next = tokio::select! {
-                    _ = self.shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
                     next = self.sync() => next,
                 };
                 let deadline = match next {
@@ -170,7 +171,7 @@ impl PodWorker {
                     Next::WakeAt(at) => Some(at),
                 };
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
                     msg = self.rx.recv() => match msg {
                         Some(m) => self.apply(m),
                         None => break,

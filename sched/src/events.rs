@@ -63,8 +63,18 @@ fn time(clock: &Clock) -> Time {
 }
 
 impl EventRecorder {
-    pub(crate) fn new(client: kube::Client, clock: Clock, component: impl Into<String>) -> EventRecorder {
-        EventRecorder { client, clock, component: component.into(), cache: Mutex::new(HashMap::new()), last_suffix: AtomicI64::new(0) }
+    pub(crate) fn new(
+        client: kube::Client,
+        clock: Clock,
+        component: impl Into<String>,
+    ) -> EventRecorder {
+        EventRecorder {
+            client,
+            clock,
+            component: component.into(),
+            cache: Mutex::new(HashMap::new()),
+            last_suffix: AtomicI64::new(0),
+        }
     }
 
     /// A unique event name for `object`: `<object>.<hex time>`, as upstream names them.
@@ -72,33 +82,70 @@ impl EventRecorder {
         let now = self.clock.now().timestamp_nanos_opt().unwrap_or(0);
         let suffix = self
             .last_suffix
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
             .map_or(now, |last| now.max(last + 1));
         format!("{object}.{suffix:x}")
     }
 
     /// Records an event about `pod`. Failures are logged, never returned: events are best
     /// effort.
-    pub(crate) async fn record(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, message: String) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
+    pub(crate) async fn record(
+        &self,
+        pod: &Pod,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         let object = pod.metadata.name.clone().unwrap_or_default();
-        let key = EventKey { namespace: namespace.clone(), object: object.clone(), reason: reason.to_string(), message: message.clone() };
+        let key = EventKey {
+            namespace: namespace.clone(),
+            object: object.clone(),
+            reason: reason.to_string(),
+            message: message.clone(),
+        };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let repeat = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
         if let Some(recorded) = repeat {
             let count = recorded.count + 1;
             let patch = json!({"count": count, "lastTimestamp": self.clock.now_rfc3339()});
-            match api.patch(&recorded.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(
+                    &recorded.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
                 Ok(_) => {
-                    self.remember(key, Recorded { name: recorded.name, count });
+                    self.remember(
+                        key,
+                        Recorded {
+                            name: recorded.name,
+                            count,
+                        },
+                    );
                     return;
                 }
-                Err(e) => tracing::debug!(error = %e, event = %recorded.name, "could not update event, creating a new one"),
+                Err(e) => {
+                    tracing::debug!(error = %e, event = %recorded.name, "could not update event, creating a new one")
+                }
             }
         }
         let now = time(&self.clock);
         let event = Event {
-            metadata: ObjectMeta { name: Some(self.event_name(&object)), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(self.event_name(&object)),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
             involved_object: ObjectReference {
                 api_version: Some("v1".to_string()),
                 kind: Some("Pod".to_string()),
@@ -115,7 +162,10 @@ impl EventRecorder {
             count: Some(1),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
-            source: Some(EventSource { component: Some(self.component.clone()), host: None }),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.component.clone()),
             ..Default::default()

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::plugins::{
-    NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, TaintToleration,
+    NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable,
+    TaintToleration,
 };
 use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -154,8 +155,18 @@ impl std::fmt::Debug for Framework {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Framework")
             .field("filters", &self.filter_names())
-            .field("scores", &self.scores.iter().map(|s| (s.plugin.name(), s.weight)).collect::<Vec<_>>())
-            .field("percentage_of_nodes_to_score", &self.percentage_of_nodes_to_score)
+            .field(
+                "scores",
+                &self
+                    .scores
+                    .iter()
+                    .map(|s| (s.plugin.name(), s.weight))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "percentage_of_nodes_to_score",
+                &self.percentage_of_nodes_to_score,
+            )
             .finish()
     }
 }
@@ -204,7 +215,10 @@ impl Framework {
     /// Appends a Score plugin with its own [`weight`](ScorePlugin::weight).
     pub fn with_score(mut self, plugin: impl ScorePlugin + 'static) -> Framework {
         let weight = plugin.weight();
-        self.scores.push(WeightedScore { plugin: Box::new(plugin), weight });
+        self.scores.push(WeightedScore {
+            plugin: Box::new(plugin),
+            weight,
+        });
         self
     }
 
@@ -243,12 +257,18 @@ impl Framework {
 
     /// The Score plugins' names with their weights, in order.
     pub fn score_names(&self) -> Vec<(&str, i64)> {
-        self.scores.iter().map(|s| (s.plugin.name(), s.weight)).collect()
+        self.scores
+            .iter()
+            .map(|s| (s.plugin.name(), s.weight))
+            .collect()
     }
 
     /// A random number for tie-breaking (splitmix64 over an atomic counter).
     fn next_random(&self) -> u64 {
-        let mut z = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -257,11 +277,19 @@ impl Framework {
     /// Runs the filters over the nodes from the rotating start index until enough feasible
     /// nodes are found (upstream's `findNodesThatPassFilters`). Returns the feasible nodes'
     /// indexes and the rejected nodes.
-    fn find_feasible(&self, pod: &PodInfo<'_>, nodes: &[NodeInfo]) -> (Vec<usize>, Vec<(String, Rejection)>) {
+    fn find_feasible(
+        &self,
+        pod: &PodInfo<'_>,
+        nodes: &[NodeInfo],
+    ) -> (Vec<usize>, Vec<(String, Rejection)>) {
         let n = nodes.len();
         let to_find = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, n);
-        let filters: Vec<&dyn FilterPlugin> =
-            self.filters.iter().filter(|f| f.pre_filter(pod)).map(|f| f.as_ref()).collect();
+        let filters: Vec<&dyn FilterPlugin> = self
+            .filters
+            .iter()
+            .filter(|f| f.pre_filter(pod))
+            .map(|f| f.as_ref())
+            .collect();
         let start = self.next_start_node_index.load(Ordering::Relaxed) % n;
         let mut feasible = Vec::with_capacity(to_find);
         let mut rejected = Vec::new();
@@ -283,7 +311,8 @@ impl Framework {
                 Err(rejection) => rejected.push((node.name().to_string(), rejection)),
             }
         }
-        self.next_start_node_index.store((start + processed) % n, Ordering::Relaxed);
+        self.next_start_node_index
+            .store((start + processed) % n, Ordering::Relaxed);
         (feasible, rejected)
     }
 
@@ -318,7 +347,7 @@ impl Framework {
                 ties = 1;
             } else if totals[j] == totals[best] {
                 ties += 1;
-                if self.next_random() % ties == 0 {
+                if self.next_random().is_multiple_of(ties) {
                     best = j;
                 }
             }
@@ -340,7 +369,9 @@ impl Scheduler for Framework {
             [only] => Ok(nodes[*only].name().to_string()),
             _ => {
                 let totals = self.prioritize(&info, nodes, &feasible);
-                Ok(nodes[self.select_host(&feasible, &totals)].name().to_string())
+                Ok(nodes[self.select_host(&feasible, &totals)]
+                    .name()
+                    .to_string())
             }
         }
     }
@@ -422,14 +453,21 @@ mod tests {
     #[test]
     fn unschedulable_pods_report_every_node() {
         let snapshot = Snapshot::new(nodes(3), vec![]);
-        let err = Framework::default_plugins().schedule(&pod("5"), &snapshot).expect_err("too big");
-        assert_eq!(err.to_string(), "0/3 nodes are available: 3 Insufficient cpu.");
+        let err = Framework::default_plugins()
+            .schedule(&pod("5"), &snapshot)
+            .expect_err("too big");
+        assert_eq!(
+            err.to_string(),
+            "0/3 nodes are available: 3 Insufficient cpu."
+        );
         assert_eq!(err.rejections().len(), 3);
     }
 
     #[test]
     fn no_nodes_means_no_nodes_available() {
-        let err = Framework::default_plugins().schedule(&pod("1"), &Snapshot::default()).expect_err("no nodes");
+        let err = Framework::default_plugins()
+            .schedule(&pod("1"), &Snapshot::default())
+            .expect_err("no nodes");
         assert_eq!(err.to_string(), "no nodes available to schedule pods");
     }
 
@@ -450,7 +488,9 @@ mod tests {
 
     #[test]
     fn weights_and_removal_change_the_plugin_set() {
-        let fw = Framework::default_plugins().with_score_weight("TaintToleration", 7).without("NodeAffinity");
+        let fw = Framework::default_plugins()
+            .with_score_weight("TaintToleration", 7)
+            .without("NodeAffinity");
         assert!(!fw.filter_names().contains(&"NodeAffinity"));
         assert_eq!(fw.score_names()[0], ("TaintToleration", 7));
     }

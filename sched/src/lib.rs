@@ -104,7 +104,7 @@ pub mod unschedulable;
 pub use config::SchedulerConfig;
 pub use error::{Error, Result};
 pub use framework::{
-    FilterPlugin, Framework, MAX_NODE_SCORE, ScorePlugin, Scheduler, default_normalize_score,
+    FilterPlugin, Framework, MAX_NODE_SCORE, Scheduler, ScorePlugin, default_normalize_score,
     num_feasible_nodes_to_find,
 };
 pub use pod_info::PodInfo;

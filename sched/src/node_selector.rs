@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
+use k8s_openapi::api::core::v1::{
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodSpec,
+};
 use kybernetes_core::selector::{Operator, Requirement};
 
 use crate::snapshot::NodeInfo;
@@ -28,8 +30,14 @@ impl NodeSelectorMatcher {
         if exprs.is_empty() && fields.is_empty() {
             return None;
         }
-        let labels = exprs.iter().map(label_requirement).collect::<Option<Vec<_>>>()?;
-        let names = fields.iter().map(field_requirement).collect::<Option<Vec<_>>>()?;
+        let labels = exprs
+            .iter()
+            .map(label_requirement)
+            .collect::<Option<Vec<_>>>()?;
+        let names = fields
+            .iter()
+            .map(field_requirement)
+            .collect::<Option<Vec<_>>>()?;
         Some(NodeSelectorMatcher { labels, names })
     }
 
@@ -37,7 +45,10 @@ impl NodeSelectorMatcher {
     pub fn matches(&self, node: &NodeInfo) -> bool {
         let labels = node.labels();
         self.labels.iter().all(|r| r.matches(labels))
-            && self.names.iter().all(|(is_in, name)| (node.name() == name) == *is_in)
+            && self
+                .names
+                .iter()
+                .all(|(is_in, name)| (node.name() == name) == *is_in)
     }
 }
 
@@ -51,7 +62,12 @@ fn label_requirement(expr: &NodeSelectorRequirement) -> Option<Requirement> {
         "Lt" => Operator::LessThan,
         _ => return None,
     };
-    Requirement::new(expr.key.clone(), op, expr.values.clone().unwrap_or_default()).ok()
+    Requirement::new(
+        expr.key.clone(),
+        op,
+        expr.values.clone().unwrap_or_default(),
+    )
+    .ok()
 }
 
 /// Upstream's `nodeSelectorRequirementsAsFieldSelector`: only `metadata.name` with `In` or
@@ -60,7 +76,9 @@ fn field_requirement(expr: &NodeSelectorRequirement) -> Option<(bool, String)> {
     if expr.key != "metadata.name" {
         return None;
     }
-    let [value] = expr.values.as_deref()? else { return None };
+    let [value] = expr.values.as_deref()? else {
+        return None;
+    };
     match expr.operator.as_str() {
         "In" => Some((true, value.clone())),
         "NotIn" => Some((false, value.clone())),
@@ -77,7 +95,13 @@ pub struct NodeSelectorTerms {
 impl NodeSelectorTerms {
     /// Parses a node selector, dropping empty or invalid terms.
     pub fn parse(selector: &NodeSelector) -> NodeSelectorTerms {
-        NodeSelectorTerms { terms: selector.node_selector_terms.iter().filter_map(NodeSelectorMatcher::parse).collect() }
+        NodeSelectorTerms {
+            terms: selector
+                .node_selector_terms
+                .iter()
+                .filter_map(NodeSelectorMatcher::parse)
+                .collect(),
+        }
     }
 
     /// Whether any term matches the node (none does when there are no terms).
@@ -107,9 +131,15 @@ impl RequiredNodeAffinity {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(NodeSelectorTerms::parse);
-        RequiredNodeAffinity { node_selector, affinity }
+        RequiredNodeAffinity {
+            node_selector,
+            affinity,
+        }
     }
 
     /// Whether the pod has any hard node constraint.
@@ -120,7 +150,9 @@ impl RequiredNodeAffinity {
     /// Whether the node satisfies the node selector and the required affinity.
     pub fn matches(&self, node: &NodeInfo) -> bool {
         let labels = node.labels();
-        self.node_selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.node_selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.affinity.as_ref().is_none_or(|a| a.matches(node))
     }
 }
@@ -138,11 +170,16 @@ impl PreferredNodeAffinity {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|na| {
+                na.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .into_iter()
             .flatten()
             .filter(|t| t.weight != 0)
-            .filter_map(|t| NodeSelectorMatcher::parse(&t.preference).map(|m| (i64::from(t.weight), m)))
+            .filter_map(|t| {
+                NodeSelectorMatcher::parse(&t.preference).map(|m| (i64::from(t.weight), m))
+            })
             .collect();
         PreferredNodeAffinity { terms }
     }
@@ -154,7 +191,11 @@ impl PreferredNodeAffinity {
 
     /// The sum of the weights of the terms the node matches.
     pub fn score(&self, node: &NodeInfo) -> i64 {
-        self.terms.iter().filter(|(_, t)| t.matches(node)).map(|(w, _)| *w).sum()
+        self.terms
+            .iter()
+            .filter(|(_, t)| t.matches(node))
+            .map(|(w, _)| *w)
+            .sum()
     }
 }
 

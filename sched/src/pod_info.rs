@@ -19,10 +19,18 @@ impl<'a> PodInfo<'a> {
     /// Parses what the plugins need from `pod`.
     pub fn new(pod: &'a Pod) -> PodInfo<'a> {
         let (required_affinity, preferred_affinity) = match &pod.spec {
-            Some(spec) => (RequiredNodeAffinity::of(spec), PreferredNodeAffinity::of(spec)),
+            Some(spec) => (
+                RequiredNodeAffinity::of(spec),
+                PreferredNodeAffinity::of(spec),
+            ),
             None => Default::default(),
         };
-        PodInfo { pod, requests: PodRequests::of(pod), required_affinity, preferred_affinity }
+        PodInfo {
+            pod,
+            requests: PodRequests::of(pod),
+            required_affinity,
+            preferred_affinity,
+        }
     }
 
     /// The pod object.
@@ -41,7 +49,11 @@ impl<'a> PodInfo<'a> {
 
     /// `spec.nodeName`, when set.
     pub fn node_name(&self) -> Option<&'a str> {
-        self.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
     }
 
     /// The pod's resource requests.
@@ -51,7 +63,11 @@ impl<'a> PodInfo<'a> {
 
     /// The pod's tolerations.
     pub fn tolerations(&self) -> &'a [Toleration] {
-        self.pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default()
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or_default()
     }
 
     /// `spec.nodeSelector` and required node affinity.

@@ -43,7 +43,9 @@ struct ActiveEntry {
 
 impl Ord for ActiveEntry {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -108,8 +110,20 @@ impl SchedulingQueue {
             }
             None => {
                 let seq = self.next_seq();
-                self.active.push(ActiveEntry { priority: priority(&pod), seq, key: key.clone() });
-                self.pods.insert(key, QueuedPod { pod: Arc::new(pod), attempts: 0, last_attempt: None, place: Place::Active(seq) });
+                self.active.push(ActiveEntry {
+                    priority: priority(&pod),
+                    seq,
+                    key: key.clone(),
+                });
+                self.pods.insert(
+                    key,
+                    QueuedPod {
+                        pod: Arc::new(pod),
+                        attempts: 0,
+                        last_attempt: None,
+                        place: Place::Active(seq),
+                    },
+                );
             }
         }
     }
@@ -121,7 +135,8 @@ impl SchedulingQueue {
 
     /// Keeps only the pods whose keys are in `keys` (after a relist).
     pub(crate) fn retain(&mut self, keys: &HashSet<String>) {
-        self.pods.retain(|k, p| p.place == Place::InFlight || keys.contains(k));
+        self.pods
+            .retain(|k, p| p.place == Place::InFlight || keys.contains(k));
     }
 
     /// Whether the active queue may hold a pod.
@@ -164,8 +179,12 @@ impl SchedulingQueue {
     /// Moves a pod to the backoff queue if its backoff has not passed, else to the active queue.
     fn activate_or_backoff(&mut self, key: &str, now: Instant) {
         let seq = self.next_seq();
-        let Some(queued) = self.pods.get(key) else { return };
-        let ready_at = queued.last_attempt.map(|t| t + self.backoff_of(queued.attempts));
+        let Some(queued) = self.pods.get(key) else {
+            return;
+        };
+        let ready_at = queued
+            .last_attempt
+            .map(|t| t + self.backoff_of(queued.attempts));
         let priority = priority(&queued.pod);
         let place = match ready_at {
             Some(at) if at > now => {
@@ -173,7 +192,11 @@ impl SchedulingQueue {
                 Place::Backoff(seq)
             }
             _ => {
-                self.active.push(ActiveEntry { priority, seq, key: key.to_string() });
+                self.active.push(ActiveEntry {
+                    priority,
+                    seq,
+                    key: key.to_string(),
+                });
                 Place::Active(seq)
             }
         };
@@ -185,8 +208,12 @@ impl SchedulingQueue {
     /// Retries every unschedulable pod (a node was added or changed, a pod was deleted):
     /// upstream's `MoveAllToActiveOrBackoffQueue`.
     pub(crate) fn move_all_to_active_or_backoff(&mut self, now: Instant) {
-        let keys: Vec<String> =
-            self.pods.iter().filter(|(_, p)| matches!(p.place, Place::Unschedulable(_))).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| matches!(p.place, Place::Unschedulable(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
             self.activate_or_backoff(&key, now);
         }
@@ -198,14 +225,20 @@ impl SchedulingQueue {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, seq, key))) = self.backoff.pop() else { break };
+            let Some(Reverse((_, seq, key))) = self.backoff.pop() else {
+                break;
+            };
             if let Some(queued) = self.pods.get_mut(&key)
                 && queued.place == Place::Backoff(seq)
             {
                 let seq = self.seq + 1;
                 self.seq = seq;
                 queued.place = Place::Active(seq);
-                self.active.push(ActiveEntry { priority: priority(&queued.pod), seq, key });
+                self.active.push(ActiveEntry {
+                    priority: priority(&queued.pod),
+                    seq,
+                    key,
+                });
             }
         }
     }

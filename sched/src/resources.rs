@@ -72,8 +72,12 @@ impl Resource {
     pub fn add(&mut self, other: &Resource) {
         self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
         self.memory = self.memory.saturating_add(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_add(other.ephemeral_storage);
-        self.allowed_pod_number = self.allowed_pod_number.saturating_add(other.allowed_pod_number);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
+        self.allowed_pod_number = self
+            .allowed_pod_number
+            .saturating_add(other.allowed_pod_number);
         for (name, v) in &other.scalar {
             let e = self.scalar.entry(name.clone()).or_default();
             *e = e.saturating_add(*v);
@@ -84,8 +88,12 @@ impl Resource {
     pub fn sub(&mut self, other: &Resource) {
         self.milli_cpu = self.milli_cpu.saturating_sub(other.milli_cpu);
         self.memory = self.memory.saturating_sub(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_sub(other.ephemeral_storage);
-        self.allowed_pod_number = self.allowed_pod_number.saturating_sub(other.allowed_pod_number);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_sub(other.ephemeral_storage);
+        self.allowed_pod_number = self
+            .allowed_pod_number
+            .saturating_sub(other.allowed_pod_number);
         for (name, v) in &other.scalar {
             if let Some(e) = self.scalar.get_mut(name) {
                 *e = e.saturating_sub(*v);
@@ -161,7 +169,9 @@ impl PodRequests {
     /// # Ok::<(), serde_json::Error>(())
     /// ```
     pub fn of(pod: &Pod) -> PodRequests {
-        let Some(spec) = &pod.spec else { return PodRequests::default() };
+        let Some(spec) = &pod.spec else {
+            return PodRequests::default();
+        };
         let mut sum = PodRequests::default();
         for c in &spec.containers {
             sum.add(&container_requests(c));
@@ -225,8 +235,16 @@ fn container_requests(c: &Container) -> PodRequests {
         has_memory |= name == "memory";
         out.requests.set(name, q);
     }
-    out.non_zero.milli_cpu = if has_cpu { out.requests.milli_cpu } else { DEFAULT_MILLI_CPU_REQUEST };
-    out.non_zero.memory = if has_memory { out.requests.memory } else { DEFAULT_MEMORY_REQUEST };
+    out.non_zero.milli_cpu = if has_cpu {
+        out.requests.milli_cpu
+    } else {
+        DEFAULT_MILLI_CPU_REQUEST
+    };
+    out.non_zero.memory = if has_memory {
+        out.requests.memory
+    } else {
+        DEFAULT_MEMORY_REQUEST
+    };
     out
 }
 
@@ -277,7 +295,9 @@ pub fn parse_scaled(s: &str, scale: i32) -> Option<i64> {
         b'+' => (false, &s[1..]),
         _ => (false, s),
     };
-    let num_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+    let num_end = rest
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(rest.len());
     let (number, suffix) = rest.split_at(num_end);
     let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
     if int_part.is_empty() && frac_part.is_empty() || frac_part.contains('.') {
@@ -289,11 +309,19 @@ pub fn parse_scaled(s: &str, scale: i32) -> Option<i64> {
     if digits.len() > 36 {
         return Some(if negative { i64::MIN } else { i64::MAX });
     }
-    let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
     let mut v = mantissa.checked_mul(1i128.checked_shl(exp2)?);
     let exp = exp10 + scale - i32::try_from(frac_part.len()).ok()?;
     if exp >= 0 {
-        v = v.and_then(|v| 10i128.checked_pow(exp.unsigned_abs()).and_then(|p| v.checked_mul(p)));
+        v = v.and_then(|v| {
+            10i128
+                .checked_pow(exp.unsigned_abs())
+                .and_then(|p| v.checked_mul(p))
+        });
     } else {
         v = v.map(|v| match 10i128.checked_pow(exp.unsigned_abs()) {
             Some(p) => (v + p - 1) / p,
@@ -419,7 +447,9 @@ mod tests {
 
     #[test]
     fn best_effort_containers_count_default_requests_only_for_scoring() {
-        let p = pod(json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "0"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "a"}, {"name": "b", "resources": {"requests": {"cpu": "0"}}}]}),
+        );
         let r = PodRequests::of(&p);
         assert_eq!(r.requests, Resource::default());
         assert_eq!(r.non_zero.milli_cpu, DEFAULT_MILLI_CPU_REQUEST);
@@ -428,11 +458,24 @@ mod tests {
 
     #[test]
     fn resources_add_and_subtract_scalars() {
-        let mut a = Resource { milli_cpu: 100, ..Default::default() };
-        let b = Resource { milli_cpu: 50, scalar: BTreeMap::from([("x/y".to_string(), 1)]), ..Default::default() };
+        let mut a = Resource {
+            milli_cpu: 100,
+            ..Default::default()
+        };
+        let b = Resource {
+            milli_cpu: 50,
+            scalar: BTreeMap::from([("x/y".to_string(), 1)]),
+            ..Default::default()
+        };
         a.add(&b);
         assert_eq!(a.get("x/y"), 1);
         a.sub(&b);
-        assert_eq!(a, Resource { milli_cpu: 100, ..Default::default() });
+        assert_eq!(
+            a,
+            Resource {
+                milli_cpu: 100,
+                ..Default::default()
+            }
+        );
     }
 }

@@ -53,7 +53,14 @@ impl SchedulerLoop {
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         let span = tracing::info_span!("scheduler", name = %config.scheduler_name);
-        tokio::spawn(async move { LoopState::new(client, scheduler, config).run(shutdown).await }.instrument(span))
+        tokio::spawn(
+            async move {
+                LoopState::new(client, scheduler, config)
+                    .run(shutdown)
+                    .await
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -89,8 +96,16 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn new(client: kube::Client, scheduler: Arc<dyn Scheduler>, config: SchedulerConfig) -> LoopState {
-        let recorder = Arc::new(EventRecorder::new(client.clone(), config.clock.clone(), config.scheduler_name.clone()));
+    fn new(
+        client: kube::Client,
+        scheduler: Arc<dyn Scheduler>,
+        config: SchedulerConfig,
+    ) -> LoopState {
+        let recorder = Arc::new(EventRecorder::new(
+            client.clone(),
+            config.clock.clone(),
+            config.scheduler_name.clone(),
+        ));
         LoopState {
             queue: SchedulingQueue::new(&config),
             client,
@@ -156,8 +171,13 @@ impl LoopState {
             }
             Event::InitDone => {
                 let seen = self.nodes.seen.take().unwrap_or_default();
-                let gone: Vec<String> =
-                    self.snapshot.nodes().iter().map(|n| n.name().to_string()).filter(|n| !seen.contains(n)).collect();
+                let gone: Vec<String> = self
+                    .snapshot
+                    .nodes()
+                    .iter()
+                    .map(|n| n.name().to_string())
+                    .filter(|n| !seen.contains(n))
+                    .collect();
                 for name in gone {
                     self.snapshot.remove_node(&name);
                 }
@@ -166,14 +186,17 @@ impl LoopState {
             }
             Event::Apply(node) => self.on_node(node),
             Event::Delete(node) => {
-                self.snapshot.remove_node(node.metadata.name.as_deref().unwrap_or_default());
+                self.snapshot
+                    .remove_node(node.metadata.name.as_deref().unwrap_or_default());
             }
         }
     }
 
     fn on_node(&mut self, node: Node) {
         match self.snapshot.upsert_node(node) {
-            NodeChange::Added | NodeChange::Updated => self.queue.move_all_to_active_or_backoff(Instant::now()),
+            NodeChange::Added | NodeChange::Updated => {
+                self.queue.move_all_to_active_or_backoff(Instant::now())
+            }
             NodeChange::Unchanged => {}
         }
     }
@@ -212,7 +235,11 @@ impl LoopState {
     }
 
     fn is_ours(&self, pod: &Pod) -> bool {
-        let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
         name == self.config.scheduler_name
     }
 
@@ -225,7 +252,11 @@ impl LoopState {
             }
             return;
         }
-        let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let bound = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
         if bound {
             self.queue.remove(&key);
             self.snapshot.add_pod(&pod);
@@ -256,7 +287,9 @@ impl LoopState {
             if self.binds.len() >= self.config.max_concurrent_bindings {
                 break;
             }
-            let Some((key, pod)) = self.queue.pop() else { break };
+            let Some((key, pod)) = self.queue.pop() else {
+                break;
+            };
             self.schedule_one(key, pod, now);
         }
     }
@@ -283,7 +316,12 @@ impl LoopState {
                 let task = self.binds.spawn(
                     async move {
                         let result = status::bind(client, &pod, &node).await;
-                        BindOutcome { key, pod, node, result }
+                        BindOutcome {
+                            key,
+                            pod,
+                            node,
+                            result,
+                        }
                     }
                     .instrument(span),
                 );
@@ -298,7 +336,10 @@ impl LoopState {
         }
     }
 
-    fn on_bind_done(&mut self, done: Result<(tokio::task::Id, BindOutcome), tokio::task::JoinError>) {
+    fn on_bind_done(
+        &mut self,
+        done: Result<(tokio::task::Id, BindOutcome), tokio::task::JoinError>,
+    ) {
         let outcome = match done {
             Ok((id, outcome)) => {
                 self.binding.remove(&id);
@@ -313,7 +354,12 @@ impl LoopState {
                 return;
             }
         };
-        let BindOutcome { key, pod, node, result } = outcome;
+        let BindOutcome {
+            key,
+            pod,
+            node,
+            result,
+        } = outcome;
         match result {
             Ok(()) => {
                 self.queue.remove(&key);
@@ -325,7 +371,9 @@ impl LoopState {
                     );
                     let recorder = self.recorder.clone();
                     self.effects.spawn(async move {
-                        recorder.record(&pod, EventType::Normal, "Scheduled", "Binding", message).await;
+                        recorder
+                            .record(&pod, EventType::Normal, "Scheduled", "Binding", message)
+                            .await;
                     });
                 }
             }
@@ -343,7 +391,15 @@ impl LoopState {
                     let recorder = self.recorder.clone();
                     let message = format!("Binding rejected: {}", error_chain(&e));
                     self.effects.spawn(async move {
-                        recorder.record(&pod, EventType::Warning, "FailedScheduling", "Scheduling", message).await;
+                        recorder
+                            .record(
+                                &pod,
+                                EventType::Warning,
+                                "FailedScheduling",
+                                "Scheduling",
+                                message,
+                            )
+                            .await;
                     });
                 }
             }
@@ -356,11 +412,21 @@ impl LoopState {
         let clock = self.config.clock.clone();
         let recorder = self.config.record_events.then(|| self.recorder.clone());
         self.effects.spawn(async move {
-            if let Err(e) = status::set_unschedulable_condition(client, &pod, reason, &message, &clock).await {
+            if let Err(e) =
+                status::set_unschedulable_condition(client, &pod, reason, &message, &clock).await
+            {
                 tracing::warn!(error = %error_chain(&e), "could not update pod condition");
             }
             if let Some(recorder) = recorder {
-                recorder.record(&pod, EventType::Warning, "FailedScheduling", "Scheduling", message).await;
+                recorder
+                    .record(
+                        &pod,
+                        EventType::Warning,
+                        "FailedScheduling",
+                        "Scheduling",
+                        message,
+                    )
+                    .await;
             }
         });
     }

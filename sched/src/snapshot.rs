@@ -45,7 +45,11 @@ impl NodeInfo {
     /// A node with no pods on it.
     pub fn new(node: Node) -> NodeInfo {
         let allocatable = node_allocatable(&node);
-        NodeInfo { node: Arc::new(node), allocatable, usage: Usage::default() }
+        NodeInfo {
+            node: Arc::new(node),
+            allocatable,
+            usage: Usage::default(),
+        }
     }
 
     /// The node object.
@@ -65,12 +69,20 @@ impl NodeInfo {
 
     /// The node's taints.
     pub fn taints(&self) -> &[Taint] {
-        self.node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default()
+        self.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
     }
 
     /// Whether the node is cordoned (`spec.unschedulable`).
     pub fn unschedulable(&self) -> bool {
-        self.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+        self.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
     }
 
     /// The node's allocatable resources.
@@ -96,7 +108,11 @@ impl NodeInfo {
     /// Whether replacing the node with `new` can change where pods fit: allocatable, labels,
     /// taints or cordoning changed (a heartbeat does not).
     fn scheduling_properties_differ(&self, new: &Node) -> bool {
-        let spec = |n: &Node| n.spec.as_ref().map(|s| (s.taints.clone(), s.unschedulable.unwrap_or(false)));
+        let spec = |n: &Node| {
+            n.spec
+                .as_ref()
+                .map(|s| (s.taints.clone(), s.unschedulable.unwrap_or(false)))
+        };
         self.node.metadata.labels != new.metadata.labels
             || spec(&self.node) != spec(new)
             || self.allocatable != node_allocatable(new)
@@ -172,7 +188,10 @@ pub fn pod_key(pod: &Pod) -> String {
 
 /// Whether a pod has finished (phase Succeeded or Failed) and no longer holds resources.
 pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 impl Snapshot {
@@ -209,7 +228,11 @@ impl Snapshot {
         let name = node.metadata.name.clone().unwrap_or_default();
         if let Some(&i) = self.index.get(&name) {
             let info = &mut self.nodes[i];
-            let change = if info.scheduling_properties_differ(&node) { NodeChange::Updated } else { NodeChange::Unchanged };
+            let change = if info.scheduling_properties_differ(&node) {
+                NodeChange::Updated
+            } else {
+                NodeChange::Unchanged
+            };
             info.allocatable = node_allocatable(&node);
             info.node = Arc::new(node);
             return change;
@@ -223,7 +246,9 @@ impl Snapshot {
 
     /// Removes a node; the pods bound to it stay counted, should it come back.
     pub fn remove_node(&mut self, name: &str) -> bool {
-        let Some(i) = self.index.remove(name) else { return false };
+        let Some(i) = self.index.remove(name) else {
+            return false;
+        };
         let info = self.nodes.swap_remove(i);
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_string(), i);
@@ -238,7 +263,11 @@ impl Snapshot {
     /// assumed pod. A terminal or unbound pod is removed instead. Returns whether the pod is
     /// counted.
     pub fn add_pod(&mut self, pod: &Pod) -> bool {
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or_default();
         if node.is_empty() || is_terminal(pod) {
             self.remove_pod(pod);
             return false;
@@ -255,7 +284,9 @@ impl Snapshot {
     /// Counts `pod` on `node` before its binding is confirmed (upstream's `AssumePod`).
     pub fn assume(&mut self, pod: &Pod, node: &str) -> Result<()> {
         if !self.index.contains_key(node) {
-            return Err(Error::NodeNotFound { node: node.to_string() });
+            return Err(Error::NodeNotFound {
+                node: node.to_string(),
+            });
         }
         self.place(pod_key(pod), node.to_string(), PodRequests::of(pod), true);
         Ok(())
@@ -285,7 +316,9 @@ impl Snapshot {
     }
 
     pub(crate) fn remove_key(&mut self, key: &str) -> bool {
-        let Some(old) = self.pods.remove(key) else { return false };
+        let Some(old) = self.pods.remove(key) else {
+            return false;
+        };
         self.usage_mut(&old.node).sub(&old.requests);
         if self.absent.get(&old.node).is_some_and(|u| u.pods == 0) {
             self.absent.remove(&old.node);
@@ -295,7 +328,11 @@ impl Snapshot {
 
     /// Keys of the pods the watch confirmed (not assumed), for a relist.
     pub(crate) fn confirmed_keys(&self) -> Vec<String> {
-        self.pods.iter().filter(|(_, p)| !p.assumed).map(|(k, _)| k.clone()).collect()
+        self.pods
+            .iter()
+            .filter(|(_, p)| !p.assumed)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     fn place(&mut self, key: String, node: String, requests: PodRequests, assumed: bool) {
@@ -310,7 +347,14 @@ impl Snapshot {
         }
         self.remove_key(&key);
         self.usage_mut(&node).add(&requests);
-        self.pods.insert(key, PlacedPod { node, requests, assumed });
+        self.pods.insert(
+            key,
+            PlacedPod {
+                node,
+                requests,
+                assumed,
+            },
+        );
     }
 
     fn usage_mut(&mut self, node: &str) -> &mut Usage {
@@ -346,7 +390,11 @@ mod tests {
     fn bound_pods_are_summed_per_node() {
         let s = Snapshot::new(
             vec![node("a", "4"), node("b", "4")],
-            vec![pod("p1", Some("a"), "1"), pod("p2", Some("a"), "500m"), pod("p3", None, "1")],
+            vec![
+                pod("p1", Some("a"), "1"),
+                pod("p2", Some("a"), "500m"),
+                pod("p3", None, "1"),
+            ],
         );
         let a = s.node("a").expect("a");
         assert_eq!((a.requested().milli_cpu, a.pod_count()), (1500, 2));
@@ -388,12 +436,19 @@ mod tests {
 
     #[test]
     fn terminal_and_deleted_pods_release_their_requests() {
-        let mut s = Snapshot::new(vec![node("a", "4")], vec![pod("p", Some("a"), "1"), pod("q", Some("a"), "1")]);
+        let mut s = Snapshot::new(
+            vec![node("a", "4")],
+            vec![pod("p", Some("a"), "1"), pod("q", Some("a"), "1")],
+        );
         let mut done = pod("p", Some("a"), "1");
         done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).expect("status"));
         s.add_pod(&done);
         assert!(s.remove_pod(&pod("q", Some("a"), "1")));
-        assert_eq!(s.node("a").map(|n| (n.pod_count(), n.requested().milli_cpu)), Some((0, 0)));
+        assert_eq!(
+            s.node("a")
+                .map(|n| (n.pod_count(), n.requested().milli_cpu)),
+            Some((0, 0))
+        );
     }
 
     #[test]

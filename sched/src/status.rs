@@ -14,7 +14,10 @@ use crate::error::{Error, Result};
 const CONDITION_UPDATE_ATTEMPTS: usize = 3;
 
 fn pod_api(client: kube::Client, pod: &Pod) -> Api<Pod> {
-    Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or("default"))
+    Api::namespaced(
+        client,
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    )
 }
 
 fn full_name(pod: &Pod) -> String {
@@ -47,7 +50,10 @@ pub(crate) async fn bind(client: kube::Client, pod: &Pod, node: &str) -> Result<
         .create_subresource::<_, Value>("binding", &name, &PostParams::default(), &binding)
         .await
         .map(|_| ())
-        .map_err(|source| Error::Api { action: format!("bind pod {} to node {node}", full_name(pod)), source })
+        .map_err(|source| Error::Api {
+            action: format!("bind pod {} to node {node}", full_name(pod)),
+            source,
+        })
 }
 
 /// Whether a client error is an API `Status` with this HTTP code.
@@ -57,7 +63,12 @@ pub(crate) fn is_status(e: &Error, code: u16) -> bool {
 
 /// The pod's conditions with `PodScheduled` set to False for `reason`/`message`, or `None` when
 /// it already says so. The transition time only moves when the status changes.
-fn conditions_with_unschedulable(pod: &Pod, reason: &str, message: &str, now: &str) -> Option<Value> {
+fn conditions_with_unschedulable(
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+    now: &str,
+) -> Option<Value> {
     let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
     let existing = conditions.and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
     if let Some(c) = existing
@@ -68,7 +79,11 @@ fn conditions_with_unschedulable(pod: &Pod, reason: &str, message: &str, now: &s
         return None;
     }
     let transition = match existing {
-        Some(c) if c.status == "False" => c.last_transition_time.as_ref().map(|t| json!(t)).unwrap_or(json!(now)),
+        Some(c) if c.status == "False" => c
+            .last_transition_time
+            .as_ref()
+            .map(|t| json!(t))
+            .unwrap_or(json!(now)),
         _ => json!(now),
     };
     let mut list: Vec<Value> = conditions
@@ -99,29 +114,53 @@ pub(crate) async fn set_unschedulable_condition(
 ) -> Result<()> {
     let api = pod_api(client, pod);
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let action = || format!("update the PodScheduled condition of pod {}", full_name(pod));
+    let action = || {
+        format!(
+            "update the PodScheduled condition of pod {}",
+            full_name(pod)
+        )
+    };
     let mut current = pod.clone();
     for _ in 0..CONDITION_UPDATE_ATTEMPTS {
-        let bound = current.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        let bound = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
         if bound || current.metadata.deletion_timestamp.is_some() {
             return Ok(());
         }
-        let Some(conditions) = conditions_with_unschedulable(&current, reason, message, &clock.now_rfc3339()) else {
+        let Some(conditions) =
+            conditions_with_unschedulable(&current, reason, message, &clock.now_rfc3339())
+        else {
             return Ok(());
         };
         let patch = json!({
             "metadata": {"resourceVersion": current.metadata.resource_version},
             "status": {"conditions": conditions},
         });
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => match api.get_opt(&name).await {
                 Ok(Some(fresh)) if fresh.metadata.uid == pod.metadata.uid => current = fresh,
                 Ok(_) => return Ok(()),
-                Err(source) => return Err(Error::Api { action: action(), source }),
+                Err(source) => {
+                    return Err(Error::Api {
+                        action: action(),
+                        source,
+                    });
+                }
             },
-            Err(source) => return Err(Error::Api { action: action(), source }),
+            Err(source) => {
+                return Err(Error::Api {
+                    action: action(),
+                    source,
+                });
+            }
         }
     }
     Ok(())
@@ -132,18 +171,28 @@ mod tests {
     use super::*;
 
     fn pod(conditions: Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": {"conditions": conditions}})).expect("pod")
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "status": {"conditions": conditions}}),
+        )
+        .expect("pod")
     }
 
     #[test]
     fn the_condition_is_added_once_and_keeps_its_transition_time() {
         let p = pod(json!([{"type": "Initialized", "status": "True"}]));
-        let list = conditions_with_unschedulable(&p, "Unschedulable", "0/1 nodes", "2024-01-01T00:00:00Z").expect("changed");
+        let list =
+            conditions_with_unschedulable(&p, "Unschedulable", "0/1 nodes", "2024-01-01T00:00:00Z")
+                .expect("changed");
         assert_eq!(list[1]["type"], "PodScheduled");
         assert_eq!(list[0]["type"], "Initialized");
         let p = pod(list);
-        assert!(conditions_with_unschedulable(&p, "Unschedulable", "0/1 nodes", "2024-01-02T00:00:00Z").is_none());
-        let list = conditions_with_unschedulable(&p, "Unschedulable", "0/2 nodes", "2024-01-02T00:00:00Z").expect("changed");
+        assert!(
+            conditions_with_unschedulable(&p, "Unschedulable", "0/1 nodes", "2024-01-02T00:00:00Z")
+                .is_none()
+        );
+        let list =
+            conditions_with_unschedulable(&p, "Unschedulable", "0/2 nodes", "2024-01-02T00:00:00Z")
+                .expect("changed");
         assert_eq!(list[1]["lastTransitionTime"], "2024-01-01T00:00:00Z");
         assert_eq!(list[1]["message"], "0/2 nodes");
     }

@@ -20,7 +20,9 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with one reason.
     pub fn new(reason: impl Into<Cow<'static, str>>) -> Rejection {
-        Rejection { reasons: vec![reason.into()] }
+        Rejection {
+            reasons: vec![reason.into()],
+        }
     }
 
     /// A rejection with several reasons (NodeResourcesFit names every missing resource).
@@ -69,7 +71,10 @@ pub struct Unschedulable {
 impl Unschedulable {
     /// A failure over `num_all_nodes` nodes with each node's rejection.
     pub fn new(num_all_nodes: usize, rejections: Vec<(String, Rejection)>) -> Unschedulable {
-        Unschedulable { num_all_nodes, rejections }
+        Unschedulable {
+            num_all_nodes,
+            rejections,
+        }
     }
 
     /// How many nodes the scheduler considered.
@@ -101,8 +106,11 @@ impl fmt::Display for Unschedulable {
         if self.num_all_nodes == 0 {
             return f.write_str("no nodes available to schedule pods");
         }
-        let mut items: Vec<String> =
-            self.reason_histogram().into_iter().map(|(reason, count)| format!("{count} {reason}")).collect();
+        let mut items: Vec<String> = self
+            .reason_histogram()
+            .into_iter()
+            .map(|(reason, count)| format!("{count} {reason}"))
+            .collect();
         items.sort();
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
         if !items.is_empty() {

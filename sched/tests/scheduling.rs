@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kybernetes_sched::{
-    FilterPlugin, Framework, NodeInfo, PodInfo, Rejection, Scheduler, SchedulerConfig, SchedulerLoop, ScorePlugin,
+    FilterPlugin, Framework, NodeInfo, PodInfo, Rejection, Scheduler, SchedulerConfig,
+    SchedulerLoop, ScorePlugin,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -30,18 +31,34 @@ impl TestCluster {
         Self::start_with(scheduler, SchedulerConfig::default()).await
     }
 
-    async fn start_with(scheduler: impl Scheduler + 'static, config: SchedulerConfig) -> anyhow::Result<TestCluster> {
+    async fn start_with(
+        scheduler: impl Scheduler + 'static,
+        config: SchedulerConfig,
+    ) -> anyhow::Result<TestCluster> {
         let store = Arc::new(kybernetes_store::MemoryStore::default());
-        let api = kybernetes_apiserver::ApiServer::new(store, kybernetes_core::Clock::new()).await?;
+        let api =
+            kybernetes_apiserver::ApiServer::new(store, kybernetes_core::Clock::new()).await?;
         let client = kube::Client::new(api.router(), "default");
         let shutdown = CancellationToken::new();
-        let scheduler = SchedulerLoop::spawn(client.clone(), Arc::new(scheduler), config, shutdown.clone());
-        Ok(TestCluster { _api: api, client, shutdown, scheduler })
+        let scheduler = SchedulerLoop::spawn(
+            client.clone(),
+            Arc::new(scheduler),
+            config,
+            shutdown.clone(),
+        );
+        Ok(TestCluster {
+            _api: api,
+            client,
+            shutdown,
+            scheduler,
+        })
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        tokio::time::timeout(TIMEOUT, self.scheduler).await.context("scheduler did not stop")??;
+        tokio::time::timeout(TIMEOUT, self.scheduler)
+            .await
+            .context("scheduler did not stop")??;
         Ok(())
     }
 
@@ -51,7 +68,13 @@ impl TestCluster {
 
     /// Creates a Ready node with `cpu` and `memory` allocatable, room for 110 pods, the
     /// `kubernetes.io/hostname` label plus `labels`, and `spec`.
-    async fn add_node(&self, name: &str, cpu: &str, labels: Value, spec: Value) -> anyhow::Result<()> {
+    async fn add_node(
+        &self,
+        name: &str,
+        cpu: &str,
+        labels: Value,
+        spec: Value,
+    ) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let mut all_labels = json!({"kubernetes.io/hostname": name});
         if let (Some(all), Some(extra)) = (all_labels.as_object_mut(), labels.as_object()) {
@@ -68,7 +91,9 @@ impl TestCluster {
             "capacity": resources, "allocatable": resources,
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
         }});
-        nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
         Ok(())
     }
 
@@ -82,7 +107,9 @@ impl TestCluster {
         if let (Some(s), Some(extra)) = (pod["spec"].as_object_mut(), spec.as_object()) {
             s.extend(extra.clone());
         }
-        self.pods().create(&PostParams::default(), &serde_json::from_value(pod)?).await?;
+        self.pods()
+            .create(&PostParams::default(), &serde_json::from_value(pod)?)
+            .await?;
         Ok(())
     }
 
@@ -117,16 +144,19 @@ impl TestCluster {
     /// Waits until the pod carries `PodScheduled=False` and returns (reason, message).
     async fn unschedulable_condition(&self, name: &str) -> anyhow::Result<(String, String)> {
         let pods = self.pods();
-        self.wait_for(&format!("pod {name} to be marked unschedulable"), || async {
-            let pod = pods.get(name).await?;
-            let cond = pod
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-            Ok(cond.map(|c| (c.reason.unwrap_or_default(), c.message.unwrap_or_default())))
-        })
+        self.wait_for(
+            &format!("pod {name} to be marked unschedulable"),
+            || async {
+                let pod = pods.get(name).await?;
+                let cond = pod
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+                Ok(cond.map(|c| (c.reason.unwrap_or_default(), c.message.unwrap_or_default())))
+            },
+        )
         .await
     }
 
@@ -138,7 +168,10 @@ impl TestCluster {
             Ok(list
                 .items
                 .into_iter()
-                .find(|e| e.involved_object.name.as_deref() == Some(pod) && e.reason.as_deref() == Some(reason))
+                .find(|e| {
+                    e.involved_object.name.as_deref() == Some(pod)
+                        && e.reason.as_deref() == Some(reason)
+                })
                 .map(|e| (e.type_.unwrap_or_default(), e.message.unwrap_or_default())))
         })
         .await
@@ -147,7 +180,11 @@ impl TestCluster {
     async fn assert_stays_pending(&self, name: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let pod = self.pods().get(name).await?;
-        assert_eq!(pod.spec.and_then(|s| s.node_name), None, "{name} should not be bound");
+        assert_eq!(
+            pod.spec.and_then(|s| s.node_name),
+            None,
+            "{name} should not be bound"
+        );
         Ok(())
     }
 }
@@ -159,21 +196,36 @@ async fn pods_are_bound_and_spread_across_equal_nodes() -> anyhow::Result<()> {
         cluster.add_node(n, "4", json!({}), json!({})).await?;
     }
     for i in 0..6 {
-        cluster.add_pod(&format!("web-{i}"), "100m", json!({})).await?;
+        cluster
+            .add_pod(&format!("web-{i}"), "100m", json!({}))
+            .await?;
     }
     let mut per_node = BTreeMap::<String, usize>::new();
     for i in 0..6 {
-        *per_node.entry(cluster.node_of(&format!("web-{i}")).await?).or_default() += 1;
+        *per_node
+            .entry(cluster.node_of(&format!("web-{i}")).await?)
+            .or_default() += 1;
     }
-    assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{per_node:?}");
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "{per_node:?}"
+    );
 
     let pod = cluster.pods().get("web-0").await?;
     let scheduled = pod.status.and_then(|s| s.conditions).unwrap_or_default();
-    assert!(scheduled.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"));
+    assert!(
+        scheduled
+            .iter()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "True")
+    );
     let node = pod.spec.and_then(|s| s.node_name).unwrap_or_default();
     let (type_, message) = cluster.event("web-0", "Scheduled").await?;
     assert_eq!(type_, "Normal");
-    assert_eq!(message, format!("Successfully assigned default/web-0 to {node}"));
+    assert_eq!(
+        message,
+        format!("Successfully assigned default/web-0 to {node}")
+    );
     cluster.stop().await
 }
 
@@ -188,9 +240,14 @@ async fn a_pod_that_fits_no_node_waits_until_a_big_enough_node_joins() -> anyhow
     assert_eq!(reason, "Unschedulable");
     assert_eq!(message, "0/3 nodes are available: 3 Insufficient cpu.");
     let (type_, event_message) = cluster.event("big", "FailedScheduling").await?;
-    assert_eq!((type_.as_str(), event_message.as_str()), ("Warning", message.as_str()));
+    assert_eq!(
+        (type_.as_str(), event_message.as_str()),
+        ("Warning", message.as_str())
+    );
 
-    cluster.add_node("large", "16", json!({}), json!({})).await?;
+    cluster
+        .add_node("large", "16", json!({}), json!({}))
+        .await?;
     assert_eq!(cluster.node_of("big").await?, "large");
     cluster.stop().await
 }
@@ -205,7 +262,10 @@ async fn a_deleted_pod_makes_room_for_a_waiting_one() -> anyhow::Result<()> {
     let (_, message) = cluster.unschedulable_condition("second").await?;
     assert_eq!(message, "0/1 nodes are available: 1 Insufficient cpu.");
 
-    cluster.pods().delete("first", &DeleteParams::default().grace_period(0)).await?;
+    cluster
+        .pods()
+        .delete("first", &DeleteParams::default().grace_period(0))
+        .await?;
     assert_eq!(cluster.node_of("second").await?, "only");
     cluster.stop().await
 }
@@ -215,9 +275,13 @@ async fn taints_repel_pods_that_do_not_tolerate_them() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
     let taint = json!({"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]});
     cluster.add_node("db", "4", json!({}), taint).await?;
-    cluster.add_node("general", "4", json!({}), json!({})).await?;
+    cluster
+        .add_node("general", "4", json!({}), json!({}))
+        .await?;
     for i in 0..4 {
-        cluster.add_pod(&format!("app-{i}"), "100m", json!({})).await?;
+        cluster
+            .add_pod(&format!("app-{i}"), "100m", json!({}))
+            .await?;
     }
     for i in 0..4 {
         assert_eq!(cluster.node_of(&format!("app-{i}")).await?, "general");
@@ -236,7 +300,9 @@ async fn taints_repel_pods_that_do_not_tolerate_them() -> anyhow::Result<()> {
         .await?;
     assert_eq!(cluster.node_of("tolerant").await?, "db");
 
-    cluster.add_pod("intolerant", "100m", json!({"nodeSelector": on_db})).await?;
+    cluster
+        .add_pod("intolerant", "100m", json!({"nodeSelector": on_db}))
+        .await?;
     let (_, message) = cluster.unschedulable_condition("intolerant").await?;
     assert_eq!(
         message,
@@ -249,18 +315,35 @@ async fn taints_repel_pods_that_do_not_tolerate_them() -> anyhow::Result<()> {
 #[tokio::test]
 async fn node_selector_is_honoured() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
-    cluster.add_node("ssd", "4", json!({"disk": "ssd"}), json!({})).await?;
-    cluster.add_node("hdd-1", "4", json!({"disk": "hdd"}), json!({})).await?;
-    cluster.add_node("hdd-2", "4", json!({"disk": "hdd"}), json!({})).await?;
+    cluster
+        .add_node("ssd", "4", json!({"disk": "ssd"}), json!({}))
+        .await?;
+    cluster
+        .add_node("hdd-1", "4", json!({"disk": "hdd"}), json!({}))
+        .await?;
+    cluster
+        .add_node("hdd-2", "4", json!({"disk": "hdd"}), json!({}))
+        .await?;
     for i in 0..4 {
-        cluster.add_pod(&format!("db-{i}"), "100m", json!({"nodeSelector": {"disk": "ssd"}})).await?;
+        cluster
+            .add_pod(
+                &format!("db-{i}"),
+                "100m",
+                json!({"nodeSelector": {"disk": "ssd"}}),
+            )
+            .await?;
     }
     for i in 0..4 {
         assert_eq!(cluster.node_of(&format!("db-{i}")).await?, "ssd");
     }
-    cluster.add_pod("nvme", "100m", json!({"nodeSelector": {"disk": "nvme"}})).await?;
+    cluster
+        .add_pod("nvme", "100m", json!({"nodeSelector": {"disk": "nvme"}}))
+        .await?;
     let (_, message) = cluster.unschedulable_condition("nvme").await?;
-    assert_eq!(message, "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.");
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+    );
     cluster.stop().await
 }
 
@@ -273,9 +356,30 @@ fn required_affinity(expressions: Value) -> Value {
 #[tokio::test]
 async fn required_node_affinity_is_honoured() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
-    cluster.add_node("cores-4", "4", json!({"cores": "4", "zone": "a"}), json!({})).await?;
-    cluster.add_node("cores-8", "4", json!({"cores": "8", "zone": "b"}), json!({})).await?;
-    cluster.add_node("cores-16", "4", json!({"cores": "16", "zone": "a", "gpu": "true"}), json!({})).await?;
+    cluster
+        .add_node(
+            "cores-4",
+            "4",
+            json!({"cores": "4", "zone": "a"}),
+            json!({}),
+        )
+        .await?;
+    cluster
+        .add_node(
+            "cores-8",
+            "4",
+            json!({"cores": "8", "zone": "b"}),
+            json!({}),
+        )
+        .await?;
+    cluster
+        .add_node(
+            "cores-16",
+            "4",
+            json!({"cores": "16", "zone": "a", "gpu": "true"}),
+            json!({}),
+        )
+        .await?;
 
     let between = required_affinity(json!([
         {"key": "cores", "operator": "Gt", "values": ["4"]},
@@ -290,16 +394,28 @@ async fn required_node_affinity_is_honoured() -> anyhow::Result<()> {
         {"key": "cores", "operator": "Exists"},
     ]));
     for i in 0..3 {
-        cluster.add_pod(&format!("between-{i}"), "100m", between.clone()).await?;
-        cluster.add_pod(&format!("zone-a-{i}"), "100m", zone_a_without_gpu.clone()).await?;
-        cluster.add_pod(&format!("not-a-{i}"), "100m", not_zone_a_with_cores.clone()).await?;
+        cluster
+            .add_pod(&format!("between-{i}"), "100m", between.clone())
+            .await?;
+        cluster
+            .add_pod(&format!("zone-a-{i}"), "100m", zone_a_without_gpu.clone())
+            .await?;
+        cluster
+            .add_pod(&format!("not-a-{i}"), "100m", not_zone_a_with_cores.clone())
+            .await?;
     }
     for i in 0..3 {
         assert_eq!(cluster.node_of(&format!("between-{i}")).await?, "cores-8");
         assert_eq!(cluster.node_of(&format!("zone-a-{i}")).await?, "cores-4");
         assert_eq!(cluster.node_of(&format!("not-a-{i}")).await?, "cores-8");
     }
-    cluster.add_pod("impossible", "100m", required_affinity(json!([{"key": "cores", "operator": "Gt", "values": ["16"]}]))).await?;
+    cluster
+        .add_pod(
+            "impossible",
+            "100m",
+            required_affinity(json!([{"key": "cores", "operator": "Gt", "values": ["16"]}])),
+        )
+        .await?;
     cluster.unschedulable_condition("impossible").await?;
     cluster.stop().await
 }
@@ -308,14 +424,23 @@ async fn required_node_affinity_is_honoured() -> anyhow::Result<()> {
 async fn preferred_node_affinity_wins_among_feasible_nodes() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
     for zone in ["a", "b", "c"] {
-        cluster.add_node(&format!("zone-{zone}"), "4", json!({"zone": zone}), json!({})).await?;
+        cluster
+            .add_node(
+                &format!("zone-{zone}"),
+                "4",
+                json!({"zone": zone}),
+                json!({}),
+            )
+            .await?;
     }
     let prefers_b = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["c"]}]}},
         {"weight": 50, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}},
     ]}}});
     for i in 0..4 {
-        cluster.add_pod(&format!("pref-{i}"), "100m", prefers_b.clone()).await?;
+        cluster
+            .add_pod(&format!("pref-{i}"), "100m", prefers_b.clone())
+            .await?;
     }
     for i in 0..4 {
         assert_eq!(cluster.node_of(&format!("pref-{i}")).await?, "zone-b");
@@ -326,10 +451,14 @@ async fn preferred_node_affinity_wins_among_feasible_nodes() -> anyhow::Result<(
 #[tokio::test]
 async fn cordoned_nodes_are_skipped_unless_tolerated() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
-    cluster.add_node("cordoned", "4", json!({}), json!({"unschedulable": true})).await?;
+    cluster
+        .add_node("cordoned", "4", json!({}), json!({"unschedulable": true}))
+        .await?;
     cluster.add_node("open", "4", json!({}), json!({})).await?;
     for i in 0..4 {
-        cluster.add_pod(&format!("p-{i}"), "100m", json!({})).await?;
+        cluster
+            .add_pod(&format!("p-{i}"), "100m", json!({}))
+            .await?;
     }
     for i in 0..4 {
         assert_eq!(cluster.node_of(&format!("p-{i}")).await?, "open");
@@ -341,14 +470,26 @@ async fn cordoned_nodes_are_skipped_unless_tolerated() -> anyhow::Result<()> {
     cluster.add_pod("daemon", "100m", tolerant).await?;
     assert_eq!(cluster.node_of("daemon").await?, "cordoned");
 
-    cluster.add_pod("stuck", "100m", json!({"nodeSelector": {"kubernetes.io/hostname": "cordoned"}})).await?;
+    cluster
+        .add_pod(
+            "stuck",
+            "100m",
+            json!({"nodeSelector": {"kubernetes.io/hostname": "cordoned"}}),
+        )
+        .await?;
     let (_, message) = cluster.unschedulable_condition("stuck").await?;
     assert_eq!(
         message,
         "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were unschedulable."
     );
     let nodes: Api<Node> = Api::all(cluster.client.clone());
-    nodes.patch("cordoned", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"unschedulable": false}}))).await?;
+    nodes
+        .patch(
+            "cordoned",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": false}})),
+        )
+        .await?;
     assert_eq!(cluster.node_of("stuck").await?, "cordoned");
     cluster.stop().await
 }
@@ -362,7 +503,11 @@ impl FilterPlugin for NoMaintenance {
     }
 
     fn filter(&self, _pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection> {
-        if node.labels().contains_key("maintenance") { Err("node(s) were in maintenance".into()) } else { Ok(()) }
+        if node.labels().contains_key("maintenance") {
+            Err("node(s) were in maintenance".into())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -375,7 +520,11 @@ impl ScorePlugin for PreferFast {
     }
 
     fn score(&self, _pod: &PodInfo<'_>, node: &NodeInfo) -> i64 {
-        if node.labels().contains_key("fast") { 100 } else { 0 }
+        if node.labels().contains_key("fast") {
+            100
+        } else {
+            0
+        }
     }
 
     fn weight(&self) -> i64 {
@@ -385,13 +534,26 @@ impl ScorePlugin for PreferFast {
 
 #[tokio::test]
 async fn custom_user_plugins_filter_and_score() -> anyhow::Result<()> {
-    let framework = Framework::default_plugins().with_filter(NoMaintenance).with_score(PreferFast);
+    let framework = Framework::default_plugins()
+        .with_filter(NoMaintenance)
+        .with_score(PreferFast);
     let cluster = TestCluster::start(framework).await?;
-    cluster.add_node("fast-but-down", "4", json!({"fast": "yes", "maintenance": "yes"}), json!({})).await?;
-    cluster.add_node("fast", "4", json!({"fast": "yes"}), json!({})).await?;
+    cluster
+        .add_node(
+            "fast-but-down",
+            "4",
+            json!({"fast": "yes", "maintenance": "yes"}),
+            json!({}),
+        )
+        .await?;
+    cluster
+        .add_node("fast", "4", json!({"fast": "yes"}), json!({}))
+        .await?;
     cluster.add_node("slow", "4", json!({}), json!({})).await?;
     for i in 0..3 {
-        cluster.add_pod(&format!("p-{i}"), "100m", json!({})).await?;
+        cluster
+            .add_pod(&format!("p-{i}"), "100m", json!({}))
+            .await?;
     }
     for i in 0..3 {
         assert_eq!(cluster.node_of(&format!("p-{i}")).await?, "fast");
@@ -400,7 +562,13 @@ async fn custom_user_plugins_filter_and_score() -> anyhow::Result<()> {
     let (_, message) = cluster.unschedulable_condition("huge").await?;
     // User filters run after the built-in ones, and each node reports its first rejection.
     assert_eq!(message, "0/3 nodes are available: 3 Insufficient cpu.");
-    cluster.add_pod("tiny", "100m", json!({"nodeSelector": {"kubernetes.io/hostname": "fast-but-down"}})).await?;
+    cluster
+        .add_pod(
+            "tiny",
+            "100m",
+            json!({"nodeSelector": {"kubernetes.io/hostname": "fast-but-down"}}),
+        )
+        .await?;
     let (_, message) = cluster.unschedulable_condition("tiny").await?;
     assert_eq!(
         message,
@@ -418,7 +586,11 @@ impl FilterPlugin for Gate {
     }
 
     fn filter(&self, _pod: &PodInfo<'_>, _node: &NodeInfo) -> Result<(), Rejection> {
-        if self.0.load(Ordering::Relaxed) { Ok(()) } else { Err("node(s) were closed".into()) }
+        if self.0.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("node(s) were closed".into())
+        }
     }
 }
 
@@ -430,7 +602,11 @@ async fn unschedulable_pods_are_retried_periodically() -> anyhow::Result<()> {
         unschedulable_flush_interval: Duration::from_millis(100),
         ..SchedulerConfig::default()
     };
-    let cluster = TestCluster::start_with(Framework::default_plugins().with_filter(Gate(open.clone())), config).await?;
+    let cluster = TestCluster::start_with(
+        Framework::default_plugins().with_filter(Gate(open.clone())),
+        config,
+    )
+    .await?;
     cluster.add_node("n", "4", json!({}), json!({})).await?;
     cluster.add_pod("waiting", "100m", json!({})).await?;
     let (_, message) = cluster.unschedulable_condition("waiting").await?;
@@ -444,7 +620,13 @@ async fn unschedulable_pods_are_retried_periodically() -> anyhow::Result<()> {
 async fn pods_for_another_scheduler_are_left_alone() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
     cluster.add_node("n", "4", json!({}), json!({})).await?;
-    cluster.add_pod("theirs", "100m", json!({"schedulerName": "other-scheduler"})).await?;
+    cluster
+        .add_pod(
+            "theirs",
+            "100m",
+            json!({"schedulerName": "other-scheduler"}),
+        )
+        .await?;
     cluster.add_pod("ours", "100m", json!({})).await?;
     assert_eq!(cluster.node_of("ours").await?, "n");
     cluster.assert_stays_pending("theirs").await?;
@@ -456,7 +638,10 @@ async fn pods_wait_for_a_first_node() -> anyhow::Result<()> {
     let cluster = TestCluster::start(Framework::default_plugins()).await?;
     cluster.add_pod("early", "100m", json!({})).await?;
     let (reason, message) = cluster.unschedulable_condition("early").await?;
-    assert_eq!((reason.as_str(), message.as_str()), ("Unschedulable", "no nodes available to schedule pods"));
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        ("Unschedulable", "no nodes available to schedule pods")
+    );
     cluster.add_node("late", "4", json!({}), json!({})).await?;
     assert_eq!(cluster.node_of("early").await?, "late");
     cluster.stop().await

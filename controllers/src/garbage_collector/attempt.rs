@@ -73,10 +73,10 @@ impl Collector {
 
     fn resource(&self, api_version: &str, kind: &str) -> Result<ResourceEntry, Error> {
         let table = self.resources.read().unwrap_or_else(|p| p.into_inner());
-        table.lookup(api_version, kind).cloned().ok_or_else(|| Error::UnknownKind {
-            api_version: api_version.to_string(),
-            kind: kind.to_string(),
-        })
+        table
+            .lookup(api_version, kind)
+            .cloned()
+            .ok_or_else(|| Error::UnknownKind { api_version: api_version.to_string(), kind: kind.to_string() })
     }
 
     fn api(&self, entry: &ResourceEntry, namespace: Option<&str>) -> Api<DynamicObject> {
@@ -287,7 +287,12 @@ impl Collector {
         self.merge_patch(identity, &patch).await
     }
 
-    async fn remove_finalizer(&self, identity: &ObjectIdentity, latest: &ObjectMeta, finalizer: &str) -> Result<Outcome, Error> {
+    async fn remove_finalizer(
+        &self,
+        identity: &ObjectIdentity,
+        latest: &ObjectMeta,
+        finalizer: &str,
+    ) -> Result<Outcome, Error> {
         let kept: Vec<&String> = latest.finalizers.iter().flatten().filter(|f| *f != finalizer).collect();
         let patch = json!({ "metadata": { "resourceVersion": latest.resource_version, "finalizers": kept } });
         Ok(match self.merge_patch(identity, &patch).await? {

@@ -351,7 +351,8 @@ mod tests {
     }
 
     fn upsert(kind: &str, m: Box<ObjectMeta>) -> GraphEvent {
-        GraphEvent::Upsert { resource: Arc::from(kind), api_version: "v1".into(), kind: kind.into(), meta: m }
+        let api_version = if kind == "ReplicaSet" { "apps/v1" } else { "v1" };
+        GraphEvent::Upsert { resource: Arc::from(kind), api_version: api_version.into(), kind: kind.into(), meta: m }
     }
 
     const NAMESPACED: ScopeLookup<'static> = &|_, _| Some(true);
@@ -408,10 +409,7 @@ mod tests {
         let mut g = Graph::default();
         g.process(upsert("ReplicaSet", meta("rs", "rs1", &[])), NAMESPACED);
         g.process(upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])), NAMESPACED);
-        let w = g.process(
-            GraphEvent::Resynced { resource: Arc::from("ReplicaSet"), seen: HashSet::new() },
-            NAMESPACED,
-        );
+        let w = g.process(GraphEvent::Resynced { resource: Arc::from("ReplicaSet"), seen: HashSet::new() }, NAMESPACED);
         assert_eq!(w.attempt_to_delete, vec!["p1".to_string()]);
         assert_eq!(g.len(), 1);
     }

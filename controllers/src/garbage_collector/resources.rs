@@ -85,7 +85,13 @@ mod tests {
     #[test]
     fn lookup_falls_back_to_another_version_of_the_group() {
         let mut t = ResourceTable::default();
-        t.insert(ApiResource::from_gvk_with_plural(&kube::core::GroupVersionKind::gvk("apps", "v1", "ReplicaSet"), "replicasets"), true);
+        t.insert(
+            ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
+                "replicasets",
+            ),
+            true,
+        );
         assert!(t.lookup("apps/v1", "ReplicaSet").is_some());
         assert!(t.lookup("apps/v1beta2", "ReplicaSet").is_some());
         assert_eq!(t.namespaced("v1", "ReplicaSet"), None);

@@ -130,6 +130,9 @@ async fn sync_pod(api: &Api<Pod>, clock: &Clock, node: Option<&str>, not_ready: 
     };
     let want = if ready { "True" } else { "False" };
     let status = pod.status.clone().unwrap_or_default();
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return;
+    }
     let current = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.as_str());
     if status.phase.as_deref() == Some("Running") && current == Some(want) {
         return;

@@ -125,6 +125,11 @@ pub(crate) struct State {
     pub(crate) imports: Vec<Bytes>,
     pub(crate) pulls: Vec<String>,
     pub(crate) exec_calls: Vec<ExecCall>,
+    /// Signals and logs of removed containers, so tests can still read them.
+    pub(crate) removed: HashMap<String, (Vec<Signal>, Vec<LogLine>)>,
+    /// Container ids by their pod UID label, so listing a pod's containers stays cheap with
+    /// thousands of pods.
+    pub(crate) by_pod: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl State {
@@ -265,7 +270,11 @@ impl FakeRuntime {
 
     /// The signals `stop_container` delivered to a container, in order.
     pub fn signals(&self, container_id: &str) -> Vec<Signal> {
-        self.inner.lock().containers.get(container_id).map(|c| c.signals.clone()).unwrap_or_default()
+        let st = self.inner.lock();
+        match st.containers.get(container_id) {
+            Some(c) => c.signals.clone(),
+            None => st.removed.get(container_id).map(|r| r.0.clone()).unwrap_or_default(),
+        }
     }
 
     /// Writes a line to a container's stdout log. Unknown containers are ignored.
@@ -281,9 +290,13 @@ impl FakeRuntime {
         }
     }
 
-    /// Every log line of a container so far.
+    /// Every log line of a container so far (removed containers included).
     pub fn log_lines(&self, container_id: &str) -> Vec<LogLine> {
-        self.inner.lock().containers.get(container_id).map(|c| c.logs.clone()).unwrap_or_default()
+        let st = self.inner.lock();
+        match st.containers.get(container_id) {
+            Some(c) => c.logs.clone(),
+            None => st.removed.get(container_id).map(|r| r.1.clone()).unwrap_or_default(),
+        }
     }
 
     /// Makes a running container exit now with `code` (an unscripted crash or finish).

@@ -172,6 +172,9 @@ impl Runtime for FakeRuntime {
             probe_calls: Default::default(),
         };
         self.emit(&c, ContainerEventKind::Created);
+        if let Some(uid) = c.status.labels.get(labels::POD_UID) {
+            st.by_pod.entry(uid.clone()).or_default().insert(id.clone());
+        }
         st.containers.insert(id.clone(), c);
         Ok(id)
     }
@@ -228,14 +231,23 @@ impl Runtime for FakeRuntime {
     async fn remove_container(&self, container_id: &str) -> Result<()> {
         let inner = self.inner();
         let mut st = inner.lock();
-        if let Some(c) = st.containers.get_mut(container_id) {
-            if c.status.state.is_running() {
-                c.signals.push(Signal::Kill);
-                mark_exited(inner, c, 137, None);
-            }
+        if let Some(c) = st.containers.get_mut(container_id)
+            && c.status.state.is_running()
+        {
+            c.signals.push(Signal::Kill);
+            mark_exited(inner, c, 137, None);
         }
         if let Some(c) = st.containers.remove(container_id) {
+            if let Some(uid) = c.status.labels.get(labels::POD_UID)
+                && let Some(ids) = st.by_pod.get_mut(uid)
+            {
+                ids.remove(container_id);
+                if ids.is_empty() {
+                    st.by_pod.remove(uid);
+                }
+            }
             self.emit(&c, ContainerEventKind::Deleted);
+            st.removed.insert(container_id.to_string(), (c.signals, c.logs));
         }
         Ok(())
     }
@@ -247,6 +259,14 @@ impl Runtime for FakeRuntime {
 
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let st = self.inner().lock();
+        if let Some(uid) = filter.labels.get(labels::POD_UID) {
+            let ids = st.by_pod.get(uid).into_iter().flatten();
+            return Ok(ids
+                .filter_map(|id| st.containers.get(id))
+                .filter(|c| filter.matches(&c.status))
+                .map(|c| c.status.clone())
+                .collect());
+        }
         Ok(st.containers.values().filter(|c| filter.matches(&c.status)).map(|c| c.status.clone()).collect())
     }
 

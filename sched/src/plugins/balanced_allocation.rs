@@ -23,7 +23,9 @@ impl Default for NodeResourcesBalancedAllocation {
 impl NodeResourcesBalancedAllocation {
     /// A plugin balancing the named resources.
     pub fn new(resources: &[&str]) -> NodeResourcesBalancedAllocation {
-        NodeResourcesBalancedAllocation { resources: resources.iter().map(|r| ScoredResource::parse(r)).collect() }
+        NodeResourcesBalancedAllocation {
+            resources: resources.iter().map(|r| ScoredResource::parse(r)).collect(),
+        }
     }
 }
 
@@ -57,7 +59,8 @@ impl NodeResourcesBalancedAllocation {
         let mut n = 0;
         for resource in &self.resources {
             let pod_request = resource.pod_request(pod, true);
-            let (allocatable, requested) = resource.allocatable_and_requested(node, pod_request, true);
+            let (allocatable, requested) =
+                resource.allocatable_and_requested(node, pod_request, true);
             if allocatable == 0 {
                 continue;
             }
@@ -89,7 +92,9 @@ mod tests {
     use serde_json::json;
 
     fn requesting(cpu: &str, memory: &str) -> Pod {
-        pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}))
+        pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}),
+        )
     }
 
     #[test]
@@ -97,7 +102,10 @@ mod tests {
         let plugin = NodeResourcesBalancedAllocation::default();
         let n = node("a", json!({}));
         // cpu 1/4, memory 2/8: perfectly balanced.
-        assert_eq!(plugin.score(&PodInfo::new(&requesting("1", "2Gi")), &n), 100);
+        assert_eq!(
+            plugin.score(&PodInfo::new(&requesting("1", "2Gi")), &n),
+            100
+        );
         // cpu 2/4 = 0.5, memory 1/8 = 0.125: std = 0.1875 → 81.
         assert_eq!(plugin.score(&PodInfo::new(&requesting("2", "1Gi")), &n), 81);
     }
@@ -112,10 +120,15 @@ mod tests {
     #[test]
     fn three_resources_use_the_standard_deviation() {
         let plugin = NodeResourcesBalancedAllocation::new(&["cpu", "memory", "ephemeral-storage"]);
-        let n = node("a", json!({"status": {"allocatable": {"ephemeral-storage": "10Gi"}}}));
-        let p = pod(json!({"containers": [{"name": "c", "resources": {"requests": {
-            "cpu": "2", "memory": "4Gi", "ephemeral-storage": "5Gi",
-        }}}]}));
+        let n = node(
+            "a",
+            json!({"status": {"allocatable": {"ephemeral-storage": "10Gi"}}}),
+        );
+        let p = pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {
+                "cpu": "2", "memory": "4Gi", "ephemeral-storage": "5Gi",
+            }}}]}),
+        );
         assert_eq!(plugin.score(&PodInfo::new(&p), &n), 100);
     }
 }

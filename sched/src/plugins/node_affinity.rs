@@ -27,7 +27,11 @@ impl FilterPlugin for NodeAffinity {
     }
 
     fn filter(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection> {
-        if pod.required_affinity().matches(node) { Ok(()) } else { Err(ERR_REASON_POD.into()) }
+        if pod.required_affinity().matches(node) {
+            Ok(())
+        } else {
+            Err(ERR_REASON_POD.into())
+        }
     }
 }
 
@@ -64,9 +68,11 @@ mod tests {
     }
 
     fn required(exprs: Value) -> k8s_openapi::api::core::v1::Pod {
-        pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": exprs}],
-        }}}}))
+        pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": exprs}],
+            }}}}),
+        )
     }
 
     fn fits(p: &k8s_openapi::api::core::v1::Pod, n: &NodeInfo) -> bool {
@@ -76,58 +82,102 @@ mod tests {
     #[test]
     fn node_selector_must_match_every_label() {
         let p = pod(json!({"nodeSelector": {"disk": "ssd", "zone": "a"}}));
-        assert!(fits(&p, &labelled("n", json!({"disk": "ssd", "zone": "a", "x": "y"}))));
+        assert!(fits(
+            &p,
+            &labelled("n", json!({"disk": "ssd", "zone": "a", "x": "y"}))
+        ));
         assert!(!fits(&p, &labelled("n", json!({"disk": "ssd"}))));
-        assert_eq!(NodeAffinity.filter(&PodInfo::new(&p), &labelled("n", json!({}))), Err(ERR_REASON_POD.into()));
+        assert_eq!(
+            NodeAffinity.filter(&PodInfo::new(&p), &labelled("n", json!({}))),
+            Err(ERR_REASON_POD.into())
+        );
     }
 
     #[test]
     fn required_affinity_operators() {
         let n = labelled("n", json!({"zone": "a", "cores": "8"}));
-        assert!(fits(&required(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}])), &n));
-        assert!(!fits(&required(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}])), &n));
-        assert!(fits(&required(json!([{"key": "zone", "operator": "Exists"}])), &n));
-        assert!(!fits(&required(json!([{"key": "zone", "operator": "DoesNotExist"}])), &n));
-        assert!(fits(&required(json!([{"key": "gpu", "operator": "DoesNotExist"}])), &n));
-        assert!(fits(&required(json!([{"key": "cores", "operator": "Gt", "values": ["4"]}])), &n));
-        assert!(!fits(&required(json!([{"key": "cores", "operator": "Gt", "values": ["8"]}])), &n));
-        assert!(fits(&required(json!([{"key": "cores", "operator": "Lt", "values": ["16"]}])), &n));
-        assert!(!fits(&required(json!([{"key": "zone", "operator": "Lt", "values": ["16"]}])), &n));
-        assert!(!fits(&required(json!([{"key": "cores", "operator": "Gt", "values": ["x"]}])), &n));
+        assert!(fits(
+            &required(json!([{"key": "zone", "operator": "In", "values": ["a", "b"]}])),
+            &n
+        ));
+        assert!(!fits(
+            &required(json!([{"key": "zone", "operator": "NotIn", "values": ["a"]}])),
+            &n
+        ));
+        assert!(fits(
+            &required(json!([{"key": "zone", "operator": "Exists"}])),
+            &n
+        ));
+        assert!(!fits(
+            &required(json!([{"key": "zone", "operator": "DoesNotExist"}])),
+            &n
+        ));
+        assert!(fits(
+            &required(json!([{"key": "gpu", "operator": "DoesNotExist"}])),
+            &n
+        ));
+        assert!(fits(
+            &required(json!([{"key": "cores", "operator": "Gt", "values": ["4"]}])),
+            &n
+        ));
+        assert!(!fits(
+            &required(json!([{"key": "cores", "operator": "Gt", "values": ["8"]}])),
+            &n
+        ));
+        assert!(fits(
+            &required(json!([{"key": "cores", "operator": "Lt", "values": ["16"]}])),
+            &n
+        ));
+        assert!(!fits(
+            &required(json!([{"key": "zone", "operator": "Lt", "values": ["16"]}])),
+            &n
+        ));
+        assert!(!fits(
+            &required(json!([{"key": "cores", "operator": "Gt", "values": ["x"]}])),
+            &n
+        ));
     }
 
     #[test]
     fn terms_are_ored_and_empty_terms_match_nothing() {
         let n = labelled("n", json!({"zone": "b"}));
-        let p = pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
-                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
-            ],
-        }}}}));
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                ],
+            }}}}),
+        );
         assert!(fits(&p, &n));
-        let empty = pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{}],
-        }}}}));
+        let empty = pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{}],
+            }}}}),
+        );
         assert!(!fits(&empty, &n));
     }
 
     #[test]
     fn match_fields_select_by_node_name() {
-        let p = pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}],
-        }}}}));
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}],
+            }}}}),
+        );
         assert!(fits(&p, &labelled("n1", json!({}))));
         assert!(!fits(&p, &labelled("n2", json!({}))));
     }
 
     #[test]
     fn preferred_terms_add_their_weights_and_normalize_to_100() {
-        let p = pod(json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
-            {"weight": 30, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}},
-            {"weight": 0, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}},
-        ]}}}));
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}},
+                {"weight": 30, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}},
+                {"weight": 0, "preference": {"matchExpressions": [{"key": "zone", "operator": "Exists"}]}},
+            ]}}}),
+        );
         let info = PodInfo::new(&p);
         assert!(NodeAffinity.pre_score(&info));
         let nodes = [

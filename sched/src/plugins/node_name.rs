@@ -41,7 +41,10 @@ mod tests {
         let info = PodInfo::new(&p);
         assert!(NodeName.pre_filter(&info));
         assert!(NodeName.filter(&info, &node("a", json!({}))).is_ok());
-        assert_eq!(NodeName.filter(&info, &node("b", json!({}))), Err(ERR_REASON.into()));
+        assert_eq!(
+            NodeName.filter(&info, &node("b", json!({}))),
+            Err(ERR_REASON.into())
+        );
     }
 
     #[test]

@@ -54,15 +54,30 @@ impl ScoredResource {
 
     /// Upstream's `calculateResourceAllocatableRequest`: the node's allocatable amount and what
     /// it would have requested with the pod on it; `(0, 0)` leaves the resource out.
-    pub(crate) fn allocatable_and_requested(&self, node: &NodeInfo, pod_request: i64, use_requested: bool) -> (i64, i64) {
-        let requested = if use_requested { node.requested() } else { node.non_zero_requested() };
+    pub(crate) fn allocatable_and_requested(
+        &self,
+        node: &NodeInfo,
+        pod_request: i64,
+        use_requested: bool,
+    ) -> (i64, i64) {
+        let requested = if use_requested {
+            node.requested()
+        } else {
+            node.non_zero_requested()
+        };
         let alloc = node.allocatable();
         match self {
-            ScoredResource::Cpu => (alloc.milli_cpu, requested.milli_cpu.saturating_add(pod_request)),
+            ScoredResource::Cpu => (
+                alloc.milli_cpu,
+                requested.milli_cpu.saturating_add(pod_request),
+            ),
             ScoredResource::Memory => (alloc.memory, requested.memory.saturating_add(pod_request)),
-            ScoredResource::EphemeralStorage => {
-                (alloc.ephemeral_storage, node.requested().ephemeral_storage.saturating_add(pod_request))
-            }
+            ScoredResource::EphemeralStorage => (
+                alloc.ephemeral_storage,
+                node.requested()
+                    .ephemeral_storage
+                    .saturating_add(pod_request),
+            ),
             ScoredResource::Scalar(name) => {
                 if pod_request == 0 && is_scalar_resource_name(name) {
                     return (0, 0);
@@ -90,15 +105,24 @@ pub struct NodeResourcesFit {
 
 impl Default for NodeResourcesFit {
     fn default() -> Self {
-        NodeResourcesFit::new(ScoringStrategy::LeastAllocated, &[("cpu", 1), ("memory", 1)])
+        NodeResourcesFit::new(
+            ScoringStrategy::LeastAllocated,
+            &[("cpu", 1), ("memory", 1)],
+        )
     }
 }
 
 impl NodeResourcesFit {
     /// A plugin scoring with `strategy` over `resources` (name, weight).
     pub fn new(strategy: ScoringStrategy, resources: &[(&str, i64)]) -> NodeResourcesFit {
-        let resources = resources.iter().map(|(name, w)| (ScoredResource::parse(name), *w)).collect();
-        NodeResourcesFit { strategy, resources }
+        let resources = resources
+            .iter()
+            .map(|(name, w)| (ScoredResource::parse(name), *w))
+            .collect();
+        NodeResourcesFit {
+            strategy,
+            resources,
+        }
     }
 }
 
@@ -139,7 +163,9 @@ impl FilterPlugin for NodeResourcesFit {
         if req.memory > 0 && req.memory > free(alloc.memory, used.memory) {
             reasons.push("Insufficient memory".into());
         }
-        if req.ephemeral_storage > 0 && req.ephemeral_storage > free(alloc.ephemeral_storage, used.ephemeral_storage) {
+        if req.ephemeral_storage > 0
+            && req.ephemeral_storage > free(alloc.ephemeral_storage, used.ephemeral_storage)
+        {
             reasons.push("Insufficient ephemeral-storage".into());
         }
         for (name, &q) in &req.scalar {
@@ -147,7 +173,11 @@ impl FilterPlugin for NodeResourcesFit {
                 reasons.push(format!("Insufficient {name}").into());
             }
         }
-        if reasons.is_empty() { Ok(()) } else { Err(Rejection::with_reasons(reasons)) }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection::with_reasons(reasons))
+        }
     }
 }
 
@@ -160,7 +190,8 @@ impl ScorePlugin for NodeResourcesFit {
         let (mut node_score, mut weight_sum) = (0i64, 0i64);
         for (resource, weight) in &self.resources {
             let pod_request = resource.pod_request(pod, false);
-            let (allocatable, requested) = resource.allocatable_and_requested(node, pod_request, false);
+            let (allocatable, requested) =
+                resource.allocatable_and_requested(node, pod_request, false);
             if allocatable == 0 {
                 continue;
             }
@@ -171,7 +202,11 @@ impl ScorePlugin for NodeResourcesFit {
             node_score += score * weight;
             weight_sum += weight;
         }
-        if weight_sum == 0 { 0 } else { node_score / weight_sum }
+        if weight_sum == 0 {
+            0
+        } else {
+            node_score / weight_sum
+        }
     }
 }
 
@@ -184,19 +219,29 @@ mod tests {
     use serde_json::json;
 
     fn requesting(cpu: &str, memory: &str) -> Pod {
-        pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}))
+        pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}),
+        )
     }
 
     fn reasons(r: Result<(), Rejection>) -> Vec<String> {
-        r.err().map(|r| r.reasons().iter().map(|s| s.to_string()).collect()).unwrap_or_default()
+        r.err()
+            .map(|r| r.reasons().iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
     }
 
     #[test]
     fn requests_must_fit_free_capacity() {
         let fit = NodeResourcesFit::default();
         let n = node("a", json!({}));
-        assert!(fit.filter(&PodInfo::new(&requesting("4", "8Gi")), &n).is_ok());
-        assert_eq!(reasons(fit.filter(&PodInfo::new(&requesting("4100m", "1Gi")), &n)), ["Insufficient cpu"]);
+        assert!(
+            fit.filter(&PodInfo::new(&requesting("4", "8Gi")), &n)
+                .is_ok()
+        );
+        assert_eq!(
+            reasons(fit.filter(&PodInfo::new(&requesting("4100m", "1Gi")), &n)),
+            ["Insufficient cpu"]
+        );
         assert_eq!(
             reasons(fit.filter(&PodInfo::new(&requesting("5", "9Gi")), &n)),
             ["Insufficient cpu", "Insufficient memory"]
@@ -216,24 +261,41 @@ mod tests {
         let snapshot = Snapshot::new(vec![node], vec![placed]);
         let n = snapshot.node("a").expect("a");
         let fit = NodeResourcesFit::default();
-        assert_eq!(reasons(fit.filter(&PodInfo::new(&requesting("600m", "1Gi")), n)), ["Insufficient cpu"]);
-        assert!(fit.filter(&PodInfo::new(&requesting("500m", "1Gi")), n).is_ok());
+        assert_eq!(
+            reasons(fit.filter(&PodInfo::new(&requesting("600m", "1Gi")), n)),
+            ["Insufficient cpu"]
+        );
+        assert!(
+            fit.filter(&PodInfo::new(&requesting("500m", "1Gi")), n)
+                .is_ok()
+        );
     }
 
     #[test]
     fn the_pods_allocatable_caps_the_pod_count_even_for_best_effort_pods() {
         let fit = NodeResourcesFit::default();
         let full = node("a", json!({"status": {"allocatable": {"pods": "0"}}}));
-        assert_eq!(reasons(fit.filter(&PodInfo::new(&pod(json!({}))), &full)), ["Too many pods"]);
+        assert_eq!(
+            reasons(fit.filter(&PodInfo::new(&pod(json!({}))), &full)),
+            ["Too many pods"]
+        );
     }
 
     #[test]
     fn extended_resources_are_checked() {
         let fit = NodeResourcesFit::default();
-        let gpu_pod = pod(json!({"containers": [{"name": "c", "resources": {"limits": {"example.com/gpu": "2"}}}]}));
+        let gpu_pod = pod(
+            json!({"containers": [{"name": "c", "resources": {"limits": {"example.com/gpu": "2"}}}]}),
+        );
         let info = PodInfo::new(&gpu_pod);
-        assert_eq!(reasons(fit.filter(&info, &node("a", json!({})))), ["Insufficient example.com/gpu"]);
-        let gpu_node = node("b", json!({"status": {"allocatable": {"example.com/gpu": "4"}}}));
+        assert_eq!(
+            reasons(fit.filter(&info, &node("a", json!({})))),
+            ["Insufficient example.com/gpu"]
+        );
+        let gpu_node = node(
+            "b",
+            json!({"status": {"allocatable": {"example.com/gpu": "4"}}}),
+        );
         assert!(fit.filter(&info, &gpu_node).is_ok());
     }
 
@@ -244,14 +306,24 @@ mod tests {
         let p = requesting("1", "2Gi");
         assert_eq!(fit.score(&PodInfo::new(&p), &node("a", json!({}))), 75);
         // Best-effort pods count 100m and 200 MiB: cpu 97, memory (8192-200)*100/8192 = 97.
-        assert_eq!(fit.score(&PodInfo::new(&pod(json!({}))), &node("a", json!({}))), 97);
+        assert_eq!(
+            fit.score(&PodInfo::new(&pod(json!({}))), &node("a", json!({}))),
+            97
+        );
         // Over capacity scores 0 for that resource.
-        assert_eq!(fit.score(&PodInfo::new(&requesting("8", "2Gi")), &node("a", json!({}))), 37);
+        assert_eq!(
+            fit.score(
+                &PodInfo::new(&requesting("8", "2Gi")),
+                &node("a", json!({}))
+            ),
+            37
+        );
     }
 
     #[test]
     fn most_allocated_and_resource_weights() {
-        let fit = NodeResourcesFit::new(ScoringStrategy::MostAllocated, &[("cpu", 3), ("memory", 1)]);
+        let fit =
+            NodeResourcesFit::new(ScoringStrategy::MostAllocated, &[("cpu", 3), ("memory", 1)]);
         let p = requesting("1", "4Gi");
         // cpu 25 * 3 + memory 50 * 1 = 125 / 4
         assert_eq!(fit.score(&PodInfo::new(&p), &node("a", json!({}))), 31);

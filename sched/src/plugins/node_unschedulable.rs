@@ -51,9 +51,16 @@ mod tests {
     fn cordoned_nodes_reject_pods() {
         let p = pod(json!({}));
         let info = PodInfo::new(&p);
-        assert!(NodeUnschedulable.filter(&info, &node("a", json!({}))).is_ok());
+        assert!(
+            NodeUnschedulable
+                .filter(&info, &node("a", json!({})))
+                .is_ok()
+        );
         let cordoned = node("a", json!({"spec": {"unschedulable": true}}));
-        assert_eq!(NodeUnschedulable.filter(&info, &cordoned), Err(ERR_REASON_UNSCHEDULABLE.into()));
+        assert_eq!(
+            NodeUnschedulable.filter(&info, &cordoned),
+            Err(ERR_REASON_UNSCHEDULABLE.into())
+        );
     }
 
     #[test]
@@ -62,10 +69,18 @@ mod tests {
         let p = pod(json!({"tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
         ]}));
-        assert!(NodeUnschedulable.filter(&PodInfo::new(&p), &cordoned).is_ok());
+        assert!(
+            NodeUnschedulable
+                .filter(&PodInfo::new(&p), &cordoned)
+                .is_ok()
+        );
         let wrong_effect = pod(json!({"tolerations": [
             {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoExecute"},
         ]}));
-        assert!(NodeUnschedulable.filter(&PodInfo::new(&wrong_effect), &cordoned).is_err());
+        assert!(
+            NodeUnschedulable
+                .filter(&PodInfo::new(&wrong_effect), &cordoned)
+                .is_err()
+        );
     }
 }

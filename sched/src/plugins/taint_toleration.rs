@@ -39,7 +39,10 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         return false;
     }
     match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
+        "" | "Equal" => {
+            toleration.value.as_deref().unwrap_or_default()
+                == taint.value.as_deref().unwrap_or_default()
+        }
         "Exists" => true,
         _ => false,
     }
@@ -52,7 +55,10 @@ pub fn find_untolerated_taint<'t>(
     tolerations: &[Toleration],
     applies: impl Fn(&Taint) -> bool,
 ) -> Option<&'t Taint> {
-    taints.iter().filter(|t| applies(t)).find(|taint| !tolerations.iter().any(|tol| tolerates(tol, taint)))
+    taints
+        .iter()
+        .filter(|t| applies(t))
+        .find(|taint| !tolerations.iter().any(|tol| tolerates(tol, taint)))
 }
 
 impl FilterPlugin for TaintToleration {
@@ -85,11 +91,21 @@ impl ScorePlugin for TaintToleration {
     /// The number of `PreferNoSchedule` taints not tolerated by the pod's `PreferNoSchedule`
     /// (or effect-less) tolerations.
     fn score(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> i64 {
-        let prefer = |t: &&Toleration| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule"));
+        let prefer = |t: &&Toleration| {
+            matches!(
+                t.effect.as_deref(),
+                None | Some("") | Some("PreferNoSchedule")
+            )
+        };
         node.taints()
             .iter()
             .filter(|taint| taint.effect == "PreferNoSchedule")
-            .filter(|taint| !pod.tolerations().iter().filter(prefer).any(|tol| tolerates(tol, taint)))
+            .filter(|taint| {
+                !pod.tolerations()
+                    .iter()
+                    .filter(prefer)
+                    .any(|tol| tolerates(tol, taint))
+            })
             .count() as i64
     }
 
@@ -109,7 +125,10 @@ mod tests {
     use serde_json::json;
 
     fn tainted(effect: &str) -> NodeInfo {
-        node("a", json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": effect}]}}))
+        node(
+            "a",
+            json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": effect}]}}),
+        )
     }
 
     #[test]
@@ -119,44 +138,86 @@ mod tests {
         for effect in ["NoSchedule", "NoExecute"] {
             assert_eq!(
                 TaintToleration.filter(&info, &tainted(effect)),
-                Err(Rejection::new("node(s) had untolerated taint {dedicated: db}"))
+                Err(Rejection::new(
+                    "node(s) had untolerated taint {dedicated: db}"
+                ))
             );
         }
-        assert!(TaintToleration.filter(&info, &tainted("PreferNoSchedule")).is_ok());
+        assert!(
+            TaintToleration
+                .filter(&info, &tainted("PreferNoSchedule"))
+                .is_ok()
+        );
     }
 
     #[test]
     fn equal_and_exists_tolerations_admit() {
-        let equal = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}));
+        let equal = pod(
+            json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}),
+        );
         let exists = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}));
         let everything = pod(json!({"tolerations": [{"operator": "Exists"}]}));
         let wrong_value = pod(json!({"tolerations": [{"key": "dedicated", "value": "web"}]}));
-        let wrong_effect = pod(json!({"tolerations": [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]}));
+        let wrong_effect = pod(
+            json!({"tolerations": [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]}),
+        );
         let node = tainted("NoSchedule");
         assert!(TaintToleration.filter(&PodInfo::new(&equal), &node).is_ok());
-        assert!(TaintToleration.filter(&PodInfo::new(&exists), &node).is_ok());
-        assert!(TaintToleration.filter(&PodInfo::new(&everything), &node).is_ok());
-        assert!(TaintToleration.filter(&PodInfo::new(&wrong_value), &node).is_err());
-        assert!(TaintToleration.filter(&PodInfo::new(&wrong_effect), &node).is_err());
+        assert!(
+            TaintToleration
+                .filter(&PodInfo::new(&exists), &node)
+                .is_ok()
+        );
+        assert!(
+            TaintToleration
+                .filter(&PodInfo::new(&everything), &node)
+                .is_ok()
+        );
+        assert!(
+            TaintToleration
+                .filter(&PodInfo::new(&wrong_value), &node)
+                .is_err()
+        );
+        assert!(
+            TaintToleration
+                .filter(&PodInfo::new(&wrong_effect), &node)
+                .is_err()
+        );
     }
 
     #[test]
     fn prefer_no_schedule_taints_lower_the_score() {
         let clean = node("a", json!({}));
-        let two = node("b", json!({"spec": {"taints": [
-            {"key": "x", "effect": "PreferNoSchedule"},
-            {"key": "y", "effect": "PreferNoSchedule"},
-        ]}}));
-        let one = node("c", json!({"spec": {"taints": [{"key": "x", "effect": "PreferNoSchedule"}]}}));
+        let two = node(
+            "b",
+            json!({"spec": {"taints": [
+                {"key": "x", "effect": "PreferNoSchedule"},
+                {"key": "y", "effect": "PreferNoSchedule"},
+            ]}}),
+        );
+        let one = node(
+            "c",
+            json!({"spec": {"taints": [{"key": "x", "effect": "PreferNoSchedule"}]}}),
+        );
         let p = pod(json!({}));
         let info = PodInfo::new(&p);
-        let mut scores: Vec<i64> = [&clean, &two, &one].iter().map(|n| TaintToleration.score(&info, n)).collect();
+        let mut scores: Vec<i64> = [&clean, &two, &one]
+            .iter()
+            .map(|n| TaintToleration.score(&info, n))
+            .collect();
         assert_eq!(scores, [0, 2, 1]);
         TaintToleration.normalize(&mut scores);
         assert_eq!(scores, [100, 0, 50]);
-        let tolerant = pod(json!({"tolerations": [{"key": "x", "operator": "Exists", "effect": "PreferNoSchedule"}]}));
+        let tolerant = pod(
+            json!({"tolerations": [{"key": "x", "operator": "Exists", "effect": "PreferNoSchedule"}]}),
+        );
         assert_eq!(TaintToleration.score(&PodInfo::new(&tolerant), &two), 1);
-        let no_schedule_only = pod(json!({"tolerations": [{"key": "x", "operator": "Exists", "effect": "NoSchedule"}]}));
-        assert_eq!(TaintToleration.score(&PodInfo::new(&no_schedule_only), &two), 2);
+        let no_schedule_only = pod(
+            json!({"tolerations": [{"key": "x", "operator": "Exists", "effect": "NoSchedule"}]}),
+        );
+        assert_eq!(
+            TaintToleration.score(&PodInfo::new(&no_schedule_only), &two),
+            2
+        );
     }
 }

@@ -212,7 +212,7 @@ impl EtcdCluster {
                 if !self.tls && health(&m.client_url) {
                     break;
                 }
-                if self.tls && m.is_running() && m.log().contains("serving client traffic securely") {
+                if self.tls && m.is_running() && tls_ready(&m.client_url, &m.log()) {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -287,6 +287,13 @@ pub fn health(client_url: &str) -> bool {
     let mut body = String::new();
     let _ = stream.read_to_string(&mut body);
     body.contains("\"health\":\"true\"")
+}
+
+/// A TLS member is ready when its port accepts connections and its log says it serves clients
+/// (etcd 3.4 says "ready to serve client requests", 3.5 "serving client traffic").
+fn tls_ready(client_url: &str, log: &str) -> bool {
+    let addr = client_url.trim_start_matches("https://");
+    TcpStream::connect(addr).is_ok() && (log.contains("ready to serve client requests") || log.contains("serving client traffic"))
 }
 
 fn tail(log: &str) -> String {

@@ -1,0 +1,113 @@
+//! Container environments: values with `$(VAR)` expansion, ConfigMap and Secret keys, pod
+//! fields, resource fields and `envFrom`.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::ByteString;
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde_json::json;
+
+async fn config_map(h: &Harness, name: &str, data: &[(&str, &str)]) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(h.client.clone(), "default").create(&PostParams::default(), &cm).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn env_from_config_maps_secrets_and_pod_fields_reaches_the_runtime() {
+    let mut h = harness().await;
+    config_map(&h, "settings", &[("mode", "fast"), ("level", "3")]).await;
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some("creds".into()), ..Default::default() },
+        data: Some(BTreeMap::from([("password".to_string(), ByteString(b"s3cret".to_vec()))])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(h.client.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
+    h.start_agent(h.config("node-1"));
+    let mut p = pod("envy", "node-1", &[("app", "busybox:1.36")]);
+    p["spec"]["serviceAccountName"] = json!("robot");
+    p["spec"]["containers"][0]["command"] = json!(["echo", "$(GREETING)", "$(UNDEFINED)"]);
+    p["spec"]["containers"][0]["resources"] = json!({ "limits": { "memory": "64Mi" } });
+    p["spec"]["containers"][0]["envFrom"] = json!([{ "configMapRef": { "name": "settings" }, "prefix": "CFG_" }]);
+    p["spec"]["containers"][0]["env"] = json!([
+        { "name": "NAME", "value": "world" },
+        { "name": "GREETING", "value": "hello $(NAME) $$(NAME)" },
+        { "name": "MODE", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "mode" } } },
+        { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } },
+        { "name": "MAYBE", "valueFrom": { "configMapKeyRef": { "name": "absent", "key": "x", "optional": true } } },
+        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+        { "name": "POD_NS", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+        { "name": "POD_UID", "valueFrom": { "fieldRef": { "fieldPath": "metadata.uid" } } },
+        { "name": "APP", "valueFrom": { "fieldRef": { "fieldPath": "metadata.labels['app']" } } },
+        { "name": "NODE", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
+        { "name": "SA", "valueFrom": { "fieldRef": { "fieldPath": "spec.serviceAccountName" } } },
+        { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+        { "name": "HOST_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.hostIP" } } },
+        { "name": "MEM_MI", "valueFrom": { "resourceFieldRef": { "resource": "limits.memory", "divisor": "1Mi" } } },
+        { "name": "CPUS", "valueFrom": { "resourceFieldRef": { "resource": "limits.cpu" } } }
+    ]);
+    let created = h.create_pod(p).await;
+    let running = h.wait_pod("envy", 30, is_phase("Running")).await;
+    let configs = h.fake.created_containers();
+    assert_eq!(configs.len(), 1);
+    let c = &configs[0];
+    let status = running.status.unwrap();
+    let expect = [
+        ("CFG_mode", "fast"),
+        ("CFG_level", "3"),
+        ("NAME", "world"),
+        ("GREETING", "hello world $(NAME)"),
+        ("MODE", "fast"),
+        ("PASSWORD", "s3cret"),
+        ("POD_NAME", "envy"),
+        ("POD_NS", "default"),
+        ("POD_UID", created.metadata.uid.as_deref().unwrap()),
+        ("APP", "envy"),
+        ("NODE", "node-1"),
+        ("SA", "robot"),
+        ("POD_IP", status.pod_ip.as_deref().unwrap()),
+        ("HOST_IP", status.host_ip.as_deref().unwrap()),
+        ("MEM_MI", "64"),
+        ("CPUS", "4"),
+    ];
+    for (k, v) in expect {
+        assert_eq!(c.env_value(k), Some(v), "{k}");
+    }
+    assert_eq!(c.env_value("MAYBE"), None, "optional reference to a missing ConfigMap is skipped");
+    assert_eq!(c.command, ["echo", "hello world $(NAME)", "$(UNDEFINED)"]);
+    assert_eq!(c.resources.memory_limit_bytes, Some(64 * 1024 * 1024));
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_config_map_key_is_a_create_container_config_error_until_it_appears() {
+    let mut h = harness().await;
+    config_map(&h, "partial", &[("other", "x")]).await;
+    h.start_agent(h.config("node-1"));
+    let mut p = pod("needs-key", "node-1", &[("app", "busybox:1.36")]);
+    p["spec"]["containers"][0]["env"] = json!([
+        { "name": "MODE", "valueFrom": { "configMapKeyRef": { "name": "partial", "key": "mode" } } }
+    ]);
+    h.create_pod(p).await;
+    let p = h
+        .wait_pod("needs-key", 30, |p: Option<&Pod>| {
+            p.is_some_and(|p| waiting_reason(p, "app").as_deref() == Some("CreateContainerConfigError"))
+        })
+        .await;
+    assert_eq!(phase(&p), "Pending");
+    let message = container_status(&p, "app").unwrap().state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone();
+    assert_eq!(message.as_deref(), Some("couldn't find key mode in ConfigMap default/partial"));
+    assert!(h.fake.created_containers().is_empty());
+    // Once the key exists, a retry starts the container.
+    let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
+    let patch = json!({ "data": { "mode": "slow" } });
+    cms.patch("partial", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    h.wait_pod("needs-key", 60, is_phase("Running")).await;
+    assert_eq!(h.fake.created_containers()[0].env_value("MODE"), Some("slow"));
+}

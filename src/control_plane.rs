@@ -1,0 +1,102 @@
+//! The control plane: the scheduler and the controllers, started together, optionally only
+//! while this process holds the leader lease (upstream's `--leader-elect`).
+
+use std::sync::Arc;
+
+use kybernetes_controllers::{
+    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, NamespaceConfig, NodeLifecycleConfig,
+};
+use kybernetes_core::Clock;
+use kybernetes_sched::{Scheduler, SchedulerConfig, SchedulerLoop};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::leader::{LeaderElectionConfig, LeaderElector};
+
+/// Settings of the control-plane components. `Default` gives upstream's values.
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlaneConfig {
+    /// The scheduling loop.
+    pub scheduler: SchedulerConfig,
+    /// Node lifecycle: lease grace period and the default NoExecute toleration.
+    pub node_lifecycle: NodeLifecycleConfig,
+    /// The garbage collector.
+    pub garbage_collector: GarbageCollectorConfig,
+    /// The Endpoints controller.
+    pub endpoints: EndpointsConfig,
+    /// The EndpointSlice controller.
+    pub endpoint_slices: EndpointSliceConfig,
+    /// The namespace controller.
+    pub namespace: NamespaceConfig,
+    /// When set, the components run only while this process holds the lease.
+    pub leader_election: Option<LeaderElectionConfig>,
+}
+
+/// Starts every control-plane component; they stop when `shutdown` is cancelled.
+pub(crate) fn start_components(
+    client: &kube::Client,
+    clock: &Clock,
+    scheduler: &Arc<dyn Scheduler>,
+    config: &ControlPlaneConfig,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut sched_config = config.scheduler.clone();
+    sched_config.clock = clock.clone();
+    let c = || client.clone();
+    let k = || clock.clone();
+    let t = || shutdown.child_token();
+    vec![
+        SchedulerLoop::spawn(c(), scheduler.clone(), sched_config, t()),
+        kybernetes_controllers::spawn_replicaset(c(), k(), t()),
+        kybernetes_controllers::spawn_deployment(c(), k(), t()),
+        kybernetes_controllers::spawn_garbage_collector(c(), k(), config.garbage_collector.clone(), t()),
+        kybernetes_controllers::spawn_endpoints_controller(c(), k(), config.endpoints.clone(), t()),
+        kybernetes_controllers::spawn_endpointslice_controller(c(), k(), config.endpoint_slices.clone(), t()),
+        kybernetes_controllers::spawn_node_lifecycle_controller(c(), k(), config.node_lifecycle.clone(), t()),
+        kybernetes_controllers::spawn_namespace_controller(c(), k(), config.namespace.clone(), t()),
+    ]
+}
+
+/// Runs the control plane: at once, or under leader election.
+pub(crate) fn spawn(
+    client: kube::Client,
+    clock: Clock,
+    scheduler: Arc<dyn Scheduler>,
+    config: ControlPlaneConfig,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(election) = config.leader_election.clone() else {
+            let tasks = start_components(&client, &clock, &scheduler, &config, &shutdown);
+            shutdown.cancelled().await;
+            for t in tasks {
+                let _ = t.await;
+            }
+            return;
+        };
+        let elector = LeaderElector::spawn(client.clone(), clock.clone(), election, shutdown.child_token());
+        let mut leading = elector.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = leading.wait_for(|l| *l) => if r.is_err() { break },
+            }
+            info!("leading: starting the scheduler and controllers");
+            let term = shutdown.child_token();
+            let tasks = start_components(&client, &clock, &scheduler, &config, &term);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = leading.wait_for(|l| !*l) => info!("lost leadership: stopping the scheduler and controllers"),
+            }
+            term.cancel();
+            for t in tasks {
+                let _ = t.await;
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        elector.join().await;
+    })
+}
