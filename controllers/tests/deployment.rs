@@ -232,10 +232,12 @@ async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Resul
 
     stop.cancel();
     watcher.await?;
-    let seen = seen.lock().unwrap();
-    assert!(seen.min_available >= 15, "saw only {} available pods (maxUnavailable 25% of 20)", seen.min_available);
-    assert!(seen.max_total <= 25, "saw {} pods (maxSurge 25% of 20)", seen.max_total);
-    drop(seen);
+    let (min_available, max_total) = {
+        let seen = seen.lock().unwrap();
+        (seen.min_available, seen.max_total)
+    };
+    assert!(min_available >= 15, "saw only {min_available} available pods (maxUnavailable 25% of 20)");
+    assert!(max_total <= 25, "saw {max_total} pods (maxSurge 25% of 20)");
     cluster.stop().await;
     Ok(())
 }
@@ -391,6 +393,31 @@ async fn revision_history_limit_trims_old_replica_sets() -> anyhow::Result<()> {
     .await?;
     let revisions: Vec<_> = replica_sets(&cluster.client, &d).await?.iter().filter_map(revision_of).collect();
     assert_eq!(revisions, ["3", "4"]);
+    cluster.stop().await;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_progress_deadline_passes_under_a_paused_clock() -> anyhow::Result<()> {
+    // Ten minutes of cluster time pass in an instant: the controller reads wall time from the
+    // cluster clock and waits with tokio timers.
+    let cluster = TestCluster::start(None).await?;
+    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
+    api.create(&PostParams::default(), &deployment("web", 1, "nginx:1.25", json!({}))).await?;
+    wait_for_rollout(&cluster.client, "web").await?;
+
+    cluster.kubelet.set_not_ready_image("nginx:broken");
+    set_image(&cluster.client, "web", "nginx:broken").await?;
+    let started = cluster.clock.now();
+    loop {
+        let d = api.get("web").await?;
+        if condition(&d, "Progressing").map(|c| c.1) == Some("ProgressDeadlineExceeded".into()) {
+            break;
+        }
+        anyhow::ensure!((cluster.clock.now() - started).num_seconds() < 3600, "no ProgressDeadlineExceeded after an hour");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert!((cluster.clock.now() - started).num_seconds() >= 600);
     cluster.stop().await;
     Ok(())
 }

@@ -336,23 +336,14 @@ impl Framework {
         totals
     }
 
-    /// The highest-scoring node, ties broken uniformly at random (upstream's `selectHost`
-    /// reservoir sampling).
+    /// The highest-scoring node, ties broken uniformly at random (what upstream's `selectHost`
+    /// reservoir sampling yields, with one random draw per pod).
     fn select_host(&self, feasible: &[usize], totals: &[i64]) -> usize {
-        let mut best = 0;
-        let mut ties = 1u64;
-        for j in 1..feasible.len() {
-            if totals[j] > totals[best] {
-                best = j;
-                ties = 1;
-            } else if totals[j] == totals[best] {
-                ties += 1;
-                if self.next_random().is_multiple_of(ties) {
-                    best = j;
-                }
-            }
-        }
-        feasible[best]
+        let best = totals.iter().copied().max().unwrap_or(0);
+        let ties = totals.iter().filter(|&&t| t == best).count();
+        let pick = if ties > 1 { (self.next_random() % ties as u64) as usize } else { 0 };
+        let chosen = totals.iter().enumerate().filter(|&(_, &t)| t == best).nth(pick).map_or(0, |(j, _)| j);
+        feasible[chosen]
     }
 }
 

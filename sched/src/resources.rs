@@ -304,16 +304,14 @@ pub fn parse_scaled(s: &str, scale: i32) -> Option<i64> {
         return None;
     }
     let (exp10, exp2) = suffix_exponents(suffix)?;
-    let digits = format!("{int_part}{frac_part}");
-    let digits = digits.trim_start_matches('0');
-    if digits.len() > 36 {
-        return Some(if negative { i64::MIN } else { i64::MAX });
+    let digits = int_part.bytes().chain(frac_part.bytes()).skip_while(|&b| b == b'0');
+    let mut mantissa: i128 = 0;
+    for (n, b) in digits.enumerate() {
+        if n >= 36 {
+            return Some(if negative { i64::MIN } else { i64::MAX });
+        }
+        mantissa = mantissa * 10 + i128::from(b - b'0');
     }
-    let mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
     let mut v = mantissa.checked_mul(1i128.checked_shl(exp2)?);
     let exp = exp10 + scale - i32::try_from(frac_part.len()).ok()?;
     if exp >= 0 {

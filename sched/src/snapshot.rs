@@ -17,6 +17,9 @@ pub struct NodeInfo {
     node: Arc<Node>,
     allocatable: Resource,
     usage: Usage,
+    /// Copied out of the node object so filters do not chase it for every node.
+    unschedulable: bool,
+    taints: Vec<Taint>,
 }
 
 /// What the pods on a node add up to.
@@ -44,12 +47,24 @@ impl Usage {
 impl NodeInfo {
     /// A node with no pods on it.
     pub fn new(node: Node) -> NodeInfo {
-        let allocatable = node_allocatable(&node);
-        NodeInfo {
-            node: Arc::new(node),
-            allocatable,
+        let mut info = NodeInfo {
+            node: Arc::new(Node::default()),
+            allocatable: Resource::default(),
             usage: Usage::default(),
-        }
+            unschedulable: false,
+            taints: Vec::new(),
+        };
+        info.set_node(node);
+        info
+    }
+
+    /// Replaces the node object, keeping the usage.
+    fn set_node(&mut self, node: Node) {
+        self.allocatable = node_allocatable(&node);
+        let spec = node.spec.as_ref();
+        self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        self.taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
+        self.node = Arc::new(node);
     }
 
     /// The node object.
@@ -69,20 +84,12 @@ impl NodeInfo {
 
     /// The node's taints.
     pub fn taints(&self) -> &[Taint] {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or_default()
+        &self.taints
     }
 
     /// Whether the node is cordoned (`spec.unschedulable`).
     pub fn unschedulable(&self) -> bool {
-        self.node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false)
+        self.unschedulable
     }
 
     /// The node's allocatable resources.
@@ -233,8 +240,7 @@ impl Snapshot {
             } else {
                 NodeChange::Unchanged
             };
-            info.allocatable = node_allocatable(&node);
-            info.node = Arc::new(node);
+            info.set_node(node);
             return change;
         }
         let mut info = NodeInfo::new(node);

@@ -14,6 +14,7 @@
 //! The submodules hold the watch stream and the compaction bookkeeping.
 
 mod compact;
+mod endpoints;
 mod watch;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp,
     TxnOpResponse, TxnResponse,
 };
-use tokio::sync::oneshot;
+use tokio::sync::watch as signal;
 use tracing::Instrument;
 
 use crate::{Error, KeyValue, ListOptions, ListResult, Result, Store, WatchStream};
@@ -132,8 +133,10 @@ pub(crate) struct Inner {
     prefix: String,
     /// The highest compaction revision this store has seen.
     compacted: AtomicI64,
-    /// Dropping it stops the background compaction task.
-    _stop_compactor: Option<oneshot::Sender<()>>,
+    /// Member health, for the balancer.
+    members: endpoints::Members,
+    /// Dropping it stops the background tasks (compaction, member health).
+    stop: signal::Sender<()>,
 }
 
 impl EtcdStore {
@@ -146,7 +149,12 @@ impl EtcdStore {
     /// Connects to etcd at `endpoints` with `options`. It reads etcd once before returning, so
     /// an unreachable etcd (or bad TLS settings) is reported here as [`Error::Backend`].
     pub async fn connect_with(endpoints: &[impl AsRef<str>], options: EtcdOptions) -> Result<EtcdStore> {
-        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
+        let scheme = if options.tls.is_some() { "https://" } else { "http://" };
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.as_ref().trim())
+            .map(|e| if e.contains("://") { e.to_owned() } else { format!("{scheme}{e}") })
+            .collect();
         let span = tracing::info_span!("etcd_connect", ?endpoints, prefix = %options.prefix);
         EtcdStore::connect_inner(endpoints, options).instrument(span).await
     }
@@ -170,14 +178,15 @@ impl EtcdStore {
             connect = connect.with_tls(tls_config(tls)?);
         }
         let what = || format!("connecting to etcd at {}", endpoints.join(","));
-        let client = Client::connect(&endpoints, Some(connect)).await.map_err(|e| Error::backend(what(), e))?;
-        let (stop, stopped) = oneshot::channel();
+        let client = Client::connect(&endpoints, Some(connect.clone())).await.map_err(|e| Error::backend(what(), e))?;
+        let members = endpoints::Members::new(&endpoints, &connect).await.map_err(|e| Error::backend(what(), e))?;
         let inner = Arc::new(Inner {
             client,
             endpoints: endpoints.clone(),
             prefix: options.prefix,
             compacted: AtomicI64::new(0),
-            _stop_compactor: options.compaction_interval.map(|_| stop),
+            members,
+            stop: signal::channel(()).0,
         });
         // The first read proves the connection and learns the compacted revision.
         let probe = tokio::time::timeout(options.request_timeout, inner.probe())
@@ -185,8 +194,9 @@ impl EtcdStore {
             .map_err(|_| Error::Backend { context: format!("{}: no answer within {:?}", what(), options.request_timeout), source: None })?
             .map_err(|e| Error::backend(what(), e))?;
         tracing::info!(revision = probe.current, compacted = probe.compacted, "connected to etcd");
+        tokio::spawn(endpoints::run_monitor(Arc::downgrade(&inner), inner.stop.subscribe()));
         if let Some(interval) = options.compaction_interval {
-            tokio::spawn(compact::run_compactor(Arc::downgrade(&inner), interval, stopped));
+            tokio::spawn(compact::run_compactor(Arc::downgrade(&inner), interval, inner.stop.subscribe()));
         }
         Ok(EtcdStore { inner })
     }
@@ -304,8 +314,10 @@ impl Inner {
     /// The key's current `mod_revision` (without its value), if it exists.
     async fn mod_revision_of(&self, full: &[u8], key: &str) -> Result<Option<i64>> {
         let resp = self
-            .kv()
-            .get(full, Some(GetOptions::new().with_keys_only()))
+            .call(|mut kv| {
+                let full = full.to_vec();
+                async move { kv.get(full, Some(GetOptions::new().with_keys_only())).await }
+            })
             .await
             .map_err(|e| Error::backend(format!("etcd get {key}"), e))?;
         Ok(resp.kvs().first().map(|kv| kv.mod_revision()))
@@ -333,8 +345,12 @@ impl Store for EtcdStore {
     #[tracing::instrument(level = "trace", skip(self))]
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let inner = &self.inner;
+        let full = inner.full_key(key);
         let mut resp =
-            inner.kv().get(inner.full_key(key), None).await.map_err(|e| Error::backend(format!("etcd get {key}"), e))?;
+            inner.call(|mut kv| {
+            let full = full.clone();
+            async move { kv.get(full, None).await }
+        }).await.map_err(|e| Error::backend(format!("etcd get {key}"), e))?;
         resp.take_kvs().into_iter().next().map(|kv| inner.convert(kv)).transpose()
     }
 
@@ -359,7 +375,10 @@ impl Store for EtcdStore {
         if let Some(limit) = opts.limit.filter(|l| *l > 0) {
             get = get.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         }
-        let mut resp = match inner.kv().get(start, Some(get)).await {
+        let mut resp = match inner.call(|mut kv| {
+            let (start, get) = (start.clone(), get.clone());
+            async move { kv.get(start, Some(get)).await }
+        }).await {
             Ok(resp) => resp,
             Err(e) => {
                 let requested = at.unwrap_or(0);
@@ -391,7 +410,10 @@ impl Store for EtcdStore {
             .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value.to_vec(), None)]);
         let what = || format!("etcd create {key}");
-        let resp = inner.kv().txn(txn).await.map_err(|e| Error::backend(what(), e))?;
+        let resp = inner.call(|mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                }).await.map_err(|e| Error::backend(what(), e))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.to_owned() });
         }
@@ -416,7 +438,10 @@ impl Store for EtcdStore {
             // The get after the put reads the key's create_revision in the same transaction.
             .and_then([TxnOp::put(full.clone(), value.to_vec(), None), TxnOp::get(full.clone(), keys_only())])
             .or_else([TxnOp::get(full, keys_only())]);
-        let resp = inner.kv().txn(txn).await.map_err(|e| Error::backend(what(), e))?;
+        let resp = inner.call(|mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                }).await.map_err(|e| Error::backend(what(), e))?;
         if !resp.succeeded() {
             return Err(Inner::mismatch(key, expected_revision, Inner::else_revision(&resp)));
         }
@@ -447,7 +472,10 @@ impl Store for EtcdStore {
                     .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected)])
                     .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
                     .or_else([TxnOp::get(full, Some(GetOptions::new().with_keys_only()))]);
-                let resp = inner.kv().txn(txn).await.map_err(|e| Error::backend(what(), e))?;
+                let resp = inner.call(|mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                }).await.map_err(|e| Error::backend(what(), e))?;
                 if !resp.succeeded() {
                     return Err(Inner::mismatch(key, expected, Inner::else_revision(&resp)));
                 }
@@ -460,8 +488,10 @@ impl Store for EtcdStore {
             }
             None => {
                 let mut resp = inner
-                    .kv()
-                    .delete(full, Some(DeleteOptions::new().with_prev_key()))
+                    .call(|mut kv| {
+                        let full = full.clone();
+                        async move { kv.delete(full, Some(DeleteOptions::new().with_prev_key())).await }
+                    })
                     .await
                     .map_err(|e| Error::backend(what(), e))?;
                 let revision = resp.header().map(|h| h.revision()).unwrap_or(0);

@@ -6,15 +6,15 @@
 //! ([`revision::pod_template_hash`]). A reconcile ([`reconcile`], upstream's `syncDeployment`):
 //! 1. claims the ReplicaSets that match the selector (adopts orphans, releases the rest);
 //! 2. if the deployment is paused or was only scaled, scales the ReplicaSets proportionally
-//!    ([`sync`](self)) and writes the status;
-//! 3. otherwise rolls out: [`rolling`](self) (maxSurge / maxUnavailable) or
-//!    [`recreate`](self) (old pods gone before new ones start);
+//!    (`sync.rs`) and writes the status;
+//! 3. otherwise rolls out: `rolling.rs` (maxSurge / maxUnavailable) or
+//!    `recreate.rs` (old pods gone before new ones start);
 //! 4. writes the status, the Progressing condition with `progressDeadlineSeconds`, and the
-//!    Available condition ([`progress`](self)), then trims old ReplicaSets beyond
+//!    Available condition (`progress.rs`), then trims old ReplicaSets beyond
 //!    `revisionHistoryLimit`.
 //!
 //! A rollback (`kubectl rollout undo`) writes an old template back; the ReplicaSet with that
-//! template is reused and gets the next revision ([`rollback`](self)).
+//! template is reused and gets the next revision (`rollback.rs`).
 //!
 //! ```no_run
 //! # async fn demo(client: kube::Client) {

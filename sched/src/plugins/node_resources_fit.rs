@@ -40,6 +40,7 @@ impl ScoredResource {
 
     /// What the pod requests of this resource; with `use_requested` false, CPU and memory use
     /// the non-zero requests.
+    #[inline]
     pub(crate) fn pod_request(&self, pod: &PodInfo<'_>, use_requested: bool) -> i64 {
         let r = pod.requests();
         match self {
@@ -54,6 +55,7 @@ impl ScoredResource {
 
     /// Upstream's `calculateResourceAllocatableRequest`: the node's allocatable amount and what
     /// it would have requested with the pod on it; `(0, 0)` leaves the resource out.
+    #[inline]
     pub(crate) fn allocatable_and_requested(
         &self,
         node: &NodeInfo,
@@ -128,19 +130,26 @@ impl NodeResourcesFit {
 
 /// `(capacity - requested) * 100 / capacity`, 0 when over capacity.
 fn least_requested_score(requested: i64, capacity: i64) -> i64 {
-    if capacity == 0 || requested > capacity {
+    if capacity <= 0 || requested > capacity {
         return 0;
     }
-    ((i128::from(capacity - requested) * i128::from(MAX_NODE_SCORE)) / i128::from(capacity)) as i64
+    scale(capacity - requested, capacity)
 }
 
 /// `requested * 100 / capacity`, with requested capped at capacity.
 fn most_requested_score(requested: i64, capacity: i64) -> i64 {
-    if capacity == 0 {
+    if capacity <= 0 {
         return 0;
     }
-    let requested = requested.min(capacity);
-    ((i128::from(requested) * i128::from(MAX_NODE_SCORE)) / i128::from(capacity)) as i64
+    scale(requested.clamp(0, capacity), capacity)
+}
+
+/// `part * 100 / whole` for `0 <= part <= whole`, exact even when `part * 100` overflows.
+fn scale(part: i64, whole: i64) -> i64 {
+    match part.checked_mul(MAX_NODE_SCORE) {
+        Some(p) => p / whole,
+        None => ((i128::from(part) * i128::from(MAX_NODE_SCORE)) / i128::from(whole)) as i64,
+    }
 }
 
 impl FilterPlugin for NodeResourcesFit {

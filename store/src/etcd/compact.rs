@@ -9,7 +9,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use tokio::sync::oneshot;
+use tokio::sync::watch as signal;
 use tracing::Instrument;
 
 use super::{Inner, is_compacted, is_future};
@@ -36,8 +36,7 @@ impl Inner {
     /// Reads [`COMPACT_REV_KEY`]: the answer's header carries the current revision.
     pub(crate) async fn probe(&self) -> Result<Probe> {
         let resp = self
-            .kv()
-            .get(COMPACT_REV_KEY, None)
+            .call(|mut kv| async move { kv.get(COMPACT_REV_KEY, None).await })
             .await
             .map_err(|e| Error::backend("etcd read of the current revision", e))?;
         let current = resp
@@ -79,15 +78,17 @@ impl Inner {
                 .when([Compare::mod_revision(COMPACT_REV_KEY, CompareOp::Equal, probe.key_revision)])
                 .and_then([TxnOp::put(COMPACT_REV_KEY, revision.to_string(), None)]);
             let resp = self
-                .kv()
-                .txn(txn)
+                .call(|mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })
                 .await
                 .map_err(|e| Error::backend(format!("etcd record of compaction to {revision}"), e))?;
             if !resp.succeeded() {
                 tracing::debug!(revision, "another store recorded a compaction first; retrying");
                 continue;
             }
-            match self.kv().compact(revision, None).await {
+            match self.call(|mut kv| async move { kv.compact(revision, None).await }).await {
                 Ok(_) => {}
                 // Someone compacted further already: history below `revision` is gone either way.
                 Err(e) if is_compacted(&e) => {}
@@ -128,11 +129,11 @@ async fn compact_once(inner: &Inner, last_seen: Option<i64>) -> Option<i64> {
 
 /// The background compaction loop: every `interval`, compact up to the revision seen one interval
 /// before. Ends when the store is dropped (`stop` closes).
-pub(crate) async fn run_compactor(inner: Weak<Inner>, interval: Duration, mut stop: oneshot::Receiver<()>) {
+pub(crate) async fn run_compactor(inner: Weak<Inner>, interval: Duration, mut stop: signal::Receiver<()>) {
     let mut last_seen: Option<i64> = None;
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         let Some(inner) = inner.upgrade() else { return };

@@ -43,10 +43,12 @@ pub(crate) async fn watch(inner: Arc<Inner>, prefix: &str, from: i64) -> Result<
     }
     let options = WatchOptions::new().with_prefix().with_start_revision(from + 1).with_prev_key();
     let what = || format!("etcd watch {prefix} from {from}");
+    let key = inner.full_key(prefix);
     let stream = inner
-        .client
-        .watch_client()
-        .watch(inner.full_key(prefix), Some(options))
+        .retry(|| {
+            let (mut client, key, options) = (inner.client.watch_client(), key.clone(), options.clone());
+            async move { client.watch(key, Some(options)).await }
+        })
         .await
         .map_err(|e| Error::backend(what(), e))?;
     let (sender, mut responses) = stream.split();
@@ -148,8 +150,12 @@ impl State {
                             return Some(item);
                         }
                     }
-                    Some(Err(e)) => return self.fail(Error::backend("etcd watch stream failed", e)),
+                    Some(Err(e)) => {
+                        self.inner.member_failed();
+                        return self.fail(Error::backend("etcd watch stream failed", e));
+                    }
                     None => {
+                        self.inner.member_failed();
                         let e = Error::Backend { context: format!("etcd closed the watch stream (watch from {})", self.from), source: None };
                         return self.fail(e);
                     }

@@ -106,7 +106,7 @@ impl Member {
     /// Kills the member with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
         }
         if let Some(mut w) = self.watchdog.take() {
             let _ = w.kill();
