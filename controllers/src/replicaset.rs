@@ -88,7 +88,7 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 }
 
 /// What every ReplicaSet reconcile shares.
-pub struct Context {
+pub(crate) struct Context {
     client: Client,
     clock: Clock,
     pods: Store<Pod>,
@@ -223,7 +223,7 @@ impl Context {
 }
 
 /// Upstream's `syncReplicaSet`: claims pods, creates or deletes pods, writes the status.
-pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action> {
+pub(crate) async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action> {
     ctx.pods.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
     let rs = ctx.rs_writes.get(rs.clone()).unwrap_or(rs);
     let key = ObjectRef::from_obj(rs.as_ref());

@@ -521,7 +521,10 @@ where
     let meta = obj.meta();
     let ns = meta.namespace.clone().unwrap_or_else(|| "default".to_string());
     let now = clock.now();
-    let name = format!("{}.{:x}", meta.name.as_deref().unwrap_or("object"), now.timestamp_nanos_opt().unwrap_or_default());
+    // The clock may stand still (a paused test clock), so a counter keeps names unique.
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, AtomicOrdering::Relaxed);
+    let name = format!("{}.{:x}{seq:04x}", meta.name.as_deref().unwrap_or("object"), now.timestamp_nanos_opt().unwrap_or_default());
     let event = CoreEvent {
         metadata: ObjectMeta { name: Some(name), namespace: Some(ns.clone()), ..Default::default() },
         involved_object: ObjectReference {

@@ -211,6 +211,14 @@ async fn replica_set_ignores_pods_of_other_controllers_and_finished_pods() -> an
     }))?;
     pods.create(&PostParams::default(), &done).await?;
     pods.patch_status("finished", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Succeeded"}}))).await?;
+    // A matching pod controlled by someone else is left alone.
+    let taken: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "taken", "labels": {"app": "web"}, "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "other", "uid": "0000-other", "controller": true
+        }]},
+        "spec": {"containers": [{"name": "main", "image": "nginx:1.25"}]}
+    }))?;
+    pods.create(&PostParams::default(), &taken).await?;
 
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
     let uid = rss.create(&PostParams::default(), &replica_set("web", 2, 0)).await?.uid().unwrap_or_default();
@@ -218,6 +226,7 @@ async fn replica_set_ignores_pods_of_other_controllers_and_finished_pods() -> an
     let owned = owned_pods(&cluster.client, &uid).await?;
     assert_eq!(owned.len(), 2);
     assert!(pods.get("finished").await?.owner_references().is_empty());
+    assert_eq!(pods.get("taken").await?.owner_references()[0].uid, "0000-other");
     let labels: BTreeMap<_, _> = owned[0].labels().clone();
     assert_eq!(labels.get("app").map(String::as_str), Some("web"));
     cluster.stop().await;

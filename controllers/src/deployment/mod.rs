@@ -102,7 +102,7 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 }
 
 /// What every Deployment reconcile shares.
-pub struct Context {
+pub(crate) struct Context {
     client: Client,
     clock: Clock,
     replica_sets: Store<ReplicaSet>,
@@ -217,7 +217,7 @@ fn error_policy(d: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Action 
 }
 
 /// Upstream's `syncDeployment`.
-pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> {
+pub(crate) async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> {
     ctx.replica_sets.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
     ctx.pods.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
     let d = ctx.deployment_writes.get(d.clone()).unwrap_or(d);
