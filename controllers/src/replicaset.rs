@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::util::{
-    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, controller_ref, is_controlled_by, is_not_found,
-    is_pod_active, is_pod_available, is_pod_ready, label_selector,
+    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, controller_ref,
+    is_controlled_by, is_not_found, is_pod_active, is_pod_available, is_pod_ready, label_selector,
 };
 
 /// At most this many pods are created or deleted by one reconcile (upstream's `BurstReplicas`).
@@ -99,7 +99,11 @@ pub(crate) struct Context {
 }
 
 /// Starts the ReplicaSet controller; it stops when `shutdown` is cancelled.
-pub fn spawn_replicaset(client: Client, clock: Clock, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_replicaset(
+    client: Client,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(run(client, clock, shutdown).instrument(info_span!("replicaset_controller")))
 }
 
@@ -108,7 +112,10 @@ pub fn spawn_replicaset(client: Client, clock: Clock, shutdown: CancellationToke
 fn strip_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
-    pod.spec = Some(PodSpec { node_name, ..Default::default() });
+    pod.spec = Some(PodSpec {
+        node_name,
+        ..Default::default()
+    });
     if let Some(status) = pod.status.take() {
         pod.status = Some(PodStatus {
             phase: status.phase,
@@ -120,7 +127,10 @@ fn strip_pod(pod: &mut Pod) {
 }
 
 async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
-    let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let replica_sets = controller.store();
     let (pods, writer) = reflector::store();
     let observed = ObservedRevision::default();
@@ -145,7 +155,9 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         backoff: ErrorBackoff::new(MAX_BACKOFF),
     });
     let controller = controller
-        .watches_stream(pod_events, move |pod| replica_sets_for_pod(&replica_sets, &pod))
+        .watches_stream(pod_events, move |pod| {
+            replica_sets_for_pod(&replica_sets, &pod)
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
             if let Err(e) = res {
@@ -188,17 +200,26 @@ fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action
 }
 
 fn spec_replicas(rs: &ReplicaSet) -> usize {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0) as usize
 }
 
 fn min_ready_seconds(rs: &ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 impl Context {
     /// The active pods of a namespace, this controller's writes included.
     fn active_pods(&self, ns: &str) -> Vec<Arc<Pod>> {
-        self.pod_writes.list(&self.pods, |p| p.metadata.namespace.as_deref() == Some(ns) && is_pod_active(p))
+        self.pod_writes.list(&self.pods, |p| {
+            p.metadata.namespace.as_deref() == Some(ns) && is_pod_active(p)
+        })
     }
 
     /// The pods of the ReplicaSets that share `rs`'s controller (upstream's
@@ -211,7 +232,10 @@ impl Context {
                 .replica_sets
                 .state()
                 .iter()
-                .filter(|s| s.namespace().as_deref() == Some(ns) && controller_of(&s.metadata).is_some_and(|r| r.uid == owner))
+                .filter(|s| {
+                    s.namespace().as_deref() == Some(ns)
+                        && controller_of(&s.metadata).is_some_and(|r| r.uid == owner)
+                })
                 .filter_map(|s| s.metadata.uid.clone())
                 .collect();
         }
@@ -224,12 +248,16 @@ impl Context {
 
 /// Upstream's `syncReplicaSet`: claims pods, creates or deletes pods, writes the status.
 pub(crate) async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.pods.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::InformerStopped)?;
     let rs = ctx.rs_writes.get(rs.clone()).unwrap_or(rs);
     let key = ObjectRef::from_obj(rs.as_ref());
     let ns = rs.namespace().unwrap_or_default();
     let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let selector = label_selector(rs.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
+    let selector =
+        label_selector(rs.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
 
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let candidates = ctx.active_pods(&ns);
@@ -254,7 +282,10 @@ pub(crate) async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<
     ctx.backoff.reset(&key);
 
     let min_ready = min_ready_seconds(&rs);
-    let next_available = owned.iter().filter_map(|p| util::until_available(p, min_ready, now)).min();
+    let next_available = owned
+        .iter()
+        .filter_map(|p| util::until_available(p, min_ready, now))
+        .min();
     Ok(match next_available {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
@@ -263,7 +294,12 @@ pub(crate) async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<
 
 /// Upstream's `claimPods`: adopts and releases, with a fresh read of the ReplicaSet before the
 /// first adoption.
-async fn claim_pods(ctx: &Context, rs: &ReplicaSet, selector: &LabelSelector, candidates: Vec<Arc<Pod>>) -> Result<Vec<Arc<Pod>>> {
+async fn claim_pods(
+    ctx: &Context,
+    rs: &ReplicaSet,
+    selector: &LabelSelector,
+    candidates: Vec<Arc<Pod>>,
+) -> Result<Vec<Arc<Pod>>> {
     let ns = rs.namespace().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -271,22 +307,47 @@ async fn claim_pods(ctx: &Context, rs: &ReplicaSet, selector: &LabelSelector, ca
     let uid = rs.metadata.uid.clone();
     let can_adopt = || async move {
         match rs_api.get(&name).await {
-            Ok(fresh) => Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none()),
+            Ok(fresh) => {
+                Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none())
+            }
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e),
         }
     };
-    util::claim(&pods_api, rs, selector, candidates, &ctx.pod_writes, can_adopt).await.map_err(api_err("claim pods"))
+    util::claim(
+        &pods_api,
+        rs,
+        selector,
+        candidates,
+        &ctx.pod_writes,
+        can_adopt,
+    )
+    .await
+    .map_err(api_err("claim pods"))
 }
 
 /// Upstream's `manageReplicas`: creates or deletes pods until `spec.replicas` are active.
-async fn manage_replicas(ctx: &Context, pods_api: &Api<Pod>, rs: &ReplicaSet, owned: Vec<Arc<Pod>>) -> Result<()> {
+async fn manage_replicas(
+    ctx: &Context,
+    pods_api: &Api<Pod>,
+    rs: &ReplicaSet,
+    owned: Vec<Arc<Pod>>,
+) -> Result<()> {
     let want = spec_replicas(rs);
     let have = owned.len();
     if have < want {
         let count = (want - have).min(BURST_REPLICAS);
-        let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
-        if template.metadata.as_ref().and_then(|m| m.labels.as_ref()).is_none_or(|l| l.is_empty()) {
+        let template = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default();
+        if template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .is_none_or(|l| l.is_empty())
+        {
             return Err(Error::NoTemplateLabels);
         }
         let pod = pod_from_template(rs, &template);
@@ -327,7 +388,10 @@ where
 }
 
 /// The pod a ReplicaSet creates from its template (upstream's `GetPodFromTemplate`).
-fn pod_from_template(rs: &ReplicaSet, template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Pod {
+fn pod_from_template(
+    rs: &ReplicaSet,
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> Pod {
     let tmeta = template.metadata.clone().unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -345,14 +409,20 @@ fn pod_from_template(rs: &ReplicaSet, template: &k8s_openapi::api::core::v1::Pod
 }
 
 async fn create_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
-    let created = api.create(&PostParams::default(), pod).await.map_err(api_err("create pod"))?;
+    let created = api
+        .create(&PostParams::default(), pod)
+        .await
+        .map_err(api_err("create pod"))?;
     ctx.pod_writes.mutation(created);
     Ok(())
 }
 
 async fn delete_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
     let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(&pod.name_any(), &params).await {
@@ -368,7 +438,12 @@ async fn delete_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
 }
 
 /// Upstream's `calculateStatus`.
-fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], manage_err: Option<&Error>, clock: &Clock) -> ReplicaSetStatus {
+fn calculate_status(
+    rs: &ReplicaSet,
+    pods: &[Arc<Pod>],
+    manage_err: Option<&Error>,
+    clock: &Clock,
+) -> ReplicaSetStatus {
     let now = clock.now();
     let template_labels = rs
         .spec
@@ -379,16 +454,31 @@ fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], manage_err: Option<&Erro
         .unwrap_or_default();
     let fully_labeled = pods
         .iter()
-        .filter(|p| template_labels.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
+        .filter(|p| {
+            template_labels
+                .iter()
+                .all(|(k, v)| p.labels().get(k) == Some(v))
+        })
         .count();
     let ready = pods.iter().filter(|p| is_pod_ready(p)).count();
-    let available = pods.iter().filter(|p| is_pod_available(p, min_ready_seconds(rs), now)).count();
-    let mut conditions = rs.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let available = pods
+        .iter()
+        .filter(|p| is_pod_available(p, min_ready_seconds(rs), now))
+        .count();
+    let mut conditions = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let has_failure = conditions.iter().any(|c| c.type_ == "ReplicaFailure");
     match manage_err {
         // Only API failures are replica failures; a missing informer is not the ReplicaSet's fault.
         Some(err @ (Error::Api { .. } | Error::NoTemplateLabels)) if !has_failure => {
-            let reason = if pods.len() < spec_replicas(rs) { "FailedCreate" } else { "FailedDelete" };
+            let reason = if pods.len() < spec_replicas(rs) {
+                "FailedCreate"
+            } else {
+                "FailedDelete"
+            };
             let message = match err {
                 Error::Api { source, .. } => source.to_string(),
                 other => other.to_string(),
@@ -419,16 +509,34 @@ fn calculate_status(rs: &ReplicaSet, pods: &[Arc<Pod>], manage_err: Option<&Erro
 /// Writes the status if it changed, through the status subresource.
 async fn update_status(ctx: &Context, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
     let current = rs.status.clone().unwrap_or_default();
-    let unchanged = ReplicaSetStatus { terminating_replicas: current.terminating_replicas, ..status.clone() } == current;
+    let unchanged = ReplicaSetStatus {
+        terminating_replicas: current.terminating_replicas,
+        ..status.clone()
+    } == current;
     if unchanged {
         return Ok(());
     }
-    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+    let api: Api<ReplicaSet> =
+        Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
     let patch = util::status_merge_patch(
         &status,
-        &["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration", "conditions"],
+        &[
+            "replicas",
+            "fullyLabeledReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "observedGeneration",
+            "conditions",
+        ],
     );
-    match api.patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(
+            &rs.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(updated) => {
             ctx.rs_writes.mutation(updated);
             Ok(())

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as MetaLabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as MetaLabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -42,7 +44,10 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
 
 /// The ownerReference with `controller=true`, if any (upstream's `metav1.GetControllerOf`).
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references.as_deref()?.iter().find(|r| r.controller == Some(true))
+    meta.owner_references
+        .as_deref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
 }
 
 /// Whether `obj` is controlled by the object with this uid.
@@ -61,7 +66,9 @@ pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
 /// assert!(kybernetes_controllers::util::label_selector(None)?.is_nothing());
 /// # Ok::<(), kybernetes_core::selector::SelectorError>(())
 /// ```
-pub fn label_selector(selector: Option<&MetaLabelSelector>) -> Result<LabelSelector, SelectorError> {
+pub fn label_selector(
+    selector: Option<&MetaLabelSelector>,
+) -> Result<LabelSelector, SelectorError> {
     match selector {
         None => Ok(LabelSelector::nothing()),
         Some(sel) => {
@@ -74,13 +81,15 @@ pub fn label_selector(selector: Option<&MetaLabelSelector>) -> Result<LabelSelec
 /// A metav1.Time for `t`, truncated to whole seconds as the wire form is (so a round trip
 /// through the API server compares equal).
 pub fn to_time(t: DateTime<Utc>) -> Time {
-    let ts = k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    let ts = k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     Time(ts)
 }
 
 /// The chrono form of a metav1.Time.
 pub fn from_time(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
+    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
 }
 
 /// Whether a pod counts towards a controller's replicas: not finished (Succeeded/Failed) and not
@@ -92,7 +101,12 @@ pub fn is_pod_active(pod: &Pod) -> bool {
 
 /// The pod's Ready condition, if present.
 fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
-    pod.status.as_ref()?.conditions.as_deref()?.iter().find(|c| c.type_ == "Ready")
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
 }
 
 /// Whether the pod's Ready condition is True (upstream's `podutil.IsPodReady`).
@@ -102,7 +116,10 @@ pub fn is_pod_ready(pod: &Pod) -> bool {
 
 /// When the pod became ready, if it is ready.
 pub fn pod_ready_since(pod: &Pod) -> Option<DateTime<Utc>> {
-    ready_condition(pod).filter(|c| c.status == "True").and_then(|c| c.last_transition_time.as_ref()).map(from_time)
+    ready_condition(pod)
+        .filter(|c| c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(from_time)
 }
 
 /// Whether the pod has been ready for at least `min_ready_seconds` at `now` (upstream's
@@ -114,7 +131,8 @@ pub fn is_pod_available(pod: &Pod, min_ready_seconds: i32, now: DateTime<Utc>) -
     if min_ready_seconds <= 0 {
         return true;
     }
-    pod_ready_since(pod).is_some_and(|t| t + chrono::Duration::seconds(i64::from(min_ready_seconds)) < now)
+    pod_ready_since(pod)
+        .is_some_and(|t| t + chrono::Duration::seconds(i64::from(min_ready_seconds)) < now)
 }
 
 /// How long until a ready pod becomes available, if it is ready but not yet available.
@@ -138,15 +156,26 @@ fn phase_rank(pod: &Pod) -> u8 {
 }
 
 fn max_restarts(pod: &Pod) -> i32 {
-    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map_or(0, |cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| {
+            cs.iter().map(|c| c.restart_count).max().unwrap_or(0)
+        })
 }
 
 fn deletion_cost(pod: &Pod) -> i32 {
-    pod.annotations().get("controller.kubernetes.io/pod-deletion-cost").and_then(|v| v.parse().ok()).unwrap_or(0)
+    pod.annotations()
+        .get("controller.kubernetes.io/pod-deletion-cost")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn node_name(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or("")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
 }
 
 /// Upstream's `ActivePodsWithRanks` order: the pods to delete first come first. `rank` is the
@@ -155,7 +184,11 @@ fn compare_for_deletion(a: &Pod, ra: usize, b: &Pod, rb: usize) -> Ordering {
     // 1. Unassigned < assigned.
     let (na, nb) = (node_name(a).is_empty(), node_name(b).is_empty());
     if na != nb {
-        return if na { Ordering::Less } else { Ordering::Greater };
+        return if na {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     // 2. Pending < Unknown < Running.
     let (pa, pb) = (phase_rank(a), phase_rank(b));
@@ -165,7 +198,11 @@ fn compare_for_deletion(a: &Pod, ra: usize, b: &Pod, rb: usize) -> Ordering {
     // 3. Not ready < ready.
     let (ya, yb) = (is_pod_ready(a), is_pod_ready(b));
     if ya != yb {
-        return if ya { Ordering::Greater } else { Ordering::Less };
+        return if ya {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
     }
     // 4. Lower pod-deletion-cost first.
     let (ca, cb) = (deletion_cost(a), deletion_cost(b));
@@ -189,7 +226,10 @@ fn compare_for_deletion(a: &Pod, ra: usize, b: &Pod, rb: usize) -> Ordering {
         return xb.cmp(&xa);
     }
     // 8. Newer first.
-    let (ta, tb) = (a.metadata.creation_timestamp.as_ref(), b.metadata.creation_timestamp.as_ref());
+    let (ta, tb) = (
+        a.metadata.creation_timestamp.as_ref(),
+        b.metadata.creation_timestamp.as_ref(),
+    );
     if ta != tb {
         return tb.cmp(&ta);
     }
@@ -199,7 +239,11 @@ fn compare_for_deletion(a: &Pod, ra: usize, b: &Pod, rb: usize) -> Ordering {
 /// Picks the `count` pods to delete first when scaling down, ranked as upstream's
 /// `getPodsToDelete`: `related` are the pods of the owner's sibling controllers (and its own),
 /// used to rank doubled-up pods on a node first.
-pub fn pods_to_delete(mut pods: Vec<Arc<Pod>>, related: &[Arc<Pod>], count: usize) -> Vec<Arc<Pod>> {
+pub fn pods_to_delete(
+    mut pods: Vec<Arc<Pod>>,
+    related: &[Arc<Pod>],
+    count: usize,
+) -> Vec<Arc<Pod>> {
     if count < pods.len() {
         let mut per_node: HashMap<&str, usize> = HashMap::new();
         for p in related {
@@ -267,7 +311,11 @@ where
 {
     /// A mutation cache over an informer that reports its progress to `observed`.
     pub fn new(observed: ObservedRevision, ttl: Duration) -> Self {
-        MutationCache { entries: Mutex::new(HashMap::new()), observed, ttl }
+        MutationCache {
+            entries: Mutex::new(HashMap::new()),
+            observed,
+            ttl,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Mutations<K>> {
@@ -277,21 +325,30 @@ where
     /// Records an object this controller wrote (created, updated or patched).
     pub fn mutation(&self, obj: K) {
         let key = ObjectRef::from_obj(&obj);
-        self.lock().insert(key, (Mutation::Written(Arc::new(obj)), tokio::time::Instant::now()));
+        self.lock().insert(
+            key,
+            (
+                Mutation::Written(Arc::new(obj)),
+                tokio::time::Instant::now(),
+            ),
+        );
     }
 
     /// Records an object this controller deleted.
     pub fn deletion(&self, obj: &K) {
         let key = ObjectRef::from_obj(obj);
         let uid = obj.meta().uid.clone().unwrap_or_default();
-        self.lock().insert(key, (Mutation::Deleted(uid), tokio::time::Instant::now()));
+        self.lock()
+            .insert(key, (Mutation::Deleted(uid), tokio::time::Instant::now()));
     }
 
     /// The newest known version of a cached object; `None` if this controller deleted it.
     pub fn get(&self, cached: Arc<K>) -> Option<Arc<K>> {
         let key = ObjectRef::from_obj(cached.as_ref());
         let mut entries = self.lock();
-        let Some((m, at)) = entries.get(&key) else { return Some(cached) };
+        let Some((m, at)) = entries.get(&key) else {
+            return Some(cached);
+        };
         if at.elapsed() > self.ttl {
             entries.remove(&key);
             return Some(cached);
@@ -320,8 +377,12 @@ where
     /// objects it created that the cache does not hold yet are added, objects it deleted are
     /// left out.
     pub fn list(&self, cache: &Store<K>, filter: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
-        let mut out: Vec<Arc<K>> =
-            cache.state().into_iter().filter(|o| filter(o)).filter_map(|o| self.get(o)).collect();
+        let mut out: Vec<Arc<K>> = cache
+            .state()
+            .into_iter()
+            .filter(|o| filter(o))
+            .filter_map(|o| self.get(o))
+            .collect();
         let observed = self.observed.get();
         let mut entries = self.lock();
         entries.retain(|key, (m, at)| {
@@ -396,7 +457,11 @@ where
                 }
             }
             None => {
-                if owner_deleting || !matches || obj.meta().deletion_timestamp.is_some() || obj.meta().namespace != owner_ns {
+                if owner_deleting
+                    || !matches
+                    || obj.meta().deletion_timestamp.is_some()
+                    || obj.meta().namespace != owner_ns
+                {
                     continue;
                 }
                 if adopt_allowed.is_none()
@@ -423,7 +488,12 @@ where
     }
 }
 
-async fn adopt<K>(api: &Api<K>, obj: &K, owner: OwnerReference, cache: &MutationCache<K>) -> Result<Option<K>, kube::Error>
+async fn adopt<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner: OwnerReference,
+    cache: &MutationCache<K>,
+) -> Result<Option<K>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
@@ -431,7 +501,14 @@ where
     refs.retain(|r| r.uid != owner.uid);
     refs.push(owner);
     let patch = json!({"metadata": {"resourceVersion": obj.meta().resource_version, "ownerReferences": refs}});
-    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(adopted) => {
             debug!(name = %obj.name_any(), kind = %K::kind(&()), "adopted");
             cache.mutation(adopted.clone());
@@ -442,15 +519,31 @@ where
     }
 }
 
-async fn release<K>(api: &Api<K>, obj: &K, owner_uid: &str, cache: &MutationCache<K>) -> Result<(), kube::Error>
+async fn release<K>(
+    api: &Api<K>,
+    obj: &K,
+    owner_uid: &str,
+    cache: &MutationCache<K>,
+) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
 {
     let mut refs = obj.meta().owner_references.clone().unwrap_or_default();
     refs.retain(|r| r.uid != owner_uid);
-    let refs = if refs.is_empty() { Value::Null } else { json!(refs) };
+    let refs = if refs.is_empty() {
+        Value::Null
+    } else {
+        json!(refs)
+    };
     let patch = json!({"metadata": {"resourceVersion": obj.meta().resource_version, "ownerReferences": refs}});
-    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(released) => {
             debug!(name = %obj.name_any(), kind = %K::kind(&()), "released");
             cache.mutation(released);
@@ -494,7 +587,10 @@ pub struct ErrorBackoff<Key> {
 impl<Key: Hash + Eq> ErrorBackoff<Key> {
     /// A backoff capped at `max`.
     pub fn new(max: Duration) -> Self {
-        ErrorBackoff { failures: Mutex::new(HashMap::new()), max }
+        ErrorBackoff {
+            failures: Mutex::new(HashMap::new()),
+            max,
+        }
     }
 
     /// The delay before the next retry of `key`, counting this failure.
@@ -508,25 +604,45 @@ impl<Key: Hash + Eq> ErrorBackoff<Key> {
 
     /// Forgets the failures of `key`.
     pub fn reset(&self, key: &Key) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
 /// Records a core/v1 Event about `obj`, with times from the cluster clock (kube-runtime's
 /// `Recorder` reads the system clock, so it is not used). Failures are only logged.
-pub async fn record_event<K>(client: &kube::Client, clock: &Clock, obj: &K, type_: &str, reason: &str, message: String)
-where
+pub async fn record_event<K>(
+    client: &kube::Client,
+    clock: &Clock,
+    obj: &K,
+    type_: &str,
+    reason: &str,
+    message: String,
+) where
     K: Resource<DynamicType = ()>,
 {
     let meta = obj.meta();
-    let ns = meta.namespace.clone().unwrap_or_else(|| "default".to_string());
+    let ns = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
     let now = clock.now();
     // The clock may stand still (a paused test clock), so a counter keeps names unique.
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let seq = SEQUENCE.fetch_add(1, AtomicOrdering::Relaxed);
-    let name = format!("{}.{:x}{seq:04x}", meta.name.as_deref().unwrap_or("object"), now.timestamp_nanos_opt().unwrap_or_default());
+    let name = format!(
+        "{}.{:x}{seq:04x}",
+        meta.name.as_deref().unwrap_or("object"),
+        now.timestamp_nanos_opt().unwrap_or_default()
+    );
     let event = CoreEvent {
-        metadata: ObjectMeta { name: Some(name), namespace: Some(ns.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
         involved_object: ObjectReference {
             api_version: Some(K::api_version(&()).into_owned()),
             kind: Some(K::kind(&()).into_owned()),
@@ -542,7 +658,10 @@ where
         first_timestamp: Some(to_time(now)),
         last_timestamp: Some(to_time(now)),
         count: Some(1),
-        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some(component_of::<K>()), host: None }),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some(component_of::<K>()),
+            host: None,
+        }),
         reporting_component: Some(component_of::<K>()),
         ..Default::default()
     };
@@ -567,8 +686,14 @@ mod tests {
 
     fn pod(name: &str, node: &str, phase: &str, ready: bool) -> Arc<Pod> {
         Arc::new(Pod {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            spec: Some(PodSpec { node_name: (!node.is_empty()).then(|| node.to_string()), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: (!node.is_empty()).then(|| node.to_string()),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(phase.into()),
                 conditions: Some(vec![PodCondition {

@@ -43,8 +43,10 @@ fn deployment(name: &str, replicas: i32, image: &str, extra_spec: Value) -> Depl
 
 async fn set_image(client: &Client, name: &str, image: &str) -> anyhow::Result<()> {
     let api: Api<Deployment> = Api::default_namespaced(client.clone());
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": image}]}}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": image}]}}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
@@ -52,9 +54,18 @@ async fn set_image(client: &Client, name: &str, image: &str) -> anyhow::Result<(
 async fn replica_sets(client: &Client, d: &Deployment) -> anyhow::Result<Vec<ReplicaSet>> {
     let api: Api<ReplicaSet> = Api::default_namespaced(client.clone());
     let uid = d.uid().unwrap_or_default();
-    let mut rss: Vec<ReplicaSet> =
-        api.list(&ListParams::default()).await?.items.into_iter().filter(|rs| rs.owner_references().iter().any(|r| r.uid == uid)).collect();
-    let revision = |rs: &ReplicaSet| revision_of(rs).and_then(|r| r.parse::<i64>().ok()).unwrap_or(0);
+    let mut rss: Vec<ReplicaSet> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|rs| rs.owner_references().iter().any(|r| r.uid == uid))
+        .collect();
+    let revision = |rs: &ReplicaSet| {
+        revision_of(rs)
+            .and_then(|r| r.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     rss.sort_by_key(revision);
     Ok(rss)
 }
@@ -85,14 +96,25 @@ async fn wait_for_rollout(client: &Client, name: &str) -> anyhow::Result<Deploym
 }
 
 fn condition(d: &Deployment, type_: &str) -> Option<(String, String)> {
-    d.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 
 #[tokio::test]
-async fn deployment_creates_a_replica_set_with_revision_1_and_the_pod_template_hash() -> anyhow::Result<()> {
+async fn deployment_creates_a_replica_set_with_revision_1_and_the_pod_template_hash()
+-> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 3, "nginx:1.25", json!({}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 3, "nginx:1.25", json!({})),
+    )
+    .await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
 
     let rss = replica_sets(&cluster.client, &d).await?;
@@ -102,23 +124,54 @@ async fn deployment_creates_a_replica_set_with_revision_1_and_the_pod_template_h
     assert!(!hash.is_empty());
     assert_eq!(rs.name_any(), format!("web-{hash}"));
     let spec = rs.spec.clone().unwrap_or_default();
-    assert_eq!(spec.selector.match_labels.as_ref().and_then(|m| m.get(HASH)), Some(&hash));
-    assert_eq!(spec.template.and_then(|t| t.metadata).and_then(|m| m.labels).and_then(|l| l.get(HASH).cloned()), Some(hash.clone()));
+    assert_eq!(
+        spec.selector
+            .match_labels
+            .as_ref()
+            .and_then(|m| m.get(HASH)),
+        Some(&hash)
+    );
+    assert_eq!(
+        spec.template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels)
+            .and_then(|l| l.get(HASH).cloned()),
+        Some(hash.clone())
+    );
     assert_eq!(revision_of(rs).as_deref(), Some("1"));
-    assert_eq!(rs.annotations().get("deployment.kubernetes.io/desired-replicas").map(String::as_str), Some("3"));
-    assert_eq!(rs.annotations().get("deployment.kubernetes.io/max-replicas").map(String::as_str), Some("4"));
+    assert_eq!(
+        rs.annotations()
+            .get("deployment.kubernetes.io/desired-replicas")
+            .map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(
+        rs.annotations()
+            .get("deployment.kubernetes.io/max-replicas")
+            .map(String::as_str),
+        Some("4")
+    );
     assert_eq!(revision_of(&d).as_deref(), Some("1"));
 
     let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
-    let pods = pods.list(&ListParams::default().labels(&format!("{HASH}={hash}"))).await?.items;
+    let pods = pods
+        .list(&ListParams::default().labels(&format!("{HASH}={hash}")))
+        .await?
+        .items;
     assert_eq!(pods.len(), 3);
 
     let d = wait_for("complete conditions", TIMEOUT, || async {
         let d = api.get("web").await?;
-        Ok((condition(&d, "Progressing").map(|c| c.1) == Some("NewReplicaSetAvailable".into())).then_some(d))
+        Ok(
+            (condition(&d, "Progressing").map(|c| c.1) == Some("NewReplicaSetAvailable".into()))
+                .then_some(d),
+        )
     })
     .await?;
-    assert_eq!(condition(&d, "Available"), Some(("True".into(), "MinimumReplicasAvailable".into())));
+    assert_eq!(
+        condition(&d, "Available"),
+        Some(("True".into(), "MinimumReplicasAvailable".into()))
+    );
     assert_eq!(d.status.as_ref().and_then(|s| s.ready_replicas), Some(3));
     cluster.stop().await;
     Ok(())
@@ -128,15 +181,25 @@ async fn deployment_creates_a_replica_set_with_revision_1_and_the_pod_template_h
 async fn changing_the_image_rolls_out_a_second_replica_set() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 3, "nginx:1.25", json!({}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 3, "nginx:1.25", json!({})),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
 
     set_image(&cluster.client, "web", "nginx:1.26").await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 2);
-    assert_eq!((revision_of(&rss[0]).as_deref(), spec_replicas(&rss[0])), (Some("1"), 0));
-    assert_eq!((revision_of(&rss[1]).as_deref(), spec_replicas(&rss[1])), (Some("2"), 3));
+    assert_eq!(
+        (revision_of(&rss[0]).as_deref(), spec_replicas(&rss[0])),
+        (Some("1"), 0)
+    );
+    assert_eq!(
+        (revision_of(&rss[1]).as_deref(), spec_replicas(&rss[1])),
+        (Some("2"), 3)
+    );
     assert_eq!(revision_of(&d).as_deref(), Some("2"));
     cluster.stop().await;
     Ok(())
@@ -151,8 +214,15 @@ struct Observed {
 
 /// Watches every pod of `app` and records, after each event, the fewest ready pods and the most
 /// pods (not being deleted) seen at once.
-fn observe_pods(client: Client, app: &str, stop: CancellationToken) -> (Arc<Mutex<Observed>>, tokio::task::JoinHandle<()>) {
-    let seen = Arc::new(Mutex::new(Observed { min_available: usize::MAX, max_total: 0 }));
+fn observe_pods(
+    client: Client,
+    app: &str,
+    stop: CancellationToken,
+) -> (Arc<Mutex<Observed>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Observed {
+        min_available: usize::MAX,
+        max_total: 0,
+    }));
     let out = seen.clone();
     let api: Api<Pod> = Api::default_namespaced(client);
     let config = watcher::Config::default().labels(&format!("app={app}"));
@@ -178,10 +248,18 @@ fn observe_pods(client: Client, app: &str, stop: CancellationToken) -> (Arc<Mute
             if !initialised {
                 continue;
             }
-            let live: Vec<&Pod> = pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+            let live: Vec<&Pod> = pods
+                .values()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
             let ready = live
                 .iter()
-                .filter(|p| p.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Ready" && c.status == "True"))
+                .filter(|p| {
+                    p.status
+                        .iter()
+                        .flat_map(|s| s.conditions.iter().flatten())
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
                 .count();
             let mut o = out.lock().unwrap();
             o.min_available = o.min_available.min(ready);
@@ -195,29 +273,55 @@ fn observe_pods(client: Client, app: &str, stop: CancellationToken) -> (Arc<Mute
 async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 20, "nginx:1.25", json!({}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 20, "nginx:1.25", json!({})),
+    )
+    .await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
     let first = replica_sets(&cluster.client, &d).await?.remove(0);
 
     let stop = CancellationToken::new();
     let (seen, watcher) = observe_pods(cluster.client.clone(), "web", stop.clone());
     // Let the watcher see the steady state first.
-    wait_for("the watcher to start", TIMEOUT, || async { Ok((seen.lock().unwrap().max_total == 20).then_some(())) }).await?;
+    wait_for("the watcher to start", TIMEOUT, || async {
+        Ok((seen.lock().unwrap().max_total == 20).then_some(()))
+    })
+    .await?;
 
     set_image(&cluster.client, "web", "nginx:1.26").await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 2);
-    assert_eq!((rss[0].name_any(), revision_of(&rss[0]), spec_replicas(&rss[0])), (first.name_any(), Some("1".into()), 0));
-    assert_eq!((revision_of(&rss[1]), spec_replicas(&rss[1])), (Some("2".into()), 20));
+    assert_eq!(
+        (
+            rss[0].name_any(),
+            revision_of(&rss[0]),
+            spec_replicas(&rss[0])
+        ),
+        (first.name_any(), Some("1".into()), 0)
+    );
+    assert_eq!(
+        (revision_of(&rss[1]), spec_replicas(&rss[1])),
+        (Some("2".into()), 20)
+    );
     let second = rss[1].name_any();
 
     // Roll back as `kubectl rollout undo` does: write revision 1's template back.
-    let mut template: PodTemplateSpec = first.spec.clone().and_then(|s| s.template).unwrap_or_default();
+    let mut template: PodTemplateSpec = first
+        .spec
+        .clone()
+        .and_then(|s| s.template)
+        .unwrap_or_default();
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH);
     }
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"template": template}}))).await?;
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"template": template}})),
+    )
+    .await?;
     let d = wait_for("revision 3", TIMEOUT, || async {
         let d = wait_for_rollout(&cluster.client, "web").await?;
         Ok((revision_of(&d).as_deref() == Some("3")).then_some(d))
@@ -226,9 +330,29 @@ async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Resul
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 2, "the rollback reuses the first replica set");
     // Sorted by revision: the second (revision 2), then the first again (revision 3).
-    assert_eq!((rss[0].name_any(), revision_of(&rss[0]), spec_replicas(&rss[0])), (second, Some("2".into()), 0));
-    assert_eq!((rss[1].name_any(), revision_of(&rss[1]), spec_replicas(&rss[1])), (first.name_any(), Some("3".into()), 20));
-    assert_eq!(rss[1].annotations().get("deployment.kubernetes.io/revision-history").map(String::as_str), Some("1"));
+    assert_eq!(
+        (
+            rss[0].name_any(),
+            revision_of(&rss[0]),
+            spec_replicas(&rss[0])
+        ),
+        (second, Some("2".into()), 0)
+    );
+    assert_eq!(
+        (
+            rss[1].name_any(),
+            revision_of(&rss[1]),
+            spec_replicas(&rss[1])
+        ),
+        (first.name_any(), Some("3".into()), 20)
+    );
+    assert_eq!(
+        rss[1]
+            .annotations()
+            .get("deployment.kubernetes.io/revision-history")
+            .map(String::as_str),
+        Some("1")
+    );
 
     stop.cancel();
     watcher.await?;
@@ -236,7 +360,10 @@ async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Resul
         let seen = seen.lock().unwrap();
         (seen.min_available, seen.max_total)
     };
-    assert!(min_available >= 15, "saw only {min_available} available pods (maxUnavailable 25% of 20)");
+    assert!(
+        min_available >= 15,
+        "saw only {min_available} available pods (maxUnavailable 25% of 20)"
+    );
     assert!(max_total <= 25, "saw {max_total} pods (maxSurge 25% of 20)");
     cluster.stop().await;
     Ok(())
@@ -248,7 +375,16 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
     // finishes them.
     let cluster = TestCluster::start(Some("node-1")).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 3, "nginx:1.25", json!({"strategy": {"type": "Recreate"}}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            3,
+            "nginx:1.25",
+            json!({"strategy": {"type": "Recreate"}}),
+        ),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
 
     let overlap = Arc::new(Mutex::new(None::<String>));
@@ -266,7 +402,13 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
             };
             match event {
                 watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
-                    let image = p.spec.iter().flat_map(|s| &s.containers).filter_map(|c| c.image.clone()).next().unwrap_or_default();
+                    let image = p
+                        .spec
+                        .iter()
+                        .flat_map(|s| &s.containers)
+                        .filter_map(|c| c.image.clone())
+                        .next()
+                        .unwrap_or_default();
                     live.insert(p.name_any(), image);
                 }
                 watcher::Event::Delete(p) => {
@@ -277,7 +419,10 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
             let old = live.values().any(|i| i == "nginx:1.25");
             let new = live.values().any(|i| i == "nginx:1.26");
             if old && new {
-                found.lock().unwrap().get_or_insert_with(|| format!("{live:?}"));
+                found
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| format!("{live:?}"));
             }
         }
     });
@@ -286,7 +431,11 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
     let d = wait_for_rollout(&cluster.client, "web").await?;
     stop.cancel();
     watch.await?;
-    assert_eq!(*overlap.lock().unwrap(), None, "old and new pods existed together");
+    assert_eq!(
+        *overlap.lock().unwrap(),
+        None,
+        "old and new pods existed together"
+    );
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!((spec_replicas(&rss[0]), spec_replicas(&rss[1])), (0, 3));
     assert_eq!(revision_of(&d).as_deref(), Some("2"));
@@ -298,24 +447,51 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
 async fn paused_deployment_does_not_roll_out_but_still_scales() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 2, "nginx:1.25", json!({}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 2, "nginx:1.25", json!({})),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
 
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"paused": true}}))).await?;
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"paused": true}})),
+    )
+    .await?;
     set_image(&cluster.client, "web", "nginx:1.26").await?;
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 4}}))).await?;
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 4}})),
+    )
+    .await?;
     let d = wait_for("the paused deployment to scale", TIMEOUT, || async {
         let d = api.get("web").await?;
         let rss = replica_sets(&cluster.client, &d).await?;
         let scaled = rss.len() == 1 && spec_replicas(&rss[0]) == 4;
-        let observed = d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation;
-        Ok((scaled && observed && condition(&d, "Progressing").map(|c| c.1) == Some("DeploymentPaused".into())).then_some(d))
+        let observed =
+            d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation;
+        Ok((scaled
+            && observed
+            && condition(&d, "Progressing").map(|c| c.1) == Some("DeploymentPaused".into()))
+        .then_some(d))
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(replica_sets(&cluster.client, &d).await?.len(), 1, "no rollout while paused");
+    assert_eq!(
+        replica_sets(&cluster.client, &d).await?.len(),
+        1,
+        "no rollout while paused"
+    );
 
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"paused": false}}))).await?;
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"paused": false}})),
+    )
+    .await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 2);
@@ -328,20 +504,39 @@ async fn paused_deployment_does_not_roll_out_but_still_scales() -> anyhow::Resul
 async fn progress_deadline_exceeded_when_new_pods_never_become_ready() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 2, "nginx:1.25", json!({"progressDeadlineSeconds": 2}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment(
+            "web",
+            2,
+            "nginx:1.25",
+            json!({"progressDeadlineSeconds": 2}),
+        ),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
 
     cluster.kubelet.set_not_ready_image("nginx:broken");
     set_image(&cluster.client, "web", "nginx:broken").await?;
-    let d = wait_for("ProgressDeadlineExceeded", Duration::from_secs(30), || async {
-        let d = api.get("web").await?;
-        let c = condition(&d, "Progressing");
-        Ok((c == Some(("False".into(), "ProgressDeadlineExceeded".into()))).then_some(d))
-    })
+    let d = wait_for(
+        "ProgressDeadlineExceeded",
+        Duration::from_secs(30),
+        || async {
+            let d = api.get("web").await?;
+            let c = condition(&d, "Progressing");
+            Ok((c == Some(("False".into(), "ProgressDeadlineExceeded".into()))).then_some(d))
+        },
+    )
     .await?;
     // The old pods keep serving: maxUnavailable 25% of 2 rounds down to 0.
-    assert_eq!(d.status.as_ref().and_then(|s| s.available_replicas), Some(2));
-    assert_eq!(condition(&d, "Available").map(|c| c.0).as_deref(), Some("True"));
+    assert_eq!(
+        d.status.as_ref().and_then(|s| s.available_replicas),
+        Some(2)
+    );
+    assert_eq!(
+        condition(&d, "Available").map(|c| c.0).as_deref(),
+        Some("True")
+    );
     cluster.stop().await;
     Ok(())
 }
@@ -351,7 +546,11 @@ async fn scaling_mid_rollout_is_proportional() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
     let strategy = json!({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 0}}});
-    api.create(&PostParams::default(), &deployment("web", 10, "nginx:1.25", strategy)).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 10, "nginx:1.25", strategy),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
 
     // The rollout stalls: the new pods never become ready, so the old ones stay.
@@ -360,16 +559,27 @@ async fn scaling_mid_rollout_is_proportional() -> anyhow::Result<()> {
     wait_for("the stalled rollout", TIMEOUT, || async {
         let d = api.get("web").await?;
         let rss = replica_sets(&cluster.client, &d).await?;
-        Ok((rss.len() == 2 && spec_replicas(&rss[0]) == 10 && spec_replicas(&rss[1]) == 3).then_some(()))
+        Ok(
+            (rss.len() == 2 && spec_replicas(&rss[0]) == 10 && spec_replicas(&rss[1]) == 3)
+                .then_some(()),
+        )
     })
     .await?;
 
     // 10 -> 20: 13 replicas become 23, shared in proportion (10 -> 18, 3 -> 5).
-    api.patch("web", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 20}}))).await?;
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 20}})),
+    )
+    .await?;
     wait_for("proportional scaling", TIMEOUT, || async {
         let d = api.get("web").await?;
         let rss = replica_sets(&cluster.client, &d).await?;
-        Ok((rss.len() == 2 && spec_replicas(&rss[0]) == 18 && spec_replicas(&rss[1]) == 5).then_some(()))
+        Ok(
+            (rss.len() == 2 && spec_replicas(&rss[0]) == 18 && spec_replicas(&rss[1]) == 5)
+                .then_some(()),
+        )
     })
     .await?;
     cluster.stop().await;
@@ -380,7 +590,11 @@ async fn scaling_mid_rollout_is_proportional() -> anyhow::Result<()> {
 async fn revision_history_limit_trims_old_replica_sets() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 1, "nginx:1", json!({"revisionHistoryLimit": 1}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 1, "nginx:1", json!({"revisionHistoryLimit": 1})),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
     for image in ["nginx:2", "nginx:3", "nginx:4"] {
         set_image(&cluster.client, "web", image).await?;
@@ -391,7 +605,11 @@ async fn revision_history_limit_trims_old_replica_sets() -> anyhow::Result<()> {
         Ok((replica_sets(&cluster.client, &d).await?.len() == 2).then_some(d))
     })
     .await?;
-    let revisions: Vec<_> = replica_sets(&cluster.client, &d).await?.iter().filter_map(revision_of).collect();
+    let revisions: Vec<_> = replica_sets(&cluster.client, &d)
+        .await?
+        .iter()
+        .filter_map(revision_of)
+        .collect();
     assert_eq!(revisions, ["3", "4"]);
     cluster.stop().await;
     Ok(())
@@ -403,7 +621,11 @@ async fn default_progress_deadline_passes_under_a_paused_clock() -> anyhow::Resu
     // cluster clock and waits with tokio timers.
     let cluster = TestCluster::start(None).await?;
     let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(&PostParams::default(), &deployment("web", 1, "nginx:1.25", json!({}))).await?;
+    api.create(
+        &PostParams::default(),
+        &deployment("web", 1, "nginx:1.25", json!({})),
+    )
+    .await?;
     wait_for_rollout(&cluster.client, "web").await?;
 
     cluster.kubelet.set_not_ready_image("nginx:broken");
@@ -414,7 +636,10 @@ async fn default_progress_deadline_passes_under_a_paused_clock() -> anyhow::Resu
         if condition(&d, "Progressing").map(|c| c.1) == Some("ProgressDeadlineExceeded".into()) {
             break;
         }
-        anyhow::ensure!((cluster.clock.now() - started).num_seconds() < 3600, "no ProgressDeadlineExceeded after an hour");
+        anyhow::ensure!(
+            (cluster.clock.now() - started).num_seconds() < 3600,
+            "no ProgressDeadlineExceeded after an hour"
+        );
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     assert!((cluster.clock.now() - started).num_seconds() >= 600);

@@ -39,7 +39,11 @@ async fn owned_pods(client: &Client, uid: &str) -> anyhow::Result<Vec<Pod>> {
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.owner_references().iter().any(|r| r.uid == uid && r.controller == Some(true)))
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        })
         .collect())
 }
 
@@ -51,22 +55,36 @@ async fn wait_for_pod_count(client: &Client, uid: &str, n: usize) -> anyhow::Res
     .await
 }
 
-async fn wait_for_status(client: &Client, name: &str, ready: i32, available: i32) -> anyhow::Result<ReplicaSet> {
+async fn wait_for_status(
+    client: &Client,
+    name: &str,
+    ready: i32,
+    available: i32,
+) -> anyhow::Result<ReplicaSet> {
     let rss: Api<ReplicaSet> = Api::default_namespaced(client.clone());
-    wait_for(&format!("{name} ready={ready} available={available}"), TIMEOUT, || async {
-        let rs = rss.get(name).await?;
-        let s = rs.status.clone().unwrap_or_default();
-        let done = s.ready_replicas.unwrap_or(0) == ready
-            && s.available_replicas.unwrap_or(0) == available
-            && s.observed_generation == rs.metadata.generation;
-        Ok(done.then_some(rs))
-    })
+    wait_for(
+        &format!("{name} ready={ready} available={available}"),
+        TIMEOUT,
+        || async {
+            let rs = rss.get(name).await?;
+            let s = rs.status.clone().unwrap_or_default();
+            let done = s.ready_replicas.unwrap_or(0) == ready
+                && s.available_replicas.unwrap_or(0) == available
+                && s.observed_generation == rs.metadata.generation;
+            Ok(done.then_some(rs))
+        },
+    )
     .await
 }
 
 async fn scale(client: &Client, name: &str, replicas: i32) -> anyhow::Result<()> {
     let rss: Api<ReplicaSet> = Api::default_namespaced(client.clone());
-    rss.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": replicas}}))).await?;
+    rss.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": replicas}})),
+    )
+    .await?;
     Ok(())
 }
 
@@ -74,21 +92,41 @@ async fn scale(client: &Client, name: &str, replicas: i32) -> anyhow::Result<()>
 async fn replica_set_creates_pods_with_controller_owner_references() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let rs = rss.create(&PostParams::default(), &replica_set("web", 3, 0)).await?;
+    let rs = rss
+        .create(&PostParams::default(), &replica_set("web", 3, 0))
+        .await?;
     let uid = rs.uid().unwrap_or_default();
 
     let pods = wait_for_pod_count(&cluster.client, &uid, 3).await?;
     for pod in &pods {
-        let suffix = pod.name_any().strip_prefix("web-").map(str::to_string).unwrap_or_default();
-        assert_eq!(suffix.len(), 5, "pod {} is named <rs>-<5 chars>", pod.name_any());
+        let suffix = pod
+            .name_any()
+            .strip_prefix("web-")
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert_eq!(
+            suffix.len(),
+            5,
+            "pod {} is named <rs>-<5 chars>",
+            pod.name_any()
+        );
         let owner = &pod.owner_references()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", "web"));
-        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ReplicaSet", "web")
+        );
+        assert_eq!(
+            (owner.controller, owner.block_owner_deletion),
+            (Some(true), Some(true))
+        );
         assert_eq!(pod.labels().get("app").map(String::as_str), Some("web"));
     }
     let rs = wait_for_status(&cluster.client, "web", 3, 3).await?;
     let status = rs.status.unwrap_or_default();
-    assert_eq!((status.replicas, status.fully_labeled_replicas), (3, Some(3)));
+    assert_eq!(
+        (status.replicas, status.fully_labeled_replicas),
+        (3, Some(3))
+    );
     cluster.stop().await;
     Ok(())
 }
@@ -97,7 +135,11 @@ async fn replica_set_creates_pods_with_controller_owner_references() -> anyhow::
 async fn replica_set_scales_up_and_down() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss.create(&PostParams::default(), &replica_set("web", 2, 0)).await?.uid().unwrap_or_default();
+    let uid = rss
+        .create(&PostParams::default(), &replica_set("web", 2, 0))
+        .await?
+        .uid()
+        .unwrap_or_default();
     wait_for_status(&cluster.client, "web", 2, 2).await?;
 
     scale(&cluster.client, "web", 5).await?;
@@ -126,12 +168,26 @@ async fn replica_set_adopts_an_orphan_pod_that_matches_its_selector() -> anyhow:
     pods.create(&PostParams::default(), &orphan).await?;
 
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss.create(&PostParams::default(), &replica_set("web", 2, 0)).await?.uid().unwrap_or_default();
+    let uid = rss
+        .create(&PostParams::default(), &replica_set("web", 2, 0))
+        .await?
+        .uid()
+        .unwrap_or_default();
     let owned = wait_for_pod_count(&cluster.client, &uid, 2).await?;
-    assert!(owned.iter().any(|p| p.name_any() == "orphan"), "the orphan was adopted");
+    assert!(
+        owned.iter().any(|p| p.name_any() == "orphan"),
+        "the orphan was adopted"
+    );
     let adopted = pods.get("orphan").await?;
     let owner = &adopted.owner_references()[0];
-    assert_eq!((owner.uid.as_str(), owner.controller, owner.block_owner_deletion), (uid.as_str(), Some(true), Some(true)));
+    assert_eq!(
+        (
+            owner.uid.as_str(),
+            owner.controller,
+            owner.block_owner_deletion
+        ),
+        (uid.as_str(), Some(true), Some(true))
+    );
     // Adoption counts: only one pod was created.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pods.list(&ListParams::default()).await?.items.len(), 2);
@@ -143,12 +199,21 @@ async fn replica_set_adopts_an_orphan_pod_that_matches_its_selector() -> anyhow:
 async fn replica_set_releases_a_pod_whose_labels_no_longer_match() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss.create(&PostParams::default(), &replica_set("web", 2, 0)).await?.uid().unwrap_or_default();
+    let uid = rss
+        .create(&PostParams::default(), &replica_set("web", 2, 0))
+        .await?
+        .uid()
+        .unwrap_or_default();
     let owned = wait_for_pod_count(&cluster.client, &uid, 2).await?;
     let leaving = owned[0].name_any();
 
     let pods: Api<Pod> = Api::default_namespaced(cluster.client.clone());
-    pods.patch(&leaving, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"app": "debug"}}}))).await?;
+    pods.patch(
+        &leaving,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"app": "debug"}}})),
+    )
+    .await?;
 
     wait_for("the pod to be released", TIMEOUT, || async {
         let pod = pods.get(&leaving).await?;
@@ -167,7 +232,11 @@ async fn replica_set_releases_a_pod_whose_labels_no_longer_match() -> anyhow::Re
 async fn replica_set_replaces_a_deleted_pod() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss.create(&PostParams::default(), &replica_set("web", 3, 0)).await?.uid().unwrap_or_default();
+    let uid = rss
+        .create(&PostParams::default(), &replica_set("web", 3, 0))
+        .await?
+        .uid()
+        .unwrap_or_default();
     let before = wait_for_pod_count(&cluster.client, &uid, 3).await?;
     let gone = before[1].name_any();
 
@@ -187,7 +256,8 @@ async fn replica_set_replaces_a_deleted_pod() -> anyhow::Result<()> {
 async fn available_replicas_wait_for_min_ready_seconds() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    rss.create(&PostParams::default(), &replica_set("web", 2, 2)).await?;
+    rss.create(&PostParams::default(), &replica_set("web", 2, 2))
+        .await?;
     // Ready first, available only once the pods have been ready for 2 s.
     let rs = wait_for("ready replicas", TIMEOUT, || async {
         let rs = rss.get("web").await?;
@@ -210,7 +280,12 @@ async fn replica_set_ignores_pods_of_other_controllers_and_finished_pods() -> an
         "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}
     }))?;
     pods.create(&PostParams::default(), &done).await?;
-    pods.patch_status("finished", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Succeeded"}}))).await?;
+    pods.patch_status(
+        "finished",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await?;
     // A matching pod controlled by someone else is left alone.
     let taken: Pod = serde_json::from_value(json!({
         "metadata": {"name": "taken", "labels": {"app": "web"}, "ownerReferences": [{
@@ -221,12 +296,19 @@ async fn replica_set_ignores_pods_of_other_controllers_and_finished_pods() -> an
     pods.create(&PostParams::default(), &taken).await?;
 
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss.create(&PostParams::default(), &replica_set("web", 2, 0)).await?.uid().unwrap_or_default();
+    let uid = rss
+        .create(&PostParams::default(), &replica_set("web", 2, 0))
+        .await?
+        .uid()
+        .unwrap_or_default();
     wait_for_status(&cluster.client, "web", 2, 2).await?;
     let owned = owned_pods(&cluster.client, &uid).await?;
     assert_eq!(owned.len(), 2);
     assert!(pods.get("finished").await?.owner_references().is_empty());
-    assert_eq!(pods.get("taken").await?.owner_references()[0].uid, "0000-other");
+    assert_eq!(
+        pods.get("taken").await?.owner_references()[0].uid,
+        "0000-other"
+    );
     let labels: BTreeMap<_, _> = owned[0].labels().clone();
     assert_eq!(labels.get("app").map(String::as_str), Some("web"));
     cluster.stop().await;

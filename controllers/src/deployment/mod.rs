@@ -55,7 +55,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, is_not_found, label_selector};
+use crate::util::{
+    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, is_not_found,
+    label_selector,
+};
 use replicas::Fenceposts;
 
 /// How long a recorded write shadows the informer at most.
@@ -114,7 +117,11 @@ pub(crate) struct Context {
 
 /// Starts the Deployment controller; it stops when `shutdown` is cancelled. It needs the
 /// ReplicaSet controller ([`crate::spawn_replicaset`]) to turn ReplicaSets into pods.
-pub fn spawn_deployment(client: Client, clock: Clock, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_deployment(
+    client: Client,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(run(client, clock, shutdown).instrument(info_span!("deployment_controller")))
 }
 
@@ -124,25 +131,34 @@ fn strip_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     pod.spec = None;
     let phase = pod.status.take().and_then(|s| s.phase);
-    pod.status = Some(PodStatus { phase, ..Default::default() });
+    pod.status = Some(PodStatus {
+        phase,
+        ..Default::default()
+    });
 }
 
 async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
-    let controller = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let deployments = controller.store();
     let (replica_sets, rs_writer) = reflector::store();
     let rs_observed = ObservedRevision::default();
     let seen = rs_observed.clone();
-    let rs_events = watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|rs: &mut ReplicaSet| rs.metadata.managed_fields = None)
-        .reflect(rs_writer)
-        .inspect(move |ev| {
-            if let Ok(ev) = ev {
-                seen.observe_event(ev);
-            }
-        })
-        .touched_objects();
+    let rs_events = watcher(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|rs: &mut ReplicaSet| rs.metadata.managed_fields = None)
+    .reflect(rs_writer)
+    .inspect(move |ev| {
+        if let Ok(ev) = ev {
+            seen.observe_event(ev);
+        }
+    })
+    .touched_objects();
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -160,8 +176,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     });
     let for_rs = deployments.clone();
     let controller = controller
-        .watches_stream(rs_events, move |rs| deployments_for_replica_set(&for_rs, &rs))
-        .watches_stream(pod_events, move |pod| recreate_deployment_for_pod(&replica_sets, &deployments, &pod))
+        .watches_stream(rs_events, move |rs| {
+            deployments_for_replica_set(&for_rs, &rs)
+        })
+        .watches_stream(pod_events, move |pod| {
+            recreate_deployment_for_pod(&replica_sets, &deployments, &pod)
+        })
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
             if let Err(e) = res {
@@ -181,7 +201,10 @@ fn selector_of(d: &Deployment) -> Option<LabelSelector> {
 
 /// The deployments a ReplicaSet event concerns: its controller, or for an orphan every
 /// deployment of the namespace whose selector matches it (upstream's `getDeploymentsForReplicaSet`).
-fn deployments_for_replica_set(deployments: &Store<Deployment>, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
+fn deployments_for_replica_set(
+    deployments: &Store<Deployment>,
+    rs: &ReplicaSet,
+) -> Vec<ObjectRef<Deployment>> {
     let ns = rs.namespace().unwrap_or_default();
     match controller_of(&rs.metadata) {
         Some(r) if r.kind == "Deployment" => vec![ObjectRef::new(&r.name).within(&ns)],
@@ -197,7 +220,11 @@ fn deployments_for_replica_set(deployments: &Store<Deployment>, rs: &ReplicaSet)
 }
 
 /// The Recreate deployment whose pod changed: a Recreate rollout waits for old pods to go.
-fn recreate_deployment_for_pod(rss: &Store<ReplicaSet>, deployments: &Store<Deployment>, pod: &Pod) -> Option<ObjectRef<Deployment>> {
+fn recreate_deployment_for_pod(
+    rss: &Store<ReplicaSet>,
+    deployments: &Store<Deployment>,
+    pod: &Pod,
+) -> Option<ObjectRef<Deployment>> {
     let ns = pod.namespace()?;
     let owner = controller_of(&pod.metadata).filter(|r| r.kind == "ReplicaSet")?;
     let rs = rss.get(&ObjectRef::new(&owner.name).within(&ns))?;
@@ -218,8 +245,14 @@ fn error_policy(d: Arc<Deployment>, error: &Error, ctx: Arc<Context>) -> Action 
 
 /// Upstream's `syncDeployment`.
 pub(crate) async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.replica_sets.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
-    ctx.pods.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
+    ctx.replica_sets
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::InformerStopped)?;
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::InformerStopped)?;
     let d = ctx.deployment_writes.get(d.clone()).unwrap_or(d);
     let key = ObjectRef::from_obj(d.as_ref());
     let fence = replicas::fenceposts(&d)?;
@@ -282,7 +315,8 @@ impl<'a> Rollout<'a> {
     }
 
     async fn sync_deployment(&mut self) -> Result<()> {
-        let selector = label_selector(self.d.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
+        let selector =
+            label_selector(self.d.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
         if selector.is_empty() {
             return self.selecting_all().await;
         }
@@ -304,7 +338,11 @@ impl<'a> Rollout<'a> {
 
     /// A deployment with an empty selector would select every pod: upstream refuses it.
     async fn selecting_all(&mut self) -> Result<()> {
-        self.event("Warning", "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.".into());
+        self.event(
+            "Warning",
+            "SelectingAll",
+            "This deployment is selecting all pods. A non-empty selector is required.".into(),
+        );
         let mut status = self.d.status.clone().unwrap_or_default();
         if status.observed_generation < self.d.metadata.generation {
             status.observed_generation = self.d.metadata.generation;
@@ -315,30 +353,47 @@ impl<'a> Rollout<'a> {
 
     /// The ReplicaSets this deployment controls, after adoption and release (upstream's
     /// `getReplicaSetsForDeployment`).
-    async fn replica_sets_for_deployment(&mut self, selector: &LabelSelector) -> Result<Vec<ReplicaSet>> {
+    async fn replica_sets_for_deployment(
+        &mut self,
+        selector: &LabelSelector,
+    ) -> Result<Vec<ReplicaSet>> {
         let ns = self.d.namespace().unwrap_or_default();
-        let candidates = self.ctx.rs_writes.list(&self.ctx.replica_sets, |rs| rs.metadata.namespace.as_deref() == Some(&ns));
+        let candidates = self.ctx.rs_writes.list(&self.ctx.replica_sets, |rs| {
+            rs.metadata.namespace.as_deref() == Some(&ns)
+        });
         let d_api = self.d_api.clone();
         let name = self.name();
         let uid = self.d.metadata.uid.clone();
         let can_adopt = || async move {
             match d_api.get(&name).await {
-                Ok(fresh) => Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none()),
+                Ok(fresh) => {
+                    Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none())
+                }
                 Err(e) if is_not_found(&e) => Ok(false),
                 Err(e) => Err(e),
             }
         };
-        let claimed = util::claim(&self.rs_api, &self.d, selector, candidates, &self.ctx.rs_writes, can_adopt)
-            .await
-            .map_err(api_err("claim replica sets"))?;
+        let claimed = util::claim(
+            &self.rs_api,
+            &self.d,
+            selector,
+            candidates,
+            &self.ctx.rs_writes,
+            can_adopt,
+        )
+        .await
+        .map_err(api_err("claim replica sets"))?;
         Ok(claimed.into_iter().map(|rs| (*rs).clone()).collect())
     }
 
     /// The pods of each ReplicaSet, by ReplicaSet uid (upstream's `getPodMapForDeployment`).
     fn pod_map(&self, rs_list: &[ReplicaSet]) -> HashMap<String, Vec<Arc<Pod>>> {
         let ns = self.d.namespace().unwrap_or_default();
-        let mut map: HashMap<String, Vec<Arc<Pod>>> =
-            rs_list.iter().filter_map(|rs| rs.metadata.uid.clone()).map(|uid| (uid, Vec::new())).collect();
+        let mut map: HashMap<String, Vec<Arc<Pod>>> = rs_list
+            .iter()
+            .filter_map(|rs| rs.metadata.uid.clone())
+            .map(|uid| (uid, Vec::new()))
+            .collect();
         for pod in self.ctx.pods.state() {
             if pod.metadata.namespace.as_deref() != Some(&ns) {
                 continue;
@@ -380,7 +435,13 @@ impl<'a> Rollout<'a> {
     /// Sets the deployment's revision annotation (upstream's `SetDeploymentRevision`, which
     /// upstream persists with the status write; here it is a metadata patch).
     async fn write_revision(&mut self, revision: &str) -> Result<()> {
-        if self.d.annotations().get(revision::REVISION_ANNOTATION).map(String::as_str) == Some(revision) {
+        if self
+            .d
+            .annotations()
+            .get(revision::REVISION_ANNOTATION)
+            .map(String::as_str)
+            == Some(revision)
+        {
             return Ok(());
         }
         let patch = json!({"metadata": {"annotations": {revision::REVISION_ANNOTATION: revision}}});
@@ -396,7 +457,13 @@ impl<'a> Rollout<'a> {
 
     /// Records an event about the deployment without waiting for it.
     fn event(&self, type_: &'static str, reason: &'static str, message: String) {
-        let (client, clock, d) = (self.ctx.client.clone(), self.ctx.clock.clone(), self.d.clone());
-        tokio::spawn(async move { util::record_event(&client, &clock, &d, type_, reason, message).await });
+        let (client, clock, d) = (
+            self.ctx.client.clone(),
+            self.ctx.clock.clone(),
+            self.d.clone(),
+        );
+        tokio::spawn(async move {
+            util::record_event(&client, &clock, &d, type_, reason, message).await
+        });
     }
 }

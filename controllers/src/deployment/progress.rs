@@ -39,11 +39,20 @@ pub const RESUMED_REASON: &str = "DeploymentResumed";
 /// Whether the deployment has a progress deadline (`progressDeadlineSeconds` set and not
 /// MaxInt32).
 pub fn has_progress_deadline(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).is_some_and(|p| p != i32::MAX)
+    d.spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .is_some_and(|p| p != i32::MAX)
 }
 
 /// A condition dated now.
-pub fn new_condition(clock: &Clock, type_: &str, status: &str, reason: &str, message: String) -> DeploymentCondition {
+pub fn new_condition(
+    clock: &Clock,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) -> DeploymentCondition {
     let now = to_time(clock.now());
     DeploymentCondition {
         type_: type_.into(),
@@ -56,8 +65,15 @@ pub fn new_condition(clock: &Clock, type_: &str, status: &str, reason: &str, mes
 }
 
 /// The condition of this type, if any.
-pub fn get_condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.as_deref()?.iter().find(|c| c.type_ == type_)
+pub fn get_condition<'a>(
+    status: &'a DeploymentStatus,
+    type_: &str,
+) -> Option<&'a DeploymentCondition> {
+    status
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Upstream's `SetDeploymentCondition`: no change if status and reason are the same; the
@@ -113,7 +129,10 @@ fn deployment_progressing(d: &Deployment, new: &DeploymentStatus) -> bool {
 }
 
 /// When the Progressing condition's deadline passes, if it is running.
-fn progress_deadline(d: &Deployment, status: &DeploymentStatus) -> Option<chrono::DateTime<chrono::Utc>> {
+fn progress_deadline(
+    d: &Deployment,
+    status: &DeploymentStatus,
+) -> Option<chrono::DateTime<chrono::Utc>> {
     let seconds = d.spec.as_ref()?.progress_deadline_seconds?;
     let cond = get_condition(status, PROGRESSING)?;
     let from = from_time(cond.last_update_time.as_ref()?);
@@ -125,7 +144,9 @@ fn deployment_timed_out(d: &Deployment, status: &DeploymentStatus, clock: &Clock
     if !has_progress_deadline(d) {
         return false;
     }
-    let Some(cond) = get_condition(status, PROGRESSING) else { return false };
+    let Some(cond) = get_condition(status, PROGRESSING) else {
+        return false;
+    };
     match cond.reason.as_deref() {
         Some(NEW_RS_AVAILABLE_REASON) => false,
         Some(TIMED_OUT_REASON) => true,
@@ -135,7 +156,11 @@ fn deployment_timed_out(d: &Deployment, status: &DeploymentStatus, clock: &Clock
 
 impl Rollout<'_> {
     /// Upstream's `calculateStatus`.
-    fn calculate_status(&self, all: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> DeploymentStatus {
+    fn calculate_status(
+        &self,
+        all: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> DeploymentStatus {
         let available = replicas::sum_available(all);
         let total = replicas::sum_replicas(all);
         let mut status = self.d.status.clone().unwrap_or_default();
@@ -146,7 +171,13 @@ impl Rollout<'_> {
         status.available_replicas = count(available);
         status.unavailable_replicas = count((total - available).max(0));
         let cond = if available >= self.desired() - self.fence.unavailable {
-            new_condition(&self.ctx.clock, AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into())
+            new_condition(
+                &self.ctx.clock,
+                AVAILABLE,
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            )
         } else {
             new_condition(
                 &self.ctx.clock,
@@ -161,7 +192,11 @@ impl Rollout<'_> {
     }
 
     /// Upstream's `syncDeploymentStatus`: the counts and Available, written if they changed.
-    pub(super) async fn sync_deployment_status(&mut self, old: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<()> {
+    pub(super) async fn sync_deployment_status(
+        &mut self,
+        old: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> Result<()> {
         let status = self.calculate_status(&all_of(old, new_rs), new_rs);
         if Some(&status) == self.d.status.as_ref() {
             return Ok(());
@@ -172,16 +207,27 @@ impl Rollout<'_> {
     /// Upstream's `syncRolloutStatus`: the counts, Available, Progressing (with the progress
     /// deadline) and ReplicaFailure, written if they changed; otherwise a requeue for when the
     /// deadline passes.
-    pub(super) async fn sync_rollout_status(&mut self, old: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Result<()> {
+    pub(super) async fn sync_rollout_status(
+        &mut self,
+        old: &[ReplicaSet],
+        new_rs: Option<&ReplicaSet>,
+    ) -> Result<()> {
         let all = all_of(old, new_rs);
         let mut status = self.calculate_status(&all, new_rs);
         let clock = self.ctx.clock.clone();
         if !has_progress_deadline(&self.d) {
             remove_condition(&mut status, PROGRESSING);
         }
-        let current = self.d.status.as_ref().and_then(|s| get_condition(s, PROGRESSING)).cloned();
+        let current = self
+            .d
+            .status
+            .as_ref()
+            .and_then(|s| get_condition(s, PROGRESSING))
+            .cloned();
         let complete_already = status.replicas == status.updated_replicas
-            && current.as_ref().is_some_and(|c| c.reason.as_deref() == Some(NEW_RS_AVAILABLE_REASON));
+            && current
+                .as_ref()
+                .is_some_and(|c| c.reason.as_deref() == Some(NEW_RS_AVAILABLE_REASON));
         if has_progress_deadline(&self.d) && !complete_already {
             let rs_name = new_rs.map(|rs| rs.name_any());
             if deployment_complete(&self.d, &status) {
@@ -189,14 +235,24 @@ impl Rollout<'_> {
                     Some(n) => format!("ReplicaSet {n:?} has successfully progressed."),
                     None => format!("Deployment {:?} has successfully progressed.", self.name()),
                 };
-                set_condition(&mut status, new_condition(&clock, PROGRESSING, "True", NEW_RS_AVAILABLE_REASON, message));
+                set_condition(
+                    &mut status,
+                    new_condition(
+                        &clock,
+                        PROGRESSING,
+                        "True",
+                        NEW_RS_AVAILABLE_REASON,
+                        message,
+                    ),
+                );
             } else if deployment_progressing(&self.d, &status) {
                 let message = match &rs_name {
                     Some(n) => format!("ReplicaSet {n:?} is progressing."),
                     None => format!("Deployment {:?} is progressing.", self.name()),
                 };
                 // Progress moves lastUpdateTime even with the same reason.
-                let mut cond = new_condition(&clock, PROGRESSING, "True", RS_UPDATED_REASON, message);
+                let mut cond =
+                    new_condition(&clock, PROGRESSING, "True", RS_UPDATED_REASON, message);
                 if let Some(current) = &current {
                     if current.status == "True" {
                         cond.last_transition_time = current.last_transition_time.clone();
@@ -209,7 +265,10 @@ impl Rollout<'_> {
                     Some(n) => format!("ReplicaSet {n:?} has timed out progressing."),
                     None => format!("Deployment {:?} has timed out progressing.", self.name()),
                 };
-                set_condition(&mut status, new_condition(&clock, PROGRESSING, "False", TIMED_OUT_REASON, message));
+                set_condition(
+                    &mut status,
+                    new_condition(&clock, PROGRESSING, "False", TIMED_OUT_REASON, message),
+                );
             }
         }
         match replica_failure(&all, new_rs) {
@@ -225,13 +284,36 @@ impl Rollout<'_> {
 
     /// Upstream's `requeueStuckDeployment`: look again when the progress deadline passes.
     fn requeue_stuck_deployment(&mut self, new_status: &DeploymentStatus) {
-        let Some(current) = self.d.status.as_ref().and_then(|s| get_condition(s, PROGRESSING)) else { return };
-        if !has_progress_deadline(&self.d) || deployment_complete(&self.d, new_status) || current.reason.as_deref() == Some(TIMED_OUT_REASON) {
+        let Some(current) = self
+            .d
+            .status
+            .as_ref()
+            .and_then(|s| get_condition(s, PROGRESSING))
+        else {
+            return;
+        };
+        if !has_progress_deadline(&self.d)
+            || deployment_complete(&self.d, new_status)
+            || current.reason.as_deref() == Some(TIMED_OUT_REASON)
+        {
             return;
         }
-        let Some(deadline) = self.d.status.as_ref().and_then(|s| progress_deadline(&self.d, s)) else { return };
-        let after = (deadline - self.ctx.clock.now()).to_std().unwrap_or_default();
-        self.requeue_after(if after < Duration::from_secs(1) { Duration::from_secs(1) } else { after + Duration::from_secs(1) });
+        let Some(deadline) = self
+            .d
+            .status
+            .as_ref()
+            .and_then(|s| progress_deadline(&self.d, s))
+        else {
+            return;
+        };
+        let after = (deadline - self.ctx.clock.now())
+            .to_std()
+            .unwrap_or_default();
+        self.requeue_after(if after < Duration::from_secs(1) {
+            Duration::from_secs(1)
+        } else {
+            after + Duration::from_secs(1)
+        });
     }
 }
 
@@ -239,16 +321,24 @@ impl Rollout<'_> {
 /// `getReplicaFailures`).
 fn replica_failure(all: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Option<DeploymentCondition> {
     let failure = |rs: &ReplicaSet| {
-        rs.status.as_ref()?.conditions.as_deref()?.iter().find(|c| c.type_ == REPLICA_FAILURE).map(|c| DeploymentCondition {
-            type_: c.type_.clone(),
-            status: c.status.clone(),
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-            last_update_time: c.last_transition_time.clone(),
-            last_transition_time: c.last_transition_time.clone(),
-        })
+        rs.status
+            .as_ref()?
+            .conditions
+            .as_deref()?
+            .iter()
+            .find(|c| c.type_ == REPLICA_FAILURE)
+            .map(|c| DeploymentCondition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_update_time: c.last_transition_time.clone(),
+                last_transition_time: c.last_transition_time.clone(),
+            })
     };
-    new_rs.and_then(failure).or_else(|| all.iter().find_map(failure))
+    new_rs
+        .and_then(failure)
+        .or_else(|| all.iter().find_map(failure))
 }
 
 #[cfg(test)]
@@ -259,11 +349,26 @@ mod tests {
     fn setting_the_same_status_and_reason_keeps_the_condition() {
         let clock = Clock::new();
         let mut status = DeploymentStatus::default();
-        set_condition(&mut status, new_condition(&clock, PROGRESSING, "True", NEW_RS_REASON, "a".into()));
-        set_condition(&mut status, new_condition(&clock, PROGRESSING, "True", NEW_RS_REASON, "b".into()));
-        assert_eq!(get_condition(&status, PROGRESSING).and_then(|c| c.message.as_deref()), Some("a"));
-        set_condition(&mut status, new_condition(&clock, PROGRESSING, "False", TIMED_OUT_REASON, "c".into()));
+        set_condition(
+            &mut status,
+            new_condition(&clock, PROGRESSING, "True", NEW_RS_REASON, "a".into()),
+        );
+        set_condition(
+            &mut status,
+            new_condition(&clock, PROGRESSING, "True", NEW_RS_REASON, "b".into()),
+        );
+        assert_eq!(
+            get_condition(&status, PROGRESSING).and_then(|c| c.message.as_deref()),
+            Some("a")
+        );
+        set_condition(
+            &mut status,
+            new_condition(&clock, PROGRESSING, "False", TIMED_OUT_REASON, "c".into()),
+        );
         assert_eq!(status.conditions.as_ref().map(Vec::len), Some(1));
-        assert_eq!(get_condition(&status, PROGRESSING).and_then(|c| c.reason.as_deref()), Some(TIMED_OUT_REASON));
+        assert_eq!(
+            get_condition(&status, PROGRESSING).and_then(|c| c.reason.as_deref()),
+            Some(TIMED_OUT_REASON)
+        );
     }
 }

@@ -31,12 +31,18 @@ pub fn rs_actual(rs: &ReplicaSet) -> i32 {
 
 /// `status.availableReplicas` of a ReplicaSet.
 pub fn rs_available(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 /// `status.readyReplicas` of a ReplicaSet.
 pub fn rs_ready(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
 }
 
 /// The available pods a ReplicaSet will keep: never more than `spec.replicas`, because a
@@ -77,12 +83,19 @@ pub fn sum_ready<'a>(rss: impl IntoIterator<Item = &'a ReplicaSet>) -> i32 {
 
 /// The ReplicaSets with `spec.replicas > 0` (upstream's `FilterActiveReplicaSets`).
 pub fn active(rss: &[ReplicaSet]) -> Vec<ReplicaSet> {
-    rss.iter().filter(|rs| rs_replicas(rs) > 0).cloned().collect()
+    rss.iter()
+        .filter(|rs| rs_replicas(rs) > 0)
+        .cloned()
+        .collect()
 }
 
 /// Whether the deployment uses the RollingUpdate strategy (the default).
 pub fn is_rolling_update(d: &Deployment) -> bool {
-    d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()).is_none_or(|t| t == "RollingUpdate")
+    d.spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        .is_none_or(|t| t == "RollingUpdate")
 }
 
 /// maxSurge and maxUnavailable resolved against the deployment's replicas.
@@ -109,15 +122,25 @@ pub struct Fenceposts {
 /// ```
 pub fn fenceposts(d: &Deployment) -> Result<Fenceposts, Error> {
     if !is_rolling_update(d) {
-        return Ok(Fenceposts { surge: 0, unavailable: 0 });
+        return Ok(Fenceposts {
+            surge: 0,
+            unavailable: 0,
+        });
     }
     let desired = deployment_replicas(d);
-    let ru = d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.rolling_update.clone()).unwrap_or_default();
+    let ru = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.strategy.as_ref())
+        .and_then(|s| s.rolling_update.clone())
+        .unwrap_or_default();
     let pct = IntOrString::String("25%".into());
     let max_surge = ru.max_surge.unwrap_or_else(|| pct.clone());
     let max_unavailable = ru.max_unavailable.unwrap_or(pct);
     if is_literal_zero(&max_surge) && is_literal_zero(&max_unavailable) {
-        return Err(Error::InvalidStrategy("maxSurge and maxUnavailable may not both be 0".into()));
+        return Err(Error::InvalidStrategy(
+            "maxSurge and maxUnavailable may not both be 0".into(),
+        ));
     }
     let surge = scaled_value(&max_surge, desired, true)?;
     let mut unavailable = scaled_value(&max_unavailable, desired, false)?;
@@ -127,7 +150,10 @@ pub fn fenceposts(d: &Deployment) -> Result<Fenceposts, Error> {
     if desired == 0 {
         unavailable = 0;
     }
-    Ok(Fenceposts { surge, unavailable: unavailable.min(desired) })
+    Ok(Fenceposts {
+        surge,
+        unavailable: unavailable.min(desired),
+    })
 }
 
 fn is_literal_zero(v: &IntOrString) -> bool {
@@ -141,15 +167,25 @@ fn is_literal_zero(v: &IntOrString) -> bool {
 fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, Error> {
     match v {
         IntOrString::Int(n) if *n >= 0 => Ok(*n),
-        IntOrString::Int(n) => Err(Error::InvalidStrategy(format!("{n} must be greater than or equal to 0"))),
+        IntOrString::Int(n) => Err(Error::InvalidStrategy(format!(
+            "{n} must be greater than or equal to 0"
+        ))),
         IntOrString::String(s) => {
             let pct: i64 = s
                 .strip_suffix('%')
                 .and_then(|p| p.parse().ok())
                 .filter(|p| *p >= 0)
-                .ok_or_else(|| Error::InvalidStrategy(format!("invalid value for IntOrString: {s:?} is not a percentage")))?;
+                .ok_or_else(|| {
+                    Error::InvalidStrategy(format!(
+                        "invalid value for IntOrString: {s:?} is not a percentage"
+                    ))
+                })?;
             let scaled = i64::from(total) * pct;
-            let v = if round_up { (scaled + 99) / 100 } else { scaled / 100 };
+            let v = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
             Ok(v.min(i64::from(i32::MAX)) as i32)
         }
     }
@@ -158,7 +194,12 @@ fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, Erro
 /// The size the new ReplicaSet should have next (upstream's `NewRSNewReplicas`). With
 /// RollingUpdate it grows until all pods reach `replicas + maxSurge`; the pods of a
 /// ReplicaSet are bounded by [`rs_pods_upper_bound`].
-pub fn new_rs_new_replicas(d: &Deployment, f: Fenceposts, all: &[&ReplicaSet], new_rs: &ReplicaSet) -> i32 {
+pub fn new_rs_new_replicas(
+    d: &Deployment,
+    f: Fenceposts,
+    all: &[&ReplicaSet],
+    new_rs: &ReplicaSet,
+) -> i32 {
     let desired = deployment_replicas(d);
     if !is_rolling_update(d) {
         return desired;
@@ -184,13 +225,21 @@ pub fn desired_replicas_annotation(rs: &ReplicaSet) -> Option<i32> {
 
 /// Whether the desired/max replicas annotations differ from these values.
 pub fn replicas_annotations_need_update(rs: &ReplicaSet, desired: i32, max: i32) -> bool {
-    annotation(rs, DESIRED_REPLICAS_ANNOTATION) != Some(desired) || annotation(rs, MAX_REPLICAS_ANNOTATION) != Some(max)
+    annotation(rs, DESIRED_REPLICAS_ANNOTATION) != Some(desired)
+        || annotation(rs, MAX_REPLICAS_ANNOTATION) != Some(max)
 }
 
 /// Sets the desired/max replicas annotations; true if they changed.
-pub fn set_replicas_annotations(annotations: &mut BTreeMap<String, String>, desired: i32, max: i32) -> bool {
+pub fn set_replicas_annotations(
+    annotations: &mut BTreeMap<String, String>,
+    desired: i32,
+    max: i32,
+) -> bool {
     let mut changed = false;
-    for (key, value) in [(DESIRED_REPLICAS_ANNOTATION, desired), (MAX_REPLICAS_ANNOTATION, max)] {
+    for (key, value) in [
+        (DESIRED_REPLICAS_ANNOTATION, desired),
+        (MAX_REPLICAS_ANNOTATION, max),
+    ] {
         let value = value.to_string();
         if annotations.get(key) != Some(&value) {
             annotations.insert(key.to_string(), value);
@@ -205,7 +254,9 @@ pub fn set_replicas_annotations(annotations: &mut BTreeMap<String, String>, desi
 pub fn is_saturated(d: &Deployment, rs: Option<&ReplicaSet>) -> bool {
     let Some(rs) = rs else { return false };
     let desired = deployment_replicas(d);
-    desired_replicas_annotation(rs) == Some(desired) && rs_replicas(rs) == desired && rs_available(rs) == desired
+    desired_replicas_annotation(rs) == Some(desired)
+        && rs_replicas(rs) == desired
+        && rs_available(rs) == desired
 }
 
 /// A ReplicaSet's share of `to_add` replicas when a deployment is scaled mid-rollout
@@ -216,7 +267,11 @@ pub fn proportion(rs: &ReplicaSet, d: &Deployment, f: Fenceposts, to_add: i32, a
     }
     let fraction = fraction(rs, d, f);
     let allowed = to_add - added;
-    if to_add > 0 { fraction.min(allowed) } else { fraction.max(allowed) }
+    if to_add > 0 {
+        fraction.min(allowed)
+    } else {
+        fraction.max(allowed)
+    }
 }
 
 /// Upstream's `getReplicaSetFraction`: how much `rs` grows or shrinks when the deployment goes
@@ -241,7 +296,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deployment(replicas: i32, surge: serde_json::Value, unavailable: serde_json::Value) -> Deployment {
+    fn deployment(
+        replicas: i32,
+        surge: serde_json::Value,
+        unavailable: serde_json::Value,
+    ) -> Deployment {
         serde_json::from_value(json!({
             "spec": {"replicas": replicas, "selector": {}, "template": {},
                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}}
@@ -252,11 +311,29 @@ mod tests {
     #[test]
     fn surge_rounds_up_and_unavailable_rounds_down() {
         let f = fenceposts(&deployment(20, json!("25%"), json!("25%"))).ok();
-        assert_eq!(f, Some(Fenceposts { surge: 5, unavailable: 5 }));
+        assert_eq!(
+            f,
+            Some(Fenceposts {
+                surge: 5,
+                unavailable: 5
+            })
+        );
         let f = fenceposts(&deployment(3, json!("25%"), json!("25%"))).ok();
-        assert_eq!(f, Some(Fenceposts { surge: 1, unavailable: 0 }));
+        assert_eq!(
+            f,
+            Some(Fenceposts {
+                surge: 1,
+                unavailable: 0
+            })
+        );
         let f = fenceposts(&deployment(1, json!(0), json!("10%"))).ok();
-        assert_eq!(f, Some(Fenceposts { surge: 0, unavailable: 1 }));
+        assert_eq!(
+            f,
+            Some(Fenceposts {
+                surge: 0,
+                unavailable: 1
+            })
+        );
     }
 
     #[test]
@@ -273,7 +350,10 @@ mod tests {
             "spec": {"replicas": 5, "selector": {}}
         }))
         .unwrap_or_default();
-        let f = Fenceposts { surge: 3, unavailable: 0 };
+        let f = Fenceposts {
+            surge: 3,
+            unavailable: 0,
+        };
         // 5 * 33 / 13 = 12.69 -> 13, so +8 (capped by what is left to add).
         assert_eq!(proportion(&rs, &d, f, 20, 0), 8);
         assert_eq!(proportion(&rs, &d, f, 20, 15), 5);

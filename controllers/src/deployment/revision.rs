@@ -8,7 +8,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::Value;
 
-use super::replicas::{DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, set_replicas_annotations};
+use super::replicas::{
+    DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, set_replicas_annotations,
+};
 
 /// The label (on ReplicaSets, their selectors and pods) that tells one revision's pods from
 /// another's (upstream's `DefaultDeploymentUniqueLabelKey`).
@@ -86,7 +88,9 @@ fn write_canonical(v: &Value, h: &mut Fnv1a32) {
 /// a hash never spells a word.
 fn safe_encode(s: &str) -> String {
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes().map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char).collect()
+    s.bytes()
+        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
+        .collect()
 }
 
 /// The `pod-template-hash` of a template (upstream's `ComputeHash`): FNV-1a over the
@@ -100,7 +104,10 @@ fn safe_encode(s: &str) -> String {
 /// ```
 pub fn pod_template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
     let mut h = Fnv1a32(Fnv1a32::OFFSET);
-    write_canonical(&serde_json::to_value(template).unwrap_or(Value::Null), &mut h);
+    write_canonical(
+        &serde_json::to_value(template).unwrap_or(Value::Null),
+        &mut h,
+    );
     if let Some(c) = collision_count {
         h.write(&(c as u32).to_le_bytes());
     }
@@ -113,11 +120,17 @@ fn normalize(v: Value) -> Option<Value> {
     match v {
         Value::Null => None,
         Value::Object(m) => {
-            let m: serde_json::Map<String, Value> = m.into_iter().filter_map(|(k, v)| normalize(v).map(|v| (k, v))).collect();
+            let m: serde_json::Map<String, Value> = m
+                .into_iter()
+                .filter_map(|(k, v)| normalize(v).map(|v| (k, v)))
+                .collect();
             (!m.is_empty()).then_some(Value::Object(m))
         }
         Value::Array(a) => {
-            let a: Vec<Value> = a.into_iter().map(|v| normalize(v).unwrap_or(Value::Null)).collect();
+            let a: Vec<Value> = a
+                .into_iter()
+                .map(|v| normalize(v).unwrap_or(Value::Null))
+                .collect();
             (!a.is_empty()).then_some(Value::Array(a))
         }
         other => Some(other),
@@ -149,26 +162,41 @@ pub fn sort_by_creation(rss: &mut [ReplicaSet]) {
 }
 
 fn template_of(rs: &ReplicaSet) -> PodTemplateSpec {
-    rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default()
+    rs.spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default()
 }
 
 /// The ReplicaSet whose template is the deployment's, the oldest if several are (upstream's
 /// `FindNewReplicaSet`).
 pub fn find_new_replica_set(d: &Deployment, rss: &[ReplicaSet]) -> Option<ReplicaSet> {
-    let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = d
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let mut sorted = rss.to_vec();
     sort_by_creation(&mut sorted);
-    sorted.into_iter().find(|rs| equal_ignore_hash(&template_of(rs), &template))
+    sorted
+        .into_iter()
+        .find(|rs| equal_ignore_hash(&template_of(rs), &template))
 }
 
 /// The revision annotation of an object, 0 when absent or malformed.
 pub fn revision(annotations: Option<&BTreeMap<String, String>>) -> i64 {
-    annotations.and_then(|a| a.get(REVISION_ANNOTATION)).and_then(|r| r.parse().ok()).unwrap_or(0)
+    annotations
+        .and_then(|a| a.get(REVISION_ANNOTATION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The highest revision among `rss` (upstream's `MaxRevision`).
 pub fn max_revision(rss: &[ReplicaSet]) -> i64 {
-    rss.iter().map(|rs| revision(rs.metadata.annotations.as_ref())).max().unwrap_or(0)
+    rss.iter()
+        .map(|rs| revision(rs.metadata.annotations.as_ref()))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Copies the deployment's annotations onto the ReplicaSet, except the ones the controller owns
@@ -219,7 +247,10 @@ pub fn set_new_replica_set_annotations(
 
 /// Appends `old` to the revision history, dropping the oldest entries beyond the length limit.
 fn push_revision_history(annotations: &mut BTreeMap<String, String>, old: &str) {
-    let history = annotations.get(REVISION_HISTORY_ANNOTATION).cloned().unwrap_or_default();
+    let history = annotations
+        .get(REVISION_HISTORY_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
     if history.is_empty() {
         annotations.insert(REVISION_HISTORY_ANNOTATION.into(), old.to_string());
         return;
@@ -257,8 +288,14 @@ mod tests {
 
     #[test]
     fn template_equality_ignores_the_hash_label() {
-        assert!(equal_ignore_hash(&template("a", None), &template("a", Some("xyz"))));
-        assert!(!equal_ignore_hash(&template("a", None), &template("b", None)));
+        assert!(equal_ignore_hash(
+            &template("a", None),
+            &template("a", Some("xyz"))
+        ));
+        assert!(!equal_ignore_hash(
+            &template("a", None),
+            &template("b", None)
+        ));
     }
 
     #[test]
@@ -275,7 +312,10 @@ mod tests {
         let mut a = BTreeMap::from([(REVISION_ANNOTATION.to_string(), "1".to_string())]);
         assert!(set_new_replica_set_annotations(&d, &mut a, 3, true, 1, 2));
         assert_eq!(a.get(REVISION_ANNOTATION).map(String::as_str), Some("3"));
-        assert_eq!(a.get(REVISION_HISTORY_ANNOTATION).map(String::as_str), Some("1"));
+        assert_eq!(
+            a.get(REVISION_HISTORY_ANNOTATION).map(String::as_str),
+            Some("1")
+        );
         assert!(!set_new_replica_set_annotations(&d, &mut a, 3, true, 1, 2));
     }
 }

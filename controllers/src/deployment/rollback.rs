@@ -22,7 +22,11 @@ impl Rollout<'_> {
     /// Brings an existing new ReplicaSet up to date: the next revision if it was an old one,
     /// the deployment's annotations and `minReadySeconds`. Once it is, the deployment takes its
     /// revision and, if it has no Progressing condition yet, FoundNewReplicaSet.
-    pub(super) async fn sync_existing_new_replica_set(&mut self, existing: ReplicaSet, new_revision: i64) -> Result<ReplicaSet> {
+    pub(super) async fn sync_existing_new_replica_set(
+        &mut self,
+        existing: ReplicaSet,
+        new_revision: i64,
+    ) -> Result<ReplicaSet> {
         let mut annotations = existing.metadata.annotations.clone().unwrap_or_default();
         let old_revision = revision::revision(Some(&annotations));
         let annotations_changed = revision::set_new_replica_set_annotations(
@@ -34,7 +38,12 @@ impl Rollout<'_> {
             self.max_replicas(),
         );
         let min_ready = self.d.spec.as_ref().and_then(|s| s.min_ready_seconds);
-        let min_ready_changed = existing.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0) != min_ready.unwrap_or(0);
+        let min_ready_changed = existing
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+            != min_ready.unwrap_or(0);
         if annotations_changed || min_ready_changed {
             let name = existing.name_any();
             let patch = json!({
@@ -58,9 +67,17 @@ impl Rollout<'_> {
             self.write_revision(&rev).await?;
         }
         let mut status = self.d.status.clone().unwrap_or_default();
-        if progress::has_progress_deadline(&self.d) && progress::get_condition(&status, PROGRESSING).is_none() {
+        if progress::has_progress_deadline(&self.d)
+            && progress::get_condition(&status, PROGRESSING).is_none()
+        {
             let message = format!("Found new replica set {:?}", existing.name_any());
-            let cond = progress::new_condition(&self.ctx.clock, PROGRESSING, "True", progress::FOUND_NEW_RS_REASON, message);
+            let cond = progress::new_condition(
+                &self.ctx.clock,
+                PROGRESSING,
+                "True",
+                progress::FOUND_NEW_RS_REASON,
+                message,
+            );
             progress::set_condition(&mut status, cond);
             self.write_status(status).await?;
         }

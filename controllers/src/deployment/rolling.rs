@@ -17,11 +17,16 @@ impl Rollout<'_> {
     /// Upstream's `rolloutRolling`: one step of scaling up, else one of scaling down, then the
     /// status.
     pub(super) async fn rollout_rolling(&mut self, rs_list: Vec<ReplicaSet>) -> Result<()> {
-        let (mut new_rs, mut old) = self.get_all_replica_sets_and_sync_revision(rs_list, true).await?;
+        let (mut new_rs, mut old) = self
+            .get_all_replica_sets_and_sync_revision(rs_list, true)
+            .await?;
         if self.reconcile_new_replica_set(&mut new_rs, &old).await? {
             return self.sync_rollout_status(&old, new_rs.as_ref()).await;
         }
-        if self.reconcile_old_replica_sets(new_rs.as_ref(), &mut old).await? {
+        if self
+            .reconcile_old_replica_sets(new_rs.as_ref(), &mut old)
+            .await?
+        {
             return self.sync_rollout_status(&old, new_rs.as_ref()).await;
         }
         if progress::deployment_complete(&self.d, &self.d.status.clone().unwrap_or_default()) {
@@ -31,8 +36,14 @@ impl Rollout<'_> {
     }
 
     /// Upstream's `reconcileNewReplicaSet`: grows (or trims) the new ReplicaSet; true if scaled.
-    async fn reconcile_new_replica_set(&mut self, new_rs: &mut Option<ReplicaSet>, old: &[ReplicaSet]) -> Result<bool> {
-        let Some(current) = new_rs.clone() else { return Ok(false) };
+    async fn reconcile_new_replica_set(
+        &mut self,
+        new_rs: &mut Option<ReplicaSet>,
+        old: &[ReplicaSet],
+    ) -> Result<bool> {
+        let Some(current) = new_rs.clone() else {
+            return Ok(false);
+        };
         let desired = self.desired();
         let size = rs_replicas(&current);
         if size == desired {
@@ -44,14 +55,20 @@ impl Rollout<'_> {
             let all: Vec<&ReplicaSet> = old.iter().chain(std::iter::once(&current)).collect();
             replicas::new_rs_new_replicas(&self.d, self.fence, &all, &current)
         };
-        let (scaled, updated) = self.scale_replica_set_and_record_event(&current, target).await?;
+        let (scaled, updated) = self
+            .scale_replica_set_and_record_event(&current, target)
+            .await?;
         *new_rs = Some(updated);
         Ok(scaled)
     }
 
     /// Upstream's `reconcileOldReplicaSets`: shrinks old ReplicaSets, first their unhealthy
     /// pods, then healthy ones as far as maxUnavailable allows; true if anything was scaled.
-    async fn reconcile_old_replica_sets(&mut self, new_rs: Option<&ReplicaSet>, old: &mut [ReplicaSet]) -> Result<bool> {
+    async fn reconcile_old_replica_sets(
+        &mut self,
+        new_rs: Option<&ReplicaSet>,
+        old: &mut [ReplicaSet],
+    ) -> Result<bool> {
         let old_active = active(old);
         if replicas::sum_replicas(&old_active) == 0 {
             return Ok(false);
@@ -64,9 +81,13 @@ impl Rollout<'_> {
             return Ok(false);
         }
         let mut old_active = old_active;
-        let cleaned = self.cleanup_unhealthy_replicas(&mut old_active, max_scaled_down).await?;
+        let cleaned = self
+            .cleanup_unhealthy_replicas(&mut old_active, max_scaled_down)
+            .await?;
         let all = all_of(&old_active, new_rs);
-        let scaled_down = self.scale_down_old_replica_sets_for_rolling_update(&all, &mut old_active).await?;
+        let scaled_down = self
+            .scale_down_old_replica_sets_for_rolling_update(&all, &mut old_active)
+            .await?;
         for rs in old_active {
             let mut none = None;
             replace(&mut none, old, rs);
@@ -76,7 +97,11 @@ impl Rollout<'_> {
 
     /// Upstream's `cleanupUnhealthyReplicas`: removes unavailable pods of old ReplicaSets
     /// (oldest first), at most `max_cleanup`; returns how many.
-    async fn cleanup_unhealthy_replicas(&mut self, old: &mut [ReplicaSet], max_cleanup: i32) -> Result<i32> {
+    async fn cleanup_unhealthy_replicas(
+        &mut self,
+        old: &mut [ReplicaSet],
+        max_cleanup: i32,
+    ) -> Result<i32> {
         sort_by_creation(old);
         let mut total = 0;
         for rs in old.iter_mut() {
@@ -89,7 +114,9 @@ impl Rollout<'_> {
                 continue;
             }
             let scaled_down = (max_cleanup - total).min(size - available);
-            let (_, updated) = self.scale_replica_set_and_record_event(rs, size - scaled_down).await?;
+            let (_, updated) = self
+                .scale_replica_set_and_record_event(rs, size - scaled_down)
+                .await?;
             *rs = updated;
             total += scaled_down;
         }
@@ -98,7 +125,11 @@ impl Rollout<'_> {
 
     /// Upstream's `scaleDownOldReplicaSetsForRollingUpdate`: shrinks old ReplicaSets (oldest
     /// first) by the available pods above `replicas - maxUnavailable`; returns how many.
-    async fn scale_down_old_replica_sets_for_rolling_update(&mut self, all: &[ReplicaSet], old: &mut [ReplicaSet]) -> Result<i32> {
+    async fn scale_down_old_replica_sets_for_rolling_update(
+        &mut self,
+        all: &[ReplicaSet],
+        old: &mut [ReplicaSet],
+    ) -> Result<i32> {
         let min_available = self.desired() - self.fence.unavailable;
         let available: i32 = all.iter().map(rs_available_kept).sum();
         if available <= min_available {
@@ -116,7 +147,9 @@ impl Rollout<'_> {
                 continue;
             }
             let scale_down = size.min(to_scale_down - total);
-            let (_, updated) = self.scale_replica_set_and_record_event(rs, size - scale_down).await?;
+            let (_, updated) = self
+                .scale_replica_set_and_record_event(rs, size - scale_down)
+                .await?;
             *rs = updated;
             total += scale_down;
         }

@@ -18,14 +18,21 @@ use super::{Error, Result, Rollout, api_err};
 use crate::util::{controller_ref, is_already_exists, is_controlled_by, is_not_found};
 
 /// Replaces the ReplicaSet with `updated`'s uid, wherever it is.
-pub(super) fn replace(new_rs: &mut Option<ReplicaSet>, old: &mut [ReplicaSet], updated: ReplicaSet) {
+pub(super) fn replace(
+    new_rs: &mut Option<ReplicaSet>,
+    old: &mut [ReplicaSet],
+    updated: ReplicaSet,
+) {
     if let Some(n) = new_rs.as_mut()
         && n.metadata.uid == updated.metadata.uid
     {
         *n = updated;
         return;
     }
-    if let Some(o) = old.iter_mut().find(|o| o.metadata.uid == updated.metadata.uid) {
+    if let Some(o) = old
+        .iter_mut()
+        .find(|o| o.metadata.uid == updated.metadata.uid)
+    {
         *o = updated;
     }
 }
@@ -36,7 +43,10 @@ pub(super) fn all_of(old: &[ReplicaSet], new_rs: Option<&ReplicaSet>) -> Vec<Rep
 }
 
 fn by_creation(a: &ReplicaSet, b: &ReplicaSet) -> Ordering {
-    a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then_with(|| a.metadata.name.cmp(&b.metadata.name))
+    a.metadata
+        .creation_timestamp
+        .cmp(&b.metadata.creation_timestamp)
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
 }
 
 impl Rollout<'_> {
@@ -54,10 +64,16 @@ impl Rollout<'_> {
     ) -> Result<(Option<ReplicaSet>, Vec<ReplicaSet>)> {
         let existing = revision::find_new_replica_set(&self.d, &rs_list);
         let new_uid = existing.as_ref().and_then(|rs| rs.metadata.uid.clone());
-        let old: Vec<ReplicaSet> = rs_list.into_iter().filter(|rs| new_uid.is_none() || rs.metadata.uid != new_uid).collect();
+        let old: Vec<ReplicaSet> = rs_list
+            .into_iter()
+            .filter(|rs| new_uid.is_none() || rs.metadata.uid != new_uid)
+            .collect();
         let new_revision = revision::max_revision(&old) + 1;
         let new_rs = match existing {
-            Some(existing) => Some(self.sync_existing_new_replica_set(existing, new_revision).await?),
+            Some(existing) => Some(
+                self.sync_existing_new_replica_set(existing, new_revision)
+                    .await?,
+            ),
             None if create => Some(self.create_new_replica_set(&old, new_revision).await?),
             None => None,
         };
@@ -65,16 +81,25 @@ impl Rollout<'_> {
     }
 
     /// The create half of upstream's `getNewReplicaSet`.
-    async fn create_new_replica_set(&mut self, old: &[ReplicaSet], new_revision: i64) -> Result<ReplicaSet> {
+    async fn create_new_replica_set(
+        &mut self,
+        old: &[ReplicaSet],
+        new_revision: i64,
+    ) -> Result<ReplicaSet> {
         let spec = self.d.spec.clone().unwrap_or_default();
         let collision_count = self.d.status.as_ref().and_then(|s| s.collision_count);
         let hash = revision::pod_template_hash(&spec.template, collision_count);
         let mut template = spec.template.clone();
         let meta = template.metadata.get_or_insert_with(Default::default);
-        meta.labels.get_or_insert_with(Default::default).insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
         let labels = meta.labels.clone();
         let mut selector = spec.selector.clone();
-        selector.match_labels.get_or_insert_with(Default::default).insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
+        selector
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.clone());
         let mut new_rs = ReplicaSet {
             metadata: ObjectMeta {
                 name: Some(format!("{}-{hash}", self.name())),
@@ -97,30 +122,50 @@ impl Rollout<'_> {
             s.replicas = Some(count);
         }
         let mut annotations = Default::default();
-        revision::set_new_replica_set_annotations(&self.d, &mut annotations, new_revision, false, self.desired(), self.max_replicas());
+        revision::set_new_replica_set_annotations(
+            &self.d,
+            &mut annotations,
+            new_revision,
+            false,
+            self.desired(),
+            self.max_replicas(),
+        );
         new_rs.metadata.annotations = Some(annotations);
 
         let name = new_rs.name_any();
-        let (created, already_existed) = match self.rs_api.create(&PostParams::default(), &new_rs).await {
-            Ok(created) => (created, false),
-            Err(e) if is_already_exists(&e) => (self.existing_or_collision(&name, e).await?, true),
-            Err(e) => {
-                let message = format!("Failed to create new replica set {name:?}: {e}");
-                if progress::has_progress_deadline(&self.d) {
-                    let mut status = self.d.status.clone().unwrap_or_default();
-                    let cond = progress::new_condition(&self.ctx.clock, PROGRESSING, "False", "ReplicaSetCreateError", message.clone());
-                    progress::set_condition(&mut status, cond);
-                    self.write_status(status).await?;
+        let (created, already_existed) =
+            match self.rs_api.create(&PostParams::default(), &new_rs).await {
+                Ok(created) => (created, false),
+                Err(e) if is_already_exists(&e) => {
+                    (self.existing_or_collision(&name, e).await?, true)
                 }
-                self.event("Warning", "ReplicaSetCreateError", message);
-                return Err(api_err(format!("create replica set {name}"))(e));
-            }
-        };
+                Err(e) => {
+                    let message = format!("Failed to create new replica set {name:?}: {e}");
+                    if progress::has_progress_deadline(&self.d) {
+                        let mut status = self.d.status.clone().unwrap_or_default();
+                        let cond = progress::new_condition(
+                            &self.ctx.clock,
+                            PROGRESSING,
+                            "False",
+                            "ReplicaSetCreateError",
+                            message.clone(),
+                        );
+                        progress::set_condition(&mut status, cond);
+                        self.write_status(status).await?;
+                    }
+                    self.event("Warning", "ReplicaSetCreateError", message);
+                    return Err(api_err(format!("create replica set {name}"))(e));
+                }
+            };
         self.ctx.rs_writes.mutation(created.clone());
         if !already_existed {
             info!(deployment = %self.name(), replicaset = %name, replicas = count, "created new replica set");
             if count > 0 {
-                self.event("Normal", "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {count}"));
+                self.event(
+                    "Normal",
+                    "ScalingReplicaSet",
+                    format!("Scaled up replica set {name} from 0 to {count}"),
+                );
             }
         }
         self.write_revision(&new_revision.to_string()).await?;
@@ -129,7 +174,13 @@ impl Rollout<'_> {
             let message = format!("Created new replica set {name:?}");
             progress::set_condition(
                 &mut status,
-                progress::new_condition(&self.ctx.clock, PROGRESSING, "True", progress::NEW_RS_REASON, message),
+                progress::new_condition(
+                    &self.ctx.clock,
+                    PROGRESSING,
+                    "True",
+                    progress::NEW_RS_REASON,
+                    message,
+                ),
             );
             self.write_status(status).await?;
         }
@@ -140,11 +191,26 @@ impl Rollout<'_> {
     /// has its template; otherwise it is a hash collision, and the collision count goes up so
     /// the next attempt hashes differently.
     async fn existing_or_collision(&mut self, name: &str, err: kube::Error) -> Result<ReplicaSet> {
-        let rs = self.rs_api.get(name).await.map_err(api_err(format!("get replica set {name}")))?;
+        let rs = self
+            .rs_api
+            .get(name)
+            .await
+            .map_err(api_err(format!("get replica set {name}")))?;
         let uid = self.d.metadata.uid.clone().unwrap_or_default();
-        let template = self.d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-        let rs_template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
-        if is_controlled_by(&rs.metadata, &uid) && revision::equal_ignore_hash(&template, &rs_template) {
+        let template = self
+            .d
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
+        let rs_template = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default();
+        if is_controlled_by(&rs.metadata, &uid)
+            && revision::equal_ignore_hash(&template, &rs_template)
+        {
             return Ok(rs);
         }
         let mut status = self.d.status.clone().unwrap_or_default();
@@ -158,11 +224,17 @@ impl Rollout<'_> {
     /// no active) ReplicaSet takes them all; a saturated new ReplicaSet means the old ones go to
     /// 0; otherwise, during a rolling update, the difference is shared out in proportion to
     /// each ReplicaSet's size.
-    pub(super) async fn scale(&mut self, new_rs: &mut Option<ReplicaSet>, old: &mut [ReplicaSet]) -> Result<()> {
+    pub(super) async fn scale(
+        &mut self,
+        new_rs: &mut Option<ReplicaSet>,
+        old: &mut [ReplicaSet],
+    ) -> Result<()> {
         let desired = self.desired();
         if let Some(target) = find_active_or_latest(new_rs.as_ref(), old) {
             if rs_replicas(&target) != desired {
-                let (_, updated) = self.scale_replica_set_and_record_event(&target, desired).await?;
+                let (_, updated) = self
+                    .scale_replica_set_and_record_event(&target, desired)
+                    .await?;
                 replace(new_rs, old, updated);
             }
             return Ok(());
@@ -178,17 +250,29 @@ impl Rollout<'_> {
             return Ok(());
         }
         let mut all = active(&all_of(old, new_rs.as_ref()));
-        let allowed = if desired > 0 { desired + self.fence.surge } else { 0 };
+        let allowed = if desired > 0 {
+            desired + self.fence.surge
+        } else {
+            0
+        };
         let to_add = allowed - replicas::sum_replicas(&all);
         let operation = match to_add.cmp(&0) {
             Ordering::Greater => {
                 // Larger first; among equals, newer first.
-                all.sort_by(|a, b| rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(b, a)));
+                all.sort_by(|a, b| {
+                    rs_replicas(b)
+                        .cmp(&rs_replicas(a))
+                        .then_with(|| by_creation(b, a))
+                });
                 "up"
             }
             Ordering::Less => {
                 // Larger first; among equals, older first.
-                all.sort_by(|a, b| rs_replicas(b).cmp(&rs_replicas(a)).then_with(|| by_creation(a, b)));
+                all.sort_by(|a, b| {
+                    rs_replicas(b)
+                        .cmp(&rs_replicas(a))
+                        .then_with(|| by_creation(a, b))
+                });
                 "down"
             }
             Ordering::Equal => "",
@@ -214,7 +298,11 @@ impl Rollout<'_> {
     }
 
     /// Upstream's `scaleReplicaSetAndRecordEvent`: scales if the size differs; true if it did.
-    pub(super) async fn scale_replica_set_and_record_event(&mut self, rs: &ReplicaSet, size: i32) -> Result<(bool, ReplicaSet)> {
+    pub(super) async fn scale_replica_set_and_record_event(
+        &mut self,
+        rs: &ReplicaSet,
+        size: i32,
+    ) -> Result<(bool, ReplicaSet)> {
         let current = rs_replicas(rs);
         if current == size {
             return Ok((false, rs.clone()));
@@ -225,7 +313,12 @@ impl Rollout<'_> {
     }
 
     /// Upstream's `scaleReplicaSet`: writes the size and the desired/max replicas annotations.
-    async fn scale_replica_set(&mut self, rs: &ReplicaSet, size: i32, operation: &str) -> Result<ReplicaSet> {
+    async fn scale_replica_set(
+        &mut self,
+        rs: &ReplicaSet,
+        size: i32,
+        operation: &str,
+    ) -> Result<ReplicaSet> {
         let current = rs_replicas(rs);
         let size_changed = current != size;
         let (desired, max) = (self.desired(), self.max_replicas());
@@ -248,14 +341,20 @@ impl Rollout<'_> {
         self.ctx.rs_writes.mutation(updated.clone());
         if size_changed {
             debug!(deployment = %self.name(), replicaset = %name, from = current, to = size, "scaled");
-            self.event("Normal", "ScalingReplicaSet", format!("Scaled {operation} replica set {name} from {current} to {size}"));
+            self.event(
+                "Normal",
+                "ScalingReplicaSet",
+                format!("Scaled {operation} replica set {name} from {current} to {size}"),
+            );
         }
         Ok(updated)
     }
 
     /// Upstream's `isScalingEvent`: an active ReplicaSet was scaled for a different size.
     pub(super) async fn is_scaling_event(&mut self, rs_list: &[ReplicaSet]) -> Result<bool> {
-        let (new_rs, old) = self.get_all_replica_sets_and_sync_revision(rs_list.to_vec(), false).await?;
+        let (new_rs, old) = self
+            .get_all_replica_sets_and_sync_revision(rs_list.to_vec(), false)
+            .await?;
         let desired = self.desired();
         Ok(active(&all_of(&old, new_rs.as_ref()))
             .iter()
@@ -264,7 +363,9 @@ impl Rollout<'_> {
 
     /// Upstream's `sync`: scaling and status only, for paused deployments and scaling events.
     pub(super) async fn sync(&mut self, rs_list: Vec<ReplicaSet>) -> Result<()> {
-        let (mut new_rs, mut old) = self.get_all_replica_sets_and_sync_revision(rs_list, false).await?;
+        let (mut new_rs, mut old) = self
+            .get_all_replica_sets_and_sync_revision(rs_list, false)
+            .await?;
         self.scale(&mut new_rs, &mut old).await?;
         if self.paused() {
             self.cleanup_deployment(&old).await?;
@@ -274,7 +375,9 @@ impl Rollout<'_> {
 
     /// Upstream's `syncStatusOnly`, for a deployment being deleted.
     pub(super) async fn sync_status_only(&mut self, rs_list: Vec<ReplicaSet>) -> Result<()> {
-        let (new_rs, old) = self.get_all_replica_sets_and_sync_revision(rs_list, false).await?;
+        let (new_rs, old) = self
+            .get_all_replica_sets_and_sync_revision(rs_list, false)
+            .await?;
         self.sync_deployment_status(&old, new_rs.as_ref()).await
     }
 
@@ -295,17 +398,35 @@ impl Rollout<'_> {
             (false, true) => (progress::RESUMED_REASON, "Deployment is resumed"),
             _ => return Ok(()),
         };
-        progress::set_condition(&mut status, progress::new_condition(&self.ctx.clock, PROGRESSING, "Unknown", reason, message.into()));
+        progress::set_condition(
+            &mut status,
+            progress::new_condition(
+                &self.ctx.clock,
+                PROGRESSING,
+                "Unknown",
+                reason,
+                message.into(),
+            ),
+        );
         self.write_status(status).await
     }
 
     /// Upstream's `cleanupDeployment`: deletes the oldest old ReplicaSets beyond
     /// `revisionHistoryLimit`, only those with no replicas left and an up-to-date status.
     pub(super) async fn cleanup_deployment(&mut self, old: &[ReplicaSet]) -> Result<()> {
-        let Some(limit) = self.d.spec.as_ref().and_then(|s| s.revision_history_limit).filter(|l| *l != i32::MAX) else {
+        let Some(limit) = self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .filter(|l| *l != i32::MAX)
+        else {
             return Ok(());
         };
-        let mut cleanable: Vec<&ReplicaSet> = old.iter().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
+        let mut cleanable: Vec<&ReplicaSet> = old
+            .iter()
+            .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+            .collect();
         let diff = cleanable.len() as i64 - i64::from(limit.max(0));
         if diff <= 0 {
             return Ok(());
@@ -316,8 +437,15 @@ impl Rollout<'_> {
                 .then_with(|| by_creation(a, b))
         });
         for rs in cleanable.into_iter().take(diff as usize) {
-            let observed = rs.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
-            if replicas::rs_actual(rs) != 0 || rs_replicas(rs) != 0 || rs.metadata.generation.unwrap_or(0) > observed {
+            let observed = rs
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0);
+            if replicas::rs_actual(rs) != 0
+                || rs_replicas(rs) != 0
+                || rs.metadata.generation.unwrap_or(0) > observed
+            {
                 continue;
             }
             let name = rs.name_any();
@@ -344,4 +472,3 @@ fn find_active_or_latest(new_rs: Option<&ReplicaSet>, old: &[ReplicaSet]) -> Opt
         _ => None,
     }
 }
-

@@ -40,18 +40,42 @@ impl TestCluster {
     /// Starts everything; the fake kubelet handles the `default` namespace and binds pods to
     /// `bind_to` if given.
     pub async fn start(bind_to: Option<&str>) -> anyhow::Result<TestCluster> {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let store = Arc::new(kybernetes_store::MemoryStore::default());
         let clock = Clock::new();
         let api = kybernetes_apiserver::ApiServer::new(store, clock.clone()).await?;
         let client = Client::new(api.router(), "default");
         let shutdown = CancellationToken::new();
         let handles = vec![
-            kybernetes_controllers::spawn_replicaset(client.clone(), clock.clone(), shutdown.clone()),
-            kybernetes_controllers::spawn_deployment(client.clone(), clock.clone(), shutdown.clone()),
+            kybernetes_controllers::spawn_replicaset(
+                client.clone(),
+                clock.clone(),
+                shutdown.clone(),
+            ),
+            kybernetes_controllers::spawn_deployment(
+                client.clone(),
+                clock.clone(),
+                shutdown.clone(),
+            ),
         ];
-        let kubelet = FakeKubelet::start(client.clone(), clock.clone(), "default", bind_to, shutdown.clone());
-        Ok(TestCluster { client, clock, kubelet, shutdown, handles, _api: api })
+        let kubelet = FakeKubelet::start(
+            client.clone(),
+            clock.clone(),
+            "default",
+            bind_to,
+            shutdown.clone(),
+        );
+        Ok(TestCluster {
+            client,
+            clock,
+            kubelet,
+            shutdown,
+            handles,
+            _api: api,
+        })
     }
 
     /// Stops the controllers and the kubelet, and waits for them.
@@ -71,13 +95,22 @@ pub struct FakeKubelet {
 }
 
 impl FakeKubelet {
-    fn start(client: Client, clock: Clock, namespace: &str, bind_to: Option<&str>, shutdown: CancellationToken) -> FakeKubelet {
+    fn start(
+        client: Client,
+        clock: Clock,
+        namespace: &str,
+        bind_to: Option<&str>,
+        shutdown: CancellationToken,
+    ) -> FakeKubelet {
         let not_ready_images = Arc::new(Mutex::new(HashSet::new()));
         let api: Api<Pod> = Api::namespaced(client, namespace);
         let node = bind_to.map(str::to_string);
         let images = not_ready_images.clone();
         let handle = tokio::spawn(async move {
-            let mut events = watcher(api.clone(), watcher::Config::default()).default_backoff().applied_objects().boxed();
+            let mut events = watcher(api.clone(), watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
             loop {
                 let pod = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -90,25 +123,49 @@ impl FakeKubelet {
                 sync_pod(&api, &clock, node.as_deref(), &images, pod).await;
             }
         });
-        FakeKubelet { not_ready_images, handle }
+        FakeKubelet {
+            not_ready_images,
+            handle,
+        }
     }
 
     /// Pods running this image report Ready=False from now on.
     pub fn set_not_ready_image(&self, image: &str) {
-        self.not_ready_images.lock().unwrap().insert(image.to_string());
+        self.not_ready_images
+            .lock()
+            .unwrap()
+            .insert(image.to_string());
     }
 }
 
-async fn sync_pod(api: &Api<Pod>, clock: &Clock, node: Option<&str>, not_ready: &Mutex<HashSet<String>>, pod: Pod) {
+async fn sync_pod(
+    api: &Api<Pod>,
+    clock: &Clock,
+    node: Option<&str>,
+    not_ready: &Mutex<HashSet<String>>,
+    pod: Pod,
+) {
     let name = pod.name_any();
-    let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     if pod.metadata.deletion_timestamp.is_some() {
         if bound {
             // The containers stop, then the pod object goes.
             let api = api.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let _ = api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+                let _ = api
+                    .delete(
+                        &name,
+                        &DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
             });
         }
         return;
@@ -117,13 +174,32 @@ async fn sync_pod(api: &Api<Pod>, clock: &Clock, node: Option<&str>, not_ready: 
         && !bound
     {
         let binding = Binding {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
-            target: ObjectReference { kind: Some("Node".into()), name: Some(node.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                kind: Some("Node".into()),
+                name: Some(node.into()),
+                ..Default::default()
+            },
         };
-        let _ = api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await;
+        let _ = api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
         return;
     }
-    let images: Vec<String> = pod.spec.iter().flat_map(|s| &s.containers).filter_map(|c| c.image.clone()).collect();
+    let images: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| c.image.clone())
+        .collect();
     let ready = {
         let not_ready = not_ready.lock().unwrap();
         !images.iter().any(|i| not_ready.contains(i))
@@ -133,17 +209,25 @@ async fn sync_pod(api: &Api<Pod>, clock: &Clock, node: Option<&str>, not_ready: 
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return;
     }
-    let current = status.conditions.iter().flatten().find(|c| c.type_ == "Ready").map(|c| c.status.as_str());
+    let current = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.as_str());
     if status.phase.as_deref() == Some("Running") && current == Some(want) {
         return;
     }
     let now = clock.now_rfc3339();
     let mut conditions = vec![json!({"type": "Ready", "status": want, "lastTransitionTime": now})];
     if bound {
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now}));
+        conditions
+            .push(json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now}));
     }
     let patch = json!({"status": {"phase": "Running", "conditions": conditions}});
-    let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+    let _ = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `timeout`.
