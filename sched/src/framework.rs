@@ -341,8 +341,17 @@ impl Framework {
     fn select_host(&self, feasible: &[usize], totals: &[i64]) -> usize {
         let best = totals.iter().copied().max().unwrap_or(0);
         let ties = totals.iter().filter(|&&t| t == best).count();
-        let pick = if ties > 1 { (self.next_random() % ties as u64) as usize } else { 0 };
-        let chosen = totals.iter().enumerate().filter(|&(_, &t)| t == best).nth(pick).map_or(0, |(j, _)| j);
+        let pick = if ties > 1 {
+            (self.next_random() % ties as u64) as usize
+        } else {
+            0
+        };
+        let chosen = totals
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == best)
+            .nth(pick)
+            .map_or(0, |(j, _)| j);
         feasible[chosen]
     }
 }

@@ -304,7 +304,10 @@ pub fn parse_scaled(s: &str, scale: i32) -> Option<i64> {
         return None;
     }
     let (exp10, exp2) = suffix_exponents(suffix)?;
-    let digits = int_part.bytes().chain(frac_part.bytes()).skip_while(|&b| b == b'0');
+    let digits = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .skip_while(|&b| b == b'0');
     let mut mantissa: i128 = 0;
     for (n, b) in digits.enumerate() {
         if n >= 36 {

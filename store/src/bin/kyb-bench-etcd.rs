@@ -231,7 +231,7 @@ async fn run() -> Result<(), BoxError> {
     for (label, writers, n) in [("sequential (1 writer)", 1, pairs.div_ceil(4)), ("concurrent", concurrency, pairs)] {
         // Warm up connections and etcd.
         for &v in &variants {
-            phase(&targets, v, &format!("{run_id}/warm/{}", v.name().replace(' ', "-")), 50.min(n), writers).await?;
+            phase(&targets, v, &format!("{run_id}/warm-{writers}/{}", v.name().replace(' ', "-")), 50.min(n), writers).await?;
         }
         let mut results: Vec<Vec<Phase>> = variants.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
