@@ -115,7 +115,9 @@ pub fn prepare_for_update(r: &ResourceInfo, old: &Value, new: &mut Value) {
     }
 }
 
-/// For a write to `/status`: everything but status comes from `old`.
+/// For a write to `/status`: the spec comes from `old`, and so do the server-owned metadata
+/// fields; status and ordinary metadata (labels, annotations) come from `new`, as upstream's
+/// status strategies allow.
 pub fn prepare_for_status_update(old: &Value, new: &Value) -> Value {
     let mut out = old.clone();
     match new.get("status") {
@@ -124,11 +126,30 @@ pub fn prepare_for_status_update(old: &Value, new: &Value) -> Value {
             out.as_object_mut().map(|m| m.remove("status"));
         }
     }
-    if let Some(rv) = meta_str(new, "resourceVersion") {
-        meta_mut(&mut out).insert("resourceVersion".into(), json!(rv));
-    } else {
-        meta_mut(&mut out).remove("resourceVersion");
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let mut meta = new.get("metadata").cloned().unwrap_or(json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "ownerReferences",
+            "finalizers",
+        ] {
+            match old_meta.get(f) {
+                Some(v) => m.insert(f.into(), v.clone()),
+                None => m.remove(f),
+            };
+        }
+        if m.get("resourceVersion").is_none() {
+            m.remove("resourceVersion");
+        }
     }
+    out["metadata"] = meta;
     out
 }
 

@@ -24,7 +24,11 @@ pub fn validate(r: &ResourceInfo, obj: &Value) -> Vec<StatusCause> {
     let mut out = Vec::new();
     match (r.group.as_str(), r.plural.as_str()) {
         ("", "pods") => pod_spec(obj.get("spec"), "spec", &mut out),
-        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => workload(obj, &mut out),
+        ("apps", "deployments") => {
+            workload(obj, &mut out);
+            rolling_update(obj, &mut out);
+        }
+        ("apps", "replicasets" | "statefulsets" | "daemonsets") => workload(obj, &mut out),
         ("", "services") => service(obj, &mut out),
         ("", "configmaps" | "secrets") => data_keys(obj, &mut out),
         _ => {}
@@ -107,6 +111,47 @@ fn workload(obj: &Value, out: &mut Vec<StatusCause>) {
         out.push(invalid("spec.replicas", format!("Invalid value: {n}: must be greater than or equal to 0")));
     }
     pod_spec(spec.and_then(|s| s.pointer("/template/spec")), "spec.template.spec", out);
+}
+
+/// An int-or-string: a non-negative integer or a percentage.
+fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
+    match v {
+        Value::Number(n) => n.as_i64().filter(|n| *n >= 0).map(|n| (n, false)).ok_or_else(|| format!("{n}: must be greater than or equal to 0")),
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<i64>().ok())
+            .filter(|p| (0..=100).contains(p))
+            .map(|p| (p, true))
+            .ok_or_else(|| format!("{s:?}: a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%')")),
+        other => Err(format!("{other}: must be an integer or percentage")),
+    }
+}
+
+fn rolling_update(obj: &Value, out: &mut Vec<StatusCause>) {
+    let Some(ru) = obj.pointer("/spec/strategy/rollingUpdate") else { return };
+    let field = |f: &str| format!("spec.strategy.rollingUpdate.{f}");
+    let surge = ru.get("maxSurge").map(int_or_percent);
+    let unavailable = ru.get("maxUnavailable").map(int_or_percent);
+    for (name, v) in [("maxSurge", &surge), ("maxUnavailable", &unavailable)] {
+        if let Some(Err(e)) = v {
+            out.push(invalid(&field(name), format!("Invalid value: {e}")));
+        }
+    }
+    if let (Some(Ok((0, _))), Some(Ok((0, _)))) = (&surge, &unavailable) {
+        out.push(invalid(&field("maxUnavailable"), "Invalid value: 0: may not be 0 when `maxSurge` is 0"));
+    }
+    if let Some(Ok((p, true))) = &unavailable
+        && *p > 100
+    {
+        out.push(invalid(&field("maxUnavailable"), "Invalid value: must not be greater than 100%"));
+    }
+    if obj.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
+        out.push(StatusCause {
+            reason: "FieldValueForbidden".into(),
+            message: "Forbidden: may not be specified when strategy `type` is 'Recreate'".into(),
+            field: "spec.strategy.rollingUpdate".into(),
+        });
+    }
 }
 
 fn service(obj: &Value, out: &mut Vec<StatusCause>) {
