@@ -1,0 +1,71 @@
+//! A cluster on SQLite that is stopped and started again on the same file has all its objects
+//! back; its node agents adopt the pods that are still running and nothing is duplicated.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use kybernetes::Cluster;
+use kybernetes::runtime::FakeRuntime;
+use serde_json::json;
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kyb-restart-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+async fn running_pods(pods: &Api<Pod>, want: usize) -> BTreeMap<String, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(list) = pods.list(&ListParams::default().labels("app=web")).await {
+            let running: BTreeMap<String, String> = list
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .map(|p| (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid.clone().unwrap_or_default()))
+                .collect();
+            if running.len() == want && list.items.len() == want {
+                return running;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pods did not settle at {want}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
+    let dir = temp_dir();
+    // The runtime outlives the cluster, as containers outlive a restarted kubelet.
+    let runtime = FakeRuntime::default();
+    let before = {
+        let c = Cluster::builder().data_dir(&dir).expect("data dir").nodes(2).runtime(runtime.clone()).start().await.expect("start");
+        let deploys: Api<Deployment> = Api::default_namespaced(c.client());
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .expect("deployment");
+        deploys.create(&PostParams::default(), &d).await.expect("create");
+        let pods: Api<Pod> = Api::default_namespaced(c.client());
+        let before = running_pods(&pods, 4).await;
+        c.shutdown().await.expect("shutdown");
+        before
+    };
+    let containers_before = runtime.containers().len();
+
+    let c = Cluster::builder().data_dir(&dir).expect("reopen").nodes(2).runtime(runtime.clone()).start().await.expect("restart");
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    let after = running_pods(&pods, 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = running_pods(&pods, 4).await;
+    assert_eq!(before, after, "the same pods, with the same UIDs, are running");
+    assert_eq!(after, settled, "and no extra pods appear later");
+    assert_eq!(runtime.containers().len(), containers_before, "the node agents adopted the containers instead of starting new ones");
+    c.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
