@@ -130,6 +130,10 @@ impl PodWorker {
                 Next::WakeAt(ctx.instant_at(until)),
             ));
         }
+        if !present {
+            // A real pull takes a while: show ContainerCreating and the pod IP meanwhile.
+            self.flush_status().await;
+        }
         ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Pulling", format!("Pulling image \"{image}\""));
         let started = Instant::now();
         match ctx.runtime.pull_image(&image).await {

@@ -207,6 +207,14 @@ impl PodWorker {
         }
     }
 
+    /// Writes the status as the runtime shows it now (before a slow step).
+    pub(crate) async fn flush_status(&mut self) {
+        if let Ok(history) = self.history().await {
+            let status = self.generate_status(&history, false);
+            self.write_status(status).await;
+        }
+    }
+
     /// Writes `status` through the status subresource if it differs from the pod's current
     /// one. Returns false if the write failed (the caller retries).
     pub(crate) async fn write_status(&mut self, status: PodStatus) -> bool {

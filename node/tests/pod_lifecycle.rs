@@ -173,3 +173,20 @@ async fn image_pull_failure_shows_err_image_pull_then_image_pull_back_off() {
     assert!(h.fake.pulled_images().iter().filter(|i| *i == "nope:1").count() >= 2);
     assert!(h.fake.image_status("nope:1").await.unwrap().is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn pod_shows_container_creating_and_its_ip_while_the_image_is_pulled() {
+    let mut h = harness().await;
+    h.fake.set_latencies(kybernetes_runtime::fake::Latencies { pull: Duration::from_secs(30), ..Default::default() });
+    h.start_agent(h.config("node-1"));
+    h.create_pod(pod("slowpull", "node-1", &[("app", "big:1")])).await;
+    let p = h
+        .wait_pod("slowpull", 20, |p: Option<&k8s_openapi::api::core::v1::Pod>| {
+            p.is_some_and(|p| waiting_reason(p, "app").as_deref() == Some("ContainerCreating"))
+        })
+        .await;
+    assert_eq!(phase(&p), "Pending");
+    assert!(p.status.as_ref().unwrap().pod_ip.is_some());
+    h.wait_event("slowpull", "Pulling", 10).await;
+    h.wait_pod("slowpull", 60, is_phase("Running")).await;
+}

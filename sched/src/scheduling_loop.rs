@@ -29,6 +29,22 @@ const BATCH: usize = 128;
 /// Runs a [`Scheduler`] against a cluster: the pods whose `spec.schedulerName` is the
 /// configured one and that have no node get scheduled and bound.
 ///
+/// - Pods are scheduled one at a time, highest `spec.priority` first, then in arrival order;
+///   each is assumed onto its node in the [`Snapshot`] at once, and its `pods/binding` is
+///   posted in the background (at most
+///   [`max_concurrent_bindings`](SchedulerConfig::max_concurrent_bindings) at a time). A failed
+///   binding is forgotten and retried after a backoff.
+/// - A pod that fits nowhere gets `PodScheduled=False` (reason `Unschedulable`, upstream's
+///   message) and a `FailedScheduling` event. It is retried when a node is added or changes
+///   (allocatable, labels, taints, cordon), when a bound pod goes away, when its own spec or
+///   labels change, and after
+///   [`pod_max_in_unschedulable_duration`](SchedulerConfig::pod_max_in_unschedulable_duration).
+/// - Pods with `spec.schedulingGates` wait outside the queue with `PodScheduled=False`
+///   (reason `SchedulingGated`) until the gates are removed.
+/// - As upstream, node readiness is not checked here: the node lifecycle controller taints
+///   NotReady and unreachable nodes, and TaintToleration keeps pods off them.
+/// - Nothing is scheduled before the first node and pod lists are complete.
+///
 /// ```no_run
 /// # async fn run(client: kube::Client) {
 /// use std::sync::Arc;
@@ -270,6 +286,20 @@ impl LoopState {
             // Assumed: its binding is in flight, or this event is older than the binding.
             return;
         }
+        if has_scheduling_gates(&pod) {
+            // Upstream's SchedulingGates PreEnqueue plugin: wait outside the queue until the
+            // gates are removed (that update brings the pod back here).
+            self.queue.remove(&key);
+            if status::needs_condition(&pod, SCHEDULING_GATED, SCHEDULING_GATED_MESSAGE) {
+                self.set_unschedulable(
+                    Arc::new(pod),
+                    SCHEDULING_GATED,
+                    SCHEDULING_GATED_MESSAGE.to_string(),
+                    false,
+                );
+            }
+            return;
+        }
         self.queue.upsert(key, pod, Instant::now());
     }
 
@@ -331,7 +361,8 @@ impl LoopState {
                 let message = unschedulable.to_string();
                 tracing::debug!(pod = %name, %message, "pod is unschedulable");
                 self.queue.mark_unschedulable(&key, now);
-                self.record_failure(pod, "Unschedulable", message);
+                let event = self.config.record_events;
+                self.set_unschedulable(pod, "Unschedulable", message, event);
             }
         }
     }
@@ -406,11 +437,18 @@ impl LoopState {
         }
     }
 
-    /// Sets `PodScheduled=False` and records a `FailedScheduling` event, in the background.
-    fn record_failure(&mut self, pod: Arc<Pod>, reason: &'static str, message: String) {
+    /// Sets `PodScheduled=False` and, with `event`, records a `FailedScheduling` event, in the
+    /// background.
+    fn set_unschedulable(
+        &mut self,
+        pod: Arc<Pod>,
+        reason: &'static str,
+        message: String,
+        event: bool,
+    ) {
         let client = self.client.clone();
         let clock = self.config.clock.clone();
-        let recorder = self.config.record_events.then(|| self.recorder.clone());
+        let recorder = event.then(|| self.recorder.clone());
         self.effects.spawn(async move {
             if let Err(e) =
                 status::set_unschedulable_condition(client, &pod, reason, &message, &clock).await
@@ -430,6 +468,18 @@ impl LoopState {
             }
         });
     }
+}
+
+/// The `PodScheduled` reason of a pod held back by scheduling gates.
+const SCHEDULING_GATED: &str = "SchedulingGated";
+/// Upstream's message for it.
+const SCHEDULING_GATED_MESSAGE: &str = "Scheduling is blocked due to non-empty scheduling gates";
+
+fn has_scheduling_gates(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
 }
 
 /// An error with its sources, `a: b: c`.

@@ -103,6 +103,11 @@ fn conditions_with_unschedulable(
     Some(Value::Array(list))
 }
 
+/// Whether the pod does not yet carry `PodScheduled=False` with this reason and message.
+pub(crate) fn needs_condition(pod: &Pod, reason: &str, message: &str) -> bool {
+    conditions_with_unschedulable(pod, reason, message, "").is_some()
+}
+
 /// Sets `PodScheduled=False` with `reason` and `message` on a pod that is still unbound,
 /// guarded by its resourceVersion so it can never overwrite a binding that raced ahead.
 pub(crate) async fn set_unschedulable_condition(

@@ -14,7 +14,7 @@
 //! The submodules hold the watch stream and the compaction bookkeeping.
 
 mod compact;
-mod endpoints;
+mod members;
 mod watch;
 
 use std::path::PathBuf;
@@ -93,9 +93,10 @@ pub struct EtcdTlsOptions {
 /// - Every key is stored at [`EtcdOptions::prefix`] + key; revisions are etcd's, so several
 ///   API servers (or kube-apiserver itself) can share one etcd and agree on resourceVersions.
 /// - Several endpoints (the members of one etcd cluster) may be given: requests are balanced over
-///   the reachable ones and a failed member is skipped after its connection breaks. Writes are not
-///   retried by the store: an error on a write whose answer was lost means "unknown outcome",
-///   exactly as with kube-apiserver.
+///   the healthy members. A member that fails its health check is taken out until it answers
+///   again, and requests etcd certainly never acted on (connection refused, member without a
+///   leader) are retried for a few seconds. Any other failure is returned: for a write whose
+///   answer was lost that means "unknown outcome", exactly as with kube-apiserver.
 /// - Reads are linearizable (they go through the etcd leader).
 /// - Compaction is shared by everything on the etcd: the compacted revision is recorded under the
 ///   key `compact_rev_key` (not prefixed, the key kube-apiserver uses) so every store on it
@@ -134,7 +135,7 @@ pub(crate) struct Inner {
     /// The highest compaction revision this store has seen.
     compacted: AtomicI64,
     /// Member health, for the balancer.
-    members: endpoints::Members,
+    members: members::Members,
     /// Dropping it stops the background tasks (compaction, member health).
     stop: signal::Sender<()>,
 }
@@ -179,7 +180,7 @@ impl EtcdStore {
         }
         let what = || format!("connecting to etcd at {}", endpoints.join(","));
         let client = Client::connect(&endpoints, Some(connect.clone())).await.map_err(|e| Error::backend(what(), e))?;
-        let members = endpoints::Members::new(&endpoints, &connect).await.map_err(|e| Error::backend(what(), e))?;
+        let members = members::Members::new(&endpoints, &connect).await.map_err(|e| Error::backend(what(), e))?;
         let inner = Arc::new(Inner {
             client,
             endpoints: endpoints.clone(),
@@ -194,7 +195,7 @@ impl EtcdStore {
             .map_err(|_| Error::Backend { context: format!("{}: no answer within {:?}", what(), options.request_timeout), source: None })?
             .map_err(|e| Error::backend(what(), e))?;
         tracing::info!(revision = probe.current, compacted = probe.compacted, "connected to etcd");
-        tokio::spawn(endpoints::run_monitor(Arc::downgrade(&inner), inner.stop.subscribe()));
+        tokio::spawn(members::run_monitor(Arc::downgrade(&inner), inner.stop.subscribe()));
         if let Some(interval) = options.compaction_interval {
             tokio::spawn(compact::run_compactor(Arc::downgrade(&inner), interval, inner.stop.subscribe()));
         }

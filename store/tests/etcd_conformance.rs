@@ -85,7 +85,7 @@ async fn prefix_namespaces_every_key() {
     assert!(in_b.mod_revision > in_a.mod_revision, "both stores share etcd's revision");
     assert_eq!(a.get("/registry/pods/default/web").await.expect("get").map(|kv| kv.value), Some(Bytes::from_static(b"a")));
     let listed = b.list("/registry/", ListOptions::default()).await.expect("list b");
-    assert_eq!(listed.items, [in_b.clone()], "a store lists only its own namespace, with the prefix stripped");
+    assert_eq!(listed.items, std::slice::from_ref(&in_b), "a store lists only its own namespace, with the prefix stripped");
 
     let mut raw = raw_client(&etcd).await;
     let raw_keys: Vec<String> = raw

@@ -24,7 +24,6 @@
 //! 1000), `KYB_BENCH_CONCURRENCY` (default 16), `KYB_BENCH_VALUE_BYTES` (default 1024),
 //! `KYB_BENCH_ROUNDS` (default 3).
 
-#[allow(dead_code)]
 #[path = "../../tests/etcd_common/mod.rs"]
 mod etcd_common;
 

@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, KvClient};
@@ -39,7 +39,7 @@ pub(crate) struct Members {
     /// Members currently taken out of the balancer.
     removed: Mutex<HashSet<String>>,
     /// Wakes the monitor early, after a request failed.
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 impl Members {
@@ -51,7 +51,7 @@ impl Members {
                 checkers.push((endpoint.clone(), Client::connect([endpoint.as_str()], Some(options.clone())).await?));
             }
         }
-        Ok(Members { checkers, removed: Mutex::new(HashSet::new()), wake: Notify::new() })
+        Ok(Members { checkers, removed: Mutex::new(HashSet::new()), wake: Arc::new(Notify::new()) })
     }
 
     fn removed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -120,17 +120,19 @@ async fn healthy(client: &Client) -> bool {
 
 /// The member health loop; ends when the store is dropped (`stop` closes).
 pub(crate) async fn run_monitor(inner: Weak<Inner>, mut stop: signal::Receiver<()>) {
+    let wake = match inner.upgrade() {
+        Some(strong) if !strong.members.checkers.is_empty() => Arc::clone(&strong.members.wake),
+        _ => return,
+    };
     loop {
+        // Hold the store only while checking, so dropping it ends this task at once.
         let Some(strong) = inner.upgrade() else { return };
-        if strong.members.checkers.is_empty() {
-            return;
-        }
         check_members(&strong).await;
-        let wake = async { strong.members.wake.notified().await };
+        drop(strong);
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            _ = wake => {}
+            _ = wake.notified() => {}
         }
     }
 }
