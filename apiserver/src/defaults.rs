@@ -104,6 +104,18 @@ fn container(c: &mut Map<String, Value>) {
             default(p, "protocol", json!("TCP"));
         }
     }
+    // Upstream's SetDefaults_Pod: a resource with a limit but no request is requested at its limit.
+    if let Some(resources) = c.get_mut("resources").and_then(Value::as_object_mut)
+        && let Some(limits) = resources.get("limits").and_then(Value::as_object).cloned()
+        && !limits.is_empty()
+    {
+        let requests = resources.entry("requests").or_insert_with(|| json!({}));
+        if let Some(requests) = requests.as_object_mut() {
+            for (k, v) in limits {
+                requests.entry(k).or_insert(v);
+            }
+        }
+    }
 }
 
 fn service_spec(spec: &mut Map<String, Value>) {

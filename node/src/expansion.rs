@@ -4,10 +4,7 @@
 
 /// Expands `$(NAME)` references in `input` with `lookup`.
 ///
-/// ```ignore
-/// let env = |k: &str| (k == "A").then(|| "x".to_string());
-/// assert_eq!(expand("$(A)-$(B)-$$(A)", env), "x-$(B)-$(A)");
-/// ```
+/// With `A=x` and `B` undefined, `$(A)-$(B)-$$(A)` expands to `x-$(B)-$(A)`.
 pub(crate) fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     let bytes = input.as_bytes();
     let mut out = String::with_capacity(input.len());

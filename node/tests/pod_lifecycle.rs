@@ -190,3 +190,41 @@ async fn pod_shows_container_creating_and_its_ip_while_the_image_is_pulled() {
     h.wait_event("slowpull", "Pulling", 10).await;
     h.wait_pod("slowpull", 60, is_phase("Running")).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn changing_a_container_image_restarts_it_with_the_new_image() {
+    let mut h = harness().await;
+    h.start_agent(h.config("node-1"));
+    h.create_pod(pod("upgrade", "node-1", &[("web", "nginx:1.26")])).await;
+    h.wait_pod("upgrade", 30, is_ready("True")).await;
+    let patch = json!({ "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] } });
+    h.pods().patch("upgrade", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let p = h
+        .wait_pod("upgrade", 30, |p: Option<&k8s_openapi::api::core::v1::Pod>| {
+            p.is_some_and(|p| container_status(p, "web").is_some_and(|c| c.image == "nginx:1.27" && c.ready))
+        })
+        .await;
+    assert_eq!(restart_count(&p, "web"), 1);
+    let images: Vec<_> = h.fake.created_containers().into_iter().map(|c| c.image).collect();
+    assert_eq!(images, ["nginx:1.26", "nginx:1.27"]);
+    let killing = h.wait_event("upgrade", "Killing", 10).await;
+    assert_eq!(killing.message.as_deref(), Some("Container web definition changed, will be restarted"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_bound_after_creation_is_picked_up() {
+    let mut h = harness().await;
+    h.start_agent(h.config("node-1"));
+    let mut p = pod("late", "node-1", &[("web", "nginx:1.27")]);
+    p["spec"].as_object_mut().unwrap().remove("nodeName");
+    h.create_pod(p).await;
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": { "name": "late" },
+        "target": { "apiVersion": "v1", "kind": "Node", "name": "node-1" }
+    });
+    let _: serde_json::Value = h.pods().create_subresource("binding", "late", &kube::api::PostParams::default(), &binding).await.unwrap();
+    let p = h.wait_pod("late", 30, is_ready("True")).await;
+    assert_eq!(condition(&p, "PodScheduled").as_deref(), Some("True"));
+}

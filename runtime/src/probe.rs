@@ -1,7 +1,7 @@
 //! Probes: the checks behind liveness, readiness and startup probes and `httpGet` hooks.
 //!
-//! [`Runtime::probe`](crate::Runtime::probe) has a default implementation built from the
-//! functions here: an `exec` probe runs [`Runtime::exec_sync`](crate::Runtime::exec_sync)
+//! [`Runtime::probe`] has a default implementation built from the
+//! functions here: an `exec` probe runs [`Runtime::exec_sync`]
 //! and succeeds on exit code 0, a `tcpSocket` probe opens a TCP connection, an `httpGet`
 //! probe sends a `GET` and succeeds on a status in 200–399, as upstream's prober does.
 
@@ -129,7 +129,7 @@ pub async fn run_default<R: Runtime + ?Sized>(runtime: &R, container_id: &str, r
     }
 }
 
-/// An `exec` probe: runs `command` with [`Runtime::exec_sync`](crate::Runtime::exec_sync).
+/// An `exec` probe: runs `command` with [`Runtime::exec_sync`].
 pub async fn exec<R: Runtime + ?Sized>(runtime: &R, container_id: &str, command: &[String], timeout: Duration) -> ProbeResult {
     match runtime.exec_sync(container_id, command, timeout).await {
         Ok(r) if r.exit_code == 0 => ProbeResult::Success,

@@ -646,3 +646,31 @@ async fn pods_wait_for_a_first_node() -> anyhow::Result<()> {
     assert_eq!(cluster.node_of("early").await?, "late");
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn gated_pods_wait_until_their_gates_are_removed() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(Framework::default_plugins()).await?;
+    cluster.add_node("n", "4", json!({}), json!({})).await?;
+    cluster
+        .add_pod(
+            "gated",
+            "100m",
+            json!({"schedulingGates": [{"name": "example.com/quota"}]}),
+        )
+        .await?;
+    let (reason, message) = cluster.unschedulable_condition("gated").await?;
+    assert_eq!(reason, "SchedulingGated");
+    assert_eq!(
+        message,
+        "Scheduling is blocked due to non-empty scheduling gates"
+    );
+    cluster.assert_stays_pending("gated").await?;
+
+    let ungate = json!({"spec": {"schedulingGates": null}});
+    cluster
+        .pods()
+        .patch("gated", &PatchParams::default(), &Patch::Merge(&ungate))
+        .await?;
+    assert_eq!(cluster.node_of("gated").await?, "n");
+    cluster.stop().await
+}

@@ -11,7 +11,8 @@
 //! | `compact(r)`                | record `r` under `compact_rev_key`, then etcd `compact(r)`            |
 //! | `current_revision`          | the header revision of a (linearizable) range                        |
 //!
-//! The submodules hold the watch stream and the compaction bookkeeping.
+//! The submodules hold the watch stream (`watch`), the compaction bookkeeping (`compact`) and
+//! the member health checks and retries (`members`).
 
 mod compact;
 mod members;

@@ -159,6 +159,9 @@ async fn bind(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, name: &str
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = json!(node);
+        if !new.get("status").is_some_and(Value::is_object) {
+            new["status"] = json!({});
+        }
         let conds = new["status"].as_object_mut().map(|s| s.entry("conditions").or_insert_with(|| json!([])));
         if let Some(Value::Array(conds)) = conds {
             conds.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
