@@ -46,16 +46,21 @@ async fn main() -> anyhow::Result<()> {
         let pods: Api<Pod> = Api::default_namespaced(cluster.client());
         let t0 = Instant::now();
         deploys.create(&PostParams::default(), &d).await?;
+        let verbose = std::env::var("KYB_BENCH_VERBOSE").is_ok();
         loop {
             let list = pods.list(&ListParams::default().labels("app=big")).await?.items;
             let running = list.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+            if verbose {
+                let bound = list.iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()).count();
+                println!("  t={:>6.0}ms created={} bound={} running={}", t0.elapsed().as_secs_f64() * 1000.0, list.len(), bound, running);
+            }
             if running >= REPLICAS {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(120) {
                 anyhow::bail!("only {running} of {REPLICAS} pods Running after 120 s");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(if verbose { 50 } else { 10 })).await;
         }
         samples.push(t0.elapsed());
         cluster.shutdown().await?;

@@ -256,3 +256,42 @@ async fn deleting_a_namespace_marks_it_terminating_and_blocks_new_content() {
     assert!(matches!(err, kube::Error::Api(s) if s.code == 403));
     c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn secret_string_data_is_stored_as_base64_data() {
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::default_namespaced(c.client());
+    let s: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}})).expect("secret");
+    let created = secrets.create(&PostParams::default(), &s).await.expect("create");
+    assert!(created.string_data.is_none(), "stringData is not stored");
+    let data = created.data.expect("data");
+    assert_eq!(data["password"].0, b"hunter2".to_vec());
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_write_naming_another_uid_is_a_conflict() {
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
+    cms.create(&PostParams::default(), &configmap("u", json!({}))).await.expect("create");
+    let res = cms
+        .patch("u", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"uid": "not-the-uid", "labels": {"a": "b"}}})))
+        .await;
+    assert!(matches!(res, Err(kube::Error::Api(s)) if s.code == 409));
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn deployment_rolling_update_bounds_are_validated() {
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
+    let api: Api<Deployment> = Api::default_namespaced(c.client());
+    let mut d = deployment("bad", "nginx");
+    if let Some(spec) = d.spec.as_mut() {
+        spec.strategy = Some(serde_json::from_value(json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}})).expect("s"));
+    }
+    let res = api.create(&PostParams::default(), &d).await;
+    assert!(matches!(res, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("may not be 0")));
+    c.shutdown().await.expect("shutdown");
+}

@@ -37,10 +37,32 @@ pub fn apply(r: &ResourceInfo, obj: &mut Value) {
                 service_spec(spec);
             }
         }
+        ("", "secrets") => secret_string_data(obj),
         ("apps", "deployments") => workload(obj, true),
         ("apps", "replicasets") | ("", "replicationcontrollers") | ("apps", "statefulsets") => workload(obj, false),
         ("apps", "daemonsets") | ("batch", "jobs") => template_only(obj),
         _ => {}
+    }
+}
+
+/// Upstream merges `stringData` into `data` (base64-encoded) and never stores `stringData`.
+fn secret_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(map) = obj.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = map.remove("stringData") else { return };
+    let data = map.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            if let Some(s) = v.as_str() {
+                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+            }
+        }
+    }
+    if !map.contains_key("type") {
+        map.insert("type".into(), json!("Opaque"));
     }
 }
 

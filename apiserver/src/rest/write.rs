@@ -74,6 +74,20 @@ pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut 
     Ok(obj)
 }
 
+/// A body naming a different UID than the stored object's is a failed precondition (409), as
+/// upstream: it protects against writing onto an object recreated under the same name.
+fn check_uid(r: &ResourceInfo, body: &Value, old: &Value, name: &str) -> Result<(), ApiError> {
+    match (meta_str(body, "uid"), meta_str(old, "uid")) {
+        (Some(want), Some(have)) if !want.is_empty() && want != have => Err(ApiError::conflict(
+            &r.group,
+            &r.plural,
+            name,
+            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_name(r: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
     match meta_str(obj, "name") {
         Some(n) if n == name => Ok(()),
@@ -99,6 +113,7 @@ pub async fn update(
     object::meta_mut(&mut obj).insert("name".into(), json!(name));
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
     guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
+        check_uid(r, &obj, old, name)?;
         let mut new = obj.clone();
         strategy::prepare_for_update(r, old, &mut new);
         Ok(new)
@@ -118,8 +133,11 @@ pub async fn update_status(
     strategy::check_type(r, &mut obj)?;
     check_name(r, &obj, name)?;
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
-    guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| Ok(strategy::prepare_for_status_update(old, &obj)))
-        .await
+    guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
+        check_uid(r, &obj, old, name)?;
+        Ok(strategy::prepare_for_status_update(old, &obj))
+    })
+    .await
 }
 
 /// Applies a patch document of the given content type to `target`.
@@ -190,6 +208,7 @@ pub async fn patch(
             return Err(ApiError::stale(&r.group, &r.plural, name));
         }
         check_name(r, &patched, name)?;
+        check_uid(r, &patched, old, name)?;
         strategy::check_type(r, &mut patched)?;
         if status_only {
             Ok(strategy::prepare_for_status_update(old, &patched))
