@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn demo(server: kybernetes_apiserver::ApiServer) {
-//! let client = kube::Client::new(server.duplex_service(), "default");
+//! let service = server.duplex_service(); // then: kube::Client::new(service, "default")
 //! # }
 //! ```
 

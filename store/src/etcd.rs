@@ -18,16 +18,17 @@ mod compact;
 mod members;
 mod watch;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp,
-    TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 use tokio::sync::watch as signal;
 use tracing::Instrument;
@@ -137,6 +138,8 @@ pub(crate) struct Inner {
     compacted: AtomicI64,
     /// Member health, for the balancer.
     members: members::Members,
+    /// `create_revision`s of recently seen key versions.
+    create_revisions: CreateRevisions,
     /// Dropping it stops the background tasks (compaction, member health).
     stop: signal::Sender<()>,
 }
@@ -188,12 +191,16 @@ impl EtcdStore {
             prefix: options.prefix,
             compacted: AtomicI64::new(0),
             members,
+            create_revisions: CreateRevisions::default(),
             stop: signal::channel(()).0,
         });
         // The first read proves the connection and learns the compacted revision.
         let probe = tokio::time::timeout(options.request_timeout, inner.probe())
             .await
-            .map_err(|_| Error::Backend { context: format!("{}: no answer within {:?}", what(), options.request_timeout), source: None })?
+            .map_err(|_| Error::Backend {
+                context: format!("{}: no answer within {:?}", what(), options.request_timeout),
+                source: None,
+            })?
             .map_err(|e| Error::backend(what(), e))?;
         tracing::info!(revision = probe.current, compacted = probe.compacted, "connected to etcd");
         tokio::spawn(members::run_monitor(Arc::downgrade(&inner), inner.stop.subscribe()));
@@ -214,14 +221,52 @@ impl EtcdStore {
     }
 }
 
+/// How many key versions [`CreateRevisions`] remembers before it starts over.
+const CREATE_REVISION_CACHE: usize = 10_000;
+
+/// The `create_revision` of recently seen versions of keys (from `get`, `create` and `update`), so
+/// that `update` need not read it back from etcd, the common case being an update right after a
+/// read. This is exact, not a guess: `update` writes only if the key's `mod_revision` equals the
+/// expected one, and a key version with that `mod_revision` belongs to one incarnation of the
+/// key, whose `create_revision` is the remembered one.
+#[derive(Default)]
+struct CreateRevisions {
+    /// key -> (mod_revision, create_revision)
+    seen: Mutex<HashMap<String, (i64, i64)>>,
+}
+
+impl CreateRevisions {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, i64)>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remember(&self, kv: &KeyValue) {
+        let mut seen = self.seen();
+        if seen.len() >= CREATE_REVISION_CACHE && !seen.contains_key(&kv.key) {
+            seen.clear();
+        }
+        seen.insert(kv.key.clone(), (kv.mod_revision, kv.create_revision));
+    }
+
+    fn lookup(&self, key: &str, mod_revision: i64) -> Option<i64> {
+        self.seen().get(key).filter(|(m, _)| *m == mod_revision).map(|(_, c)| *c)
+    }
+
+    fn forget(&self, key: &str) {
+        self.seen().remove(key);
+    }
+}
+
 fn tls_config(tls: &EtcdTlsOptions) -> Result<etcd_client::TlsOptions> {
     let read = |path: &PathBuf, what: &str| {
         std::fs::read(path).map_err(|e| Error::backend(format!("reading the etcd {what} {}", path.display()), e))
     };
-    let mut config = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca, "CA")?));
+    let mut config =
+        etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca, "CA")?));
     match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
-            config = config.identity(etcd_client::Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+            config = config
+                .identity(etcd_client::Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
         }
         (None, None) => {}
         _ => {
@@ -282,10 +327,15 @@ impl Inner {
     /// The store key for an etcd key.
     pub(crate) fn store_key(&self, full: &[u8]) -> Result<String> {
         let key = full.strip_prefix(self.prefix.as_bytes()).ok_or_else(|| Error::Backend {
-            context: format!("etcd returned key {:?} outside the prefix {:?}", String::from_utf8_lossy(full), self.prefix),
+            context: format!(
+                "etcd returned key {:?} outside the prefix {:?}",
+                String::from_utf8_lossy(full),
+                self.prefix
+            ),
             source: None,
         })?;
-        String::from_utf8(key.to_vec()).map_err(|e| Error::backend(format!("etcd key {:?} is not UTF-8", String::from_utf8_lossy(full)), e))
+        String::from_utf8(key.to_vec())
+            .map_err(|e| Error::backend(format!("etcd key {:?} is not UTF-8", String::from_utf8_lossy(full)), e))
     }
 
     /// Converts an etcd key/value, taking its value without copying.
@@ -348,12 +398,18 @@ impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let inner = &self.inner;
         let full = inner.full_key(key);
-        let mut resp =
-            inner.call(|mut kv| {
-            let full = full.clone();
-            async move { kv.get(full, None).await }
-        }).await.map_err(|e| Error::backend(format!("etcd get {key}"), e))?;
-        resp.take_kvs().into_iter().next().map(|kv| inner.convert(kv)).transpose()
+        let mut resp = inner
+            .call(|mut kv| {
+                let full = full.clone();
+                async move { kv.get(full, None).await }
+            })
+            .await
+            .map_err(|e| Error::backend(format!("etcd get {key}"), e))?;
+        let kv = resp.take_kvs().into_iter().next().map(|kv| inner.convert(kv)).transpose()?;
+        if let Some(kv) = &kv {
+            inner.create_revisions.remember(kv);
+        }
+        Ok(kv)
     }
 
     #[tracing::instrument(level = "trace", skip(self))]
@@ -377,10 +433,13 @@ impl Store for EtcdStore {
         if let Some(limit) = opts.limit.filter(|l| *l > 0) {
             get = get.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         }
-        let mut resp = match inner.call(|mut kv| {
-            let (start, get) = (start.clone(), get.clone());
-            async move { kv.get(start, Some(get)).await }
-        }).await {
+        let mut resp = match inner
+            .call(|mut kv| {
+                let (start, get) = (start.clone(), get.clone());
+                async move { kv.get(start, Some(get)).await }
+            })
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => {
                 let requested = at.unwrap_or(0);
@@ -412,15 +471,20 @@ impl Store for EtcdStore {
             .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(full, value.to_vec(), None)]);
         let what = || format!("etcd create {key}");
-        let resp = inner.call(|mut kv| {
-                    let txn = txn.clone();
-                    async move { kv.txn(txn).await }
-                }).await.map_err(|e| Error::backend(what(), e))?;
+        let resp = inner
+            .call(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(|e| Error::backend(what(), e))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.to_owned() });
         }
         let revision = header_revision(&resp, &what())?;
-        Ok(KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision })
+        let kv = KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision };
+        inner.create_revisions.remember(&kv);
+        Ok(kv)
     }
 
     #[tracing::instrument(level = "trace", skip(self, value), fields(len = value.len()))]
@@ -435,28 +499,44 @@ impl Store for EtcdStore {
             return Err(Inner::mismatch(key, expected_revision, actual));
         }
         let keys_only = || Some(GetOptions::new().with_keys_only());
+        let known_create_revision = inner.create_revisions.lookup(key, expected_revision);
+        let mut then = vec![TxnOp::put(full.clone(), value.to_vec(), None)];
+        if known_create_revision.is_none() {
+            // Read the key's create_revision back in the same transaction.
+            then.push(TxnOp::get(full.clone(), keys_only()));
+        }
         let txn = Txn::new()
             .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected_revision)])
-            // The get after the put reads the key's create_revision in the same transaction.
-            .and_then([TxnOp::put(full.clone(), value.to_vec(), None), TxnOp::get(full.clone(), keys_only())])
+            .and_then(then)
             .or_else([TxnOp::get(full, keys_only())]);
-        let resp = inner.call(|mut kv| {
-                    let txn = txn.clone();
-                    async move { kv.txn(txn).await }
-                }).await.map_err(|e| Error::backend(what(), e))?;
+        let resp = inner
+            .call(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(|e| Error::backend(what(), e))?;
         if !resp.succeeded() {
             return Err(Inner::mismatch(key, expected_revision, Inner::else_revision(&resp)));
         }
         let revision = header_revision(&resp, &what())?;
-        let create_revision = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|op| match op {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
-                _ => None,
-            })
-            .ok_or_else(|| Error::Backend { context: format!("{}: the written key was not read back", what()), source: None })?;
-        Ok(KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision })
+        let create_revision = match known_create_revision {
+            Some(c) => c,
+            None => resp
+                .op_responses()
+                .into_iter()
+                .find_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.create_revision()),
+                    _ => None,
+                })
+                .ok_or_else(|| Error::Backend {
+                    context: format!("{}: the written key was not read back", what()),
+                    source: None,
+                })?,
+        };
+        let kv = KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision };
+        inner.create_revisions.remember(&kv);
+        Ok(kv)
     }
 
     #[tracing::instrument(level = "trace", skip(self))]
@@ -474,10 +554,13 @@ impl Store for EtcdStore {
                     .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected)])
                     .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
                     .or_else([TxnOp::get(full, Some(GetOptions::new().with_keys_only()))]);
-                let resp = inner.call(|mut kv| {
-                    let txn = txn.clone();
-                    async move { kv.txn(txn).await }
-                }).await.map_err(|e| Error::backend(what(), e))?;
+                let resp = inner
+                    .call(|mut kv| {
+                        let txn = txn.clone();
+                        async move { kv.txn(txn).await }
+                    })
+                    .await
+                    .map_err(|e| Error::backend(what(), e))?;
                 if !resp.succeeded() {
                     return Err(Inner::mismatch(key, expected, Inner::else_revision(&resp)));
                 }
@@ -500,6 +583,7 @@ impl Store for EtcdStore {
                 (revision, resp.take_prev_kvs().into_iter().next())
             }
         };
+        inner.create_revisions.forget(key);
         match prev.take() {
             Some(prev) => Ok((inner.convert(prev)?, revision)),
             None => Err(Error::NotFound { key: key.to_owned() }),

@@ -22,7 +22,11 @@ async fn take_turn(etcd: &EtcdSource) -> Option<std::fs::File> {
     match etcd {
         EtcdSource::External(endpoints) => {
             let endpoints = endpoints.clone();
-            Some(tokio::task::spawn_blocking(move || etcd_common::lock_shared_etcd(&endpoints)).await.expect("lock task"))
+            Some(
+                tokio::task::spawn_blocking(move || etcd_common::lock_shared_etcd(&endpoints))
+                    .await
+                    .expect("lock task"),
+            )
         }
         EtcdSource::Owned(_) => None,
     }
@@ -83,9 +87,16 @@ async fn prefix_namespaces_every_key() {
     let in_a = a.create("/registry/pods/default/web", Bytes::from_static(b"a")).await.expect("create in a");
     let in_b = b.create("/registry/pods/default/web", Bytes::from_static(b"b")).await.expect("create in b");
     assert!(in_b.mod_revision > in_a.mod_revision, "both stores share etcd's revision");
-    assert_eq!(a.get("/registry/pods/default/web").await.expect("get").map(|kv| kv.value), Some(Bytes::from_static(b"a")));
+    assert_eq!(
+        a.get("/registry/pods/default/web").await.expect("get").map(|kv| kv.value),
+        Some(Bytes::from_static(b"a"))
+    );
     let listed = b.list("/registry/", ListOptions::default()).await.expect("list b");
-    assert_eq!(listed.items, std::slice::from_ref(&in_b), "a store lists only its own namespace, with the prefix stripped");
+    assert_eq!(
+        listed.items,
+        std::slice::from_ref(&in_b),
+        "a store lists only its own namespace, with the prefix stripped"
+    );
 
     let mut raw = raw_client(&etcd).await;
     let raw_keys: Vec<String> = raw
@@ -96,7 +107,10 @@ async fn prefix_namespaces_every_key() {
         .iter()
         .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
         .collect();
-    assert_eq!(raw_keys, [format!("{base}/a/registry/pods/default/web"), format!("{base}/b/registry/pods/default/web")]);
+    assert_eq!(
+        raw_keys,
+        [format!("{base}/a/registry/pods/default/web"), format!("{base}/b/registry/pods/default/web")]
+    );
 
     match tokio::time::timeout(TIMEOUT, watch_a.events.next()).await {
         Ok(Some(Ok(WatchEvent::Put { kv, prev: None }))) => assert_eq!(kv, in_a, "watch sees the store key"),
@@ -128,7 +142,8 @@ async fn compaction_is_shared_by_every_store_on_the_etcd() {
     assert!(matches!(b.watch("/x/", kv1.mod_revision - 1).await, Err(Error::Gone { .. })));
     let mut raw = raw_client(&etcd).await;
     let recorded = raw.get("compact_rev_key", None).await.expect("raw get");
-    let recorded: i64 = recorded.kvs().first().and_then(|kv| kv.value_str().ok()?.parse().ok()).expect("compact_rev_key");
+    let recorded: i64 =
+        recorded.kvs().first().and_then(|kv| kv.value_str().ok()?.parse().ok()).expect("compact_rev_key");
     assert!(recorded >= kv2.mod_revision, "compact_rev_key holds {recorded}");
 }
 
@@ -161,7 +176,10 @@ async fn compaction_behind_the_stores_back_is_still_gone() {
         },
         Err(e) => panic!("watch from a compacted revision: expected Gone, got {e:?}"),
     }
-    assert!(store.compacted_revision().await.expect("compacted") >= kv3.mod_revision, "the store learned the compaction");
+    assert!(
+        store.compacted_revision().await.expect("compacted") >= kv3.mod_revision,
+        "the store learned the compaction"
+    );
     let mut w = store.watch(&base, kv3.mod_revision).await.expect("watch from the compaction");
     let kv4 = store.update(&kv1.key, Bytes::from_static(b"4"), kv3.mod_revision).await.expect("update");
     match tokio::time::timeout(TIMEOUT, w.events.next()).await {
@@ -199,7 +217,9 @@ async fn unreachable_etcd_is_a_backend_error() {
     let opts = EtcdOptions { request_timeout: Duration::from_secs(3), ..options("") };
     let started = Instant::now();
     match EtcdStore::connect_with(&[format!("http://127.0.0.1:{port}")], opts).await {
-        Err(Error::Backend { context, .. }) => assert!(context.contains("127.0.0.1"), "context names the endpoint: {context}"),
+        Err(Error::Backend { context, .. }) => {
+            assert!(context.contains("127.0.0.1"), "context names the endpoint: {context}")
+        }
         other => panic!("expected a Backend error, got {other:?}"),
     }
     assert!(started.elapsed() < TIMEOUT, "connecting to nothing took {:?}", started.elapsed());
@@ -244,7 +264,12 @@ async fn tls_with_client_certificates() {
         "--client-cert-auth".to_owned(),
     ];
     let cluster = EtcdCluster::start(&binary, "tls", 1, &extra);
-    let tls = EtcdTlsOptions { ca: path("ca.crt"), cert: Some(path("client.crt")), key: Some(path("client.key")), domain: None };
+    let tls = EtcdTlsOptions {
+        ca: path("ca.crt"),
+        cert: Some(path("client.crt")),
+        key: Some(path("client.key")),
+        domain: None,
+    };
     let opts = EtcdOptions { tls: Some(tls.clone()), ..options("") };
     let store = EtcdStore::connect_with(&cluster.endpoints(), opts).await.expect("connect over TLS");
     let kv = store.create("/registry/tls/a", Bytes::from_static(b"secret")).await.expect("create over TLS");

@@ -76,7 +76,10 @@ async fn wait_for_acks(log: &Mutex<Log>, want: usize, timeout: Duration, what: &
         if Instant::now() > deadline {
             let log = log.lock().await;
             let last_errors: Vec<&String> = log.errors.iter().rev().take(5).map(|(e, _)| e).collect();
-            panic!("{what}: only {} of {want} writes acknowledged within {timeout:?}; last errors: {last_errors:?}", log.acked.len());
+            panic!(
+                "{what}: only {} of {want} writes acknowledged within {timeout:?}; last errors: {last_errors:?}",
+                log.acked.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -86,15 +89,15 @@ async fn wait_for_acks(log: &Mutex<Log>, want: usize, timeout: Duration, what: &
 async fn writes_survive_killing_the_leader() {
     let Some(binary) = etcd_binary("writes_survive_killing_the_leader") else { return };
     let mut cluster = EtcdCluster::start(&binary, "failover", 3, &[]);
-    let options = EtcdOptions { compaction_interval: None, request_timeout: Duration::from_secs(5), ..Default::default() };
+    let options =
+        EtcdOptions { compaction_interval: None, request_timeout: Duration::from_secs(5), ..Default::default() };
     let store = EtcdStore::connect_with(&cluster.endpoints(), options.clone()).await.expect("connect to the cluster");
     let start_revision = store.current_revision().await.expect("revision");
 
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(writer(store.clone(), w, Arc::clone(&log), Arc::clone(&stop))))
-        .collect();
+    let writers: Vec<_> =
+        (0..WRITERS).map(|w| tokio::spawn(writer(store.clone(), w, Arc::clone(&log), Arc::clone(&stop)))).collect();
 
     wait_for_acks(&log, WRITES_PER_PHASE, Duration::from_secs(30), "before the kill").await;
     let leader = find_leader(&cluster).await.expect("the cluster has a leader");
@@ -111,7 +114,8 @@ async fn writes_survive_killing_the_leader() {
 
     let log = log.lock().await;
     // The first write sent after the kill and acknowledged went through the new leader.
-    let first_after = log.acked.iter().find(|(_, sent)| *sent > killed_at).map(|(_, sent)| sent.duration_since(killed_at));
+    let first_after =
+        log.acked.iter().find(|(_, sent)| *sent > killed_at).map(|(_, sent)| sent.duration_since(killed_at));
     let errors_after = log.errors.iter().filter(|(_, at)| *at > killed_at).count();
     eprintln!(
         "acknowledged {} writes ({} failed with an unknown outcome); the first write sent after the kill and acknowledged was sent {:?} after it",
@@ -127,7 +131,8 @@ async fn writes_survive_killing_the_leader() {
     let fresh = EtcdStore::connect_with(&survivors, options).await.expect("connect to the survivors");
     for reader in [&store, &fresh] {
         let listed = reader.list("/failover/", ListOptions::default()).await.expect("list after failover");
-        let stored: std::collections::HashMap<&str, &KeyValue> = listed.items.iter().map(|kv| (kv.key.as_str(), kv)).collect();
+        let stored: std::collections::HashMap<&str, &KeyValue> =
+            listed.items.iter().map(|kv| (kv.key.as_str(), kv)).collect();
         for (kv, _) in &log.acked {
             assert_eq!(stored.get(kv.key.as_str()), Some(&kv), "acknowledged write {} is missing or changed", kv.key);
         }

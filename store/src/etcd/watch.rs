@@ -57,7 +57,10 @@ pub(crate) async fn watch(inner: Arc<Inner>, prefix: &str, from: i64) -> Result<
         Some(Ok(resp)) if resp.created() => resp,
         Some(Ok(resp)) if resp.canceled() => return Err(canceled(&inner, &resp, from)),
         Some(Ok(_)) => {
-            return Err(Error::Backend { context: format!("{}: etcd did not confirm the watch", what()), source: None });
+            return Err(Error::Backend {
+                context: format!("{}: etcd did not confirm the watch", what()),
+                source: None,
+            });
         }
         Some(Err(e)) => return Err(Error::backend(what(), e)),
         None => return Err(Error::Backend { context: format!("{}: etcd closed the stream", what()), source: None }),
@@ -80,7 +83,8 @@ pub(crate) async fn watch(inner: Arc<Inner>, prefix: &str, from: i64) -> Result<
         pending: std::collections::VecDeque::new(),
         done: false,
     };
-    let events = futures::stream::unfold(state, |mut state| async move { state.next().await.map(|item| (item, state)) });
+    let events =
+        futures::stream::unfold(state, |mut state| async move { state.next().await.map(|item| (item, state)) });
     let events: Pin<Box<dyn futures::Stream<Item = Result<WatchEvent>> + Send>> = Box::pin(events);
     Ok(WatchStream { events, progress: Arc::new(EtcdProgress { notify }) })
 }

@@ -76,7 +76,8 @@ pub fn etcd_for(test: &str) -> Option<EtcdSource> {
 pub fn lock_shared_etcd(endpoints: &[String]) -> File {
     let name: String = endpoints.join(",").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let path = std::env::temp_dir().join(format!("kyb-etcd-turn-{name}.lock"));
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open etcd turn lock");
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open etcd turn lock");
     file.lock().expect("lock etcd turn");
     file
 }
@@ -160,9 +161,8 @@ impl EtcdCluster {
     fn spawn(binary: &Path, name: &str, size: usize, extra: &[String], tls: bool) -> EtcdCluster {
         let dir = temp_dir(name);
         // Hold every listener until all ports are chosen, so no two are the same.
-        let listeners: Vec<TcpListener> = (0..2 * size)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
-            .collect();
+        let listeners: Vec<TcpListener> =
+            (0..2 * size).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port")).collect();
         let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
         drop(listeners);
         let scheme = if tls { "https" } else { "http" };
@@ -189,7 +189,13 @@ impl EtcdCluster {
                 ];
                 args.extend(extra.iter().cloned());
                 let watchdog = spawn_watchdog(binary, &member_dir, &args);
-                Member { name: names[i].clone(), client_url, peer_url: peer_urls[i].clone(), dir: member_dir, watchdog: Some(watchdog) }
+                Member {
+                    name: names[i].clone(),
+                    client_url,
+                    peer_url: peer_urls[i].clone(),
+                    dir: member_dir,
+                    watchdog: Some(watchdog),
+                }
             })
             .collect();
         EtcdCluster { members, dir, tls }
@@ -216,7 +222,11 @@ impl EtcdCluster {
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(format!("member {} not healthy within {START_TIMEOUT:?}; log:\n{}", m.name, tail(&m.log())));
+                    return Err(format!(
+                        "member {} not healthy within {START_TIMEOUT:?}; log:\n{}",
+                        m.name,
+                        tail(&m.log())
+                    ));
                 }
                 if m.pid().is_some() && !m.is_running() {
                     return Err(format!("member {} exited; log:\n{}", m.name, tail(&m.log())));
@@ -293,7 +303,8 @@ pub fn health(client_url: &str) -> bool {
 /// (etcd 3.4 says "ready to serve client requests", 3.5 "serving client traffic").
 fn tls_ready(client_url: &str, log: &str) -> bool {
     let addr = client_url.trim_start_matches("https://");
-    TcpStream::connect(addr).is_ok() && (log.contains("ready to serve client requests") || log.contains("serving client traffic"))
+    TcpStream::connect(addr).is_ok()
+        && (log.contains("ready to serve client requests") || log.contains("serving client traffic"))
 }
 
 fn tail(log: &str) -> String {
