@@ -69,3 +69,43 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
     c.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(feature = "etcd")]
+#[path = "../store/tests/etcd_common/mod.rs"]
+#[allow(dead_code)]
+mod etcd_common;
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_on_etcd_adopts_its_running_pods_and_creates_none() {
+    use kybernetes::store::EtcdStore;
+    let Some(etcd) = etcd_common::etcd_for("a_restarted_cluster_on_etcd") else { return };
+    let endpoints = etcd.endpoints();
+    let runtime = FakeRuntime::default();
+    let before = {
+        let store = EtcdStore::connect(&endpoints).await.expect("etcd");
+        let c = Cluster::builder().store(store).nodes(2).runtime(runtime.clone()).start().await.expect("start");
+        let deploys: Api<Deployment> = Api::default_namespaced(c.client());
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .expect("deployment");
+        deploys.create(&PostParams::default(), &d).await.expect("create");
+        let pods: Api<Pod> = Api::default_namespaced(c.client());
+        let before = running_pods(&pods, 4).await;
+        c.shutdown().await.expect("shutdown");
+        before
+    };
+    let containers_before = runtime.containers().len();
+    let store = EtcdStore::connect(&endpoints).await.expect("etcd again");
+    let c = Cluster::builder().store(store).nodes(2).runtime(runtime.clone()).start().await.expect("restart");
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    let after = running_pods(&pods, 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(before, after, "the same pods, with the same UIDs, are running");
+    assert_eq!(after, running_pods(&pods, 4).await, "and no extra pods appear later");
+    assert_eq!(runtime.containers().len(), containers_before, "containers were adopted, not recreated");
+    c.shutdown().await.expect("shutdown");
+}
