@@ -12,7 +12,7 @@ use futures::StreamExt;
 use kybernetes_core::{ApiError, ResourceInfo};
 use kybernetes_store::{ListOptions, ProgressRequester, Store, WatchEvent};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::object;
@@ -88,6 +88,10 @@ pub fn encode_event(kind: EventType, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// How many events may wait for one watcher before it is ended as too slow (it then resumes
+/// from its last resourceVersion, as with upstream's cacher).
+pub const WATCHER_BUFFER: usize = 4096;
+
 /// Messages to watchers.
 #[derive(Clone, Debug)]
 pub enum Broadcast {
@@ -108,10 +112,108 @@ struct State {
 }
 
 /// The watch cache of one resource.
+/// The live watchers of one resource. Watchers that select pods by `spec.nodeName` are indexed
+/// by it (upstream's "indexed triggers"), so a pod event wakes only the node agents it concerns.
+#[derive(Default)]
+struct Watchers {
+    next_id: u64,
+    senders: std::collections::HashMap<u64, mpsc::Sender<Broadcast>>,
+    by_trigger: std::collections::HashMap<String, std::collections::HashSet<u64>>,
+    trigger_of: std::collections::HashMap<u64, String>,
+    untriggered: std::collections::HashSet<u64>,
+}
+
+impl Watchers {
+    fn add(&mut self, trigger: Option<String>) -> (u64, mpsc::Receiver<Broadcast>) {
+        let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+        self.next_id += 1;
+        let id = self.next_id;
+        self.senders.insert(id, tx);
+        match trigger {
+            Some(t) => {
+                self.by_trigger.entry(t.clone()).or_default().insert(id);
+                self.trigger_of.insert(id, t);
+            }
+            None => {
+                self.untriggered.insert(id);
+            }
+        }
+        (id, rx)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.senders.remove(&id);
+        self.untriggered.remove(&id);
+        if let Some(t) = self.trigger_of.remove(&id)
+            && let Some(set) = self.by_trigger.get_mut(&t)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_trigger.remove(&t);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, msg: &Broadcast, triggers: &[&str]) {
+        let mut targets: Vec<u64> = self.untriggered.iter().copied().collect();
+        let mut triggered = std::collections::BTreeSet::new();
+        for t in triggers {
+            if let Some(set) = self.by_trigger.get(*t) {
+                triggered.extend(set.iter().copied());
+            }
+        }
+        targets.extend(triggered);
+        let mut gone = Vec::new();
+        for id in targets {
+            if let Some(tx) = self.senders.get(&id)
+                && tx.try_send(msg.clone()).is_err()
+            {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    fn reset(&mut self) {
+        let ids: Vec<u64> = self.senders.keys().copied().collect();
+        for id in ids {
+            if let Some(tx) = self.senders.get(&id) {
+                let _ = tx.try_send(Broadcast::Reset);
+            }
+            self.remove(id);
+        }
+    }
+}
+
+/// A watcher's place in the cache; dropping it unregisters the watcher.
+pub struct Subscription {
+    id: u64,
+    cacher: std::sync::Weak<Cacher>,
+    /// Changes after the watch's starting point.
+    pub rx: mpsc::Receiver<Broadcast>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(c) = self.cacher.upgrade() {
+            lock(&c.watchers).remove(self.id);
+        }
+    }
+}
+
+/// The field a resource's watchers may be indexed by.
+fn trigger_field(r: &ResourceInfo) -> Option<&'static str> {
+    (r.group.is_empty() && r.plural == "pods").then_some("spec.nodeName")
+}
+
+/// The watch cache of one resource.
 pub struct Cacher {
     resource: Arc<ResourceInfo>,
     state: Mutex<State>,
-    events: broadcast::Sender<Broadcast>,
+    watchers: Mutex<Watchers>,
+    me: std::sync::Weak<Cacher>,
     revision: watch::Sender<i64>,
     progress: Mutex<Option<Arc<dyn ProgressRequester>>>,
     history_limit: usize,
@@ -134,9 +236,9 @@ pub struct Snapshot {
 /// How a watch starts.
 pub enum WatchStart {
     /// Send the current state as ADDED events first.
-    Snapshot(Snapshot, broadcast::Receiver<Broadcast>),
+    Snapshot(Snapshot, Subscription),
     /// Replay events after a revision.
-    Replay(Vec<Arc<CacheEvent>>, broadcast::Receiver<Broadcast>, i64),
+    Replay(Vec<Arc<CacheEvent>>, Subscription, i64),
     /// The revision is older than the cache window: watch the store directly.
     TooOld,
 }
@@ -152,9 +254,8 @@ impl Cacher {
         store: Arc<dyn Store>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Cacher>, ApiError> {
-        let (events, _) = broadcast::channel(16_384);
         let (revision, _) = watch::channel(0);
-        let cacher = Arc::new(Cacher {
+        let cacher = Arc::new_cyclic(|me| Cacher {
             resource,
             state: Mutex::new(State {
                 objects: BTreeMap::new(),
@@ -163,7 +264,8 @@ impl Cacher {
                 revision: 0,
                 compacted: 0,
             }),
-            events,
+            watchers: Mutex::new(Watchers::default()),
+            me: me.clone(),
             revision,
             progress: Mutex::new(None),
             history_limit: DEFAULT_HISTORY,
@@ -191,7 +293,7 @@ impl Cacher {
                                 }
                             }
                         };
-                        let _ = c.events.send(Broadcast::Reset);
+                        lock(&c.watchers).reset();
                     }
                     None => return,
                 }
@@ -281,8 +383,20 @@ impl Cacher {
             }
         }
         st.revision = rev;
-        // Sent under the lock so a watcher subscribing under the same lock sees no gap.
-        let _ = self.events.send(Broadcast::Event(event));
+        // Sent under the state lock, so a watcher registering under the same lock sees no gap.
+        let field = trigger_field(&self.resource);
+        // A missing field reads as "", as field selectors read it.
+        let value_of = |o: &CachedObject| {
+            field.map(|f| object::path_get(&o.value, f).and_then(Value::as_str).unwrap_or("").to_string())
+        };
+        let mut triggers: Vec<String> = value_of(&event.object).into_iter().collect();
+        if let Some(prev) = event.prev.as_deref().and_then(value_of)
+            && !triggers.contains(&prev)
+        {
+            triggers.push(prev);
+        }
+        let refs: Vec<&str> = triggers.iter().map(String::as_str).collect();
+        lock(&self.watchers).dispatch(&Broadcast::Event(event), &refs);
         drop(st);
         self.revision.send_replace(rev);
     }
@@ -321,9 +435,13 @@ impl Cacher {
     }
 
     /// Starts a watch: from a snapshot (`from == None`), or replaying events after `from`.
-    pub fn watch(&self, prefix: &str, from: Option<i64>) -> Result<WatchStart, ApiError> {
+    /// `trigger` is the value of the resource's indexed field the watcher selects on
+    /// (`spec.nodeName=<node>` for pods), if any.
+    pub fn watch(&self, prefix: &str, from: Option<i64>, trigger: Option<&str>) -> Result<WatchStart, ApiError> {
         let st = lock(&self.state);
-        let rx = self.events.subscribe();
+        let trigger = trigger.filter(|_| trigger_field(&self.resource).is_some()).map(String::from);
+        let (id, rx) = lock(&self.watchers).add(trigger);
+        let rx = Subscription { id, cacher: self.me.clone(), rx };
         match from {
             None => Ok(WatchStart::Snapshot(Snapshot { objects: range(&st.objects, prefix), revision: st.revision }, rx)),
             Some(rv) => {

@@ -1,5 +1,5 @@
 //! kybernetes-store: the `Store` trait (keyed bytes with a global revision, like etcd) and its
-//! backends: [`MemoryStore`], `SqliteStore` (feature `sqlite`) and, later, `EtcdStore`.
+//! backends: [`MemoryStore`], `SqliteStore` (feature `sqlite`) and `EtcdStore` (feature `etcd`).
 //!
 //! The API server keeps Kubernetes objects here under keys of the form
 //! `/registry/<group>/<resource>/<namespace>/<name>`. Every write bumps one global revision;

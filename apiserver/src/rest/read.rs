@@ -36,6 +36,11 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
+    /// The `spec.nodeName` a pod watch selects on, for the watch cache's index.
+    pub fn trigger(&self) -> Option<&str> {
+        self.fields.single_value("spec.nodeName")
+    }
+
     /// True if the object passes both selectors.
     pub fn matches(&self, obj: &Value) -> bool {
         (self.labels.is_empty() || self.labels.matches(&object::labels(obj))) && self.fields.matches(obj)

@@ -16,13 +16,13 @@ use futures::StreamExt;
 use http::{HeaderValue, Response, StatusCode, header};
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::read::{FRESHNESS_TIMEOUT, Filter};
 use super::store_err;
 use crate::Inner;
-use crate::cacher::{Broadcast, CacheEvent, EventType, WatchStart, encode_event};
+use crate::cacher::{Broadcast, CacheEvent, EventType, Subscription, WatchStart, encode_event};
 use crate::object;
 use crate::request::ListQuery;
 use crate::response::ApiResponse;
@@ -91,7 +91,8 @@ pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: Li
     let cacher = inner.cacher(r).await?;
     // With no resourceVersion (or sendInitialEvents), the initial state must be at least as new
     // as the store: a consistent read.
-    let start = match watch_start(inner, r, &cacher, &prefix, rv, q.send_initial_events).await {
+    let trigger = filter.trigger().map(String::from);
+    let start = match watch_start(inner, r, &cacher, &prefix, rv, q.send_initial_events, trigger.as_deref()).await {
         Ok(s) => s,
         // As upstream's cacher: a too-old resourceVersion is an ERROR event in a 200 stream.
         Err(e) if e.code == 410 => return Ok(error_stream(&e)),
@@ -147,12 +148,12 @@ pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: Li
     Ok(streaming_response(Body::from_stream(ReceiverStream::new(rx))))
 }
 
-async fn follow(w: &mut Watcher, live: &mut broadcast::Receiver<Broadcast>, bookmarks: bool, every: Duration) {
+async fn follow(w: &mut Watcher, live: &mut Subscription, bookmarks: bool, every: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
-            msg = live.recv() => match msg {
-                Ok(Broadcast::Event(ev)) => {
+            msg = live.rx.recv() => match msg {
+                Some(Broadcast::Event(ev)) => {
                     if ev.revision <= w.last_rv {
                         continue;
                     }
@@ -162,7 +163,7 @@ async fn follow(w: &mut Watcher, live: &mut broadcast::Receiver<Broadcast>, book
                 }
                 // A reset or a watcher too slow to keep up ends the watch; the client resumes
                 // from its last resourceVersion, as with upstream's cacher.
-                Ok(Broadcast::Reset) | Err(_) => return,
+                Some(Broadcast::Reset) | None => return,
             },
             _ = ticker.tick(), if bookmarks => {
                 if !w.bookmark(false).await {
@@ -220,26 +221,27 @@ async fn watch_start(
     prefix: &str,
     rv: Option<i64>,
     send_initial_events: Option<bool>,
+    trigger: Option<&str>,
 ) -> Result<WatchStart, ApiError> {
     let prefix = prefix.to_string();
     Ok(match (rv, send_initial_events) {
         (None, Some(false)) => {
             let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
             cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
-            cacher.watch(&prefix, Some(cacher.revision()))?
+            cacher.watch(&prefix, Some(cacher.revision()), trigger)?
         }
-        (Some(0), Some(false)) => cacher.watch(&prefix, Some(cacher.revision()))?,
+        (Some(0), Some(false)) => cacher.watch(&prefix, Some(cacher.revision()), trigger)?,
         (None, _) => {
             let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
             cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
-            cacher.watch(&prefix, None)?
+            cacher.watch(&prefix, None, trigger)?
         }
-        (Some(0), _) => cacher.watch(&prefix, None)?,
+        (Some(0), _) => cacher.watch(&prefix, None, trigger)?,
         (Some(n), Some(true)) => {
             cacher.wait_until(n, FRESHNESS_TIMEOUT).await?;
-            cacher.watch(&prefix, None)?
+            cacher.watch(&prefix, None, trigger)?
         }
-        (Some(n), _) => cacher.watch(&prefix, Some(n))?,
+        (Some(n), _) => cacher.watch(&prefix, Some(n), trigger)?,
     })
 }
 
