@@ -56,10 +56,10 @@ async fn main() -> anyhow::Result<()> {
         while running.len() < REPLICAS {
             let next = tokio::time::timeout(Duration::from_secs(120), stream.next()).await;
             let Ok(Some(ev)) = next else { anyhow::bail!("only {} of {REPLICAS} pods Running after 120 s", running.len()) };
-            if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev? {
-                if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
-                    running.insert(p.metadata.name.unwrap_or_default());
-                }
+            if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev?
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            {
+                running.insert(p.metadata.name.unwrap_or_default());
             }
         }
         samples.push(t0.elapsed());

@@ -37,7 +37,7 @@ spec:
 
 fn show(title: &str, pods: &[Pod], t0: Instant) {
     println!("\n== {title}  (t={:.2}s)", t0.elapsed().as_secs_f64());
-    println!("{:<24} {:<6} {:<10} {:<9} {:<13} {:<8} {}", "NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE", "IMAGE");
+    println!("{:<24} {:<6} {:<10} {:<9} {:<13} {:<8} IMAGE", "NAME", "READY", "STATUS", "RESTARTS", "IP", "NODE");
     for p in pods {
         let status = p.status.clone().unwrap_or_default();
         let cs = status.container_statuses.clone().unwrap_or_default();
@@ -84,12 +84,14 @@ async fn settle(pods: &Api<Pod>, want: usize, image: &str) -> anyhow::Result<Vec
 async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     // Short node heartbeats and tolerations so that losing a node plays out in seconds.
-    let mut control_plane = ControlPlaneConfig::default();
-    control_plane.node_lifecycle = NodeLifecycleConfig {
-        node_monitor_period: Duration::from_millis(200),
-        node_monitor_grace_period: Duration::from_secs(2),
-        default_toleration_seconds: 1,
-        ..NodeLifecycleConfig::default()
+    let control_plane = ControlPlaneConfig {
+        node_lifecycle: NodeLifecycleConfig {
+            node_monitor_period: Duration::from_millis(200),
+            node_monitor_grace_period: Duration::from_secs(2),
+            default_toleration_seconds: 1,
+            ..NodeLifecycleConfig::default()
+        },
+        ..ControlPlaneConfig::default()
     };
     let mut node = NodeAgentConfig::new("template");
     node.lease_duration = Duration::from_secs(2);

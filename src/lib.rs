@@ -20,6 +20,9 @@
 //! The crates behind the facade are re-exported: [`core`], [`store`], [`apiserver`], [`sched`],
 //! [`controllers`], [`runtime`], [`net`] and [`node`].
 
+// The facade's `Error` wraps the API server's `Status`; see kybernetes-apiserver for why it is not boxed.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

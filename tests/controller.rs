@@ -42,7 +42,7 @@ async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 });
                 match mirrors.get_opt(&name).await? {
                     None => {
-                        let obj: ConfigMap = serde_json::from_value(copy).map_err(|e| kube::Error::SerdeError(e))?;
+                        let obj: ConfigMap = serde_json::from_value(copy).map_err(kube::Error::SerdeError)?;
                         mirrors.create(&PostParams::default(), &obj).await?;
                     }
                     Some(_) => {

@@ -6,7 +6,6 @@
 #![cfg(all(feature = "etcd", feature = "cli"))]
 
 #[path = "../store/tests/etcd_common/mod.rs"]
-#[allow(dead_code)]
 mod etcd_common;
 
 use std::collections::BTreeSet;

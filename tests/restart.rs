@@ -72,7 +72,6 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
 
 #[cfg(feature = "etcd")]
 #[path = "../store/tests/etcd_common/mod.rs"]
-#[allow(dead_code)]
 mod etcd_common;
 
 #[cfg(feature = "etcd")]

@@ -10,7 +10,7 @@ use kybernetes::Cluster;
 use kybernetes::core::ipam::Cidr;
 use serde_json::json;
 
-pub fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
+fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},

@@ -219,6 +219,9 @@ impl ResourceInfo {
     }
 }
 
+/// (group, version, plural) → resource.
+type Table = BTreeMap<(String, String, String), Arc<ResourceInfo>>;
+
 /// The table of served resources. Cheap to clone; shared by every request.
 ///
 /// ```
@@ -229,7 +232,7 @@ impl ResourceInfo {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
-    inner: Arc<RwLock<BTreeMap<(String, String, String), Arc<ResourceInfo>>>>,
+    inner: Arc<RwLock<Table>>,
 }
 
 impl Registry {
