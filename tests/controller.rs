@@ -14,6 +14,9 @@ use kube::runtime::{Controller, watcher};
 use kybernetes::Cluster;
 use serde_json::json;
 
+mod common;
+use common::until;
+
 const FINALIZER: &str = "example.com/mirror";
 
 #[derive(Debug, thiserror::Error)]
@@ -70,20 +73,6 @@ fn error_policy(_: Arc<ConfigMap>, _: &Error, _: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_millis(100))
 }
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test]
 async fn mirror_controller_reconciles_create_update_and_delete() {
@@ -109,7 +98,7 @@ async fn mirror_controller_reconciles_create_update_and_delete() {
     let ignored: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "private"}, "data": {"x": "y"}})).expect("cm");
     sources.create(&PostParams::default(), &ignored).await.expect("create unlabelled");
 
-    wait_for("the mirror to be created", || {
+    until("the mirror to be created", Duration::from_secs(30), || {
         let m = mirrors.clone();
         async move { m.get_opt("app-config").await.ok().flatten().and_then(|c| c.data).is_some_and(|d| d["color"] == "blue") }
     })
@@ -119,14 +108,14 @@ async fn mirror_controller_reconciles_create_update_and_delete() {
         .patch("app-config", &PatchParams::default(), &Patch::Merge(json!({"data": {"color": "green"}})))
         .await
         .expect("update source");
-    wait_for("the mirror to follow the update", || {
+    until("the mirror to follow the update", Duration::from_secs(30), || {
         let m = mirrors.clone();
         async move { m.get_opt("app-config").await.ok().flatten().and_then(|c| c.data).is_some_and(|d| d["color"] == "green") }
     })
     .await;
 
     sources.delete("app-config", &DeleteParams::default()).await.expect("delete source");
-    wait_for("the mirror and the source to be gone", || {
+    until("the mirror and the source to be gone", Duration::from_secs(30), || {
         let (m, s) = (mirrors.clone(), sources.clone());
         async move {
             m.get_opt("app-config").await.ok().flatten().is_none() && s.get_opt("app-config").await.ok().flatten().is_none()

@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use kybernetes::Cluster;
 use kybernetes::runtime::FakeRuntime;
-use serde_json::json;
+
+mod common;
 
 fn temp_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("kyb-restart-{}-{}", std::process::id(), rand::random::<u32>()));
@@ -44,12 +45,7 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
     let before = {
         let c = Cluster::builder().data_dir(&dir).expect("data dir").nodes(2).runtime(runtime.clone()).start().await.expect("start");
         let deploys: Api<Deployment> = Api::default_namespaced(c.client());
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": "web"},
-            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
-        }))
-        .expect("deployment");
+        let d = common::deployment("web", 4, "nginx");
         deploys.create(&PostParams::default(), &d).await.expect("create");
         let pods: Api<Pod> = Api::default_namespaced(c.client());
         let before = running_pods(&pods, 4).await;
@@ -85,12 +81,7 @@ async fn a_restarted_cluster_on_etcd_adopts_its_running_pods_and_creates_none() 
         let store = EtcdStore::connect(&endpoints).await.expect("etcd");
         let c = Cluster::builder().store(store).nodes(2).runtime(runtime.clone()).start().await.expect("start");
         let deploys: Api<Deployment> = Api::default_namespaced(c.client());
-        let d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": "web"},
-            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
-        }))
-        .expect("deployment");
+        let d = common::deployment("web", 4, "nginx");
         deploys.create(&PostParams::default(), &d).await.expect("create");
         let pods: Api<Pod> = Api::default_namespaced(c.client());
         let before = running_pods(&pods, 4).await;

@@ -10,20 +10,9 @@ use kybernetes::node::{NodeAgentConfig, NodeCapacity};
 use kybernetes::{Cluster, ControlPlaneConfig};
 use serde_json::json;
 
-async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+mod common;
+use common::until;
+
 
 fn pod(name: &str, spec_extra: serde_json::Value) -> Pod {
     let mut spec = json!({"containers": [{"name": "c", "image": "busybox"}]});

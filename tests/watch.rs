@@ -12,25 +12,14 @@ use kybernetes::Cluster;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+mod common;
+use common::until;
+
 fn configmap(name: &str, value: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": {"v": value}}, "data": {"v": value}}))
         .expect("configmap")
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflector_converges_to_the_store_after_1000_random_concurrent_writes() {
@@ -80,7 +69,7 @@ async fn reflector_converges_to_the_store_after_1000_random_concurrent_writes() 
             (name, (cm.metadata.resource_version.clone().unwrap_or_default(), cm.data.and_then(|d| d.get("v").cloned())))
         })
         .collect();
-    eventually("the reflector to match the store", || {
+    until("the reflector to match the store", Duration::from_secs(30), || {
         let reader = reader.clone();
         let truth = truth.clone();
         async move {
@@ -131,7 +120,7 @@ async fn watch_from_a_compacted_revision_is_gone_and_the_watcher_relists() {
         while stream.next().await.is_some() {}
     });
     api.create(&PostParams::default(), &configmap("b", "1")).await.expect("create b");
-    eventually("the watcher to see both objects", || {
+    until("the watcher to see both objects", Duration::from_secs(30), || {
         let reader = reader.clone();
         async move { reader.state().len() == 2 }
     })
