@@ -182,3 +182,31 @@ async fn watch_without_resource_version_starts_with_synthetic_added_events() {
     assert_eq!(names, ["p", "q"]);
     c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    let c = Cluster::builder().nodes(0).without_control_plane().start().await.expect("start");
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    api.create(&PostParams::default(), &configmap("meta", "1")).await.expect("create");
+    let one = api.get_metadata("meta").await.expect("get metadata");
+    assert_eq!(one.metadata.name.as_deref(), Some("meta"));
+    assert_eq!(one.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+    let list = api.list_metadata(&ListParams::default()).await.expect("list metadata");
+    assert_eq!(list.items.len(), 1);
+    let req = http::Request::get("/api/v1/namespaces/default/configmaps")
+        .header("Accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+        .body(Vec::new())
+        .expect("request");
+    let raw: serde_json::Value = c.client().request(req).await.expect("raw list");
+    assert_eq!(raw["kind"], "PartialObjectMetadataList");
+    assert!(raw["items"][0].get("data").is_none(), "no data, only metadata");
+    let rv = list.metadata.resource_version.clone().expect("rv");
+    let stream = api.watch_metadata(&WatchParams::default(), &rv).await.expect("watch metadata");
+    api.create(&PostParams::default(), &configmap("meta2", "1")).await.expect("create");
+    let events: Vec<_> = stream.take(1).try_collect().await.expect("events");
+    match &events[0] {
+        WatchEvent::Added(m) => assert_eq!(m.metadata.name.as_deref(), Some("meta2")),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    c.shutdown().await.expect("shutdown");
+}

@@ -65,6 +65,7 @@ pub struct CacheEvent {
     /// Revision of the change.
     pub revision: i64,
     encoded: OnceLock<Bytes>,
+    encoded_metadata: OnceLock<Bytes>,
 }
 
 impl CacheEvent {
@@ -72,12 +73,19 @@ impl CacheEvent {
     pub fn detached(kind: EventType, key: String, value: Value, prev: Option<(String, Value, i64)>, revision: i64) -> Self {
         let object = Arc::new(CachedObject { key, value, rv: revision });
         let prev = prev.map(|(key, value, rv)| Arc::new(CachedObject { key, value, rv }));
-        CacheEvent { kind, object, prev, revision, encoded: OnceLock::new() }
+        CacheEvent { kind, object, prev, revision, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
     }
 
     /// The event as one line of a JSON watch stream, encoded once.
     pub fn encoded(&self) -> Bytes {
         self.encoded.get_or_init(|| encode_event(self.kind, &self.object.value)).clone()
+    }
+
+    /// The event with a `PartialObjectMetadata` object, encoded once for every metadata watcher.
+    pub fn encoded_metadata(&self) -> Bytes {
+        self.encoded_metadata
+            .get_or_init(|| encode_event(self.kind, &object::partial_metadata(&self.object.value)))
+            .clone()
     }
 }
 
@@ -359,7 +367,7 @@ impl Cacher {
                 let obj = Arc::new(CachedObject { key: kv.key.clone(), value, rv: kv.mod_revision });
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
                 let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                CacheEvent { kind, object: obj, prev, revision: rev, encoded: OnceLock::new() }
+                CacheEvent { kind, object: obj, prev, revision: rev, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
             }
             WatchEvent::Delete { prev, revision } => {
                 let last = st.objects.remove(&prev.key);
@@ -372,7 +380,7 @@ impl Cacher {
                 };
                 object::meta_mut(&mut value).insert("resourceVersion".into(), json!(revision.to_string()));
                 let obj = Arc::new(CachedObject { key: prev.key.clone(), value, rv: revision });
-                CacheEvent { kind: EventType::Deleted, object: obj, prev: last, revision, encoded: OnceLock::new() }
+                CacheEvent { kind: EventType::Deleted, object: obj, prev: last, revision, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
             }
         };
         let event = Arc::new(event);

@@ -121,3 +121,13 @@ pub fn path_set(obj: &mut Value, path: &str, value: Value) {
         cur = map.entry(seg.to_string()).or_insert_with(|| json!({}));
     }
 }
+
+/// The `PartialObjectMetadata` form of an object (metadata only), served when a client sends
+/// `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`.
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
+}

@@ -59,20 +59,27 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         .unwrap_or("application/json")
         .to_string();
     let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let metadata_only = parts
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let ns = info.namespace.as_deref();
     match (&parts.method, info.name.as_deref(), info.subresource.as_deref()) {
         (&Method::GET, None, None) => {
             let q = ListQuery::parse(&query)?;
             if q.watch || info.legacy_watch {
-                watch::watch(inner, &r, ns, q).await
+                watch::watch(inner, &r, ns, q, metadata_only).await
             } else {
-                read::list(inner, &r, ns, &q).await.map(|v| response::json(StatusCode::OK, &v))
+                let list = read::list(inner, &r, ns, &q).await?;
+                let list = if metadata_only { partial_list(list) } else { list };
+                Ok(response::json(StatusCode::OK, &list))
             }
         }
         (&Method::GET, Some(name), None) if info.legacy_watch => {
             let mut q = ListQuery::parse(&query)?;
             q.field_selector = append_name_selector(&q.field_selector, name);
-            watch::watch(inner, &r, ns, q).await
+            watch::watch(inner, &r, ns, q, metadata_only).await
         }
         (&Method::POST, None, None) => {
             let obj = parse_json(&body)?;
@@ -86,7 +93,9 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
             delete::delete_collection(inner, &r, ns, &q, &opts).await.map(|v| response::json(StatusCode::OK, &v))
         }
         (&Method::GET, Some(name), None) => {
-            read::get(inner, &r, ns, name).await.map(|v| response::json(StatusCode::OK, &v))
+            let obj = read::get(inner, &r, ns, name).await?;
+            let obj = if metadata_only { crate::object::partial_metadata(&obj) } else { obj };
+            Ok(response::json(StatusCode::OK, &obj))
         }
         (&Method::PUT, Some(name), None) => {
             let obj = parse_json(&body)?;
@@ -112,6 +121,16 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
             parts.method, r.plural
         ))),
     }
+}
+
+/// A list in the `PartialObjectMetadataList` form.
+fn partial_list(mut list: Value) -> Value {
+    let items: Vec<Value> =
+        list.get("items").and_then(Value::as_array).into_iter().flatten().map(crate::object::partial_metadata).collect();
+    list["kind"] = serde_json::json!("PartialObjectMetadataList");
+    list["apiVersion"] = serde_json::json!("meta.k8s.io/v1");
+    list["items"] = Value::Array(items);
+    list
 }
 
 fn append_name_selector(existing: &str, name: &str) -> String {

@@ -33,6 +33,8 @@ struct Watcher {
     filter: Filter,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     last_rv: i64,
+    /// Send `PartialObjectMetadata` objects.
+    metadata_only: bool,
 }
 
 impl Watcher {
@@ -57,7 +59,12 @@ impl Watcher {
             (EventType::Modified, true, false) => EventType::Deleted,
             (_, _, false) => return true,
         };
-        let bytes = if kind == ev.kind { ev.encoded() } else { encode_event(kind, &ev.object.value) };
+        let bytes = match (kind == ev.kind, self.metadata_only) {
+            (true, false) => ev.encoded(),
+            (true, true) => ev.encoded_metadata(),
+            (false, false) => encode_event(kind, &ev.object.value),
+            (false, true) => encode_event(kind, &object::partial_metadata(&ev.object.value)),
+        };
         self.send(bytes).await
     }
 
@@ -74,7 +81,13 @@ impl Watcher {
 }
 
 /// Starts a watch and returns the streaming response.
-pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: ListQuery) -> Result<ApiResponse, ApiError> {
+pub async fn watch(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    q: ListQuery,
+    metadata_only: bool,
+) -> Result<ApiResponse, ApiError> {
     let filter = Filter::new(r, &q)?;
     let rv = q.rv()?;
     let prefix = r.namespace_prefix(ns);
@@ -99,8 +112,14 @@ pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: Li
         Err(e) => return Err(e),
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    let mut watcher =
-        Watcher { resource: Arc::new(r.clone()), prefix: prefix.clone(), filter, tx, last_rv: rv.unwrap_or(0) };
+    let mut watcher = Watcher {
+        resource: Arc::new(r.clone()),
+        prefix: prefix.clone(),
+        filter,
+        tx,
+        last_rv: rv.unwrap_or(0),
+        metadata_only,
+    };
     let timeout = q.timeout_seconds.map(Duration::from_secs).unwrap_or(inner.config.default_watch_timeout);
     let bookmarks = q.allow_bookmarks;
     let bookmark_interval = inner.config.bookmark_interval;
@@ -115,7 +134,12 @@ pub async fn watch(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: Li
                 WatchStart::Snapshot(snap, live) => {
                     watcher.last_rv = snap.revision;
                     for obj in &snap.objects {
-                        if watcher.filter.matches(&obj.value) && !watcher.send(encode_event(EventType::Added, &obj.value)).await {
+                        let line = if watcher.metadata_only {
+                            encode_event(EventType::Added, &object::partial_metadata(&obj.value))
+                        } else {
+                            encode_event(EventType::Added, &obj.value)
+                        };
+                        if watcher.filter.matches(&obj.value) && !watcher.send(line).await {
                             return;
                         }
                     }
