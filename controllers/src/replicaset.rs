@@ -27,14 +27,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, future::join_all};
+use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
 use kybernetes_core::selector::{LabelSelector, SelectorError};
@@ -134,17 +134,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let replica_sets = controller.store();
     let (pods, writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let seen = observed.clone();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(strip_pod)
-        .reflect(writer)
-        .inspect(move |ev| {
-            if let Ok(ev) = ev {
-                seen.observe_event(ev);
-            }
-        })
-        .touched_objects();
+    let pod_events = util::observed_watch(
+        Api::<Pod>::all(client.clone()),
+        strip_pod,
+        writer,
+        observed.clone(),
+    );
     let ctx = Arc::new(Context {
         client,
         clock,
@@ -158,17 +153,13 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         .watches_stream(pod_events, move |pod| {
             replica_sets_for_pod(&replica_sets, &pod)
         })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            if let Err(e) = res {
-                debug!(error = %e, "replicaset controller");
-            }
-            futures::future::ready(())
-        });
-    tokio::select! {
-        _ = controller => {}
-        _ = shutdown.cancelled() => {}
-    }
+        .run(reconcile, error_policy, ctx);
+    util::run_until_shutdown(
+        controller,
+        &shutdown,
+        |e| debug!(error = %e, "replicaset controller"),
+    )
+    .await;
 }
 
 /// The ReplicaSets a pod event concerns: its controller if that is a ReplicaSet, or every

@@ -13,19 +13,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector as MetaLabelSelector, ObjectMeta, OwnerReference, Time,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use kybernetes_core::Clock;
 use kybernetes_core::selector::{LabelSelector, SelectorError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// The controller ownerReference that `owner` puts on the objects it manages (upstream's
@@ -279,6 +281,49 @@ impl ObservedRevision {
     /// The highest revision seen so far.
     pub fn get(&self) -> u64 {
         self.0.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// Watches every `K` of `api` into `writer`'s store, each object trimmed by `strip`, and records
+/// the live events in `observed`; yields the objects touched, for `Controller::watches_stream`.
+pub fn observed_watch<K>(
+    api: Api<K>,
+    strip: impl FnMut(&mut K) + Send + 'static,
+    writer: Writer<K>,
+    observed: ObservedRevision,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .inspect(move |ev| {
+            if let Ok(ev) = ev {
+                observed.observe_event(ev);
+            }
+        })
+        .touched_objects()
+}
+
+/// Drives a controller's reconcile results until they end or `shutdown` is cancelled, passing
+/// each failed reconcile's error to `log` (so the log keeps the caller's target).
+pub async fn run_until_shutdown<T, E>(
+    results: impl Stream<Item = Result<T, E>>,
+    shutdown: &CancellationToken,
+    log: impl Fn(E),
+) {
+    let results = results.for_each(|res| {
+        if let Err(e) = res {
+            log(e);
+        }
+        futures::future::ready(())
+    });
+    tokio::select! {
+        _ = results => {}
+        _ = shutdown.cancelled() => {}
     }
 }
 

@@ -1,13 +1,15 @@
 //! The Deployment controller (with the ReplicaSet controller and a fake kubelet) against the
 //! in-process API server.
 
+mod common;
 mod fake_kubelet;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_kubelet::{TIMEOUT, TestCluster, wait_for};
+use common::{TIMEOUT, wait_for};
+use fake_kubelet::TestCluster;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
@@ -78,6 +80,49 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// A ReplicaSet's (name, revision, spec.replicas).
+fn name_revision_replicas(rs: &ReplicaSet) -> (String, Option<String>, i32) {
+    (rs.name_any(), revision_of(rs), spec_replicas(rs))
+}
+
+/// Creates `d` and waits for its first rollout to complete.
+async fn roll_out(
+    client: &Client,
+    d: &Deployment,
+) -> anyhow::Result<(Api<Deployment>, Deployment)> {
+    let api: Api<Deployment> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), d).await?;
+    let d = wait_for_rollout(client, &d.name_any()).await?;
+    Ok((api, d))
+}
+
+/// Merges `spec` into the spec of the deployment `web`.
+async fn patch_spec(api: &Api<Deployment>, spec: Value) -> anyhow::Result<()> {
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": spec })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until the deployment `web` has as many ReplicaSets as `want`, with these
+/// `spec.replicas`, lowest revision first.
+async fn wait_for_rs_replicas(
+    client: &Client,
+    api: &Api<Deployment>,
+    what: &str,
+    want: &[i32],
+) -> anyhow::Result<()> {
+    wait_for(what, TIMEOUT, || async {
+        let d = api.get("web").await?;
+        let rss = replica_sets(client, &d).await?;
+        Ok((rss.iter().map(spec_replicas).collect::<Vec<_>>() == want).then_some(()))
+    })
+    .await
+}
+
 /// Waits until the rollout is complete: every replica updated and available, no old pods, and
 /// the status about the latest generation.
 async fn wait_for_rollout(client: &Client, name: &str) -> anyhow::Result<Deployment> {
@@ -109,13 +154,11 @@ fn condition(d: &Deployment, type_: &str) -> Option<(String, String)> {
 async fn deployment_creates_a_replica_set_with_revision_1_and_the_pod_template_hash()
 -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    let (api, d) = roll_out(
+        &cluster.client,
         &deployment("web", 3, "nginx:1.25", json!({})),
     )
     .await?;
-    let d = wait_for_rollout(&cluster.client, "web").await?;
 
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 1);
@@ -180,13 +223,11 @@ async fn deployment_creates_a_replica_set_with_revision_1_and_the_pod_template_h
 #[tokio::test]
 async fn changing_the_image_rolls_out_a_second_replica_set() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    roll_out(
+        &cluster.client,
         &deployment("web", 3, "nginx:1.25", json!({})),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
 
     set_image(&cluster.client, "web", "nginx:1.26").await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
@@ -272,13 +313,11 @@ fn observe_pods(
 #[tokio::test]
 async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    let (api, d) = roll_out(
+        &cluster.client,
         &deployment("web", 20, "nginx:1.25", json!({})),
     )
     .await?;
-    let d = wait_for_rollout(&cluster.client, "web").await?;
     let first = replica_sets(&cluster.client, &d).await?.remove(0);
 
     let stop = CancellationToken::new();
@@ -294,11 +333,7 @@ async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Resul
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 2);
     assert_eq!(
-        (
-            rss[0].name_any(),
-            revision_of(&rss[0]),
-            spec_replicas(&rss[0])
-        ),
+        name_revision_replicas(&rss[0]),
         (first.name_any(), Some("1".into()), 0)
     );
     assert_eq!(
@@ -316,12 +351,7 @@ async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Resul
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH);
     }
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"template": template}})),
-    )
-    .await?;
+    patch_spec(&api, json!({"template": template})).await?;
     let d = wait_for("revision 3", TIMEOUT, || async {
         let d = wait_for_rollout(&cluster.client, "web").await?;
         Ok((revision_of(&d).as_deref() == Some("3")).then_some(d))
@@ -331,19 +361,11 @@ async fn rolling_update_never_exceeds_surge_or_unavailability() -> anyhow::Resul
     assert_eq!(rss.len(), 2, "the rollback reuses the first replica set");
     // Sorted by revision: the second (revision 2), then the first again (revision 3).
     assert_eq!(
-        (
-            rss[0].name_any(),
-            revision_of(&rss[0]),
-            spec_replicas(&rss[0])
-        ),
+        name_revision_replicas(&rss[0]),
         (second, Some("2".into()), 0)
     );
     assert_eq!(
-        (
-            rss[1].name_any(),
-            revision_of(&rss[1]),
-            spec_replicas(&rss[1])
-        ),
+        name_revision_replicas(&rss[1]),
         (first.name_any(), Some("3".into()), 20)
     );
     assert_eq!(
@@ -374,9 +396,8 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
     // Pods are bound to a node, so they terminate gracefully and linger until the kubelet
     // finishes them.
     let cluster = TestCluster::start(Some("node-1")).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    roll_out(
+        &cluster.client,
         &deployment(
             "web",
             3,
@@ -385,7 +406,6 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
         ),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
 
     let overlap = Arc::new(Mutex::new(None::<String>));
     let stop = CancellationToken::new();
@@ -446,27 +466,15 @@ async fn recreate_never_runs_old_and_new_together() -> anyhow::Result<()> {
 #[tokio::test]
 async fn paused_deployment_does_not_roll_out_but_still_scales() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    let (api, _) = roll_out(
+        &cluster.client,
         &deployment("web", 2, "nginx:1.25", json!({})),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
 
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"paused": true}})),
-    )
-    .await?;
+    patch_spec(&api, json!({"paused": true})).await?;
     set_image(&cluster.client, "web", "nginx:1.26").await?;
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"replicas": 4}})),
-    )
-    .await?;
+    patch_spec(&api, json!({"replicas": 4})).await?;
     let d = wait_for("the paused deployment to scale", TIMEOUT, || async {
         let d = api.get("web").await?;
         let rss = replica_sets(&cluster.client, &d).await?;
@@ -486,12 +494,7 @@ async fn paused_deployment_does_not_roll_out_but_still_scales() -> anyhow::Resul
         "no rollout while paused"
     );
 
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"paused": false}})),
-    )
-    .await?;
+    patch_spec(&api, json!({"paused": false})).await?;
     let d = wait_for_rollout(&cluster.client, "web").await?;
     let rss = replica_sets(&cluster.client, &d).await?;
     assert_eq!(rss.len(), 2);
@@ -503,9 +506,8 @@ async fn paused_deployment_does_not_roll_out_but_still_scales() -> anyhow::Resul
 #[tokio::test]
 async fn progress_deadline_exceeded_when_new_pods_never_become_ready() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    let (api, _) = roll_out(
+        &cluster.client,
         &deployment(
             "web",
             2,
@@ -514,7 +516,6 @@ async fn progress_deadline_exceeded_when_new_pods_never_become_ready() -> anyhow
         ),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
 
     cluster.kubelet.set_not_ready_image("nginx:broken");
     set_image(&cluster.client, "web", "nginx:broken").await?;
@@ -544,44 +545,21 @@ async fn progress_deadline_exceeded_when_new_pods_never_become_ready() -> anyhow
 #[tokio::test]
 async fn scaling_mid_rollout_is_proportional() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
     let strategy = json!({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 0}}});
-    api.create(
-        &PostParams::default(),
+    let (api, _) = roll_out(
+        &cluster.client,
         &deployment("web", 10, "nginx:1.25", strategy),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
 
     // The rollout stalls: the new pods never become ready, so the old ones stay.
     cluster.kubelet.set_not_ready_image("nginx:broken");
     set_image(&cluster.client, "web", "nginx:broken").await?;
-    wait_for("the stalled rollout", TIMEOUT, || async {
-        let d = api.get("web").await?;
-        let rss = replica_sets(&cluster.client, &d).await?;
-        Ok(
-            (rss.len() == 2 && spec_replicas(&rss[0]) == 10 && spec_replicas(&rss[1]) == 3)
-                .then_some(()),
-        )
-    })
-    .await?;
+    wait_for_rs_replicas(&cluster.client, &api, "the stalled rollout", &[10, 3]).await?;
 
     // 10 -> 20: 13 replicas become 23, shared in proportion (10 -> 18, 3 -> 5).
-    api.patch(
-        "web",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"replicas": 20}})),
-    )
-    .await?;
-    wait_for("proportional scaling", TIMEOUT, || async {
-        let d = api.get("web").await?;
-        let rss = replica_sets(&cluster.client, &d).await?;
-        Ok(
-            (rss.len() == 2 && spec_replicas(&rss[0]) == 18 && spec_replicas(&rss[1]) == 5)
-                .then_some(()),
-        )
-    })
-    .await?;
+    patch_spec(&api, json!({"replicas": 20})).await?;
+    wait_for_rs_replicas(&cluster.client, &api, "proportional scaling", &[18, 5]).await?;
     cluster.stop().await;
     Ok(())
 }
@@ -589,13 +567,11 @@ async fn scaling_mid_rollout_is_proportional() -> anyhow::Result<()> {
 #[tokio::test]
 async fn revision_history_limit_trims_old_replica_sets() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    let (api, _) = roll_out(
+        &cluster.client,
         &deployment("web", 1, "nginx:1", json!({"revisionHistoryLimit": 1})),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
     for image in ["nginx:2", "nginx:3", "nginx:4"] {
         set_image(&cluster.client, "web", image).await?;
         wait_for_rollout(&cluster.client, "web").await?;
@@ -620,13 +596,11 @@ async fn default_progress_deadline_passes_under_a_paused_clock() -> anyhow::Resu
     // Ten minutes of cluster time pass in an instant: the controller reads wall time from the
     // cluster clock and waits with tokio timers.
     let cluster = TestCluster::start(None).await?;
-    let api: Api<Deployment> = Api::default_namespaced(cluster.client.clone());
-    api.create(
-        &PostParams::default(),
+    let (api, _) = roll_out(
+        &cluster.client,
         &deployment("web", 1, "nginx:1.25", json!({})),
     )
     .await?;
-    wait_for_rollout(&cluster.client, "web").await?;
 
     cluster.kubelet.set_not_ready_image("nginx:broken");
     set_image(&cluster.client, "web", "nginx:broken").await?;

@@ -1,42 +1,29 @@
 //! The Endpoints and EndpointSlice controllers against the in-process API server. There is no
 //! node agent: the tests write pod IPs and readiness into pod status themselves.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use common::{Cluster, clear_finalizers, eventually, labels};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EndpointAddress, EndpointSubset, Endpoints, Pod, PodSpec, Service, ServicePort,
-    ServiceSpec,
+    ContainerPort, EndpointAddress, EndpointSubset, Endpoints, Pod, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use kybernetes_controllers::endpoints::{EndpointsConfig, spawn_endpoints_controller};
 use kybernetes_controllers::endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
 use kybernetes_controllers::garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
-use kybernetes_core::Clock;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-struct Cluster {
-    client: Client,
-    shutdown: CancellationToken,
-    handles: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let store = Arc::new(kybernetes_store::MemoryStore::default());
-        let clock = Clock::new();
-        let api = kybernetes_apiserver::ApiServer::new(store, clock.clone()).await?;
-        let client = Client::new(api.router(), "default");
-        let shutdown = CancellationToken::new();
-        let handles = vec![
+/// An API server with the Endpoints and EndpointSlice controllers and the garbage collector.
+async fn start() -> Result<Cluster> {
+    Cluster::start(|client, clock, shutdown| {
+        vec![
             spawn_endpoints_controller(client.clone(), clock.clone(), EndpointsConfig::default(), shutdown.clone()),
             spawn_endpointslice_controller(
                 client.clone(),
@@ -44,39 +31,19 @@ impl Cluster {
                 EndpointSliceConfig::default(),
                 shutdown.clone(),
             ),
-            spawn_garbage_collector(client.clone(), clock, GarbageCollectorConfig::default(), shutdown.clone()),
-        ];
-        Ok(Cluster { client, shutdown, handles })
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        for h in self.handles {
-            tokio::time::timeout(Duration::from_secs(10), h).await??;
-        }
-        Ok(())
-    }
+            spawn_garbage_collector(client.clone(), clock.clone(), GarbageCollectorConfig::default(), shutdown.clone()),
+        ]
+    })
+    .await
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn labels(app: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("app".to_string(), app.to_string())])
+/// The service, pod and Endpoints APIs of the default namespace.
+fn apis(c: &Cluster) -> (Api<Service>, Api<Pod>, Api<Endpoints>) {
+    (
+        Api::default_namespaced(c.client.clone()),
+        Api::default_namespaced(c.client.clone()),
+        Api::default_namespaced(c.client.clone()),
+    )
 }
 
 fn service(name: &str, selector: Option<&str>, ports: Vec<ServicePort>) -> Service {
@@ -92,23 +59,22 @@ fn http_port(target: IntOrString) -> ServicePort {
 }
 
 fn pod(name: &str, app: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels(app)), ..Default::default() },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: Some("busybox".into()),
-                ports: Some(vec![ContainerPort {
-                    name: Some("web".into()),
-                    container_port: 9376,
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
+    let mut pod = common::pod(name);
+    pod.metadata.labels = Some(labels(app));
+    if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.ports = Some(vec![ContainerPort { name: Some("web".into()), container_port: 9376, ..Default::default() }]);
     }
+    pod
+}
+
+/// Creates `web-a` (ready, held by a finalizer) and `web-b` (not ready), both selected by `app=web`.
+async fn create_held_and_not_ready_pods(pods: &Api<Pod>) -> Result<()> {
+    let mut held = pod("web-a", "web");
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    pods.create(&PostParams::default(), &held).await?;
+    pods.create(&PostParams::default(), &pod("web-b", "web")).await?;
+    set_status(pods, "web-a", "10.244.0.1", true).await?;
+    set_status(pods, "web-b", "10.244.0.2", false).await
 }
 
 /// Plays the node agent: gives the pod an IP and a readiness.
@@ -166,10 +132,8 @@ async fn endpoints_are(
 
 #[tokio::test]
 async fn endpoints_track_pod_readiness_without_dropping_not_ready_pods() -> Result<()> {
-    let c = Cluster::start().await?;
-    let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
-    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
-    let eps: Api<Endpoints> = Api::default_namespaced(c.client.clone());
+    let c = start().await?;
+    let (svcs, pods, eps) = apis(&c);
     svcs.create(&PostParams::default(), &service("web", Some("web"), vec![http_port(IntOrString::Int(8080))])).await?;
     for name in ["web-a", "web-b"] {
         pods.create(&PostParams::default(), &pod(name, "web")).await?;
@@ -204,10 +168,8 @@ async fn endpoints_track_pod_readiness_without_dropping_not_ready_pods() -> Resu
 
 #[tokio::test]
 async fn selector_and_label_changes_update_endpoints() -> Result<()> {
-    let c = Cluster::start().await?;
-    let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
-    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
-    let eps: Api<Endpoints> = Api::default_namespaced(c.client.clone());
+    let c = start().await?;
+    let (svcs, pods, eps) = apis(&c);
     svcs.create(
         &PostParams::default(),
         &service("web", Some("web"), vec![http_port(IntOrString::String("web".into()))]),
@@ -236,22 +198,15 @@ async fn selector_and_label_changes_update_endpoints() -> Result<()> {
 
 #[tokio::test]
 async fn terminating_pods_leave_endpoints_unless_not_ready_addresses_are_published() -> Result<()> {
-    let c = Cluster::start().await?;
-    let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
-    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
-    let eps: Api<Endpoints> = Api::default_namespaced(c.client.clone());
+    let c = start().await?;
+    let (svcs, pods, eps) = apis(&c);
     svcs.create(&PostParams::default(), &service("web", Some("web"), vec![http_port(IntOrString::Int(80))])).await?;
     let mut published = service("published", Some("web"), vec![http_port(IntOrString::Int(80))]);
     if let Some(spec) = published.spec.as_mut() {
         spec.publish_not_ready_addresses = Some(true);
     }
     svcs.create(&PostParams::default(), &published).await?;
-    let mut held = pod("web-a", "web");
-    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    pods.create(&PostParams::default(), &held).await?;
-    pods.create(&PostParams::default(), &pod("web-b", "web")).await?;
-    set_status(&pods, "web-a", "10.244.0.1", true).await?;
-    set_status(&pods, "web-b", "10.244.0.2", false).await?;
+    create_held_and_not_ready_pods(&pods).await?;
     eventually("both pods are listed", || endpoints_are(&eps, "web", &["10.244.0.1"], &["10.244.0.2"], &[80])).await?;
     // publishNotReadyAddresses lists every pod as ready.
     eventually("published lists both as ready", || {
@@ -265,16 +220,14 @@ async fn terminating_pods_leave_endpoints_unless_not_ready_addresses_are_publish
         endpoints_are(&eps, "published", &["10.244.0.1", "10.244.0.2"], &[], &[80])
     })
     .await?;
-    pods.patch("web-a", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } }))).await?;
+    clear_finalizers(&pods, "web-a").await?;
     c.stop().await
 }
 
 #[tokio::test]
 async fn headless_services_get_port_less_endpoints() -> Result<()> {
-    let c = Cluster::start().await?;
-    let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
-    let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
-    let eps: Api<Endpoints> = Api::default_namespaced(c.client.clone());
+    let c = start().await?;
+    let (svcs, pods, eps) = apis(&c);
     let mut headless = service("db", Some("db"), vec![]);
     if let Some(spec) = headless.spec.as_mut() {
         spec.cluster_ip = Some("None".into());
@@ -299,7 +252,7 @@ async fn headless_services_get_port_less_endpoints() -> Result<()> {
 
 #[tokio::test]
 async fn services_without_selectors_are_left_alone_and_deleted_services_lose_their_endpoints() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
     let eps: Api<Endpoints> = Api::default_namespaced(c.client.clone());
     svcs.create(&PostParams::default(), &service("external", None, vec![http_port(IntOrString::Int(80))])).await?;
@@ -323,7 +276,7 @@ async fn services_without_selectors_are_left_alone_and_deleted_services_lose_the
 
 #[tokio::test]
 async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
@@ -339,12 +292,7 @@ async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service()
     })
     .await?;
 
-    let mut held = pod("web-a", "web");
-    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    pods.create(&PostParams::default(), &held).await?;
-    pods.create(&PostParams::default(), &pod("web-b", "web")).await?;
-    set_status(&pods, "web-a", "10.244.0.1", true).await?;
-    set_status(&pods, "web-b", "10.244.0.2", false).await?;
+    create_held_and_not_ready_pods(&pods).await?;
     // (address, ready, serving, terminating) of every endpoint.
     let endpoints = || async {
         let mut out: Vec<(String, bool, bool, bool)> = Vec::new();
@@ -385,7 +333,7 @@ async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service()
             == vec![("10.244.0.1".to_string(), false, true, true), ("10.244.0.2".to_string(), false, false, false)])
     })
     .await?;
-    pods.patch("web-a", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } }))).await?;
+    clear_finalizers(&pods, "web-a").await?;
     eventually("web-a is gone", || async {
         Ok(endpoints().await? == vec![("10.244.0.2".to_string(), false, false, false)])
     })

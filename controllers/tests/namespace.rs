@@ -1,87 +1,48 @@
 //! The namespace controller against the in-process API server.
 
-use std::future::Future;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, Pod, PodSpec, Secret, Service, ServicePort, ServiceSpec,
-};
+use anyhow::Result;
+use common::{Cluster, clear_finalizers, eventually, meta, namespace, pod, replica_set};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kybernetes_controllers::namespace::{NamespaceConfig, spawn_namespace_controller};
-use kybernetes_core::Clock;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-struct Cluster {
-    client: Client,
-    shutdown: CancellationToken,
-    controller: tokio::task::JoinHandle<()>,
-}
-
-impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let store = Arc::new(kybernetes_store::MemoryStore::default());
-        let clock = Clock::new();
-        let api = kybernetes_apiserver::ApiServer::new(store, clock.clone()).await?;
-        let client = Client::new(api.router(), "default");
-        let shutdown = CancellationToken::new();
+/// An API server with the namespace controller.
+async fn start() -> Result<Cluster> {
+    Cluster::start(|client, clock, shutdown| {
         let config = NamespaceConfig { requeue_interval: Duration::from_millis(100), ..NamespaceConfig::default() };
-        let controller = spawn_namespace_controller(client.clone(), clock, config, shutdown.clone());
-        Ok(Cluster { client, shutdown, controller })
-    }
-
-    async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.controller).await??;
-        Ok(())
-    }
-
-    async fn create_namespace(&self, name: &str) -> Result<()> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let ns =
-            Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
-        namespaces.create(&PostParams::default(), &ns).await?;
-        Ok(())
-    }
+        vec![spawn_namespace_controller(client.clone(), clock.clone(), config, shutdown.clone())]
+    })
+    .await
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Creates the namespace `name`.
+async fn create_namespace(c: &Cluster, name: &str) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    namespaces.create(&PostParams::default(), &namespace(name)).await?;
+    Ok(())
 }
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), ..Default::default() }
+/// Deletes the namespace `team` and waits until it is gone.
+async fn delete_team(namespaces: &Api<Namespace>) -> Result<()> {
+    namespaces.delete("team", &DeleteParams::default()).await?;
+    wait_until_team_is_gone(namespaces).await
 }
 
-fn container() -> Container {
-    Container { name: "c".into(), image: Some("busybox".into()), ..Default::default() }
+async fn wait_until_team_is_gone(namespaces: &Api<Namespace>) -> Result<()> {
+    eventually("the namespace is gone", || async { Ok(namespaces.get_opt("team").await?.is_none()) }).await
 }
 
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_content_then_the_namespace() -> Result<()> {
-    let c = Cluster::start().await?;
-    c.create_namespace("team").await?;
+    let c = start().await?;
+    create_namespace(&c, "team").await?;
     let client = c.client.clone();
     Api::<ConfigMap>::namespaced(client.clone(), "team")
         .create(&PostParams::default(), &ConfigMap { metadata: meta("cm"), ..Default::default() })
@@ -89,12 +50,7 @@ async fn deleting_a_namespace_deletes_its_content_then_the_namespace() -> Result
     Api::<Secret>::namespaced(client.clone(), "team")
         .create(&PostParams::default(), &Secret { metadata: meta("s"), ..Default::default() })
         .await?;
-    let pod = Pod {
-        metadata: meta("p"),
-        spec: Some(PodSpec { containers: vec![container()], ..Default::default() }),
-        ..Default::default()
-    };
-    Api::<Pod>::namespaced(client.clone(), "team").create(&PostParams::default(), &pod).await?;
+    Api::<Pod>::namespaced(client.clone(), "team").create(&PostParams::default(), &pod("p")).await?;
     let svc = Service {
         metadata: meta("svc"),
         spec: Some(ServiceSpec {
@@ -104,25 +60,7 @@ async fn deleting_a_namespace_deletes_its_content_then_the_namespace() -> Result
         ..Default::default()
     };
     Api::<Service>::namespaced(client.clone(), "team").create(&PostParams::default(), &svc).await?;
-    let rs = ReplicaSet {
-        metadata: meta("rs"),
-        spec: Some(ReplicaSetSpec {
-            replicas: Some(0),
-            selector: LabelSelector {
-                match_labels: Some([("app".to_string(), "x".to_string())].into()),
-                ..Default::default()
-            },
-            template: Some(k8s_openapi::api::core::v1::PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some([("app".to_string(), "x".to_string())].into()),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec { containers: vec![container()], ..Default::default() }),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let rs = replica_set("rs", "x");
     Api::<ReplicaSet>::namespaced(client.clone(), "team").create(&PostParams::default(), &rs).await?;
     // Content elsewhere is untouched.
     Api::<ConfigMap>::default_namespaced(client.clone())
@@ -130,8 +68,7 @@ async fn deleting_a_namespace_deletes_its_content_then_the_namespace() -> Result
         .await?;
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.delete("team", &DeleteParams::default()).await?;
-    eventually("the namespace is gone", || async { Ok(namespaces.get_opt("team").await?.is_none()) }).await?;
+    delete_team(&namespaces).await?;
     let lp = ListParams::default();
     assert!(Api::<ConfigMap>::namespaced(client.clone(), "team").list(&lp).await?.items.is_empty());
     assert!(Api::<Pod>::namespaced(client.clone(), "team").list(&lp).await?.items.is_empty());
@@ -143,8 +80,8 @@ async fn deleting_a_namespace_deletes_its_content_then_the_namespace() -> Result
 
 #[tokio::test]
 async fn content_with_finalizers_holds_the_namespace_until_they_are_removed() -> Result<()> {
-    let c = Cluster::start().await?;
-    c.create_namespace("team").await?;
+    let c = start().await?;
+    create_namespace(&c, "team").await?;
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "team");
     let mut held = ConfigMap { metadata: meta("held"), ..Default::default() };
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
@@ -163,15 +100,15 @@ async fn content_with_finalizers_holds_the_namespace_until_they_are_removed() ->
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
     assert!(cms.get("held").await?.metadata.deletion_timestamp.is_some());
 
-    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "finalizers": null } }))).await?;
-    eventually("the namespace is gone", || async { Ok(namespaces.get_opt("team").await?.is_none()) }).await?;
+    clear_finalizers(&cms, "held").await?;
+    wait_until_team_is_gone(&namespaces).await?;
     c.stop().await
 }
 
 #[tokio::test]
 async fn custom_resources_in_a_deleted_namespace_are_deleted_too() -> Result<()> {
-    let c = Cluster::start().await?;
-    c.create_namespace("team").await?;
+    let c = start().await?;
+    create_namespace(&c, "team").await?;
     let crds: Api<CustomResourceDefinition> = Api::all(c.client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -196,8 +133,7 @@ async fn custom_resources_in_a_deleted_namespace_are_deleted_too() -> Result<()>
     })
     .await?;
     let namespaces: Api<Namespace> = Api::all(c.client.clone());
-    namespaces.delete("team", &DeleteParams::default()).await?;
-    eventually("the namespace is gone", || async { Ok(namespaces.get_opt("team").await?.is_none()) }).await?;
+    delete_team(&namespaces).await?;
     assert!(widgets.list(&ListParams::default()).await?.items.is_empty());
     c.stop().await
 }

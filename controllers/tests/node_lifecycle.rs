@@ -3,15 +3,15 @@
 //! microseconds. There is no node agent: the tests renew node leases and write node and pod
 //! status themselves.
 
+mod common;
+
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use common::{Cluster, eventually_every, meta, node, pod};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Client;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kybernetes_controllers::node_lifecycle::{
     NOT_READY_TAINT, NodeLifecycleConfig, UNREACHABLE_TAINT, spawn_node_lifecycle_controller,
@@ -20,45 +20,34 @@ use kybernetes_core::Clock;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-struct Cluster {
-    client: Client,
-    clock: Clock,
-    shutdown: CancellationToken,
-    controller: tokio::task::JoinHandle<()>,
-}
-
-impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let store = Arc::new(kybernetes_store::MemoryStore::default());
-        let clock = Clock::new();
-        let api = kybernetes_apiserver::ApiServer::new(store, clock.clone()).await?;
-        let client = Client::new(api.router(), "default");
-        let shutdown = CancellationToken::new();
-        let controller = spawn_node_lifecycle_controller(
+/// An API server with the node lifecycle controller.
+async fn start() -> Result<Cluster> {
+    Cluster::start(|client, clock, shutdown| {
+        vec![spawn_node_lifecycle_controller(
             client.clone(),
             clock.clone(),
             NodeLifecycleConfig::default(),
             shutdown.clone(),
-        );
-        Ok(Cluster { client, clock, shutdown, controller })
-    }
+        )]
+    })
+    .await
+}
 
-    async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.controller).await??;
-        Ok(())
-    }
+/// Sets the renew time of the lease of node `name` to now.
+async fn renew(leases: &Api<Lease>, clock: &Clock, name: &str) -> kube::Result<Lease> {
+    let patch = json!({ "spec": { "renewTime": clock.now_micro() } });
+    leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+}
 
+impl Cluster {
     /// Registers a Ready node and its lease, as a node agent does.
     async fn add_node(&self, name: &str) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let node =
-            Node { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
-        nodes.create(&PostParams::default(), &node).await?;
+        nodes.create(&PostParams::default(), &node(name)).await?;
         self.post_ready(name, "True").await?;
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: meta(name),
             spec: Some(LeaseSpec {
                 holder_identity: Some(name.into()),
                 lease_duration_seconds: Some(40),
@@ -71,8 +60,7 @@ impl Cluster {
 
     async fn renew_lease(&self, name: &str) -> Result<()> {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let patch = json!({ "spec": { "renewTime": self.clock.now_micro() } });
-        leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        renew(&leases, &self.clock, name).await?;
         Ok(())
     }
 
@@ -100,8 +88,7 @@ impl Cluster {
                     _ = tokio::time::sleep(Duration::from_secs(10)) => {}
                     _ = token.cancelled() => return,
                 }
-                let patch = json!({ "spec": { "renewTime": clock.now_micro() } });
-                let _ = leases.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                let _ = renew(&leases, &clock, &name).await;
             }
         });
         stop
@@ -110,16 +97,11 @@ impl Cluster {
     /// A running, ready pod bound to `node`.
     async fn add_pod(&self, name: &str, node: &str, tolerations: Vec<Toleration>) -> Result<()> {
         let pods: Api<Pod> = Api::default_namespaced(self.client.clone());
-        let pod = Pod {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            spec: Some(PodSpec {
-                node_name: Some(node.into()),
-                tolerations: Some(tolerations),
-                containers: vec![Container { name: "c".into(), image: Some("busybox".into()), ..Default::default() }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut pod = pod(name);
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.node_name = Some(node.into());
+            spec.tolerations = Some(tolerations);
+        }
         pods.create(&PostParams::default(), &pod).await?;
         let patch = json!({ "status": { "phase": "Running", "podIP": "10.244.0.5",
             "conditions": [{ "type": "Ready", "status": "True" }] } });
@@ -129,18 +111,17 @@ impl Cluster {
 }
 
 /// Polls `check` once a (virtual) second, for up to ten virtual minutes.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
+async fn eventually<F, Fut>(what: &str, check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,
 {
-    for _ in 0..600 {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    bail!("timed out waiting until {what}")
+    eventually_every(what, Duration::from_secs(600), Duration::from_secs(1), check).await
+}
+
+/// The NoExecute and NoSchedule taints with this key, as [`taint_keys`] lists them.
+fn taints(key: &str) -> Vec<(String, String)> {
+    vec![(key.to_string(), "NoExecute".to_string()), (key.to_string(), "NoSchedule".to_string())]
 }
 
 fn ready_status(node: &Node) -> Option<String> {
@@ -174,7 +155,7 @@ fn toleration(seconds: Option<i64>) -> Toleration {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_their_tolerations() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     c.add_node("n1").await?;
@@ -193,12 +174,7 @@ async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_th
     let stopped = c.clock.now();
     eventually("the node is Unknown and tainted unreachable", || async {
         let node = nodes.get("n1").await?;
-        Ok(ready_status(&node).as_deref() == Some("Unknown")
-            && taint_keys(&node)
-                == vec![
-                    (UNREACHABLE_TAINT.to_string(), "NoExecute".to_string()),
-                    (UNREACHABLE_TAINT.to_string(), "NoSchedule".to_string()),
-                ])
+        Ok(ready_status(&node).as_deref() == Some("Unknown") && taint_keys(&node) == taints(UNREACHABLE_TAINT))
     })
     .await?;
     let silent = (c.clock.now() - stopped).num_seconds();
@@ -238,17 +214,13 @@ async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_th
 
 #[tokio::test(start_paused = true)]
 async fn a_node_reporting_not_ready_is_tainted_not_ready_until_it_recovers() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     c.add_node("n1").await?;
     let _heartbeat = c.heartbeat("n1");
     c.post_ready("n1", "False").await?;
     eventually("the node is tainted not-ready", || async {
-        Ok(taint_keys(&nodes.get("n1").await?)
-            == vec![
-                (NOT_READY_TAINT.to_string(), "NoExecute".to_string()),
-                (NOT_READY_TAINT.to_string(), "NoSchedule".to_string()),
-            ])
+        Ok(taint_keys(&nodes.get("n1").await?) == taints(NOT_READY_TAINT))
     })
     .await?;
     c.post_ready("n1", "True").await?;
@@ -258,7 +230,7 @@ async fn a_node_reporting_not_ready_is_tainted_not_ready_until_it_recovers() -> 
 
 #[tokio::test(start_paused = true)]
 async fn an_unreachable_node_that_comes_back_loses_its_taints() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     c.add_node("n1").await?;
     eventually("the silent node is Unknown", || async {
@@ -278,7 +250,7 @@ async fn an_unreachable_node_that_comes_back_loses_its_taints() -> Result<()> {
 
 #[tokio::test(start_paused = true)]
 async fn pods_bound_to_a_missing_node_are_force_deleted() -> Result<()> {
-    let c = Cluster::start().await?;
+    let c = start().await?;
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     c.add_pod("orphan", "ghost", vec![]).await?;
     eventually("the orphaned pod is deleted", || async { Ok(pods.get_opt("orphan").await?.is_none()) }).await?;

@@ -1,11 +1,13 @@
 //! The ReplicaSet controller against the in-process API server, with a fake kubelet.
 
+mod common;
 mod fake_kubelet;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fake_kubelet::{TIMEOUT, TestCluster, wait_for};
+use common::{TIMEOUT, wait_for};
+use fake_kubelet::TestCluster;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -28,6 +30,22 @@ fn replica_set(name: &str, replicas: i32, min_ready_seconds: i32) -> ReplicaSet 
         }
     }))
     .expect("a valid replica set")
+}
+
+/// Creates the ReplicaSet `web` and returns its uid.
+async fn create_web(
+    client: &Client,
+    replicas: i32,
+    min_ready_seconds: i32,
+) -> anyhow::Result<String> {
+    let rss: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let rs = rss
+        .create(
+            &PostParams::default(),
+            &replica_set("web", replicas, min_ready_seconds),
+        )
+        .await?;
+    Ok(rs.uid().unwrap_or_default())
 }
 
 /// The active pods controlled by the ReplicaSet with this uid.
@@ -91,11 +109,7 @@ async fn scale(client: &Client, name: &str, replicas: i32) -> anyhow::Result<()>
 #[tokio::test]
 async fn replica_set_creates_pods_with_controller_owner_references() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let rs = rss
-        .create(&PostParams::default(), &replica_set("web", 3, 0))
-        .await?;
-    let uid = rs.uid().unwrap_or_default();
+    let uid = create_web(&cluster.client, 3, 0).await?;
 
     let pods = wait_for_pod_count(&cluster.client, &uid, 3).await?;
     for pod in &pods {
@@ -134,12 +148,7 @@ async fn replica_set_creates_pods_with_controller_owner_references() -> anyhow::
 #[tokio::test]
 async fn replica_set_scales_up_and_down() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss
-        .create(&PostParams::default(), &replica_set("web", 2, 0))
-        .await?
-        .uid()
-        .unwrap_or_default();
+    let uid = create_web(&cluster.client, 2, 0).await?;
     wait_for_status(&cluster.client, "web", 2, 2).await?;
 
     scale(&cluster.client, "web", 5).await?;
@@ -167,12 +176,7 @@ async fn replica_set_adopts_an_orphan_pod_that_matches_its_selector() -> anyhow:
     }))?;
     pods.create(&PostParams::default(), &orphan).await?;
 
-    let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss
-        .create(&PostParams::default(), &replica_set("web", 2, 0))
-        .await?
-        .uid()
-        .unwrap_or_default();
+    let uid = create_web(&cluster.client, 2, 0).await?;
     let owned = wait_for_pod_count(&cluster.client, &uid, 2).await?;
     assert!(
         owned.iter().any(|p| p.name_any() == "orphan"),
@@ -198,12 +202,7 @@ async fn replica_set_adopts_an_orphan_pod_that_matches_its_selector() -> anyhow:
 #[tokio::test]
 async fn replica_set_releases_a_pod_whose_labels_no_longer_match() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss
-        .create(&PostParams::default(), &replica_set("web", 2, 0))
-        .await?
-        .uid()
-        .unwrap_or_default();
+    let uid = create_web(&cluster.client, 2, 0).await?;
     let owned = wait_for_pod_count(&cluster.client, &uid, 2).await?;
     let leaving = owned[0].name_any();
 
@@ -231,12 +230,7 @@ async fn replica_set_releases_a_pod_whose_labels_no_longer_match() -> anyhow::Re
 #[tokio::test]
 async fn replica_set_replaces_a_deleted_pod() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
-    let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss
-        .create(&PostParams::default(), &replica_set("web", 3, 0))
-        .await?
-        .uid()
-        .unwrap_or_default();
+    let uid = create_web(&cluster.client, 3, 0).await?;
     let before = wait_for_pod_count(&cluster.client, &uid, 3).await?;
     let gone = before[1].name_any();
 
@@ -255,9 +249,8 @@ async fn replica_set_replaces_a_deleted_pod() -> anyhow::Result<()> {
 #[tokio::test]
 async fn available_replicas_wait_for_min_ready_seconds() -> anyhow::Result<()> {
     let cluster = TestCluster::start(None).await?;
+    create_web(&cluster.client, 2, 2).await?;
     let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    rss.create(&PostParams::default(), &replica_set("web", 2, 2))
-        .await?;
     // Ready first, available only once the pods have been ready for 2 s.
     let rs = wait_for("ready replicas", TIMEOUT, || async {
         let rs = rss.get("web").await?;
@@ -295,12 +288,7 @@ async fn replica_set_ignores_pods_of_other_controllers_and_finished_pods() -> an
     }))?;
     pods.create(&PostParams::default(), &taken).await?;
 
-    let rss: Api<ReplicaSet> = Api::default_namespaced(cluster.client.clone());
-    let uid = rss
-        .create(&PostParams::default(), &replica_set("web", 2, 0))
-        .await?
-        .uid()
-        .unwrap_or_default();
+    let uid = create_web(&cluster.client, 2, 0).await?;
     wait_for_status(&cluster.client, "web", 2, 2).await?;
     let owned = owned_pods(&cluster.client, &uid).await?;
     assert_eq!(owned.len(), 2);

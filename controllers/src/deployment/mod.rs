@@ -40,7 +40,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{Api, Patch, PatchParams};
@@ -145,20 +144,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let deployments = controller.store();
     let (replica_sets, rs_writer) = reflector::store();
     let rs_observed = ObservedRevision::default();
-    let seen = rs_observed.clone();
-    let rs_events = watcher(
+    let rs_events = util::observed_watch(
         Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|rs: &mut ReplicaSet| rs.metadata.managed_fields = None)
-    .reflect(rs_writer)
-    .inspect(move |ev| {
-        if let Ok(ev) = ev {
-            seen.observe_event(ev);
-        }
-    })
-    .touched_objects();
+        |rs: &mut ReplicaSet| rs.metadata.managed_fields = None,
+        rs_writer,
+        rs_observed.clone(),
+    );
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -182,17 +173,13 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         .watches_stream(pod_events, move |pod| {
             recreate_deployment_for_pod(&replica_sets, &deployments, &pod)
         })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            if let Err(e) = res {
-                debug!(error = %e, "deployment controller");
-            }
-            futures::future::ready(())
-        });
-    tokio::select! {
-        _ = controller => {}
-        _ = shutdown.cancelled() => {}
-    }
+        .run(reconcile, error_policy, ctx);
+    util::run_until_shutdown(
+        controller,
+        &shutdown,
+        |e| debug!(error = %e, "deployment controller"),
+    )
+    .await;
 }
 
 fn selector_of(d: &Deployment) -> Option<LabelSelector> {

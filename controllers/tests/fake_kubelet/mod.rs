@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,10 +43,7 @@ impl TestCluster {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let store = Arc::new(kybernetes_store::MemoryStore::default());
-        let clock = Clock::new();
-        let api = kybernetes_apiserver::ApiServer::new(store, clock.clone()).await?;
-        let client = Client::new(api.router(), "default");
+        let (api, client, clock) = crate::common::api_server().await?;
         let shutdown = CancellationToken::new();
         let handles = vec![
             kybernetes_controllers::spawn_replicaset(
@@ -229,24 +225,3 @@ async fn sync_pod(
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await;
 }
-
-/// Polls `check` every 20 ms until it returns `Some`, for at most `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The generous timeout the tests use.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
