@@ -32,7 +32,7 @@ async fn wait_nodes(c: &Cluster) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::print_conditions("P2: Deployment of 1,000 replicas on 100 fake nodes until every pod is Running");
-    let runs = 3;
+    let runs = 5;
     let mut samples = Vec::new();
     for _ in 0..runs {
         let cluster = Cluster::builder().nodes(NODES).start().await?;

@@ -25,10 +25,34 @@ pub const DEFAULT_HISTORY: usize = 50_000;
 pub struct CachedObject {
     /// Store key.
     pub key: String,
-    /// The object (resourceVersion filled in).
-    pub value: Value,
     /// Its mod revision.
     pub rv: i64,
+    /// The stored bytes, decoded on first use: objects nobody lists or watches (most Events)
+    /// are never parsed.
+    raw: Option<Bytes>,
+    decoded: OnceLock<Value>,
+}
+
+impl CachedObject {
+    /// An object already decoded (its resourceVersion filled in).
+    pub fn new(key: String, value: Value, rv: i64) -> Self {
+        CachedObject { key, rv, raw: None, decoded: OnceLock::from(value) }
+    }
+
+    fn lazy(key: String, raw: Bytes, rv: i64) -> Self {
+        CachedObject { key, rv, raw: Some(raw), decoded: OnceLock::new() }
+    }
+
+    /// The object, with its resourceVersion filled in.
+    pub fn value(&self) -> &Value {
+        self.decoded.get_or_init(|| {
+            let raw = self.raw.as_deref().unwrap_or_default();
+            object::decode_at(raw, self.rv).unwrap_or_else(|e| {
+                warn!(key = %self.key, error = %e, "stored object cannot be decoded");
+                Value::Null
+            })
+        })
+    }
 }
 
 /// The type of a watch event, as in `metav1.WatchEvent`.
@@ -71,20 +95,20 @@ pub struct CacheEvent {
 impl CacheEvent {
     /// An event built outside the cache (for watches served straight from the store).
     pub fn detached(kind: EventType, key: String, value: Value, prev: Option<(String, Value, i64)>, revision: i64) -> Self {
-        let object = Arc::new(CachedObject { key, value, rv: revision });
-        let prev = prev.map(|(key, value, rv)| Arc::new(CachedObject { key, value, rv }));
+        let object = Arc::new(CachedObject::new(key, value, revision));
+        let prev = prev.map(|(key, value, rv)| Arc::new(CachedObject::new(key, value, rv)));
         CacheEvent { kind, object, prev, revision, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
     }
 
     /// The event as one line of a JSON watch stream, encoded once.
     pub fn encoded(&self) -> Bytes {
-        self.encoded.get_or_init(|| encode_event(self.kind, &self.object.value)).clone()
+        self.encoded.get_or_init(|| encode_event(self.kind, self.object.value())).clone()
     }
 
     /// The event with a `PartialObjectMetadata` object, encoded once for every metadata watcher.
     pub fn encoded_metadata(&self) -> Bytes {
         self.encoded_metadata
-            .get_or_init(|| encode_event(self.kind, &object::partial_metadata(&self.object.value)))
+            .get_or_init(|| encode_event(self.kind, &object::partial_metadata(self.object.value())))
             .clone()
     }
 }
@@ -318,8 +342,7 @@ impl Cacher {
             .map_err(|e| ApiError::internal(format!("listing {prefix} for the watch cache: {e}")))?;
         let mut objects = BTreeMap::new();
         for kv in &list.items {
-            let value = object::decode(kv)?;
-            objects.insert(kv.key.clone(), Arc::new(CachedObject { key: kv.key.clone(), value, rv: kv.mod_revision }));
+            objects.insert(kv.key.clone(), Arc::new(CachedObject::lazy(kv.key.clone(), kv.value.clone(), kv.mod_revision)));
         }
         let stream = store
             .watch(&prefix, list.revision)
@@ -357,14 +380,7 @@ impl Cacher {
                 return;
             }
             WatchEvent::Put { kv, .. } => {
-                let value = match object::decode(&kv) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        warn!(key = %kv.key, error = %e, "skipping undecodable object");
-                        return;
-                    }
-                };
-                let obj = Arc::new(CachedObject { key: kv.key.clone(), value, rv: kv.mod_revision });
+                let obj = Arc::new(CachedObject::lazy(kv.key.clone(), kv.value.clone(), kv.mod_revision));
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
                 let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
                 CacheEvent { kind, object: obj, prev, revision: rev, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
@@ -372,14 +388,14 @@ impl Cacher {
             WatchEvent::Delete { prev, revision } => {
                 let last = st.objects.remove(&prev.key);
                 let mut value = match &last {
-                    Some(o) => o.value.clone(),
+                    Some(o) => o.value().clone(),
                     None => match object::decode(&prev) {
                         Ok(v) => v,
                         Err(_) => return,
                     },
                 };
                 object::meta_mut(&mut value).insert("resourceVersion".into(), json!(revision.to_string()));
-                let obj = Arc::new(CachedObject { key: prev.key.clone(), value, rv: revision });
+                let obj = Arc::new(CachedObject::new(prev.key.clone(), value, revision));
                 CacheEvent { kind: EventType::Deleted, object: obj, prev: last, revision, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
             }
         };
@@ -395,7 +411,7 @@ impl Cacher {
         let field = trigger_field(&self.resource);
         // A missing field reads as "", as field selectors read it.
         let value_of = |o: &CachedObject| {
-            field.map(|f| object::path_get(&o.value, f).and_then(Value::as_str).unwrap_or("").to_string())
+            field.map(|f| object::path_get(o.value(), f).and_then(Value::as_str).unwrap_or("").to_string())
         };
         let mut triggers: Vec<String> = value_of(&event.object).into_iter().collect();
         if let Some(prev) = event.prev.as_deref().and_then(value_of)

@@ -106,7 +106,7 @@ pub async fn list(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: &Li
     };
     cacher.wait_until(min, FRESHNESS_TIMEOUT).await?;
     let snap = cacher.snapshot(&prefix);
-    let items: Vec<Value> = snap.objects.iter().filter(|o| filter.matches(&o.value)).map(|o| o.value.clone()).collect();
+    let items: Vec<Value> = snap.objects.iter().filter(|o| filter.matches(o.value())).map(|o| o.value().clone()).collect();
     Ok(list_object(r, items, snap.revision.max(min), None))
 }
 

@@ -48,8 +48,8 @@ impl Watcher {
             return true;
         }
         self.last_rv = ev.revision;
-        let now = self.filter.matches(&ev.object.value);
-        let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(&p.value));
+        let now = self.filter.matches(ev.object.value());
+        let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p.value()));
         let kind = match (ev.kind, before, now) {
             (EventType::Deleted, true, _) => EventType::Deleted,
             (EventType::Deleted, false, _) => return true,
@@ -62,8 +62,8 @@ impl Watcher {
         let bytes = match (kind == ev.kind, self.metadata_only) {
             (true, false) => ev.encoded(),
             (true, true) => ev.encoded_metadata(),
-            (false, false) => encode_event(kind, &ev.object.value),
-            (false, true) => encode_event(kind, &object::partial_metadata(&ev.object.value)),
+            (false, false) => encode_event(kind, ev.object.value()),
+            (false, true) => encode_event(kind, &object::partial_metadata(ev.object.value())),
         };
         self.send(bytes).await
     }
@@ -135,11 +135,11 @@ pub async fn watch(
                     watcher.last_rv = snap.revision;
                     for obj in &snap.objects {
                         let line = if watcher.metadata_only {
-                            encode_event(EventType::Added, &object::partial_metadata(&obj.value))
+                            encode_event(EventType::Added, &object::partial_metadata(obj.value()))
                         } else {
-                            encode_event(EventType::Added, &obj.value)
+                            encode_event(EventType::Added, obj.value())
                         };
-                        if watcher.filter.matches(&obj.value) && !watcher.send(line).await {
+                        if watcher.filter.matches(obj.value()) && !watcher.send(line).await {
                             return;
                         }
                     }
