@@ -6,10 +6,18 @@ use std::time::Duration;
 
 /// Prints the conditions a figure was measured under.
 pub fn print_conditions(what: &str) {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     println!("# {what}");
-    println!("# conditions: {cores} cores, {profile} build, tokio multi-thread runtime, in-process API server, MemoryStore, FakeRuntime, LocalNetwork");
+    println!(
+        "# conditions: {cores} cores, {profile} build, tokio multi-thread runtime, in-process API server, MemoryStore, FakeRuntime, LocalNetwork"
+    );
 }
 
 /// min / median / p90 / max of a set of durations, in milliseconds.

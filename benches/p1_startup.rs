@@ -12,7 +12,10 @@ use kybernetes::Cluster;
 fn all_ready(nodes: &[Node], want: usize) -> bool {
     nodes.len() == want
         && nodes.iter().all(|n| {
-            n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
 }
 
@@ -34,6 +37,9 @@ async fn main() -> anyhow::Result<()> {
         samples.push(t0.elapsed());
         cluster.shutdown().await?;
     }
-    println!("P1 start-to-3-nodes-Ready: {}  (target: <= 20 ms)", common::summary(samples));
+    println!(
+        "P1 start-to-3-nodes-Ready: {}  (target: <= 20 ms)",
+        common::summary(samples)
+    );
     Ok(())
 }

@@ -22,7 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
-#[kube(group = "example.com", version = "v1", kind = "Greeting", namespaced, status = "GreetingStatus")]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Greeting",
+    namespaced,
+    status = "GreetingStatus"
+)]
 struct GreetingSpec {
     message: String,
 }
@@ -37,7 +43,11 @@ async fn reconcile(g: Arc<Greeting>, client: Arc<kube::Client>) -> Result<Action
     let name = g.name_any();
     let owner = g.controller_owner_ref(&()).map(|o| vec![o]);
     let cm = ConfigMap {
-        metadata: kube::api::ObjectMeta { name: Some(name.clone()), owner_references: owner, ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            owner_references: owner,
+            ..Default::default()
+        },
         data: Some([("message".to_string(), g.spec.message.clone())].into()),
         ..Default::default()
     };
@@ -47,11 +57,22 @@ async fn reconcile(g: Arc<Greeting>, client: Arc<kube::Client>) -> Result<Action
             cms.create(&PostParams::default(), &cm).await?;
         }
         Some(_) => {
-            cms.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"data": cm.data}))).await?;
+            cms.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": cm.data})),
+            )
+            .await?;
         }
     }
     let greetings: Api<Greeting> = Api::namespaced((*client).clone(), &ns);
-    greetings.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"ready": true}}))).await?;
+    greetings
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}})),
+        )
+        .await?;
     Ok(Action::await_change())
 }
 
@@ -66,21 +87,44 @@ async fn main() -> anyhow::Result<()> {
     let client = cluster.client();
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &Greeting::crd()).await?;
-    await_condition(crds, "greetings.example.com", conditions::is_crd_established()).await?;
+    crds.create(&PostParams::default(), &Greeting::crd())
+        .await?;
+    await_condition(
+        crds,
+        "greetings.example.com",
+        conditions::is_crd_established(),
+    )
+    .await?;
 
     let greetings: Api<Greeting> = Api::default_namespaced(client.clone());
     let controller = Controller::new(greetings.clone(), watcher::Config::default())
-        .owns(Api::<ConfigMap>::default_namespaced(client.clone()), watcher::Config::default())
+        .owns(
+            Api::<ConfigMap>::default_namespaced(client.clone()),
+            watcher::Config::default(),
+        )
         .run(reconcile, error_policy, Arc::new(client.clone()))
         .for_each(|_| async {});
     let task = tokio::spawn(controller);
 
-    greetings.create(&PostParams::default(), &Greeting::new("hello", GreetingSpec { message: "hi there".into() })).await?;
+    greetings
+        .create(
+            &PostParams::default(),
+            &Greeting::new(
+                "hello",
+                GreetingSpec {
+                    message: "hi there".into(),
+                },
+            ),
+        )
+        .await?;
     let ready = |g: Option<&Greeting>| g.and_then(|g| g.status.as_ref()).is_some_and(|s| s.ready);
-    cluster.wait_until(&greetings, "hello", ready, Duration::from_secs(10)).await?;
+    cluster
+        .wait_until(&greetings, "hello", ready, Duration::from_secs(10))
+        .await?;
 
-    let cm = Api::<ConfigMap>::default_namespaced(client).get("hello").await?;
+    let cm = Api::<ConfigMap>::default_namespaced(client)
+        .get("hello")
+        .await?;
     println!("ConfigMap hello: {:?}", cm.data.unwrap_or_default());
     println!("reconciled in {:?} (cluster start included)", t0.elapsed());
     task.abort();

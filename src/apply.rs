@@ -28,7 +28,10 @@ pub enum ApplyOutcome {
 pub fn split_yaml_documents(yaml: &str) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     for (index, doc) in serde_norway::Deserializer::from_str(yaml).enumerate() {
-        let v = Value::deserialize(doc).map_err(|e| Error::Manifest { index, message: e.to_string() })?;
+        let v = Value::deserialize(doc).map_err(|e| Error::Manifest {
+            index,
+            message: e.to_string(),
+        })?;
         if !v.is_null() {
             out.push(v);
         }
@@ -59,8 +62,14 @@ impl Cluster {
 
     async fn apply_document(&self, index: usize, doc: Value) -> Result<ApplyOutcome> {
         let bad = |message: String| Error::Manifest { index, message };
-        let api_version = doc.get("apiVersion").and_then(Value::as_str).ok_or_else(|| bad("apiVersion is missing".into()))?;
-        let kind = doc.get("kind").and_then(Value::as_str).ok_or_else(|| bad("kind is missing".into()))?;
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("apiVersion is missing".into()))?;
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("kind is missing".into()))?;
         let name = doc
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -71,7 +80,11 @@ impl Cluster {
             .api_server()
             .registry()
             .lookup_kind(group, kind)
-            .ok_or_else(|| bad(format!("no resource of kind {kind} in {api_version} is served")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "no resource of kind {kind} in {api_version} is served"
+                ))
+            })?;
         let ar = ApiResource {
             group: group.to_string(),
             version: version.to_string(),
@@ -80,7 +93,10 @@ impl Cluster {
             plural: info.plural.clone(),
         };
         let api: Api<DynamicObject> = if info.namespaced {
-            let ns = doc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+            let ns = doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
             Api::namespaced_with(self.client(), ns, &ar)
         } else {
             Api::all_with(self.client(), &ar)
@@ -88,12 +104,15 @@ impl Cluster {
         let label = format!("{}/{name}", info.plural);
         match api.get_opt(&name).await? {
             None => {
-                let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
+                let obj: DynamicObject =
+                    serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
                 api.create(&PostParams::default(), &obj).await?;
                 Ok(ApplyOutcome::Created(label))
             }
             Some(existing) => {
-                let patched = api.patch(&name, &PatchParams::default(), &Patch::Merge(&doc)).await?;
+                let patched = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&doc))
+                    .await?;
                 if patched.metadata.resource_version == existing.metadata.resource_version {
                     Ok(ApplyOutcome::Unchanged(label))
                 } else {

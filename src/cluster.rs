@@ -89,7 +89,10 @@ impl ClusterBuilder {
     pub fn data_dir(mut self, dir: impl AsRef<std::path::Path>) -> Result<Self> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| {
-            kybernetes_store::Error::backend(format!("creating the data directory {}", dir.display()), e)
+            kybernetes_store::Error::backend(
+                format!("creating the data directory {}", dir.display()),
+                e,
+            )
         })?;
         let store = kybernetes_store::SqliteStore::open(dir.join("kybernetes.db"))?;
         self.store = Some(Arc::new(store));
@@ -161,28 +164,48 @@ impl ClusterBuilder {
 
     /// Starts the cluster. Must be called inside a tokio runtime.
     pub async fn start(self) -> Result<Cluster> {
-        let store: DynStore = self.store.unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let store: DynStore = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let clock = self.clock.unwrap_or_default();
         let mut api_config = self.api;
         let network: Arc<dyn Network> = match self.network {
             Some(n) => n,
-            None => Arc::new(LocalNetwork::new(api_config.cluster.clone()).map_err(Error::Network)?),
+            None => {
+                Arc::new(LocalNetwork::new(api_config.cluster.clone()).map_err(Error::Network)?)
+            }
         };
         api_config.bookmark_interval = api_config.bookmark_interval.max(Duration::from_millis(10));
         let api = ApiServer::with_config(store.clone(), clock.clone(), api_config).await?;
         let client = kube::Client::new(api.router(), "default");
-        let runtime: Arc<dyn Runtime> = self.runtime.unwrap_or_else(|| Arc::new(FakeRuntime::new(clock.clone())));
-        let scheduler: Arc<dyn Scheduler> = self.scheduler.unwrap_or_else(|| Arc::new(Framework::default_plugins()));
+        let runtime: Arc<dyn Runtime> = self
+            .runtime
+            .unwrap_or_else(|| Arc::new(FakeRuntime::new(clock.clone())));
+        let scheduler: Arc<dyn Scheduler> = self
+            .scheduler
+            .unwrap_or_else(|| Arc::new(Framework::default_plugins()));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         if let Some(every) = self.compaction_interval {
             tasks.push(tokio::spawn(compactor(api.clone(), every)));
         }
-        tasks.push(kybernetes_net::spawn_service_sync(client.clone(), network.clone(), shutdown.child_token()));
+        tasks.push(kybernetes_net::spawn_service_sync(
+            client.clone(),
+            network.clone(),
+            shutdown.child_token(),
+        ));
         if let Some(cp) = self.control_plane {
-            tasks.push(control_plane::spawn(client.clone(), clock.clone(), scheduler, cp, shutdown.child_token()));
+            tasks.push(control_plane::spawn(
+                client.clone(),
+                clock.clone(),
+                scheduler,
+                cp,
+                shutdown.child_token(),
+            ));
         }
-        let template = self.node_template.unwrap_or_else(|| NodeAgentConfig::new("template"));
+        let template = self
+            .node_template
+            .unwrap_or_else(|| NodeAgentConfig::new("template"));
         let cluster = Cluster {
             api,
             client,
@@ -289,10 +312,17 @@ impl Cluster {
         let name = config.name.clone();
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         if nodes.contains_key(&name) {
-            return Err(Error::Api(kybernetes_core::ApiError::already_exists("", "nodes", &name)));
+            return Err(Error::Api(kybernetes_core::ApiError::already_exists(
+                "", "nodes", &name,
+            )));
         }
         let token = self.shutdown.child_token();
-        let agent = NodeAgent::new(config, self.client.clone(), self.runtime.clone(), self.network.clone());
+        let agent = NodeAgent::new(
+            config,
+            self.client.clone(),
+            self.runtime.clone(),
+            self.network.clone(),
+        );
         nodes.insert(name, (token.clone(), agent.spawn(token)));
         Ok(())
     }
@@ -301,9 +331,15 @@ impl Cluster {
     /// as they are. The node lifecycle controller then marks the node unreachable and evicts
     /// its pods after their toleration.
     pub async fn stop_node(&self, name: &str) -> Result<()> {
-        let entry = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let entry = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         let Some((token, task)) = entry else {
-            return Err(Error::Api(kybernetes_core::ApiError::not_found("", "nodes", name)));
+            return Err(Error::Api(kybernetes_core::ApiError::not_found(
+                "", "nodes", name,
+            )));
         };
         token.cancel();
         let _ = task.await;
@@ -312,7 +348,12 @@ impl Cluster {
 
     /// Names of the running node agents.
     pub fn node_names(&self) -> Vec<String> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Waits until `cond` holds for the object `name`, or fails after `timeout`.
@@ -325,7 +366,13 @@ impl Cluster {
     /// cluster.wait_until(&nss, "default", exists, std::time::Duration::from_secs(5)).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn wait_until<K>(&self, api: &Api<K>, name: &str, cond: impl Condition<K>, timeout: Duration) -> Result<Option<K>>
+    pub async fn wait_until<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        cond: impl Condition<K>,
+        timeout: Duration,
+    ) -> Result<Option<K>>
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     {

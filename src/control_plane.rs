@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use kybernetes_controllers::{
-    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, NamespaceConfig, NodeLifecycleConfig,
+    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, NamespaceConfig,
+    NodeLifecycleConfig,
 };
 use kybernetes_core::Clock;
 use kybernetes_sched::{Scheduler, SchedulerConfig, SchedulerLoop};
@@ -50,10 +51,25 @@ pub(crate) fn start_components(
         SchedulerLoop::spawn(c(), scheduler.clone(), sched_config, t()),
         kybernetes_controllers::spawn_replicaset(c(), k(), t()),
         kybernetes_controllers::spawn_deployment(c(), k(), t()),
-        kybernetes_controllers::spawn_garbage_collector(c(), k(), config.garbage_collector.clone(), t()),
+        kybernetes_controllers::spawn_garbage_collector(
+            c(),
+            k(),
+            config.garbage_collector.clone(),
+            t(),
+        ),
         kybernetes_controllers::spawn_endpoints_controller(c(), k(), config.endpoints.clone(), t()),
-        kybernetes_controllers::spawn_endpointslice_controller(c(), k(), config.endpoint_slices.clone(), t()),
-        kybernetes_controllers::spawn_node_lifecycle_controller(c(), k(), config.node_lifecycle.clone(), t()),
+        kybernetes_controllers::spawn_endpointslice_controller(
+            c(),
+            k(),
+            config.endpoint_slices.clone(),
+            t(),
+        ),
+        kybernetes_controllers::spawn_node_lifecycle_controller(
+            c(),
+            k(),
+            config.node_lifecycle.clone(),
+            t(),
+        ),
         kybernetes_controllers::spawn_namespace_controller(c(), k(), config.namespace.clone(), t()),
     ]
 }
@@ -75,7 +91,12 @@ pub(crate) fn spawn(
             }
             return;
         };
-        let elector = LeaderElector::spawn(client.clone(), clock.clone(), election, shutdown.child_token());
+        let elector = LeaderElector::spawn(
+            client.clone(),
+            clock.clone(),
+            election,
+            shutdown.child_token(),
+        );
         let mut leading = elector.subscribe();
         loop {
             tokio::select! {

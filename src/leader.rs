@@ -55,14 +55,21 @@ pub struct LeaderElector {
 
 impl std::fmt::Debug for LeaderElector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaderElector").field("leader", &*self.leader.borrow()).finish()
+        f.debug_struct("LeaderElector")
+            .field("leader", &*self.leader.borrow())
+            .finish()
     }
 }
 
 impl LeaderElector {
     /// Starts campaigning. The election stops (and a held lease is released) when `shutdown`
     /// is cancelled.
-    pub fn spawn(client: kube::Client, clock: Clock, config: LeaderElectionConfig, shutdown: CancellationToken) -> Self {
+    pub fn spawn(
+        client: kube::Client,
+        clock: Clock,
+        config: LeaderElectionConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, leader) = watch::channel(false);
         let task = tokio::spawn(campaign(client, clock, config, tx, shutdown));
         LeaderElector { leader, task }
@@ -147,7 +154,9 @@ async fn try_acquire_or_renew(
     observed: &mut Option<Observed>,
 ) -> Result<bool, kube::Error> {
     let now = clock.now_micro();
-    let duration_secs = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(i32::MAX).max(1);
+    let duration_secs = i32::try_from(cfg.lease_duration.as_secs())
+        .unwrap_or(i32::MAX)
+        .max(1);
     let Some(current) = leases.get_opt(&cfg.name).await? else {
         let lease: Lease = serde_json::from_value(json!({
             "metadata": {"name": cfg.name},
@@ -163,19 +172,36 @@ async fn try_acquire_or_renew(
     };
     let spec = current.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.clone().unwrap_or_default();
-    let renew_time = spec.renew_time.as_ref().map(|t| format!("{:?}", t.0)).unwrap_or_default();
-    let changed = observed.as_ref().is_none_or(|o| o.holder != holder || o.renew_time != renew_time);
+    let renew_time = spec
+        .renew_time
+        .as_ref()
+        .map(|t| format!("{:?}", t.0))
+        .unwrap_or_default();
+    let changed = observed
+        .as_ref()
+        .is_none_or(|o| o.holder != holder || o.renew_time != renew_time);
     if changed {
-        *observed = Some(Observed { holder: holder.clone(), renew_time, at: Instant::now() });
+        *observed = Some(Observed {
+            holder: holder.clone(),
+            renew_time,
+            at: Instant::now(),
+        });
     }
     let seen_at = observed.as_ref().map(|o| o.at).unwrap_or_else(Instant::now);
     let held_by_other = !holder.is_empty() && holder != cfg.identity;
-    let lease_secs = spec.lease_duration_seconds.map(|s| u64::try_from(s).unwrap_or(0)).unwrap_or(cfg.lease_duration.as_secs());
+    let lease_secs = spec
+        .lease_duration_seconds
+        .map(|s| u64::try_from(s).unwrap_or(0))
+        .unwrap_or(cfg.lease_duration.as_secs());
     if held_by_other && seen_at.elapsed() < Duration::from_secs(lease_secs) {
         return Ok(false);
     }
     let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(holder != cfg.identity);
-    let acquire = if holder == cfg.identity { spec.acquire_time.map(|t| json!(t)).unwrap_or(json!(now)) } else { json!(now) };
+    let acquire = if holder == cfg.identity {
+        spec.acquire_time.map(|t| json!(t)).unwrap_or(json!(now))
+    } else {
+        json!(now)
+    };
     let mut next = current.clone();
     next.spec = Some(
         serde_json::from_value(json!({
@@ -186,7 +212,10 @@ async fn try_acquire_or_renew(
     );
     // The resourceVersion in `next` makes this a compare-and-swap: two candidates racing for an
     // expired lease cannot both win.
-    match leases.replace(&cfg.name, &PostParams::default(), &next).await {
+    match leases
+        .replace(&cfg.name, &PostParams::default(), &next)
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(e),
@@ -195,8 +224,12 @@ async fn try_acquire_or_renew(
 
 /// Gives the lease up at shutdown so another candidate can take over at once.
 async fn release(leases: &Api<Lease>, clock: &Clock, cfg: &LeaderElectionConfig) {
-    let Ok(Some(mut current)) = leases.get_opt(&cfg.name).await else { return };
-    let Some(spec) = current.spec.as_mut() else { return };
+    let Ok(Some(mut current)) = leases.get_opt(&cfg.name).await else {
+        return;
+    };
+    let Some(spec) = current.spec.as_mut() else {
+        return;
+    };
     if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
         return;
     }
@@ -205,7 +238,10 @@ async fn release(leases: &Api<Lease>, clock: &Clock, cfg: &LeaderElectionConfig)
     if let Ok(t) = serde_json::from_value(json!(clock.now_micro())) {
         spec.renew_time = Some(t);
     }
-    if let Err(e) = leases.replace(&cfg.name, &PostParams::default(), &current).await {
+    if let Err(e) = leases
+        .replace(&cfg.name, &PostParams::default(), &current)
+        .await
+    {
         debug!(error = %e, "releasing the lease failed");
     }
 }

@@ -16,7 +16,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 async fn cluster() -> Cluster {
-    Cluster::builder().nodes(0).without_control_plane().start().await.expect("cluster starts")
+    Cluster::builder()
+        .nodes(0)
+        .without_control_plane()
+        .start()
+        .await
+        .expect("cluster starts")
 }
 
 fn api_code(e: kube::Error) -> u16 {
@@ -32,42 +37,101 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let obj: K = serde_json::from_value(manifest.clone()).expect("manifest parses");
-    let name = manifest["metadata"]["name"].as_str().expect("name").to_string();
-    let created = api.create(&PostParams::default(), &obj).await.expect("create");
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let created = api
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create");
     let meta = created.meta();
     assert_eq!(meta.name.as_deref(), Some(name.as_str()));
     assert!(meta.uid.is_some(), "uid is set");
-    assert!(meta.creation_timestamp.is_some(), "creationTimestamp is set");
-    let rv1: i64 = meta.resource_version.as_deref().expect("rv").parse().expect("rv is decimal");
+    assert!(
+        meta.creation_timestamp.is_some(),
+        "creationTimestamp is set"
+    );
+    let rv1: i64 = meta
+        .resource_version
+        .as_deref()
+        .expect("rv")
+        .parse()
+        .expect("rv is decimal");
 
     let got = api.get(&name).await.expect("get");
     assert_eq!(got.meta().uid, meta.uid);
     let listed = api.list(&ListParams::default()).await.expect("list");
-    assert!(listed.items.iter().any(|o| o.meta().name.as_deref() == Some(name.as_str())), "list has it");
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|o| o.meta().name.as_deref() == Some(name.as_str())),
+        "list has it"
+    );
 
     let mut changed = got.clone();
-    changed.meta_mut().labels = Some(BTreeMap::from([("step".to_string(), "replaced".to_string())]));
-    let replaced = api.replace(&name, &PostParams::default(), &changed).await.expect("replace");
-    let rv2: i64 = replaced.meta().resource_version.as_deref().expect("rv").parse().expect("decimal");
+    changed.meta_mut().labels = Some(BTreeMap::from([(
+        "step".to_string(),
+        "replaced".to_string(),
+    )]));
+    let replaced = api
+        .replace(&name, &PostParams::default(), &changed)
+        .await
+        .expect("replace");
+    let rv2: i64 = replaced
+        .meta()
+        .resource_version
+        .as_deref()
+        .expect("rv")
+        .parse()
+        .expect("decimal");
     assert!(rv2 > rv1, "resourceVersion moves forward on update");
 
     // A stale update is refused with 409 Conflict.
-    let stale = api.replace(&name, &PostParams::default(), &got).await.expect_err("stale update fails");
+    let stale = api
+        .replace(&name, &PostParams::default(), &got)
+        .await
+        .expect_err("stale update fails");
     assert_eq!(api_code(stale), 409);
 
     let merged = api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"step": "merged"}}})))
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"step": "merged"}}})),
+        )
         .await
         .expect("merge patch");
-    assert_eq!(merged.meta().labels.as_ref().and_then(|l| l.get("step")).map(String::as_str), Some("merged"));
+    assert_eq!(
+        merged
+            .meta()
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("step"))
+            .map(String::as_str),
+        Some("merged")
+    );
     let patch: json_patch::Patch = serde_json::from_value(json!([
         {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}
     ]))
     .expect("json patch");
-    let jp = api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.expect("json patch applies");
-    assert_eq!(jp.meta().annotations.as_ref().and_then(|a| a.get("a")).map(String::as_str), Some("b"));
+    let jp = api
+        .patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .expect("json patch applies");
+    assert_eq!(
+        jp.meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("a"))
+            .map(String::as_str),
+        Some("b")
+    );
 
-    api.delete(&name, &DeleteParams::default()).await.expect("delete");
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
     match api.get_opt(&name).await.expect("get after delete") {
         None => {}
         // A namespace waits in Terminating for the namespace controller to empty it.
@@ -80,7 +144,11 @@ where
 async fn crud_works_for_every_foundation_kind() {
     let c = cluster().await;
     let client: Client = c.client();
-    crud(Api::<Namespace>::all(client.clone()), json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crud-ns"}})).await;
+    crud(
+        Api::<Namespace>::all(client.clone()),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crud-ns"}}),
+    )
+    .await;
     crud(
         Api::<Node>::all(client.clone()),
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}, "spec": {}}),
@@ -153,32 +221,62 @@ async fn invalid_names_are_rejected_with_422_and_nothing_is_stored() {
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("Not_A_Valid_Name".into());
-    let err = cms.create(&PostParams::default(), &cm).await.expect_err("bad name is refused");
+    let err = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect_err("bad name is refused");
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 422);
             assert_eq!(s.reason, "Invalid");
-            assert!(s.message.contains("metadata.name"), "message names the field: {}", s.message);
+            assert!(
+                s.message.contains("metadata.name"),
+                "message names the field: {}",
+                s.message
+            );
         }
         other => panic!("expected a Status, got {other:?}"),
     }
-    assert!(cms.list(&ListParams::default()).await.expect("list").items.is_empty(), "nothing was stored");
+    assert!(
+        cms.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "nothing was stored"
+    );
 
     let mut bad_label = ConfigMap::default();
     bad_label.metadata.name = Some("ok".into());
     bad_label.metadata.labels = Some(BTreeMap::from([("bad key!".to_string(), "v".to_string())]));
-    assert_eq!(api_code(cms.create(&PostParams::default(), &bad_label).await.expect_err("bad label")), 422);
+    assert_eq!(
+        api_code(
+            cms.create(&PostParams::default(), &bad_label)
+                .await
+                .expect_err("bad label")
+        ),
+        422
+    );
     c.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test]
 async fn unknown_resources_get_404_with_a_status_body() {
     let c = cluster().await;
-    let req = http::Request::get("/apis/example.com/v1/namespaces/default/widgets").body(Vec::new()).expect("request");
-    let err = c.client().request::<Value>(req).await.expect_err("unknown resource");
+    let req = http::Request::get("/apis/example.com/v1/namespaces/default/widgets")
+        .body(Vec::new())
+        .expect("request");
+    let err = c
+        .client()
+        .request::<Value>(req)
+        .await
+        .expect_err("unknown resource");
     assert_eq!(api_code(err), 404);
     let missing: Api<ConfigMap> = Api::default_namespaced(c.client());
-    assert_eq!(api_code(missing.get("nope").await.expect_err("missing object")), 404);
+    assert_eq!(
+        api_code(missing.get("nope").await.expect_err("missing object")),
+        404
+    );
     c.shutdown().await.expect("shutdown");
 }
 
@@ -188,10 +286,19 @@ async fn namespaced_objects_need_an_existing_namespace() {
     let cms: Api<ConfigMap> = Api::namespaced(c.client(), "does-not-exist");
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("x".into());
-    assert_eq!(api_code(cms.create(&PostParams::default(), &cm).await.expect_err("no namespace")), 404);
+    assert_eq!(
+        api_code(
+            cms.create(&PostParams::default(), &cm)
+                .await
+                .expect_err("no namespace")
+        ),
+        404
+    );
     let nss: Api<Namespace> = Api::all(c.client());
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        nss.get(ns).await.unwrap_or_else(|e| panic!("{ns} exists at start: {e}"));
+        nss.get(ns)
+            .await
+            .unwrap_or_else(|e| panic!("{ns} exists at start: {e}"));
     }
     c.shutdown().await.expect("shutdown");
 }
@@ -202,8 +309,13 @@ async fn already_exists_is_409() {
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("dup".into());
-    cms.create(&PostParams::default(), &cm).await.expect("first create");
-    let err = cms.create(&PostParams::default(), &cm).await.expect_err("second create");
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("first create");
+    let err = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect_err("second create");
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 409);
@@ -220,9 +332,18 @@ async fn generate_name_gives_a_unique_name() {
     let cms: Api<ConfigMap> = Api::default_namespaced(c.client());
     let mut cm = ConfigMap::default();
     cm.metadata.generate_name = Some("gen-".into());
-    let a = cms.create(&PostParams::default(), &cm).await.expect("create a");
-    let b = cms.create(&PostParams::default(), &cm).await.expect("create b");
-    let (a, b) = (a.metadata.name.expect("name"), b.metadata.name.expect("name"));
+    let a = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create a");
+    let b = cms
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create b");
+    let (a, b) = (
+        a.metadata.name.expect("name"),
+        b.metadata.name.expect("name"),
+    );
     assert!(a.starts_with("gen-") && a.len() == 9, "{a}");
     assert_ne!(a, b);
     c.shutdown().await.expect("shutdown");

@@ -13,7 +13,11 @@ use kybernetes::runtime::FakeRuntime;
 mod common;
 
 fn temp_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kyb-restart-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = std::env::temp_dir().join(format!(
+        "kyb-restart-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -26,13 +30,21 @@ async fn running_pods(pods: &Api<Pod>, want: usize) -> BTreeMap<String, String> 
                 .items
                 .iter()
                 .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                .map(|p| (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid.clone().unwrap_or_default()))
+                .map(|p| {
+                    (
+                        p.metadata.name.clone().unwrap_or_default(),
+                        p.metadata.uid.clone().unwrap_or_default(),
+                    )
+                })
                 .collect();
             if running.len() == want && list.items.len() == want {
                 return running;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "pods did not settle at {want}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pods did not settle at {want}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -43,10 +55,20 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
     // The runtime outlives the cluster, as containers outlive a restarted kubelet.
     let runtime = FakeRuntime::default();
     let before = {
-        let c = Cluster::builder().data_dir(&dir).expect("data dir").nodes(2).runtime(runtime.clone()).start().await.expect("start");
+        let c = Cluster::builder()
+            .data_dir(&dir)
+            .expect("data dir")
+            .nodes(2)
+            .runtime(runtime.clone())
+            .start()
+            .await
+            .expect("start");
         let deploys: Api<Deployment> = Api::default_namespaced(c.client());
         let d = common::deployment("web", 4, "nginx");
-        deploys.create(&PostParams::default(), &d).await.expect("create");
+        deploys
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create");
         let pods: Api<Pod> = Api::default_namespaced(c.client());
         let before = running_pods(&pods, 4).await;
         c.shutdown().await.expect("shutdown");
@@ -54,14 +76,28 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
     };
     let containers_before = runtime.containers().len();
 
-    let c = Cluster::builder().data_dir(&dir).expect("reopen").nodes(2).runtime(runtime.clone()).start().await.expect("restart");
+    let c = Cluster::builder()
+        .data_dir(&dir)
+        .expect("reopen")
+        .nodes(2)
+        .runtime(runtime.clone())
+        .start()
+        .await
+        .expect("restart");
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let after = running_pods(&pods, 4).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = running_pods(&pods, 4).await;
-    assert_eq!(before, after, "the same pods, with the same UIDs, are running");
+    assert_eq!(
+        before, after,
+        "the same pods, with the same UIDs, are running"
+    );
     assert_eq!(after, settled, "and no extra pods appear later");
-    assert_eq!(runtime.containers().len(), containers_before, "the node agents adopted the containers instead of starting new ones");
+    assert_eq!(
+        runtime.containers().len(),
+        containers_before,
+        "the node agents adopted the containers instead of starting new ones"
+    );
     c.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -74,15 +110,26 @@ mod etcd_common;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_cluster_on_etcd_adopts_its_running_pods_and_creates_none() {
     use kybernetes::store::EtcdStore;
-    let Some(etcd) = etcd_common::etcd_for("a_restarted_cluster_on_etcd") else { return };
+    let Some(etcd) = etcd_common::etcd_for("a_restarted_cluster_on_etcd") else {
+        return;
+    };
     let endpoints = etcd.endpoints();
     let runtime = FakeRuntime::default();
     let before = {
         let store = EtcdStore::connect(&endpoints).await.expect("etcd");
-        let c = Cluster::builder().store(store).nodes(2).runtime(runtime.clone()).start().await.expect("start");
+        let c = Cluster::builder()
+            .store(store)
+            .nodes(2)
+            .runtime(runtime.clone())
+            .start()
+            .await
+            .expect("start");
         let deploys: Api<Deployment> = Api::default_namespaced(c.client());
         let d = common::deployment("web", 4, "nginx");
-        deploys.create(&PostParams::default(), &d).await.expect("create");
+        deploys
+            .create(&PostParams::default(), &d)
+            .await
+            .expect("create");
         let pods: Api<Pod> = Api::default_namespaced(c.client());
         let before = running_pods(&pods, 4).await;
         c.shutdown().await.expect("shutdown");
@@ -90,12 +137,29 @@ async fn a_restarted_cluster_on_etcd_adopts_its_running_pods_and_creates_none() 
     };
     let containers_before = runtime.containers().len();
     let store = EtcdStore::connect(&endpoints).await.expect("etcd again");
-    let c = Cluster::builder().store(store).nodes(2).runtime(runtime.clone()).start().await.expect("restart");
+    let c = Cluster::builder()
+        .store(store)
+        .nodes(2)
+        .runtime(runtime.clone())
+        .start()
+        .await
+        .expect("restart");
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let after = running_pods(&pods, 4).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(before, after, "the same pods, with the same UIDs, are running");
-    assert_eq!(after, running_pods(&pods, 4).await, "and no extra pods appear later");
-    assert_eq!(runtime.containers().len(), containers_before, "containers were adopted, not recreated");
+    assert_eq!(
+        before, after,
+        "the same pods, with the same UIDs, are running"
+    );
+    assert_eq!(
+        after,
+        running_pods(&pods, 4).await,
+        "and no extra pods appear later"
+    );
+    assert_eq!(
+        runtime.containers().len(),
+        containers_before,
+        "containers were adopted, not recreated"
+    );
     c.shutdown().await.expect("shutdown");
 }

@@ -36,11 +36,21 @@ pub struct CachedObject {
 impl CachedObject {
     /// An object already decoded (its resourceVersion filled in).
     pub fn new(key: String, value: Value, rv: i64) -> Self {
-        CachedObject { key, rv, raw: None, decoded: OnceLock::from(value) }
+        CachedObject {
+            key,
+            rv,
+            raw: None,
+            decoded: OnceLock::from(value),
+        }
     }
 
     fn lazy(key: String, raw: Bytes, rv: i64) -> Self {
-        CachedObject { key, rv, raw: Some(raw), decoded: OnceLock::new() }
+        CachedObject {
+            key,
+            rv,
+            raw: Some(raw),
+            decoded: OnceLock::new(),
+        }
     }
 
     /// The object, with its resourceVersion filled in.
@@ -94,15 +104,30 @@ pub struct CacheEvent {
 
 impl CacheEvent {
     /// An event built outside the cache (for watches served straight from the store).
-    pub fn detached(kind: EventType, key: String, value: Value, prev: Option<(String, Value, i64)>, revision: i64) -> Self {
+    pub fn detached(
+        kind: EventType,
+        key: String,
+        value: Value,
+        prev: Option<(String, Value, i64)>,
+        revision: i64,
+    ) -> Self {
         let object = Arc::new(CachedObject::new(key, value, revision));
         let prev = prev.map(|(key, value, rv)| Arc::new(CachedObject::new(key, value, rv)));
-        CacheEvent { kind, object, prev, revision, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
+        CacheEvent {
+            kind,
+            object,
+            prev,
+            revision,
+            encoded: OnceLock::new(),
+            encoded_metadata: OnceLock::new(),
+        }
     }
 
     /// The event as one line of a JSON watch stream, encoded once.
     pub fn encoded(&self) -> Bytes {
-        self.encoded.get_or_init(|| encode_event(self.kind, self.object.value())).clone()
+        self.encoded
+            .get_or_init(|| encode_event(self.kind, self.object.value()))
+            .clone()
     }
 
     /// The event with a `PartialObjectMetadata` object, encoded once for every metadata watcher.
@@ -115,7 +140,8 @@ impl CacheEvent {
 
 /// Encodes `{"type":..,"object":..}\n`.
 pub fn encode_event(kind: EventType, obj: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({ "type": kind.as_str(), "object": obj })).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({ "type": kind.as_str(), "object": obj })).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -253,7 +279,9 @@ pub struct Cacher {
 
 impl std::fmt::Debug for Cacher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cacher").field("resource", &self.resource.plural).finish_non_exhaustive()
+        f.debug_struct("Cacher")
+            .field("resource", &self.resource.plural)
+            .finish_non_exhaustive()
     }
 }
 
@@ -334,20 +362,31 @@ impl Cacher {
         Ok(cacher)
     }
 
-    async fn init(&self, store: &Arc<dyn Store>) -> Result<kybernetes_store::WatchStream, ApiError> {
+    async fn init(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<kybernetes_store::WatchStream, ApiError> {
         let prefix = self.resource.key_prefix();
         let list = store
             .list(&prefix, ListOptions::default())
             .await
-            .map_err(|e| ApiError::internal(format!("listing {prefix} for the watch cache: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal(format!("listing {prefix} for the watch cache: {e}"))
+            })?;
         let mut objects = BTreeMap::new();
         for kv in &list.items {
-            objects.insert(kv.key.clone(), Arc::new(CachedObject::lazy(kv.key.clone(), kv.value.clone(), kv.mod_revision)));
+            objects.insert(
+                kv.key.clone(),
+                Arc::new(CachedObject::lazy(
+                    kv.key.clone(),
+                    kv.value.clone(),
+                    kv.mod_revision,
+                )),
+            );
         }
-        let stream = store
-            .watch(&prefix, list.revision)
-            .await
-            .map_err(|e| ApiError::internal(format!("watching {prefix} for the watch cache: {e}")))?;
+        let stream = store.watch(&prefix, list.revision).await.map_err(|e| {
+            ApiError::internal(format!("watching {prefix} for the watch cache: {e}"))
+        })?;
         let compacted = store.compacted_revision().await.unwrap_or(0);
         *lock(&self.progress) = Some(stream.progress.clone());
         {
@@ -380,10 +419,25 @@ impl Cacher {
                 return;
             }
             WatchEvent::Put { kv, .. } => {
-                let obj = Arc::new(CachedObject::lazy(kv.key.clone(), kv.value.clone(), kv.mod_revision));
+                let obj = Arc::new(CachedObject::lazy(
+                    kv.key.clone(),
+                    kv.value.clone(),
+                    kv.mod_revision,
+                ));
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
-                let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                CacheEvent { kind, object: obj, prev, revision: rev, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
+                let kind = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                CacheEvent {
+                    kind,
+                    object: obj,
+                    prev,
+                    revision: rev,
+                    encoded: OnceLock::new(),
+                    encoded_metadata: OnceLock::new(),
+                }
             }
             WatchEvent::Delete { prev, revision } => {
                 let last = st.objects.remove(&prev.key);
@@ -394,9 +448,17 @@ impl Cacher {
                         Err(_) => return,
                     },
                 };
-                object::meta_mut(&mut value).insert("resourceVersion".into(), json!(revision.to_string()));
+                object::meta_mut(&mut value)
+                    .insert("resourceVersion".into(), json!(revision.to_string()));
                 let obj = Arc::new(CachedObject::new(prev.key.clone(), value, revision));
-                CacheEvent { kind: EventType::Deleted, object: obj, prev: last, revision, encoded: OnceLock::new(), encoded_metadata: OnceLock::new() }
+                CacheEvent {
+                    kind: EventType::Deleted,
+                    object: obj,
+                    prev: last,
+                    revision,
+                    encoded: OnceLock::new(),
+                    encoded_metadata: OnceLock::new(),
+                }
             }
         };
         let event = Arc::new(event);
@@ -411,7 +473,12 @@ impl Cacher {
         let field = trigger_field(&self.resource);
         // A missing field reads as "", as field selectors read it.
         let value_of = |o: &CachedObject| {
-            field.map(|f| object::path_get(o.value(), f).and_then(Value::as_str).unwrap_or("").to_string())
+            field.map(|f| {
+                object::path_get(o.value(), f)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            })
         };
         let mut triggers: Vec<String> = value_of(&event.object).into_iter().collect();
         if let Some(prev) = event.prev.as_deref().and_then(value_of)
@@ -450,7 +517,10 @@ impl Cacher {
     /// The current objects under `prefix`.
     pub fn snapshot(&self, prefix: &str) -> Snapshot {
         let st = lock(&self.state);
-        Snapshot { objects: range(&st.objects, prefix), revision: st.revision }
+        Snapshot {
+            objects: range(&st.objects, prefix),
+            revision: st.revision,
+        }
     }
 
     /// Looks one object up.
@@ -461,13 +531,30 @@ impl Cacher {
     /// Starts a watch: from a snapshot (`from == None`), or replaying events after `from`.
     /// `trigger` is the value of the resource's indexed field the watcher selects on
     /// (`spec.nodeName=<node>` for pods), if any.
-    pub fn watch(&self, prefix: &str, from: Option<i64>, trigger: Option<&str>) -> Result<WatchStart, ApiError> {
+    pub fn watch(
+        &self,
+        prefix: &str,
+        from: Option<i64>,
+        trigger: Option<&str>,
+    ) -> Result<WatchStart, ApiError> {
         let st = lock(&self.state);
-        let trigger = trigger.filter(|_| trigger_field(&self.resource).is_some()).map(String::from);
+        let trigger = trigger
+            .filter(|_| trigger_field(&self.resource).is_some())
+            .map(String::from);
         let (id, rx) = lock(&self.watchers).add(trigger);
-        let rx = Subscription { id, cacher: self.me.clone(), rx };
+        let rx = Subscription {
+            id,
+            cacher: self.me.clone(),
+            rx,
+        };
         match from {
-            None => Ok(WatchStart::Snapshot(Snapshot { objects: range(&st.objects, prefix), revision: st.revision }, rx)),
+            None => Ok(WatchStart::Snapshot(
+                Snapshot {
+                    objects: range(&st.objects, prefix),
+                    revision: st.revision,
+                },
+                rx,
+            )),
             Some(rv) => {
                 if rv < st.compacted {
                     return Err(ApiError::too_old_resource_version(rv, st.compacted));
@@ -476,7 +563,12 @@ impl Cacher {
                     return Ok(WatchStart::TooOld);
                 }
                 let start = st.history.partition_point(|e| e.revision <= rv);
-                let backlog = st.history.range(start..).filter(|e| e.object.key.starts_with(prefix)).cloned().collect();
+                let backlog = st
+                    .history
+                    .range(start..)
+                    .filter(|e| e.object.key.starts_with(prefix))
+                    .cloned()
+                    .collect();
                 Ok(WatchStart::Replay(backlog, rx, st.revision.max(rv)))
             }
         }

@@ -20,17 +20,34 @@ pub fn is_crd(r: &ResourceInfo) -> bool {
 /// The resources a CRD object defines (one per served version).
 pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
     let spec = crd.get("spec").cloned().unwrap_or(json!({}));
-    let group = spec.get("group").and_then(Value::as_str).unwrap_or("").to_string();
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let names = spec.get("names").cloned().unwrap_or(json!({}));
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let kind = s(&names, "kind");
     let plural = s(&names, "plural");
     let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
     let list = |k: &str| -> Vec<String> {
-        names.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default()
+        names
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let mut out = Vec::new();
-    for v in spec.get("versions").and_then(Value::as_array).into_iter().flatten() {
+    for v in spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if v.get("served").and_then(Value::as_bool) == Some(false) {
             continue;
         }
@@ -46,7 +63,10 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
             r.scale = Some(ScaleSubresource {
                 spec_replicas_path: s(scale, "specReplicasPath"),
                 status_replicas_path: s(scale, "statusReplicasPath"),
-                label_selector_path: scale.get("labelSelectorPath").and_then(Value::as_str).map(String::from),
+                label_selector_path: scale
+                    .get("labelSelectorPath")
+                    .and_then(Value::as_str)
+                    .map(String::from),
             });
         }
         out.push(r);
@@ -65,9 +85,7 @@ pub fn accepted_status(crd: &Value, now: &str) -> Value {
         .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .filter_map(|v| v.get("name").cloned())
         .collect();
-    let cond = |t: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg})
-    };
+    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
     json!({
         "acceptedNames": names,
         "storedVersions": storage,
@@ -81,17 +99,38 @@ pub fn accepted_status(crd: &Value, now: &str) -> Value {
 /// Checks a CRD the way the clients depend on: a group, names and at least one version.
 pub fn validate(crd: &Value) -> Result<(), ApiError> {
     let name = object::meta_str(crd, "name").unwrap_or("");
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
-    let kind = crd.pointer("/spec/names/kind").and_then(Value::as_str).unwrap_or("");
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = crd
+        .pointer("/spec/names/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let invalid = |field: &str, msg: String| {
-        Err(ApiError::invalid_field("apiextensions.k8s.io", "CustomResourceDefinition", name, field, msg))
+        Err(ApiError::invalid_field(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            name,
+            field,
+            msg,
+        ))
     };
     if group.is_empty() || plural.is_empty() || kind.is_empty() {
-        return invalid("spec", "Required value: spec.group, spec.names.plural and spec.names.kind are required".into());
+        return invalid(
+            "spec",
+            "Required value: spec.group, spec.names.plural and spec.names.kind are required".into(),
+        );
     }
     if name != format!("{plural}.{group}") {
-        return invalid("metadata.name", format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"));
+        return invalid(
+            "metadata.name",
+            format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
+        );
     }
     if resources_of(crd).is_empty() {
         return invalid("spec.versions", "Invalid value: must have exactly one version marked as storage version and at least one served".into());
@@ -118,7 +157,9 @@ pub(crate) async fn unregister(inner: &Arc<Inner>, crd: &Value) -> Result<(), Ap
             .store
             .list(&prefix, ListOptions::default())
             .await
-            .map_err(|e| ApiError::internal(format!("listing {prefix} to remove custom resources: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal(format!("listing {prefix} to remove custom resources: {e}"))
+            })?;
         for kv in list.items {
             let _ = inner.store.delete(&kv.key, None).await;
         }

@@ -39,7 +39,9 @@ pub fn apply(r: &ResourceInfo, obj: &mut Value) {
         }
         ("", "secrets") => secret_string_data(obj),
         ("apps", "deployments") => workload(obj, true),
-        ("apps", "replicasets") | ("", "replicationcontrollers") | ("apps", "statefulsets") => workload(obj, false),
+        ("apps", "replicasets") | ("", "replicationcontrollers") | ("apps", "statefulsets") => {
+            workload(obj, false)
+        }
         ("apps", "daemonsets") | ("batch", "jobs") => template_only(obj),
         _ => {}
     }
@@ -48,8 +50,12 @@ pub fn apply(r: &ResourceInfo, obj: &mut Value) {
 /// Upstream merges `stringData` into `data` (base64-encoded) and never stores `stringData`.
 fn secret_string_data(obj: &mut Value) {
     use base64::Engine;
-    let Some(map) = obj.as_object_mut() else { return };
-    let Some(Value::Object(string_data)) = map.remove("stringData") else { return };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(string_data)) = map.remove("stringData") else {
+        return;
+    };
     let data = map.entry("data").or_insert_with(|| json!({}));
     if !data.is_object() {
         *data = json!({});
@@ -57,7 +63,10 @@ fn secret_string_data(obj: &mut Value) {
     if let Some(data) = data.as_object_mut() {
         for (k, v) in string_data {
             if let Some(s) = v.as_str() {
-                data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+                data.insert(
+                    k,
+                    json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                );
             }
         }
     }
@@ -68,14 +77,19 @@ fn secret_string_data(obj: &mut Value) {
 
 fn template_only(obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
-        && let Some(tspec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut)
+        && let Some(tspec) = spec
+            .get_mut("template")
+            .and_then(|t| t.get_mut("spec"))
+            .and_then(Value::as_object_mut)
     {
         pod_spec(tspec);
     }
 }
 
 fn workload(obj: &mut Value, deployment: bool) {
-    let Some(spec) = obj_mut(obj, "spec") else { return };
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
     default(spec, "replicas", json!(1));
     if deployment {
         default(spec, "revisionHistoryLimit", json!(10));
@@ -92,7 +106,11 @@ fn workload(obj: &mut Value, deployment: bool) {
             }
         }
     }
-    if let Some(tspec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")).and_then(Value::as_object_mut) {
+    if let Some(tspec) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    {
         pod_spec(tspec);
     }
 }
@@ -120,7 +138,11 @@ fn container(c: &mut Map<String, Value>) {
         let last = image.rsplit('/').next().unwrap_or("");
         !last.contains('@') && (!last.contains(':') || last.ends_with(":latest"))
     };
-    default(c, "imagePullPolicy", json!(if tag_latest { "Always" } else { "IfNotPresent" }));
+    default(
+        c,
+        "imagePullPolicy",
+        json!(if tag_latest { "Always" } else { "IfNotPresent" }),
+    );
     if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter_map(Value::as_object_mut) {
             default(p, "protocol", json!("TCP"));
@@ -167,7 +189,11 @@ pub fn initial_status(r: &ResourceInfo, obj: &mut Value) {
 
 /// The pod's QoS class as upstream computes it (BestEffort, Burstable or Guaranteed).
 pub fn qos_class(pod: &Value) -> &'static str {
-    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut any = false;
     let mut guaranteed = true;
     for c in &containers {

@@ -29,15 +29,21 @@ pub fn core_versions() -> Value {
 }
 
 fn group_entry(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> =
-        versions.iter().map(|v| json!({ "groupVersion": format!("{name}/{v}"), "version": v })).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({ "groupVersion": format!("{name}/{v}"), "version": v }))
+        .collect();
     let preferred = vs.first().cloned().unwrap_or(Value::Null);
     json!({ "name": name, "versions": vs, "preferredVersion": preferred })
 }
 
 /// `/apis`.
 pub fn groups(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg.groups().iter().map(|(g, vs)| group_entry(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
@@ -96,7 +102,10 @@ fn subresource_entries(r: &ResourceInfo) -> Vec<Value> {
             "exec" | "attach" | "portforward" => ("PodExecOptions", &["create", "get"]),
             "finalize" => ("Namespace", &["update"]),
             "token" => ("TokenRequest", &["create"]),
-            "proxy" => ("NodeProxyOptions", &["create", "delete", "get", "patch", "update"]),
+            "proxy" => (
+                "NodeProxyOptions",
+                &["create", "delete", "get", "patch", "update"],
+            ),
             _ => (r.kind.as_str(), &["get", "patch", "update"]),
         };
         let mut s = sub(name, kind, verbs);
@@ -124,6 +133,12 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
         resources.push(resource_entry(r));
         resources.extend(subresource_entries(r));
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources }),
+    )
 }

@@ -65,7 +65,8 @@ where
                     debug!(error = %e, "in-memory server connection ended");
                 }
             });
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await?;
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
                     debug!(error = %e, "in-memory client connection ended");

@@ -93,7 +93,12 @@ impl Inner {
         if let Some(c) = map.get(&prefix) {
             return Ok(c.clone());
         }
-        let c = Cacher::start(Arc::new(r.clone()), self.store.clone(), self.shutdown.subscribe()).await?;
+        let c = Cacher::start(
+            Arc::new(r.clone()),
+            self.store.clone(),
+            self.shutdown.subscribe(),
+        )
+        .await?;
         map.insert(prefix, c.clone());
         Ok(c)
     }
@@ -116,7 +121,8 @@ impl std::fmt::Debug for ApiServer {
 }
 
 /// The namespaces that exist from the start, as on every upstream cluster.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl ApiServer {
     /// Starts an API server over `store` with the default configuration, creating the system
@@ -126,7 +132,11 @@ impl ApiServer {
     }
 
     /// Starts an API server with explicit tunables.
-    pub async fn with_config(store: Arc<dyn Store>, clock: Clock, config: ApiServerConfig) -> Result<Self, ApiError> {
+    pub async fn with_config(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        config: ApiServerConfig,
+    ) -> Result<Self, ApiError> {
         let (shutdown, _) = watch::channel(false);
         let services = service_alloc::ServiceAllocator::new(&config.cluster)?;
         let inner = Arc::new(Inner {
@@ -148,7 +158,8 @@ impl ApiServer {
             return Err(ApiError::internal("namespaces are not registered"));
         };
         for name in SYSTEM_NAMESPACES {
-            let body = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
+            let body =
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
             match rest::write::create(&self.inner, &ns, None, body, false).await {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
@@ -171,14 +182,20 @@ impl ApiServer {
         let list = self
             .inner
             .store
-            .list("/registry/core/services/", kybernetes_store::ListOptions::default())
+            .list(
+                "/registry/core/services/",
+                kybernetes_store::ListOptions::default(),
+            )
             .await
             .map_err(|e| ApiError::internal(format!("listing services at start-up: {e}")))?;
         for kv in &list.items {
             self.inner.services.mark_existing(&object::decode(kv)?);
         }
-        let Some(svc) = self.inner.registry.lookup("", "v1", "services") else { return Ok(()) };
-        let ip = service_alloc::kubernetes_service_ip(&self.inner.config.cluster).map(|ip| ip.to_string());
+        let Some(svc) = self.inner.registry.lookup("", "v1", "services") else {
+            return Ok(());
+        };
+        let ip = service_alloc::kubernetes_service_ip(&self.inner.config.cluster)
+            .map(|ip| ip.to_string());
         let body = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
@@ -193,7 +210,9 @@ impl ApiServer {
 
     /// The router: a `tower::Service<http::Request<B>>` serving the whole API.
     pub fn router(&self) -> Router {
-        Router::new().fallback(handle).with_state(self.inner.clone())
+        Router::new()
+            .fallback(handle)
+            .with_state(self.inner.clone())
     }
 
     /// The router carried over an in-memory HTTP/1.1 connection per request: use this for a
@@ -238,7 +257,8 @@ impl ApiServer {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request<Body>) -> response::ApiResponse {
-    let span = tracing::debug_span!("api_request", method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::debug_span!("api_request", method = %req.method(), path = %req.uri().path());
     async move {
         match rest::dispatch(&inner, req).await {
             Ok(resp) => resp,

@@ -45,7 +45,11 @@ pub fn annotations(obj: &Value) -> BTreeMap<String, String> {
 
 fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -54,7 +58,11 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -102,7 +110,9 @@ pub fn spec_part(obj: &Value) -> Value {
 
 /// Resolves a simple JSON path like `.spec.replicas`.
 pub fn path_get<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.trim_start_matches('.').split('.').try_fold(obj, |v, seg| v.get(seg))
+    path.trim_start_matches('.')
+        .split('.')
+        .try_fold(obj, |v, seg| v.get(seg))
 }
 
 /// Sets a simple JSON path like `.spec.replicas`, creating objects on the way.
@@ -113,7 +123,9 @@ pub fn path_set(obj: &mut Value, path: &str, value: Value) {
         if !cur.is_object() {
             *cur = json!({});
         }
-        let Some(map) = cur.as_object_mut() else { return };
+        let Some(map) = cur.as_object_mut() else {
+            return;
+        };
         if i == segs.len() - 1 {
             map.insert(seg.to_string(), value);
             return;

@@ -53,15 +53,25 @@ pub enum Target {
 
 /// Parses a request path.
 pub fn parse_path(path: &str) -> Target {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["version"] => Target::Version,
         ["healthz" | "livez" | "readyz", ..] => Target::Health,
         ["api"] => Target::CoreVersions,
         ["apis"] => Target::Groups,
         ["apis", g] => Target::Group(g.to_string()),
-        ["api", v] => Target::ResourceList { group: String::new(), version: v.to_string() },
-        ["apis", g, v] => Target::ResourceList { group: g.to_string(), version: v.to_string() },
+        ["api", v] => Target::ResourceList {
+            group: String::new(),
+            version: v.to_string(),
+        },
+        ["apis", g, v] => Target::ResourceList {
+            group: g.to_string(),
+            version: v.to_string(),
+        },
         ["api", v, rest @ ..] => resource_target("", v, rest),
         ["apis", g, v, rest @ ..] => resource_target(g, v, rest),
         _ => Target::Unknown,
@@ -69,7 +79,11 @@ pub fn parse_path(path: &str) -> Target {
 }
 
 fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
-    let mut info = RequestInfo { group: group.into(), version: version.into(), ..Default::default() };
+    let mut info = RequestInfo {
+        group: group.into(),
+        version: version.into(),
+        ..Default::default()
+    };
     if rest.first() == Some(&"watch") {
         info.legacy_watch = true;
         rest = &rest[1..];
@@ -77,7 +91,8 @@ fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
     // `namespaces/<ns>/<resource>...` addresses a namespaced resource, except the namespace's own
     // subresources (`namespaces/<ns>/status`, `namespaces/<ns>/finalize`).
     if rest.len() >= 3 && rest[0] == "namespaces" {
-        let own_sub = rest.len() == 3 && group.is_empty() && matches!(rest[2], "status" | "finalize");
+        let own_sub =
+            rest.len() == 3 && group.is_empty() && matches!(rest[2], "status" | "finalize");
         if !own_sub {
             info.namespace = Some(rest[1].to_string());
             rest = &rest[2..];
@@ -121,7 +136,9 @@ fn percent_decode(s: &str) -> String {
                 i += 1;
             }
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -183,18 +200,24 @@ fn parse_bool(q: &HashMap<String, String>, key: &str) -> Result<Option<bool>, Ap
         None => Ok(None),
         Some("true" | "1" | "True") => Ok(Some(true)),
         Some("false" | "0" | "False" | "") => Ok(Some(false)),
-        Some(other) => Err(ApiError::bad_request(format!("invalid value for {key}: {other:?}, expected true or false"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid value for {key}: {other:?}, expected true or false"
+        ))),
     }
 }
 
-fn parse_num<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+fn parse_num<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
     match q.get(key) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) => v
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("invalid value for {key}: {v:?}, expected a non-negative integer"))),
+        Some(v) => v.parse::<T>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid value for {key}: {v:?}, expected a non-negative integer"
+            ))
+        }),
     }
 }
 
@@ -211,7 +234,9 @@ impl ListQuery {
                     "ListOptions",
                     "",
                     "resourceVersionMatch",
-                    format!("Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""),
+                    format!(
+                        "Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+                    ),
                 ));
             }
         };
@@ -240,7 +265,9 @@ pub fn parse_rv(rv: Option<&str>) -> Result<Option<i64>, ApiError> {
     match rv {
         None | Some("") => Ok(None),
         Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version {s:?}: resourceVersion must be a decimal integer"))
+            ApiError::bad_request(format!(
+                "invalid resource version {s:?}: resourceVersion must be a decimal integer"
+            ))
         }),
     }
 }
@@ -286,7 +313,10 @@ impl DeleteOptions {
             }
             if let Some(p) = v.get("preconditions") {
                 opts.precondition_uid = p.get("uid").and_then(Value::as_str).map(String::from);
-                opts.precondition_rv = p.get("resourceVersion").and_then(Value::as_str).map(String::from);
+                opts.precondition_rv = p
+                    .get("resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(String::from);
             }
             if let Some(d) = v.get("dryRun").and_then(Value::as_array) {
                 opts.dry_run |= d.iter().any(|x| x == "All");
@@ -300,7 +330,9 @@ impl DeleteOptions {
                 "DeleteOptions",
                 "",
                 "propagationPolicy",
-                format!("Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                format!(
+                    "Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
             ));
         }
         if let Some(g) = opts.grace_period_seconds
@@ -319,7 +351,9 @@ mod tests {
     #[test]
     fn namespaced_paths_parse_into_resource_requests() {
         let t = parse_path("/apis/apps/v1/namespaces/ns1/deployments/web/scale");
-        let Target::Resource(info) = t else { panic!("not a resource: {t:?}") };
+        let Target::Resource(info) = t else {
+            panic!("not a resource: {t:?}")
+        };
         assert_eq!(info.group, "apps");
         assert_eq!(info.namespace.as_deref(), Some("ns1"));
         assert_eq!(info.resource, "deployments");
@@ -329,7 +363,9 @@ mod tests {
 
     #[test]
     fn namespace_status_is_a_subresource_of_the_namespace() {
-        let Target::Resource(info) = parse_path("/api/v1/namespaces/ns1/status") else { panic!() };
+        let Target::Resource(info) = parse_path("/api/v1/namespaces/ns1/status") else {
+            panic!()
+        };
         assert_eq!(info.resource, "namespaces");
         assert_eq!(info.name.as_deref(), Some("ns1"));
         assert_eq!(info.subresource.as_deref(), Some("status"));

@@ -19,7 +19,10 @@ pub fn json(code: StatusCode, value: &Value) -> ApiResponse {
 pub fn json_bytes(code: StatusCode, bytes: Bytes) -> ApiResponse {
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -39,6 +42,9 @@ pub fn error(err: &ApiError) -> ApiResponse {
 pub fn text(code: StatusCode, body: &'static str) -> ApiResponse {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

@@ -30,19 +30,24 @@ fn invalid(name: &str, field: &str, msg: String) -> ApiError {
 }
 
 fn wants_node_ports(spec: &Value) -> bool {
-    matches!(spec.get("type").and_then(Value::as_str), Some("NodePort" | "LoadBalancer"))
+    matches!(
+        spec.get("type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    )
 }
 
 impl ServiceAllocator {
     /// Allocators over the configured service CIDR and NodePort range.
     pub fn new(config: &ClusterConfig) -> Result<Self, ApiError> {
-        let cidr: Cidr = config
-            .service_cidr
-            .parse()
-            .map_err(|e| ApiError::internal(format!("service CIDR {:?}: {e}", config.service_cidr)))?;
+        let cidr: Cidr = config.service_cidr.parse().map_err(|e| {
+            ApiError::internal(format!("service CIDR {:?}: {e}", config.service_cidr))
+        })?;
         let ports = PortAllocator::new(config.node_port_range.0, config.node_port_range.1)
             .map_err(|e| ApiError::internal(format!("node port range: {e}")))?;
-        Ok(ServiceAllocator { ips: Mutex::new(IpAllocator::new(cidr)), ports: Mutex::new(ports) })
+        Ok(ServiceAllocator {
+            ips: Mutex::new(IpAllocator::new(cidr)),
+            ports: Mutex::new(ports),
+        })
     }
 
     /// Marks what an existing service holds (at start-up).
@@ -57,7 +62,11 @@ impl ServiceAllocator {
 
     /// Allocates on create: a ClusterIP (unless headless or ExternalName) and NodePorts.
     pub fn on_create(&self, svc: &mut Value) -> Result<(), ApiError> {
-        let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let spec = svc.get("spec").cloned().unwrap_or(json!({}));
         let external = spec.get("type").and_then(Value::as_str) == Some("ExternalName");
         let requested = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
@@ -68,11 +77,21 @@ impl ServiceAllocator {
                     ApiError::internal("failed to allocate a serviceIP: range is full")
                 })?
             } else {
-                let ip: IpAddr = requested
-                    .parse()
-                    .map_err(|_| invalid(&name, "spec.clusterIPs[0]", format!("Invalid value: {requested:?}: must be a valid IP address")))?;
+                let ip: IpAddr = requested.parse().map_err(|_| {
+                    invalid(
+                        &name,
+                        "spec.clusterIPs[0]",
+                        format!("Invalid value: {requested:?}: must be a valid IP address"),
+                    )
+                })?;
                 lock(&self.ips).allocate_specific(ip).map_err(|e| {
-                    invalid(&name, "spec.clusterIPs", format!("Invalid value: [{requested:?}]: failed to allocate IP {requested}: {e}"))
+                    invalid(
+                        &name,
+                        "spec.clusterIPs",
+                        format!(
+                            "Invalid value: [{requested:?}]: failed to allocate IP {requested}: {e}"
+                        ),
+                    )
                 })?;
                 ip
             };
@@ -97,24 +116,48 @@ impl ServiceAllocator {
     }
 
     fn assign_node_ports(&self, svc: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-        let name = svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let old_ports = old.map(node_port_map).unwrap_or_default();
-        let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else { return Ok(()) };
+        let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
+            return Ok(());
+        };
         let mut taken = Vec::new();
         for (i, p) in ports.iter_mut().enumerate() {
-            let key = (p.get("port").and_then(Value::as_i64).unwrap_or(0), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string());
+            let key = (
+                p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                p.get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_string(),
+            );
             let port = match p.get("nodePort").and_then(Value::as_i64) {
                 Some(n) if old_ports.values().any(|o| i64::from(*o) == n) => continue,
                 Some(n) => {
-                    let n = u16::try_from(n).map_err(|_| invalid(&name, &format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: provided port is not in the valid range")))?;
+                    let n = u16::try_from(n).map_err(|_| {
+                        invalid(
+                            &name,
+                            &format!("spec.ports[{i}].nodePort"),
+                            format!("Invalid value: {n}: provided port is not in the valid range"),
+                        )
+                    })?;
                     lock(&self.ports).allocate_specific(n).map_err(|e| {
-                        invalid(&name, &format!("spec.ports[{i}].nodePort"), format!("Invalid value: {n}: {e}"))
+                        invalid(
+                            &name,
+                            &format!("spec.ports[{i}].nodePort"),
+                            format!("Invalid value: {n}: {e}"),
+                        )
                     })?;
                     n
                 }
                 None => match old_ports.get(&key) {
                     Some(n) => *n,
-                    None => lock(&self.ports).allocate().ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?,
+                    None => lock(&self.ports).allocate().ok_or_else(|| {
+                        ApiError::internal("failed to allocate a nodePort: range is full")
+                    })?,
                 },
             };
             taken.push(port);
@@ -126,17 +169,37 @@ impl ServiceAllocator {
     /// Keeps allocations across an update: the ClusterIP is immutable; NodePorts are kept
     /// per (port, protocol) and allocated for new ports.
     pub fn on_update(&self, old: &Value, new: &mut Value) -> Result<(), ApiError> {
-        let name = new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-        let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
-        let new_ip = new.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+        let name = new
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let old_ip = old
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let new_ip = new
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if new_ip.is_empty() {
-            for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"] {
+            for f in [
+                "clusterIP",
+                "clusterIPs",
+                "ipFamilies",
+                "ipFamilyPolicy",
+                "internalTrafficPolicy",
+            ] {
                 if let Some(v) = old.pointer(&format!("/spec/{f}")) {
                     new["spec"][f] = v.clone();
                 }
             }
         } else if new_ip != old_ip && !old_ip.is_empty() {
-            return Err(invalid(&name, "spec.clusterIPs[0]", format!("Invalid value: {new_ip:?}: may not change once set")));
+            return Err(invalid(
+                &name,
+                "spec.clusterIPs[0]",
+                format!("Invalid value: {new_ip:?}: may not change once set"),
+            ));
         }
         let spec = new.get("spec").cloned().unwrap_or(json!({}));
         if wants_node_ports(&spec) {
@@ -157,7 +220,9 @@ impl ServiceAllocator {
 }
 
 fn cluster_ip(svc: &Value) -> Option<IpAddr> {
-    svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok())
+    svc.pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
 }
 
 fn node_ports(svc: &Value) -> Vec<u16> {
@@ -170,8 +235,17 @@ fn node_port_map(svc: &Value) -> std::collections::HashMap<(i64, String), u16> {
         .into_iter()
         .flatten()
         .filter_map(|p| {
-            let n = p.get("nodePort").and_then(Value::as_i64).and_then(|n| u16::try_from(n).ok())?;
-            let key = (p.get("port").and_then(Value::as_i64).unwrap_or(0), p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_string());
+            let n = p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .and_then(|n| u16::try_from(n).ok())?;
+            let key = (
+                p.get("port").and_then(Value::as_i64).unwrap_or(0),
+                p.get("protocol")
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_string(),
+            );
             Some((key, n))
         })
         .collect()

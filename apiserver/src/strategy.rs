@@ -15,7 +15,9 @@ const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Checks `kind`/`apiVersion` of a request body against the resource, filling them if absent.
 pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let av = r.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
@@ -45,14 +47,30 @@ pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
 }
 
 /// Fills server-owned metadata and resets status on create.
-pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value, namespace: Option<&str>, clock: &Clock) -> Result<(), ApiError> {
+pub fn prepare_for_create(
+    r: &ResourceInfo,
+    obj: &mut Value,
+    namespace: Option<&str>,
+    clock: &Clock,
+) -> Result<(), ApiError> {
     let name = meta_str(obj, "name").unwrap_or("").to_string();
     let generate = meta_str(obj, "generateName").unwrap_or("").to_string();
     if name.is_empty() && generate.is_empty() {
-        return Err(ApiError::invalid_field(&r.group, &r.kind, "", "metadata.name", "Required value: name or generateName is required"));
+        return Err(ApiError::invalid_field(
+            &r.group,
+            &r.kind,
+            "",
+            "metadata.name",
+            "Required value: name or generateName is required",
+        ));
     }
     if r.namespaced {
-        let ns = namespace.ok_or_else(|| ApiError::bad_request(format!("{} is namespaced: the request must name a namespace", r.plural)))?;
+        let ns = namespace.ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{} is namespaced: the request must name a namespace",
+                r.plural
+            ))
+        })?;
         match meta_str(obj, "namespace") {
             Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
                 return Err(ApiError::bad_request(
@@ -67,7 +85,10 @@ pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value, namespace: Option<&
         meta_mut(obj).remove("namespace");
     }
     if name.is_empty() {
-        meta_mut(obj).insert("name".into(), json!(format!("{generate}{}", random_suffix())));
+        meta_mut(obj).insert(
+            "name".into(),
+            json!(format!("{generate}{}", random_suffix())),
+        );
     }
     let meta = meta_mut(obj);
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -94,7 +115,14 @@ pub fn prepare_for_create(r: &ResourceInfo, obj: &mut Value, namespace: Option<&
 pub fn prepare_for_update(r: &ResourceInfo, old: &Value, new: &mut Value) {
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     let meta = meta_mut(new);
-    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "generation",
+    ] {
         match old_meta.get(f) {
             Some(v) => meta.insert(f.into(), v.clone()),
             None => meta.remove(f),
@@ -110,7 +138,10 @@ pub fn prepare_for_update(r: &ResourceInfo, old: &Value, new: &mut Value) {
     }
     defaults::apply(r, new);
     if r.has_generation && object::spec_part(old) != object::spec_part(new) {
-        let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
+        let g = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta_mut(new).insert("generation".into(), json!(g + 1));
     }
 }
@@ -163,7 +194,11 @@ fn random_suffix() -> String {
 }
 
 fn cause(field: &str, message: impl Into<String>) -> StatusCause {
-    StatusCause { reason: "FieldValueInvalid".into(), message: message.into(), field: field.into() }
+    StatusCause {
+        reason: "FieldValueInvalid".into(),
+        message: message.into(),
+        field: field.into(),
+    }
 }
 
 /// Validates an object (metadata and the kind-specific rules). Nothing is stored on failure.
@@ -172,11 +207,16 @@ pub fn validate(r: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     let name_errors = match (r.group.as_str(), r.plural.as_str()) {
         ("", "namespaces" | "services") => validation::is_dns1123_label(name),
-        ("", "events") | ("events.k8s.io", "events") => validation::validate_name(validation::NameRule::PathSegment, name),
+        ("", "events") | ("events.k8s.io", "events") => {
+            validation::validate_name(validation::NameRule::PathSegment, name)
+        }
         _ => validation::is_dns1123_subdomain(name),
     };
     for e in name_errors {
-        causes.push(cause("metadata.name", format!("Invalid value: {name:?}: {e}")));
+        causes.push(cause(
+            "metadata.name",
+            format!("Invalid value: {name:?}: {e}"),
+        ));
     }
     for e in validation::validate_labels(&object::labels(obj)) {
         causes.push(cause("metadata.labels", e));
@@ -188,8 +228,15 @@ pub fn validate(r: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
         && let Some(f) = m.get("finalizers")
         && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
     {
-        causes.push(cause("metadata.finalizers", "Invalid value: finalizers must be a list of strings"));
+        causes.push(cause(
+            "metadata.finalizers",
+            "Invalid value: finalizers must be a list of strings",
+        ));
     }
     causes.extend(crate::validate_kind::validate(r, obj));
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(&r.group, &r.kind, name, causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&r.group, &r.kind, name, causes))
+    }
 }

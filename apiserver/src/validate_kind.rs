@@ -12,11 +12,19 @@ use serde_json::Value;
 use crate::object;
 
 fn required(field: &str) -> StatusCause {
-    StatusCause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
+    StatusCause {
+        reason: "FieldValueRequired".into(),
+        message: "Required value".into(),
+        field: field.into(),
+    }
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> StatusCause {
-    StatusCause { reason: "FieldValueInvalid".into(), message: message.into(), field: field.into() }
+    StatusCause {
+        reason: "FieldValueInvalid".into(),
+        message: message.into(),
+        field: field.into(),
+    }
 }
 
 /// Returns every violation of the kind's rules.
@@ -53,7 +61,10 @@ fn pod_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
                     None | Some("") => out.push(required(&format!("{p}.name"))),
                     Some(n) => {
                         for e in validation::is_dns1123_label(n) {
-                            out.push(invalid(&format!("{p}.name"), format!("Invalid value: {n:?}: {e}")));
+                            out.push(invalid(
+                                &format!("{p}.name"),
+                                format!("Invalid value: {n:?}: {e}"),
+                            ));
                         }
                         if !names.insert(n.to_string()) {
                             out.push(StatusCause {
@@ -64,7 +75,10 @@ fn pod_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
                         }
                     }
                 }
-                if c.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
                     out.push(required(&format!("{p}.image")));
                 }
             }
@@ -75,7 +89,9 @@ fn pod_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
     {
         out.push(StatusCause {
             reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: {rp:?}: supported values: \"Always\", \"OnFailure\", \"Never\""),
+            message: format!(
+                "Unsupported value: {rp:?}: supported values: \"Always\", \"OnFailure\", \"Never\""
+            ),
             field: format!("{path}.restartPolicy"),
         });
     }
@@ -92,9 +108,10 @@ fn workload(obj: &Value, out: &mut Vec<StatusCause>) {
         None => out.push(required("spec.selector")),
         Some(sel) => match LabelSelector::from_json(sel) {
             Err(e) => out.push(invalid("spec.selector", format!("Invalid value: {e}"))),
-            Ok(s) if s.is_empty() => {
-                out.push(invalid("spec.selector", "Invalid value: empty selector is invalid for deployment"))
-            }
+            Ok(s) if s.is_empty() => out.push(invalid(
+                "spec.selector",
+                "Invalid value: empty selector is invalid for deployment",
+            )),
             Ok(s) => {
                 if !s.matches(&template_labels) {
                     out.push(invalid(
@@ -108,9 +125,16 @@ fn workload(obj: &Value, out: &mut Vec<StatusCause>) {
     if let Some(n) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
         && n < 0
     {
-        out.push(invalid("spec.replicas", format!("Invalid value: {n}: must be greater than or equal to 0")));
+        out.push(invalid(
+            "spec.replicas",
+            format!("Invalid value: {n}: must be greater than or equal to 0"),
+        ));
     }
-    pod_spec(spec.and_then(|s| s.pointer("/template/spec")), "spec.template.spec", out);
+    pod_spec(
+        spec.and_then(|s| s.pointer("/template/spec")),
+        "spec.template.spec",
+        out,
+    );
 }
 
 /// An int-or-string: a non-negative integer or a percentage.
@@ -128,7 +152,9 @@ fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
 }
 
 fn rolling_update(obj: &Value, out: &mut Vec<StatusCause>) {
-    let Some(ru) = obj.pointer("/spec/strategy/rollingUpdate") else { return };
+    let Some(ru) = obj.pointer("/spec/strategy/rollingUpdate") else {
+        return;
+    };
     let field = |f: &str| format!("spec.strategy.rollingUpdate.{f}");
     let surge = ru.get("maxSurge").map(int_or_percent);
     let unavailable = ru.get("maxUnavailable").map(int_or_percent);
@@ -138,12 +164,18 @@ fn rolling_update(obj: &Value, out: &mut Vec<StatusCause>) {
         }
     }
     if let (Some(Ok((0, _))), Some(Ok((0, _)))) = (&surge, &unavailable) {
-        out.push(invalid(&field("maxUnavailable"), "Invalid value: 0: may not be 0 when `maxSurge` is 0"));
+        out.push(invalid(
+            &field("maxUnavailable"),
+            "Invalid value: 0: may not be 0 when `maxSurge` is 0",
+        ));
     }
     if let Some(Ok((p, true))) = &unavailable
         && *p > 100
     {
-        out.push(invalid(&field("maxUnavailable"), "Invalid value: must not be greater than 100%"));
+        out.push(invalid(
+            &field("maxUnavailable"),
+            "Invalid value: must not be greater than 100%",
+        ));
     }
     if obj.pointer("/spec/strategy/type").and_then(Value::as_str) == Some("Recreate") {
         out.push(StatusCause {
@@ -156,8 +188,14 @@ fn rolling_update(obj: &Value, out: &mut Vec<StatusCause>) {
 
 fn service(obj: &Value, out: &mut Vec<StatusCause>) {
     let spec = obj.get("spec");
-    let ty = spec.and_then(|s| s.get("type")).and_then(Value::as_str).unwrap_or("ClusterIP");
-    let headless = spec.and_then(|s| s.get("clusterIP")).and_then(Value::as_str) == Some("None");
+    let ty = spec
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    let headless = spec
+        .and_then(|s| s.get("clusterIP"))
+        .and_then(Value::as_str)
+        == Some("None");
     let ports = spec.and_then(|s| s.get("ports")).and_then(Value::as_array);
     if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
         out.push(required("spec.ports"));
@@ -165,7 +203,10 @@ fn service(obj: &Value, out: &mut Vec<StatusCause>) {
     for (i, p) in ports.into_iter().flatten().enumerate() {
         match p.get("port").and_then(Value::as_i64) {
             Some(n) if (1..=65535).contains(&n) => {}
-            Some(n) => out.push(invalid(&format!("spec.ports[{i}].port"), format!("Invalid value: {n}: must be between 1 and 65535, inclusive"))),
+            Some(n) => out.push(invalid(
+                &format!("spec.ports[{i}].port"),
+                format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+            )),
             None => out.push(required(&format!("spec.ports[{i}].port"))),
         }
     }
@@ -177,7 +218,8 @@ fn data_keys(obj: &Value, out: &mut Vec<StatusCause>) {
             for k in m.keys() {
                 let ok = !k.is_empty()
                     && k.len() <= 253
-                    && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                     && k != "."
                     && k != ".."
                     && !k.starts_with("..");

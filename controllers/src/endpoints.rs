@@ -31,7 +31,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    ServicePort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -74,7 +75,10 @@ pub struct EndpointsConfig {
 
 impl Default for EndpointsConfig {
     fn default() -> Self {
-        EndpointsConfig { workers: 5, max_addresses: 1000 }
+        EndpointsConfig {
+            workers: 5,
+            max_addresses: 1000,
+        }
     }
 }
 
@@ -93,7 +97,9 @@ pub fn spawn_endpoints_controller(
         client.clone(),
         workers,
         Api::<Endpoints>::all(client),
-        |ep: &Endpoints| Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace().unwrap_or_default())),
+        |ep: &Endpoints| {
+            Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace().unwrap_or_default()))
+        },
         move |key, caches| {
             let client = sync_client.clone();
             let config = config.clone();
@@ -120,7 +126,11 @@ type Change<K> = (Option<Arc<K>>, Option<Arc<K>>);
 /// Applies a watch event to a cache and returns the (before, after) pair of every object it
 /// changed. A relist reports its changes once complete, so a sync never reads a half-built
 /// cache.
-fn apply_event<K>(writer: &mut Writer<K>, reader: &Store<K>, event: &watcher::Event<K>) -> Vec<Change<K>>
+fn apply_event<K>(
+    writer: &mut Writer<K>,
+    reader: &Store<K>,
+    event: &watcher::Event<K>,
+) -> Vec<Change<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -132,7 +142,9 @@ where
             vec![(before, reader.get(&key))]
         }
         watcher::Event::Delete(o) => {
-            let before = reader.get(&ObjectRef::from_obj(o)).or_else(|| Some(Arc::new(o.clone())));
+            let before = reader
+                .get(&ObjectRef::from_obj(o))
+                .or_else(|| Some(Arc::new(o.clone())));
             writer.apply_watcher_event(event);
             vec![(before, None)]
         }
@@ -141,11 +153,17 @@ where
             Vec::new()
         }
         watcher::Event::InitDone => {
-            let mut before: HashMap<ObjectRef<K>, Arc<K>> =
-                reader.state().into_iter().map(|o| (ObjectRef::from_obj(&*o), o)).collect();
+            let mut before: HashMap<ObjectRef<K>, Arc<K>> = reader
+                .state()
+                .into_iter()
+                .map(|o| (ObjectRef::from_obj(&*o), o))
+                .collect();
             writer.apply_watcher_event(event);
-            let mut out: Vec<_> =
-                reader.state().into_iter().map(|o| (before.remove(&ObjectRef::from_obj(&*o)), Some(o))).collect();
+            let mut out: Vec<_> = reader
+                .state()
+                .into_iter()
+                .map(|o| (before.remove(&ObjectRef::from_obj(&*o)), Some(o)))
+                .collect();
             out.extend(before.into_values().map(|o| (Some(o), None)));
             out
         }
@@ -155,21 +173,34 @@ where
 /// Whether `svc` selects `pod`: same namespace and every selector label matches. A service
 /// with no (or an empty) selector selects nothing, as upstream stores an empty selector as none.
 pub(crate) fn selects(svc: &Service, pod: &Pod) -> bool {
-    let Some(selector) = service_selector(svc) else { return false };
-    svc.namespace() == pod.namespace() && selector.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
+    let Some(selector) = service_selector(svc) else {
+        return false;
+    };
+    svc.namespace() == pod.namespace()
+        && selector.iter().all(|(k, v)| pod.labels().get(k) == Some(v))
 }
 
 /// The service's selector, if it has a non-empty one.
 pub(crate) fn service_selector(svc: &Service) -> Option<&BTreeMap<String, String>> {
-    svc.spec.as_ref()?.selector.as_ref().filter(|s| !s.is_empty())
+    svc.spec
+        .as_ref()?
+        .selector
+        .as_ref()
+        .filter(|s| !s.is_empty())
 }
 
 /// The services that select the pod in either its old or its new version.
-fn services_for(services: &Store<Service>, before: Option<&Pod>, after: Option<&Pod>) -> HashSet<ServiceKey> {
+fn services_for(
+    services: &Store<Service>,
+    before: Option<&Pod>,
+    after: Option<&Pod>,
+) -> HashSet<ServiceKey> {
     services
         .state()
         .iter()
-        .filter(|svc| before.is_some_and(|p| selects(svc, p)) || after.is_some_and(|p| selects(svc, p)))
+        .filter(|svc| {
+            before.is_some_and(|p| selects(svc, p)) || after.is_some_and(|p| selects(svc, p))
+        })
         .map(|svc| ObjectRef::from_obj(&**svc))
         .collect()
 }
@@ -198,17 +229,26 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     let mut tasks = JoinSet::new();
 
     let (q, reader) = (queue.clone(), services.clone());
-    let service_events = watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(service_events, shutdown.clone(), move |event| {
-        for (before, after) in apply_event(&mut service_writer, &reader, &event) {
-            if let Some(svc) = after.or(before) {
-                q.add(ObjectRef::from_obj(&*svc));
+    let service_events = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    tasks.spawn(for_each_event(
+        service_events,
+        shutdown.clone(),
+        move |event| {
+            for (before, after) in apply_event(&mut service_writer, &reader, &event) {
+                if let Some(svc) = after.or(before) {
+                    q.add(ObjectRef::from_obj(&*svc));
+                }
             }
-        }
-    }));
+        },
+    ));
 
     let (q, reader, svc_reader) = (queue.clone(), pods.clone(), services.clone());
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let pod_events =
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
     tasks.spawn(for_each_event(pod_events, shutdown.clone(), move |event| {
         for (before, after) in apply_event(&mut pod_writer, &reader, &event) {
             for key in services_for(&svc_reader, before.as_deref(), after.as_deref()) {
@@ -219,14 +259,18 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
 
     let q = queue.clone();
     let owned_events = watcher(owned, watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(owned_events, shutdown.clone(), move |event| match &event {
-        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
-            if let Some(key) = owned_to_service(o) {
-                q.add(key);
+    tasks.spawn(for_each_event(
+        owned_events,
+        shutdown.clone(),
+        move |event| match &event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+                if let Some(key) = owned_to_service(o) {
+                    q.add(key);
+                }
             }
-        }
-        _ => {}
-    }));
+            _ => {}
+        },
+    ));
 
     let caches = ServiceCaches { services, pods };
     let ready = async {
@@ -290,7 +334,10 @@ pub(crate) fn is_pod_ready(pod: &Pod) -> bool {
 
 /// The pod's IP, if it has one.
 pub(crate) fn pod_ip(pod: &Pod) -> Option<&str> {
-    pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).filter(|ip| !ip.is_empty())
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .filter(|ip| !ip.is_empty())
 }
 
 /// Upstream `ShouldPodBeInEndpoints`: not finished, has an IP, and not being deleted unless
@@ -313,14 +360,18 @@ pub(crate) fn find_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
         Some(IntOrString::Int(n)) => Some(*n),
         Some(IntOrString::String(name)) => {
             let spec = pod.spec.as_ref()?;
-            let sidecars =
-                spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            let sidecars = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
             spec.containers
                 .iter()
                 .chain(sidecars)
                 .flat_map(|c| c.ports.iter().flatten())
                 .find(|p| {
-                    p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                    p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
                 })
                 .map(|p| p.container_port)
         }
@@ -332,8 +383,9 @@ pub(crate) fn find_port(pod: &Pod, port: &ServicePort) -> Option<i32> {
 pub(crate) fn endpoint_hostname(pod: &Pod, svc: &Service) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let hostname = spec.hostname.as_ref().filter(|h| !h.is_empty())?;
-    (spec.subdomain.as_deref() == svc.metadata.name.as_deref() && pod.namespace() == svc.namespace())
-        .then(|| hostname.clone())
+    (spec.subdomain.as_deref() == svc.metadata.name.as_deref()
+        && pod.namespace() == svc.namespace())
+    .then(|| hostname.clone())
 }
 
 /// The reference from an endpoint to its pod.
@@ -349,7 +401,10 @@ pub(crate) fn pod_reference(pod: &Pod) -> ObjectReference {
 
 /// Whether the service has a cluster IP (upstream `IsServiceIPSet`); otherwise it is headless.
 pub(crate) fn has_cluster_ip(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty() && ip != "None")
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty() && ip != "None")
 }
 
 type PortKey = (String, i32, String, String);
@@ -367,12 +422,20 @@ fn port_key(p: &EndpointPort) -> PortKey {
 }
 
 fn address_key(a: &EndpointAddress) -> AddressKey {
-    (a.ip.clone(), a.target_ref.as_ref().and_then(|r| r.uid.clone()).unwrap_or_default())
+    (
+        a.ip.clone(),
+        a.target_ref
+            .as_ref()
+            .and_then(|r| r.uid.clone())
+            .unwrap_or_default(),
+    )
 }
 
 /// Upstream `RepackSubsets`: groups addresses offering the same set of ports into one subset,
 /// sorted so equal content always compares equal. A `None` port means a port-less address.
-fn repack_subsets(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -> Vec<EndpointSubset> {
+fn repack_subsets(
+    entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>,
+) -> Vec<EndpointSubset> {
     let mut addresses: BTreeMap<AddressKey, EndpointAddress> = BTreeMap::new();
     let mut by_port: BTreeMap<Option<PortKey>, PortAddresses> = BTreeMap::new();
     for (address, ready, port) in entries {
@@ -393,8 +456,11 @@ fn repack_subsets(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -
         .into_iter()
         .map(|(set, ports)| {
             let pick = |ready: bool| -> Option<Vec<EndpointAddress>> {
-                let v: Vec<EndpointAddress> =
-                    set.iter().filter(|(_, r)| *r == ready).filter_map(|(k, _)| addresses.get(k).cloned()).collect();
+                let v: Vec<EndpointAddress> = set
+                    .iter()
+                    .filter(|(_, r)| *r == ready)
+                    .filter_map(|(k, _)| addresses.get(k).cloned())
+                    .collect();
                 (!v.is_empty()).then_some(v)
             };
             EndpointSubset {
@@ -410,7 +476,10 @@ fn repack_subsets(entries: Vec<(EndpointAddress, bool, Option<EndpointPort>)>) -
 fn truncate_subsets(subsets: &mut [EndpointSubset], max: usize) -> bool {
     let total: usize = subsets
         .iter()
-        .map(|s| s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len))
+        .map(|s| {
+            s.addresses.as_ref().map_or(0, Vec::len)
+                + s.not_ready_addresses.as_ref().map_or(0, Vec::len)
+        })
         .sum();
     if total <= max {
         return false;
@@ -418,7 +487,11 @@ fn truncate_subsets(subsets: &mut [EndpointSubset], max: usize) -> bool {
     let mut budget = max;
     for ready in [true, false] {
         for s in subsets.iter_mut() {
-            let list = if ready { &mut s.addresses } else { &mut s.not_ready_addresses };
+            let list = if ready {
+                &mut s.addresses
+            } else {
+                &mut s.not_ready_addresses
+            };
             if let Some(v) = list {
                 v.truncate(budget);
                 budget -= v.len();
@@ -446,7 +519,11 @@ pub(crate) fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointS
         let address = EndpointAddress {
             ip: ip.to_string(),
             hostname: endpoint_hostname(pod, svc),
-            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+            node_name: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty()),
             target_ref: Some(pod_reference(pod)),
         };
         let ready = tolerate_unready || is_pod_ready(pod);
@@ -475,7 +552,10 @@ pub(crate) fn desired_subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointS
 
 /// The pods `svc` selects, from the cache.
 pub(crate) fn selected_pods(svc: &Service, pods: &Store<Pod>) -> Vec<Arc<Pod>> {
-    pods.state().into_iter().filter(|p| selects(svc, p)).collect()
+    pods.state()
+        .into_iter()
+        .filter(|p| selects(svc, p))
+        .collect()
 }
 
 /// Syncs one service's Endpoints.
@@ -516,7 +596,11 @@ async fn sync_endpoints(
     }
     let current = api.get_opt(&key.name).await.map_err(Error::Api)?;
     let mut ep = current.clone().unwrap_or_else(|| Endpoints {
-        metadata: ObjectMeta { name: Some(key.name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(key.name.clone()),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     });
     ep.subsets = (!subsets.is_empty()).then_some(subsets);
@@ -534,11 +618,17 @@ async fn sync_endpoints(
         Some(cur) if same_endpoints(&cur, &ep) => Ok(()),
         Some(_) => {
             debug!(service = %key, "updating Endpoints");
-            api.replace(&key.name, &PostParams::default(), &ep).await.map(|_| ()).map_err(Error::Api)
+            api.replace(&key.name, &PostParams::default(), &ep)
+                .await
+                .map(|_| ())
+                .map_err(Error::Api)
         }
         None => {
             debug!(service = %key, "creating Endpoints");
-            api.create(&PostParams::default(), &ep).await.map(|_| ()).map_err(Error::Api)
+            api.create(&PostParams::default(), &ep)
+                .await
+                .map(|_| ())
+                .map_err(Error::Api)
         }
     }
 }
@@ -547,7 +637,8 @@ fn same_endpoints(a: &Endpoints, b: &Endpoints) -> bool {
     let empty = |s: &Option<Vec<EndpointSubset>>| s.as_ref().is_none_or(|v| v.is_empty());
     let empty_map = |m: &Option<BTreeMap<String, String>>| m.as_ref().is_none_or(|m| m.is_empty());
     (a.subsets == b.subsets || (empty(&a.subsets) && empty(&b.subsets)))
-        && (a.metadata.labels == b.metadata.labels || (empty_map(&a.metadata.labels) && empty_map(&b.metadata.labels)))
+        && (a.metadata.labels == b.metadata.labels
+            || (empty_map(&a.metadata.labels) && empty_map(&b.metadata.labels)))
         && (a.metadata.annotations == b.metadata.annotations
             || (empty_map(&a.metadata.annotations) && empty_map(&b.metadata.annotations)))
 }
@@ -557,11 +648,19 @@ mod tests {
     use super::*;
 
     fn address(ip: &str) -> EndpointAddress {
-        EndpointAddress { ip: ip.into(), ..Default::default() }
+        EndpointAddress {
+            ip: ip.into(),
+            ..Default::default()
+        }
     }
 
     fn port(name: &str, n: i32) -> Option<EndpointPort> {
-        Some(EndpointPort { name: Some(name.into()), port: n, protocol: Some("TCP".into()), app_protocol: None })
+        Some(EndpointPort {
+            name: Some(name.into()),
+            port: n,
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        })
     }
 
     #[test]
@@ -574,10 +673,25 @@ mod tests {
             (address("10.0.0.3"), true, port("http", 8080)),
         ]);
         assert_eq!(subsets.len(), 2);
-        let both = subsets.iter().find(|s| s.ports.as_ref().is_some_and(|p| p.len() == 2)).cloned().unwrap_or_default();
-        assert_eq!(both.addresses.unwrap_or_default().iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(), ["10.0.0.2"]);
+        let both = subsets
+            .iter()
+            .find(|s| s.ports.as_ref().is_some_and(|p| p.len() == 2))
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(
-            both.not_ready_addresses.unwrap_or_default().iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(),
+            both.addresses
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.ip.as_str())
+                .collect::<Vec<_>>(),
+            ["10.0.0.2"]
+        );
+        assert_eq!(
+            both.not_ready_addresses
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.ip.as_str())
+                .collect::<Vec<_>>(),
             ["10.0.0.1"]
         );
     }

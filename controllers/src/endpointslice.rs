@@ -40,9 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::endpoints::{
-    Error, HEADLESS_SERVICE_LABEL, ServiceCaches, ServiceKey, endpoint_hostname, find_port, has_cluster_ip,
-    is_pod_ready, pod_ip, pod_reference, run_service_controller, selected_pods, service_selector,
-    should_pod_be_in_endpoints,
+    Error, HEADLESS_SERVICE_LABEL, ServiceCaches, ServiceKey, endpoint_hostname, find_port,
+    has_cluster_ip, is_pod_ready, pod_ip, pod_reference, run_service_controller, selected_pods,
+    service_selector, should_pod_be_in_endpoints,
 };
 
 /// Label naming the service a slice belongs to.
@@ -63,7 +63,10 @@ pub struct EndpointSliceConfig {
 
 impl Default for EndpointSliceConfig {
     fn default() -> Self {
-        EndpointSliceConfig { workers: 5, max_endpoints_per_slice: 100 }
+        EndpointSliceConfig {
+            workers: 5,
+            max_endpoints_per_slice: 100,
+        }
     }
 }
 
@@ -82,7 +85,10 @@ pub fn spawn_endpointslice_controller(
         config.workers,
         Api::<EndpointSlice>::all(client),
         |slice: &EndpointSlice| {
-            let managed = slice.labels().get(MANAGED_BY_LABEL).is_some_and(|m| m == CONTROLLER_NAME);
+            let managed = slice
+                .labels()
+                .get(MANAGED_BY_LABEL)
+                .is_some_and(|m| m == CONTROLLER_NAME);
             let service = slice.labels().get(SERVICE_NAME_LABEL).filter(|_| managed)?;
             Some(ObjectRef::new(service).within(&slice.namespace().unwrap_or_default()))
         },
@@ -118,7 +124,10 @@ fn ports_key(ports: &[EndpointPort]) -> PortsKey {
 fn endpoint_key(ep: &Endpoint) -> (String, String) {
     (
         ep.addresses.first().cloned().unwrap_or_default(),
-        ep.target_ref.as_ref().and_then(|r| r.uid.clone()).unwrap_or_default(),
+        ep.target_ref
+            .as_ref()
+            .and_then(|r| r.uid.clone())
+            .unwrap_or_default(),
     )
 }
 
@@ -131,7 +140,11 @@ fn address_type(svc: &Service) -> &'static str {
 }
 
 /// The endpoint of one pod (upstream `podToEndpoint`), with its resolved ports.
-fn pod_to_endpoint(svc: &Service, pod: &Pod, address_type: &str) -> Option<(Vec<EndpointPort>, Endpoint)> {
+fn pod_to_endpoint(
+    svc: &Service,
+    pod: &Pod,
+    address_type: &str,
+) -> Option<(Vec<EndpointPort>, Endpoint)> {
     if !should_pod_be_in_endpoints(pod, true) {
         return None;
     }
@@ -139,7 +152,11 @@ fn pod_to_endpoint(svc: &Service, pod: &Pod, address_type: &str) -> Option<(Vec<
     if ip.contains(':') != (address_type == "IPv6") {
         return None;
     }
-    let publish_not_ready = svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses) == Some(true);
+    let publish_not_ready = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        == Some(true);
     let serving = is_pod_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let ready = publish_not_ready || (serving && !terminating);
@@ -151,7 +168,11 @@ fn pod_to_endpoint(svc: &Service, pod: &Pod, address_type: &str) -> Option<(Vec<
             terminating: Some(terminating),
         }),
         hostname: endpoint_hostname(pod, svc),
-        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
+        node_name: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
         target_ref: Some(pod_reference(pod)),
         ..Default::default()
     };
@@ -178,7 +199,9 @@ fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = svc
         .labels()
         .iter()
-        .filter(|(k, _)| ![SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_SERVICE_LABEL].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            ![SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_SERVICE_LABEL].contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     labels.insert(SERVICE_NAME_LABEL.into(), svc.name_any());
@@ -201,10 +224,18 @@ fn service_owner_reference(svc: &Service) -> OwnerReference {
 }
 
 fn owned_by(slice: &EndpointSlice, svc: &Service) -> bool {
-    slice.owner_references().iter().any(|o| o.kind == "Service" && Some(&o.uid) == svc.metadata.uid.as_ref())
+    slice
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "Service" && Some(&o.uid) == svc.metadata.uid.as_ref())
 }
 
-fn new_slice(svc: &Service, address_type: &str, ports: Vec<EndpointPort>, endpoints: Vec<Endpoint>) -> EndpointSlice {
+fn new_slice(
+    svc: &Service,
+    address_type: &str,
+    ports: Vec<EndpointPort>,
+    endpoints: Vec<Endpoint>,
+) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
             generate_name: Some(format!("{}-", svc.name_any())),
@@ -257,7 +288,9 @@ fn plan(
         // Keep (or create) one empty placeholder slice.
         let mut slices: Vec<EndpointSlice> = by_ports.into_values().flatten().collect();
         slices.sort_by_key(|s| s.name_any());
-        let keep = slices.iter().position(|s| s.endpoints.is_empty() && s.ports.as_ref().is_none_or(|p| p.is_empty()));
+        let keep = slices
+            .iter()
+            .position(|s| s.endpoints.is_empty() && s.ports.as_ref().is_none_or(|p| p.is_empty()));
         for (i, mut slice) in slices.into_iter().enumerate() {
             if Some(i) != keep {
                 plan.delete.push(slice.name_any());
@@ -267,19 +300,23 @@ fn plan(
             }
         }
         if keep.is_none() {
-            plan.create.push(new_slice(svc, address_type, Vec::new(), Vec::new()));
+            plan.create
+                .push(new_slice(svc, address_type, Vec::new(), Vec::new()));
         }
         return plan;
     }
     for (key, (ports, endpoints)) in desired {
-        let mut want: BTreeMap<(String, String), Endpoint> =
-            endpoints.into_iter().map(|e| (endpoint_key(&e), e)).collect();
+        let mut want: BTreeMap<(String, String), Endpoint> = endpoints
+            .into_iter()
+            .map(|e| (endpoint_key(&e), e))
+            .collect();
         let mut slices = by_ports.remove(&key).unwrap_or_default();
         slices.sort_by_key(|s| s.name_any());
         let mut changed: Vec<EndpointSlice> = Vec::new();
         let mut unchanged: Vec<EndpointSlice> = Vec::new();
         for mut slice in slices {
-            let mut dirty = slice.metadata.labels.as_ref() != Some(&labels) || slice.ports.as_ref() != Some(&ports);
+            let mut dirty = slice.metadata.labels.as_ref() != Some(&labels)
+                || slice.ports.as_ref() != Some(&ports);
             let mut kept = Vec::new();
             for ep in std::mem::take(&mut slice.endpoints) {
                 match want.remove(&endpoint_key(&ep)) {
@@ -303,11 +340,15 @@ fn plan(
         }
         let mut remaining: Vec<Endpoint> = want.into_values().collect();
         for slice in changed.iter_mut() {
-            let room = max.saturating_sub(slice.endpoints.len()).min(remaining.len());
+            let room = max
+                .saturating_sub(slice.endpoints.len())
+                .min(remaining.len());
             slice.endpoints.extend(remaining.drain(..room));
         }
         for mut slice in unchanged {
-            let room = max.saturating_sub(slice.endpoints.len()).min(remaining.len());
+            let room = max
+                .saturating_sub(slice.endpoints.len())
+                .min(remaining.len());
             if room > 0 {
                 slice.endpoints.extend(remaining.drain(..room));
                 changed.push(slice);
@@ -316,10 +357,12 @@ fn plan(
         plan.update.extend(changed);
         while !remaining.is_empty() {
             let chunk: Vec<Endpoint> = remaining.drain(..max.min(remaining.len())).collect();
-            plan.create.push(new_slice(svc, address_type, ports.clone(), chunk));
+            plan.create
+                .push(new_slice(svc, address_type, ports.clone(), chunk));
         }
     }
-    plan.delete.extend(by_ports.into_values().flatten().map(|s| s.name_any()));
+    plan.delete
+        .extend(by_ports.into_values().flatten().map(|s| s.name_any()));
     plan
 }
 
@@ -331,14 +374,22 @@ async fn sync_slices(
     caches: &ServiceCaches,
 ) -> Result<(), Error> {
     // A deleted service's slices go with it through their ownerReference.
-    let Some(svc) = caches.services.get(key) else { return Ok(()) };
+    let Some(svc) = caches.services.get(key) else {
+        return Ok(());
+    };
     let external_name = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
-    if svc.metadata.deletion_timestamp.is_some() || service_selector(&svc).is_none() || external_name {
+    if svc.metadata.deletion_timestamp.is_some()
+        || service_selector(&svc).is_none()
+        || external_name
+    {
         return Ok(());
     }
     let namespace = key.namespace.clone().unwrap_or_default();
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
-    let selector = format!("{SERVICE_NAME_LABEL}={},{MANAGED_BY_LABEL}={CONTROLLER_NAME}", key.name);
+    let selector = format!(
+        "{SERVICE_NAME_LABEL}={},{MANAGED_BY_LABEL}={CONTROLLER_NAME}",
+        key.name
+    );
     let existing: Vec<EndpointSlice> = api
         .list(&ListParams::default().labels(&selector))
         .await
@@ -354,10 +405,20 @@ async fn sync_slices(
     let mut desired: BTreeMap<PortsKey, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
     for pod in &pods {
         if let Some((ports, endpoint)) = pod_to_endpoint(&svc, pod, address_type) {
-            desired.entry(ports_key(&ports)).or_insert_with(|| (ports, Vec::new())).1.push(endpoint);
+            desired
+                .entry(ports_key(&ports))
+                .or_insert_with(|| (ports, Vec::new()))
+                .1
+                .push(endpoint);
         }
     }
-    let plan = plan(&svc, address_type, existing, desired, config.max_endpoints_per_slice);
+    let plan = plan(
+        &svc,
+        address_type,
+        existing,
+        desired,
+        config.max_endpoints_per_slice,
+    );
     for name in &plan.delete {
         debug!(service = %key, slice = %name, "deleting EndpointSlice");
         match api.delete(name, &DeleteParams::default()).await {
@@ -368,11 +429,15 @@ async fn sync_slices(
     }
     for slice in &plan.update {
         debug!(service = %key, slice = %slice.name_any(), "updating EndpointSlice");
-        api.replace(&slice.name_any(), &PostParams::default(), slice).await.map_err(Error::Api)?;
+        api.replace(&slice.name_any(), &PostParams::default(), slice)
+            .await
+            .map_err(Error::Api)?;
     }
     for slice in &plan.create {
         debug!(service = %key, endpoints = slice.endpoints.len(), "creating EndpointSlice");
-        api.create(&PostParams::default(), slice).await.map_err(Error::Api)?;
+        api.create(&PostParams::default(), slice)
+            .await
+            .map_err(Error::Api)?;
     }
     Ok(())
 }
@@ -394,7 +459,10 @@ mod tests {
     }
 
     fn endpoint(ip: &str) -> Endpoint {
-        Endpoint { addresses: vec![ip.into()], ..Default::default() }
+        Endpoint {
+            addresses: vec![ip.into()],
+            ..Default::default()
+        }
     }
 
     fn port() -> Vec<EndpointPort> {
@@ -411,7 +479,13 @@ mod tests {
         let eps: Vec<Endpoint> = (0..5).map(|i| endpoint(&format!("10.0.0.{i}"))).collect();
         let desired = BTreeMap::from([(ports_key(&port()), (port(), eps))]);
         let p = plan(&svc(), "IPv4", Vec::new(), desired, 2);
-        assert_eq!(p.create.iter().map(|s| s.endpoints.len()).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(
+            p.create
+                .iter()
+                .map(|s| s.endpoints.len())
+                .collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
     }
 
     #[test]
@@ -430,8 +504,10 @@ mod tests {
     fn new_endpoints_fill_existing_slices_before_new_ones_are_created() {
         let mut existing = new_slice(&svc(), "IPv4", port(), vec![endpoint("10.0.0.1")]);
         existing.metadata.name = Some("web-abcde".into());
-        let desired =
-            BTreeMap::from([(ports_key(&port()), (port(), vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")]))]);
+        let desired = BTreeMap::from([(
+            ports_key(&port()),
+            (port(), vec![endpoint("10.0.0.1"), endpoint("10.0.0.2")]),
+        )]);
         let p = plan(&svc(), "IPv4", vec![existing], desired, 100);
         assert!(p.create.is_empty());
         assert_eq!(p.update.len(), 1);

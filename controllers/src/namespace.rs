@@ -65,7 +65,10 @@ pub struct NamespaceConfig {
 
 impl Default for NamespaceConfig {
     fn default() -> Self {
-        NamespaceConfig { requeue_interval: Duration::from_secs(1), workers: 10 }
+        NamespaceConfig {
+            requeue_interval: Duration::from_secs(1),
+            workers: 10,
+        }
     }
 }
 
@@ -83,8 +86,13 @@ pub fn spawn_namespace_controller(
     config: NamespaceConfig,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let controller_config = kube::runtime::controller::Config::default().concurrency(config.workers);
-    let ctx = Arc::new(Context { client: client.clone(), clock, config });
+    let controller_config =
+        kube::runtime::controller::Config::default().concurrency(config.workers);
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        clock,
+        config,
+    });
     let run = async move {
         info!("namespace controller starting");
         Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
@@ -120,8 +128,14 @@ struct Remaining {
 
 /// Upstream `syncNamespaceFromKey`.
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
-    if ns.metadata.deletion_timestamp.is_none() || !finalizers.iter().any(|f| f == KUBERNETES_FINALIZER) {
+    let finalizers = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.clone())
+        .unwrap_or_default();
+    if ns.metadata.deletion_timestamp.is_none()
+        || !finalizers.iter().any(|f| f == KUBERNETES_FINALIZER)
+    {
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
@@ -144,10 +158,18 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
     info!(namespace = %name, "namespace is empty; removing the kubernetes finalizer");
     let mut finalized = (*ns).clone();
     if let Some(spec) = finalized.spec.as_mut() {
-        spec.finalizers = Some(finalizers.into_iter().filter(|f| f != KUBERNETES_FINALIZER).collect());
+        spec.finalizers = Some(
+            finalizers
+                .into_iter()
+                .filter(|f| f != KUBERNETES_FINALIZER)
+                .collect(),
+        );
     }
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    match api.replace_subresource("finalize", &name, &PostParams::default(), &finalized).await {
+    match api
+        .replace_subresource("finalize", &name, &PostParams::default(), &finalized)
+        .await
+    {
         Ok(_) => Ok(Action::await_change()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
         Err(e) => Err(Error::Api(e)),
@@ -155,13 +177,20 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
 }
 
 /// Every namespaced resource that can be listed and deleted.
-async fn namespaced_resources(client: &Client) -> Result<Vec<(ApiResource, ApiCapabilities)>, Error> {
-    let discovery = Discovery::new(client.clone()).run().await.map_err(Error::Discovery)?;
+async fn namespaced_resources(
+    client: &Client,
+) -> Result<Vec<(ApiResource, ApiCapabilities)>, Error> {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(Error::Discovery)?;
     let mut out = Vec::new();
     for group in discovery.groups() {
         for (resource, caps) in group.recommended_resources() {
-            let deletable = caps.supports_operation(verbs::DELETE) || caps.supports_operation(verbs::DELETE_COLLECTION);
-            if caps.scope == Scope::Namespaced && caps.supports_operation(verbs::LIST) && deletable {
+            let deletable = caps.supports_operation(verbs::DELETE)
+                || caps.supports_operation(verbs::DELETE_COLLECTION);
+            if caps.scope == Scope::Namespaced && caps.supports_operation(verbs::LIST) && deletable
+            {
                 out.push((resource, caps));
             }
         }
@@ -191,10 +220,15 @@ async fn delete_content(
             return;
         }
     };
-    let pending: Vec<_> = listed.iter().filter(|o| o.metadata.deletion_timestamp.is_none()).collect();
+    let pending: Vec<_> = listed
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .collect();
     if !pending.is_empty() {
         let result = if caps.supports_operation(verbs::DELETE_COLLECTION) {
-            api.delete_collection(&DeleteParams::default(), &ListParams::default()).await.map(|_| ())
+            api.delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+                .map(|_| ())
         } else {
             let mut result = Ok(());
             for obj in &pending {
@@ -228,7 +262,13 @@ async fn delete_content(
     }
 }
 
-fn condition(type_: &str, status: bool, reason: &str, message: String, now: &Time) -> NamespaceCondition {
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> NamespaceCondition {
     NamespaceCondition {
         type_: type_.into(),
         status: if status { "True" } else { "False" }.into(),
@@ -239,13 +279,24 @@ fn condition(type_: &str, status: bool, reason: &str, message: String, now: &Tim
 }
 
 fn describe(counts: &BTreeMap<String, usize>) -> String {
-    counts.iter().map(|(k, n)| format!("{k} has {n} resource instances")).collect::<Vec<_>>().join(", ")
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} has {n} resource instances"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Upstream `updateNamespaceStatusFunc` conditions, written only when they change.
-async fn set_conditions(ctx: &Context, ns: &Namespace, discovery_error: Option<&str>, remaining: &Remaining) {
-    let now =
-        Time(k8s_openapi::jiff::Timestamp::from_microsecond(ctx.clock.now().timestamp_micros()).unwrap_or_default());
+async fn set_conditions(
+    ctx: &Context,
+    ns: &Namespace,
+    discovery_error: Option<&str>,
+    remaining: &Remaining,
+) {
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_microsecond(ctx.clock.now().timestamp_micros())
+            .unwrap_or_default(),
+    );
     let keys: Vec<&String> = remaining.resources.keys().collect();
     let fins: Vec<&String> = remaining.finalizers.keys().collect();
     let desired = [
@@ -302,12 +353,19 @@ async fn set_conditions(ctx: &Context, ns: &Namespace, discovery_error: Option<&
                 &now,
             )
         } else {
-            let names = keys.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+            let names = keys
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             condition(
                 "NamespaceContentRemaining",
                 true,
                 "SomeResourcesRemain",
-                format!("Some resources are remaining: {names}; {}", describe(&remaining.resources)),
+                format!(
+                    "Some resources are remaining: {names}; {}",
+                    describe(&remaining.resources)
+                ),
                 &now,
             )
         },
@@ -324,17 +382,27 @@ async fn set_conditions(ctx: &Context, ns: &Namespace, discovery_error: Option<&
                 "NamespaceFinalizersRemaining",
                 true,
                 "SomeFinalizersRemain",
-                format!("Some content in the namespace has finalizers remaining: {}", describe(&remaining.finalizers)),
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    describe(&remaining.finalizers)
+                ),
                 &now,
             )
         },
     ];
-    let current = ns.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let current = ns
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let mut conditions = current.clone();
     let mut changed = false;
     for want in desired {
         match conditions.iter_mut().find(|c| c.type_ == want.type_) {
-            Some(c) if c.status == want.status && c.reason == want.reason && c.message == want.message => {}
+            Some(c)
+                if c.status == want.status
+                    && c.reason == want.reason
+                    && c.message == want.message => {}
             Some(c) => {
                 *c = want;
                 changed = true;
@@ -350,7 +418,14 @@ async fn set_conditions(ctx: &Context, ns: &Namespace, discovery_error: Option<&
     }
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let patch = json!({ "status": { "conditions": conditions } });
-    if let Err(e) = api.patch_status(&ns.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    if let Err(e) = api
+        .patch_status(
+            &ns.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         debug!(namespace = %ns.name_any(), error = %e, "failed to update namespace conditions");
     }
 }

@@ -65,10 +65,18 @@ pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
     ("Ready", "False", NOT_READY_TAINT),
     ("Ready", "Unknown", UNREACHABLE_TAINT),
-    ("MemoryPressure", "True", "node.kubernetes.io/memory-pressure"),
+    (
+        "MemoryPressure",
+        "True",
+        "node.kubernetes.io/memory-pressure",
+    ),
     ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
     ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
-    ("NetworkUnavailable", "True", "node.kubernetes.io/network-unavailable"),
+    (
+        "NetworkUnavailable",
+        "True",
+        "node.kubernetes.io/network-unavailable",
+    ),
 ];
 
 /// The conditions set to Unknown when a node stops reporting.
@@ -109,7 +117,9 @@ pub fn spawn_node_lifecycle_controller(
     config: NodeLifecycleConfig,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, config, shutdown).instrument(info_span!("node_lifecycle_controller")))
+    tokio::spawn(
+        run(client, clock, config, shutdown).instrument(info_span!("node_lifecycle_controller")),
+    )
 }
 
 fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
@@ -121,19 +131,35 @@ fn to_time(t: DateTime<Utc>) -> Time {
 }
 
 fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn ready_status(node: &Node) -> &str {
-    condition(node, "Ready").map(|c| c.status.as_str()).unwrap_or("Unknown")
+    condition(node, "Ready")
+        .map(|c| c.status.as_str())
+        .unwrap_or("Unknown")
 }
 
 fn no_execute_taints(node: &Node) -> Vec<Taint> {
-    node.spec.iter().flat_map(|s| s.taints.iter().flatten()).filter(|t| t.effect == "NoExecute").cloned().collect()
+    node.spec
+        .iter()
+        .flat_map(|s| s.taints.iter().flatten())
+        .filter(|t| t.effect == "NoExecute")
+        .cloned()
+        .collect()
 }
 
 fn node_name(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref()?.node_name.as_deref().filter(|n| !n.is_empty())
+    pod.spec
+        .as_ref()?
+        .node_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
 }
 
 fn min_time(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -142,15 +168,25 @@ fn min_time(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>>
 
 /// Upstream `Toleration.ToleratesTaint`.
 pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if toleration
+        .effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
-    if toleration.key.as_deref().is_some_and(|k| !k.is_empty() && k != taint.key) {
+    if toleration
+        .key
+        .as_deref()
+        .is_some_and(|k| !k.is_empty() && k != taint.key)
+    {
         return false;
     }
     match toleration.operator.as_deref().unwrap_or("Equal") {
         "Exists" => true,
-        "Equal" | "" => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        "Equal" | "" => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
         _ => false,
     }
 }
@@ -164,16 +200,26 @@ pub fn eviction_time(
     default_toleration_seconds: i64,
     first_seen: impl Fn(&Taint) -> DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
     let mut at: Option<DateTime<Utc>> = None;
     for taint in taints {
-        let added = taint.time_added.as_ref().and_then(|t| to_chrono(&t.0)).unwrap_or_else(|| first_seen(taint));
+        let added = taint
+            .time_added
+            .as_ref()
+            .and_then(|t| to_chrono(&t.0))
+            .unwrap_or_else(|| first_seen(taint));
         let seconds = match tolerations.iter().find(|t| tolerates(t, taint)) {
             Some(t) => match t.toleration_seconds {
                 Some(s) => s.max(0),
                 None => continue,
             },
-            None if taint.key == NOT_READY_TAINT || taint.key == UNREACHABLE_TAINT => default_toleration_seconds,
+            None if taint.key == NOT_READY_TAINT || taint.key == UNREACHABLE_TAINT => {
+                default_toleration_seconds
+            }
             None => 0,
         };
         at = min_time(at, added + chrono::Duration::seconds(seconds));
@@ -203,7 +249,10 @@ fn desired_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
 /// Whether the controller owns this taint.
 fn is_managed(taint: &Taint) -> bool {
     match taint.effect.as_str() {
-        "NoSchedule" => taint.key == UNSCHEDULABLE_TAINT || CONDITION_TAINTS.iter().any(|(_, _, k)| *k == taint.key),
+        "NoSchedule" => {
+            taint.key == UNSCHEDULABLE_TAINT
+                || CONDITION_TAINTS.iter().any(|(_, _, k)| *k == taint.key)
+        }
         "NoExecute" => taint.key == NOT_READY_TAINT || taint.key == UNREACHABLE_TAINT,
         _ => false,
     }
@@ -222,7 +271,12 @@ struct NodeLifecycle {
     taints_seen: Mutex<HashMap<(String, String), DateTime<Utc>>>,
 }
 
-async fn run(client: Client, clock: Clock, config: NodeLifecycleConfig, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    config: NodeLifecycleConfig,
+    shutdown: CancellationToken,
+) {
     info!("node lifecycle controller starting");
     let (nodes, mut node_writer) = reflector::store::<Node>();
     let (leases, mut lease_writer) = reflector::store::<Lease>();
@@ -231,16 +285,20 @@ async fn run(client: Client, clock: Clock, config: NodeLifecycleConfig, shutdown
     let mut tasks = JoinSet::new();
 
     let w = wake.clone();
-    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let node_events =
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
     tasks.spawn(for_each_event(node_events, shutdown.clone(), move |e| {
         node_writer.apply_watcher_event(&e);
         w.notify_one();
     }));
     let lease_api = Api::<Lease>::namespaced(client.clone(), &config.lease_namespace);
     let lease_events = watcher(lease_api, watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(lease_events, shutdown.clone(), move |e| lease_writer.apply_watcher_event(&e)));
+    tasks.spawn(for_each_event(lease_events, shutdown.clone(), move |e| {
+        lease_writer.apply_watcher_event(&e)
+    }));
     let (w, node_reader) = (wake.clone(), nodes.clone());
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
+    let pod_events =
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
     tasks.spawn(for_each_event(pod_events, shutdown.clone(), move |e| {
         pod_writer.apply_watcher_event(&e);
         if let watcher::Event::Apply(pod) = &e
@@ -274,7 +332,8 @@ async fn run(client: Client, clock: Clock, config: NodeLifecycleConfig, shutdown
         let mut wait = controller.config.node_monitor_period;
         if let Some(at) = next {
             // Wake just after the deadline, so the pass sees it passed.
-            let until = (at - controller.clock.now()).to_std().unwrap_or_default() + Duration::from_millis(1);
+            let until = (at - controller.clock.now()).to_std().unwrap_or_default()
+                + Duration::from_millis(1);
             wait = wait.min(until);
         }
         tokio::select! {
@@ -289,7 +348,9 @@ async fn run(client: Client, clock: Clock, config: NodeLifecycleConfig, shutdown
 
 /// Whether a pod change may need an eviction or a force deletion now.
 fn needs_attention(nodes: &Store<Node>, pod: &Pod) -> bool {
-    let Some(name) = node_name(pod) else { return false };
+    let Some(name) = node_name(pod) else {
+        return false;
+    };
     match nodes.get(&ObjectRef::new(name)) {
         None => true,
         Some(node) => {
@@ -307,15 +368,23 @@ impl NodeLifecycle {
         let mut pods_by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
         for pod in self.pods.state() {
             if let Some(n) = node_name(&pod) {
-                pods_by_node.entry(n.to_string()).or_default().push(pod.clone());
+                pods_by_node
+                    .entry(n.to_string())
+                    .or_default()
+                    .push(pod.clone());
             }
         }
         let mut nodes: HashMap<String, Node> = HashMap::new();
         for node in self.nodes.state() {
             let name = node.name_any();
-            let node = self.monitor_node_health((*node).clone(), now, &mut next).await;
+            let node = self
+                .monitor_node_health((*node).clone(), now, &mut next)
+                .await;
             let node = self.sync_taints(node, now).await;
-            let pods = pods_by_node.get(&name).map(Vec::as_slice).unwrap_or_default();
+            let pods = pods_by_node
+                .get(&name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             if ready_status(&node) != "True" {
                 self.mark_pods_not_ready(&name, pods, now).await;
             }
@@ -327,21 +396,46 @@ impl NodeLifecycle {
     }
 
     /// Upstream `tryUpdateNodeHealth`: marks a node whose agent went silent Unknown.
-    async fn monitor_node_health(&self, node: Node, now: DateTime<Utc>, next: &mut Option<DateTime<Utc>>) -> Node {
+    async fn monitor_node_health(
+        &self,
+        node: Node,
+        now: DateTime<Utc>,
+        next: &mut Option<DateTime<Utc>>,
+    ) -> Node {
         let name = node.name_any();
-        let lease = self.leases.get(&ObjectRef::new(&name).within(&self.config.lease_namespace));
-        let renewed = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref().and_then(|t| to_chrono(&t.0)));
-        let posted =
-            condition(&node, "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).and_then(|t| to_chrono(&t.0));
-        let created = node.metadata.creation_timestamp.as_ref().and_then(|t| to_chrono(&t.0));
-        let Some(heartbeat) = [renewed, posted, created].into_iter().flatten().max() else { return node };
-        let grace = chrono::Duration::from_std(self.config.node_monitor_grace_period).unwrap_or(chrono::Duration::MAX);
+        let lease = self
+            .leases
+            .get(&ObjectRef::new(&name).within(&self.config.lease_namespace));
+        let renewed = lease.and_then(|l| {
+            l.spec
+                .as_ref()?
+                .renew_time
+                .as_ref()
+                .and_then(|t| to_chrono(&t.0))
+        });
+        let posted = condition(&node, "Ready")
+            .and_then(|c| c.last_heartbeat_time.as_ref())
+            .and_then(|t| to_chrono(&t.0));
+        let created = node
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| to_chrono(&t.0));
+        let Some(heartbeat) = [renewed, posted, created].into_iter().flatten().max() else {
+            return node;
+        };
+        let grace = chrono::Duration::from_std(self.config.node_monitor_grace_period)
+            .unwrap_or(chrono::Duration::MAX);
         let deadline = heartbeat + grace;
         if now < deadline {
             *next = min_time(*next, deadline);
             return node;
         }
-        let mut conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let mut conditions = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let mut changed = false;
         for type_ in MONITORED_CONDITIONS {
             match conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -375,7 +469,10 @@ impl NodeLifecycle {
             "status": { "conditions": conditions },
         });
         let api: Api<Node> = Api::all(self.client.clone());
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(updated) => updated,
             Err(e) => {
                 debug!(node = %name, error = %e, "failed to update node status; will retry");
@@ -386,7 +483,11 @@ impl NodeLifecycle {
 
     /// Upstream `doNoScheduleTaintingPass` and `doNoExecuteTaintingPass`.
     async fn sync_taints(&self, node: Node, now: DateTime<Utc>) -> Node {
-        let current: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        let current: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let desired = desired_taints(&node);
         let mut taints: Vec<Taint> = current
             .iter()
@@ -413,7 +514,10 @@ impl NodeLifecycle {
             "spec": { "taints": if taints.is_empty() { json!(null) } else { json!(taints) } },
         });
         let api: Api<Node> = Api::all(self.client.clone());
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(updated) => updated,
             Err(e) => {
                 debug!(node = %name, error = %e, "failed to update node taints; will retry");
@@ -429,8 +533,15 @@ impl NodeLifecycle {
             if matches!(phase, Some("Succeeded" | "Failed")) {
                 continue;
             }
-            let mut conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-            let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready" && c.status != "False") else {
+            let mut conditions = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let Some(ready) = conditions
+                .iter_mut()
+                .find(|c| c.type_ == "Ready" && c.status != "False")
+            else {
                 continue;
             };
             ready.status = "False".into();
@@ -440,15 +551,29 @@ impl NodeLifecycle {
                 "metadata": { "resourceVersion": pod.metadata.resource_version },
                 "status": { "conditions": conditions },
             });
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-            if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            let api: Api<Pod> =
+                Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+            if let Err(e) = api
+                .patch_status(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
                 debug!(pod = %pod.name_any(), error = %e, "failed to mark pod not ready; will retry");
             }
         }
     }
 
     /// Upstream `TaintEvictionController.processPodOnNode` for every pod of a node.
-    async fn evict_pods(&self, node: &Node, pods: &[Arc<Pod>], now: DateTime<Utc>, next: &mut Option<DateTime<Utc>>) {
+    async fn evict_pods(
+        &self,
+        node: &Node,
+        pods: &[Arc<Pod>],
+        now: DateTime<Utc>,
+        next: &mut Option<DateTime<Utc>>,
+    ) {
         let taints = no_execute_taints(node);
         let name = node.name_any();
         {
@@ -463,10 +588,20 @@ impl NodeLifecycle {
         }
         let first_seen = |t: &Taint| {
             let seen = self.taints_seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.get(&(name.clone(), t.key.clone())).copied().unwrap_or(now)
+            seen.get(&(name.clone(), t.key.clone()))
+                .copied()
+                .unwrap_or(now)
         };
-        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-            match eviction_time(pod, &taints, self.config.default_toleration_seconds, first_seen) {
+        for pod in pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+        {
+            match eviction_time(
+                pod,
+                &taints,
+                self.config.default_toleration_seconds,
+                first_seen,
+            ) {
                 Some(at) if at <= now => self.evict(pod).await,
                 Some(at) => *next = min_time(*next, at),
                 None => {}
@@ -475,7 +610,8 @@ impl NodeLifecycle {
     }
 
     async fn evict(&self, pod: &Pod) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let name = pod.name_any();
         info!(pod = %name, node = ?node_name(pod), "evicting pod from a node with NoExecute taints");
         let condition = PodCondition {
@@ -486,16 +622,25 @@ impl NodeLifecycle {
             last_transition_time: Some(to_time(self.clock.now())),
             ..Default::default()
         };
-        let mut conditions: Vec<PodCondition> =
-            pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let mut conditions: Vec<PodCondition> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         conditions.retain(|c| c.type_ != "DisruptionTarget");
         conditions.push(condition);
         let patch = json!({ "status": { "conditions": conditions } });
-        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             debug!(pod = %name, error = %e, "failed to add the DisruptionTarget condition");
         }
         let params = DeleteParams {
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         match api.delete(&name, &params).await {
@@ -514,13 +659,16 @@ impl NodeLifecycle {
         now: DateTime<Utc>,
         next: &mut Option<DateTime<Utc>>,
     ) {
-        let quarantine =
-            chrono::Duration::from_std(self.config.node_monitor_grace_period).unwrap_or(chrono::Duration::MAX);
+        let quarantine = chrono::Duration::from_std(self.config.node_monitor_grace_period)
+            .unwrap_or(chrono::Duration::MAX);
         let mut still_orphaned = Vec::new();
         for (node_name, pods) in pods_by_node {
             match nodes.get(node_name) {
                 Some(node) if ready_status(node) == "Unknown" => {
-                    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some()) {
+                    for pod in pods
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_some())
+                    {
                         info!(pod = %pod.name_any(), node = %node_name, "force-deleting a terminating pod on an unreachable node");
                         self.force_delete(pod).await;
                     }
@@ -529,8 +677,12 @@ impl NodeLifecycle {
                 None => {
                     for pod in pods {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
-                        let first =
-                            *self.orphans.lock().unwrap_or_else(|p| p.into_inner()).entry(uid.clone()).or_insert(now);
+                        let first = *self
+                            .orphans
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(uid.clone())
+                            .or_insert(now);
                         still_orphaned.push(uid);
                         if now < first + quarantine {
                             *next = min_time(*next, first + quarantine);
@@ -546,20 +698,29 @@ impl NodeLifecycle {
                 }
             }
         }
-        self.orphans.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| still_orphaned.contains(uid));
+        self.orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|uid, _| still_orphaned.contains(uid));
     }
 
     async fn force_delete(&self, pod: &Pod) {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         match api.delete(&pod.name_any(), &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => warn!(pod = %pod.name_any(), error = %e, "failed to force-delete pod; will retry"),
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "failed to force-delete pod; will retry")
+            }
         }
     }
 }
@@ -570,11 +731,22 @@ mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
     fn taint(key: &str, added: DateTime<Utc>) -> Taint {
-        Taint { key: key.into(), effect: "NoExecute".into(), value: None, time_added: Some(to_time(added)) }
+        Taint {
+            key: key.into(),
+            effect: "NoExecute".into(),
+            value: None,
+            time_added: Some(to_time(added)),
+        }
     }
 
     fn pod(tolerations: Vec<Toleration>) -> Pod {
-        Pod { spec: Some(PodSpec { tolerations: Some(tolerations), ..Default::default() }), ..Default::default() }
+        Pod {
+            spec: Some(PodSpec {
+                tolerations: Some(tolerations),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -587,10 +759,29 @@ mod tests {
     #[test]
     fn an_untolerated_taint_evicts_at_once_and_a_toleration_without_seconds_never() {
         let t0 = DateTime::from_timestamp(1_000, 0).unwrap_or_default();
-        assert_eq!(eviction_time(&pod(vec![]), &[taint("example.com/broken", t0)], 300, |_| t0), Some(t0));
-        let forever =
-            Toleration { key: Some(UNREACHABLE_TAINT.into()), operator: Some("Exists".into()), ..Default::default() };
-        assert_eq!(eviction_time(&pod(vec![forever]), &[taint(UNREACHABLE_TAINT, t0)], 300, |_| t0), None);
+        assert_eq!(
+            eviction_time(
+                &pod(vec![]),
+                &[taint("example.com/broken", t0)],
+                300,
+                |_| t0
+            ),
+            Some(t0)
+        );
+        let forever = Toleration {
+            key: Some(UNREACHABLE_TAINT.into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            eviction_time(
+                &pod(vec![forever]),
+                &[taint(UNREACHABLE_TAINT, t0)],
+                300,
+                |_| t0
+            ),
+            None
+        );
     }
 
     #[test]
@@ -604,7 +795,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            eviction_time(&pod(vec![short]), &[taint(NOT_READY_TAINT, t0)], 300, |_| t0),
+            eviction_time(
+                &pod(vec![short]),
+                &[taint(NOT_READY_TAINT, t0)],
+                300,
+                |_| t0
+            ),
             Some(t0 + chrono::Duration::seconds(5))
         );
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{Cluster, clear_finalizers, eventually, labels};
 use k8s_openapi::api::core::v1::{
-    ContainerPort, EndpointAddress, EndpointSubset, Endpoints, Pod, Service, ServicePort, ServiceSpec,
+    ContainerPort, EndpointAddress, EndpointSubset, Endpoints, Pod, Service, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,14 +25,24 @@ use serde_json::json;
 async fn start() -> Result<Cluster> {
     Cluster::start(|client, clock, shutdown| {
         vec![
-            spawn_endpoints_controller(client.clone(), clock.clone(), EndpointsConfig::default(), shutdown.clone()),
+            spawn_endpoints_controller(
+                client.clone(),
+                clock.clone(),
+                EndpointsConfig::default(),
+                shutdown.clone(),
+            ),
             spawn_endpointslice_controller(
                 client.clone(),
                 clock.clone(),
                 EndpointSliceConfig::default(),
                 shutdown.clone(),
             ),
-            spawn_garbage_collector(client.clone(), clock.clone(), GarbageCollectorConfig::default(), shutdown.clone()),
+            spawn_garbage_collector(
+                client.clone(),
+                clock.clone(),
+                GarbageCollectorConfig::default(),
+                shutdown.clone(),
+            ),
         ]
     })
     .await
@@ -48,21 +59,37 @@ fn apis(c: &Cluster) -> (Api<Service>, Api<Pod>, Api<Endpoints>) {
 
 fn service(name: &str, selector: Option<&str>, ports: Vec<ServicePort>) -> Service {
     Service {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-        spec: Some(ServiceSpec { selector: selector.map(labels), ports: Some(ports), ..Default::default() }),
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: selector.map(labels),
+            ports: Some(ports),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
 fn http_port(target: IntOrString) -> ServicePort {
-    ServicePort { name: Some("http".into()), port: 80, target_port: Some(target), ..Default::default() }
+    ServicePort {
+        name: Some("http".into()),
+        port: 80,
+        target_port: Some(target),
+        ..Default::default()
+    }
 }
 
 fn pod(name: &str, app: &str) -> Pod {
     let mut pod = common::pod(name);
     pod.metadata.labels = Some(labels(app));
     if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-        c.ports = Some(vec![ContainerPort { name: Some("web".into()), container_port: 9376, ..Default::default() }]);
+        c.ports = Some(vec![ContainerPort {
+            name: Some("web".into()),
+            container_port: 9376,
+            ..Default::default()
+        }]);
     }
     pod
 }
@@ -72,7 +99,8 @@ async fn create_held_and_not_ready_pods(pods: &Api<Pod>) -> Result<()> {
     let mut held = pod("web-a", "web");
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     pods.create(&PostParams::default(), &held).await?;
-    pods.create(&PostParams::default(), &pod("web-b", "web")).await?;
+    pods.create(&PostParams::default(), &pod("web-b", "web"))
+        .await?;
     set_status(pods, "web-a", "10.244.0.1", true).await?;
     set_status(pods, "web-b", "10.244.0.2", false).await
 }
@@ -86,7 +114,8 @@ async fn set_status(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) -> Resul
         "podIPs": [{ "ip": ip }],
         "conditions": [{ "type": "Ready", "status": status }],
     }});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 
@@ -121,7 +150,9 @@ async fn endpoints_are(
     not_ready: &[&str],
     ports: &[i32],
 ) -> Result<bool> {
-    let Some(ep) = eps.get_opt(name).await? else { return Ok(false) };
+    let Some(ep) = eps.get_opt(name).await? else {
+        return Ok(false);
+    };
     let want = (
         ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         not_ready.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
@@ -134,12 +165,19 @@ async fn endpoints_are(
 async fn endpoints_track_pod_readiness_without_dropping_not_ready_pods() -> Result<()> {
     let c = start().await?;
     let (svcs, pods, eps) = apis(&c);
-    svcs.create(&PostParams::default(), &service("web", Some("web"), vec![http_port(IntOrString::Int(8080))])).await?;
+    svcs.create(
+        &PostParams::default(),
+        &service("web", Some("web"), vec![http_port(IntOrString::Int(8080))]),
+    )
+    .await?;
     for name in ["web-a", "web-b"] {
-        pods.create(&PostParams::default(), &pod(name, "web")).await?;
+        pods.create(&PostParams::default(), &pod(name, "web"))
+            .await?;
     }
-    pods.create(&PostParams::default(), &pod("no-ip", "web")).await?;
-    pods.create(&PostParams::default(), &pod("other", "db")).await?;
+    pods.create(&PostParams::default(), &pod("no-ip", "web"))
+        .await?;
+    pods.create(&PostParams::default(), &pod("other", "db"))
+        .await?;
     set_status(&pods, "web-a", "10.244.0.1", true).await?;
     set_status(&pods, "web-b", "10.244.0.2", false).await?;
     set_status(&pods, "other", "10.244.0.9", true).await?;
@@ -149,10 +187,19 @@ async fn endpoints_track_pod_readiness_without_dropping_not_ready_pods() -> Resu
     .await?;
 
     let ep = eps.get("web").await?;
-    let address =
-        ep.subsets.iter().flatten().flat_map(|s| s.addresses.iter().flatten()).next().cloned().unwrap_or_default();
+    let address = ep
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .next()
+        .cloned()
+        .unwrap_or_default();
     let target = address.target_ref.unwrap_or_default();
-    assert_eq!((target.kind.as_deref(), target.name.as_deref()), (Some("Pod"), Some("web-a")));
+    assert_eq!(
+        (target.kind.as_deref(), target.name.as_deref()),
+        (Some("Pod"), Some("web-a"))
+    );
     assert!(target.uid.is_some());
 
     // Readiness flips move addresses between the lists; nothing is dropped.
@@ -162,7 +209,10 @@ async fn endpoints_track_pod_readiness_without_dropping_not_ready_pods() -> Resu
     })
     .await?;
     set_status(&pods, "web-b", "10.244.0.2", true).await?;
-    eventually("web-b is ready", || endpoints_are(&eps, "web", &["10.244.0.2"], &["10.244.0.1"], &[8080])).await?;
+    eventually("web-b is ready", || {
+        endpoints_are(&eps, "web", &["10.244.0.2"], &["10.244.0.1"], &[8080])
+    })
+    .await?;
     c.stop().await
 }
 
@@ -172,27 +222,53 @@ async fn selector_and_label_changes_update_endpoints() -> Result<()> {
     let (svcs, pods, eps) = apis(&c);
     svcs.create(
         &PostParams::default(),
-        &service("web", Some("web"), vec![http_port(IntOrString::String("web".into()))]),
+        &service(
+            "web",
+            Some("web"),
+            vec![http_port(IntOrString::String("web".into()))],
+        ),
     )
     .await?;
-    pods.create(&PostParams::default(), &pod("web-a", "web")).await?;
-    pods.create(&PostParams::default(), &pod("api-a", "api")).await?;
+    pods.create(&PostParams::default(), &pod("web-a", "web"))
+        .await?;
+    pods.create(&PostParams::default(), &pod("api-a", "api"))
+        .await?;
     set_status(&pods, "web-a", "10.244.0.1", true).await?;
     set_status(&pods, "api-a", "10.244.0.2", true).await?;
     // The named targetPort resolves to the container port called "web".
-    eventually("web-a is listed", || endpoints_are(&eps, "web", &["10.244.0.1"], &[], &[9376])).await?;
+    eventually("web-a is listed", || {
+        endpoints_are(&eps, "web", &["10.244.0.1"], &[], &[9376])
+    })
+    .await?;
 
-    svcs.patch("web", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "selector": { "app": "api" } } })))
-        .await?;
-    eventually("the new selector's pod is listed", || endpoints_are(&eps, "web", &["10.244.0.2"], &[], &[9376]))
-        .await?;
+    svcs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "selector": { "app": "api" } } })),
+    )
+    .await?;
+    eventually("the new selector's pod is listed", || {
+        endpoints_are(&eps, "web", &["10.244.0.2"], &[], &[9376])
+    })
+    .await?;
 
     // A pod that stops matching leaves; one that starts matching joins.
-    pods.patch("api-a", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": { "app": "gone" } } })))
-        .await?;
-    pods.patch("web-a", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": { "app": "api" } } })))
-        .await?;
-    eventually("only web-a is listed", || endpoints_are(&eps, "web", &["10.244.0.1"], &[], &[9376])).await?;
+    pods.patch(
+        "api-a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "labels": { "app": "gone" } } })),
+    )
+    .await?;
+    pods.patch(
+        "web-a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "labels": { "app": "api" } } })),
+    )
+    .await?;
+    eventually("only web-a is listed", || {
+        endpoints_are(&eps, "web", &["10.244.0.1"], &[], &[9376])
+    })
+    .await?;
     c.stop().await
 }
 
@@ -200,14 +276,25 @@ async fn selector_and_label_changes_update_endpoints() -> Result<()> {
 async fn terminating_pods_leave_endpoints_unless_not_ready_addresses_are_published() -> Result<()> {
     let c = start().await?;
     let (svcs, pods, eps) = apis(&c);
-    svcs.create(&PostParams::default(), &service("web", Some("web"), vec![http_port(IntOrString::Int(80))])).await?;
-    let mut published = service("published", Some("web"), vec![http_port(IntOrString::Int(80))]);
+    svcs.create(
+        &PostParams::default(),
+        &service("web", Some("web"), vec![http_port(IntOrString::Int(80))]),
+    )
+    .await?;
+    let mut published = service(
+        "published",
+        Some("web"),
+        vec![http_port(IntOrString::Int(80))],
+    );
     if let Some(spec) = published.spec.as_mut() {
         spec.publish_not_ready_addresses = Some(true);
     }
     svcs.create(&PostParams::default(), &published).await?;
     create_held_and_not_ready_pods(&pods).await?;
-    eventually("both pods are listed", || endpoints_are(&eps, "web", &["10.244.0.1"], &["10.244.0.2"], &[80])).await?;
+    eventually("both pods are listed", || {
+        endpoints_are(&eps, "web", &["10.244.0.1"], &["10.244.0.2"], &[80])
+    })
+    .await?;
     // publishNotReadyAddresses lists every pod as ready.
     eventually("published lists both as ready", || {
         endpoints_are(&eps, "published", &["10.244.0.1", "10.244.0.2"], &[], &[80])
@@ -215,7 +302,10 @@ async fn terminating_pods_leave_endpoints_unless_not_ready_addresses_are_publish
     .await?;
 
     pods.delete("web-a", &DeleteParams::default()).await?;
-    eventually("the terminating pod leaves", || endpoints_are(&eps, "web", &[], &["10.244.0.2"], &[80])).await?;
+    eventually("the terminating pod leaves", || {
+        endpoints_are(&eps, "web", &[], &["10.244.0.2"], &[80])
+    })
+    .await?;
     eventually("the published service keeps it", || {
         endpoints_are(&eps, "published", &["10.244.0.1", "10.244.0.2"], &[], &[80])
     })
@@ -241,36 +331,69 @@ async fn headless_services_get_port_less_endpoints() -> Result<()> {
     }
     pods.create(&PostParams::default(), &p).await?;
     set_status(&pods, "db-0", "10.244.0.7", true).await?;
-    eventually("the pod is listed without ports", || endpoints_are(&eps, "db", &["10.244.0.7"], &[], &[])).await?;
+    eventually("the pod is listed without ports", || {
+        endpoints_are(&eps, "db", &["10.244.0.7"], &[], &[])
+    })
+    .await?;
     let ep = eps.get("db").await?;
     assert!(ep.labels().contains_key("service.kubernetes.io/headless"));
-    let address =
-        ep.subsets.iter().flatten().flat_map(|s| s.addresses.iter().flatten()).next().cloned().unwrap_or_default();
+    let address = ep
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .next()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(address.hostname.as_deref(), Some("db-0"));
     c.stop().await
 }
 
 #[tokio::test]
-async fn services_without_selectors_are_left_alone_and_deleted_services_lose_their_endpoints() -> Result<()> {
+async fn services_without_selectors_are_left_alone_and_deleted_services_lose_their_endpoints()
+-> Result<()> {
     let c = start().await?;
     let svcs: Api<Service> = Api::default_namespaced(c.client.clone());
     let eps: Api<Endpoints> = Api::default_namespaced(c.client.clone());
-    svcs.create(&PostParams::default(), &service("external", None, vec![http_port(IntOrString::Int(80))])).await?;
+    svcs.create(
+        &PostParams::default(),
+        &service("external", None, vec![http_port(IntOrString::Int(80))]),
+    )
+    .await?;
     let manual = Endpoints {
-        metadata: ObjectMeta { name: Some("external".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("external".into()),
+            ..Default::default()
+        },
         subsets: Some(vec![EndpointSubset {
-            addresses: Some(vec![EndpointAddress { ip: "192.0.2.10".into(), ..Default::default() }]),
+            addresses: Some(vec![EndpointAddress {
+                ip: "192.0.2.10".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         }]),
     };
     eps.create(&PostParams::default(), &manual).await?;
-    svcs.create(&PostParams::default(), &service("web", Some("web"), vec![http_port(IntOrString::Int(80))])).await?;
-    eventually("web gets (empty) Endpoints", || async { Ok(eps.get_opt("web").await?.is_some()) }).await?;
+    svcs.create(
+        &PostParams::default(),
+        &service("web", Some("web"), vec![http_port(IntOrString::Int(80))]),
+    )
+    .await?;
+    eventually("web gets (empty) Endpoints", || async {
+        Ok(eps.get_opt("web").await?.is_some())
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(summary(&eps.get("external").await?).0, vec!["192.0.2.10".to_string()]);
+    assert_eq!(
+        summary(&eps.get("external").await?).0,
+        vec!["192.0.2.10".to_string()]
+    );
 
     svcs.delete("web", &DeleteParams::default()).await?;
-    eventually("web's Endpoints are deleted", || async { Ok(eps.get_opt("web").await?.is_none()) }).await?;
+    eventually("web's Endpoints are deleted", || async {
+        Ok(eps.get_opt("web").await?.is_none())
+    })
+    .await?;
     c.stop().await
 }
 
@@ -281,7 +404,10 @@ async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service()
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     let slices: Api<EndpointSlice> = Api::default_namespaced(c.client.clone());
     let svc = svcs
-        .create(&PostParams::default(), &service("web", Some("web"), vec![http_port(IntOrString::Int(8080))]))
+        .create(
+            &PostParams::default(),
+            &service("web", Some("web"), vec![http_port(IntOrString::Int(8080))]),
+        )
         .await?;
     let by_service = ListParams::default().labels("kubernetes.io/service-name=web");
 
@@ -312,7 +438,10 @@ async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service()
     };
     eventually("both pods are endpoints", || async {
         Ok(endpoints().await?
-            == vec![("10.244.0.1".to_string(), true, true, false), ("10.244.0.2".to_string(), false, false, false)])
+            == vec![
+                ("10.244.0.1".to_string(), true, true, false),
+                ("10.244.0.2".to_string(), false, false, false),
+            ])
     })
     .await?;
     let list = slices.list(&by_service).await?.items;
@@ -320,17 +449,34 @@ async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service()
     let slice = &list[0];
     assert_eq!(slice.address_type, "IPv4");
     assert_eq!(
-        slice.labels().get("endpointslice.kubernetes.io/managed-by").map(String::as_str),
+        slice
+            .labels()
+            .get("endpointslice.kubernetes.io/managed-by")
+            .map(String::as_str),
         Some("endpointslice-controller.k8s.io")
     );
-    assert_eq!(slice.owner_references().first().map(|o| o.uid.clone()), svc.uid());
-    assert_eq!(slice.ports.iter().flatten().map(|p| p.port).collect::<Vec<_>>(), vec![Some(8080)]);
+    assert_eq!(
+        slice.owner_references().first().map(|o| o.uid.clone()),
+        svc.uid()
+    );
+    assert_eq!(
+        slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.port)
+            .collect::<Vec<_>>(),
+        vec![Some(8080)]
+    );
 
     // A terminating pod stays, marked terminating and not ready but still serving.
     pods.delete("web-a", &DeleteParams::default()).await?;
     eventually("web-a is terminating", || async {
         Ok(endpoints().await?
-            == vec![("10.244.0.1".to_string(), false, true, true), ("10.244.0.2".to_string(), false, false, false)])
+            == vec![
+                ("10.244.0.1".to_string(), false, true, true),
+                ("10.244.0.2".to_string(), false, false, false),
+            ])
     })
     .await?;
     clear_finalizers(&pods, "web-a").await?;
@@ -341,6 +487,9 @@ async fn endpointslices_list_pods_with_conditions_and_are_owned_by_the_service()
 
     // The garbage collector removes the slices with their service.
     svcs.delete("web", &DeleteParams::default()).await?;
-    eventually("the slices are deleted", || async { Ok(slices.list(&by_service).await?.items.is_empty()) }).await?;
+    eventually("the slices are deleted", || async {
+        Ok(slices.list(&by_service).await?.items.is_empty())
+    })
+    .await?;
     c.stop().await
 }

@@ -7,17 +7,29 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{Cluster, clear_finalizers, eventually, meta, namespace, pod, replica_set};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Pod, Secret, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
 use kybernetes_controllers::namespace::{NamespaceConfig, spawn_namespace_controller};
 use serde_json::json;
 
 /// An API server with the namespace controller.
 async fn start() -> Result<Cluster> {
     Cluster::start(|client, clock, shutdown| {
-        let config = NamespaceConfig { requeue_interval: Duration::from_millis(100), ..NamespaceConfig::default() };
-        vec![spawn_namespace_controller(client.clone(), clock.clone(), config, shutdown.clone())]
+        let config = NamespaceConfig {
+            requeue_interval: Duration::from_millis(100),
+            ..NamespaceConfig::default()
+        };
+        vec![spawn_namespace_controller(
+            client.clone(),
+            clock.clone(),
+            config,
+            shutdown.clone(),
+        )]
     })
     .await
 }
@@ -25,7 +37,9 @@ async fn start() -> Result<Cluster> {
 /// Creates the namespace `name`.
 async fn create_namespace(c: &Cluster, name: &str) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(c.client.clone());
-    namespaces.create(&PostParams::default(), &namespace(name)).await?;
+    namespaces
+        .create(&PostParams::default(), &namespace(name))
+        .await?;
     Ok(())
 }
 
@@ -36,7 +50,10 @@ async fn delete_team(namespaces: &Api<Namespace>) -> Result<()> {
 }
 
 async fn wait_until_team_is_gone(namespaces: &Api<Namespace>) -> Result<()> {
-    eventually("the namespace is gone", || async { Ok(namespaces.get_opt("team").await?.is_none()) }).await
+    eventually("the namespace is gone", || async {
+        Ok(namespaces.get_opt("team").await?.is_none())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -45,36 +62,92 @@ async fn deleting_a_namespace_deletes_its_content_then_the_namespace() -> Result
     create_namespace(&c, "team").await?;
     let client = c.client.clone();
     Api::<ConfigMap>::namespaced(client.clone(), "team")
-        .create(&PostParams::default(), &ConfigMap { metadata: meta("cm"), ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: meta("cm"),
+                ..Default::default()
+            },
+        )
         .await?;
     Api::<Secret>::namespaced(client.clone(), "team")
-        .create(&PostParams::default(), &Secret { metadata: meta("s"), ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: meta("s"),
+                ..Default::default()
+            },
+        )
         .await?;
-    Api::<Pod>::namespaced(client.clone(), "team").create(&PostParams::default(), &pod("p")).await?;
+    Api::<Pod>::namespaced(client.clone(), "team")
+        .create(&PostParams::default(), &pod("p"))
+        .await?;
     let svc = Service {
         metadata: meta("svc"),
         spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort { port: 80, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
     };
-    Api::<Service>::namespaced(client.clone(), "team").create(&PostParams::default(), &svc).await?;
+    Api::<Service>::namespaced(client.clone(), "team")
+        .create(&PostParams::default(), &svc)
+        .await?;
     let rs = replica_set("rs", "x");
-    Api::<ReplicaSet>::namespaced(client.clone(), "team").create(&PostParams::default(), &rs).await?;
+    Api::<ReplicaSet>::namespaced(client.clone(), "team")
+        .create(&PostParams::default(), &rs)
+        .await?;
     // Content elsewhere is untouched.
     Api::<ConfigMap>::default_namespaced(client.clone())
-        .create(&PostParams::default(), &ConfigMap { metadata: meta("keep"), ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: meta("keep"),
+                ..Default::default()
+            },
+        )
         .await?;
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     delete_team(&namespaces).await?;
     let lp = ListParams::default();
-    assert!(Api::<ConfigMap>::namespaced(client.clone(), "team").list(&lp).await?.items.is_empty());
-    assert!(Api::<Pod>::namespaced(client.clone(), "team").list(&lp).await?.items.is_empty());
-    assert!(Api::<ReplicaSet>::namespaced(client.clone(), "team").list(&lp).await?.items.is_empty());
-    assert!(Api::<Service>::namespaced(client.clone(), "team").list(&lp).await?.items.is_empty());
-    assert!(Api::<ConfigMap>::default_namespaced(client.clone()).get_opt("keep").await?.is_some());
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), "team")
+            .list(&lp)
+            .await?
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<Pod>::namespaced(client.clone(), "team")
+            .list(&lp)
+            .await?
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<ReplicaSet>::namespaced(client.clone(), "team")
+            .list(&lp)
+            .await?
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<Service>::namespaced(client.clone(), "team")
+            .list(&lp)
+            .await?
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<ConfigMap>::default_namespaced(client.clone())
+            .get_opt("keep")
+            .await?
+            .is_some()
+    );
     c.stop().await
 }
 
@@ -83,7 +156,10 @@ async fn content_with_finalizers_holds_the_namespace_until_they_are_removed() ->
     let c = start().await?;
     create_namespace(&c, "team").await?;
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "team");
-    let mut held = ConfigMap { metadata: meta("held"), ..Default::default() };
+    let mut held = ConfigMap {
+        metadata: meta("held"),
+        ..Default::default()
+    };
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     cms.create(&PostParams::default(), &held).await?;
     let namespaces: Api<Namespace> = Api::all(c.client.clone());
@@ -92,12 +168,19 @@ async fn content_with_finalizers_holds_the_namespace_until_they_are_removed() ->
     eventually("the namespace reports the remaining finalizer", || async {
         let ns = namespaces.get("team").await?;
         let conditions = ns.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(conditions.iter().any(|c| c.type_ == "NamespaceFinalizersRemaining" && c.status == "True")
-            && conditions.iter().any(|c| c.type_ == "NamespaceContentRemaining" && c.status == "True"))
+        Ok(conditions
+            .iter()
+            .any(|c| c.type_ == "NamespaceFinalizersRemaining" && c.status == "True")
+            && conditions
+                .iter()
+                .any(|c| c.type_ == "NamespaceContentRemaining" && c.status == "True"))
     })
     .await?;
     let ns = namespaces.get("team").await?;
-    assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
     assert!(cms.get("held").await?.metadata.deletion_timestamp.is_some());
 
     clear_finalizers(&cms, "held").await?;
@@ -125,11 +208,17 @@ async fn custom_resources_in_a_deleted_namespace_are_deleted_too() -> Result<()>
         }
     }))?;
     crds.create(&PostParams::default(), &crd).await?;
-    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+        "widgets",
+    );
     let widgets: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "team", &resource);
     let widget = DynamicObject::new("w1", &resource).data(json!({ "spec": { "size": 1 } }));
     eventually("the custom resource is served", || async {
-        Ok(widgets.create(&PostParams::default(), &widget).await.is_ok())
+        Ok(widgets
+            .create(&PostParams::default(), &widget)
+            .await
+            .is_ok())
     })
     .await?;
     let namespaces: Api<Namespace> = Api::all(c.client.clone());

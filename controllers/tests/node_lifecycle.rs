@@ -36,7 +36,9 @@ async fn start() -> Result<Cluster> {
 /// Sets the renew time of the lease of node `name` to now.
 async fn renew(leases: &Api<Lease>, clock: &Clock, name: &str) -> kube::Result<Lease> {
     let patch = json!({ "spec": { "renewTime": clock.now_micro() } });
-    leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+    leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
 }
 
 impl Cluster {
@@ -72,7 +74,9 @@ impl Cluster {
             "type": "Ready", "status": status, "reason": "KubeletReady", "message": "kubelet is posting ready status",
             "lastHeartbeatTime": now, "lastTransitionTime": now,
         }]}});
-        nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 
@@ -105,7 +109,8 @@ impl Cluster {
         pods.create(&PostParams::default(), &pod).await?;
         let patch = json!({ "status": { "phase": "Running", "podIP": "10.244.0.5",
             "conditions": [{ "type": "Ready", "status": "True" }] } });
-        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 }
@@ -116,16 +121,31 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,
 {
-    eventually_every(what, Duration::from_secs(600), Duration::from_secs(1), check).await
+    eventually_every(
+        what,
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+        check,
+    )
+    .await
 }
 
 /// The NoExecute and NoSchedule taints with this key, as [`taint_keys`] lists them.
 fn taints(key: &str) -> Vec<(String, String)> {
-    vec![(key.to_string(), "NoExecute".to_string()), (key.to_string(), "NoSchedule".to_string())]
+    vec![
+        (key.to_string(), "NoExecute".to_string()),
+        (key.to_string(), "NoSchedule".to_string()),
+    ]
 }
 
 fn ready_status(node: &Node) -> Option<String> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
 }
 
 fn taint_keys(node: &Node) -> Vec<(String, String)> {
@@ -140,7 +160,13 @@ fn taint_keys(node: &Node) -> Vec<(String, String)> {
 }
 
 fn pod_ready(pod: &Pod) -> Option<String> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone())
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
 }
 
 fn toleration(seconds: Option<i64>) -> Toleration {
@@ -154,15 +180,18 @@ fn toleration(seconds: Option<i64>) -> Toleration {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_their_tolerations() -> Result<()> {
+async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_their_tolerations()
+-> Result<()> {
     let c = start().await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     c.add_node("n1").await?;
     let heartbeat = c.heartbeat("n1");
     c.add_pod("default-toleration", "n1", vec![]).await?;
-    c.add_pod("short-toleration", "n1", vec![toleration(Some(30))]).await?;
-    c.add_pod("tolerates-forever", "n1", vec![toleration(None)]).await?;
+    c.add_pod("short-toleration", "n1", vec![toleration(Some(30))])
+        .await?;
+    c.add_pod("tolerates-forever", "n1", vec![toleration(None)])
+        .await?;
 
     // A healthy node stays Ready well past the grace period.
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -174,11 +203,15 @@ async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_th
     let stopped = c.clock.now();
     eventually("the node is Unknown and tainted unreachable", || async {
         let node = nodes.get("n1").await?;
-        Ok(ready_status(&node).as_deref() == Some("Unknown") && taint_keys(&node) == taints(UNREACHABLE_TAINT))
+        Ok(ready_status(&node).as_deref() == Some("Unknown")
+            && taint_keys(&node) == taints(UNREACHABLE_TAINT))
     })
     .await?;
     let silent = (c.clock.now() - stopped).num_seconds();
-    assert!((30..=60).contains(&silent), "marked Unknown {silent}s after the last renewal");
+    assert!(
+        (30..=60).contains(&silent),
+        "marked Unknown {silent}s after the last renewal"
+    );
     let node = nodes.get("n1").await?;
     let ready = node
         .status
@@ -188,7 +221,10 @@ async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_th
         .cloned()
         .unwrap_or_default();
     assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
-    assert_eq!(ready.message.as_deref(), Some("Kubelet stopped posting node status."));
+    assert_eq!(
+        ready.message.as_deref(),
+        Some("Kubelet stopped posting node status.")
+    );
     eventually("the pods are marked not ready", || async {
         Ok(pod_ready(&pods.get("default-toleration").await?).as_deref() == Some("False"))
     })
@@ -196,10 +232,15 @@ async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_th
 
     // The short toleration runs out first; the pod is evicted and, its node being
     // unreachable, force-deleted.
-    eventually("the short-toleration pod is gone", || async { Ok(pods.get_opt("short-toleration").await?.is_none()) })
-        .await?;
+    eventually("the short-toleration pod is gone", || async {
+        Ok(pods.get_opt("short-toleration").await?.is_none())
+    })
+    .await?;
     let tainted_for = (c.clock.now() - stopped).num_seconds();
-    assert!(tainted_for < 120, "evicted {tainted_for}s after the lease stopped");
+    assert!(
+        tainted_for < 120,
+        "evicted {tainted_for}s after the lease stopped"
+    );
     assert!(pods.get_opt("default-toleration").await?.is_some());
 
     eventually("the default-toleration pod is gone", || async {
@@ -207,8 +248,14 @@ async fn a_node_whose_lease_stops_goes_unknown_and_its_pods_are_evicted_after_th
     })
     .await?;
     let tainted_for = (c.clock.now() - stopped).num_seconds();
-    assert!((300..=400).contains(&tainted_for), "evicted {tainted_for}s after the lease stopped");
-    assert!(pods.get_opt("tolerates-forever").await?.is_some(), "a toleration without seconds is forever");
+    assert!(
+        (300..=400).contains(&tainted_for),
+        "evicted {tainted_for}s after the lease stopped"
+    );
+    assert!(
+        pods.get_opt("tolerates-forever").await?.is_some(),
+        "a toleration without seconds is forever"
+    );
     c.stop().await
 }
 
@@ -224,7 +271,10 @@ async fn a_node_reporting_not_ready_is_tainted_not_ready_until_it_recovers() -> 
     })
     .await?;
     c.post_ready("n1", "True").await?;
-    eventually("the taints are removed", || async { Ok(taint_keys(&nodes.get("n1").await?).is_empty()) }).await?;
+    eventually("the taints are removed", || async {
+        Ok(taint_keys(&nodes.get("n1").await?).is_empty())
+    })
+    .await?;
     c.stop().await
 }
 
@@ -241,10 +291,16 @@ async fn an_unreachable_node_that_comes_back_loses_its_taints() -> Result<()> {
     c.renew_lease("n1").await?;
     let _heartbeat = c.heartbeat("n1");
     c.post_ready("n1", "True").await?;
-    eventually("the taints are removed", || async { Ok(taint_keys(&nodes.get("n1").await?).is_empty()) }).await?;
+    eventually("the taints are removed", || async {
+        Ok(taint_keys(&nodes.get("n1").await?).is_empty())
+    })
+    .await?;
     // And it stays healthy.
     tokio::time::sleep(Duration::from_secs(120)).await;
-    assert_eq!(ready_status(&nodes.get("n1").await?).as_deref(), Some("True"));
+    assert_eq!(
+        ready_status(&nodes.get("n1").await?).as_deref(),
+        Some("True")
+    );
     c.stop().await
 }
 
@@ -253,6 +309,9 @@ async fn pods_bound_to_a_missing_node_are_force_deleted() -> Result<()> {
     let c = start().await?;
     let pods: Api<Pod> = Api::default_namespaced(c.client.clone());
     c.add_pod("orphan", "ghost", vec![]).await?;
-    eventually("the orphaned pod is deleted", || async { Ok(pods.get_opt("orphan").await?.is_none()) }).await?;
+    eventually("the orphaned pod is deleted", || async {
+        Ok(pods.get_opt("orphan").await?.is_none())
+    })
+    .await?;
     c.stop().await
 }

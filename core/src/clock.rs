@@ -40,7 +40,12 @@ impl Clock {
 
     /// A clock that reads `wall` now and advances with tokio time.
     pub fn starting_at(wall: DateTime<Utc>) -> Self {
-        Clock { inner: Arc::new(Anchor { wall, mono: tokio::time::Instant::now() }) }
+        Clock {
+            inner: Arc::new(Anchor {
+                wall,
+                mono: tokio::time::Instant::now(),
+            }),
+        }
     }
 
     /// The current wall time.
@@ -74,5 +79,7 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 
 /// Parses a metav1.Time or MicroTime string.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }

@@ -107,7 +107,11 @@ impl FieldSelector {
                 )));
             };
             let value = unescape_value(rhs)?;
-            requirements.push(FieldRequirement { field: field.to_string(), op, value });
+            requirements.push(FieldRequirement {
+                field: field.to_string(),
+                op,
+                value,
+            });
         }
         Ok(FieldSelector { requirements })
     }
@@ -143,7 +147,9 @@ impl FieldSelector {
     /// # Ok::<(), kybernetes_core::selector::SelectorError>(())
     /// ```
     pub fn matches_with(&self, lookup: impl Fn(&str) -> Option<String>) -> bool {
-        self.requirements.iter().all(|r| r.matches_value(lookup(&r.field).as_deref().unwrap_or("")))
+        self.requirements
+            .iter()
+            .all(|r| r.matches_value(lookup(&r.field).as_deref().unwrap_or("")))
     }
 
     /// Checks that every field is one the resource supports, as upstream's per-resource field
@@ -161,7 +167,11 @@ impl FieldSelector {
     /// # Ok::<(), kybernetes_core::selector::SelectorError>(())
     /// ```
     pub fn validate_fields(&self, allowed: &[&str]) -> Result<(), SelectorError> {
-        match self.requirements.iter().find(|r| !allowed.contains(&r.field.as_str())) {
+        match self
+            .requirements
+            .iter()
+            .find(|r| !allowed.contains(&r.field.as_str()))
+        {
             Some(r) => Err(SelectorError::UnsupportedField(r.field.clone())),
             None => Ok(()),
         }
@@ -178,7 +188,10 @@ impl FieldSelector {
     /// # Ok::<(), kybernetes_core::selector::SelectorError>(())
     /// ```
     pub fn single_value(&self, field: &str) -> Option<&str> {
-        self.requirements.iter().find(|r| r.op == FieldOp::Equals && r.field == field).map(|r| r.value.as_str())
+        self.requirements
+            .iter()
+            .find(|r| r.op == FieldOp::Equals && r.field == field)
+            .map(|r| r.value.as_str())
     }
 }
 
@@ -231,7 +244,11 @@ fn split_terms(selector: &str) -> Vec<&str> {
 fn split_term(term: &str) -> Option<(&str, FieldOp, &str)> {
     for (i, _) in term.char_indices() {
         let rest = &term[i..];
-        for (token, op) in [("!=", FieldOp::NotEquals), ("==", FieldOp::Equals), ("=", FieldOp::Equals)] {
+        for (token, op) in [
+            ("!=", FieldOp::NotEquals),
+            ("==", FieldOp::Equals),
+            ("=", FieldOp::Equals),
+        ] {
             if let Some(rhs) = rest.strip_prefix(token) {
                 return Some((&term[..i], op, rhs));
             }
@@ -278,7 +295,9 @@ pub fn unescape_value(s: &str) -> Result<String, SelectorError> {
     for c in s.chars() {
         if in_slash {
             if !matches!(c, '\\' | ',' | '=') {
-                return Err(SelectorError::Syntax(format!("invalid field selector: invalid escape sequence: \\{c}")));
+                return Err(SelectorError::Syntax(format!(
+                    "invalid field selector: invalid escape sequence: \\{c}"
+                )));
             }
             out.push(c);
             in_slash = false;
@@ -297,7 +316,9 @@ pub fn unescape_value(s: &str) -> Result<String, SelectorError> {
         }
     }
     if in_slash {
-        return Err(SelectorError::Syntax("invalid field selector: invalid escape sequence: \\".to_string()));
+        return Err(SelectorError::Syntax(
+            "invalid field selector: invalid escape sequence: \\".to_string(),
+        ));
     }
     Ok(out)
 }
@@ -331,7 +352,9 @@ pub fn field_value(obj: &Value, field: &str) -> Option<String> {
         ("Event", "source") => path_value(obj, "source.component")
             .filter(|s| !s.is_empty())
             .or_else(|| path_value(obj, "reportingComponent")),
-        ("Job", "status.successful") => Some(path_value(obj, "status.succeeded").unwrap_or_else(|| "0".to_string())),
+        ("Job", "status.successful") => {
+            Some(path_value(obj, "status.succeeded").unwrap_or_else(|| "0".to_string()))
+        }
         ("ReplicaSet" | "ReplicationController", "status.replicas") => {
             Some(path_value(obj, field).unwrap_or_else(|| "0".to_string()))
         }
@@ -377,22 +400,48 @@ mod tests {
     }
 
     fn req(field: &str, op: FieldOp, value: &str) -> FieldRequirement {
-        FieldRequirement { field: field.into(), op, value: value.into() }
+        FieldRequirement {
+            field: field.into(),
+            op,
+            value: value.into(),
+        }
     }
 
     #[test]
     fn parses_equality_operators_and_sorts_terms() {
         assert_eq!(parse("").requirements, vec![]);
-        assert_eq!(parse("x=a").requirements, vec![req("x", FieldOp::Equals, "a")]);
-        assert_eq!(parse("x==a").requirements, vec![req("x", FieldOp::Equals, "a")]);
-        assert_eq!(parse("x!=a").requirements, vec![req("x", FieldOp::NotEquals, "a")]);
+        assert_eq!(
+            parse("x=a").requirements,
+            vec![req("x", FieldOp::Equals, "a")]
+        );
+        assert_eq!(
+            parse("x==a").requirements,
+            vec![req("x", FieldOp::Equals, "a")]
+        );
+        assert_eq!(
+            parse("x!=a").requirements,
+            vec![req("x", FieldOp::NotEquals, "a")]
+        );
         assert_eq!(
             parse("z!=c,y==b,x=a").requirements,
-            vec![req("x", FieldOp::Equals, "a"), req("y", FieldOp::Equals, "b"), req("z", FieldOp::NotEquals, "c")]
+            vec![
+                req("x", FieldOp::Equals, "a"),
+                req("y", FieldOp::Equals, "b"),
+                req("z", FieldOp::NotEquals, "c")
+            ]
         );
-        assert_eq!(parse("x=").requirements, vec![req("x", FieldOp::Equals, "")]);
-        assert_eq!(parse("=x").requirements, vec![req("", FieldOp::Equals, "x")]);
-        assert_eq!(parse("a!b=c").requirements, vec![req("a!b", FieldOp::Equals, "c")]);
+        assert_eq!(
+            parse("x=").requirements,
+            vec![req("x", FieldOp::Equals, "")]
+        );
+        assert_eq!(
+            parse("=x").requirements,
+            vec![req("", FieldOp::Equals, "x")]
+        );
+        assert_eq!(
+            parse("a!b=c").requirements,
+            vec![req("a!b", FieldOp::Equals, "c")]
+        );
     }
 
     #[test]
@@ -403,7 +452,10 @@ mod tests {
 
     #[test]
     fn whitespace_is_kept_verbatim_like_upstream() {
-        assert_eq!(parse(" x = a ").requirements, vec![req(" x ", FieldOp::Equals, " a ")]);
+        assert_eq!(
+            parse(" x = a ").requirements,
+            vec![req(" x ", FieldOp::Equals, " a ")]
+        );
     }
 
     #[test]
@@ -430,23 +482,56 @@ mod tests {
         assert_eq!(parse(r"x=a\\b").requirements[0].value, r"a\b");
         assert_eq!(
             parse(r"x=a\\,y=b").requirements,
-            vec![req("x", FieldOp::Equals, r"a\"), req("y", FieldOp::Equals, "b")]
+            vec![
+                req("x", FieldOp::Equals, r"a\"),
+                req("y", FieldOp::Equals, "b")
+            ]
         );
-        assert_eq!(parse(r"x!=\,").requirements, vec![req("x", FieldOp::NotEquals, ",")]);
+        assert_eq!(
+            parse(r"x!=\,").requirements,
+            vec![req("x", FieldOp::NotEquals, ",")]
+        );
     }
 
     #[test]
     fn parse_errors_carry_upstream_messages() {
-        assert_eq!(parse_err("x"), "invalid selector: 'x'; can't understand 'x'");
-        assert_eq!(parse_err("y=b,x"), "invalid selector: 'y=b,x'; can't understand 'x'");
-        assert_eq!(parse_err("x=a=b"), "invalid field selector: unescaped character in value: 61");
-        assert_eq!(parse_err("x===b"), "invalid field selector: unescaped character in value: 61");
-        assert_eq!(parse_err(r"x=a\b"), r"invalid field selector: invalid escape sequence: \b");
-        assert_eq!(parse_err(r"x=a\"), r"invalid field selector: invalid escape sequence: \");
-        assert_eq!(parse_err(r"x=a\é"), r"invalid field selector: invalid escape sequence: \é");
+        assert_eq!(
+            parse_err("x"),
+            "invalid selector: 'x'; can't understand 'x'"
+        );
+        assert_eq!(
+            parse_err("y=b,x"),
+            "invalid selector: 'y=b,x'; can't understand 'x'"
+        );
+        assert_eq!(
+            parse_err("x=a=b"),
+            "invalid field selector: unescaped character in value: 61"
+        );
+        assert_eq!(
+            parse_err("x===b"),
+            "invalid field selector: unescaped character in value: 61"
+        );
+        assert_eq!(
+            parse_err(r"x=a\b"),
+            r"invalid field selector: invalid escape sequence: \b"
+        );
+        assert_eq!(
+            parse_err(r"x=a\"),
+            r"invalid field selector: invalid escape sequence: \"
+        );
+        assert_eq!(
+            parse_err(r"x=a\é"),
+            r"invalid field selector: invalid escape sequence: \é"
+        );
         // An escaped '=' in the field name does not hide it from the term split.
-        assert_eq!(parse_err(r"a\=b=c"), "invalid field selector: unescaped character in value: 61");
-        assert!(matches!(FieldSelector::parse("x"), Err(SelectorError::Syntax(_))));
+        assert_eq!(
+            parse_err(r"a\=b=c"),
+            "invalid field selector: unescaped character in value: 61"
+        );
+        assert!(matches!(
+            FieldSelector::parse("x"),
+            Err(SelectorError::Syntax(_))
+        ));
     }
 
     #[test]
@@ -486,11 +571,15 @@ mod tests {
 
     #[test]
     fn missing_fields_read_as_empty() {
-        let unscheduled = json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
+        let unscheduled =
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
         assert!(parse("spec.nodeName=").matches(&unscheduled));
         assert!(!parse("spec.nodeName!=").matches(&unscheduled));
         assert!(parse("spec.nodeName!=node-1").matches(&unscheduled));
-        assert!(parse("metadata.namespace=").matches(&json!({"kind": "Node", "metadata": {"name": "n"}})));
+        assert!(
+            parse("metadata.namespace=")
+                .matches(&json!({"kind": "Node", "metadata": {"name": "n"}}))
+        );
         // Objects and arrays are not selectable values.
         assert!(parse("spec.containers=").matches(&unscheduled));
         assert!(parse("spec.nodeName=").matches(&json!({"spec": {"nodeName": null}})));
@@ -499,7 +588,8 @@ mod tests {
 
     #[test]
     fn scalars_render_like_go() {
-        let obj = json!({"spec": {"replicas": 3, "paused": true, "ratio": 0.5, "items": ["a", "b"]}});
+        let obj =
+            json!({"spec": {"replicas": 3, "paused": true, "ratio": 0.5, "items": ["a", "b"]}});
         assert_eq!(field_value(&obj, "spec.replicas").as_deref(), Some("3"));
         assert_eq!(field_value(&obj, "spec.paused").as_deref(), Some("true"));
         assert_eq!(field_value(&obj, "spec.ratio").as_deref(), Some("0.5"));
@@ -519,40 +609,65 @@ mod tests {
             "reportingComponent": "default-scheduler",
             "source": {"component": ""},
         });
-        assert!(parse("involvedObject.kind=Pod,involvedObject.name=web,involvedObject.uid=u1").matches(&ev));
+        assert!(
+            parse("involvedObject.kind=Pod,involvedObject.name=web,involvedObject.uid=u1")
+                .matches(&ev)
+        );
         assert!(parse("reason=Scheduled,type!=Warning").matches(&ev));
         assert!(parse("source=default-scheduler").matches(&ev));
         assert!(parse("reportingComponent=default-scheduler").matches(&ev));
-        let kubelet = json!({"kind": "Event", "source": {"component": "kubelet"}, "reportingComponent": "x"});
+        let kubelet =
+            json!({"kind": "Event", "source": {"component": "kubelet"}, "reportingComponent": "x"});
         assert!(parse("source=kubelet").matches(&kubelet));
     }
 
     #[test]
     fn kind_specific_defaults_follow_upstream_field_sets() {
         assert!(parse("spec.unschedulable=false").matches(&json!({"kind": "Node", "spec": {}})));
-        assert!(parse("spec.unschedulable=true").matches(&json!({"kind": "Node", "spec": {"unschedulable": true}})));
+        assert!(
+            parse("spec.unschedulable=true")
+                .matches(&json!({"kind": "Node", "spec": {"unschedulable": true}}))
+        );
         assert!(parse("status.successful=0").matches(&json!({"kind": "Job", "status": {}})));
-        assert!(parse("status.successful=2").matches(&json!({"kind": "Job", "status": {"succeeded": 2}})));
+        assert!(
+            parse("status.successful=2")
+                .matches(&json!({"kind": "Job", "status": {"succeeded": 2}}))
+        );
         assert!(parse("status.replicas=0").matches(&json!({"kind": "ReplicaSet", "status": {}})));
         assert!(
-            parse("status.replicas=3").matches(&json!({"kind": "ReplicationController", "status": {"replicas": 3}}))
+            parse("status.replicas=3")
+                .matches(&json!({"kind": "ReplicationController", "status": {"replicas": 3}}))
         );
-        assert!(parse("spec.hostNetwork=true").matches(&json!({"kind": "Pod", "spec": {"hostNetwork": true}})));
+        assert!(
+            parse("spec.hostNetwork=true")
+                .matches(&json!({"kind": "Pod", "spec": {"hostNetwork": true}}))
+        );
         // Without the kind, no default applies.
         assert!(parse("spec.unschedulable=").matches(&json!({"spec": {}})));
     }
 
     #[test]
     fn validate_fields_names_the_first_unsupported_field() {
-        let allowed = ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"];
+        let allowed = [
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "status.phase",
+        ];
         assert!(parse("").validate_fields(&allowed).is_ok());
-        assert!(parse("spec.nodeName=n,metadata.name=x").validate_fields(&allowed).is_ok());
+        assert!(
+            parse("spec.nodeName=n,metadata.name=x")
+                .validate_fields(&allowed)
+                .is_ok()
+        );
         assert_eq!(
             parse("spec.nodeName=n,spec.bogus=1,spec.another=2").validate_fields(&allowed),
             Err(SelectorError::UnsupportedField("spec.another".into()))
         );
         assert_eq!(
-            parse("spec.bogus=1").validate_fields(&allowed).map_err(|e| e.to_string()),
+            parse("spec.bogus=1")
+                .validate_fields(&allowed)
+                .map_err(|e| e.to_string()),
             Err("field label not supported: spec.bogus".into())
         );
     }
@@ -563,13 +678,22 @@ mod tests {
         assert_eq!(sel.single_value("metadata.name"), Some("a"));
         assert_eq!(sel.single_value("metadata.namespace"), None);
         assert_eq!(sel.single_value("spec.nodeName"), None);
-        assert_eq!(parse("metadata.name==web").single_value("metadata.name"), Some("web"));
-        assert_eq!(parse(r"metadata.name=a\,b").single_value("metadata.name"), Some("a,b"));
+        assert_eq!(
+            parse("metadata.name==web").single_value("metadata.name"),
+            Some("web")
+        );
+        assert_eq!(
+            parse(r"metadata.name=a\,b").single_value("metadata.name"),
+            Some("a,b")
+        );
     }
 
     #[test]
     fn from_str_and_everything() {
-        assert_eq!("x=a".parse::<FieldSelector>().map(|s| s.to_string()), Ok("x=a".to_string()));
+        assert_eq!(
+            "x=a".parse::<FieldSelector>().map(|s| s.to_string()),
+            Ok("x=a".to_string())
+        );
         assert!(FieldSelector::everything().matches(&json!({})));
         assert_eq!(FieldSelector::everything().to_string(), "");
     }

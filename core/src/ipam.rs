@@ -101,7 +101,10 @@ impl Cidr {
                 reason: "prefix length must be at most 32".into(),
             });
         }
-        Ok(Cidr { network: u32::from(addr) & mask(prefix), prefix })
+        Ok(Cidr {
+            network: u32::from(addr) & mask(prefix),
+            prefix,
+        })
     }
 
     /// The `const` form of [`Cidr::new`], for constants: `None` if `prefix > 32`.
@@ -116,7 +119,10 @@ impl Cidr {
         if prefix > 32 {
             return None;
         }
-        Some(Cidr { network: u32::from_be_bytes(octets) & mask(prefix), prefix })
+        Some(Cidr {
+            network: u32::from_be_bytes(octets) & mask(prefix),
+            prefix,
+        })
     }
 
     /// The network address (`10.244.0.0` for `10.244.0.0/16`).
@@ -158,7 +164,9 @@ impl Cidr {
         if n >= self.size() {
             return None;
         }
-        u32::try_from(n).ok().map(|n| Ipv4Addr::from(self.network + n))
+        u32::try_from(n)
+            .ok()
+            .map(|n| Ipv4Addr::from(self.network + n))
     }
 
     /// How far `ip` lies from the network address, if it is inside the network.
@@ -172,7 +180,9 @@ impl Cidr {
     /// How many subnets of length `prefix` the network splits into.
     pub fn subnet_count(&self, prefix: u8) -> Result<u64> {
         if prefix < self.prefix || prefix > 32 {
-            return Err(Error::InvalidRange(format!("{self} cannot be split into /{prefix} subnets")));
+            return Err(Error::InvalidRange(format!(
+                "{self} cannot be split into /{prefix} subnets"
+            )));
         }
         Ok(1u64 << (prefix - self.prefix))
     }
@@ -207,10 +217,21 @@ impl FromStr for Cidr {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidCidr { input: s.to_string(), reason: reason.into() };
-        let (addr, prefix) = s.trim().split_once('/').ok_or_else(|| invalid("missing /prefix"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|source| Error::InvalidAddress { input: s.to_string(), source })?;
-        let prefix: u8 = prefix.parse().map_err(|_| invalid("prefix length is not a number"))?;
+        let invalid = |reason: &str| Error::InvalidCidr {
+            input: s.to_string(),
+            reason: reason.into(),
+        };
+        let (addr, prefix) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| invalid("missing /prefix"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|source| Error::InvalidAddress {
+            input: s.to_string(),
+            source,
+        })?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| invalid("prefix length is not a number"))?;
         if prefix > 32 {
             return Err(invalid("prefix length must be at most 32"));
         }
@@ -239,7 +260,12 @@ struct Ring {
 impl Ring {
     /// A ring over `lo..=hi`; empty when `lo > hi`.
     fn new(lo: u32, hi: u32) -> Self {
-        Ring { lo, hi, used: BTreeSet::new(), last: None }
+        Ring {
+            lo,
+            hi,
+            used: BTreeSet::new(),
+            last: None,
+        }
     }
 
     fn in_range(&self, v: u32) -> bool {
@@ -247,7 +273,11 @@ impl Ring {
     }
 
     fn capacity(&self) -> u64 {
-        if self.lo > self.hi { 0 } else { u64::from(self.hi - self.lo) + 1 }
+        if self.lo > self.hi {
+            0
+        } else {
+            u64::from(self.hi - self.lo) + 1
+        }
     }
 
     fn free(&self) -> u64 {
@@ -262,8 +292,13 @@ impl Ring {
             Some(l) if self.lo <= l && l < self.hi => l + 1,
             _ => self.lo,
         };
-        first_gap(&self.used, start, self.hi)
-            .or_else(|| if start > self.lo { first_gap(&self.used, self.lo, start - 1) } else { None })
+        first_gap(&self.used, start, self.hi).or_else(|| {
+            if start > self.lo {
+                first_gap(&self.used, self.lo, start - 1)
+            } else {
+                None
+            }
+        })
     }
 
     fn allocate(&mut self) -> Option<u32> {
@@ -339,9 +374,16 @@ impl IpAllocator {
 
     fn with_reserved_hosts(cidr: Cidr, reserved: u32) -> Self {
         let last = u32::try_from(cidr.size() - 1).unwrap_or(u32::MAX);
-        let (lo, hi) = if cidr.prefix_len() >= 31 { (0, last) } else { (1, last - 1) };
+        let (lo, hi) = if cidr.prefix_len() >= 31 {
+            (0, last)
+        } else {
+            (1, last - 1)
+        };
         // An empty ring has lo > hi; `lo + reserved` cannot overflow since lo <= 1.
-        IpAllocator { cidr, ring: Ring::new(lo + reserved, hi) }
+        IpAllocator {
+            cidr,
+            ring: Ring::new(lo + reserved, hi),
+        }
     }
 
     /// The range this allocator hands out from.
@@ -358,7 +400,9 @@ impl IpAllocator {
     pub fn allocate_specific(&mut self, ip: IpAddr) -> Result<()> {
         let o = self.usable_offset(ip)?;
         if !self.ring.used.insert(o) {
-            return Err(Error::AlreadyAllocated { value: ip.to_string() });
+            return Err(Error::AlreadyAllocated {
+                value: ip.to_string(),
+            });
         }
         Ok(())
     }
@@ -381,7 +425,9 @@ impl IpAllocator {
 
     /// Whether `ip` is currently allocated.
     pub fn is_allocated(&self, ip: IpAddr) -> bool {
-        self.cidr.offset_of(ip).is_some_and(|o| self.ring.used.contains(&o))
+        self.cidr
+            .offset_of(ip)
+            .is_some_and(|o| self.ring.used.contains(&o))
     }
 
     /// How many addresses are allocated.
@@ -404,12 +450,15 @@ impl IpAllocator {
     }
 
     fn usable_offset(&self, ip: IpAddr) -> Result<u32> {
-        let o = self
-            .cidr
-            .offset_of(ip)
-            .ok_or_else(|| Error::OutOfRange { value: ip.to_string(), range: self.cidr.to_string() })?;
+        let o = self.cidr.offset_of(ip).ok_or_else(|| Error::OutOfRange {
+            value: ip.to_string(),
+            range: self.cidr.to_string(),
+        })?;
         if !self.ring.in_range(o) {
-            return Err(Error::Reserved { value: ip.to_string(), range: self.cidr.to_string() });
+            return Err(Error::Reserved {
+                value: ip.to_string(),
+                range: self.cidr.to_string(),
+            });
         }
         Ok(o)
     }
@@ -436,9 +485,13 @@ impl PortAllocator {
     /// An allocator over `first..=last`.
     pub fn new(first: u16, last: u16) -> Result<Self> {
         if first > last {
-            return Err(Error::InvalidRange(format!("port range {first}-{last} is empty")));
+            return Err(Error::InvalidRange(format!(
+                "port range {first}-{last} is empty"
+            )));
         }
-        Ok(PortAllocator { ring: Ring::new(u32::from(first), u32::from(last)) })
+        Ok(PortAllocator {
+            ring: Ring::new(u32::from(first), u32::from(last)),
+        })
     }
 
     /// The inclusive range this allocator hands out from.
@@ -455,7 +508,9 @@ impl PortAllocator {
     pub fn allocate_specific(&mut self, port: u16) -> Result<()> {
         self.check(port)?;
         if !self.ring.used.insert(u32::from(port)) {
-            return Err(Error::AlreadyAllocated { value: port.to_string() });
+            return Err(Error::AlreadyAllocated {
+                value: port.to_string(),
+            });
         }
         Ok(())
     }
@@ -497,7 +552,10 @@ impl PortAllocator {
             Ok(())
         } else {
             let (lo, hi) = self.range();
-            Err(Error::OutOfRange { value: port.to_string(), range: format!("{lo}-{hi}") })
+            Err(Error::OutOfRange {
+                value: port.to_string(),
+                range: format!("{lo}-{hi}"),
+            })
         }
     }
 }
@@ -532,7 +590,11 @@ impl SubnetAllocator {
     pub fn new(cluster: Cidr, subnet_prefix: u8) -> Result<Self> {
         let count = cluster.subnet_count(subnet_prefix)?;
         let hi = u32::try_from(count - 1).unwrap_or(u32::MAX);
-        Ok(SubnetAllocator { cluster, subnet_prefix, ring: Ring::new(0, hi) })
+        Ok(SubnetAllocator {
+            cluster,
+            subnet_prefix,
+            ring: Ring::new(0, hi),
+        })
     }
 
     /// The cluster CIDR being split.
@@ -547,14 +609,18 @@ impl SubnetAllocator {
 
     /// The next free subnet after the last one handed out, or `None` when all are taken.
     pub fn allocate(&mut self) -> Option<Cidr> {
-        self.ring.allocate().and_then(|i| self.cluster.subnet(self.subnet_prefix, u64::from(i)))
+        self.ring
+            .allocate()
+            .and_then(|i| self.cluster.subnet(self.subnet_prefix, u64::from(i)))
     }
 
     /// Takes `subnet` if it is one of this allocator's subnets and free.
     pub fn allocate_specific(&mut self, subnet: Cidr) -> Result<()> {
         let i = self.index_of(&subnet)?;
         if !self.ring.used.insert(i) {
-            return Err(Error::AlreadyAllocated { value: subnet.to_string() });
+            return Err(Error::AlreadyAllocated {
+                value: subnet.to_string(),
+            });
         }
         Ok(())
     }
@@ -568,12 +634,14 @@ impl SubnetAllocator {
 
     /// Gives `subnet` back; returns whether it was allocated.
     pub fn release(&mut self, subnet: Cidr) -> bool {
-        self.index_of(&subnet).is_ok_and(|i| self.ring.used.remove(&i))
+        self.index_of(&subnet)
+            .is_ok_and(|i| self.ring.used.remove(&i))
     }
 
     /// Whether `subnet` is currently allocated.
     pub fn is_allocated(&self, subnet: Cidr) -> bool {
-        self.index_of(&subnet).is_ok_and(|i| self.ring.used.contains(&i))
+        self.index_of(&subnet)
+            .is_ok_and(|i| self.ring.used.contains(&i))
     }
 
     /// How many subnets are allocated.
@@ -599,7 +667,9 @@ impl SubnetAllocator {
             });
         }
         let offset = u32::from(subnet.network()) - u32::from(self.cluster.network());
-        Ok(offset.checked_shr(32 - u32::from(self.subnet_prefix)).unwrap_or(0))
+        Ok(offset
+            .checked_shr(32 - u32::from(self.subnet_prefix))
+            .unwrap_or(0))
     }
 }
 
@@ -627,7 +697,14 @@ mod tests {
 
     #[test]
     fn cidr_rejects_malformed_text() {
-        for bad in ["10.0.0.0", "10.0.0.0/33", "10.0.0/8", "10.0.0.0/x", "::1/64", ""] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "10.0.0.0/x",
+            "::1/64",
+            "",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} should not parse");
         }
     }
@@ -668,16 +745,28 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| a.allocate()).collect();
         assert_eq!(got, (1..=6).map(|d| v4(10, 0, 0, d)).collect::<Vec<_>>());
         assert_eq!(a.free(), 0);
-        assert!(matches!(a.allocate_specific(v4(10, 0, 0, 0)), Err(Error::Reserved { .. })));
-        assert!(matches!(a.allocate_specific(v4(10, 0, 0, 7)), Err(Error::Reserved { .. })));
-        assert!(matches!(a.allocate_specific(v4(10, 0, 0, 8)), Err(Error::OutOfRange { .. })));
+        assert!(matches!(
+            a.allocate_specific(v4(10, 0, 0, 0)),
+            Err(Error::Reserved { .. })
+        ));
+        assert!(matches!(
+            a.allocate_specific(v4(10, 0, 0, 7)),
+            Err(Error::Reserved { .. })
+        ));
+        assert!(matches!(
+            a.allocate_specific(v4(10, 0, 0, 8)),
+            Err(Error::OutOfRange { .. })
+        ));
     }
 
     #[test]
     fn pod_subnet_allocator_keeps_the_gateway() {
         let mut a = IpAllocator::for_pod_subnet(cidr("10.244.3.0/24"));
         assert_eq!(a.capacity(), 253);
-        assert!(matches!(a.allocate_specific(v4(10, 244, 3, 1)), Err(Error::Reserved { .. })));
+        assert!(matches!(
+            a.allocate_specific(v4(10, 244, 3, 1)),
+            Err(Error::Reserved { .. })
+        ));
         let all: Vec<_> = std::iter::from_fn(|| a.allocate()).collect();
         assert_eq!(all.len(), 253);
         assert!(!all.contains(&v4(10, 244, 3, 1)));
@@ -705,7 +794,10 @@ mod tests {
     fn specific_allocation_is_exclusive_and_release_frees_it() {
         let mut a = IpAllocator::new(cidr("10.96.0.0/12"));
         a.allocate_specific(v4(10, 96, 0, 10)).unwrap();
-        assert!(matches!(a.allocate_specific(v4(10, 96, 0, 10)), Err(Error::AlreadyAllocated { .. })));
+        assert!(matches!(
+            a.allocate_specific(v4(10, 96, 0, 10)),
+            Err(Error::AlreadyAllocated { .. })
+        ));
         assert!(a.is_allocated(v4(10, 96, 0, 10)));
         assert!(a.release(v4(10, 96, 0, 10)));
         assert!(!a.release(v4(10, 96, 0, 10)));
@@ -752,8 +844,14 @@ mod tests {
         assert_eq!(p.allocate(), Some(30002));
         assert_eq!(p.allocate(), Some(30000));
         assert_eq!(p.allocate(), None);
-        assert!(matches!(p.allocate_specific(29999), Err(Error::OutOfRange { .. })));
-        assert!(matches!(p.allocate_specific(30001), Err(Error::AlreadyAllocated { .. })));
+        assert!(matches!(
+            p.allocate_specific(29999),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            p.allocate_specific(30001),
+            Err(Error::AlreadyAllocated { .. })
+        ));
         assert!(PortAllocator::new(2, 1).is_err());
         let full = PortAllocator::new(0, u16::MAX).unwrap();
         assert_eq!(full.capacity(), 65536);
@@ -769,7 +867,10 @@ mod tests {
         assert!(s.release(a));
         assert_eq!(s.allocate().unwrap().to_string(), "10.244.2.0/24");
         assert!(s.is_allocated(b));
-        assert!(matches!(s.allocate_specific(b), Err(Error::AlreadyAllocated { .. })));
+        assert!(matches!(
+            s.allocate_specific(b),
+            Err(Error::AlreadyAllocated { .. })
+        ));
         assert!(s.allocate_specific(cidr("10.245.0.0/24")).is_err());
         assert!(s.allocate_specific(cidr("10.244.0.0/25")).is_err());
         s.mark_used(cidr("10.244.200.0/24")).unwrap();

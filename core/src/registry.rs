@@ -114,7 +114,11 @@ impl ResourceInfo {
 
     /// `apiVersion` as written in objects: `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The `*List` kind.
@@ -124,7 +128,11 @@ impl ResourceInfo {
 
     /// The store key prefix of all objects of this resource (ends with `/`).
     pub fn key_prefix(&self) -> String {
-        let g = if self.group.is_empty() { "core" } else { self.group.as_str() };
+        let g = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group.as_str()
+        };
         format!("/registry/{g}/{}/", self.plural)
     }
 
@@ -146,7 +154,16 @@ impl ResourceInfo {
 
     /// The verbs advertised in discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 }
 
@@ -154,30 +171,68 @@ impl ResourceInfo {
 pub fn builtin_resources() -> Vec<ResourceInfo> {
     let r = ResourceInfo::new;
     vec![
-        r("", "v1", "Namespace", "namespaces", false).short(&["ns"]).status().subresources(&["finalize"]),
-        r("", "v1", "Node", "nodes", false).short(&["no"]).status().subresources(&["proxy"]),
+        r("", "v1", "Namespace", "namespaces", false)
+            .short(&["ns"])
+            .status()
+            .subresources(&["finalize"]),
+        r("", "v1", "Node", "nodes", false)
+            .short(&["no"])
+            .status()
+            .subresources(&["proxy"]),
         r("", "v1", "Pod", "pods", true)
             .short(&["po"])
             .all()
             .status()
             .generation()
-            .subresources(&["binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"])
+            .subresources(&[
+                "binding",
+                "eviction",
+                "log",
+                "exec",
+                "attach",
+                "portforward",
+                "ephemeralcontainers",
+            ])
             .graceful(),
-        r("", "v1", "Service", "services", true).short(&["svc"]).all().status().subresources(&["proxy"]),
+        r("", "v1", "Service", "services", true)
+            .short(&["svc"])
+            .all()
+            .status()
+            .subresources(&["proxy"]),
         r("", "v1", "Endpoints", "endpoints", true).short(&["ep"]),
         r("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
         r("", "v1", "Secret", "secrets", true),
         r("", "v1", "Event", "events", true).short(&["ev"]),
-        r("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]).subresources(&["token"]),
-        r("", "v1", "ReplicationController", "replicationcontrollers", true)
-            .short(&["rc"])
-            .all()
-            .status()
-            .generation()
-            .scalable(false),
-        r("", "v1", "PersistentVolume", "persistentvolumes", false).short(&["pv"]).status(),
-        r("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true).short(&["pvc"]).status(),
-        r("", "v1", "ResourceQuota", "resourcequotas", true).short(&["quota"]).status(),
+        r("", "v1", "ServiceAccount", "serviceaccounts", true)
+            .short(&["sa"])
+            .subresources(&["token"]),
+        r(
+            "",
+            "v1",
+            "ReplicationController",
+            "replicationcontrollers",
+            true,
+        )
+        .short(&["rc"])
+        .all()
+        .status()
+        .generation()
+        .scalable(false),
+        r("", "v1", "PersistentVolume", "persistentvolumes", false)
+            .short(&["pv"])
+            .status(),
+        r(
+            "",
+            "v1",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            true,
+        )
+        .short(&["pvc"])
+        .status(),
+        r("", "v1", "ResourceQuota", "resourcequotas", true)
+            .short(&["quota"])
+            .status(),
         r("", "v1", "LimitRange", "limitranges", true).short(&["limits"]),
         r("apps", "v1", "Deployment", "deployments", true)
             .short(&["deploy"])
@@ -197,18 +252,56 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             .status()
             .generation()
             .scalable(true),
-        r("apps", "v1", "DaemonSet", "daemonsets", true).short(&["ds"]).all().status().generation(),
-        r("apps", "v1", "ControllerRevision", "controllerrevisions", true),
-        r("batch", "v1", "Job", "jobs", true).all().status().generation(),
-        r("batch", "v1", "CronJob", "cronjobs", true).short(&["cj"]).all().status().generation(),
-        r("coordination.k8s.io", "v1", "Lease", "leases", true),
-        r("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true),
-        r("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
-        r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true).short(&["pdb"]).status().generation(),
-        r("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false)
-            .short(&["crd", "crds"])
+        r("apps", "v1", "DaemonSet", "daemonsets", true)
+            .short(&["ds"])
+            .all()
             .status()
             .generation(),
+        r(
+            "apps",
+            "v1",
+            "ControllerRevision",
+            "controllerrevisions",
+            true,
+        ),
+        r("batch", "v1", "Job", "jobs", true)
+            .all()
+            .status()
+            .generation(),
+        r("batch", "v1", "CronJob", "cronjobs", true)
+            .short(&["cj"])
+            .all()
+            .status()
+            .generation(),
+        r("coordination.k8s.io", "v1", "Lease", "leases", true),
+        r(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+        ),
+        r("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
+        r(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .status()
+        .generation(),
+        r(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        )
+        .short(&["crd", "crds"])
+        .status()
+        .generation(),
     ]
 }
 
@@ -247,7 +340,11 @@ impl Registry {
 
     /// Adds (or replaces) a resource.
     pub fn register(&self, info: ResourceInfo) {
-        let key = (info.group.clone(), info.version.clone(), info.plural.clone());
+        let key = (
+            info.group.clone(),
+            info.version.clone(),
+            info.plural.clone(),
+        );
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
         map.insert(key, Arc::new(info));
     }
@@ -261,13 +358,16 @@ impl Registry {
     /// Finds a resource by group, version and plural.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceInfo>> {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
+        map.get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
     }
 
     /// Finds a resource by group and kind (any version).
     pub fn lookup_kind(&self, group: &str, kind: &str) -> Option<Arc<ResourceInfo>> {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        map.values().find(|r| r.group == group && r.kind == kind).cloned()
+        map.values()
+            .find(|r| r.group == group && r.kind == kind)
+            .cloned()
     }
 
     /// Every served resource.
@@ -278,7 +378,10 @@ impl Registry {
 
     /// The resources of one group/version.
     pub fn resources_in(&self, group: &str, version: &str) -> Vec<Arc<ResourceInfo>> {
-        self.all().into_iter().filter(|r| r.group == group && r.version == version).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
     }
 
     /// Non-core groups with their versions, in registration-independent (sorted) order.

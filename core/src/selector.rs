@@ -163,7 +163,10 @@ fn validate_label_key(key: &str, path: &str) -> Option<FieldError> {
     if errs.is_empty() {
         None
     } else {
-        Some(FieldError(format!("{path}: {}", invalid_value_body(key, &errs.join("; ")))))
+        Some(FieldError(format!(
+            "{path}: {}",
+            invalid_value_body(key, &errs.join("; "))
+        )))
     }
 }
 
@@ -179,12 +182,21 @@ impl Requirement {
     /// assert!(Requirement::new("tier", Operator::In, vec![]).is_err());
     /// # Ok::<(), kybernetes_core::selector::SelectorError>(())
     /// ```
-    pub fn new(key: impl Into<String>, op: Operator, values: Vec<String>) -> Result<Requirement, SelectorError> {
+    pub fn new(
+        key: impl Into<String>,
+        op: Operator,
+        values: Vec<String>,
+    ) -> Result<Requirement, SelectorError> {
         Self::build(key.into(), op, values, false).map_err(SelectorError::Invalid)
     }
 
     /// `NewRequirement`; `nil_values` tells how Go would print an empty value list.
-    fn build(key: String, op: Operator, values: Vec<String>, nil_values: bool) -> Result<Requirement, String> {
+    fn build(
+        key: String,
+        op: Operator,
+        values: Vec<String>,
+        nil_values: bool,
+    ) -> Result<Requirement, String> {
         let mut errs = Vec::new();
         errs.extend(validate_label_key(&key, "key"));
         let shown = || go_string_slice(&values, nil_values && values.is_empty());
@@ -224,7 +236,10 @@ impl Requirement {
                     if v.parse::<i64>().is_err() {
                         errs.push(FieldError(format!(
                             "values[{i}]: {}",
-                            invalid_value_body(v, "for 'Gt', 'Lt' operators, the value must be an integer")
+                            invalid_value_body(
+                                v,
+                                "for 'Gt', 'Lt' operators, the value must be an integer"
+                            )
                         )));
                     }
                 }
@@ -233,7 +248,10 @@ impl Requirement {
         for (i, v) in values.iter().enumerate() {
             let value_errs = is_valid_label_value(v);
             if !value_errs.is_empty() {
-                errs.push(FieldError(format!("values[{i}][{key}]: {}", invalid_value_body(v, &value_errs.join("; ")))));
+                errs.push(FieldError(format!(
+                    "values[{i}][{key}]: {}",
+                    invalid_value_body(v, &value_errs.join("; "))
+                )));
             }
         }
         match aggregate(errs) {
@@ -255,19 +273,27 @@ impl Requirement {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let value = labels.get(&self.key);
         match self.op {
-            Operator::In | Operator::Equals | Operator::DoubleEquals => value.is_some_and(|v| self.has_value(v)),
+            Operator::In | Operator::Equals | Operator::DoubleEquals => {
+                value.is_some_and(|v| self.has_value(v))
+            }
             Operator::NotIn | Operator::NotEquals => value.is_none_or(|v| !self.has_value(v)),
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
             Operator::GreaterThan | Operator::LessThan => {
-                let (Some(actual), [wanted]) = (value.and_then(|v| v.parse::<i64>().ok()), self.values.as_slice())
-                else {
+                let (Some(actual), [wanted]) = (
+                    value.and_then(|v| v.parse::<i64>().ok()),
+                    self.values.as_slice(),
+                ) else {
                     return false;
                 };
                 let Ok(wanted) = wanted.parse::<i64>() else {
                     return false;
                 };
-                if self.op == Operator::GreaterThan { actual > wanted } else { actual < wanted }
+                if self.op == Operator::GreaterThan {
+                    actual > wanted
+                } else {
+                    actual < wanted
+                }
             }
         }
     }
@@ -343,7 +369,10 @@ impl LabelSelector {
     /// assert!(!LabelSelector::nothing().matches(&Default::default()));
     /// ```
     pub fn nothing() -> LabelSelector {
-        LabelSelector { requirements: Vec::new(), matches_nothing: true }
+        LabelSelector {
+            requirements: Vec::new(),
+            matches_nothing: true,
+        }
     }
 
     /// A selector of already-built requirements, sorted by key.
@@ -358,7 +387,10 @@ impl LabelSelector {
     /// # Ok::<(), kybernetes_core::selector::SelectorError>(())
     /// ```
     pub fn new(requirements: Vec<Requirement>) -> LabelSelector {
-        let mut sel = LabelSelector { requirements, matches_nothing: false };
+        let mut sel = LabelSelector {
+            requirements,
+            matches_nothing: false,
+        };
         sel.sort();
         sel
     }
@@ -421,7 +453,10 @@ impl LabelSelector {
                 .iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k.clone(), s.clone())),
-                    _ => Err(shape_error(&format!("matchLabels[{k}]"), "expected a string")),
+                    _ => Err(shape_error(
+                        &format!("matchLabels[{k}]"),
+                        "expected a string",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return Err(shape_error("matchLabels", "expected an object")),
@@ -432,8 +467,10 @@ impl LabelSelector {
         }
         let mut requirements = Vec::with_capacity(match_labels.len() + expressions.len());
         for (key, value) in match_labels {
-            requirements
-                .push(Requirement::build(key, Operator::Equals, vec![value], false).map_err(SelectorError::Invalid)?);
+            requirements.push(
+                Requirement::build(key, Operator::Equals, vec![value], false)
+                    .map_err(SelectorError::Invalid)?,
+            );
         }
         for expr in expressions {
             let op = match expr.operator.as_str() {
@@ -449,7 +486,10 @@ impl LabelSelector {
                 }
             };
             // Upstream copies the values with `append([]string(nil), ...)`: empty means nil.
-            requirements.push(Requirement::build(expr.key, op, expr.values, true).map_err(SelectorError::Invalid)?);
+            requirements.push(
+                Requirement::build(expr.key, op, expr.values, true)
+                    .map_err(SelectorError::Invalid)?,
+            );
         }
         Ok(LabelSelector::new(requirements))
     }
@@ -491,8 +531,10 @@ impl LabelSelector {
                     )));
                 }
             };
-            requirements
-                .push(Requirement::build(expr.key, op, expr.values, expr.values_nil).map_err(SelectorError::Invalid)?);
+            requirements.push(
+                Requirement::build(expr.key, op, expr.values, expr.values_nil)
+                    .map_err(SelectorError::Invalid)?,
+            );
         }
         Ok(LabelSelector::new(requirements))
     }
@@ -618,7 +660,10 @@ fn expressions_from_json(v: Option<&Value>, what: &str) -> Result<Vec<Expression
             let string = |field: &str| match obj.get(field) {
                 None | Some(Value::Null) => Ok(String::new()),
                 Some(Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(shape_error(&here(&format!(".{field}")), "expected a string")),
+                Some(_) => Err(shape_error(
+                    &here(&format!(".{field}")),
+                    "expected a string",
+                )),
             };
             let (values, values_nil) = match obj.get("values") {
                 None | Some(Value::Null) => (Vec::new(), true),
@@ -627,14 +672,27 @@ fn expressions_from_json(v: Option<&Value>, what: &str) -> Result<Vec<Expression
                         .iter()
                         .map(|v| match v {
                             Value::String(s) => Ok(s.clone()),
-                            _ => Err(shape_error(&here(".values"), "expected an array of strings")),
+                            _ => Err(shape_error(
+                                &here(".values"),
+                                "expected an array of strings",
+                            )),
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     (values, false)
                 }
-                Some(_) => return Err(shape_error(&here(".values"), "expected an array of strings")),
+                Some(_) => {
+                    return Err(shape_error(
+                        &here(".values"),
+                        "expected an array of strings",
+                    ));
+                }
             };
-            Ok(Expression { key: string("key")?, operator: string("operator")?, values, values_nil })
+            Ok(Expression {
+                key: string("key")?,
+                operator: string("operator")?,
+                values,
+                values_nil,
+            })
         })
         .collect()
 }
@@ -714,7 +772,11 @@ impl Lexer<'_> {
             return (Token::EndOfString, String::new());
         }
         self.unread();
-        if is_special_symbol(ch) { self.scan_special_symbol() } else { self.scan_identifier_or_keyword() }
+        if is_special_symbol(ch) {
+            self.scan_special_symbol()
+        } else {
+            self.scan_identifier_or_keyword()
+        }
     }
 
     fn scan_identifier_or_keyword(&mut self) -> (Token, String) {
@@ -757,7 +819,13 @@ impl Lexer<'_> {
             }
         }
         last.unwrap_or_else(|| {
-            (Token::Error, format!("error expected: keyword found '{}'", String::from_utf8_lossy(&buffer)))
+            (
+                Token::Error,
+                format!(
+                    "error expected: keyword found '{}'",
+                    String::from_utf8_lossy(&buffer)
+                ),
+            )
         })
     }
 }
@@ -777,7 +845,10 @@ struct Parser {
 
 impl Parser {
     fn new(s: &str) -> Parser {
-        let mut lexer = Lexer { s: s.as_bytes(), pos: 0 };
+        let mut lexer = Lexer {
+            s: s.as_bytes(),
+            pos: 0,
+        };
         let mut items = Vec::new();
         loop {
             let item = lexer.lex();
@@ -792,8 +863,12 @@ impl Parser {
 
     fn item(&self, index: usize, context: Context) -> (Token, String) {
         // The list always ends with EndOfString; never look past it.
-        let (token, literal) =
-            self.items.get(index).or_else(|| self.items.last()).cloned().unwrap_or((Token::EndOfString, String::new()));
+        let (token, literal) = self
+            .items
+            .get(index)
+            .or_else(|| self.items.last())
+            .cloned()
+            .unwrap_or((Token::EndOfString, String::new()));
         match (context, token) {
             (Context::Values, Token::In | Token::NotIn) => (Token::Identifier, literal),
             _ => (token, literal),
@@ -816,7 +891,9 @@ impl Parser {
             let (token, literal) = self.lookahead(Context::Values);
             match token {
                 Token::Identifier | Token::DoesNotExist => {
-                    let r = self.parse_requirement().map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    let r = self
+                        .parse_requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
                     requirements.push(r);
                     let (token, literal) = self.consume(Context::Values);
                     match token {
@@ -824,14 +901,24 @@ impl Parser {
                         Token::Comma => {
                             let (next, next_literal) = self.lookahead(Context::Values);
                             if next != Token::Identifier && next != Token::DoesNotExist {
-                                return Err(format!("found '{next_literal}', expected: identifier after ','"));
+                                return Err(format!(
+                                    "found '{next_literal}', expected: identifier after ','"
+                                ));
                             }
                         }
-                        _ => return Err(format!("found '{literal}', expected: ',' or 'end of string'")),
+                        _ => {
+                            return Err(format!(
+                                "found '{literal}', expected: ',' or 'end of string'"
+                            ));
+                        }
                     }
                 }
                 Token::EndOfString => return Ok(requirements),
-                _ => return Err(format!("found '{literal}', expected: !, identifier, or 'end of string'")),
+                _ => {
+                    return Err(format!(
+                        "found '{literal}', expected: !, identifier, or 'end of string'"
+                    ));
+                }
             }
         }
     }
@@ -882,7 +969,10 @@ impl Parser {
             Token::NotEquals => Operator::NotEquals,
             _ => {
                 let expected: Vec<&str> = BINARY_OPERATORS.iter().map(Operator::as_str).collect();
-                return Err(format!("found '{literal}', expected: {}", expected.join(", ")));
+                return Err(format!(
+                    "found '{literal}', expected: {}",
+                    expected.join(", ")
+                ));
             }
         })
     }
@@ -907,7 +997,9 @@ impl Parser {
                 self.consume(Context::Values);
                 Ok(BTreeSet::from([String::new()]))
             }
-            _ => Err(format!("found '{literal}', expected: ',', ')' or identifier")),
+            _ => Err(format!(
+                "found '{literal}', expected: ',', ')' or identifier"
+            )),
         }
     }
 
@@ -965,7 +1057,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn parse(s: &str) -> LabelSelector {
@@ -1004,7 +1099,11 @@ mod tests {
             ("||", Token::Identifier),
         ];
         for (input, want) in cases {
-            let (token, literal) = Lexer { s: input.as_bytes(), pos: 0 }.lex();
+            let (token, literal) = Lexer {
+                s: input.as_bytes(),
+                pos: 0,
+            }
+            .lex();
             assert_eq!(token, *want, "{input:?}");
             if token != Token::EndOfString {
                 assert_eq!(literal, *input);
@@ -1015,10 +1114,25 @@ mod tests {
     #[test]
     fn lexer_splits_tokens_like_upstream() {
         let cases: &[(&str, &[Token])] = &[
-            ("key in ( value )", &[Token::Identifier, Token::In, Token::OpenPar, Token::Identifier, Token::ClosedPar]),
+            (
+                "key in ( value )",
+                &[
+                    Token::Identifier,
+                    Token::In,
+                    Token::OpenPar,
+                    Token::Identifier,
+                    Token::ClosedPar,
+                ],
+            ),
             (
                 "key notin ( value )",
-                &[Token::Identifier, Token::NotIn, Token::OpenPar, Token::Identifier, Token::ClosedPar],
+                &[
+                    Token::Identifier,
+                    Token::NotIn,
+                    Token::OpenPar,
+                    Token::Identifier,
+                    Token::ClosedPar,
+                ],
             ),
             (
                 "key in ( value1, value2 )",
@@ -1037,7 +1151,14 @@ mod tests {
             ("()", &[Token::OpenPar, Token::ClosedPar]),
             (
                 "x in (),y",
-                &[Token::Identifier, Token::In, Token::OpenPar, Token::ClosedPar, Token::Comma, Token::Identifier],
+                &[
+                    Token::Identifier,
+                    Token::In,
+                    Token::OpenPar,
+                    Token::ClosedPar,
+                    Token::Comma,
+                    Token::Identifier,
+                ],
             ),
             (
                 "== != (), = notin",
@@ -1051,12 +1172,29 @@ mod tests {
                     Token::NotIn,
                 ],
             ),
-            ("key>2", &[Token::Identifier, Token::GreaterThan, Token::Identifier]),
-            ("key<1", &[Token::Identifier, Token::LessThan, Token::Identifier]),
-            ("a=!b", &[Token::Identifier, Token::Equals, Token::DoesNotExist, Token::Identifier]),
+            (
+                "key>2",
+                &[Token::Identifier, Token::GreaterThan, Token::Identifier],
+            ),
+            (
+                "key<1",
+                &[Token::Identifier, Token::LessThan, Token::Identifier],
+            ),
+            (
+                "a=!b",
+                &[
+                    Token::Identifier,
+                    Token::Equals,
+                    Token::DoesNotExist,
+                    Token::Identifier,
+                ],
+            ),
         ];
         for (input, want) in cases {
-            let mut lexer = Lexer { s: input.as_bytes(), pos: 0 };
+            let mut lexer = Lexer {
+                s: input.as_bytes(),
+                pos: 0,
+            };
             let mut got = Vec::new();
             loop {
                 let (token, _) = lexer.lex();
@@ -1121,9 +1259,20 @@ mod tests {
         assert_eq!(reqs.len(), 2);
         assert_eq!(
             reqs[0],
-            Requirement { key: "env".into(), op: Operator::In, values: vec!["prod".into(), "qa".into()] }
+            Requirement {
+                key: "env".into(),
+                op: Operator::In,
+                values: vec!["prod".into(), "qa".into()]
+            }
         );
-        assert_eq!(reqs[1], Requirement { key: "tier".into(), op: Operator::NotIn, values: vec!["frontend".into()] });
+        assert_eq!(
+            reqs[1],
+            Requirement {
+                key: "tier".into(),
+                op: Operator::NotIn,
+                values: vec!["frontend".into()]
+            }
+        );
         let sel = parse("!a,b");
         assert_eq!(sel.requirements()[0].op, Operator::DoesNotExist);
         assert_eq!(sel.requirements()[1].op, Operator::Exists);
@@ -1141,24 +1290,78 @@ mod tests {
         let cases = [
             ("x=a,", "found '', expected: identifier after ','"),
             ("x,,y", "found ',', expected: identifier after ','"),
-            (",x", "found ',', expected: !, identifier, or 'end of string'"),
-            ("=a", "found '=', expected: !, identifier, or 'end of string'"),
-            ("(x)", "found '(', expected: !, identifier, or 'end of string'"),
-            ("x in (", "unable to parse requirement: found '', expected: ',', ')' or identifier"),
-            ("x in (a", "unable to parse requirement: found '', expected: ',' or ')'"),
-            ("x in (a b)", "unable to parse requirement: found 'b', expected: ',' or ')'"),
-            ("x in (a,=)", "unable to parse requirement: found '=', expected: ',', or identifier"),
-            ("x in a", "unable to parse requirement: found 'a' expected: '('"),
-            ("x in", "unable to parse requirement: found '' expected: '('"),
-            ("x notin", "unable to parse requirement: found '' expected: '('"),
-            ("x y", "unable to parse requirement: found 'y', expected: in, notin, =, ==, !=, gt, lt"),
-            ("x!y", "unable to parse requirement: found '!', expected: in, notin, =, ==, !=, gt, lt"),
-            ("x (", "unable to parse requirement: found '(', expected: in, notin, =, ==, !=, gt, lt"),
-            ("x=(a)", "unable to parse requirement: found '(', expected: identifier"),
-            ("x==!", "unable to parse requirement: found '!', expected: identifier"),
-            ("!", "unable to parse requirement: found '', expected: identifier"),
-            ("!=a", "found '!=', expected: !, identifier, or 'end of string'"),
-            ("!!x", "unable to parse requirement: found '!', expected: identifier"),
+            (
+                ",x",
+                "found ',', expected: !, identifier, or 'end of string'",
+            ),
+            (
+                "=a",
+                "found '=', expected: !, identifier, or 'end of string'",
+            ),
+            (
+                "(x)",
+                "found '(', expected: !, identifier, or 'end of string'",
+            ),
+            (
+                "x in (",
+                "unable to parse requirement: found '', expected: ',', ')' or identifier",
+            ),
+            (
+                "x in (a",
+                "unable to parse requirement: found '', expected: ',' or ')'",
+            ),
+            (
+                "x in (a b)",
+                "unable to parse requirement: found 'b', expected: ',' or ')'",
+            ),
+            (
+                "x in (a,=)",
+                "unable to parse requirement: found '=', expected: ',', or identifier",
+            ),
+            (
+                "x in a",
+                "unable to parse requirement: found 'a' expected: '('",
+            ),
+            (
+                "x in",
+                "unable to parse requirement: found '' expected: '('",
+            ),
+            (
+                "x notin",
+                "unable to parse requirement: found '' expected: '('",
+            ),
+            (
+                "x y",
+                "unable to parse requirement: found 'y', expected: in, notin, =, ==, !=, gt, lt",
+            ),
+            (
+                "x!y",
+                "unable to parse requirement: found '!', expected: in, notin, =, ==, !=, gt, lt",
+            ),
+            (
+                "x (",
+                "unable to parse requirement: found '(', expected: in, notin, =, ==, !=, gt, lt",
+            ),
+            (
+                "x=(a)",
+                "unable to parse requirement: found '(', expected: identifier",
+            ),
+            (
+                "x==!",
+                "unable to parse requirement: found '!', expected: identifier",
+            ),
+            (
+                "!",
+                "unable to parse requirement: found '', expected: identifier",
+            ),
+            (
+                "!=a",
+                "found '!=', expected: !, identifier, or 'end of string'",
+            ),
+            (
+                "!!x",
+                "unable to parse requirement: found '!', expected: identifier",
+            ),
             ("!x=a", "found '=', expected: ',' or 'end of string'"),
             ("!x in (a)", "found 'in', expected: ',' or 'end of string'"),
             ("x=a b", "found 'b', expected: ',' or 'end of string'"),
@@ -1179,7 +1382,9 @@ mod tests {
         );
         assert_eq!(
             parse_err("x=a_"),
-            format!("unable to parse requirement: values[0][x]: Invalid value: \"a_\": {VALUE_MSG}")
+            format!(
+                "unable to parse requirement: values[0][x]: Invalid value: \"a_\": {VALUE_MSG}"
+            )
         );
         assert_eq!(
             parse_err("x in (b_, a_)"),
@@ -1210,26 +1415,32 @@ mod tests {
         // "a||y" is one identifier, and the bad value fails before the stray '=' is seen.
         assert_eq!(
             parse_err("x=a||y=b"),
-            format!("unable to parse requirement: values[0][x]: Invalid value: \"a||y\": {VALUE_MSG}")
+            format!(
+                "unable to parse requirement: values[0][x]: Invalid value: \"a||y\": {VALUE_MSG}"
+            )
         );
         // Label values cannot start with '-', so negative bounds do not parse (as upstream).
         assert_eq!(
             parse_err("x>-1"),
-            format!("unable to parse requirement: values[0][x]: Invalid value: \"-1\": {VALUE_MSG}")
+            format!(
+                "unable to parse requirement: values[0][x]: Invalid value: \"-1\": {VALUE_MSG}"
+            )
         );
-        assert!(
-            parse_err("x>a_").starts_with("unable to parse requirement: [values[0]: Invalid value: \"a_\": for 'Gt'")
-        );
-        assert!(
-            parse_err("Ä=b")
-                .starts_with("unable to parse requirement: <nil>: Invalid value: \"Ä\": name part must consist")
-        );
+        assert!(parse_err("x>a_").starts_with(
+            "unable to parse requirement: [values[0]: Invalid value: \"a_\": for 'Gt'"
+        ));
+        assert!(parse_err("Ä=b").starts_with(
+            "unable to parse requirement: <nil>: Invalid value: \"Ä\": name part must consist"
+        ));
     }
 
     #[test]
     fn nul_byte_reads_as_end_of_input_like_upstream() {
         assert_eq!(parse("a \0 garbage(").to_string(), "a");
-        assert_eq!(parse_err("a\0b"), "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt");
+        assert_eq!(
+            parse_err("a\0b"),
+            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"
+        );
     }
 
     #[test]
@@ -1278,7 +1489,12 @@ mod tests {
 
     #[test]
     fn numeric_requirements_match_only_integers() {
-        let l = labels(&[("cores", "8"), ("name", "eight"), ("neg", "-3"), ("plus", "+4")]);
+        let l = labels(&[
+            ("cores", "8"),
+            ("name", "eight"),
+            ("neg", "-3"),
+            ("plus", "+4"),
+        ]);
         for (sel, want) in [
             ("cores>4", true),
             ("cores>8", false),
@@ -1292,12 +1508,24 @@ mod tests {
         ] {
             assert_eq!(parse(sel).matches(&l), want, "{sel:?}");
         }
-        let neg = Requirement { key: "neg".into(), op: Operator::LessThan, values: vec!["-2".into()] };
+        let neg = Requirement {
+            key: "neg".into(),
+            op: Operator::LessThan,
+            values: vec!["-2".into()],
+        };
         assert!(neg.matches(&l));
         // A hand-built requirement with a bad value never matches (upstream logs and refuses).
-        let bad = Requirement { key: "cores".into(), op: Operator::GreaterThan, values: vec!["x".into()] };
+        let bad = Requirement {
+            key: "cores".into(),
+            op: Operator::GreaterThan,
+            values: vec!["x".into()],
+        };
         assert!(!bad.matches(&l));
-        let two = Requirement { key: "cores".into(), op: Operator::LessThan, values: vec!["9".into(), "10".into()] };
+        let two = Requirement {
+            key: "cores".into(),
+            op: Operator::LessThan,
+            values: vec!["9".into(), "10".into()],
+        };
         assert!(!two.matches(&l));
     }
 
@@ -1311,7 +1539,11 @@ mod tests {
         assert!(LabelSelector::nothing().is_nothing());
         assert_eq!(LabelSelector::nothing().to_string(), "");
         let mut nothing = LabelSelector::nothing();
-        nothing.add(Requirement { key: "a".into(), op: Operator::Exists, values: vec![] });
+        nothing.add(Requirement {
+            key: "a".into(),
+            op: Operator::Exists,
+            values: vec![],
+        });
         assert!(!nothing.matches(&labels(&[("a", "")])));
         assert_eq!("".parse::<LabelSelector>(), Ok(LabelSelector::everything()));
     }
@@ -1331,20 +1563,44 @@ mod tests {
             Ok(sel) => sel,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(sel.to_string(), "app=shop,app,!canary,env in (prod,qa),tier=web,zone notin (b)");
+        assert_eq!(
+            sel.to_string(),
+            "app=shop,app,!canary,env in (prod,qa),tier=web,zone notin (b)"
+        );
         assert!(sel.matches(&labels(&[("app", "shop"), ("tier", "web"), ("env", "qa")])));
-        assert!(!sel.matches(&labels(&[("app", "shop"), ("tier", "web"), ("env", "qa"), ("canary", "1")])));
+        assert!(!sel.matches(&labels(&[
+            ("app", "shop"),
+            ("tier", "web"),
+            ("env", "qa"),
+            ("canary", "1")
+        ])));
         assert!(!sel.matches(&labels(&[("app", "shop"), ("tier", "web"), ("env", "dev")])));
-        assert!(!sel.matches(&labels(&[("app", "shop"), ("tier", "web"), ("env", "qa"), ("zone", "b")])));
+        assert!(!sel.matches(&labels(&[
+            ("app", "shop"),
+            ("tier", "web"),
+            ("env", "qa"),
+            ("zone", "b")
+        ])));
     }
 
     #[test]
     fn from_json_empty_matches_everything_and_null_nothing() {
-        let everything = [json!({}), json!({"matchLabels": {}}), json!({"matchLabels": null, "matchExpressions": []})];
+        let everything = [
+            json!({}),
+            json!({"matchLabels": {}}),
+            json!({"matchLabels": null, "matchExpressions": []}),
+        ];
         for v in everything {
-            assert_eq!(LabelSelector::from_json(&v), Ok(LabelSelector::everything()), "{v}");
+            assert_eq!(
+                LabelSelector::from_json(&v),
+                Ok(LabelSelector::everything()),
+                "{v}"
+            );
         }
-        assert_eq!(LabelSelector::from_json(&Value::Null), Ok(LabelSelector::nothing()));
+        assert_eq!(
+            LabelSelector::from_json(&Value::Null),
+            Ok(LabelSelector::nothing())
+        );
     }
 
     #[test]
@@ -1357,7 +1613,10 @@ mod tests {
             err(json!({"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]})),
             "\"Gt\" is not a valid label selector operator"
         );
-        assert_eq!(err(json!({"matchExpressions": [{"key": "a"}]})), "\"\" is not a valid label selector operator");
+        assert_eq!(
+            err(json!({"matchExpressions": [{"key": "a"}]})),
+            "\"\" is not a valid label selector operator"
+        );
         assert_eq!(
             err(json!({"matchExpressions": [{"key": "a", "operator": "In"}]})),
             "values: Invalid value: []string(nil): for 'in', 'notin' operators, values set can't be empty"
@@ -1367,22 +1626,41 @@ mod tests {
             "values: Invalid value: []string(nil): for 'in', 'notin' operators, values set can't be empty"
         );
         assert_eq!(
-            err(json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x", "y"]}]})),
+            err(
+                json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x", "y"]}]})
+            ),
             "values: Invalid value: []string{\"x\", \"y\"}: values set must be empty for exists and does not exist"
         );
-        assert_eq!(err(json!({"matchLabels": {"a_": "b"}})), format!("key: Invalid value: \"a_\": {NAME_PART_MSG}"));
+        assert_eq!(
+            err(json!({"matchLabels": {"a_": "b"}})),
+            format!("key: Invalid value: \"a_\": {NAME_PART_MSG}")
+        );
         assert_eq!(
             err(json!({"matchLabels": {"a_": "b_"}})),
-            format!("[key: Invalid value: \"a_\": {NAME_PART_MSG}, values[0][a_]: Invalid value: \"b_\": {VALUE_MSG}]")
+            format!(
+                "[key: Invalid value: \"a_\": {NAME_PART_MSG}, values[0][a_]: Invalid value: \"b_\": {VALUE_MSG}]"
+            )
         );
         assert_eq!(
             err(json!({"matchExpressions": [{"operator": "Exists"}]})),
             format!("key: Invalid value: \"\": name part must be non-empty; {NAME_PART_MSG}")
         );
-        assert_eq!(err(json!("app=web")), "invalid label selector: label selector: expected an object");
-        assert_eq!(err(json!({"matchLabels": []})), "invalid label selector: matchLabels: expected an object");
-        assert_eq!(err(json!({"matchLabels": {"a": 1}})), "invalid label selector: matchLabels[a]: expected a string");
-        assert_eq!(err(json!({"matchExpressions": {}})), "invalid label selector: matchExpressions: expected an array");
+        assert_eq!(
+            err(json!("app=web")),
+            "invalid label selector: label selector: expected an object"
+        );
+        assert_eq!(
+            err(json!({"matchLabels": []})),
+            "invalid label selector: matchLabels: expected an object"
+        );
+        assert_eq!(
+            err(json!({"matchLabels": {"a": 1}})),
+            "invalid label selector: matchLabels[a]: expected a string"
+        );
+        assert_eq!(
+            err(json!({"matchExpressions": {}})),
+            "invalid label selector: matchExpressions: expected an array"
+        );
         assert_eq!(
             err(json!({"matchExpressions": [{"key": "a", "operator": "In", "values": [1]}]})),
             "invalid label selector: matchExpressions[0].values: expected an array of strings"
@@ -1407,8 +1685,13 @@ mod tests {
         assert_eq!(sel.to_string(), "cores>2,gen<5,zone in (a,b)");
         assert!(sel.matches(&labels(&[("cores", "4"), ("gen", "3"), ("zone", "a")])));
         assert!(!sel.matches(&labels(&[("cores", "2"), ("gen", "3"), ("zone", "a")])));
-        assert_eq!(LabelSelector::from_node_selector_requirements(&Value::Null), Ok(LabelSelector::nothing()));
-        let err = |v: Value| LabelSelector::from_node_selector_requirements(&v).map_err(|e| e.to_string());
+        assert_eq!(
+            LabelSelector::from_node_selector_requirements(&Value::Null),
+            Ok(LabelSelector::nothing())
+        );
+        let err = |v: Value| {
+            LabelSelector::from_node_selector_requirements(&v).map_err(|e| e.to_string())
+        };
         assert_eq!(
             err(json!([{"key": "a", "operator": "Gte", "values": ["1"]}])),
             Err("\"Gte\" is not a valid node selector operator".to_string())
@@ -1433,14 +1716,21 @@ mod tests {
     fn from_labels_validates_and_sorts() {
         let sel = LabelSelector::from_labels(&labels(&[("b", "2"), ("a", "1")]));
         assert_eq!(sel.map(|s| s.to_string()), Ok("a=1,b=2".to_string()));
-        assert_eq!(LabelSelector::from_labels(&BTreeMap::new()), Ok(LabelSelector::everything()));
-        assert!(matches!(LabelSelector::from_labels(&labels(&[("a", "b c")])), Err(SelectorError::Invalid(_))));
+        assert_eq!(
+            LabelSelector::from_labels(&BTreeMap::new()),
+            Ok(LabelSelector::everything())
+        );
+        assert!(matches!(
+            LabelSelector::from_labels(&labels(&[("a", "b c")])),
+            Err(SelectorError::Invalid(_))
+        ));
     }
 
     #[test]
     fn requirement_new_validates_value_counts() {
         let msg = |op, values: &[&str]| {
-            Requirement::new("k", op, values.iter().map(|v| v.to_string()).collect()).map_err(|e| e.to_string())
+            Requirement::new("k", op, values.iter().map(|v| v.to_string()).collect())
+                .map_err(|e| e.to_string())
         };
         assert_eq!(
             msg(Operator::Equals, &["a", "b"]),
@@ -1466,11 +1756,20 @@ mod tests {
 
     #[test]
     fn display_sorts_values_without_mutating() {
-        let r = Requirement { key: "k".into(), op: Operator::In, values: vec!["b".into(), "a".into(), "b".into()] };
+        let r = Requirement {
+            key: "k".into(),
+            op: Operator::In,
+            values: vec!["b".into(), "a".into(), "b".into()],
+        };
         assert_eq!(r.to_string(), "k in (a,b,b)");
         assert_eq!(r.values, vec!["b", "a", "b"]);
         assert_eq!(
-            Requirement { key: "k".into(), op: Operator::NotEquals, values: vec!["v".into()] }.to_string(),
+            Requirement {
+                key: "k".into(),
+                op: Operator::NotEquals,
+                values: vec!["v".into()]
+            }
+            .to_string(),
             "k!=v"
         );
     }

@@ -46,7 +46,11 @@ pub struct ApiError {
 }
 
 fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 impl ApiError {
@@ -79,14 +83,22 @@ impl ApiError {
 
     /// 404 NotFound for `resource "name"`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource)))
-            .with_details(group, resource, name)
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, resource)),
+        )
+        .with_details(group, resource, name)
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, resource)))
-            .with_details(group, resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, resource)),
+        )
+        .with_details(group, resource, name)
     }
 
     /// 409 Conflict on a stale resourceVersion, worded as upstream.
@@ -94,7 +106,10 @@ impl ApiError {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, resource)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(group, resource)
+            ),
         )
         .with_details(group, resource, name)
     }
@@ -114,24 +129,50 @@ impl ApiError {
         let list: Vec<String> = causes
             .iter()
             .map(|c| {
-                if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) }
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
             })
             .collect();
-        let qk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
-        let body = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
-        let mut e = Self::new(422, "Invalid", format!("{qk} \"{name}\" is invalid: {body}"))
-            .with_details(group, kind, name);
+        let qk = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let body = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("[{}]", list.join(", "))
+        };
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{qk} \"{name}\" is invalid: {body}"),
+        )
+        .with_details(group, kind, name);
         e.causes = causes;
         e
     }
 
     /// A single field-level 422 Invalid.
-    pub fn invalid_field(group: &str, kind: &str, name: &str, field: &str, message: impl Into<String>) -> Self {
+    pub fn invalid_field(
+        group: &str,
+        kind: &str,
+        name: &str,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::invalid(
             group,
             kind,
             name,
-            vec![StatusCause { reason: "FieldValueInvalid".into(), message: message.into(), field: field.into() }],
+            vec![StatusCause {
+                reason: "FieldValueInvalid".into(),
+                message: message.into(),
+                field: field.into(),
+            }],
         )
     }
 
@@ -157,7 +198,13 @@ impl ApiError {
 
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/json (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/json (got {content_type:?})"
+            ),
+        )
     }
 
     /// 410 Gone (watch or list from a compacted revision).
@@ -167,7 +214,11 @@ impl ApiError {
 
     /// 410 Gone for a resourceVersion older than history.
     pub fn too_old_resource_version(requested: i64, oldest: i64) -> Self {
-        Self::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
 
     /// 504 Timeout for a resourceVersion the server has not reached yet.
@@ -188,7 +239,11 @@ impl ApiError {
 
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// 503 ServiceUnavailable.

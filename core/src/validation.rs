@@ -31,7 +31,8 @@ pub const TOTAL_ANNOTATION_SIZE_LIMIT_BYTES: usize = 256 * 1024;
 /// The regular expression upstream uses for RFC 1123 labels, as printed in error messages.
 pub const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 /// The regular expression upstream uses for RFC 1123 subdomains, as printed in error messages.
-pub const DNS1123_SUBDOMAIN_FMT: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+pub const DNS1123_SUBDOMAIN_FMT: &str =
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 /// The regular expression upstream uses for the name part of qualified names.
 pub const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 /// The regular expression upstream uses for label values.
@@ -39,8 +40,7 @@ pub const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 
 const DNS1123_LABEL_ERR_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_SUBDOMAIN_ERR_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const QUALIFIED_NAME_ERR_MSG: &str =
-    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_ERR_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const LABEL_VALUE_ERR_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 
 /// Upstream's `EmptyError()`: `must be non-empty`.
@@ -89,7 +89,9 @@ fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     match (b.first(), b.last()) {
-        (Some(&first), Some(&last)) => alnum(first) && alnum(last) && b.iter().all(|&c| alnum(c) || c == b'-'),
+        (Some(&first), Some(&last)) => {
+            alnum(first) && alnum(last) && b.iter().all(|&c| alnum(c) || c == b'-')
+        }
         _ => false,
     }
 }
@@ -106,7 +108,8 @@ fn matches_qualified_name(s: &str) -> bool {
         (Some(first), Some(last)) => {
             first.is_ascii_alphanumeric()
                 && last.is_ascii_alphanumeric()
-                && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -131,7 +134,11 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
             // A valid subdomain but not a valid label: the only difference left is dots.
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_ERR_MSG, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_ERR_MSG,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -151,7 +158,11 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
     if !matches_dns1123_subdomain(value) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_ERR_MSG, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_ERR_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -174,7 +185,11 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push(format!("prefix part {}", empty_error()));
             } else {
-                errs.extend(is_dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
+                errs.extend(
+                    is_dns1123_subdomain(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
@@ -189,12 +204,19 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
     if name.is_empty() {
         errs.push(format!("name part {}", empty_error()));
     } else if name.len() > QUALIFIED_NAME_MAX_LENGTH {
-        errs.push(format!("name part {}", max_len_error(QUALIFIED_NAME_MAX_LENGTH)));
+        errs.push(format!(
+            "name part {}",
+            max_len_error(QUALIFIED_NAME_MAX_LENGTH)
+        ));
     }
     if !matches_qualified_name(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_ERR_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_ERR_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -215,7 +237,11 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(LABEL_VALUE_MAX_LENGTH));
     }
     if !value.is_empty() && !matches_qualified_name(value) {
-        errs.push(regex_error(LABEL_VALUE_ERR_MSG, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_ERR_MSG,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -236,7 +262,9 @@ pub(crate) fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() => {
                 if (c as u32) < 0x10000 {
                     out.push_str(&format!("\\u{:04x}", c as u32));
@@ -258,12 +286,19 @@ pub(crate) fn invalid_value_body(value: &str, detail: &str) -> String {
 }
 
 fn invalid_cause(field: &str, value: &str, detail: &str) -> StatusCause {
-    StatusCause { reason: "FieldValueInvalid".into(), message: invalid_value_body(value, detail), field: field.into() }
+    StatusCause {
+        reason: "FieldValueInvalid".into(),
+        message: invalid_value_body(value, detail),
+        field: field.into(),
+    }
 }
 
 /// Renders causes as upstream's `field.Error.Error()` does: `<field>: <message>`.
 fn cause_strings(causes: Vec<StatusCause>) -> Vec<String> {
-    causes.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+    causes
+        .into_iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect()
 }
 
 /// Validates `metadata.labels`: every key a qualified name, every value a label value.
@@ -287,8 +322,16 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Vec<String> {
 pub fn validate_labels_at(labels: &BTreeMap<String, String>, field: &str) -> Vec<StatusCause> {
     let mut causes = Vec::new();
     for (key, value) in labels {
-        causes.extend(is_qualified_name(key).iter().map(|m| invalid_cause(field, key, m)));
-        causes.extend(is_valid_label_value(value).iter().map(|m| invalid_cause(field, value, m)));
+        causes.extend(
+            is_qualified_name(key)
+                .iter()
+                .map(|m| invalid_cause(field, key, m)),
+        );
+        causes.extend(
+            is_valid_label_value(value)
+                .iter()
+                .map(|m| invalid_cause(field, value, m)),
+        );
     }
     causes
 }
@@ -310,18 +353,27 @@ pub fn validate_annotations(annotations: &BTreeMap<String, String>) -> Vec<Strin
 
 /// Validates an annotation map found at `field` and returns one cause per problem
 /// (`FieldValueInvalid` for keys, `FieldValueTooLong` for the total size).
-pub fn validate_annotations_at(annotations: &BTreeMap<String, String>, field: &str) -> Vec<StatusCause> {
+pub fn validate_annotations_at(
+    annotations: &BTreeMap<String, String>,
+    field: &str,
+) -> Vec<StatusCause> {
     let mut causes = Vec::new();
     let mut total = 0usize;
     for (key, value) in annotations {
         // Upstream: the rule is QualifiedName except that case does not matter.
-        causes.extend(is_qualified_name(&key.to_lowercase()).iter().map(|m| invalid_cause(field, key, m)));
+        causes.extend(
+            is_qualified_name(&key.to_lowercase())
+                .iter()
+                .map(|m| invalid_cause(field, key, m)),
+        );
         total = total.saturating_add(key.len()).saturating_add(value.len());
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT_BYTES {
         causes.push(StatusCause {
             reason: "FieldValueTooLong".into(),
-            message: format!("Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT_BYTES} bytes"),
+            message: format!(
+                "Too long: may not be more than {TOTAL_ANNOTATION_SIZE_LIMIT_BYTES} bytes"
+            ),
             field: field.into(),
         });
     }
@@ -349,7 +401,10 @@ fn mask_trailing_dash(name: &str) -> String {
         match name.get(..cut) {
             Some(head) => format!("{head}a"),
             None => {
-                let boundary = (0..cut).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+                let boundary = (0..cut)
+                    .rev()
+                    .find(|&i| name.is_char_boundary(i))
+                    .unwrap_or(0);
                 format!("{}\u{fffd}a", &name[..boundary])
             }
         }
@@ -413,7 +468,11 @@ pub fn is_valid_generate_name_prefix(prefix: &str) -> Vec<String> {
 /// assert!(!validate_object_name("system:controller", false).is_empty());
 /// ```
 pub fn validate_object_name(name: &str, path_segment_name_only: bool) -> Vec<String> {
-    let rule = if path_segment_name_only { NameRule::PathSegment } else { NameRule::Dns1123Subdomain };
+    let rule = if path_segment_name_only {
+        NameRule::PathSegment
+    } else {
+        NameRule::Dns1123Subdomain
+    };
     validate_name(rule, name)
 }
 
@@ -451,12 +510,28 @@ mod tests {
     const VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn dns1123_label_accepts_upstream_good_values() {
-        for v in ["a", "ab", "abc", "a1", "a-1", "a--1--2--b", "0", "01", "012", "1a", "1-a", "1--a--b--2"] {
+        for v in [
+            "a",
+            "ab",
+            "abc",
+            "a1",
+            "a-1",
+            "a--1--2--b",
+            "0",
+            "01",
+            "012",
+            "1a",
+            "1-a",
+            "1--a--b--2",
+        ] {
             assert!(is_dns1123_label(v).is_empty(), "{v}");
         }
         assert!(is_dns1123_label(&"a".repeat(63)).is_empty());
@@ -497,20 +572,43 @@ mod tests {
         }
         assert_eq!(is_dns1123_label("a.b"), vec!["must not contain dots"]);
         assert_eq!(is_dns1123_label(&"a".repeat(64)), vec![max_len_error(63)]);
-        assert_eq!(is_dns1123_label(&"a.".repeat(40)), vec![max_len_error(63), LABEL_MSG.to_string()]);
-        assert_eq!(is_dns1123_label(&"a.".repeat(40)[..79]), vec![max_len_error(63), "must not contain dots".into()]);
+        assert_eq!(
+            is_dns1123_label(&"a.".repeat(40)),
+            vec![max_len_error(63), LABEL_MSG.to_string()]
+        );
+        assert_eq!(
+            is_dns1123_label(&"a.".repeat(40)[..79]),
+            vec![max_len_error(63), "must not contain dots".into()]
+        );
     }
 
     #[test]
     fn dns1123_subdomain_matches_upstream() {
-        for v in ["a", "a.a", "1.a", "a-1.a--1--2--b", "0.0", "a.b.c.d.e", "aaa.bbb.ccc"] {
+        for v in [
+            "a",
+            "a.a",
+            "1.a",
+            "a-1.a--1--2--b",
+            "0.0",
+            "a.b.c.d.e",
+            "aaa.bbb.ccc",
+        ] {
             assert!(is_dns1123_subdomain(v).is_empty(), "{v}");
         }
         assert!(is_dns1123_subdomain(&"a".repeat(253)).is_empty());
-        for v in ["", "A", "a.", ".a", "a..b", "a.-b", "a-.b", "a_b", "a.B", "a/b", "a b", "a@b"] {
-            assert_eq!(is_dns1123_subdomain(v), vec![SUBDOMAIN_MSG.to_string()], "{v:?}");
+        for v in [
+            "", "A", "a.", ".a", "a..b", "a.-b", "a-.b", "a_b", "a.B", "a/b", "a b", "a@b",
+        ] {
+            assert_eq!(
+                is_dns1123_subdomain(v),
+                vec![SUBDOMAIN_MSG.to_string()],
+                "{v:?}"
+            );
         }
-        assert_eq!(is_dns1123_subdomain(&"a".repeat(254)), vec!["must be no more than 253 characters"]);
+        assert_eq!(
+            is_dns1123_subdomain(&"a".repeat(254)),
+            vec!["must be no more than 253 characters"]
+        );
     }
 
     #[test]
@@ -535,12 +633,33 @@ mod tests {
 
     #[test]
     fn qualified_name_error_messages() {
-        assert_eq!(is_qualified_name(""), vec!["name part must be non-empty".to_string(), NAME_PART_MSG.to_string()]);
+        assert_eq!(
+            is_qualified_name(""),
+            vec![
+                "name part must be non-empty".to_string(),
+                NAME_PART_MSG.to_string()
+            ]
+        );
         assert_eq!(is_qualified_name("a_"), vec![NAME_PART_MSG]);
-        assert_eq!(is_qualified_name("a/"), vec!["name part must be non-empty".to_string(), NAME_PART_MSG.to_string()]);
-        assert_eq!(is_qualified_name("/b"), vec!["prefix part must be non-empty"]);
-        assert_eq!(is_qualified_name("Example.com/b"), vec![format!("prefix part {SUBDOMAIN_MSG}")]);
-        assert_eq!(is_qualified_name(&"a".repeat(64)), vec!["name part must be no more than 63 characters"]);
+        assert_eq!(
+            is_qualified_name("a/"),
+            vec![
+                "name part must be non-empty".to_string(),
+                NAME_PART_MSG.to_string()
+            ]
+        );
+        assert_eq!(
+            is_qualified_name("/b"),
+            vec!["prefix part must be non-empty"]
+        );
+        assert_eq!(
+            is_qualified_name("Example.com/b"),
+            vec![format!("prefix part {SUBDOMAIN_MSG}")]
+        );
+        assert_eq!(
+            is_qualified_name(&"a".repeat(64)),
+            vec!["name part must be no more than 63 characters"]
+        );
         let many = is_qualified_name("a/b/c");
         assert_eq!(many.len(), 1);
         assert_eq!(
@@ -555,7 +674,16 @@ mod tests {
 
     #[test]
     fn label_values_match_upstream() {
-        for v in ["", "simple", "now-with-dashes", "1-starts-with-num", "end-with-num-1", "1234", "Upper_Case", "a.b"] {
+        for v in [
+            "",
+            "simple",
+            "now-with-dashes",
+            "1-starts-with-num",
+            "end-with-num-1",
+            "1234",
+            "Upper_Case",
+            "a.b",
+        ] {
             assert!(is_valid_label_value(v).is_empty(), "{v}");
         }
         assert!(is_valid_label_value(&"a".repeat(63)).is_empty());
@@ -571,13 +699,26 @@ mod tests {
         ] {
             assert_eq!(is_valid_label_value(v), vec![VALUE_MSG.to_string()], "{v}");
         }
-        assert_eq!(is_valid_label_value(&"a".repeat(64)), vec![max_len_error(63)]);
-        assert_eq!(is_valid_label_value(&format!("{}-", "a".repeat(63))), vec![max_len_error(63), VALUE_MSG.into()]);
+        assert_eq!(
+            is_valid_label_value(&"a".repeat(64)),
+            vec![max_len_error(63)]
+        );
+        assert_eq!(
+            is_valid_label_value(&format!("{}-", "a".repeat(63))),
+            vec![max_len_error(63), VALUE_MSG.into()]
+        );
     }
 
     #[test]
     fn labels_validate_keys_and_values_with_field_paths() {
-        assert!(validate_labels(&labels(&[("app", "web"), ("example.com/tier", ""), ("k8s.io/x", "1.0")])).is_empty());
+        assert!(
+            validate_labels(&labels(&[
+                ("app", "web"),
+                ("example.com/tier", ""),
+                ("k8s.io/x", "1.0")
+            ]))
+            .is_empty()
+        );
         let errs = validate_labels(&labels(&[("a_", "ok"), ("b", "bad value")]));
         assert_eq!(
             errs,
@@ -586,19 +727,33 @@ mod tests {
                 format!("metadata.labels: Invalid value: \"bad value\": {VALUE_MSG}"),
             ]
         );
-        let causes = validate_labels_at(&labels(&[("Example.com/a", "x")]), "spec.selector.matchLabels");
+        let causes = validate_labels_at(
+            &labels(&[("Example.com/a", "x")]),
+            "spec.selector.matchLabels",
+        );
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].reason, "FieldValueInvalid");
         assert_eq!(causes[0].field, "spec.selector.matchLabels");
-        assert_eq!(causes[0].message, format!("Invalid value: \"Example.com/a\": prefix part {SUBDOMAIN_MSG}"));
+        assert_eq!(
+            causes[0].message,
+            format!("Invalid value: \"Example.com/a\": prefix part {SUBDOMAIN_MSG}")
+        );
     }
 
     #[test]
     fn annotation_keys_ignore_case_and_total_size_is_limited() {
-        assert!(validate_annotations(&labels(&[("Example.COM/Some_Key", "value with spaces and 🙂")])).is_empty());
+        assert!(
+            validate_annotations(&labels(&[(
+                "Example.COM/Some_Key",
+                "value with spaces and 🙂"
+            )]))
+            .is_empty()
+        );
         assert_eq!(
             validate_annotations(&labels(&[("bad key", "v")])),
-            vec![format!("metadata.annotations: Invalid value: \"bad key\": {NAME_PART_MSG}")]
+            vec![format!(
+                "metadata.annotations: Invalid value: \"bad key\": {NAME_PART_MSG}"
+            )]
         );
         let exact = labels(&[("ab", &"x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT_BYTES - 2))]);
         assert!(validate_annotations(&exact).is_empty());
@@ -606,19 +761,37 @@ mod tests {
         let causes = validate_annotations_at(&over, "metadata.annotations");
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].reason, "FieldValueTooLong");
-        assert_eq!(causes[0].message, "Too long: may not be more than 262144 bytes");
+        assert_eq!(
+            causes[0].message,
+            "Too long: may not be more than 262144 bytes"
+        );
     }
 
     #[test]
     fn names_follow_their_rule() {
         assert!(validate_name(NameRule::Dns1123Subdomain, "kube-system.svc").is_empty());
-        assert_eq!(validate_name(NameRule::Dns1123Subdomain, ""), vec![SUBDOMAIN_MSG]);
-        assert_eq!(validate_name(NameRule::Dns1123Label, "Web"), vec![LABEL_MSG]);
+        assert_eq!(
+            validate_name(NameRule::Dns1123Subdomain, ""),
+            vec![SUBDOMAIN_MSG]
+        );
+        assert_eq!(
+            validate_name(NameRule::Dns1123Label, "Web"),
+            vec![LABEL_MSG]
+        );
         assert!(validate_name(NameRule::PathSegment, "system:kube-scheduler").is_empty());
         assert!(validate_name(NameRule::PathSegment, "...").is_empty());
-        assert_eq!(validate_name(NameRule::PathSegment, "."), vec!["may not be '.'"]);
-        assert_eq!(validate_name(NameRule::PathSegment, "a%2f"), vec!["may not contain '%'"]);
-        assert_eq!(validate_object_name("a/b", true), vec!["may not contain '/'"]);
+        assert_eq!(
+            validate_name(NameRule::PathSegment, "."),
+            vec!["may not be '.'"]
+        );
+        assert_eq!(
+            validate_name(NameRule::PathSegment, "a%2f"),
+            vec!["may not contain '%'"]
+        );
+        assert_eq!(
+            validate_object_name("a/b", true),
+            vec!["may not contain '/'"]
+        );
         assert_eq!(validate_object_name("a/b", false), vec![SUBDOMAIN_MSG]);
     }
 
@@ -633,11 +806,17 @@ mod tests {
         assert!(is_valid_generate_name_prefix("a.-").is_empty());
         assert!(validate_name_prefix(NameRule::Dns1123Label, "pod-").is_empty());
         assert!(validate_name_prefix(NameRule::PathSegment, "..").is_empty());
-        assert_eq!(validate_name_prefix(NameRule::PathSegment, "a/"), vec!["may not contain '/'"]);
+        assert_eq!(
+            validate_name_prefix(NameRule::PathSegment, "a/"),
+            vec!["may not contain '/'"]
+        );
         assert_eq!(is_valid_generate_name_prefix("é-"), vec![SUBDOMAIN_MSG]);
         // The dash is masked before the length check, so 253 characters plus '-' still pass.
         assert!(is_valid_generate_name_prefix(&format!("{}-", "a".repeat(253))).is_empty());
-        assert_eq!(is_valid_generate_name_prefix(&format!("{}-", "a".repeat(254))), vec![max_len_error(253)]);
+        assert_eq!(
+            is_valid_generate_name_prefix(&format!("{}-", "a".repeat(254))),
+            vec![max_len_error(253)]
+        );
     }
 
     #[test]

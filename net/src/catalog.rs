@@ -26,7 +26,10 @@ struct ServiceRecord {
 impl ServiceCatalog {
     /// An empty catalog answering for `domain` (`cluster.local`).
     pub(crate) fn new(domain: &str) -> Self {
-        ServiceCatalog { domain: domain.trim_end_matches('.').to_ascii_lowercase(), services: HashMap::new() }
+        ServiceCatalog {
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+            services: HashMap::new(),
+        }
     }
 
     /// The cluster domain this catalog answers for.
@@ -40,14 +43,22 @@ impl ServiceCatalog {
         match self.services.get_mut(&key) {
             Some(record) => record.entry = entry,
             None => {
-                self.services.insert(key, ServiceRecord { entry, next: AtomicUsize::new(0) });
+                self.services.insert(
+                    key,
+                    ServiceRecord {
+                        entry,
+                        next: AtomicUsize::new(0),
+                    },
+                );
             }
         }
     }
 
     /// Forgets a service; returns whether it was known.
     pub(crate) fn remove(&mut self, namespace: &str, name: &str) -> bool {
-        self.services.remove(&(namespace.to_string(), name.to_string())).is_some()
+        self.services
+            .remove(&(namespace.to_string(), name.to_string()))
+            .is_some()
     }
 
     /// The latest entry for a service.
@@ -72,9 +83,19 @@ impl ServiceCatalog {
 
     /// The next endpoint of `service` for the service port `port`, round-robin, with the
     /// target port to connect to.
-    pub(crate) fn pick_endpoint(&self, namespace: &str, service: &str, port: u16) -> Option<(IpAddr, u16)> {
+    pub(crate) fn pick_endpoint(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: u16,
+    ) -> Option<(IpAddr, u16)> {
         let record = self.record(namespace, service)?;
-        let target = record.entry.ports.iter().find(|p| p.port == port)?.target_port;
+        let target = record
+            .entry
+            .ports
+            .iter()
+            .find(|p| p.port == port)?
+            .target_port;
         let endpoints = &record.entry.endpoints;
         if endpoints.is_empty() {
             return None;
@@ -85,18 +106,26 @@ impl ServiceCatalog {
 
     fn record(&self, namespace: &str, name: &str) -> Option<&ServiceRecord> {
         // Lookups come with borrowed strings; building the owned key is cheap next to DNS.
-        self.services.get(&(namespace.to_string(), name.to_string()))
+        self.services
+            .get(&(namespace.to_string(), name.to_string()))
     }
 
     /// The A records of one absolute name.
     fn answer(&self, fqdn: &str) -> Vec<IpAddr> {
         match dns::parse_fqdn(fqdn, &self.domain) {
             Some(Record::Service { namespace, service }) => match self.get(namespace, service) {
-                Some(ServiceEntry { cluster_ip: Some(ip), .. }) => vec![*ip],
+                Some(ServiceEntry {
+                    cluster_ip: Some(ip),
+                    ..
+                }) => vec![*ip],
                 Some(entry) => entry.endpoints.iter().map(|(ip, _)| *ip).collect(),
                 None => Vec::new(),
             },
-            Some(Record::Endpoint { namespace, service, endpoint }) => self
+            Some(Record::Endpoint {
+                namespace,
+                service,
+                endpoint,
+            }) => self
                 .get(namespace, service)
                 .map(|entry| {
                     entry

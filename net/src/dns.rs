@@ -19,9 +19,16 @@ pub(crate) const NDOTS: usize = 5;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
     /// `<service>.<namespace>.svc.<domain>`.
-    Service { namespace: &'a str, service: &'a str },
+    Service {
+        namespace: &'a str,
+        service: &'a str,
+    },
     /// `<endpoint>.<service>.<namespace>.svc.<domain>`.
-    Endpoint { namespace: &'a str, service: &'a str, endpoint: &'a str },
+    Endpoint {
+        namespace: &'a str,
+        service: &'a str,
+        endpoint: &'a str,
+    },
     /// `<a-b-c-d>.<namespace>.pod.<domain>`.
     Pod { ip: Ipv4Addr },
 }
@@ -39,9 +46,13 @@ pub(crate) fn search_candidates(name: &str, namespace: &str, domain: &str) -> Ve
     if name.is_empty() {
         return Vec::new();
     }
-    let searched = [format!("{namespace}.svc.{domain}"), format!("svc.{domain}"), domain.to_string()]
-        .into_iter()
-        .map(|suffix| format!("{name}.{}", suffix.to_ascii_lowercase()));
+    let searched = [
+        format!("{namespace}.svc.{domain}"),
+        format!("svc.{domain}"),
+        domain.to_string(),
+    ]
+    .into_iter()
+    .map(|suffix| format!("{name}.{}", suffix.to_ascii_lowercase()));
     if name.matches('.').count() >= NDOTS {
         std::iter::once(name.clone()).chain(searched).collect()
     } else {
@@ -60,7 +71,11 @@ pub(crate) fn parse_fqdn<'a>(fqdn: &'a str, domain: &str) -> Option<Record<'a>> 
     }
     match labels[..] {
         [service, namespace, "svc"] => Some(Record::Service { namespace, service }),
-        [endpoint, service, namespace, "svc"] => Some(Record::Endpoint { namespace, service, endpoint }),
+        [endpoint, service, namespace, "svc"] => Some(Record::Endpoint {
+            namespace,
+            service,
+            endpoint,
+        }),
         [dashed, _namespace, "pod"] => parse_dashed_ip(dashed).map(|ip| Record::Pod { ip }),
         _ => None,
     }
@@ -85,7 +100,15 @@ mod tests {
     #[test]
     fn short_names_search_the_pod_namespace_first() {
         let c = search_candidates("web", "shop", "cluster.local");
-        assert_eq!(c, ["web.shop.svc.cluster.local", "web.svc.cluster.local", "web.cluster.local", "web",]);
+        assert_eq!(
+            c,
+            [
+                "web.shop.svc.cluster.local",
+                "web.svc.cluster.local",
+                "web.cluster.local",
+                "web",
+            ]
+        );
     }
 
     #[test]
@@ -109,15 +132,24 @@ mod tests {
         let d = "cluster.local";
         assert_eq!(
             parse_fqdn("web.shop.svc.cluster.local", d),
-            Some(Record::Service { namespace: "shop", service: "web" })
+            Some(Record::Service {
+                namespace: "shop",
+                service: "web"
+            })
         );
         assert_eq!(
             parse_fqdn("db-0.db.shop.svc.cluster.local", d),
-            Some(Record::Endpoint { namespace: "shop", service: "db", endpoint: "db-0" })
+            Some(Record::Endpoint {
+                namespace: "shop",
+                service: "db",
+                endpoint: "db-0"
+            })
         );
         assert_eq!(
             parse_fqdn("10-244-1-5.shop.pod.cluster.local", d),
-            Some(Record::Pod { ip: Ipv4Addr::new(10, 244, 1, 5) })
+            Some(Record::Pod {
+                ip: Ipv4Addr::new(10, 244, 1, 5)
+            })
         );
         for other in [
             "web.cluster.local",
@@ -135,6 +167,9 @@ mod tests {
 
     #[test]
     fn dashed_ip_spells_the_address_with_dashes() {
-        assert_eq!(dashed_ip(&IpAddr::V4(Ipv4Addr::new(10, 244, 1, 5))), "10-244-1-5");
+        assert_eq!(
+            dashed_ip(&IpAddr::V4(Ipv4Addr::new(10, 244, 1, 5))),
+            "10-244-1-5"
+        );
     }
 }

@@ -93,10 +93,15 @@ impl LocalNetwork {
     ///
     /// Fails if the pod CIDR does not parse or is smaller than a `/24`.
     pub fn new(config: ClusterConfig) -> Result<Self> {
-        let cluster: Cidr =
-            config.pod_cidr.parse().map_err(|e| Error::Config(format!("pod CIDR {:?}: {e}", config.pod_cidr)))?;
-        let subnets = SubnetAllocator::new(cluster, NODE_SUBNET_PREFIX)
-            .map_err(|e| Error::Config(format!("pod CIDR {cluster} must be a /{NODE_SUBNET_PREFIX} or larger: {e}")))?;
+        let cluster: Cidr = config
+            .pod_cidr
+            .parse()
+            .map_err(|e| Error::Config(format!("pod CIDR {:?}: {e}", config.pod_cidr)))?;
+        let subnets = SubnetAllocator::new(cluster, NODE_SUBNET_PREFIX).map_err(|e| {
+            Error::Config(format!(
+                "pod CIDR {cluster} must be a /{NODE_SUBNET_PREFIX} or larger: {e}"
+            ))
+        })?;
         Ok(LocalNetwork {
             ipam: Mutex::new(Ipam {
                 subnets,
@@ -172,7 +177,12 @@ impl LocalNetwork {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn pick_endpoint(&self, namespace: &str, service: &str, port: u16) -> Option<(IpAddr, u16)> {
+    pub fn pick_endpoint(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: u16,
+    ) -> Option<(IpAddr, u16)> {
         self.catalog().pick_endpoint(namespace, service, port)
     }
 
@@ -193,7 +203,8 @@ impl LocalNetwork {
 impl Default for LocalNetwork {
     /// A network with upstream defaults: pod CIDR `10.244.0.0/16`, domain `cluster.local`.
     fn default() -> Self {
-        LocalNetwork::new(ClusterConfig::default()).expect("the default cluster configuration is valid")
+        LocalNetwork::new(ClusterConfig::default())
+            .expect("the default cluster configuration is valid")
     }
 }
 
@@ -208,48 +219,78 @@ impl Ipam {
             .ok_or_else(|| Error::Exhausted(format!("pod CIDR {}", self.subnets.cluster_cidr())))?;
         let Some(node_ip) = self.node_ips.allocate() else {
             self.subnets.release(subnet);
-            return Err(Error::Exhausted(format!("node address range {NODE_ADDRESS_CIDR}")));
+            return Err(Error::Exhausted(format!(
+                "node address range {NODE_ADDRESS_CIDR}"
+            )));
         };
-        let network = NodeNetwork { pod_cidr: subnet.to_string(), node_ip };
+        let network = NodeNetwork {
+            pod_cidr: subnet.to_string(),
+            node_ip,
+        };
         self.nodes.insert(
             node.to_string(),
-            NodeLease { network: network.clone(), subnet, pod_ips: IpAllocator::for_pod_subnet(subnet) },
+            NodeLease {
+                network: network.clone(),
+                subnet,
+                pod_ips: IpAllocator::for_pod_subnet(subnet),
+            },
         );
         tracing::debug!(node, pod_cidr = %subnet, %node_ip, "node added to the pod network");
         Ok(network)
     }
 
     fn remove_node(&mut self, node: &str) {
-        let Some(lease) = self.nodes.remove(node) else { return };
+        let Some(lease) = self.nodes.remove(node) else {
+            return;
+        };
         self.subnets.release(lease.subnet);
         self.node_ips.release(lease.network.node_ip);
         let before = self.pods.len();
         self.pods.retain(|_, p| p.node != node);
-        tracing::debug!(node, pods_released = before - self.pods.len(), "node removed from the pod network");
+        tracing::debug!(
+            node,
+            pods_released = before - self.pods.len(),
+            "node removed from the pod network"
+        );
     }
 
     fn setup_pod(&mut self, node: &str, pod: &PodNetworkRequest) -> Result<PodNetwork> {
         if let Some(lease) = self.pods.get(&pod.uid) {
             if lease.node != node {
-                return Err(Error::PodOnOtherNode { uid: pod.uid.clone(), node: lease.node.clone() });
+                return Err(Error::PodOnOtherNode {
+                    uid: pod.uid.clone(),
+                    node: lease.node.clone(),
+                });
             }
-            return Ok(PodNetwork { ip: lease.ip, netns: None });
+            return Ok(PodNetwork {
+                ip: lease.ip,
+                netns: None,
+            });
         }
-        let node_lease = self.nodes.get_mut(node).ok_or_else(|| Error::UnknownNode(node.to_string()))?;
-        let ip = node_lease
-            .pod_ips
-            .allocate()
-            .ok_or_else(|| Error::Exhausted(format!("pod CIDR {} of node {node}", node_lease.subnet)))?;
+        let node_lease = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| Error::UnknownNode(node.to_string()))?;
+        let ip = node_lease.pod_ips.allocate().ok_or_else(|| {
+            Error::Exhausted(format!("pod CIDR {} of node {node}", node_lease.subnet))
+        })?;
         self.pods.insert(
             pod.uid.clone(),
-            PodLease { node: node.to_string(), ip, namespace: pod.namespace.clone(), name: pod.name.clone() },
+            PodLease {
+                node: node.to_string(),
+                ip,
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+            },
         );
         tracing::debug!(node, namespace = %pod.namespace, pod = %pod.name, uid = %pod.uid, %ip, "pod network set up");
         Ok(PodNetwork { ip, netns: None })
     }
 
     fn teardown_pod(&mut self, pod_uid: &str) {
-        let Some(lease) = self.pods.remove(pod_uid) else { return };
+        let Some(lease) = self.pods.remove(pod_uid) else {
+            return;
+        };
         if let Some(node) = self.nodes.get_mut(&lease.node) {
             node.pod_ips.release(lease.ip);
         }

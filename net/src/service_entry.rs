@@ -17,7 +17,10 @@ use crate::{ServiceEntry, ServicePort};
 
 /// The entry for `service` with `endpoints`, or `None` if the service is not served
 /// (no ClusterIP yet, `ExternalName`, or malformed).
-pub(crate) fn service_entry(service: &Service, endpoints: Option<&Endpoints>) -> Option<ServiceEntry> {
+pub(crate) fn service_entry(
+    service: &Service,
+    endpoints: Option<&Endpoints>,
+) -> Option<ServiceEntry> {
     let namespace = service.metadata.namespace.clone()?;
     let name = service.metadata.name.clone()?;
     let spec = service.spec.as_ref()?;
@@ -69,16 +72,27 @@ pub(crate) fn service_entry(service: &Service, endpoints: Option<&Endpoints>) ->
             })
         })
         .collect();
-    Some(ServiceEntry { namespace, name, cluster_ip, ports, endpoints: ready_endpoints(endpoints) })
+    Some(ServiceEntry {
+        namespace,
+        name,
+        cluster_ip,
+        ports,
+        endpoints: ready_endpoints(endpoints),
+    })
 }
 
 /// Every ready address (`subsets[].addresses`), once each, in the order listed.
 fn ready_endpoints(endpoints: Option<&Endpoints>) -> Vec<(IpAddr, Option<String>)> {
     let mut out: Vec<(IpAddr, Option<String>)> = Vec::new();
-    let addresses =
-        endpoints.and_then(|e| e.subsets.as_ref()).into_iter().flatten().flat_map(|s| s.addresses.iter().flatten());
+    let addresses = endpoints
+        .and_then(|e| e.subsets.as_ref())
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten());
     for a in addresses {
-        let Ok(ip) = a.ip.parse::<IpAddr>() else { continue };
+        let Ok(ip) = a.ip.parse::<IpAddr>() else {
+            continue;
+        };
         if !out.iter().any(|(seen, _)| *seen == ip) {
             out.push((ip, a.hostname.clone().filter(|h| !h.is_empty())));
         }
@@ -95,7 +109,11 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn meta() -> ObjectMeta {
-        ObjectMeta { namespace: Some("shop".into()), name: Some("web".into()), ..Default::default() }
+        ObjectMeta {
+            namespace: Some("shop".into()),
+            name: Some("web".into()),
+            ..Default::default()
+        }
     }
 
     fn service(cluster_ip: Option<&str>, target: Option<IntOrString>) -> Service {
@@ -118,7 +136,11 @@ mod tests {
     }
 
     fn address(ip: &str, hostname: Option<&str>) -> EndpointAddress {
-        EndpointAddress { ip: ip.into(), hostname: hostname.map(Into::into), ..Default::default() }
+        EndpointAddress {
+            ip: ip.into(),
+            hostname: hostname.map(Into::into),
+            ..Default::default()
+        }
     }
 
     fn endpoints(ready: Vec<EndpointAddress>, not_ready: Vec<EndpointAddress>) -> Endpoints {
@@ -139,10 +161,16 @@ mod tests {
 
     #[test]
     fn only_ready_addresses_become_endpoints() {
-        let eps = endpoints(vec![address("10.244.0.2", Some("web-0"))], vec![address("10.244.0.3", None)]);
+        let eps = endpoints(
+            vec![address("10.244.0.2", Some("web-0"))],
+            vec![address("10.244.0.3", None)],
+        );
         let entry = service_entry(&service(Some("10.96.0.5"), None), Some(&eps)).unwrap();
         assert_eq!(entry.cluster_ip, Some("10.96.0.5".parse().unwrap()));
-        assert_eq!(entry.endpoints, vec![("10.244.0.2".parse().unwrap(), Some("web-0".into()))]);
+        assert_eq!(
+            entry.endpoints,
+            vec![("10.244.0.2".parse().unwrap(), Some("web-0".into()))]
+        );
     }
 
     #[test]
@@ -164,7 +192,12 @@ mod tests {
 
     #[test]
     fn cluster_ip_none_is_headless_and_missing_cluster_ip_is_not_served() {
-        assert_eq!(service_entry(&service(Some("None"), None), None).unwrap().cluster_ip, None);
+        assert_eq!(
+            service_entry(&service(Some("None"), None), None)
+                .unwrap()
+                .cluster_ip,
+            None
+        );
         assert!(service_entry(&service(None, None), None).is_none());
         assert!(service_entry(&service(Some(""), None), None).is_none());
         assert!(service_entry(&service(Some("not-an-ip"), None), None).is_none());

@@ -58,9 +58,12 @@ enum Change {
 }
 
 async fn run(client: kube::Client, network: Arc<dyn Network>, shutdown: CancellationToken) {
-    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(|r| r.map(Change::Service));
+    let services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|r| r.map(Change::Service));
     let endpoints = watcher(Api::<Endpoints>::all(client), watcher::Config::default())
         .default_backoff()
         .map(|r| r.map(Change::Endpoints));
@@ -103,15 +106,22 @@ impl ServiceTable {
     /// Records one change and returns the services it may have touched.
     fn apply(&mut self, change: Change) -> HashSet<Key> {
         match change {
-            Change::Service(event) => apply_event(&mut self.services, &mut self.services_relist, event),
-            Change::Endpoints(event) => apply_event(&mut self.endpoints, &mut self.endpoints_relist, event),
+            Change::Service(event) => {
+                apply_event(&mut self.services, &mut self.services_relist, event)
+            }
+            Change::Endpoints(event) => {
+                apply_event(&mut self.endpoints, &mut self.endpoints_relist, event)
+            }
         }
     }
 
     /// Brings the network in line with what is known about one service.
     async fn reconcile(&mut self, key: &Key, network: &dyn Network) {
         let (namespace, name) = key;
-        let desired = self.services.get(key).and_then(|svc| service_entry(svc, self.endpoints.get(key)));
+        let desired = self
+            .services
+            .get(key)
+            .and_then(|svc| service_entry(svc, self.endpoints.get(key)));
         match desired {
             Some(entry) if self.synced.get(key) == Some(&entry) => {}
             Some(entry) => {
@@ -122,14 +132,18 @@ impl ServiceTable {
                         tracing::debug!(%namespace, service = %name, endpoints, "service synced");
                         self.synced.insert(key.clone(), entry);
                     }
-                    Err(e) => tracing::warn!(%namespace, service = %name, error = %e, "syncing service failed"),
+                    Err(e) => {
+                        tracing::warn!(%namespace, service = %name, error = %e, "syncing service failed")
+                    }
                 }
             }
             None => {
                 if self.synced.remove(key).is_some() {
                     match network.remove_service(namespace, name).await {
                         Ok(()) => tracing::debug!(%namespace, service = %name, "service removed"),
-                        Err(e) => tracing::warn!(%namespace, service = %name, error = %e, "removing service failed"),
+                        Err(e) => {
+                            tracing::warn!(%namespace, service = %name, error = %e, "removing service failed")
+                        }
                     }
                 }
             }
@@ -159,7 +173,9 @@ fn apply_event<K: kube::Resource>(
             HashSet::new()
         }
         watcher::Event::InitApply(obj) => {
-            relist.get_or_insert_with(HashMap::new).insert(key_of(&obj), obj);
+            relist
+                .get_or_insert_with(HashMap::new)
+                .insert(key_of(&obj), obj);
             HashSet::new()
         }
         watcher::Event::InitDone => {

@@ -22,16 +22,30 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn http_port() -> Vec<ServicePort> {
-    vec![ServicePort { name: "http".into(), protocol: "TCP".into(), port: 80, node_port: None, target_port: 8080 }]
+    vec![ServicePort {
+        name: "http".into(),
+        protocol: "TCP".into(),
+        port: 80,
+        node_port: None,
+        target_port: 8080,
+    }]
 }
 
-fn service(ns: &str, name: &str, cluster_ip: Option<&str>, endpoints: &[(&str, Option<&str>)]) -> ServiceEntry {
+fn service(
+    ns: &str,
+    name: &str,
+    cluster_ip: Option<&str>,
+    endpoints: &[(&str, Option<&str>)],
+) -> ServiceEntry {
     ServiceEntry {
         namespace: ns.into(),
         name: name.into(),
         cluster_ip: cluster_ip.map(ip),
         ports: http_port(),
-        endpoints: endpoints.iter().map(|(a, h)| (ip(a), h.map(String::from))).collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|(a, h)| (ip(a), h.map(String::from)))
+            .collect(),
     }
 }
 
@@ -104,7 +118,10 @@ async fn released_pod_ip_comes_back_once_the_range_wraps() -> anyhow::Result<()>
         assert_ne!(net.setup_pod("a", &pod(&i.to_string())).await?.ip, first);
     }
     assert_eq!(net.setup_pod("a", &pod("last")).await?.ip, first);
-    assert!(matches!(net.setup_pod("a", &pod("one-too-many")).await, Err(Error::Exhausted(_))));
+    assert!(matches!(
+        net.setup_pod("a", &pod("one-too-many")).await,
+        Err(Error::Exhausted(_))
+    ));
     Ok(())
 }
 
@@ -116,7 +133,10 @@ async fn setup_pod_is_idempotent_per_uid() -> anyhow::Result<()> {
     let first = net.setup_pod("a", &pod("x")).await?;
     assert_eq!(net.setup_pod("a", &pod("x")).await?, first);
     assert_eq!(net.pod_count(), 1);
-    assert!(matches!(net.setup_pod("b", &pod("x")).await, Err(Error::PodOnOtherNode { .. })));
+    assert!(matches!(
+        net.setup_pod("b", &pod("x")).await,
+        Err(Error::PodOnOtherNode { .. })
+    ));
     Ok(())
 }
 
@@ -131,7 +151,10 @@ async fn teardown_of_unknown_pod_is_not_an_error() -> anyhow::Result<()> {
 #[tokio::test]
 async fn setup_pod_on_unknown_node_fails() {
     let net = LocalNetwork::default();
-    assert!(matches!(net.setup_pod("nowhere", &pod("x")).await, Err(Error::UnknownNode(_))));
+    assert!(matches!(
+        net.setup_pod("nowhere", &pod("x")).await,
+        Err(Error::UnknownNode(_))
+    ));
 }
 
 #[tokio::test]
@@ -149,7 +172,10 @@ async fn removing_a_node_releases_its_pods() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn pod_cidr_runs_out_of_node_subnets() -> anyhow::Result<()> {
-    let config = ClusterConfig { pod_cidr: "10.10.0.0/23".into(), ..Default::default() };
+    let config = ClusterConfig {
+        pod_cidr: "10.10.0.0/23".into(),
+        ..Default::default()
+    };
     let net = LocalNetwork::new(config)?;
     net.add_node("a").await?;
     net.add_node("b").await?;
@@ -160,15 +186,27 @@ async fn pod_cidr_runs_out_of_node_subnets() -> anyhow::Result<()> {
 #[test]
 fn bad_pod_cidr_is_a_config_error() {
     for cidr in ["10.244.0.0", "10.244.0.0/25"] {
-        let config = ClusterConfig { pod_cidr: cidr.into(), ..Default::default() };
-        assert!(matches!(LocalNetwork::new(config), Err(Error::Config(_))), "{cidr}");
+        let config = ClusterConfig {
+            pod_cidr: cidr.into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(LocalNetwork::new(config), Err(Error::Config(_))),
+            "{cidr}"
+        );
     }
 }
 
 #[tokio::test]
 async fn service_resolves_in_every_name_form() -> anyhow::Result<()> {
     let net = LocalNetwork::default();
-    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[("10.244.0.2", None)])).await?;
+    net.sync_service(service(
+        "shop",
+        "web",
+        Some("10.96.0.20"),
+        &[("10.244.0.2", None)],
+    ))
+    .await?;
     let want = vec![ip("10.96.0.20")];
     for name in [
         "web",
@@ -180,11 +218,22 @@ async fn service_resolves_in_every_name_form() -> anyhow::Result<()> {
     ] {
         assert_eq!(net.resolve(name, "shop"), want, "{name} from shop");
     }
-    for name in ["web.shop", "web.shop.svc", "web.shop.svc.cluster.local", "web.shop.svc.cluster.local."] {
+    for name in [
+        "web.shop",
+        "web.shop.svc",
+        "web.shop.svc.cluster.local",
+        "web.shop.svc.cluster.local.",
+    ] {
         assert_eq!(net.resolve(name, "other"), want, "{name} from other");
     }
-    assert!(net.resolve("web", "other").is_empty(), "a bare name searches the asking pod's namespace");
-    assert!(net.resolve("web.shop.", "shop").is_empty(), "a trailing dot disables the search path");
+    assert!(
+        net.resolve("web", "other").is_empty(),
+        "a bare name searches the asking pod's namespace"
+    );
+    assert!(
+        net.resolve("web.shop.", "shop").is_empty(),
+        "a trailing dot disables the search path"
+    );
     assert!(net.resolve("nope", "shop").is_empty());
     Ok(())
 }
@@ -192,32 +241,68 @@ async fn service_resolves_in_every_name_form() -> anyhow::Result<()> {
 #[tokio::test]
 async fn headless_service_resolves_to_its_ready_endpoints() -> anyhow::Result<()> {
     let net = LocalNetwork::default();
-    let endpoints = [("10.244.0.2", Some("db-0")), ("10.244.1.2", Some("db-1")), ("10.244.2.2", None)];
-    net.sync_service(service("shop", "db", None, &endpoints)).await?;
-    assert_eq!(net.resolve("db", "shop"), vec![ip("10.244.0.2"), ip("10.244.1.2"), ip("10.244.2.2")]);
-    assert_eq!(net.resolve("db-1.db.shop.svc.cluster.local", "x"), vec![ip("10.244.1.2")]);
+    let endpoints = [
+        ("10.244.0.2", Some("db-0")),
+        ("10.244.1.2", Some("db-1")),
+        ("10.244.2.2", None),
+    ];
+    net.sync_service(service("shop", "db", None, &endpoints))
+        .await?;
+    assert_eq!(
+        net.resolve("db", "shop"),
+        vec![ip("10.244.0.2"), ip("10.244.1.2"), ip("10.244.2.2")]
+    );
+    assert_eq!(
+        net.resolve("db-1.db.shop.svc.cluster.local", "x"),
+        vec![ip("10.244.1.2")]
+    );
     assert_eq!(net.resolve("db-0.db", "shop"), vec![ip("10.244.0.2")]);
-    assert_eq!(net.resolve("10-244-2-2.db.shop.svc.cluster.local", "x"), vec![ip("10.244.2.2")]);
-    assert!(net.resolve("10-244-0-2.db.shop.svc.cluster.local", "x").is_empty(), "a hostname replaces the dashed name");
+    assert_eq!(
+        net.resolve("10-244-2-2.db.shop.svc.cluster.local", "x"),
+        vec![ip("10.244.2.2")]
+    );
+    assert!(
+        net.resolve("10-244-0-2.db.shop.svc.cluster.local", "x")
+            .is_empty(),
+        "a hostname replaces the dashed name"
+    );
 
-    net.sync_service(service("shop", "db", None, &endpoints[..1])).await?;
-    assert_eq!(net.resolve("db", "shop"), vec![ip("10.244.0.2")], "resolve follows the latest sync");
-    assert!(net.resolve("db-1.db.shop.svc.cluster.local", "x").is_empty());
+    net.sync_service(service("shop", "db", None, &endpoints[..1]))
+        .await?;
+    assert_eq!(
+        net.resolve("db", "shop"),
+        vec![ip("10.244.0.2")],
+        "resolve follows the latest sync"
+    );
+    assert!(
+        net.resolve("db-1.db.shop.svc.cluster.local", "x")
+            .is_empty()
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn pod_a_records_resolve_to_the_spelled_address() {
     let net = LocalNetwork::default();
-    assert_eq!(net.resolve("10-244-1-5.shop.pod.cluster.local", "x"), vec![ip("10.244.1.5")]);
-    assert_eq!(net.resolve("10-244-1-5.shop.pod", "x"), vec![ip("10.244.1.5")]);
-    assert!(net.resolve("10-244-1.shop.pod.cluster.local", "x").is_empty());
+    assert_eq!(
+        net.resolve("10-244-1-5.shop.pod.cluster.local", "x"),
+        vec![ip("10.244.1.5")]
+    );
+    assert_eq!(
+        net.resolve("10-244-1-5.shop.pod", "x"),
+        vec![ip("10.244.1.5")]
+    );
+    assert!(
+        net.resolve("10-244-1.shop.pod.cluster.local", "x")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn removed_service_no_longer_resolves() -> anyhow::Result<()> {
     let net = LocalNetwork::default();
-    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[])).await?;
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[]))
+        .await?;
     net.remove_service("shop", "web").await?;
     assert!(net.resolve("web.shop", "x").is_empty());
     assert_eq!(net.service("shop", "web"), None);
@@ -227,10 +312,17 @@ async fn removed_service_no_longer_resolves() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn custom_cluster_domain_is_served() -> anyhow::Result<()> {
-    let config = ClusterConfig { cluster_domain: "corp.internal".into(), ..Default::default() };
+    let config = ClusterConfig {
+        cluster_domain: "corp.internal".into(),
+        ..Default::default()
+    };
     let net = LocalNetwork::new(config)?;
-    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[])).await?;
-    assert_eq!(net.resolve("web.shop.svc.corp.internal", "x"), vec![ip("10.96.0.20")]);
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[]))
+        .await?;
+    assert_eq!(
+        net.resolve("web.shop.svc.corp.internal", "x"),
+        vec![ip("10.96.0.20")]
+    );
     assert_eq!(net.resolve("web", "shop"), vec![ip("10.96.0.20")]);
     assert!(net.resolve("web.shop.svc.cluster.local", "x").is_empty());
     Ok(())
@@ -239,18 +331,34 @@ async fn custom_cluster_domain_is_served() -> anyhow::Result<()> {
 #[tokio::test]
 async fn pick_endpoint_round_robins_over_ready_endpoints() -> anyhow::Result<()> {
     let net = LocalNetwork::default();
-    let endpoints = [("10.244.0.2", None), ("10.244.1.2", None), ("10.244.2.2", None)];
-    net.sync_service(service("shop", "web", Some("10.96.0.20"), &endpoints)).await?;
-    let picks: Vec<_> = (0..6).filter_map(|_| net.pick_endpoint("shop", "web", 80)).collect();
+    let endpoints = [
+        ("10.244.0.2", None),
+        ("10.244.1.2", None),
+        ("10.244.2.2", None),
+    ];
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &endpoints))
+        .await?;
+    let picks: Vec<_> = (0..6)
+        .filter_map(|_| net.pick_endpoint("shop", "web", 80))
+        .collect();
     assert_eq!(picks.len(), 6);
     let first_round: HashSet<_> = picks[..3].iter().map(|(ip, _)| *ip).collect();
     assert_eq!(first_round.len(), 3, "each endpoint once per round");
     assert_eq!(picks[..3], picks[3..]);
     assert!(picks.iter().all(|(_, port)| *port == 8080));
-    assert_eq!(net.pick_endpoint("shop", "web", 443), None, "unknown service port");
+    assert_eq!(
+        net.pick_endpoint("shop", "web", 443),
+        None,
+        "unknown service port"
+    );
     assert_eq!(net.pick_endpoint("shop", "nope", 80), None);
 
-    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[])).await?;
-    assert_eq!(net.pick_endpoint("shop", "web", 80), None, "no ready endpoints");
+    net.sync_service(service("shop", "web", Some("10.96.0.20"), &[]))
+        .await?;
+    assert_eq!(
+        net.pick_endpoint("shop", "web", 80),
+        None,
+        "no ready endpoints"
+    );
     Ok(())
 }

@@ -23,7 +23,11 @@ async fn client() -> anyhow::Result<kube::Client> {
 }
 
 fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), namespace: Some("default".into()), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    }
 }
 
 fn service(name: &str, cluster_ip: &str) -> Service {
@@ -31,7 +35,11 @@ fn service(name: &str, cluster_ip: &str) -> Service {
         metadata: meta(name),
         spec: Some(ServiceSpec {
             cluster_ip: Some(cluster_ip.into()),
-            ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
@@ -39,16 +47,28 @@ fn service(name: &str, cluster_ip: &str) -> Service {
 }
 
 fn address(ip: &str, hostname: &str) -> EndpointAddress {
-    EndpointAddress { ip: ip.into(), hostname: Some(hostname.into()), ..Default::default() }
+    EndpointAddress {
+        ip: ip.into(),
+        hostname: Some(hostname.into()),
+        ..Default::default()
+    }
 }
 
-fn endpoints(name: &str, ready: Vec<EndpointAddress>, not_ready: Vec<EndpointAddress>) -> Endpoints {
+fn endpoints(
+    name: &str,
+    ready: Vec<EndpointAddress>,
+    not_ready: Vec<EndpointAddress>,
+) -> Endpoints {
     Endpoints {
         metadata: meta(name),
         subsets: Some(vec![EndpointSubset {
             addresses: Some(ready),
             not_ready_addresses: Some(not_ready),
-            ports: Some(vec![EndpointPort { name: Some("http".into()), port: 8080, ..Default::default() }]),
+            ports: Some(vec![EndpointPort {
+                name: Some("http".into()),
+                port: 8080,
+                ..Default::default()
+            }]),
         }]),
     }
 }
@@ -68,7 +88,11 @@ async fn until_resolves(net: &LocalNetwork, name: &str, want: Vec<IpAddr>) {
         }
     })
     .await;
-    assert!(waited.is_ok(), "{name} resolves to {:?}, want {want:?}", net.resolve(name, "default"));
+    assert!(
+        waited.is_ok(),
+        "{name} resolves to {:?}, want {want:?}",
+        net.resolve(name, "default")
+    );
 }
 
 #[tokio::test]
@@ -90,16 +114,28 @@ async fn dns_follows_services_and_endpoint_readiness() -> anyhow::Result<()> {
     // A headless service resolves to its ready endpoints only.
     services.create(&pp, &service("db", "None")).await?;
     let ready = vec![address("10.244.0.2", "db-0"), address("10.244.1.2", "db-1")];
-    eps.create(&pp, &endpoints("db", ready, vec![address("10.244.2.2", "db-2")])).await?;
+    eps.create(
+        &pp,
+        &endpoints("db", ready, vec![address("10.244.2.2", "db-2")]),
+    )
+    .await?;
     until_resolves(&net, "db", ips(&["10.244.0.2", "10.244.1.2"])).await;
     until_resolves(&net, "db-1.db", ips(&["10.244.1.2"])).await;
-    assert!(net.resolve("db-2.db", "default").is_empty(), "not-ready addresses are not served");
+    assert!(
+        net.resolve("db-2.db", "default").is_empty(),
+        "not-ready addresses are not served"
+    );
     let entry = net.service("default", "db").expect("db is synced");
     assert_eq!(entry.ports[0].target_port, 8080);
 
     // db-1 fails its readiness probe: it moves to notReadyAddresses and leaves DNS.
     let mut current = eps.get("db").await?;
-    current.subsets = endpoints("db", vec![address("10.244.0.2", "db-0")], vec![address("10.244.1.2", "db-1")]).subsets;
+    current.subsets = endpoints(
+        "db",
+        vec![address("10.244.0.2", "db-0")],
+        vec![address("10.244.1.2", "db-1")],
+    )
+    .subsets;
     eps.replace("db", &pp, &current).await?;
     until_resolves(&net, "db", ips(&["10.244.0.2"])).await;
     until_resolves(&net, "db-1.db", vec![]).await;
@@ -107,7 +143,10 @@ async fn dns_follows_services_and_endpoint_readiness() -> anyhow::Result<()> {
     // Endpoints deleted: the headless service has nothing left to answer.
     eps.delete("db", &DeleteParams::default()).await?;
     until_resolves(&net, "db", vec![]).await;
-    assert!(net.service("default", "db").is_some(), "the service itself is still synced");
+    assert!(
+        net.service("default", "db").is_some(),
+        "the service itself is still synced"
+    );
 
     // Service deleted: gone from the catalog.
     services.delete("web", &DeleteParams::default()).await?;
@@ -123,7 +162,9 @@ async fn dns_follows_services_and_endpoint_readiness() -> anyhow::Result<()> {
 async fn services_created_before_the_sync_starts_are_served() -> anyhow::Result<()> {
     let client = client().await?;
     let services: Api<Service> = Api::default_namespaced(client.clone());
-    services.create(&PostParams::default(), &service("early", "10.96.0.60")).await?;
+    services
+        .create(&PostParams::default(), &service("early", "10.96.0.60"))
+        .await?;
 
     let net = Arc::new(LocalNetwork::default());
     let shutdown = CancellationToken::new();

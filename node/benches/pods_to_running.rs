@@ -24,7 +24,8 @@ const PODS: usize = 1000;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let clock = Clock::new();
-    let api = kybernetes_apiserver::ApiServer::new(Arc::new(MemoryStore::default()), clock.clone()).await?;
+    let api = kybernetes_apiserver::ApiServer::new(Arc::new(MemoryStore::default()), clock.clone())
+        .await?;
     let client = kube::Client::new(api.router(), "default");
     let fake = FakeRuntime::new(clock.clone());
     fake.preload_image("nginx:1.27");
@@ -34,7 +35,15 @@ async fn main() -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for i in 0..NODES {
         let config = NodeAgentConfig::new(format!("node-{i}")).clock(clock.clone());
-        handles.push(NodeAgent::new(config, client.clone(), Arc::new(fake.clone()), network.clone()).spawn(shutdown.clone()));
+        handles.push(
+            NodeAgent::new(
+                config,
+                client.clone(),
+                Arc::new(fake.clone()),
+                network.clone(),
+            )
+            .spawn(shutdown.clone()),
+        );
     }
     let nodes: Api<Node> = Api::all(client.clone());
     while nodes.list(&Default::default()).await?.items.len() < NODES {
@@ -55,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
                     "spec": { "nodeName": format!("node-{}", i % NODES), "containers": [{ "name": "web", "image": "nginx:1.27" }] }
                 }))
                 .expect("pod");
-                pods.create(&PostParams::default(), &pod).await.expect("create");
+                pods.create(&PostParams::default(), &pod)
+                    .await
+                    .expect("create");
             }
             t0.elapsed()
         })
@@ -66,7 +77,9 @@ async fn main() -> anyhow::Result<()> {
         match stream.next().await {
             Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
                 updates += 1;
-                if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && seen.insert(p.metadata.name.clone()) {
+                if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    && seen.insert(p.metadata.name.clone())
+                {
                     running += 1;
                 }
             }

@@ -50,7 +50,9 @@ pub struct NodeAgent {
 
 impl std::fmt::Debug for NodeAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeAgent").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("NodeAgent")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,8 +60,18 @@ impl NodeAgent {
     /// A node agent for `config.name`, talking to the API through `client`, running
     /// containers on `runtime` and pod networking on `network`. Nothing happens until
     /// [`spawn`](Self::spawn) or [`run`](Self::run).
-    pub fn new(config: NodeAgentConfig, client: kube::Client, runtime: Arc<dyn Runtime>, network: Arc<dyn Network>) -> Self {
-        NodeAgent { config, client, runtime, network }
+    pub fn new(
+        config: NodeAgentConfig,
+        client: kube::Client,
+        runtime: Arc<dyn Runtime>,
+        network: Arc<dyn Network>,
+    ) -> Self {
+        NodeAgent {
+            config,
+            client,
+            runtime,
+            network,
+        }
     }
 
     /// The node name.
@@ -96,11 +108,25 @@ impl NodeAgent {
     }
 
     async fn run_inner(self, shutdown: CancellationToken) {
-        let Some(reg) = self.register_with_retry(&shutdown).await else { return };
+        let Some(reg) = self.register_with_retry(&shutdown).await else {
+            return;
+        };
         let tracker = TaskTracker::new();
-        let recorder = EventRecorder::spawn(self.client.clone(), self.config.clock.clone(), self.config.name.clone(), shutdown.clone(), &tracker);
+        let recorder = EventRecorder::spawn(
+            self.client.clone(),
+            self.config.clock.clone(),
+            self.config.name.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
         let node_uid = reg.node.metadata.uid.clone().unwrap_or_default();
-        recorder.node(&self.config.name, Some(node_uid.clone()), EventType::Normal, "Starting", "Starting kubelet.");
+        recorder.node(
+            &self.config.name,
+            Some(node_uid.clone()),
+            EventType::Normal,
+            "Starting",
+            "Starting kubelet.",
+        );
         let allocatable_milli = (
             parse_milli(&self.config.capacity.cpu).unwrap_or(0),
             parse_milli(&self.config.capacity.memory).unwrap_or(0),
@@ -117,7 +143,11 @@ impl NodeAgent {
         });
         info!(pod_cidr = %reg.net.pod_cidr, node_ip = %reg.net.node_ip, "node agent running");
         tracker.spawn(run_lease(ctx.clone(), node_uid, shutdown.clone()));
-        tracker.spawn(run_status_updates(ctx.clone(), reg.net.clone(), shutdown.clone()));
+        tracker.spawn(run_status_updates(
+            ctx.clone(),
+            reg.net.clone(),
+            shutdown.clone(),
+        ));
         run_pod_workers(ctx, shutdown.clone(), tracker.clone()).await;
         tracker.close();
         tracker.wait().await;

@@ -28,7 +28,10 @@ fn since(a: DateTime<Utc>, b: DateTime<Utc>) -> Duration {
 
 impl Backoff {
     pub(crate) fn new(config: BackoffConfig) -> Self {
-        Backoff { config, entries: HashMap::new() }
+        Backoff {
+            config,
+            entries: HashMap::new(),
+        }
     }
 
     fn expired(&self, e: &Entry, event_time: DateTime<Utc>) -> bool {
@@ -37,7 +40,12 @@ impl Backoff {
 
     /// If `key` is backing off from an event at `event_time` (a container's finish), when the
     /// back-off ends.
-    pub(crate) fn in_backoff_since(&self, key: &str, event_time: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn in_backoff_since(
+        &self,
+        key: &str,
+        event_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let e = self.entries.get(key)?;
         if self.expired(e, event_time) {
             return None;
@@ -47,7 +55,11 @@ impl Backoff {
     }
 
     /// If `key` is backing off since its last [`next`](Self::next), when the back-off ends.
-    pub(crate) fn in_backoff_since_update(&self, key: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn in_backoff_since_update(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let e = self.entries.get(key)?;
         let until = e.last_update + chrono::Duration::from_std(e.backoff).unwrap_or_default();
         (now < until).then_some(until)
@@ -55,14 +67,25 @@ impl Backoff {
 
     /// Records a retry of `key` for an event at `event_time`: the next delay doubles (or
     /// starts at `initial`). Returns the new delay.
-    pub(crate) fn next(&mut self, key: &str, event_time: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    pub(crate) fn next(
+        &mut self,
+        key: &str,
+        event_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Duration {
         let initial = self.config.initial;
         let max = self.config.max;
         let backoff = match self.entries.get(key) {
             Some(e) if !self.expired(e, event_time) => (e.backoff * 2).min(max),
             _ => initial.min(max),
         };
-        self.entries.insert(key.to_string(), Entry { backoff, last_update: now });
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                backoff,
+                last_update: now,
+            },
+        );
         backoff
     }
 

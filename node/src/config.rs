@@ -43,7 +43,12 @@ pub struct NodeCapacity {
 
 impl Default for NodeCapacity {
     fn default() -> Self {
-        NodeCapacity { cpu: "4".into(), memory: "16Gi".into(), pods: "110".into(), ephemeral_storage: "100Gi".into() }
+        NodeCapacity {
+            cpu: "4".into(),
+            memory: "16Gi".into(),
+            pods: "110".into(),
+            ephemeral_storage: "100Gi".into(),
+        }
     }
 }
 

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
-use kybernetes_runtime::{ContainerConfig, ContainerMetadata, ContainerResources, ProbeAction, ProbeKind, ProbeRequest, labels};
+use kybernetes_runtime::{
+    ContainerConfig, ContainerMetadata, ContainerResources, ProbeAction, ProbeKind, ProbeRequest,
+    labels,
+};
 use tokio::time::Instant;
 
 use crate::env::{EnvInputs, make_environment};
@@ -29,15 +32,26 @@ pub(crate) fn container_hash(spec: &Container) -> String {
 
 fn default_pull_policy(image: &str) -> &'static str {
     let last = image.rsplit('/').next().unwrap_or("");
-    if !last.contains('@') && (!last.contains(':') || last.ends_with(":latest")) { "Always" } else { "IfNotPresent" }
+    if !last.contains('@') && (!last.contains(':') || last.ends_with(":latest")) {
+        "Always"
+    } else {
+        "IfNotPresent"
+    }
 }
 
 fn resources(spec: &Container) -> ContainerResources {
     let r = spec.resources.clone().unwrap_or_default();
-    let get = |list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, key: &str| {
-        list.as_ref().and_then(|l| l.get(key)).and_then(|q| parse_milli(&q.0)).map(|v| v.max(0))
+    let get = |list: &Option<
+        BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
+               key: &str| {
+        list.as_ref()
+            .and_then(|l| l.get(key))
+            .and_then(|q| parse_milli(&q.0))
+            .map(|v| v.max(0))
     };
-    let bytes = |milli: Option<i128>| milli.map(|m| u64::try_from((m + 999) / 1000).unwrap_or(u64::MAX));
+    let bytes =
+        |milli: Option<i128>| milli.map(|m| u64::try_from((m + 999) / 1000).unwrap_or(u64::MAX));
     let millis = |v: Option<i128>| v.map(|m| u64::try_from(m).unwrap_or(u64::MAX));
     ContainerResources {
         cpu_request_millis: millis(get(&r.requests, "cpu")),
@@ -50,13 +64,23 @@ fn resources(spec: &Container) -> ContainerResources {
 impl PodWorker {
     /// The pod's termination grace period (`terminationGracePeriodSeconds`, 30 s by default).
     pub(crate) fn pod_grace_period(&self) -> Duration {
-        let secs = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let secs = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
         Duration::from_secs(secs.max(0) as u64)
     }
 
     /// Creates and starts attempt `attempt` of `spec`. On failure, returns why the container
     /// waits and when to try again.
-    pub(crate) async fn start_container(&mut self, spec: &Container, is_init: bool, attempt: u32) -> Result<String, (Waiting, Next)> {
+    pub(crate) async fn start_container(
+        &mut self,
+        spec: &Container,
+        is_init: bool,
+        attempt: u32,
+    ) -> Result<String, (Waiting, Next)> {
         let ctx = self.ctx.clone();
         let Some(sandbox) = self.sandbox.clone() else {
             return Err((Waiting::new("ContainerCreating", ""), self.retry_soon()));
@@ -73,29 +97,78 @@ impl PodWorker {
         let env = match make_environment(&ctx.client, &inputs).await {
             Ok(env) => env,
             Err(e) => {
-                ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "Failed", format!("Error: {}", e.0));
+                ctx.recorder.pod(
+                    &self.pod,
+                    Some(&spec.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {}", e.0),
+                );
                 return Err((Waiting::new("CreateContainerConfigError", e.0), retry));
             }
         };
         let config = self.container_config(spec, is_init, attempt, env);
-        let id = match ctx.runtime.create_container(&sandbox.id, &config, &sandbox.config).await {
+        let id = match ctx
+            .runtime
+            .create_container(&sandbox.id, &config, &sandbox.config)
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
-                ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "Failed", format!("Error: {e}"));
+                ctx.recorder.pod(
+                    &self.pod,
+                    Some(&spec.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {e}"),
+                );
                 return Err((Waiting::new("CreateContainerError", e.to_string()), retry));
             }
         };
-        ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Created", format!("Created container: {}", spec.name));
+        ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Normal,
+            "Created",
+            format!("Created container: {}", spec.name),
+        );
         if let Err(e) = ctx.runtime.start_container(&id).await {
-            ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "Failed", format!("Error: {e}"));
+            ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Warning,
+                "Failed",
+                format!("Error: {e}"),
+            );
             return Err((Waiting::new("RunContainerError", e.to_string()), retry));
         }
-        ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Started", format!("Started container {}", spec.name));
+        ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Normal,
+            "Started",
+            format!("Started container {}", spec.name),
+        );
         if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
-            && let Err(message) = self.run_hook(spec, &id, hook, self.pod_grace_period()).await
+            && let Err(message) = self
+                .run_hook(spec, &id, hook, self.pod_grace_period())
+                .await
         {
-            ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "FailedPostStartHook", message.clone());
-            self.kill_container(spec, &id, &format!("FailedPostStartHook: {message}"), self.pod_grace_period(), false).await;
+            ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Warning,
+                "FailedPostStartHook",
+                message.clone(),
+            );
+            self.kill_container(
+                spec,
+                &id,
+                &format!("FailedPostStartHook: {message}"),
+                self.pod_grace_period(),
+                false,
+            )
+            .await;
         }
         Ok(id)
     }
@@ -104,29 +177,69 @@ impl PodWorker {
     async fn ensure_image(&mut self, spec: &Container) -> Result<(), (Waiting, Next)> {
         let ctx = self.ctx.clone();
         let image = spec.image.clone().unwrap_or_default();
-        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).into());
-        let present = ctx.runtime.image_status(&image).await.ok().flatten().is_some();
+        let policy = spec
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&image).into());
+        let present = ctx
+            .runtime
+            .image_status(&image)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
         let pull = match policy.as_str() {
             "Never" if !present => {
-                let message = format!("Container image \"{image}\" is not present with pull policy of Never");
-                ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "ErrImageNeverPull", message.clone());
-                return Err((Waiting::new("ErrImageNeverPull", message), Next::WakeAt(Instant::now() + ctx.config.backoff.initial)));
+                let message =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                ctx.recorder.pod(
+                    &self.pod,
+                    Some(&spec.name),
+                    EventType::Warning,
+                    "ErrImageNeverPull",
+                    message.clone(),
+                );
+                return Err((
+                    Waiting::new("ErrImageNeverPull", message),
+                    Next::WakeAt(Instant::now() + ctx.config.backoff.initial),
+                ));
             }
             "Never" => false,
             "IfNotPresent" => !present,
             _ => true,
         };
         if !pull {
-            ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Pulled", format!("Container image \"{image}\" already present on machine"));
+            ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Normal,
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            );
             return Ok(());
         }
         let key = format!("image:{image}");
         let now = ctx.now();
         if let Some(until) = self.backoff.in_backoff_since_update(&key, now) {
-            ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "BackOff", format!("Back-off pulling image \"{image}\""));
-            ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "Failed", "Error: ImagePullBackOff");
+            ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Normal,
+                "BackOff",
+                format!("Back-off pulling image \"{image}\""),
+            );
+            ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Warning,
+                "Failed",
+                "Error: ImagePullBackOff",
+            );
             return Err((
-                Waiting::new("ImagePullBackOff", format!("Back-off pulling image \"{image}\"")),
+                Waiting::new(
+                    "ImagePullBackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                ),
                 Next::WakeAt(ctx.instant_at(until)),
             ));
         }
@@ -134,7 +247,13 @@ impl PodWorker {
             // A real pull takes a while: show ContainerCreating and the pod IP meanwhile.
             self.flush_status().await;
         }
-        ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Pulling", format!("Pulling image \"{image}\""));
+        ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Normal,
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        );
         let started = Instant::now();
         match ctx.runtime.pull_image(&image).await {
             Ok(img) => {
@@ -151,36 +270,82 @@ impl PodWorker {
             }
             Err(e) => {
                 let delay = self.backoff.next(&key, now, now);
-                ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "Failed", format!("Failed to pull image \"{image}\": {e}"));
-                ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "Failed", "Error: ErrImagePull");
+                ctx.recorder.pod(
+                    &self.pod,
+                    Some(&spec.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {e}"),
+                );
+                ctx.recorder.pod(
+                    &self.pod,
+                    Some(&spec.name),
+                    EventType::Warning,
+                    "Failed",
+                    "Error: ErrImagePull",
+                );
                 // Look again soon, so the status moves on to ImagePullBackOff as upstream's does.
                 let again = delay.min(Duration::from_secs(1));
-                Err((Waiting::new("ErrImagePull", e.to_string()), Next::WakeAt(Instant::now() + again)))
+                Err((
+                    Waiting::new("ErrImagePull", e.to_string()),
+                    Next::WakeAt(Instant::now() + again),
+                ))
             }
         }
     }
 
     /// The runtime config of attempt `attempt` of `spec`.
-    fn container_config(&self, spec: &Container, is_init: bool, attempt: u32, env: Vec<(String, String)>) -> ContainerConfig {
+    fn container_config(
+        &self,
+        spec: &Container,
+        is_init: bool,
+        attempt: u32,
+        env: Vec<(String, String)>,
+    ) -> ContainerConfig {
         let meta = &self.pod.metadata;
-        let lookup = |k: &str| env.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let expand_all = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| expand(s, lookup)).collect::<Vec<_>>();
+        let lookup = |k: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let expand_all = |v: &Option<Vec<String>>| {
+            v.iter()
+                .flatten()
+                .map(|s| expand(s, lookup))
+                .collect::<Vec<_>>()
+        };
         let command = expand_all(&spec.command);
         let args = expand_all(&spec.args);
         let mut container_labels = BTreeMap::new();
-        container_labels.insert(labels::POD_NAME.to_string(), meta.name.clone().unwrap_or_default());
-        container_labels.insert(labels::POD_NAMESPACE.to_string(), meta.namespace.clone().unwrap_or_default());
+        container_labels.insert(
+            labels::POD_NAME.to_string(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        container_labels.insert(
+            labels::POD_NAMESPACE.to_string(),
+            meta.namespace.clone().unwrap_or_default(),
+        );
         container_labels.insert(labels::POD_UID.to_string(), self.uid.clone());
         container_labels.insert(labels::CONTAINER_NAME.to_string(), spec.name.clone());
         let mut annotations = BTreeMap::new();
         annotations.insert(labels::CONTAINER_HASH.to_string(), container_hash(spec));
-        annotations.insert(labels::CONTAINER_RESTART_COUNT.to_string(), attempt.to_string());
-        annotations.insert(labels::POD_TERMINATION_GRACE_PERIOD.to_string(), self.pod_grace_period().as_secs().to_string());
+        annotations.insert(
+            labels::CONTAINER_RESTART_COUNT.to_string(),
+            attempt.to_string(),
+        );
+        annotations.insert(
+            labels::POD_TERMINATION_GRACE_PERIOD.to_string(),
+            self.pod_grace_period().as_secs().to_string(),
+        );
         if is_init {
             annotations.insert(labels::CONTAINER_INIT.to_string(), "true".into());
         }
         ContainerConfig {
-            metadata: ContainerMetadata { name: spec.name.clone(), attempt },
+            metadata: ContainerMetadata {
+                name: spec.name.clone(),
+                attempt,
+            },
             image: spec.image.clone().unwrap_or_default(),
             command,
             args,
@@ -198,17 +363,35 @@ impl PodWorker {
     }
 
     /// Runs a lifecycle hook (`exec`, `httpGet`, `tcpSocket` or `sleep`) within `timeout`.
-    pub(crate) async fn run_hook(&self, spec: &Container, container_id: &str, hook: &LifecycleHandler, timeout: Duration) -> Result<(), String> {
+    pub(crate) async fn run_hook(
+        &self,
+        spec: &Container,
+        container_id: &str,
+        hook: &LifecycleHandler,
+        timeout: Duration,
+    ) -> Result<(), String> {
         if let Some(sleep) = &hook.sleep {
             tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout)).await;
             return Ok(());
         }
         let pod_ip = self.sandbox.as_ref().map(|s| s.ip);
-        let Some(action) = handler_action(hook.exec.as_ref(), hook.http_get.as_ref(), hook.tcp_socket.as_ref(), None, spec, pod_ip) else {
+        let Some(action) = handler_action(
+            hook.exec.as_ref(),
+            hook.http_get.as_ref(),
+            hook.tcp_socket.as_ref(),
+            None,
+            spec,
+            pod_ip,
+        ) else {
             return Ok(());
         };
         match &action {
-            ProbeAction::Exec { command } => match self.ctx.runtime.exec_sync(container_id, command, timeout).await {
+            ProbeAction::Exec { command } => match self
+                .ctx
+                .runtime
+                .exec_sync(container_id, command, timeout)
+                .await
+            {
                 Ok(r) if r.exit_code == 0 => Ok(()),
                 Ok(r) => Err(format!(
                     "Exec lifecycle hook ({command:?}) for Container \"{}\" in Pod \"{}\" failed - exit code {}: {}",
@@ -217,13 +400,23 @@ impl PodWorker {
                     r.exit_code,
                     String::from_utf8_lossy(&r.stdout).trim_end()
                 )),
-                Err(e) => Err(format!("Exec lifecycle hook ({command:?}) for Container \"{}\" failed - error: {e}", spec.name)),
+                Err(e) => Err(format!(
+                    "Exec lifecycle hook ({command:?}) for Container \"{}\" failed - error: {e}",
+                    spec.name
+                )),
             },
             _ => {
-                let req = ProbeRequest { kind: ProbeKind::Hook, action: action.clone(), timeout };
+                let req = ProbeRequest {
+                    kind: ProbeKind::Hook,
+                    action: action.clone(),
+                    timeout,
+                };
                 match self.ctx.runtime.probe(container_id, &req).await {
                     kybernetes_runtime::ProbeResult::Success => Ok(()),
-                    kybernetes_runtime::ProbeResult::Failure(m) => Err(format!("HTTP lifecycle hook for Container \"{}\" failed - error: {m}", spec.name)),
+                    kybernetes_runtime::ProbeResult::Failure(m) => Err(format!(
+                        "HTTP lifecycle hook for Container \"{}\" failed - error: {m}",
+                        spec.name
+                    )),
                 }
             }
         }

@@ -14,4 +14,3 @@ pub(crate) fn time(t: DateTime<Utc>) -> Time {
 pub(crate) fn micro_time(t: DateTime<Utc>) -> MicroTime {
     MicroTime(Timestamp::from_microsecond(t.timestamp_micros()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
-

@@ -61,7 +61,12 @@ impl Sources<'_> {
     async fn config_map(&mut self, name: &str) -> Result<Option<&ConfigMap>, EnvError> {
         if !self.config_maps.contains_key(name) {
             let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
-            let cm = api.get_opt(name).await.map_err(|e| EnvError(format!("couldn't get configMap {}/{name}: {e}", self.namespace)))?;
+            let cm = api.get_opt(name).await.map_err(|e| {
+                EnvError(format!(
+                    "couldn't get configMap {}/{name}: {e}",
+                    self.namespace
+                ))
+            })?;
             self.config_maps.insert(name.to_string(), cm);
         }
         Ok(self.config_maps.get(name).and_then(Option::as_ref))
@@ -70,7 +75,12 @@ impl Sources<'_> {
     async fn secret(&mut self, name: &str) -> Result<Option<&Secret>, EnvError> {
         if !self.secrets.contains_key(name) {
             let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
-            let s = api.get_opt(name).await.map_err(|e| EnvError(format!("couldn't get secret {}/{name}: {e}", self.namespace)))?;
+            let s = api.get_opt(name).await.map_err(|e| {
+                EnvError(format!(
+                    "couldn't get secret {}/{name}: {e}",
+                    self.namespace
+                ))
+            })?;
             self.secrets.insert(name.to_string(), s);
         }
         Ok(self.secrets.get(name).and_then(Option::as_ref))
@@ -103,22 +113,39 @@ fn secret_entries(s: &Secret) -> Vec<(String, String)> {
 }
 
 /// Builds the environment of `inputs.container`.
-pub(crate) async fn make_environment(client: &kube::Client, inputs: &EnvInputs<'_>) -> Result<Vec<(String, String)>, EnvError> {
-    let namespace = inputs.pod.metadata.namespace.as_deref().unwrap_or("default");
-    let mut sources = Sources { client, namespace, config_maps: HashMap::new(), secrets: HashMap::new() };
+pub(crate) async fn make_environment(
+    client: &kube::Client,
+    inputs: &EnvInputs<'_>,
+) -> Result<Vec<(String, String)>, EnvError> {
+    let namespace = inputs
+        .pod
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or("default");
+    let mut sources = Sources {
+        client,
+        namespace,
+        config_maps: HashMap::new(),
+        secrets: HashMap::new(),
+    };
     let mut env = Environment::default();
     for from in inputs.container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
             match sources.config_map(&r.name).await? {
-                Some(cm) => config_map_entries(cm).into_iter().for_each(|(k, v)| env.set(format!("{prefix}{k}"), v)),
+                Some(cm) => config_map_entries(cm)
+                    .into_iter()
+                    .for_each(|(k, v)| env.set(format!("{prefix}{k}"), v)),
                 None if r.optional == Some(true) => {}
                 None => return Err(EnvError(format!("configmap \"{}\" not found", r.name))),
             }
         }
         if let Some(r) = &from.secret_ref {
             match sources.secret(&r.name).await? {
-                Some(s) => secret_entries(s).into_iter().for_each(|(k, v)| env.set(format!("{prefix}{k}"), v)),
+                Some(s) => secret_entries(s)
+                    .into_iter()
+                    .for_each(|(k, v)| env.set(format!("{prefix}{k}"), v)),
                 None if r.optional == Some(true) => {}
                 None => return Err(EnvError(format!("secret \"{}\" not found", r.name))),
             }
@@ -151,10 +178,16 @@ async fn value_from(
         return match sources.config_map(&r.name).await? {
             None if optional => Ok(None),
             None => Err(EnvError(format!("configmap \"{}\" not found", r.name))),
-            Some(cm) => match config_map_entries(cm).into_iter().find(|(k, _)| *k == r.key) {
+            Some(cm) => match config_map_entries(cm)
+                .into_iter()
+                .find(|(k, _)| *k == r.key)
+            {
                 Some((_, v)) => Ok(Some(v)),
                 None if optional => Ok(None),
-                None => Err(EnvError(format!("couldn't find key {} in ConfigMap {namespace}/{}", r.key, r.name))),
+                None => Err(EnvError(format!(
+                    "couldn't find key {} in ConfigMap {namespace}/{}",
+                    r.key, r.name
+                ))),
             },
         };
     }
@@ -166,7 +199,10 @@ async fn value_from(
             Some(s) => match secret_entries(s).into_iter().find(|(k, _)| *k == r.key) {
                 Some((_, v)) => Ok(Some(v)),
                 None if optional => Ok(None),
-                None => Err(EnvError(format!("couldn't find key {} in Secret {namespace}/{}", r.key, r.name))),
+                None => Err(EnvError(format!(
+                    "couldn't find key {} in Secret {namespace}/{}",
+                    r.key, r.name
+                ))),
             },
         };
     }
@@ -186,7 +222,10 @@ fn subscript<'a>(path: &'a str, field: &str) -> Option<&'a str> {
 }
 
 fn format_map(m: &std::collections::BTreeMap<String, String>) -> String {
-    m.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join("\n")
+    m.iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A `fieldRef` value (upstream `podFieldSelectorRuntimeValue`).
@@ -202,14 +241,24 @@ fn pod_field(inputs: &EnvInputs<'_>, path: &str) -> Result<String, EnvError> {
         "metadata.labels" => format_map(meta.labels.as_ref().unwrap_or(&empty)),
         "metadata.annotations" => format_map(meta.annotations.as_ref().unwrap_or(&empty)),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => inputs.host_ip.to_string(),
-        "status.podIP" | "status.podIPs" => inputs.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => {
+            inputs.pod_ip.map(|ip| ip.to_string()).unwrap_or_default()
+        }
         p => {
             if let Some(k) = subscript(p, "metadata.labels") {
-                meta.labels.as_ref().and_then(|l| l.get(k).cloned()).unwrap_or_default()
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(k).cloned())
+                    .unwrap_or_default()
             } else if let Some(k) = subscript(p, "metadata.annotations") {
-                meta.annotations.as_ref().and_then(|a| a.get(k).cloned()).unwrap_or_default()
+                meta.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(k).cloned())
+                    .unwrap_or_default()
             } else {
                 return Err(EnvError(format!("unsupported fieldPath: {p}")));
             }
@@ -219,27 +268,50 @@ fn pod_field(inputs: &EnvInputs<'_>, path: &str) -> Result<String, EnvError> {
 }
 
 /// A `resourceFieldRef` value: unset limits default to the node's allocatable.
-fn resource_field(inputs: &EnvInputs<'_>, r: &k8s_openapi::api::core::v1::ResourceFieldSelector) -> Result<String, EnvError> {
+fn resource_field(
+    inputs: &EnvInputs<'_>,
+    r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+) -> Result<String, EnvError> {
     let container = match r.container_name.as_deref().filter(|n| !n.is_empty()) {
         None => inputs.container,
         Some(name) => inputs
             .pod
             .spec
             .as_ref()
-            .and_then(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).find(|c| c.name == name))
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .find(|c| c.name == name)
+            })
             .ok_or_else(|| EnvError(format!("container {name} not found")))?,
     };
     let resources = container.resources.clone().unwrap_or_default();
-    let (kind, resource) = r.resource.split_once('.').ok_or_else(|| EnvError(format!("unsupported container resource: {}", r.resource)))?;
-    let list = if kind == "limits" { resources.limits } else { resources.requests };
-    let set = list.as_ref().and_then(|l| l.get(resource)).and_then(|q| parse_milli(&q.0));
+    let (kind, resource) = r
+        .resource
+        .split_once('.')
+        .ok_or_else(|| EnvError(format!("unsupported container resource: {}", r.resource)))?;
+    let list = if kind == "limits" {
+        resources.limits
+    } else {
+        resources.requests
+    };
+    let set = list
+        .as_ref()
+        .and_then(|l| l.get(resource))
+        .and_then(|q| parse_milli(&q.0));
     let value = match (set, kind, resource) {
         (Some(v), _, _) => v,
         (None, "limits", "cpu") => inputs.allocatable_milli.0,
         (None, "limits", "memory") => inputs.allocatable_milli.1,
         _ => 0,
     };
-    let divisor = r.divisor.as_ref().and_then(|d| parse_milli(&d.0)).filter(|d| *d > 0).unwrap_or(1000);
+    let divisor = r
+        .divisor
+        .as_ref()
+        .and_then(|d| parse_milli(&d.0))
+        .filter(|d| *d > 0)
+        .unwrap_or(1000);
     let out = if resource == "cpu" {
         ceil_div(value, divisor)
     } else {

@@ -53,7 +53,9 @@ pub(crate) struct EventRecorder {
 
 impl std::fmt::Debug for PendingEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingEvent").field("reason", &self.reason).finish_non_exhaustive()
+        f.debug_struct("PendingEvent")
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,19 +66,36 @@ pub(crate) fn container_field_path(pod: &Pod, container: &str) -> String {
         .as_ref()
         .and_then(|s| s.init_containers.as_ref())
         .is_some_and(|ics| ics.iter().any(|c| c.name == container));
-    if is_init { format!("spec.initContainers{{{container}}}") } else { format!("spec.containers{{{container}}}") }
+    if is_init {
+        format!("spec.initContainers{{{container}}}")
+    } else {
+        format!("spec.containers{{{container}}}")
+    }
 }
 
 impl EventRecorder {
     /// Starts the writer for node `node`.
-    pub(crate) fn spawn(client: kube::Client, clock: Clock, node: String, shutdown: CancellationToken, tracker: &TaskTracker) -> Self {
+    pub(crate) fn spawn(
+        client: kube::Client,
+        clock: Clock,
+        node: String,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tracker.spawn(write_events(client, node, rx, shutdown));
         EventRecorder { tx, clock }
     }
 
     /// Records an event about `pod`, or one of its containers.
-    pub(crate) fn pod(&self, pod: &Pod, container: Option<&str>, type_: EventType, reason: &str, message: impl Into<String>) {
+    pub(crate) fn pod(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let object = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -90,7 +109,14 @@ impl EventRecorder {
     }
 
     /// Records an event about node `name`.
-    pub(crate) fn node(&self, name: &str, uid: Option<String>, type_: EventType, reason: &str, message: impl Into<String>) {
+    pub(crate) fn node(
+        &self,
+        name: &str,
+        uid: Option<String>,
+        type_: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let object = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Node".into()),
@@ -102,7 +128,13 @@ impl EventRecorder {
     }
 
     fn record(&self, object: ObjectReference, type_: EventType, reason: &str, message: String) {
-        let ev = PendingEvent { object, type_, reason: reason.into(), message, time: self.clock.now() };
+        let ev = PendingEvent {
+            object,
+            type_,
+            reason: reason.into(),
+            message,
+            time: self.clock.now(),
+        };
         if self.tx.try_send(ev).is_err() {
             debug!(reason, "event queue full; event dropped");
         }
@@ -118,7 +150,12 @@ struct Key {
     message: String,
 }
 
-async fn write_events(client: kube::Client, node: String, mut rx: mpsc::Receiver<PendingEvent>, shutdown: CancellationToken) {
+async fn write_events(
+    client: kube::Client,
+    node: String,
+    mut rx: mpsc::Receiver<PendingEvent>,
+    shutdown: CancellationToken,
+) {
     let mut seen: HashMap<Key, (String, String, i32)> = HashMap::new();
     // Names are `<object>.<hex nanoseconds>`; under a paused clock many events share one
     // instant, so the suffix is kept strictly increasing.
@@ -128,7 +165,11 @@ async fn write_events(client: kube::Client, node: String, mut rx: mpsc::Receiver
             _ = shutdown.cancelled() => return,
             ev = rx.recv() => match ev { Some(ev) => ev, None => return },
         };
-        let namespace = ev.object.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = ev
+            .object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
         let key = Key {
             uid: ev.object.uid.clone(),
@@ -142,19 +183,37 @@ async fn write_events(client: kube::Client, node: String, mut rx: mpsc::Receiver
         {
             *count += 1;
             let patch = json!({ "count": *count, "lastTimestamp": time(ev.time) });
-            match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => continue,
                 Err(e) => debug!(error = %e, "event update failed; creating a new one"),
             }
         }
-        last_nanos = ev.time.timestamp_nanos_opt().unwrap_or_default().max(last_nanos + 1);
-        let name = format!("{}.{:x}", ev.object.name.as_deref().unwrap_or("unknown"), last_nanos);
+        last_nanos = ev
+            .time
+            .timestamp_nanos_opt()
+            .unwrap_or_default()
+            .max(last_nanos + 1);
+        let name = format!(
+            "{}.{:x}",
+            ev.object.name.as_deref().unwrap_or("unknown"),
+            last_nanos
+        );
         let event = Event {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
             involved_object: ev.object,
             reason: Some(ev.reason),
             message: Some(ev.message),
-            source: Some(EventSource { component: Some("kubelet".into()), host: Some(node.clone()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(node.clone()),
+            }),
             first_timestamp: Some(time(ev.time)),
             last_timestamp: Some(time(ev.time)),
             count: Some(1),

@@ -61,10 +61,19 @@ impl NodeLease {
         };
         let written = match base {
             Some(mut lease) => {
-                lease.spec = Some(LeaseSpec { acquire_time: lease.spec.as_ref().and_then(|s| s.acquire_time.clone()), ..self.spec() });
-                self.api.replace(&name, &PostParams::default(), &lease).await?
+                lease.spec = Some(LeaseSpec {
+                    acquire_time: lease.spec.as_ref().and_then(|s| s.acquire_time.clone()),
+                    ..self.spec()
+                });
+                self.api
+                    .replace(&name, &PostParams::default(), &lease)
+                    .await?
             }
-            None => self.api.create(&PostParams::default(), &self.new_lease()).await?,
+            None => {
+                self.api
+                    .create(&PostParams::default(), &self.new_lease())
+                    .await?
+            }
         };
         self.current = Some(written);
         Ok(())
@@ -72,10 +81,19 @@ impl NodeLease {
 }
 
 /// Renews the node lease until `shutdown`. The first renewal happens at once.
-pub(crate) async fn run_lease(ctx: Arc<AgentContext>, node_uid: String, shutdown: CancellationToken) {
+pub(crate) async fn run_lease(
+    ctx: Arc<AgentContext>,
+    node_uid: String,
+    shutdown: CancellationToken,
+) {
     let api = Api::namespaced(ctx.client.clone(), NODE_LEASE_NAMESPACE);
     let every = ctx.config.renew_interval;
-    let mut lease = NodeLease { ctx, api, node_uid, current: None };
+    let mut lease = NodeLease {
+        ctx,
+        api,
+        node_uid,
+        current: None,
+    };
     loop {
         match lease.renew().await {
             Ok(()) => debug!("node lease renewed"),

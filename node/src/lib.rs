@@ -80,7 +80,10 @@ pub enum Error {
 impl Error {
     /// A closure turning a `kube::Error` into [`Error::Api`] with `context`.
     pub(crate) fn api(context: &'static str) -> impl FnOnce(kube::Error) -> Error {
-        move |source| Error::Api { context: context.into(), source }
+        move |source| Error::Api {
+            context: context.into(),
+            source,
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -62,7 +63,11 @@ fn node_labels(config: &NodeAgentConfig) -> BTreeMap<String, String> {
 /// The Node object the agent registers.
 pub(crate) fn node_object(config: &NodeAgentConfig, net: &NodeNetwork) -> Node {
     Node {
-        metadata: ObjectMeta { name: Some(config.name.clone()), labels: Some(node_labels(config)), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(config.name.clone()),
+            labels: Some(node_labels(config)),
+            ..Default::default()
+        },
         spec: Some(NodeSpec {
             pod_cidr: Some(net.pod_cidr.clone()),
             pod_cidrs: Some(vec![net.pod_cidr.clone()]),
@@ -94,22 +99,55 @@ pub(crate) fn node_status(
     let now = time(config.clock.now());
     let capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(config.capacity.cpu.clone())),
-        ("memory".to_string(), Quantity(config.capacity.memory.clone())),
+        (
+            "memory".to_string(),
+            Quantity(config.capacity.memory.clone()),
+        ),
         ("pods".to_string(), Quantity(config.capacity.pods.clone())),
-        ("ephemeral-storage".to_string(), Quantity(config.capacity.ephemeral_storage.clone())),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity(config.capacity.ephemeral_storage.clone()),
+        ),
     ]);
     let ready = match runtime {
-        Ok(_) => node_condition("Ready", true, "KubeletReady", "kubelet is posting ready status"),
-        Err(e) => node_condition("Ready", false, "KubeletNotReady", &format!("container runtime is down: {e}")),
+        Ok(_) => node_condition(
+            "Ready",
+            true,
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+        Err(e) => node_condition(
+            "Ready",
+            false,
+            "KubeletNotReady",
+            &format!("container runtime is down: {e}"),
+        ),
     };
     let mut conditions = vec![
-        node_condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        node_condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        node_condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        node_condition(
+            "MemoryPressure",
+            false,
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        node_condition(
+            "DiskPressure",
+            false,
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        node_condition(
+            "PIDPressure",
+            false,
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
         ready,
     ];
     for c in &mut conditions {
-        let before = old.and_then(|o| o.conditions.as_ref()).and_then(|cs| cs.iter().find(|b| b.type_ == c.type_));
+        let before = old
+            .and_then(|o| o.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|b| b.type_ == c.type_));
         c.last_transition_time = match before {
             Some(b) if b.status == c.status => b.last_transition_time.clone(),
             _ => None,
@@ -118,19 +156,34 @@ pub(crate) fn node_status(
         c.last_heartbeat_time = Some(now.clone());
     }
     let (runtime_version, boot) = match runtime {
-        Ok(v) => (format!("{}://{}", v.runtime_name, v.runtime_version), v.runtime_name.clone()),
+        Ok(v) => (
+            format!("{}://{}", v.runtime_name, v.runtime_version),
+            v.runtime_name.clone(),
+        ),
         Err(_) => ("unknown://unknown".to_string(), String::new()),
     };
-    let machine = format!("{:016x}{:016x}", fnv(&config.name), fnv(&format!("machine/{}", config.name)));
+    let machine = format!(
+        "{:016x}{:016x}",
+        fnv(&config.name),
+        fnv(&format!("machine/{}", config.name))
+    );
     NodeStatus {
         capacity: Some(capacity.clone()),
         allocatable: Some(capacity),
         conditions: Some(conditions),
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: net.node_ip.to_string() },
-            NodeAddress { type_: "Hostname".into(), address: config.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: net.node_ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: config.name.clone(),
+            },
         ]),
-        daemon_endpoints: Some(NodeDaemonEndpoints { kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }) }),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: arch().into(),
             boot_id: format!("{:016x}", fnv(&format!("boot/{}/{boot}", config.name))),
@@ -174,8 +227,17 @@ pub(crate) async fn register(
     runtime: &Arc<dyn Runtime>,
     network: &Arc<dyn Network>,
 ) -> Result<Registration> {
-    let net = network.add_node(&config.name).await.map_err(|source| Error::Network { context: "registering the node".into(), source })?;
-    let version = runtime.version().await.map_err(|source| Error::Runtime { context: "reading the runtime version".into(), source })?;
+    let net = network
+        .add_node(&config.name)
+        .await
+        .map_err(|source| Error::Network {
+            context: "registering the node".into(),
+            source,
+        })?;
+    let version = runtime.version().await.map_err(|source| Error::Runtime {
+        context: "reading the runtime version".into(),
+        source,
+    })?;
     let nodes: Api<Node> = Api::all(client.clone());
     let desired = node_object(config, &net);
     let node = match nodes.create(&PostParams::default(), &desired).await {
@@ -184,26 +246,54 @@ pub(crate) async fn register(
             n
         }
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let existing = nodes.get(&config.name).await.map_err(Error::api("reading the existing node"))?;
+            let existing = nodes
+                .get(&config.name)
+                .await
+                .map_err(Error::api("reading the existing node"))?;
             let mut patch = json!({ "metadata": { "labels": node_labels(config) } });
-            if existing.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none() {
+            if existing
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_ref())
+                .is_none()
+            {
                 patch["spec"] = json!({ "podCIDR": net.pod_cidr, "podCIDRs": [net.pod_cidr] });
             }
             info!("adopting the existing node object");
-            nodes.patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::api("updating the existing node"))?
+            nodes
+                .patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("updating the existing node"))?
         }
-        Err(e) => return Err(Error::Api { context: "creating the node".into(), source: e }),
+        Err(e) => {
+            return Err(Error::Api {
+                context: "creating the node".into(),
+                source: e,
+            });
+        }
     };
     let status = node_status(config, &net, &Ok(version.clone()), node.status.as_ref());
     let node = nodes
-        .patch_status(&config.name, &PatchParams::default(), &Patch::Merge(&json!({ "status": status })))
+        .patch_status(
+            &config.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
         .await
         .map_err(Error::api("writing the node status"))?;
-    Ok(Registration { node, net, runtime: version })
+    Ok(Registration {
+        node,
+        net,
+        runtime: version,
+    })
 }
 
 /// Recomputes the node status every `status_update_interval` until `shutdown`.
-pub(crate) async fn run_status_updates(ctx: Arc<AgentContext>, net: NodeNetwork, shutdown: CancellationToken) {
+pub(crate) async fn run_status_updates(
+    ctx: Arc<AgentContext>,
+    net: NodeNetwork,
+    shutdown: CancellationToken,
+) {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let every = ctx.config.status_update_interval;
     let mut last_report = Instant::now();
@@ -217,7 +307,8 @@ pub(crate) async fn run_status_updates(ctx: Arc<AgentContext>, net: NodeNetwork,
             Ok(Some(n)) => n,
             Ok(None) => {
                 warn!("node object is gone; registering again");
-                if let Err(e) = register(&ctx.client, &ctx.config, &ctx.runtime, &ctx.network).await {
+                if let Err(e) = register(&ctx.client, &ctx.config, &ctx.runtime, &ctx.network).await
+                {
                     warn!(error = %e, "registering again failed");
                 }
                 continue;
@@ -228,10 +319,19 @@ pub(crate) async fn run_status_updates(ctx: Arc<AgentContext>, net: NodeNetwork,
             }
         };
         let status = node_status(&ctx.config, &net, &runtime, current.status.as_ref());
-        if !changed(current.status.as_ref(), &status) && last_report.elapsed() < ctx.config.status_report_interval {
+        if !changed(current.status.as_ref(), &status)
+            && last_report.elapsed() < ctx.config.status_report_interval
+        {
             continue;
         }
-        match nodes.patch_status(ctx.name(), &PatchParams::default(), &Patch::Merge(&json!({ "status": status }))).await {
+        match nodes
+            .patch_status(
+                ctx.name(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await
+        {
             Ok(_) => {
                 debug!("node status written");
                 last_report = Instant::now();

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus as ApiStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState as ApiState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus as ApiStatus, HostIP, Pod, PodCondition, PodIP,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kybernetes_runtime::{ContainerState, ContainerStatus};
@@ -17,7 +18,13 @@ use crate::sync_pod::{History, is_terminal_phase, restart_policy};
 
 fn terminated(c: &ContainerStatus, runtime: &str) -> Option<ApiState> {
     match &c.state {
-        ContainerState::Exited { exit_code, reason, message, started_at, finished_at } => Some(ApiState {
+        ContainerState::Exited {
+            exit_code,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => Some(ApiState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: *exit_code,
                 reason: Some(reason.clone()).filter(|r| !r.is_empty()),
@@ -44,11 +51,17 @@ fn waiting(reason: &str, message: &str) -> ApiState {
 }
 
 fn is_success(state: &Option<ApiState>) -> bool {
-    state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0)
+    state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .is_some_and(|t| t.exit_code == 0)
 }
 
 fn terminated_code(state: &Option<ApiState>) -> Option<i32> {
-    state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code)
+    state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code)
 }
 
 /// Counts for `getPhase`.
@@ -90,7 +103,15 @@ fn phase(pod: &Pod, init: &[ApiStatus], app: &[ApiStatus], terminating: bool) ->
             continue;
         }
         match terminated_code(&s.state).or_else(|| terminated_code(&s.last_state)) {
-            Some(code) if code != 0 && s.state.as_ref().and_then(|st| st.running.as_ref()).is_none() => failed_init += 1,
+            Some(code)
+                if code != 0
+                    && s.state
+                        .as_ref()
+                        .and_then(|st| st.running.as_ref())
+                        .is_none() =>
+            {
+                failed_init += 1
+            }
             _ => pending_init += 1,
         }
     }
@@ -100,7 +121,11 @@ fn phase(pod: &Pod, init: &[ApiStatus], app: &[ApiStatus], terminating: bool) ->
     }
     let t = Tally::of(app);
     if terminating && t.running == 0 && t.waiting == 0 {
-        return if t.stopped == t.succeeded && t.stopped > 0 { "Succeeded" } else { "Failed" };
+        return if t.stopped == t.succeeded && t.stopped > 0 {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
     }
     if pending_init > 0 || failed_init > 0 || t.waiting > 0 {
         return "Pending";
@@ -131,21 +156,39 @@ fn condition(type_: &str, ok: bool, reason: Option<&str>, message: Option<String
 
 impl PodWorker {
     /// The status of one container from its runtime history.
-    fn container_status(&self, spec: &Container, history: &[ContainerStatus], waiting_reason: Option<&Waiting>, initialized: bool, is_init: bool) -> ApiStatus {
+    fn container_status(
+        &self,
+        spec: &Container,
+        history: &[ContainerStatus],
+        waiting_reason: Option<&Waiting>,
+        initialized: bool,
+        is_init: bool,
+    ) -> ApiStatus {
         let runtime = self.ctx.runtime_name.as_str();
         let latest = history.first();
         let previous = history.get(1);
         let mut state: Option<ApiState>;
-        let mut last_state = previous.and_then(|p| terminated(p, runtime)).unwrap_or_default();
+        let mut last_state = previous
+            .and_then(|p| terminated(p, runtime))
+            .unwrap_or_default();
         let mut ready = false;
         let mut started = false;
         match latest.map(|c| &c.state) {
             None | Some(ContainerState::Created) | Some(ContainerState::Unknown) => {
-                let reason = if is_init || initialized { "ContainerCreating" } else { "PodInitializing" };
+                let reason = if is_init || initialized {
+                    "ContainerCreating"
+                } else {
+                    "PodInitializing"
+                };
                 state = Some(waiting(reason, ""));
             }
             Some(ContainerState::Running { started_at }) => {
-                state = Some(ApiState { running: Some(ContainerStateRunning { started_at: Some(time(*started_at)) }), ..Default::default() });
+                state = Some(ApiState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(time(*started_at)),
+                    }),
+                    ..Default::default()
+                });
                 if let Some(c) = latest {
                     started = self.probes.started(spec, &c.id);
                     ready = self.probes.ready(spec, &c.id);
@@ -196,8 +239,19 @@ impl PodWorker {
             }
             init_statuses.push(s);
         }
-        let statuses: Vec<ApiStatus> =
-            spec.containers.iter().map(|c| self.container_status(c, hist(&c.name), self.waiting.get(&c.name), initialized, false)).collect();
+        let statuses: Vec<ApiStatus> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                self.container_status(
+                    c,
+                    hist(&c.name),
+                    self.waiting.get(&c.name),
+                    initialized,
+                    false,
+                )
+            })
+            .collect();
 
         let old_phase = old.phase.as_deref();
         let phase = if is_terminal_phase(old_phase) {
@@ -206,7 +260,11 @@ impl PodWorker {
             phase(&self.pod, &init_statuses, &statuses, terminating).to_string()
         };
         let completed = phase == "Succeeded";
-        let unready: Vec<String> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect();
+        let unready: Vec<String> = statuses
+            .iter()
+            .filter(|s| !s.ready)
+            .map(|s| s.name.clone())
+            .collect();
         let names = |v: &[String]| format!("[{}]", v.join(" "));
 
         let sandbox_ready = self.sandbox.is_some() && !terminating;
@@ -217,24 +275,62 @@ impl PodWorker {
             } else if initialized {
                 condition("Initialized", true, None, None)
             } else {
-                condition("Initialized", false, Some("ContainersNotInitialized"), Some(format!("containers with incomplete status: {}", names(&incomplete_init))))
+                condition(
+                    "Initialized",
+                    false,
+                    Some("ContainersNotInitialized"),
+                    Some(format!(
+                        "containers with incomplete status: {}",
+                        names(&incomplete_init)
+                    )),
+                )
             },
         ];
         let containers_ready = if completed {
             condition("ContainersReady", false, Some("PodCompleted"), None)
         } else if !unready.is_empty() {
-            condition("ContainersReady", false, Some("ContainersNotReady"), Some(format!("containers with unready status: {}", names(&unready))))
+            condition(
+                "ContainersReady",
+                false,
+                Some("ContainersNotReady"),
+                Some(format!(
+                    "containers with unready status: {}",
+                    names(&unready)
+                )),
+            )
         } else {
             condition("ContainersReady", true, None, None)
         };
-        let ready = match (containers_ready.status.as_str(), self.unmet_readiness_gates(&old)) {
-            ("True", Some(message)) => condition("Ready", false, Some("ReadinessGatesNotReady"), Some(message)),
-            _ => PodCondition { type_: "Ready".into(), ..containers_ready.clone() },
+        let ready = match (
+            containers_ready.status.as_str(),
+            self.unmet_readiness_gates(&old),
+        ) {
+            ("True", Some(message)) => condition(
+                "Ready",
+                false,
+                Some("ReadinessGatesNotReady"),
+                Some(message),
+            ),
+            _ => PodCondition {
+                type_: "Ready".into(),
+                ..containers_ready.clone()
+            },
         };
         conditions.push(ready);
         conditions.push(containers_ready);
-        let managed = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady"];
-        let mut others: Vec<PodCondition> = old.conditions.clone().unwrap_or_default().into_iter().filter(|c| !managed.contains(&c.type_.as_str())).collect();
+        let managed = [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+        ];
+        let mut others: Vec<PodCondition> = old
+            .conditions
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| !managed.contains(&c.type_.as_str()))
+            .collect();
         if !others.iter().any(|c| c.type_ == "PodScheduled") {
             others.push(condition("PodScheduled", true, None, None));
         }
@@ -249,7 +345,11 @@ impl PodWorker {
             .or_else(|| Some(now.clone()));
         }
 
-        let pod_ip = self.sandbox.as_ref().map(|s| s.ip.to_string()).or_else(|| old.pod_ip.clone());
+        let pod_ip = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ip.to_string())
+            .or_else(|| old.pod_ip.clone());
         let host_ip = self.ctx.node_ip.to_string();
         let start_time: Option<Time> = old.start_time.clone().or_else(|| Some(now.clone()));
         PodStatus {
@@ -268,15 +368,29 @@ impl PodWorker {
 
     /// If a readiness gate is unmet, why (upstream's message).
     fn unmet_readiness_gates(&self, old: &PodStatus) -> Option<String> {
-        let gates = self.pod.spec.as_ref().and_then(|s| s.readiness_gates.clone()).unwrap_or_default();
-        let by_type: HashMap<&str, &PodCondition> = old.conditions.iter().flatten().map(|c| (c.type_.as_str(), c)).collect();
+        let gates = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.readiness_gates.clone())
+            .unwrap_or_default();
+        let by_type: HashMap<&str, &PodCondition> = old
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c))
+            .collect();
         let mut messages = Vec::new();
         for g in &gates {
             match by_type.get(g.condition_type.as_str()) {
-                None => messages.push(format!("corresponding condition of pod readiness gate \"{}\" does not exist.", g.condition_type)),
-                Some(c) if c.status != "True" => {
-                    messages.push(format!("the status of pod readiness gate \"{}\" is not \"True\", but {}", g.condition_type, c.status))
-                }
+                None => messages.push(format!(
+                    "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                    g.condition_type
+                )),
+                Some(c) if c.status != "True" => messages.push(format!(
+                    "the status of pod readiness gate \"{}\" is not \"True\", but {}",
+                    g.condition_type, c.status
+                )),
                 _ => {}
             }
         }

@@ -48,7 +48,10 @@ pub(crate) struct Waiting {
 
 impl Waiting {
     pub(crate) fn new(reason: &str, message: impl Into<String>) -> Self {
-        Waiting { reason: reason.into(), message: message.into() }
+        Waiting {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -108,11 +111,18 @@ pub(crate) struct PodWorker {
 }
 
 fn resource_version(pod: &Pod) -> Option<u64> {
-    pod.metadata.resource_version.as_deref().and_then(|rv| rv.parse().ok())
+    pod.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|rv| rv.parse().ok())
 }
 
 impl PodWorker {
-    pub(crate) fn new(ctx: Arc<AgentContext>, pod: Arc<Pod>, shutdown: CancellationToken) -> (Self, mpsc::UnboundedSender<PodWork>) {
+    pub(crate) fn new(
+        ctx: Arc<AgentContext>,
+        pod: Arc<Pod>,
+        shutdown: CancellationToken,
+    ) -> (Self, mpsc::UnboundedSender<PodWork>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let backoff = Backoff::new(ctx.config.backoff);
@@ -203,7 +213,11 @@ impl PodWorker {
             }
             PodWork::Removed => self.removed = true,
             PodWork::ContainerChanged => {}
-            PodWork::Probe { container_id, kind, ok } => self.probes.record(container_id, kind, ok),
+            PodWork::Probe {
+                container_id,
+                kind,
+                ok,
+            } => self.probes.record(container_id, kind, ok),
         }
     }
 
@@ -223,10 +237,16 @@ impl PodWorker {
             return true;
         }
         let patch = status_patch(&old, &status);
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let body = json!({ "metadata": { "uid": self.uid }, "status": patch });
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+        {
             Ok(pod) if pod.metadata.uid.as_deref() == Some(self.uid.as_str()) => {
                 debug!(phase = ?status.phase, "pod status written");
                 self.pod = Arc::new(pod);

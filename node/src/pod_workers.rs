@@ -8,8 +8,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kybernetes_runtime::{ContainerEvent, ContainerEventKind};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,9 @@ struct PodWorkers {
 
 impl PodWorkers {
     fn apply(&mut self, pod: Pod) {
-        let Some(uid) = pod.metadata.uid.clone() else { return };
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
         if self.finished.contains(&uid) {
             return;
         }
@@ -71,7 +73,12 @@ impl PodWorkers {
             }
             Event::InitDone => {
                 if let Some(seen) = self.relist.take() {
-                    let gone: Vec<String> = self.workers.keys().filter(|uid| !seen.contains(*uid)).cloned().collect();
+                    let gone: Vec<String> = self
+                        .workers
+                        .keys()
+                        .filter(|uid| !seen.contains(*uid))
+                        .cloned()
+                        .collect();
                     for uid in gone {
                         self.remove(&uid);
                     }
@@ -101,7 +108,10 @@ impl PodWorkers {
             }
             Ok(_) => true,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                debug!(missed = n, "container events lagged; waking every pod worker");
+                debug!(
+                    missed = n,
+                    "container events lagged; waking every pod worker"
+                );
                 for tx in self.workers.values() {
                     let _ = tx.send(PodWork::ContainerChanged);
                 }
@@ -113,7 +123,11 @@ impl PodWorkers {
 }
 
 /// Runs the pod workers until `shutdown`.
-pub(crate) async fn run_pod_workers(ctx: Arc<AgentContext>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub(crate) async fn run_pod_workers(
+    ctx: Arc<AgentContext>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.name()));
     let mut pods = watcher::watcher(api, config).default_backoff().boxed();

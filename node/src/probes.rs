@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Container, ExecAction, GRPCAction, HTTPGetAction, Pod, Probe, TCPSocketAction};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, GRPCAction, HTTPGetAction, Pod, Probe, TCPSocketAction,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kybernetes_runtime::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest, ProbeResult};
 use tokio::sync::mpsc;
@@ -56,12 +58,16 @@ impl Probes {
 
     /// Whether the container is ready: started, and its readiness probe passing (if any).
     pub(crate) fn ready(&self, spec: &Container, id: &str) -> bool {
-        self.started(spec, id) && (spec.readiness_probe.is_none() || self.result(id, ProbeKind::Readiness) == Some(true))
+        self.started(spec, id)
+            && (spec.readiness_probe.is_none()
+                || self.result(id, ProbeKind::Readiness) == Some(true))
     }
 
     /// The probe whose failure means the container must be restarted, if one failed.
     pub(crate) fn failed(&self, id: &str) -> Option<ProbeKind> {
-        [ProbeKind::Startup, ProbeKind::Liveness].into_iter().find(|k| self.result(id, *k) == Some(false))
+        [ProbeKind::Startup, ProbeKind::Liveness]
+            .into_iter()
+            .find(|k| self.result(id, *k) == Some(false))
     }
 
     /// Forgets a container's verdicts (after it was killed).
@@ -107,7 +113,9 @@ impl Probes {
                 if self.workers.contains_key(&key) {
                     continue;
                 }
-                let Some(action) = probe_action(probe, c.spec, pod_ip) else { continue };
+                let Some(action) = probe_action(probe, c.spec, pod_ip) else {
+                    continue;
+                };
                 let task = ProbeTask {
                     ctx: ctx.clone(),
                     tx: tx.clone(),
@@ -116,7 +124,11 @@ impl Probes {
                     container_id: c.id.to_string(),
                     started_at: c.started_at,
                     timing: Timing::of(probe, kind),
-                    request: ProbeRequest { kind, action, timeout: Timing::of(probe, kind).timeout },
+                    request: ProbeRequest {
+                        kind,
+                        action,
+                        timeout: Timing::of(probe, kind).timeout,
+                    },
                 };
                 let handle = tokio::spawn(task.run());
                 self.workers.insert(key, handle.abort_handle());
@@ -130,7 +142,8 @@ impl Probes {
             keep
         });
         let running_ids: HashSet<&str> = running.iter().map(|c| c.id).collect();
-        self.results.retain(|(id, _), _| running_ids.contains(id.as_str()));
+        self.results
+            .retain(|(id, _), _| running_ids.contains(id.as_str()));
     }
 
     /// Stops every probe task.
@@ -153,7 +166,9 @@ struct Timing {
 
 impl Timing {
     fn of(p: &Probe, kind: ProbeKind) -> Timing {
-        let secs = |v: Option<i32>, default: u64, min: u64| Duration::from_secs(v.map(|s| s.max(0) as u64).unwrap_or(default).max(min));
+        let secs = |v: Option<i32>, default: u64, min: u64| {
+            Duration::from_secs(v.map(|s| s.max(0) as u64).unwrap_or(default).max(min))
+        };
         let success = match kind {
             // Liveness and startup probes must use 1, as upstream validation enforces.
             ProbeKind::Readiness => p.success_threshold.unwrap_or(1).max(1) as u32,
@@ -182,16 +197,25 @@ struct ProbeTask {
 
 impl ProbeTask {
     async fn run(self) {
-        let first = self.started_at + chrono::Duration::from_std(self.timing.initial_delay).unwrap_or_default();
+        let first = self.started_at
+            + chrono::Duration::from_std(self.timing.initial_delay).unwrap_or_default();
         tokio::time::sleep_until(self.ctx.instant_at(first)).await;
         let kind = self.request.kind;
         let (mut successes, mut failures) = (0u32, 0u32);
         let mut verdict: Option<bool> = None;
         loop {
             let limit = self.request.timeout + Duration::from_millis(100);
-            let result = match tokio::time::timeout(limit, self.ctx.runtime.probe(&self.container_id, &self.request)).await {
+            let result = match tokio::time::timeout(
+                limit,
+                self.ctx.runtime.probe(&self.container_id, &self.request),
+            )
+            .await
+            {
                 Ok(r) => r,
-                Err(_) => ProbeResult::Failure(format!("probe timed out after {:?}", self.request.timeout)),
+                Err(_) => ProbeResult::Failure(format!(
+                    "probe timed out after {:?}",
+                    self.request.timeout
+                )),
             };
             match result {
                 ProbeResult::Success => {
@@ -220,7 +244,11 @@ impl ProbeTask {
             if now != verdict {
                 verdict = now;
                 if let Some(ok) = now {
-                    let msg = PodWork::Probe { container_id: self.container_id.clone(), kind, ok };
+                    let msg = PodWork::Probe {
+                        container_id: self.container_id.clone(),
+                        kind,
+                        ok,
+                    };
                     if self.tx.send(msg).is_err() {
                         return;
                     }
@@ -254,9 +282,11 @@ fn resolve_port(port: &IntOrString, container: &Container) -> Option<u16> {
 }
 
 fn host_or(host: &Option<String>, pod_ip: Option<IpAddr>) -> String {
-    host.clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| pod_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "127.0.0.1".into()))
+    host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| {
+        pod_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    })
 }
 
 /// The runtime action of a probe or lifecycle handler.
@@ -269,20 +299,38 @@ pub(crate) fn handler_action(
     pod_ip: Option<IpAddr>,
 ) -> Option<ProbeAction> {
     if let Some(e) = exec {
-        return Some(ProbeAction::Exec { command: e.command.clone().unwrap_or_default() });
+        return Some(ProbeAction::Exec {
+            command: e.command.clone().unwrap_or_default(),
+        });
     }
     if let Some(h) = http_get {
-        let scheme = if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("https")) { HttpScheme::Https } else { HttpScheme::Http };
+        let scheme = if h
+            .scheme
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+        {
+            HttpScheme::Https
+        } else {
+            HttpScheme::Http
+        };
         return Some(ProbeAction::HttpGet {
             scheme,
             host: host_or(&h.host, pod_ip),
             port: resolve_port(&h.port, container)?,
             path: h.path.clone().unwrap_or_else(|| "/".into()),
-            headers: h.http_headers.iter().flatten().map(|hd| (hd.name.clone(), hd.value.clone())).collect(),
+            headers: h
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|hd| (hd.name.clone(), hd.value.clone()))
+                .collect(),
         });
     }
     if let Some(t) = tcp_socket {
-        return Some(ProbeAction::TcpSocket { host: host_or(&t.host, pod_ip), port: resolve_port(&t.port, container)? });
+        return Some(ProbeAction::TcpSocket {
+            host: host_or(&t.host, pod_ip),
+            port: resolve_port(&t.port, container)?,
+        });
     }
     if let Some(g) = grpc {
         return Some(ProbeAction::Grpc {
@@ -295,5 +343,12 @@ pub(crate) fn handler_action(
 }
 
 fn probe_action(p: &Probe, container: &Container, pod_ip: Option<IpAddr>) -> Option<ProbeAction> {
-    handler_action(p.exec.as_ref(), p.http_get.as_ref(), p.tcp_socket.as_ref(), p.grpc.as_ref(), container, pod_ip)
+    handler_action(
+        p.exec.as_ref(),
+        p.http_get.as_ref(),
+        p.tcp_socket.as_ref(),
+        p.grpc.as_ref(),
+        container,
+        pod_ip,
+    )
 }

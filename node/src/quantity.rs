@@ -5,7 +5,9 @@
 /// rounded up; `None` if it does not parse.
 pub(crate) fn parse_milli(q: &str) -> Option<i128> {
     let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(q.len());
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
     let (num, suffix) = q.split_at(split);
     let (negative, num) = match num.strip_prefix('-') {
         Some(n) => (true, n),

@@ -13,8 +13,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kybernetes_net::PodNetworkRequest;
 use kybernetes_runtime::{
-    ContainerFilter, ContainerState, ContainerStatus, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
-    PodSandboxState, ProbeKind, labels,
+    ContainerFilter, ContainerState, ContainerStatus, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxMetadata, PodSandboxState, ProbeKind, labels,
 };
 use tracing::{debug, warn};
 
@@ -30,7 +30,10 @@ pub(crate) type History = HashMap<String, Vec<ContainerStatus>>;
 pub(crate) const RETRY: Duration = Duration::from_secs(1);
 
 pub(crate) fn restart_policy(pod: &Pod) -> &str {
-    pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
 }
 
 pub(crate) fn is_terminal_phase(phase: Option<&str>) -> bool {
@@ -72,18 +75,28 @@ impl PodWorker {
             self.write_status(status).await;
             return next;
         }
-        let Ok(mut history) = self.history().await else { return self.retry_soon() };
+        let Ok(mut history) = self.history().await else {
+            return self.retry_soon();
+        };
         if self.kill_unhealthy(&history).await {
-            let Ok(h) = self.history().await else { return self.retry_soon() };
+            let Ok(h) = self.history().await else {
+                return self.retry_soon();
+            };
             history = h;
         }
         let mut next = Next::Idle;
         let mut acted = false;
-        if self.sync_init_containers(&history, &mut next, &mut acted).await {
-            self.sync_app_containers(&history, &mut next, &mut acted).await;
+        if self
+            .sync_init_containers(&history, &mut next, &mut acted)
+            .await
+        {
+            self.sync_app_containers(&history, &mut next, &mut acted)
+                .await;
         }
         if acted {
-            let Ok(h) = self.history().await else { return self.retry_soon() };
+            let Ok(h) = self.history().await else {
+                return self.retry_soon();
+            };
             history = h;
         }
         self.reconcile_probes(&history);
@@ -102,19 +115,33 @@ impl PodWorker {
     /// The pod's containers in the runtime.
     pub(crate) async fn history(&self) -> Result<History, kybernetes_runtime::Error> {
         let filter = ContainerFilter::default().label(labels::POD_UID, &self.uid);
-        let list = self.ctx.runtime.list_containers(&filter).await.inspect_err(|e| warn!(error = %e, "listing containers failed"))?;
+        let list = self
+            .ctx
+            .runtime
+            .list_containers(&filter)
+            .await
+            .inspect_err(|e| warn!(error = %e, "listing containers failed"))?;
         let mut history: History = HashMap::new();
         for c in list {
             history.entry(c.metadata.name.clone()).or_default().push(c);
         }
         for v in history.values_mut() {
-            v.sort_by(|a, b| b.metadata.attempt.cmp(&a.metadata.attempt).then(b.created_at.cmp(&a.created_at)));
+            v.sort_by(|a, b| {
+                b.metadata
+                    .attempt
+                    .cmp(&a.metadata.attempt)
+                    .then(b.created_at.cmp(&a.created_at))
+            });
         }
         Ok(history)
     }
 
     fn host_network(&self) -> bool {
-        self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
     }
 
     fn sandbox_config(&self, attempt: u32, net: &kybernetes_net::PodNetwork) -> PodSandboxConfig {
@@ -126,9 +153,19 @@ impl PodWorker {
         sandbox_labels.insert(labels::POD_NAMESPACE.into(), namespace.clone());
         sandbox_labels.insert(labels::POD_UID.into(), self.uid.clone());
         sandbox_labels.insert(labels::NODE_NAME.into(), self.ctx.name().to_string());
-        let hostname = self.pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.clone());
+        let hostname = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| name.clone());
         PodSandboxConfig {
-            metadata: PodSandboxMetadata { name: name.clone(), namespace: namespace.clone(), uid: self.uid.clone(), attempt },
+            metadata: PodSandboxMetadata {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                uid: self.uid.clone(),
+                attempt,
+            },
             hostname,
             log_directory: format!("/var/log/pods/{namespace}_{name}_{}", self.uid).into(),
             netns_path: net.netns.clone(),
@@ -145,19 +182,29 @@ impl PodWorker {
             return Ok(());
         }
         let ctx = self.ctx.clone();
-        let filter = PodSandboxFilter::default().label(labels::POD_UID, &self.uid).label(labels::NODE_NAME, ctx.name());
+        let filter = PodSandboxFilter::default()
+            .label(labels::POD_UID, &self.uid)
+            .label(labels::NODE_NAME, ctx.name());
         let existing = match ctx.runtime.list_pod_sandboxes(&filter).await {
             Ok(v) => v,
             Err(e) => return Err(self.sandbox_failed(format!("listing sandboxes: {e}"))),
         };
         let net = if self.host_network() {
-            kybernetes_net::PodNetwork { ip: ctx.node_ip, netns: None }
+            kybernetes_net::PodNetwork {
+                ip: ctx.node_ip,
+                netns: None,
+            }
         } else {
             let req = PodNetworkRequest {
                 namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
                 name: self.pod.metadata.name.clone().unwrap_or_default(),
                 uid: self.uid.clone(),
-                hostname: self.pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.pod.metadata.name.clone().unwrap_or_default()),
+                hostname: self
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.hostname.clone())
+                    .unwrap_or_else(|| self.pod.metadata.name.clone().unwrap_or_default()),
                 subdomain: self.pod.spec.as_ref().and_then(|s| s.subdomain.clone()),
             };
             match ctx.network.setup_pod(ctx.name(), &req).await {
@@ -165,17 +212,33 @@ impl PodWorker {
                 Err(e) => return Err(self.sandbox_failed(format!("network: {e}"))),
             }
         };
-        if let Some(ready) = existing.iter().filter(|s| s.state == PodSandboxState::Ready).max_by_key(|s| (s.metadata.attempt, s.created_at)) {
+        if let Some(ready) = existing
+            .iter()
+            .filter(|s| s.state == PodSandboxState::Ready)
+            .max_by_key(|s| (s.metadata.attempt, s.created_at))
+        {
             debug!(sandbox = %ready.id, "adopting running sandbox");
             let config = self.sandbox_config(ready.metadata.attempt, &net);
-            self.sandbox = Some(Sandbox { id: ready.id.clone(), ip: net.ip, config });
+            self.sandbox = Some(Sandbox {
+                id: ready.id.clone(),
+                ip: net.ip,
+                config,
+            });
             return Ok(());
         }
-        let attempt = existing.iter().map(|s| s.metadata.attempt + 1).max().unwrap_or(0);
+        let attempt = existing
+            .iter()
+            .map(|s| s.metadata.attempt + 1)
+            .max()
+            .unwrap_or(0);
         let config = self.sandbox_config(attempt, &net);
         match ctx.runtime.run_pod_sandbox(&config).await {
             Ok(id) => {
-                self.sandbox = Some(Sandbox { id, ip: net.ip, config });
+                self.sandbox = Some(Sandbox {
+                    id,
+                    ip: net.ip,
+                    config,
+                });
                 Ok(())
             }
             Err(e) => Err(self.sandbox_failed(format!("{e}"))),
@@ -184,18 +247,32 @@ impl PodWorker {
 
     fn sandbox_failed(&mut self, message: String) -> Next {
         warn!(%message, "pod sandbox failed");
-        self.ctx.recorder.pod(&self.pod, None, EventType::Warning, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {message}"));
+        self.ctx.recorder.pod(
+            &self.pod,
+            None,
+            EventType::Warning,
+            "FailedCreatePodSandBox",
+            format!("Failed to create pod sandbox: {message}"),
+        );
         let now = self.ctx.now();
         let delay = self.backoff.next("sandbox", now, now);
         Next::WakeAt(tokio::time::Instant::now() + delay.min(self.ctx.config.backoff.initial))
     }
 
     fn app_containers(&self) -> Vec<Container> {
-        self.pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default()
+        self.pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default()
     }
 
     fn init_containers(&self) -> Vec<Container> {
-        self.pod.spec.as_ref().and_then(|s| s.init_containers.clone()).unwrap_or_default()
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default()
     }
 
     /// Kills running app containers whose liveness or startup probe failed or whose spec
@@ -203,48 +280,81 @@ impl PodWorker {
     async fn kill_unhealthy(&mut self, history: &History) -> bool {
         let mut killed = false;
         for spec in self.app_containers() {
-            let Some(latest) = history.get(&spec.name).and_then(|h| h.first()) else { continue };
+            let Some(latest) = history.get(&spec.name).and_then(|h| h.first()) else {
+                continue;
+            };
             if !latest.state.is_running() {
                 continue;
             }
-            let changed = latest.annotations.get(labels::CONTAINER_HASH).is_some_and(|h| *h != container_hash(&spec));
+            let changed = latest
+                .annotations
+                .get(labels::CONTAINER_HASH)
+                .is_some_and(|h| *h != container_hash(&spec));
             let (message, grace) = if changed {
                 self.backoff.reset(&spec.name);
-                (format!("Container {} definition changed, will be restarted", spec.name), None)
+                (
+                    format!(
+                        "Container {} definition changed, will be restarted",
+                        spec.name
+                    ),
+                    None,
+                )
             } else {
                 match self.probes.failed(&latest.id) {
                     Some(ProbeKind::Startup) => (
-                        format!("Container {} failed startup probe, will be restarted", spec.name),
-                        spec.startup_probe.as_ref().and_then(|p| p.termination_grace_period_seconds),
+                        format!(
+                            "Container {} failed startup probe, will be restarted",
+                            spec.name
+                        ),
+                        spec.startup_probe
+                            .as_ref()
+                            .and_then(|p| p.termination_grace_period_seconds),
                     ),
                     Some(_) => (
-                        format!("Container {} failed liveness probe, will be restarted", spec.name),
-                        spec.liveness_probe.as_ref().and_then(|p| p.termination_grace_period_seconds),
+                        format!(
+                            "Container {} failed liveness probe, will be restarted",
+                            spec.name
+                        ),
+                        spec.liveness_probe
+                            .as_ref()
+                            .and_then(|p| p.termination_grace_period_seconds),
                     ),
                     None => continue,
                 }
             };
-            let grace = grace.map(|g| Duration::from_secs(g.max(0) as u64)).unwrap_or_else(|| self.pod_grace_period());
-            self.kill_container(&spec, &latest.id, &message, grace, true).await;
+            let grace = grace
+                .map(|g| Duration::from_secs(g.max(0) as u64))
+                .unwrap_or_else(|| self.pod_grace_period());
+            self.kill_container(&spec, &latest.id, &message, grace, true)
+                .await;
             killed = true;
         }
         killed
     }
 
     /// Runs the init containers in order. Returns true once all of them succeeded.
-    async fn sync_init_containers(&mut self, history: &History, next: &mut Next, acted: &mut bool) -> bool {
+    async fn sync_init_containers(
+        &mut self,
+        history: &History,
+        next: &mut Next,
+        acted: &mut bool,
+    ) -> bool {
         for spec in self.init_containers() {
             let latest = history.get(&spec.name).and_then(|h| h.first());
             match latest.map(|c| &c.state) {
                 Some(ContainerState::Exited { exit_code: 0, .. }) => continue,
-                Some(ContainerState::Running { .. }) | Some(ContainerState::Unknown) => return false,
+                Some(ContainerState::Running { .. }) | Some(ContainerState::Unknown) => {
+                    return false;
+                }
                 Some(ContainerState::Created) => {
                     if let Some(c) = latest {
                         self.start_created(&spec, &c.id, acted).await;
                     }
                     return false;
                 }
-                Some(ContainerState::Exited { .. }) if restart_policy(&self.pod) == "Never" => return false,
+                Some(ContainerState::Exited { .. }) if restart_policy(&self.pod) == "Never" => {
+                    return false;
+                }
                 _ => {
                     let h = history.get(&spec.name).cloned().unwrap_or_default();
                     self.start_or_restart(&spec, true, &h, next, acted).await;
@@ -265,7 +375,9 @@ impl PodWorker {
                     let id = h[0].id.clone();
                     self.start_created(&spec, &id, acted).await;
                 }
-                Some(ContainerState::Exited { exit_code, .. }) if should_restart(&self.pod, *exit_code) => {
+                Some(ContainerState::Exited { exit_code, .. })
+                    if should_restart(&self.pod, *exit_code) =>
+                {
                     self.start_or_restart(&spec, false, &h, next, acted).await;
                 }
                 _ => {}
@@ -277,15 +389,31 @@ impl PodWorker {
     async fn start_created(&mut self, spec: &Container, id: &str, acted: &mut bool) {
         *acted = true;
         match self.ctx.runtime.start_container(id).await {
-            Ok(()) => self.ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Started", format!("Started container {}", spec.name)),
+            Ok(()) => self.ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Normal,
+                "Started",
+                format!("Started container {}", spec.name),
+            ),
             Err(e) => {
-                self.waiting.insert(spec.name.clone(), Waiting::new("RunContainerError", e.to_string()));
+                self.waiting.insert(
+                    spec.name.clone(),
+                    Waiting::new("RunContainerError", e.to_string()),
+                );
             }
         }
     }
 
     /// Starts the next attempt of a container, unless its restart back-off holds it.
-    async fn start_or_restart(&mut self, spec: &Container, is_init: bool, history: &[ContainerStatus], next: &mut Next, acted: &mut bool) {
+    async fn start_or_restart(
+        &mut self,
+        spec: &Container,
+        is_init: bool,
+        history: &[ContainerStatus],
+        next: &mut Next,
+        acted: &mut bool,
+    ) {
         let latest = history.first();
         let now = self.ctx.now();
         if let Some(ContainerState::Exited { finished_at, .. }) = latest.map(|c| &c.state) {
@@ -294,16 +422,26 @@ impl PodWorker {
                 let desc = self.pod_desc();
                 self.waiting.insert(
                     spec.name.clone(),
-                    Waiting::new("CrashLoopBackOff", format!("back-off {delay:?} restarting failed container={} pod={desc}", spec.name)),
+                    Waiting::new(
+                        "CrashLoopBackOff",
+                        format!(
+                            "back-off {delay:?} restarting failed container={} pod={desc}",
+                            spec.name
+                        ),
+                    ),
                 );
                 self.ctx.recorder.pod(
                     &self.pod,
                     Some(&spec.name),
                     EventType::Warning,
                     "BackOff",
-                    format!("Back-off restarting failed container {} in pod {desc}", spec.name),
+                    format!(
+                        "Back-off restarting failed container {} in pod {desc}",
+                        spec.name
+                    ),
                 );
-                *next = std::mem::replace(next, Next::Idle).min(Next::WakeAt(self.ctx.instant_at(until)));
+                *next = std::mem::replace(next, Next::Idle)
+                    .min(Next::WakeAt(self.ctx.instant_at(until)));
                 return;
             }
             self.backoff.next(&spec.name, *finished_at, now);
@@ -332,7 +470,11 @@ impl PodWorker {
             .filter_map(|spec| {
                 let latest = history.get(&spec.name)?.first()?;
                 match &latest.state {
-                    ContainerState::Running { started_at } => Some(RunningContainer { spec, id: &latest.id, started_at: *started_at }),
+                    ContainerState::Running { started_at } => Some(RunningContainer {
+                        spec,
+                        id: &latest.id,
+                        started_at: *started_at,
+                    }),
                     _ => None,
                 }
             })

@@ -29,14 +29,33 @@ impl PodWorker {
 
     /// Stops one container: `preStop` hook (if asked), then SIGTERM and SIGKILL after what
     /// is left of `grace`.
-    async fn stop_one(&self, spec: &Container, id: &str, message: &str, grace: Duration, pre_stop: bool) {
-        self.ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Normal, "Killing", message);
+    async fn stop_one(
+        &self,
+        spec: &Container,
+        id: &str,
+        message: &str,
+        grace: Duration,
+        pre_stop: bool,
+    ) {
+        self.ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Normal,
+            "Killing",
+            message,
+        );
         let started = Instant::now();
         if pre_stop
             && let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
             && let Err(m) = self.run_hook(spec, id, hook, grace).await
         {
-            self.ctx.recorder.pod(&self.pod, Some(&spec.name), EventType::Warning, "FailedPreStopHook", m);
+            self.ctx.recorder.pod(
+                &self.pod,
+                Some(&spec.name),
+                EventType::Warning,
+                "FailedPreStopHook",
+                m,
+            );
         }
         let remaining = grace.saturating_sub(started.elapsed()).max(MIN_GRACE);
         if let Err(e) = self.ctx.runtime.stop_container(id, remaining).await {
@@ -45,7 +64,14 @@ impl PodWorker {
     }
 
     /// Kills one container (liveness failure, spec change, failed hook).
-    pub(crate) async fn kill_container(&mut self, spec: &Container, id: &str, message: &str, grace: Duration, pre_stop: bool) {
+    pub(crate) async fn kill_container(
+        &mut self,
+        spec: &Container,
+        id: &str,
+        message: &str,
+        grace: Duration,
+        pre_stop: bool,
+    ) {
         self.probes.forget(id);
         self.stop_one(spec, id, message, grace, pre_stop).await;
     }
@@ -53,12 +79,20 @@ impl PodWorker {
     /// Stops every running container of the pod at once.
     async fn kill_running(&mut self, grace: Duration, pre_stop: bool) {
         self.probes.stop_all();
-        let Ok(history) = self.history().await else { return };
+        let Ok(history) = self.history().await else {
+            return;
+        };
         let specs: Vec<Container> = self
             .pod
             .spec
             .as_ref()
-            .map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).cloned().collect())
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let mut stops = Vec::new();
         for c in history.values().flatten().filter(|c| c.state.is_running()) {
@@ -66,13 +100,18 @@ impl PodWorker {
                 .iter()
                 .find(|s| s.name == c.metadata.name)
                 .cloned()
-                .unwrap_or_else(|| Container { name: c.metadata.name.clone(), ..Default::default() });
+                .unwrap_or_else(|| Container {
+                    name: c.metadata.name.clone(),
+                    ..Default::default()
+                });
             let message = format!("Stopping container {}", spec.name);
             stops.push((spec, c.id.clone(), message));
         }
         let this = &*self;
         futures::future::join_all(
-            stops.iter().map(|(spec, id, message)| this.stop_one(spec, id, message, grace, pre_stop)),
+            stops
+                .iter()
+                .map(|(spec, id, message)| this.stop_one(spec, id, message, grace, pre_stop)),
         )
         .await;
     }
@@ -92,10 +131,16 @@ impl PodWorker {
             }
         }
         self.remove_runtime_objects().await;
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), self.pod.metadata.namespace.as_deref().unwrap_or("default"));
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         let name = self.pod.metadata.name.clone().unwrap_or_default();
@@ -112,7 +157,12 @@ impl PodWorker {
     /// Clean-up of a pod that disappeared from the API without us (force deletion).
     pub(crate) async fn clean_up_removed(&mut self) -> Next {
         if !self.killed {
-            let grace = self.pod.metadata.deletion_grace_period_seconds.map(|g| Duration::from_secs(g.max(0) as u64)).unwrap_or_default();
+            let grace = self
+                .pod
+                .metadata
+                .deletion_grace_period_seconds
+                .map(|g| Duration::from_secs(g.max(0) as u64))
+                .unwrap_or_default();
             self.kill_running(grace, false).await;
             self.killed = true;
         }
@@ -135,7 +185,11 @@ impl PodWorker {
             }
         }
         if !self.host_network_pod() {
-            let _ = self.ctx.network.teardown_pod(self.ctx.name(), &self.uid).await;
+            let _ = self
+                .ctx
+                .network
+                .teardown_pod(self.ctx.name(), &self.uid)
+                .await;
         }
         self.sandbox = None;
         self.released = true;
@@ -143,11 +197,17 @@ impl PodWorker {
     }
 
     fn host_network_pod(&self) -> bool {
-        self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
     }
 
     async fn sandbox_ids(&self) -> Vec<String> {
-        let filter = PodSandboxFilter::default().label(labels::POD_UID, &self.uid).label(labels::NODE_NAME, self.ctx.name());
+        let filter = PodSandboxFilter::default()
+            .label(labels::POD_UID, &self.uid)
+            .label(labels::NODE_NAME, self.ctx.name());
         match self.ctx.runtime.list_pod_sandboxes(&filter).await {
             Ok(v) => v.into_iter().map(|s| s.id).collect(),
             Err(e) => {
@@ -166,7 +226,11 @@ impl PodWorker {
             }
         }
         if !self.host_network_pod()
-            && let Err(e) = self.ctx.network.teardown_pod(self.ctx.name(), &self.uid).await
+            && let Err(e) = self
+                .ctx
+                .network
+                .teardown_pod(self.ctx.name(), &self.uid)
+                .await
         {
             warn!(error = %e, "network teardown failed");
         }

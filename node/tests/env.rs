@@ -6,18 +6,28 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
 
 async fn config_map(h: &Harness, name: &str, data: &[(&str, &str)]) {
     let cm = ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-        data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         ..Default::default()
     };
-    Api::<ConfigMap>::namespaced(h.client.clone(), "default").create(&PostParams::default(), &cm).await.unwrap();
+    Api::<ConfigMap>::namespaced(h.client.clone(), "default")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -25,17 +35,27 @@ async fn env_from_config_maps_secrets_and_pod_fields_reaches_the_runtime() {
     let mut h = harness().await;
     config_map(&h, "settings", &[("mode", "fast"), ("level", "3")]).await;
     let secret = Secret {
-        metadata: ObjectMeta { name: Some("creds".into()), ..Default::default() },
-        data: Some(BTreeMap::from([("password".to_string(), ByteString(b"s3cret".to_vec()))])),
+        metadata: ObjectMeta {
+            name: Some("creds".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "password".to_string(),
+            ByteString(b"s3cret".to_vec()),
+        )])),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(h.client.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     h.start_agent(h.config("node-1"));
     let mut p = pod("envy", "node-1", &[("app", "busybox:1.36")]);
     p["spec"]["serviceAccountName"] = json!("robot");
     p["spec"]["containers"][0]["command"] = json!(["echo", "$(GREETING)", "$(UNDEFINED)"]);
     p["spec"]["containers"][0]["resources"] = json!({ "limits": { "memory": "64Mi" } });
-    p["spec"]["containers"][0]["envFrom"] = json!([{ "configMapRef": { "name": "settings" }, "prefix": "CFG_" }]);
+    p["spec"]["containers"][0]["envFrom"] =
+        json!([{ "configMapRef": { "name": "settings" }, "prefix": "CFG_" }]);
     p["spec"]["containers"][0]["env"] = json!([
         { "name": "NAME", "value": "world" },
         { "name": "GREETING", "value": "hello $(NAME) $$(NAME)" },
@@ -80,7 +100,11 @@ async fn env_from_config_maps_secrets_and_pod_fields_reaches_the_runtime() {
     for (k, v) in expect {
         assert_eq!(c.env_value(k), Some(v), "{k}");
     }
-    assert_eq!(c.env_value("MAYBE"), None, "optional reference to a missing ConfigMap is skipped");
+    assert_eq!(
+        c.env_value("MAYBE"),
+        None,
+        "optional reference to a missing ConfigMap is skipped"
+    );
     assert_eq!(c.command, ["echo", "hello world $(NAME)", "$(UNDEFINED)"]);
     assert_eq!(c.resources.memory_limit_bytes, Some(64 * 1024 * 1024));
 }
@@ -97,17 +121,40 @@ async fn missing_config_map_key_is_a_create_container_config_error_until_it_appe
     h.create_pod(p).await;
     let p = h
         .wait_pod("needs-key", 30, |p: Option<&Pod>| {
-            p.is_some_and(|p| waiting_reason(p, "app").as_deref() == Some("CreateContainerConfigError"))
+            p.is_some_and(|p| {
+                waiting_reason(p, "app").as_deref() == Some("CreateContainerConfigError")
+            })
         })
         .await;
     assert_eq!(phase(&p), "Pending");
-    let message = container_status(&p, "app").unwrap().state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone();
-    assert_eq!(message.as_deref(), Some("couldn't find key mode in ConfigMap default/partial"));
+    let message = container_status(&p, "app")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone();
+    assert_eq!(
+        message.as_deref(),
+        Some("couldn't find key mode in ConfigMap default/partial")
+    );
     assert!(h.fake.created_containers().is_empty());
     // Once the key exists, a retry starts the container.
     let cms: Api<ConfigMap> = Api::namespaced(h.client.clone(), "default");
     let patch = json!({ "data": { "mode": "slow" } });
-    cms.patch("partial", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    cms.patch(
+        "partial",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
     h.wait_pod("needs-key", 60, is_phase("Running")).await;
-    assert_eq!(h.fake.created_containers()[0].env_value("MODE"), Some("slow"));
+    assert_eq!(
+        h.fake.created_containers()[0].env_value("MODE"),
+        Some("slow")
+    );
 }

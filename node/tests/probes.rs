@@ -22,32 +22,63 @@ fn probed_pod(name: &str, probe_field: &str) -> serde_json::Value {
 #[tokio::test(start_paused = true)]
 async fn failing_liveness_probe_restarts_the_container() {
     let mut h = harness().await;
-    h.fake.script_container("app", ContainerScript::new().liveness(ProbeScript::fail_after(Duration::from_secs(5))));
+    h.fake.script_container(
+        "app",
+        ContainerScript::new().liveness(ProbeScript::fail_after(Duration::from_secs(5))),
+    );
     h.start_agent(h.config("node-1"));
     h.create_pod(probed_pod("live", "livenessProbe")).await;
     let running = h.wait_pod("live", 30, is_ready("True")).await;
-    let first_id = container_status(&running, "app").unwrap().container_id.clone().unwrap();
-    let p = h.wait_pod("live", 60, |p: Option<&Pod>| p.is_some_and(|p| restart_count(p, "app") >= 1)).await;
+    let first_id = container_status(&running, "app")
+        .unwrap()
+        .container_id
+        .clone()
+        .unwrap();
+    let p = h
+        .wait_pod("live", 60, |p: Option<&Pod>| {
+            p.is_some_and(|p| restart_count(p, "app") >= 1)
+        })
+        .await;
     let cs = container_status(&p, "app").unwrap();
     assert_ne!(cs.container_id.as_deref(), Some(first_id.as_str()));
-    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().expect("lastState.terminated");
+    let last = cs
+        .last_state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .as_ref()
+        .expect("lastState.terminated");
     assert_eq!(last.exit_code, 143);
     let id = first_id.trim_start_matches("fake://");
     assert_eq!(h.fake.signals(id), vec![Signal::Term]);
     let unhealthy = h.wait_event("live", "Unhealthy", 10).await;
-    assert!(unhealthy.message.unwrap().starts_with("Liveness probe failed"));
+    assert!(
+        unhealthy
+            .message
+            .unwrap()
+            .starts_with("Liveness probe failed")
+    );
     let killing = h.wait_event("live", "Killing", 10).await;
-    assert_eq!(killing.message.as_deref(), Some("Container app failed liveness probe, will be restarted"));
+    assert_eq!(
+        killing.message.as_deref(),
+        Some("Container app failed liveness probe, will be restarted")
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn failing_readiness_probe_flips_ready_false_without_a_restart() {
     let mut h = harness().await;
-    h.fake.script_container("app", ContainerScript::new().readiness(ProbeScript::fail_after(Duration::from_secs(20))));
+    h.fake.script_container(
+        "app",
+        ContainerScript::new().readiness(ProbeScript::fail_after(Duration::from_secs(20))),
+    );
     h.start_agent(h.config("node-1"));
     h.create_pod(probed_pod("ready", "readinessProbe")).await;
     let ready = h.wait_pod("ready", 30, is_ready("True")).await;
-    let id = container_status(&ready, "app").unwrap().container_id.clone();
+    let id = container_status(&ready, "app")
+        .unwrap()
+        .container_id
+        .clone();
     let p = h.wait_pod("ready", 60, is_ready("False")).await;
     assert_eq!(phase(&p), "Running");
     assert_eq!(condition(&p, "ContainersReady").as_deref(), Some("False"));
@@ -71,22 +102,42 @@ async fn readiness_waits_for_the_first_passing_probe_after_the_initial_delay() {
     assert_eq!(condition(&running, "Ready").as_deref(), Some("False"));
     let t0 = tokio::time::Instant::now();
     h.wait_pod("slow", 60, is_ready("True")).await;
-    assert!(t0.elapsed() >= Duration::from_secs(10), "ready only after the initial delay");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(10),
+        "ready only after the initial delay"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn startup_probe_holds_liveness_and_failing_it_restarts_the_container() {
     let mut h = harness().await;
-    h.fake.script_container("app", ContainerScript::new().startup(ProbeScript::fail()).liveness(ProbeScript::fail()));
+    h.fake.script_container(
+        "app",
+        ContainerScript::new()
+            .startup(ProbeScript::fail())
+            .liveness(ProbeScript::fail()),
+    );
     h.start_agent(h.config("node-1"));
     let mut p = probed_pod("starting", "startupProbe");
-    p["spec"]["containers"][0]["livenessProbe"] = json!({ "exec": { "command": ["true"] }, "periodSeconds": 1 });
+    p["spec"]["containers"][0]["livenessProbe"] =
+        json!({ "exec": { "command": ["true"] }, "periodSeconds": 1 });
     h.create_pod(p).await;
-    let p = h.wait_pod("starting", 60, |p: Option<&Pod>| p.is_some_and(|p| restart_count(p, "app") >= 1)).await;
+    let p = h
+        .wait_pod("starting", 60, |p: Option<&Pod>| {
+            p.is_some_and(|p| restart_count(p, "app") >= 1)
+        })
+        .await;
     assert_eq!(container_status(&p, "app").unwrap().started, Some(false));
     let killing = h.wait_event("starting", "Killing", 10).await;
-    assert_eq!(killing.message.as_deref(), Some("Container app failed startup probe, will be restarted"));
+    assert_eq!(
+        killing.message.as_deref(),
+        Some("Container app failed startup probe, will be restarted")
+    );
     // The liveness probe never ran: it waits for the startup probe.
     let first = h.fake.pod_containers("default", "starting")[0].id.clone();
-    assert_eq!(h.fake.probe_count(&first, kybernetes_runtime::ProbeKind::Liveness), 0);
+    assert_eq!(
+        h.fake
+            .probe_count(&first, kybernetes_runtime::ProbeKind::Liveness),
+        0
+    );
 }

@@ -81,7 +81,11 @@ pub struct ContainerConfig {
 impl ContainerConfig {
     /// The value of an environment variable, if set (the last one wins, as in a process).
     pub fn env_value(&self, key: &str) -> Option<&str> {
-        self.env.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -192,7 +196,10 @@ pub struct ContainerFilter {
 impl ContainerFilter {
     /// Containers in sandbox `id`.
     pub fn in_sandbox(id: impl Into<String>) -> Self {
-        ContainerFilter { sandbox_id: Some(id.into()), ..Default::default() }
+        ContainerFilter {
+            sandbox_id: Some(id.into()),
+            ..Default::default()
+        }
     }
 
     /// Containers carrying `key=value`.
@@ -204,7 +211,10 @@ impl ContainerFilter {
     /// Whether `c` passes the filter.
     pub fn matches(&self, c: &ContainerStatus) -> bool {
         self.id.as_ref().is_none_or(|id| *id == c.id)
-            && self.sandbox_id.as_ref().is_none_or(|id| *id == c.sandbox_id)
+            && self
+                .sandbox_id
+                .as_ref()
+                .is_none_or(|id| *id == c.sandbox_id)
             && self.state.is_none_or(|st| st == c.state.kind())
             && self.labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
     }

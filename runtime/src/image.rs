@@ -16,13 +16,19 @@ pub struct Image {
 impl Image {
     /// The reference a pod status reports as `imageID`: the first digest, else the id.
     pub fn reference(&self) -> &str {
-        self.repo_digests.first().map(String::as_str).unwrap_or(&self.id)
+        self.repo_digests
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.id)
     }
 
     /// Whether this image answers to `name` (a tag, a digest or the id).
     pub fn answers_to(&self, name: &str) -> bool {
         self.id == name
-            || self.repo_tags.iter().any(|t| t == name || t == &normalize_reference(name))
+            || self
+                .repo_tags
+                .iter()
+                .any(|t| t == name || t == &normalize_reference(name))
             || self.repo_digests.iter().any(|d| d == name)
     }
 }
@@ -44,7 +50,8 @@ pub fn normalize_reference(name: &str) -> String {
     let last = repo.rsplit('/').next().unwrap_or(repo);
     let tagged = last.contains(':');
     let first = repo.split('/').next().unwrap_or("");
-    let has_registry = repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut out = String::new();
     if !has_registry {
         out.push_str("docker.io/");

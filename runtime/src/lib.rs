@@ -104,16 +104,19 @@ pub mod stream;
 use std::time::Duration;
 
 pub use container::{
-    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerMetadata, ContainerResources,
-    ContainerState, ContainerStateKind, ContainerStatus, Mount,
+    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerMetadata,
+    ContainerResources, ContainerState, ContainerStateKind, ContainerStatus, Mount,
 };
 pub use fake::FakeRuntime;
 pub use image::Image;
 pub use probe::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest, ProbeResult};
 pub use runtime::{Runtime, RuntimeVersion};
-pub use sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus};
+pub use sandbox::{
+    PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,
+};
 pub use stream::{
-    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream, LogStreamKind, TerminalSize,
+    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream,
+    LogStreamKind, TerminalSize,
 };
 
 /// Errors a runtime returns.

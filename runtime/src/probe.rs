@@ -115,22 +115,40 @@ impl ProbeResult {
 }
 
 /// Runs `request` against container `container_id` the default way (see the module docs).
-pub async fn run_default<R: Runtime + ?Sized>(runtime: &R, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+pub async fn run_default<R: Runtime + ?Sized>(
+    runtime: &R,
+    container_id: &str,
+    request: &ProbeRequest,
+) -> ProbeResult {
     match &request.action {
-        ProbeAction::Exec { command } => exec(runtime, container_id, command, request.timeout).await,
+        ProbeAction::Exec { command } => {
+            exec(runtime, container_id, command, request.timeout).await
+        }
         ProbeAction::TcpSocket { host, port } => tcp(host, *port, request.timeout).await,
-        ProbeAction::HttpGet { scheme: HttpScheme::Http, host, port, path, headers } => {
-            http_get(host, *port, path, headers, request.timeout).await
+        ProbeAction::HttpGet {
+            scheme: HttpScheme::Http,
+            host,
+            port,
+            path,
+            headers,
+        } => http_get(host, *port, path, headers, request.timeout).await,
+        ProbeAction::HttpGet {
+            scheme: HttpScheme::Https,
+            ..
+        } => ProbeResult::Failure("https probes are not supported by this runtime".into()),
+        ProbeAction::Grpc { .. } => {
+            ProbeResult::Failure("grpc probes are not supported by this runtime".into())
         }
-        ProbeAction::HttpGet { scheme: HttpScheme::Https, .. } => {
-            ProbeResult::Failure("https probes are not supported by this runtime".into())
-        }
-        ProbeAction::Grpc { .. } => ProbeResult::Failure("grpc probes are not supported by this runtime".into()),
     }
 }
 
 /// An `exec` probe: runs `command` with [`Runtime::exec_sync`].
-pub async fn exec<R: Runtime + ?Sized>(runtime: &R, container_id: &str, command: &[String], timeout: Duration) -> ProbeResult {
+pub async fn exec<R: Runtime + ?Sized>(
+    runtime: &R,
+    container_id: &str,
+    command: &[String],
+    timeout: Duration,
+) -> ProbeResult {
     match runtime.exec_sync(container_id, command, timeout).await {
         Ok(r) if r.exit_code == 0 => ProbeResult::Success,
         Ok(r) => {
@@ -142,9 +160,9 @@ pub async fn exec<R: Runtime + ?Sized>(runtime: &R, container_id: &str, command:
                 ProbeResult::Failure(out.trim_end().to_string())
             }
         }
-        Err(crate::Error::Timeout { .. }) => {
-            ProbeResult::Failure(format!("command timed out: {command:?} timed out after {timeout:?}"))
-        }
+        Err(crate::Error::Timeout { .. }) => ProbeResult::Failure(format!(
+            "command timed out: {command:?} timed out after {timeout:?}"
+        )),
         Err(e) => ProbeResult::Failure(e.to_string()),
     }
 }
@@ -159,7 +177,13 @@ pub async fn tcp(host: &str, port: u16, timeout: Duration) -> ProbeResult {
 }
 
 /// An `httpGet` probe over plain HTTP/1.1: success on a status in 200–399 within `timeout`.
-pub async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)], timeout: Duration) -> ProbeResult {
+pub async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> ProbeResult {
     let url = format!("http://{host}:{port}{path}");
     match tokio::time::timeout(timeout, http_status(host, port, path, headers)).await {
         Ok(Ok(code)) if (200..400).contains(&code) => ProbeResult::Success,
@@ -171,14 +195,22 @@ pub async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, Str
     }
 }
 
-async fn http_status(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> std::io::Result<u16> {
+async fn http_status(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect((host, port)).await?;
     let path = if path.is_empty() { "/" } else { path };
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {host}:{port}\r\n"));
     }
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("user-agent")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
         req.push_str("User-Agent: kube-probe/1.33\r\n");
     }
     for (k, v) in headers {
@@ -202,7 +234,9 @@ async fn http_status(host: &str, port: u16, path: &str, headers: &[(String, Stri
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
+        })
 }
 
 #[cfg(test)]
@@ -231,8 +265,16 @@ mod tests {
     async fn tcp_fails_when_nothing_listens() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(tcp("127.0.0.1", port, Duration::from_secs(5)).await.is_success());
+        assert!(
+            tcp("127.0.0.1", port, Duration::from_secs(5))
+                .await
+                .is_success()
+        );
         drop(listener);
-        assert!(!tcp("127.0.0.1", port, Duration::from_secs(5)).await.is_success());
+        assert!(
+            !tcp("127.0.0.1", port, Duration::from_secs(5))
+                .await
+                .is_success()
+        );
     }
 }

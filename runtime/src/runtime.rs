@@ -6,12 +6,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use crate::Result;
 use crate::container::{ContainerConfig, ContainerEvent, ContainerFilter, ContainerStatus};
 use crate::image::Image;
 use crate::probe::{self, ProbeRequest, ProbeResult};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
 use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
-use crate::Result;
 
 /// The runtime's name and version (CRI `VersionResponse`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +74,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Runs a command in a running container and waits for it, up to `timeout`
     /// ([`Error::Timeout`](crate::Error::Timeout) after).
-    async fn exec_sync(&self, container_id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult>;
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult>;
     /// Starts an interactive command in a running container.
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession>;
     /// A container's log lines (following new ones with `options.follow`).

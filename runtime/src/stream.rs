@@ -24,12 +24,19 @@ pub struct ExecResult {
 impl ExecResult {
     /// A result with exit code `code` and no output.
     pub fn exit(code: i32) -> Self {
-        ExecResult { exit_code: code, ..Default::default() }
+        ExecResult {
+            exit_code: code,
+            ..Default::default()
+        }
     }
 
     /// A successful result that printed `stdout`.
     pub fn stdout(text: impl Into<Bytes>) -> Self {
-        ExecResult { exit_code: 0, stdout: text.into(), ..Default::default() }
+        ExecResult {
+            exit_code: 0,
+            stdout: text.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -123,7 +130,12 @@ impl LogLine {
     /// assert_eq!(l.to_cri_format(), "2024-01-02T03:04:05.000000000Z stdout F hi");
     /// ```
     pub fn to_cri_format(&self) -> String {
-        format!("{} {} F {}", self.time.format("%Y-%m-%dT%H:%M:%S%.9fZ"), self.stream.as_str(), self.line)
+        format!(
+            "{} {} F {}",
+            self.time.format("%Y-%m-%dT%H:%M:%S%.9fZ"),
+            self.stream.as_str(),
+            self.line
+        )
     }
 }
 

@@ -38,7 +38,9 @@ fn parse_args() -> anyhow::Result<Args> {
     match it.next().as_deref() {
         Some("run") => {}
         Some("--help" | "-h") | None => {
-            println!("usage: kybernetes run [--store memory|sqlite:PATH|etcd:URL,...] [--nodes N] [--leader-elect --identity ID [--lease-duration SECS]] [--no-control-plane]");
+            println!(
+                "usage: kybernetes run [--store memory|sqlite:PATH|etcd:URL,...] [--nodes N] [--leader-elect --identity ID [--lease-duration SECS]] [--no-control-plane]"
+            );
             std::process::exit(0);
         }
         Some(other) => bail!("unknown command {other:?}; try `kybernetes run --help`"),
@@ -47,10 +49,18 @@ fn parse_args() -> anyhow::Result<Args> {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match flag.as_str() {
             "--store" => args.store = value("--store")?,
-            "--nodes" => args.nodes = value("--nodes")?.parse().context("--nodes takes a number")?,
+            "--nodes" => {
+                args.nodes = value("--nodes")?
+                    .parse()
+                    .context("--nodes takes a number")?
+            }
             "--leader-elect" => args.leader_elect = true,
             "--identity" => args.identity = value("--identity")?,
-            "--lease-duration" => args.lease_duration = value("--lease-duration")?.parse().context("--lease-duration takes seconds")?,
+            "--lease-duration" => {
+                args.lease_duration = value("--lease-duration")?
+                    .parse()
+                    .context("--lease-duration takes seconds")?
+            }
             "--no-control-plane" => args.control_plane = false,
             other => bail!("unknown flag {other:?}"),
         }
@@ -64,7 +74,8 @@ async fn builder_with_store(store: &str) -> anyhow::Result<kybernetes::ClusterBu
         return Ok(builder);
     }
     if let Some(path) = store.strip_prefix("sqlite:") {
-        let s = kybernetes::store::SqliteStore::open(path).with_context(|| format!("opening {path}"))?;
+        let s = kybernetes::store::SqliteStore::open(path)
+            .with_context(|| format!("opening {path}"))?;
         return Ok(builder.store(s));
     }
     if let Some(urls) = store.strip_prefix("etcd:") {
@@ -74,29 +85,42 @@ async fn builder_with_store(store: &str) -> anyhow::Result<kybernetes::ClusterBu
 }
 
 #[cfg(feature = "etcd")]
-async fn etcd(builder: kybernetes::ClusterBuilder, urls: &str) -> anyhow::Result<kybernetes::ClusterBuilder> {
+async fn etcd(
+    builder: kybernetes::ClusterBuilder,
+    urls: &str,
+) -> anyhow::Result<kybernetes::ClusterBuilder> {
     let endpoints: Vec<&str> = urls.split(',').filter(|s| !s.is_empty()).collect();
-    let s = kybernetes::store::EtcdStore::connect(&endpoints).await.with_context(|| format!("connecting to etcd at {urls}"))?;
+    let s = kybernetes::store::EtcdStore::connect(&endpoints)
+        .await
+        .with_context(|| format!("connecting to etcd at {urls}"))?;
     Ok(builder.store(s))
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn etcd(_: kybernetes::ClusterBuilder, urls: &str) -> anyhow::Result<kybernetes::ClusterBuilder> {
+async fn etcd(
+    _: kybernetes::ClusterBuilder,
+    urls: &str,
+) -> anyhow::Result<kybernetes::ClusterBuilder> {
     bail!("etcd:{urls}: this binary was built without the `etcd` feature")
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args = parse_args()?;
     let mut builder = builder_with_store(&args.store).await?.nodes(args.nodes);
     if args.control_plane {
         let mut cp = ControlPlaneConfig::default();
         if args.leader_elect {
-            let mut election = LeaderElectionConfig::new("kybernetes-control-plane", args.identity.clone());
+            let mut election =
+                LeaderElectionConfig::new("kybernetes-control-plane", args.identity.clone());
             election.lease_duration = Duration::from_secs(args.lease_duration.max(1));
             election.renew_deadline = Duration::from_secs((args.lease_duration * 2 / 3).max(1));
-            election.retry_period = Duration::from_millis((args.lease_duration * 1000 / 6).clamp(100, 2000));
+            election.retry_period =
+                Duration::from_millis((args.lease_duration * 1000 / 6).clamp(100, 2000));
             cp.leader_election = Some(election);
         }
         builder = builder.control_plane(cp);
@@ -105,7 +129,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let cluster = builder.start().await?;
     println!("ready");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

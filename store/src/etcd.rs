@@ -27,8 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 use tokio::sync::watch as signal;
 use tracing::Instrument;
@@ -153,23 +153,44 @@ impl EtcdStore {
 
     /// Connects to etcd at `endpoints` with `options`. It reads etcd once before returning, so
     /// an unreachable etcd (or bad TLS settings) is reported here as [`Error::Backend`].
-    pub async fn connect_with(endpoints: &[impl AsRef<str>], options: EtcdOptions) -> Result<EtcdStore> {
-        let scheme = if options.tls.is_some() { "https://" } else { "http://" };
+    pub async fn connect_with(
+        endpoints: &[impl AsRef<str>],
+        options: EtcdOptions,
+    ) -> Result<EtcdStore> {
+        let scheme = if options.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|e| e.as_ref().trim())
-            .map(|e| if e.contains("://") { e.to_owned() } else { format!("{scheme}{e}") })
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_owned()
+                } else {
+                    format!("{scheme}{e}")
+                }
+            })
             .collect();
         let span = tracing::info_span!("etcd_connect", ?endpoints, prefix = %options.prefix);
-        EtcdStore::connect_inner(endpoints, options).instrument(span).await
+        EtcdStore::connect_inner(endpoints, options)
+            .instrument(span)
+            .await
     }
 
     async fn connect_inner(endpoints: Vec<String>, options: EtcdOptions) -> Result<EtcdStore> {
         if endpoints.is_empty() {
-            return Err(Error::Backend { context: "connecting to etcd: no endpoints given".into(), source: None });
+            return Err(Error::Backend {
+                context: "connecting to etcd: no endpoints given".into(),
+                source: None,
+            });
         }
         if options.compaction_interval.is_some_and(|i| i.is_zero()) {
-            return Err(Error::Backend { context: "etcd compaction interval must be above zero".into(), source: None });
+            return Err(Error::Backend {
+                context: "etcd compaction interval must be above zero".into(),
+                source: None,
+            });
         }
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
@@ -183,8 +204,12 @@ impl EtcdStore {
             connect = connect.with_tls(tls_config(tls)?);
         }
         let what = || format!("connecting to etcd at {}", endpoints.join(","));
-        let client = Client::connect(&endpoints, Some(connect.clone())).await.map_err(|e| Error::backend(what(), e))?;
-        let members = members::Members::new(&endpoints, &connect).await.map_err(|e| Error::backend(what(), e))?;
+        let client = Client::connect(&endpoints, Some(connect.clone()))
+            .await
+            .map_err(|e| Error::backend(what(), e))?;
+        let members = members::Members::new(&endpoints, &connect)
+            .await
+            .map_err(|e| Error::backend(what(), e))?;
         let inner = Arc::new(Inner {
             client,
             endpoints: endpoints.clone(),
@@ -202,10 +227,21 @@ impl EtcdStore {
                 source: None,
             })?
             .map_err(|e| Error::backend(what(), e))?;
-        tracing::info!(revision = probe.current, compacted = probe.compacted, "connected to etcd");
-        tokio::spawn(members::run_monitor(Arc::downgrade(&inner), inner.stop.subscribe()));
+        tracing::info!(
+            revision = probe.current,
+            compacted = probe.compacted,
+            "connected to etcd"
+        );
+        tokio::spawn(members::run_monitor(
+            Arc::downgrade(&inner),
+            inner.stop.subscribe(),
+        ));
         if let Some(interval) = options.compaction_interval {
-            tokio::spawn(compact::run_compactor(Arc::downgrade(&inner), interval, inner.stop.subscribe()));
+            tokio::spawn(compact::run_compactor(
+                Arc::downgrade(&inner),
+                interval,
+                inner.stop.subscribe(),
+            ));
         }
         Ok(EtcdStore { inner })
     }
@@ -249,7 +285,10 @@ impl CreateRevisions {
     }
 
     fn lookup(&self, key: &str, mod_revision: i64) -> Option<i64> {
-        self.seen().get(key).filter(|(m, _)| *m == mod_revision).map(|(_, c)| *c)
+        self.seen()
+            .get(key)
+            .filter(|(m, _)| *m == mod_revision)
+            .map(|(_, c)| *c)
     }
 
     fn forget(&self, key: &str) {
@@ -259,19 +298,23 @@ impl CreateRevisions {
 
 fn tls_config(tls: &EtcdTlsOptions) -> Result<etcd_client::TlsOptions> {
     let read = |path: &PathBuf, what: &str| {
-        std::fs::read(path).map_err(|e| Error::backend(format!("reading the etcd {what} {}", path.display()), e))
+        std::fs::read(path)
+            .map_err(|e| Error::backend(format!("reading the etcd {what} {}", path.display()), e))
     };
-    let mut config =
-        etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca, "CA")?));
+    let mut config = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca, "CA")?));
     match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
-            config = config
-                .identity(etcd_client::Identity::from_pem(read(cert, "client certificate")?, read(key, "client key")?));
+            config = config.identity(etcd_client::Identity::from_pem(
+                read(cert, "client certificate")?,
+                read(key, "client key")?,
+            ));
         }
         (None, None) => {}
         _ => {
             return Err(Error::Backend {
-                context: "etcd TLS: a client certificate needs its key, and a key its certificate".into(),
+                context: "etcd TLS: a client certificate needs its key, and a key its certificate"
+                    .into(),
                 source: None,
             });
         }
@@ -308,7 +351,10 @@ fn is_future(e: &etcd_client::Error) -> bool {
 fn header_revision(resp: &TxnResponse, what: &str) -> Result<i64> {
     resp.header()
         .map(|h| h.revision())
-        .ok_or_else(|| Error::Backend { context: format!("{what}: etcd answered without a header"), source: None })
+        .ok_or_else(|| Error::Backend {
+            context: format!("{what}: etcd answered without a header"),
+            source: None,
+        })
 }
 
 impl Inner {
@@ -326,23 +372,34 @@ impl Inner {
 
     /// The store key for an etcd key.
     pub(crate) fn store_key(&self, full: &[u8]) -> Result<String> {
-        let key = full.strip_prefix(self.prefix.as_bytes()).ok_or_else(|| Error::Backend {
-            context: format!(
-                "etcd returned key {:?} outside the prefix {:?}",
-                String::from_utf8_lossy(full),
-                self.prefix
-            ),
-            source: None,
-        })?;
-        String::from_utf8(key.to_vec())
-            .map_err(|e| Error::backend(format!("etcd key {:?} is not UTF-8", String::from_utf8_lossy(full)), e))
+        let key = full
+            .strip_prefix(self.prefix.as_bytes())
+            .ok_or_else(|| Error::Backend {
+                context: format!(
+                    "etcd returned key {:?} outside the prefix {:?}",
+                    String::from_utf8_lossy(full),
+                    self.prefix
+                ),
+                source: None,
+            })?;
+        String::from_utf8(key.to_vec()).map_err(|e| {
+            Error::backend(
+                format!("etcd key {:?} is not UTF-8", String::from_utf8_lossy(full)),
+                e,
+            )
+        })
     }
 
     /// Converts an etcd key/value, taking its value without copying.
     pub(crate) fn convert(&self, kv: etcd_client::KeyValue) -> Result<KeyValue> {
         let (create_revision, mod_revision) = (kv.create_revision(), kv.mod_revision());
         let (key, value) = kv.into_key_value();
-        Ok(KeyValue { key: self.store_key(&key)?, value: Bytes::from(value), create_revision, mod_revision })
+        Ok(KeyValue {
+            key: self.store_key(&key)?,
+            value: Bytes::from(value),
+            create_revision,
+            mod_revision,
+        })
     }
 
     /// Converts an etcd key/value seen by reference (watch events).
@@ -378,8 +435,14 @@ impl Inner {
     /// The error for a conditional write whose condition failed: `NotFound` or `Conflict`.
     fn mismatch(key: &str, expected: i64, actual: Option<i64>) -> Error {
         match actual {
-            None => Error::NotFound { key: key.to_owned() },
-            Some(actual) => Error::Conflict { key: key.to_owned(), expected, actual },
+            None => Error::NotFound {
+                key: key.to_owned(),
+            },
+            Some(actual) => Error::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual,
+            },
         }
     }
 
@@ -405,7 +468,12 @@ impl Store for EtcdStore {
             })
             .await
             .map_err(|e| Error::backend(format!("etcd get {key}"), e))?;
-        let kv = resp.take_kvs().into_iter().next().map(|kv| inner.convert(kv)).transpose()?;
+        let kv = resp
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| inner.convert(kv))
+            .transpose()?;
         if let Some(kv) = &kv {
             inner.create_revisions.remember(kv);
         }
@@ -444,8 +512,15 @@ impl Store for EtcdStore {
             Err(e) => {
                 let requested = at.unwrap_or(0);
                 if is_compacted(&e) {
-                    let compacted = inner.compacted_revision().await.unwrap_or(0).max(requested + 1);
-                    return Err(Error::Gone { requested, compacted });
+                    let compacted = inner
+                        .compacted_revision()
+                        .await
+                        .unwrap_or(0)
+                        .max(requested + 1);
+                    return Err(Error::Gone {
+                        requested,
+                        compacted,
+                    });
                 }
                 if is_future(&e) {
                     let current = inner.probe().await?.current;
@@ -459,8 +534,16 @@ impl Store for EtcdStore {
             None => resp.header().map(|h| h.revision()).unwrap_or(0),
         };
         let more = resp.more();
-        let items = resp.take_kvs().into_iter().map(|kv| inner.convert(kv)).collect::<Result<Vec<_>>>()?;
-        Ok(ListResult { items, revision, more })
+        let items = resp
+            .take_kvs()
+            .into_iter()
+            .map(|kv| inner.convert(kv))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ListResult {
+            items,
+            revision,
+            more,
+        })
     }
 
     #[tracing::instrument(level = "trace", skip(self, value), fields(len = value.len()))]
@@ -479,10 +562,17 @@ impl Store for EtcdStore {
             .await
             .map_err(|e| Error::backend(what(), e))?;
         if !resp.succeeded() {
-            return Err(Error::AlreadyExists { key: key.to_owned() });
+            return Err(Error::AlreadyExists {
+                key: key.to_owned(),
+            });
         }
         let revision = header_revision(&resp, &what())?;
-        let kv = KeyValue { key: key.to_owned(), value, create_revision: revision, mod_revision: revision };
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision: revision,
+            mod_revision: revision,
+        };
         inner.create_revisions.remember(&kv);
         Ok(kv)
     }
@@ -506,7 +596,11 @@ impl Store for EtcdStore {
             then.push(TxnOp::get(full.clone(), keys_only()));
         }
         let txn = Txn::new()
-            .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected_revision)])
+            .when([Compare::mod_revision(
+                full.clone(),
+                CompareOp::Equal,
+                expected_revision,
+            )])
             .and_then(then)
             .or_else([TxnOp::get(full, keys_only())]);
         let resp = inner
@@ -517,7 +611,11 @@ impl Store for EtcdStore {
             .await
             .map_err(|e| Error::backend(what(), e))?;
         if !resp.succeeded() {
-            return Err(Inner::mismatch(key, expected_revision, Inner::else_revision(&resp)));
+            return Err(Inner::mismatch(
+                key,
+                expected_revision,
+                Inner::else_revision(&resp),
+            ));
         }
         let revision = header_revision(&resp, &what())?;
         let create_revision = match known_create_revision {
@@ -534,7 +632,12 @@ impl Store for EtcdStore {
                     source: None,
                 })?,
         };
-        let kv = KeyValue { key: key.to_owned(), value, create_revision, mod_revision: revision };
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision,
+            mod_revision: revision,
+        };
         inner.create_revisions.remember(&kv);
         Ok(kv)
     }
@@ -551,8 +654,15 @@ impl Store for EtcdStore {
             }
             Some(expected) => {
                 let txn = Txn::new()
-                    .when([Compare::mod_revision(full.clone(), CompareOp::Equal, expected)])
-                    .and_then([TxnOp::delete(full.clone(), Some(DeleteOptions::new().with_prev_key()))])
+                    .when([Compare::mod_revision(
+                        full.clone(),
+                        CompareOp::Equal,
+                        expected,
+                    )])
+                    .and_then([TxnOp::delete(
+                        full.clone(),
+                        Some(DeleteOptions::new().with_prev_key()),
+                    )])
                     .or_else([TxnOp::get(full, Some(GetOptions::new().with_keys_only()))]);
                 let resp = inner
                     .call(|mut kv| {
@@ -575,7 +685,10 @@ impl Store for EtcdStore {
                 let mut resp = inner
                     .call(|mut kv| {
                         let full = full.clone();
-                        async move { kv.delete(full, Some(DeleteOptions::new().with_prev_key())).await }
+                        async move {
+                            kv.delete(full, Some(DeleteOptions::new().with_prev_key()))
+                                .await
+                        }
                     })
                     .await
                     .map_err(|e| Error::backend(what(), e))?;
@@ -586,7 +699,9 @@ impl Store for EtcdStore {
         inner.create_revisions.forget(key);
         match prev.take() {
             Some(prev) => Ok((inner.convert(prev)?, revision)),
-            None => Err(Error::NotFound { key: key.to_owned() }),
+            None => Err(Error::NotFound {
+                key: key.to_owned(),
+            }),
         }
     }
 

@@ -43,7 +43,11 @@ impl WatchHub {
     /// A hub whose last published revision is `revision`.
     pub(crate) fn new(revision: i64) -> Arc<Self> {
         Arc::new(WatchHub {
-            inner: Mutex::new(HubInner { revision, next_id: 0, watchers: HashMap::new() }),
+            inner: Mutex::new(HubInner {
+                revision,
+                next_id: 0,
+                watchers: HashMap::new(),
+            }),
         })
     }
 
@@ -72,13 +76,32 @@ impl WatchHub {
             let mut inner = self.lock();
             let id = inner.next_id;
             inner.next_id += 1;
-            inner.watchers.insert(id, Watcher { prefix: prefix.to_owned(), from, tx });
+            inner.watchers.insert(
+                id,
+                Watcher {
+                    prefix: prefix.to_owned(),
+                    from,
+                    tx,
+                },
+            );
             id
         };
         tracing::trace!(id, prefix, from, "watch registered");
-        let events = HubStream { rx, _guard: Unsubscribe { hub: Arc::downgrade(self), id } };
-        let progress = Arc::new(HubProgress { hub: Arc::downgrade(self), id });
-        WatchStream { events: Box::pin(events), progress }
+        let events = HubStream {
+            rx,
+            _guard: Unsubscribe {
+                hub: Arc::downgrade(self),
+                id,
+            },
+        };
+        let progress = Arc::new(HubProgress {
+            hub: Arc::downgrade(self),
+            id,
+        });
+        WatchStream {
+            events: Box::pin(events),
+            progress,
+        }
     }
 
     /// Delivers one committed change to every watch whose prefix matches its key.
@@ -121,7 +144,9 @@ impl WatchHub {
     fn progress(&self, id: u64) {
         let inner = self.lock();
         if let Some(w) = inner.watchers.get(&id) {
-            let _ = w.tx.send(Ok(WatchEvent::Progress { revision: inner.revision }));
+            let _ = w.tx.send(Ok(WatchEvent::Progress {
+                revision: inner.revision,
+            }));
         }
     }
 

@@ -112,19 +112,32 @@ impl Error {
         context: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Backend { context: context.into(), source: Some(Box::new(source)) }
+        Error::Backend {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
     }
 }
 
 /// The revision a `list` reads at: `requested` if it is positive (checked against the history the
 /// store keeps), else `current`. Shared by the backends.
-pub(crate) fn resolve_read_revision(requested: Option<i64>, current: i64, compacted: i64) -> Result<i64> {
+pub(crate) fn resolve_read_revision(
+    requested: Option<i64>,
+    current: i64,
+    compacted: i64,
+) -> Result<i64> {
     match requested {
         Some(r) if r > 0 => {
             if r > current {
-                Err(Error::FutureRevision { requested: r, current })
+                Err(Error::FutureRevision {
+                    requested: r,
+                    current,
+                })
             } else if r < compacted {
-                Err(Error::Gone { requested: r, compacted })
+                Err(Error::Gone {
+                    requested: r,
+                    compacted,
+                })
             } else {
                 Ok(r)
             }

@@ -37,7 +37,10 @@ struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared { state: RwLock::new(State::default()), hub: WatchHub::new(EMPTY_STORE_REVISION) }
+        Shared {
+            state: RwLock::new(State::default()),
+            hub: WatchHub::new(EMPTY_STORE_REVISION),
+        }
     }
 }
 
@@ -66,7 +69,12 @@ struct State {
 
 impl Default for State {
     fn default() -> Self {
-        State { revision: EMPTY_STORE_REVISION, compacted: 0, keys: BTreeMap::new(), log: VecDeque::new() }
+        State {
+            revision: EMPTY_STORE_REVISION,
+            compacted: 0,
+            keys: BTreeMap::new(),
+            log: VecDeque::new(),
+        }
     }
 }
 
@@ -82,18 +90,26 @@ fn key_value(key: &str, version: &Version) -> Option<KeyValue> {
 /// The version of a key visible at `revision`, if the key existed then.
 fn visible_at(history: &[Version], revision: i64) -> Option<&Version> {
     let idx = history.partition_point(|v| v.mod_revision <= revision);
-    idx.checked_sub(1).and_then(|i| history.get(i)).filter(|v| v.value.is_some())
+    idx.checked_sub(1)
+        .and_then(|i| history.get(i))
+        .filter(|v| v.value.is_some())
 }
 
 fn inconsistent(what: String) -> Error {
     tracing::error!(%what, "memory store invariant broken");
-    Error::Backend { context: format!("memory store is inconsistent: {what}"), source: None }
+    Error::Backend {
+        context: format!("memory store is inconsistent: {what}"),
+        source: None,
+    }
 }
 
 impl State {
     /// The live value of `key`.
     fn live(&self, key: &str) -> Option<KeyValue> {
-        self.keys.get(key).and_then(|h| h.last()).and_then(|v| key_value(key, v))
+        self.keys
+            .get(key)
+            .and_then(|h| h.last())
+            .and_then(|v| key_value(key, v))
     }
 
     /// Records a write at `version.mod_revision` (which must be `self.revision + 1`).
@@ -122,8 +138,16 @@ impl State {
             .ok_or_else(|| inconsistent(format!("logged key {key} has no history")))?;
         let idx = history
             .binary_search_by_key(&entry.revision, |v| v.mod_revision)
-            .map_err(|_| inconsistent(format!("key {key} has no version at revision {}", entry.revision)))?;
-        let prev = idx.checked_sub(1).and_then(|i| history.get(i)).and_then(|p| key_value(key, p));
+            .map_err(|_| {
+                inconsistent(format!(
+                    "key {key} has no version at revision {}",
+                    entry.revision
+                ))
+            })?;
+        let prev = idx
+            .checked_sub(1)
+            .and_then(|i| history.get(i))
+            .and_then(|p| key_value(key, p));
         let version = history
             .get(idx)
             .ok_or_else(|| inconsistent(format!("key {key}: version index {idx} out of range")))?;
@@ -131,9 +155,15 @@ impl State {
             Some(kv) => Ok(WatchEvent::Put { kv, prev }),
             None => {
                 let prev = prev.ok_or_else(|| {
-                    inconsistent(format!("delete of {key} at {} has no previous value", entry.revision))
+                    inconsistent(format!(
+                        "delete of {key} at {} has no previous value",
+                        entry.revision
+                    ))
                 })?;
-                Ok(WatchEvent::Delete { prev, revision: entry.revision })
+                Ok(WatchEvent::Delete {
+                    prev,
+                    revision: entry.revision,
+                })
             }
         }
     }
@@ -141,7 +171,9 @@ impl State {
 
 /// Drops the versions of `key` that no read at or after `revision` can see.
 fn compact_key(keys: &mut BTreeMap<Arc<str>, Vec<Version>>, key: &str, revision: i64) {
-    let Some(history) = keys.get_mut(key) else { return };
+    let Some(history) = keys.get_mut(key) else {
+        return;
+    };
     let idx = history.partition_point(|v| v.mod_revision <= revision);
     // Keep the version visible at `revision` unless it is a tombstone.
     let keep_from = match idx.checked_sub(1) {
@@ -167,11 +199,17 @@ impl MemoryStore {
     fn read(&self) -> RwLockReadGuard<'_, State> {
         // Writers only mutate after every check has passed, so a panic cannot leave a
         // half-applied write behind; the data stays usable.
-        self.shared.state.read().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.shared.state.write().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many watches are registered (for leak tests).
@@ -212,31 +250,56 @@ impl Store for MemoryStore {
             if !key.starts_with(prefix) {
                 break;
             }
-            let Some(kv) = visible_at(history, at).and_then(|v| key_value(key, v)) else { continue };
+            let Some(kv) = visible_at(history, at).and_then(|v| key_value(key, v)) else {
+                continue;
+            };
             if limit.is_some_and(|l| items.len() >= l) {
                 more = true;
                 break;
             }
             items.push(kv);
         }
-        Ok(ListResult { items, revision: at, more })
+        Ok(ListResult {
+            items,
+            revision: at,
+            more,
+        })
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
         let mut st = self.write();
         if st.live(key).is_some() {
-            return Err(Error::AlreadyExists { key: key.to_owned() });
+            return Err(Error::AlreadyExists {
+                key: key.to_owned(),
+            });
         }
         let rev = st.revision + 1;
-        let kv = KeyValue { key: key.to_owned(), value: value.clone(), create_revision: rev, mod_revision: rev };
-        st.push(key, Version { mod_revision: rev, create_revision: rev, value: Some(value) });
-        self.shared.hub.publish(WatchEvent::Put { kv: kv.clone(), prev: None });
+        let kv = KeyValue {
+            key: key.to_owned(),
+            value: value.clone(),
+            create_revision: rev,
+            mod_revision: rev,
+        };
+        st.push(
+            key,
+            Version {
+                mod_revision: rev,
+                create_revision: rev,
+                value: Some(value),
+            },
+        );
+        self.shared.hub.publish(WatchEvent::Put {
+            kv: kv.clone(),
+            prev: None,
+        });
         Ok(kv)
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_revision: i64) -> Result<KeyValue> {
         let mut st = self.write();
-        let prev = st.live(key).ok_or_else(|| Error::NotFound { key: key.to_owned() })?;
+        let prev = st.live(key).ok_or_else(|| Error::NotFound {
+            key: key.to_owned(),
+        })?;
         if prev.mod_revision != expected_revision {
             return Err(Error::Conflict {
                 key: key.to_owned(),
@@ -251,22 +314,48 @@ impl Store for MemoryStore {
             create_revision: prev.create_revision,
             mod_revision: rev,
         };
-        st.push(key, Version { mod_revision: rev, create_revision: prev.create_revision, value: Some(value) });
-        self.shared.hub.publish(WatchEvent::Put { kv: kv.clone(), prev: Some(prev) });
+        st.push(
+            key,
+            Version {
+                mod_revision: rev,
+                create_revision: prev.create_revision,
+                value: Some(value),
+            },
+        );
+        self.shared.hub.publish(WatchEvent::Put {
+            kv: kv.clone(),
+            prev: Some(prev),
+        });
         Ok(kv)
     }
 
     async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<(KeyValue, i64)> {
         let mut st = self.write();
-        let prev = st.live(key).ok_or_else(|| Error::NotFound { key: key.to_owned() })?;
+        let prev = st.live(key).ok_or_else(|| Error::NotFound {
+            key: key.to_owned(),
+        })?;
         if let Some(expected) = expected_revision
             && expected != prev.mod_revision
         {
-            return Err(Error::Conflict { key: key.to_owned(), expected, actual: prev.mod_revision });
+            return Err(Error::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual: prev.mod_revision,
+            });
         }
         let rev = st.revision + 1;
-        st.push(key, Version { mod_revision: rev, create_revision: prev.create_revision, value: None });
-        self.shared.hub.publish(WatchEvent::Delete { prev: prev.clone(), revision: rev });
+        st.push(
+            key,
+            Version {
+                mod_revision: rev,
+                create_revision: prev.create_revision,
+                value: None,
+            },
+        );
+        self.shared.hub.publish(WatchEvent::Delete {
+            prev: prev.clone(),
+            revision: rev,
+        });
         Ok((prev, rev))
     }
 
@@ -274,7 +363,10 @@ impl Store for MemoryStore {
         // The read lock excludes writers until the watch is registered: no gap, no duplicate.
         let st = self.read();
         if from_revision < st.compacted {
-            return Err(Error::Gone { requested: from_revision, compacted: st.compacted });
+            return Err(Error::Gone {
+                requested: from_revision,
+                compacted: st.compacted,
+            });
         }
         let start = st.log.partition_point(|e| e.revision <= from_revision);
         let mut backlog = Vec::new();
@@ -290,7 +382,10 @@ impl Store for MemoryStore {
         let mut guard = self.write();
         let st = &mut *guard;
         if revision > st.revision {
-            return Err(Error::FutureRevision { requested: revision, current: st.revision });
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current: st.revision,
+            });
         }
         if revision <= st.compacted {
             return Ok(());
@@ -302,7 +397,12 @@ impl Store for MemoryStore {
         if st.log.capacity() > 64 && st.log.len() * 4 <= st.log.capacity() {
             st.log.shrink_to_fit();
         }
-        tracing::debug!(revision, dropped = cut, keys = st.keys.len(), "memory store compacted");
+        tracing::debug!(
+            revision,
+            dropped = cut,
+            keys = st.keys.len(),
+            "memory store compacted"
+        );
         st.compacted = revision;
         Ok(())
     }
@@ -327,7 +427,10 @@ mod tests {
         let store = MemoryStore::new();
         assert_eq!(store.current_revision().await.ok(), Some(1));
         assert_eq!(store.compacted_revision().await.ok(), Some(0));
-        let kv = store.create("/a", Bytes::from_static(b"1")).await.expect("create");
+        let kv = store
+            .create("/a", Bytes::from_static(b"1"))
+            .await
+            .expect("create");
         assert_eq!(kv.mod_revision, 2);
         assert_eq!(kv.create_revision, 2);
     }
@@ -353,15 +456,24 @@ mod tests {
         let mut w = store.watch("/", 0).await.expect("watch");
         store.create("/x", Bytes::new()).await.expect("create");
         drop(store);
-        assert!(matches!(w.events.next().await, Some(Ok(WatchEvent::Put { .. }))));
+        assert!(matches!(
+            w.events.next().await,
+            Some(Ok(WatchEvent::Put { .. }))
+        ));
         assert!(w.events.next().await.is_none());
     }
 
     #[tokio::test]
     async fn compaction_drops_superseded_versions_and_tombstones() {
         let store = MemoryStore::new();
-        let a1 = store.create("/a", Bytes::from_static(b"1")).await.expect("create a");
-        let a2 = store.update("/a", Bytes::from_static(b"2"), a1.mod_revision).await.expect("update a");
+        let a1 = store
+            .create("/a", Bytes::from_static(b"1"))
+            .await
+            .expect("create a");
+        let a2 = store
+            .update("/a", Bytes::from_static(b"2"), a1.mod_revision)
+            .await
+            .expect("update a");
         let b = store.create("/b", Bytes::new()).await.expect("create b");
         let (_, del) = store.delete("/b", None).await.expect("delete b");
         store.compact(del).await.expect("compact");
@@ -372,18 +484,35 @@ mod tests {
             assert!(st.log.is_empty());
         }
         let at = store
-            .list("/", ListOptions { revision: Some(del), ..Default::default() })
+            .list(
+                "/",
+                ListOptions {
+                    revision: Some(del),
+                    ..Default::default()
+                },
+            )
             .await
             .expect("list at compacted revision");
         assert_eq!(at.items, vec![a2]);
         assert!(matches!(
-            store.list("/", ListOptions { revision: Some(b.mod_revision), ..Default::default() }).await,
+            store
+                .list(
+                    "/",
+                    ListOptions {
+                        revision: Some(b.mod_revision),
+                        ..Default::default()
+                    }
+                )
+                .await,
             Err(Error::Gone { .. })
         ));
         // Compacting to an older revision is a no-op; to a future one an error.
         store.compact(1).await.expect("older compaction is a no-op");
         assert_eq!(store.compacted_revision().await.ok(), Some(del));
-        assert!(matches!(store.compact(del + 1).await, Err(Error::FutureRevision { .. })));
+        assert!(matches!(
+            store.compact(del + 1).await,
+            Err(Error::FutureRevision { .. })
+        ));
     }
 
     #[tokio::test]

@@ -70,7 +70,10 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { compaction_interval: None, keep_revisions: 10_000 }
+        SqliteOptions {
+            compaction_interval: None,
+            keep_revisions: 10_000,
+        }
     }
 }
 
@@ -127,7 +130,10 @@ impl<T> Context<T> for rusqlite::Result<T> {
 
 fn corrupt(what: String) -> Error {
     tracing::error!(%what, "sqlite store data is inconsistent");
-    Error::Backend { context: format!("database is inconsistent: {what}"), source: None }
+    Error::Backend {
+        context: format!("database is inconsistent: {what}"),
+        source: None,
+    }
 }
 
 /// The smallest string above every string that starts with `prefix`, if there is one.
@@ -148,11 +154,13 @@ fn prefix_end(prefix: &str) -> Option<String> {
 }
 
 fn last_revision(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'log'")?.query_row([], |r| r.get(0))
+    conn.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'log'")?
+        .query_row([], |r| r.get(0))
 }
 
 fn compact_revision(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT value FROM meta WHERE key = 'compact_revision'")?.query_row([], |r| r.get(0))
+    conn.prepare_cached("SELECT value FROM meta WHERE key = 'compact_revision'")?
+        .query_row([], |r| r.get(0))
 }
 
 /// The newest row of a key.
@@ -231,37 +239,63 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<WatchEvent
     let value: Vec<u8> = row.get(6)?;
     let old_value: Option<Vec<u8>> = row.get(7)?;
     let prev = |name: String| {
-        old_value.map(|v| KeyValue { key: name, value: Bytes::from(v), create_revision, mod_revision: prev_revision })
+        old_value.map(|v| KeyValue {
+            key: name,
+            value: Bytes::from(v),
+            create_revision,
+            mod_revision: prev_revision,
+        })
     };
     Ok(if deleted {
         match prev(name.clone()) {
             Some(prev) => Ok(WatchEvent::Delete { prev, revision: id }),
-            None => Err(corrupt(format!("delete of {name} at revision {id} has no old value"))),
+            None => Err(corrupt(format!(
+                "delete of {name} at revision {id} has no old value"
+            ))),
         }
     } else if created {
-        let kv = KeyValue { key: name, value: Bytes::from(value), create_revision, mod_revision: id };
+        let kv = KeyValue {
+            key: name,
+            value: Bytes::from(value),
+            create_revision,
+            mod_revision: id,
+        };
         Ok(WatchEvent::Put { kv, prev: None })
     } else {
         match prev(name.clone()) {
             Some(prev) => {
-                let kv = KeyValue { key: name, value: Bytes::from(value), create_revision, mod_revision: id };
-                Ok(WatchEvent::Put { kv, prev: Some(prev) })
+                let kv = KeyValue {
+                    key: name,
+                    value: Bytes::from(value),
+                    create_revision,
+                    mod_revision: id,
+                };
+                Ok(WatchEvent::Put {
+                    kv,
+                    prev: Some(prev),
+                })
             }
-            None => Err(corrupt(format!("update of {name} at revision {id} has no old value"))),
+            None => Err(corrupt(format!(
+                "update of {name} at revision {id} has no old value"
+            ))),
         }
     })
 }
 
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, flags).ctx(|| "opening the database".to_owned())?;
-    conn.busy_timeout(BUSY_TIMEOUT).ctx(|| "setting busy_timeout".to_owned())?;
+    let conn =
+        Connection::open_with_flags(path, flags).ctx(|| "opening the database".to_owned())?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .ctx(|| "setting busy_timeout".to_owned())?;
     Ok(conn)
 }
 
 fn open_reader(path: &Path) -> Result<Connection> {
     open_connection(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
 }
 
@@ -277,13 +311,15 @@ fn open_writer(path: &Path) -> Result<Connection> {
             source: None,
         });
     }
-    conn.pragma_update(None, "synchronous", "FULL").ctx(|| "setting synchronous=FULL".to_owned())?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .ctx(|| "setting synchronous=FULL".to_owned())?;
 
     // One transaction, so a crash while creating the schema leaves no half-made database.
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .ctx(|| "starting the schema transaction".to_owned())?;
-    tx.execute_batch(SCHEMA).ctx(|| "creating the schema".to_owned())?;
+    tx.execute_batch(SCHEMA)
+        .ctx(|| "creating the schema".to_owned())?;
     tx.execute(
         "INSERT INTO sqlite_sequence (name, seq) SELECT 'log', ?1
          WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'log')",
@@ -291,11 +327,17 @@ fn open_writer(path: &Path) -> Result<Connection> {
     )
     .ctx(|| "seeding the revision counter".to_owned())?;
     let version: i64 = tx
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .ctx(|| "reading the schema version".to_owned())?;
     if version != SCHEMA_VERSION {
         return Err(Error::Backend {
-            context: format!("unsupported schema version {version} (this build knows {SCHEMA_VERSION})"),
+            context: format!(
+                "unsupported schema version {version} (this build knows {SCHEMA_VERSION})"
+            ),
             source: None,
         });
     }
@@ -326,9 +368,10 @@ fn lock_database(path: &Path) -> Result<File> {
             ),
             source: None,
         }),
-        Err(TryLockError::Error(e)) => {
-            Err(Error::backend(format!("locking {}", lock_path.display()), e))
-        }
+        Err(TryLockError::Error(e)) => Err(Error::backend(
+            format!("locking {}", lock_path.display()),
+            e,
+        )),
     }
 }
 
@@ -341,7 +384,11 @@ impl Inner {
 
     /// Runs `op` on an idle read connection.
     fn read<T>(&self, op: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let conn = match idle {
             Some(conn) => conn,
             None => open_reader(&self.path)?,
@@ -400,9 +447,12 @@ impl Inner {
         self.read(|conn| {
             // One read transaction: the revision, the compaction revision and the rows all come
             // from the same snapshot.
-            let tx = conn.unchecked_transaction().ctx(|| "starting a read transaction".to_owned())?;
+            let tx = conn
+                .unchecked_transaction()
+                .ctx(|| "starting a read transaction".to_owned())?;
             let current = last_revision(&tx).ctx(|| "reading the revision counter".to_owned())?;
-            let compacted = compact_revision(&tx).ctx(|| "reading the compaction revision".to_owned())?;
+            let compacted =
+                compact_revision(&tx).ctx(|| "reading the compaction revision".to_owned())?;
             let at = crate::resolve_read_revision(opts.revision, current, compacted)?;
             let limit = opts.limit.filter(|&l| l > 0);
             let (lower_op, lower) = match opts.start_after.as_deref() {
@@ -410,7 +460,11 @@ impl Inner {
                 _ => (">=", prefix),
             };
             let end = prefix_end(prefix);
-            let upper = if end.is_some() { "AND name < ?3" } else { "AND ?3 IS NULL" };
+            let upper = if end.is_some() {
+                "AND name < ?3"
+            } else {
+                "AND ?3 IS NULL"
+            };
             // In key order, straight off the (name, id) index: each key's newest row at `at`
             // (SQLite takes the bare columns from the row holding MAX(id)). Tombstones are
             // skipped here, and stepping stops once the page is full, so a page costs its size
@@ -420,8 +474,12 @@ impl Inner {
                  WHERE name {lower_op} ?1 {upper} AND id <= ?2
                  GROUP BY name ORDER BY name"
             );
-            let mut stmt = tx.prepare_cached(&sql).ctx(|| "preparing list".to_owned())?;
-            let mut rows = stmt.query(params![lower, at, end]).ctx(|| format!("listing {prefix}"))?;
+            let mut stmt = tx
+                .prepare_cached(&sql)
+                .ctx(|| "preparing list".to_owned())?;
+            let mut rows = stmt
+                .query(params![lower, at, end])
+                .ctx(|| format!("listing {prefix}"))?;
             let mut items = Vec::new();
             let mut more = false;
             while let Some(row) = rows.next().ctx(|| format!("listing {prefix}"))? {
@@ -436,7 +494,9 @@ impl Inner {
                         value: Bytes::from(row.get::<_, Vec<u8>>(4)?),
                     }))
                 };
-                let Some(kv) = read().ctx(|| format!("listing {prefix}"))? else { continue };
+                let Some(kv) = read().ctx(|| format!("listing {prefix}"))? else {
+                    continue;
+                };
                 if !kv.key.starts_with(prefix) {
                     break;
                 }
@@ -446,7 +506,11 @@ impl Inner {
                 }
                 items.push(kv);
             }
-            Ok(ListResult { items, revision: at, more })
+            Ok(ListResult {
+                items,
+                revision: at,
+                more,
+            })
         })
     }
 
@@ -454,7 +518,9 @@ impl Inner {
         self.write(|tx, rev| {
             let latest = latest(tx, key)?;
             if latest.as_ref().is_some_and(|l| !l.deleted) {
-                return Err(Error::AlreadyExists { key: key.to_owned() });
+                return Err(Error::AlreadyExists {
+                    key: key.to_owned(),
+                });
             }
             insert(
                 tx,
@@ -469,18 +535,30 @@ impl Inner {
                     old_value: None,
                 },
             )?;
-            let kv = KeyValue { key: key.to_owned(), value: value.clone(), create_revision: rev, mod_revision: rev };
+            let kv = KeyValue {
+                key: key.to_owned(),
+                value: value.clone(),
+                create_revision: rev,
+                mod_revision: rev,
+            };
             Ok((kv.clone(), WatchEvent::Put { kv, prev: None }))
         })
     }
 
     fn update(&self, key: &str, value: &Bytes, expected: i64) -> Result<KeyValue> {
         self.write(|tx, rev| {
-            let prev = latest(tx, key)?
-                .and_then(|l| l.live(key))
-                .ok_or_else(|| Error::NotFound { key: key.to_owned() })?;
+            let prev =
+                latest(tx, key)?
+                    .and_then(|l| l.live(key))
+                    .ok_or_else(|| Error::NotFound {
+                        key: key.to_owned(),
+                    })?;
             if prev.mod_revision != expected {
-                return Err(Error::Conflict { key: key.to_owned(), expected, actual: prev.mod_revision });
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                    expected,
+                    actual: prev.mod_revision,
+                });
             }
             insert(
                 tx,
@@ -501,19 +579,32 @@ impl Inner {
                 create_revision: prev.create_revision,
                 mod_revision: rev,
             };
-            Ok((kv.clone(), WatchEvent::Put { kv, prev: Some(prev) }))
+            Ok((
+                kv.clone(),
+                WatchEvent::Put {
+                    kv,
+                    prev: Some(prev),
+                },
+            ))
         })
     }
 
     fn delete(&self, key: &str, expected: Option<i64>) -> Result<(KeyValue, i64)> {
         self.write(|tx, rev| {
-            let prev = latest(tx, key)?
-                .and_then(|l| l.live(key))
-                .ok_or_else(|| Error::NotFound { key: key.to_owned() })?;
+            let prev =
+                latest(tx, key)?
+                    .and_then(|l| l.live(key))
+                    .ok_or_else(|| Error::NotFound {
+                        key: key.to_owned(),
+                    })?;
             if let Some(expected) = expected
                 && expected != prev.mod_revision
             {
-                return Err(Error::Conflict { key: key.to_owned(), expected, actual: prev.mod_revision });
+                return Err(Error::Conflict {
+                    key: key.to_owned(),
+                    expected,
+                    actual: prev.mod_revision,
+                });
             }
             insert(
                 tx,
@@ -528,7 +619,13 @@ impl Inner {
                     old_value: Some(&prev.value[..]),
                 },
             )?;
-            Ok(((prev.clone(), rev), WatchEvent::Delete { prev, revision: rev }))
+            Ok((
+                (prev.clone(), rev),
+                WatchEvent::Delete {
+                    prev,
+                    revision: rev,
+                },
+            ))
         })
     }
 
@@ -538,21 +635,31 @@ impl Inner {
         let conn = self.writer();
         let compacted = self.compacted.load(Ordering::SeqCst);
         if from < compacted {
-            return Err(Error::Gone { requested: from, compacted });
+            return Err(Error::Gone {
+                requested: from,
+                compacted,
+            });
         }
         let end = prefix_end(prefix);
-        let upper = if end.is_some() { "AND name < ?3" } else { "AND ?3 IS NULL" };
+        let upper = if end.is_some() {
+            "AND name < ?3"
+        } else {
+            "AND ?3 IS NULL"
+        };
         let sql = format!(
             "SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value
              FROM log WHERE id > ?1 AND name >= ?2 {upper} ORDER BY id"
         );
-        let mut stmt = conn.prepare_cached(&sql).ctx(|| "preparing the watch backlog".to_owned())?;
+        let mut stmt = conn
+            .prepare_cached(&sql)
+            .ctx(|| "preparing the watch backlog".to_owned())?;
         let rows = stmt
             .query_map(params![from, prefix, end], event_from_row)
             .ctx(|| format!("reading the watch backlog of {prefix} after {from}"))?;
         let mut backlog = Vec::new();
         for row in rows {
-            let event = row.ctx(|| format!("reading the watch backlog of {prefix} after {from}"))??;
+            let event =
+                row.ctx(|| format!("reading the watch backlog of {prefix} after {from}"))??;
             backlog.push(event);
         }
         Ok(self.hub.subscribe(prefix, from, backlog))
@@ -564,9 +671,13 @@ impl Inner {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(|| "starting the compaction transaction".to_owned())?;
         let current = last_revision(&tx).ctx(|| "reading the revision counter".to_owned())?;
-        let compacted = compact_revision(&tx).ctx(|| "reading the compaction revision".to_owned())?;
+        let compacted =
+            compact_revision(&tx).ctx(|| "reading the compaction revision".to_owned())?;
         if revision > current {
-            return Err(Error::FutureRevision { requested: revision, current });
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current,
+            });
         }
         if revision <= compacted {
             return Ok(());
@@ -582,15 +693,24 @@ impl Inner {
             )
             .ctx(|| format!("compacting superseded rows up to {revision}"))?;
         let tombstones = tx
-            .execute("DELETE FROM log WHERE id > ?1 AND id <= ?2 AND deleted != 0", [compacted, revision])
+            .execute(
+                "DELETE FROM log WHERE id > ?1 AND id <= ?2 AND deleted != 0",
+                [compacted, revision],
+            )
             .ctx(|| format!("compacting tombstones up to {revision}"))?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compact_revision'", [revision])
-            .ctx(|| "recording the compaction revision".to_owned())?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'compact_revision'",
+            [revision],
+        )
+        .ctx(|| "recording the compaction revision".to_owned())?;
         if let Err(e) = tx.commit() {
             if let Ok(c) = compact_revision(&conn) {
                 self.compacted.store(c, Ordering::SeqCst);
             }
-            return Err(Error::backend(format!("committing the compaction to {revision}"), e));
+            return Err(Error::backend(
+                format!("committing the compaction to {revision}"),
+                e,
+            ));
         }
         self.compacted.store(revision, Ordering::SeqCst);
         tracing::debug!(path = %self.path.display(), revision, superseded, tombstones, "sqlite store compacted");
@@ -600,7 +720,12 @@ impl Inner {
 
 /// The background compaction loop: every `interval`, compacts to `keep` revisions below the
 /// current one. Ends when the store is dropped.
-fn compaction_loop(inner: Weak<Inner>, stop: std_mpsc::Receiver<()>, interval: Duration, keep: i64) {
+fn compaction_loop(
+    inner: Weak<Inner>,
+    stop: std_mpsc::Receiver<()>,
+    interval: Duration,
+    keep: i64,
+) {
     loop {
         match stop.recv_timeout(interval) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -631,9 +756,10 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let in_path = |e: Error| match e {
-            Error::Backend { context, source } => {
-                Error::Backend { context: format!("sqlite {}: {context}", path.display()), source }
-            }
+            Error::Backend { context, source } => Error::Backend {
+                context: format!("sqlite {}: {context}", path.display()),
+                source,
+            },
             other => other,
         };
         if options.compaction_interval.is_some_and(|i| i.is_zero()) {
@@ -644,14 +770,21 @@ impl SqliteStore {
         }
         if options.keep_revisions < 0 {
             return Err(in_path(Error::Backend {
-                context: format!("SqliteOptions::keep_revisions is negative ({})", options.keep_revisions),
+                context: format!(
+                    "SqliteOptions::keep_revisions is negative ({})",
+                    options.keep_revisions
+                ),
                 source: None,
             }));
         }
         let lock = lock_database(&path)?;
         let writer = open_writer(&path).map_err(in_path)?;
-        let revision = last_revision(&writer).ctx(|| "reading the revision counter".to_owned()).map_err(in_path)?;
-        let compacted = compact_revision(&writer).ctx(|| "reading the compaction revision".to_owned()).map_err(in_path)?;
+        let revision = last_revision(&writer)
+            .ctx(|| "reading the revision counter".to_owned())
+            .map_err(in_path)?;
+        let compacted = compact_revision(&writer)
+            .ctx(|| "reading the compaction revision".to_owned())
+            .map_err(in_path)?;
         let (stop_tx, stop_rx) = match options.compaction_interval {
             Some(_) => {
                 let (tx, rx) = std_mpsc::channel();
@@ -675,11 +808,19 @@ impl SqliteStore {
             std::thread::Builder::new()
                 .name("kyb-sqlite-compactor".to_owned())
                 .spawn(move || compaction_loop(weak, stop, interval, keep))
-                .map_err(|e| in_path(Error::backend("starting the background compaction thread", e)))?;
+                .map_err(|e| {
+                    in_path(Error::backend(
+                        "starting the background compaction thread",
+                        e,
+                    ))
+                })?;
         }
         tracing::info!(path = %path.display(), revision, compacted, "sqlite store opened");
         let path = inner.path.clone();
-        Ok(SqliteStore { slot: Arc::new(std::sync::RwLock::new(Some(inner))), path })
+        Ok(SqliteStore {
+            slot: Arc::new(std::sync::RwLock::new(Some(inner))),
+            path,
+        })
     }
 
     /// The database file.
@@ -700,7 +841,9 @@ impl SqliteStore {
     pub async fn check_integrity(&self) -> Result<()> {
         self.run("integrity check", |inner| {
             let conn = inner.writer();
-            let mut stmt = conn.prepare("PRAGMA integrity_check").ctx(|| "preparing integrity_check".to_owned())?;
+            let mut stmt = conn
+                .prepare("PRAGMA integrity_check")
+                .ctx(|| "preparing integrity_check".to_owned())?;
             let problems = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -708,7 +851,10 @@ impl SqliteStore {
             if problems.len() == 1 && problems.first().is_some_and(|p| p == "ok") {
                 Ok(())
             } else {
-                Err(Error::Backend { context: format!("integrity check failed: {}", problems.join("; ")), source: None })
+                Err(Error::Backend {
+                    context: format!("integrity check failed: {}", problems.join("; ")),
+                    source: None,
+                })
             }
         })
         .await
@@ -723,16 +869,25 @@ impl SqliteStore {
         let path = self.path.display().to_string();
         let inner = self.inner()?;
         let handle = tokio::runtime::Handle::try_current().map_err(|e| {
-            Error::backend(format!("sqlite {path}: {what}: SqliteStore must be used inside a tokio runtime"), e)
+            Error::backend(
+                format!("sqlite {path}: {what}: SqliteStore must be used inside a tokio runtime"),
+                e,
+            )
         })?;
         let result = handle
             .spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| Error::backend(format!("sqlite {path}: {what}: the blocking task failed"), e))?;
+            .map_err(|e| {
+                Error::backend(
+                    format!("sqlite {path}: {what}: the blocking task failed"),
+                    e,
+                )
+            })?;
         result.map_err(|e| match e {
-            Error::Backend { context, source } => {
-                Error::Backend { context: format!("sqlite {path}: {what}: {context}"), source }
-            }
+            Error::Backend { context, source } => Error::Backend {
+                context: format!("sqlite {path}: {what}: {context}"),
+                source,
+            },
             other => other,
         })
     }
@@ -756,31 +911,39 @@ impl Store for SqliteStore {
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
         let prefix = prefix.to_owned();
-        self.run("list", move |inner| inner.list(&prefix, &opts)).await
+        self.run("list", move |inner| inner.list(&prefix, &opts))
+            .await
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
         let key = key.to_owned();
-        self.run("create", move |inner| inner.create(&key, &value)).await
+        self.run("create", move |inner| inner.create(&key, &value))
+            .await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_revision: i64) -> Result<KeyValue> {
         let key = key.to_owned();
-        self.run("update", move |inner| inner.update(&key, &value, expected_revision)).await
+        self.run("update", move |inner| {
+            inner.update(&key, &value, expected_revision)
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<(KeyValue, i64)> {
         let key = key.to_owned();
-        self.run("delete", move |inner| inner.delete(&key, expected_revision)).await
+        self.run("delete", move |inner| inner.delete(&key, expected_revision))
+            .await
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
         let prefix = prefix.to_owned();
-        self.run("watch", move |inner| inner.watch(&prefix, from_revision)).await
+        self.run("watch", move |inner| inner.watch(&prefix, from_revision))
+            .await
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        self.run("compact", move |inner| inner.compact(revision)).await
+        self.run("compact", move |inner| inner.compact(revision))
+            .await
     }
 
     async fn current_revision(&self) -> Result<i64> {
@@ -794,7 +957,11 @@ impl Store for SqliteStore {
     /// Closes the database and releases its lock file, waiting (up to 10 s) for in-flight
     /// requests and open watches to finish. Later calls on any clone fail.
     async fn close(&self) -> Result<()> {
-        let taken = self.slot.write().unwrap_or_else(PoisonError::into_inner).take();
+        let taken = self
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let Some(inner) = taken else { return Ok(()) };
         let weak = Arc::downgrade(&inner);
         drop(inner);

@@ -90,7 +90,10 @@ fn apply(acked: &mut Acked, iteration: u64, lines: &[String], open_revision: i64
     let mut last = open_revision;
     for line in lines {
         let parts: Vec<&str> = line.split(' ').collect();
-        let revision = |s: &str| -> i64 { s.parse().unwrap_or_else(|_| panic!("iteration {iteration}: bad line {line:?}")) };
+        let revision = |s: &str| -> i64 {
+            s.parse()
+                .unwrap_or_else(|_| panic!("iteration {iteration}: bad line {line:?}"))
+        };
         match parts.as_slice() {
             ["open", _] => continue,
             ["intent-delete", key] => {
@@ -104,9 +107,14 @@ fn apply(acked: &mut Acked, iteration: u64, lines: &[String], open_revision: i64
             }
             ["counter", rev, value] => {
                 let rev = revision(rev);
-                let value: u64 = value.parse().unwrap_or_else(|_| panic!("iteration {iteration}: bad line {line:?}"));
+                let value: u64 = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("iteration {iteration}: bad line {line:?}"));
                 if let Some((_, before)) = acked.counter {
-                    assert!(value > before, "iteration {iteration}: counter went from {before} back to {value}");
+                    assert!(
+                        value > before,
+                        "iteration {iteration}: counter went from {before} back to {value}"
+                    );
                 }
                 acked.counter = Some((rev, value));
                 check_order(iteration, &mut last, rev, line);
@@ -124,36 +132,72 @@ fn apply(acked: &mut Acked, iteration: u64, lines: &[String], open_revision: i64
 }
 
 fn check_order(iteration: u64, last: &mut i64, rev: i64, line: &str) {
-    assert!(rev > *last, "iteration {iteration}: revision went backwards ({rev} after {last}) at {line:?}");
+    assert!(
+        rev > *last,
+        "iteration {iteration}: revision went backwards ({rev} after {last}) at {line:?}"
+    );
     *last = rev;
 }
 
 /// Reopens the database and checks every acknowledged write against it. Returns its revision.
 /// What it finds for writes that may or may not have committed becomes the new baseline.
 async fn verify(db: &Path, iteration: u64, acked: &mut Acked, last_current: i64) -> i64 {
-    let store = SqliteStore::open(db).unwrap_or_else(|e| panic!("iteration {iteration}: reopen failed: {e:?}"));
-    store.check_integrity().await.unwrap_or_else(|e| panic!("iteration {iteration}: {e}"));
+    let store = SqliteStore::open(db)
+        .unwrap_or_else(|e| panic!("iteration {iteration}: reopen failed: {e:?}"));
+    store
+        .check_integrity()
+        .await
+        .unwrap_or_else(|e| panic!("iteration {iteration}: {e}"));
     let current = store.current_revision().await.expect("current revision");
-    assert!(current >= acked.max_revision, "iteration {iteration}: revision {current} is behind acknowledged {}", acked.max_revision);
-    assert!(current >= last_current, "iteration {iteration}: revision went backwards from {last_current} to {current}");
+    assert!(
+        current >= acked.max_revision,
+        "iteration {iteration}: revision {current} is behind acknowledged {}",
+        acked.max_revision
+    );
+    assert!(
+        current >= last_current,
+        "iteration {iteration}: revision went backwards from {last_current} to {current}"
+    );
     let mut resolved = Vec::new();
     for (key, rev) in &acked.created {
         let got = store.get(key).await.expect("get");
         if acked.deleted.contains(key) {
-            assert_eq!(got, None, "iteration {iteration}: acknowledged delete of {key} was lost");
+            assert_eq!(
+                got, None,
+                "iteration {iteration}: acknowledged delete of {key} was lost"
+            );
         } else if acked.maybe_deleted.contains(key) {
             resolved.push((key.clone(), got.is_none()));
         } else {
-            let kv = got.unwrap_or_else(|| panic!("iteration {iteration}: acknowledged create of {key} at {rev} was lost"));
-            assert_eq!(kv.mod_revision, *rev, "iteration {iteration}: {key} has the wrong revision");
+            let kv = got.unwrap_or_else(|| {
+                panic!("iteration {iteration}: acknowledged create of {key} at {rev} was lost")
+            });
+            assert_eq!(
+                kv.mod_revision, *rev,
+                "iteration {iteration}: {key} has the wrong revision"
+            );
         }
     }
     if let Some((rev, value)) = acked.counter {
-        let kv = store.get("/crash/counter").await.expect("get counter").unwrap_or_else(|| panic!("iteration {iteration}: counter lost"));
-        let stored: u64 = std::str::from_utf8(&kv.value).ok().and_then(|s| s.parse().ok()).expect("counter value");
+        let kv = store
+            .get("/crash/counter")
+            .await
+            .expect("get counter")
+            .unwrap_or_else(|| panic!("iteration {iteration}: counter lost"));
+        let stored: u64 = std::str::from_utf8(&kv.value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("counter value");
         // One more write may have committed without being acknowledged.
-        assert!(stored == value || stored == value + 1, "iteration {iteration}: counter is {stored}, acknowledged {value}");
-        assert!(kv.mod_revision >= rev, "iteration {iteration}: counter revision {} is behind acknowledged {rev}", kv.mod_revision);
+        assert!(
+            stored == value || stored == value + 1,
+            "iteration {iteration}: counter is {stored}, acknowledged {value}"
+        );
+        assert!(
+            kv.mod_revision >= rev,
+            "iteration {iteration}: counter revision {} is behind acknowledged {rev}",
+            kv.mod_revision
+        );
         acked.counter = Some((kv.mod_revision, stored));
     }
     for (key, gone) in resolved {
@@ -169,10 +213,17 @@ async fn verify(db: &Path, iteration: u64, acked: &mut Acked, last_current: i64)
 fn acknowledged_writes_survive_sigkill() {
     let dir = TempDir::new("crash");
     let db = dir.db();
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
     eprintln!("crash test seed {seed}");
     let mut rng = Rng(seed);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut acked = Acked::default();
     let mut last_current = 0;
     let mut total_lines = 0;
@@ -195,15 +246,23 @@ fn acknowledged_writes_survive_sigkill() {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("iteration {iteration}: writer did not open the store: {}", stderr_of(&mut child));
+                panic!(
+                    "iteration {iteration}: writer did not open the store: {}",
+                    stderr_of(&mut child)
+                );
             }
         };
-        assert!(open_revision >= last_current, "iteration {iteration}: reopened at {open_revision}, below {last_current}");
+        assert!(
+            open_revision >= last_current,
+            "iteration {iteration}: reopened at {open_revision}, below {last_current}"
+        );
 
         if iteration == 0 {
             // The writer holds the database: opening it here must fail, and say why.
             match SqliteStore::open(&db) {
-                Err(Error::Backend { context, .. }) => assert!(context.contains("in use"), "unclear message: {context}"),
+                Err(Error::Backend { context, .. }) => {
+                    assert!(context.contains("in use"), "unclear message: {context}")
+                }
                 other => panic!("open while another process holds the database: {other:?}"),
             }
         }
@@ -212,14 +271,21 @@ fn acknowledged_writes_survive_sigkill() {
         let deadline = Instant::now() + delay;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("iteration {iteration}: writer exited by itself ({status}): {}", stderr_of(&mut child));
+                panic!(
+                    "iteration {iteration}: writer exited by itself ({status}): {}",
+                    stderr_of(&mut child)
+                );
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         child.kill().expect("kill the writer");
         let status = child.wait().expect("wait for the writer");
         let lines = reader.join().expect("reader thread");
-        assert!(status.code().is_none(), "iteration {iteration}: writer was not killed ({status}): {}", stderr_of(&mut child));
+        assert!(
+            status.code().is_none(),
+            "iteration {iteration}: writer was not killed ({status}): {}",
+            stderr_of(&mut child)
+        );
         total_lines += lines.len();
 
         apply(&mut acked, iteration, &lines, open_revision);
@@ -229,5 +295,8 @@ fn acknowledged_writes_survive_sigkill() {
         "crash test: {ITERATIONS} kills, {total_lines} acknowledgements, {} keys created, final revision {last_current}",
         acked.created.len()
     );
-    assert!(acked.created.len() as u64 >= ITERATIONS, "the writer barely wrote anything");
+    assert!(
+        acked.created.len() as u64 >= ITERATIONS,
+        "the writer barely wrote anything"
+    );
 }

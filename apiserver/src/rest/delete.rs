@@ -30,18 +30,32 @@ fn grace_period(r: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
         return 0;
     }
     // Upstream deletes pods at once that never reached a node or have finished.
-    let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    let scheduled = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !scheduled || matches!(phase, "Succeeded" | "Failed") {
         return 0;
     }
     opts.grace_period_seconds
-        .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .unwrap_or(30)
         .max(0)
 }
 
-fn check_preconditions(r: &ResourceInfo, obj: &Value, name: &str, opts: &DeleteOptions) -> Result<(), ApiError> {
+fn check_preconditions(
+    r: &ResourceInfo,
+    obj: &Value,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<(), ApiError> {
     if let Some(uid) = &opts.precondition_uid
         && meta_str(obj, "uid") != Some(uid.as_str())
     {
@@ -122,22 +136,33 @@ pub async fn delete(
         let fins = finalizers_for(&obj, opts.propagation_policy.as_deref());
         let namespace_finalizers = r.group.is_empty()
             && r.plural == "namespaces"
-            && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+            && obj
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
         let already = meta_str(&obj, "deletionTimestamp").is_some();
-        let current_grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+        let current_grace = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
         let pending = !fins.is_empty() || grace > 0 || namespace_finalizers;
         if pending {
             let mut new = obj.clone();
             let now = inner.clock.now();
             if !already {
+                object::meta_mut(&mut new).insert(
+                    "deletionTimestamp".into(),
+                    json!(format_time(now + ChronoDuration::seconds(grace))),
+                );
                 object::meta_mut(&mut new)
-                    .insert("deletionTimestamp".into(), json!(format_time(now + ChronoDuration::seconds(grace))));
-                object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    .insert("deletionGracePeriodSeconds".into(), json!(grace));
             } else if current_grace.is_some_and(|g| grace < g) {
                 // A shorter grace period replaces a longer one, as upstream.
+                object::meta_mut(&mut new).insert(
+                    "deletionTimestamp".into(),
+                    json!(format_time(now + ChronoDuration::seconds(grace))),
+                );
                 object::meta_mut(&mut new)
-                    .insert("deletionTimestamp".into(), json!(format_time(now + ChronoDuration::seconds(grace))));
-                object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(grace));
+                    .insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
             object::set_finalizers(&mut new, &fins);
             if namespace_finalizers {
@@ -151,9 +176,14 @@ pub async fn delete(
                 if opts.dry_run {
                     return Ok((StatusCode::OK, new));
                 }
-                match inner.store.update(&key, object::encode(&new)?, kv.mod_revision).await {
+                match inner
+                    .store
+                    .update(&key, object::encode(&new)?, kv.mod_revision)
+                    .await
+                {
                     Ok(w) => {
-                        object::meta_mut(&mut new).insert("resourceVersion".into(), json!(w.mod_revision.to_string()));
+                        object::meta_mut(&mut new)
+                            .insert("resourceVersion".into(), json!(w.mod_revision.to_string()));
                         return Ok((StatusCode::OK, new));
                     }
                     Err(kybernetes_store::Error::Conflict { .. }) => continue,
@@ -174,7 +204,8 @@ pub async fn delete(
                 }
                 let body = if r.graceful_delete || r.plural == "services" {
                     let mut o = obj;
-                    object::meta_mut(&mut o).insert("resourceVersion".into(), json!(rev.to_string()));
+                    object::meta_mut(&mut o)
+                        .insert("resourceVersion".into(), json!(rev.to_string()));
                     o
                 } else {
                     success_status(&r.group, &r.plural, name, meta_str(&obj, "uid"))
@@ -188,7 +219,12 @@ pub async fn delete(
             Err(e) => return Err(store_err(r, name, e)),
         }
     }
-    Err(ApiError::conflict(&r.group, &r.plural, name, "too many concurrent updates; try again"))
+    Err(ApiError::conflict(
+        &r.group,
+        &r.plural,
+        name,
+        "too many concurrent updates; try again",
+    ))
 }
 
 /// DELETE of a collection: deletes every object matching the selectors.
@@ -214,7 +250,9 @@ pub async fn delete_collection(
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
         let obj_ns = meta_str(&obj, "namespace").map(String::from);
         match delete(inner, r, obj_ns.as_deref(), &name, opts).await {
-            Ok((_, body)) if body.get("kind").and_then(Value::as_str) != Some("Status") => items.push(body),
+            Ok((_, body)) if body.get("kind").and_then(Value::as_str) != Some("Status") => {
+                items.push(body)
+            }
             Ok(_) => items.push(obj),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

@@ -20,7 +20,11 @@ pub mod watch;
 pub mod write;
 
 fn not_found_path() -> ApiError {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource")
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 /// Routes one request.
@@ -32,10 +36,14 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
     let info = match target {
         Target::Version => return Ok(response::json(StatusCode::OK, &discovery::version())),
         Target::Health => return Ok(response::text(StatusCode::OK, "ok")),
-        Target::CoreVersions => return Ok(response::json(StatusCode::OK, &discovery::core_versions())),
+        Target::CoreVersions => {
+            return Ok(response::json(StatusCode::OK, &discovery::core_versions()));
+        }
         Target::Groups => return Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
         Target::Group(g) => {
-            return discovery::group(reg, &g).map(|v| response::json(StatusCode::OK, &v)).ok_or_else(not_found_path);
+            return discovery::group(reg, &g)
+                .map(|v| response::json(StatusCode::OK, &v))
+                .ok_or_else(not_found_path);
         }
         Target::ResourceList { group, version } => {
             return discovery::resource_list(reg, &group, &version)
@@ -45,13 +53,21 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         Target::Unknown => return Err(not_found_path()),
         Target::Resource(info) => info,
     };
-    let r = reg.lookup(&info.group, &info.version, &info.resource).ok_or_else(not_found_path)?;
+    let r = reg
+        .lookup(&info.group, &info.version, &info.resource)
+        .ok_or_else(not_found_path)?;
     if !r.namespaced && info.namespace.is_some() {
         return Err(not_found_path());
     }
-    let body = axum::body::to_bytes(body, inner.config.max_request_bytes).await.map_err(|e| {
-        ApiError::new(413, "RequestEntityTooLarge", format!("the request body could not be read: {e}"))
-    })?;
+    let body = axum::body::to_bytes(body, inner.config.max_request_bytes)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
     let content_type = parts
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -65,14 +81,22 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let ns = info.namespace.as_deref();
-    match (&parts.method, info.name.as_deref(), info.subresource.as_deref()) {
+    match (
+        &parts.method,
+        info.name.as_deref(),
+        info.subresource.as_deref(),
+    ) {
         (&Method::GET, None, None) => {
             let q = ListQuery::parse(&query)?;
             if q.watch || info.legacy_watch {
                 watch::watch(inner, &r, ns, q, metadata_only).await
             } else {
                 let list = read::list(inner, &r, ns, &q).await?;
-                let list = if metadata_only { partial_list(list) } else { list };
+                let list = if metadata_only {
+                    partial_list(list)
+                } else {
+                    list
+                };
                 Ok(response::json(StatusCode::OK, &list))
             }
         }
@@ -90,16 +114,24 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         (&Method::DELETE, None, None) => {
             let q = ListQuery::parse(&query)?;
             let opts = DeleteOptions::parse(&query, &body)?;
-            delete::delete_collection(inner, &r, ns, &q, &opts).await.map(|v| response::json(StatusCode::OK, &v))
+            delete::delete_collection(inner, &r, ns, &q, &opts)
+                .await
+                .map(|v| response::json(StatusCode::OK, &v))
         }
         (&Method::GET, Some(name), None) => {
             let obj = read::get(inner, &r, ns, name).await?;
-            let obj = if metadata_only { crate::object::partial_metadata(&obj) } else { obj };
+            let obj = if metadata_only {
+                crate::object::partial_metadata(&obj)
+            } else {
+                obj
+            };
             Ok(response::json(StatusCode::OK, &obj))
         }
         (&Method::PUT, Some(name), None) => {
             let obj = parse_json(&body)?;
-            write::update(inner, &r, ns, name, obj, dry_run).await.map(|v| response::json(StatusCode::OK, &v))
+            write::update(inner, &r, ns, name, obj, dry_run)
+                .await
+                .map(|v| response::json(StatusCode::OK, &v))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             if sub.is_some() && !r.status_subresource {
@@ -111,10 +143,23 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = DeleteOptions::parse(&query, &body)?;
-            delete::delete(inner, &r, ns, name, &opts).await.map(|(code, v)| response::json(code, &v))
+            delete::delete(inner, &r, ns, name, &opts)
+                .await
+                .map(|(code, v)| response::json(code, &v))
         }
         (method, Some(name), Some(sub)) => {
-            subresource::handle(inner, &r, ns, name, sub, method, &content_type, &body, dry_run).await
+            subresource::handle(
+                inner,
+                &r,
+                ns,
+                name,
+                sub,
+                method,
+                &content_type,
+                &body,
+                dry_run,
+            )
+            .await
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
@@ -125,8 +170,13 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
 
 /// A list in the `PartialObjectMetadataList` form.
 fn partial_list(mut list: Value) -> Value {
-    let items: Vec<Value> =
-        list.get("items").and_then(Value::as_array).into_iter().flatten().map(crate::object::partial_metadata).collect();
+    let items: Vec<Value> = list
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(crate::object::partial_metadata)
+        .collect();
     list["kind"] = serde_json::json!("PartialObjectMetadataList");
     list["apiVersion"] = serde_json::json!("meta.k8s.io/v1");
     list["items"] = Value::Array(items);
@@ -134,13 +184,21 @@ fn partial_list(mut list: Value) -> Value {
 }
 
 fn append_name_selector(existing: &str, name: &str) -> String {
-    if existing.is_empty() { format!("metadata.name={name}") } else { format!("{existing},metadata.name={name}") }
+    if existing.is_empty() {
+        format!("metadata.name={name}")
+    } else {
+        format!("{existing},metadata.name={name}")
+    }
 }
 
 /// The namespace a namespaced write needs.
 pub fn require_ns<'a>(r: &ResourceInfo, ns: Option<&'a str>) -> Result<Option<&'a str>, ApiError> {
     if r.namespaced && ns.is_none() {
-        return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     Ok(ns)
 }
@@ -150,7 +208,9 @@ pub fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -162,8 +222,13 @@ pub fn store_err(r: &ResourceInfo, name: &str, e: kybernetes_store::Error) -> Ap
         E::AlreadyExists { .. } => ApiError::already_exists(&r.group, &r.plural, name),
         E::NotFound { .. } => ApiError::not_found(&r.group, &r.plural, name),
         E::Conflict { .. } => ApiError::stale(&r.group, &r.plural, name),
-        E::Gone { requested, compacted } => ApiError::too_old_resource_version(requested, compacted),
-        E::FutureRevision { requested, current } => ApiError::too_large_resource_version(requested, current),
+        E::Gone {
+            requested,
+            compacted,
+        } => ApiError::too_old_resource_version(requested, compacted),
+        E::FutureRevision { requested, current } => {
+            ApiError::too_large_resource_version(requested, current)
+        }
         other => ApiError::internal(format!("storage error on {} {name:?}: {other}", r.plural)),
     }
 }

@@ -32,7 +32,9 @@ impl Filter {
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let fields = FieldSelector::parse(&q.field_selector)
             .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
-        fields.validate_fields(&allowed_fields(r)).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        fields
+            .validate_fields(&allowed_fields(r))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Filter { labels, fields })
     }
 
@@ -43,14 +45,25 @@ impl Filter {
 
     /// True if the object passes both selectors.
     pub fn matches(&self, obj: &Value) -> bool {
-        (self.labels.is_empty() || self.labels.matches(&object::labels(obj))) && self.fields.matches(obj)
+        (self.labels.is_empty() || self.labels.matches(&object::labels(obj)))
+            && self.fields.matches(obj)
     }
 }
 
 /// GET of one object (always a consistent read from the store).
-pub async fn get(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
+pub async fn get(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
     let key = r.key(ns, name);
-    match inner.store.get(&key).await.map_err(|e| store_err(r, name, e))? {
+    match inner
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| store_err(r, name, e))?
+    {
         Some(kv) => object::decode(&kv),
         None => Err(ApiError::not_found(&r.group, &r.plural, name)),
     }
@@ -63,7 +76,11 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: i64, start: &str) -> String {
-    let raw = serde_json::to_vec(&ContinueToken { rv, start: start.to_string() }).unwrap_or_default();
+    let raw = serde_json::to_vec(&ContinueToken {
+        rv,
+        start: start.to_string(),
+    })
+    .unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
@@ -71,7 +88,8 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
-    serde_json::from_slice(&raw).map_err(|_| ApiError::bad_request("continue key is not valid: not a continue token"))
+    serde_json::from_slice(&raw)
+        .map_err(|_| ApiError::bad_request("continue key is not valid: not a continue token"))
 }
 
 fn list_object(r: &ResourceInfo, items: Vec<Value>, rv: i64, cont: Option<String>) -> Value {
@@ -83,15 +101,24 @@ fn list_object(r: &ResourceInfo, items: Vec<Value>, rv: i64, cont: Option<String
 }
 
 /// LIST, served from the watch cache unless the request needs an exact revision or paging.
-pub async fn list(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: &ListQuery) -> Result<Value, ApiError> {
+pub async fn list(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    q: &ListQuery,
+) -> Result<Value, ApiError> {
     let filter = Filter::new(r, q)?;
     let rv = q.rv()?;
     let prefix = r.namespace_prefix(ns);
     if q.continue_token.is_some() && rv.is_some_and(|v| v != 0) {
-        return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
     }
     if q.rv_match != RvMatch::Unset && rv.is_none() {
-        return Err(ApiError::bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided"));
+        return Err(ApiError::bad_request(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
     }
     let paged = q.limit.is_some() && rv != Some(0) && q.rv_match != RvMatch::NotOlderThan;
     let exact = q.rv_match == RvMatch::Exact;
@@ -102,11 +129,20 @@ pub async fn list(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, q: &Li
     let min = match rv {
         Some(0) => 0,
         Some(n) => n,
-        None => inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?,
+        None => inner
+            .store
+            .current_revision()
+            .await
+            .map_err(|e| store_err(r, "", e))?,
     };
     cacher.wait_until(min, FRESHNESS_TIMEOUT).await?;
     let snap = cacher.snapshot(&prefix);
-    let items: Vec<Value> = snap.objects.iter().filter(|o| filter.matches(o.value())).map(|o| o.value().clone()).collect();
+    let items: Vec<Value> = snap
+        .objects
+        .iter()
+        .filter(|o| filter.matches(o.value()))
+        .map(|o| o.value().clone())
+        .collect();
     Ok(list_object(r, items, snap.revision.max(min), None))
 }
 
@@ -122,18 +158,31 @@ async fn list_from_store(
         Some(t) => {
             let tok = decode_continue(t)?;
             if !tok.start.starts_with(prefix) {
-                return Err(ApiError::bad_request("continue key is not valid: it belongs to another list"));
+                return Err(ApiError::bad_request(
+                    "continue key is not valid: it belongs to another list",
+                ));
             }
             (Some(tok.rv), Some(tok.start))
         }
-        None => (if q.rv_match == RvMatch::Exact { rv } else { None }, None),
+        None => (
+            if q.rv_match == RvMatch::Exact {
+                rv
+            } else {
+                None
+            },
+            None,
+        ),
     };
     let limit = q.limit.unwrap_or(0);
     let mut items = Vec::new();
     let mut list_rev = revision;
     let mut more;
     loop {
-        let want = if limit == 0 { None } else { Some((limit - items.len()).max(1)) };
+        let want = if limit == 0 {
+            None
+        } else {
+            Some((limit - items.len()).max(1))
+        };
         let page = inner
             .store
             .list(prefix, ListOptions { revision: list_rev, limit: want, start_after: start_after.clone() })
@@ -158,6 +207,10 @@ async fn list_from_store(
         }
     }
     let revision = list_rev.unwrap_or(0);
-    let cont = if more { start_after.map(|s| encode_continue(revision, &s)) } else { None };
+    let cont = if more {
+        start_after.map(|s| encode_continue(revision, &s))
+    } else {
+        None
+    };
     Ok(list_object(r, items, revision, cont))
 }

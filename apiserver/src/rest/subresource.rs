@@ -15,7 +15,11 @@ use crate::request::{DeleteOptions, parse_rv};
 use crate::response::{self, ApiResponse};
 
 fn not_found() -> ApiError {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource")
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 /// Routes a subresource request.
@@ -33,25 +37,45 @@ pub async fn handle(
 ) -> Result<ApiResponse, ApiError> {
     let ok = |v: Value| response::json(StatusCode::OK, &v);
     match (sub, method) {
-        ("status", &Method::GET) if r.status_subresource => read::get(inner, r, ns, name).await.map(ok),
-        ("status", &Method::PUT) if r.status_subresource => {
-            write::update_status(inner, r, ns, name, parse_json(body)?, dry_run).await.map(ok)
+        ("status", &Method::GET) if r.status_subresource => {
+            read::get(inner, r, ns, name).await.map(ok)
         }
-        ("scale", _) if r.scale.is_some() => scale(inner, r, ns, name, method, content_type, body, dry_run).await.map(ok),
+        ("status", &Method::PUT) if r.status_subresource => {
+            write::update_status(inner, r, ns, name, parse_json(body)?, dry_run)
+                .await
+                .map(ok)
+        }
+        ("scale", _) if r.scale.is_some() => {
+            scale(inner, r, ns, name, method, content_type, body, dry_run)
+                .await
+                .map(ok)
+        }
         ("binding", &Method::POST) if r.group.is_empty() && r.plural == "pods" => {
             bind(inner, r, ns, name, parse_json(body)?).await?;
-            Ok(response::json(StatusCode::CREATED, &success_status("", "pods", name, None)))
+            Ok(response::json(
+                StatusCode::CREATED,
+                &success_status("", "pods", name, None),
+            ))
         }
         ("eviction", &Method::POST) if r.group.is_empty() && r.plural == "pods" => {
             let eviction = parse_json(body)?;
-            let opts_body = eviction.get("deleteOptions").map(|d| serde_json::to_vec(d).unwrap_or_default()).unwrap_or_default();
+            let opts_body = eviction
+                .get("deleteOptions")
+                .map(|d| serde_json::to_vec(d).unwrap_or_default())
+                .unwrap_or_default();
             let opts = DeleteOptions::parse(&Default::default(), &opts_body)?;
             delete::delete(inner, r, ns, name, &opts).await?;
-            Ok(response::json(StatusCode::CREATED, &success_status("", "pods", name, None)))
+            Ok(response::json(
+                StatusCode::CREATED,
+                &success_status("", "pods", name, None),
+            ))
         }
         ("finalize", &Method::PUT) if r.group.is_empty() && r.plural == "namespaces" => {
             let new = parse_json(body)?;
-            let finalizers = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+            let finalizers = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
             let precondition = parse_rv(meta_str(&new, "resourceVersion"))?;
             write::guaranteed_update(inner, r, None, name, precondition, dry_run, |old| {
                 let mut o = old.clone();
@@ -66,11 +90,22 @@ pub async fn handle(
 }
 
 fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
-    let Some(s) = &r.scale else { return Value::Null };
-    let spec = path_get(obj, &s.spec_replicas_path).and_then(Value::as_i64).unwrap_or(0);
-    let status = path_get(obj, &s.status_replicas_path).and_then(Value::as_i64).unwrap_or(0);
+    let Some(s) = &r.scale else {
+        return Value::Null;
+    };
+    let spec = path_get(obj, &s.spec_replicas_path)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let status = path_get(obj, &s.status_replicas_path)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let mut st = json!({ "replicas": status });
-    if let Some(sel) = s.label_selector_path.as_deref().and_then(|p| path_get(obj, p)).and_then(Value::as_str) {
+    if let Some(sel) = s
+        .label_selector_path
+        .as_deref()
+        .and_then(|p| path_get(obj, p))
+        .and_then(Value::as_str)
+    {
         st["selector"] = json!(sel);
     } else if let Some(sel) = obj.pointer("/spec/selector")
         && let Ok(s) = kybernetes_core::selector::LabelSelector::from_json(sel)
@@ -79,7 +114,13 @@ fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
     }
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
     let mut m = json!({});
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = meta.get(f) {
             m[f] = v.clone();
         }
@@ -98,52 +139,91 @@ async fn scale(
     body: &bytes::Bytes,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
-    let Some(spec_path) = r.scale.as_ref().map(|s| s.spec_replicas_path.clone()) else { return Err(not_found()) };
+    let Some(spec_path) = r.scale.as_ref().map(|s| s.spec_replicas_path.clone()) else {
+        return Err(not_found());
+    };
     match *method {
         Method::GET => Ok(scale_of(r, &read::get(inner, r, ns, name).await?)),
         Method::PUT | Method::PATCH => {
-            let put = if *method == Method::PUT { Some(parse_json(body)?) } else { None };
+            let put = if *method == Method::PUT {
+                Some(parse_json(body)?)
+            } else {
+                None
+            };
             let precondition = match &put {
                 Some(p) => parse_rv(meta_str(p, "resourceVersion"))?,
                 None => None,
             };
-            let updated = write::guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
-                let current = scale_of(r, old);
-                let desired = match &put {
-                    Some(p) => p.clone(),
-                    None => write::apply_patch(content_type, &current, body)?,
-                };
-                let replicas = desired.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
-                    ApiError::invalid_field("autoscaling", "Scale", name, "spec.replicas", "Required value")
-                })?;
-                if replicas < 0 {
-                    return Err(ApiError::invalid_field(
-                        "autoscaling",
-                        "Scale",
-                        name,
-                        "spec.replicas",
-                        format!("Invalid value: {replicas}: must be greater than or equal to 0"),
-                    ));
-                }
-                let mut new = old.clone();
-                path_set(&mut new, &spec_path, json!(replicas));
-                crate::strategy::prepare_for_update(r, old, &mut new);
-                Ok(new)
-            })
-            .await?;
+            let updated =
+                write::guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
+                    let current = scale_of(r, old);
+                    let desired = match &put {
+                        Some(p) => p.clone(),
+                        None => write::apply_patch(content_type, &current, body)?,
+                    };
+                    let replicas = desired
+                        .pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .ok_or_else(|| {
+                            ApiError::invalid_field(
+                                "autoscaling",
+                                "Scale",
+                                name,
+                                "spec.replicas",
+                                "Required value",
+                            )
+                        })?;
+                    if replicas < 0 {
+                        return Err(ApiError::invalid_field(
+                            "autoscaling",
+                            "Scale",
+                            name,
+                            "spec.replicas",
+                            format!(
+                                "Invalid value: {replicas}: must be greater than or equal to 0"
+                            ),
+                        ));
+                    }
+                    let mut new = old.clone();
+                    path_set(&mut new, &spec_path, json!(replicas));
+                    crate::strategy::prepare_for_update(r, old, &mut new);
+                    Ok(new)
+                })
+                .await?;
             Ok(scale_of(r, &updated))
         }
-        _ => Err(ApiError::method_not_allowed("scale supports get, update and patch")),
+        _ => Err(ApiError::method_not_allowed(
+            "scale supports get, update and patch",
+        )),
     }
 }
 
 /// Binds a pod to a node: sets `spec.nodeName` once and the PodScheduled condition.
-async fn bind(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, name: &str, binding: Value) -> Result<Value, ApiError> {
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+async fn bind(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    binding: Value,
+) -> Result<Value, ApiError> {
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid_field("", "Binding", name, "target.name", "Required value"));
+        return Err(ApiError::invalid_field(
+            "",
+            "Binding",
+            name,
+            "target.name",
+            "Required value",
+        ));
     }
-    let uid_precondition = binding.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+    let uid_precondition = binding
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
     let now = inner.clock.now_rfc3339();
     write::guaranteed_update(inner, r, ns, name, None, false, |old| {
         if let Some(uid) = &uid_precondition

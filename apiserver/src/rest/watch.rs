@@ -49,7 +49,10 @@ impl Watcher {
         }
         self.last_rv = ev.revision;
         let now = self.filter.matches(ev.object.value());
-        let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p.value()));
+        let before = ev
+            .prev
+            .as_ref()
+            .is_some_and(|p| self.filter.matches(p.value()));
         let kind = match (ev.kind, before, now) {
             (EventType::Deleted, true, _) => EventType::Deleted,
             (EventType::Deleted, false, _) => return true,
@@ -74,7 +77,8 @@ impl Watcher {
             meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
         let obj = json!({ "kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": meta });
-        let mut line = serde_json::to_vec(&json!({ "type": "BOOKMARK", "object": obj })).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({ "type": "BOOKMARK", "object": obj })).unwrap_or_default();
         line.push(b'\n');
         self.send(Bytes::from(line)).await
     }
@@ -105,7 +109,17 @@ pub async fn watch(
     // With no resourceVersion (or sendInitialEvents), the initial state must be at least as new
     // as the store: a consistent read.
     let trigger = filter.trigger().map(String::from);
-    let start = match watch_start(inner, r, &cacher, &prefix, rv, q.send_initial_events, trigger.as_deref()).await {
+    let start = match watch_start(
+        inner,
+        r,
+        &cacher,
+        &prefix,
+        rv,
+        q.send_initial_events,
+        trigger.as_deref(),
+    )
+    .await
+    {
         Ok(s) => s,
         // As upstream's cacher: a too-old resourceVersion is an ERROR event in a 200 stream.
         Err(e) if e.code == 410 => return Ok(error_stream(&e)),
@@ -120,7 +134,10 @@ pub async fn watch(
         last_rv: rv.unwrap_or(0),
         metadata_only,
     };
-    let timeout = q.timeout_seconds.map(Duration::from_secs).unwrap_or(inner.config.default_watch_timeout);
+    let timeout = q
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(inner.config.default_watch_timeout);
     let bookmarks = q.allow_bookmarks;
     let bookmark_interval = inner.config.bookmark_interval;
     let mut shutdown = inner.shutdown_signal();
@@ -169,7 +186,9 @@ pub async fn watch(
             _ = shutdown.wait_for(|s| *s) => {}
         }
     });
-    Ok(streaming_response(Body::from_stream(ReceiverStream::new(rx))))
+    Ok(streaming_response(Body::from_stream(ReceiverStream::new(
+        rx,
+    ))))
 }
 
 async fn follow(w: &mut Watcher, live: &mut Subscription, bookmarks: bool, every: Duration) {
@@ -200,7 +219,12 @@ async fn follow(w: &mut Watcher, live: &mut Subscription, bookmarks: bool, every
 }
 
 /// A watch from before the cache window, served straight from the store.
-async fn store_watch(store: &Arc<dyn kybernetes_store::Store>, r: &ResourceInfo, w: &mut Watcher, from: i64) {
+async fn store_watch(
+    store: &Arc<dyn kybernetes_store::Store>,
+    r: &ResourceInfo,
+    w: &mut Watcher,
+    from: i64,
+) {
     let mut stream = match store.watch(&w.prefix, from).await {
         Ok(s) => s,
         Err(e) => {
@@ -214,10 +238,16 @@ async fn store_watch(store: &Arc<dyn kybernetes_store::Store>, r: &ResourceInfo,
         let Ok(ev) = ev else { return };
         let cache_ev = match ev {
             kybernetes_store::WatchEvent::Put { kv, prev } => {
-                let Ok(value) = object::decode(&kv) else { continue };
+                let Ok(value) = object::decode(&kv) else {
+                    continue;
+                };
                 let prev = prev.and_then(|p| object::decode(&p).ok().map(|v| (p, v)));
                 CacheEvent::detached(
-                    if prev.is_some() { EventType::Modified } else { EventType::Added },
+                    if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    },
                     kv.key.clone(),
                     value,
                     prev.map(|(p, v)| (p.key, v, p.mod_revision)),
@@ -225,9 +255,14 @@ async fn store_watch(store: &Arc<dyn kybernetes_store::Store>, r: &ResourceInfo,
                 )
             }
             kybernetes_store::WatchEvent::Delete { prev, revision } => {
-                let Ok(mut value) = object::decode(&prev) else { continue };
-                object::meta_mut(&mut value).insert("resourceVersion".into(), json!(revision.to_string()));
-                let old = object::decode(&prev).ok().map(|v| (prev.key.clone(), v, prev.mod_revision));
+                let Ok(mut value) = object::decode(&prev) else {
+                    continue;
+                };
+                object::meta_mut(&mut value)
+                    .insert("resourceVersion".into(), json!(revision.to_string()));
+                let old = object::decode(&prev)
+                    .ok()
+                    .map(|v| (prev.key.clone(), v, prev.mod_revision));
                 CacheEvent::detached(EventType::Deleted, prev.key.clone(), value, old, revision)
             }
             kybernetes_store::WatchEvent::Progress { .. } => continue,
@@ -250,13 +285,21 @@ async fn watch_start(
     let prefix = prefix.to_string();
     Ok(match (rv, send_initial_events) {
         (None, Some(false)) => {
-            let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
+            let current = inner
+                .store
+                .current_revision()
+                .await
+                .map_err(|e| store_err(r, "", e))?;
             cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
             cacher.watch(&prefix, Some(cacher.revision()), trigger)?
         }
         (Some(0), Some(false)) => cacher.watch(&prefix, Some(cacher.revision()), trigger)?,
         (None, _) => {
-            let current = inner.store.current_revision().await.map_err(|e| store_err(r, "", e))?;
+            let current = inner
+                .store
+                .current_revision()
+                .await
+                .map_err(|e| store_err(r, "", e))?;
             cacher.wait_until(current, FRESHNESS_TIMEOUT).await?;
             cacher.watch(&prefix, None, trigger)?
         }
@@ -272,7 +315,10 @@ async fn watch_start(
 fn streaming_response(body: Body) -> ApiResponse {
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -282,7 +328,8 @@ fn error_stream(err: &ApiError) -> ApiResponse {
 
 /// An ERROR watch event carrying a Status.
 pub fn encode_error(err: &ApiError) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({ "type": "ERROR", "object": err.to_status() })).unwrap_or_default();
+    let mut line = serde_json::to_vec(&json!({ "type": "ERROR", "object": err.to_status() }))
+        .unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }

@@ -16,10 +16,21 @@ const MAX_RETRIES: usize = 100;
 
 /// Refuses to create content in a namespace that is missing or being deleted (upstream's
 /// NamespaceLifecycle admission).
-async fn check_namespace(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(), ApiError> {
-    let (true, Some(ns)) = (r.namespaced, ns) else { return Ok(()) };
+async fn check_namespace(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<(), ApiError> {
+    let (true, Some(ns)) = (r.namespaced, ns) else {
+        return Ok(());
+    };
     let key = format!("/registry/core/namespaces/{ns}");
-    let kv = inner.store.get(&key).await.map_err(|e| store_err(r, ns, e))?;
+    let kv = inner
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| store_err(r, ns, e))?;
     let Some(kv) = kv else {
         return Err(ApiError::not_found("", "namespaces", ns));
     };
@@ -39,7 +50,13 @@ pub fn is_service(r: &ResourceInfo) -> bool {
 }
 
 /// POST: creates an object.
-pub async fn create(inner: &Arc<Inner>, r: &ResourceInfo, ns: Option<&str>, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+pub async fn create(
+    inner: &Arc<Inner>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     strategy::check_type(r, &mut obj)?;
     strategy::prepare_for_create(r, &mut obj, ns, &inner.clock)?;
     defaults::initial_status(r, &mut obj);
@@ -82,7 +99,9 @@ fn check_uid(r: &ResourceInfo, body: &Value, old: &Value, name: &str) -> Result<
             &r.group,
             &r.plural,
             name,
-            &format!("Precondition failed: UID in precondition: {want}, UID in object meta: {have}"),
+            &format!(
+                "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+            ),
         )),
         _ => Ok(()),
     }
@@ -146,19 +165,28 @@ pub fn apply_patch(content_type: &str, target: &Value, body: &[u8]) -> Result<Va
     let mut doc = target.clone();
     match media {
         "application/json-patch+json" => {
-            let ops: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid JSON: {e}")))?;
+            let ops: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the JSON patch is not valid JSON: {e}"))
+            })?;
             let ops = null_tests_of_missing_paths_pass(ops, &doc);
             let patch: json_patch::Patch = serde_json::from_value(ops)
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
-            json_patch::patch(&mut doc, &patch)
-                .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+            json_patch::patch(&mut doc, &patch).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
+            })?;
         }
         "application/merge-patch+json" => {
-            let patch: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the merge patch is not valid JSON: {e}")))?;
+            let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
+            })?;
             if !patch.is_object() {
-                return Err(ApiError::bad_request("the merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "the merge patch must be a JSON object",
+                ));
             }
             json_patch::merge(&mut doc, &patch);
         }
@@ -197,7 +225,9 @@ pub async fn patch(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     // Check the patch parses before touching the store, so a bad patch is a 400/415, not a 404.
-    apply_patch(content_type, &json!({}), body).map(|_| ()).or_else(|e| if e.code == 422 { Ok(()) } else { Err(e) })?;
+    apply_patch(content_type, &json!({}), body)
+        .map(|_| ())
+        .or_else(|e| if e.code == 422 { Ok(()) } else { Err(e) })?;
     let status_only = sub == Some("status");
     guaranteed_update(inner, r, ns, name, None, dry_run, |old| {
         let mut patched = apply_patch(content_type, old, body)?;
@@ -224,12 +254,18 @@ fn ready_to_delete(r: &ResourceInfo, obj: &Value) -> bool {
     if meta_str(obj, "deletionTimestamp").is_none() || !object::finalizers(obj).is_empty() {
         return false;
     }
-    let grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    let grace = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if grace > 0 {
         return false;
     }
     if r.group.is_empty() && r.plural == "namespaces" {
-        return obj.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|a| a.is_empty());
+        return obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty());
     }
     true
 }
@@ -237,7 +273,9 @@ fn ready_to_delete(r: &ResourceInfo, obj: &Value) -> bool {
 fn finalizers_added_during_deletion(old: &Value, new: &Value) -> Option<String> {
     meta_str(old, "deletionTimestamp")?;
     let before = object::finalizers(old);
-    object::finalizers(new).into_iter().find(|f| !before.contains(f))
+    object::finalizers(new)
+        .into_iter()
+        .find(|f| !before.contains(f))
 }
 
 /// Reads, transforms and writes an object until the write wins the race (or the caller's
@@ -274,14 +312,17 @@ where
         if is_service(r) {
             inner.services.on_update(&old, &mut new)?;
         }
-        object::meta_mut(&mut new).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        object::meta_mut(&mut new)
+            .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         if let Some(f) = finalizers_added_during_deletion(&old, &new) {
             return Err(ApiError::invalid_field(
                 &r.group,
                 &r.kind,
                 name,
                 "metadata.finalizers",
-                format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{f}]"),
+                format!(
+                    "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers [{f}]"
+                ),
             ));
         }
         strategy::validate(r, &new)?;
@@ -294,7 +335,8 @@ where
         if ready_to_delete(r, &new) {
             match inner.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok((_, rev)) => {
-                    object::meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
+                    object::meta_mut(&mut new)
+                        .insert("resourceVersion".into(), json!(rev.to_string()));
                     if crd::is_crd(r) {
                         crd::unregister(inner, &new).await?;
                     }
@@ -307,9 +349,16 @@ where
                 Err(e) => return Err(store_err(r, name, e)),
             }
         }
-        match inner.store.update(&key, object::encode(&new)?, kv.mod_revision).await {
+        match inner
+            .store
+            .update(&key, object::encode(&new)?, kv.mod_revision)
+            .await
+        {
             Ok(written) => {
-                object::meta_mut(&mut new).insert("resourceVersion".into(), json!(written.mod_revision.to_string()));
+                object::meta_mut(&mut new).insert(
+                    "resourceVersion".into(),
+                    json!(written.mod_revision.to_string()),
+                );
                 if crd::is_crd(r) {
                     crd::register(inner, &new);
                 }
@@ -320,5 +369,10 @@ where
             Err(e) => return Err(store_err(r, name, e)),
         }
     }
-    Err(ApiError::conflict(&r.group, &r.plural, name, "too many concurrent updates; try again"))
+    Err(ApiError::conflict(
+        &r.group,
+        &r.plural,
+        name,
+        "too many concurrent updates; try again",
+    ))
 }

@@ -32,8 +32,16 @@ pub(crate) struct ObjectIdentity {
 impl std::fmt::Display for ObjectIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.namespace {
-            Some(ns) => write!(f, "{}/{} {ns}/{} ({})", self.api_version, self.kind, self.name, self.uid),
-            None => write!(f, "{}/{} {} ({})", self.api_version, self.kind, self.name, self.uid),
+            Some(ns) => write!(
+                f,
+                "{}/{} {ns}/{} ({})",
+                self.api_version, self.kind, self.name, self.uid
+            ),
+            None => write!(
+                f,
+                "{}/{} {} ({})",
+                self.api_version, self.kind, self.name, self.uid
+            ),
         }
     }
 }
@@ -58,11 +66,19 @@ pub(crate) struct GraphNode {
 #[derive(Debug)]
 pub(crate) enum GraphEvent {
     /// An object was added or modified.
-    Upsert { resource: Arc<str>, api_version: String, kind: String, meta: Box<ObjectMeta> },
+    Upsert {
+        resource: Arc<str>,
+        api_version: String,
+        kind: String,
+        meta: Box<ObjectMeta>,
+    },
     /// An object was deleted.
     Delete { uid: Uid },
     /// A monitor relisted its resource: objects it reported before but not now are gone.
-    Resynced { resource: Arc<str>, seen: HashSet<Uid> },
+    Resynced {
+        resource: Arc<str>,
+        seen: HashSet<Uid>,
+    },
     /// A worker found that `identity` does not exist (any more).
     VirtualDelete { identity: ObjectIdentity },
 }
@@ -84,14 +100,21 @@ pub(crate) struct Graph {
 pub(crate) type ScopeLookup<'a> = &'a dyn Fn(&str, &str) -> Option<bool>;
 
 fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
-    meta.finalizers.as_ref().is_some_and(|fs| fs.iter().any(|x| x == f))
+    meta.finalizers
+        .as_ref()
+        .is_some_and(|fs| fs.iter().any(|x| x == f))
 }
 
 /// Whether an ownerReference agrees with the owner the graph knows under its uid: same group,
 /// kind and name, and for a namespaced owner the dependent's namespace (upstream
 /// `hasPotentiallyInvalidOwnerReference`).
 fn reference_matches(owner: &OwnerReference, node: &GraphNode, dependent: &ObjectIdentity) -> bool {
-    let group = |api_version: &str| api_version.split_once('/').map(|(g, _)| g.to_string()).unwrap_or_default();
+    let group = |api_version: &str| {
+        api_version
+            .split_once('/')
+            .map(|(g, _)| g.to_string())
+            .unwrap_or_default()
+    };
     let coordinates = group(&owner.api_version) == group(&node.identity.api_version)
         && owner.kind == node.identity.kind
         && owner.name == node.identity.name;
@@ -118,40 +141,64 @@ impl Graph {
     /// The dependents of `uid` whose ownerReference to it has `blockOwnerDeletion: true`,
     /// each with whether it is itself deleting its dependents.
     pub(crate) fn blocking_dependents(&self, uid: &str) -> Vec<(Uid, bool)> {
-        let Some(node) = self.nodes.get(uid) else { return Vec::new() };
+        let Some(node) = self.nodes.get(uid) else {
+            return Vec::new();
+        };
         node.dependents
             .iter()
             .filter_map(|d| self.nodes.get(d))
-            .filter(|d| d.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true)))
+            .filter(|d| {
+                d.owners
+                    .iter()
+                    .any(|o| o.uid == uid && o.block_owner_deletion == Some(true))
+            })
             .map(|d| (d.identity.uid.clone(), d.deleting_dependents))
             .collect()
     }
 
     /// The identities of the dependents of `uid`.
     pub(crate) fn dependents(&self, uid: &str) -> Vec<ObjectIdentity> {
-        let Some(node) = self.nodes.get(uid) else { return Vec::new() };
-        node.dependents.iter().filter_map(|d| self.nodes.get(d)).map(|d| d.identity.clone()).collect()
+        let Some(node) = self.nodes.get(uid) else {
+            return Vec::new();
+        };
+        node.dependents
+            .iter()
+            .filter_map(|d| self.nodes.get(d))
+            .map(|d| d.identity.clone())
+            .collect()
     }
 
     /// Whether any dependent of `uid` is deleting its own dependents (a possible cycle).
     pub(crate) fn has_dependent_deleting_dependents(&self, uid: &str) -> bool {
-        let Some(node) = self.nodes.get(uid) else { return false };
-        node.dependents.iter().filter_map(|d| self.nodes.get(d)).any(|d| d.deleting_dependents)
+        let Some(node) = self.nodes.get(uid) else {
+            return false;
+        };
+        node.dependents
+            .iter()
+            .filter_map(|d| self.nodes.get(d))
+            .any(|d| d.deleting_dependents)
     }
 
     /// Applies one event and returns the work it creates (upstream `processGraphChanges`).
     pub(crate) fn process(&mut self, event: GraphEvent, scope: ScopeLookup<'_>) -> Work {
         let mut work = Work::default();
         match event {
-            GraphEvent::Upsert { resource, api_version, kind, meta } => {
-                self.upsert(resource, api_version, kind, &meta, scope, &mut work)
-            }
+            GraphEvent::Upsert {
+                resource,
+                api_version,
+                kind,
+                meta,
+            } => self.upsert(resource, api_version, kind, &meta, scope, &mut work),
             GraphEvent::Delete { uid } => self.remove(&uid, &mut work),
             GraphEvent::Resynced { resource, seen } => {
                 let gone: Vec<Uid> = self
                     .nodes
                     .values()
-                    .filter(|n| n.observed && n.resource.as_ref() == Some(&resource) && !seen.contains(&n.identity.uid))
+                    .filter(|n| {
+                        n.observed
+                            && n.resource.as_ref() == Some(&resource)
+                            && !seen.contains(&n.identity.uid)
+                    })
                     .map(|n| n.identity.uid.clone())
                     .collect();
                 for uid in gone {
@@ -159,7 +206,9 @@ impl Graph {
                 }
             }
             GraphEvent::VirtualDelete { identity } => match self.nodes.get(&identity.uid) {
-                Some(n) if !n.observed || n.identity == identity => self.remove(&identity.uid, &mut work),
+                Some(n) if !n.observed || n.identity == identity => {
+                    self.remove(&identity.uid, &mut work)
+                }
                 // An observed object disagrees with the coordinates that were found absent: let
                 // its dependents check their own references again.
                 Some(n) => work.attempt_to_delete.extend(n.dependents.iter().cloned()),
@@ -178,7 +227,9 @@ impl Graph {
         scope: ScopeLookup<'_>,
         work: &mut Work,
     ) {
-        let Some(uid) = meta.uid.clone().filter(|u| !u.is_empty()) else { return };
+        let Some(uid) = meta.uid.clone().filter(|u| !u.is_empty()) else {
+            return;
+        };
         let identity = ObjectIdentity {
             api_version,
             kind,
@@ -212,7 +263,8 @@ impl Graph {
                 let was = node.deleting_dependents;
                 if !node.observed && node.identity != identity {
                     // Dependents guessed other coordinates for this owner: let them recheck.
-                    work.attempt_to_delete.extend(node.dependents.iter().cloned());
+                    work.attempt_to_delete
+                        .extend(node.dependents.iter().cloned());
                 }
                 node.observed = true;
                 node.identity = identity.clone();
@@ -221,17 +273,33 @@ impl Graph {
                 node.deleting_dependents = deleting_dependents;
                 let old = std::mem::replace(&mut node.owners, owners.clone());
                 if old != owners {
-                    let removed_or_changed: Vec<OwnerReference> =
-                        old.iter().filter(|o| !owners.contains(o)).cloned().collect();
-                    let added: Vec<OwnerReference> =
-                        owners.iter().filter(|o| !old.iter().any(|x| x.uid == o.uid)).cloned().collect();
+                    let removed_or_changed: Vec<OwnerReference> = old
+                        .iter()
+                        .filter(|o| !owners.contains(o))
+                        .cloned()
+                        .collect();
+                    let added: Vec<OwnerReference> = owners
+                        .iter()
+                        .filter(|o| !old.iter().any(|x| x.uid == o.uid))
+                        .cloned()
+                        .collect();
                     let kept: HashSet<&str> = owners.iter().map(|o| o.uid.as_str()).collect();
-                    let removed: Vec<OwnerReference> =
-                        removed_or_changed.iter().filter(|o| !kept.contains(o.uid.as_str())).cloned().collect();
+                    let removed: Vec<OwnerReference> = removed_or_changed
+                        .iter()
+                        .filter(|o| !kept.contains(o.uid.as_str()))
+                        .cloned()
+                        .collect();
                     self.remove_dependent_from_owners(&uid, &removed, work);
                     // An owner waiting for its dependents may be unblocked by a changed reference.
-                    for o in removed_or_changed.iter().filter(|o| kept.contains(o.uid.as_str())) {
-                        if self.nodes.get(&o.uid).is_some_and(|n| n.deleting_dependents) {
+                    for o in removed_or_changed
+                        .iter()
+                        .filter(|o| kept.contains(o.uid.as_str()))
+                    {
+                        if self
+                            .nodes
+                            .get(&o.uid)
+                            .is_some_and(|n| n.deleting_dependents)
+                        {
                             work.attempt_to_delete.push(o.uid.clone());
                         }
                     }
@@ -245,7 +313,8 @@ impl Graph {
         }
         if deleting_dependents {
             if !was_deleting_dependents && let Some(node) = self.nodes.get(&uid) {
-                work.attempt_to_delete.extend(node.dependents.iter().cloned());
+                work.attempt_to_delete
+                    .extend(node.dependents.iter().cloned());
             }
             work.attempt_to_delete.push(uid);
         }
@@ -302,9 +371,16 @@ impl Graph {
         }
     }
 
-    fn remove_dependent_from_owners(&mut self, dependent: &str, owners: &[OwnerReference], work: &mut Work) {
+    fn remove_dependent_from_owners(
+        &mut self,
+        dependent: &str,
+        owners: &[OwnerReference],
+        work: &mut Work,
+    ) {
         for owner in owners {
-            let Some(node) = self.nodes.get_mut(&owner.uid) else { continue };
+            let Some(node) = self.nodes.get_mut(&owner.uid) else {
+                continue;
+            };
             node.dependents.remove(dependent);
             if node.deleting_dependents {
                 work.attempt_to_delete.push(owner.uid.clone());
@@ -317,7 +393,9 @@ impl Graph {
 
     /// Removes a node: its owners may now be unblocked, its dependents may now be garbage.
     fn remove(&mut self, uid: &str, work: &mut Work) {
-        let Some(node) = self.nodes.remove(uid) else { return };
+        let Some(node) = self.nodes.remove(uid) else {
+            return;
+        };
         self.remove_dependent_from_owners(uid, &node.owners, work);
         work.attempt_to_delete.extend(node.dependents);
     }
@@ -351,8 +429,17 @@ mod tests {
     }
 
     fn upsert(kind: &str, m: Box<ObjectMeta>) -> GraphEvent {
-        let api_version = if kind == "ReplicaSet" { "apps/v1" } else { "v1" };
-        GraphEvent::Upsert { resource: Arc::from(kind), api_version: api_version.into(), kind: kind.into(), meta: m }
+        let api_version = if kind == "ReplicaSet" {
+            "apps/v1"
+        } else {
+            "v1"
+        };
+        GraphEvent::Upsert {
+            resource: Arc::from(kind),
+            api_version: api_version.into(),
+            kind: kind.into(),
+            meta: m,
+        }
     }
 
     const NAMESPACED: ScopeLookup<'static> = &|_, _| Some(true);
@@ -360,44 +447,76 @@ mod tests {
     #[test]
     fn an_unseen_owner_becomes_a_virtual_node_queued_for_verification() {
         let mut g = Graph::default();
-        let w = g.process(upsert("Pod", meta("p", "p1", &[("rs", "rs1", true)])), NAMESPACED);
+        let w = g.process(
+            upsert("Pod", meta("p", "p1", &[("rs", "rs1", true)])),
+            NAMESPACED,
+        );
         assert_eq!(w.attempt_to_delete, vec!["rs1".to_string()]);
         assert!(!g.node("rs1").map(|n| n.observed).unwrap_or(true));
         let w = g.process(upsert("ReplicaSet", meta("rs", "rs1", &[])), NAMESPACED);
         assert_eq!(w, Work::default());
-        assert!(g.node("rs1").is_some_and(|n| n.observed && n.dependents.contains("p1")));
+        assert!(
+            g.node("rs1")
+                .is_some_and(|n| n.observed && n.dependents.contains("p1"))
+        );
     }
 
     #[test]
     fn deleting_an_owner_queues_its_dependents() {
         let mut g = Graph::default();
         g.process(upsert("ReplicaSet", meta("rs", "rs1", &[])), NAMESPACED);
-        g.process(upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])), NAMESPACED);
-        g.process(upsert("Pod", meta("b", "p2", &[("rs", "rs1", false)])), NAMESPACED);
+        g.process(
+            upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])),
+            NAMESPACED,
+        );
+        g.process(
+            upsert("Pod", meta("b", "p2", &[("rs", "rs1", false)])),
+            NAMESPACED,
+        );
         let mut w = g.process(GraphEvent::Delete { uid: "rs1".into() }, NAMESPACED);
         w.attempt_to_delete.sort();
-        assert_eq!(w.attempt_to_delete, vec!["p1".to_string(), "p2".to_string()]);
+        assert_eq!(
+            w.attempt_to_delete,
+            vec!["p1".to_string(), "p2".to_string()]
+        );
     }
 
     #[test]
     fn only_dependents_with_block_owner_deletion_block() {
         let mut g = Graph::default();
         g.process(upsert("ReplicaSet", meta("rs", "rs1", &[])), NAMESPACED);
-        g.process(upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])), NAMESPACED);
-        g.process(upsert("Pod", meta("b", "p2", &[("rs", "rs1", false)])), NAMESPACED);
-        assert_eq!(g.blocking_dependents("rs1"), vec![("p1".to_string(), false)]);
+        g.process(
+            upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])),
+            NAMESPACED,
+        );
+        g.process(
+            upsert("Pod", meta("b", "p2", &[("rs", "rs1", false)])),
+            NAMESPACED,
+        );
+        assert_eq!(
+            g.blocking_dependents("rs1"),
+            vec![("p1".to_string(), false)]
+        );
     }
 
     #[test]
     fn a_foreground_deletion_queues_the_owner_and_its_dependents() {
         let mut g = Graph::default();
         g.process(upsert("ReplicaSet", meta("rs", "rs1", &[])), NAMESPACED);
-        g.process(upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])), NAMESPACED);
+        g.process(
+            upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])),
+            NAMESPACED,
+        );
         let mut m = meta("rs", "rs1", &[]);
-        m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+        m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Default::default(),
+        ));
         m.finalizers = Some(vec![FOREGROUND_FINALIZER.into()]);
         let w = g.process(upsert("ReplicaSet", m), NAMESPACED);
-        assert_eq!(w.attempt_to_delete, vec!["p1".to_string(), "rs1".to_string()]);
+        assert_eq!(
+            w.attempt_to_delete,
+            vec!["p1".to_string(), "rs1".to_string()]
+        );
         // The dependent's deletion re-queues the waiting owner.
         let w = g.process(GraphEvent::Delete { uid: "p1".into() }, NAMESPACED);
         assert_eq!(w.attempt_to_delete, vec!["rs1".to_string()]);
@@ -408,8 +527,17 @@ mod tests {
     fn a_relist_removes_objects_that_disappeared() {
         let mut g = Graph::default();
         g.process(upsert("ReplicaSet", meta("rs", "rs1", &[])), NAMESPACED);
-        g.process(upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])), NAMESPACED);
-        let w = g.process(GraphEvent::Resynced { resource: Arc::from("ReplicaSet"), seen: HashSet::new() }, NAMESPACED);
+        g.process(
+            upsert("Pod", meta("a", "p1", &[("rs", "rs1", true)])),
+            NAMESPACED,
+        );
+        let w = g.process(
+            GraphEvent::Resynced {
+                resource: Arc::from("ReplicaSet"),
+                seen: HashSet::new(),
+            },
+            NAMESPACED,
+        );
         assert_eq!(w.attempt_to_delete, vec!["p1".to_string()]);
         assert_eq!(g.len(), 1);
     }

@@ -158,7 +158,11 @@ async fn run(client: Client, config: GarbageCollectorConfig, shutdown: Cancellat
 
 /// The graph builder: applies every monitor event to the graph and queues the work it
 /// creates (upstream `runProcessGraphChanges`).
-async fn build_graph(collector: Arc<Collector>, mut events: mpsc::Receiver<GraphEvent>, shutdown: CancellationToken) {
+async fn build_graph(
+    collector: Arc<Collector>,
+    mut events: mpsc::Receiver<GraphEvent>,
+    shutdown: CancellationToken,
+) {
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
@@ -166,7 +170,10 @@ async fn build_graph(collector: Arc<Collector>, mut events: mpsc::Receiver<Graph
         };
         let Some(event) = event else { return };
         let work = {
-            let table = collector.resources.read().unwrap_or_else(|p| p.into_inner());
+            let table = collector
+                .resources
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
             let scope = |api_version: &str, kind: &str| table.namespaced(api_version, kind);
             let mut graph = collector.graph.lock().unwrap_or_else(|p| p.into_inner());
             graph.process(event, &scope)

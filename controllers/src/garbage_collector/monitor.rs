@@ -28,7 +28,12 @@ fn monitor_key(entry: &ResourceEntry) -> Arc<str> {
 /// Watches one resource's metadata and reports every change to the graph builder. A relist
 /// (after a watch expired) ends with a [`GraphEvent::Resynced`], so objects deleted while no
 /// watch ran are noticed too.
-async fn monitor(client: Client, entry: ResourceEntry, events: mpsc::Sender<GraphEvent>, shutdown: CancellationToken) {
+async fn monitor(
+    client: Client,
+    entry: ResourceEntry,
+    events: mpsc::Sender<GraphEvent>,
+    shutdown: CancellationToken,
+) {
     let key = monitor_key(&entry);
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &entry.resource);
     let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
@@ -57,9 +62,10 @@ async fn monitor(client: Client, entry: ResourceEntry, events: mpsc::Sender<Grap
                 }
                 upsert(o)
             }
-            Ok(watcher::Event::InitDone) => {
-                GraphEvent::Resynced { resource: key.clone(), seen: std::mem::take(&mut seen) }
-            }
+            Ok(watcher::Event::InitDone) => GraphEvent::Resynced {
+                resource: key.clone(),
+                seen: std::mem::take(&mut seen),
+            },
             Ok(watcher::Event::Apply(o)) => upsert(o),
             Ok(watcher::Event::Delete(o)) => match o.meta().uid.clone() {
                 Some(uid) => GraphEvent::Delete { uid },
@@ -100,7 +106,12 @@ pub(crate) async fn run_monitors(
                     let key = monitor_key(&entry);
                     if watched.insert(key.clone()) {
                         info!(resource = %key, "garbage collector watching resource");
-                        monitors.spawn(monitor(client.clone(), entry, events.clone(), shutdown.clone()));
+                        monitors.spawn(monitor(
+                            client.clone(),
+                            entry,
+                            events.clone(),
+                            shutdown.clone(),
+                        ));
                     }
                 }
                 period

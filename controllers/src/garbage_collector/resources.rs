@@ -32,11 +32,20 @@ pub(crate) struct ResourceTable {
 impl ResourceTable {
     /// Adds a resource.
     pub(crate) fn insert(&mut self, resource: ApiResource, namespaced: bool) {
-        let entry = ResourceEntry { resource, namespaced };
+        let entry = ResourceEntry {
+            resource,
+            namespaced,
+        };
         self.by_group_kind
             .entry((entry.resource.group.clone(), entry.resource.kind.clone()))
             .or_insert_with(|| entry.clone());
-        self.by_version_kind.insert((entry.resource.api_version.clone(), entry.resource.kind.clone()), entry);
+        self.by_version_kind.insert(
+            (
+                entry.resource.api_version.clone(),
+                entry.resource.kind.clone(),
+            ),
+            entry,
+        );
     }
 
     /// The resource for an apiVersion and kind; another version of the same group and kind
@@ -44,7 +53,10 @@ impl ResourceTable {
     pub(crate) fn lookup(&self, api_version: &str, kind: &str) -> Option<&ResourceEntry> {
         self.by_version_kind
             .get(&(api_version.to_string(), kind.to_string()))
-            .or_else(|| self.by_group_kind.get(&(group_of(api_version).to_string(), kind.to_string())))
+            .or_else(|| {
+                self.by_group_kind
+                    .get(&(group_of(api_version).to_string(), kind.to_string()))
+            })
     }
 
     /// Whether the kind is namespaced, if known.
@@ -55,9 +67,17 @@ impl ResourceTable {
 
 /// Whether the collector must watch a discovered resource: it can be listed, watched and
 /// deleted, and is not in `ignored` (`(group, plural)` pairs).
-pub(crate) fn is_deletable(resource: &ApiResource, caps: &ApiCapabilities, ignored: &[(String, String)]) -> bool {
-    [verbs::LIST, verbs::WATCH, verbs::DELETE].iter().all(|v| caps.supports_operation(v))
-        && !ignored.iter().any(|(g, p)| *g == resource.group && *p == resource.plural)
+pub(crate) fn is_deletable(
+    resource: &ApiResource,
+    caps: &ApiCapabilities,
+    ignored: &[(String, String)],
+) -> bool {
+    [verbs::LIST, verbs::WATCH, verbs::DELETE]
+        .iter()
+        .all(|v| caps.supports_operation(v))
+        && !ignored
+            .iter()
+            .any(|(g, p)| *g == resource.group && *p == resource.plural)
 }
 
 /// The deletable resources the server serves now, each in its preferred version.
@@ -71,7 +91,10 @@ pub(crate) async fn deletable_resources(
         for (resource, caps) in group.recommended_resources() {
             if is_deletable(&resource, &caps, ignored) {
                 let namespaced = caps.scope == Scope::Namespaced;
-                out.push(ResourceEntry { resource, namespaced });
+                out.push(ResourceEntry {
+                    resource,
+                    namespaced,
+                });
             }
         }
     }

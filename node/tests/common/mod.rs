@@ -26,25 +26,44 @@ pub struct Harness {
 }
 
 pub async fn harness() -> Harness {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let clock = Clock::new();
     let store = Arc::new(MemoryStore::default());
-    let api = kybernetes_apiserver::ApiServer::new(store, clock.clone()).await.expect("api server");
+    let api = kybernetes_apiserver::ApiServer::new(store, clock.clone())
+        .await
+        .expect("api server");
     let client = kube::Client::new(api.router(), "default");
     let fake = FakeRuntime::new(clock.clone());
     let network = Arc::new(LocalNetwork::default());
-    Harness { api, client, clock, fake, network, agents: Vec::new() }
+    Harness {
+        api,
+        client,
+        clock,
+        fake,
+        network,
+        agents: Vec::new(),
+    }
 }
 
 impl Harness {
     pub fn config(&self, name: &str) -> NodeAgentConfig {
-        NodeAgentConfig::new(name).clock(self.clock.clone()).backoff(BackoffConfig::default())
+        NodeAgentConfig::new(name)
+            .clock(self.clock.clone())
+            .backoff(BackoffConfig::default())
     }
 
     /// Starts a node agent; returns its index in `agents`.
     pub fn start_agent(&mut self, config: NodeAgentConfig) -> usize {
         let token = CancellationToken::new();
-        let agent = NodeAgent::new(config, self.client.clone(), Arc::new(self.fake.clone()), self.network.clone());
+        let agent = NodeAgent::new(
+            config,
+            self.client.clone(),
+            Arc::new(self.fake.clone()),
+            self.network.clone(),
+        );
         let handle = agent.spawn(token.clone());
         self.agents.push((token, handle));
         self.agents.len() - 1
@@ -54,7 +73,10 @@ impl Harness {
     pub async fn stop_agent(&mut self, i: usize) {
         let (token, handle) = &mut self.agents[i];
         token.cancel();
-        tokio::time::timeout(Duration::from_secs(30), handle).await.expect("agent stops promptly").expect("agent task");
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("agent stops promptly")
+            .expect("agent task");
     }
 
     pub fn pods(&self) -> Api<Pod> {
@@ -63,7 +85,10 @@ impl Harness {
 
     pub async fn create_pod(&self, pod: Value) -> Pod {
         let pod: Pod = serde_json::from_value(pod).expect("pod json");
-        self.pods().create(&PostParams::default(), &pod).await.expect("create pod")
+        self.pods()
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod")
     }
 
     /// Waits (up to `secs` of tokio time) until `cond` holds for pod `name`.
@@ -75,7 +100,10 @@ impl Harness {
             Ok(Err(e)) => panic!("waiting for pod {name}: {e}"),
             Err(_) => {
                 let now = self.pods().get_opt(name).await.ok().flatten();
-                panic!("timed out waiting for pod {name}; last status: {:#?}", now.and_then(|p| p.status))
+                panic!(
+                    "timed out waiting for pod {name}; last status: {:#?}",
+                    now.and_then(|p| p.status)
+                )
             }
         }
     }
@@ -98,18 +126,32 @@ impl Harness {
 
     pub async fn events_for(&self, pod: &str) -> Vec<Event> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
-        let list = events.list(&ListParams::default()).await.expect("list events");
-        list.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(pod)).collect()
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+            .collect()
     }
 
     /// Waits until an event with `reason` exists for `pod`.
     pub async fn wait_event(&self, pod: &str, reason: &str, secs: u64) -> Event {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(e) = self.events_for(pod).await.into_iter().find(|e| e.reason.as_deref() == Some(reason)) {
+            if let Some(e) = self
+                .events_for(pod)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+            {
                 return e;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no {reason} event for {pod}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} event for {pod}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -117,7 +159,10 @@ impl Harness {
 
 /// A pod bound to `node` with one container per `(name, image)`.
 pub fn pod(name: &str, node: &str, containers: &[(&str, &str)]) -> Value {
-    let containers: Vec<Value> = containers.iter().map(|(n, i)| json!({ "name": n, "image": i })).collect();
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|(n, i)| json!({ "name": n, "image": i }))
+        .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -127,23 +172,48 @@ pub fn pod(name: &str, node: &str, containers: &[(&str, &str)]) -> Value {
 }
 
 pub fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 pub fn condition(p: &Pod, type_: &str) -> Option<String> {
-    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
 }
 
-pub fn container_status<'a>(p: &'a Pod, name: &str) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
-    p.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name)
+pub fn container_status<'a>(
+    p: &'a Pod,
+    name: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
 }
 
 pub fn waiting_reason(p: &Pod, name: &str) -> Option<String> {
-    container_status(p, name)?.state.as_ref()?.waiting.as_ref()?.reason.clone()
+    container_status(p, name)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?
+        .reason
+        .clone()
 }
 
 pub fn restart_count(p: &Pod, name: &str) -> i32 {
-    container_status(p, name).map(|c| c.restart_count).unwrap_or(-1)
+    container_status(p, name)
+        .map(|c| c.restart_count)
+        .unwrap_or(-1)
 }
 
 pub fn is_phase(want: &'static str) -> impl Condition<Pod> {

@@ -29,7 +29,9 @@ enum Step {
 impl Follow {
     fn step(&mut self) -> Step {
         let st = self.inner.lock();
-        let Some(c) = st.containers.get(&self.id) else { return Step::End };
+        let Some(c) = st.containers.get(&self.id) else {
+            return Step::End;
+        };
         if let Some(line) = c.logs.get(self.next) {
             self.next += 1;
             if self.since.is_some_and(|s| line.time < s) {
@@ -37,7 +39,9 @@ impl Follow {
             }
             return Step::Line(line.clone());
         }
-        if !self.follow || !(c.status.state.is_running() || c.status.state == crate::ContainerState::Created) {
+        if !self.follow
+            || !(c.status.state.is_running() || c.status.state == crate::ContainerState::Created)
+        {
             return Step::End;
         }
         Step::Wait
@@ -48,8 +52,14 @@ impl Follow {
 pub(crate) fn log_stream(inner: &Arc<Inner>, id: &str, options: &LogOptions) -> Result<LogStream> {
     let (start, version) = {
         let st = inner.lock();
-        let c = st.containers.get(id).ok_or_else(|| Error::NotFound { kind: "container", id: id.into() })?;
-        let start = options.tail_lines.map(|n| c.logs.len().saturating_sub(n)).unwrap_or(0);
+        let c = st.containers.get(id).ok_or_else(|| Error::NotFound {
+            kind: "container",
+            id: id.into(),
+        })?;
+        let start = options
+            .tail_lines
+            .map(|n| c.logs.len().saturating_sub(n))
+            .unwrap_or(0);
         (start, c.log_version.subscribe())
     };
     let state = Follow {
@@ -117,7 +127,10 @@ pub(crate) fn exec_session(request: ExecRequest, result: ExecResult) -> ExecSess
         stderr: (request.stderr && !tty).then(|| Box::pin(err_r) as _),
         resize: tty.then_some(resize),
         exit: Box::pin(async move {
-            exit_rx.await.map_err(|_| Error::Backend { context: "exec session ended without an exit code".into(), source: None })
+            exit_rx.await.map_err(|_| Error::Backend {
+                context: "exec session ended without an exit code".into(),
+                source: None,
+            })
         }),
     }
 }

@@ -142,7 +142,10 @@ impl State {
         self.scripts_by_name
             .get(&config.metadata.name)
             .or_else(|| self.scripts_by_image.get(&config.image))
-            .or_else(|| self.scripts_by_image.get(&normalize_reference(&config.image)))
+            .or_else(|| {
+                self.scripts_by_image
+                    .get(&normalize_reference(&config.image))
+            })
             .cloned()
             .unwrap_or_default()
     }
@@ -188,7 +191,13 @@ impl FakeRuntime {
     /// A fake runtime reading wall time from `clock` (pass the cluster's clock).
     pub fn new(clock: Clock) -> Self {
         let (events, _) = broadcast::channel(16 * 1024);
-        FakeRuntime { inner: Arc::new(Inner { clock, state: Mutex::new(State::default()), events }) }
+        FakeRuntime {
+            inner: Arc::new(Inner {
+                clock,
+                state: Mutex::new(State::default()),
+                events,
+            }),
+        }
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
@@ -203,17 +212,26 @@ impl FakeRuntime {
     /// Scripts every container named `name` (the name in the pod spec). Takes precedence
     /// over [`script_image`](Self::script_image).
     pub fn script_container(&self, name: impl Into<String>, script: ContainerScript) {
-        self.inner.lock().scripts_by_name.insert(name.into(), script);
+        self.inner
+            .lock()
+            .scripts_by_name
+            .insert(name.into(), script);
     }
 
     /// Scripts every container created from `image` (as written in the pod spec).
     pub fn script_image(&self, image: impl Into<String>, script: ContainerScript) {
-        self.inner.lock().scripts_by_image.insert(image.into(), script);
+        self.inner
+            .lock()
+            .scripts_by_image
+            .insert(image.into(), script);
     }
 
     /// Makes pulls of `image` fail.
     pub fn fail_image_pull(&self, image: impl Into<String>, failure: PullFailure) {
-        self.inner.lock().pull_failures.insert(image.into(), failure);
+        self.inner
+            .lock()
+            .pull_failures
+            .insert(image.into(), failure);
     }
 
     /// Lets pulls of `image` succeed again.
@@ -236,7 +254,11 @@ impl FakeRuntime {
 
     /// The config a container was created with.
     pub fn container_config(&self, container_id: &str) -> Option<ContainerConfig> {
-        self.inner.lock().containers.get(container_id).map(|c| c.config.clone())
+        self.inner
+            .lock()
+            .containers
+            .get(container_id)
+            .map(|c| c.config.clone())
     }
 
     /// Every container present, oldest first.
@@ -259,13 +281,26 @@ impl FakeRuntime {
     }
 
     /// The newest container named `container` of pod `namespace/pod`.
-    pub fn latest_container(&self, namespace: &str, pod: &str, container: &str) -> Option<ContainerStatus> {
-        self.pod_containers(namespace, pod).into_iter().rev().find(|c| c.metadata.name == container)
+    pub fn latest_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Option<ContainerStatus> {
+        self.pod_containers(namespace, pod)
+            .into_iter()
+            .rev()
+            .find(|c| c.metadata.name == container)
     }
 
     /// Every sandbox present.
     pub fn sandboxes(&self) -> Vec<PodSandboxStatus> {
-        self.inner.lock().sandboxes.values().map(|s| s.status.clone()).collect()
+        self.inner
+            .lock()
+            .sandboxes
+            .values()
+            .map(|s| s.status.clone())
+            .collect()
     }
 
     /// The signals `stop_container` delivered to a container, in order.
@@ -273,7 +308,11 @@ impl FakeRuntime {
         let st = self.inner.lock();
         match st.containers.get(container_id) {
             Some(c) => c.signals.clone(),
-            None => st.removed.get(container_id).map(|r| r.0.clone()).unwrap_or_default(),
+            None => st
+                .removed
+                .get(container_id)
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -286,7 +325,11 @@ impl FakeRuntime {
     pub fn write_log_to(&self, container_id: &str, stream: LogStreamKind, line: impl Into<String>) {
         let time = self.inner.clock.now();
         if let Some(c) = self.inner.lock().containers.get_mut(container_id) {
-            c.push_log(LogLine { time, stream, line: line.into() });
+            c.push_log(LogLine {
+                time,
+                stream,
+                line: line.into(),
+            });
         }
     }
 
@@ -295,7 +338,11 @@ impl FakeRuntime {
         let st = self.inner.lock();
         match st.containers.get(container_id) {
             Some(c) => c.logs.clone(),
-            None => st.removed.get(container_id).map(|r| r.1.clone()).unwrap_or_default(),
+            None => st
+                .removed
+                .get(container_id)
+                .map(|r| r.1.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -345,12 +392,19 @@ pub(crate) fn emit(inner: &Inner, c: &FakeContainer, kind: ContainerEventKind) {
 }
 
 /// Marks a container exited and wakes its log followers.
-pub(crate) fn mark_exited(inner: &Inner, c: &mut FakeContainer, exit_code: i32, reason: Option<&str>) {
+pub(crate) fn mark_exited(
+    inner: &Inner,
+    c: &mut FakeContainer,
+    exit_code: i32,
+    reason: Option<&str>,
+) {
     let started_at = match &c.status.state {
         ContainerState::Running { started_at } => Some(*started_at),
         _ => None,
     };
-    let reason = reason.map(str::to_string).unwrap_or_else(|| if exit_code == 0 { "Completed" } else { "Error" }.into());
+    let reason = reason
+        .map(str::to_string)
+        .unwrap_or_else(|| if exit_code == 0 { "Completed" } else { "Error" }.into());
     c.status.state = ContainerState::Exited {
         exit_code,
         reason,
@@ -372,7 +426,11 @@ pub(crate) fn fake_image(name: &str) -> Image {
         (seed, &reference).hash(&mut h);
         digest.push_str(&format!("{:016x}", h.finish()));
     }
-    let repo = reference.rsplit_once(':').map(|(r, _)| r).unwrap_or(&reference).to_string();
+    let repo = reference
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(&reference)
+        .to_string();
     Image {
         id: format!("sha256:{digest}"),
         repo_tags: vec![reference.clone()],

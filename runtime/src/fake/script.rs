@@ -123,7 +123,8 @@ impl ContainerScript {
 
     /// What `exec_sync` (and an exec probe running it) returns for exactly `cmd`.
     pub fn on_exec(mut self, cmd: &[&str], result: ExecResult) -> Self {
-        self.exec.push((cmd.iter().map(|s| s.to_string()).collect(), result));
+        self.exec
+            .push((cmd.iter().map(|s| s.to_string()).collect(), result));
         self
     }
 
@@ -147,7 +148,11 @@ impl ContainerScript {
 #[derive(Clone, Debug)]
 enum Steps {
     Always(bool),
-    After { delay: Duration, before: bool, after: bool },
+    After {
+        delay: Duration,
+        before: bool,
+        after: bool,
+    },
     Sequence(Vec<bool>),
 }
 
@@ -168,35 +173,61 @@ pub struct ProbeScript {
 impl ProbeScript {
     /// Always passes.
     pub fn pass() -> Self {
-        ProbeScript { steps: Steps::Always(true) }
+        ProbeScript {
+            steps: Steps::Always(true),
+        }
     }
 
     /// Always fails.
     pub fn fail() -> Self {
-        ProbeScript { steps: Steps::Always(false) }
+        ProbeScript {
+            steps: Steps::Always(false),
+        }
     }
 
     /// Passes until `delay` after the container started, then fails.
     pub fn fail_after(delay: Duration) -> Self {
-        ProbeScript { steps: Steps::After { delay, before: true, after: false } }
+        ProbeScript {
+            steps: Steps::After {
+                delay,
+                before: true,
+                after: false,
+            },
+        }
     }
 
     /// Fails until `delay` after the container started, then passes.
     pub fn pass_after(delay: Duration) -> Self {
-        ProbeScript { steps: Steps::After { delay, before: false, after: true } }
+        ProbeScript {
+            steps: Steps::After {
+                delay,
+                before: false,
+                after: true,
+            },
+        }
     }
 
     /// Answers with these outcomes in order (`true` passes), then repeats the last one.
     pub fn sequence(outcomes: impl IntoIterator<Item = bool>) -> Self {
         let v: Vec<bool> = outcomes.into_iter().collect();
-        if v.is_empty() { Self::pass() } else { ProbeScript { steps: Steps::Sequence(v) } }
+        if v.is_empty() {
+            Self::pass()
+        } else {
+            ProbeScript {
+                steps: Steps::Sequence(v),
+            }
+        }
     }
 
     /// The answer to call number `n` (from 0), `running_for` after the container started.
     pub(crate) fn answer(&self, n: usize, running_for: Duration) -> ProbeResult {
         let pass = match &self.steps {
             Steps::Always(p) => *p,
-            Steps::After { delay, before, after } => {
+            Steps::After {
+                delay,
+                before,
+                after,
+            } => {
                 if running_for < *delay {
                     *before
                 } else {
@@ -205,7 +236,11 @@ impl ProbeScript {
             }
             Steps::Sequence(v) => v[n.min(v.len() - 1)],
         };
-        if pass { ProbeResult::Success } else { ProbeResult::Failure("scripted probe failure".into()) }
+        if pass {
+            ProbeResult::Success
+        } else {
+            ProbeResult::Failure("scripted probe failure".into())
+        }
     }
 }
 

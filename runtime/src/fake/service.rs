@@ -8,9 +8,12 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 use tracing::debug;
 
-use super::{FakeContainer, FakeRuntime, FakeSandbox, Inner, PullFailure, Signal, fake_image, mark_exited};
+use super::{
+    FakeContainer, FakeRuntime, FakeSandbox, Inner, PullFailure, Signal, fake_image, mark_exited,
+};
 use crate::container::{
-    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerState, ContainerStatus,
+    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerState,
+    ContainerStatus,
 };
 use crate::image::Image;
 use crate::labels;
@@ -18,19 +21,30 @@ use crate::probe::{ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
 use crate::stream::{
-    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream, LogStreamKind,
+    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream,
+    LogStreamKind,
 };
 use crate::{Error, Result};
 
 fn not_found(kind: &'static str, id: &str) -> Error {
-    Error::NotFound { kind, id: id.to_string() }
+    Error::NotFound {
+        kind,
+        id: id.to_string(),
+    }
 }
 
 /// Makes a running container exit with `code` (used by scripted exits, stops and tests).
 /// `expected_start` guards a scripted exit against a container that was restarted since.
-pub(crate) fn exit_container(inner: &Inner, id: &str, code: i32, expected_start: Option<tokio::time::Instant>) {
+pub(crate) fn exit_container(
+    inner: &Inner,
+    id: &str,
+    code: i32,
+    expected_start: Option<tokio::time::Instant>,
+) {
     let mut st = inner.lock();
-    let Some(c) = st.containers.get_mut(id) else { return };
+    let Some(c) = st.containers.get_mut(id) else {
+        return;
+    };
     if !c.status.state.is_running() || expected_start.is_some_and(|s| c.started != Some(s)) {
         return;
     }
@@ -38,7 +52,13 @@ pub(crate) fn exit_container(inner: &Inner, id: &str, code: i32, expected_start:
     mark_exited(inner, c, code, None);
 }
 
-fn schedule_exit(inner: &Arc<Inner>, id: String, after: Duration, code: i32, started: tokio::time::Instant) {
+fn schedule_exit(
+    inner: &Arc<Inner>,
+    id: String,
+    after: Duration,
+    code: i32,
+    started: tokio::time::Instant,
+) {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     tokio::spawn(async move {
         tokio::time::sleep_until(started + after).await;
@@ -80,16 +100,28 @@ impl Runtime for FakeRuntime {
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };
-        st.sandboxes.insert(id.clone(), FakeSandbox { status, config: config.clone() });
+        st.sandboxes.insert(
+            id.clone(),
+            FakeSandbox {
+                status,
+                config: config.clone(),
+            },
+        );
         Ok(id)
     }
 
     async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
         let inner = self.inner();
         let mut st = inner.lock();
-        let Some(sb) = st.sandboxes.get_mut(sandbox_id) else { return Ok(()) };
+        let Some(sb) = st.sandboxes.get_mut(sandbox_id) else {
+            return Ok(());
+        };
         sb.status.state = PodSandboxState::NotReady;
-        for c in st.containers.values_mut().filter(|c| c.status.sandbox_id == sandbox_id) {
+        for c in st
+            .containers
+            .values_mut()
+            .filter(|c| c.status.sandbox_id == sandbox_id)
+        {
             if c.status.state.is_running() {
                 c.signals.push(Signal::Kill);
                 mark_exited(inner, c, 137, None);
@@ -102,7 +134,11 @@ impl Runtime for FakeRuntime {
         self.stop_pod_sandbox(sandbox_id).await?;
         let ids: Vec<String> = {
             let st = self.inner().lock();
-            st.containers.values().filter(|c| c.status.sandbox_id == sandbox_id).map(|c| c.status.id.clone()).collect()
+            st.containers
+                .values()
+                .filter(|c| c.status.sandbox_id == sandbox_id)
+                .map(|c| c.status.id.clone())
+                .collect()
         };
         for id in ids {
             self.remove_container(&id).await?;
@@ -113,12 +149,20 @@ impl Runtime for FakeRuntime {
 
     async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
         let st = self.inner().lock();
-        st.sandboxes.get(sandbox_id).map(|s| s.status.clone()).ok_or_else(|| not_found("sandbox", sandbox_id))
+        st.sandboxes
+            .get(sandbox_id)
+            .map(|s| s.status.clone())
+            .ok_or_else(|| not_found("sandbox", sandbox_id))
     }
 
     async fn list_pod_sandboxes(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandboxStatus>> {
         let st = self.inner().lock();
-        Ok(st.sandboxes.values().filter(|s| filter.matches(&s.status)).map(|s| s.status.clone()).collect())
+        Ok(st
+            .sandboxes
+            .values()
+            .filter(|s| filter.matches(&s.status))
+            .map(|s| s.status.clone())
+            .collect())
     }
 
     async fn create_container(
@@ -131,23 +175,36 @@ impl Runtime for FakeRuntime {
         pause(latency).await;
         let inner = self.inner();
         let mut st = inner.lock();
-        let sandbox = st.sandboxes.get(sandbox_id).ok_or_else(|| not_found("sandbox", sandbox_id))?;
+        let sandbox = st
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| not_found("sandbox", sandbox_id))?;
         if sandbox.status.state != PodSandboxState::Ready {
-            return Err(Error::InvalidState { id: sandbox_id.into(), message: "sandbox is not ready".into() });
+            return Err(Error::InvalidState {
+                id: sandbox_id.into(),
+                message: "sandbox is not ready".into(),
+            });
         }
         let pod_uid = sandbox.config.metadata.uid.clone();
         let image_ref = st
             .find_image(&config.image)
             .map(|i| i.reference().to_string())
-            .ok_or_else(|| Error::ImageNotFound { image: config.image.clone() })?;
+            .ok_or_else(|| Error::ImageNotFound {
+                image: config.image.clone(),
+            })?;
         st.created.push(config.clone());
         let script = st.script_for(config);
         if let Some(message) = &script.create_error {
-            return Err(Error::Backend { context: message.clone(), source: None });
+            return Err(Error::Backend {
+                context: message.clone(),
+                source: None,
+            });
         }
         let id = st.new_id("c");
         let mut labels = config.labels.clone();
-        labels.entry(labels::CONTAINER_NAME.into()).or_insert_with(|| config.metadata.name.clone());
+        labels
+            .entry(labels::CONTAINER_NAME.into())
+            .or_insert_with(|| config.metadata.name.clone());
         let status = ContainerStatus {
             id: id.clone(),
             sandbox_id: sandbox_id.into(),
@@ -184,16 +241,26 @@ impl Runtime for FakeRuntime {
         pause(latency).await;
         let inner = self.inner();
         let mut st = inner.lock();
-        let c = st.containers.get_mut(container_id).ok_or_else(|| not_found("container", container_id))?;
+        let c = st
+            .containers
+            .get_mut(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
         if c.status.state != ContainerState::Created {
-            return Err(Error::InvalidState { id: container_id.into(), message: "container is not in created state".into() });
+            return Err(Error::InvalidState {
+                id: container_id.into(),
+                message: "container is not in created state".into(),
+            });
         }
         let now = inner.clock.now();
         let started = tokio::time::Instant::now();
         c.status.state = ContainerState::Running { started_at: now };
         c.started = Some(started);
         for line in c.script.start_logs.clone() {
-            c.push_log(LogLine { time: now, stream: LogStreamKind::Stdout, line });
+            c.push_log(LogLine {
+                time: now,
+                stream: LogStreamKind::Stdout,
+                line,
+            });
         }
         self.emit(c, ContainerEventKind::Started);
         if let Some((after, code)) = c.script.exit {
@@ -206,7 +273,10 @@ impl Runtime for FakeRuntime {
         let inner = self.inner().clone();
         {
             let mut st = inner.lock();
-            let c = st.containers.get_mut(container_id).ok_or_else(|| not_found("container", container_id))?;
+            let c = st
+                .containers
+                .get_mut(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
             if !c.status.state.is_running() {
                 return Ok(());
             }
@@ -247,14 +317,18 @@ impl Runtime for FakeRuntime {
                 }
             }
             self.emit(&c, ContainerEventKind::Deleted);
-            st.removed.insert(container_id.to_string(), (c.signals, c.logs));
+            st.removed
+                .insert(container_id.to_string(), (c.signals, c.logs));
         }
         Ok(())
     }
 
     async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
         let st = self.inner().lock();
-        st.containers.get(container_id).map(|c| c.status.clone()).ok_or_else(|| not_found("container", container_id))
+        st.containers
+            .get(container_id)
+            .map(|c| c.status.clone())
+            .ok_or_else(|| not_found("container", container_id))
     }
 
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
@@ -267,19 +341,38 @@ impl Runtime for FakeRuntime {
                 .map(|c| c.status.clone())
                 .collect());
         }
-        Ok(st.containers.values().filter(|c| filter.matches(&c.status)).map(|c| c.status.clone()).collect())
+        Ok(st
+            .containers
+            .values()
+            .filter(|c| filter.matches(&c.status))
+            .map(|c| c.status.clone())
+            .collect())
     }
 
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
         self.inner().events.subscribe()
     }
 
-    async fn exec_sync(&self, container_id: &str, cmd: &[String], _timeout: Duration) -> Result<ExecResult> {
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecResult> {
         let mut st = self.inner().lock();
-        st.exec_calls.push(super::ExecCall { container_id: container_id.into(), cmd: cmd.to_vec() });
-        let c = st.containers.get(container_id).ok_or_else(|| not_found("container", container_id))?;
+        st.exec_calls.push(super::ExecCall {
+            container_id: container_id.into(),
+            cmd: cmd.to_vec(),
+        });
+        let c = st
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
         if !c.status.state.is_running() {
-            return Err(Error::InvalidState { id: container_id.into(), message: "container is not running".into() });
+            return Err(Error::InvalidState {
+                id: container_id.into(),
+                message: "container is not running".into(),
+            });
         }
         Ok(c.script.exec_result(cmd).cloned().unwrap_or_default())
     }
@@ -287,11 +380,20 @@ impl Runtime for FakeRuntime {
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
         let result = {
             let st = self.inner().lock();
-            let c = st.containers.get(container_id).ok_or_else(|| not_found("container", container_id))?;
+            let c = st
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
             if !c.status.state.is_running() {
-                return Err(Error::InvalidState { id: container_id.into(), message: "container is not running".into() });
+                return Err(Error::InvalidState {
+                    id: container_id.into(),
+                    message: "container is not running".into(),
+                });
             }
-            c.script.exec_result(&request.cmd).cloned().unwrap_or_default()
+            c.script
+                .exec_result(&request.cmd)
+                .cloned()
+                .unwrap_or_default()
         };
         Ok(super::logs::exec_session(request, result))
     }
@@ -303,7 +405,10 @@ impl Runtime for FakeRuntime {
     async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
         let inner = self.inner();
         let st = inner.lock();
-        let c = st.containers.get(container_id).ok_or_else(|| not_found("container", container_id))?;
+        let c = st
+            .containers
+            .get(container_id)
+            .ok_or_else(|| not_found("container", container_id))?;
         let running_for = match (c.status.state.is_running(), c.started) {
             (true, Some(s)) => s.elapsed(),
             _ => Duration::ZERO,
@@ -313,7 +418,11 @@ impl Runtime for FakeRuntime {
             timestamp: inner.clock.now(),
             // The fake "uses" 1% of a core while it runs.
             cpu_usage_core_nanos: (running_for.as_nanos() / 100) as u64,
-            memory_working_set_bytes: if c.status.state.is_running() { c.script.memory_bytes } else { 0 },
+            memory_working_set_bytes: if c.status.state.is_running() {
+                c.script.memory_bytes
+            } else {
+                0
+            },
         })
     }
 
@@ -326,9 +435,17 @@ impl Runtime for FakeRuntime {
         pause(latency).await;
         let mut st = self.inner().lock();
         match st.pull_failures.get(image) {
-            Some(PullFailure::NotFound) => return Err(Error::ImageNotFound { image: image.into() }),
+            Some(PullFailure::NotFound) => {
+                return Err(Error::ImageNotFound {
+                    image: image.into(),
+                });
+            }
             Some(PullFailure::Error(message)) => {
-                return Err(Error::ImagePull { image: image.into(), message: message.clone(), source: None });
+                return Err(Error::ImagePull {
+                    image: image.into(),
+                    message: message.clone(),
+                    source: None,
+                });
             }
             None => {}
         }
@@ -379,7 +496,10 @@ impl Runtime for FakeRuntime {
             && let Some(r) = c.script.exec_result(command)
         {
             let r = r.clone();
-            st.exec_calls.push(super::ExecCall { container_id: container_id.into(), cmd: command.clone() });
+            st.exec_calls.push(super::ExecCall {
+                container_id: container_id.into(),
+                cmd: command.clone(),
+            });
             return if r.exit_code == 0 {
                 ProbeResult::Success
             } else {

@@ -86,11 +86,9 @@ async fn pair(t: &Targets, variant: Variant, key: &str) -> Result<[Duration; 2],
         }
         Variant::RawTxn | Variant::RawTxnGet => {
             let mut kv = t.raw.kv_client();
-            let create = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(
-                key,
-                t.value.to_vec(),
-                None,
-            )]);
+            let create = Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, t.value.to_vec(), None)]);
             let resp = kv.txn(create).await?;
             let rev = resp.header().map(|h| h.revision()).ok_or("no header")?;
             if !resp.succeeded() {
@@ -114,14 +112,18 @@ async fn pair(t: &Targets, variant: Variant, key: &str) -> Result<[Duration; 2],
         Variant::Etcd => {
             let kv = t.store.create(key, t.value.clone()).await?;
             let first = started.elapsed();
-            t.store.update(key, t.value.clone(), kv.mod_revision).await?;
+            t.store
+                .update(key, t.value.clone(), kv.mod_revision)
+                .await?;
             Ok([first, started.elapsed() - first])
         }
         #[cfg(feature = "sqlite")]
         Variant::Sqlite => {
             let kv = t.sqlite.create(key, t.value.clone()).await?;
             let first = started.elapsed();
-            t.sqlite.update(key, t.value.clone(), kv.mod_revision).await?;
+            t.sqlite
+                .update(key, t.value.clone(), kv.mod_revision)
+                .await?;
             Ok([first, started.elapsed() - first])
         }
     }
@@ -137,12 +139,22 @@ struct Phase {
 
 /// This process's user+system CPU time in clock ticks (`/proc/self/stat`), 0 if unreadable.
 fn cpu_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0 };
-    let Some(rest) = stat.rsplit(')').next() else { return 0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0;
+    };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3, utime 14, stime 15 (1-based), so 11 and 12 here.
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
 }
 
 /// `pairs` create+update pairs of `variant` by `concurrency` writers.
@@ -212,11 +224,20 @@ fn summarize(phases: Vec<Phase>) -> Summary {
     let client_cpu_us = ticks as f64 * 10_000.0 / writes.max(1) as f64;
     let mut all: Vec<Duration> = phases.into_iter().flat_map(|p| p.latencies).collect();
     all.sort_unstable();
-    Summary { writes_per_sec, client_cpu_us, p50: percentile(&all, 0.50), p99: percentile(&all, 0.99) }
+    Summary {
+        writes_per_sec,
+        client_cpu_us,
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+    }
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(default)
 }
 
 fn ms(d: Duration) -> String {
@@ -248,20 +269,30 @@ async fn run() -> Result<(), BoxError> {
                 .with_keep_alive_while_idle(true)
                 .with_require_leader(true),
         ),
-        Ok("timeout") => Some(etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(30))),
+        Ok("timeout") => {
+            Some(etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(30)))
+        }
         Ok("leader") => Some(etcd_client::ConnectOptions::new().with_require_leader(true)),
         _ => None,
     };
     let mut raw = etcd_client::Client::connect(&endpoints, raw_options).await?;
     let version = raw.status().await?.version().to_owned();
-    let store =
-        EtcdStore::connect_with(&endpoints, EtcdOptions { compaction_interval: None, ..Default::default() }).await?;
+    let store = EtcdStore::connect_with(
+        &endpoints,
+        EtcdOptions {
+            compaction_interval: None,
+            ..Default::default()
+        },
+    )
+    .await?;
     #[cfg(feature = "sqlite")]
     let sqlite_dir = etcd_common::temp_dir("bench-sqlite");
     #[cfg(feature = "sqlite")]
     let sqlite = kybernetes_store::SqliteStore::open(sqlite_dir.join("bench.db"))?;
-    let value: Bytes =
-        (0..value_bytes).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36]).collect::<Vec<u8>>().into();
+    let value: Bytes = (0..value_bytes)
+        .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36])
+        .collect::<Vec<u8>>()
+        .into();
     let targets = Arc::new(Targets {
         raw: raw.clone(),
         store,
@@ -269,26 +300,45 @@ async fn run() -> Result<(), BoxError> {
         sqlite,
         value,
     });
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let run_id = format!("/kyb-bench/{}-{nanos:x}", std::process::id());
 
     println!("P6: EtcdStore writes vs raw etcd-client writes (same etcd, same run)");
     println!(
         "conditions: {} cores, etcd {version} at {}, {pairs} create+update pairs per variant and round, {rounds} rounds, \
          {value_bytes}-byte values, data dir under {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         endpoints.join(","),
         std::env::temp_dir().display(),
     );
-    let mut variants = vec![Variant::RawPut, Variant::RawTxn, Variant::RawTxnGet, Variant::Etcd];
+    let mut variants = vec![
+        Variant::RawPut,
+        Variant::RawTxn,
+        Variant::RawTxnGet,
+        Variant::Etcd,
+    ];
     #[cfg(feature = "sqlite")]
     variants.push(Variant::Sqlite);
 
-    for (label, writers, n) in [("sequential (1 writer)", 1, pairs.div_ceil(4)), ("concurrent", concurrency, pairs)] {
+    for (label, writers, n) in [
+        ("sequential (1 writer)", 1, pairs.div_ceil(4)),
+        ("concurrent", concurrency, pairs),
+    ] {
         // Warm up connections and etcd.
         for &v in &variants {
-            phase(&targets, v, &format!("{run_id}/warm-{writers}/{}", v.name().replace(' ', "-")), 50.min(n), writers)
-                .await?;
+            phase(
+                &targets,
+                v,
+                &format!("{run_id}/warm-{writers}/{}", v.name().replace(' ', "-")),
+                50.min(n),
+                writers,
+            )
+            .await?;
         }
         let mut results: Vec<Vec<Phase>> = variants.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
@@ -303,23 +353,51 @@ async fn run() -> Result<(), BoxError> {
         // Ratios to the store, round by round (the phases of one round ran next to each other).
         let store_phases = &results[3];
         let ratios = |baseline: &[Phase]| -> (f64, f64) {
-            let throughput =
-                median(baseline.iter().zip(store_phases).map(|(b, s)| b.writes_per_sec / s.writes_per_sec).collect());
+            let throughput = median(
+                baseline
+                    .iter()
+                    .zip(store_phases)
+                    .map(|(b, s)| b.writes_per_sec / s.writes_per_sec)
+                    .collect(),
+            );
             let p50 = |p: &Phase| {
                 let mut l = p.latencies.clone();
                 l.sort_unstable();
                 percentile(&l, 0.5).as_secs_f64()
             };
-            let latency = median(baseline.iter().zip(store_phases).map(|(b, s)| p50(s) / p50(b)).collect());
+            let latency = median(
+                baseline
+                    .iter()
+                    .zip(store_phases)
+                    .map(|(b, s)| p50(s) / p50(b))
+                    .collect(),
+            );
             (throughput, latency)
         };
-        let (txn_ratio, txn_get_ratio, put_ratio) = (ratios(&results[1]), ratios(&results[2]), ratios(&results[0]));
+        let (txn_ratio, txn_get_ratio, put_ratio) = (
+            ratios(&results[1]),
+            ratios(&results[2]),
+            ratios(&results[0]),
+        );
         let summaries: Vec<Summary> = results.into_iter().map(summarize).collect();
-        println!("\n{label}: {writers} writer(s), {} writes per variant and round", 2 * n);
-        println!("  {:<12} {:>12} {:>12} {:>12} {:>16}", "variant", "writes/s", "p50", "p99", "client CPU/write");
+        println!(
+            "\n{label}: {writers} writer(s), {} writes per variant and round",
+            2 * n
+        );
+        println!(
+            "  {:<12} {:>12} {:>12} {:>12} {:>16}",
+            "variant", "writes/s", "p50", "p99", "client CPU/write"
+        );
         for (v, s) in variants.iter().zip(&summaries) {
             let cpu = format!("{:.0} us", s.client_cpu_us);
-            println!("  {:<12} {:>12.0} {:>12} {:>12} {:>16}", v.name(), s.writes_per_sec, ms(s.p50), ms(s.p99), cpu);
+            println!(
+                "  {:<12} {:>12.0} {:>12} {:>12} {:>16}",
+                v.name(),
+                s.writes_per_sec,
+                ms(s.p50),
+                ms(s.p99),
+                cpu
+            );
         }
         let store = &summaries[3];
         for (name, baseline, (throughput, p50), target) in [
@@ -335,7 +413,11 @@ async fn run() -> Result<(), BoxError> {
         }
     }
 
-    raw.delete(format!("{run_id}/"), Some(etcd_client::DeleteOptions::new().with_prefix())).await?;
+    raw.delete(
+        format!("{run_id}/"),
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await?;
     #[cfg(feature = "sqlite")]
     {
         drop(targets);
@@ -345,7 +427,10 @@ async fn run() -> Result<(), BoxError> {
 }
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kyb-bench-etcd: starting tokio: {e}");

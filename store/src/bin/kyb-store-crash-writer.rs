@@ -24,7 +24,10 @@ fn main() -> ExitCode {
         eprintln!("usage: kyb-store-crash-writer <db path> <tag>");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kyb-store-crash-writer: starting tokio: {e}");
@@ -41,7 +44,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(path: &str, tag: &str) -> Result<(), BoxError> {
-    let options = SqliteOptions { compaction_interval: Some(Duration::from_millis(20)), keep_revisions: 50 };
+    let options = SqliteOptions {
+        compaction_interval: Some(Duration::from_millis(20)),
+        keep_revisions: 50,
+    };
     let store = SqliteStore::open_with(path, options)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "open {}", store.current_revision().await?)?;
@@ -57,10 +63,21 @@ async fn run(path: &str, tag: &str) -> Result<(), BoxError> {
             None => store.create(counter, Bytes::from_static(b"1")).await?,
             Some(kv) => {
                 let value: u64 = std::str::from_utf8(&kv.value)?.parse()?;
-                store.update(counter, Bytes::from((value + 1).to_string()), kv.mod_revision).await?
+                store
+                    .update(
+                        counter,
+                        Bytes::from((value + 1).to_string()),
+                        kv.mod_revision,
+                    )
+                    .await?
             }
         };
-        writeln!(out, "counter {} {}", kv.mod_revision, std::str::from_utf8(&kv.value)?)?;
+        writeln!(
+            out,
+            "counter {} {}",
+            kv.mod_revision,
+            std::str::from_utf8(&kv.value)?
+        )?;
         out.flush()?;
 
         if n % 5 == 4 {

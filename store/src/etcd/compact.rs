@@ -42,19 +42,29 @@ impl Inner {
         let current = resp
             .header()
             .map(|h| h.revision())
-            .ok_or_else(|| Error::Backend { context: "etcd answered without a header".into(), source: None })?;
+            .ok_or_else(|| Error::Backend {
+                context: "etcd answered without a header".into(),
+                source: None,
+            })?;
         let (compacted, key_revision) = match resp.kvs().first() {
             None => (0, 0),
             Some(kv) => {
                 let text = String::from_utf8_lossy(kv.value());
                 let compacted = text.trim().parse::<i64>().map_err(|e| {
-                    Error::backend(format!("etcd key {COMPACT_REV_KEY} holds {text:?}, not a revision"), e)
+                    Error::backend(
+                        format!("etcd key {COMPACT_REV_KEY} holds {text:?}, not a revision"),
+                        e,
+                    )
                 })?;
                 (compacted, kv.mod_revision())
             }
         };
         self.note_compacted(compacted);
-        Ok(Probe { current, compacted, key_revision })
+        Ok(Probe {
+            current,
+            compacted,
+            key_revision,
+        })
     }
 
     /// The highest compacted revision known: recorded in etcd or seen by this store.
@@ -69,13 +79,20 @@ impl Inner {
         for _ in 0..COMPACT_ATTEMPTS {
             let probe = self.probe().await?;
             if revision > probe.current {
-                return Err(Error::FutureRevision { requested: revision, current: probe.current });
+                return Err(Error::FutureRevision {
+                    requested: revision,
+                    current: probe.current,
+                });
             }
             if revision <= probe.compacted.max(self.known_compacted()) {
                 return Ok(());
             }
             let txn = Txn::new()
-                .when([Compare::mod_revision(COMPACT_REV_KEY, CompareOp::Equal, probe.key_revision)])
+                .when([Compare::mod_revision(
+                    COMPACT_REV_KEY,
+                    CompareOp::Equal,
+                    probe.key_revision,
+                )])
                 .and_then([TxnOp::put(COMPACT_REV_KEY, revision.to_string(), None)]);
             let resp = self
                 .call(|mut kv| {
@@ -83,17 +100,28 @@ impl Inner {
                     async move { kv.txn(txn).await }
                 })
                 .await
-                .map_err(|e| Error::backend(format!("etcd record of compaction to {revision}"), e))?;
+                .map_err(|e| {
+                    Error::backend(format!("etcd record of compaction to {revision}"), e)
+                })?;
             if !resp.succeeded() {
-                tracing::debug!(revision, "another store recorded a compaction first; retrying");
+                tracing::debug!(
+                    revision,
+                    "another store recorded a compaction first; retrying"
+                );
                 continue;
             }
-            match self.call(|mut kv| async move { kv.compact(revision, None).await }).await {
+            match self
+                .call(|mut kv| async move { kv.compact(revision, None).await })
+                .await
+            {
                 Ok(_) => {}
                 // Someone compacted further already: history below `revision` is gone either way.
                 Err(e) if is_compacted(&e) => {}
                 Err(e) if is_future(&e) => {
-                    return Err(Error::FutureRevision { requested: revision, current: probe.current });
+                    return Err(Error::FutureRevision {
+                        requested: revision,
+                        current: probe.current,
+                    });
                 }
                 Err(e) => return Err(Error::backend(format!("etcd compact to {revision}"), e)),
             }
@@ -102,7 +130,9 @@ impl Inner {
             return Ok(());
         }
         Err(Error::Backend {
-            context: format!("etcd compact to {revision}: the compaction record kept changing under {COMPACT_REV_KEY}"),
+            context: format!(
+                "etcd compact to {revision}: the compaction record kept changing under {COMPACT_REV_KEY}"
+            ),
             source: None,
         })
     }
@@ -129,7 +159,11 @@ async fn compact_once(inner: &Inner, last_seen: Option<i64>) -> Option<i64> {
 
 /// The background compaction loop: every `interval`, compact up to the revision seen one interval
 /// before. Ends when the store is dropped (`stop` closes).
-pub(crate) async fn run_compactor(inner: Weak<Inner>, interval: Duration, mut stop: signal::Receiver<()>) {
+pub(crate) async fn run_compactor(
+    inner: Weak<Inner>,
+    interval: Duration,
+    mut stop: signal::Receiver<()>,
+) {
     let mut last_seen: Option<i64> = None;
     loop {
         tokio::select! {
@@ -138,6 +172,9 @@ pub(crate) async fn run_compactor(inner: Weak<Inner>, interval: Duration, mut st
         }
         let Some(inner) = inner.upgrade() else { return };
         let span = tracing::debug_span!("etcd_compactor", ?last_seen);
-        last_seen = compact_once(&inner, last_seen).instrument(span).await.or(last_seen);
+        last_seen = compact_once(&inner, last_seen)
+            .instrument(span)
+            .await
+            .or(last_seen);
     }
 }

@@ -44,14 +44,24 @@ pub(crate) struct Members {
 
 impl Members {
     /// Health checkers for `endpoints` (none when there is only one).
-    pub(crate) async fn new(endpoints: &[String], options: &ConnectOptions) -> Result<Members, etcd_client::Error> {
+    pub(crate) async fn new(
+        endpoints: &[String],
+        options: &ConnectOptions,
+    ) -> Result<Members, etcd_client::Error> {
         let mut checkers = Vec::new();
         if endpoints.len() > 1 {
             for endpoint in endpoints {
-                checkers.push((endpoint.clone(), Client::connect([endpoint.as_str()], Some(options.clone())).await?));
+                checkers.push((
+                    endpoint.clone(),
+                    Client::connect([endpoint.as_str()], Some(options.clone())).await?,
+                ));
             }
         }
-        Ok(Members { checkers, removed: Mutex::new(HashSet::new()), wake: Arc::new(Notify::new()) })
+        Ok(Members {
+            checkers,
+            removed: Mutex::new(HashSet::new()),
+            wake: Arc::new(Notify::new()),
+        })
     }
 
     fn removed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -62,7 +72,9 @@ impl Members {
 /// Whether etcd certainly did not act on the request: the connection was refused, or the member
 /// refused it for want of a leader.
 pub(crate) fn unsent(e: &etcd_client::Error) -> bool {
-    let etcd_client::Error::GRpcStatus(status) = e else { return false };
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return false;
+    };
     if status.message().contains("no leader") || status.message() == "tcp connect error" {
         return true;
     }
@@ -79,7 +91,10 @@ pub(crate) fn unsent(e: &etcd_client::Error) -> bool {
 impl Inner {
     /// Runs `op` on a KV client, retrying while it fails before reaching etcd (see the module
     /// docs). `op` must build its request anew on every call.
-    pub(crate) async fn call<T, Fut>(&self, mut op: impl FnMut(KvClient) -> Fut) -> Result<T, etcd_client::Error>
+    pub(crate) async fn call<T, Fut>(
+        &self,
+        mut op: impl FnMut(KvClient) -> Fut,
+    ) -> Result<T, etcd_client::Error>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -87,7 +102,10 @@ impl Inner {
     }
 
     /// Runs `op`, retrying while it fails before reaching etcd (see the module docs).
-    pub(crate) async fn retry<T, Fut>(&self, mut op: impl FnMut() -> Fut) -> Result<T, etcd_client::Error>
+    pub(crate) async fn retry<T, Fut>(
+        &self,
+        mut op: impl FnMut() -> Fut,
+    ) -> Result<T, etcd_client::Error>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -126,7 +144,9 @@ pub(crate) async fn run_monitor(inner: Weak<Inner>, mut stop: signal::Receiver<(
     };
     loop {
         // Hold the store only while checking, so dropping it ends this task at once.
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         check_members(&strong).await;
         drop(strong);
         tokio::select! {
@@ -149,7 +169,9 @@ async fn check_members(inner: &Inner) {
                     members.removed().remove(endpoint);
                     tracing::info!(%endpoint, "etcd member is healthy again; sending it requests");
                 }
-                Err(e) => tracing::warn!(%endpoint, error = %e, "could not put an etcd member back"),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "could not put an etcd member back")
+                }
             }
         } else if !ok && !was_removed && healthy_count > 0 {
             // Never empty the pool: with no healthy member, keep trying them all.
@@ -158,7 +180,9 @@ async fn check_members(inner: &Inner) {
                     members.removed().insert(endpoint.clone());
                     tracing::warn!(%endpoint, "etcd member is unhealthy; no longer sending it requests");
                 }
-                Err(e) => tracing::warn!(%endpoint, error = %e, "could not take an etcd member out"),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "could not take an etcd member out")
+                }
             }
         }
     }

@@ -20,7 +20,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream};
+use etcd_client::{
+    EventType, WatchOptions, WatchRequestSender, WatchResponse, WatchResponseStream,
+};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -39,14 +41,21 @@ pub(crate) async fn watch(inner: Arc<Inner>, prefix: &str, from: i64) -> Result<
     let from = from.max(0);
     let compacted = inner.known_compacted();
     if from < compacted {
-        return Err(Error::Gone { requested: from, compacted });
+        return Err(Error::Gone {
+            requested: from,
+            compacted,
+        });
     }
-    let options = WatchOptions::new().with_prefix().with_start_revision(from + 1).with_prev_key();
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from + 1)
+        .with_prev_key();
     let what = || format!("etcd watch {prefix} from {from}");
     let key = inner.full_key(prefix);
     let stream = inner
         .retry(|| {
-            let (mut client, key, options) = (inner.client.watch_client(), key.clone(), options.clone());
+            let (mut client, key, options) =
+                (inner.client.watch_client(), key.clone(), options.clone());
             async move { client.watch(key, Some(options)).await }
         })
         .await
@@ -63,7 +72,12 @@ pub(crate) async fn watch(inner: Arc<Inner>, prefix: &str, from: i64) -> Result<
             });
         }
         Some(Err(e)) => return Err(Error::backend(what(), e)),
-        None => return Err(Error::Backend { context: format!("{}: etcd closed the stream", what()), source: None }),
+        None => {
+            return Err(Error::Backend {
+                context: format!("{}: etcd closed the stream", what()),
+                source: None,
+            });
+        }
     };
     let created_revision = created.header().map(|h| h.revision()).unwrap_or(0);
     let notify = Arc::new(Notify::new());
@@ -83,19 +97,29 @@ pub(crate) async fn watch(inner: Arc<Inner>, prefix: &str, from: i64) -> Result<
         pending: std::collections::VecDeque::new(),
         done: false,
     };
-    let events =
-        futures::stream::unfold(state, |mut state| async move { state.next().await.map(|item| (item, state)) });
+    let events = futures::stream::unfold(state, |mut state| async move {
+        state.next().await.map(|item| (item, state))
+    });
     let events: Pin<Box<dyn futures::Stream<Item = Result<WatchEvent>> + Send>> = Box::pin(events);
-    Ok(WatchStream { events, progress: Arc::new(EtcdProgress { notify }) })
+    Ok(WatchStream {
+        events,
+        progress: Arc::new(EtcdProgress { notify }),
+    })
 }
 
 /// The error for a canceled etcd watch: `Gone` when it was canceled for compaction.
 fn canceled(inner: &Inner, resp: &WatchResponse, last: i64) -> Error {
     if resp.compact_revision() > 0 {
         inner.note_compacted(resp.compact_revision());
-        Error::Gone { requested: last, compacted: resp.compact_revision() }
+        Error::Gone {
+            requested: last,
+            compacted: resp.compact_revision(),
+        }
     } else {
-        Error::Backend { context: format!("etcd canceled the watch: {}", resp.cancel_reason()), source: None }
+        Error::Backend {
+            context: format!("etcd canceled the watch: {}", resp.cancel_reason()),
+            source: None,
+        }
     }
 }
 
@@ -189,7 +213,10 @@ impl State {
 
     async fn send_progress_request(&mut self) -> Result<()> {
         self.resend_at = Some(Instant::now() + PROGRESS_RETRY);
-        self.sender.request_progress().await.map_err(|e| Error::backend("etcd watch progress request", e))
+        self.sender
+            .request_progress()
+            .await
+            .map_err(|e| Error::backend("etcd watch progress request", e))
     }
 
     /// Handles one etcd response: queues its events, or turns it into a progress report.
@@ -241,19 +268,25 @@ impl State {
             Some(confirmed) => {
                 self.wanted = false;
                 self.resend_at = None;
-                Some(Ok(WatchEvent::Progress { revision: confirmed.max(self.last) }))
+                Some(Ok(WatchEvent::Progress {
+                    revision: confirmed.max(self.last),
+                }))
             }
         }
     }
 
     fn convert(&self, event: &etcd_client::Event) -> Result<WatchEvent> {
         let inner = &self.inner;
-        let kv = event
-            .kv()
-            .ok_or_else(|| Error::Backend { context: "etcd watch event without a key".into(), source: None })?;
+        let kv = event.kv().ok_or_else(|| Error::Backend {
+            context: "etcd watch event without a key".into(),
+            source: None,
+        })?;
         let prev = event.prev_kv().map(|p| inner.convert_ref(p)).transpose()?;
         match event.event_type() {
-            EventType::Put => Ok(WatchEvent::Put { kv: inner.convert_ref(kv)?, prev }),
+            EventType::Put => Ok(WatchEvent::Put {
+                kv: inner.convert_ref(kv)?,
+                prev,
+            }),
             EventType::Delete => {
                 let prev = prev.ok_or_else(|| Error::Backend {
                     context: format!(
@@ -263,7 +296,10 @@ impl State {
                     ),
                     source: None,
                 })?;
-                Ok(WatchEvent::Delete { prev, revision: kv.mod_revision() })
+                Ok(WatchEvent::Delete {
+                    prev,
+                    revision: kv.mod_revision(),
+                })
             }
         }
     }

@@ -11,7 +11,10 @@ impl TempDir {
     /// Creates `<temp>/kyb-store-<name>-<unique>`.
     pub fn new(name: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let dir = std::env::temp_dir().join(format!(
             "kyb-store-{name}-{}-{nanos:x}-{}",
             std::process::id(),

@@ -43,20 +43,32 @@ impl EtcdSource {
 /// The endpoints from `KYB_ETCD_ENDPOINTS`, if set.
 pub fn endpoints_from_env() -> Option<Vec<String>> {
     let value = std::env::var("KYB_ETCD_ENDPOINTS").ok()?;
-    let endpoints: Vec<String> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let endpoints: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     (!endpoints.is_empty()).then_some(endpoints)
 }
 
 /// The `etcd` binary on `PATH`, or `None` after printing a skip note (panics instead when
 /// `KYB_REQUIRE_ETCD=1`).
 pub fn etcd_binary(test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("etcd")).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
         if std::env::var("KYB_REQUIRE_ETCD").is_ok_and(|v| v == "1") {
-            panic!("{test}: KYB_REQUIRE_ETCD=1 but there is no `etcd` on PATH (apt-get install etcd-server)");
+            panic!(
+                "{test}: KYB_REQUIRE_ETCD=1 but there is no `etcd` on PATH (apt-get install etcd-server)"
+            );
         }
-        eprintln!("SKIPPED {test}: no `etcd` on PATH and KYB_ETCD_ENDPOINTS is unset (apt-get install etcd-server)");
+        eprintln!(
+            "SKIPPED {test}: no `etcd` on PATH and KYB_ETCD_ENDPOINTS is unset (apt-get install etcd-server)"
+        );
     }
     found
 }
@@ -74,10 +86,18 @@ pub fn etcd_for(test: &str) -> Option<EtcdSource> {
 /// Blocks until this process holds the exclusive turn on a shared etcd (a lock file in the temp
 /// dir named after the endpoints); the turn ends when the returned file is dropped.
 pub fn lock_shared_etcd(endpoints: &[String]) -> File {
-    let name: String = endpoints.join(",").chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let name: String = endpoints
+        .join(",")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     let path = std::env::temp_dir().join(format!("kyb-etcd-turn-{name}.lock"));
-    let file =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("open etcd turn lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("open etcd turn lock");
     file.lock().expect("lock etcd turn");
     file
 }
@@ -96,18 +116,26 @@ pub struct Member {
 impl Member {
     /// The etcd process id (read from the pid file the watchdog writes).
     pub fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("etcd.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.dir.join("etcd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Whether the etcd process is still running.
     pub fn is_running(&self) -> bool {
-        self.pid().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid))
+        self.pid()
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid))
     }
 
     /// Kills the member with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some(mut w) = self.watchdog.take() {
             let _ = w.kill();
@@ -124,7 +152,11 @@ impl Member {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().map(|rest| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -161,16 +193,29 @@ impl EtcdCluster {
     fn spawn(binary: &Path, name: &str, size: usize, extra: &[String], tls: bool) -> EtcdCluster {
         let dir = temp_dir(name);
         // Hold every listener until all ports are chosen, so no two are the same.
-        let listeners: Vec<TcpListener> =
-            (0..2 * size).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port")).collect();
-        let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect();
+        let listeners: Vec<TcpListener> = (0..2 * size)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local addr").port())
+            .collect();
         drop(listeners);
         let scheme = if tls { "https" } else { "http" };
         let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
-        let peer_urls: Vec<String> = (0..size).map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1])).collect();
-        let initial_cluster =
-            names.iter().zip(&peer_urls).map(|(n, u)| format!("{n}={u}")).collect::<Vec<_>>().join(",");
-        let token = dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "kyb".into());
+        let peer_urls: Vec<String> = (0..size)
+            .map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1]))
+            .collect();
+        let initial_cluster = names
+            .iter()
+            .zip(&peer_urls)
+            .map(|(n, u)| format!("{n}={u}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = dir
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "kyb".into());
         let members = (0..size)
             .map(|i| {
                 let member_dir = dir.join(&names[i]);
@@ -229,7 +274,11 @@ impl EtcdCluster {
                     ));
                 }
                 if m.pid().is_some() && !m.is_running() {
-                    return Err(format!("member {} exited; log:\n{}", m.name, tail(&m.log())));
+                    return Err(format!(
+                        "member {} exited; log:\n{}",
+                        m.name,
+                        tail(&m.log())
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -245,7 +294,12 @@ impl Drop for EtcdCluster {
         }
         if std::thread::panicking() {
             for m in &self.members {
-                eprintln!("---- etcd {} log (kept in {}):\n{}", m.name, self.dir.display(), tail(&m.log()));
+                eprintln!(
+                    "---- etcd {} log (kept in {}):\n{}",
+                    m.name,
+                    self.dir.display(),
+                    tail(&m.log())
+                );
             }
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -288,10 +342,17 @@ done
 
 /// `GET /health` on a plain-HTTP client URL answers `"health":"true"`.
 pub fn health(client_url: &str) -> bool {
-    let Some(addr) = client_url.strip_prefix("http://") else { return false };
-    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
+    let Some(addr) = client_url.strip_prefix("http://") else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
+    if stream
+        .write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut body = String::new();
@@ -304,7 +365,8 @@ pub fn health(client_url: &str) -> bool {
 fn tls_ready(client_url: &str, log: &str) -> bool {
     let addr = client_url.trim_start_matches("https://");
     TcpStream::connect(addr).is_ok()
-        && (log.contains("ready to serve client requests") || log.contains("serving client traffic"))
+        && (log.contains("ready to serve client requests")
+            || log.contains("serving client traffic"))
 }
 
 fn tail(log: &str) -> String {
@@ -315,7 +377,10 @@ fn tail(log: &str) -> String {
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
         "kyb-etcd-{name}-{}-{nanos:x}-{}",
         std::process::id(),
@@ -327,5 +392,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// Writes a file (test fixtures).
 pub fn write_file(path: &Path, contents: &[u8]) {
-    File::create(path).and_then(|mut f| f.write_all(contents)).expect("write file");
+    File::create(path)
+        .and_then(|mut f| f.write_all(contents))
+        .expect("write file");
 }
