@@ -10,7 +10,7 @@ use kybernetes::Cluster;
 use kybernetes::core::ipam::Cidr;
 
 mod common;
-use common::{deployment, until};
+use common::{PodView, deployment, until, wait_available};
 use serde_json::json;
 
 fn ready(p: &Pod) -> bool {
@@ -79,28 +79,12 @@ async fn a_deployment_runs_ready_pods_spread_across_nodes_with_ips_in_their_node
         assert!(cidr.contains(ip), "{ip} inside {cidr}");
     }
     assert_eq!(used.len(), 3, "one pod per node: {used:?}");
-    until(
-        "the deployment to report 3 available",
-        Duration::from_secs(30),
-        || {
-            let d = deploys.clone();
-            async move {
-                d.get("web")
-                    .await
-                    .ok()
-                    .and_then(|d| d.status)
-                    .and_then(|s| s.available_replicas)
-                    == Some(3)
-            }
-        },
-    )
-    .await;
+    wait_available(&deploys, "web", 3, Duration::from_secs(30)).await;
     c.shutdown().await.expect("shutdown");
 }
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 
 fn revision(rs: &ReplicaSet) -> Option<String> {
     rs.metadata
@@ -125,18 +109,7 @@ async fn a_new_image_rolls_out_as_revision_2_and_rollback_reuses_revision_1_as_r
         .create(&PostParams::default(), &deployment("roll", 20, "app:1"))
         .await
         .expect("create");
-    until("20 available", Duration::from_secs(60), || {
-        let d = deploys.clone();
-        async move {
-            d.get("roll")
-                .await
-                .ok()
-                .and_then(|d| d.status)
-                .and_then(|s| s.available_replicas)
-                == Some(20)
-        }
-    })
-    .await;
+    wait_available(&deploys, "roll", 20, Duration::from_secs(60)).await;
     let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "app:2"}]}}}});
     deploys
         .patch("roll", &PatchParams::default(), &Patch::Merge(image))
@@ -230,49 +203,20 @@ async fn rolling_update_of_20_never_drops_below_15_available_or_exceeds_25_pods(
         .create(&PostParams::default(), &deployment("bounds", 20, "app:1"))
         .await
         .expect("create");
-    until("20 available", Duration::from_secs(60), || {
-        let d = deploys.clone();
-        async move {
-            d.get("bounds")
-                .await
-                .ok()
-                .and_then(|d| d.status)
-                .and_then(|s| s.available_replicas)
-                == Some(20)
-        }
-    })
-    .await;
+    wait_available(&deploys, "bounds", 20, Duration::from_secs(60)).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    let rv = pods
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .metadata
-        .resource_version
-        .expect("rv");
-    let stream = pods
-        .watch(&WatchParams::default().labels("app=bounds"), &rv)
-        .await
-        .expect("watch");
-    let mut state: std::collections::BTreeMap<String, Pod> = pods
-        .list(&ListParams::default().labels("app=bounds"))
-        .await
-        .expect("list")
-        .items
-        .into_iter()
-        .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
-        .collect();
+    let mut view = PodView::start(&pods, "bounds").await;
     let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "app:2"}]}}}});
     deploys
         .patch("bounds", &PatchParams::default(), &Patch::Merge(image))
         .await
         .expect("new image");
-    let mut stream = std::pin::pin!(stream);
     let mut min_available = usize::MAX;
     let mut max_total = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let live: Vec<&Pod> = state
+        let live: Vec<&Pod> = view
+            .pods
             .values()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
@@ -286,20 +230,7 @@ async fn rolling_update_of_20_never_drops_below_15_available_or_exceeds_25_pods(
             tokio::time::Instant::now() < deadline,
             "rollout did not finish"
         );
-        let ev = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("watch event")
-            .expect("open")
-            .expect("ok");
-        match ev {
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                state.insert(p.metadata.name.clone().unwrap_or_default(), p);
-            }
-            WatchEvent::Deleted(p) => {
-                state.remove(&p.metadata.name.clone().unwrap_or_default());
-            }
-            _ => {}
-        }
+        view.next().await;
     }
     assert!(
         min_available >= 15,
@@ -325,67 +256,28 @@ async fn recreate_never_runs_old_and_new_pods_together() {
         .create(&PostParams::default(), &d)
         .await
         .expect("create");
-    until("4 available", Duration::from_secs(60), || {
-        let d = deploys.clone();
-        async move {
-            d.get("rec")
-                .await
-                .ok()
-                .and_then(|d| d.status)
-                .and_then(|s| s.available_replicas)
-                == Some(4)
-        }
-    })
-    .await;
+    wait_available(&deploys, "rec", 4, Duration::from_secs(60)).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    let rv = pods
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .metadata
-        .resource_version
-        .expect("rv");
-    let stream = pods
-        .watch(&WatchParams::default().labels("app=rec"), &rv)
-        .await
-        .expect("watch");
-    let mut state: std::collections::BTreeMap<String, Pod> = pods
-        .list(&ListParams::default().labels("app=rec"))
-        .await
-        .expect("list")
-        .items
-        .into_iter()
-        .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
-        .collect();
+    let mut view = PodView::start(&pods, "rec").await;
     deploys
         .patch("rec", &PatchParams::default(), &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "app:2"}]}}}})))
         .await
         .expect("new image");
-    let mut stream = std::pin::pin!(stream);
     loop {
-        let images: BTreeSet<String> = state.values().map(image_of).collect();
+        let images: BTreeSet<String> = view.pods.values().map(image_of).collect();
         assert!(
             !(images.contains("app:1") && images.contains("app:2")),
             "old and new pods coexisted: {images:?}"
         );
-        let done = state.len() == 4 && state.values().all(|p| image_of(p) == "app:2" && ready(p));
+        let done = view.pods.len() == 4
+            && view
+                .pods
+                .values()
+                .all(|p| image_of(p) == "app:2" && ready(p));
         if done {
             break;
         }
-        let ev = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("watch event")
-            .expect("open")
-            .expect("ok");
-        match ev {
-            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                state.insert(p.metadata.name.clone().unwrap_or_default(), p);
-            }
-            WatchEvent::Deleted(p) => {
-                state.remove(&p.metadata.name.clone().unwrap_or_default());
-            }
-            _ => {}
-        }
+        view.next().await;
     }
     c.shutdown().await.expect("shutdown");
 }
@@ -403,18 +295,7 @@ async fn deleting_a_deployment_follows_the_propagation_policy() {
             .expect("create");
     }
     for name in ["bg", "fg", "orphan"] {
-        until("2 available", Duration::from_secs(60), || {
-            let d = deploys.clone();
-            async move {
-                d.get(name)
-                    .await
-                    .ok()
-                    .and_then(|d| d.status)
-                    .and_then(|s| s.available_replicas)
-                    == Some(2)
-            }
-        })
-        .await;
+        wait_available(&deploys, name, 2, Duration::from_secs(60)).await;
     }
     let count = |api: Api<Pod>, app: &'static str| async move {
         api.list(&ListParams::default().labels(&format!("app={app}")))

@@ -183,59 +183,37 @@ fn node_name(pod: &Pod) -> &str {
 /// Upstream's `ActivePodsWithRanks` order: the pods to delete first come first. `rank` is the
 /// number of related pods on the same node (doubled-up pods go first).
 fn compare_for_deletion(a: &Pod, ra: usize, b: &Pod, rb: usize) -> Ordering {
-    // 1. Unassigned < assigned.
-    let (na, nb) = (node_name(a).is_empty(), node_name(b).is_empty());
-    if na != nb {
-        return if na {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        };
-    }
-    // 2. Pending < Unknown < Running.
-    let (pa, pb) = (phase_rank(a), phase_rank(b));
-    if pa != pb {
-        return pa.cmp(&pb);
-    }
-    // 3. Not ready < ready.
     let (ya, yb) = (is_pod_ready(a), is_pod_ready(b));
-    if ya != yb {
-        return if ya {
-            Ordering::Greater
-        } else {
-            Ordering::Less
-        };
-    }
-    // 4. Lower pod-deletion-cost first.
-    let (ca, cb) = (deletion_cost(a), deletion_cost(b));
-    if ca != cb {
-        return ca.cmp(&cb);
-    }
-    // 5. Doubled up (higher rank) first.
-    if ra != rb {
-        return rb.cmp(&ra);
-    }
-    // 6. Ready for less time first.
-    if ya && yb {
-        let (ta, tb) = (pod_ready_since(a), pod_ready_since(b));
-        if ta != tb {
-            return tb.cmp(&ta);
-        }
-    }
-    // 7. More restarts first.
-    let (xa, xb) = (max_restarts(a), max_restarts(b));
-    if xa != xb {
-        return xb.cmp(&xa);
-    }
-    // 8. Newer first.
-    let (ta, tb) = (
-        a.metadata.creation_timestamp.as_ref(),
-        b.metadata.creation_timestamp.as_ref(),
-    );
-    if ta != tb {
-        return tb.cmp(&ta);
-    }
-    a.name_any().cmp(&b.name_any())
+    // 1. Unassigned < assigned.
+    node_name(b)
+        .is_empty()
+        .cmp(&node_name(a).is_empty())
+        // 2. Pending < Unknown < Running.
+        .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
+        // 3. Not ready < ready.
+        .then_with(|| ya.cmp(&yb))
+        // 4. Lower pod-deletion-cost first.
+        .then_with(|| deletion_cost(a).cmp(&deletion_cost(b)))
+        // 5. Doubled up (higher rank) first.
+        .then_with(|| rb.cmp(&ra))
+        // 6. Ready for less time first.
+        .then_with(|| {
+            if ya && yb {
+                pod_ready_since(b).cmp(&pod_ready_since(a))
+            } else {
+                Ordering::Equal
+            }
+        })
+        // 7. More restarts first.
+        .then_with(|| max_restarts(b).cmp(&max_restarts(a)))
+        // 8. Newer first.
+        .then_with(|| {
+            b.metadata
+                .creation_timestamp
+                .as_ref()
+                .cmp(&a.metadata.creation_timestamp.as_ref())
+        })
+        .then_with(|| a.name_any().cmp(&b.name_any()))
 }
 
 /// Picks the `count` pods to delete first when scaling down, ranked as upstream's

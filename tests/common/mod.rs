@@ -33,3 +33,87 @@ pub fn deployment(name: &str, replicas: i32, image: &str) -> Deployment {
     }))
     .expect("deployment")
 }
+
+/// Waits until the Deployment `name` reports `want` available replicas.
+pub async fn wait_available(
+    deploys: &kube::Api<Deployment>,
+    name: &str,
+    want: i32,
+    within: Duration,
+) {
+    until(&format!("{name}: {want} available"), within, || {
+        let d = deploys.clone();
+        async move {
+            d.get(name)
+                .await
+                .ok()
+                .and_then(|d| d.status)
+                .and_then(|s| s.available_replicas)
+                == Some(want)
+        }
+    })
+    .await;
+}
+
+/// The pods labelled `app=<app>`, followed through one list and the watch from its revision.
+pub struct PodView {
+    /// Pods by name, as of the last event applied.
+    pub pods: std::collections::BTreeMap<String, k8s_openapi::api::core::v1::Pod>,
+    stream: std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = kube::Result<kube::api::WatchEvent<k8s_openapi::api::core::v1::Pod>>,
+                > + Send,
+        >,
+    >,
+}
+
+impl PodView {
+    /// Lists the pods of `app` and starts watching from that list's revision.
+    pub async fn start(api: &kube::Api<k8s_openapi::api::core::v1::Pod>, app: &str) -> PodView {
+        let selector = format!("app={app}");
+        let list = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .expect("list pods");
+        let rv = list
+            .metadata
+            .resource_version
+            .clone()
+            .expect("list revision");
+        let stream = api
+            .watch(&kube::api::WatchParams::default().labels(&selector), &rv)
+            .await
+            .expect("watch pods");
+        let pods = list
+            .items
+            .into_iter()
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
+            .collect();
+        PodView {
+            pods,
+            stream: Box::pin(stream),
+        }
+    }
+
+    /// Waits (up to 30 s) for the next watch event and applies it.
+    pub async fn next(&mut self) {
+        use futures::StreamExt;
+        let ev = tokio::time::timeout(Duration::from_secs(30), self.stream.next())
+            .await
+            .expect("a watch event within 30 s")
+            .expect("the watch stays open")
+            .expect("a valid event");
+        match ev {
+            kube::api::WatchEvent::Added(p) | kube::api::WatchEvent::Modified(p) => {
+                self.pods
+                    .insert(p.metadata.name.clone().unwrap_or_default(), p);
+            }
+            kube::api::WatchEvent::Deleted(p) => {
+                self.pods
+                    .remove(&p.metadata.name.clone().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+}
