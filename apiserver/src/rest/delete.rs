@@ -88,27 +88,20 @@ fn check_preconditions(
 /// The finalizers an object carries after a delete with `policy`.
 fn finalizers_for(obj: &Value, policy: Option<&str>) -> Vec<String> {
     let mut fins = object::finalizers(obj);
-    let mut add = |f: &str| {
-        if !fins.iter().any(|x| x == f) {
-            fins.push(f.to_string());
-        }
+    let Some(policy) = policy else { return fins };
+    // An explicit policy replaces the other policy's finalizer; Background needs neither.
+    let wanted = match policy {
+        "Orphan" => Some(ORPHAN_FINALIZER),
+        "Foreground" => Some(FOREGROUND_FINALIZER),
+        _ => None,
     };
-    match policy {
-        Some("Orphan") => add(ORPHAN_FINALIZER),
-        Some("Foreground") => add(FOREGROUND_FINALIZER),
-        _ => {}
-    }
-    if policy.is_some() {
-        let (drop_f, keep) = match policy {
-            Some("Orphan") => (FOREGROUND_FINALIZER, true),
-            Some("Foreground") => (ORPHAN_FINALIZER, true),
-            _ => ("", false),
-        };
-        if keep {
-            fins.retain(|f| f != drop_f);
-        } else {
-            fins.retain(|f| f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER);
-        }
+    fins.retain(|f| {
+        (f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER) || Some(f.as_str()) == wanted
+    });
+    if let Some(w) = wanted
+        && !fins.iter().any(|f| f == w)
+    {
+        fins.push(w.to_string());
     }
     fins
 }

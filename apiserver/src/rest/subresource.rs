@@ -154,12 +154,17 @@ async fn scale(
                 Some(p) => parse_rv(meta_str(p, "resourceVersion"))?,
                 None => None,
             };
+            let patch = match &put {
+                Some(_) => None,
+                None => Some(write::PatchDocument::parse(content_type, body)?),
+            };
             let updated =
                 write::guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
                     let current = scale_of(r, old);
-                    let desired = match &put {
-                        Some(p) => p.clone(),
-                        None => write::apply_patch(content_type, &current, body)?,
+                    let desired = match (&put, &patch) {
+                        (Some(p), _) => p.clone(),
+                        (None, Some(patch)) => patch.apply(&current)?,
+                        (None, None) => current,
                     };
                     let replicas = desired
                         .pointer("/spec/replicas")

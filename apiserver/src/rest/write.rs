@@ -159,40 +159,67 @@ pub async fn update_status(
     .await
 }
 
-/// Applies a patch document of the given content type to `target`.
-pub fn apply_patch(content_type: &str, target: &Value, body: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    let mut doc = target.clone();
-    match media {
-        "application/json-patch+json" => {
-            let ops: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("the JSON patch is not valid JSON: {e}"))
-            })?;
-            let ops = null_tests_of_missing_paths_pass(ops, &doc);
-            let patch: json_patch::Patch = serde_json::from_value(ops)
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not valid: {e}")))?;
-            json_patch::patch(&mut doc, &patch).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the JSON patch could not be applied: {e}"),
-                )
-            })?;
-        }
-        "application/merge-patch+json" => {
-            let patch: Value = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
-            })?;
-            if !patch.is_object() {
-                return Err(ApiError::bad_request(
-                    "the merge patch must be a JSON object",
-                ));
+/// A PATCH body, parsed once by its content type and applied to each attempt of an update.
+#[derive(Debug)]
+pub enum PatchDocument {
+    /// `application/json-patch+json`: the operations, kept as JSON until applied (see
+    /// [`null_tests_of_missing_paths_pass`]).
+    Json(Value),
+    /// `application/merge-patch+json`.
+    Merge(Value),
+}
+
+impl PatchDocument {
+    /// Parses a body; a body that is not JSON is a 400, an unsupported type a 415.
+    pub fn parse(content_type: &str, body: &[u8]) -> Result<Self, ApiError> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        match media {
+            "application/json-patch+json" => {
+                let ops: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the JSON patch is not valid JSON: {e}"))
+                })?;
+                // Reject malformed operations now, not on every attempt.
+                serde_json::from_value::<json_patch::Patch>(ops.clone()).map_err(|e| {
+                    ApiError::bad_request(format!("the JSON patch is not valid: {e}"))
+                })?;
+                Ok(PatchDocument::Json(ops))
             }
-            json_patch::merge(&mut doc, &patch);
+            "application/merge-patch+json" => {
+                let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the merge patch is not valid JSON: {e}"))
+                })?;
+                if !patch.is_object() {
+                    return Err(ApiError::bad_request(
+                        "the merge patch must be a JSON object",
+                    ));
+                }
+                Ok(PatchDocument::Merge(patch))
+            }
+            other => Err(ApiError::unsupported_media_type(other)),
         }
-        other => return Err(ApiError::unsupported_media_type(other)),
     }
-    Ok(doc)
+
+    /// Applies the patch to a copy of `target`.
+    pub fn apply(&self, target: &Value) -> Result<Value, ApiError> {
+        let mut doc = target.clone();
+        match self {
+            PatchDocument::Json(ops) => {
+                let ops = null_tests_of_missing_paths_pass(ops.clone(), &doc);
+                let patch: json_patch::Patch = serde_json::from_value(ops).map_err(|e| {
+                    ApiError::bad_request(format!("the JSON patch is not valid: {e}"))
+                })?;
+                json_patch::patch(&mut doc, &patch).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?;
+            }
+            PatchDocument::Merge(patch) => json_patch::merge(&mut doc, patch),
+        }
+        Ok(doc)
+    }
 }
 
 /// Upstream's JSON patch library treats a missing path as `null` in a `test` operation;
@@ -224,13 +251,11 @@ pub async fn patch(
     body: &[u8],
     dry_run: bool,
 ) -> Result<Value, ApiError> {
-    // Check the patch parses before touching the store, so a bad patch is a 400/415, not a 404.
-    apply_patch(content_type, &json!({}), body)
-        .map(|_| ())
-        .or_else(|e| if e.code == 422 { Ok(()) } else { Err(e) })?;
+    // Parsed before touching the store, so a bad patch is a 400/415, not a 404.
+    let patch = PatchDocument::parse(content_type, body)?;
     let status_only = sub == Some("status");
     guaranteed_update(inner, r, ns, name, None, dry_run, |old| {
-        let mut patched = apply_patch(content_type, old, body)?;
+        let mut patched = patch.apply(old)?;
         let old_rv = meta_str(old, "resourceVersion");
         if let Some(rv) = meta_str(&patched, "resourceVersion")
             && Some(rv) != old_rv
