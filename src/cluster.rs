@@ -187,7 +187,11 @@ impl ClusterBuilder {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         if let Some(every) = self.compaction_interval {
-            tasks.push(tokio::spawn(compactor(api.clone(), every)));
+            tasks.push(tokio::spawn(compactor(
+                api.clone(),
+                every,
+                shutdown.child_token(),
+            )));
         }
         tasks.push(kybernetes_net::spawn_service_sync(
             client.clone(),
@@ -227,11 +231,14 @@ impl ClusterBuilder {
 
 /// Compacts, every `every`, the history older than the revision seen one interval earlier,
 /// as upstream's API server does.
-async fn compactor(api: ApiServer, every: Duration) {
+async fn compactor(api: ApiServer, every: Duration, shutdown: CancellationToken) {
     let mut last: Option<i64> = None;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
         if let Some(rev) = last
             && let Err(e) = api.compact(rev).await
         {
@@ -390,12 +397,7 @@ impl Cluster {
         for (_, (_, task)) in nodes {
             let _ = task.await;
         }
-        let mut tasks = self.tasks;
-        // The compactor has no shutdown token of its own.
-        if let Some(first) = tasks.first() {
-            first.abort();
-        }
-        for t in tasks.drain(..) {
+        for t in self.tasks {
             let _ = t.await;
         }
         self.api.shutdown();
