@@ -36,6 +36,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+pub mod authentication;
 pub mod cacher;
 pub mod crd;
 pub mod defaults;
