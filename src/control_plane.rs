@@ -51,6 +51,8 @@ pub(crate) fn start_components(
         SchedulerLoop::spawn(c(), scheduler.clone(), sched_config, t()),
         kybernetes_controllers::spawn_replicaset(c(), k(), t()),
         kybernetes_controllers::spawn_deployment(c(), k(), t()),
+        kybernetes_controllers::spawn_job(c(), k(), t()),
+        kybernetes_controllers::spawn_ttl_after_finished(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
             k(),

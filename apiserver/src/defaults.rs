@@ -42,7 +42,15 @@ pub fn apply(r: &ResourceInfo, obj: &mut Value) {
         ("apps", "replicasets") | ("", "replicationcontrollers") | ("apps", "statefulsets") => {
             workload(obj, false)
         }
-        ("apps", "daemonsets") | ("batch", "jobs") => template_only(obj),
+        ("apps", "daemonsets") => {
+            template_only(obj);
+            daemon_set(obj);
+        }
+        ("batch", "jobs") => {
+            template_only(obj);
+            job(obj);
+        }
+        ("batch", "cronjobs") => cron_job(obj),
         _ => {}
     }
 }
@@ -216,5 +224,106 @@ pub fn qos_class(pod: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+/// Upstream's `SetDefaults_Job` and the Job strategy's `generateSelector`: unless
+/// `manualSelector` is true, the pod template is labelled with the Job's uid and name (new and
+/// legacy keys) and the selector is the uid label.
+fn job(obj: &mut Value) {
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).map(String::from);
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        spec.insert("completions".into(), json!(1));
+        spec.insert("parallelism".into(), json!(1));
+    }
+    default(spec, "parallelism", json!(1));
+    let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
+    default(spec, "backoffLimit", json!(if per_index { i32::MAX } else { 6 }));
+    default(spec, "completionMode", json!("NonIndexed"));
+    default(spec, "suspend", json!(false));
+    let has_policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
+    default(
+        spec,
+        "podReplacementPolicy",
+        json!(if has_policy { "Failed" } else { "TerminatingOrFailed" }),
+    );
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let Some(uid) = uid else {
+        return;
+    };
+    let Some(template) = obj_mut_in(spec, "template") else {
+        return;
+    };
+    let Some(meta) = obj_mut_in(template, "metadata") else {
+        return;
+    };
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if let Some(labels) = labels.as_object_mut() {
+        default(labels, "batch.kubernetes.io/controller-uid", json!(uid));
+        default(labels, "controller-uid", json!(uid));
+        if let Some(name) = &name {
+            default(labels, "batch.kubernetes.io/job-name", json!(name));
+            default(labels, "job-name", json!(name));
+        }
+    }
+    default(
+        spec,
+        "selector",
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+}
+
+fn obj_mut_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    let e = m.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !e.is_object() {
+        *e = json!({});
+    }
+    e.as_object_mut()
+}
+
+/// Upstream's `SetDefaults_CronJob`.
+fn cron_job(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    default(spec, "concurrencyPolicy", json!("Allow"));
+    default(spec, "suspend", json!(false));
+    default(spec, "successfulJobsHistoryLimit", json!(3));
+    default(spec, "failedJobsHistoryLimit", json!(1));
+    if let Some(tspec) = spec
+        .get_mut("jobTemplate")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(|s| s.get_mut("template"))
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    {
+        pod_spec(tspec);
+    }
+}
+
+/// Upstream's `SetDefaults_DaemonSet`: a rolling update of one pod at a time, ten revisions.
+fn daemon_set(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    default(spec, "revisionHistoryLimit", json!(10));
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if let Some(s) = strategy.as_object_mut() {
+        default(s, "type", json!("RollingUpdate"));
+        if s.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let ru = s.entry("rollingUpdate").or_insert_with(|| json!({}));
+            if let Some(ru) = ru.as_object_mut() {
+                default(ru, "maxUnavailable", json!(1));
+                default(ru, "maxSurge", json!(0));
+            }
+        }
     }
 }

@@ -39,6 +39,8 @@ pub fn validate(r: &ResourceInfo, obj: &Value) -> Vec<StatusCause> {
         ("apps", "replicasets" | "statefulsets" | "daemonsets") => workload(obj, &mut out),
         ("", "services") => service(obj, &mut out),
         ("", "configmaps" | "secrets") => data_keys(obj, &mut out),
+        ("batch", "jobs") => job_spec(obj.get("spec"), "spec", &mut out),
+        ("batch", "cronjobs") => cron_job(obj, &mut out),
         _ => {}
     }
     out
@@ -232,4 +234,143 @@ fn data_keys(obj: &Value, out: &mut Vec<StatusCause>) {
             }
         }
     }
+}
+
+fn non_negative(spec: &Value, key: &str, path: &str, out: &mut Vec<StatusCause>) {
+    if let Some(n) = spec.get(key).and_then(Value::as_i64)
+        && n < 0
+    {
+        out.push(invalid(
+            &format!("{path}.{key}"),
+            format!("Invalid value: {n}: must be greater than or equal to 0"),
+        ));
+    }
+}
+
+/// Upstream's `ValidateJobSpec` (the rules clients hit): non-negative counts, a selector that
+/// matches the template, `restartPolicy` `OnFailure` or `Never`, `completions` for `Indexed`.
+fn job_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
+    let Some(spec) = spec else {
+        out.push(required(path));
+        return;
+    };
+    for key in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+    ] {
+        non_negative(spec, key, path, out);
+    }
+    if let Some(n) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
+        && n == 0
+    {
+        out.push(invalid(
+            &format!("{path}.activeDeadlineSeconds"),
+            "Invalid value: 0: must be greater than 0",
+        ));
+    }
+    let mode = spec.get("completionMode").and_then(Value::as_str);
+    match mode {
+        None | Some("NonIndexed") => {}
+        Some("Indexed") => {
+            if spec.get("completions").is_none_or(Value::is_null) {
+                out.push(StatusCause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value: when completion mode is Indexed".into(),
+                    field: format!("{path}.completions"),
+                });
+            }
+        }
+        Some(other) => out.push(StatusCause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: {other:?}: supported values: \"NonIndexed\", \"Indexed\""),
+            field: format!("{path}.completionMode"),
+        }),
+    }
+    let template_labels = spec
+        .pointer("/template/metadata/labels")
+        .map(|l| object::labels(&serde_json::json!({"metadata": {"labels": l}})))
+        .unwrap_or_default();
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    match spec.get("selector") {
+        None if manual => out.push(required(&format!("{path}.selector"))),
+        None => {}
+        Some(sel) => match LabelSelector::from_json(sel) {
+            Err(e) => out.push(invalid(&format!("{path}.selector"), format!("Invalid value: {e}"))),
+            Ok(s) if !s.matches(&template_labels) => out.push(invalid(
+                &format!("{path}.template.metadata.labels"),
+                format!("Invalid value: {template_labels:?}: `selector` does not match template `labels`"),
+            )),
+            Ok(_) => {}
+        },
+    }
+    let tspec = spec.pointer("/template/spec");
+    pod_spec(tspec, &format!("{path}.template.spec"), out);
+    let restart = tspec
+        .and_then(|t| t.get("restartPolicy"))
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if !matches!(restart, "OnFailure" | "Never") {
+        out.push(StatusCause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: {restart:?}: supported values: \"OnFailure\", \"Never\""),
+            field: format!("{path}.template.spec.restartPolicy"),
+        });
+    } else if restart != "Never" && spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
+        out.push(invalid(
+            &format!("{path}.template.spec.restartPolicy"),
+            format!("Invalid value: {restart:?}: only \"Never\" is supported when podFailurePolicy is specified"),
+        ));
+    }
+}
+
+/// Upstream's `ValidateCronJobSpec`: a schedule that parses, a known time zone, the
+/// concurrency policy, non-negative limits, and the job template as a Job spec.
+fn cron_job(obj: &Value, out: &mut Vec<StatusCause>) {
+    let Some(spec) = obj.get("spec") else {
+        out.push(required("spec"));
+        return;
+    };
+    let tz = spec.get("timeZone").and_then(Value::as_str);
+    if let Some(name) = tz
+        && kybernetes_core::cron::time_zone(Some(name)).is_err()
+    {
+        out.push(invalid(
+            "spec.timeZone",
+            format!("Invalid value: {name:?}: unknown time zone {name}"),
+        ));
+    }
+    match spec.get("schedule").and_then(Value::as_str) {
+        None | Some("") => out.push(required("spec.schedule")),
+        Some(schedule) => {
+            if let Err(kybernetes_core::cron::CronError::Syntax(e)) =
+                kybernetes_core::cron::Schedule::parse(schedule, None)
+            {
+                out.push(invalid(
+                    "spec.schedule",
+                    format!("Invalid value: {schedule:?}: {e}"),
+                ));
+            }
+        }
+    }
+    match spec.get("concurrencyPolicy").and_then(Value::as_str) {
+        None | Some("Allow" | "Forbid" | "Replace") => {}
+        Some(other) => out.push(StatusCause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!("Unsupported value: {other:?}: supported values: \"Allow\", \"Forbid\", \"Replace\""),
+            field: "spec.concurrencyPolicy".into(),
+        }),
+    }
+    for key in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        non_negative(spec, key, "spec", out);
+    }
+    job_spec(spec.pointer("/jobTemplate/spec"), "spec.jobTemplate.spec", out);
 }

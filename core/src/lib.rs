@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod fields;
 pub mod ipam;
 pub mod registry;
