@@ -53,6 +53,7 @@ pub(crate) fn start_components(
         kybernetes_controllers::spawn_deployment(c(), k(), t()),
         kybernetes_controllers::spawn_job(c(), k(), t()),
         kybernetes_controllers::spawn_ttl_after_finished(c(), k(), t()),
+        kybernetes_controllers::spawn_cronjob(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
             k(),

@@ -41,7 +41,11 @@ pub fn match_pod_failure_policy(policy: &PodFailurePolicy, pod: &Pod) -> Option<
                 .and_then(|s| s.conditions.as_deref())
                 .unwrap_or_default();
             for pattern in patterns {
-                let want = pattern.status.as_str();
+                // The API server defaults an empty status to True.
+                let want = match pattern.status.as_str() {
+                    "" => "True",
+                    s => s,
+                };
                 if let Some(c) = conditions
                     .iter()
                     .find(|c| c.type_ == pattern.type_ && c.status == want)
