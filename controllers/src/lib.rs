@@ -1,4 +1,4 @@
-//! kybernetes-controllers: ReplicaSet, Deployment, Job (with TTL-after-finished), CronJob, garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
@@ -13,9 +13,11 @@ pub use node_lifecycle::{NodeLifecycleConfig, spawn_node_lifecycle_controller};
 pub mod deployment;
 pub mod replicaset;
 pub mod cronjob;
+pub mod daemonset;
 pub mod job;
 pub mod util;
 pub use deployment::spawn_deployment;
 pub use cronjob::spawn_cronjob;
+pub use daemonset::spawn_daemonset;
 pub use job::{spawn_job, spawn_ttl_after_finished};
 pub use replicaset::spawn_replicaset;

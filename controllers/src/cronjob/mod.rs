@@ -125,6 +125,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         .run(reconcile, error_policy, ctx);
     util::run_until_shutdown(controller, &shutdown, |e| debug!(error = %e, "cronjob controller"))
         .await;
+    debug!("cronjob controller stopped");
 }
 
 fn error_policy(cj: Arc<CronJob>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -159,6 +159,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         .run(sync::reconcile, error_policy, ctx);
     util::run_until_shutdown(controller, &shutdown, |e| debug!(error = %e, "job controller"))
         .await;
+    debug!("job controller stopped");
     orphans.abort();
     let _ = orphans.await;
 }

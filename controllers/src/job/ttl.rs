@@ -45,6 +45,7 @@ pub fn spawn_ttl_after_finished(
             debug!(error = %e, "ttl-after-finished controller")
         })
         .await;
+        debug!("ttl-after-finished controller stopped");
     };
     tokio::spawn(task.instrument(info_span!("ttl_after_finished_controller")))
 }

@@ -1,0 +1,171 @@
+//! The DaemonSet controller (upstream's `pkg/controller/daemon`): one pod from the template on
+//! every eligible node.
+//!
+//! A node is eligible when it matches the template's `nodeSelector` and required node affinity
+//! and every `NoSchedule`/`NoExecute` taint is tolerated, counting the tolerations every daemon
+//! pod gets ([`placement::add_daemon_tolerations`]). A pod is pinned to its node by node
+//! affinity on `metadata.name` and bound by the scheduler, as upstream. Template changes roll
+//! out node by node (`RollingUpdate` with `maxUnavailable` or `maxSurge`) or wait for manual
+//! deletion (`OnDelete`); every template is kept as a ControllerRevision whose hash labels the
+//! pods (`controller-revision-hash`).
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) {
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! let handle = kybernetes_controllers::spawn_daemonset(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! shutdown.cancel();
+//! handle.await.ok();
+//! # }
+//! ```
+
+pub mod placement;
+pub mod revision;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Pod, PodSpec, PodStatus};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use kybernetes_core::Clock;
+use kybernetes_core::selector::SelectorError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::util::{self, ErrorBackoff, MutationCache, ObservedRevision, controller_of};
+
+const MUTATION_TTL: Duration = Duration::from_secs(300);
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The errors of a DaemonSet reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API request failed.
+    #[error("failed to {action}")]
+    Api {
+        /// What the controller was doing.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The DaemonSet's selector does not parse.
+    #[error("invalid label selector")]
+    Selector(#[source] SelectorError),
+    /// An informer stopped.
+    #[error("an informer stopped")]
+    InformerStopped,
+}
+
+/// A DaemonSet reconcile result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Api { action, source }
+}
+
+/// What every DaemonSet reconcile shares.
+pub(crate) struct Context {
+    client: Client,
+    clock: Clock,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    pod_writes: MutationCache<Pod>,
+    ds_writes: MutationCache<DaemonSet>,
+    backoff: ErrorBackoff<ObjectRef<DaemonSet>>,
+}
+
+/// Starts the DaemonSet controller; it stops when `shutdown` is cancelled.
+pub fn spawn_daemonset(client: Client, clock: Clock, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("daemonset_controller")))
+}
+
+/// Keeps what the controller reads of a pod: metadata, node name and node affinity (the node a
+/// pending daemon pod is pinned to), phase, conditions.
+fn strip_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    let spec = pod.spec.take().unwrap_or_default();
+    pod.spec = Some(PodSpec {
+        node_name: spec.node_name,
+        affinity: spec.affinity,
+        ..Default::default()
+    });
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            conditions: status.conditions,
+            ..Default::default()
+        });
+    }
+}
+
+/// Keeps what placement reads of a node: metadata (labels) and taints.
+fn strip_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    let taints = node.spec.take().and_then(|s| s.taints);
+    node.spec = Some(NodeSpec {
+        taints,
+        ..Default::default()
+    });
+    node.status = None;
+}
+
+async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let daemon_sets = controller.store();
+    let (pods, pod_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
+    let observed = ObservedRevision::default();
+    let pod_events =
+        util::observed_watch(Api::<Pod>::all(client.clone()), strip_pod, pod_writer, observed.clone());
+    let node_events = util::observed_watch(
+        Api::<Node>::all(client.clone()),
+        strip_node,
+        node_writer,
+        ObservedRevision::default(),
+    );
+    let ctx = Arc::new(Context {
+        client,
+        clock,
+        pods,
+        nodes,
+        pod_writes: MutationCache::new(observed, MUTATION_TTL),
+        ds_writes: MutationCache::new(ObservedRevision::default(), MUTATION_TTL),
+        backoff: ErrorBackoff::new(MAX_ERROR_BACKOFF),
+    });
+    let all = daemon_sets.clone();
+    let controller = controller
+        .watches_stream(pod_events, |pod| {
+            let ns = pod.namespace().unwrap_or_default();
+            controller_of(&pod.metadata)
+                .filter(|r| r.kind == "DaemonSet" && r.api_version.starts_with("apps/"))
+                .map(|r| ObjectRef::new(&r.name).within(&ns))
+        })
+        // A node change may concern every DaemonSet.
+        .watches_stream(node_events, move |_node| {
+            all.state()
+                .iter()
+                .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .run(sync::reconcile, error_policy, ctx);
+    util::run_until_shutdown(controller, &shutdown, |e| debug!(error = %e, "daemonset controller"))
+        .await;
+    debug!("daemonset controller stopped");
+}
+
+fn error_policy(ds: Arc<DaemonSet>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next_delay(ObjectRef::from_obj(ds.as_ref()));
+    warn!(daemonset = %ds.name_any(), namespace = ?ds.namespace(), error = %error, source = ?std::error::Error::source(error), ?delay, "sync failed");
+    Action::requeue(delay)
+}
