@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -95,16 +94,15 @@ pub fn spawn_namespace_controller(
     });
     let run = async move {
         info!("namespace controller starting");
-        Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
+        let results = Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
             .with_config(controller_config)
-            .graceful_shutdown_on(shutdown.cancelled_owned())
-            .run(reconcile, error_policy, ctx)
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    debug!(error = %e, "namespace reconcile failed");
-                }
-            })
-            .await;
+            .run(reconcile, error_policy, ctx);
+        // kube's `graceful_shutdown_on` can wait forever when shutdown comes before the
+        // namespace store is ready (its runner is held until then), so stop on the token.
+        crate::util::run_until_shutdown(results, &shutdown, |e| {
+            debug!(error = %e, "namespace reconcile failed")
+        })
+        .await;
         info!("namespace controller stopped");
     };
     tokio::spawn(run.instrument(info_span!("namespace_controller")))
