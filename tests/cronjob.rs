@@ -63,7 +63,10 @@ fn finished(j: &Job, type_: &str) -> bool {
 #[tokio::test(start_paused = true)]
 async fn every_five_minutes_runs_twelve_jobs_in_one_virtual_hour() {
     let fake = FakeRuntime::default();
-    fake.script_container("tick", ContainerScript::new().complete_after(Duration::from_secs(20)));
+    fake.script_container(
+        "tick",
+        ContainerScript::new().complete_after(Duration::from_secs(20)),
+    );
     let c = cluster(&fake).await;
     let cronjobs: Api<CronJob> = Api::default_namespaced(c.client());
     let jobs: Api<Job> = Api::default_namespaced(c.client());
@@ -71,7 +74,12 @@ async fn every_five_minutes_runs_twelve_jobs_in_one_virtual_hour() {
     cronjobs
         .create(
             &PostParams::default(),
-            &cronjob("tick", "*/5 * * * *", "tick", json!({"successfulJobsHistoryLimit": 20})),
+            &cronjob(
+                "tick",
+                "*/5 * * * *",
+                "tick",
+                json!({"successfulJobsHistoryLimit": 20}),
+            ),
         )
         .await
         .expect("create");
@@ -90,14 +98,21 @@ async fn every_five_minutes_runs_twelve_jobs_in_one_virtual_hour() {
         .filter(|t| *t > start && *t <= end)
         .collect();
     scheduled.sort();
-    assert_eq!(scheduled.len(), 12, "one job per five minutes: {scheduled:?}");
+    assert_eq!(
+        scheduled.len(),
+        12,
+        "one job per five minutes: {scheduled:?}"
+    );
     assert!(
         scheduled.windows(2).all(|w| w[1] - w[0] == 300),
         "{scheduled:?}"
     );
     for j in jobs_of(&jobs, "tick").await {
         let name = j.metadata.name.clone().unwrap_or_default();
-        let minutes: i64 = name.trim_start_matches("tick-").parse().expect("minutes in the name");
+        let minutes: i64 = name
+            .trim_start_matches("tick-")
+            .parse()
+            .expect("minutes in the name");
         assert_eq!(minutes % 5, 0, "{name} is named after its scheduled minute");
     }
     let cj = cronjobs.get("tick").await.expect("cronjob");
@@ -117,7 +132,12 @@ async fn forbid_skips_runs_while_a_long_job_is_still_running() {
     cronjobs
         .create(
             &PostParams::default(),
-            &cronjob("long", "* * * * *", "long", json!({"concurrencyPolicy": "Forbid"})),
+            &cronjob(
+                "long",
+                "* * * * *",
+                "long",
+                json!({"concurrencyPolicy": "Forbid"}),
+            ),
         )
         .await
         .expect("create");
@@ -129,7 +149,12 @@ async fn forbid_skips_runs_while_a_long_job_is_still_running() {
     tokio::time::sleep(Duration::from_secs(10 * 60)).await;
     let all = jobs_of(&jobs, "long").await;
     assert_eq!(all.len(), 1, "no second job while the first runs");
-    let st = cronjobs.get("long").await.expect("cronjob").status.expect("status");
+    let st = cronjobs
+        .get("long")
+        .await
+        .expect("cronjob")
+        .status
+        .expect("status");
     assert_eq!(st.active.map(|a| a.len()), Some(1));
     c.shutdown().await.expect("shutdown");
 }
@@ -144,24 +169,38 @@ async fn replace_deletes_the_running_job_for_the_next_run() {
     cronjobs
         .create(
             &PostParams::default(),
-            &cronjob("swap", "* * * * *", "long", json!({"concurrencyPolicy": "Replace"})),
+            &cronjob(
+                "swap",
+                "* * * * *",
+                "long",
+                json!({"concurrencyPolicy": "Replace"}),
+            ),
         )
         .await
         .expect("create");
     tokio::time::sleep(Duration::from_secs(5 * 60 + 30)).await;
-    until("one live job after replacements", Duration::from_secs(300), || {
-        let jobs = jobs.clone();
-        async move {
-            let live: Vec<Job> = jobs_of(&jobs, "swap")
-                .await
-                .into_iter()
-                .filter(|j| j.metadata.deletion_timestamp.is_none())
-                .collect();
-            live.len() == 1
-        }
-    })
+    until(
+        "one live job after replacements",
+        Duration::from_secs(300),
+        || {
+            let jobs = jobs.clone();
+            async move {
+                let live: Vec<Job> = jobs_of(&jobs, "swap")
+                    .await
+                    .into_iter()
+                    .filter(|j| j.metadata.deletion_timestamp.is_none())
+                    .collect();
+                live.len() == 1
+            }
+        },
+    )
     .await;
-    let st = cronjobs.get("swap").await.expect("cronjob").status.expect("status");
+    let st = cronjobs
+        .get("swap")
+        .await
+        .expect("cronjob")
+        .status
+        .expect("status");
     assert_eq!(st.active.map(|a| a.len()), Some(1));
     c.shutdown().await.expect("shutdown");
 }
@@ -169,20 +208,40 @@ async fn replace_deletes_the_running_job_for_the_next_run() {
 #[tokio::test(start_paused = true)]
 async fn history_limits_prune_old_finished_jobs() {
     let fake = FakeRuntime::default();
-    fake.script_container("ok", ContainerScript::new().complete_after(Duration::from_secs(5)));
-    fake.script_container("bad", ContainerScript::new().exit_after(Duration::from_secs(5), 1));
+    fake.script_container(
+        "ok",
+        ContainerScript::new().complete_after(Duration::from_secs(5)),
+    );
+    fake.script_container(
+        "bad",
+        ContainerScript::new().exit_after(Duration::from_secs(5), 1),
+    );
     let c = cluster(&fake).await;
     let cronjobs: Api<CronJob> = Api::default_namespaced(c.client());
     let jobs: Api<Job> = Api::default_namespaced(c.client());
     cronjobs
         .create(
             &PostParams::default(),
-            &cronjob("good", "* * * * *", "ok", json!({"successfulJobsHistoryLimit": 2})),
+            &cronjob(
+                "good",
+                "* * * * *",
+                "ok",
+                json!({"successfulJobsHistoryLimit": 2}),
+            ),
         )
         .await
         .expect("create");
-    let mut failing = cronjob("failing", "* * * * *", "bad", json!({"failedJobsHistoryLimit": 1}));
-    if let Some(spec) = failing.spec.as_mut().and_then(|s| s.job_template.spec.as_mut()) {
+    let mut failing = cronjob(
+        "failing",
+        "* * * * *",
+        "bad",
+        json!({"failedJobsHistoryLimit": 1}),
+    );
+    if let Some(spec) = failing
+        .spec
+        .as_mut()
+        .and_then(|s| s.job_template.spec.as_mut())
+    {
         spec.backoff_limit = Some(0);
     }
     cronjobs
@@ -190,19 +249,23 @@ async fn history_limits_prune_old_finished_jobs() {
         .await
         .expect("create");
     tokio::time::sleep(Duration::from_secs(10 * 60)).await;
-    until("history pruned to the limits", Duration::from_secs(300), || {
-        let jobs = jobs.clone();
-        async move {
-            let good = jobs_of(&jobs, "good").await;
-            let bad = jobs_of(&jobs, "failing").await;
-            let done = |js: &[Job], t: &str| {
-                js.iter()
-                    .filter(|j| finished(j, t) && j.metadata.deletion_timestamp.is_none())
-                    .count()
-            };
-            done(&good, "Complete") == 2 && done(&bad, "Failed") == 1
-        }
-    })
+    until(
+        "history pruned to the limits",
+        Duration::from_secs(300),
+        || {
+            let jobs = jobs.clone();
+            async move {
+                let good = jobs_of(&jobs, "good").await;
+                let bad = jobs_of(&jobs, "failing").await;
+                let done = |js: &[Job], t: &str| {
+                    js.iter()
+                        .filter(|j| finished(j, t) && j.metadata.deletion_timestamp.is_none())
+                        .count()
+                };
+                done(&good, "Complete") == 2 && done(&bad, "Failed") == 1
+            }
+        },
+    )
     .await;
     c.shutdown().await.expect("shutdown");
 }
@@ -212,14 +275,23 @@ async fn an_invalid_schedule_or_time_zone_is_rejected_with_422() {
     let c = Cluster::builder().start().await.expect("start");
     let cronjobs: Api<CronJob> = Api::default_namespaced(c.client());
     let err = cronjobs
-        .create(&PostParams::default(), &cronjob("bad", "61 * * * *", "x", json!({})))
+        .create(
+            &PostParams::default(),
+            &cronjob("bad", "61 * * * *", "x", json!({})),
+        )
         .await
         .expect_err("invalid");
     let kube::Error::Api(status) = err else {
         panic!("an API error: {err:?}")
     };
     assert_eq!(status.code, 422);
-    assert!(status.message.contains("spec.schedule: Invalid value: \"61 * * * *\""), "{}", status.message);
+    assert!(
+        status
+            .message
+            .contains("spec.schedule: Invalid value: \"61 * * * *\""),
+        "{}",
+        status.message
+    );
     let err = cronjobs
         .create(
             &PostParams::default(),
@@ -231,6 +303,10 @@ async fn an_invalid_schedule_or_time_zone_is_rejected_with_422() {
         panic!("an API error: {err:?}")
     };
     assert_eq!(status.code, 422);
-    assert!(status.message.contains("spec.timeZone"), "{}", status.message);
+    assert!(
+        status.message.contains("spec.timeZone"),
+        "{}",
+        status.message
+    );
     c.shutdown().await.expect("shutdown");
 }

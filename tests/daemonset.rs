@@ -49,17 +49,29 @@ fn ready(p: &Pod) -> bool {
 async fn ready_nodes(pods: &Api<Pod>, app: &str, want: &[&str]) -> BTreeSet<String> {
     let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
     let label = format!("app={app}");
-    until(&format!("{app} ready on {want:?}"), Duration::from_secs(60), || {
-        let (pods, want, label) = (pods.clone(), want.clone(), label.clone());
-        async move {
-            let Ok(list) = pods.list(&ListParams::default().labels(&label)).await else {
-                return false;
-            };
-            let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-            let nodes: BTreeSet<String> = live.iter().filter(|p| ready(p)).filter_map(|p| node_of(p)).collect();
-            live.len() == want.len() && nodes == want
-        }
-    })
+    until(
+        &format!("{app} ready on {want:?}"),
+        Duration::from_secs(60),
+        || {
+            let (pods, want, label) = (pods.clone(), want.clone(), label.clone());
+            async move {
+                let Ok(list) = pods.list(&ListParams::default().labels(&label)).await else {
+                    return false;
+                };
+                let live: Vec<&Pod> = list
+                    .items
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .collect();
+                let nodes: BTreeSet<String> = live
+                    .iter()
+                    .filter(|p| ready(p))
+                    .filter_map(|p| node_of(p))
+                    .collect();
+                live.len() == want.len() && nodes == want
+            }
+        },
+    )
     .await;
     want
 }
@@ -69,38 +81,81 @@ async fn a_daemon_set_runs_one_pod_per_node_and_on_a_node_added_later() {
     let c = Cluster::builder().nodes(3).start().await.expect("start");
     let dss: Api<DaemonSet> = Api::default_namespaced(c.client());
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    dss.create(&PostParams::default(), &daemon_set("logs", "fluentd:1", json!({})))
-        .await
-        .expect("create");
+    dss.create(
+        &PostParams::default(),
+        &daemon_set("logs", "fluentd:1", json!({})),
+    )
+    .await
+    .expect("create");
     ready_nodes(&pods, "logs", &["node-1", "node-2", "node-3"]).await;
     c.add_node("node-4").expect("add node");
     ready_nodes(&pods, "logs", &["node-1", "node-2", "node-3", "node-4"]).await;
-    until("the status to count four nodes", Duration::from_secs(30), || {
-        let dss = dss.clone();
-        async move {
-            dss.get("logs").await.ok().and_then(|d| d.status).is_some_and(|s| {
-                s.desired_number_scheduled == 4
-                    && s.current_number_scheduled == 4
-                    && s.number_ready == 4
-                    && s.number_available == Some(4)
-                    && s.updated_number_scheduled == Some(4)
-                    && s.number_misscheduled == 0
-                    && s.observed_generation == Some(1)
-            })
-        }
-    })
+    until(
+        "the status to count four nodes",
+        Duration::from_secs(30),
+        || {
+            let dss = dss.clone();
+            async move {
+                dss.get("logs")
+                    .await
+                    .ok()
+                    .and_then(|d| d.status)
+                    .is_some_and(|s| {
+                        s.desired_number_scheduled == 4
+                            && s.current_number_scheduled == 4
+                            && s.number_ready == 4
+                            && s.number_available == Some(4)
+                            && s.updated_number_scheduled == Some(4)
+                            && s.number_misscheduled == 0
+                            && s.observed_generation == Some(1)
+                    })
+            }
+        },
+    )
     .await;
-    let list = pods.list(&ListParams::default().labels("app=logs")).await.expect("pods");
+    let list = pods
+        .list(&ListParams::default().labels("app=logs"))
+        .await
+        .expect("pods");
     for p in &list.items {
-        let tolerations = p.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
-        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable", "node.kubernetes.io/unschedulable"] {
-            assert!(tolerations.iter().any(|t| t.key.as_deref() == Some(key)), "daemon pods tolerate {key}");
+        let tolerations = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+            "node.kubernetes.io/unschedulable",
+        ] {
+            assert!(
+                tolerations.iter().any(|t| t.key.as_deref() == Some(key)),
+                "daemon pods tolerate {key}"
+            );
         }
-        assert!(p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("controller-revision-hash")));
+        assert!(
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("controller-revision-hash"))
+        );
     }
     let revisions: Api<ControllerRevision> = Api::default_namespaced(c.client());
-    let revs = revisions.list(&ListParams::default()).await.expect("revisions");
-    assert_eq!(revs.items.iter().filter(|r| r.metadata.name.as_deref().is_some_and(|n| n.starts_with("logs-"))).count(), 1);
+    let revs = revisions
+        .list(&ListParams::default())
+        .await
+        .expect("revisions");
+    assert_eq!(
+        revs.items
+            .iter()
+            .filter(|r| r
+                .metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("logs-")))
+            .count(),
+        1
+    );
     c.shutdown().await.expect("shutdown");
 }
 
@@ -113,28 +168,43 @@ async fn a_tainted_node_is_skipped_unless_the_daemon_set_tolerates_the_taint() {
         effect: "NoSchedule".into(),
         time_added: None,
     };
-    c.add_node_with(NodeAgentConfig::new("infra-1").taint(taint)).expect("add tainted node");
+    c.add_node_with(NodeAgentConfig::new("infra-1").taint(taint))
+        .expect("add tainted node");
     let dss: Api<DaemonSet> = Api::default_namespaced(c.client());
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    dss.create(&PostParams::default(), &daemon_set("plain", "agent:1", json!({})))
-        .await
-        .expect("create");
+    dss.create(
+        &PostParams::default(),
+        &daemon_set("plain", "agent:1", json!({})),
+    )
+    .await
+    .expect("create");
     let tolerating = json!({"template": {
         "metadata": {"labels": {"app": "tolerant"}},
         "spec": {"containers": [{"name": "agent", "image": "agent:1"}],
                  "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}]}
     }});
-    dss.create(&PostParams::default(), &daemon_set("tolerant", "agent:1", tolerating))
-        .await
-        .expect("create");
+    dss.create(
+        &PostParams::default(),
+        &daemon_set("tolerant", "agent:1", tolerating),
+    )
+    .await
+    .expect("create");
     ready_nodes(&pods, "plain", &["node-1", "node-2"]).await;
     ready_nodes(&pods, "tolerant", &["node-1", "node-2", "infra-1"]).await;
-    until("plain's status to skip the tainted node", Duration::from_secs(30), || {
-        let dss = dss.clone();
-        async move {
-            dss.get("plain").await.ok().and_then(|d| d.status).is_some_and(|s| s.desired_number_scheduled == 2 && s.number_ready == 2)
-        }
-    })
+    until(
+        "plain's status to skip the tainted node",
+        Duration::from_secs(30),
+        || {
+            let dss = dss.clone();
+            async move {
+                dss.get("plain")
+                    .await
+                    .ok()
+                    .and_then(|d| d.status)
+                    .is_some_and(|s| s.desired_number_scheduled == 2 && s.number_ready == 2)
+            }
+        },
+    )
     .await;
     c.shutdown().await.expect("shutdown");
 }
@@ -144,9 +214,12 @@ async fn a_rolling_update_replaces_pods_one_node_at_a_time_within_max_unavailabl
     let c = Cluster::builder().nodes(4).start().await.expect("start");
     let dss: Api<DaemonSet> = Api::default_namespaced(c.client());
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    dss.create(&PostParams::default(), &daemon_set("roll", "agent:1", json!({})))
-        .await
-        .expect("create");
+    dss.create(
+        &PostParams::default(),
+        &daemon_set("roll", "agent:1", json!({})),
+    )
+    .await
+    .expect("create");
     let nodes = ["node-1", "node-2", "node-3", "node-4"];
     ready_nodes(&pods, "roll", &nodes).await;
     let mut view = PodView::start(&pods, "roll").await;
@@ -157,28 +230,53 @@ async fn a_rolling_update_replaces_pods_one_node_at_a_time_within_max_unavailabl
     )
     .await
     .expect("update image");
-    let image = |p: &Pod| p.spec.as_ref().and_then(|s| s.containers.first()).and_then(|c| c.image.clone());
+    let image = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+    };
     loop {
         view.next().await;
-        let ready_nodes: BTreeSet<String> = view.pods.values().filter(|p| ready(p)).filter_map(node_of).collect();
-        assert!(ready_nodes.len() >= 3, "maxUnavailable 1: at least 3 of 4 nodes keep a ready pod, saw {ready_nodes:?}");
+        let ready_nodes: BTreeSet<String> = view
+            .pods
+            .values()
+            .filter(|p| ready(p))
+            .filter_map(node_of)
+            .collect();
+        assert!(
+            ready_nodes.len() >= 3,
+            "maxUnavailable 1: at least 3 of 4 nodes keep a ready pod, saw {ready_nodes:?}"
+        );
         let updated: BTreeSet<String> = view
             .pods
             .values()
             .filter(|p| ready(p) && image(p).as_deref() == Some("agent:2"))
             .filter_map(node_of)
             .collect();
-        let live = view.pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).count();
+        let live = view
+            .pods
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
         if updated.len() == 4 && live == 4 {
             break;
         }
     }
     let revisions: Api<ControllerRevision> = Api::default_namespaced(c.client());
-    let revs = revisions.list(&ListParams::default()).await.expect("revisions");
+    let revs = revisions
+        .list(&ListParams::default())
+        .await
+        .expect("revisions");
     let mut numbers: Vec<i64> = revs
         .items
         .iter()
-        .filter(|r| r.metadata.name.as_deref().is_some_and(|n| n.starts_with("roll-")))
+        .filter(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("roll-"))
+        })
         .map(|r| r.revision)
         .collect();
     numbers.sort();
@@ -194,11 +292,20 @@ async fn a_selector_that_does_not_match_the_template_is_rejected_with_422() {
     if let Some(spec) = bad.spec.as_mut() {
         spec.selector.match_labels = Some([("app".to_string(), "other".to_string())].into());
     }
-    let err = dss.create(&PostParams::default(), &bad).await.expect_err("invalid");
+    let err = dss
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("invalid");
     let kube::Error::Api(status) = err else {
         panic!("an API error: {err:?}")
     };
     assert_eq!(status.code, 422);
-    assert!(status.message.contains("`selector` does not match template `labels`"), "{}", status.message);
+    assert!(
+        status
+            .message
+            .contains("`selector` does not match template `labels`"),
+        "{}",
+        status.message
+    );
     c.shutdown().await.expect("shutdown");
 }

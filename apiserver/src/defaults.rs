@@ -231,8 +231,14 @@ pub fn qos_class(pod: &Value) -> &'static str {
 /// `manualSelector` is true, the pod template is labelled with the Job's uid and name (new and
 /// legacy keys) and the selector is the uid label.
 fn job(obj: &mut Value) {
-    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).map(String::from);
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(String::from);
     let Some(spec) = obj_mut(obj, "spec") else {
         return;
     };
@@ -243,15 +249,25 @@ fn job(obj: &mut Value) {
         spec.insert("parallelism".into(), json!(1));
     }
     default(spec, "parallelism", json!(1));
-    let per_index = spec.get("backoffLimitPerIndex").is_some_and(|v| !v.is_null());
-    default(spec, "backoffLimit", json!(if per_index { i32::MAX } else { 6 }));
+    let per_index = spec
+        .get("backoffLimitPerIndex")
+        .is_some_and(|v| !v.is_null());
+    default(
+        spec,
+        "backoffLimit",
+        json!(if per_index { i32::MAX } else { 6 }),
+    );
     default(spec, "completionMode", json!("NonIndexed"));
     default(spec, "suspend", json!(false));
     let has_policy = spec.get("podFailurePolicy").is_some_and(|v| !v.is_null());
     default(
         spec,
         "podReplacementPolicy",
-        json!(if has_policy { "Failed" } else { "TerminatingOrFailed" }),
+        json!(if has_policy {
+            "Failed"
+        } else {
+            "TerminatingOrFailed"
+        }),
     );
     if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
         return;

@@ -287,7 +287,9 @@ fn job_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
         }
         Some(other) => out.push(StatusCause {
             reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: {other:?}: supported values: \"NonIndexed\", \"Indexed\""),
+            message: format!(
+                "Unsupported value: {other:?}: supported values: \"NonIndexed\", \"Indexed\""
+            ),
             field: format!("{path}.completionMode"),
         }),
     }
@@ -317,7 +319,9 @@ fn job_spec(spec: Option<&Value>, path: &str, out: &mut Vec<StatusCause>) {
     if !matches!(restart, "OnFailure" | "Never") {
         out.push(StatusCause {
             reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: {restart:?}: supported values: \"OnFailure\", \"Never\""),
+            message: format!(
+                "Unsupported value: {restart:?}: supported values: \"OnFailure\", \"Never\""
+            ),
             field: format!("{path}.template.spec.restartPolicy"),
         });
     } else if restart != "Never" && spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) {
@@ -361,7 +365,9 @@ fn cron_job(obj: &Value, out: &mut Vec<StatusCause>) {
         None | Some("Allow" | "Forbid" | "Replace") => {}
         Some(other) => out.push(StatusCause {
             reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: {other:?}: supported values: \"Allow\", \"Forbid\", \"Replace\""),
+            message: format!(
+                "Unsupported value: {other:?}: supported values: \"Allow\", \"Forbid\", \"Replace\""
+            ),
             field: "spec.concurrencyPolicy".into(),
         }),
     }
@@ -372,5 +378,9 @@ fn cron_job(obj: &Value, out: &mut Vec<StatusCause>) {
     ] {
         non_negative(spec, key, "spec", out);
     }
-    job_spec(spec.pointer("/jobTemplate/spec"), "spec.jobTemplate.spec", out);
+    job_spec(
+        spec.pointer("/jobTemplate/spec"),
+        "spec.jobTemplate.spec",
+        out,
+    );
 }

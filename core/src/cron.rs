@@ -48,13 +48,27 @@ struct Field {
     names: &'static [&'static str],
 }
 
-const MINUTE: Field = Field { min: 0, max: 59, names: &[] };
-const HOUR: Field = Field { min: 0, max: 23, names: &[] };
-const DOM: Field = Field { min: 1, max: 31, names: &[] };
+const MINUTE: Field = Field {
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: Field = Field {
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Field = Field {
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTH: Field = Field {
     min: 1,
     max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
 };
 const DOW: Field = Field {
     min: 0,
@@ -126,7 +140,11 @@ impl Schedule {
     fn day_matches(&self, d: NaiveDate) -> bool {
         let dom = bit(&self.dom, d.day());
         let dow = bit(&self.dow, d.weekday().num_days_from_sunday());
-        if self.day_star { dom && dow } else { dom || dow }
+        if self.day_star {
+            dom && dow
+        } else {
+            dom || dow
+        }
     }
 
     /// The first scheduled time strictly after `t`, within five years (robfig's `Next`).
@@ -262,36 +280,88 @@ mod tests {
 
     #[test]
     fn descriptors_expand_to_their_standard_schedules() {
-        assert_eq!(next("@hourly", "2026-01-01T10:00:00Z"), "2026-01-01T11:00:00+00:00");
-        assert_eq!(next("@daily", "2026-01-01T10:00:00Z"), "2026-01-02T00:00:00+00:00");
-        assert_eq!(next("@midnight", "2026-01-01T10:00:00Z"), "2026-01-02T00:00:00+00:00");
+        assert_eq!(
+            next("@hourly", "2026-01-01T10:00:00Z"),
+            "2026-01-01T11:00:00+00:00"
+        );
+        assert_eq!(
+            next("@daily", "2026-01-01T10:00:00Z"),
+            "2026-01-02T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("@midnight", "2026-01-01T10:00:00Z"),
+            "2026-01-02T00:00:00+00:00"
+        );
         // 2026-01-01 is a Thursday.
-        assert_eq!(next("@weekly", "2026-01-01T10:00:00Z"), "2026-01-04T00:00:00+00:00");
-        assert_eq!(next("@monthly", "2026-01-15T10:00:00Z"), "2026-02-01T00:00:00+00:00");
-        assert_eq!(next("@yearly", "2026-01-15T10:00:00Z"), "2027-01-01T00:00:00+00:00");
-        assert_eq!(next("@annually", "2026-01-15T10:00:00Z"), "2027-01-01T00:00:00+00:00");
+        assert_eq!(
+            next("@weekly", "2026-01-01T10:00:00Z"),
+            "2026-01-04T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("@monthly", "2026-01-15T10:00:00Z"),
+            "2026-02-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("@yearly", "2026-01-15T10:00:00Z"),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("@annually", "2026-01-15T10:00:00Z"),
+            "2027-01-01T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn lists_ranges_steps_and_names() {
-        assert_eq!(next("0,30 * * * *", "2026-01-01T10:10:00Z"), "2026-01-01T10:30:00+00:00");
-        assert_eq!(next("15-17 * * * *", "2026-01-01T10:16:00Z"), "2026-01-01T10:17:00+00:00");
-        assert_eq!(next("10/20 * * * *", "2026-01-01T10:31:00Z"), "2026-01-01T10:50:00+00:00");
-        assert_eq!(next("0 0 1 feb *", "2026-01-01T10:00:00Z"), "2026-02-01T00:00:00+00:00");
+        assert_eq!(
+            next("0,30 * * * *", "2026-01-01T10:10:00Z"),
+            "2026-01-01T10:30:00+00:00"
+        );
+        assert_eq!(
+            next("15-17 * * * *", "2026-01-01T10:16:00Z"),
+            "2026-01-01T10:17:00+00:00"
+        );
+        assert_eq!(
+            next("10/20 * * * *", "2026-01-01T10:31:00Z"),
+            "2026-01-01T10:50:00+00:00"
+        );
+        assert_eq!(
+            next("0 0 1 feb *", "2026-01-01T10:00:00Z"),
+            "2026-02-01T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn day_of_month_and_day_of_week_match_either_unless_one_is_a_star() {
         // The 13th, or any Friday: 2026-01-02 is a Friday.
-        assert_eq!(next("0 0 13 * fri", "2026-01-01T10:00:00Z"), "2026-01-02T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 13 * fri", "2026-01-01T10:00:00Z"),
+            "2026-01-02T00:00:00+00:00"
+        );
         // Any day of the month that is a Friday.
-        assert_eq!(next("0 0 * * 5", "2026-01-03T10:00:00Z"), "2026-01-09T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 * * 5", "2026-01-03T10:00:00Z"),
+            "2026-01-09T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn invalid_schedules_and_zones_are_rejected() {
-        for bad in ["", "* * * *", "61 * * * *", "* * * * 7", "5-1 * * * *", "*/0 * * * *", "@every 5m", "TZ=UTC * * * * *", "x * * * *"] {
-            assert!(Schedule::parse(bad, None).is_err(), "{bad:?} should not parse");
+        for bad in [
+            "",
+            "* * * *",
+            "61 * * * *",
+            "* * * * 7",
+            "5-1 * * * *",
+            "*/0 * * * *",
+            "@every 5m",
+            "TZ=UTC * * * * *",
+            "x * * * *",
+        ] {
+            assert!(
+                Schedule::parse(bad, None).is_err(),
+                "{bad:?} should not parse"
+            );
         }
         assert_eq!(
             Schedule::parse("* * * * *", Some("Mars/Olympus")),
@@ -302,7 +372,9 @@ mod tests {
     #[test]
     fn a_time_zone_shifts_the_schedule() {
         let s = Schedule::parse("0 9 * * *", Some("America/New_York")).expect("parse");
-        let n = s.next_after(at("2026-07-01T00:00:00Z")).map(|t| t.to_rfc3339());
+        let n = s
+            .next_after(at("2026-07-01T00:00:00Z"))
+            .map(|t| t.to_rfc3339());
         assert_eq!(n.as_deref(), Some("2026-07-01T13:00:00+00:00"));
     }
 }

@@ -105,8 +105,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     );
     let (jobs, writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let job_events =
-        util::observed_watch(Api::<Job>::all(client.clone()), strip_job, writer, observed.clone());
+    let job_events = util::observed_watch(
+        Api::<Job>::all(client.clone()),
+        strip_job,
+        writer,
+        observed.clone(),
+    );
     let ctx = Arc::new(Context {
         client,
         clock,
@@ -123,8 +127,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                 .map(|r| ObjectRef::new(&r.name).within(&ns))
         })
         .run(reconcile, error_policy, ctx);
-    util::run_until_shutdown(controller, &shutdown, |e| debug!(error = %e, "cronjob controller"))
-        .await;
+    util::run_until_shutdown(
+        controller,
+        &shutdown,
+        |e| debug!(error = %e, "cronjob controller"),
+    )
+    .await;
     debug!("cronjob controller stopped");
 }
 
@@ -189,7 +197,10 @@ fn reconcile_active(st: &mut CronJobStatus, jobs: &[Arc<Job>], events: &mut Even
         }
         if true_condition(j, condition::COMPLETE).is_some()
             && let Some(done) = j.status.as_ref().and_then(|s| s.completion_time.clone())
-            && st.last_successful_time.as_ref().is_none_or(|t| t.0 < done.0)
+            && st
+                .last_successful_time
+                .as_ref()
+                .is_none_or(|t| t.0 < done.0)
         {
             st.last_successful_time = Some(done);
         }
@@ -200,7 +211,10 @@ fn reconcile_active(st: &mut CronJobStatus, jobs: &[Arc<Job>], events: &mut Even
             events.push((
                 "Normal",
                 "MissingJob",
-                format!("Active job went missing: {}", r.name.clone().unwrap_or_default()),
+                format!(
+                    "Active job went missing: {}",
+                    r.name.clone().unwrap_or_default()
+                ),
             ));
         }
         present
@@ -232,9 +246,26 @@ async fn schedule_next(
         return Ok(Action::await_change());
     }
     let spec = cj.spec.clone().unwrap_or_default();
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &cj.namespace().unwrap_or_default());
-    prune_history(ctx, &jobs_api, jobs, spec.successful_jobs_history_limit.unwrap_or(3), condition::COMPLETE, events).await?;
-    prune_history(ctx, &jobs_api, jobs, spec.failed_jobs_history_limit.unwrap_or(1), condition::FAILED, events).await?;
+    let jobs_api: Api<Job> =
+        Api::namespaced(ctx.client.clone(), &cj.namespace().unwrap_or_default());
+    prune_history(
+        ctx,
+        &jobs_api,
+        jobs,
+        spec.successful_jobs_history_limit.unwrap_or(3),
+        condition::COMPLETE,
+        events,
+    )
+    .await?;
+    prune_history(
+        ctx,
+        &jobs_api,
+        jobs,
+        spec.failed_jobs_history_limit.unwrap_or(1),
+        condition::FAILED,
+        events,
+    )
+    .await?;
     if spec.suspend == Some(true) {
         debug!(cronjob = %cj.name_any(), "not starting job because the cronjob is suspended");
         return Ok(Action::await_change());
@@ -246,7 +277,11 @@ async fn schedule_next(
                 kybernetes_core::cron::CronError::UnknownTimeZone(_) => "UnknownTimeZone",
                 kybernetes_core::cron::CronError::Syntax(_) => "UnparseableSchedule",
             };
-            events.push(("Warning", reason, format!("unparseable schedule: {:?} : {e}", spec.schedule)));
+            events.push((
+                "Warning",
+                reason,
+                format!("unparseable schedule: {:?} : {e}", spec.schedule),
+            ));
             return Ok(Action::await_change());
         }
     };
@@ -278,13 +313,18 @@ async fn schedule_next(
         events.push((
             "Warning",
             "MissSchedule",
-            format!("Missed scheduled time to start a job: {}", scheduled.to_rfc2822()),
+            format!(
+                "Missed scheduled time to start a job: {}",
+                scheduled.to_rfc2822()
+            ),
         ));
         return Ok(next);
     }
     let name = job_name(&cj.name_any(), scheduled);
     let active = st.active.get_or_insert_with(Vec::new);
-    if active.iter().any(|r| r.name.as_deref() == Some(name.as_str()))
+    if active
+        .iter()
+        .any(|r| r.name.as_deref() == Some(name.as_str()))
         || st.last_schedule_time.as_ref().map(util::from_time) == Some(scheduled)
     {
         return Ok(next);
@@ -302,7 +342,11 @@ async fn schedule_next(
             for r in std::mem::take(active) {
                 let job_name = r.name.clone().unwrap_or_default();
                 delete_job(ctx, &jobs_api, &job_name, r.uid.clone()).await?;
-                events.push(("Normal", "SuccessfulDelete", format!("Deleted job {job_name}")));
+                events.push((
+                    "Normal",
+                    "SuccessfulDelete",
+                    format!("Deleted job {job_name}"),
+                ));
             }
         }
         _ => {}
@@ -311,15 +355,26 @@ async fn schedule_next(
     let created = match jobs_api.create(&PostParams::default(), &job).await {
         Ok(j) => j,
         Err(e) if is_already_exists(&e) => {
-            let existing = jobs_api.get(&name).await.map_err(api_err("get the existing job"))?;
+            let existing = jobs_api
+                .get(&name)
+                .await
+                .map_err(api_err("get the existing job"))?;
             if !is_controlled_by(&existing.metadata, cj.metadata.uid.as_deref().unwrap_or("")) {
-                events.push(("Warning", "FailedCreate", format!("Error creating job: {e}")));
+                events.push((
+                    "Warning",
+                    "FailedCreate",
+                    format!("Error creating job: {e}"),
+                ));
                 return Err(api_err("create job")(e));
             }
             existing
         }
         Err(e) => {
-            events.push(("Warning", "FailedCreate", format!("Error creating job: {e}")));
+            events.push((
+                "Warning",
+                "FailedCreate",
+                format!("Error creating job: {e}"),
+            ));
             return Err(api_err("create job")(e));
         }
     };
@@ -340,8 +395,17 @@ fn requeue_at_next(schedule: &Schedule, now: DateTime<Utc>) -> Action {
 }
 
 /// The Job for `scheduled` (upstream's `getJobFromTemplate2`).
-fn job_from_template(cj: &CronJob, name: &str, scheduled: DateTime<Utc>, schedule: &Schedule) -> Job {
-    let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
+fn job_from_template(
+    cj: &CronJob,
+    name: &str,
+    scheduled: DateTime<Utc>,
+    schedule: &Schedule,
+) -> Job {
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut annotations = tmeta.annotations.unwrap_or_default();
     annotations.insert(
@@ -389,7 +453,11 @@ async fn prune_history(
     let surplus = finished.len() - limit;
     for j in finished.into_iter().take(surplus) {
         delete_job(ctx, api, &j.name_any(), j.metadata.uid.clone()).await?;
-        events.push(("Normal", "SuccessfulDelete", format!("Deleted job {}", j.name_any())));
+        events.push((
+            "Normal",
+            "SuccessfulDelete",
+            format!("Deleted job {}", j.name_any()),
+        ));
     }
     Ok(())
 }
@@ -410,7 +478,10 @@ async fn delete_job(ctx: &Context, api: &Api<Job>, name: &str, uid: Option<Strin
                 Some(j) if j.metadata.deletion_timestamp.is_some() => ctx.job_writes.mutation(j),
                 Some(j) => ctx.job_writes.deletion(&j),
                 None => {
-                    if let Some(j) = ctx.jobs.get(&ObjectRef::new(name).within(api_namespace(api))) {
+                    if let Some(j) = ctx
+                        .jobs
+                        .get(&ObjectRef::new(name).within(api_namespace(api)))
+                    {
                         ctx.job_writes.deletion(j.as_ref());
                     }
                 }
@@ -437,13 +508,19 @@ async fn write_status(ctx: &Context, cj: &CronJob, st: &CronJobStatus) -> Result
         return Ok(());
     }
     let st = normalize(st);
-    let mut patch = util::status_merge_patch(&st, &["active", "lastScheduleTime", "lastSuccessfulTime"]);
+    let mut patch =
+        util::status_merge_patch(&st, &["active", "lastScheduleTime", "lastSuccessfulTime"]);
     if st.active.is_none() {
         patch["status"]["active"] = Value::Null;
     }
-    let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &cj.namespace().unwrap_or_default());
+    let api: Api<CronJob> =
+        Api::namespaced(ctx.client.clone(), &cj.namespace().unwrap_or_default());
     match api
-        .patch_status(&cj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &cj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(updated) => {

@@ -31,10 +31,16 @@ pub fn most_recent(
         None => earliest,
     };
     let Some(t1) = schedule.next_after(earliest).filter(|t| *t <= now) else {
-        return MostRecent { time: None, missed: 0 };
+        return MostRecent {
+            time: None,
+            missed: 0,
+        };
     };
     let Some(t2) = schedule.next_after(t1).filter(|t| *t <= now) else {
-        return MostRecent { time: Some(t1), missed: 1 };
+        return MostRecent {
+            time: Some(t1),
+            missed: 1,
+        };
     };
     let mut latest = t2;
     let mut missed = 2;
@@ -50,10 +56,16 @@ pub fn most_recent(
                 .next_after(last - chrono::Duration::seconds(1))
                 .filter(|t| *t <= now)
                 .unwrap_or(latest);
-            return MostRecent { time: Some(time.max(latest)), missed: count.max(missed) };
+            return MostRecent {
+                time: Some(time.max(latest)),
+                missed: count.max(missed),
+            };
         }
     }
-    MostRecent { time: Some(latest), missed }
+    MostRecent {
+        time: Some(latest),
+        missed,
+    }
 }
 
 /// Upstream's `getJobName`: `<cronjob>-<scheduled time in minutes since the epoch>`.
@@ -77,19 +89,45 @@ mod tests {
     #[test]
     fn the_latest_missed_time_runs_and_the_misses_are_counted() {
         let s = Schedule::parse("*/5 * * * *", None).expect("parse");
-        let r = most_recent(&s, at("2026-01-01T10:00:00Z"), at("2026-01-01T10:17:00Z"), None);
+        let r = most_recent(
+            &s,
+            at("2026-01-01T10:00:00Z"),
+            at("2026-01-01T10:17:00Z"),
+            None,
+        );
         assert_eq!(r.time, Some(at("2026-01-01T10:15:00Z")));
         assert_eq!(r.missed, 3);
-        let none = most_recent(&s, at("2026-01-01T10:00:00Z"), at("2026-01-01T10:04:00Z"), None);
-        assert_eq!(none, MostRecent { time: None, missed: 0 });
+        let none = most_recent(
+            &s,
+            at("2026-01-01T10:00:00Z"),
+            at("2026-01-01T10:04:00Z"),
+            None,
+        );
+        assert_eq!(
+            none,
+            MostRecent {
+                time: None,
+                missed: 0
+            }
+        );
     }
 
     #[test]
     fn a_starting_deadline_limits_the_window_and_long_gaps_count_past_one_hundred() {
         let s = Schedule::parse("* * * * *", None).expect("parse");
-        let r = most_recent(&s, at("2026-01-01T00:00:00Z"), at("2026-01-01T10:00:30Z"), Some(120));
+        let r = most_recent(
+            &s,
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-01T10:00:30Z"),
+            Some(120),
+        );
         assert_eq!((r.time, r.missed), (Some(at("2026-01-01T10:00:00Z")), 2));
-        let r = most_recent(&s, at("2026-01-01T00:00:00Z"), at("2026-01-01T10:00:30Z"), None);
+        let r = most_recent(
+            &s,
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-01T10:00:30Z"),
+            None,
+        );
         assert_eq!(r.time, Some(at("2026-01-01T10:00:00Z")));
         assert_eq!(r.missed, 600);
     }

@@ -83,7 +83,11 @@ pub(crate) struct Context {
 }
 
 /// Starts the DaemonSet controller; it stops when `shutdown` is cancelled.
-pub fn spawn_daemonset(client: Client, clock: Clock, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_daemonset(
+    client: Client,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(run(client, clock, shutdown).instrument(info_span!("daemonset_controller")))
 }
 
@@ -126,8 +130,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let pod_events =
-        util::observed_watch(Api::<Pod>::all(client.clone()), strip_pod, pod_writer, observed.clone());
+    let pod_events = util::observed_watch(
+        Api::<Pod>::all(client.clone()),
+        strip_pod,
+        pod_writer,
+        observed.clone(),
+    );
     let node_events = util::observed_watch(
         Api::<Node>::all(client.clone()),
         strip_node,
@@ -159,8 +167,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                 .collect::<Vec<_>>()
         })
         .run(sync::reconcile, error_policy, ctx);
-    util::run_until_shutdown(controller, &shutdown, |e| debug!(error = %e, "daemonset controller"))
-        .await;
+    util::run_until_shutdown(
+        controller,
+        &shutdown,
+        |e| debug!(error = %e, "daemonset controller"),
+    )
+    .await;
     debug!("daemonset controller stopped");
 }
 

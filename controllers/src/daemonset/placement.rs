@@ -37,7 +37,8 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
     }
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
     for (key, effect) in wanted {
-        tolerations.retain(|t| !(t.key.as_deref() == Some(key) && t.effect.as_deref() == Some(effect)));
+        tolerations
+            .retain(|t| !(t.key.as_deref() == Some(key) && t.effect.as_deref() == Some(effect)));
         tolerations.push(Toleration {
             key: Some(key.into()),
             operator: Some("Exists".into()),
@@ -59,7 +60,9 @@ pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
         match_expressions: None,
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
+    let node_affinity = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
     node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
         node_selector_terms: vec![term],
     });
@@ -139,7 +142,10 @@ pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
         return false;
     }
     match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => tol.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key),
+        "Exists" => tol
+            .key
+            .as_deref()
+            .is_none_or(|k| k.is_empty() || k == taint.key),
         _ => {
             tol.key.as_deref() == Some(taint.key.as_str())
                 && tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
@@ -147,12 +153,19 @@ pub fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn required_affinity_matches(spec: &PodSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+fn required_affinity_matches(
+    spec: &PodSpec,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     let Some(selector) = spec
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     else {
         return true;
     };
@@ -160,8 +173,12 @@ fn required_affinity_matches(spec: &PodSpec, name: &str, labels: &BTreeMap<Strin
         let exprs = term.match_expressions.as_deref().unwrap_or_default();
         let fields = term.match_fields.as_deref().unwrap_or_default();
         (!exprs.is_empty() || !fields.is_empty())
-            && exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
+            && exprs
+                .iter()
+                .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+            && fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
     })
 }
 
@@ -173,8 +190,12 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a > b),
-        "Lt" => matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a < b),
+        "Gt" => {
+            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(number), values.first().and_then(|x| number(x))), (Some(a), Some(b)) if a < b)
+        }
         _ => false,
     }
 }
@@ -185,8 +206,10 @@ mod tests {
     use serde_json::json;
 
     fn node(labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}}))
-            .expect("node")
+        serde_json::from_value(
+            json!({"metadata": {"name": "n1", "labels": labels}, "spec": {"taints": taints}}),
+        )
+        .expect("node")
     }
 
     #[test]
@@ -196,12 +219,21 @@ mod tests {
         let n = node(json!({}), json!([{"key": "gpu", "effect": "NoSchedule"}]));
         assert_eq!(
             node_should_run_daemon_pod(&n, &spec),
-            Placement { should_run: false, should_continue_running: true }
+            Placement {
+                should_run: false,
+                should_continue_running: true
+            }
         );
         let n = node(json!({}), json!([{"key": "gone", "effect": "NoExecute"}]));
         assert!(!node_should_run_daemon_pod(&n, &spec).should_continue_running);
-        let n = node(json!({}), json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]));
-        assert!(node_should_run_daemon_pod(&n, &spec).should_run, "daemon pods tolerate cordoned nodes");
+        let n = node(
+            json!({}),
+            json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
+        );
+        assert!(
+            node_should_run_daemon_pod(&n, &spec).should_run,
+            "daemon pods tolerate cordoned nodes"
+        );
     }
 
     #[test]
@@ -213,16 +245,33 @@ mod tests {
                 "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
         }))
         .expect("spec");
-        assert!(node_should_run_daemon_pod(&node(json!({"disk": "ssd", "zone": "a"}), json!([])), &spec).should_run);
-        assert!(!node_should_run_daemon_pod(&node(json!({"disk": "ssd", "zone": "b"}), json!([])), &spec).should_run);
-        assert!(!node_should_run_daemon_pod(&node(json!({"zone": "a"}), json!([])), &spec).should_run);
+        assert!(
+            node_should_run_daemon_pod(
+                &node(json!({"disk": "ssd", "zone": "a"}), json!([])),
+                &spec
+            )
+            .should_run
+        );
+        assert!(
+            !node_should_run_daemon_pod(
+                &node(json!({"disk": "ssd", "zone": "b"}), json!([])),
+                &spec
+            )
+            .should_run
+        );
+        assert!(
+            !node_should_run_daemon_pod(&node(json!({"zone": "a"}), json!([])), &spec).should_run
+        );
     }
 
     #[test]
     fn a_pinned_pod_names_its_node() {
         let mut spec = PodSpec::default();
         pin_to_node(&mut spec, "n7");
-        let pod = Pod { spec: Some(spec), ..Default::default() };
+        let pod = Pod {
+            spec: Some(spec),
+            ..Default::default()
+        };
         assert_eq!(node_of_daemon_pod(&pod).as_deref(), Some("n7"));
     }
 }

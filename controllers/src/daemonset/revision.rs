@@ -20,7 +20,11 @@ pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 
 /// The DaemonSet's current template hash (its collision count included).
 pub fn current_hash(ds: &DaemonSet) -> String {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
     pod_template_hash(&template, collisions)
 }
@@ -54,7 +58,8 @@ pub async fn sync_history(
             // A rollback to an older template: it becomes the newest revision again.
             let mut bumped = r.clone();
             bumped.revision = max + 1;
-            api.replace(&r.name_any(), &PostParams::default(), &bumped).await?;
+            api.replace(&r.name_any(), &PostParams::default(), &bumped)
+                .await?;
         }
         None => {
             let revision = new_revision(ds, hash, max + 1);
@@ -65,7 +70,12 @@ pub async fn sync_history(
             }
         }
     }
-    let limit = ds.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
+    let limit = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10)
+        .max(0) as usize;
     let old: Vec<&ControllerRevision> = owned
         .iter()
         .filter(|r| {
@@ -88,7 +98,11 @@ pub async fn sync_history(
 /// The ControllerRevision of the current template: its data is the patch that restores the
 /// template, as upstream's `getPatch`.
 fn new_revision(ds: &DaemonSet, hash: &str, revision: i64) -> ControllerRevision {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let mut template = serde_json::to_value(&template).unwrap_or_else(|_| json!({}));
     if let Some(t) = template.as_object_mut() {
         t.insert("$patch".into(), json!("replace"));

@@ -11,15 +11,17 @@ use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 
 use super::placement::{self, Placement};
 use super::revision::{self, REVISION_HASH_LABEL};
 use super::{Context, Error, Result, api_err};
-use crate::util::{self, controller_ref, is_controlled_by, is_not_found, is_pod_available, is_pod_ready};
+use crate::util::{
+    self, controller_ref, is_controlled_by, is_not_found, is_pod_available, is_pod_ready,
+};
 
 /// The label with the DaemonSet generation a pod was created from (deprecated upstream, still
 /// set).
@@ -34,8 +36,14 @@ struct NodePods {
 
 /// Upstream's `syncDaemonSet`.
 pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.pods.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
-    ctx.nodes.wait_until_ready().await.map_err(|_| Error::InformerStopped)?;
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::InformerStopped)?;
+    ctx.nodes
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::InformerStopped)?;
     let ds = ctx.ds_writes.get(ds.clone()).unwrap_or(ds);
     let key = ObjectRef::from_obj(ds.as_ref());
     if ds.metadata.deletion_timestamp.is_some() {
@@ -43,23 +51,35 @@ pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<A
     }
     let ns = ds.namespace().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
-    let selector = util::label_selector(ds.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
+    let selector =
+        util::label_selector(ds.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let hash = revision::current_hash(&ds);
 
-    let candidates = ctx.pod_writes.list(&ctx.pods, |p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let candidates = ctx.pod_writes.list(&ctx.pods, |p| {
+        p.metadata.namespace.as_deref() == Some(ns.as_str())
+    });
     let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
     let (name, ds_uid) = (ds.name_any(), ds.metadata.uid.clone());
     let can_adopt = || async move {
         match ds_api.get(&name).await {
-            Ok(fresh) => Ok(fresh.metadata.uid == ds_uid && fresh.metadata.deletion_timestamp.is_none()),
+            Ok(fresh) => {
+                Ok(fresh.metadata.uid == ds_uid && fresh.metadata.deletion_timestamp.is_none())
+            }
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e),
         }
     };
-    let owned = util::claim(&pods_api, ds.as_ref(), &selector, candidates, &ctx.pod_writes, can_adopt)
-        .await
-        .map_err(api_err("claim pods"))?;
+    let owned = util::claim(
+        &pods_api,
+        ds.as_ref(),
+        &selector,
+        candidates,
+        &ctx.pod_writes,
+        can_adopt,
+    )
+    .await
+    .map_err(api_err("claim pods"))?;
     let live_hashes: BTreeSet<String> = owned
         .iter()
         .filter_map(|p| p.labels().get(REVISION_HASH_LABEL).cloned())
@@ -72,7 +92,11 @@ pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<A
     let nodes = ctx.nodes.state();
     let by_node = group_by_node(&nodes, &owned, &template);
     let now = ctx.clock.now();
-    let min_ready = ds.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
+    let min_ready = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
 
     let (create, delete) = manage_plan(&by_node);
     let mut events: Vec<(&str, &str, String)> = Vec::new();
@@ -120,24 +144,41 @@ fn daemon_pod_spec(ds: &DaemonSet) -> PodSpec {
 
 /// The DaemonSet's live pods by node, with each node's placement (`None` for a node that no
 /// longer exists).
-fn group_by_node(nodes: &[Arc<Node>], pods: &[Arc<Pod>], template: &PodSpec) -> BTreeMap<String, NodePods> {
+fn group_by_node(
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    template: &PodSpec,
+) -> BTreeMap<String, NodePods> {
     let mut out: BTreeMap<String, NodePods> = BTreeMap::new();
     for n in nodes {
-        out.entry(n.name_any()).or_default().placement = Some(placement::node_should_run_daemon_pod(n, template));
+        out.entry(n.name_any()).or_default().placement =
+            Some(placement::node_should_run_daemon_pod(n, template));
     }
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         if let Some(node) = placement::node_of_daemon_pod(p) {
             out.entry(node).or_default().pods.push(p.clone());
         }
     }
     for np in out.values_mut() {
-        np.pods.sort_by(|a, b| a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+        np.pods.sort_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        });
     }
     out
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Upstream's `podsShouldBeOnNode` over every node: the nodes that need a pod, and the pods
@@ -149,7 +190,8 @@ fn manage_plan(by_node: &BTreeMap<String, NodePods>) -> (Vec<String>, Vec<Arc<Po
         let Some(placement) = np.placement else {
             continue;
         };
-        let (failed, live): (Vec<_>, Vec<_>) = np.pods.iter().cloned().partition(|p| phase(p) == "Failed");
+        let (failed, live): (Vec<_>, Vec<_>) =
+            np.pods.iter().cloned().partition(|p| phase(p) == "Failed");
         delete.extend(failed);
         if !placement.should_continue_running {
             delete.extend(live);
@@ -162,7 +204,11 @@ fn manage_plan(by_node: &BTreeMap<String, NodePods>) -> (Vec<String>, Vec<Arc<Po
             // surplus: keep the oldest of each revision.
             let mut seen = BTreeSet::new();
             for p in &live {
-                let h = p.labels().get(REVISION_HASH_LABEL).cloned().unwrap_or_default();
+                let h = p
+                    .labels()
+                    .get(REVISION_HASH_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
                 if !seen.insert(h) {
                     delete.push(p.clone());
                 }
@@ -203,7 +249,10 @@ fn rolling_plan(
     min_ready: i32,
     now: DateTime<Utc>,
 ) -> (Vec<String>, Vec<Arc<Pod>>) {
-    let desired = by_node.values().filter(|n| n.placement.is_some_and(|p| p.should_run)).count();
+    let desired = by_node
+        .values()
+        .filter(|n| n.placement.is_some_and(|p| p.should_run))
+        .count();
     let ru = ds
         .spec
         .as_ref()
@@ -293,7 +342,11 @@ async fn apply(
             Ok(name) => events.push(("Normal", "SuccessfulCreate", format!("Created pod: {name}"))),
             Err(e) => {
                 if let Error::Api { source, .. } = &e {
-                    events.push(("Warning", "FailedCreate", format!("Error creating: {source}")));
+                    events.push((
+                        "Warning",
+                        "FailedCreate",
+                        format!("Error creating: {source}"),
+                    ));
                 }
                 first.get_or_insert(e);
             }
@@ -301,7 +354,11 @@ async fn apply(
     }
     for (p, r) in delete.iter().zip(deleted) {
         match r {
-            Ok(()) => events.push(("Normal", "SuccessfulDelete", format!("Deleted pod: {}", p.name_any()))),
+            Ok(()) => events.push((
+                "Normal",
+                "SuccessfulDelete",
+                format!("Deleted pod: {}", p.name_any()),
+            )),
             Err(e) => {
                 first.get_or_insert(e);
             }
@@ -310,8 +367,18 @@ async fn apply(
     first.map_or(Ok(()), Err)
 }
 
-async fn create_pod(ctx: &Context, api: &Api<Pod>, ds: &DaemonSet, hash: &str, node: &str) -> Result<String> {
-    let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+async fn create_pod(
+    ctx: &Context,
+    api: &Api<Pod>,
+    ds: &DaemonSet,
+    hash: &str,
+    node: &str,
+) -> Result<String> {
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut labels = tmeta.labels.unwrap_or_default();
     labels.insert(REVISION_HASH_LABEL.into(), hash.into());
@@ -376,7 +443,8 @@ fn calculate_status(
         conditions: ds.status.as_ref().and_then(|s| s.conditions.clone()),
         ..Default::default()
     };
-    let (mut desired, mut current, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0, 0);
+    let (mut desired, mut current, mut misscheduled, mut ready, mut available, mut updated) =
+        (0, 0, 0, 0, 0, 0);
     for np in by_node.values() {
         let should_run = np.placement.is_some_and(|p| p.should_run);
         let live: Vec<&Arc<Pod>> = np.pods.iter().filter(|p| phase(p) != "Failed").collect();
@@ -413,7 +481,8 @@ async fn update_status(ctx: &Context, ds: &DaemonSet, status: DaemonSetStatus) -
     if ds.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
+    let api: Api<DaemonSet> =
+        Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
     let patch = util::status_merge_patch(
         &status,
         &[
@@ -427,7 +496,14 @@ async fn update_status(ctx: &Context, ds: &DaemonSet, status: DaemonSetStatus) -
             "observedGeneration",
         ],
     );
-    match api.patch_status(&ds.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch_status(
+            &ds.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
         Ok(updated) => {
             ctx.ds_writes.mutation(updated);
             Ok(())

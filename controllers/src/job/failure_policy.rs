@@ -134,7 +134,10 @@ mod tests {
                 "Container main for pod default/p failed with exit code 42 matching FailJob rule at index 1".into()
             ))
         );
-        assert_eq!(match_pod_failure_policy(&p, &failed_pod(1, json!([]))), None);
+        assert_eq!(
+            match_pod_failure_policy(&p, &failed_pod(1, json!([]))),
+            None
+        );
     }
 
     #[test]
@@ -148,7 +151,10 @@ mod tests {
             match_pod_failure_policy(&p, &disrupted),
             Some(PolicyAction::Ignore)
         );
-        assert_eq!(match_pod_failure_policy(&p, &failed_pod(0, json!([]))), None);
+        assert_eq!(
+            match_pod_failure_policy(&p, &failed_pod(0, json!([]))),
+            None
+        );
         assert_eq!(
             match_pod_failure_policy(&p, &failed_pod(3, json!([]))),
             Some(PolicyAction::Count)

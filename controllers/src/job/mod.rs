@@ -33,12 +33,12 @@ mod ttl;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use futures::StreamExt;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -49,7 +49,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, is_not_found};
+use crate::util::{
+    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, is_not_found,
+};
 pub use ttl::spawn_ttl_after_finished;
 
 /// How long a recorded write shadows the informer at most.
@@ -157,8 +159,12 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let controller = controller
         .watches_stream(pod_events, move |pod| jobs_for_pod(&jobs_for_pods, &pod))
         .run(sync::reconcile, error_policy, ctx);
-    util::run_until_shutdown(controller, &shutdown, |e| debug!(error = %e, "job controller"))
-        .await;
+    util::run_until_shutdown(
+        controller,
+        &shutdown,
+        |e| debug!(error = %e, "job controller"),
+    )
+    .await;
     debug!("job controller stopped");
     orphans.abort();
     let _ = orphans.await;
@@ -233,7 +239,11 @@ pub(crate) async fn remove_tracking_finalizer(
         "finalizers": if finalizers.is_empty() { serde_json::Value::Null } else { json!(finalizers) },
     }});
     match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(p) => Ok(Some(p)),

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 use tracing::debug;
 
@@ -88,9 +88,8 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
     let ns = job.namespace().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let selector =
-        util::label_selector(job.spec.as_ref().and_then(|s| s.selector.as_ref()))
-            .map_err(Error::Selector)?;
+    let selector = util::label_selector(job.spec.as_ref().and_then(|s| s.selector.as_ref()))
+        .map_err(Error::Selector)?;
 
     if job.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the pods; only their finalizers are left to us.
@@ -98,9 +97,9 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
         return Ok(Action::await_change());
     }
 
-    let candidates = ctx
-        .pod_writes
-        .list(&ctx.pods, |p| p.metadata.namespace.as_deref() == Some(ns.as_str()));
+    let candidates = ctx.pod_writes.list(&ctx.pods, |p| {
+        p.metadata.namespace.as_deref() == Some(ns.as_str())
+    });
     let pods = claim_pods(&ctx, &job, &selector, candidates).await?;
     let spec = Spec::of(&job);
     let now = ctx.clock.now();
@@ -117,7 +116,9 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
 
     let active: Vec<Arc<Pod>> = ctx
         .pod_writes
-        .list(&ctx.pods, |p| is_controlled_by(&p.metadata, &uid) && is_pod_active(p))
+        .list(&ctx.pods, |p| {
+            is_controlled_by(&p.metadata, &uid) && is_pod_active(p)
+        })
         .into_iter()
         .filter(|p| selector.matches(p.labels()))
         .collect();
@@ -183,7 +184,14 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
         delete_pods(&ctx, &pods_api, &active, &mut events).await?;
         active_after = 0;
         if active.is_empty() && terminating == 0 && uncounted_is_empty(&st) {
-            if set_condition(&mut conditions, condition::COMPLETE, "True", reason, message, now) {
+            if set_condition(
+                &mut conditions,
+                condition::COMPLETE,
+                "True",
+                reason,
+                message,
+                now,
+            ) {
                 st.completion_time = Some(to_time(now));
                 events.push(("Normal", "Completed", "Job completed".into()));
             }
@@ -225,7 +233,17 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
             }
         }
         let backoff = remaining_backoff(&job, &pods, now);
-        let outcome = manage_pods(&ctx, &job, &spec, &pods_api, &st, &active, backoff, &mut events).await;
+        let outcome = manage_pods(
+            &ctx,
+            &job,
+            &spec,
+            &pods_api,
+            &st,
+            &active,
+            backoff,
+            &mut events,
+        )
+        .await;
         active_after = outcome.active;
         if let Some(wait) = outcome.wait {
             requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
@@ -238,7 +256,11 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
 
     let ready = active.iter().filter(|p| is_pod_ready(p)).count();
     st.active = Some(active_after as i32);
-    st.ready = Some(if active_after == 0 { 0 } else { ready.min(active_after) as i32 });
+    st.ready = Some(if active_after == 0 {
+        0
+    } else {
+        ready.min(active_after) as i32
+    });
     st.terminating = Some(terminating as i32);
     st.conditions = (!conditions.is_empty()).then_some(conditions);
     write_status(&ctx, &job, st).await?;
@@ -269,7 +291,8 @@ fn existing_condition(job: &Job, type_: &str) -> Option<Failure> {
 
 fn uncounted_is_empty(st: &JobStatus) -> bool {
     st.uncounted_terminated_pods.as_ref().is_none_or(|u| {
-        u.succeeded.as_ref().is_none_or(Vec::is_empty) && u.failed.as_ref().is_none_or(Vec::is_empty)
+        u.succeeded.as_ref().is_none_or(Vec::is_empty)
+            && u.failed.as_ref().is_none_or(Vec::is_empty)
     })
 }
 
@@ -321,7 +344,10 @@ fn classify_new_finished(job: &Job, spec: &Spec, pods: &[Arc<Pod>], st: &JobStat
         .flatten()
         .chain(uncounted.failed.iter().flatten())
         .collect();
-    let policy = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
+    let policy = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_failure_policy.as_ref());
     let mut out = Finished::default();
     for pod in pods.iter().filter(|p| jobpods::has_tracking_finalizer(p)) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -371,7 +397,10 @@ async fn track_finished_pods(
             .succeeded
             .get_or_insert_with(Vec::new)
             .extend(new_succeeded);
-        uncounted.failed.get_or_insert_with(Vec::new).extend(new_failed);
+        uncounted
+            .failed
+            .get_or_insert_with(Vec::new)
+            .extend(new_failed);
         st.uncounted_terminated_pods = Some(uncounted.clone());
         write_status(ctx, job, st.clone()).await?;
     }
@@ -413,7 +442,9 @@ async fn track_finished_pods(
         let completions = Spec::of(job).completions.unwrap_or(1);
         let mut done = parse_indexes(st.completed_indexes.as_deref());
         for uid in &succeeded_uids {
-            if let Some(i) = by_uid.get(uid.as_str()).and_then(|p| jobpods::completion_index(p))
+            if let Some(i) = by_uid
+                .get(uid.as_str())
+                .and_then(|p| jobpods::completion_index(p))
                 && i < completions
             {
                 done.insert(i);
@@ -432,7 +463,10 @@ async fn track_finished_pods(
 /// How long the next pod must wait after the recent failures (upstream's back-off record):
 /// 10 s doubling per failure since the last success, counted from the last failure.
 fn remaining_backoff(job: &Job, pods: &[Arc<Pod>], now: DateTime<Utc>) -> Duration {
-    let policy = job.spec.as_ref().and_then(|s| s.pod_failure_policy.as_ref());
+    let policy = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_failure_policy.as_ref());
     let last_success = pods
         .iter()
         .filter(|p| jobpods::phase(p) == "Succeeded")
@@ -492,7 +526,10 @@ async fn manage_pods(
         .max(0) as usize;
         if active.len() > want {
             let surplus = (active.len() - want).min(MAX_POD_CREATE_DELETE_PER_SYNC);
-            (util::pods_to_delete(active.to_vec(), active, surplus), Vec::new())
+            (
+                util::pods_to_delete(active.to_vec(), active, surplus),
+                Vec::new(),
+            )
         } else {
             (Vec::new(), vec![None; want - active.len()])
         }
@@ -533,7 +570,11 @@ async fn manage_pods(
             }
             Err(e) => {
                 if let Error::Api { source, .. } = &e {
-                    events.push(("Warning", "FailedCreate", format!("Error creating: {source}")));
+                    events.push((
+                        "Warning",
+                        "FailedCreate",
+                        format!("Error creating: {source}"),
+                    ));
                 }
                 if out.result.is_ok() {
                     out.result = Err(e);
@@ -576,7 +617,12 @@ fn indexed_plan(
     (Vec::new(), missing)
 }
 
-async fn create_pod(ctx: &Context, api: &Api<Pod>, job: &Job, index: Option<i32>) -> Result<String> {
+async fn create_pod(
+    ctx: &Context,
+    api: &Api<Pod>,
+    job: &Job,
+    index: Option<i32>,
+) -> Result<String> {
     let pod = jobpods::pod_from_template(job, index);
     let created = api
         .create(&PostParams::default(), &pod)
@@ -598,7 +644,11 @@ async fn delete_pods(
     let mut first = None;
     for (p, r) in pods.iter().zip(results) {
         match r {
-            Ok(()) => events.push(("Normal", "SuccessfulDelete", format!("Deleted pod: {}", p.name_any()))),
+            Ok(()) => events.push((
+                "Normal",
+                "SuccessfulDelete",
+                format!("Deleted pod: {}", p.name_any()),
+            )),
             Err(e) => {
                 first.get_or_insert(e);
             }
@@ -659,14 +709,23 @@ async fn claim_pods(
     let uid = job.metadata.uid.clone();
     let can_adopt = || async move {
         match jobs_api.get(&name).await {
-            Ok(fresh) => Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none()),
+            Ok(fresh) => {
+                Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none())
+            }
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e),
         }
     };
-    util::claim(&pods_api, job, selector, candidates, &ctx.pod_writes, can_adopt)
-        .await
-        .map_err(api_err("claim pods"))
+    util::claim(
+        &pods_api,
+        job,
+        selector,
+        candidates,
+        &ctx.pod_writes,
+        can_adopt,
+    )
+    .await
+    .map_err(api_err("claim pods"))
 }
 
 /// Writes the status through the status subresource, if it changed.
@@ -700,7 +759,11 @@ async fn write_status(ctx: &Context, job: &Job, st: JobStatus) -> Result<()> {
     });
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     match api
-        .patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(updated) => {

@@ -34,19 +34,22 @@ pub fn spawn_ttl_after_finished(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let task = async move {
-        let ctx = Arc::new(TtlContext {
-            client: client.clone(),
-            clock,
-        });
-        let controller = Controller::new(Api::<Job>::all(client), watcher::Config::default())
-            .run(reconcile, error_policy, ctx);
-        util::run_until_shutdown(controller, &shutdown, |e| {
-            debug!(error = %e, "ttl-after-finished controller")
-        })
-        .await;
-        debug!("ttl-after-finished controller stopped");
-    };
+    let task =
+        async move {
+            let ctx = Arc::new(TtlContext {
+                client: client.clone(),
+                clock,
+            });
+            let controller = Controller::new(Api::<Job>::all(client), watcher::Config::default())
+                .run(reconcile, error_policy, ctx);
+            util::run_until_shutdown(
+                controller,
+                &shutdown,
+                |e| debug!(error = %e, "ttl-after-finished controller"),
+            )
+            .await;
+            debug!("ttl-after-finished controller stopped");
+        };
     tokio::spawn(task.instrument(info_span!("ttl_after_finished_controller")))
 }
 
