@@ -36,6 +36,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+pub mod apply;
 pub mod authentication;
 pub mod cacher;
 pub mod crd;
@@ -43,6 +44,7 @@ pub mod defaults;
 pub mod discovery;
 pub mod duplex;
 pub mod object;
+pub mod patch;
 pub mod request;
 pub mod response;
 mod rest;
@@ -161,7 +163,7 @@ impl ApiServer {
         for name in SYSTEM_NAMESPACES {
             let body =
                 json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
-            match rest::write::create(&self.inner, &ns, None, body, false).await {
+            match rest::write::create(&self.inner, &ns, None, body, false, &apply::FieldManager::named("kube-apiserver")).await {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
@@ -202,7 +204,7 @@ impl ApiServer {
             "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
             "spec": { "clusterIP": ip, "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443 }] },
         });
-        match rest::write::create(&self.inner, &svc, Some("default"), body, false).await {
+        match rest::write::create(&self.inner, &svc, Some("default"), body, false, &apply::FieldManager::named("kube-apiserver")).await {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 || e.code == 422 => Ok(()),
             Err(e) => Err(e),

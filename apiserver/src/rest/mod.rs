@@ -9,6 +9,7 @@ use http::{Method, Request, StatusCode};
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::Value;
 
+use crate::apply::FieldManager;
 use crate::request::{self, DeleteOptions, ListQuery, Target};
 use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
@@ -81,6 +82,11 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let ns = info.namespace.as_deref();
+    let fm = if parts.method == Method::GET {
+        FieldManager::default()
+    } else {
+        FieldManager::for_request(inner, &r, &query, &parts.headers).await?
+    };
     match (
         &parts.method,
         info.name.as_deref(),
@@ -107,7 +113,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         }
         (&Method::POST, None, None) => {
             let obj = parse_json(&body)?;
-            write::create(inner, &r, require_ns(&r, ns)?, obj, dry_run)
+            write::create(inner, &r, require_ns(&r, ns)?, obj, dry_run, &fm)
                 .await
                 .map(|v| response::json(StatusCode::CREATED, &v))
         }
@@ -129,7 +135,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         }
         (&Method::PUT, Some(name), None) => {
             let obj = parse_json(&body)?;
-            write::update(inner, &r, ns, name, obj, dry_run)
+            write::update(inner, &r, ns, name, obj, dry_run, &fm)
                 .await
                 .map(|v| response::json(StatusCode::OK, &v))
         }
@@ -137,7 +143,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
             if sub.is_some() && !r.status_subresource {
                 return Err(not_found_path());
             }
-            write::patch(inner, &r, ns, name, sub, &content_type, &body, dry_run)
+            write::patch(inner, &r, ns, name, sub, &content_type, &body, dry_run, &fm)
                 .await
                 .map(|v| response::json(StatusCode::OK, &v))
         }
@@ -158,6 +164,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
                 &content_type,
                 &body,
                 dry_run,
+                &fm,
             )
             .await
         }

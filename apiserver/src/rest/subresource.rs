@@ -34,6 +34,7 @@ pub async fn handle(
     content_type: &str,
     body: &bytes::Bytes,
     dry_run: bool,
+    fm: &crate::apply::FieldManager,
 ) -> Result<ApiResponse, ApiError> {
     let ok = |v: Value| response::json(StatusCode::OK, &v);
     match (sub, method) {
@@ -41,12 +42,12 @@ pub async fn handle(
             read::get(inner, r, ns, name).await.map(ok)
         }
         ("status", &Method::PUT) if r.status_subresource => {
-            write::update_status(inner, r, ns, name, parse_json(body)?, dry_run)
+            write::update_status(inner, r, ns, name, parse_json(body)?, dry_run, fm)
                 .await
                 .map(ok)
         }
         ("scale", _) if r.scale.is_some() => {
-            scale(inner, r, ns, name, method, content_type, body, dry_run)
+            scale(inner, r, ns, name, method, content_type, body, dry_run, fm)
                 .await
                 .map(ok)
         }
@@ -138,7 +139,14 @@ async fn scale(
     content_type: &str,
     body: &bytes::Bytes,
     dry_run: bool,
+    fm: &crate::apply::FieldManager,
 ) -> Result<Value, ApiError> {
+    if *method == Method::PATCH && write::is_apply(content_type) {
+        let parent =
+            crate::apply::apply(inner, r, ns, name, Some("scale"), body, fm, dry_run).await?;
+        return Ok(scale_of(r, &parent));
+    }
+    let now = inner.clock.now_rfc3339();
     let Some(spec_path) = r.scale.as_ref().map(|s| s.spec_replicas_path.clone()) else {
         return Err(not_found());
     };
@@ -192,6 +200,7 @@ async fn scale(
                     let mut new = old.clone();
                     path_set(&mut new, &spec_path, json!(replicas));
                     crate::strategy::prepare_for_update(r, old, &mut new);
+                    fm.record_update(r, old, &mut new, "scale", &now);
                     Ok(new)
                 })
                 .await?;

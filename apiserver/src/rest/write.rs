@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::store_err;
 use crate::object::{self, meta_str};
 use crate::request::parse_rv;
+use crate::apply::FieldManager;
 use crate::{Inner, crd, defaults, strategy};
 
 /// How many times an unconditional update retries after losing a race.
@@ -56,6 +57,7 @@ pub async fn create(
     ns: Option<&str>,
     mut obj: Value,
     dry_run: bool,
+    fm: &FieldManager,
 ) -> Result<Value, ApiError> {
     strategy::check_type(r, &mut obj)?;
     strategy::prepare_for_create(r, &mut obj, ns, &inner.clock)?;
@@ -67,6 +69,7 @@ pub async fn create(
         obj["status"] = crd::accepted_status(&obj, &inner.clock.now_rfc3339());
     }
     check_namespace(inner, r, ns, &name).await?;
+    fm.record_create(r, &mut obj, &inner.clock.now_rfc3339());
     if dry_run {
         return Ok(obj);
     }
@@ -126,15 +129,18 @@ pub async fn update(
     name: &str,
     mut obj: Value,
     dry_run: bool,
+    fm: &FieldManager,
 ) -> Result<Value, ApiError> {
     strategy::check_type(r, &mut obj)?;
     check_name(r, &obj, name)?;
     object::meta_mut(&mut obj).insert("name".into(), json!(name));
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
+    let now = inner.clock.now_rfc3339();
     guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
         check_uid(r, &obj, old, name)?;
         let mut new = obj.clone();
         strategy::prepare_for_update(r, old, &mut new);
+        fm.record_update(r, old, &mut new, "", &now);
         Ok(new)
     })
     .await
@@ -148,13 +154,17 @@ pub async fn update_status(
     name: &str,
     mut obj: Value,
     dry_run: bool,
+    fm: &FieldManager,
 ) -> Result<Value, ApiError> {
     strategy::check_type(r, &mut obj)?;
     check_name(r, &obj, name)?;
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
+    let now = inner.clock.now_rfc3339();
     guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
         check_uid(r, &obj, old, name)?;
-        Ok(strategy::prepare_for_status_update(old, &obj))
+        let mut new = strategy::prepare_for_status_update(old, &obj);
+        fm.record_update(r, old, &mut new, "status", &now);
+        Ok(new)
     })
     .await
 }
@@ -167,6 +177,8 @@ pub enum PatchDocument {
     Json(Value),
     /// `application/merge-patch+json`.
     Merge(Value),
+    /// `application/strategic-merge-patch+json` (see [`crate::patch::strategic`]).
+    Strategic(Value),
 }
 
 impl PatchDocument {
@@ -195,6 +207,12 @@ impl PatchDocument {
                 }
                 Ok(PatchDocument::Merge(patch))
             }
+            crate::patch::STRATEGIC_MERGE_PATCH => {
+                let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!("the strategic merge patch is not valid JSON: {e}"))
+                })?;
+                Ok(PatchDocument::Strategic(patch))
+            }
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -217,6 +235,9 @@ impl PatchDocument {
                 })?;
             }
             PatchDocument::Merge(patch) => json_patch::merge(&mut doc, patch),
+            PatchDocument::Strategic(patch) => {
+                doc = crate::patch::strategic::apply(&doc, patch, crate::patch::schema::Schema::of_object(&doc))?;
+            }
         }
         Ok(doc)
     }
@@ -239,6 +260,11 @@ fn null_tests_of_missing_paths_pass(ops: Value, doc: &Value) -> Value {
     )
 }
 
+/// True for a server-side apply body (`application/apply-patch+yaml`).
+pub fn is_apply(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or("").trim() == crate::apply::APPLY_PATCH
+}
+
 /// PATCH of the main resource or its `status`.
 #[allow(clippy::too_many_arguments)]
 pub async fn patch(
@@ -250,10 +276,18 @@ pub async fn patch(
     content_type: &str,
     body: &[u8],
     dry_run: bool,
+    fm: &FieldManager,
 ) -> Result<Value, ApiError> {
+    if is_apply(content_type) {
+        return crate::apply::apply(inner, r, ns, name, sub, body, fm, dry_run).await;
+    }
     // Parsed before touching the store, so a bad patch is a 400/415, not a 404.
     let patch = PatchDocument::parse(content_type, body)?;
+    if matches!(patch, PatchDocument::Strategic(_)) {
+        crate::patch::check_strategic_supported(r)?;
+    }
     let status_only = sub == Some("status");
+    let now = inner.clock.now_rfc3339();
     guaranteed_update(inner, r, ns, name, None, dry_run, |old| {
         let mut patched = patch.apply(old)?;
         let old_rv = meta_str(old, "resourceVersion");
@@ -266,9 +300,12 @@ pub async fn patch(
         check_uid(r, &patched, old, name)?;
         strategy::check_type(r, &mut patched)?;
         if status_only {
-            Ok(strategy::prepare_for_status_update(old, &patched))
+            let mut new = strategy::prepare_for_status_update(old, &patched);
+            fm.record_update(r, old, &mut new, "status", &now);
+            Ok(new)
         } else {
             strategy::prepare_for_update(r, old, &mut patched);
+            fm.record_update(r, old, &mut patched, "", &now);
             Ok(patched)
         }
     })
