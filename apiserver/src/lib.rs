@@ -163,7 +163,16 @@ impl ApiServer {
         for name in SYSTEM_NAMESPACES {
             let body =
                 json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
-            match rest::write::create(&self.inner, &ns, None, body, false, &apply::FieldManager::named("kube-apiserver")).await {
+            match rest::write::create(
+                &self.inner,
+                &ns,
+                None,
+                body,
+                false,
+                &apply::FieldManager::named("kube-apiserver"),
+            )
+            .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
@@ -204,7 +213,16 @@ impl ApiServer {
             "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
             "spec": { "clusterIP": ip, "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443 }] },
         });
-        match rest::write::create(&self.inner, &svc, Some("default"), body, false, &apply::FieldManager::named("kube-apiserver")).await {
+        match rest::write::create(
+            &self.inner,
+            &svc,
+            Some("default"),
+            body,
+            false,
+            &apply::FieldManager::named("kube-apiserver"),
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 || e.code == 422 => Ok(()),
             Err(e) => Err(e),

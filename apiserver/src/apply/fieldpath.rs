@@ -91,9 +91,13 @@ fn walk(v: &Value, field: &Field<'_>, path: Path, out: &mut BTreeMap<Path, Value
                     out.insert(p, Value::Null);
                 }
             }
-            ListType::Map(keys) if !keys.is_empty() && items.iter().all(|i| key_of(i, keys).is_some()) => {
+            ListType::Map(keys)
+                if !keys.is_empty() && items.iter().all(|i| key_of(i, keys).is_some()) =>
+            {
                 for item in items {
-                    let Some(key) = key_of(item, keys) else { continue };
+                    let Some(key) = key_of(item, keys) else {
+                        continue;
+                    };
                     let mut p = path.clone();
                     p.push(PathElement::Key(key));
                     out.insert(p.clone(), Value::Null);
@@ -121,7 +125,11 @@ fn walk(v: &Value, field: &Field<'_>, path: Path, out: &mut BTreeMap<Path, Value
 pub fn key_of(item: &Value, keys: &[String]) -> Option<String> {
     let mut present: Vec<(&str, &Value)> = keys
         .iter()
-        .filter_map(|k| item.get(k).filter(|v| !v.is_null()).map(|v| (k.as_str(), v)))
+        .filter_map(|k| {
+            item.get(k)
+                .filter(|v| !v.is_null())
+                .map(|v| (k.as_str(), v))
+        })
         .collect();
     if present.is_empty() {
         return None;
@@ -153,7 +161,8 @@ impl fmt::Display for Display<'_> {
                 PathElement::Value(v) => write!(f, "[={v}]")?,
                 PathElement::Key(k) => {
                     let fields: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-                    let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let parts: Vec<String> =
+                        fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     write!(f, "[{}]", parts.join(","))?;
                 }
             }
@@ -262,7 +271,9 @@ mod tests {
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                 "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}}
         });
-        let set: FieldSet = leaves(&obj, Schema::for_kind("apps", "Deployment")).into_keys().collect();
+        let set: FieldSet = leaves(&obj, Schema::for_kind("apps", "Deployment"))
+            .into_keys()
+            .collect();
         let v1 = to_fields_v1(&set);
         assert_eq!(
             v1,
@@ -278,8 +289,13 @@ mod tests {
     #[test]
     fn set_items_are_owned_by_value() {
         let obj = json!({"metadata": {"finalizers": ["a/b"]}});
-        let set: FieldSet = leaves(&obj, Schema::for_kind("", "Pod")).into_keys().collect();
-        assert_eq!(to_fields_v1(&set), json!({"f:metadata": {"f:finalizers": {"v:\"a/b\"": {}}}}));
+        let set: FieldSet = leaves(&obj, Schema::for_kind("", "Pod"))
+            .into_keys()
+            .collect();
+        assert_eq!(
+            to_fields_v1(&set),
+            json!({"f:metadata": {"f:finalizers": {"v:\"a/b\"": {}}}})
+        );
     }
 
     #[test]
@@ -290,6 +306,9 @@ mod tests {
             PathElement::Key("{\"name\":\"nginx\"}".into()),
             PathElement::Field("image".into()),
         ];
-        assert_eq!(Display(&p).to_string(), ".spec.containers[name=\"nginx\"].image");
+        assert_eq!(
+            Display(&p).to_string(),
+            ".spec.containers[name=\"nginx\"].image"
+        );
     }
 }

@@ -142,11 +142,17 @@ pub fn record_update(old: &Value, new: &mut Value, schema: Schema<'_>, writer: W
         .collect();
     if !changed.is_empty() || !removed.is_empty() {
         for e in &mut entries {
-            e.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
+            e.fields
+                .retain(|p| !changed.contains(p) && !removed.contains(p));
         }
-        let mine = entries
-            .iter()
-            .position(|e| e.is(writer.manager, UPDATE, writer.api_version, writer.subresource));
+        let mine = entries.iter().position(|e| {
+            e.is(
+                writer.manager,
+                UPDATE,
+                writer.api_version,
+                writer.subresource,
+            )
+        });
         let entry = match mine {
             Some(i) => &mut entries[i],
             None => {
@@ -166,7 +172,8 @@ pub fn record_update(old: &Value, new: &mut Value, schema: Schema<'_>, writer: W
         entry.time = Some(writer.now.to_string());
     }
     entries.retain(|e| !e.fields.is_empty());
-    if sent.is_none() && entries == old_entries && old.pointer("/metadata/managedFields").is_none() {
+    if sent.is_none() && entries == old_entries && old.pointer("/metadata/managedFields").is_none()
+    {
         return;
     }
     encode_into(new, &entries);
@@ -188,7 +195,8 @@ mod tests {
     #[test]
     fn an_update_of_a_field_moves_its_ownership() {
         let schema = Schema::for_kind("apps", "Deployment");
-        let mut created = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "paused": false}});
+        let mut created =
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "paused": false}});
         record_update(&Value::Null, &mut created, schema, writer("creator"));
         let mut scaled = created.clone();
         scaled["spec"]["replicas"] = json!(5);
@@ -196,9 +204,15 @@ mod tests {
         let entries = decode(&scaled);
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].manager, "creator");
-        assert_eq!(fieldpath::to_fields_v1(&entries[0].fields), json!({"f:spec": {"f:paused": {}}}));
+        assert_eq!(
+            fieldpath::to_fields_v1(&entries[0].fields),
+            json!({"f:spec": {"f:paused": {}}})
+        );
         assert_eq!(entries[1].manager, "scaler");
-        assert_eq!(fieldpath::to_fields_v1(&entries[1].fields), json!({"f:spec": {"f:replicas": {}}}));
+        assert_eq!(
+            fieldpath::to_fields_v1(&entries[1].fields),
+            json!({"f:spec": {"f:replicas": {}}})
+        );
     }
 
     #[test]

@@ -15,7 +15,11 @@ pub fn merge(live: &Value, applied: &Value, schema: Schema<'_>) -> Value {
     Value::Object(merge_object(l.clone(), a, schema))
 }
 
-fn merge_object(mut live: Map<String, Value>, applied: &Map<String, Value>, schema: Schema<'_>) -> Map<String, Value> {
+fn merge_object(
+    mut live: Map<String, Value>,
+    applied: &Map<String, Value>,
+    schema: Schema<'_>,
+) -> Map<String, Value> {
     for (k, av) in applied {
         let field = schema.field(k);
         let merged = merge_value(live.remove(k), av, &field);
@@ -39,7 +43,10 @@ fn merge_value(live: Option<Value>, applied: &Value, field: &Field<'_>) -> Value
                 Value::Array(l)
             }
             ListType::Map(keys)
-                if !keys.is_empty() && a.iter().chain(l.iter()).all(|i| fieldpath::key_of(i, keys).is_some()) =>
+                if !keys.is_empty()
+                    && a.iter()
+                        .chain(l.iter())
+                        .all(|i| fieldpath::key_of(i, keys).is_some()) =>
             {
                 for item in a {
                     let key = fieldpath::key_of(item, keys);

@@ -139,7 +139,14 @@ impl FieldManager {
 
     /// Records the `Update` entry of a write through `subresource` (empty for the main
     /// resource) that turned `old` into `new`.
-    pub fn record_update(&self, r: &ResourceInfo, old: &Value, new: &mut Value, subresource: &str, now: &str) {
+    pub fn record_update(
+        &self,
+        r: &ResourceInfo,
+        old: &Value,
+        new: &mut Value,
+        subresource: &str,
+        now: &str,
+    ) {
         if self.applying {
             return;
         }
@@ -202,7 +209,12 @@ pub struct Applier<'a> {
 impl Applier<'_> {
     /// Applies `applied` (with nulls and reset fields already dropped) to `live` (`null` when
     /// the object does not exist yet); the result carries the new managedFields.
-    pub fn apply_to(&self, live: &Value, applied: &Value, schema: Schema<'_>) -> Result<Value, ApiError> {
+    pub fn apply_to(
+        &self,
+        live: &Value,
+        applied: &Value,
+        schema: Schema<'_>,
+    ) -> Result<Value, ApiError> {
         let mut entries = managed::decode(live);
         let is_mine = |e: &Entry| e.is(self.manager, APPLY, "", self.subresource);
         let applied_leaves = fieldpath::leaves(applied, schema);
@@ -339,7 +351,11 @@ fn strip_nulls(v: Value) -> Value {
 fn applied_config(r: &ResourceInfo, name: &str, sub: &str, body: &[u8]) -> Result<Value, ApiError> {
     let mut applied = decode_body(body)?;
     for field in ["apiVersion", "kind"] {
-        if applied.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+        if applied
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return Err(ApiError::bad_request(format!(
                 "the apply patch must set {field}"
             )));
@@ -398,7 +414,8 @@ fn scale_config(r: &ResourceInfo, name: &str, scale: &Value) -> Result<Value, Ap
             "the server could not find the requested resource",
         ));
     };
-    let mut parent = json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": {"name": name}});
+    let mut parent =
+        json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": {"name": name}});
     if let Some(replicas) = path_get(scale, ".spec.replicas") {
         let Some(n) = replicas.as_i64().filter(|n| *n >= 0) else {
             return Err(ApiError::invalid_field(
@@ -430,7 +447,9 @@ pub(crate) async fn apply(
 ) -> Result<Value, ApiError> {
     let sub = sub.unwrap_or("");
     let manager = fm.field_manager.clone().ok_or_else(|| {
-        ApiError::bad_request("PATCH, application/apply-patch+yaml requests require fieldManager to be set")
+        ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+        )
     })?;
     let applied = applied_config(r, name, sub, body)?;
     let api_version = r.api_version();
@@ -460,7 +479,16 @@ pub(crate) async fn apply(
         match updated {
             Err(e) if e.code == 404 && sub.is_empty() => {
                 let new = applier.apply_to(&Value::Null, &applied, schema)?;
-                match write::create(inner, r, crate::rest::require_ns(r, ns)?, new, dry_run, &quiet).await {
+                match write::create(
+                    inner,
+                    r,
+                    crate::rest::require_ns(r, ns)?,
+                    new,
+                    dry_run,
+                    &quiet,
+                )
+                .await
+                {
                     Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
                     other => return other,
                 }

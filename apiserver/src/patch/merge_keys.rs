@@ -132,7 +132,10 @@ pub fn list_strategy(group: &str, kind: &str, path: &[&str]) -> Option<ListStrat
 
 /// The `x-kubernetes-patch-merge-key` and `x-kubernetes-patch-strategy` of a property, as
 /// upstream's OpenAPI declares them; `None` when the property has neither.
-pub fn patch_extensions(type_name: &str, field: &str) -> Option<(Option<&'static str>, &'static str)> {
+pub fn patch_extensions(
+    type_name: &str,
+    field: &str,
+) -> Option<(Option<&'static str>, &'static str)> {
     let retain = retains_keys(type_name, field);
     match field_rule(type_name, field) {
         Some((Rule::Map(keys), _)) => Some((
@@ -151,7 +154,11 @@ mod tests {
 
     #[test]
     fn table_is_sorted_for_binary_search() {
-        assert!(FIELDS.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        assert!(
+            FIELDS
+                .windows(2)
+                .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))
+        );
     }
 
     #[test]
@@ -165,15 +172,24 @@ mod tests {
         };
         assert_eq!(pod(&["spec", "containers"]), map(&["name"]));
         assert_eq!(pod(&["spec", "containers", "env"]), map(&["name"]));
-        assert_eq!(pod(&["spec", "containers", "ports"]), map(&["containerPort"]));
-        assert_eq!(pod(&["spec", "containers", "volumeMounts"]), map(&["mountPath"]));
+        assert_eq!(
+            pod(&["spec", "containers", "ports"]),
+            map(&["containerPort"])
+        );
+        assert_eq!(
+            pod(&["spec", "containers", "volumeMounts"]),
+            map(&["mountPath"])
+        );
         assert_eq!(pod(&["spec", "volumes"]), map(&["name"]));
         assert_eq!(pod(&["spec", "hostAliases"]), map(&["ip"]));
         assert_eq!(pod(&["spec", "tolerations"]), Some(ListStrategy::Atomic));
         assert_eq!(pod(&["status", "conditions"]), map(&["type"]));
         assert_eq!(pod(&["metadata", "finalizers"]), Some(ListStrategy::Set));
         assert_eq!(pod(&["metadata", "ownerReferences"]), map(&["uid"]));
-        assert_eq!(list_strategy("", "Service", &["spec", "ports"]), map(&["port"]));
+        assert_eq!(
+            list_strategy("", "Service", &["spec", "ports"]),
+            map(&["port"])
+        );
     }
 
     #[test]

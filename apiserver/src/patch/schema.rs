@@ -82,7 +82,8 @@ fn builtin_field(ty: &'static str, name: &str) -> Field<'static> {
         Rule::Map(keys) => ListType::Map(keys.iter().map(|k| k.to_string()).collect()),
         _ => ListType::Atomic,
     };
-    let atomic = rule == Rule::AtomicMap || (rule == Rule::Struct && merge_keys::is_atomic_struct(child));
+    let atomic =
+        rule == Rule::AtomicMap || (rule == Rule::Struct && merge_keys::is_atomic_struct(child));
     Field {
         schema,
         list,

@@ -98,9 +98,12 @@ fn merge_map(
             (Some(Value::Array(o)), Value::Array(p)) => {
                 Some(Value::Array(merge_list(o, p, &field.list, field.schema)?))
             }
-            (None, Value::Array(p)) => {
-                Some(Value::Array(merge_list(Vec::new(), p, &field.list, field.schema)?))
-            }
+            (None, Value::Array(p)) => Some(Value::Array(merge_list(
+                Vec::new(),
+                p,
+                &field.list,
+                field.schema,
+            )?)),
             (_, p) => Some(p.clone()),
         };
         if let Some(v) = merged {
@@ -130,7 +133,10 @@ fn string_list(v: &Value, what: &str) -> Result<Vec<String>, ApiError> {
 
 /// A patch value with its directives applied against nothing: what a new field or list item
 /// becomes.
-fn strip_directives(patch: Map<String, Value>, schema: Schema<'_>) -> Result<Map<String, Value>, ApiError> {
+fn strip_directives(
+    patch: Map<String, Value>,
+    schema: Schema<'_>,
+) -> Result<Map<String, Value>, ApiError> {
     let mut clean = patch;
     clean.remove(PATCH);
     Ok(merge_map(Map::new(), &clean, schema)?.unwrap_or_default())
@@ -170,7 +176,9 @@ fn merge_list(
             }
             Ok(out)
         }
-        ListType::Map(keys) if !keys.is_empty() => merge_keyed_list(original, patch, &keys[0], schema),
+        ListType::Map(keys) if !keys.is_empty() => {
+            merge_keyed_list(original, patch, &keys[0], schema)
+        }
         _ => patch
             .iter()
             .filter(|i| directive(i) != Some("delete"))
@@ -430,7 +438,10 @@ mod tests {
             json!({"spec": {}}),
             json!({"spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": "1"}], "$setElementOrder/env": [{"name": "X"}]}]}}),
         );
-        assert_eq!(out["spec"]["containers"], json!([{"name": "a", "env": [{"name": "X", "value": "1"}]}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "a", "env": [{"name": "X", "value": "1"}]}])
+        );
     }
 
     #[test]

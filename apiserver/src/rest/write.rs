@@ -7,9 +7,9 @@ use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
 use super::store_err;
+use crate::apply::FieldManager;
 use crate::object::{self, meta_str};
 use crate::request::parse_rv;
-use crate::apply::FieldManager;
 use crate::{Inner, crd, defaults, strategy};
 
 /// How many times an unconditional update retries after losing a race.
@@ -209,7 +209,9 @@ impl PatchDocument {
             }
             crate::patch::STRATEGIC_MERGE_PATCH => {
                 let patch: Value = serde_json::from_slice(body).map_err(|e| {
-                    ApiError::bad_request(format!("the strategic merge patch is not valid JSON: {e}"))
+                    ApiError::bad_request(format!(
+                        "the strategic merge patch is not valid JSON: {e}"
+                    ))
                 })?;
                 Ok(PatchDocument::Strategic(patch))
             }
@@ -236,7 +238,11 @@ impl PatchDocument {
             }
             PatchDocument::Merge(patch) => json_patch::merge(&mut doc, patch),
             PatchDocument::Strategic(patch) => {
-                doc = crate::patch::strategic::apply(&doc, patch, crate::patch::schema::Schema::of_object(&doc))?;
+                doc = crate::patch::strategic::apply(
+                    &doc,
+                    patch,
+                    crate::patch::schema::Schema::of_object(&doc),
+                )?;
             }
         }
         Ok(doc)
