@@ -120,18 +120,29 @@ fn walk(v: &Value, field: &Field<'_>, path: Path, out: &mut BTreeMap<Path, Value
     }
 }
 
+/// Key fields the server defaults, so an item that leaves them out still has its full key
+/// (upstream's defaulting of `protocol` in port keys).
+const KEY_DEFAULTS: &[(&str, &str)] = &[("protocol", "TCP")];
+
 /// The key of a keyed list item: its key fields as a JSON object with sorted keys; `None`
-/// when it has none of them.
+/// when it has none of them but defaulted ones.
 pub fn key_of(item: &Value, keys: &[String]) -> Option<String> {
-    let mut present: Vec<(&str, &Value)> = keys
-        .iter()
-        .filter_map(|k| {
-            item.get(k)
-                .filter(|v| !v.is_null())
-                .map(|v| (k.as_str(), v))
-        })
-        .collect();
-    if present.is_empty() {
+    let mut present: Vec<(&str, Value)> = Vec::with_capacity(keys.len());
+    let mut own = false;
+    for k in keys {
+        match item.get(k).filter(|v| !v.is_null()) {
+            Some(v) => {
+                own = true;
+                present.push((k, v.clone()));
+            }
+            None => {
+                if let Some((_, d)) = KEY_DEFAULTS.iter().find(|(d, _)| d == k) {
+                    present.push((k, Value::String(d.to_string())));
+                }
+            }
+        }
+    }
+    if !own {
         return None;
     }
     present.sort_by(|a, b| a.0.cmp(b.0));
@@ -145,7 +156,10 @@ pub fn key_of(item: &Value, keys: &[String]) -> Option<String> {
 /// True when `item` is the keyed-list item that `key` (a [`PathElement::Key`]) names.
 pub fn matches_key(item: &Value, key: &str) -> bool {
     match serde_json::from_str::<Map<String, Value>>(key) {
-        Ok(fields) => fields.iter().all(|(k, v)| item.get(k) == Some(v)),
+        Ok(fields) => {
+            let names: Vec<String> = fields.keys().cloned().collect();
+            key_of(item, &names).as_deref() == Some(key)
+        }
         Err(_) => false,
     }
 }
@@ -284,6 +298,21 @@ mod tests {
             })
         );
         assert_eq!(from_fields_v1(&v1), Some(set));
+    }
+
+    #[test]
+    fn container_ports_are_keyed_by_number_and_defaulted_protocol() {
+        let obj =
+            json!({"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 80}]}]}});
+        let set: FieldSet = leaves(&obj, Schema::for_kind("", "Pod"))
+            .into_keys()
+            .collect();
+        let v1 = to_fields_v1(&set);
+        let ports = &v1["f:spec"]["f:containers"]["k:{\"name\":\"a\"}"]["f:ports"];
+        assert_eq!(
+            ports,
+            &json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}})
+        );
     }
 
     #[test]

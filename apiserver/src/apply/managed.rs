@@ -75,11 +75,28 @@ pub fn decode(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
-/// Writes `entries` (without empty ones) into `metadata.managedFields`.
+/// Writes `entries` (without empty ones) into `metadata.managedFields`, in upstream's order:
+/// appliers before updaters, then oldest first, then by manager, apiVersion and subresource.
 pub fn encode_into(obj: &mut Value, entries: &[Entry]) {
-    let list: Vec<Value> = entries
-        .iter()
-        .filter(|e| !e.fields.is_empty())
+    let mut sorted: Vec<&Entry> = entries.iter().filter(|e| !e.fields.is_empty()).collect();
+    sorted.sort_by(|p, q| {
+        (
+            &p.operation,
+            &p.time,
+            &p.manager,
+            &p.api_version,
+            &p.subresource,
+        )
+            .cmp(&(
+                &q.operation,
+                &q.time,
+                &q.manager,
+                &q.api_version,
+                &q.subresource,
+            ))
+    });
+    let list: Vec<Value> = sorted
+        .into_iter()
         .map(|e| {
             let mut m = Map::new();
             m.insert("manager".into(), json!(e.manager));

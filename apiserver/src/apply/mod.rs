@@ -350,6 +350,11 @@ fn strip_nulls(v: Value) -> Value {
 /// subresource; `/status` sets only `status` (and labels and annotations).
 fn applied_config(r: &ResourceInfo, name: &str, sub: &str, body: &[u8]) -> Result<Value, ApiError> {
     let mut applied = decode_body(body)?;
+    if applied.pointer("/metadata/managedFields").is_some() {
+        return Err(ApiError::bad_request(
+            "metadata.managedFields must be nil in an apply patch",
+        ));
+    }
     for field in ["apiVersion", "kind"] {
         if applied
             .get(field)

@@ -67,6 +67,27 @@ const RETAIN_KEYS: &[(&str, &str)] = &[
     ("io.k8s.api.core.v1.PodSpec", "resourceClaims"),
 ];
 
+/// Lists whose server-side apply keys are more than their strategic-merge-patch key: a port
+/// is keyed by its number and protocol (`k:{"containerPort":80,"protocol":"TCP"}`). The first
+/// key stays the `patchMergeKey`.
+const LIST_MAP_KEYS: &[(&str, &str, &[&str])] = &[
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        &["containerPort", "protocol"],
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        &["containerPort", "protocol"],
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        &["port", "protocol"],
+    ),
+];
+
 /// Types that are `+structType=atomic` upstream: owned and replaced as one value.
 const ATOMIC_STRUCTS: &[&str] = &[
     "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
@@ -92,10 +113,15 @@ pub fn is_builtin(group: &str, kind: &str) -> bool {
 /// The rule and item (or value) type of `type_name.field`, if the field is an object, a
 /// keyed list or a set.
 pub fn field_rule(type_name: &str, field: &str) -> Option<(Rule, &'static str)> {
-    FIELDS
+    let i = FIELDS
         .binary_search_by(|(t, f, _, _)| (*t, *f).cmp(&(type_name, field)))
-        .ok()
-        .map(|i| (FIELDS[i].3, FIELDS[i].2))
+        .ok()?;
+    let (_, _, child, rule) = FIELDS[i];
+    let rule = LIST_MAP_KEYS
+        .iter()
+        .find(|(t, f, _)| *t == type_name && *f == field)
+        .map_or(rule, |(_, _, keys)| Rule::Map(keys));
+    Some((rule, child))
 }
 
 /// True when the type is replaced and owned as a whole.
@@ -148,6 +174,31 @@ pub fn patch_extensions(
     }
 }
 
+/// The `x-kubernetes-list-type` (`atomic`, `set` or `map`) and `x-kubernetes-list-map-keys` of
+/// a list property, as upstream's OpenAPI declares them; `None` for a property that is not a
+/// keyed list or a set (lists default to atomic).
+pub fn list_type_extensions(
+    type_name: &str,
+    field: &str,
+) -> Option<(&'static str, &'static [&'static str])> {
+    match field_rule(type_name, field)? {
+        (Rule::Map(keys), _) => Some(("map", keys)),
+        (Rule::Set, _) => Some(("set", &[])),
+        (Rule::AtomicList, _) => Some(("atomic", &[])),
+        _ => None,
+    }
+}
+
+/// The `x-kubernetes-map-type` of an object property: `atomic` for the maps and structs that
+/// are owned and replaced as one value.
+pub fn map_type_extension(type_name: &str, field: &str) -> Option<&'static str> {
+    match field_rule(type_name, field)? {
+        (Rule::AtomicMap, _) => Some("atomic"),
+        (Rule::Struct, child) if is_atomic_struct(child) => Some("atomic"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +225,7 @@ mod tests {
         assert_eq!(pod(&["spec", "containers", "env"]), map(&["name"]));
         assert_eq!(
             pod(&["spec", "containers", "ports"]),
-            map(&["containerPort"])
+            map(&["containerPort", "protocol"])
         );
         assert_eq!(
             pod(&["spec", "containers", "volumeMounts"]),
@@ -188,7 +239,7 @@ mod tests {
         assert_eq!(pod(&["metadata", "ownerReferences"]), map(&["uid"]));
         assert_eq!(
             list_strategy("", "Service", &["spec", "ports"]),
-            map(&["port"])
+            map(&["port", "protocol"])
         );
     }
 

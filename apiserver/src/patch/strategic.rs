@@ -412,6 +412,15 @@ mod tests {
     }
 
     #[test]
+    fn set_element_order_orders_a_primitive_merge_list() {
+        let out = pod(
+            json!({"metadata": {"finalizers": ["a", "b"]}}),
+            json!({"metadata": {"$setElementOrder/finalizers": ["c", "b", "a"], "finalizers": ["c"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "b", "a"]));
+    }
+
+    #[test]
     fn retain_keys_clears_the_other_union_members() {
         let out = deployment(
             json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),

@@ -82,10 +82,10 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let ns = info.namespace.as_deref();
-    let fm = if parts.method == Method::GET {
-        FieldManager::default()
-    } else {
+    let fm = if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
         FieldManager::for_request(inner, &r, &query, &parts.headers).await?
+    } else {
+        FieldManager::default()
     };
     match (
         &parts.method,
