@@ -534,3 +534,86 @@ async fn apply_of_the_scale_subresource_owns_the_parent_replicas() {
         json!({"f:spec": {"f:replicas": {}}})
     );
 }
+
+#[tokio::test]
+async fn kubectl_three_way_strategic_patch_reorders_containers_and_clears_the_strategy_union() {
+    let c = cluster().await;
+    let api: Api<Deployment> = Api::default_namespaced(c.client());
+    let mut d = deployment(
+        1,
+        json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]),
+    );
+    d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}});
+    let d: Deployment = serde_json::from_value(d).expect("typed");
+    api.create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    // What `kubectl apply` sends after the manifest swapped the containers and switched to
+    // Recreate.
+    let out = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {
+                "strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {
+                    "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
+                    "containers": [{"name": "b", "image": "b:2"}]
+                }}
+            }})),
+        )
+        .await
+        .expect("three-way patch");
+    let spec = out.spec.expect("spec");
+    let strategy = spec.strategy.expect("strategy");
+    assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
+    assert!(strategy.rolling_update.is_none());
+    let names: Vec<(String, Option<String>)> = spec
+        .template
+        .spec
+        .map(|p| p.containers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.image))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("b".to_string(), Some("b:2".to_string())),
+            ("a".to_string(), Some("a:1".to_string()))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reapplying_a_service_keeps_one_port_per_number_and_protocol() {
+    let c = cluster().await;
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::default_namespaced(c.client());
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}
+    });
+    api.patch("web", &PatchParams::apply("kubectl"), &Patch::Apply(&svc))
+        .await
+        .expect("first apply");
+    let out = api
+        .patch("web", &PatchParams::apply("kubectl"), &Patch::Apply(&svc))
+        .await
+        .expect("second apply");
+    let ports = out.spec.and_then(|s| s.ports).unwrap_or_default();
+    assert_eq!(ports.len(), 1);
+    let e = out
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.manager.as_deref() == Some("kubectl"))
+        .expect("entry");
+    let fields = e.fields_v1.expect("fields").0;
+    assert!(
+        fields["f:spec"]["f:ports"]
+            .get("k:{\"port\":80,\"protocol\":\"TCP\"}")
+            .is_some(),
+        "{fields}"
+    );
+}
