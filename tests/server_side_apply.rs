@@ -617,3 +617,27 @@ async fn reapplying_a_service_keeps_one_port_per_number_and_protocol() {
         "{fields}"
     );
 }
+
+#[tokio::test]
+async fn apply_yaml_removes_fields_dropped_from_the_manifest() {
+    use kybernetes::ApplyOutcome;
+    let c = cluster().await;
+    let first =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n  b: \"2\"\n";
+    let second = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n";
+    assert_eq!(
+        c.apply_yaml(first).await.expect("create"),
+        [ApplyOutcome::Created("configmaps/cfg".into())]
+    );
+    assert_eq!(
+        c.apply_yaml(second).await.expect("drop b"),
+        [ApplyOutcome::Configured("configmaps/cfg".into())]
+    );
+    assert_eq!(
+        c.apply_yaml(second).await.expect("again"),
+        [ApplyOutcome::Unchanged("configmaps/cfg".into())]
+    );
+    let api: Api<ConfigMap> = Api::default_namespaced(c.client());
+    let data = api.get("cfg").await.expect("get").data.unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["a"]);
+}
