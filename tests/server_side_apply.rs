@@ -474,7 +474,7 @@ async fn strategic_merge_patch_of_a_custom_resource_is_unsupported() {
 }
 
 #[tokio::test]
-async fn apply_without_a_field_manager_is_a_bad_request() {
+async fn apply_without_a_field_manager_is_invalid_as_upstream_says() {
     let c = cluster().await;
     let resp = c
         .client()
@@ -490,7 +490,34 @@ async fn apply_without_a_field_manager_is_a_bad_request() {
         )
         .await
         .expect("send");
-    assert_eq!(resp.status(), http::StatusCode::BAD_REQUEST);
+    // Upstream validates PatchOptions into a 422 Invalid (not a 400).
+
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let status: Value = serde_json::from_slice(&bytes).expect("status json");
+    assert_eq!(status["code"], 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
+}
+
+#[tokio::test]
+async fn force_on_a_non_apply_patch_is_invalid() {
+    let c = cluster().await;
+    let resp = c
+        .client()
+        .send(
+            http::Request::patch("/api/v1/namespaces/default/configmaps/cfg?force=true")
+                .header("content-type", "application/merge-patch+json")
+                .body(b"{}".to_vec().into())
+                .expect("request"),
+        )
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ pub struct FieldManager {
     field_manager: Option<String>,
     user_agent: String,
     force: bool,
+    force_sent: bool,
     applying: bool,
     crd_schema: Option<Value>,
 }
@@ -66,6 +67,7 @@ impl FieldManager {
                 ),
             ));
         }
+        let force_sent = query.contains_key("force");
         let force = match query.get("force").map(String::as_str) {
             None | Some("") | Some("false") => false,
             Some("true") => true,
@@ -89,6 +91,7 @@ impl FieldManager {
             field_manager,
             user_agent,
             force,
+            force_sent,
             applying: false,
             crd_schema,
         })
@@ -101,6 +104,18 @@ impl FieldManager {
             field_manager: Some(name.to_string()),
             ..Default::default()
         }
+    }
+
+    /// Upstream's `PatchOptions` rule for the other patch types: `force` belongs to apply.
+    pub fn check_not_forced(&self) -> Result<(), ApiError> {
+        if !self.force_sent {
+            return Ok(());
+        }
+        Err(patch_options_invalid(
+            "FieldValueForbidden",
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        ))
     }
 
     /// The manager of an `Update`: `fieldManager`, else the program name of the User-Agent
@@ -164,6 +179,21 @@ impl FieldManager {
             },
         );
     }
+}
+
+/// A 422 about the request's `PatchOptions`, worded as upstream's
+/// (`PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: ...`).
+fn patch_options_invalid(reason: &str, field: &str, message: &str) -> ApiError {
+    ApiError::invalid(
+        "meta.k8s.io",
+        "PatchOptions",
+        "",
+        vec![StatusCause {
+            reason: reason.into(),
+            message: message.into(),
+            field: field.into(),
+        }],
+    )
 }
 
 /// The `openAPIV3Schema` of a custom resource's version, from its CRD.
@@ -452,8 +482,10 @@ pub(crate) async fn apply(
 ) -> Result<Value, ApiError> {
     let sub = sub.unwrap_or("");
     let manager = fm.field_manager.clone().ok_or_else(|| {
-        ApiError::bad_request(
-            "PATCH, application/apply-patch+yaml requests require fieldManager to be set",
+        patch_options_invalid(
+            "FieldValueRequired",
+            "fieldManager",
+            "Required value: is required for apply patch",
         )
     })?;
     let applied = applied_config(r, name, sub, body)?;

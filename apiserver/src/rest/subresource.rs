@@ -146,6 +146,9 @@ async fn scale(
             crate::apply::apply(inner, r, ns, name, Some("scale"), body, fm, dry_run).await?;
         return Ok(scale_of(r, &parent));
     }
+    if *method == Method::PATCH {
+        fm.check_not_forced()?;
+    }
     let now = inner.clock.now_rfc3339();
     let Some(spec_path) = r.scale.as_ref().map(|s| s.spec_replicas_path.clone()) else {
         return Err(not_found());

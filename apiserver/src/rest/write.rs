@@ -287,6 +287,7 @@ pub async fn patch(
     if is_apply(content_type) {
         return crate::apply::apply(inner, r, ns, name, sub, body, fm, dry_run).await;
     }
+    fm.check_not_forced()?;
     // Parsed before touching the store, so a bad patch is a 400/415, not a 404.
     let patch = PatchDocument::parse(content_type, body)?;
     if matches!(patch, PatchDocument::Strategic(_)) {
