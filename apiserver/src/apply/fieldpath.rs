@@ -120,6 +120,61 @@ fn walk(v: &Value, field: &Field<'_>, path: Path, out: &mut BTreeMap<Path, Value
     }
 }
 
+/// The first keyed-list item of `obj` that lacks its key fields, as upstream words it:
+/// `.spec.containers: element 0: associative list with keys has an element that omits key
+/// field "name"`. An applied configuration must name every item it sets.
+pub fn missing_key(obj: &Value, schema: Schema<'_>) -> Option<String> {
+    let Value::Object(root) = obj else {
+        return None;
+    };
+    root.iter().find_map(|(k, v)| {
+        check_keys(
+            v,
+            &schema.field(k),
+            &mut vec![PathElement::Field(k.clone())],
+        )
+    })
+}
+
+fn check_keys(v: &Value, field: &Field<'_>, path: &mut Path) -> Option<String> {
+    match v {
+        Value::Object(m) if !field.atomic => m.iter().find_map(|(k, child)| {
+            path.push(PathElement::Field(k.clone()));
+            let found = check_keys(child, &field.schema.field(k), path);
+            path.pop();
+            found
+        }),
+        Value::Array(items) => {
+            let ListType::Map(keys) = &field.list else {
+                return None;
+            };
+            if keys.is_empty() {
+                return None;
+            }
+            items.iter().enumerate().find_map(|(i, item)| {
+                let Some(key) = key_of(item, keys) else {
+                    return Some(format!(
+                        "{}: element {i}: associative list with keys has an element that omits key field {:?}",
+                        Display(path),
+                        keys[0]
+                    ));
+                };
+                let Value::Object(m) = item else { return None };
+                path.push(PathElement::Key(key));
+                let found = m.iter().find_map(|(k, child)| {
+                    path.push(PathElement::Field(k.clone()));
+                    let found = check_keys(child, &field.schema.field(k), path);
+                    path.pop();
+                    found
+                });
+                path.pop();
+                found
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Key fields the server defaults, so an item that leaves them out still has its full key
 /// (upstream's defaulting of `protocol` in port keys).
 const KEY_DEFAULTS: &[(&str, &str)] = &[("protocol", "TCP")];

@@ -491,6 +491,13 @@ pub(crate) async fn apply(
     let applied = applied_config(r, name, sub, body)?;
     let api_version = r.api_version();
     let schema = fm.schema(r);
+    if let Some(why) = fieldpath::missing_key(&applied, schema) {
+        return Err(ApiError::bad_request(format!(
+            "failed to create typed patch object ({}/{name}; {api_version}, Kind={}): {why}",
+            ns.unwrap_or(""),
+            r.kind
+        )));
+    }
     let now = inner.clock.now_rfc3339();
     let applier = Applier {
         manager: &manager,

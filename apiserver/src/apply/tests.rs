@@ -197,3 +197,14 @@ fn yaml_and_json_bodies_both_decode() {
         br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":null}"#;
     assert!(decode_body(json_body).unwrap().get("data").is_none());
 }
+
+#[test]
+fn an_applied_container_without_a_name_is_named_in_the_error() {
+    let applied = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
+    assert_eq!(
+        fieldpath::missing_key(&applied, deployment()).as_deref(),
+        Some(
+            ".spec.template.spec.containers: element 0: associative list with keys has an element that omits key field \"name\""
+        )
+    );
+}
