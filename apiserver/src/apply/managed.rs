@@ -11,6 +11,13 @@ pub const APPLY: &str = "Apply";
 /// `operation: Update`.
 pub const UPDATE: &str = "Update";
 
+/// Upstream keeps at most this many `Update` entries; older ones merge into
+/// [`ANCIENT_CHANGES`], one per apiVersion.
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// The manager that the oldest `Update` entries merge into past [`MAX_UPDATE_MANAGERS`].
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
 /// One `managedFields` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -189,11 +196,45 @@ pub fn record_update(old: &Value, new: &mut Value, schema: Schema<'_>, writer: W
         entry.time = Some(writer.now.to_string());
     }
     entries.retain(|e| !e.fields.is_empty());
+    cap_update_managers(&mut entries);
     if sent.is_none() && entries == old_entries && old.pointer("/metadata/managedFields").is_none()
     {
         return;
     }
     encode_into(new, &entries);
+}
+
+/// Merges the oldest `Update` entries into `ancient-changes` buckets (one per apiVersion) until
+/// at most [`MAX_UPDATE_MANAGERS`] remain, as upstream's `capManagersManager` does. Appliers
+/// are never merged.
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let count = entries.iter().filter(|e| e.operation == UPDATE).count();
+    if count <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    let mut excess = count - MAX_UPDATE_MANAGERS;
+    let (mut updaters, appliers): (Vec<Entry>, Vec<Entry>) =
+        entries.drain(..).partition(|e| e.operation == UPDATE);
+    updaters.sort_by(|a, b| a.time.cmp(&b.time));
+    let mut kept: Vec<Entry> = Vec::with_capacity(updaters.len());
+    for mut e in updaters {
+        if excess > 0 {
+            if let Some(bucket) = kept
+                .iter_mut()
+                .find(|k| k.manager == ANCIENT_CHANGES && k.api_version == e.api_version)
+            {
+                bucket.fields.extend(std::mem::take(&mut e.fields));
+                bucket.time = e.time;
+                excess -= 1;
+                continue;
+            }
+            e.manager = ANCIENT_CHANGES.into();
+            e.subresource.clear();
+        }
+        kept.push(e);
+    }
+    *entries = appliers;
+    entries.extend(kept);
 }
 
 #[cfg(test)]
@@ -229,6 +270,40 @@ mod tests {
         assert_eq!(
             fieldpath::to_fields_v1(&entries[1].fields),
             json!({"f:spec": {"f:replicas": {}}})
+        );
+    }
+
+    #[test]
+    fn the_oldest_updaters_merge_into_ancient_changes_past_ten() {
+        let schema = Schema::for_kind("", "ConfigMap");
+        let mut obj = json!({"data": {}});
+        for i in 0..12 {
+            let mut next = obj.clone();
+            next["data"][format!("k{i}")] = json!("v");
+            let manager = format!("m{i:02}");
+            let now = format!("2026-01-01T00:00:{i:02}Z");
+            record_update(
+                &obj,
+                &mut next,
+                schema,
+                Writer {
+                    manager: &manager,
+                    api_version: "v1",
+                    subresource: "",
+                    now: &now,
+                },
+            );
+            obj = next;
+        }
+        let entries = decode(&obj);
+        assert_eq!(entries.len(), MAX_UPDATE_MANAGERS);
+        let ancient = entries
+            .iter()
+            .find(|e| e.manager == ANCIENT_CHANGES)
+            .expect("bucket");
+        assert_eq!(
+            fieldpath::to_fields_v1(&ancient.fields),
+            json!({"f:data": {"f:k0": {}, "f:k1": {}, "f:k2": {}}})
         );
     }
 
