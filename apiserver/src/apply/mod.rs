@@ -261,7 +261,19 @@ impl Applier<'_> {
             }
         }
         if !conflicts.is_empty() && !self.force {
+            tracing::debug!(
+                manager = self.manager,
+                conflicts = conflicts.len(),
+                "apply conflicts"
+            );
             return Err(conflict_error(&entries, &conflicts));
+        }
+        if !conflicts.is_empty() {
+            tracing::debug!(
+                manager = self.manager,
+                fields = conflicts.len(),
+                "apply forces ownership"
+            );
         }
         for (i, p) in &conflicts {
             entries[*i].fields.remove(p);
@@ -470,6 +482,7 @@ fn scale_config(r: &ResourceInfo, name: &str, scale: &Value) -> Result<Value, Ap
 /// object (for `scale`, the parent object). Applying to an object that does not exist creates
 /// it, as upstream does.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, fields(resource = %r.plural, name = %name, subresource = ?sub))]
 pub(crate) async fn apply(
     inner: &Arc<Inner>,
     r: &ResourceInfo,

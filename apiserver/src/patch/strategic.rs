@@ -118,7 +118,7 @@ fn merge_map(
             let list = schema.field(field).list;
             if let Some(Value::Array(items)) = original.get_mut(field) {
                 let before = std::mem::take(items);
-                *items = set_element_order(before, order, &list, patch.get(field))?;
+                *items = set_element_order(before, order, &list);
             }
         }
     }
@@ -237,12 +237,7 @@ fn merge_keyed_list(
 /// Orders a merged list as `$setElementOrder` says. Items the patch names come in its order;
 /// items only the server has keep their place relative to them, as upstream's
 /// `normalizeElementOrder` does.
-fn set_element_order(
-    items: Vec<Value>,
-    order: &[Value],
-    list: &ListType,
-    _patch_list: Option<&Value>,
-) -> Result<Vec<Value>, ApiError> {
+fn set_element_order(items: Vec<Value>, order: &[Value], list: &ListType) -> Vec<Value> {
     let key = match list {
         ListType::Map(keys) if !keys.is_empty() => Some(keys[0].as_str()),
         _ => None,
@@ -288,7 +283,7 @@ fn set_element_order(
         out.push(next.clone());
     }
     out.extend(server_only.cloned());
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
