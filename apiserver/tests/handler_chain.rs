@@ -504,3 +504,33 @@ async fn bad_input_gets_upstreams_codes_and_stores_nothing() {
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(!configmap_exists(&api, "d").await);
 }
+
+#[tokio::test]
+async fn a_put_creates_only_kinds_whose_strategy_allows_create_on_update() {
+    let api = server(ApiServerConfig::default()).await;
+    let lease = json!({ "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": { "name": "leader" }, "spec": { "holderIdentity": "a" } });
+    let (code, created) = call(
+        api.router(),
+        json_request(
+            Method::PUT,
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases/leader",
+            &lease,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["holderIdentity"], "a");
+
+    let (code, _) = call(
+        api.router(),
+        json_request(
+            Method::PUT,
+            &format!("{CONFIGMAPS}/absent"),
+            &configmap("absent"),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(!configmap_exists(&api, "absent").await);
+}

@@ -14,6 +14,10 @@ impl Strategy for EventStrategy {
         validation::validate_name(validation::NameRule::PathSegment, name)
     }
 
+    fn allow_create_on_update(&self) -> bool {
+        true
+    }
+
     fn field_selectors(&self) -> &'static [&'static str] {
         &[
             "involvedObject.kind",

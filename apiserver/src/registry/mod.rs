@@ -45,9 +45,11 @@ pub mod configmap;
 pub mod crd;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod event;
 pub mod generic;
 pub mod job;
+pub mod lease;
 pub mod namespace;
 pub mod node;
 pub mod pod;
@@ -58,8 +60,10 @@ pub mod scope;
 pub mod secret;
 pub mod service;
 pub mod statefulset;
+pub mod table;
 
 pub use scope::RequestScope;
+pub use table::TableColumn;
 
 /// A subresource served by a kind-specific handler rather than the generic `status` and
 /// `scale` ones. New connect-style subresources (log, exec, attach, portforward, proxy) add a
@@ -119,6 +123,16 @@ pub trait Strategy: Send + Sync + 'static {
     /// `spec.finalizers`).
     fn deletion_pending(&self, _obj: &Value) -> bool {
         false
+    }
+
+    /// The columns of the kind's `Table` (`kubectl get`); NAME and AGE by default.
+    fn table_columns(&self) -> Vec<TableColumn> {
+        table::generic_columns()
+    }
+
+    /// The cells of one object's row, matching [`Strategy::table_columns`].
+    fn table_cells(&self, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
+        table::generic_cells(obj, now)
     }
 
     /// True if a delete that removes the object answers with the object rather than a
@@ -210,6 +224,7 @@ impl StrategyTable {
         );
         t.register("", "configmaps", configmap::ConfigMapStrategy);
         t.register("", "secrets", secret::SecretStrategy);
+        t.register("", "endpoints", endpoints::EndpointsStrategy);
         t.register("", "events", event::EventStrategy);
         t.register("events.k8s.io", "events", event::EventStrategy);
         t.register(
@@ -222,6 +237,7 @@ impl StrategyTable {
         t.register("apps", "statefulsets", statefulset::StatefulSetStrategy);
         t.register("apps", "daemonsets", daemonset::DaemonSetStrategy);
         t.register("batch", "jobs", job::JobStrategy);
+        t.register("coordination.k8s.io", "leases", lease::LeaseStrategy);
         t.register(
             "apiextensions.k8s.io",
             "customresourcedefinitions",

@@ -14,7 +14,9 @@ use crate::registry::{RequestScope, Strategy};
 use crate::request::{self, DeleteOptions, ListQuery, RequestInfo, Target};
 use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
+use decode::decode_object;
 
+pub mod decode;
 pub mod delete;
 pub mod read;
 pub mod subresource;
@@ -63,12 +65,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         "list" => {
             let q = ListQuery::parse(&scope.query)?;
             let list = read::list(inner, &scope, &q).await?;
-            let list = if scope.metadata_only() {
-                partial_list(list)
-            } else {
-                list
-            };
-            Ok(ok(list))
+            Ok(respond_list(&scope, list))
         }
         "watch" => {
             let mut q = ListQuery::parse(&scope.query)?;
@@ -79,23 +76,20 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         }
         "get" => {
             let obj = read::get(inner, &scope.resource, scope.ns(), scope.name()).await?;
-            let obj = if scope.metadata_only() {
-                crate::object::partial_metadata(&obj)
-            } else {
-                obj
-            };
-            Ok(ok(obj))
+            Ok(respond_object(&scope, obj))
         }
         "create" if scope.name.is_none() => {
-            let obj = parse_json(&body)?;
+            let obj = decode_object(&scope, &body)?;
             require_ns(&scope.resource, scope.ns())?;
             write::create(inner, &scope, obj)
                 .await
                 .map(|v| response::json(StatusCode::CREATED, &v))
         }
         "update" => {
-            let obj = parse_json(&body)?;
-            write::update(inner, &scope, obj).await.map(ok)
+            let obj = decode_object(&scope, &body)?;
+            write::update(inner, &scope, obj)
+                .await
+                .map(|(code, v)| response::json(code, &v))
         }
         "patch" => write::patch(inner, &scope, &body).await.map(ok),
         "delete" => {
@@ -166,6 +160,27 @@ async fn read_body(
     })
 }
 
+/// The response step of a read: the object in the form the client's `Accept` asks for
+/// (`PartialObjectMetadata`; the `Table` form plugs in here, from the kind's strategy).
+fn respond_object(scope: &RequestScope, obj: Value) -> ApiResponse {
+    let obj = if scope.metadata_only() {
+        crate::object::partial_metadata(&obj)
+    } else {
+        obj
+    };
+    response::json(StatusCode::OK, &obj)
+}
+
+/// The response step of a list, as [`respond_object`].
+fn respond_list(scope: &RequestScope, list: Value) -> ApiResponse {
+    let list = if scope.metadata_only() {
+        partial_list(list)
+    } else {
+        list
+    };
+    response::json(StatusCode::OK, &list)
+}
+
 /// A list in the `PartialObjectMetadataList` form.
 fn partial_list(mut list: Value) -> Value {
     let items: Vec<Value> = list
@@ -199,18 +214,6 @@ pub fn require_ns<'a>(r: &ResourceInfo, ns: Option<&'a str>) -> Result<Option<&'
         ));
     }
     Ok(ns)
-}
-
-/// Parses a JSON request body into an object.
-pub fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
-    Ok(v)
 }
 
 /// Maps a store error to a Status.

@@ -8,7 +8,8 @@ use kybernetes_core::status::success_status;
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
-use super::{delete, parse_json, read, write};
+use super::decode::{decode_object, parse_json};
+use super::{delete, read, write};
 use crate::Inner;
 use crate::object::{meta_str, path_get, path_set};
 use crate::registry::{RequestScope, Subresource, before};
@@ -40,7 +41,7 @@ pub async fn handle(
             read::get(inner, r, scope.ns(), name).await.map(ok)
         }
         ("status", &Method::PUT) if r.status_subresource => {
-            write::update_status(inner, scope, parse_json(body)?)
+            write::update_status(inner, scope, decode_object(scope, body)?)
                 .await
                 .map(ok)
         }

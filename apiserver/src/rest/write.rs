@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use http::StatusCode;
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
@@ -17,7 +18,7 @@ use crate::request::parse_rv;
 /// How many times an unconditional update retries after losing a race.
 const MAX_RETRIES: usize = 100;
 
-/// POST: creates an object. The steps, in upstream's order: type check → strategy (prepare,
+/// POST: creates an object (decoded: see [`super::decode`]). The steps, in upstream's order: type check → strategy (prepare,
 /// default, initial status) → mutating admission → validation → validating admission →
 /// (unless a dry run) allocation and the store.
 pub async fn create(
@@ -27,7 +28,6 @@ pub async fn create(
 ) -> Result<Value, ApiError> {
     let r = &*scope.resource;
     let strategy = &*scope.strategy;
-    before::check_type(r, &mut obj)?;
     before::prepare_for_create(r, strategy, &mut obj, scope.ns(), &inner.clock)?;
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let attrs = AdmissionAttributes::new(scope, Operation::Create, &name, None);
@@ -79,34 +79,46 @@ fn check_name(r: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError>
     }
 }
 
-/// PUT of the main resource.
+/// PUT of the main resource (a decoded object). Answers 200 with the updated object, or 201
+/// when the kind allows create-on-update and the object did not exist.
 pub async fn update(
     inner: &Arc<Inner>,
     scope: &RequestScope,
     mut obj: Value,
-) -> Result<Value, ApiError> {
+) -> Result<(StatusCode, Value), ApiError> {
     let (r, name) = (&*scope.resource, scope.name());
-    before::check_type(r, &mut obj)?;
     check_name(r, &obj, name)?;
     object::meta_mut(&mut obj).insert("name".into(), json!(name));
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
-    guaranteed_update(inner, scope, precondition, |old| {
+    let updated = guaranteed_update(inner, scope, precondition, |old| {
         check_uid(r, &obj, old, name)?;
         let mut new = obj.clone();
         before::prepare_for_update(r, &*scope.strategy, old, &mut new);
         Ok(new)
     })
-    .await
+    .await;
+    match updated {
+        Ok(v) => Ok((StatusCode::OK, v)),
+        Err(e)
+            if e.code == 404
+                && precondition.is_none()
+                && scope.strategy.allow_create_on_update() =>
+        {
+            create(inner, scope, obj)
+                .await
+                .map(|v| (StatusCode::CREATED, v))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// PUT of the `status` subresource.
 pub async fn update_status(
     inner: &Arc<Inner>,
     scope: &RequestScope,
-    mut obj: Value,
+    obj: Value,
 ) -> Result<Value, ApiError> {
     let (r, name) = (&*scope.resource, scope.name());
-    before::check_type(r, &mut obj)?;
     check_name(r, &obj, name)?;
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
     guaranteed_update(inner, scope, precondition, |old| {
