@@ -534,3 +534,29 @@ async fn a_put_creates_only_kinds_whose_strategy_allows_create_on_update() {
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(!configmap_exists(&api, "absent").await);
 }
+
+#[tokio::test]
+async fn dry_run_service_update_releases_the_node_ports_it_allocated() {
+    let api = server(ApiServerConfig::default()).await;
+    let base = "/api/v1/namespaces/default/services";
+    let cluster_ip = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "a" },
+        "spec": { "ports": [{ "port": 80 }] } });
+    let (code, created) = call(api.router(), json_request(Method::POST, base, &cluster_ip)).await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let (code, answered) = call(
+        api.router(),
+        request(
+            Method::PATCH,
+            &format!("{base}/a?dryRun=All"),
+            "application/merge-patch+json",
+            r#"{"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":30090}]}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{answered}");
+    assert_eq!(answered["spec"]["ports"][0]["nodePort"], 30090);
+    let node_port = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "b" },
+        "spec": { "type": "NodePort", "ports": [{ "port": 80, "nodePort": 30090 }] } });
+    let (code, real) = call(api.router(), json_request(Method::POST, base, &node_port)).await;
+    assert_eq!(code, StatusCode::CREATED, "{real}");
+}
