@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use kybernetes_core::ApiError;
+use tracing::Instrument;
 
 use crate::authentication::UserInfo;
 use crate::authorization::{Attributes, Authorizer, AuthorizerUnion, Decision, forbidden};
@@ -18,11 +19,18 @@ pub fn unauthorized() -> ApiError {
     ApiError::new(401, "Unauthorized", "Unauthorized")
 }
 
-/// Parses the method, path and query into a [`RequestInfo`] in the request's extensions.
+/// Parses the method, path and query into a [`RequestInfo`] in the request's extensions, and
+/// opens the request's span.
 pub(crate) async fn with_request_info(mut req: Request, next: Next) -> ApiResponse {
     let info = RequestInfo::parse(req.method(), req.uri());
+    let span = tracing::debug_span!(
+        "api_request",
+        verb = %info.verb,
+        path = %info.path,
+        resource = %info.resource,
+    );
     req.extensions_mut().insert(info);
-    next.run(req).await
+    next.run(req).instrument(span).await
 }
 
 /// Gives a request that no earlier layer authenticated the server's default identity, if it

@@ -63,7 +63,6 @@ use kybernetes_core::{ApiError, Clock, ClusterConfig, Registry, ResourceInfo};
 use kybernetes_store::Store;
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 pub mod admission;
 pub mod authentication;
@@ -387,18 +386,13 @@ impl ApiServer {
     }
 }
 
+/// The registry step: the end of the handler chain.
 async fn handle(State(inner): State<Arc<Inner>>, req: Request<Body>) -> response::ApiResponse {
-    let span =
-        tracing::debug_span!("api_request", method = %req.method(), path = %req.uri().path());
-    async move {
-        match rest::dispatch(&inner, req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
-                response::error(&e)
-            }
+    match rest::dispatch(&inner, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
+            response::error(&e)
         }
     }
-    .instrument(span)
-    .await
 }

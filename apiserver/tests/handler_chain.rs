@@ -491,6 +491,25 @@ async fn bad_input_gets_upstreams_codes_and_stores_nothing() {
     .await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 
+    // PUT and PATCH of a collection
+    let (code, _) = call(
+        api.router(),
+        json_request(Method::PUT, CONFIGMAPS, &configmap("p")),
+    )
+    .await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    let (code, _) = call(
+        api.router(),
+        request(
+            Method::PATCH,
+            CONFIGMAPS,
+            "application/merge-patch+json",
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+
     // an unsupported dryRun value
     let (code, _) = call(
         api.router(),

@@ -85,13 +85,13 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
                 .await
                 .map(|v| response::json(StatusCode::CREATED, &v))
         }
-        "update" => {
+        "update" if scope.name.is_some() => {
             let obj = decode_object(&scope, &body)?;
             write::update(inner, &scope, obj)
                 .await
                 .map(|(code, v)| response::json(code, &v))
         }
-        "patch" => write::patch(inner, &scope, &body).await.map(ok),
+        "patch" if scope.name.is_some() => write::patch(inner, &scope, &body).await.map(ok),
         "delete" => {
             let opts = DeleteOptions::parse(&scope.query, &body)?;
             delete::delete(inner, &scope, &opts)
