@@ -119,6 +119,13 @@ pub trait Strategy: Send + Sync + 'static {
         &[]
     }
 
+    /// How long a deleted object stays before it is removed (upstream's
+    /// `CheckGracefulDelete`), given the grace period the request asked for; 0 removes it at
+    /// once, which is what every kind but pods does.
+    fn graceful_delete_seconds(&self, _obj: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+
     /// True while something other than finalizers holds a deleted object (a namespace's
     /// `spec.finalizers`).
     fn deletion_pending(&self, _obj: &Value) -> bool {
@@ -177,13 +184,18 @@ pub trait Strategy: Send + Sync + 'static {
 /// its strategy, and anything unregistered gets the generic one.
 #[derive(Clone)]
 pub struct StrategyTable {
-    by_resource: HashMap<(String, String), Arc<dyn Strategy>>,
+    /// Group → resource → strategy: two borrowed-key lookups, no allocation per request.
+    by_resource: HashMap<String, HashMap<String, Arc<dyn Strategy>>>,
     generic: Arc<dyn Strategy>,
 }
 
 impl std::fmt::Debug for StrategyTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut keys: Vec<_> = self.by_resource.keys().collect();
+        let mut keys: Vec<String> = self
+            .by_resource
+            .iter()
+            .flat_map(|(g, rs)| rs.keys().map(move |r| format!("{r}.{g}")))
+            .collect();
         keys.sort();
         f.debug_struct("StrategyTable")
             .field("kinds", &keys)
@@ -249,15 +261,16 @@ impl StrategyTable {
     /// Registers (or replaces) the strategy of a resource.
     pub fn register(&mut self, group: &str, resource: &str, strategy: impl Strategy) {
         self.by_resource
-            .insert((group.into(), resource.into()), Arc::new(strategy));
+            .entry(group.into())
+            .or_default()
+            .insert(resource.into(), Arc::new(strategy));
     }
 
     /// The strategy of a resource: its own, or the generic one.
     pub fn lookup(&self, r: &ResourceInfo) -> Arc<dyn Strategy> {
-        // A borrowed-key lookup would need a custom key type; the map is small and the
-        // allocation is cheaper than the request's JSON decoding.
         self.by_resource
-            .get(&(r.group.clone(), r.plural.clone()))
+            .get(&r.group)
+            .and_then(|rs| rs.get(&r.plural))
             .cloned()
             .unwrap_or_else(|| self.generic.clone())
     }
@@ -265,7 +278,8 @@ impl StrategyTable {
     /// True if the resource has a strategy of its own.
     pub fn has_own(&self, group: &str, resource: &str) -> bool {
         self.by_resource
-            .contains_key(&(group.to_string(), resource.to_string()))
+            .get(group)
+            .is_some_and(|rs| rs.contains_key(resource))
     }
 }
 

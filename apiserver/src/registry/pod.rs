@@ -1,5 +1,5 @@
 //! Pods: pod spec defaults and validation, the initial `Pending` status with its QoS class,
-//! field selectors, and the `binding` and `eviction` subresources.
+//! graceful deletion, field selectors, and the `binding` and `eviction` subresources.
 
 use kybernetes_core::Clock;
 use kybernetes_core::status::StatusCause;
@@ -41,6 +41,27 @@ impl Strategy for PodStrategy {
             "status.podIP",
             "status.nominatedNodeName",
         ]
+    }
+
+    fn graceful_delete_seconds(&self, obj: &Value, requested: Option<i64>) -> i64 {
+        // Upstream deletes pods at once that never reached a node or have finished.
+        let scheduled = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !scheduled || matches!(phase, "Succeeded" | "Failed") {
+            return 0;
+        }
+        requested
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30)
     }
 
     fn subresource(&self, name: &str) -> Option<Subresource> {

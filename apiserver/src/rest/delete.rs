@@ -27,31 +27,6 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 const MAX_RETRIES: usize = 100;
 
-fn grace_period(r: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
-    if !r.graceful_delete {
-        return 0;
-    }
-    // Upstream deletes pods at once that never reached a node or have finished.
-    let scheduled = obj
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = obj
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !scheduled || matches!(phase, "Succeeded" | "Failed") {
-        return 0;
-    }
-    opts.grace_period_seconds
-        .or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30)
-        .max(0)
-}
-
 fn check_preconditions(
     r: &ResourceInfo,
     obj: &Value,
@@ -129,7 +104,9 @@ pub async fn delete(
         check_preconditions(r, &obj, name, opts)?;
         let attrs = AdmissionAttributes::new(scope, Operation::Delete, name, Some(&obj));
         inner.admission.validate(&attrs, &obj).await?;
-        let grace = grace_period(r, &obj, opts);
+        let grace = strategy
+            .graceful_delete_seconds(&obj, opts.grace_period_seconds)
+            .max(0);
         let fins = finalizers_for(&obj, opts.propagation_policy.as_deref());
         let namespace_finalizers = strategy.deletion_pending(&obj);
         let already = meta_str(&obj, "deletionTimestamp").is_some();
