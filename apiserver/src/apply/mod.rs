@@ -12,7 +12,6 @@ pub mod fieldpath;
 pub mod managed;
 mod merge;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use kybernetes_core::status::StatusCause;
@@ -22,12 +21,18 @@ use serde_json::{Value, json};
 use crate::Inner;
 use crate::object::{meta_str, path_get, path_set};
 use crate::patch::schema::Schema;
+use crate::registry::{RequestScope, before};
 use crate::rest::write;
 use fieldpath::{FieldSet, PathElement};
 use managed::{APPLY, Entry, Writer};
 
 /// The media type of a server-side apply patch.
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// True for a server-side apply body (`application/apply-patch+yaml`).
+pub fn is_apply(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or("").trim() == APPLY_PATCH
+}
 
 /// Upstream's limit on a field manager's name.
 const MAX_MANAGER_LEN: usize = 128;
@@ -45,30 +50,28 @@ pub struct FieldManager {
 }
 
 impl FieldManager {
-    /// Reads the field manager of a write request; a malformed `fieldManager` or `force` is a
-    /// 400. For a custom resource, loads its CRD's schema for this version.
-    pub(crate) async fn for_request(
+    /// The field manager of a write request: `fieldManager` (validated as upstream does),
+    /// `force`, the User-Agent, and for a custom resource its CRD's schema for this version.
+    /// A server-side apply request records its own entry, so the create or update it runs
+    /// records none.
+    pub(crate) async fn for_scope(
         inner: &Arc<Inner>,
-        r: &ResourceInfo,
-        query: &HashMap<String, String>,
-        headers: &http::HeaderMap,
+        scope: &RequestScope,
     ) -> Result<Self, ApiError> {
-        let field_manager = query.get("fieldManager").filter(|m| !m.is_empty()).cloned();
+        let r = &*scope.resource;
+        let field_manager = scope.field_manager.clone();
         if let Some(m) = &field_manager
             && (m.chars().count() > MAX_MANAGER_LEN || m.chars().any(|c| c.is_control()))
         {
-            return Err(ApiError::invalid_field(
-                "meta.k8s.io",
-                "PatchOptions",
-                "",
+            return Err(patch_options_invalid(
+                "FieldValueInvalid",
                 "fieldManager",
-                format!(
+                &format!(
                     "Invalid value: {m:?}: must be at most {MAX_MANAGER_LEN} printable characters"
                 ),
             ));
         }
-        let force_sent = query.contains_key("force");
-        let force = match query.get("force").map(String::as_str) {
+        let force = match scope.query.get("force").map(String::as_str) {
             None | Some("") | Some("false") => false,
             Some("true") => true,
             Some(other) => {
@@ -77,11 +80,6 @@ impl FieldManager {
                 )));
             }
         };
-        let user_agent = headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
         let crd_schema = if crate::patch::merge_keys::is_builtin(&r.group, &r.kind) {
             None
         } else {
@@ -89,21 +87,12 @@ impl FieldManager {
         };
         Ok(FieldManager {
             field_manager,
-            user_agent,
+            user_agent: scope.user_agent.clone(),
             force,
-            force_sent,
-            applying: false,
+            force_sent: scope.query.contains_key("force"),
+            applying: is_apply(&scope.content_type),
             crd_schema,
         })
-    }
-
-    /// A manager known by name, for the server's own writes (upstream's bootstrap writes as
-    /// `kube-apiserver`).
-    pub fn named(name: &str) -> Self {
-        FieldManager {
-            field_manager: Some(name.to_string()),
-            ..Default::default()
-        }
     }
 
     /// Upstream's `PatchOptions` rule for the other patch types: `force` belongs to apply.
@@ -135,15 +124,6 @@ impl FieldManager {
         match &self.crd_schema {
             Some(s) => Schema::Json(s),
             None => Schema::for_kind(&r.group, &r.kind),
-        }
-    }
-
-    /// The same manager, writing as part of an apply: the apply records its own entry, so
-    /// the create or update it runs records none.
-    fn applying(&self) -> Self {
-        FieldManager {
-            applying: true,
-            ..self.clone()
         }
     }
 
@@ -420,7 +400,7 @@ fn applied_config(r: &ResourceInfo, name: &str, sub: &str, body: &[u8]) -> Resul
     if sub == "scale" {
         return scale_config(r, name, &applied);
     }
-    crate::strategy::check_type(r, &mut applied)?;
+    before::check_type(r, &mut applied)?;
     crate::object::meta_mut(&mut applied).insert("name".into(), json!(name));
     match sub {
         "" if r.status_subresource => {
@@ -478,22 +458,18 @@ fn scale_config(r: &ResourceInfo, name: &str, scale: &Value) -> Result<Value, Ap
     Ok(parent)
 }
 
-/// Serves an apply `PATCH` of the main resource or of `status` or `scale` (`sub`); returns the
-/// object (for `scale`, the parent object). Applying to an object that does not exist creates
-/// it, as upstream does.
-#[allow(clippy::too_many_arguments)]
-#[tracing::instrument(level = "debug", skip_all, fields(resource = %r.plural, name = %name, subresource = ?sub))]
+/// Serves an apply `PATCH` of the main resource or of `status` or `scale` (the scope's
+/// subresource); returns the object (for `scale`, the parent object). Applying to an object
+/// that does not exist creates it, as upstream does.
+#[tracing::instrument(level = "debug", skip_all, fields(resource = %scope.resource.plural, name = %scope.name(), subresource = ?scope.subresource))]
 pub(crate) async fn apply(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    sub: Option<&str>,
+    scope: &RequestScope,
     body: &[u8],
     fm: &FieldManager,
-    dry_run: bool,
 ) -> Result<Value, ApiError> {
-    let sub = sub.unwrap_or("");
+    let (r, name, ns) = (&*scope.resource, scope.name(), scope.ns());
+    let sub = scope.subresource.as_deref().unwrap_or("");
     let manager = fm.field_manager.clone().ok_or_else(|| {
         patch_options_invalid(
             "FieldValueRequired",
@@ -519,33 +495,22 @@ pub(crate) async fn apply(
         force: fm.force,
         now: &now,
     };
-    let quiet = fm.applying();
     for _ in 0..2 {
-        let updated = write::guaranteed_update(inner, r, ns, name, None, dry_run, |old| {
+        let updated = write::guaranteed_update(inner, scope, None, |old| {
             let mut new = applier.apply_to(old, &applied, schema)?;
-            match sub {
-                "status" => new = crate::strategy::prepare_for_status_update(old, &new),
-                _ => {
-                    crate::strategy::check_type(r, &mut new)?;
-                    crate::strategy::prepare_for_update(r, old, &mut new);
-                }
+            if sub == "status" {
+                return Ok(before::prepare_for_status_update(old, &new));
             }
+            before::check_type(r, &mut new)?;
+            before::prepare_for_update(r, &*scope.strategy, old, &mut new);
             Ok(new)
         })
         .await;
         match updated {
             Err(e) if e.code == 404 && sub.is_empty() => {
+                crate::rest::require_ns(r, ns)?;
                 let new = applier.apply_to(&Value::Null, &applied, schema)?;
-                match write::create(
-                    inner,
-                    r,
-                    crate::rest::require_ns(r, ns)?,
-                    new,
-                    dry_run,
-                    &quiet,
-                )
-                .await
-                {
+                match write::create(inner, scope, new).await {
                     Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
                     other => return other,
                 }
