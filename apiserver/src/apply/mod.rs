@@ -34,6 +34,9 @@ pub fn is_apply(content_type: &str) -> bool {
     content_type.split(';').next().unwrap_or("").trim() == APPLY_PATCH
 }
 
+/// The manager that owns the fields of an object nobody owned before its first apply.
+pub const BEFORE_FIRST_APPLY: &str = "before-first-apply";
+
 /// Upstream's limit on a field manager's name.
 const MAX_MANAGER_LEN: usize = 128;
 
@@ -226,9 +229,22 @@ impl Applier<'_> {
         schema: Schema<'_>,
     ) -> Result<Value, ApiError> {
         let mut entries = managed::decode(live);
+        let live_leaves = fieldpath::leaves(live, schema);
+        if entries.is_empty() && !live_leaves.is_empty() {
+            // An object nobody owns yet (written before managedFields were kept) belongs to
+            // `before-first-apply`, so the first apply conflicts where it changes a value, as
+            // upstream's skip-non-applied manager does.
+            entries.push(Entry {
+                manager: BEFORE_FIRST_APPLY.into(),
+                operation: managed::UPDATE.into(),
+                api_version: self.api_version.to_string(),
+                time: Some(self.now.to_string()),
+                subresource: String::new(),
+                fields: live_leaves.keys().cloned().collect(),
+            });
+        }
         let is_mine = |e: &Entry| e.is(self.manager, APPLY, "", self.subresource);
         let applied_leaves = fieldpath::leaves(applied, schema);
-        let live_leaves = fieldpath::leaves(live, schema);
         let mut conflicts: Vec<(usize, Vec<PathElement>)> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if is_mine(e) {

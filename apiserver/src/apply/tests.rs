@@ -208,3 +208,23 @@ fn an_applied_container_without_a_name_is_named_in_the_error() {
         )
     );
 }
+
+#[test]
+fn the_first_apply_to_an_unowned_object_conflicts_with_before_first_apply() {
+    let live = config(1, "nginx:1");
+    let err = applier("a", false)
+        .apply_to(&live, &config(2, "nginx:1"), deployment())
+        .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"before-first-apply\" using apps/v1: .spec.replicas"
+    );
+    let out = applier("a", false)
+        .apply_to(&live, &config(1, "nginx:1"), deployment())
+        .unwrap();
+    let managers: Vec<String> = managed::decode(&out)
+        .into_iter()
+        .map(|e| e.manager)
+        .collect();
+    assert_eq!(managers, ["a", "before-first-apply"]);
+}
