@@ -386,7 +386,13 @@ fn strip_nulls(v: Value) -> Value {
 /// The applied configuration, checked against the URL and cut to what the subresource may
 /// set (upstream's reset fields): the main resource never sets `status` when it has a status
 /// subresource; `/status` sets only `status` (and labels and annotations).
-fn applied_config(r: &ResourceInfo, name: &str, sub: &str, body: &[u8]) -> Result<Value, ApiError> {
+fn applied_config(
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
     let mut applied = decode_body(body)?;
     if applied.pointer("/metadata/managedFields").is_some() {
         return Err(ApiError::bad_request(
@@ -410,6 +416,14 @@ fn applied_config(r: &ResourceInfo, name: &str, sub: &str, body: &[u8]) -> Resul
                 "the name of the object ({n}) does not match the name on the URL ({name}) for {}",
                 r.plural
             )));
+        }
+        _ => {}
+    }
+    match (meta_str(&applied, "namespace"), ns) {
+        (Some(body_ns), Some(ns)) if !body_ns.is_empty() && body_ns != ns => {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         _ => {}
     }
@@ -493,7 +507,7 @@ pub(crate) async fn apply(
             "Required value: is required for apply patch",
         )
     })?;
-    let applied = applied_config(r, name, sub, body)?;
+    let applied = applied_config(r, ns, name, sub, body)?;
     let api_version = r.api_version();
     let schema = fm.schema(r);
     if let Some(why) = fieldpath::missing_key(&applied, schema) {
