@@ -124,6 +124,18 @@ pub fn field_rule(type_name: &str, field: &str) -> Option<(Rule, &'static str)> 
     Some((rule, child))
 }
 
+/// Every field of `type_name` that has a rule (objects of known types, keyed lists, sets,
+/// atomic maps), as `(field, item or value type, rule)`: what the OpenAPI builder walks to
+/// annotate one definition.
+pub fn fields_of(type_name: &str) -> impl Iterator<Item = (&'static str, &'static str, Rule)> + '_ {
+    let start = FIELDS.partition_point(|(t, _, _, _)| *t < type_name);
+    FIELDS[start..]
+        .iter()
+        .take_while(move |(t, _, _, _)| *t == type_name)
+        .map(|(_, f, _, _)| *f)
+        .filter_map(move |f| field_rule(type_name, f).map(|(rule, child)| (f, child, rule)))
+}
+
 /// True when the type is replaced and owned as a whole.
 pub fn is_atomic_struct(type_name: &str) -> bool {
     ATOMIC_STRUCTS.contains(&type_name)
@@ -241,6 +253,19 @@ mod tests {
             list_strategy("", "Service", &["spec", "ports"]),
             map(&["port", "protocol"])
         );
+    }
+
+    #[test]
+    fn fields_of_a_type_lists_its_merge_rules() {
+        let fields: Vec<&str> = fields_of("io.k8s.api.core.v1.Container")
+            .map(|(f, _, _)| f)
+            .collect();
+        assert!(
+            fields.contains(&"env")
+                && fields.contains(&"ports")
+                && fields.contains(&"volumeMounts")
+        );
+        assert!(fields_of("io.k8s.api.core.v1.Container").all(|(f, _, _)| f != "args"));
     }
 
     #[test]

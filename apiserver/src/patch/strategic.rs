@@ -416,6 +416,50 @@ mod tests {
     }
 
     #[test]
+    fn null_inside_a_merged_item_deletes_that_field() {
+        let out = pod(
+            json!({"spec": {"containers": [{"name": "a", "image": "a:1", "workingDir": "/w"}]}}),
+            json!({"spec": {"containers": [{"name": "a", "workingDir": null}]}}),
+        );
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "a", "image": "a:1"}])
+        );
+    }
+
+    #[test]
+    fn retain_keys_on_a_volume_switches_its_source() {
+        let out = pod(
+            json!({"spec": {"volumes": [{"name": "v", "hostPath": {"path": "/x"}}, {"name": "w", "emptyDir": {}}]}}),
+            json!({"spec": {"volumes": [{"name": "v", "$retainKeys": ["emptyDir", "name"], "emptyDir": {}}]}}),
+        );
+        assert_eq!(
+            out["spec"]["volumes"],
+            json!([{"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}])
+        );
+    }
+
+    #[test]
+    fn an_explicit_merge_directive_merges() {
+        let out = pod(
+            json!({"metadata": {"labels": {"a": "1"}}}),
+            json!({"metadata": {"labels": {"$patch": "merge", "b": "2"}}}),
+        );
+        assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+    }
+
+    #[test]
+    fn an_unknown_directive_is_a_bad_request() {
+        let err = apply(
+            &json!({}),
+            &json!({"metadata": {"$patch": "explode"}}),
+            Schema::for_kind("", "Pod"),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 400);
+    }
+
+    #[test]
     fn retain_keys_clears_the_other_union_members() {
         let out = deployment(
             json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
