@@ -99,12 +99,14 @@ def main(root):
            "use super::merge_keys::Rule::{self, *};",
            "",
            "/// `(type, field, item or value type, rule)`, sorted by type and field.",
+           "#[rustfmt::skip]",
            "pub static FIELDS: &[(&str, &str, &str, Rule)] = &["]
     for owner, name, child, rule in rows:
         out.append('    ("%s", "%s", "%s", %s),' % (owner, name, child, rule))
     out.append("];")
     out.append("")
     out.append("/// `(group, version, kind, type)` of every served kind, sorted.")
+    out.append("#[rustfmt::skip]")
     out.append("pub static KINDS: &[(&str, &str, &str, &str)] = &[")
     for g, v, k, t in kinds:
         out.append('    ("%s", "%s", "%s", "%s"),' % (g, v, k, t))
