@@ -269,23 +269,24 @@ fn parse_element(s: &str) -> Option<PathElement> {
 pub fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
     for path in set {
-        let mut node = &mut root;
-        for el in path {
-            let entry = node
-                .entry(element_string(el))
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !entry.is_object() {
-                *entry = Value::Object(Map::new());
-            }
-            node = match entry {
-                Value::Object(m) => m,
-                _ => unreachable!("entry was just made an object"),
-            };
-        }
-        node.insert(".".into(), Value::Object(Map::new()));
+        insert_member(&mut root, path);
     }
     collapse_members(&mut root);
     Value::Object(root)
+}
+
+/// Marks `path` below `node` as a member (`"."`), creating the nodes on the way.
+fn insert_member(node: &mut Map<String, Value>, path: &[PathElement]) {
+    let Some((first, rest)) = path.split_first() else {
+        node.insert(".".into(), Value::Object(Map::new()));
+        return;
+    };
+    let child = node
+        .entry(element_string(first))
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(child) = child {
+        insert_member(child, rest);
+    }
 }
 
 /// A member with no children is written `{}`, not `{".":{}}`.
