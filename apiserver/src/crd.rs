@@ -5,17 +5,13 @@
 use std::sync::Arc;
 
 use kybernetes_core::registry::ScaleSubresource;
-use kybernetes_core::{ApiError, ResourceInfo};
-use kybernetes_store::ListOptions;
+use kybernetes_core::status::StatusCause;
+use kybernetes_core::{ApiError, Registry, ResourceInfo};
+use kybernetes_store::{ListOptions, Store};
 use serde_json::{Value, json};
 
 use crate::Inner;
 use crate::object;
-
-/// True for the CRD resource itself.
-pub fn is_crd(r: &ResourceInfo) -> bool {
-    r.group == "apiextensions.k8s.io" && r.plural == "customresourcedefinitions"
-}
 
 /// The resources a CRD object defines (one per served version).
 pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
@@ -97,28 +93,20 @@ pub fn accepted_status(crd: &Value, now: &str) -> Value {
 }
 
 /// Checks a CRD the way the clients depend on: a group, names and at least one version.
-pub fn validate(crd: &Value) -> Result<(), ApiError> {
+pub fn validate(crd: &Value) -> Vec<StatusCause> {
     let name = object::meta_str(crd, "name").unwrap_or("");
-    let group = crd
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let plural = crd
-        .pointer("/spec/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let kind = crd
-        .pointer("/spec/names/kind")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let invalid = |field: &str, msg: String| {
-        Err(ApiError::invalid_field(
-            "apiextensions.k8s.io",
-            "CustomResourceDefinition",
-            name,
-            field,
-            msg,
-        ))
+    let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let (group, plural, kind) = (
+        s("/spec/group"),
+        s("/spec/names/plural"),
+        s("/spec/names/kind"),
+    );
+    let invalid = |field: &str, message: String| {
+        vec![StatusCause {
+            reason: "FieldValueInvalid".into(),
+            message,
+            field: field.into(),
+        }]
     };
     if group.is_empty() || plural.is_empty() || kind.is_empty() {
         return invalid(
@@ -135,33 +123,41 @@ pub fn validate(crd: &Value) -> Result<(), ApiError> {
     if resources_of(crd).is_empty() {
         return invalid("spec.versions", "Invalid value: must have exactly one version marked as storage version and at least one served".into());
     }
-    Ok(())
+    Vec::new()
 }
 
 /// Registers the resources of a CRD.
-pub(crate) fn register(inner: &Arc<Inner>, crd: &Value) {
+pub(crate) fn register(registry: &Registry, crd: &Value) {
     for r in resources_of(crd) {
-        inner.registry.register(r);
+        registry.register(r);
     }
 }
 
 /// Removes a CRD's resources and deletes its objects.
-pub(crate) async fn unregister(inner: &Arc<Inner>, crd: &Value) -> Result<(), ApiError> {
+pub(crate) async fn unregister(
+    registry: &Registry,
+    store: &Arc<dyn Store>,
+    crd: &Value,
+) -> Result<(), ApiError> {
     let resources = resources_of(crd);
     for r in &resources {
-        inner.registry.unregister(&r.group, &r.version, &r.plural);
+        registry.unregister(&r.group, &r.version, &r.plural);
     }
     if let Some(r) = resources.first() {
         let prefix = r.key_prefix();
-        let list = inner
-            .store
+        let list = store
             .list(&prefix, ListOptions::default())
             .await
             .map_err(|e| {
                 ApiError::internal(format!("listing {prefix} to remove custom resources: {e}"))
             })?;
         for kv in list.items {
-            let _ = inner.store.delete(&kv.key, None).await;
+            // Already gone is fine: something else deleted it meanwhile.
+            if let Err(e) = store.delete(&kv.key, None).await
+                && !matches!(e, kybernetes_store::Error::NotFound { .. })
+            {
+                tracing::warn!(key = %kv.key, error = %e, "removing a custom object of a deleted CRD");
+            }
         }
     }
     Ok(())
@@ -176,7 +172,7 @@ pub(crate) async fn load_all(inner: &Arc<Inner>) -> Result<(), ApiError> {
         .await
         .map_err(|e| ApiError::internal(format!("loading CRDs: {e}")))?;
     for kv in &list.items {
-        register(inner, &object::decode(kv)?);
+        register(&inner.registry, &object::decode(kv)?);
     }
     Ok(())
 }

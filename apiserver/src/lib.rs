@@ -1,13 +1,42 @@
 //! kybernetes-apiserver: the Kubernetes REST API server as one `tower::Service`
 //! (an axum [`Router`]).
 //!
-//! The pipeline, top to bottom, as upstream's: routing (path → [`request::RequestInfo`]) →
-//! decoding → defaulting and validation ([`strategy`]) → admission (namespace lifecycle) →
-//! the generic registry (`rest`) → the [`kybernetes_store::Store`]. Lists and watches are served
-//! from a per-resource watch cache ([`cacher::Cacher`]).
+//! # The handler chain
 //!
-//! The same router is wrapped in-process by `kube::Client::new(router, "default")`, and will be
-//! served over TCP for kubectl.
+//! As upstream's `DefaultBuildHandlerChain`, each concern is one step, and the whole chain is
+//! built in one place, `ApiServer::handler_chain`:
+//!
+//! 1. **Request info** (`filters::with_request_info`): method, path and query become a
+//!    [`request::RequestInfo`] (verb, group/version, resource, subresource, namespace, name)
+//!    in the request's extensions.
+//! 2. **Authentication**: a [`authentication::UserInfo`] in the extensions. The in-process
+//!    [`ApiServer::router`] gives every request the loopback identity; the HTTPS server wraps
+//!    [`ApiServer::authenticated_service`] with its own authenticators (client certificates,
+//!    tokens) instead.
+//! 3. **Authorization** (`filters::with_authorization`): 401 without an identity; otherwise
+//!    `system:masters`, then the [`authorization::Authorizer`] from
+//!    [`ApiServerConfig::authorizer`] (RBAC plugs in here); 403 unless allowed.
+//! 4. **The registry** (`rest`): the resource and its [`registry::Strategy`] are found in the
+//!    tables, and the request travels on as one [`registry::RequestScope`]. A write runs:
+//!    - **decode**: body size limit (413), JSON (400), `kind`/`apiVersion` check (400), the
+//!      patch document by content type (415). Field validation (`fieldValidation`) and
+//!      schema pruning belong here, reading `RequestScope::field_validation`;
+//!    - **strategy**: prepare for create/update (server-owned metadata, status reset,
+//!      generation), the kind's defaults and initial status;
+//!    - **admission**, mutating phase ([`admission::Admission::admit`]);
+//!    - **validation**: object meta and the kind's rules;
+//!    - **admission**, validating phase ([`admission::NamespaceLifecycle`] first);
+//!    - unless `dryRun=All`: the kind's storage hooks (ClusterIP/NodePort allocation, CRD
+//!      registration) and the [`kybernetes_store::Store`].
+//!
+//!    Reads and watches are served from a per-resource watch cache ([`cacher::Cacher`]), each
+//!    event encoded once. New patch types plug into `rest::write::PatchDocument`; response
+//!    forms (Table, PartialObjectMetadata) into the response step of `rest::dispatch`; new
+//!    connect subresources (log, exec, ...) into [`registry::Subresource`] and
+//!    `rest::subresource`.
+//!
+//! Adding a kind: a file in `registry/` implementing [`registry::Strategy`], and one line in
+//! [`registry::StrategyTable::builtin`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kybernetes_core::ApiError> {
@@ -34,26 +63,32 @@ use kybernetes_core::{ApiError, Clock, ClusterConfig, Registry, ResourceInfo};
 use kybernetes_store::Store;
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::Instrument;
 
+pub mod admission;
+pub mod apply;
 pub mod authentication;
+pub mod authorization;
 pub mod cacher;
 pub mod crd;
-pub mod defaults;
 pub mod discovery;
 pub mod duplex;
+pub mod filters;
 pub mod object;
+pub mod patch;
+pub mod registry;
 pub mod request;
 pub mod response;
 mod rest;
 pub mod service_alloc;
-pub mod strategy;
-mod validate_kind;
 
+use admission::{Admission, AdmissionChain, NamespaceLifecycle};
+use authentication::UserInfo;
+use authorization::{AllowAuthenticated, Authorizer, AuthorizerUnion};
 use cacher::Cacher;
+use registry::{RequestScope, StrategyDeps, StrategyTable};
 
 /// Tunables of the API server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiServerConfig {
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
@@ -63,6 +98,44 @@ pub struct ApiServerConfig {
     pub max_request_bytes: usize,
     /// Cluster-wide settings (service CIDR, NodePort range).
     pub cluster: ClusterConfig,
+    /// Decides who may do what, after `system:masters` (always allowed). The default,
+    /// [`AllowAuthenticated`], allows every authenticated user.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Admission plugins run after the built-in `NamespaceLifecycle`, in order.
+    pub admission: Vec<Arc<dyn Admission>>,
+}
+
+impl std::fmt::Debug for ApiServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServerConfig")
+            .field("bookmark_interval", &self.bookmark_interval)
+            .field("default_watch_timeout", &self.default_watch_timeout)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("cluster", &self.cluster)
+            .field(
+                "admission",
+                &self
+                    .admission
+                    .iter()
+                    .map(|a| a.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiServerConfig {
+    /// Sets the authorizer (RBAC, a webhook, a policy engine).
+    pub fn with_authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// Appends an admission plugin.
+    pub fn with_admission(mut self, plugin: impl Admission) -> Self {
+        self.admission.push(Arc::new(plugin));
+        self
+    }
 }
 
 impl Default for ApiServerConfig {
@@ -72,6 +145,8 @@ impl Default for ApiServerConfig {
             default_watch_timeout: Duration::from_secs(1800),
             max_request_bytes: 3 * 1024 * 1024,
             cluster: ClusterConfig::default(),
+            authorizer: Arc::new(AllowAuthenticated),
+            admission: Vec::new(),
         }
     }
 }
@@ -81,7 +156,10 @@ pub(crate) struct Inner {
     pub registry: Registry,
     pub clock: Clock,
     pub config: ApiServerConfig,
-    pub services: service_alloc::ServiceAllocator,
+    pub services: Arc<service_alloc::ServiceAllocator>,
+    pub strategies: StrategyTable,
+    pub admission: AdmissionChain,
+    authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
 }
@@ -139,12 +217,27 @@ impl ApiServer {
         config: ApiServerConfig,
     ) -> Result<Self, ApiError> {
         let (shutdown, _) = watch::channel(false);
-        let services = service_alloc::ServiceAllocator::new(&config.cluster)?;
+        let services = Arc::new(service_alloc::ServiceAllocator::new(&config.cluster)?);
+        let registry = Registry::with_builtins();
+        let strategies = StrategyTable::builtin(&StrategyDeps {
+            store: store.clone(),
+            registry: registry.clone(),
+            services: services.clone(),
+        });
+        let mut plugins: Vec<Arc<dyn Admission>> =
+            vec![Arc::new(NamespaceLifecycle::new(store.clone()))];
+        plugins.extend(config.admission.iter().cloned());
+        let authorizer = Arc::new(authorization::with_privileged_groups(
+            config.authorizer.clone(),
+        ));
         let inner = Arc::new(Inner {
             store,
-            registry: Registry::with_builtins(),
+            registry,
             clock,
             services,
+            strategies,
+            admission: AdmissionChain::new(plugins),
+            authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),
             shutdown,
@@ -158,10 +251,11 @@ impl ApiServer {
         let Some(ns) = self.inner.registry.lookup("", "v1", "namespaces") else {
             return Err(ApiError::internal("namespaces are not registered"));
         };
+        let scope = self.internal_scope(ns, None);
         for name in SYSTEM_NAMESPACES {
             let body =
                 json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
-            match rest::write::create(&self.inner, &ns, None, body, false).await {
+            match rest::write::create(&self.inner, &scope, body).await {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
@@ -202,18 +296,55 @@ impl ApiServer {
             "metadata": { "name": "kubernetes", "labels": { "component": "apiserver", "provider": "kubernetes" } },
             "spec": { "clusterIP": ip, "ports": [{ "name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443 }] },
         });
-        match rest::write::create(&self.inner, &svc, Some("default"), body, false).await {
+        let scope = self.internal_scope(svc, Some("default"));
+        match rest::write::create(&self.inner, &scope, body).await {
             Ok(_) => Ok(()),
             Err(e) if e.code == 409 || e.code == 422 => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// The router: a `tower::Service<http::Request<B>>` serving the whole API.
+    /// A create made by the server itself, as the loopback user.
+    fn internal_scope(&self, r: Arc<ResourceInfo>, namespace: Option<&str>) -> RequestScope {
+        let strategy = self.inner.strategies.lookup(&r);
+        RequestScope::internal(r, strategy, "create", namespace)
+    }
+
+    /// The router: a `tower::Service<http::Request<B>>` serving the whole API to in-process
+    /// clients, every request authenticated as the privileged loopback user
+    /// ([`UserInfo::loopback`]), as upstream's loopback client.
     pub fn router(&self) -> Router {
+        self.handler_chain(Some(Arc::new(UserInfo::loopback())))
+    }
+
+    /// The handler chain from authorization on, for a server that authenticates requests
+    /// itself (the HTTPS server): it must put a [`UserInfo`] in each request's extensions
+    /// (with a layer around this service); a request without one gets 401 Unauthorized.
+    pub fn authenticated_service(&self) -> Router {
+        self.handler_chain(None)
+    }
+
+    /// The handler chain, in upstream's order (`DefaultBuildHandlerChain`); the first layer
+    /// is the outermost.
+    fn handler_chain(&self, default_user: Option<Arc<UserInfo>>) -> Router {
+        let chain = tower::ServiceBuilder::new()
+            // 1. What the request asks for.
+            .layer(axum::middleware::from_fn(filters::with_request_info))
+            // 2. Who asks (the default identity, if no outer layer authenticated the request).
+            .layer(axum::middleware::from_fn_with_state(
+                default_user,
+                filters::with_authentication,
+            ))
+            // 3. Whether they may.
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.authorizer.clone(),
+                filters::with_authorization,
+            ));
+        // 4. The registry: decode → strategy → admission → store.
         Router::new()
             .fallback(handle)
             .with_state(self.inner.clone())
+            .layer(chain)
     }
 
     /// The router carried over an in-memory HTTP/1.1 connection per request: use this for a
@@ -257,18 +388,13 @@ impl ApiServer {
     }
 }
 
+/// The registry step: the end of the handler chain.
 async fn handle(State(inner): State<Arc<Inner>>, req: Request<Body>) -> response::ApiResponse {
-    let span =
-        tracing::debug_span!("api_request", method = %req.method(), path = %req.uri().path());
-    async move {
-        match rest::dispatch(&inner, req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
-                response::error(&e)
-            }
+    match rest::dispatch(&inner, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
+            response::error(&e)
         }
     }
-    .instrument(span)
-    .await
 }

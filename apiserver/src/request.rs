@@ -6,9 +6,20 @@ use std::collections::HashMap;
 use kybernetes_core::ApiError;
 use serde_json::Value;
 
-/// The parsed resource path of an API request.
+/// What a request asks for, in upstream's terms (`RequestInfo`): the first step of the handler
+/// chain parses it from the method, path and query and puts it in the request's extensions,
+/// where authorization and the registry read it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestInfo {
+    /// True for a request to a resource (`/api/v1/...`, `/apis/<group>/<version>/...`);
+    /// false for non-resource paths (`/version`, `/apis`, `/healthz`).
+    pub resource_request: bool,
+    /// The request path.
+    pub path: String,
+    /// The verb: get, list, watch, create, update, patch, delete or deletecollection for a
+    /// resource request; the lower-case HTTP method otherwise (and for methods no verb maps
+    /// to, which the registry answers with 405).
+    pub verb: String,
     /// API group, empty for core.
     pub group: String,
     /// API version.
@@ -23,6 +34,44 @@ pub struct RequestInfo {
     pub subresource: Option<String>,
     /// True for the legacy `/watch/` path prefix.
     pub legacy_watch: bool,
+}
+
+impl RequestInfo {
+    /// Parses a request's method, path and query, as upstream's `RequestInfoFactory` does.
+    pub fn parse(method: &http::Method, uri: &http::Uri) -> Self {
+        let path = uri.path();
+        let mut info = match parse_path(path) {
+            Target::Resource(info) => info,
+            _ => RequestInfo::default(),
+        };
+        info.path = path.to_string();
+        if !info.resource_request {
+            info.verb = method.as_str().to_ascii_lowercase();
+            return info;
+        }
+        let watch_param = || {
+            uri.query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| matches!(p, "watch=true" | "watch=1" | "watch=True"))
+            })
+        };
+        info.verb = match *method {
+            http::Method::GET if info.legacy_watch || watch_param() => "watch",
+            http::Method::GET if info.name.is_some() => "get",
+            http::Method::GET => "list",
+            http::Method::POST => "create",
+            http::Method::PUT => "update",
+            http::Method::PATCH => "patch",
+            http::Method::DELETE if info.name.is_some() => "delete",
+            http::Method::DELETE => "deletecollection",
+            _ => "",
+        }
+        .to_string();
+        if info.verb.is_empty() {
+            info.verb = method.as_str().to_ascii_lowercase();
+        }
+        info
+    }
 }
 
 /// What a path addresses.
@@ -80,6 +129,7 @@ pub fn parse_path(path: &str) -> Target {
 
 fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
     let mut info = RequestInfo {
+        resource_request: true,
         group: group.into(),
         version: version.into(),
         ..Default::default()
@@ -370,6 +420,44 @@ mod tests {
         assert_eq!(info.name.as_deref(), Some("ns1"));
         assert_eq!(info.subresource.as_deref(), Some("status"));
         assert_eq!(info.namespace, None);
+    }
+
+    #[test]
+    fn verbs_are_named_as_upstream() {
+        let verb = |m: http::Method, uri: &str| {
+            RequestInfo::parse(&m, &uri.parse::<http::Uri>().expect("test uri")).verb
+        };
+        assert_eq!(verb(http::Method::GET, "/api/v1/pods"), "list");
+        assert_eq!(verb(http::Method::GET, "/api/v1/pods?watch=true"), "watch");
+        assert_eq!(verb(http::Method::GET, "/api/v1/watch/pods"), "watch");
+        assert_eq!(
+            verb(http::Method::GET, "/api/v1/namespaces/a/pods/p"),
+            "get"
+        );
+        assert_eq!(
+            verb(http::Method::POST, "/api/v1/namespaces/a/pods"),
+            "create"
+        );
+        assert_eq!(
+            verb(http::Method::PUT, "/api/v1/namespaces/a/pods/p"),
+            "update"
+        );
+        assert_eq!(
+            verb(http::Method::PATCH, "/api/v1/namespaces/a/pods/p"),
+            "patch"
+        );
+        assert_eq!(
+            verb(http::Method::DELETE, "/api/v1/namespaces/a/pods/p"),
+            "delete"
+        );
+        assert_eq!(
+            verb(http::Method::DELETE, "/api/v1/namespaces/a/pods"),
+            "deletecollection"
+        );
+        assert_eq!(verb(http::Method::HEAD, "/api/v1/pods"), "head");
+        let info = RequestInfo::parse(&http::Method::GET, &"/version".parse().expect("uri"));
+        assert!(!info.resource_request);
+        assert_eq!(info.verb, "get");
     }
 
     #[test]

@@ -208,6 +208,20 @@ impl ServiceAllocator {
         Ok(())
     }
 
+    /// Releases what `new` holds and `old` did not: the allocations of an update that is not
+    /// written (a dry run, a lost race).
+    pub fn release_added(&self, old: &Value, new: &Value) {
+        if let Some(ip) = cluster_ip(new)
+            && cluster_ip(old) != Some(ip)
+        {
+            lock(&self.ips).release(ip);
+        }
+        let kept = node_ports(old);
+        for p in node_ports(new).into_iter().filter(|p| !kept.contains(p)) {
+            lock(&self.ports).release(p);
+        }
+    }
+
     /// Releases what a deleted service held.
     pub fn on_delete(&self, svc: &Value) {
         if let Some(ip) = cluster_ip(svc) {

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use super::read::Filter;
 use super::store_err;
 use crate::Inner;
+use crate::admission::{AdmissionAttributes, Operation};
 use crate::object::{self, meta_str};
+use crate::registry::RequestScope;
 use crate::request::{DeleteOptions, ListQuery};
 
 /// The finalizer that makes the garbage collector orphan dependents.
@@ -24,31 +26,6 @@ pub const ORPHAN_FINALIZER: &str = "orphan";
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 const MAX_RETRIES: usize = 100;
-
-fn grace_period(r: &ResourceInfo, obj: &Value, opts: &DeleteOptions) -> i64 {
-    if !r.graceful_delete {
-        return 0;
-    }
-    // Upstream deletes pods at once that never reached a node or have finished.
-    let scheduled = obj
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = obj
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    if !scheduled || matches!(phase, "Succeeded" | "Failed") {
-        return 0;
-    }
-    opts.grace_period_seconds
-        .or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30)
-        .max(0)
-}
 
 fn check_preconditions(
     r: &ResourceInfo,
@@ -110,12 +87,12 @@ fn finalizers_for(obj: &Value, policy: Option<&str>) -> Vec<String> {
 /// exists, a success `Status` once it is gone, or the deleted pod, as upstream).
 pub async fn delete(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
+    scope: &RequestScope,
     opts: &DeleteOptions,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let key = r.key(ns, name);
+    let (r, name, strategy) = (&*scope.resource, scope.name(), &*scope.strategy);
+    let dry_run = opts.dry_run || scope.dry_run;
+    let key = r.key(scope.ns(), name);
     for _ in 0..MAX_RETRIES {
         let kv = inner
             .store
@@ -125,14 +102,13 @@ pub async fn delete(
             .ok_or_else(|| ApiError::not_found(&r.group, &r.plural, name))?;
         let obj = object::decode(&kv)?;
         check_preconditions(r, &obj, name, opts)?;
-        let grace = grace_period(r, &obj, opts);
+        let attrs = AdmissionAttributes::new(scope, Operation::Delete, name, Some(&obj));
+        inner.admission.validate(&attrs, &obj).await?;
+        let grace = strategy
+            .graceful_delete_seconds(&obj, opts.grace_period_seconds)
+            .max(0);
         let fins = finalizers_for(&obj, opts.propagation_policy.as_deref());
-        let namespace_finalizers = r.group.is_empty()
-            && r.plural == "namespaces"
-            && obj
-                .pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
+        let namespace_finalizers = strategy.deletion_pending(&obj);
         let already = meta_str(&obj, "deletionTimestamp").is_some();
         let current_grace = obj
             .pointer("/metadata/deletionGracePeriodSeconds")
@@ -166,7 +142,7 @@ pub async fn delete(
                 if new == obj {
                     return Ok((StatusCode::OK, obj));
                 }
-                if opts.dry_run {
+                if dry_run {
                     return Ok((StatusCode::OK, new));
                 }
                 match inner
@@ -184,18 +160,13 @@ pub async fn delete(
                 }
             }
         }
-        if opts.dry_run {
+        if dry_run {
             return Ok((StatusCode::OK, obj));
         }
         match inner.store.delete(&key, Some(kv.mod_revision)).await {
             Ok((_, rev)) => {
-                if crate::crd::is_crd(r) {
-                    crate::crd::unregister(inner, &obj).await?;
-                }
-                if super::write::is_service(r) {
-                    inner.services.on_delete(&obj);
-                }
-                let body = if r.graceful_delete || r.plural == "services" {
+                strategy.after_store_delete(&obj).await?;
+                let body = if r.graceful_delete || strategy.delete_returns_object() {
                     let mut o = obj;
                     object::meta_mut(&mut o)
                         .insert("resourceVersion".into(), json!(rev.to_string()));
@@ -223,15 +194,15 @@ pub async fn delete(
 /// DELETE of a collection: deletes every object matching the selectors.
 pub async fn delete_collection(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
+    scope: &RequestScope,
     q: &ListQuery,
     opts: &DeleteOptions,
 ) -> Result<Value, ApiError> {
-    let filter = Filter::new(r, q)?;
+    let r = &*scope.resource;
+    let filter = Filter::new(scope, q)?;
     let list = inner
         .store
-        .list(&r.namespace_prefix(ns), ListOptions::default())
+        .list(&r.namespace_prefix(scope.ns()), ListOptions::default())
         .await
         .map_err(|e| store_err(r, "", e))?;
     let mut items = Vec::new();
@@ -242,7 +213,7 @@ pub async fn delete_collection(
         }
         let name = meta_str(&obj, "name").unwrap_or("").to_string();
         let obj_ns = meta_str(&obj, "namespace").map(String::from);
-        match delete(inner, r, obj_ns.as_deref(), &name, opts).await {
+        match delete(inner, &scope.for_object(obj_ns.as_deref(), &name), opts).await {
             Ok((_, body)) if body.get("kind").and_then(Value::as_str) != Some("Status") => {
                 items.push(body)
             }

@@ -1,18 +1,22 @@
 //! The generic registry: one implementation of every verb for every resource, driven by the
-//! [`ResourceInfo`] table. This file routes a request to the verb.
+//! [`ResourceInfo`] table and each kind's [`Strategy`]. This file routes a request to the verb.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::Value;
 
-use crate::request::{self, DeleteOptions, ListQuery, Target};
+use crate::authentication::UserInfo;
+use crate::registry::{RequestScope, Strategy};
+use crate::request::{self, DeleteOptions, ListQuery, RequestInfo, Target};
 use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
+use decode::decode_object;
 
+pub mod decode;
 pub mod delete;
 pub mod read;
 pub mod subresource;
@@ -27,145 +31,154 @@ fn not_found_path() -> ApiError {
     )
 }
 
-/// Routes one request.
+/// Serves one request that the handler chain has parsed ([`RequestInfo`]), authenticated
+/// ([`UserInfo`]) and authorized.
 pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiResponse, ApiError> {
-    let (parts, body) = req.into_parts();
-    let target = request::parse_path(parts.uri.path());
-    let query = request::query_map(parts.uri.query());
-    let reg = &inner.registry;
-    let info = match target {
-        Target::Version => return Ok(response::json(StatusCode::OK, &discovery::version())),
-        Target::Health => return Ok(response::text(StatusCode::OK, "ok")),
-        Target::CoreVersions => {
-            return Ok(response::json(StatusCode::OK, &discovery::core_versions()));
-        }
-        Target::Groups => return Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
-        Target::Group(g) => {
-            return discovery::group(reg, &g)
-                .map(|v| response::json(StatusCode::OK, &v))
-                .ok_or_else(not_found_path);
-        }
-        Target::ResourceList { group, version } => {
-            return discovery::resource_list(reg, &group, &version)
-                .map(|v| response::json(StatusCode::OK, &v))
-                .ok_or_else(not_found_path);
-        }
-        Target::Unknown => return Err(not_found_path()),
-        Target::Resource(info) => info,
+    let (mut parts, body) = req.into_parts();
+    let info = match parts.extensions.remove::<RequestInfo>() {
+        Some(info) => info,
+        None => RequestInfo::parse(&parts.method, &parts.uri),
     };
-    let r = reg
+    if !info.resource_request {
+        return non_resource(inner, &parts);
+    }
+    let user = parts
+        .extensions
+        .remove::<UserInfo>()
+        .ok_or_else(crate::filters::unauthorized)?;
+    let r = inner
+        .registry
         .lookup(&info.group, &info.version, &info.resource)
         .ok_or_else(not_found_path)?;
     if !r.namespaced && info.namespace.is_some() {
         return Err(not_found_path());
     }
-    let body = axum::body::to_bytes(body, inner.config.max_request_bytes)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("the request body could not be read: {e}"),
-            )
-        })?;
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
-    let metadata_only = parts
-        .headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
-    let ns = info.namespace.as_deref();
-    match (
-        &parts.method,
-        info.name.as_deref(),
-        info.subresource.as_deref(),
-    ) {
-        (&Method::GET, None, None) => {
-            let q = ListQuery::parse(&query)?;
-            if q.watch || info.legacy_watch {
-                watch::watch(inner, &r, ns, q, metadata_only).await
-            } else {
-                let list = read::list(inner, &r, ns, &q).await?;
-                let list = if metadata_only {
-                    partial_list(list)
-                } else {
-                    list
-                };
-                Ok(response::json(StatusCode::OK, &list))
+    let strategy = inner.strategies.lookup(&r);
+    let query = request::query_map(parts.uri.query());
+    let scope = RequestScope::from_request(&info, user, &parts.headers, query, r, strategy)?;
+    let body = read_body(inner, &parts.headers, body).await?;
+    if scope.subresource.is_some() {
+        return subresource::handle(inner, &scope, &parts.method, &body).await;
+    }
+    let ok = |v: Value| response::json(StatusCode::OK, &v);
+    match info.verb.as_str() {
+        "list" => {
+            let q = ListQuery::parse(&scope.query)?;
+            let list = read::list(inner, &scope, &q).await?;
+            Ok(respond_list(&scope, list))
+        }
+        "watch" => {
+            let mut q = ListQuery::parse(&scope.query)?;
+            if let Some(name) = &scope.name {
+                q.field_selector = append_name_selector(&q.field_selector, name);
             }
+            watch::watch(inner, &scope, q).await
         }
-        (&Method::GET, Some(name), None) if info.legacy_watch => {
-            let mut q = ListQuery::parse(&query)?;
-            q.field_selector = append_name_selector(&q.field_selector, name);
-            watch::watch(inner, &r, ns, q, metadata_only).await
+        "get" => {
+            let obj = read::get(inner, &scope.resource, scope.ns(), scope.name()).await?;
+            Ok(respond_object(&scope, obj))
         }
-        (&Method::POST, None, None) => {
-            let obj = parse_json(&body)?;
-            write::create(inner, &r, require_ns(&r, ns)?, obj, dry_run)
+        "create" if scope.name.is_none() => {
+            let obj = decode_object(&scope, &body)?;
+            require_ns(&scope.resource, scope.ns())?;
+            write::create(inner, &scope, obj)
                 .await
                 .map(|v| response::json(StatusCode::CREATED, &v))
         }
-        (&Method::DELETE, None, None) => {
-            let q = ListQuery::parse(&query)?;
-            let opts = DeleteOptions::parse(&query, &body)?;
-            delete::delete_collection(inner, &r, ns, &q, &opts)
-                .await
-                .map(|v| response::json(StatusCode::OK, &v))
-        }
-        (&Method::GET, Some(name), None) => {
-            let obj = read::get(inner, &r, ns, name).await?;
-            let obj = if metadata_only {
-                crate::object::partial_metadata(&obj)
-            } else {
-                obj
-            };
-            Ok(response::json(StatusCode::OK, &obj))
-        }
-        (&Method::PUT, Some(name), None) => {
-            let obj = parse_json(&body)?;
-            write::update(inner, &r, ns, name, obj, dry_run)
-                .await
-                .map(|v| response::json(StatusCode::OK, &v))
-        }
-        (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
-            if sub.is_some() && !r.status_subresource {
-                return Err(not_found_path());
-            }
-            write::patch(inner, &r, ns, name, sub, &content_type, &body, dry_run)
-                .await
-                .map(|v| response::json(StatusCode::OK, &v))
-        }
-        (&Method::DELETE, Some(name), None) => {
-            let opts = DeleteOptions::parse(&query, &body)?;
-            delete::delete(inner, &r, ns, name, &opts)
+        "update" if scope.name.is_some() => {
+            let obj = decode_object(&scope, &body)?;
+            write::update(inner, &scope, obj)
                 .await
                 .map(|(code, v)| response::json(code, &v))
         }
-        (method, Some(name), Some(sub)) => {
-            subresource::handle(
-                inner,
-                &r,
-                ns,
-                name,
-                sub,
-                method,
-                &content_type,
-                &body,
-                dry_run,
-            )
-            .await
+        "patch" if scope.name.is_some() => write::patch(inner, &scope, &body).await.map(ok),
+        "delete" => {
+            let opts = DeleteOptions::parse(&scope.query, &body)?;
+            delete::delete(inner, &scope, &opts)
+                .await
+                .map(|(code, v)| response::json(code, &v))
+        }
+        "deletecollection" => {
+            let q = ListQuery::parse(&scope.query)?;
+            let opts = DeleteOptions::parse(&scope.query, &body)?;
+            delete::delete_collection(inner, &scope, &q, &opts)
+                .await
+                .map(ok)
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
-            parts.method, r.plural
+            parts.method, scope.resource.plural
         ))),
     }
+}
+
+/// Discovery, version and health: the paths that are not resources.
+fn non_resource(inner: &Arc<Inner>, parts: &http::request::Parts) -> Result<ApiResponse, ApiError> {
+    let reg = &inner.registry;
+    match request::parse_path(parts.uri.path()) {
+        Target::Version => Ok(response::json(StatusCode::OK, &discovery::version())),
+        Target::Health => Ok(response::text(StatusCode::OK, "ok")),
+        Target::CoreVersions => Ok(response::json(StatusCode::OK, &discovery::core_versions())),
+        Target::Groups => Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
+        Target::Group(g) => discovery::group(reg, &g)
+            .map(|v| response::json(StatusCode::OK, &v))
+            .ok_or_else(not_found_path),
+        Target::ResourceList { group, version } => discovery::resource_list(reg, &group, &version)
+            .map(|v| response::json(StatusCode::OK, &v))
+            .ok_or_else(not_found_path),
+        Target::Unknown | Target::Resource(_) => Err(not_found_path()),
+    }
+}
+
+/// Reads the request body, refusing one over the server's limit with upstream's 413 (by its
+/// `Content-Length` before reading, or while reading when it has none).
+async fn read_body(
+    inner: &Arc<Inner>,
+    headers: &http::HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let limit = inner.config.max_request_bytes;
+    let too_large = || {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // The only error a local body gives past the limit is the length limit itself; a
+        // client that hung up mid-body gets the same answer, which it will never read.
+        tracing::debug!(error = %e, "reading a request body");
+        too_large()
+    })
+}
+
+/// The response step of a read: the object in the form the client's `Accept` asks for
+/// (`PartialObjectMetadata`; the `Table` form plugs in here, from the kind's strategy).
+fn respond_object(scope: &RequestScope, obj: Value) -> ApiResponse {
+    let obj = if scope.metadata_only() {
+        crate::object::partial_metadata(&obj)
+    } else {
+        obj
+    };
+    response::json(StatusCode::OK, &obj)
+}
+
+/// The response step of a list, as [`respond_object`].
+fn respond_list(scope: &RequestScope, list: Value) -> ApiResponse {
+    let list = if scope.metadata_only() {
+        partial_list(list)
+    } else {
+        list
+    };
+    response::json(StatusCode::OK, &list)
 }
 
 /// A list in the `PartialObjectMetadataList` form.
@@ -203,18 +216,6 @@ pub fn require_ns<'a>(r: &ResourceInfo, ns: Option<&'a str>) -> Result<Option<&'
     Ok(ns)
 }
 
-/// Parses a JSON request body into an object.
-pub fn parse_json(body: &Bytes) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
-    Ok(v)
-}
-
 /// Maps a store error to a Status.
 pub fn store_err(r: &ResourceInfo, name: &str, e: kybernetes_store::Error) -> ApiError {
     use kybernetes_store::Error as E;
@@ -233,43 +234,9 @@ pub fn store_err(r: &ResourceInfo, name: &str, e: kybernetes_store::Error) -> Ap
     }
 }
 
-/// Fields a field selector may use on a resource, as upstream allows.
-pub fn allowed_fields(r: &ResourceInfo) -> Vec<&'static str> {
+/// Fields a field selector may use on a resource: the metadata ones and the kind's own.
+pub fn allowed_fields(strategy: &dyn Strategy) -> Vec<&'static str> {
     let mut f = vec!["metadata.name", "metadata.namespace"];
-    match (r.group.as_str(), r.plural.as_str()) {
-        ("", "pods") => f.extend([
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ]),
-        ("", "events") | ("events.k8s.io", "events") => f.extend([
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-            "regarding.kind",
-            "regarding.name",
-            "regarding.namespace",
-            "regarding.uid",
-        ]),
-        ("", "nodes") => f.push("spec.unschedulable"),
-        ("", "namespaces") => f.push("status.phase"),
-        ("", "secrets") => f.push("type"),
-        ("", "replicationcontrollers") | ("apps", "replicasets") => f.push("status.replicas"),
-        ("batch", "jobs") => f.push("status.successful"),
-        _ => {}
-    }
+    f.extend(strategy.field_selectors());
     f
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::{allowed_fields, store_err};
 use crate::Inner;
 use crate::object;
+use crate::registry::RequestScope;
 use crate::request::{ListQuery, RvMatch};
 
 /// How long a read waits for the watch cache to reach a requested revision.
@@ -27,13 +28,13 @@ pub struct Filter {
 
 impl Filter {
     /// Parses and checks the selectors of a query.
-    pub fn new(r: &ResourceInfo, q: &ListQuery) -> Result<Self, ApiError> {
+    pub fn new(scope: &RequestScope, q: &ListQuery) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(&q.label_selector)
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let fields = FieldSelector::parse(&q.field_selector)
             .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
         fields
-            .validate_fields(&allowed_fields(r))
+            .validate_fields(&allowed_fields(&*scope.strategy))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Filter { labels, fields })
     }
@@ -103,13 +104,13 @@ fn list_object(r: &ResourceInfo, items: Vec<Value>, rv: i64, cont: Option<String
 /// LIST, served from the watch cache unless the request needs an exact revision or paging.
 pub async fn list(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
+    scope: &RequestScope,
     q: &ListQuery,
 ) -> Result<Value, ApiError> {
-    let filter = Filter::new(r, q)?;
+    let r = &*scope.resource;
+    let filter = Filter::new(scope, q)?;
     let rv = q.rv()?;
-    let prefix = r.namespace_prefix(ns);
+    let prefix = r.namespace_prefix(scope.ns());
     if q.continue_token.is_some() && rv.is_some_and(|v| v != 0) {
         return Err(ApiError::bad_request(
             "specifying resource version is not allowed when using continue",

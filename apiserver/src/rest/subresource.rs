@@ -1,5 +1,5 @@
-//! Subresources: `status`, `scale`, `pods/binding`, `pods/eviction` and
-//! `namespaces/finalize`.
+//! Subresources: the generic `status` and `scale`, and the handlers a kind's strategy names
+//! ([`Subresource`]): `pods/binding`, `pods/eviction` and `namespaces/finalize`.
 
 use std::sync::Arc;
 
@@ -8,9 +8,11 @@ use kybernetes_core::status::success_status;
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
-use super::{delete, parse_json, read, write};
+use super::decode::{decode_object, parse_json};
+use super::{delete, read, write};
 use crate::Inner;
 use crate::object::{meta_str, path_get, path_set};
+use crate::registry::{RequestScope, Subresource, before};
 use crate::request::{DeleteOptions, parse_rv};
 use crate::response::{self, ApiResponse};
 
@@ -22,70 +24,75 @@ fn not_found() -> ApiError {
     )
 }
 
-/// Routes a subresource request.
-#[allow(clippy::too_many_arguments)]
+/// Routes a subresource request: the generic `status` and `scale`, then the kind's own
+/// (from its strategy).
 pub async fn handle(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    sub: &str,
+    scope: &RequestScope,
     method: &Method,
-    content_type: &str,
     body: &bytes::Bytes,
-    dry_run: bool,
 ) -> Result<ApiResponse, ApiError> {
+    let r = &*scope.resource;
+    let name = scope.name();
+    let sub = scope.subresource.as_deref().unwrap_or("");
     let ok = |v: Value| response::json(StatusCode::OK, &v);
     match (sub, method) {
         ("status", &Method::GET) if r.status_subresource => {
-            read::get(inner, r, ns, name).await.map(ok)
+            read::get(inner, r, scope.ns(), name).await.map(ok)
         }
         ("status", &Method::PUT) if r.status_subresource => {
-            write::update_status(inner, r, ns, name, parse_json(body)?, dry_run)
+            write::update_status(inner, scope, decode_object(scope, body)?)
                 .await
                 .map(ok)
         }
-        ("scale", _) if r.scale.is_some() => {
-            scale(inner, r, ns, name, method, content_type, body, dry_run)
+        ("status", &Method::PATCH) if r.status_subresource => {
+            write::patch(inner, scope, body).await.map(ok)
+        }
+        ("scale", _) if r.scale.is_some() => scale(inner, scope, method, body).await.map(ok),
+        _ => match (scope.strategy.subresource(sub), method) {
+            (Some(Subresource::Binding), &Method::POST) => {
+                bind(inner, scope, parse_json(body)?).await?;
+                Ok(response::json(
+                    StatusCode::CREATED,
+                    &success_status("", "pods", name, None),
+                ))
+            }
+            (Some(Subresource::Eviction), &Method::POST) => {
+                let eviction = parse_json(body)?;
+                let opts_body = match eviction.get("deleteOptions") {
+                    Some(d) => serde_json::to_vec(d).map_err(|e| {
+                        ApiError::bad_request(format!("invalid deleteOptions: {e}"))
+                    })?,
+                    None => Vec::new(),
+                };
+                let opts = DeleteOptions::parse(&Default::default(), &opts_body)?;
+                delete::delete(inner, scope, &opts).await?;
+                Ok(response::json(
+                    StatusCode::CREATED,
+                    &success_status("", "pods", name, None),
+                ))
+            }
+            (Some(Subresource::Finalize), &Method::PUT) => {
+                let new = parse_json(body)?;
+                let finalizers = new
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or(json!([]));
+                let precondition = parse_rv(meta_str(&new, "resourceVersion"))?;
+                write::guaranteed_update(inner, scope, precondition, |old| {
+                    let mut o = old.clone();
+                    o["spec"]["finalizers"] = finalizers.clone();
+                    Ok(o)
+                })
                 .await
                 .map(ok)
-        }
-        ("binding", &Method::POST) if r.group.is_empty() && r.plural == "pods" => {
-            bind(inner, r, ns, name, parse_json(body)?).await?;
-            Ok(response::json(
-                StatusCode::CREATED,
-                &success_status("", "pods", name, None),
-            ))
-        }
-        ("eviction", &Method::POST) if r.group.is_empty() && r.plural == "pods" => {
-            let eviction = parse_json(body)?;
-            let opts_body = eviction
-                .get("deleteOptions")
-                .map(|d| serde_json::to_vec(d).unwrap_or_default())
-                .unwrap_or_default();
-            let opts = DeleteOptions::parse(&Default::default(), &opts_body)?;
-            delete::delete(inner, r, ns, name, &opts).await?;
-            Ok(response::json(
-                StatusCode::CREATED,
-                &success_status("", "pods", name, None),
-            ))
-        }
-        ("finalize", &Method::PUT) if r.group.is_empty() && r.plural == "namespaces" => {
-            let new = parse_json(body)?;
-            let finalizers = new
-                .pointer("/spec/finalizers")
-                .cloned()
-                .unwrap_or(json!([]));
-            let precondition = parse_rv(meta_str(&new, "resourceVersion"))?;
-            write::guaranteed_update(inner, r, None, name, precondition, dry_run, |old| {
-                let mut o = old.clone();
-                o["spec"]["finalizers"] = finalizers.clone();
-                Ok(o)
-            })
-            .await
-            .map(ok)
-        }
-        _ => Err(not_found()),
+            }
+            (Some(_), _) => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {}/{sub})",
+                r.plural
+            ))),
+            (None, _) => Err(not_found()),
+        },
     }
 }
 
@@ -128,22 +135,27 @@ fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
     json!({ "kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": m, "spec": { "replicas": spec }, "status": st })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn scale(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
+    scope: &RequestScope,
     method: &Method,
-    content_type: &str,
     body: &bytes::Bytes,
-    dry_run: bool,
 ) -> Result<Value, ApiError> {
+    let (r, name) = (&*scope.resource, scope.name());
     let Some(spec_path) = r.scale.as_ref().map(|s| s.spec_replicas_path.clone()) else {
         return Err(not_found());
     };
+    let fm = crate::apply::FieldManager::for_scope(inner, scope).await?;
+    if *method == Method::PATCH {
+        if crate::apply::is_apply(&scope.content_type) {
+            let parent = crate::apply::apply(inner, scope, body, &fm).await?;
+            return Ok(scale_of(r, &parent));
+        }
+        fm.check_not_forced()?;
+    }
+    let now = inner.clock.now_rfc3339();
     match *method {
-        Method::GET => Ok(scale_of(r, &read::get(inner, r, ns, name).await?)),
+        Method::GET => Ok(scale_of(r, &read::get(inner, r, scope.ns(), name).await?)),
         Method::PUT | Method::PATCH => {
             let put = if *method == Method::PUT {
                 Some(parse_json(body)?)
@@ -156,45 +168,43 @@ async fn scale(
             };
             let patch = match &put {
                 Some(_) => None,
-                None => Some(write::PatchDocument::parse(content_type, body)?),
+                None => Some(write::PatchDocument::parse(&scope.content_type, body)?),
             };
-            let updated =
-                write::guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
-                    let current = scale_of(r, old);
-                    let desired = match (&put, &patch) {
-                        (Some(p), _) => p.clone(),
-                        (None, Some(patch)) => patch.apply(&current)?,
-                        (None, None) => current,
-                    };
-                    let replicas = desired
-                        .pointer("/spec/replicas")
-                        .and_then(Value::as_i64)
-                        .ok_or_else(|| {
-                            ApiError::invalid_field(
-                                "autoscaling",
-                                "Scale",
-                                name,
-                                "spec.replicas",
-                                "Required value",
-                            )
-                        })?;
-                    if replicas < 0 {
-                        return Err(ApiError::invalid_field(
+            let updated = write::guaranteed_update(inner, scope, precondition, |old| {
+                let current = scale_of(r, old);
+                let desired = match (&put, &patch) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(patch)) => patch.apply(&current)?,
+                    (None, None) => current,
+                };
+                let replicas = desired
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
                             "autoscaling",
                             "Scale",
                             name,
                             "spec.replicas",
-                            format!(
-                                "Invalid value: {replicas}: must be greater than or equal to 0"
-                            ),
-                        ));
-                    }
-                    let mut new = old.clone();
-                    path_set(&mut new, &spec_path, json!(replicas));
-                    crate::strategy::prepare_for_update(r, old, &mut new);
-                    Ok(new)
-                })
-                .await?;
+                            "Required value",
+                        )
+                    })?;
+                if replicas < 0 {
+                    return Err(ApiError::invalid_field(
+                        "autoscaling",
+                        "Scale",
+                        name,
+                        "spec.replicas",
+                        format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                    ));
+                }
+                let mut new = old.clone();
+                path_set(&mut new, &spec_path, json!(replicas));
+                before::prepare_for_update(r, &*scope.strategy, old, &mut new);
+                fm.record_update(r, old, &mut new, "scale", &now);
+                Ok(new)
+            })
+            .await?;
             Ok(scale_of(r, &updated))
         }
         _ => Err(ApiError::method_not_allowed(
@@ -204,13 +214,8 @@ async fn scale(
 }
 
 /// Binds a pod to a node: sets `spec.nodeName` once and the PodScheduled condition.
-async fn bind(
-    inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    binding: Value,
-) -> Result<Value, ApiError> {
+async fn bind(inner: &Arc<Inner>, scope: &RequestScope, binding: Value) -> Result<Value, ApiError> {
+    let name = scope.name();
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -230,7 +235,7 @@ async fn bind(
         .and_then(Value::as_str)
         .map(String::from);
     let now = inner.clock.now_rfc3339();
-    write::guaranteed_update(inner, r, ns, name, None, false, |old| {
+    write::guaranteed_update(inner, scope, None, |old| {
         if let Some(uid) = &uid_precondition
             && meta_str(old, "uid") != Some(uid.as_str())
         {

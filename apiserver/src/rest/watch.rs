@@ -24,6 +24,7 @@ use super::store_err;
 use crate::Inner;
 use crate::cacher::{Broadcast, CacheEvent, EventType, Subscription, WatchStart, encode_event};
 use crate::object;
+use crate::registry::RequestScope;
 use crate::request::ListQuery;
 use crate::response::ApiResponse;
 
@@ -87,14 +88,13 @@ impl Watcher {
 /// Starts a watch and returns the streaming response.
 pub async fn watch(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
+    scope: &RequestScope,
     q: ListQuery,
-    metadata_only: bool,
 ) -> Result<ApiResponse, ApiError> {
-    let filter = Filter::new(r, &q)?;
+    let (r, metadata_only) = (&*scope.resource, scope.metadata_only());
+    let filter = Filter::new(scope, &q)?;
     let rv = q.rv()?;
-    let prefix = r.namespace_prefix(ns);
+    let prefix = r.namespace_prefix(scope.ns());
     let send_initial = q.send_initial_events.unwrap_or(false);
     if q.send_initial_events.is_some() && !q.allow_bookmarks {
         return Err(ApiError::invalid_field(

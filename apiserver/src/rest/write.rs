@@ -1,93 +1,57 @@
 //! create, update (PUT) and patch, and the optimistic-concurrency update loop they share
-//! (upstream's `GuaranteedUpdate`).
+//! (upstream's `GuaranteedUpdate`). The kind's rules come from the scope's [`Strategy`];
+//! admission runs between the strategy and the store.
 
 use std::sync::Arc;
 
+use http::StatusCode;
 use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
 use super::store_err;
+use crate::Inner;
+use crate::admission::{AdmissionAttributes, Operation};
+use crate::apply::FieldManager;
 use crate::object::{self, meta_str};
+use crate::registry::{RequestScope, Strategy, before};
 use crate::request::parse_rv;
-use crate::{Inner, crd, defaults, strategy};
 
 /// How many times an unconditional update retries after losing a race.
 const MAX_RETRIES: usize = 100;
 
-/// Refuses to create content in a namespace that is missing or being deleted (upstream's
-/// NamespaceLifecycle admission).
-async fn check_namespace(
-    inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-) -> Result<(), ApiError> {
-    let (true, Some(ns)) = (r.namespaced, ns) else {
-        return Ok(());
-    };
-    let key = format!("/registry/core/namespaces/{ns}");
-    let kv = inner
-        .store
-        .get(&key)
-        .await
-        .map_err(|e| store_err(r, ns, e))?;
-    let Some(kv) = kv else {
-        return Err(ApiError::not_found("", "namespaces", ns));
-    };
-    let nsobj = object::decode(&kv)?;
-    if meta_str(&nsobj, "deletionTimestamp").is_some() && !matches!(r.plural.as_str(), "events") {
-        return Err(ApiError::forbidden(format!(
-            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-            r.plural
-        )));
-    }
-    Ok(())
-}
-
-/// True for core/v1 services, whose ClusterIPs and NodePorts the server allocates.
-pub fn is_service(r: &ResourceInfo) -> bool {
-    r.group.is_empty() && r.plural == "services"
-}
-
-/// POST: creates an object.
+/// POST: creates an object (decoded: see [`super::decode`]). The steps, in upstream's order: type check → strategy (prepare,
+/// default, initial status) → mutating admission → validation → validating admission →
+/// (unless a dry run) allocation and the store.
 pub async fn create(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
+    scope: &RequestScope,
     mut obj: Value,
-    dry_run: bool,
 ) -> Result<Value, ApiError> {
-    strategy::check_type(r, &mut obj)?;
-    strategy::prepare_for_create(r, &mut obj, ns, &inner.clock)?;
-    defaults::initial_status(r, &mut obj);
+    let r = &*scope.resource;
+    let strategy = &*scope.strategy;
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    before::prepare_for_create(r, strategy, &mut obj, scope.ns(), &inner.clock)?;
+    fm.record_create(r, &mut obj, &inner.clock.now_rfc3339());
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
-    strategy::validate(r, &obj)?;
-    if crd::is_crd(r) {
-        crd::validate(&obj)?;
-        obj["status"] = crd::accepted_status(&obj, &inner.clock.now_rfc3339());
-    }
-    check_namespace(inner, r, ns, &name).await?;
-    if dry_run {
+    let attrs = AdmissionAttributes::new(scope, Operation::Create, &name, None);
+    inner.admission.admit(&attrs, &mut obj).await?;
+    before::validate(r, strategy, &obj, None)?;
+    strategy.canonicalize(&mut obj);
+    inner.admission.validate(&attrs, &obj).await?;
+    if scope.dry_run {
         return Ok(obj);
     }
-    let service = is_service(r);
-    if service {
-        inner.services.on_create(&mut obj)?;
-    }
-    let key = r.key(ns, &name);
+    strategy.before_store_create(&mut obj)?;
+    let key = r.key(scope.ns(), &name);
     let kv = match inner.store.create(&key, object::encode(&obj)?).await {
         Ok(kv) => kv,
         Err(e) => {
-            if service {
-                inner.services.on_delete(&obj);
-            }
+            strategy.create_abandoned(&obj);
             return Err(store_err(r, &name, e));
         }
     };
     object::meta_mut(&mut obj).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
-    if crd::is_crd(r) {
-        crd::register(inner, &obj);
-    }
+    strategy.after_store_write(&obj);
     Ok(obj)
 }
 
@@ -118,43 +82,58 @@ fn check_name(r: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError>
     }
 }
 
-/// PUT of the main resource.
+/// PUT of the main resource (a decoded object). Answers 200 with the updated object, or 201
+/// when the kind allows create-on-update and the object did not exist.
 pub async fn update(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
+    scope: &RequestScope,
     mut obj: Value,
-    dry_run: bool,
-) -> Result<Value, ApiError> {
-    strategy::check_type(r, &mut obj)?;
+) -> Result<(StatusCode, Value), ApiError> {
+    let (r, name) = (&*scope.resource, scope.name());
     check_name(r, &obj, name)?;
     object::meta_mut(&mut obj).insert("name".into(), json!(name));
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
-    guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    let now = inner.clock.now_rfc3339();
+    let updated = guaranteed_update(inner, scope, precondition, |old| {
         check_uid(r, &obj, old, name)?;
         let mut new = obj.clone();
-        strategy::prepare_for_update(r, old, &mut new);
+        before::prepare_for_update(r, &*scope.strategy, old, &mut new);
+        fm.record_update(r, old, &mut new, "", &now);
         Ok(new)
     })
-    .await
+    .await;
+    match updated {
+        Ok(v) => Ok((StatusCode::OK, v)),
+        Err(e)
+            if e.code == 404
+                && precondition.is_none()
+                && scope.strategy.allow_create_on_update() =>
+        {
+            create(inner, scope, obj)
+                .await
+                .map(|v| (StatusCode::CREATED, v))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// PUT of the `status` subresource.
 pub async fn update_status(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    mut obj: Value,
-    dry_run: bool,
+    scope: &RequestScope,
+    obj: Value,
 ) -> Result<Value, ApiError> {
-    strategy::check_type(r, &mut obj)?;
+    let (r, name) = (&*scope.resource, scope.name());
     check_name(r, &obj, name)?;
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
-    guaranteed_update(inner, r, ns, name, precondition, dry_run, |old| {
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    let now = inner.clock.now_rfc3339();
+    guaranteed_update(inner, scope, precondition, |old| {
         check_uid(r, &obj, old, name)?;
-        Ok(strategy::prepare_for_status_update(old, &obj))
+        let mut new = before::prepare_for_status_update(old, &obj);
+        fm.record_update(r, old, &mut new, "status", &now);
+        Ok(new)
     })
     .await
 }
@@ -167,6 +146,8 @@ pub enum PatchDocument {
     Json(Value),
     /// `application/merge-patch+json`.
     Merge(Value),
+    /// `application/strategic-merge-patch+json` (see [`crate::patch::strategic`]).
+    Strategic(Value),
 }
 
 impl PatchDocument {
@@ -195,6 +176,14 @@ impl PatchDocument {
                 }
                 Ok(PatchDocument::Merge(patch))
             }
+            crate::patch::STRATEGIC_MERGE_PATCH => {
+                let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the strategic merge patch is not valid JSON: {e}"
+                    ))
+                })?;
+                Ok(PatchDocument::Strategic(patch))
+            }
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -217,6 +206,10 @@ impl PatchDocument {
                 })?;
             }
             PatchDocument::Merge(patch) => json_patch::merge(&mut doc, patch),
+            PatchDocument::Strategic(patch) => {
+                let schema = crate::patch::schema::Schema::of_object(&doc);
+                doc = crate::patch::strategic::apply(&doc, patch, schema)?;
+            }
         }
         Ok(doc)
     }
@@ -240,21 +233,25 @@ fn null_tests_of_missing_paths_pass(ops: Value, doc: &Value) -> Value {
 }
 
 /// PATCH of the main resource or its `status`.
-#[allow(clippy::too_many_arguments)]
 pub async fn patch(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    sub: Option<&str>,
-    content_type: &str,
+    scope: &RequestScope,
     body: &[u8],
-    dry_run: bool,
 ) -> Result<Value, ApiError> {
+    let (r, name) = (&*scope.resource, scope.name());
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    if crate::apply::is_apply(&scope.content_type) {
+        return crate::apply::apply(inner, scope, body, &fm).await;
+    }
+    fm.check_not_forced()?;
     // Parsed before touching the store, so a bad patch is a 400/415, not a 404.
-    let patch = PatchDocument::parse(content_type, body)?;
-    let status_only = sub == Some("status");
-    guaranteed_update(inner, r, ns, name, None, dry_run, |old| {
+    let patch = PatchDocument::parse(&scope.content_type, body)?;
+    if matches!(patch, PatchDocument::Strategic(_)) {
+        crate::patch::check_strategic_supported(r)?;
+    }
+    let status_only = scope.subresource.as_deref() == Some("status");
+    let now = inner.clock.now_rfc3339();
+    guaranteed_update(inner, scope, None, |old| {
         let mut patched = patch.apply(old)?;
         let old_rv = meta_str(old, "resourceVersion");
         if let Some(rv) = meta_str(&patched, "resourceVersion")
@@ -264,18 +261,21 @@ pub async fn patch(
         }
         check_name(r, &patched, name)?;
         check_uid(r, &patched, old, name)?;
-        strategy::check_type(r, &mut patched)?;
+        before::check_type(r, &mut patched)?;
         if status_only {
-            Ok(strategy::prepare_for_status_update(old, &patched))
+            let mut new = before::prepare_for_status_update(old, &patched);
+            fm.record_update(r, old, &mut new, "status", &now);
+            Ok(new)
         } else {
-            strategy::prepare_for_update(r, old, &mut patched);
+            before::prepare_for_update(r, &*scope.strategy, old, &mut patched);
+            fm.record_update(r, old, &mut patched, "", &now);
             Ok(patched)
         }
     })
     .await
 }
 
-fn ready_to_delete(r: &ResourceInfo, obj: &Value) -> bool {
+fn ready_to_delete(strategy: &dyn Strategy, obj: &Value) -> bool {
     if meta_str(obj, "deletionTimestamp").is_none() || !object::finalizers(obj).is_empty() {
         return false;
     }
@@ -286,13 +286,7 @@ fn ready_to_delete(r: &ResourceInfo, obj: &Value) -> bool {
     if grace > 0 {
         return false;
     }
-    if r.group.is_empty() && r.plural == "namespaces" {
-        return obj
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(|a| a.is_empty());
-    }
-    true
+    !strategy.deletion_pending(obj)
 }
 
 fn finalizers_added_during_deletion(old: &Value, new: &Value) -> Option<String> {
@@ -304,22 +298,20 @@ fn finalizers_added_during_deletion(old: &Value, new: &Value) -> Option<String> 
 }
 
 /// Reads, transforms and writes an object until the write wins the race (or the caller's
-/// resourceVersion precondition fails with 409). An update that leaves an object being deleted
-/// with no finalizers deletes it.
-#[allow(clippy::too_many_arguments)]
+/// resourceVersion precondition fails with 409). Between the transform and the write run
+/// mutating admission, validation and validating admission; a dry run stops before the write.
+/// An update that leaves an object being deleted with no finalizers deletes it.
 pub async fn guaranteed_update<F>(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
+    scope: &RequestScope,
     precondition: Option<i64>,
-    dry_run: bool,
     mut transform: F,
 ) -> Result<Value, ApiError>
 where
     F: FnMut(&Value) -> Result<Value, ApiError>,
 {
-    let key = r.key(ns, name);
+    let (r, name, strategy) = (&*scope.resource, scope.name(), &*scope.strategy);
+    let key = r.key(scope.ns(), name);
     for _ in 0..MAX_RETRIES {
         let kv = inner
             .store
@@ -334,9 +326,6 @@ where
         }
         let old = object::decode(&kv)?;
         let mut new = transform(&old)?;
-        if is_service(r) {
-            inner.services.on_update(&old, &mut new)?;
-        }
         object::meta_mut(&mut new)
             .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         if let Some(f) = finalizers_added_during_deletion(&old, &new) {
@@ -350,48 +339,28 @@ where
                 ),
             ));
         }
-        strategy::validate(r, &new)?;
+        strategy.before_store_update(&old, &mut new)?;
+        if let Err(e) = admit_update(inner, scope, &old, &mut new).await {
+            strategy.update_abandoned(&old, &new);
+            return Err(e);
+        }
         if new == old {
             return Ok(old);
         }
-        if dry_run {
+        if scope.dry_run {
+            strategy.update_abandoned(&old, &new);
             return Ok(new);
         }
-        if ready_to_delete(r, &new) {
-            match inner.store.delete(&key, Some(kv.mod_revision)).await {
-                Ok((_, rev)) => {
-                    object::meta_mut(&mut new)
-                        .insert("resourceVersion".into(), json!(rev.to_string()));
-                    if crd::is_crd(r) {
-                        crd::unregister(inner, &new).await?;
-                    }
-                    if is_service(r) {
-                        inner.services.on_delete(&new);
-                    }
-                    return Ok(new);
+        match write_update(inner, scope, &key, kv.mod_revision, &mut new).await {
+            Ok(()) => return Ok(new),
+            Err(e) => {
+                strategy.update_abandoned(&old, &new);
+                match e {
+                    WriteError::Raced if precondition.is_none() => continue,
+                    WriteError::Raced => return Err(ApiError::stale(&r.group, &r.plural, name)),
+                    WriteError::Failed(e) => return Err(e),
                 }
-                Err(kybernetes_store::Error::Conflict { .. }) if precondition.is_none() => continue,
-                Err(e) => return Err(store_err(r, name, e)),
             }
-        }
-        match inner
-            .store
-            .update(&key, object::encode(&new)?, kv.mod_revision)
-            .await
-        {
-            Ok(written) => {
-                object::meta_mut(&mut new).insert(
-                    "resourceVersion".into(),
-                    json!(written.mod_revision.to_string()),
-                );
-                if crd::is_crd(r) {
-                    crd::register(inner, &new);
-                }
-                return Ok(new);
-            }
-            Err(kybernetes_store::Error::Conflict { .. }) if precondition.is_none() => continue,
-            Err(kybernetes_store::Error::NotFound { .. }) if precondition.is_none() => continue,
-            Err(e) => return Err(store_err(r, name, e)),
         }
     }
     Err(ApiError::conflict(
@@ -400,4 +369,67 @@ where
         name,
         "too many concurrent updates; try again",
     ))
+}
+
+/// Mutating admission, validation and validating admission of an update.
+async fn admit_update(
+    inner: &Arc<Inner>,
+    scope: &RequestScope,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    let attrs = AdmissionAttributes::new(scope, Operation::Update, scope.name(), Some(old));
+    inner.admission.admit(&attrs, new).await?;
+    before::validate(&scope.resource, &*scope.strategy, new, Some(old))?;
+    scope.strategy.canonicalize(new);
+    inner.admission.validate(&attrs, new).await
+}
+
+enum WriteError {
+    /// Another writer won; read again.
+    Raced,
+    Failed(ApiError),
+}
+
+/// Writes an updated object (or removes it, once nothing holds its deletion any more) and
+/// sets its new resourceVersion.
+async fn write_update(
+    inner: &Arc<Inner>,
+    scope: &RequestScope,
+    key: &str,
+    revision: i64,
+    new: &mut Value,
+) -> Result<(), WriteError> {
+    let (r, name, strategy) = (&*scope.resource, scope.name(), &*scope.strategy);
+    let raced_or = |e: kybernetes_store::Error| match e {
+        kybernetes_store::Error::Conflict { .. } | kybernetes_store::Error::NotFound { .. } => {
+            WriteError::Raced
+        }
+        e => WriteError::Failed(store_err(r, name, e)),
+    };
+    if ready_to_delete(strategy, new) {
+        let (_, rev) = inner
+            .store
+            .delete(key, Some(revision))
+            .await
+            .map_err(raced_or)?;
+        object::meta_mut(new).insert("resourceVersion".into(), json!(rev.to_string()));
+        strategy
+            .after_store_delete(new)
+            .await
+            .map_err(WriteError::Failed)?;
+        return Ok(());
+    }
+    let encoded = object::encode(new).map_err(WriteError::Failed)?;
+    let written = inner
+        .store
+        .update(key, encoded, revision)
+        .await
+        .map_err(raced_or)?;
+    object::meta_mut(new).insert(
+        "resourceVersion".into(),
+        json!(written.mod_revision.to_string()),
+    );
+    strategy.after_store_write(new);
+    Ok(())
 }

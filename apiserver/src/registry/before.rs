@@ -1,13 +1,13 @@
-//! Per-resource create and update rules (upstream's `RESTCreateStrategy` /
-//! `RESTUpdateStrategy`): what the server sets on create, what it keeps on update, when
-//! `generation` moves, and what makes an object invalid.
+//! The generic half of every create and update (upstream's `rest.BeforeCreate` and
+//! `rest.BeforeUpdate`): the type check, server-owned metadata, status reset, `generation`,
+//! and object-meta validation, each calling into the kind's [`Strategy`] for its own rules.
 
 use kybernetes_core::status::StatusCause;
 use kybernetes_core::validation;
 use kybernetes_core::{ApiError, Clock, ResourceInfo};
 use serde_json::{Value, json};
 
-use crate::defaults;
+use super::Strategy;
 use crate::object::{self, meta_mut, meta_str};
 
 const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -46,9 +46,11 @@ pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Fills server-owned metadata and resets status on create.
+/// Fills server-owned metadata, resets status, applies the kind's defaults and its initial
+/// status on create.
 pub fn prepare_for_create(
     r: &ResourceInfo,
+    strategy: &dyn Strategy,
     obj: &mut Value,
     namespace: Option<&str>,
     clock: &Clock,
@@ -106,13 +108,14 @@ pub fn prepare_for_create(
         // POST ignores status: the server owns it.
         obj.as_object_mut().map(|m| m.remove("status"));
     }
-    defaults::apply(r, obj);
+    strategy.default(obj);
+    strategy.initial_status(obj, clock);
     Ok(())
 }
 
 /// Carries server-owned fields over from `old` on a PUT or PATCH of the main resource, and
 /// bumps `generation` when the spec changed.
-pub fn prepare_for_update(r: &ResourceInfo, old: &Value, new: &mut Value) {
+pub fn prepare_for_update(r: &ResourceInfo, strategy: &dyn Strategy, old: &Value, new: &mut Value) {
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     let meta = meta_mut(new);
     for f in [
@@ -136,7 +139,7 @@ pub fn prepare_for_update(r: &ResourceInfo, old: &Value, new: &mut Value) {
             }
         }
     }
-    defaults::apply(r, new);
+    strategy.default(new);
     if r.has_generation && object::spec_part(old) != object::spec_part(new) {
         let g = old_meta
             .get("generation")
@@ -201,18 +204,17 @@ fn cause(field: &str, message: impl Into<String>) -> StatusCause {
     }
 }
 
-/// Validates an object (metadata and the kind-specific rules). Nothing is stored on failure.
-pub fn validate(r: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+/// Validates an object (metadata and the kind's rules; `old` is the stored object on an
+/// update). Nothing is stored on failure.
+pub fn validate(
+    r: &ResourceInfo,
+    strategy: &dyn Strategy,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let name = meta_str(obj, "name").unwrap_or("");
     let mut causes = Vec::new();
-    let name_errors = match (r.group.as_str(), r.plural.as_str()) {
-        ("", "namespaces" | "services") => validation::is_dns1123_label(name),
-        ("", "events") | ("events.k8s.io", "events") => {
-            validation::validate_name(validation::NameRule::PathSegment, name)
-        }
-        _ => validation::is_dns1123_subdomain(name),
-    };
-    for e in name_errors {
+    for e in strategy.validate_name(name) {
         causes.push(cause(
             "metadata.name",
             format!("Invalid value: {name:?}: {e}"),
@@ -233,7 +235,10 @@ pub fn validate(r: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
             "Invalid value: finalizers must be a list of strings",
         ));
     }
-    causes.extend(crate::validate_kind::validate(r, obj));
+    causes.extend(match old {
+        None => strategy.validate(obj),
+        Some(old) => strategy.validate_update(obj, old),
+    });
     if causes.is_empty() {
         Ok(())
     } else {
