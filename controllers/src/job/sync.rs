@@ -127,6 +127,8 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
         .filter(|p| p.metadata.deletion_timestamp.is_some() && !jobpods::is_terminal(p))
         .count();
 
+    // Terminal conditions wait until no pod of the Job runs or awaits counting, as upstream.
+    let pods_gone = active.is_empty() && terminating == 0 && uncounted_is_empty(&st);
     let mut conditions = st.conditions.clone().unwrap_or_default();
     let mut events: Vec<(&str, &str, String)> = Vec::new();
     let mut requeue: Option<Duration> = None;
@@ -159,17 +161,17 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
         );
         delete_pods(&ctx, &pods_api, &active, &mut events).await?;
         active_after = 0;
-        if active.is_empty() && terminating == 0 && uncounted_is_empty(&st) {
-            if set_condition(
+        if pods_gone
+            && set_condition(
                 &mut conditions,
                 condition::FAILED,
                 "True",
                 failure.reason,
                 &failure.message,
                 now,
-            ) {
-                events.push(("Warning", failure.reason, failure.message.clone()));
-            }
+            )
+        {
+            events.push(("Warning", failure.reason, failure.message.clone()));
         }
     } else if success {
         let (reason, message) = COMPLETIONS_REACHED;
@@ -183,18 +185,18 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
         );
         delete_pods(&ctx, &pods_api, &active, &mut events).await?;
         active_after = 0;
-        if active.is_empty() && terminating == 0 && uncounted_is_empty(&st) {
-            if set_condition(
+        if pods_gone
+            && set_condition(
                 &mut conditions,
                 condition::COMPLETE,
                 "True",
                 reason,
                 message,
                 now,
-            ) {
-                st.completion_time = Some(to_time(now));
-                events.push(("Normal", "Completed", "Job completed".into()));
-            }
+            )
+        {
+            st.completion_time = Some(to_time(now));
+            events.push(("Normal", "Completed", "Job completed".into()));
         }
     } else if spec.suspend {
         delete_pods(&ctx, &pods_api, &active, &mut events).await?;
@@ -421,9 +423,8 @@ async fn track_finished_pods(
         .collect();
     let results = join_all(to_release.iter().map(|p| remove_tracking_finalizer(api, p))).await;
     for r in results {
-        match r.map_err(api_err("remove the job-tracking finalizer"))? {
-            Some(p) => ctx.pod_writes.mutation(p),
-            None => {}
+        if let Some(p) = r.map_err(api_err("remove the job-tracking finalizer"))? {
+            ctx.pod_writes.mutation(p);
         }
     }
 
