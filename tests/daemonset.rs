@@ -309,3 +309,145 @@ async fn a_selector_that_does_not_match_the_template_is_rejected_with_422() {
     );
     c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_update_starts_the_new_pod_before_deleting_the_old_one() {
+    let c = Cluster::builder().nodes(3).start().await.expect("start");
+    let dss: Api<DaemonSet> = Api::default_namespaced(c.client());
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    let strategy = json!({"updateStrategy": {"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}});
+    dss.create(
+        &PostParams::default(),
+        &daemon_set("surge", "agent:1", strategy),
+    )
+    .await
+    .expect("create");
+    let nodes = ["node-1", "node-2", "node-3"];
+    ready_nodes(&pods, "surge", &nodes).await;
+    let mut view = PodView::start(&pods, "surge").await;
+    dss.patch(
+        "surge",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:2"}]}}}})),
+    )
+    .await
+    .expect("update image");
+    let image = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+    };
+    let mut most_live = 0;
+    loop {
+        view.next().await;
+        let ready_nodes: BTreeSet<String> = view
+            .pods
+            .values()
+            .filter(|p| ready(p))
+            .filter_map(node_of)
+            .collect();
+        assert_eq!(
+            ready_nodes.len(),
+            3,
+            "maxUnavailable 0: every node keeps a ready pod"
+        );
+        let live = view
+            .pods
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count();
+        most_live = most_live.max(live);
+        assert!(live <= 4, "maxSurge 1: at most one extra pod, saw {live}");
+        let updated = view
+            .pods
+            .values()
+            .filter(|p| ready(p) && image(p).as_deref() == Some("agent:2"))
+            .count();
+        if updated == 3 && live == 3 {
+            break;
+        }
+    }
+    assert_eq!(most_live, 4, "the new pod started next to the old one");
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_delete_replaces_a_pod_with_the_new_template_only_when_it_is_deleted() {
+    let c = Cluster::builder().nodes(2).start().await.expect("start");
+    let dss: Api<DaemonSet> = Api::default_namespaced(c.client());
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    dss.create(
+        &PostParams::default(),
+        &daemon_set(
+            "manual",
+            "agent:1",
+            json!({"updateStrategy": {"type": "OnDelete"}}),
+        ),
+    )
+    .await
+    .expect("create");
+    ready_nodes(&pods, "manual", &["node-1", "node-2"]).await;
+    dss.patch(
+        "manual",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "agent:2"}]}}}})),
+    )
+    .await
+    .expect("update image");
+    until(
+        "the status to see the new generation",
+        Duration::from_secs(30),
+        || {
+            let dss = dss.clone();
+            async move {
+                dss.get("manual")
+                    .await
+                    .ok()
+                    .and_then(|d| d.status)
+                    .is_some_and(|s| {
+                        s.observed_generation == Some(2)
+                            && s.updated_number_scheduled.is_none()
+                            && s.number_ready == 2
+                    })
+            }
+        },
+    )
+    .await;
+    let list = pods
+        .list(&ListParams::default().labels("app=manual"))
+        .await
+        .expect("pods");
+    let victim = list
+        .items
+        .iter()
+        .find(|p| node_of(p).as_deref() == Some("node-1"))
+        .and_then(|p| p.metadata.name.clone())
+        .expect("a pod on node-1");
+    pods.delete(&victim, &Default::default())
+        .await
+        .expect("delete");
+    until(
+        "node-1 to run the new template",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let Ok(list) = pods.list(&ListParams::default().labels("app=manual")).await else {
+                    return false;
+                };
+                let image_on = |node: &str| {
+                    list.items
+                        .iter()
+                        .filter(|p| ready(p) && node_of(p).as_deref() == Some(node))
+                        .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+                        .collect::<Vec<_>>()
+                };
+                image_on("node-1") == ["agent:2"] && image_on("node-2") == ["agent:1"]
+            }
+        },
+    )
+    .await;
+    c.shutdown().await.expect("shutdown");
+}
