@@ -50,6 +50,7 @@ pub(crate) fn start_components(
     vec![
         SchedulerLoop::spawn(c(), scheduler.clone(), sched_config, t()),
         kybernetes_controllers::spawn_replicaset(c(), k(), t()),
+        kybernetes_controllers::spawn_replicationcontroller(c(), k(), t()),
         kybernetes_controllers::spawn_deployment(c(), k(), t()),
         kybernetes_controllers::spawn_job(c(), k(), t()),
         kybernetes_controllers::spawn_ttl_after_finished(c(), k(), t()),

@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -52,9 +52,9 @@ pub const BURST_REPLICAS: usize = 500;
 /// The first batch of a slow-start creation (upstream's `SlowStartInitialBatchSize`).
 const SLOW_START_INITIAL_BATCH: usize = 1;
 /// How long a recorded write shadows the informer at most.
-const MUTATION_TTL: Duration = Duration::from_secs(300);
+pub(crate) const MUTATION_TTL: Duration = Duration::from_secs(300);
 /// The longest retry delay after errors.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The errors of a ReplicaSet reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -87,15 +87,25 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Api { action, source }
 }
 
+/// The kind whose pods the controller manages: a ReplicaSet, or a ReplicationController seen
+/// as one (upstream runs the ReplicationController controller the same way, through
+/// conversion).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OwnerKind {
+    ReplicaSet,
+    ReplicationController,
+}
+
 /// What every ReplicaSet reconcile shares.
 pub(crate) struct Context {
-    client: Client,
-    clock: Clock,
-    pods: Store<Pod>,
-    replica_sets: Store<ReplicaSet>,
-    pod_writes: MutationCache<Pod>,
-    rs_writes: MutationCache<ReplicaSet>,
-    backoff: ErrorBackoff<ObjectRef<ReplicaSet>>,
+    pub(crate) client: Client,
+    pub(crate) clock: Clock,
+    pub(crate) pods: Store<Pod>,
+    pub(crate) replica_sets: Store<ReplicaSet>,
+    pub(crate) pod_writes: MutationCache<Pod>,
+    pub(crate) rs_writes: MutationCache<ReplicaSet>,
+    pub(crate) backoff: ErrorBackoff<ObjectRef<ReplicaSet>>,
+    pub(crate) owner: OwnerKind,
 }
 
 /// Starts the ReplicaSet controller; it stops when `shutdown` is cancelled.
@@ -109,7 +119,7 @@ pub fn spawn_replicaset(
 
 /// Keeps in the informer cache only what the controller reads: metadata, `spec.nodeName`, and
 /// the phase, conditions and container statuses.
-fn strip_pod(pod: &mut Pod) {
+pub(crate) fn strip_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
     pod.spec = Some(PodSpec {
@@ -148,6 +158,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         pod_writes: MutationCache::new(observed, MUTATION_TTL),
         rs_writes: MutationCache::new(ObservedRevision::default(), MUTATION_TTL),
         backoff: ErrorBackoff::new(MAX_BACKOFF),
+        owner: OwnerKind::ReplicaSet,
     });
     let controller = controller
         .watches_stream(pod_events, move |pod| {
@@ -184,7 +195,7 @@ fn replica_sets_for_pod(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<Obje
     }
 }
 
-fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(rs: Arc<ReplicaSet>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff.next_delay(ObjectRef::from_obj(rs.as_ref()));
     warn!(replicaset = %rs.name_any(), namespace = ?rs.namespace(), error = %error, source = ?std::error::Error::source(error), ?delay, "sync failed");
     Action::requeue(delay)
@@ -293,28 +304,56 @@ async fn claim_pods(
 ) -> Result<Vec<Arc<Pod>>> {
     let ns = rs.namespace().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
     let name = rs.name_any();
     let uid = rs.metadata.uid.clone();
-    let can_adopt = || async move {
-        match rs_api.get(&name).await {
-            Ok(fresh) => {
-                Ok(fresh.metadata.uid == uid && fresh.metadata.deletion_timestamp.is_none())
+    let claimed =
+        match ctx.owner {
+            OwnerKind::ReplicaSet => {
+                let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+                let can_adopt = || async move {
+                    match api.get(&name).await {
+                        Ok(fresh) => Ok(fresh.metadata.uid == uid
+                            && fresh.metadata.deletion_timestamp.is_none()),
+                        Err(e) if is_not_found(&e) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                };
+                util::claim(
+                    &pods_api,
+                    rs,
+                    selector,
+                    candidates,
+                    &ctx.pod_writes,
+                    can_adopt,
+                )
+                .await
             }
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
-    };
-    util::claim(
-        &pods_api,
-        rs,
-        selector,
-        candidates,
-        &ctx.pod_writes,
-        can_adopt,
-    )
-    .await
-    .map_err(api_err("claim pods"))
+            OwnerKind::ReplicationController => {
+                let api: Api<ReplicationController> = Api::namespaced(ctx.client.clone(), &ns);
+                let can_adopt = || async move {
+                    match api.get(&name).await {
+                        Ok(fresh) => Ok(fresh.metadata.uid == uid
+                            && fresh.metadata.deletion_timestamp.is_none()),
+                        Err(e) if is_not_found(&e) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                };
+                let owner = ReplicationController {
+                    metadata: rs.metadata.clone(),
+                    ..Default::default()
+                };
+                util::claim(
+                    &pods_api,
+                    &owner,
+                    selector,
+                    candidates,
+                    &ctx.pod_writes,
+                    can_adopt,
+                )
+                .await
+            }
+        };
+    claimed.map_err(api_err("claim pods"))
 }
 
 /// Upstream's `manageReplicas`: creates or deletes pods until `spec.replicas` are active.
@@ -341,7 +380,7 @@ async fn manage_replicas(
         {
             return Err(Error::NoTemplateLabels);
         }
-        let pod = pod_from_template(rs, &template);
+        let pod = pod_from_template(rs, &template, owner_ref(ctx.owner, rs));
         debug!(replicaset = %rs.name_any(), count, "creating pods");
         slow_start_batch(count, || create_pod(ctx, pods_api, &pod)).await
     } else if have > want {
@@ -382,6 +421,7 @@ where
 fn pod_from_template(
     rs: &ReplicaSet,
     template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    owner: OwnerReference,
 ) -> Pod {
     let tmeta = template.metadata.clone().unwrap_or_default();
     Pod {
@@ -391,7 +431,7 @@ fn pod_from_template(
             labels: tmeta.labels,
             annotations: tmeta.annotations,
             finalizers: tmeta.finalizers,
-            owner_references: Some(vec![controller_ref(rs)]),
+            owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: template.spec.clone(),
@@ -497,6 +537,17 @@ fn calculate_status(
     }
 }
 
+/// The controller reference of the owner's pods.
+fn owner_ref(kind: OwnerKind, rs: &ReplicaSet) -> OwnerReference {
+    match kind {
+        OwnerKind::ReplicaSet => controller_ref(rs),
+        OwnerKind::ReplicationController => controller_ref(&ReplicationController {
+            metadata: rs.metadata.clone(),
+            ..Default::default()
+        }),
+    }
+}
+
 /// Writes the status if it changed, through the status subresource.
 async fn update_status(ctx: &Context, rs: &ReplicaSet, status: ReplicaSetStatus) -> Result<()> {
     let current = rs.status.clone().unwrap_or_default();
@@ -507,8 +558,7 @@ async fn update_status(ctx: &Context, rs: &ReplicaSet, status: ReplicaSetStatus)
     if unchanged {
         return Ok(());
     }
-    let api: Api<ReplicaSet> =
-        Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
+    let ns = rs.namespace().unwrap_or_default();
     let patch = util::status_merge_patch(
         &status,
         &[
@@ -520,14 +570,21 @@ async fn update_status(ctx: &Context, rs: &ReplicaSet, status: ReplicaSetStatus)
             "conditions",
         ],
     );
-    match api
-        .patch_status(
-            &rs.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    let params = PatchParams::default();
+    let updated = match ctx.owner {
+        OwnerKind::ReplicaSet => {
+            Api::<ReplicaSet>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(&rs.name_any(), &params, &Patch::Merge(&patch))
+                .await
+        }
+        OwnerKind::ReplicationController => {
+            Api::<ReplicationController>::namespaced(ctx.client.clone(), &ns)
+                .patch_status(&rs.name_any(), &params, &Patch::Merge(&patch))
+                .await
+                .map(crate::replicationcontroller::as_replica_set)
+        }
+    };
+    match updated {
         Ok(updated) => {
             ctx.rs_writes.mutation(updated);
             Ok(())
