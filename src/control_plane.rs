@@ -56,6 +56,7 @@ pub(crate) fn start_components(
         kybernetes_controllers::spawn_ttl_after_finished(c(), k(), t()),
         kybernetes_controllers::spawn_cronjob(c(), k(), t()),
         kybernetes_controllers::spawn_daemonset(c(), k(), t()),
+        kybernetes_controllers::spawn_statefulset(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
             k(),

@@ -1,4 +1,4 @@
-//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
@@ -16,6 +16,7 @@ pub mod deployment;
 pub mod job;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod statefulset;
 pub mod util;
 pub use cronjob::spawn_cronjob;
 pub use daemonset::spawn_daemonset;
@@ -23,3 +24,4 @@ pub use deployment::spawn_deployment;
 pub use job::{spawn_job, spawn_ttl_after_finished};
 pub use replicaset::spawn_replicaset;
 pub use replicationcontroller::spawn_replicationcontroller;
+pub use statefulset::spawn_statefulset;

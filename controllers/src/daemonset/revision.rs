@@ -1,15 +1,16 @@
-//! The DaemonSet's history as ControllerRevisions (upstream's `constructHistory`): one
-//! revision per distinct pod template, named `<daemonset>-<hash>`, whose hash labels the pods
-//! as `controller-revision-hash`; revisions beyond `revisionHistoryLimit` that no pod uses are
-//! deleted.
+//! A workload's history as ControllerRevisions (upstream's `constructHistory`, shared by
+//! DaemonSets and StatefulSets): one revision per distinct pod template, named
+//! `<owner>-<hash>`, whose hash labels the pods as `controller-revision-hash`; revisions beyond
+//! `revisionHistoryLimit` that no pod uses are deleted.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::deployment::revision::pod_template_hash;
@@ -37,9 +38,27 @@ pub async fn sync_history(
     hash: &str,
     live_hashes: &BTreeSet<String>,
 ) -> Result<(), kube::Error> {
-    let ns = ds.namespace().unwrap_or_default();
+    let template = ds
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let limit = ds.spec.as_ref().and_then(|s| s.revision_history_limit);
+    sync_owner_history(client, ds, &template, limit, hash, live_hashes).await
+}
+
+/// [`sync_history`] for any owner of a pod template (a DaemonSet or a StatefulSet).
+pub async fn sync_owner_history<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    ds: &K,
+    template: &PodTemplateSpec,
+    revision_history_limit: Option<i32>,
+    hash: &str,
+    live_hashes: &BTreeSet<String>,
+) -> Result<(), kube::Error> {
+    let ns = ds.meta().namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
+    let uid = ds.meta().uid.clone().unwrap_or_default();
     let mut owned: Vec<ControllerRevision> = api
         .list(&ListParams::default())
         .await?
@@ -62,7 +81,7 @@ pub async fn sync_history(
                 .await?;
         }
         None => {
-            let revision = new_revision(ds, hash, max + 1);
+            let revision = new_revision(ds, template, hash, max + 1);
             match api.create(&PostParams::default(), &revision).await {
                 Ok(_) => {}
                 Err(e) if is_already_exists(&e) => {}
@@ -70,12 +89,7 @@ pub async fn sync_history(
             }
         }
     }
-    let limit = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.revision_history_limit)
-        .unwrap_or(10)
-        .max(0) as usize;
+    let limit = revision_history_limit.unwrap_or(10).max(0) as usize;
     let old: Vec<&ControllerRevision> = owned
         .iter()
         .filter(|r| {
@@ -97,29 +111,29 @@ pub async fn sync_history(
 
 /// The ControllerRevision of the current template: its data is the patch that restores the
 /// template, as upstream's `getPatch`.
-fn new_revision(ds: &DaemonSet, hash: &str, revision: i64) -> ControllerRevision {
-    let template = ds
-        .spec
+fn new_revision<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    template: &PodTemplateSpec,
+    hash: &str,
+    revision: i64,
+) -> ControllerRevision {
+    let mut labels = template
+        .metadata
         .as_ref()
-        .map(|s| s.template.clone())
+        .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let mut template = serde_json::to_value(&template).unwrap_or_else(|_| json!({}));
+    let mut template = serde_json::to_value(template).unwrap_or_else(|_| json!({}));
     if let Some(t) = template.as_object_mut() {
         t.insert("$patch".into(), json!("replace"));
     }
-    let mut labels = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
     labels.insert(REVISION_HASH_LABEL.into(), hash.into());
+    let meta = owner.meta();
     ControllerRevision {
         metadata: ObjectMeta {
-            name: Some(format!("{}-{hash}", ds.name_any())),
-            namespace: ds.namespace(),
+            name: Some(format!("{}-{hash}", meta.name.clone().unwrap_or_default())),
+            namespace: meta.namespace.clone(),
             labels: Some(labels),
-            owner_references: Some(vec![controller_ref(ds)]),
+            owner_references: Some(vec![controller_ref(owner)]),
             ..Default::default()
         },
         data: Some(RawExtension(json!({"spec": {"template": template}}))),
