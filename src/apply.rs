@@ -1,7 +1,7 @@
 //! Applying multi-document YAML manifests, as `kubectl apply -f` does for the common case:
 //! create what is missing, patch what exists.
 
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -39,13 +39,15 @@ pub fn split_yaml_documents(yaml: &str) -> Result<Vec<Value>> {
     Ok(out)
 }
 
+/// The field manager of [`Cluster::apply_yaml`].
+pub const APPLY_FIELD_MANAGER: &str = "kybernetes-apply";
+
 impl Cluster {
-    /// Applies every document of a YAML stream: objects that do not exist are created, objects
-    /// that exist get the document as a JSON merge patch. Documents are applied in order, so a
-    /// Namespace listed first exists before the objects in it.
-    ///
-    /// (Fields removed from a manifest are kept on the server; the three-way apply of
-    /// `kubectl apply` arrives with strategic merge patch.)
+    /// Applies every document of a YAML stream with server-side apply, as field manager
+    /// [`APPLY_FIELD_MANAGER`]: objects that do not exist are created; for objects that exist,
+    /// the manifest's fields take over (`force`) and fields removed from the manifest since the
+    /// last apply are removed. Documents are applied in order, so a Namespace listed first
+    /// exists before the objects in it.
     ///
     /// ```no_run
     /// # async fn demo(cluster: kybernetes::Cluster) -> kybernetes::Result<()> {
@@ -102,23 +104,20 @@ impl Cluster {
             Api::all_with(self.client(), &ar)
         };
         let label = format!("{}/{name}", info.plural);
-        match api.get_opt(&name).await? {
-            None => {
-                let obj: DynamicObject =
-                    serde_json::from_value(doc).map_err(|e| bad(e.to_string()))?;
-                api.create(&PostParams::default(), &obj).await?;
-                Ok(ApplyOutcome::Created(label))
+        let existing = api.get_opt(&name).await?;
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(APPLY_FIELD_MANAGER).force(),
+                &Patch::Apply(&doc),
+            )
+            .await?;
+        Ok(match existing {
+            None => ApplyOutcome::Created(label),
+            Some(e) if e.metadata.resource_version == applied.metadata.resource_version => {
+                ApplyOutcome::Unchanged(label)
             }
-            Some(existing) => {
-                let patched = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&doc))
-                    .await?;
-                if patched.metadata.resource_version == existing.metadata.resource_version {
-                    Ok(ApplyOutcome::Unchanged(label))
-                } else {
-                    Ok(ApplyOutcome::Configured(label))
-                }
-            }
-        }
+            Some(_) => ApplyOutcome::Configured(label),
+        })
     }
 }

@@ -40,7 +40,7 @@ mod cluster;
 pub mod control_plane;
 pub mod leader;
 
-pub use apply::{ApplyOutcome, split_yaml_documents};
+pub use apply::{APPLY_FIELD_MANAGER, ApplyOutcome, split_yaml_documents};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use control_plane::ControlPlaneConfig;
 pub use leader::{LeaderElectionConfig, LeaderElector};

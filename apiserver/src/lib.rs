@@ -65,6 +65,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 pub mod admission;
+pub mod apply;
 pub mod authentication;
 pub mod authorization;
 pub mod cacher;
@@ -73,6 +74,7 @@ pub mod discovery;
 pub mod duplex;
 pub mod filters;
 pub mod object;
+pub mod patch;
 pub mod registry;
 pub mod request;
 pub mod response;

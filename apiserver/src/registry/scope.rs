@@ -39,6 +39,9 @@ pub struct RequestScope {
     pub content_type: String,
     /// The request's `Accept`.
     pub accept: String,
+    /// The request's `User-Agent`: its program name is the field manager of an update that
+    /// names none (see [`crate::apply::FieldManager`]).
+    pub user_agent: String,
     /// Every query parameter, decoded.
     pub query: HashMap<String, String>,
 }
@@ -100,6 +103,7 @@ impl RequestScope {
             content_type: header(http::header::CONTENT_TYPE)
                 .unwrap_or_else(|| "application/json".into()),
             accept: header(http::header::ACCEPT).unwrap_or_default(),
+            user_agent: header(http::header::USER_AGENT).unwrap_or_default(),
             query,
         })
     }
@@ -120,11 +124,13 @@ impl RequestScope {
             subresource: None,
             user: UserInfo::loopback(),
             dry_run: false,
-            field_manager: None,
+            // Upstream's own writes are recorded under this manager.
+            field_manager: Some("kube-apiserver".into()),
             field_validation: None,
             force: false,
             content_type: "application/json".into(),
             accept: String::new(),
+            user_agent: String::new(),
             query: HashMap::new(),
         }
     }

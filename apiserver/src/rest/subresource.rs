@@ -145,6 +145,15 @@ async fn scale(
     let Some(spec_path) = r.scale.as_ref().map(|s| s.spec_replicas_path.clone()) else {
         return Err(not_found());
     };
+    let fm = crate::apply::FieldManager::for_scope(inner, scope).await?;
+    if *method == Method::PATCH {
+        if crate::apply::is_apply(&scope.content_type) {
+            let parent = crate::apply::apply(inner, scope, body, &fm).await?;
+            return Ok(scale_of(r, &parent));
+        }
+        fm.check_not_forced()?;
+    }
+    let now = inner.clock.now_rfc3339();
     match *method {
         Method::GET => Ok(scale_of(r, &read::get(inner, r, scope.ns(), name).await?)),
         Method::PUT | Method::PATCH => {
@@ -192,6 +201,7 @@ async fn scale(
                 let mut new = old.clone();
                 path_set(&mut new, &spec_path, json!(replicas));
                 before::prepare_for_update(r, &*scope.strategy, old, &mut new);
+                fm.record_update(r, old, &mut new, "scale", &now);
                 Ok(new)
             })
             .await?;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::store_err;
 use crate::Inner;
 use crate::admission::{AdmissionAttributes, Operation};
+use crate::apply::FieldManager;
 use crate::object::{self, meta_str};
 use crate::registry::{RequestScope, Strategy, before};
 use crate::request::parse_rv;
@@ -28,7 +29,9 @@ pub async fn create(
 ) -> Result<Value, ApiError> {
     let r = &*scope.resource;
     let strategy = &*scope.strategy;
+    let fm = FieldManager::for_scope(inner, scope).await?;
     before::prepare_for_create(r, strategy, &mut obj, scope.ns(), &inner.clock)?;
+    fm.record_create(r, &mut obj, &inner.clock.now_rfc3339());
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let attrs = AdmissionAttributes::new(scope, Operation::Create, &name, None);
     inner.admission.admit(&attrs, &mut obj).await?;
@@ -90,10 +93,13 @@ pub async fn update(
     check_name(r, &obj, name)?;
     object::meta_mut(&mut obj).insert("name".into(), json!(name));
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    let now = inner.clock.now_rfc3339();
     let updated = guaranteed_update(inner, scope, precondition, |old| {
         check_uid(r, &obj, old, name)?;
         let mut new = obj.clone();
         before::prepare_for_update(r, &*scope.strategy, old, &mut new);
+        fm.record_update(r, old, &mut new, "", &now);
         Ok(new)
     })
     .await;
@@ -121,9 +127,13 @@ pub async fn update_status(
     let (r, name) = (&*scope.resource, scope.name());
     check_name(r, &obj, name)?;
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    let now = inner.clock.now_rfc3339();
     guaranteed_update(inner, scope, precondition, |old| {
         check_uid(r, &obj, old, name)?;
-        Ok(before::prepare_for_status_update(old, &obj))
+        let mut new = before::prepare_for_status_update(old, &obj);
+        fm.record_update(r, old, &mut new, "status", &now);
+        Ok(new)
     })
     .await
 }
@@ -136,6 +146,8 @@ pub enum PatchDocument {
     Json(Value),
     /// `application/merge-patch+json`.
     Merge(Value),
+    /// `application/strategic-merge-patch+json` (see [`crate::patch::strategic`]).
+    Strategic(Value),
 }
 
 impl PatchDocument {
@@ -164,6 +176,14 @@ impl PatchDocument {
                 }
                 Ok(PatchDocument::Merge(patch))
             }
+            crate::patch::STRATEGIC_MERGE_PATCH => {
+                let patch: Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the strategic merge patch is not valid JSON: {e}"
+                    ))
+                })?;
+                Ok(PatchDocument::Strategic(patch))
+            }
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }
@@ -186,6 +206,10 @@ impl PatchDocument {
                 })?;
             }
             PatchDocument::Merge(patch) => json_patch::merge(&mut doc, patch),
+            PatchDocument::Strategic(patch) => {
+                let schema = crate::patch::schema::Schema::of_object(&doc);
+                doc = crate::patch::strategic::apply(&doc, patch, schema)?;
+            }
         }
         Ok(doc)
     }
@@ -215,9 +239,18 @@ pub async fn patch(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let (r, name) = (&*scope.resource, scope.name());
+    let fm = FieldManager::for_scope(inner, scope).await?;
+    if crate::apply::is_apply(&scope.content_type) {
+        return crate::apply::apply(inner, scope, body, &fm).await;
+    }
+    fm.check_not_forced()?;
     // Parsed before touching the store, so a bad patch is a 400/415, not a 404.
     let patch = PatchDocument::parse(&scope.content_type, body)?;
+    if matches!(patch, PatchDocument::Strategic(_)) {
+        crate::patch::check_strategic_supported(r)?;
+    }
     let status_only = scope.subresource.as_deref() == Some("status");
+    let now = inner.clock.now_rfc3339();
     guaranteed_update(inner, scope, None, |old| {
         let mut patched = patch.apply(old)?;
         let old_rv = meta_str(old, "resourceVersion");
@@ -230,9 +263,12 @@ pub async fn patch(
         check_uid(r, &patched, old, name)?;
         before::check_type(r, &mut patched)?;
         if status_only {
-            Ok(before::prepare_for_status_update(old, &patched))
+            let mut new = before::prepare_for_status_update(old, &patched);
+            fm.record_update(r, old, &mut new, "status", &now);
+            Ok(new)
         } else {
             before::prepare_for_update(r, &*scope.strategy, old, &mut patched);
+            fm.record_update(r, old, &mut patched, "", &now);
             Ok(patched)
         }
     })

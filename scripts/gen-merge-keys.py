@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Regenerates apiserver/src/patch/merge_keys_table.rs from k8s-openapi's sources.
+
+k8s-openapi generates its `DeepMerge` impls from upstream's OpenAPI document
+(`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`, `x-kubernetes-map-type`), so its
+sources hold the list strategies as code. This script reads them back into data: one row per
+field that is an object of a known type, a keyed list, or a set.
+
+Usage: scripts/gen-merge-keys.py ~/.cargo/registry/src/*/k8s-openapi-0.29.0/src/v1_33
+"""
+import os
+import re
+import sys
+
+GROUP_DIRS = ["api", "apimachinery/pkg/apis/meta/v1", "apiextensions_apiserver"]
+SKIP_GROUPS = {"admissionregistration", "apiserverinternal", "authentication", "authorization",
+               "certificates", "flowcontrol", "node", "resource", "scheduling", "storagemigration"}
+
+
+def type_name(rust_path):
+    p = rust_path.replace("crate::", "io.k8s.").replace("::", ".")
+    return p.replace("apiextensions_apiserver", "apiextensions-apiserver").replace("kube_aggregator", "kube-aggregator")
+
+
+def file_type_prefix(rel):
+    return "io.k8s." + os.path.dirname(rel).replace("/", ".").replace(
+        "apiextensions_apiserver", "apiextensions-apiserver")
+
+
+def main(root):
+    rows = []
+    kinds = []
+    all_json = {}
+    for base in GROUP_DIRS:
+        for dirpath, _, files in os.walk(os.path.join(root, base)):
+            for f in files:
+                src = open(os.path.join(dirpath, f)).read()
+                for j, r in re.findall(r'"(\w+)" => Field::Key_(\w+),', src):
+                    all_json[r] = j
+    for base in GROUP_DIRS:
+        for dirpath, _, files in os.walk(os.path.join(root, base)):
+            rel_dir = os.path.relpath(dirpath, root)
+            parts = rel_dir.split("/")
+            if parts[0] == "api" and len(parts) > 1 and parts[1] in SKIP_GROUPS:
+                continue
+            if "alpha" in rel_dir or "beta" in rel_dir:
+                continue
+            for f in sorted(files):
+                if f == "mod.rs":
+                    continue
+                src = open(os.path.join(dirpath, f)).read()
+                m = re.search(r"pub struct (\w+) \{", src)
+                if not m:
+                    continue
+                struct = m.group(1)
+                owner = file_type_prefix(os.path.join(rel_dir, f)) + "." + struct
+                json_names = dict((r, j) for j, r in re.findall(r'"(\w+)" => Field::Key_(\w+),', src))
+                res = re.search(r'const GROUP: &\'static str = "([^"]*)";\s*const KIND: &\'static str = "(\w+)";\s*const VERSION: &\'static str = "(\w+)";', src)
+                if res and "impl crate::ListableResource" in src:
+                    kinds.append((res.group(1), res.group(3), res.group(2), owner))
+                fields = re.findall(r"pub (\w+): (?:Option<)?(.+?)>?,\n", src)
+                merges = {}
+                for fld, keys in re.findall(r"list::map\(\s*&mut self\.(\w+),\s*other\.\w+,\s*&\[(.*?)\],", src, re.S):
+                    found = re.findall(r"lhs\.([\w.]+) ==", keys)
+                    # A key inside a nested object (volumeClaimTemplates' metadata.name) is no
+                    # list-map key upstream: that list is atomic.
+                    if found and all("." not in k for k in found):
+                        merges[fld] = ("map", found)
+                for fld in re.findall(r"list::set\(&mut self\.(\w+),", src):
+                    merges[fld] = ("set", [])
+                for fld in re.findall(r"map::atomic\(&mut self\.(\w+),", src):
+                    merges[fld] = ("atomic_map", [])
+                for fld, ty in fields:
+                    if fld not in json_names:
+                        continue
+                    name = json_names[fld]
+                    item = re.search(r"crate::[\w:]+", ty)
+                    child = type_name(item.group(0)) if item else ""
+                    if child.endswith(("Quantity", "Time", "MicroTime", "IntOrString", "RawExtension", "JSON", "FieldsV1")):
+                        child = ""
+                    kind, keys = merges.get(fld, ("", []))
+                    if kind == "map":
+                        ssa_keys = [all_json.get(k, k) for k in keys]
+                        rows.append((owner, name, child, "Map(&[%s])" % ", ".join('"%s"' % k for k in ssa_keys)))
+                    elif kind == "set":
+                        rows.append((owner, name, child, "Set"))
+                    elif kind == "atomic_map":
+                        rows.append((owner, name, child, "AtomicMap"))
+                    elif ty.startswith("std::vec::Vec<") and child:
+                        rows.append((owner, name, child, "AtomicList"))
+                    elif ty.startswith("std::collections::BTreeMap<") and child:
+                        rows.append((owner, name, child, "GranularMap"))
+                    elif child:
+                        rows.append((owner, name, child, "Struct"))
+    rows.sort()
+    kinds.sort()
+    out = ["// @generated by scripts/gen-merge-keys.py from k8s-openapi 0.29 (Kubernetes 1.33). Do not edit.",
+           "",
+           "use super::merge_keys::Rule::{self, *};",
+           "",
+           "/// `(type, field, item or value type, rule)`, sorted by type and field.",
+           "#[rustfmt::skip]",
+           "pub static FIELDS: &[(&str, &str, &str, Rule)] = &["]
+    for owner, name, child, rule in rows:
+        out.append('    ("%s", "%s", "%s", %s),' % (owner, name, child, rule))
+    out.append("];")
+    out.append("")
+    out.append("/// `(group, version, kind, type)` of every served kind, sorted.")
+    out.append("#[rustfmt::skip]")
+    out.append("pub static KINDS: &[(&str, &str, &str, &str)] = &[")
+    for g, v, k, t in kinds:
+        out.append('    ("%s", "%s", "%s", "%s"),' % (g, v, k, t))
+    out.append("];")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
