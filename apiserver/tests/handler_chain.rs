@@ -409,6 +409,16 @@ async fn a_body_over_3_mib_is_refused_with_413_and_nothing_is_stored() {
     assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(status["reason"], "RequestEntityTooLarge");
     assert!(!configmap_exists(&api, "big").await);
+
+    // A declared length over the limit is refused before the body is read.
+    let mut declared = json_request(Method::POST, CONFIGMAPS, &configmap("declared"));
+    declared.headers_mut().insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(4 * 1024 * 1024_u64),
+    );
+    let (code, _) = call(api.router(), declared).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!configmap_exists(&api, "declared").await);
 }
 
 #[tokio::test]

@@ -45,6 +45,10 @@ mod namespace_lifecycle;
 
 pub use namespace_lifecycle::NamespaceLifecycle;
 
+/// The attribute that implementations of [`Admission`] (an async trait) need, re-exported so
+/// that a plugin needs no extra dependency: `#[kybernetes_apiserver::admission::async_trait]`.
+pub use async_trait::async_trait;
+
 /// The kind of write being admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {

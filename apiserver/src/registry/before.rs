@@ -108,6 +108,7 @@ pub fn prepare_for_create(
         // POST ignores status: the server owns it.
         obj.as_object_mut().map(|m| m.remove("status"));
     }
+    strategy.prepare_for_create(obj);
     strategy.default(obj);
     strategy.initial_status(obj, clock);
     Ok(())
@@ -139,6 +140,7 @@ pub fn prepare_for_update(r: &ResourceInfo, strategy: &dyn Strategy, old: &Value
             }
         }
     }
+    strategy.prepare_for_update(new, old);
     strategy.default(new);
     if r.has_generation && object::spec_part(old) != object::spec_part(new) {
         let g = old_meta

@@ -90,6 +90,15 @@ pub trait Strategy: Send + Sync + 'static {
         validation::is_dns1123_subdomain(name)
     }
 
+    /// The kind's own changes to a new object after the generic ones (server-owned metadata,
+    /// status reset) and before defaulting (upstream's `PrepareForCreate`).
+    fn prepare_for_create(&self, _obj: &mut Value) {}
+
+    /// The kind's own changes to an updated object after the generic ones (server-owned
+    /// metadata and status carried over from `old`) and before defaulting (upstream's
+    /// `PrepareForUpdate`).
+    fn prepare_for_update(&self, _new: &mut Value, _old: &Value) {}
+
     /// Fills the fields clients rely on (upstream's `SetDefaults_*`), on create and on every
     /// update, so that a round-tripped object keeps its defaults.
     fn default(&self, _obj: &mut Value) {}

@@ -153,10 +153,13 @@ async fn read_body(
         return Err(too_large());
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // The only error a local body gives past the limit is the length limit itself; a
-        // client that hung up mid-body gets the same answer, which it will never read.
-        tracing::debug!(error = %e, "reading a request body");
-        too_large()
+        let over_limit = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+        }
     })
 }
 

@@ -19,9 +19,9 @@ use crate::request::parse_rv;
 /// How many times an unconditional update retries after losing a race.
 const MAX_RETRIES: usize = 100;
 
-/// POST: creates an object (decoded: see [`super::decode`]). The steps, in upstream's order: type check → strategy (prepare,
-/// default, initial status) → mutating admission → validation → validating admission →
-/// (unless a dry run) allocation and the store.
+/// POST: creates a decoded object (see [`super::decode`]). The steps, in upstream's order:
+/// strategy (prepare, default, initial status) → mutating admission → validation →
+/// validating admission → (unless a dry run) the kind's storage hooks and the store.
 pub async fn create(
     inner: &Arc<Inner>,
     scope: &RequestScope,
