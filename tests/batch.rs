@@ -471,3 +471,38 @@ async fn invalid_jobs_are_rejected_with_422_and_a_cause_per_field() {
     );
     c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(start_paused = true)]
+async fn deleting_a_running_job_removes_its_pods_despite_the_tracking_finalizer() {
+    let fake = FakeRuntime::default();
+    fake.script_container("sleep", ContainerScript::new().run_forever());
+    let c = cluster(&fake).await;
+    let jobs: Api<Job> = Api::default_namespaced(c.client());
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    jobs.create(&PostParams::default(), &job("gone", "sleep", json!({})))
+        .await
+        .expect("create");
+    until_job(&jobs, "gone", Duration::from_secs(60), |j| {
+        j.status.as_ref().and_then(|s| s.active) == Some(1)
+    })
+    .await;
+    jobs.delete(
+        "gone",
+        &kube::api::DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("delete");
+    until("the job's pod to be gone", Duration::from_secs(300), || {
+        let pods = pods.clone();
+        async move {
+            pods.list(&ListParams::default().labels("app=gone"))
+                .await
+                .is_ok_and(|l| l.items.is_empty())
+        }
+    })
+    .await;
+    c.shutdown().await.expect("shutdown");
+}
