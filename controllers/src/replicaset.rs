@@ -1,7 +1,7 @@
 //! The ReplicaSet controller (upstream's `pkg/controller/replicaset`): keeps `spec.replicas`
 //! pods from `spec.template` running.
 //!
-//! Each reconcile ([`reconcile`], upstream's `syncReplicaSet`):
+//! Each reconcile (`reconcile`, upstream's `syncReplicaSet`):
 //! 1. lists the pods of the namespace from the informer, with this controller's own recent
 //!    creations and deletions layered on top (a [`MutationCache`], which does the job of
 //!    upstream's expectations);

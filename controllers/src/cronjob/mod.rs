@@ -3,7 +3,7 @@
 //! `concurrencyPolicy`, `startingDeadlineSeconds`, `suspend`, `timeZone` and the history
 //! limits; keeps `status.active`, `lastScheduleTime` and `lastSuccessfulTime`.
 //!
-//! Each reconcile ([`reconcile`], upstream's `syncCronJob`) reconciles the active list with
+//! Each reconcile (`reconcile`, upstream's `syncCronJob`) reconciles the active list with
 //! the Jobs it owns, prunes finished Jobs beyond the history limits, then runs the most recent
 //! missed schedule time, if any, and comes back at the next one. Time comes from the cluster
 //! [`Clock`], so a paused test clock runs a day of schedules in moments.

@@ -3,7 +3,7 @@
 //!
 //! Each revision of the template gets a ReplicaSet named `<deployment>-<pod-template-hash>`
 //! whose selector, labels and pods carry the `pod-template-hash` label
-//! ([`revision::pod_template_hash`]). A reconcile ([`reconcile`], upstream's `syncDeployment`):
+//! ([`revision::pod_template_hash`]). A reconcile (`reconcile`, upstream's `syncDeployment`):
 //! 1. claims the ReplicaSets that match the selector (adopts orphans, releases the rest);
 //! 2. if the deployment is paused or was only scaled, scales the ReplicaSets proportionally
 //!    (`sync.rs`) and writes the status;

@@ -3,7 +3,7 @@
 //! `backoffLimit` failures or `activeDeadlineSeconds`.
 //!
 //! Pods carry the `batch.kubernetes.io/job-tracking` finalizer, so a finished pod is counted
-//! exactly once even if it is deleted at once: each reconcile ([`sync`], upstream's `syncJob`)
+//! exactly once even if it is deleted at once: each reconcile (`sync::reconcile`, upstream's `syncJob`)
 //! 1. records newly finished pods in `status.uncountedTerminatedPods`,
 //! 2. removes their finalizers,
 //! 3. moves them into `succeeded`/`failed` (and `completedIndexes`);
