@@ -28,6 +28,7 @@ pub mod failure_policy;
 pub mod pods;
 pub mod status;
 mod sync;
+mod tracking;
 mod ttl;
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! finalizer, decide whether the Job failed, succeeded or is suspended, else create and delete
 //! pods, and write the status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +20,11 @@ use tracing::debug;
 use super::failure_policy::{PolicyAction, match_pod_failure_policy};
 use super::pods as jobpods;
 use super::status::{
-    self, COMPLETIONS_REACHED, Failure, condition, format_indexes, parse_indexes,
-    pod_failure_backoff, set_condition,
+    self, COMPLETIONS_REACHED, Failure, condition, parse_indexes, pod_failure_backoff,
+    set_condition,
 };
-use super::{Context, Error, Result, api_err, remove_tracking_finalizer};
+use super::tracking::{classify_new_finished, release_all_finalizers, track_finished_pods};
+use super::{Context, Error, Result, api_err};
 use crate::util::{self, is_controlled_by, is_not_found, is_pod_active, is_pod_ready, to_time};
 
 /// At most this many pods are created or deleted by one reconcile (upstream's
@@ -31,20 +32,20 @@ use crate::util::{self, is_controlled_by, is_not_found, is_pod_active, is_pod_re
 const MAX_POD_CREATE_DELETE_PER_SYNC: usize = 500;
 
 /// The Job's spec, with upstream's defaults for what is unset.
-struct Spec {
-    completions: Option<i32>,
-    parallelism: i32,
-    backoff_limit: i32,
-    indexed: bool,
-    suspend: bool,
-    active_deadline: Option<i64>,
-    on_failure: bool,
+pub(super) struct Spec {
+    pub(super) completions: Option<i32>,
+    pub(super) parallelism: i32,
+    pub(super) backoff_limit: i32,
+    pub(super) indexed: bool,
+    pub(super) suspend: bool,
+    pub(super) active_deadline: Option<i64>,
+    pub(super) on_failure: bool,
     /// A pod failure policy is set: a deleted pod counts as failed only once it has failed.
-    only_replace_failed: bool,
+    pub(super) only_replace_failed: bool,
 }
 
 impl Spec {
-    fn of(job: &Job) -> Spec {
+    pub(super) fn of(job: &Job) -> Spec {
         let s = job.spec.clone().unwrap_or_default();
         let restart = s
             .template
@@ -63,18 +64,6 @@ impl Spec {
                 || s.pod_replacement_policy.as_deref() == Some("Failed"),
         }
     }
-}
-
-/// The finished pods of this reconcile, sorted by what they mean for the Job.
-#[derive(Default)]
-struct Finished {
-    succeeded: Vec<Arc<Pod>>,
-    /// Failed pods that count against `backoffLimit`.
-    failed: Vec<Arc<Pod>>,
-    /// Failed pods a pod failure policy `Ignore` rule matched.
-    ignored: Vec<Arc<Pod>>,
-    /// A `FailJob` rule matched.
-    fail_job: Option<Failure>,
 }
 
 /// Upstream's `syncJob`.
@@ -336,131 +325,6 @@ fn completions_reached(spec: &Spec, st: &JobStatus, active: usize) -> bool {
     }
 }
 
-/// The pods that finished since they were last counted (they still carry the finalizer and are
-/// not yet in `uncountedTerminatedPods`), with the pod failure policy applied to failures.
-fn classify_new_finished(job: &Job, spec: &Spec, pods: &[Arc<Pod>], st: &JobStatus) -> Finished {
-    let uncounted = st.uncounted_terminated_pods.clone().unwrap_or_default();
-    let known: BTreeSet<&String> = uncounted
-        .succeeded
-        .iter()
-        .flatten()
-        .chain(uncounted.failed.iter().flatten())
-        .collect();
-    let policy = job
-        .spec
-        .as_ref()
-        .and_then(|s| s.pod_failure_policy.as_ref());
-    let mut out = Finished::default();
-    for pod in pods.iter().filter(|p| jobpods::has_tracking_finalizer(p)) {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        if known.contains(&uid) {
-            continue;
-        }
-        if jobpods::phase(pod) == "Succeeded" {
-            out.succeeded.push(pod.clone());
-        } else if jobpods::is_failed(pod, spec.only_replace_failed) {
-            let action = if jobpods::phase(pod) == "Failed" {
-                policy.and_then(|p| match_pod_failure_policy(p, pod))
-            } else {
-                None
-            };
-            match action {
-                Some(PolicyAction::Ignore) => out.ignored.push(pod.clone()),
-                Some(PolicyAction::FailJob(message)) => {
-                    out.fail_job
-                        .get_or_insert(Failure::pod_failure_policy(message));
-                    out.failed.push(pod.clone());
-                }
-                _ => out.failed.push(pod.clone()),
-            }
-        }
-    }
-    out
-}
-
-/// Steps 1–3 of the finalizer tracking: record the new finished pods as uncounted, remove
-/// their finalizers, then move every uncounted pod into the counters.
-async fn track_finished_pods(
-    ctx: &Context,
-    job: &Job,
-    api: &Api<Pod>,
-    pods: &[Arc<Pod>],
-    st: &mut JobStatus,
-    finished: &Finished,
-) -> Result<()> {
-    let mut uncounted = st.uncounted_terminated_pods.clone().unwrap_or_default();
-    let uids = |ps: &[Arc<Pod>]| -> Vec<String> {
-        ps.iter().filter_map(|p| p.metadata.uid.clone()).collect()
-    };
-    let new_succeeded = uids(&finished.succeeded);
-    let new_failed = uids(&finished.failed);
-    if !new_succeeded.is_empty() || !new_failed.is_empty() {
-        uncounted
-            .succeeded
-            .get_or_insert_with(Vec::new)
-            .extend(new_succeeded);
-        uncounted
-            .failed
-            .get_or_insert_with(Vec::new)
-            .extend(new_failed);
-        st.uncounted_terminated_pods = Some(uncounted.clone());
-        write_status(ctx, job, st.clone()).await?;
-    }
-
-    // Remove the finalizer of every uncounted or ignored pod that still has it.
-    let pending: BTreeSet<String> = uncounted
-        .succeeded
-        .iter()
-        .flatten()
-        .chain(uncounted.failed.iter().flatten())
-        .cloned()
-        .chain(uids(&finished.ignored))
-        .collect();
-    let to_release: Vec<&Arc<Pod>> = pods
-        .iter()
-        .filter(|p| jobpods::has_tracking_finalizer(p))
-        .filter(|p| p.metadata.uid.as_ref().is_some_and(|u| pending.contains(u)))
-        .collect();
-    let results = join_all(to_release.iter().map(|p| remove_tracking_finalizer(api, p))).await;
-    for r in results {
-        if let Some(p) = r.map_err(api_err("remove the job-tracking finalizer"))? {
-            ctx.pod_writes.mutation(p);
-        }
-    }
-
-    // Every uncounted pod has lost its finalizer: count it.
-    let succeeded_uids = uncounted.succeeded.take().unwrap_or_default();
-    let failed_uids = uncounted.failed.take().unwrap_or_default();
-    if succeeded_uids.is_empty() && failed_uids.is_empty() {
-        st.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
-        return Ok(());
-    }
-    let by_uid: BTreeMap<&str, &Arc<Pod>> = pods
-        .iter()
-        .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
-        .collect();
-    if Spec::of(job).indexed {
-        let completions = Spec::of(job).completions.unwrap_or(1);
-        let mut done = parse_indexes(st.completed_indexes.as_deref());
-        for uid in &succeeded_uids {
-            if let Some(i) = by_uid
-                .get(uid.as_str())
-                .and_then(|p| jobpods::completion_index(p))
-                && i < completions
-            {
-                done.insert(i);
-            }
-        }
-        st.succeeded = Some(done.len() as i32);
-        st.completed_indexes = Some(format_indexes(&done));
-    } else {
-        st.succeeded = Some(st.succeeded.unwrap_or(0) + succeeded_uids.len() as i32);
-    }
-    st.failed = Some(st.failed.unwrap_or(0) + failed_uids.len() as i32);
-    st.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
-    Ok(())
-}
-
 /// How long the next pod must wait after the recent failures (upstream's back-off record):
 /// 10 s doubling per failure since the last success, counted from the last failure.
 fn remaining_backoff(job: &Job, pods: &[Arc<Pod>], now: DateTime<Utc>) -> Duration {
@@ -677,24 +541,6 @@ async fn delete_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
     Ok(())
 }
 
-/// Removes the tracking finalizer from every pod of the Job (a finished or deleted Job).
-async fn release_all_finalizers(ctx: &Context, api: &Api<Pod>, uid: &str, ns: &str) -> Result<()> {
-    let pods = ctx.pod_writes.list(&ctx.pods, |p| {
-        p.metadata.namespace.as_deref() == Some(ns)
-            && is_controlled_by(&p.metadata, uid)
-            && jobpods::has_tracking_finalizer(p)
-    });
-    for p in pods {
-        if let Some(updated) = remove_tracking_finalizer(api, &p)
-            .await
-            .map_err(api_err("remove the job-tracking finalizer"))?
-        {
-            ctx.pod_writes.mutation(updated);
-        }
-    }
-    Ok(())
-}
-
 /// Upstream's `claimPods` for Jobs: adopts matching orphans, releases owned pods that no longer
 /// match; finished pods are claimed too.
 async fn claim_pods(
@@ -730,7 +576,7 @@ async fn claim_pods(
 }
 
 /// Writes the status through the status subresource, if it changed.
-async fn write_status(ctx: &Context, job: &Job, st: JobStatus) -> Result<()> {
+pub(super) async fn write_status(ctx: &Context, job: &Job, st: JobStatus) -> Result<()> {
     let current = job.status.clone().unwrap_or_default();
     if normalized(&st) == normalized(&current) {
         return Ok(());
