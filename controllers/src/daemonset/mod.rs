@@ -22,7 +22,9 @@ pub mod placement;
 pub mod revision;
 mod sync;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -152,6 +154,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         backoff: ErrorBackoff::new(MAX_ERROR_BACKOFF),
     });
     let all = daemon_sets.clone();
+    let placements: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
     let controller = controller
         .watches_stream(pod_events, |pod| {
             let ns = pod.namespace().unwrap_or_default();
@@ -159,8 +162,14 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                 .filter(|r| r.kind == "DaemonSet" && r.api_version.starts_with("apps/"))
                 .map(|r| ObjectRef::new(&r.name).within(&ns))
         })
-        // A node change may concern every DaemonSet.
-        .watches_stream(node_events, move |_node| {
+        // A new node, or a change of its labels or taints, may concern every DaemonSet; its
+        // heartbeats do not.
+        .watches_stream(node_events, move |node| {
+            let key = placement_key(&node);
+            let mut seen = placements.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.insert(node.name_any(), key) == Some(key) {
+                return Vec::new();
+            }
             all.state()
                 .iter()
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
@@ -174,6 +183,17 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     )
     .await;
     debug!("daemonset controller stopped");
+}
+
+/// A digest of what placement reads of a node: its labels and taints.
+fn placement_key(node: &Node) -> u64 {
+    let mut h = DefaultHasher::new();
+    node.metadata.labels.hash(&mut h);
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
+    serde_json::to_string(&taints)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &Error, ctx: Arc<Context>) -> Action {
