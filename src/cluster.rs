@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::control_plane::{self, ControlPlaneConfig};
+use crate::kubelet_connection::InProcessKubelet;
 use crate::{DynStore, Error, Result};
 
 /// Builds a [`Cluster`]. Every setting has a default: `Cluster::builder().start()` gives a
@@ -324,6 +325,15 @@ impl Cluster {
             )));
         }
         let token = self.shutdown.child_token();
+        self.api.kubelets().register(
+            &name,
+            Arc::new(InProcessKubelet::new(
+                &name,
+                self.runtime.clone(),
+                self.network.clone(),
+                self.clock.clone(),
+            )),
+        );
         let agent = NodeAgent::new(
             config,
             self.client.clone(),
@@ -348,6 +358,7 @@ impl Cluster {
                 "", "nodes", name,
             )));
         };
+        self.api.kubelets().unregister(name);
         token.cancel();
         let _ = task.await;
         Ok(())

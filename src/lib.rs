@@ -37,6 +37,7 @@ pub use kybernetes_store as store;
 
 mod apply;
 mod cluster;
+pub mod kubelet_connection;
 pub mod control_plane;
 pub mod leader;
 

@@ -73,6 +73,7 @@ pub mod crd;
 pub mod discovery;
 pub mod duplex;
 pub mod filters;
+pub mod kubelet;
 pub mod object;
 pub mod patch;
 pub mod registry;
@@ -159,6 +160,7 @@ pub(crate) struct Inner {
     pub services: Arc<service_alloc::ServiceAllocator>,
     pub strategies: StrategyTable,
     pub admission: AdmissionChain,
+    pub kubelets: kubelet::KubeletDirectory,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
@@ -237,6 +239,7 @@ impl ApiServer {
             services,
             strategies,
             admission: AdmissionChain::new(plugins),
+            kubelets: kubelet::KubeletDirectory::default(),
             authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),
@@ -356,6 +359,12 @@ impl ApiServer {
     /// The resource registry (register custom resources here).
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The node agents this server reaches for logs, exec, attach, port-forward and resource
+    /// metrics. Node agents register here when they start.
+    pub fn kubelets(&self) -> &kubelet::KubeletDirectory {
+        &self.inner.kubelets
     }
 
     /// The cluster clock.

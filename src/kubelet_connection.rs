@@ -1,0 +1,92 @@
+//! The in-process node agent's side of [`KubeletConnection`]: how the API server reaches the
+//! containers of a node whose agent runs in this process, for logs, exec, attach,
+//! port-forward and resource metrics.
+//!
+//! The API server holds no runtime: it finds this connection by node name in its
+//! [`KubeletDirectory`](kybernetes_apiserver::kubelet::KubeletDirectory), and the connection
+//! finds the container in the node's runtime by the labels the agent put on it. A node agent
+//! on another machine will register a connection that makes the same calls over HTTPS.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use kybernetes_apiserver::kubelet::{
+    ContainerRef, DuplexStream, KubeletConnection, LogQuery, NodeResourceMetrics, StreamOptions,
+    StreamSession,
+};
+use kybernetes_core::{ApiError, Clock};
+use kybernetes_net::Network;
+use kybernetes_runtime::Runtime;
+
+/// The connection to a node agent running in this process.
+pub struct InProcessKubelet {
+    node: String,
+    runtime: Arc<dyn Runtime>,
+    network: Arc<dyn Network>,
+    clock: Clock,
+}
+
+impl InProcessKubelet {
+    /// The connection to node `node`, whose agent drives `runtime` and `network`.
+    pub fn new(
+        node: &str,
+        runtime: Arc<dyn Runtime>,
+        network: Arc<dyn Network>,
+        clock: Clock,
+    ) -> Self {
+        InProcessKubelet {
+            node: node.to_string(),
+            runtime,
+            network,
+            clock,
+        }
+    }
+
+    fn not_wired(&self, what: &str) -> ApiError {
+        let _ = (&self.runtime, &self.network, &self.clock);
+        ApiError::unavailable(format!("{what} is not served by node {:?} yet", self.node))
+    }
+}
+
+#[async_trait]
+impl KubeletConnection for InProcessKubelet {
+    async fn container_logs(
+        &self,
+        _container: &ContainerRef,
+        _query: &LogQuery,
+    ) -> Result<BoxStream<'static, Result<Bytes, ApiError>>, ApiError> {
+        Err(self.not_wired("pods/log"))
+    }
+
+    async fn exec(
+        &self,
+        _container: &ContainerRef,
+        _options: &StreamOptions,
+    ) -> Result<StreamSession, ApiError> {
+        Err(self.not_wired("pods/exec"))
+    }
+
+    async fn attach(
+        &self,
+        _container: &ContainerRef,
+        _options: &StreamOptions,
+    ) -> Result<StreamSession, ApiError> {
+        Err(self.not_wired("pods/attach"))
+    }
+
+    async fn port_forward(
+        &self,
+        _namespace: &str,
+        _pod: &str,
+        _pod_uid: &str,
+        _port: u16,
+    ) -> Result<Box<dyn DuplexStream>, ApiError> {
+        Err(self.not_wired("pods/portforward"))
+    }
+
+    async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError> {
+        Err(self.not_wired("metrics/resource"))
+    }
+}
