@@ -7,7 +7,7 @@ use kybernetes_core::validation;
 use kybernetes_core::{ApiError, Clock, ResourceInfo};
 use serde_json::{Value, json};
 
-use super::Strategy;
+use super::{RequestScope, Strategy};
 use crate::object::{self, meta_mut, meta_str};
 
 const GENERATE_NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -44,6 +44,36 @@ pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// Prunes the fields the kind's schema does not know (custom resources), as the request's
+/// `fieldValidation` says: `Strict` refuses them with upstream's 400, `Ignore` drops them
+/// silently, and `Warn` (the default, as upstream) drops them with a warning each.
+pub fn prune_unknown_fields(scope: &RequestScope, obj: &mut Value) -> Result<(), ApiError> {
+    let pruned = scope.strategy.prune_unknown_fields(obj);
+    if pruned.is_empty() {
+        return Ok(());
+    }
+    let unknown = pruned.iter().map(|p| format!("unknown field {p:?}"));
+    match scope.field_validation.as_deref() {
+        Some("Ignore") => Ok(()),
+        Some("Strict") => {
+            let r = &scope.resource;
+            let list: Vec<String> = unknown.collect();
+            Err(ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                list.join(", "),
+                kind = r.kind,
+                version = r.version,
+            )))
+        }
+        _ => {
+            for w in unknown {
+                scope.warnings.add(w);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Fills server-owned metadata, resets status, applies the kind's defaults and its initial

@@ -44,6 +44,7 @@ pub mod before;
 pub mod configmap;
 pub mod crd;
 pub mod cronjob;
+pub mod custom_resource;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -188,6 +189,30 @@ pub trait Strategy: Send + Sync + 'static {
     async fn after_store_delete(&self, _obj: &Value) -> Result<(), ApiError> {
         Ok(())
     }
+
+    /// Drops the fields the kind's schema does not know and returns their paths
+    /// (`spec.foo`), which `fieldValidation` turns into an error or warnings (custom
+    /// resources: upstream's pruning). Nothing by default.
+    fn prune_unknown_fields(&self, _obj: &mut Value) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The object as it is stored, if not as written (custom resources are stored at their
+    /// storage version).
+    fn storage_form(&self, _obj: &Value) -> Option<Value> {
+        None
+    }
+
+    /// A stored object as served at `r`'s version, if not as stored (custom resources: the
+    /// `None` conversion, then that version's pruning and defaults).
+    fn served_form(&self, _r: &ResourceInfo, _stored: &Value) -> Option<Value> {
+        None
+    }
+
+    /// The `Warning` a request to `version` of the kind gets (a deprecated CRD version).
+    fn version_warning(&self, _version: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The strategies of the served kinds, by (group, resource); every version of a kind shares
@@ -196,6 +221,8 @@ pub trait Strategy: Send + Sync + 'static {
 pub struct StrategyTable {
     /// Group → resource → strategy: two borrowed-key lookups, no allocation per request.
     by_resource: HashMap<String, HashMap<String, Arc<dyn Strategy>>>,
+    /// The custom resources' strategies, written as CRDs are.
+    custom: custom_resource::CustomResourceStrategies,
     generic: Arc<dyn Strategy>,
 }
 
@@ -229,6 +256,7 @@ impl StrategyTable {
     pub fn new() -> Self {
         StrategyTable {
             by_resource: HashMap::new(),
+            custom: custom_resource::CustomResourceStrategies::default(),
             generic: Arc::new(generic::GenericStrategy),
         }
     }
@@ -264,7 +292,11 @@ impl StrategyTable {
         t.register(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
-            crd::CustomResourceDefinitionStrategy::new(deps.registry.clone(), deps.store.clone()),
+            crd::CustomResourceDefinitionStrategy::new(
+                deps.registry.clone(),
+                deps.store.clone(),
+                t.custom.clone(),
+            ),
         );
         t
     }
@@ -277,13 +309,19 @@ impl StrategyTable {
             .insert(resource.into(), Arc::new(strategy));
     }
 
-    /// The strategy of a resource: its own, or the generic one.
+    /// The strategy of a resource: its own, its CRD's, or the generic one.
     pub fn lookup(&self, r: &ResourceInfo) -> Arc<dyn Strategy> {
         self.by_resource
             .get(&r.group)
             .and_then(|rs| rs.get(&r.plural))
             .cloned()
+            .or_else(|| self.custom.get(&r.group, &r.plural))
             .unwrap_or_else(|| self.generic.clone())
+    }
+
+    /// The custom resources' strategies (the CRD strategy writes them).
+    pub fn custom(&self) -> &custom_resource::CustomResourceStrategies {
+        &self.custom
     }
 
     /// True if the resource has a strategy of its own.

@@ -9,6 +9,7 @@ use kybernetes_core::{ApiError, ResourceInfo};
 use super::Strategy;
 use crate::authentication::UserInfo;
 use crate::request::RequestInfo;
+use crate::warning::Warnings;
 
 /// One request to a resource, as the registry sees it.
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub struct RequestScope {
     pub user_agent: String,
     /// Every query parameter, decoded.
     pub query: HashMap<String, String>,
+    /// Warnings for the client, sent as `Warning` headers with the response.
+    pub warnings: Warnings,
 }
 
 impl std::fmt::Debug for RequestScope {
@@ -105,6 +108,7 @@ impl RequestScope {
             accept: header(http::header::ACCEPT).unwrap_or_default(),
             user_agent: header(http::header::USER_AGENT).unwrap_or_default(),
             query,
+            warnings: Warnings::default(),
         })
     }
 
@@ -132,6 +136,7 @@ impl RequestScope {
             accept: String::new(),
             user_agent: String::new(),
             query: HashMap::new(),
+            warnings: Warnings::default(),
         }
     }
 

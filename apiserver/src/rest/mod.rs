@@ -56,58 +56,73 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
     let strategy = inner.strategies.lookup(&r);
     let query = request::query_map(parts.uri.query());
     let scope = RequestScope::from_request(&info, user, &parts.headers, query, r, strategy)?;
+    if let Some(w) = scope.strategy.version_warning(&scope.resource.version) {
+        scope.warnings.add(w);
+    }
     let body = read_body(inner, &parts.headers, body).await?;
+    let mut response = serve_resource(inner, &scope, &parts.method, &body).await?;
+    scope.warnings.write_headers(response.headers_mut());
+    Ok(response)
+}
+
+/// Serves a request to a resource or one of its subresources, by verb.
+async fn serve_resource(
+    inner: &Arc<Inner>,
+    scope: &RequestScope,
+    method: &http::Method,
+    body: &Bytes,
+) -> Result<ApiResponse, ApiError> {
     if scope.subresource.is_some() {
-        return subresource::handle(inner, &scope, &parts.method, &body).await;
+        return subresource::handle(inner, scope, method, body).await;
     }
     let ok = |v: Value| response::json(StatusCode::OK, &v);
-    match info.verb.as_str() {
+    match scope.verb.as_str() {
         "list" => {
             let q = ListQuery::parse(&scope.query)?;
-            let list = read::list(inner, &scope, &q).await?;
-            Ok(respond_list(&scope, list))
+            let list = read::list(inner, scope, &q).await?;
+            Ok(respond_list(scope, list))
         }
         "watch" => {
             let mut q = ListQuery::parse(&scope.query)?;
             if let Some(name) = &scope.name {
                 q.field_selector = append_name_selector(&q.field_selector, name);
             }
-            watch::watch(inner, &scope, q).await
+            watch::watch(inner, scope, q).await
         }
         "get" => {
             let obj = read::get(inner, &scope.resource, scope.ns(), scope.name()).await?;
-            Ok(respond_object(&scope, obj))
+            Ok(respond_object(scope, obj))
         }
         "create" if scope.name.is_none() => {
-            let obj = decode_object(&scope, &body)?;
+            let obj = decode_object(scope, body)?;
             require_ns(&scope.resource, scope.ns())?;
-            write::create(inner, &scope, obj)
+            write::create(inner, scope, obj)
                 .await
                 .map(|v| response::json(StatusCode::CREATED, &v))
         }
         "update" if scope.name.is_some() => {
-            let obj = decode_object(&scope, &body)?;
-            write::update(inner, &scope, obj)
+            let obj = decode_object(scope, body)?;
+            write::update(inner, scope, obj)
                 .await
                 .map(|(code, v)| response::json(code, &v))
         }
-        "patch" if scope.name.is_some() => write::patch(inner, &scope, &body).await.map(ok),
+        "patch" if scope.name.is_some() => write::patch(inner, scope, body).await.map(ok),
         "delete" => {
-            let opts = DeleteOptions::parse(&scope.query, &body)?;
-            delete::delete(inner, &scope, &opts)
+            let opts = DeleteOptions::parse(&scope.query, body)?;
+            delete::delete(inner, scope, &opts)
                 .await
                 .map(|(code, v)| response::json(code, &v))
         }
         "deletecollection" => {
             let q = ListQuery::parse(&scope.query)?;
-            let opts = DeleteOptions::parse(&scope.query, &body)?;
-            delete::delete_collection(inner, &scope, &q, &opts)
+            let opts = DeleteOptions::parse(&scope.query, body)?;
+            delete::delete_collection(inner, scope, &q, &opts)
                 .await
                 .map(ok)
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
-            parts.method, scope.resource.plural
+            method, scope.resource.plural
         ))),
     }
 }

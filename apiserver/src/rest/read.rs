@@ -65,7 +65,11 @@ pub async fn get(
         .await
         .map_err(|e| store_err(r, name, e))?
     {
-        Some(kv) => object::decode(&kv),
+        Some(kv) => {
+            let stored = object::decode(&kv)?;
+            let strategy = inner.strategies.lookup(r);
+            Ok(strategy.served_form(r, &stored).unwrap_or(stored))
+        }
         None => Err(ApiError::not_found(&r.group, &r.plural, name)),
     }
 }
@@ -124,7 +128,7 @@ pub async fn list(
     let paged = q.limit.is_some() && rv != Some(0) && q.rv_match != RvMatch::NotOlderThan;
     let exact = q.rv_match == RvMatch::Exact;
     if q.continue_token.is_some() || paged || exact {
-        return list_from_store(inner, r, &prefix, q, rv, &filter).await;
+        return list_from_store(inner, scope, &prefix, q, rv, &filter).await;
     }
     let cacher = inner.cacher(r).await?;
     let min = match rv {
@@ -142,14 +146,22 @@ pub async fn list(
         .objects
         .iter()
         .filter(|o| filter.matches(o.value()))
-        .map(|o| o.value().clone())
+        .map(|o| served(scope, o.value()))
         .collect();
     Ok(list_object(r, items, snap.revision.max(min), None))
 }
 
+/// A stored object as the scope's version serves it.
+fn served(scope: &RequestScope, stored: &Value) -> Value {
+    scope
+        .strategy
+        .served_form(&scope.resource, stored)
+        .unwrap_or_else(|| stored.clone())
+}
+
 async fn list_from_store(
     inner: &Arc<Inner>,
-    r: &ResourceInfo,
+    scope: &RequestScope,
     prefix: &str,
     q: &ListQuery,
     rv: Option<i64>,
@@ -174,6 +186,7 @@ async fn list_from_store(
             None,
         ),
     };
+    let r = &*scope.resource;
     let limit = q.limit.unwrap_or(0);
     let mut items = Vec::new();
     let mut list_rev = revision;
@@ -200,7 +213,7 @@ async fn list_from_store(
             start_after = Some(kv.key.clone());
             let obj = object::decode(kv)?;
             if filter.matches(&obj) {
-                items.push(obj);
+                items.push(served(scope, &obj));
             }
         }
         if !more || (limit > 0 && items.len() >= limit) {

@@ -24,7 +24,7 @@ use super::store_err;
 use crate::Inner;
 use crate::cacher::{Broadcast, CacheEvent, EventType, Subscription, WatchStart, encode_event};
 use crate::object;
-use crate::registry::RequestScope;
+use crate::registry::{RequestScope, Strategy};
 use crate::request::ListQuery;
 use crate::response::ApiResponse;
 
@@ -36,6 +36,8 @@ struct Watcher {
     last_rv: i64,
     /// Send `PartialObjectMetadata` objects.
     metadata_only: bool,
+    /// The kind's strategy: custom resources are served at the watched version.
+    strategy: Arc<dyn Strategy>,
 }
 
 impl Watcher {
@@ -64,12 +66,26 @@ impl Watcher {
             (_, _, false) => return true,
         };
         let bytes = match (kind == ev.kind, self.metadata_only) {
-            (true, false) => ev.encoded(),
             (true, true) => ev.encoded_metadata(),
-            (false, false) => encode_event(kind, ev.object.value()),
-            (false, true) => encode_event(kind, &object::partial_metadata(ev.object.value())),
+            (_, true) => encode_event(kind, &object::partial_metadata(ev.object.value())),
+            (same, false) => match self.strategy.served_form(&self.resource, ev.object.value()) {
+                Some(served) => encode_event(kind, &served),
+                None if same => ev.encoded(),
+                None => encode_event(kind, ev.object.value()),
+            },
         };
         self.send(bytes).await
+    }
+
+    /// The ADDED event of an object of the initial state.
+    fn added(&self, obj: &serde_json::Value) -> Bytes {
+        if self.metadata_only {
+            return encode_event(EventType::Added, &object::partial_metadata(obj));
+        }
+        match self.strategy.served_form(&self.resource, obj) {
+            Some(served) => encode_event(EventType::Added, &served),
+            None => encode_event(EventType::Added, obj),
+        }
     }
 
     async fn bookmark(&mut self, initial_events_end: bool) -> bool {
@@ -133,6 +149,7 @@ pub async fn watch(
         tx,
         last_rv: rv.unwrap_or(0),
         metadata_only,
+        strategy: scope.strategy.clone(),
     };
     let timeout = q
         .timeout_seconds
@@ -151,12 +168,11 @@ pub async fn watch(
                 WatchStart::Snapshot(snap, live) => {
                     watcher.last_rv = snap.revision;
                     for obj in &snap.objects {
-                        let line = if watcher.metadata_only {
-                            encode_event(EventType::Added, &object::partial_metadata(obj.value()))
-                        } else {
-                            encode_event(EventType::Added, obj.value())
-                        };
-                        if watcher.filter.matches(obj.value()) && !watcher.send(line).await {
+                        if !watcher.filter.matches(obj.value()) {
+                            continue;
+                        }
+                        let line = watcher.added(obj.value());
+                        if !watcher.send(line).await {
                             return;
                         }
                     }

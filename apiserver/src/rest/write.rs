@@ -30,6 +30,7 @@ pub async fn create(
     let r = &*scope.resource;
     let strategy = &*scope.strategy;
     let fm = FieldManager::for_scope(inner, scope).await?;
+    before::prune_unknown_fields(scope, &mut obj)?;
     before::prepare_for_create(r, strategy, &mut obj, scope.ns(), &inner.clock)?;
     fm.record_create(r, &mut obj, &inner.clock.now_rfc3339());
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
@@ -43,7 +44,9 @@ pub async fn create(
     }
     strategy.before_store_create(&mut obj)?;
     let key = r.key(scope.ns(), &name);
-    let kv = match inner.store.create(&key, object::encode(&obj)?).await {
+    let stored = strategy.storage_form(&obj);
+    let encoded = object::encode(stored.as_ref().unwrap_or(&obj))?;
+    let kv = match inner.store.create(&key, encoded).await {
         Ok(kv) => kv,
         Err(e) => {
             strategy.create_abandoned(&obj);
@@ -324,8 +327,10 @@ where
         {
             return Err(ApiError::stale(&r.group, &r.plural, name));
         }
-        let old = object::decode(&kv)?;
+        let stored = object::decode(&kv)?;
+        let old = strategy.served_form(r, &stored).unwrap_or(stored);
         let mut new = transform(&old)?;
+        before::prune_unknown_fields(scope, &mut new)?;
         object::meta_mut(&mut new)
             .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         if let Some(f) = finalizers_added_during_deletion(&old, &new) {
@@ -420,7 +425,8 @@ async fn write_update(
             .map_err(WriteError::Failed)?;
         return Ok(());
     }
-    let encoded = object::encode(new).map_err(WriteError::Failed)?;
+    let stored = strategy.storage_form(new);
+    let encoded = object::encode(stored.as_ref().unwrap_or(new)).map_err(WriteError::Failed)?;
     let written = inner
         .store
         .update(key, encoded, revision)

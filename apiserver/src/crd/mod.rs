@@ -1,17 +1,27 @@
 //! CustomResourceDefinitions: creating one registers its resource (every served version, with
-//! the `status` and `scale` subresources it declares), so it is served at once; deleting it
-//! removes the resource and its objects.
+//! the `status` and `scale` subresources, short names and categories it declares) and the
+//! resource's strategy, so it is served at once; deleting it removes the resource and its
+//! objects.
+//!
+//! - [`definition`]: the CRD object's own defaults, validation and status;
+//! - [`schema`]: validation of custom objects against `openAPIV3Schema`, with [`format`];
+//! - [`prune`]: pruning of unknown fields and defaulting.
 
 use std::sync::Arc;
 
 use kybernetes_core::registry::ScaleSubresource;
-use kybernetes_core::status::StatusCause;
 use kybernetes_core::{ApiError, Registry, ResourceInfo};
 use kybernetes_store::{ListOptions, Store};
 use serde_json::{Value, json};
 
 use crate::Inner;
 use crate::object;
+use crate::registry::custom_resource::{CustomResourceStrategies, CustomResourceStrategy};
+
+pub mod definition;
+pub mod format;
+pub mod prune;
+pub mod schema;
 
 /// The resources a CRD object defines (one per served version).
 pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
@@ -70,65 +80,24 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
     out
 }
 
-/// The status the API server gives a CRD it accepts: names accepted, established.
-pub fn accepted_status(crd: &Value, now: &str) -> Value {
-    let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
-    let storage: Vec<Value> = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-        .filter_map(|v| v.get("name").cloned())
-        .collect();
-    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
-    json!({
-        "acceptedNames": names,
-        "storedVersions": storage,
-        "conditions": [
-            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
-            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-        ],
-    })
-}
-
-/// Checks a CRD the way the clients depend on: a group, names and at least one version.
-pub fn validate(crd: &Value) -> Vec<StatusCause> {
-    let name = object::meta_str(crd, "name").unwrap_or("");
-    let s = |p: &str| crd.pointer(p).and_then(Value::as_str).unwrap_or("");
-    let (group, plural, kind) = (
-        s("/spec/group"),
-        s("/spec/names/plural"),
-        s("/spec/names/kind"),
-    );
-    let invalid = |field: &str, message: String| {
-        vec![StatusCause {
-            reason: "FieldValueInvalid".into(),
-            message,
-            field: field.into(),
-        }]
+/// Registers the resources of a CRD and their strategy, and stops serving the versions it
+/// no longer serves.
+pub(crate) fn register(registry: &Registry, custom: &CustomResourceStrategies, crd: &Value) {
+    let resources = resources_of(crd);
+    let Some(first) = resources.first() else {
+        return;
     };
-    if group.is_empty() || plural.is_empty() || kind.is_empty() {
-        return invalid(
-            "spec",
-            "Required value: spec.group, spec.names.plural and spec.names.kind are required".into(),
-        );
+    let (group, plural) = (first.group.clone(), first.plural.clone());
+    for old in registry.all() {
+        if old.group == group
+            && old.plural == plural
+            && !resources.iter().any(|r| r.version == old.version)
+        {
+            registry.unregister(&old.group, &old.version, &old.plural);
+        }
     }
-    if name != format!("{plural}.{group}") {
-        return invalid(
-            "metadata.name",
-            format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group"),
-        );
-    }
-    if resources_of(crd).is_empty() {
-        return invalid("spec.versions", "Invalid value: must have exactly one version marked as storage version and at least one served".into());
-    }
-    Vec::new()
-}
-
-/// Registers the resources of a CRD.
-pub(crate) fn register(registry: &Registry, crd: &Value) {
-    for r in resources_of(crd) {
+    custom.set(&group, &plural, CustomResourceStrategy::from_crd(crd));
+    for r in resources {
         registry.register(r);
     }
 }
@@ -136,12 +105,16 @@ pub(crate) fn register(registry: &Registry, crd: &Value) {
 /// Removes a CRD's resources and deletes its objects.
 pub(crate) async fn unregister(
     registry: &Registry,
+    custom: &CustomResourceStrategies,
     store: &Arc<dyn Store>,
     crd: &Value,
 ) -> Result<(), ApiError> {
     let resources = resources_of(crd);
     for r in &resources {
         registry.unregister(&r.group, &r.version, &r.plural);
+    }
+    if let Some(r) = resources.first() {
+        custom.remove(&r.group, &r.plural);
     }
     if let Some(r) = resources.first() {
         let prefix = r.key_prefix();
@@ -172,7 +145,11 @@ pub(crate) async fn load_all(inner: &Arc<Inner>) -> Result<(), ApiError> {
         .await
         .map_err(|e| ApiError::internal(format!("loading CRDs: {e}")))?;
     for kv in &list.items {
-        register(&inner.registry, &object::decode(kv)?);
+        register(
+            &inner.registry,
+            inner.strategies.custom(),
+            &object::decode(kv)?,
+        );
     }
     Ok(())
 }
