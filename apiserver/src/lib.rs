@@ -81,6 +81,7 @@ pub mod request;
 pub mod response;
 mod rest;
 pub mod service_alloc;
+pub mod serving;
 
 use admission::{Admission, AdmissionChain, NamespaceLifecycle};
 use authentication::UserInfo;
