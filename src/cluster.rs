@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Api, Resource};
+use kybernetes_apiserver::serving::{ClusterPki, HttpsServer, Kubeconfig, ServingConfig};
 use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
 use kybernetes_net::{LocalNetwork, Network};
@@ -44,6 +45,8 @@ pub struct ClusterBuilder {
     network: Option<Arc<dyn Network>>,
     scheduler: Option<Arc<dyn Scheduler>>,
     control_plane: Option<ControlPlaneConfig>,
+    serving: Option<ServingConfig>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ClusterBuilder {
@@ -59,6 +62,8 @@ impl Default for ClusterBuilder {
             network: None,
             scheduler: None,
             control_plane: Some(ControlPlaneConfig::default()),
+            serving: None,
+            data_dir: None,
         }
     }
 }
@@ -97,7 +102,32 @@ impl ClusterBuilder {
         })?;
         let store = kybernetes_store::SqliteStore::open(dir.join("kybernetes.db"))?;
         self.store = Some(Arc::new(store));
+        self.data_dir = Some(dir.to_path_buf());
         Ok(self)
+    }
+
+    /// Also serves the API over HTTPS on `addr` (port 0 picks a free port, see
+    /// [`Cluster::serving_address`]), with client-certificate authentication and a
+    /// [`Cluster::kubeconfig`] for the admin. With a [`data_dir`](Self::data_dir), the
+    /// certificates are kept in `<dir>/pki` and reused on restart.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// let cluster = kybernetes::Cluster::builder().serve("127.0.0.1:6443".parse().expect("address")).start().await?;
+    /// if let Some(kubeconfig) = cluster.kubeconfig() {
+    ///     kubeconfig.write("/tmp/kubeconfig")?;
+    /// }
+    /// # cluster.shutdown().await }
+    /// ```
+    pub fn serve(self, addr: std::net::SocketAddr) -> Self {
+        self.serving(ServingConfig::new(addr))
+    }
+
+    /// Serves over HTTPS with explicit settings (bearer tokens, anonymous access, where the
+    /// certificates live, more certificate names).
+    pub fn serving(mut self, config: ServingConfig) -> Self {
+        self.serving = Some(config);
+        self
     }
 
     /// The cluster clock (default: the system time, advancing with tokio time).
@@ -211,8 +241,18 @@ impl ClusterBuilder {
         let template = self
             .node_template
             .unwrap_or_else(|| NodeAgentConfig::new("template"));
+        let https = match self.serving {
+            Some(mut config) => {
+                if config.pki_dir.is_none() {
+                    config.pki_dir = self.data_dir.as_ref().map(|d| d.join("pki"));
+                }
+                Some(HttpsServer::start(&api, config).await?)
+            }
+            None => None,
+        };
         let cluster = Cluster {
             api,
+            https,
             client,
             clock,
             runtime,
@@ -252,6 +292,7 @@ async fn compactor(api: ApiServer, every: Duration, shutdown: CancellationToken)
 /// A running in-process cluster.
 pub struct Cluster {
     api: ApiServer,
+    https: Option<HttpsServer>,
     client: kube::Client,
     clock: Clock,
     runtime: Arc<dyn Runtime>,
@@ -401,8 +442,31 @@ impl Cluster {
         }
     }
 
+    /// The address the HTTPS server listens on, if the cluster serves
+    /// ([`ClusterBuilder::serve`]).
+    pub fn serving_address(&self) -> Option<std::net::SocketAddr> {
+        self.https.as_ref().map(HttpsServer::local_addr)
+    }
+
+    /// A kubeconfig that reaches the HTTPS server as `kubernetes-admin` (group
+    /// `system:masters`), with the CA and client certificate embedded; `None` if the cluster
+    /// does not serve.
+    pub fn kubeconfig(&self) -> Option<Kubeconfig> {
+        self.https.as_ref().map(HttpsServer::kubeconfig)
+    }
+
+    /// The cluster's certificates (to issue client certificates for more users), if it serves.
+    pub fn pki(&self) -> Option<&ClusterPki> {
+        self.https.as_ref().map(HttpsServer::pki)
+    }
+
     /// Stops every component, ends every watch and closes the store.
     pub async fn shutdown(self) -> Result<()> {
+        // New connections are refused at once; open ones finish below, once the API server
+        // has ended their watches.
+        if let Some(https) = &self.https {
+            https.begin_shutdown();
+        }
         self.shutdown.cancel();
         let nodes = std::mem::take(&mut *self.nodes.lock().unwrap_or_else(|p| p.into_inner()));
         for (_, (_, task)) in nodes {
@@ -412,6 +476,9 @@ impl Cluster {
             let _ = t.await;
         }
         self.api.shutdown();
+        if let Some(https) = self.https {
+            https.shutdown().await;
+        }
         // Releases files and locks (a SQLite data dir can be reopened right away).
         self.api.store().close().await?;
         info!("cluster stopped");

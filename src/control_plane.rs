@@ -57,6 +57,7 @@ pub(crate) fn start_components(
         kybernetes_controllers::spawn_cronjob(c(), k(), t()),
         kybernetes_controllers::spawn_daemonset(c(), k(), t()),
         kybernetes_controllers::spawn_statefulset(c(), k(), t()),
+        kybernetes_controllers::spawn_disruption(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
             k(),

@@ -61,6 +61,12 @@ pub enum Error {
     /// A store backend failed.
     #[error("store: {0}")]
     Store(#[from] kybernetes_store::Error),
+    /// The HTTPS server could not start (certificates, TLS, the listen address).
+    #[error("serving: {0}")]
+    Serving(#[from] kybernetes_apiserver::serving::ServingError),
+    /// Certificates or a kubeconfig could not be written.
+    #[error("certificates: {0}")]
+    Pki(#[from] kybernetes_apiserver::serving::PkiError),
     /// A manifest could not be parsed.
     #[error("manifest document {index}: {message}")]
     Manifest {

@@ -81,6 +81,7 @@ pub mod request;
 pub mod response;
 mod rest;
 pub mod service_alloc;
+pub mod serving;
 pub mod warning;
 
 use admission::{Admission, AdmissionChain, NamespaceLifecycle};

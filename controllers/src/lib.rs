@@ -1,4 +1,4 @@
-//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
@@ -13,6 +13,7 @@ pub use node_lifecycle::{NodeLifecycleConfig, spawn_node_lifecycle_controller};
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod job;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -21,6 +22,7 @@ pub mod util;
 pub use cronjob::spawn_cronjob;
 pub use daemonset::spawn_daemonset;
 pub use deployment::spawn_deployment;
+pub use disruption::spawn_disruption;
 pub use job::{spawn_job, spawn_ttl_after_finished};
 pub use replicaset::spawn_replicaset;
 pub use replicationcontroller::spawn_replicationcontroller;

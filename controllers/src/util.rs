@@ -80,6 +80,36 @@ pub fn label_selector(
     }
 }
 
+/// Upstream's `GetScaledValueFromIntOrPercent`: an integer as is, a percentage of `total`
+/// rounded up or down; the error says why the value is neither.
+pub fn scaled_int_or_percent(
+    v: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+    total: i32,
+    round_up: bool,
+) -> Result<i32, String> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match v {
+        IntOrString::Int(n) if *n >= 0 => Ok(*n),
+        IntOrString::Int(n) => Err(format!("{n} must be greater than or equal to 0")),
+        IntOrString::String(s) => {
+            let pct: i64 = s
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    format!("invalid value for IntOrString: {s:?} is not a percentage")
+                })?;
+            let scaled = i64::from(total) * pct;
+            let v = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
+            Ok(v.min(i64::from(i32::MAX)) as i32)
+        }
+    }
+}
+
 /// A metav1.Time for `t`, truncated to whole seconds as the wire form is (so a round trip
 /// through the API server compares equal).
 pub fn to_time(t: DateTime<Utc>) -> Time {

@@ -40,8 +40,10 @@ impl Strategy for DeploymentStrategy {
     }
 }
 
-/// An int-or-string: a non-negative integer or a percentage.
-fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
+/// An int-or-string: a non-negative integer or a percentage (upstream's
+/// `ValidatePositiveIntOrPercent` with `IsNotMoreThan100Percent`); the value and whether it is a
+/// percentage.
+pub(crate) fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
     match v {
         Value::Number(n) => n.as_i64().filter(|n| *n >= 0).map(|n| (n, false)).ok_or_else(|| format!("{n}: must be greater than or equal to 0")),
         Value::String(s) => s

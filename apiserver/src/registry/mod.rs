@@ -56,6 +56,7 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod pod_template;
+pub mod poddisruptionbudget;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod scope;
@@ -289,6 +290,11 @@ impl StrategyTable {
         t.register("batch", "jobs", job::JobStrategy);
         t.register("batch", "cronjobs", cronjob::CronJobStrategy);
         t.register("coordination.k8s.io", "leases", lease::LeaseStrategy);
+        t.register(
+            "policy",
+            "poddisruptionbudgets",
+            poddisruptionbudget::PodDisruptionBudgetStrategy,
+        );
         t.register(
             "apiextensions.k8s.io",
             "customresourcedefinitions",

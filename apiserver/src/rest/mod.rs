@@ -18,6 +18,7 @@ use decode::decode_object;
 
 pub mod decode;
 pub mod delete;
+pub mod eviction;
 pub mod read;
 pub mod subresource;
 pub mod watch;

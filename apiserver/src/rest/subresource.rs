@@ -9,11 +9,11 @@ use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::{Value, json};
 
 use super::decode::{decode_object, parse_json};
-use super::{delete, read, write};
+use super::{read, write};
 use crate::Inner;
 use crate::object::{meta_str, path_get, path_set};
 use crate::registry::{RequestScope, Subresource, before};
-use crate::request::{DeleteOptions, parse_rv};
+use crate::request::parse_rv;
 use crate::response::{self, ApiResponse};
 
 fn not_found() -> ApiError {
@@ -58,19 +58,7 @@ pub async fn handle(
                 ))
             }
             (Some(Subresource::Eviction), &Method::POST) => {
-                let eviction = parse_json(body)?;
-                let opts_body = match eviction.get("deleteOptions") {
-                    Some(d) => serde_json::to_vec(d).map_err(|e| {
-                        ApiError::bad_request(format!("invalid deleteOptions: {e}"))
-                    })?,
-                    None => Vec::new(),
-                };
-                let opts = DeleteOptions::parse(&Default::default(), &opts_body)?;
-                delete::delete(inner, scope, &opts).await?;
-                Ok(response::json(
-                    StatusCode::CREATED,
-                    &success_status("", "pods", name, None),
-                ))
+                super::eviction::evict(inner, scope, body).await
             }
             (Some(Subresource::Finalize), &Method::PUT) => {
                 let new = parse_json(body)?;

@@ -165,30 +165,7 @@ fn is_literal_zero(v: &IntOrString) -> bool {
 
 /// Upstream's `GetScaledValueFromIntOrPercent`.
 fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, Error> {
-    match v {
-        IntOrString::Int(n) if *n >= 0 => Ok(*n),
-        IntOrString::Int(n) => Err(Error::InvalidStrategy(format!(
-            "{n} must be greater than or equal to 0"
-        ))),
-        IntOrString::String(s) => {
-            let pct: i64 = s
-                .strip_suffix('%')
-                .and_then(|p| p.parse().ok())
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| {
-                    Error::InvalidStrategy(format!(
-                        "invalid value for IntOrString: {s:?} is not a percentage"
-                    ))
-                })?;
-            let scaled = i64::from(total) * pct;
-            let v = if round_up {
-                (scaled + 99) / 100
-            } else {
-                scaled / 100
-            };
-            Ok(v.min(i64::from(i32::MAX)) as i32)
-        }
-    }
+    crate::util::scaled_int_or_percent(v, total, round_up).map_err(Error::InvalidStrategy)
 }
 
 /// The size the new ReplicaSet should have next (upstream's `NewRSNewReplicas`). With

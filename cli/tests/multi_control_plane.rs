@@ -3,9 +3,9 @@
 //! the leader process is killed the other takes over, and a Deployment created afterwards runs
 //! with no pod created twice.
 
-#![cfg(all(feature = "etcd", feature = "cli"))]
+#![cfg(feature = "etcd")]
 
-#[path = "../store/tests/etcd_common/mod.rs"]
+#[path = "../../store/tests/etcd_common/mod.rs"]
 mod etcd_common;
 
 use std::collections::BTreeSet;
