@@ -13,11 +13,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use kybernetes_apiserver::kubelet::{
-    ContainerRef, DuplexStream, KubeletConnection, LogQuery, NodeResourceMetrics, StreamOptions,
-    StreamSession,
+    ContainerMetrics, ContainerRef, DuplexStream, KubeletConnection, LogQuery,
+    NodeResourceMetrics, PodMetrics, ResourceUsage, StreamOptions, StreamSession,
 };
 use kybernetes_core::{ApiError, Clock};
 use kybernetes_net::Network;
+use kybernetes_node::{ResourceAnalyzer, ResourceSample};
 use kybernetes_runtime::Runtime;
 
 /// The connection to a node agent running in this process.
@@ -26,6 +27,7 @@ pub struct InProcessKubelet {
     runtime: Arc<dyn Runtime>,
     network: Arc<dyn Network>,
     clock: Clock,
+    resources: ResourceAnalyzer,
 }
 
 impl InProcessKubelet {
@@ -38,6 +40,7 @@ impl InProcessKubelet {
     ) -> Self {
         InProcessKubelet {
             node: node.to_string(),
+            resources: ResourceAnalyzer::new(node, runtime.clone(), clock.clone()),
             runtime,
             network,
             clock,
@@ -87,6 +90,47 @@ impl KubeletConnection for InProcessKubelet {
     }
 
     async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError> {
-        Err(self.not_wired("metrics/resource"))
+        let sample = self.resources.sample().await.map_err(|e| {
+            ApiError::unavailable(format!(
+                "node {:?} could not read its resource metrics: {e}",
+                self.node
+            ))
+        })?;
+        Ok(node_resource_metrics(sample))
+    }
+}
+
+/// A node agent's sample in the API server's terms: per pod, and summed for the node.
+fn node_resource_metrics(sample: ResourceSample) -> NodeResourceMetrics {
+    let mut node = ResourceUsage::default();
+    let mut pods: Vec<PodMetrics> = Vec::new();
+    for c in sample.containers {
+        node.cpu_nanocores = node.cpu_nanocores.saturating_add(c.cpu_nano_cores);
+        node.memory_bytes = node.memory_bytes.saturating_add(c.memory_bytes);
+        let usage = ResourceUsage {
+            cpu_nanocores: c.cpu_nano_cores,
+            memory_bytes: c.memory_bytes,
+        };
+        let container = ContainerMetrics {
+            name: c.container,
+            usage,
+        };
+        // Containers come sorted by pod, so a pod's are adjacent.
+        match pods.last_mut() {
+            Some(p) if p.namespace == c.namespace && p.name == c.pod => {
+                p.containers.push(container);
+            }
+            _ => pods.push(PodMetrics {
+                namespace: c.namespace,
+                name: c.pod,
+                containers: vec![container],
+            }),
+        }
+    }
+    NodeResourceMetrics {
+        timestamp: sample.timestamp,
+        window: sample.window,
+        node,
+        pods,
     }
 }

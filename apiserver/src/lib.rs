@@ -74,6 +74,7 @@ pub mod discovery;
 pub mod duplex;
 pub mod filters;
 pub mod kubelet;
+pub mod metrics;
 pub mod object;
 pub mod patch;
 pub mod registry;
@@ -163,6 +164,7 @@ pub(crate) struct Inner {
     pub strategies: StrategyTable,
     pub admission: AdmissionChain,
     pub kubelets: kubelet::KubeletDirectory,
+    pub computed: rest::computed::ComputedResources,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
@@ -242,6 +244,7 @@ impl ApiServer {
             strategies,
             admission: AdmissionChain::new(plugins),
             kubelets: kubelet::KubeletDirectory::default(),
+            computed: rest::computed::ComputedResources::builtin(),
             authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),
@@ -270,8 +273,8 @@ impl ApiServer {
         self.bootstrap_services().await?;
         // Start the watch caches of the built-in resources now, so that a watch resuming from
         // a list's resourceVersion finds it inside the cache window.
-        for r in self.inner.registry.all() {
-            self.inner.cacher(&r).await?;
+        for r in self.inner.registry.all().iter().filter(|r| !r.computed) {
+            self.inner.cacher(r).await?;
         }
         Ok(())
     }

@@ -83,3 +83,86 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
+
+/// Formats a duration as Go's `time.Duration.String` does, which is how `metav1.Duration`
+/// fields (a metrics `window`) are written: `15s`, `1m30s`, `1h0m0s`, `1.5s`, `250ms`.
+///
+/// ```
+/// use std::time::Duration;
+/// use kybernetes_core::clock::{format_duration, parse_duration};
+/// assert_eq!(format_duration(Duration::from_secs(15)), "15s");
+/// assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+/// assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+/// assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+/// assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+/// ```
+pub fn format_duration(d: std::time::Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000_000_000 {
+        let (unit, div) = match nanos {
+            n if n < 1_000 => ("ns", 1u128),
+            n if n < 1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", decimal(nanos, div));
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let seconds = decimal(u128::from(s) * 1_000_000_000 + u128::from(d.subsec_nanos()), 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{seconds}s"),
+        (0, m) => format!("{m}m{seconds}s"),
+        (h, m) => format!("{h}h{m}m{seconds}s"),
+    }
+}
+
+/// `n / div` in decimal, without trailing zeros in the fraction.
+fn decimal(n: u128, div: u128) -> String {
+    let (int, frac) = (n / div, n % div);
+    if frac == 0 {
+        return int.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let frac = format!("{frac:0width$}");
+    format!("{int}.{}", frac.trim_end_matches('0'))
+}
+
+/// Parses a Go duration string (`time.ParseDuration`): a sequence of decimal numbers, each
+/// with an optional fraction and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`). Negative
+/// durations and bad input give `None`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut rest = s.trim().strip_prefix('+').unwrap_or(s.trim());
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
+}

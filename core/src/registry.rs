@@ -46,6 +46,9 @@ pub struct ResourceInfo {
     /// Whether deletion is graceful (pods): a delete with a grace period sets
     /// `deletionTimestamp` and waits for the node agent.
     pub graceful_delete: bool,
+    /// Whether the resource is computed on each read instead of stored (`metrics.k8s.io`,
+    /// which upstream's metrics-server serves): only `get` and `list` are served.
+    pub computed: bool,
 }
 
 impl ResourceInfo {
@@ -64,6 +67,7 @@ impl ResourceInfo {
             extra_subresources: Vec::new(),
             has_generation: false,
             graceful_delete: false,
+            computed: false,
         }
     }
 
@@ -154,6 +158,9 @@ impl ResourceInfo {
 
     /// The verbs advertised in discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.computed {
+            return vec!["get", "list"];
+        }
         vec![
             "create",
             "delete",
@@ -292,6 +299,8 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .short(&["pdb"])
         .status()
         .generation(),
+        r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).computed(),
+        r("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).computed(),
         r(
             "apiextensions.k8s.io",
             "v1",
@@ -310,6 +319,59 @@ impl ResourceInfo {
         self.graceful_delete = true;
         self
     }
+
+    fn computed(mut self) -> Self {
+        self.computed = true;
+        self
+    }
+}
+
+/// Orders API versions as upstream's `CompareKubeAwareVersionStrings` does, highest priority
+/// first: GA before beta before alpha, higher numbers first within each, and versions that do
+/// not look like `v1`, `v2beta1`, `v1alpha3` last, alphabetically. Discovery lists a group's
+/// versions in this order and prefers the first.
+///
+/// ```
+/// use std::cmp::Ordering;
+/// use kybernetes_core::registry::compare_versions;
+/// let mut v = vec!["v1", "v1beta1", "v2", "v1alpha1", "foo", "v10"];
+/// v.sort_by(|a, b| compare_versions(a, b));
+/// assert_eq!(v, ["v10", "v2", "v1", "v1beta1", "v1alpha1", "foo"]);
+/// assert_eq!(compare_versions("v2", "v1"), Ordering::Less);
+/// ```
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    match (kube_version(a), kube_version(b)) {
+        // Higher level (GA=2, beta=1, alpha=0), then higher major, then higher minor first.
+        (Some(x), Some(y)) => y.cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
+/// (level, major, minor) of a Kubernetes-style version: `v2` → (2, 2, 0), `v1beta3` → (1, 1, 3).
+fn kube_version(v: &str) -> Option<(u8, u64, u64)> {
+    let rest = v.strip_prefix('v')?;
+    let major_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let (major, tail) = rest.split_at(major_len);
+    if major.is_empty() || major.starts_with('0') {
+        return None;
+    }
+    let major: u64 = major.parse().ok()?;
+    if tail.is_empty() {
+        return Some((2, major, 0));
+    }
+    let (level, minor) = if let Some(m) = tail.strip_prefix("beta") {
+        (1, m)
+    } else if let Some(m) = tail.strip_prefix("alpha") {
+        (0, m)
+    } else {
+        return None;
+    };
+    if minor.is_empty() || minor.starts_with('0') || !minor.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((level, major, minor.parse().ok()?))
 }
 
 /// (group, version, plural) → resource.
@@ -384,7 +446,7 @@ impl Registry {
             .collect()
     }
 
-    /// Non-core groups with their versions, in registration-independent (sorted) order.
+    /// Non-core groups with their versions, highest priority first ([`compare_versions`]).
     pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in self.all() {
@@ -395,6 +457,9 @@ impl Registry {
             if !versions.contains(&r.version) {
                 versions.push(r.version.clone());
             }
+        }
+        for versions in groups.values_mut() {
+            versions.sort_by(|a, b| compare_versions(a, b));
         }
         groups
     }

@@ -17,7 +17,7 @@ use crate::events::{EventRecorder, EventType};
 use crate::lease::run_lease;
 use crate::node_status::{Registration, register, run_status_updates};
 use crate::pod_workers::run_pod_workers;
-use crate::quantity::parse_milli;
+use kybernetes_core::quantity::parse_milli;
 
 /// The node agent (upstream's kubelet) of one node.
 ///

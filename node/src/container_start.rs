@@ -17,7 +17,7 @@ use crate::events::EventType;
 use crate::expansion::expand;
 use crate::pod_worker::{Next, PodWorker, Waiting};
 use crate::probes::handler_action;
-use crate::quantity::parse_milli;
+use kybernetes_core::quantity::parse_milli;
 
 /// A stable hash of a container's spec (FNV-1a over its JSON), to notice spec changes.
 pub(crate) fn container_hash(spec: &Container) -> String {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::Api;
 
 use crate::expansion::expand;
-use crate::quantity::parse_milli;
+use kybernetes_core::quantity::parse_milli;
 
 /// Why the environment could not be built (the `CreateContainerConfigError` message).
 #[derive(Debug, Clone, PartialEq, Eq)]

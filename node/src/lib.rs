@@ -14,7 +14,9 @@
 //! - graceful deletion: `preStop` hook, SIGTERM, SIGKILL after the grace period, network
 //!   teardown, sandbox removal, then the final delete;
 //! - events (`Pulling`, `Pulled`, `Created`, `Started`, `Killing`, `Unhealthy`, `BackOff`,
-//!   `Failed`).
+//!   `Failed`);
+//! - resource metrics ([`ResourceAnalyzer`]): the CPU and memory of each running container,
+//!   which the API server serves as `metrics.k8s.io`.
 //!
 //! The agent reacts to watch events and to the runtime's container events; nothing polls.
 //! Wall time comes from the configured [`Clock`](kybernetes_core::Clock) and durations from
@@ -35,7 +37,7 @@ mod pod_status;
 mod pod_worker;
 mod pod_workers;
 mod probes;
-mod quantity;
+mod resource_metrics;
 mod sync_pod;
 mod termination;
 
@@ -43,6 +45,7 @@ pub use agent::NodeAgent;
 pub use config::{BackoffConfig, NodeAgentConfig, NodeCapacity};
 pub use lease::NODE_LEASE_NAMESPACE;
 pub use node_status::KUBELET_VERSION;
+pub use resource_metrics::{ContainerUsage, ResourceAnalyzer, ResourceSample};
 
 /// Errors of the node agent. Most are logged and retried; these are the ones registration
 /// reports.

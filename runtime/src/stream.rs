@@ -162,6 +162,10 @@ pub struct ContainerStats {
     pub timestamp: DateTime<Utc>,
     /// CPU time used since the container started, in nanoseconds of one core.
     pub cpu_usage_core_nanos: u64,
+    /// The current CPU rate in nanocores (a core is 1e9), if the runtime measures one (CRI's
+    /// `usage_nano_cores`); without it the node agent derives the rate from two samples of
+    /// `cpu_usage_core_nanos`.
+    pub cpu_usage_nano_cores: Option<u64>,
     /// Memory working set, in bytes.
     pub memory_working_set_bytes: u64,
 }

@@ -16,6 +16,7 @@ use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
 use decode::decode_object;
 
+pub mod computed;
 pub mod decode;
 pub mod delete;
 pub mod eviction;
@@ -73,6 +74,9 @@ async fn serve_resource(
     method: &http::Method,
     body: &Bytes,
 ) -> Result<ApiResponse, ApiError> {
+    if scope.resource.computed {
+        return computed::serve(inner, scope, method).await;
+    }
     if scope.subresource.is_some() {
         return subresource::handle(inner, scope, method, body).await;
     }

@@ -8,6 +8,7 @@
 mod logs;
 mod script;
 mod service;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

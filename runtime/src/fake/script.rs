@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
+use super::usage::{StepStart, UsageScript, UsageStep};
 use crate::probe::{ProbeKind, ProbeResult};
 use crate::stream::ExecResult;
 
@@ -24,7 +27,14 @@ use crate::stream::ExecResult;
 /// let stuck = ContainerScript::new()
 ///     .liveness(ProbeScript::fail_after(Duration::from_secs(60)))
 ///     .ignore_term();
-/// # let _ = (crashing, stuck);
+/// // A server at 200m of CPU that drops to 10m after 10 minutes of running, and one whose
+/// // every copy drops to 10m at a cluster-clock time:
+/// let busy = ContainerScript::new()
+///     .cpu_millicores(200)
+///     .usage_after(Duration::from_secs(600), 10, 64 << 20);
+/// let at = chrono::Utc::now() + chrono::Duration::minutes(10);
+/// let quiet_later = ContainerScript::new().cpu_millicores(200).cpu_millicores_from(at, 10);
+/// # let _ = (crashing, stuck, busy, quiet_later);
 /// ```
 #[derive(Clone, Debug)]
 pub struct ContainerScript {
@@ -34,7 +44,7 @@ pub struct ContainerScript {
     pub(crate) create_error: Option<String>,
     pub(crate) probes: HashMap<ProbeKind, ProbeScript>,
     pub(crate) exec: Vec<(Vec<String>, ExecResult)>,
-    pub(crate) memory_bytes: u64,
+    pub(crate) usage: UsageScript,
     pub(crate) start_logs: Vec<String>,
 }
 
@@ -47,7 +57,7 @@ impl Default for ContainerScript {
             create_error: None,
             probes: HashMap::new(),
             exec: Vec::new(),
-            memory_bytes: 16 * 1024 * 1024,
+            usage: UsageScript::default(),
             start_logs: Vec::new(),
         }
     }
@@ -128,9 +138,48 @@ impl ContainerScript {
         self
     }
 
-    /// The memory working set `container_stats` reports (default 16 MiB).
+    /// The memory working set `container_stats` reports from each start (default 16 MiB).
     pub fn memory_bytes(mut self, bytes: u64) -> Self {
-        self.memory_bytes = bytes;
+        self.usage.memory_bytes = bytes;
+        self
+    }
+
+    /// The CPU the container uses from each start, in millicores (default 10, 1% of a core):
+    /// `container_stats` reports it as the current rate and integrates it into CPU time.
+    pub fn cpu_millicores(mut self, millicores: u64) -> Self {
+        self.usage.cpu_millicores = millicores;
+        self
+    }
+
+    /// From `after` each start on, the container uses `cpu_millicores` and `memory_bytes`.
+    pub fn usage_after(mut self, after: Duration, cpu_millicores: u64, memory_bytes: u64) -> Self {
+        self.usage.steps.push(UsageStep {
+            start: StepStart::AfterStart(after),
+            cpu_millicores: Some(cpu_millicores),
+            memory_bytes: Some(memory_bytes),
+        });
+        self
+    }
+
+    /// From cluster-clock time `at` on, every container of this script uses `cpu_millicores`
+    /// (one started later uses it from its start). The clock follows tokio time, so a test
+    /// under a paused clock reaches `at` by sleeping.
+    pub fn cpu_millicores_from(mut self, at: DateTime<Utc>, cpu_millicores: u64) -> Self {
+        self.usage.steps.push(UsageStep {
+            start: StepStart::At(at),
+            cpu_millicores: Some(cpu_millicores),
+            memory_bytes: None,
+        });
+        self
+    }
+
+    /// From cluster-clock time `at` on, every container of this script uses `memory_bytes`.
+    pub fn memory_bytes_from(mut self, at: DateTime<Utc>, memory_bytes: u64) -> Self {
+        self.usage.steps.push(UsageStep {
+            start: StepStart::At(at),
+            cpu_millicores: None,
+            memory_bytes: Some(memory_bytes),
+        });
         self
     }
 

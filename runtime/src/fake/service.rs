@@ -409,20 +409,20 @@ impl Runtime for FakeRuntime {
             .containers
             .get(container_id)
             .ok_or_else(|| not_found("container", container_id))?;
-        let running_for = match (c.status.state.is_running(), c.started) {
-            (true, Some(s)) => s.elapsed(),
-            _ => Duration::ZERO,
+        let now = inner.clock.now();
+        let (cpu_now, cpu_total, memory) = match &c.status.state {
+            ContainerState::Running { started_at } => {
+                let s = c.script.usage.sample(*started_at, now);
+                (s.cpu_nano_cores, s.cpu_core_nanos, s.memory_bytes)
+            }
+            _ => (0, 0, 0),
         };
         Ok(ContainerStats {
             container_id: container_id.into(),
-            timestamp: inner.clock.now(),
-            // The fake "uses" 1% of a core while it runs.
-            cpu_usage_core_nanos: (running_for.as_nanos() / 100) as u64,
-            memory_working_set_bytes: if c.status.state.is_running() {
-                c.script.memory_bytes
-            } else {
-                0
-            },
+            timestamp: now,
+            cpu_usage_core_nanos: cpu_total,
+            cpu_usage_nano_cores: Some(cpu_now),
+            memory_working_set_bytes: memory,
         })
     }
 

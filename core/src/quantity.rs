@@ -1,9 +1,16 @@
-//! Just enough of `resource.Quantity` for the node agent: parse `"500m"`, `"2"`, `"1.5Gi"`,
-//! `"1e3"` into thousandths of a unit.
+//! Just enough of `resource.Quantity`: parse `"500m"`, `"2"`, `"1.5Gi"`, `"1e3"` into
+//! thousandths of a unit, and write the canonical forms the metrics API uses (CPU in
+//! nanocores, memory in bytes).
 
 /// The quantity in thousandths of its unit (millicores for CPU, millibytes for memory),
 /// rounded up; `None` if it does not parse.
-pub(crate) fn parse_milli(q: &str) -> Option<i128> {
+///
+/// ```
+/// use kybernetes_core::quantity::parse_milli;
+/// assert_eq!(parse_milli("250m"), Some(250));
+/// assert_eq!(parse_milli("1Gi"), Some((1i128 << 30) * 1000));
+/// ```
+pub fn parse_milli(q: &str) -> Option<i128> {
     let q = q.trim();
     let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -52,9 +59,64 @@ pub(crate) fn parse_milli(q: &str) -> Option<i128> {
     Some(if negative { -milli } else { milli })
 }
 
+/// A CPU rate in nanocores as the canonical decimal quantity: the largest suffix that keeps
+/// it exact (`"2"`, `"250m"`, `"1500u"`, `"1234567n"`), as `resource.Quantity` prints
+/// metrics-server's `NewScaledQuantity(n, Nano)`.
+///
+/// ```
+/// use kybernetes_core::quantity::format_nanocores;
+/// assert_eq!(format_nanocores(2_000_000_000), "2");
+/// assert_eq!(format_nanocores(250_000_000), "250m");
+/// assert_eq!(format_nanocores(1_234_567), "1234567n");
+/// assert_eq!(format_nanocores(0), "0");
+/// ```
+pub fn format_nanocores(n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
+        if n % div == 0 {
+            return format!("{}{suffix}", n / div);
+        }
+    }
+    format!("{n}n")
+}
+
+/// A byte count as the canonical binary quantity: the largest power-of-1024 suffix that keeps
+/// it exact (`"64Mi"`, `"1536Ki"`), else plain bytes, as `resource.Quantity` prints a
+/// `BinarySI` value.
+///
+/// ```
+/// use kybernetes_core::quantity::format_bytes;
+/// assert_eq!(format_bytes(64 << 20), "64Mi");
+/// assert_eq!(format_bytes(1536 * 1024), "1536Ki");
+/// assert_eq!(format_bytes(1000), "1000");
+/// ```
+pub fn format_bytes(n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
+        if n % (1u64 << shift) == 0 {
+            return format!("{}{suffix}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_milli;
+    use super::{format_bytes, format_nanocores, parse_milli};
+
+    #[test]
+    fn formatted_quantities_parse_back_to_the_same_value() {
+        for n in [1u64, 999, 1_000, 1_500_000, 250_000_000, 3_000_000_000] {
+            assert_eq!(parse_milli(&format_nanocores(n)), Some((n as i128 + 999_999) / 1_000_000));
+        }
+        for b in [1u64, 1023, 4096, 64 << 20, 3 << 30] {
+            assert_eq!(parse_milli(&format_bytes(b)), Some(b as i128 * 1000));
+        }
+    }
 
     #[test]
     fn quantities_parse_to_thousandths() {
