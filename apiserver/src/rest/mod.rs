@@ -19,6 +19,7 @@ use decode::decode_object;
 pub mod decode;
 pub mod delete;
 pub mod eviction;
+pub mod log;
 pub mod read;
 pub mod subresource;
 pub mod watch;
