@@ -79,6 +79,8 @@ pub enum Subresource {
     Eviction,
     /// `namespaces/finalize`: replaces `spec.finalizers`.
     Finalize,
+    /// `pods/log`: a container's log, streamed from the pod's node agent.
+    Log,
 }
 
 /// A kind's create, update and delete rules (upstream's `RESTCreateStrategy`,

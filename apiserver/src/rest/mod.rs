@@ -20,6 +20,7 @@ use output::Form;
 pub mod decode;
 pub mod delete;
 pub mod eviction;
+pub mod log;
 pub mod output;
 pub mod read;
 pub mod subresource;
