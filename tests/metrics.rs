@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kybernetes::Cluster;
+use kybernetes::core::Clock;
 use kybernetes::runtime::FakeRuntime;
 use kybernetes::runtime::fake::ContainerScript;
-use kybernetes::core::Clock;
 use serde_json::{Value, json};
 
 mod common;
@@ -37,7 +37,12 @@ fn usage(m: &DynamicObject) -> Vec<(String, String, String)> {
         .into_iter()
         .flatten()
         .map(|c| {
-            let s = |p: &str| c.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+            let s = |p: &str| {
+                c.pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             (s("/name"), s("/usage/cpu"), s("/usage/memory"))
         })
         .collect()
@@ -87,9 +92,16 @@ async fn pod_and_node_metrics_report_scripted_usage_and_select_by_label() {
         assert_eq!(usage(m), [("main".into(), "250m".into(), "64Mi".into())]);
         assert_eq!(m.metadata.labels.as_ref().expect("labels")["app"], "web");
         assert_eq!(m.data["window"], "15s");
-        assert!(m.data["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            m.data["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
     }
-    let all = pod_metrics.list(&ListParams::default()).await.expect("list");
+    let all = pod_metrics
+        .list(&ListParams::default())
+        .await
+        .expect("list");
     assert_eq!(all.items.len(), 3);
     let other = pod_metrics
         .list(&ListParams::default().labels("app in (other)"))
@@ -100,21 +112,37 @@ async fn pod_and_node_metrics_report_scripted_usage_and_select_by_label() {
 
     let name = web.items[0].metadata.name.clone().expect("name");
     let one = pod_metrics.get(&name).await.expect("get pod metrics");
-    assert_eq!(one.types.as_ref().map(|t| t.kind.as_str()), Some("PodMetrics"));
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PodMetrics")
+    );
     assert_eq!(usage(&one), usage(&web.items[0]));
     match pod_metrics.get("nope").await {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 404);
-            assert_eq!(s.message, "podmetrics.metrics.k8s.io \"default/nope\" not found");
+            assert_eq!(
+                s.message,
+                "podmetrics.metrics.k8s.io \"default/nope\" not found"
+            );
         }
         other => panic!("expected 404, got {other:?}"),
     }
     let elsewhere: Api<DynamicObject> =
         Api::namespaced_with(c.client(), "kube-system", &pod_metrics_resource());
-    assert!(elsewhere.list(&ListParams::default()).await.expect("list").items.is_empty());
+    assert!(
+        elsewhere
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
 
     let node_metrics: Api<DynamicObject> = Api::all_with(c.client(), &node_metrics_resource());
-    let nodes = node_metrics.list(&ListParams::default()).await.expect("nodes");
+    let nodes = node_metrics
+        .list(&ListParams::default())
+        .await
+        .expect("nodes");
     assert_eq!(nodes.items.len(), 2);
     let total_milli: i64 = nodes
         .items
@@ -126,7 +154,10 @@ async fn pod_and_node_metrics_report_scripted_usage_and_select_by_label() {
         .sum();
     assert_eq!(total_milli, 250 + 250 + 10, "node usage sums its pods");
     let node1 = node_metrics.get("node-1").await.expect("node-1");
-    assert_eq!(node1.types.as_ref().map(|t| t.kind.as_str()), Some("NodeMetrics"));
+    assert_eq!(
+        node1.types.as_ref().map(|t| t.kind.as_str()),
+        Some("NodeMetrics")
+    );
     let labelled = node_metrics
         .list(&ListParams::default().labels("kubernetes.io/hostname=node-2"))
         .await
@@ -145,7 +176,11 @@ async fn metrics_are_discoverable_and_read_only() {
     let c = Cluster::builder().nodes(1).start().await.expect("start");
     let client = c.client();
     let groups: Value = client
-        .request(http::Request::get("/apis").body(Vec::new()).expect("request"))
+        .request(
+            http::Request::get("/apis")
+                .body(Vec::new())
+                .expect("request"),
+        )
         .await
         .expect("/apis");
     let metrics = groups["groups"]
@@ -164,8 +199,10 @@ async fn metrics_are_discoverable_and_read_only() {
         .await
         .expect("resource list");
     let resources = list["resources"].as_array().expect("resources");
-    for (name, kind, namespaced) in [("pods", "PodMetrics", true), ("nodes", "NodeMetrics", false)]
-    {
+    for (name, kind, namespaced) in [
+        ("pods", "PodMetrics", true),
+        ("nodes", "NodeMetrics", false),
+    ] {
         let r = resources
             .iter()
             .find(|r| r["name"] == name)
@@ -180,7 +217,9 @@ async fn metrics_are_discoverable_and_read_only() {
     let mut obj = DynamicObject::new("x", &pod_metrics_resource());
     obj.data = json!({"containers": []});
     match pod_metrics.create(&PostParams::default(), &obj).await {
-        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (405, "MethodNotAllowed")),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (405, "MethodNotAllowed"))
+        }
         other => panic!("expected 405, got {other:?}"),
     }
     c.shutdown().await.expect("shutdown");
@@ -208,16 +247,34 @@ async fn scripted_usage_follows_the_cluster_clock() {
     let pod_metrics: Api<DynamicObject> =
         Api::default_namespaced_with(c.client(), &pod_metrics_resource());
     let first = |items: Vec<DynamicObject>| usage(&items[0])[0].clone();
-    let now = first(pod_metrics.list(&ListParams::default()).await.expect("list").items);
+    let now = first(
+        pod_metrics
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items,
+    );
     assert_eq!((now.1.as_str(), now.2.as_str()), ("800m", "16Mi"));
 
     // Two minutes after its start the memory grows; at the drop time the CPU falls.
     tokio::time::sleep(Duration::from_secs(180)).await;
-    let later = first(pod_metrics.list(&ListParams::default()).await.expect("list").items);
+    let later = first(
+        pod_metrics
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items,
+    );
     assert_eq!((later.1.as_str(), later.2.as_str()), ("800m", "128Mi"));
     tokio::time::sleep(Duration::from_secs(8 * 60)).await;
     assert!(clock.now() >= drop_at);
-    let dropped = first(pod_metrics.list(&ListParams::default()).await.expect("list").items);
+    let dropped = first(
+        pod_metrics
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items,
+    );
     assert_eq!((dropped.1.as_str(), dropped.2.as_str()), ("50m", "128Mi"));
     c.shutdown().await.expect("shutdown");
 }
@@ -225,8 +282,10 @@ async fn scripted_usage_follows_the_cluster_clock() {
 /// Runs the real kubectl with `kubeconfig`, off the async runtime; fails if kubectl is missing
 /// or the command fails.
 async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let (path, args): (std::path::PathBuf, Vec<String>) =
-        (kubeconfig.into(), args.iter().map(|a| a.to_string()).collect());
+    let (path, args): (std::path::PathBuf, Vec<String>) = (
+        kubeconfig.into(),
+        args.iter().map(|a| a.to_string()).collect(),
+    );
     tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
@@ -265,7 +324,10 @@ async fn kubectl_top_shows_pod_and_node_usage() {
         .expect("start");
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    c.kubeconfig().expect("serving").write(&kubeconfig).expect("write kubeconfig");
+    c.kubeconfig()
+        .expect("serving")
+        .write(&kubeconfig)
+        .expect("write kubeconfig");
     let deploys: Api<Deployment> = Api::default_namespaced(c.client());
     deploys
         .create(&PostParams::default(), &deployment("web", 2, "busy:1"))
@@ -275,7 +337,10 @@ async fn kubectl_top_shows_pod_and_node_usage() {
 
     let pods = kubectl(&kubeconfig, &["top", "pods", "-l", "app=web"]).await;
     let lines: Vec<&str> = pods.lines().collect();
-    assert!(lines[0].starts_with("NAME") && lines[0].contains("CPU(cores)"), "{pods}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("CPU(cores)"),
+        "{pods}"
+    );
     assert_eq!(lines.len(), 3, "{pods}");
     for line in &lines[1..] {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -287,14 +352,22 @@ async fn kubectl_top_shows_pod_and_node_usage() {
 
     let nodes = kubectl(&kubeconfig, &["top", "nodes"]).await;
     let lines: Vec<&str> = nodes.lines().collect();
-    assert!(lines[0].contains("CPU(cores)") && lines[0].contains("MEMORY(%)"), "{nodes}");
+    assert!(
+        lines[0].contains("CPU(cores)") && lines[0].contains("MEMORY(%)"),
+        "{nodes}"
+    );
     assert_eq!(lines.len(), 3, "{nodes}");
-    assert!(lines[1].starts_with("node-1") && lines[2].starts_with("node-2"), "{nodes}");
+    assert!(
+        lines[1].starts_with("node-1") && lines[2].starts_with("node-2"),
+        "{nodes}"
+    );
     let total: u32 = lines[1..]
         .iter()
         .map(|l| {
             let cpu = l.split_whitespace().nth(1).expect("cpu column");
-            cpu.trim_end_matches('m').parse::<u32>().expect("millicores")
+            cpu.trim_end_matches('m')
+                .parse::<u32>()
+                .expect("millicores")
         })
         .sum();
     assert_eq!(total, 500, "{nodes}");

@@ -75,7 +75,7 @@ pub fn format_nanocores(n: u64) -> String {
         return "0".into();
     }
     for (div, suffix) in [(1_000_000_000, ""), (1_000_000, "m"), (1_000, "u")] {
-        if n % div == 0 {
+        if n.is_multiple_of(div) {
             return format!("{}{suffix}", n / div);
         }
     }
@@ -96,8 +96,15 @@ pub fn format_bytes(n: u64) -> String {
     if n == 0 {
         return "0".into();
     }
-    for (shift, suffix) in [(60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
-        if n % (1u64 << shift) == 0 {
+    for (shift, suffix) in [
+        (60, "Ei"),
+        (50, "Pi"),
+        (40, "Ti"),
+        (30, "Gi"),
+        (20, "Mi"),
+        (10, "Ki"),
+    ] {
+        if n.is_multiple_of(1u64 << shift) {
             return format!("{}{suffix}", n >> shift);
         }
     }
@@ -111,7 +118,10 @@ mod tests {
     #[test]
     fn formatted_quantities_parse_back_to_the_same_value() {
         for n in [1u64, 999, 1_000, 1_500_000, 250_000_000, 3_000_000_000] {
-            assert_eq!(parse_milli(&format_nanocores(n)), Some((n as i128 + 999_999) / 1_000_000));
+            assert_eq!(
+                parse_milli(&format_nanocores(n)),
+                Some((n as i128 + 999_999) / 1_000_000)
+            );
         }
         for b in [1u64, 1023, 4096, 64 << 20, 3 << 30] {
             assert_eq!(parse_milli(&format_bytes(b)), Some(b as i128 * 1000));

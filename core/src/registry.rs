@@ -352,7 +352,9 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 /// (level, major, minor) of a Kubernetes-style version: `v2` → (2, 2, 0), `v1beta3` → (1, 1, 3).
 fn kube_version(v: &str) -> Option<(u8, u64, u64)> {
     let rest = v.strip_prefix('v')?;
-    let major_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let major_len = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let (major, tail) = rest.split_at(major_len);
     if major.is_empty() || major.starts_with('0') {
         return None;

@@ -25,6 +25,7 @@
 mod agent;
 mod backoff;
 mod config;
+mod container_logs;
 mod container_start;
 mod context;
 mod convert;
@@ -43,6 +44,7 @@ mod termination;
 
 pub use agent::NodeAgent;
 pub use config::{BackoffConfig, NodeAgentConfig, NodeCapacity};
+pub use container_logs::{ContainerLogRequest, container_logs};
 pub use lease::NODE_LEASE_NAMESPACE;
 pub use node_status::KUBELET_VERSION;
 pub use resource_metrics::{ContainerUsage, ResourceAnalyzer, ResourceSample};
@@ -77,6 +79,12 @@ pub enum Error {
         /// The cause.
         #[source]
         source: kybernetes_net::Error,
+    },
+    /// The container asked for does not exist on this node (or no longer does).
+    #[error("{message}")]
+    ContainerNotFound {
+        /// Which container, in upstream's words.
+        message: String,
     },
 }
 

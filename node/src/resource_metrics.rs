@@ -146,7 +146,11 @@ impl ResourceAnalyzer {
             };
             let rate = stats.cpu_usage_nano_cores.unwrap_or_else(|| {
                 let previous = self.previous_cpu(&c.id);
-                derived_rate(previous, (started, 0), (stats.timestamp, stats.cpu_usage_core_nanos))
+                derived_rate(
+                    previous,
+                    (started, 0),
+                    (stats.timestamp, stats.cpu_usage_core_nanos),
+                )
             });
             cpu_samples.insert(c.id.clone(), (stats.timestamp, stats.cpu_usage_core_nanos));
             let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
@@ -199,7 +203,9 @@ fn derived_rate(
     start: (DateTime<Utc>, u64),
     now: (DateTime<Utc>, u64),
 ) -> u64 {
-    let (t0, c0) = previous.filter(|(t, c)| *t < now.0 && *c <= now.1).unwrap_or(start);
+    let (t0, c0) = previous
+        .filter(|(t, c)| *t < now.0 && *c <= now.1)
+        .unwrap_or(start);
     let nanos = (now.0 - t0).num_nanoseconds().unwrap_or(0);
     if nanos <= 0 {
         return 0;
@@ -220,13 +226,22 @@ mod tests {
     #[test]
     fn the_rate_comes_from_the_previous_sample_or_the_start() {
         // Half a core over 10 s since the start.
-        assert_eq!(derived_rate(None, (at(0), 0), (at(10), 5_000_000_000)), 500_000_000);
+        assert_eq!(
+            derived_rate(None, (at(0), 0), (at(10), 5_000_000_000)),
+            500_000_000
+        );
         // Two cores between samples 5 s apart.
         let previous = Some((at(10), 5_000_000_000));
-        assert_eq!(derived_rate(previous, (at(0), 0), (at(15), 15_000_000_000)), 2_000_000_000);
+        assert_eq!(
+            derived_rate(previous, (at(0), 0), (at(15), 15_000_000_000)),
+            2_000_000_000
+        );
         // A restarted container's counter went back: measure since its start.
         let previous = Some((at(10), 50_000_000_000));
-        assert_eq!(derived_rate(previous, (at(0), 0), (at(15), 1_500_000_000)), 100_000_000);
+        assert_eq!(
+            derived_rate(previous, (at(0), 0), (at(15), 1_500_000_000)),
+            100_000_000
+        );
         assert_eq!(derived_rate(None, (at(5), 0), (at(5), 0)), 0);
     }
 }

@@ -68,6 +68,7 @@ impl Strategy for PodStrategy {
         match name {
             "binding" => Some(Subresource::Binding),
             "eviction" => Some(Subresource::Eviction),
+            "log" => Some(Subresource::Log),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@ use http::Method;
 use kybernetes_core::ApiError;
 use serde_json::{Value, json};
 
+use super::output::Form;
 use super::read::Filter;
 use crate::Inner;
 use crate::registry::RequestScope;
@@ -45,7 +46,11 @@ impl ComputedResources {
     pub fn builtin() -> Self {
         let mut t = ComputedResources::default();
         t.register("metrics.k8s.io", "pods", crate::metrics::PodMetricsResource);
-        t.register("metrics.k8s.io", "nodes", crate::metrics::NodeMetricsResource);
+        t.register(
+            "metrics.k8s.io",
+            "nodes",
+            crate::metrics::NodeMetricsResource,
+        );
         t
     }
 
@@ -55,7 +60,8 @@ impl ComputedResources {
     }
 
     fn lookup(&self, group: &str, resource: &str) -> Option<&Arc<dyn ComputedResource>> {
-        self.by_resource.get(&(group.to_string(), resource.to_string()))
+        self.by_resource
+            .get(&(group.to_string(), resource.to_string()))
     }
 }
 
@@ -82,11 +88,13 @@ pub(crate) async fn serve(
     }
     match scope.verb.as_str() {
         "get" => {
+            let form = Form::of(scope)?;
             let obj = resource.get(inner, scope).await?;
-            Ok(super::respond_object(scope, obj))
+            Ok(form.respond_object(obj, inner.clock.now()))
         }
         "list" => {
             let q = ListQuery::parse(&scope.query)?;
+            let form = Form::of(scope)?;
             let filter = Filter::new(scope, &q)?;
             let items = resource.list(inner, scope, &filter).await?;
             let list = json!({
@@ -95,9 +103,8 @@ pub(crate) async fn serve(
                 "metadata": {},
                 "items": items,
             });
-            Ok(super::respond_list(scope, list))
+            Ok(form.respond_list(list, inner.clock.now()))
         }
         _ => Err(not_allowed()),
     }
 }
-

@@ -130,10 +130,16 @@ mod tests {
             ],
         };
         let s = script.sample(at(0), at(5));
-        assert_eq!((s.cpu_nano_cores, s.cpu_core_nanos), (200_000_000, 1_000_000_000));
+        assert_eq!(
+            (s.cpu_nano_cores, s.cpu_core_nanos),
+            (200_000_000, 1_000_000_000)
+        );
         let s = script.sample(at(0), at(20));
         // 10 s at 0.2 cores, then 10 s at 1 core.
-        assert_eq!((s.cpu_nano_cores, s.cpu_core_nanos), (1_000_000_000, 12_000_000_000));
+        assert_eq!(
+            (s.cpu_nano_cores, s.cpu_core_nanos),
+            (1_000_000_000, 12_000_000_000)
+        );
         assert_eq!(s.memory_bytes, 1 << 20);
         let s = script.sample(at(0), at(60));
         assert_eq!((s.cpu_nano_cores, s.cpu_core_nanos), (0, 22_000_000_000));
