@@ -1,5 +1,6 @@
 //! Pods: pod spec defaults and validation, the initial `Pending` status with its QoS class,
-//! graceful deletion, field selectors, and the `binding` and `eviction` subresources.
+//! graceful deletion, field selectors, and the `binding`, `eviction`, `exec`, `attach` and
+//! `portforward` subresources.
 
 use kybernetes_core::Clock;
 use kybernetes_core::status::StatusCause;
@@ -68,6 +69,9 @@ impl Strategy for PodStrategy {
         match name {
             "binding" => Some(Subresource::Binding),
             "eviction" => Some(Subresource::Eviction),
+            "exec" => Some(Subresource::Exec),
+            "attach" => Some(Subresource::Attach),
+            "portforward" => Some(Subresource::PortForward),
             _ => None,
         }
     }
