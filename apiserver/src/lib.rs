@@ -31,7 +31,8 @@
 //!
 //!    Reads and watches are served from a per-resource watch cache ([`cacher::Cacher`]), each
 //!    event encoded once. New patch types plug into `rest::write::PatchDocument`; response
-//!    forms (Table, PartialObjectMetadata) into the response step of `rest::dispatch`; new
+//!    forms (Table, PartialObjectMetadata), chosen by [`negotiation`], into `rest::output`;
+//!    a kind's `kubectl get` columns into [`registry::table`]; new
 //!    connect subresources (log, exec, ...) into [`registry::Subresource`] and
 //!    `rest::subresource`.
 //!
@@ -74,6 +75,7 @@ pub mod discovery;
 pub mod duplex;
 pub mod filters;
 pub mod kubelet;
+pub mod negotiation;
 pub mod object;
 pub mod patch;
 pub mod registry;

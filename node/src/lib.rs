@@ -23,6 +23,7 @@
 mod agent;
 mod backoff;
 mod config;
+mod container_logs;
 mod container_start;
 mod container_streams;
 mod context;
@@ -42,6 +43,7 @@ mod termination;
 
 pub use agent::NodeAgent;
 pub use config::{BackoffConfig, NodeAgentConfig, NodeCapacity};
+pub use container_logs::{ContainerLogRequest, container_logs};
 pub use container_streams::{
     ContainerStreamTarget, attach_to_container, exec_in_container, port_forward_to_pod,
 };

@@ -15,10 +15,13 @@ use crate::request::{self, DeleteOptions, ListQuery, RequestInfo, Target};
 use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
 use decode::decode_object;
+use output::Form;
 
 pub mod decode;
 pub mod delete;
 pub mod eviction;
+pub mod log;
+pub mod output;
 pub mod read;
 pub mod subresource;
 pub mod watch;
@@ -96,8 +99,9 @@ async fn serve_resource(
     match scope.verb.as_str() {
         "list" => {
             let q = ListQuery::parse(&scope.query)?;
+            let form = Form::of(scope)?;
             let list = read::list(inner, scope, &q).await?;
-            Ok(respond_list(scope, list))
+            Ok(form.respond_list(list, inner.clock.now()))
         }
         "watch" => {
             let mut q = ListQuery::parse(&scope.query)?;
@@ -107,8 +111,9 @@ async fn serve_resource(
             watch::watch(inner, scope, q).await
         }
         "get" => {
+            let form = Form::of(scope)?;
             let obj = read::get(inner, &scope.resource, scope.ns(), scope.name()).await?;
-            Ok(respond_object(scope, obj))
+            Ok(form.respond_object(obj, inner.clock.now()))
         }
         "create" if scope.name.is_none() => {
             let obj = decode_object(scope, body)?;
@@ -193,42 +198,6 @@ async fn read_body(
             ApiError::bad_request(format!("the request body could not be read: {e}"))
         }
     })
-}
-
-/// The response step of a read: the object in the form the client's `Accept` asks for
-/// (`PartialObjectMetadata`; the `Table` form plugs in here, from the kind's strategy).
-fn respond_object(scope: &RequestScope, obj: Value) -> ApiResponse {
-    let obj = if scope.metadata_only() {
-        crate::object::partial_metadata(&obj)
-    } else {
-        obj
-    };
-    response::json(StatusCode::OK, &obj)
-}
-
-/// The response step of a list, as [`respond_object`].
-fn respond_list(scope: &RequestScope, list: Value) -> ApiResponse {
-    let list = if scope.metadata_only() {
-        partial_list(list)
-    } else {
-        list
-    };
-    response::json(StatusCode::OK, &list)
-}
-
-/// A list in the `PartialObjectMetadataList` form.
-fn partial_list(mut list: Value) -> Value {
-    let items: Vec<Value> = list
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(crate::object::partial_metadata)
-        .collect();
-    list["kind"] = serde_json::json!("PartialObjectMetadataList");
-    list["apiVersion"] = serde_json::json!("meta.k8s.io/v1");
-    list["items"] = Value::Array(items);
-    list
 }
 
 fn append_name_selector(existing: &str, name: &str) -> String {

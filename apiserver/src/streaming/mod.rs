@@ -27,13 +27,11 @@ use serde_json::Value;
 use crate::Inner;
 use crate::kubelet::{ContainerRef, StreamOptions};
 use crate::object::meta_str;
+use crate::registry::pod::{ContainerDefault, choose_container, container_spec};
 use crate::registry::{RequestScope, Subresource};
 use crate::request::query_pairs;
 use crate::response::ApiResponse;
 use websocket::Handshake;
-
-/// The annotation naming the container kubectl (and this server) picks when none is given.
-pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
 /// The most ports one port-forward request may ask for (as kube-rs and upstream's clients).
 const MAX_PORTS: usize = 128;
@@ -82,7 +80,7 @@ async fn remote_command(
     let name = scope.name();
     let mut options = stream_options(query, exec)?;
     let requested = query_value(query, "container").filter(|c| !c.is_empty());
-    let container = choose_container(pod, name, requested)?;
+    let container = choose_container(pod, name, requested, ContainerDefault::AnnotationOrOnly)?;
     refuse_completed(pod, if exec { "exec into" } else { "attach" })?;
     if !exec {
         // An attach joins the container's own terminal, if it has one (upstream's kubelet
@@ -259,24 +257,6 @@ fn parse_ports(query: &[(String, String)]) -> Result<Vec<u16>, ApiError> {
     Ok(ports)
 }
 
-fn names(pod: &Value, field: &str) -> Vec<String> {
-    pod.pointer(&format!("/spec/{field}"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .map(String::from)
-        .collect()
-}
-
-fn container_spec<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
-    ["containers", "initContainers", "ephemeralContainers"]
-        .iter()
-        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
-        .flatten()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
-}
-
 fn flag(container: &Value, field: &str) -> bool {
     container
         .get(field)
@@ -284,91 +264,15 @@ fn flag(container: &Value, field: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// The container a request is for: the one asked for (which must exist), else the pod's
-/// `kubectl.kubernetes.io/default-container`, else its only container; otherwise 400 listing
-/// the choices, worded as upstream.
-pub fn choose_container(
-    pod: &Value,
-    name: &str,
-    requested: Option<&str>,
-) -> Result<String, ApiError> {
-    if let Some(c) = requested {
-        return match container_spec(pod, c) {
-            Some(_) => Ok(c.to_string()),
-            None => Err(ApiError::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            ))),
-        };
-    }
-    let containers = names(pod, "containers");
-    let annotated = pod
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(DEFAULT_CONTAINER_ANNOTATION))
-        .and_then(Value::as_str)
-        .filter(|c| containers.iter().any(|n| n == c));
-    if let Some(c) = annotated {
-        return Ok(c.to_string());
-    }
-    match containers.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => Err(ApiError::bad_request(format!(
-            "a container name must be specified for pod {name}"
-        ))),
-        many => {
-            let mut message = format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                many.join(" ")
-            );
-            let init = names(pod, "initContainers");
-            if !init.is_empty() {
-                message.push_str(&format!(
-                    " or one of the init containers: [{}]",
-                    init.join(" ")
-                ));
-            }
-            Err(ApiError::bad_request(message))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    #[test]
-    fn the_container_is_the_only_one_the_annotated_one_or_must_be_named() {
-        let one = json!({"spec": {"containers": [{"name": "app"}]}});
-        assert_eq!(choose_container(&one, "p", None).expect("only"), "app");
-        let two = json!({
-            "metadata": {"annotations": {DEFAULT_CONTAINER_ANNOTATION: "side"}},
-            "spec": {"containers": [{"name": "app"}, {"name": "side"}], "initContainers": [{"name": "init"}]},
-        });
-        assert_eq!(
-            choose_container(&two, "p", None).expect("annotated"),
-            "side"
-        );
-        assert_eq!(
-            choose_container(&two, "p", Some("init")).expect("named"),
-            "init"
-        );
-        let mut unannotated = two.clone();
-        unannotated["metadata"] = json!({});
-        let e = choose_container(&unannotated, "p", None).unwrap_err();
-        assert_eq!(e.code, 400);
-        assert_eq!(
-            e.message,
-            "a container name must be specified for pod p, choose one of: [app side] or one of the init containers: [init]"
-        );
-        let e = choose_container(&one, "p", Some("nope")).unwrap_err();
-        assert_eq!(e.message, "container nope is not valid for pod p");
     }
 
     #[test]
