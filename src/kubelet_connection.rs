@@ -18,39 +18,28 @@ use kybernetes_apiserver::kubelet::{
     PodMetrics, ResourceUsage, StreamOptions, StreamSession,
 };
 use kybernetes_core::{ApiError, Clock};
-use kybernetes_net::Network;
 use kybernetes_node::{ContainerLogRequest, ResourceAnalyzer, ResourceSample};
 use kybernetes_runtime::Runtime;
+
+use crate::kubelet_streams;
 
 /// The connection to a node agent running in this process.
 pub struct InProcessKubelet {
     node: String,
     runtime: Arc<dyn Runtime>,
-    network: Arc<dyn Network>,
     clock: Clock,
     resources: ResourceAnalyzer,
 }
 
 impl InProcessKubelet {
-    /// The connection to node `node`, whose agent drives `runtime` and `network`.
-    pub fn new(
-        node: &str,
-        runtime: Arc<dyn Runtime>,
-        network: Arc<dyn Network>,
-        clock: Clock,
-    ) -> Self {
+    /// The connection to node `node`, whose agent drives `runtime`.
+    pub fn new(node: &str, runtime: Arc<dyn Runtime>, clock: Clock) -> Self {
         InProcessKubelet {
             node: node.to_string(),
             resources: ResourceAnalyzer::new(node, runtime.clone(), clock.clone()),
             runtime,
-            network,
             clock,
         }
-    }
-
-    fn not_wired(&self, what: &str) -> ApiError {
-        let _ = (&self.runtime, &self.network, &self.clock);
-        ApiError::unavailable(format!("{what} is not served by node {:?} yet", self.node))
     }
 }
 
@@ -94,28 +83,28 @@ impl KubeletConnection for InProcessKubelet {
 
     async fn exec(
         &self,
-        _container: &ContainerRef,
-        _options: &StreamOptions,
+        container: &ContainerRef,
+        options: &StreamOptions,
     ) -> Result<StreamSession, ApiError> {
-        Err(self.not_wired("pods/exec"))
+        kubelet_streams::exec(&*self.runtime, container, options).await
     }
 
     async fn attach(
         &self,
-        _container: &ContainerRef,
-        _options: &StreamOptions,
+        container: &ContainerRef,
+        options: &StreamOptions,
     ) -> Result<StreamSession, ApiError> {
-        Err(self.not_wired("pods/attach"))
+        kubelet_streams::attach(&*self.runtime, container, options).await
     }
 
     async fn port_forward(
         &self,
-        _namespace: &str,
-        _pod: &str,
-        _pod_uid: &str,
-        _port: u16,
+        namespace: &str,
+        pod: &str,
+        pod_uid: &str,
+        port: u16,
     ) -> Result<Box<dyn DuplexStream>, ApiError> {
-        Err(self.not_wired("pods/portforward"))
+        kubelet_streams::port_forward(&*self.runtime, namespace, pod, pod_uid, port).await
     }
 
     async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError> {
