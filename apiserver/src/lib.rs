@@ -75,6 +75,7 @@ pub mod discovery;
 pub mod duplex;
 pub mod filters;
 pub mod kubelet;
+pub mod metrics;
 pub mod negotiation;
 pub mod object;
 pub mod patch;
@@ -165,6 +166,7 @@ pub(crate) struct Inner {
     pub strategies: StrategyTable,
     pub admission: AdmissionChain,
     pub kubelets: kubelet::KubeletDirectory,
+    pub metrics: metrics::ApiMetrics,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
@@ -223,6 +225,8 @@ impl ApiServer {
         config: ApiServerConfig,
     ) -> Result<Self, ApiError> {
         let (shutdown, _) = watch::channel(false);
+        let metrics = metrics::ApiMetrics::default();
+        let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, metrics.clone()));
         let services = Arc::new(service_alloc::ServiceAllocator::new(&config.cluster)?);
         let registry = Registry::with_builtins();
         let strategies = StrategyTable::builtin(&StrategyDeps {
@@ -244,6 +248,7 @@ impl ApiServer {
             strategies,
             admission: AdmissionChain::new(plugins),
             kubelets: kubelet::KubeletDirectory::default(),
+            metrics,
             authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),
@@ -337,6 +342,11 @@ impl ApiServer {
         let chain = tower::ServiceBuilder::new()
             // 1. What the request asks for.
             .layer(axum::middleware::from_fn(filters::with_request_info))
+            // 1a. Counted and timed, whatever the outcome (upstream's metrics filter).
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.metrics.clone(),
+                metrics::with_metrics,
+            ))
             // 2. Who asks (the default identity, if no outer layer authenticated the request).
             .layer(axum::middleware::from_fn_with_state(
                 default_user,

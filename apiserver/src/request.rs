@@ -94,8 +94,15 @@ pub enum Target {
     },
     /// A resource request.
     Resource(RequestInfo),
-    /// `/healthz`, `/livez`, `/readyz`.
-    Health,
+    /// `/healthz`, `/livez`, `/readyz`, or one check of them (`/readyz/etcd`).
+    Health {
+        /// `healthz`, `livez` or `readyz`.
+        endpoint: String,
+        /// One check by name, or all of them.
+        check: Option<String>,
+    },
+    /// `/metrics`.
+    Metrics,
     /// Anything else.
     Unknown,
 }
@@ -109,7 +116,11 @@ pub fn parse_path(path: &str) -> Target {
         .collect();
     match segs.as_slice() {
         ["version"] => Target::Version,
-        ["healthz" | "livez" | "readyz", ..] => Target::Health,
+        [endpoint @ ("healthz" | "livez" | "readyz"), rest @ ..] => Target::Health {
+            endpoint: endpoint.to_string(),
+            check: (!rest.is_empty()).then(|| rest.join("/")),
+        },
+        ["metrics"] => Target::Metrics,
         ["api"] => Target::CoreVersions,
         ["apis"] => Target::Groups,
         ["apis", g] => Target::Group(g.to_string()),
@@ -166,13 +177,19 @@ fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
 
 /// Decodes a query string into a map (last value wins).
 pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    let Some(q) = query else { return map };
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(percent_decode(k), percent_decode(v));
-    }
-    map
+    query_pairs(query).into_iter().collect()
+}
+
+/// The query parameters in order, decoded, repeated keys kept (`?exclude=a&exclude=b`).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
 }
 
 fn percent_decode(s: &str) -> String {
