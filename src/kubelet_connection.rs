@@ -22,6 +22,8 @@ use kybernetes_net::Network;
 use kybernetes_node::ContainerLogRequest;
 use kybernetes_runtime::Runtime;
 
+use crate::kubelet_streams;
+
 /// The connection to a node agent running in this process.
 pub struct InProcessKubelet {
     node: String,
@@ -92,28 +94,28 @@ impl KubeletConnection for InProcessKubelet {
 
     async fn exec(
         &self,
-        _container: &ContainerRef,
-        _options: &StreamOptions,
+        container: &ContainerRef,
+        options: &StreamOptions,
     ) -> Result<StreamSession, ApiError> {
-        Err(self.not_wired("pods/exec"))
+        kubelet_streams::exec(&*self.runtime, container, options).await
     }
 
     async fn attach(
         &self,
-        _container: &ContainerRef,
-        _options: &StreamOptions,
+        container: &ContainerRef,
+        options: &StreamOptions,
     ) -> Result<StreamSession, ApiError> {
-        Err(self.not_wired("pods/attach"))
+        kubelet_streams::attach(&*self.runtime, container, options).await
     }
 
     async fn port_forward(
         &self,
-        _namespace: &str,
-        _pod: &str,
-        _pod_uid: &str,
-        _port: u16,
+        namespace: &str,
+        pod: &str,
+        pod_uid: &str,
+        port: u16,
     ) -> Result<Box<dyn DuplexStream>, ApiError> {
-        Err(self.not_wired("pods/portforward"))
+        kubelet_streams::port_forward(&*self.runtime, namespace, pod, pod_uid, port).await
     }
 
     async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError> {

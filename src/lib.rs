@@ -39,6 +39,7 @@ mod apply;
 mod cluster;
 pub mod control_plane;
 pub mod kubelet_connection;
+mod kubelet_streams;
 pub mod leader;
 
 pub use apply::{APPLY_FIELD_MANAGER, ApplyOutcome, split_yaml_documents};

@@ -85,6 +85,7 @@ pub mod response;
 mod rest;
 pub mod service_alloc;
 pub mod serving;
+pub mod streaming;
 pub mod warning;
 
 use admission::{Admission, AdmissionChain, NamespaceLifecycle};
@@ -368,6 +369,13 @@ impl ApiServer {
     /// `kube::Client` that needs upgrades (exec, attach, port-forward).
     pub fn duplex_service(&self) -> duplex::DuplexService {
         duplex::DuplexService::new(self.router())
+    }
+
+    /// The router for in-process clients that also need upgrades: `kube::Client::new(server
+    /// .loopback_service(), "default")` serves ordinary requests with no socket and exec,
+    /// attach and port-forward over an in-memory connection.
+    pub fn loopback_service(&self) -> duplex::LoopbackService {
+        duplex::LoopbackService::new(self.router())
     }
 
     /// The resource registry (register custom resources here).

@@ -180,7 +180,7 @@ pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
     query_pairs(query).into_iter().collect()
 }
 
-/// The query parameters in order, decoded, repeated keys kept (`?exclude=a&exclude=b`).
+/// Every query parameter, decoded, in order, repeats kept (`command=sh&command=-c`).
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     let Some(q) = query else { return Vec::new() };
     q.split('&')

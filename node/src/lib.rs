@@ -25,6 +25,7 @@ mod backoff;
 mod config;
 mod container_logs;
 mod container_start;
+mod container_streams;
 mod context;
 mod convert;
 mod env;
@@ -43,6 +44,9 @@ mod termination;
 pub use agent::NodeAgent;
 pub use config::{BackoffConfig, NodeAgentConfig, NodeCapacity};
 pub use container_logs::{ContainerLogRequest, container_logs};
+pub use container_streams::{
+    ContainerStreamTarget, attach_to_container, exec_in_container, port_forward_to_pod,
+};
 pub use lease::NODE_LEASE_NAMESPACE;
 pub use node_status::KUBELET_VERSION;
 

@@ -81,6 +81,23 @@ pub enum Subresource {
     Finalize,
     /// `pods/log`: a container's log, streamed from the pod's node agent.
     Log,
+    /// `pods/exec`: runs a command in a container, streamed over an upgraded connection.
+    Exec,
+    /// `pods/attach`: joins a container's main process, streamed likewise.
+    Attach,
+    /// `pods/portforward`: connections to ports inside the pod, streamed likewise.
+    PortForward,
+}
+
+impl Subresource {
+    /// Whether the subresource is served over an upgraded connection (the body is not read
+    /// first, and the handler needs the connection).
+    pub fn is_streaming(self) -> bool {
+        matches!(
+            self,
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward
+        )
+    }
 }
 
 /// A kind's create, update and delete rules (upstream's `RESTCreateStrategy`,

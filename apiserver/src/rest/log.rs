@@ -22,6 +22,7 @@ use crate::Inner;
 use crate::kubelet::{ContainerRef, LogQuery};
 use crate::object::meta_str;
 use crate::registry::RequestScope;
+use crate::registry::pod::{ContainerDefault, choose_container};
 use crate::response::ApiResponse;
 
 /// Serves one `pods/log` request.
@@ -152,51 +153,10 @@ fn parse_query(
     Ok((query, container))
 }
 
-fn container_names(pod: &Value, list: &str) -> Vec<String> {
-    pod.pointer(&format!("/spec/{list}"))
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.get("name").and_then(Value::as_str))
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The container to read: the one named, which must be in the pod, or the pod's only
 /// container (upstream's rule; kubectl itself applies the default-container annotation).
 fn default_container(pod: &Value, name: &str, asked: Option<String>) -> Result<String, ApiError> {
-    let containers = container_names(pod, "containers");
-    let init = container_names(pod, "initContainers");
-    let ephemeral = container_names(pod, "ephemeralContainers");
-    if let Some(c) = asked {
-        if containers.contains(&c) || init.contains(&c) || ephemeral.contains(&c) {
-            return Ok(c);
-        }
-        return Err(ApiError::bad_request(format!(
-            "container {c} is not valid for pod {name}"
-        )));
-    }
-    match containers.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => Err(ApiError::bad_request(format!(
-            "a container name must be specified for pod {name}"
-        ))),
-        many => {
-            let mut msg = format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                many.join(" ")
-            );
-            if !init.is_empty() {
-                msg.push_str(&format!(
-                    " or one of the init containers: [{}]",
-                    init.join(" ")
-                ));
-            }
-            Err(ApiError::bad_request(msg))
-        }
-    }
+    choose_container(pod, name, asked.as_deref(), ContainerDefault::OnlyContainer)
 }
 
 /// A container that has not started yet has no log (upstream's kubelet

@@ -10,7 +10,7 @@ use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::Value;
 
 use crate::authentication::UserInfo;
-use crate::registry::{RequestScope, Strategy};
+use crate::registry::{RequestScope, Strategy, Subresource};
 use crate::request::{self, DeleteOptions, ListQuery, RequestInfo, Target};
 use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
@@ -65,10 +65,26 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
     if let Some(w) = scope.strategy.version_warning(&scope.resource.version) {
         scope.warnings.add(w);
     }
+    if let Some(kind) = streaming_subresource(&scope) {
+        let request = crate::streaming::ConnectRequest {
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        };
+        return crate::streaming::serve(inner, &scope, kind, request).await;
+    }
     let body = read_body(inner, &parts.headers, body).await?;
     let mut response = serve_resource(inner, &scope, &parts.method, &body).await?;
     scope.warnings.write_headers(response.headers_mut());
     Ok(response)
+}
+
+/// The streaming subresource (exec, attach, port-forward) a GET or POST asks for, if any.
+fn streaming_subresource(scope: &RequestScope) -> Option<Subresource> {
+    let sub = scope.subresource.as_deref()?;
+    let kind = scope.strategy.subresource(sub)?;
+    let verb_ok = matches!(scope.verb.as_str(), "get" | "create");
+    (kind.is_streaming() && verb_ok).then_some(kind)
 }
 
 /// Serves a request to a resource or one of its subresources, by verb.
