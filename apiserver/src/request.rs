@@ -94,8 +94,15 @@ pub enum Target {
     },
     /// A resource request.
     Resource(RequestInfo),
-    /// `/healthz`, `/livez`, `/readyz`.
-    Health,
+    /// `/healthz`, `/livez`, `/readyz`, or one check of them (`/readyz/etcd`).
+    Health {
+        /// `healthz`, `livez` or `readyz`.
+        endpoint: String,
+        /// One check by name, or all of them.
+        check: Option<String>,
+    },
+    /// `/metrics`.
+    Metrics,
     /// Anything else.
     Unknown,
 }
@@ -109,7 +116,11 @@ pub fn parse_path(path: &str) -> Target {
         .collect();
     match segs.as_slice() {
         ["version"] => Target::Version,
-        ["healthz" | "livez" | "readyz", ..] => Target::Health,
+        [endpoint @ ("healthz" | "livez" | "readyz"), rest @ ..] => Target::Health {
+            endpoint: endpoint.to_string(),
+            check: (!rest.is_empty()).then(|| rest.join("/")),
+        },
+        ["metrics"] => Target::Metrics,
         ["api"] => Target::CoreVersions,
         ["apis"] => Target::Groups,
         ["apis", g] => Target::Group(g.to_string()),

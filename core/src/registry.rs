@@ -49,6 +49,9 @@ pub struct ResourceInfo {
     /// Whether the resource is computed on each read instead of stored (`metrics.k8s.io`,
     /// which upstream's metrics-server serves): only `get` and `list` are served.
     pub computed: bool,
+    /// A review (SelfSubjectReview, SelfSubjectAccessReview): `create` is the only verb, and
+    /// it answers from the request without storing anything.
+    pub create_only: bool,
 }
 
 impl ResourceInfo {
@@ -68,6 +71,7 @@ impl ResourceInfo {
             has_generation: false,
             graceful_delete: false,
             computed: false,
+            create_only: false,
         }
     }
 
@@ -160,6 +164,9 @@ impl ResourceInfo {
     pub fn verbs(&self) -> Vec<&'static str> {
         if self.computed {
             return vec!["get", "list"];
+        }
+        if self.create_only {
+            return vec!["create"];
         }
         vec![
             "create",
@@ -311,12 +318,33 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .short(&["crd", "crds"])
         .status()
         .generation(),
+        r(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            false,
+        )
+        .review(),
+        r(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+        )
+        .review(),
     ]
 }
 
 impl ResourceInfo {
     fn graceful(mut self) -> Self {
         self.graceful_delete = true;
+        self
+    }
+
+    fn review(mut self) -> Self {
+        self.create_only = true;
         self
     }
 

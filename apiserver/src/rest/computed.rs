@@ -45,11 +45,15 @@ impl ComputedResources {
     /// The built-in ones: `metrics.k8s.io` pods and nodes.
     pub fn builtin() -> Self {
         let mut t = ComputedResources::default();
-        t.register("metrics.k8s.io", "pods", crate::metrics::PodMetricsResource);
+        t.register(
+            "metrics.k8s.io",
+            "pods",
+            crate::resource_metrics::PodMetricsResource,
+        );
         t.register(
             "metrics.k8s.io",
             "nodes",
-            crate::metrics::NodeMetricsResource,
+            crate::resource_metrics::NodeMetricsResource,
         );
         t
     }
