@@ -75,6 +75,7 @@ pub mod duplex;
 pub mod filters;
 pub mod kubelet;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod request;
@@ -163,6 +164,7 @@ pub(crate) struct Inner {
     pub strategies: StrategyTable,
     pub admission: AdmissionChain,
     pub kubelets: kubelet::KubeletDirectory,
+    pub openapi: openapi::OpenApiCache,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
@@ -242,6 +244,7 @@ impl ApiServer {
             strategies,
             admission: AdmissionChain::new(plugins),
             kubelets: kubelet::KubeletDirectory::default(),
+            openapi: openapi::OpenApiCache::default(),
             authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),

@@ -96,6 +96,8 @@ pub enum Target {
     Resource(RequestInfo),
     /// `/healthz`, `/livez`, `/readyz`.
     Health,
+    /// `/openapi/v2`, `/openapi/v3` and its documents.
+    OpenApi(crate::openapi::OpenApiPath),
     /// Anything else.
     Unknown,
 }
@@ -111,6 +113,11 @@ pub fn parse_path(path: &str) -> Target {
         ["version"] => Target::Version,
         ["healthz" | "livez" | "readyz", ..] => Target::Health,
         ["api"] => Target::CoreVersions,
+        ["openapi", "v2"] => Target::OpenApi(crate::openapi::OpenApiPath::V2),
+        ["openapi", "v3"] => Target::OpenApi(crate::openapi::OpenApiPath::V3Index),
+        ["openapi", "v3", rest @ ..] => {
+            Target::OpenApi(crate::openapi::OpenApiPath::V3(rest.join("/")))
+        }
         ["apis"] => Target::Groups,
         ["apis", g] => Target::Group(g.to_string()),
         ["api", v] => Target::ResourceList {

@@ -18,6 +18,7 @@ use decode::decode_object;
 
 pub mod decode;
 pub mod delete;
+mod duplicates;
 pub mod eviction;
 pub mod read;
 pub mod subresource;
@@ -134,6 +135,7 @@ fn non_resource(inner: &Arc<Inner>, parts: &http::request::Parts) -> Result<ApiR
     match request::parse_path(parts.uri.path()) {
         Target::Version => Ok(response::json(StatusCode::OK, &discovery::version())),
         Target::Health => Ok(response::text(StatusCode::OK, "ok")),
+        Target::OpenApi(path) => crate::openapi::serve(inner, &path, parts),
         Target::CoreVersions => Ok(response::json(StatusCode::OK, &discovery::core_versions())),
         Target::Groups => Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
         Target::Group(g) => discovery::group(reg, &g)
