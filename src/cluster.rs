@@ -208,7 +208,9 @@ impl ClusterBuilder {
         };
         api_config.bookmark_interval = api_config.bookmark_interval.max(Duration::from_millis(10));
         let api = ApiServer::with_config(store.clone(), clock.clone(), api_config).await?;
-        let client = kube::Client::new(api.router(), "default");
+        // Ordinary requests go straight to the router; exec, attach and port-forward over an
+        // in-memory connection, since they need a real HTTP upgrade.
+        let client = kube::Client::new(api.loopback_service(), "default");
         let runtime: Arc<dyn Runtime> = self
             .runtime
             .unwrap_or_else(|| Arc::new(FakeRuntime::new(clock.clone())));
@@ -315,7 +317,8 @@ impl Cluster {
         ClusterBuilder::default()
     }
 
-    /// A `kube::Client` talking to the in-process API server (no socket).
+    /// A `kube::Client` talking to the in-process API server (no socket). Exec, attach and
+    /// port-forward work too (`Api::<Pod>::exec`, `portforward`; kube's `ws` feature).
     pub fn client(&self) -> kube::Client {
         self.client.clone()
     }

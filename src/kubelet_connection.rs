@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use kybernetes_apiserver::kubelet::{
     ContainerRef, DuplexStream, KubeletConnection, LogQuery, NodeResourceMetrics, StreamOptions,
@@ -18,7 +19,10 @@ use kybernetes_apiserver::kubelet::{
 };
 use kybernetes_core::{ApiError, Clock};
 use kybernetes_net::Network;
+use kybernetes_node::ContainerLogRequest;
 use kybernetes_runtime::Runtime;
+
+use crate::kubelet_streams;
 
 /// The connection to a node agent running in this process.
 pub struct InProcessKubelet {
@@ -54,36 +58,64 @@ impl InProcessKubelet {
 impl KubeletConnection for InProcessKubelet {
     async fn container_logs(
         &self,
-        _container: &ContainerRef,
-        _query: &LogQuery,
+        container: &ContainerRef,
+        query: &LogQuery,
     ) -> Result<BoxStream<'static, Result<Bytes, ApiError>>, ApiError> {
-        Err(self.not_wired("pods/log"))
+        let since = match (query.since_time, query.since_seconds) {
+            (Some(t), _) => Some(t),
+            (None, Some(secs)) => Some(self.clock.now() - chrono::Duration::seconds(secs)),
+            (None, None) => None,
+        };
+        let request = ContainerLogRequest {
+            namespace: container.namespace.clone(),
+            pod: container.pod.clone(),
+            pod_uid: container.pod_uid.clone(),
+            container: container.container.clone(),
+            previous: query.previous,
+            follow: query.follow,
+            tail_lines: query.tail_lines.and_then(|n| usize::try_from(n).ok()),
+            since,
+            timestamps: query.timestamps,
+            limit_bytes: query.limit_bytes.and_then(|n| u64::try_from(n).ok()),
+        };
+        match kybernetes_node::container_logs(self.runtime.as_ref(), &request).await {
+            Ok(lines) => Ok(lines.map(Ok).boxed()),
+            // Upstream's kubelet answers a container it cannot find with 400, which the API
+            // server passes on.
+            Err(kybernetes_node::Error::ContainerNotFound { message }) => {
+                Err(ApiError::bad_request(message))
+            }
+            Err(e) => Err(ApiError::internal(format!(
+                "node {:?} could not read the log: {e}",
+                self.node
+            ))),
+        }
     }
 
     async fn exec(
         &self,
-        _container: &ContainerRef,
-        _options: &StreamOptions,
+        container: &ContainerRef,
+        options: &StreamOptions,
     ) -> Result<StreamSession, ApiError> {
-        Err(self.not_wired("pods/exec"))
+        kubelet_streams::exec(&*self.runtime, container, options).await
     }
 
     async fn attach(
         &self,
-        _container: &ContainerRef,
-        _options: &StreamOptions,
+        container: &ContainerRef,
+        options: &StreamOptions,
     ) -> Result<StreamSession, ApiError> {
-        Err(self.not_wired("pods/attach"))
+        kubelet_streams::attach(&*self.runtime, container, options).await
     }
 
     async fn port_forward(
         &self,
-        _namespace: &str,
-        _pod: &str,
-        _pod_uid: &str,
-        _port: u16,
+        namespace: &str,
+        pod: &str,
+        pod_uid: &str,
+        port: u16,
     ) -> Result<Box<dyn DuplexStream>, ApiError> {
-        Err(self.not_wired("pods/portforward"))
+        kubelet_streams::port_forward(&*self.runtime, namespace, pod, pod_uid, port).await
     }
 
     async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError> {

@@ -37,8 +37,9 @@ pub use kybernetes_store as store;
 
 mod apply;
 mod cluster;
-pub mod kubelet_connection;
 pub mod control_plane;
+pub mod kubelet_connection;
+mod kubelet_streams;
 pub mod leader;
 
 pub use apply::{APPLY_FIELD_MANAGER, ApplyOutcome, split_yaml_documents};

@@ -57,7 +57,10 @@ async fn anonymous_request_gets_401_status() {
     let mut client = HttpsClient::connect(addr, &ca(&cluster), None, Protocol::Http2)
         .await
         .expect("connect");
-    let resp = client.get("/api/v1/namespaces", None).await.expect("request");
+    let resp = client
+        .get("/api/v1/namespaces", None)
+        .await
+        .expect("request");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let status = json(resp.body());
     assert_eq!(status["kind"], "Status");
@@ -76,7 +79,10 @@ async fn anonymous_access_when_enabled_is_system_anonymous() {
         .await
         .expect("connect");
     // Authenticated as anonymous, then refused by the default authorizer: 403, not 401.
-    let resp = client.get("/api/v1/namespaces", None).await.expect("request");
+    let resp = client
+        .get("/api/v1/namespaces", None)
+        .await
+        .expect("request");
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     let status = json(resp.body());
     assert!(
@@ -113,7 +119,10 @@ async fn client_certificate_from_another_ca_is_refused() {
     let result = tokio::time::timeout(Duration::from_secs(30), attempt)
         .await
         .expect("the server answers");
-    assert!(result.is_err(), "a foreign client certificate was accepted: {result:?}");
+    assert!(
+        result.is_err(),
+        "a foreign client certificate was accepted: {result:?}"
+    );
     cluster.shutdown().await.expect("shutdown");
 }
 
@@ -128,7 +137,10 @@ async fn bearer_token_from_the_token_file_authenticates() {
         .await
         .expect("connect");
     let ok = client
-        .get("/api/v1/namespaces/default/configmaps", Some("s3cret-token"))
+        .get(
+            "/api/v1/namespaces/default/configmaps",
+            Some("s3cret-token"),
+        )
         .await
         .expect("request");
     assert_eq!(ok.status(), StatusCode::OK, "{:?}", ok.body());
@@ -145,7 +157,10 @@ async fn http2_and_http1_are_both_served() {
     let cluster = serving(ServingConfig::new(loopback())).await;
     for protocol in [Protocol::Http2, Protocol::Http1] {
         let mut client = admin_client(&cluster, protocol).await;
-        let resp = client.get("/api/v1/namespaces/default", None).await.expect("request");
+        let resp = client
+            .get("/api/v1/namespaces/default", None)
+            .await
+            .expect("request");
         assert_eq!(resp.status(), StatusCode::OK);
         let expected = match protocol {
             Protocol::Http2 => http::Version::HTTP_2,
@@ -167,7 +182,8 @@ async fn kube_client_from_the_generated_kubeconfig_lists_nodes() {
         .await
         .expect("cluster starts");
     let kubeconfig = cluster.kubeconfig().expect("kubeconfig");
-    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig.to_yaml()).expect("kubeconfig parses");
+    let parsed =
+        kube::config::Kubeconfig::from_yaml(kubeconfig.to_yaml()).expect("kubeconfig parses");
     assert_eq!(parsed.current_context.as_deref(), Some("kybernetes"));
     let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
         .await
@@ -176,11 +192,17 @@ async fn kube_client_from_the_generated_kubeconfig_lists_nodes() {
     let nodes: Api<Node> = Api::all(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let list = nodes.list(&ListParams::default()).await.expect("list nodes over HTTPS");
+        let list = nodes
+            .list(&ListParams::default())
+            .await
+            .expect("list nodes over HTTPS");
         if list.items.len() == 2 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "nodes never registered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes never registered"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     cluster.shutdown().await.expect("shutdown");
@@ -205,9 +227,15 @@ async fn certificates_are_reused_across_a_restart_with_a_data_dir() {
     assert!(dir.path().join("pki/ca.crt").exists());
     let second = start().await;
     assert_eq!(ca(&second), ca_before);
-    assert_eq!(second.pki().expect("serving").admin().cert_pem, admin_before);
+    assert_eq!(
+        second.pki().expect("serving").admin().cert_pem,
+        admin_before
+    );
     let mut client = admin_client(&second, Protocol::Http2).await;
-    let resp = client.get("/api/v1/namespaces", None).await.expect("request");
+    let resp = client
+        .get("/api/v1/namespaces", None)
+        .await
+        .expect("request");
     assert_eq!(resp.status(), StatusCode::OK);
     second.shutdown().await.expect("shutdown");
 }
@@ -238,7 +266,11 @@ async fn kubectl_gets_nodes_and_version_over_https() {
         .expect("cluster starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
-    cluster.kubeconfig().expect("kubeconfig").write(&path).expect("write kubeconfig");
+    cluster
+        .kubeconfig()
+        .expect("kubeconfig")
+        .write(&path)
+        .expect("write kubeconfig");
     let names = cluster.node_names();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let p = path.clone();
@@ -250,7 +282,10 @@ async fn kubectl_gets_nodes_and_version_over_https() {
         if names.iter().all(|n| out.contains(&format!("node/{n}"))) {
             break out;
         }
-        assert!(tokio::time::Instant::now() < deadline, "kubectl never listed the nodes: {out}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kubectl never listed the nodes: {out}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(output.lines().count(), 2, "{output}");

@@ -5,9 +5,12 @@
 //! that came through a real hyper connection; a router called directly cannot give that. This
 //! service gives exactly that without a socket.
 //!
+//! [`LoopbackService`] uses it only for upgrade requests and calls the router directly for
+//! every other one, so that one `kube::Client` does both at no cost to ordinary requests.
+//!
 //! ```no_run
 //! # async fn demo(server: kybernetes_apiserver::ApiServer) {
-//! let service = server.duplex_service(); // then: kube::Client::new(service, "default")
+//! let service = server.loopback_service(); // then: kube::Client::new(service, "default")
 //! # }
 //! ```
 
@@ -16,10 +19,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::Router;
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
 use tracing::debug;
 
 /// Boxed error of the duplex service.
@@ -73,6 +80,60 @@ where
                 }
             });
             Ok(sender.send_request(req).await?)
+        })
+    }
+}
+
+/// The response body of [`LoopbackService`].
+pub type LoopbackBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A `tower::Service` for in-process clients: upgrade requests (exec, attach, port-forward)
+/// travel over an in-memory HTTP/1.1 connection ([`DuplexService`]), every other request
+/// goes straight to the router.
+#[derive(Clone, Debug)]
+pub struct LoopbackService {
+    router: Router,
+    duplex: DuplexService,
+}
+
+impl LoopbackService {
+    /// Wraps a router.
+    pub fn new(router: Router) -> Self {
+        LoopbackService {
+            duplex: DuplexService::new(router.clone()),
+            router,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for LoopbackService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<LoopbackBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            let call = self.duplex.call(req);
+            return Box::pin(async move {
+                let response = call.await?;
+                Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+            });
+        }
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = match router.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync()))
         })
     }
 }

@@ -233,9 +233,7 @@ impl KubeletDirectory {
             Err(poisoned) => poisoned.into_inner().get(node).cloned(),
         };
         found.ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "no node agent is reachable for node {node:?}"
-            ))
+            ApiError::unavailable(format!("no node agent is reachable for node {node:?}"))
         })
     }
 

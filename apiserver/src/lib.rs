@@ -31,7 +31,8 @@
 //!
 //!    Reads and watches are served from a per-resource watch cache ([`cacher::Cacher`]), each
 //!    event encoded once. New patch types plug into `rest::write::PatchDocument`; response
-//!    forms (Table, PartialObjectMetadata) into the response step of `rest::dispatch`; new
+//!    forms (Table, PartialObjectMetadata), chosen by [`negotiation`], into `rest::output`;
+//!    a kind's `kubectl get` columns into [`registry::table`]; new
 //!    connect subresources (log, exec, ...) into [`registry::Subresource`] and
 //!    `rest::subresource`.
 //!
@@ -74,6 +75,7 @@ pub mod discovery;
 pub mod duplex;
 pub mod filters;
 pub mod kubelet;
+pub mod negotiation;
 pub mod object;
 pub mod openapi;
 pub mod patch;
@@ -83,6 +85,7 @@ pub mod response;
 mod rest;
 pub mod service_alloc;
 pub mod serving;
+pub mod streaming;
 pub mod warning;
 
 use admission::{Admission, AdmissionChain, NamespaceLifecycle};
@@ -359,6 +362,13 @@ impl ApiServer {
     /// `kube::Client` that needs upgrades (exec, attach, port-forward).
     pub fn duplex_service(&self) -> duplex::DuplexService {
         duplex::DuplexService::new(self.router())
+    }
+
+    /// The router for in-process clients that also need upgrades: `kube::Client::new(server
+    /// .loopback_service(), "default")` serves ordinary requests with no socket and exec,
+    /// attach and port-forward over an in-memory connection.
+    pub fn loopback_service(&self) -> duplex::LoopbackService {
+        duplex::LoopbackService::new(self.router())
     }
 
     /// The resource registry (register custom resources here).

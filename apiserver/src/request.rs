@@ -173,13 +173,19 @@ fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
 
 /// Decodes a query string into a map (last value wins).
 pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    let Some(q) = query else { return map };
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(percent_decode(k), percent_decode(v));
-    }
-    map
+    query_pairs(query).into_iter().collect()
+}
+
+/// Every query parameter, decoded, in order, repeats kept (`command=sh&command=-c`).
+pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
 }
 
 fn percent_decode(s: &str) -> String {

@@ -57,9 +57,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             true,
         ),
     };
-    let kubeconfig = cluster
-        .kubeconfig()
-        .context("the cluster is not serving")?;
+    let kubeconfig = cluster.kubeconfig().context("the cluster is not serving")?;
     kubeconfig
         .write(&path)
         .with_context(|| format!("writing the kubeconfig to {}", path.display()))?;

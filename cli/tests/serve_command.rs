@@ -9,14 +9,33 @@ const BIN: &str = env!("CARGO_BIN_EXE_kybernetes");
 #[test]
 fn every_subcommand_has_help() {
     for args in [&["--help"][..], &["serve", "--help"], &["run", "--help"]] {
-        let out = Command::new(BIN).args(args).output().expect("run kybernetes");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("run kybernetes");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage:"), "{args:?}: {text}");
     }
-    let serve = Command::new(BIN).args(["serve", "--help"]).output().expect("run");
+    let serve = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
     let text = String::from_utf8_lossy(&serve.stdout);
-    for flag in ["--listen", "--data-dir", "--kubeconfig", "--nodes", "--store", "--token-auth-file", "--anonymous-auth", "--runtime"] {
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--kubeconfig",
+        "--nodes",
+        "--store",
+        "--token-auth-file",
+        "--anonymous-auth",
+        "--runtime",
+    ] {
         assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
     }
 }
@@ -37,7 +56,14 @@ fn serve_writes_a_kubeconfig_that_kubectl_uses_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--nodes", "1", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--nodes",
+            "1",
+            "--data-dir",
+        ])
         .arg(&data)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -46,19 +72,35 @@ fn serve_writes_a_kubeconfig_that_kubectl_uses_and_stops_on_sigterm() {
         .expect("start kybernetes serve");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read the first line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the first line");
     let kubeconfig = line
         .trim()
         .rsplit_once("export KUBECONFIG=")
         .map(|(_, p)| p.to_string())
         .unwrap_or_else(|| panic!("no `export KUBECONFIG=` in {line:?}"));
     assert_eq!(std::path::Path::new(&kubeconfig), data.join("kubeconfig"));
-    assert!(data.join("kybernetes.db").exists(), "the store defaults to SQLite in the data dir");
+    assert!(
+        data.join("kybernetes.db").exists(),
+        "the store defaults to SQLite in the data dir"
+    );
     let out = Command::new("kubectl")
-        .args(["--kubeconfig", &kubeconfig, "get", "namespaces", "-o", "name"])
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "get",
+            "namespaces",
+            "-o",
+            "name",
+        ])
         .output()
         .expect("kubectl must be installed (/usr/bin/kubectl on the machine image)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

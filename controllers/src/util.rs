@@ -433,8 +433,10 @@ where
         let mut out: Vec<Arc<K>> = cache
             .state()
             .into_iter()
-            .filter(|o| filter(o))
             .filter_map(|o| self.get(o))
+            // The filter judges the newest version: a pod this controller just deleted is
+            // still active in the cache but terminating in its own write.
+            .filter(|o| filter(o))
             .collect();
         let observed = self.observed.get();
         let mut entries = self.lock();
@@ -792,5 +794,26 @@ mod tests {
         assert_eq!(b.next_delay("a"), Duration::from_millis(10));
         b.reset(&"a");
         assert_eq!(b.next_delay("a"), Duration::from_millis(5));
+    }
+
+    #[tokio::test]
+    async fn a_pod_this_controller_just_deleted_is_filtered_by_its_terminating_version() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        let mut cached = (*pod("p", "n1", "Running", true)).clone();
+        cached.metadata.namespace = Some("default".into());
+        cached.metadata.resource_version = Some("5".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(cached.clone()));
+        let cache = MutationCache::new(ObservedRevision::default(), Duration::from_secs(60));
+        let active = |p: &Pod| p.metadata.deletion_timestamp.is_none();
+        assert_eq!(cache.list(&store, active).len(), 1);
+        let mut terminating = cached;
+        terminating.metadata.resource_version = Some("6".into());
+        terminating.metadata.deletion_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        cache.mutation(terminating);
+        assert!(
+            cache.list(&store, active).is_empty(),
+            "the informer still holds the active version, but the pod is terminating"
+        );
     }
 }

@@ -23,7 +23,9 @@
 mod agent;
 mod backoff;
 mod config;
+mod container_logs;
 mod container_start;
+mod container_streams;
 mod context;
 mod convert;
 mod env;
@@ -41,6 +43,10 @@ mod termination;
 
 pub use agent::NodeAgent;
 pub use config::{BackoffConfig, NodeAgentConfig, NodeCapacity};
+pub use container_logs::{ContainerLogRequest, container_logs};
+pub use container_streams::{
+    ContainerStreamTarget, attach_to_container, exec_in_container, port_forward_to_pod,
+};
 pub use lease::NODE_LEASE_NAMESPACE;
 pub use node_status::KUBELET_VERSION;
 
@@ -74,6 +80,12 @@ pub enum Error {
         /// The cause.
         #[source]
         source: kybernetes_net::Error,
+    },
+    /// The container asked for does not exist on this node (or no longer does).
+    #[error("{message}")]
+    ContainerNotFound {
+        /// Which container, in upstream's words.
+        message: String,
     },
 }
 

@@ -39,6 +39,9 @@
 //! 7. **Probes.** The default [`Runtime::probe`] is usually right: `exec` probes go through
 //!    `exec_sync`, `tcpSocket` and `httpGet` probes connect to the pod IP for real. A runtime
 //!    whose containers have no reachable address (like the fake) overrides it.
+//! 8. **Streams.** `exec` returns the streams asked for and an exit future; `attach` (joins the
+//!    main process) and `port_forward` (one connection to a port in the sandbox's network
+//!    namespace) default to [`Error::Unsupported`], so a backend adds them when it can.
 //!
 //! A skeleton, with the fake's choices in comments:
 //!
@@ -115,8 +118,8 @@ pub use sandbox::{
     PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,
 };
 pub use stream::{
-    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream,
-    LogStreamKind, TerminalSize,
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions,
+    LogStream, LogStreamKind, PortForwardStream, TerminalSize,
 };
 
 /// Errors a runtime returns.

@@ -11,7 +11,10 @@ use crate::container::{ContainerConfig, ContainerEvent, ContainerFilter, Contain
 use crate::image::Image;
 use crate::probe::{self, ProbeRequest, ProbeResult};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
-use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
+use crate::stream::{
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream,
+    PortForwardStream,
+};
 
 /// The runtime's name and version (CRI `VersionResponse`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +85,24 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<ExecResult>;
     /// Starts an interactive command in a running container.
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession>;
+    /// Joins the streams of a running container's main process (CRI `Attach`). Its exit
+    /// future resolves with the container's exit code once it exits. The default refuses
+    /// ([`Error::Unsupported`](crate::Error::Unsupported)).
+    async fn attach(&self, container_id: &str, request: AttachRequest) -> Result<ExecSession> {
+        let _ = (container_id, request);
+        Err(crate::Error::Unsupported("attach".into()))
+    }
+    /// Opens one connection to `port` inside a ready sandbox's network namespace (CRI
+    /// `PortForward`); fails as a refused connection would if nothing listens there. The
+    /// default refuses ([`Error::Unsupported`](crate::Error::Unsupported)).
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn PortForwardStream>> {
+        let _ = (sandbox_id, port);
+        Err(crate::Error::Unsupported("port-forward".into()))
+    }
     /// A container's log lines (following new ones with `options.follow`).
     async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream>;
     /// A container's CPU and memory usage.

@@ -1,4 +1,4 @@
-//! Streaming calls: exec (interactive and synchronous), logs and stats.
+//! Streaming calls: exec (interactive and synchronous), attach, port-forward, logs and stats.
 
 use std::fmt;
 use std::pin::Pin;
@@ -55,6 +55,25 @@ pub struct ExecRequest {
     pub stderr: bool,
 }
 
+/// An attach to a container's main process (CRI `AttachRequest`): which of its streams to
+/// join. The terminal is the container's own (`tty` in its spec).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Feed the process's stdin.
+    pub stdin: bool,
+    /// Receive its stdout (with a terminal: the terminal's output).
+    pub stdout: bool,
+    /// Receive its stderr (ignored with a terminal).
+    pub stderr: bool,
+    /// Whether the container has a terminal.
+    pub tty: bool,
+}
+
+/// One connection to a port inside a pod's network namespace
+/// ([`Runtime::port_forward`](crate::Runtime::port_forward)): bytes both ways.
+pub trait PortForwardStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PortForwardStream for T {}
+
 /// A terminal size, for resize messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TerminalSize {
@@ -64,8 +83,8 @@ pub struct TerminalSize {
     pub height: u16,
 }
 
-/// A running interactive exec: the streams asked for, a resize channel with a terminal, and
-/// the exit code once the command ends.
+/// A running interactive exec or attach: the streams asked for, a resize channel with a
+/// terminal, and the exit code once the command (for attach: the container) ends.
 pub struct ExecSession {
     /// Write here to feed the command's stdin (drop it to close stdin).
     pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,

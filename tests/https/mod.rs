@@ -111,10 +111,17 @@ impl HttpsClient {
     /// Sends a request (its URI a path) and reads the whole response.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, BoxError> {
         let (mut parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
         let resp = match &mut self.sender {
             Sender::H1(s) => {
-                parts.headers.insert(http::header::HOST, self.authority.parse()?);
+                parts
+                    .headers
+                    .insert(http::header::HOST, self.authority.parse()?);
                 parts.uri = path.parse()?;
                 s.ready().await?;
                 s.send_request(Request::from_parts(parts, body)).await?
@@ -132,7 +139,11 @@ impl HttpsClient {
     }
 
     /// A GET of `path`, with an optional bearer token.
-    pub async fn get(&mut self, path: &str, token: Option<&str>) -> Result<Response<Bytes>, BoxError> {
+    pub async fn get(
+        &mut self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Response<Bytes>, BoxError> {
         let mut req = Request::get(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));

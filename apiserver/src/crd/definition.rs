@@ -78,7 +78,9 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 /// `None`.
 pub fn set_defaults(crd: &mut Value) {
     let kind = str_at(crd, "/spec/names/kind").to_string();
-    if let Some(names) = crd.pointer_mut("/spec/names").and_then(Value::as_object_mut)
+    if let Some(names) = crd
+        .pointer_mut("/spec/names")
+        .and_then(Value::as_object_mut)
         && !kind.is_empty()
     {
         for (field, value) in [
@@ -243,11 +245,9 @@ fn validate_versions(crd: &Value, causes: &mut Vec<StatusCause>) {
             ));
         }
         match v.pointer("/schema/openAPIV3Schema") {
-            Some(schema) => structural::validate_root(
-                schema,
-                &format!("{path}.schema.openAPIV3Schema"),
-                causes,
-            ),
+            Some(schema) => {
+                structural::validate_root(schema, &format!("{path}.schema.openAPIV3Schema"), causes)
+            }
             None => causes.push(required(
                 &format!("{path}.schema.openAPIV3Schema"),
                 "schemas are required",
@@ -272,7 +272,10 @@ fn validate_scale(scale: &Value, path: &str, causes: &mut Vec<StatusCause>) {
             causes.push(invalid(
                 &at,
                 &json!(p),
-                &format!("should be a json path under {}", under.trim_end_matches('.')),
+                &format!(
+                    "should be a json path under {}",
+                    under.trim_end_matches('.')
+                ),
             ));
         }
     }
@@ -366,11 +369,9 @@ mod structural {
             ));
         }
         match ty {
-            Some(t) if !TYPES.contains(&t) => causes.push(unsupported(
-                &format!("{path}.type"),
-                t,
-                &TYPES,
-            )),
+            Some(t) if !TYPES.contains(&t) => {
+                causes.push(unsupported(&format!("{path}.type"), t, &TYPES))
+            }
             Some(t) if int_or_string => causes.push(invalid(
                 &format!("{path}.type"),
                 &json!(t),
@@ -414,7 +415,12 @@ mod structural {
         }
         for (k, child) in properties.into_iter().flatten() {
             if let Some(c) = child.as_object() {
-                node(c, &format!("{path}.properties[{k}]"), Context::Property, causes);
+                node(
+                    c,
+                    &format!("{path}.properties[{k}]"),
+                    Context::Property,
+                    causes,
+                );
             }
         }
         if let Some(items) = s.get("items") {
@@ -427,10 +433,21 @@ mod structural {
             }
         }
         if let Some(c) = s.get("additionalProperties").and_then(Value::as_object) {
-            node(c, &format!("{path}.additionalProperties"), Context::Property, causes);
+            node(
+                c,
+                &format!("{path}.additionalProperties"),
+                Context::Property,
+                causes,
+            );
         }
         for j in ["allOf", "anyOf", "oneOf"] {
-            for (i, sub) in s.get(j).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (i, sub) in s
+                .get(j)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 if let Some(c) = sub.as_object() {
                     node(c, &format!("{path}.{j}[{i}]"), Context::Junctor, causes);
                 }
@@ -464,7 +481,8 @@ mod structural {
 pub fn accepted_status(crd: &Value, old_status: Option<&Value>, now: &str) -> Value {
     let mut names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
     if let Some(m) = names.as_object_mut() {
-        m.remove("categories").map(|c| m.insert("categories".into(), c));
+        m.remove("categories")
+            .map(|c| m.insert("categories".into(), c));
     }
     let mut stored: Vec<Value> = old_status
         .and_then(|s| s.get("storedVersions"))
@@ -533,12 +551,12 @@ mod tests {
     #[test]
     fn a_structural_schema_is_accepted() {
         let schema = json!({"type": "object", "properties": {
-            "spec": {"type": "object", "properties": {
-                "port": {"x-kubernetes-int-or-string": true},
-                "extra": {"x-kubernetes-preserve-unknown-fields": true},
-                "tags": {"type": "array", "items": {"type": "string"}},
-                "size": {"type": "integer", "default": 3},
-            }}}});
+        "spec": {"type": "object", "properties": {
+            "port": {"x-kubernetes-int-or-string": true},
+            "extra": {"x-kubernetes-preserve-unknown-fields": true},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "size": {"type": "integer", "default": 3},
+        }}}});
         assert_eq!(fields(validate(&crd(schema))), Vec::<String>::new());
     }
 
@@ -547,7 +565,9 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"spec": {"properties": {"a": {"type": "string"}}}}});
         assert_eq!(
             fields(validate(&crd(schema))),
-            ["spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"]
+            [
+                "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"
+            ]
         );
     }
 
@@ -585,7 +605,9 @@ mod tests {
         let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer", "default": "big"}}}}});
         assert_eq!(
             fields(validate(&crd(schema))),
-            [r#"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].default: Invalid value: "string": spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].default in body must be of type integer: "string""#]
+            [
+                r#"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].default: Invalid value: "string": spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[size].default in body must be of type integer: "string""#
+            ]
         );
     }
 }

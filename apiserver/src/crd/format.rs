@@ -16,7 +16,9 @@ pub fn valid(format: &str, text: &str) -> bool {
     match format {
         "date-time" | "datetime" => chrono::DateTime::parse_from_rfc3339(text).is_ok(),
         "date" => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok(),
-        "byte" => base64::engine::general_purpose::STANDARD.decode(text).is_ok(),
+        "byte" => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .is_ok(),
         "uuid" => uuid_version(text).is_some(),
         "uuid3" => uuid_version(text) == Some(3),
         "uuid4" => uuid_version(text) == Some(4),
@@ -130,9 +132,8 @@ fn duration(text: &str) -> bool {
 }
 
 fn hexcolor(text: &str) -> bool {
-    text.strip_prefix('#').is_some_and(|h| {
-        (h.len() == 3 || h.len() == 6) && h.chars().all(|c| c.is_ascii_hexdigit())
-    })
+    text.strip_prefix('#')
+        .is_some_and(|h| (h.len() == 3 || h.len() == 6) && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

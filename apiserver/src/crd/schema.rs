@@ -161,7 +161,13 @@ impl Validator {
         self.push("FieldValueNotSupported", path, message);
     }
 
-    fn number(&mut self, s: &Map<String, Value>, n: &serde_json::Number, v: &Value, path: &FieldPath) {
+    fn number(
+        &mut self,
+        s: &Map<String, Value>,
+        n: &serde_json::Number,
+        v: &Value,
+        path: &FieldPath,
+    ) {
         let Some(x) = n.as_f64() else { return };
         if let Some(max) = s.get("maximum").and_then(Value::as_number) {
             let m = max.as_f64().unwrap_or(f64::INFINITY);
@@ -178,7 +184,11 @@ impl Validator {
             if flag(s, "exclusiveMinimum") && x <= m {
                 self.invalid(path, v, &format!("should be greater than {shown}"));
             } else if x < m {
-                self.invalid(path, v, &format!("should be greater than or equal to {shown}"));
+                self.invalid(
+                    path,
+                    v,
+                    &format!("should be greater than or equal to {shown}"),
+                );
             }
         }
         if let Some(of) = s.get("multipleOf").and_then(Value::as_number)
@@ -186,7 +196,11 @@ impl Validator {
             && d > 0.0
             && ((x / d) - (x / d).round()).abs() > 1e-9
         {
-            self.invalid(path, v, &format!("should be a multiple of {}", display_number(of)));
+            self.invalid(
+                path,
+                v,
+                &format!("should be a multiple of {}", display_number(of)),
+            );
         }
     }
 
@@ -215,7 +229,11 @@ impl Validator {
                 Ok(_) => {}
                 // The CRD's validation rejects such patterns; one stored before still fails
                 // closed, naming the pattern.
-                Err(e) => self.invalid(path, v, &format!("cannot be checked against '{pattern}': {e}")),
+                Err(e) => self.invalid(
+                    path,
+                    v,
+                    &format!("cannot be checked against '{pattern}': {e}"),
+                ),
             }
         }
         if let Some(f) = s.get("format").and_then(Value::as_str)
@@ -256,7 +274,13 @@ impl Validator {
         }
     }
 
-    fn object(&mut self, s: &Map<String, Value>, m: &Map<String, Value>, v: &Value, path: &FieldPath) {
+    fn object(
+        &mut self,
+        s: &Map<String, Value>,
+        m: &Map<String, Value>,
+        v: &Value,
+        path: &FieldPath,
+    ) {
         for name in s
             .get("required")
             .and_then(Value::as_array)
@@ -265,7 +289,11 @@ impl Validator {
             .filter_map(Value::as_str)
         {
             if !m.contains_key(name) {
-                self.push("FieldValueRequired", &path.child(name), "Required value".into());
+                self.push(
+                    "FieldValueRequired",
+                    &path.child(name),
+                    "Required value".into(),
+                );
             }
         }
         let n = m.len() as u64;
@@ -304,7 +332,11 @@ impl Validator {
         if embedded {
             for f in ["apiVersion", "kind"] {
                 if m.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    self.push("FieldValueRequired", &path.child(f), "Required value: must not be empty".into());
+                    self.push(
+                        "FieldValueRequired",
+                        &path.child(f),
+                        "Required value: must not be empty".into(),
+                    );
                 }
             }
         }
@@ -312,7 +344,12 @@ impl Validator {
 
     /// `allOf`, `anyOf`, `oneOf` and `not` (value validations only, in structural schemas).
     fn combinators(&mut self, s: &Map<String, Value>, v: &Value, path: &FieldPath) {
-        for sub in s.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        for sub in s
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             self.node(sub, v, path);
         }
         let passes = |sub: &Value| validate_at(sub, v, path).is_empty();
@@ -403,7 +440,9 @@ mod tests {
         let props = json!({"replicas": {"type": "integer", "maximum": 10, "minimum": 1, "exclusiveMinimum": true}});
         assert_eq!(
             spec(props.clone(), json!({"replicas": 11})),
-            ["spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"]
+            [
+                "spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"
+            ]
         );
         assert_eq!(
             spec(props, json!({"replicas": 1})),
@@ -414,10 +453,21 @@ mod tests {
     #[test]
     fn a_type_mismatch_names_both_types() {
         assert_eq!(
-            spec(json!({"replicas": {"type": "integer"}}), json!({"replicas": "three"})),
-            [r#"spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#]
+            spec(
+                json!({"replicas": {"type": "integer"}}),
+                json!({"replicas": "three"})
+            ),
+            [
+                r#"spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#
+            ]
         );
-        assert!(spec(json!({"replicas": {"type": "integer"}}), json!({"replicas": 3.0})).is_empty());
+        assert!(
+            spec(
+                json!({"replicas": {"type": "integer"}}),
+                json!({"replicas": 3.0})
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -457,7 +507,9 @@ mod tests {
         );
         assert_eq!(
             spec(props.clone(), json!({"at": "yesterday"})),
-            [r#"spec.at: Invalid value: "yesterday": spec.at in body must be of type date-time: "yesterday""#]
+            [
+                r#"spec.at: Invalid value: "yesterday": spec.at in body must be of type date-time: "yesterday""#
+            ]
         );
         assert!(spec(props, json!({"at": "2024-01-02T03:04:05Z", "name": "abc"})).is_empty());
     }
@@ -492,7 +544,9 @@ mod tests {
         assert!(spec(props.clone(), json!({"port": "http"})).is_empty());
         assert_eq!(
             spec(props, json!({"port": true})),
-            [r#"spec.port: Invalid value: "boolean": spec.port in body must be of type integer,string: "boolean""#]
+            [
+                r#"spec.port: Invalid value: "boolean": spec.port in body must be of type integer,string: "boolean""#
+            ]
         );
     }
 }

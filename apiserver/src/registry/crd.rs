@@ -22,7 +22,11 @@ pub struct CustomResourceDefinitionStrategy {
 impl CustomResourceDefinitionStrategy {
     /// A strategy registering custom resources in `registry` and their strategies in
     /// `custom`, and removing their objects from `store`.
-    pub fn new(registry: Registry, store: Arc<dyn Store>, custom: CustomResourceStrategies) -> Self {
+    pub fn new(
+        registry: Registry,
+        store: Arc<dyn Store>,
+        custom: CustomResourceStrategies,
+    ) -> Self {
         CustomResourceDefinitionStrategy {
             registry,
             store,

@@ -12,6 +12,8 @@ use kybernetes_core::status::StatusCause;
 use serde_json::{Value, json};
 
 use super::Strategy;
+use super::table::TableConvertor;
+use super::table::custom::CustomColumns;
 use crate::crd::{prune, schema};
 
 /// One version of a custom resource.
@@ -19,6 +21,8 @@ use crate::crd::{prune, schema};
 struct Version {
     schema: Option<Value>,
     deprecation_warning: Option<String>,
+    /// The version's `additionalPrinterColumns`, for `kubectl get`.
+    table: Arc<CustomColumns>,
 }
 
 /// The strategy of a custom resource (every version of it).
@@ -65,6 +69,7 @@ impl CustomResourceStrategy {
                 Version {
                     schema: v.pointer("/schema/openAPIV3Schema").cloned(),
                     deprecation_warning,
+                    table: Arc::new(CustomColumns::new(v.get("additionalPrinterColumns"))),
                 },
             );
         }
@@ -134,6 +139,13 @@ impl Strategy for CustomResourceStrategy {
 
     fn version_warning(&self, version: &str) -> Option<String> {
         self.versions.get(version)?.deprecation_warning.clone()
+    }
+
+    fn table_convertor(&self, r: &ResourceInfo) -> Arc<dyn TableConvertor> {
+        match self.versions.get(&r.version) {
+            Some(v) => v.table.clone(),
+            None => Arc::new(CustomColumns::new(None)),
+        }
     }
 }
 

@@ -66,7 +66,7 @@ pub mod statefulset;
 pub mod table;
 
 pub use scope::RequestScope;
-pub use table::TableColumn;
+pub use table::{TableColumn, TableConvertor};
 
 /// A subresource served by a kind-specific handler rather than the generic `status` and
 /// `scale` ones. New connect-style subresources (log, exec, attach, portforward, proxy) add a
@@ -79,6 +79,25 @@ pub enum Subresource {
     Eviction,
     /// `namespaces/finalize`: replaces `spec.finalizers`.
     Finalize,
+    /// `pods/log`: a container's log, streamed from the pod's node agent.
+    Log,
+    /// `pods/exec`: runs a command in a container, streamed over an upgraded connection.
+    Exec,
+    /// `pods/attach`: joins a container's main process, streamed likewise.
+    Attach,
+    /// `pods/portforward`: connections to ports inside the pod, streamed likewise.
+    PortForward,
+}
+
+impl Subresource {
+    /// Whether the subresource is served over an upgraded connection (the body is not read
+    /// first, and the handler needs the connection).
+    pub fn is_streaming(self) -> bool {
+        matches!(
+            self,
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward
+        )
+    }
 }
 
 /// A kind's create, update and delete rules (upstream's `RESTCreateStrategy`,
@@ -144,14 +163,11 @@ pub trait Strategy: Send + Sync + 'static {
         false
     }
 
-    /// The columns of the kind's `Table` (`kubectl get`); NAME and AGE by default.
-    fn table_columns(&self) -> Vec<TableColumn> {
-        table::generic_columns()
-    }
-
-    /// The cells of one object's row, matching [`Strategy::table_columns`].
-    fn table_cells(&self, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
-        table::generic_cells(obj, now)
+    /// How the kind prints in `kubectl get` at `r`'s version (upstream's `TableConvertor`):
+    /// by default the built-in printer of the resource ([`table::builtin`]), else NAME and
+    /// CREATED AT.
+    fn table_convertor(&self, r: &ResourceInfo) -> Arc<dyn TableConvertor> {
+        table::builtin(&r.group, &r.plural)
     }
 
     /// True if a delete that removes the object answers with the object rather than a

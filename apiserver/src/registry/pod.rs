@@ -1,8 +1,9 @@
 //! Pods: pod spec defaults and validation, the initial `Pending` status with its QoS class,
-//! graceful deletion, field selectors, and the `binding` and `eviction` subresources.
+//! graceful deletion, field selectors, and the `binding`, `eviction`, `exec`, `attach` and
+//! `portforward` subresources.
 
-use kybernetes_core::Clock;
 use kybernetes_core::status::StatusCause;
+use kybernetes_core::{ApiError, Clock};
 use serde_json::{Value, json};
 
 use super::pod_template::{default_pod_spec, validate_pod_spec};
@@ -68,6 +69,10 @@ impl Strategy for PodStrategy {
         match name {
             "binding" => Some(Subresource::Binding),
             "eviction" => Some(Subresource::Eviction),
+            "log" => Some(Subresource::Log),
+            "exec" => Some(Subresource::Exec),
+            "attach" => Some(Subresource::Attach),
+            "portforward" => Some(Subresource::PortForward),
             _ => None,
         }
     }
@@ -102,5 +107,123 @@ pub fn qos_class(pod: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+/// The annotation naming the container kubectl picks when none is given.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+/// Which container a request that names none is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerDefault {
+    /// The pod's only container (upstream's server rule, `pods/log`).
+    OnlyContainer,
+    /// The annotated default container, else the only one (exec and attach here: what
+    /// kubectl does on its side, so that every client gets it).
+    AnnotationOrOnly,
+}
+
+fn names(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .map(String::from)
+        .collect()
+}
+
+/// The spec of container `name` (app, init or ephemeral).
+pub fn container_spec<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
+        .flatten()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// The container a request is for (upstream's `LogLocation` and `streamLocation`): the one
+/// asked for (which must exist), else, with [`ContainerDefault::AnnotationOrOnly`], the pod's
+/// `kubectl.kubernetes.io/default-container`, else its only container; otherwise 400 listing
+/// the choices, worded as upstream.
+pub fn choose_container(
+    pod: &Value,
+    name: &str,
+    requested: Option<&str>,
+    default: ContainerDefault,
+) -> Result<String, ApiError> {
+    if let Some(c) = requested {
+        return match container_spec(pod, c) {
+            Some(_) => Ok(c.to_string()),
+            None => Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            ))),
+        };
+    }
+    let containers = names(pod, "containers");
+    let annotated = pod
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(DEFAULT_CONTAINER_ANNOTATION))
+        .and_then(Value::as_str)
+        .filter(|c| {
+            default == ContainerDefault::AnnotationOrOnly && containers.iter().any(|n| n == c)
+        });
+    if let Some(c) = annotated {
+        return Ok(c.to_string());
+    }
+    match containers.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}"
+        ))),
+        many => {
+            let mut message = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                many.join(" ")
+            );
+            let init = names(pod, "initContainers");
+            if !init.is_empty() {
+                message.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            Err(ApiError::bad_request(message))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_container_is_the_only_one_the_annotated_one_or_must_be_named() {
+        const AOO: ContainerDefault = ContainerDefault::AnnotationOrOnly;
+        let one = json!({"spec": {"containers": [{"name": "app"}]}});
+        assert_eq!(choose_container(&one, "p", None, AOO).expect("only"), "app");
+        let two = json!({
+            "metadata": {"annotations": {DEFAULT_CONTAINER_ANNOTATION: "side"}},
+            "spec": {"containers": [{"name": "app"}, {"name": "side"}], "initContainers": [{"name": "init"}]},
+        });
+        assert_eq!(
+            choose_container(&two, "p", None, AOO).expect("annotated"),
+            "side"
+        );
+        assert_eq!(
+            choose_container(&two, "p", Some("init"), AOO).expect("named"),
+            "init"
+        );
+        let mut unannotated = two.clone();
+        unannotated["metadata"] = json!({});
+        let e = choose_container(&unannotated, "p", None, AOO).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert_eq!(
+            e.message,
+            "a container name must be specified for pod p, choose one of: [app side] or one of the init containers: [init]"
+        );
+        let e = choose_container(&one, "p", Some("nope"), AOO).unwrap_err();
+        assert_eq!(e.message, "container nope is not valid for pod p");
     }
 }

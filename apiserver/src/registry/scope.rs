@@ -185,6 +185,9 @@ impl RequestScope {
 
     /// True if the client asked for `PartialObjectMetadata`.
     pub fn metadata_only(&self) -> bool {
-        self.accept.contains("as=PartialObjectMetadata")
+        matches!(
+            crate::negotiation::negotiate(&self.accept),
+            Ok(crate::negotiation::Output::PartialObjectMetadata(_))
+        )
     }
 }

@@ -10,16 +10,19 @@ use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::Value;
 
 use crate::authentication::UserInfo;
-use crate::registry::{RequestScope, Strategy};
+use crate::registry::{RequestScope, Strategy, Subresource};
 use crate::request::{self, DeleteOptions, ListQuery, RequestInfo, Target};
 use crate::response::{self, ApiResponse};
 use crate::{Inner, discovery};
 use decode::decode_object;
+use output::Form;
 
 pub mod decode;
 pub mod delete;
 mod duplicates;
 pub mod eviction;
+pub mod log;
+pub mod output;
 pub mod read;
 pub mod subresource;
 pub mod watch;
@@ -61,10 +64,26 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
     if let Some(w) = scope.strategy.version_warning(&scope.resource.version) {
         scope.warnings.add(w);
     }
+    if let Some(kind) = streaming_subresource(&scope) {
+        let request = crate::streaming::ConnectRequest {
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            on_upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        };
+        return crate::streaming::serve(inner, &scope, kind, request).await;
+    }
     let body = read_body(inner, &parts.headers, body).await?;
     let mut response = serve_resource(inner, &scope, &parts.method, &body).await?;
     scope.warnings.write_headers(response.headers_mut());
     Ok(response)
+}
+
+/// The streaming subresource (exec, attach, port-forward) a GET or POST asks for, if any.
+fn streaming_subresource(scope: &RequestScope) -> Option<Subresource> {
+    let sub = scope.subresource.as_deref()?;
+    let kind = scope.strategy.subresource(sub)?;
+    let verb_ok = matches!(scope.verb.as_str(), "get" | "create");
+    (kind.is_streaming() && verb_ok).then_some(kind)
 }
 
 /// Serves a request to a resource or one of its subresources, by verb.
@@ -81,8 +100,9 @@ async fn serve_resource(
     match scope.verb.as_str() {
         "list" => {
             let q = ListQuery::parse(&scope.query)?;
+            let form = Form::of(scope)?;
             let list = read::list(inner, scope, &q).await?;
-            Ok(respond_list(scope, list))
+            Ok(form.respond_list(list, inner.clock.now()))
         }
         "watch" => {
             let mut q = ListQuery::parse(&scope.query)?;
@@ -92,8 +112,9 @@ async fn serve_resource(
             watch::watch(inner, scope, q).await
         }
         "get" => {
+            let form = Form::of(scope)?;
             let obj = read::get(inner, &scope.resource, scope.ns(), scope.name()).await?;
-            Ok(respond_object(scope, obj))
+            Ok(form.respond_object(obj, inner.clock.now()))
         }
         "create" if scope.name.is_none() => {
             let obj = decode_object(scope, body)?;
@@ -179,42 +200,6 @@ async fn read_body(
             ApiError::bad_request(format!("the request body could not be read: {e}"))
         }
     })
-}
-
-/// The response step of a read: the object in the form the client's `Accept` asks for
-/// (`PartialObjectMetadata`; the `Table` form plugs in here, from the kind's strategy).
-fn respond_object(scope: &RequestScope, obj: Value) -> ApiResponse {
-    let obj = if scope.metadata_only() {
-        crate::object::partial_metadata(&obj)
-    } else {
-        obj
-    };
-    response::json(StatusCode::OK, &obj)
-}
-
-/// The response step of a list, as [`respond_object`].
-fn respond_list(scope: &RequestScope, list: Value) -> ApiResponse {
-    let list = if scope.metadata_only() {
-        partial_list(list)
-    } else {
-        list
-    };
-    response::json(StatusCode::OK, &list)
-}
-
-/// A list in the `PartialObjectMetadataList` form.
-fn partial_list(mut list: Value) -> Value {
-    let items: Vec<Value> = list
-        .get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(crate::object::partial_metadata)
-        .collect();
-    list["kind"] = serde_json::json!("PartialObjectMetadataList");
-    list["apiVersion"] = serde_json::json!("meta.k8s.io/v1");
-    list["items"] = Value::Array(items);
-    list
 }
 
 fn append_name_selector(existing: &str, name: &str) -> String {

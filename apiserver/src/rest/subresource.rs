@@ -1,5 +1,5 @@
 //! Subresources: the generic `status` and `scale`, and the handlers a kind's strategy names
-//! ([`Subresource`]): `pods/binding`, `pods/eviction` and `namespaces/finalize`.
+//! ([`Subresource`]): `pods/binding`, `pods/eviction`, `pods/log` and `namespaces/finalize`.
 
 use std::sync::Arc;
 
@@ -57,6 +57,7 @@ pub async fn handle(
                     &success_status("", "pods", name, None),
                 ))
             }
+            (Some(Subresource::Log), &Method::GET) => super::log::get(inner, scope).await,
             (Some(Subresource::Eviction), &Method::POST) => {
                 super::eviction::evict(inner, scope, body).await
             }

@@ -14,11 +14,12 @@ use axum::body::Body;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, Response, StatusCode, header};
-use kybernetes_core::{ApiError, ResourceInfo};
-use serde_json::json;
+use kybernetes_core::{ApiError, Clock, ResourceInfo};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::output::Form;
 use super::read::{FRESHNESS_TIMEOUT, Filter};
 use super::store_err;
 use crate::Inner;
@@ -34,8 +35,13 @@ struct Watcher {
     filter: Filter,
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     last_rv: i64,
-    /// Send `PartialObjectMetadata` objects.
-    metadata_only: bool,
+    /// The objects, their `PartialObjectMetadata`, or one-row `Table`s.
+    form: Form,
+    /// True once a `Table` with `columnDefinitions` went out: later ones have none, as
+    /// upstream's watch encoder.
+    headers_sent: bool,
+    /// For the ages in `Table` rows.
+    clock: Clock,
     /// The kind's strategy: custom resources are served at the watched version.
     strategy: Arc<dyn Strategy>,
 }
@@ -65,27 +71,50 @@ impl Watcher {
             (EventType::Modified, true, false) => EventType::Deleted,
             (_, _, false) => return true,
         };
-        let bytes = match (kind == ev.kind, self.metadata_only) {
-            (true, true) => ev.encoded_metadata(),
-            (_, true) => encode_event(kind, &object::partial_metadata(ev.object.value())),
-            (same, false) => match self.strategy.served_form(&self.resource, ev.object.value()) {
+        let same = kind == ev.kind;
+        let bytes = match &self.form {
+            Form::Metadata if same => ev.encoded_metadata(),
+            Form::Metadata => encode_event(kind, &object::partial_metadata(ev.object.value())),
+            Form::Object => match self.strategy.served_form(&self.resource, ev.object.value()) {
                 Some(served) => encode_event(kind, &served),
                 None if same => ev.encoded(),
                 None => encode_event(kind, ev.object.value()),
             },
+            Form::Table(_) => self.encode_table(kind, ev.object.value()),
         };
         self.send(bytes).await
     }
 
     /// The ADDED event of an object of the initial state.
-    fn added(&self, obj: &serde_json::Value) -> Bytes {
-        if self.metadata_only {
-            return encode_event(EventType::Added, &object::partial_metadata(obj));
+    fn added(&mut self, obj: &Value) -> Bytes {
+        match &self.form {
+            Form::Metadata => encode_event(EventType::Added, &object::partial_metadata(obj)),
+            Form::Object => match self.strategy.served_form(&self.resource, obj) {
+                Some(served) => encode_event(EventType::Added, &served),
+                None => encode_event(EventType::Added, obj),
+            },
+            Form::Table(_) => self.encode_table(EventType::Added, obj),
         }
-        match self.strategy.served_form(&self.resource, obj) {
-            Some(served) => encode_event(EventType::Added, &served),
-            None => encode_event(EventType::Added, obj),
-        }
+    }
+
+    /// An event carrying the one-row `Table` of a stored object, served at the watched
+    /// version; the first such event has the column definitions.
+    fn encode_table(&mut self, kind: EventType, stored: &Value) -> Bytes {
+        let served = self.strategy.served_form(&self.resource, stored);
+        encode_event_of(
+            kind.as_str(),
+            &self.table(served.as_ref().unwrap_or(stored)),
+        )
+    }
+
+    /// The one-row `Table` of an object, with column definitions only the first time.
+    fn table(&mut self, obj: &Value) -> Value {
+        let Form::Table(t) = &self.form else {
+            return obj.clone();
+        };
+        let table = t.object_table(obj, self.clock.now(), !self.headers_sent);
+        self.headers_sent = true;
+        table
     }
 
     async fn bookmark(&mut self, initial_events_end: bool) -> bool {
@@ -94,11 +123,17 @@ impl Watcher {
             meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
         let obj = json!({ "kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": meta });
-        let mut line =
-            serde_json::to_vec(&json!({ "type": "BOOKMARK", "object": obj })).unwrap_or_default();
-        line.push(b'\n');
-        self.send(Bytes::from(line)).await
+        // As upstream, a Table watch gets its bookmarks as Tables too.
+        let obj = self.table(&obj);
+        self.send(encode_event_of("BOOKMARK", &obj)).await
     }
+}
+
+/// Encodes `{"type":..,"object":..}\n` for any event type.
+fn encode_event_of(type_: &str, obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({ "type": type_, "object": obj })).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
 
 /// Starts a watch and returns the streaming response.
@@ -107,7 +142,8 @@ pub async fn watch(
     scope: &RequestScope,
     q: ListQuery,
 ) -> Result<ApiResponse, ApiError> {
-    let (r, metadata_only) = (&*scope.resource, scope.metadata_only());
+    let r = &*scope.resource;
+    let form = Form::of(scope)?;
     let filter = Filter::new(scope, &q)?;
     let rv = q.rv()?;
     let prefix = r.namespace_prefix(scope.ns());
@@ -148,7 +184,9 @@ pub async fn watch(
         filter,
         tx,
         last_rv: rv.unwrap_or(0),
-        metadata_only,
+        form,
+        headers_sent: false,
+        clock: inner.clock.clone(),
         strategy: scope.strategy.clone(),
     };
     let timeout = q
@@ -344,8 +382,5 @@ fn error_stream(err: &ApiError) -> ApiResponse {
 
 /// An ERROR watch event carrying a Status.
 pub fn encode_error(err: &ApiError) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({ "type": "ERROR", "object": err.to_status() }))
-        .unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+    encode_event_of("ERROR", &err.to_status())
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use x509_parser::extensions::GeneralName;
 
@@ -262,9 +262,7 @@ fn new_client(
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, user);
     for g in groups {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, *g);
+        params.distinguished_name.push(DnType::OrganizationName, *g);
     }
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -287,8 +285,8 @@ fn covers(cert_pem: &str, names: &[String], path: &Path) -> Result<bool, PkiErro
         path: path.to_path_buf(),
         message,
     };
-    let (_, pem) =
-        x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| invalid(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| invalid(e.to_string()))?;
     let sans = cert
         .subject_alternative_name()
@@ -306,10 +304,12 @@ fn covers(cert_pem: &str, names: &[String], path: &Path) -> Result<bool, PkiErro
             _ => {}
         }
     }
-    Ok(all_serving_names(names).iter().all(|n| match n.parse::<IpAddr>() {
-        Ok(ip) => ips.contains(&ip),
-        Err(_) => dns.iter().any(|d| d == n),
-    }))
+    Ok(all_serving_names(names)
+        .iter()
+        .all(|n| match n.parse::<IpAddr>() {
+            Ok(ip) => ips.contains(&ip),
+            Err(_) => dns.iter().any(|d| d == n),
+        }))
 }
 
 /// The files of a PKI directory: `<name>.crt` and `<name>.key`.
@@ -397,6 +397,13 @@ mod tests {
         assert_ne!(first.serving().cert_pem, moved.serving().cert_pem);
         assert_eq!(first.admin().cert_pem, moved.admin().cert_pem);
         let path = dir.path().join("apiserver.crt");
-        assert!(covers(&moved.serving().cert_pem, &["192.0.2.11".into(), "localhost".into()], &path).expect("parse"));
+        assert!(
+            covers(
+                &moved.serving().cert_pem,
+                &["192.0.2.11".into(), "localhost".into()],
+                &path
+            )
+            .expect("parse")
+        );
     }
 }

@@ -29,7 +29,13 @@ impl std::fmt::Debug for Kubeconfig {
 impl Kubeconfig {
     /// A kubeconfig for `user` reaching the server at `addr`, trusting `ca_pem`. `name` names
     /// the cluster and the context (`kybernetes`).
-    pub fn new(name: &str, addr: SocketAddr, ca_pem: &str, user: &str, client: &CertifiedKey) -> Self {
+    pub fn new(
+        name: &str,
+        addr: SocketAddr,
+        ca_pem: &str,
+        user: &str,
+        client: &CertifiedKey,
+    ) -> Self {
         let server = format!("https://{}", connect_address(addr));
         let b64 = |s: &str| STANDARD.encode(s.as_bytes());
         let doc = json!({

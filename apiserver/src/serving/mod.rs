@@ -126,10 +126,12 @@ impl HttpsServer {
         if let Some(tokens) = config.token_file {
             authentication = authentication.with(tokens);
         }
-        let service = api.authenticated_service().layer(axum::middleware::from_fn_with_state(
-            Arc::new(authentication),
-            authn::with_authentication,
-        ));
+        let service = api
+            .authenticated_service()
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(authentication),
+                authn::with_authentication,
+            ));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(server::accept_loop(listener, tls, service, stopped));
         tracing::info!(%addr, "serving the API over HTTPS");

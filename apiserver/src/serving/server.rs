@@ -88,10 +88,11 @@ pub(crate) async fn accept_loop(
                     .map(|c| c.iter().map(|c| c.to_vec()).collect())
                     .unwrap_or_default(),
             );
-            let service = service.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(certs.clone());
-                req
-            });
+            let service =
+                service.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(certs.clone());
+                    req
+                });
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(tls),
                 TowerToHyperService::new(service),

@@ -1,13 +1,12 @@
-//! The fake's streams: log following and interactive exec.
+//! The fake's log streams, followed or not.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::Inner;
-use crate::stream::{ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream};
+use crate::stream::{LogLine, LogOptions, LogStream};
 use crate::{Error, Result};
 
 struct Follow {
@@ -86,51 +85,4 @@ pub(crate) fn log_stream(inner: &Arc<Inner>, id: &str, options: &LogOptions) -> 
         }
     });
     Ok(stream.boxed())
-}
-
-/// An exec session that prints the scripted result. `cat` echoes stdin to stdout.
-pub(crate) fn exec_session(request: ExecRequest, result: ExecResult) -> ExecSession {
-    let is_cat = request.cmd.first().is_some_and(|c| c == "cat") && request.cmd.len() == 1;
-    let (out_w, out_r) = tokio::io::duplex(64 * 1024);
-    let (err_w, err_r) = tokio::io::duplex(64 * 1024);
-    let (in_w, in_r) = tokio::io::duplex(64 * 1024);
-    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-    let tty = request.tty;
-    tokio::spawn(async move {
-        let mut out_w = out_w;
-        let mut err_w = err_w;
-        let mut in_r = in_r;
-        if is_cat {
-            let _ = tokio::io::copy(&mut in_r, &mut out_w).await;
-        } else {
-            // Read and discard stdin until it closes, so writers never block.
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while matches!(in_r.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-        let _ = out_w.write_all(&result.stdout).await;
-        if tty {
-            let _ = out_w.write_all(&result.stderr).await;
-        } else {
-            let _ = err_w.write_all(&result.stderr).await;
-        }
-        drop(out_w);
-        drop(err_w);
-        let _ = exit_tx.send(result.exit_code);
-    });
-    let (resize, mut resize_rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move { while resize_rx.recv().await.is_some() {} });
-    ExecSession {
-        stdin: request.stdin.then(|| Box::pin(in_w) as _),
-        stdout: request.stdout.then(|| Box::pin(out_r) as _),
-        stderr: (request.stderr && !tty).then(|| Box::pin(err_r) as _),
-        resize: tty.then_some(resize),
-        exit: Box::pin(async move {
-            exit_rx.await.map_err(|_| Error::Backend {
-                context: "exec session ended without an exit code".into(),
-                source: None,
-            })
-        }),
-    }
 }

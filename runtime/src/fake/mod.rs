@@ -5,7 +5,10 @@
 //! Containers "run" instantly (or after configured [`Latencies`]); scripted exits use
 //! `tokio::time`, so under a paused tokio clock a 5-minute run passes at once.
 
+mod attach;
+mod exec;
 mod logs;
+mod port;
 mod script;
 mod service;
 
@@ -26,6 +29,7 @@ use crate::probe::ProbeKind;
 use crate::sandbox::{PodSandboxConfig, PodSandboxStatus};
 use crate::stream::{LogLine, LogStreamKind};
 
+pub use port::PortResponder;
 pub use script::{ContainerScript, ProbeScript, PullFailure};
 
 /// A signal the fake delivered to a container on `stop_container`.
@@ -61,6 +65,14 @@ pub struct ExecCall {
 
 /// An in-memory container runtime for tests. Cheap to clone: clones share state, so a test
 /// keeps one handle while node agents use others.
+///
+/// Streams work as a small container would: an interactive exec runs the command's scripted
+/// result ([`ContainerScript::on_exec`]) or one of a few built-ins (`echo`, `cat` echoing
+/// stdin, `env`, `printenv`, `hostname`, `sleep`, `true`, `false`, `sh -c 'A; B && C'` and
+/// an `sh` reading commands from stdin; any other command exits 0); an attach sees what the
+/// container writes from then on and, with [`ContainerScript::echo_stdin`], echoes its stdin;
+/// port-forward reaches the ports scripted with [`ContainerScript::serve_port`] and is refused
+/// elsewhere.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

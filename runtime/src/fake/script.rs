@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::port::PortResponder;
 use crate::probe::{ProbeKind, ProbeResult};
 use crate::stream::ExecResult;
 
 /// How a fake container behaves. The default runs until stopped, exits on SIGTERM with code
-/// 143, passes every probe and answers every command with exit code 0.
+/// 143, passes every probe, runs the fake's built-in commands (`echo`, `cat`, `env`,
+/// `sh -c "exit 3"`, see [`FakeRuntime`](super::FakeRuntime)) and answers every other command
+/// with exit code 0, ignores what an attach writes to it, and listens on no port.
 ///
 /// A script applies to every attempt of the container it is registered for
 /// ([`FakeRuntime::script_container`](super::FakeRuntime::script_container) by container
@@ -36,6 +39,8 @@ pub struct ContainerScript {
     pub(crate) exec: Vec<(Vec<String>, ExecResult)>,
     pub(crate) memory_bytes: u64,
     pub(crate) start_logs: Vec<String>,
+    pub(crate) echo_stdin: bool,
+    pub(crate) ports: HashMap<u16, PortResponder>,
 }
 
 impl Default for ContainerScript {
@@ -49,6 +54,8 @@ impl Default for ContainerScript {
             exec: Vec::new(),
             memory_bytes: 16 * 1024 * 1024,
             start_logs: Vec::new(),
+            echo_stdin: false,
+            ports: HashMap::new(),
         }
     }
 }
@@ -137,6 +144,28 @@ impl ContainerScript {
     /// A line written to stdout when the container starts.
     pub fn log_on_start(mut self, line: impl Into<String>) -> Self {
         self.start_logs.push(line.into());
+        self
+    }
+
+    /// The main process copies what an attach writes to its stdin to its stdout (as a
+    /// container running `cat` would): each line lands in the log and in every attach.
+    pub fn echo_stdin(mut self) -> Self {
+        self.echo_stdin = true;
+        self
+    }
+
+    /// Something listens on `port` inside the pod, answering as `responder` says; reached
+    /// through port-forward. A port nothing listens on refuses connections.
+    ///
+    /// ```
+    /// use kybernetes_runtime::fake::{ContainerScript, PortResponder};
+    /// let web = ContainerScript::new()
+    ///     .serve_port(8080, PortResponder::http(200, "hello\n"))
+    ///     .serve_port(9000, PortResponder::Echo);
+    /// # let _ = web;
+    /// ```
+    pub fn serve_port(mut self, port: u16, responder: PortResponder) -> Self {
+        self.ports.insert(port, responder);
         self
     }
 

@@ -8,8 +8,11 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch};
 use tracing::debug;
 
+use super::attach::attach_session;
+use super::exec::{ExecContext, exec_session};
 use super::{
-    FakeContainer, FakeRuntime, FakeSandbox, Inner, PullFailure, Signal, fake_image, mark_exited,
+    FakeContainer, FakeRuntime, FakeSandbox, Inner, PullFailure, Signal, State, fake_image,
+    mark_exited, port,
 };
 use crate::container::{
     ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerState,
@@ -21,8 +24,8 @@ use crate::probe::{ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
 use crate::stream::{
-    ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions, LogStream,
-    LogStreamKind,
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions,
+    LogStream, LogStreamKind, PortForwardStream,
 };
 use crate::{Error, Result};
 
@@ -50,6 +53,21 @@ pub(crate) fn exit_container(
     }
     debug!(container = id, code, "fake container exits");
     mark_exited(inner, c, code, None);
+}
+
+/// The container, if it is running.
+fn running<'a>(st: &'a State, id: &str) -> Result<&'a FakeContainer> {
+    let c = st
+        .containers
+        .get(id)
+        .ok_or_else(|| not_found("container", id))?;
+    if !c.status.state.is_running() {
+        return Err(Error::InvalidState {
+            id: id.into(),
+            message: "container is not running".into(),
+        });
+    }
+    Ok(c)
 }
 
 fn schedule_exit(
@@ -378,24 +396,68 @@ impl Runtime for FakeRuntime {
     }
 
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
-        let result = {
+        let (script, ctx) = {
             let st = self.inner().lock();
-            let c = st
-                .containers
-                .get(container_id)
-                .ok_or_else(|| not_found("container", container_id))?;
-            if !c.status.state.is_running() {
+            let c = running(&st, container_id)?;
+            let hostname = st
+                .sandboxes
+                .get(&c.status.sandbox_id)
+                .map(|s| s.config.hostname.clone())
+                .unwrap_or_default();
+            let ctx = ExecContext {
+                env: c.config.env.clone(),
+                hostname,
+            };
+            (c.script.clone(), ctx)
+        };
+        Ok(exec_session(
+            self.inner(),
+            container_id,
+            request,
+            script,
+            ctx,
+        ))
+    }
+
+    async fn attach(&self, container_id: &str, request: AttachRequest) -> Result<ExecSession> {
+        let echo = {
+            let st = self.inner().lock();
+            running(&st, container_id)?.script.echo_stdin
+        };
+        attach_session(self.inner(), container_id, request, echo)
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn PortForwardStream>> {
+        let responder = {
+            let st = self.inner().lock();
+            let sandbox = st
+                .sandboxes
+                .get(sandbox_id)
+                .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+            if sandbox.status.state != PodSandboxState::Ready {
                 return Err(Error::InvalidState {
-                    id: container_id.into(),
-                    message: "container is not running".into(),
+                    id: sandbox_id.into(),
+                    message: "sandbox is not ready".into(),
                 });
             }
-            c.script
-                .exec_result(&request.cmd)
-                .cloned()
-                .unwrap_or_default()
+            st.containers
+                .values()
+                .filter(|c| c.status.sandbox_id == sandbox_id && c.status.state.is_running())
+                .find_map(|c| c.script.ports.get(&port).cloned())
         };
-        Ok(super::logs::exec_session(request, result))
+        match responder {
+            Some(r) => Ok(port::connect(r, port)),
+            None => Err(Error::Backend {
+                context: format!(
+                    "failed to connect to localhost:{port} inside the pod's network namespace: connection refused"
+                ),
+                source: None,
+            }),
+        }
     }
 
     async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {

@@ -168,7 +168,8 @@ mod tests {
 
     #[test]
     fn token_file_lines_name_user_uid_and_groups() {
-        let file = TokenFile::parse("s3cret,alice,1001,\"dev,ops\"\n\nt2,bob,1002\n").expect("parse");
+        let file =
+            TokenFile::parse("s3cret,alice,1001,\"dev,ops\"\n\nt2,bob,1002\n").expect("parse");
         assert_eq!(file.len(), 2);
         let alice = file
             .authenticate(&request("Bearer s3cret"))
@@ -177,16 +178,25 @@ mod tests {
         assert_eq!(alice.name, "alice");
         assert_eq!(alice.uid, "1001");
         assert_eq!(alice.groups, vec!["dev", "ops"]);
-        let bob = file.authenticate(&request("Bearer t2")).expect("ok").expect("known");
+        let bob = file
+            .authenticate(&request("Bearer t2"))
+            .expect("ok")
+            .expect("known");
         assert!(bob.groups.is_empty());
     }
 
     #[test]
     fn an_unknown_bearer_token_is_refused() {
         let file = TokenFile::parse("s3cret,alice,1001\n").expect("parse");
-        let err = file.authenticate(&request("Bearer nope")).expect_err("refused");
+        let err = file
+            .authenticate(&request("Bearer nope"))
+            .expect_err("refused");
         assert_eq!(err.code, 401);
-        assert!(file.authenticate(&request("Basic abc")).expect("ok").is_none());
+        assert!(
+            file.authenticate(&request("Basic abc"))
+                .expect("ok")
+                .is_none()
+        );
     }
 
     #[test]

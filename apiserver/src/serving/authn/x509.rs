@@ -30,7 +30,11 @@ impl Authenticator for ClientCertificates {
 /// The user a DER certificate names.
 pub fn user_of(der: &[u8]) -> Result<UserInfo, ApiError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| {
-        ApiError::new(401, "Unauthorized", format!("unreadable client certificate: {e}"))
+        ApiError::new(
+            401,
+            "Unauthorized",
+            format!("unreadable client certificate: {e}"),
+        )
     })?;
     let subject = cert.subject();
     let name = subject
