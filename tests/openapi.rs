@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kybernetes::Cluster;
 use serde_json::{Value, json};
 

@@ -149,11 +149,14 @@ impl Strategy for CustomResourceStrategy {
     }
 }
 
+/// Custom resource strategies by (group, plural).
+type StrategiesByResource = HashMap<(String, String), Arc<CustomResourceStrategy>>;
+
 /// The strategies of the custom resources, by (group, plural): written when a CRD is, read
 /// by every request to a custom resource. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct CustomResourceStrategies {
-    inner: Arc<RwLock<HashMap<(String, String), Arc<CustomResourceStrategy>>>>,
+    inner: Arc<RwLock<StrategiesByResource>>,
 }
 
 impl CustomResourceStrategies {
