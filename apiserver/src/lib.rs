@@ -78,6 +78,7 @@ pub mod kubelet;
 pub mod metrics;
 pub mod negotiation;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod request;
@@ -169,6 +170,7 @@ pub(crate) struct Inner {
     pub admission: AdmissionChain,
     pub kubelets: kubelet::KubeletDirectory,
     pub computed: rest::computed::ComputedResources,
+    pub openapi: openapi::OpenApiCache,
     pub metrics: metrics::ApiMetrics,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
@@ -252,6 +254,7 @@ impl ApiServer {
             admission: AdmissionChain::new(plugins),
             kubelets: kubelet::KubeletDirectory::default(),
             computed: rest::computed::ComputedResources::builtin(),
+            openapi: openapi::OpenApiCache::default(),
             metrics,
             authorizer,
             config,

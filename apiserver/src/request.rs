@@ -103,6 +103,8 @@ pub enum Target {
     },
     /// `/metrics`.
     Metrics,
+    /// `/openapi/v2`, `/openapi/v3` and its documents.
+    OpenApi(crate::openapi::OpenApiPath),
     /// Anything else.
     Unknown,
 }
@@ -122,6 +124,11 @@ pub fn parse_path(path: &str) -> Target {
         },
         ["metrics"] => Target::Metrics,
         ["api"] => Target::CoreVersions,
+        ["openapi", "v2"] => Target::OpenApi(crate::openapi::OpenApiPath::V2),
+        ["openapi", "v3"] => Target::OpenApi(crate::openapi::OpenApiPath::V3Index),
+        ["openapi", "v3", rest @ ..] => {
+            Target::OpenApi(crate::openapi::OpenApiPath::V3(rest.join("/")))
+        }
         ["apis"] => Target::Groups,
         ["apis", g] => Target::Group(g.to_string()),
         ["api", v] => Target::ResourceList {

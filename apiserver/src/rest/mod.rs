@@ -20,6 +20,7 @@ use output::Form;
 pub mod computed;
 pub mod decode;
 pub mod delete;
+mod duplicates;
 pub mod eviction;
 pub mod health;
 pub mod log;
@@ -188,6 +189,7 @@ async fn non_resource(
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             inner.metrics.encode(),
         )),
+        Target::OpenApi(path) => crate::openapi::serve(inner, &path, parts),
         Target::CoreVersions => Ok(response::json(StatusCode::OK, &discovery::core_versions())),
         Target::Groups => Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
         Target::Group(g) => discovery::group(reg, &g)
