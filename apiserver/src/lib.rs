@@ -76,6 +76,7 @@ pub mod filters;
 pub mod kubelet;
 pub mod object;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod response;
