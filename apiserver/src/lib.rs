@@ -80,6 +80,7 @@ pub mod negotiation;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 mod resource_metrics;
