@@ -77,8 +77,10 @@ pub mod discovery;
 pub mod duplex;
 pub mod filters;
 pub mod kubelet;
+pub mod metrics;
 pub mod negotiation;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod request;
@@ -168,6 +170,8 @@ pub(crate) struct Inner {
     pub strategies: StrategyTable,
     pub admission: AdmissionChain,
     pub kubelets: kubelet::KubeletDirectory,
+    pub openapi: openapi::OpenApiCache,
+    pub metrics: metrics::ApiMetrics,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
@@ -226,6 +230,8 @@ impl ApiServer {
         config: ApiServerConfig,
     ) -> Result<Self, ApiError> {
         let (shutdown, _) = watch::channel(false);
+        let metrics = metrics::ApiMetrics::default();
+        let store: Arc<dyn Store> = Arc::new(metrics::MeteredStore::new(store, metrics.clone()));
         let services = Arc::new(service_alloc::ServiceAllocator::new(&config.cluster)?);
         let registry = Registry::with_builtins();
         let strategies = StrategyTable::builtin(&StrategyDeps {
@@ -247,6 +253,8 @@ impl ApiServer {
             strategies,
             admission: AdmissionChain::new(plugins),
             kubelets: kubelet::KubeletDirectory::default(),
+            openapi: openapi::OpenApiCache::default(),
+            metrics,
             authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),
@@ -340,6 +348,11 @@ impl ApiServer {
         let chain = tower::ServiceBuilder::new()
             // 1. What the request asks for.
             .layer(axum::middleware::from_fn(filters::with_request_info))
+            // 1a. Counted and timed, whatever the outcome (upstream's metrics filter).
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.metrics.clone(),
+                metrics::with_metrics,
+            ))
             // 2. Who asks (the default identity, if no outer layer authenticated the request).
             .layer(axum::middleware::from_fn_with_state(
                 default_user,

@@ -94,8 +94,17 @@ pub enum Target {
     },
     /// A resource request.
     Resource(RequestInfo),
-    /// `/healthz`, `/livez`, `/readyz`.
-    Health,
+    /// `/healthz`, `/livez`, `/readyz`, or one check of them (`/readyz/etcd`).
+    Health {
+        /// `healthz`, `livez` or `readyz`.
+        endpoint: String,
+        /// One check by name, or all of them.
+        check: Option<String>,
+    },
+    /// `/metrics`.
+    Metrics,
+    /// `/openapi/v2`, `/openapi/v3` and its documents.
+    OpenApi(crate::openapi::OpenApiPath),
     /// Anything else.
     Unknown,
 }
@@ -109,8 +118,17 @@ pub fn parse_path(path: &str) -> Target {
         .collect();
     match segs.as_slice() {
         ["version"] => Target::Version,
-        ["healthz" | "livez" | "readyz", ..] => Target::Health,
+        [endpoint @ ("healthz" | "livez" | "readyz"), rest @ ..] => Target::Health {
+            endpoint: endpoint.to_string(),
+            check: (!rest.is_empty()).then(|| rest.join("/")),
+        },
+        ["metrics"] => Target::Metrics,
         ["api"] => Target::CoreVersions,
+        ["openapi", "v2"] => Target::OpenApi(crate::openapi::OpenApiPath::V2),
+        ["openapi", "v3"] => Target::OpenApi(crate::openapi::OpenApiPath::V3Index),
+        ["openapi", "v3", rest @ ..] => {
+            Target::OpenApi(crate::openapi::OpenApiPath::V3(rest.join("/")))
+        }
         ["apis"] => Target::Groups,
         ["apis", g] => Target::Group(g.to_string()),
         ["api", v] => Target::ResourceList {

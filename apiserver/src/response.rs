@@ -48,3 +48,12 @@ pub fn text(code: StatusCode, body: &'static str) -> ApiResponse {
     );
     resp
 }
+
+/// A text response of any content type, from an owned body.
+pub fn text_owned(code: StatusCode, content_type: &'static str, body: String) -> ApiResponse {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

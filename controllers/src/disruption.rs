@@ -383,13 +383,17 @@ where
     }
 }
 
+/// What [`disrupted_pods`] finds: the entries still waiting, when the first expires, and the
+/// pods whose entry expired.
+type DisruptedPods = (BTreeMap<String, Time>, Option<DateTime<Utc>>, Vec<Arc<Pod>>);
+
 /// Upstream's `buildDisruptedPodMap`: the entries still waiting for their pod's deletion, when
 /// the first of them expires, and the pods whose entry expired.
 fn disrupted_pods(
     pdb: &PodDisruptionBudget,
     pods: &[Arc<Pod>],
     now: DateTime<Utc>,
-) -> (BTreeMap<String, Time>, Option<DateTime<Utc>>, Vec<Arc<Pod>>) {
+) -> DisruptedPods {
     let mut kept = BTreeMap::new();
     let mut recheck: Option<DateTime<Utc>> = None;
     let mut expired = Vec::new();

@@ -46,6 +46,9 @@ pub struct ResourceInfo {
     /// Whether deletion is graceful (pods): a delete with a grace period sets
     /// `deletionTimestamp` and waits for the node agent.
     pub graceful_delete: bool,
+    /// A review (SelfSubjectReview, SelfSubjectAccessReview): `create` is the only verb, and
+    /// it answers from the request without storing anything.
+    pub create_only: bool,
 }
 
 impl ResourceInfo {
@@ -64,6 +67,7 @@ impl ResourceInfo {
             extra_subresources: Vec::new(),
             has_generation: false,
             graceful_delete: false,
+            create_only: false,
         }
     }
 
@@ -154,6 +158,9 @@ impl ResourceInfo {
 
     /// The verbs advertised in discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.create_only {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -302,12 +309,33 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .short(&["crd", "crds"])
         .status()
         .generation(),
+        r(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            false,
+        )
+        .review(),
+        r(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+        )
+        .review(),
     ]
 }
 
 impl ResourceInfo {
     fn graceful(mut self) -> Self {
         self.graceful_delete = true;
+        self
+    }
+
+    fn review(mut self) -> Self {
+        self.create_only = true;
         self
     }
 }

@@ -507,7 +507,9 @@ pub(crate) async fn apply(
             "Required value: is required for apply patch",
         )
     })?;
-    let applied = applied_config(r, ns, name, sub, body)?;
+    let mut applied = applied_config(r, ns, name, sub, body)?;
+    // Unknown fields leave the configuration before anyone owns them.
+    before::prune_unknown_fields(scope, &mut applied)?;
     let api_version = r.api_version();
     let schema = fm.schema(r);
     if let Some(why) = fieldpath::missing_key(&applied, schema) {

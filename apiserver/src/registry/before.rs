@@ -46,30 +46,72 @@ pub fn check_type(r: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Prunes the fields the kind's schema does not know (custom resources), as the request's
-/// `fieldValidation` says: `Strict` refuses them with upstream's 400, `Ignore` drops them
-/// silently, and `Warn` (the default, as upstream) drops them with a warning each.
+/// Prunes the fields the kind's schema does not know, as the request's `fieldValidation` says:
+/// `Strict` refuses them with upstream's error, `Ignore` drops them silently, and `Warn` (the
+/// default, as upstream) drops them with a warning each. Built-in kinds are checked against
+/// their OpenAPI definitions (what upstream's strict decoding into the Go types reports),
+/// custom resources against their CRD's schema (upstream's pruning).
 pub fn prune_unknown_fields(scope: &RequestScope, obj: &mut Value) -> Result<(), ApiError> {
-    let pruned = scope.strategy.prune_unknown_fields(obj);
-    if pruned.is_empty() {
+    let pruned = scope.strategy.prune_unknown_fields(&scope.resource, obj);
+    let unknown: Vec<String> = pruned
+        .iter()
+        .map(|p| format!("unknown field {p:?}"))
+        .collect();
+    report_strict_errors(scope, &unknown, Some(obj))
+}
+
+/// Duplicated fields of a request body (`duplicate field "spec.replicas"`), as the request's
+/// `fieldValidation` says (see [`prune_unknown_fields`]); the last value was kept.
+/// `body` is the document they were found in (a patch is refused with it).
+pub fn report_duplicate_fields(
+    scope: &RequestScope,
+    paths: &[String],
+    body: &Value,
+) -> Result<(), ApiError> {
+    let dups: Vec<String> = paths
+        .iter()
+        .map(|p| format!("duplicate field {p:?}"))
+        .collect();
+    report_strict_errors(scope, &dups, Some(body))
+}
+
+/// Turns strict decoding errors into a refusal (`Strict`), warnings (`Warn`, the default) or
+/// nothing (`Ignore`). A patch is refused as upstream refuses one: 422 on the `patch` field,
+/// with the patched object as the invalid value; a create or update with 400.
+fn report_strict_errors(
+    scope: &RequestScope,
+    errors: &[String],
+    patched: Option<&Value>,
+) -> Result<(), ApiError> {
+    if errors.is_empty() {
         return Ok(());
     }
-    let unknown = pruned.iter().map(|p| format!("unknown field {p:?}"));
     match scope.field_validation.as_deref() {
         Some("Ignore") => Ok(()),
         Some("Strict") => {
             let r = &scope.resource;
-            let list: Vec<String> = unknown.collect();
+            let strict = format!("strict decoding error: {}", errors.join(", "));
+            if scope.verb == "patch" && !crate::apply::is_apply(&scope.content_type) {
+                let value = patched.map(Value::to_string).unwrap_or_default();
+                return Err(ApiError::invalid(
+                    "",
+                    "",
+                    "",
+                    vec![cause(
+                        "patch",
+                        format!("Invalid value: {value:?}: {strict}"),
+                    )],
+                ));
+            }
             Err(ApiError::bad_request(format!(
-                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
-                list.join(", "),
+                "{kind} in version {version:?} cannot be handled as a {kind}: {strict}",
                 kind = r.kind,
                 version = r.version,
             )))
         }
         _ => {
-            for w in unknown {
-                scope.warnings.add(w);
+            for w in errors {
+                scope.warnings.add(w.clone());
             }
             Ok(())
         }

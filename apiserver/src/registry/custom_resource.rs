@@ -111,7 +111,7 @@ impl Strategy for CustomResourceStrategy {
         }
     }
 
-    fn prune_unknown_fields(&self, obj: &mut Value) -> Vec<String> {
+    fn prune_unknown_fields(&self, _r: &ResourceInfo, obj: &mut Value) -> Vec<String> {
         match self.schema_of(obj) {
             Some(s) => {
                 let s = s.clone();
@@ -149,11 +149,14 @@ impl Strategy for CustomResourceStrategy {
     }
 }
 
+/// Custom resource strategies by (group, plural).
+type StrategiesByResource = HashMap<(String, String), Arc<CustomResourceStrategy>>;
+
 /// The strategies of the custom resources, by (group, plural): written when a CRD is, read
 /// by every request to a custom resource. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct CustomResourceStrategies {
-    inner: Arc<RwLock<HashMap<(String, String), Arc<CustomResourceStrategy>>>>,
+    inner: Arc<RwLock<StrategiesByResource>>,
 }
 
 impl CustomResourceStrategies {
@@ -167,6 +170,14 @@ impl CustomResourceStrategies {
     pub fn remove(&self, group: &str, plural: &str) {
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
         map.remove(&(group.to_string(), plural.to_string()));
+    }
+
+    /// The `openAPIV3Schema` of one version of a custom resource (for the OpenAPI documents).
+    pub fn schema(&self, group: &str, plural: &str, version: &str) -> Option<Value> {
+        let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&(group.to_string(), plural.to_string()))?
+            .schema_of_version(version)
+            .cloned()
     }
 
     /// The strategy of a custom resource, if a CRD defines it.

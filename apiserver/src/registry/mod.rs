@@ -208,10 +208,16 @@ pub trait Strategy: Send + Sync + 'static {
     }
 
     /// Drops the fields the kind's schema does not know and returns their paths
-    /// (`spec.foo`), which `fieldValidation` turns into an error or warnings (custom
-    /// resources: upstream's pruning). Nothing by default.
-    fn prune_unknown_fields(&self, _obj: &mut Value) -> Vec<String> {
-        Vec::new()
+    /// (`spec.foo`), which `fieldValidation` turns into an error or warnings. By default the
+    /// schema is the kind's built-in OpenAPI definition (what upstream's strict decoding into
+    /// the Go type reports); custom resources use their CRD's (upstream's pruning). A kind
+    /// without a definition keeps every field.
+    fn prune_unknown_fields(&self, r: &ResourceInfo, obj: &mut Value) -> Vec<String> {
+        let defs = crate::openapi::Definitions::builtin();
+        match defs.kind(&r.group, &r.version, &r.kind) {
+            Some(k) => crate::openapi::fields::prune_unknown(defs, &k.name, obj),
+            None => Vec::new(),
+        }
     }
 
     /// The object as it is stored, if not as written (custom resources are stored at their

@@ -63,6 +63,29 @@ impl std::fmt::Debug for RequestScope {
     }
 }
 
+/// A write's `fieldValidation` must be `Ignore`, `Warn` or `Strict` (or absent), as upstream's
+/// options validation says (422 on `CreateOptions`, `UpdateOptions` or `PatchOptions`).
+fn check_field_validation(verb: &str, value: Option<&str>) -> Result<(), ApiError> {
+    let options = match verb {
+        "create" => "CreateOptions",
+        "update" => "UpdateOptions",
+        "patch" => "PatchOptions",
+        _ => return Ok(()),
+    };
+    match value {
+        None | Some("Ignore" | "Warn" | "Strict") => Ok(()),
+        Some(other) => Err(ApiError::invalid_field(
+            "meta.k8s.io",
+            options,
+            "",
+            "fieldValidation",
+            format!(
+                "Unsupported value: {other:?}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+            ),
+        )),
+    }
+}
+
 impl RequestScope {
     /// The scope of an HTTP request to `resource`.
     pub fn from_request(
@@ -88,6 +111,11 @@ impl RequestScope {
                 )));
             }
         };
+        let field_validation = query
+            .get("fieldValidation")
+            .filter(|s| !s.is_empty())
+            .cloned();
+        check_field_validation(&info.verb, field_validation.as_deref())?;
         Ok(RequestScope {
             resource,
             strategy,
@@ -98,10 +126,7 @@ impl RequestScope {
             user,
             dry_run,
             field_manager: query.get("fieldManager").filter(|s| !s.is_empty()).cloned(),
-            field_validation: query
-                .get("fieldValidation")
-                .filter(|s| !s.is_empty())
-                .cloned(),
+            field_validation,
             force: query.get("force").is_some_and(|v| v == "true"),
             content_type: header(http::header::CONTENT_TYPE)
                 .unwrap_or_else(|| "application/json".into()),

@@ -19,10 +19,13 @@ use output::Form;
 
 pub mod decode;
 pub mod delete;
+mod duplicates;
 pub mod eviction;
+pub mod health;
 pub mod log;
 pub mod output;
 pub mod read;
+pub mod review;
 pub mod subresource;
 pub mod watch;
 pub mod write;
@@ -44,7 +47,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         None => RequestInfo::parse(&parts.method, &parts.uri),
     };
     if !info.resource_request {
-        return non_resource(inner, &parts);
+        return non_resource(inner, &parts).await;
     }
     let user = parts
         .extensions
@@ -94,6 +97,17 @@ async fn serve_resource(
 ) -> Result<ApiResponse, ApiError> {
     if scope.subresource.is_some() {
         return subresource::handle(inner, scope, method, body).await;
+    }
+    if scope.resource.create_only {
+        return match scope.verb.as_str() {
+            "create" if scope.name.is_none() => {
+                review::create(inner, scope, decode_object(scope, body)?)
+            }
+            _ => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                method, scope.resource.plural
+            ))),
+        };
     }
     let ok = |v: Value| response::json(StatusCode::OK, &v);
     match scope.verb.as_str() {
@@ -150,11 +164,28 @@ async fn serve_resource(
 }
 
 /// Discovery, version and health: the paths that are not resources.
-fn non_resource(inner: &Arc<Inner>, parts: &http::request::Parts) -> Result<ApiResponse, ApiError> {
+async fn non_resource(
+    inner: &Arc<Inner>,
+    parts: &http::request::Parts,
+) -> Result<ApiResponse, ApiError> {
     let reg = &inner.registry;
     match request::parse_path(parts.uri.path()) {
         Target::Version => Ok(response::json(StatusCode::OK, &discovery::version())),
-        Target::Health => Ok(response::text(StatusCode::OK, "ok")),
+        Target::Health { endpoint, check } => {
+            let excluded: Vec<String> = request::query_pairs(parts.uri.query())
+                .into_iter()
+                .filter(|(k, _)| k == "exclude")
+                .map(|(_, v)| v)
+                .collect();
+            let verbose = request::query_map(parts.uri.query()).contains_key("verbose");
+            health::check(inner, &endpoint, check.as_deref(), verbose, &excluded).await
+        }
+        Target::Metrics => Ok(response::text_owned(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            inner.metrics.encode(),
+        )),
+        Target::OpenApi(path) => crate::openapi::serve(inner, &path, parts),
         Target::CoreVersions => Ok(response::json(StatusCode::OK, &discovery::core_versions())),
         Target::Groups => Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
         Target::Group(g) => discovery::group(reg, &g)

@@ -94,6 +94,7 @@ pub async fn update(
 ) -> Result<(StatusCode, Value), ApiError> {
     let (r, name) = (&*scope.resource, scope.name());
     check_name(r, &obj, name)?;
+    before::prune_unknown_fields(scope, &mut obj)?;
     object::meta_mut(&mut obj).insert("name".into(), json!(name));
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
     let fm = FieldManager::for_scope(inner, scope).await?;
@@ -125,10 +126,11 @@ pub async fn update(
 pub async fn update_status(
     inner: &Arc<Inner>,
     scope: &RequestScope,
-    obj: Value,
+    mut obj: Value,
 ) -> Result<Value, ApiError> {
     let (r, name) = (&*scope.resource, scope.name());
     check_name(r, &obj, name)?;
+    before::prune_unknown_fields(scope, &mut obj)?;
     let precondition = parse_rv(meta_str(&obj, "resourceVersion"))?;
     let fm = FieldManager::for_scope(inner, scope).await?;
     let now = inner.clock.now_rfc3339();
@@ -252,6 +254,12 @@ pub async fn patch(
     if matches!(patch, PatchDocument::Strategic(_)) {
         crate::patch::check_strategic_supported(r)?;
     }
+    if let PatchDocument::Merge(doc) | PatchDocument::Strategic(doc) = &patch
+        && scope.field_validation.as_deref() != Some("Ignore")
+        && let Ok((_, dups)) = super::duplicates::parse(body)
+    {
+        before::report_duplicate_fields(scope, &dups, doc)?;
+    }
     let status_only = scope.subresource.as_deref() == Some("status");
     let now = inner.clock.now_rfc3339();
     guaranteed_update(inner, scope, None, |old| {
@@ -265,6 +273,7 @@ pub async fn patch(
         check_name(r, &patched, name)?;
         check_uid(r, &patched, old, name)?;
         before::check_type(r, &mut patched)?;
+        before::prune_unknown_fields(scope, &mut patched)?;
         if status_only {
             let mut new = before::prepare_for_status_update(old, &patched);
             fm.record_update(r, old, &mut new, "status", &now);
@@ -330,7 +339,6 @@ where
         let stored = object::decode(&kv)?;
         let old = strategy.served_form(r, &stored).unwrap_or(stored);
         let mut new = transform(&old)?;
-        before::prune_unknown_fields(scope, &mut new)?;
         object::meta_mut(&mut new)
             .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         if let Some(f) = finalizers_added_during_deletion(&old, &new) {
