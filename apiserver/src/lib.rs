@@ -82,6 +82,7 @@ pub mod negotiation;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod response;

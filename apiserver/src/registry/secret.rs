@@ -14,6 +14,16 @@ pub struct SecretStrategy;
 impl Strategy for SecretStrategy {
     fn default(&self, obj: &mut Value) {
         fold_string_data(obj);
+        // Upstream's SetDefaults_Secret: an empty type is Opaque, with or without stringData
+        // (kubectl's `create secret generic` sends none).
+        if let Some(map) = obj.as_object_mut()
+            && map
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            map.insert("type".into(), json!("Opaque"));
+        }
     }
 
     fn validate(&self, obj: &Value) -> Vec<StatusCause> {
@@ -47,8 +57,5 @@ fn fold_string_data(obj: &mut Value) {
                 );
             }
         }
-    }
-    if !map.contains_key("type") {
-        map.insert("type".into(), json!("Opaque"));
     }
 }

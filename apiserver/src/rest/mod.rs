@@ -74,7 +74,7 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         };
         return crate::streaming::serve(inner, &scope, kind, request).await;
     }
-    let body = read_body(inner, &parts.headers, body).await?;
+    let body = decode::json_body(&scope, read_body(inner, &parts.headers, body).await?)?;
     let mut response = serve_resource(inner, &scope, &parts.method, &body).await?;
     scope.warnings.write_headers(response.headers_mut());
     Ok(response)
