@@ -340,3 +340,31 @@ async fn streams_need_an_upgrade() {
     }
     cluster.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn portforward_accepts_kubectls_spdy_tunnel_subprotocol() {
+    let fake = FakeRuntime::default();
+    let cluster = cluster(&fake).await;
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client());
+    running_pod(&pods, "web", json!([{"name": "web", "image": "nginx"}])).await;
+    // What kubectl 1.31+ sends first: SPDY tunnelled in a WebSocket, no ports in the query.
+    let req = http::Request::get("/api/v1/namespaces/default/pods/web/portforward")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Protocol", "SPDY/3.1+portforward.k8s.io")
+        .body(kube::client::Body::empty())
+        .expect("request");
+    let resp = cluster.client().send(req).await.expect("response");
+    assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "SPDY/3.1+portforward.k8s.io"
+    );
+    assert_eq!(
+        resp.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    cluster.shutdown().await.expect("shutdown");
+}

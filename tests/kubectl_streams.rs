@@ -228,3 +228,156 @@ async fn kubectl_attach_streams_the_main_process() {
     );
     s.cluster.shutdown().await.expect("shutdown");
 }
+
+/// A running `kubectl port-forward` and the local port it listens on.
+struct PortForward {
+    child: std::process::Child,
+    local_port: u16,
+}
+
+impl PortForward {
+    /// Stops kubectl and returns what it wrote to stderr, for a failure message.
+    fn stop_and_stderr(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        // The child this test started, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kubectl port-forward pod/<pod> 0:<port>` and waits for its "Forwarding from" line.
+async fn port_forward(kubeconfig: &Path, pod: &str, port: u16, websockets: bool) -> PortForward {
+    let target = format!("pod/{pod}");
+    let ports = format!("0:{port}");
+    let mut command = kubectl_command(
+        kubeconfig,
+        &["port-forward", "--address", "127.0.0.1", &target, &ports],
+    );
+    // kubectl 1.32 tunnels SPDY in a WebSocket unless this is false; then it upgrades to SPDY.
+    command.env(
+        "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+        if websockets { "true" } else { "false" },
+    );
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl must be installed (it is at /usr/bin/kubectl on the machine image)");
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, line_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = line_tx.send(first);
+        }
+        // Keep reading: kubectl prints a line per connection, and a closed pipe would kill
+        // it with SIGPIPE.
+        for _ in lines {}
+    });
+    let line = match tokio::time::timeout(WITHIN, line_rx).await {
+        Ok(Ok(l)) => l,
+        _ => {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("kubectl ends");
+            panic!("kubectl port-forward never listened: {}", text(&out.stderr));
+        }
+    };
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let local_port = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected kubectl output: {line:?}"));
+    PortForward { child, local_port }
+}
+
+async fn http_get(port: u16) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(WITHIN, conn.read_to_string(&mut response))
+        .await
+        .expect("response in time")?;
+    Ok(response)
+}
+
+async fn echo_round_trip(port: u16, message: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to kubectl's port");
+    conn.write_all(message).await.expect("send");
+    let mut back = vec![0u8; message.len()];
+    tokio::time::timeout(WITHIN, conn.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("read echo");
+    back
+}
+
+async fn kubectl_port_forward_reaches_the_pod(websockets: bool) {
+    let fake = FakeRuntime::default();
+    fake.script_container(
+        "web",
+        ContainerScript::new()
+            .serve_port(
+                8080,
+                kybernetes::runtime::fake::PortResponder::http(200, "hello through kubectl\n"),
+            )
+            .serve_port(7000, kybernetes::runtime::fake::PortResponder::Echo),
+    );
+    let s = served(&fake).await;
+    running_pod(
+        &s.cluster,
+        "web",
+        json!([{"name": "web", "image": "nginx"}]),
+    )
+    .await;
+    let mut web = port_forward(&s.kubeconfig, "web", 8080, websockets).await;
+    // Two connections in turn: each gets its own pair of streams.
+    for _ in 0..2 {
+        let response = match http_get(web.local_port).await {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "GET through kubectl: {e}; kubectl: {}",
+                web.stop_and_stderr()
+            ),
+        };
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            response.ends_with("\r\n\r\nhello through kubectl\n"),
+            "{response}"
+        );
+    }
+    let echo = port_forward(&s.kubeconfig, "web", 7000, websockets).await;
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(echo_round_trip(echo.local_port, &big).await, big);
+    drop(web);
+    drop(echo);
+    s.cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn kubectl_port_forward_over_a_websocket_tunnel() {
+    kubectl_port_forward_reaches_the_pod(true).await;
+}
+
+#[tokio::test]
+async fn kubectl_port_forward_over_spdy() {
+    kubectl_port_forward_reaches_the_pod(false).await;
+}

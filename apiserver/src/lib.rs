@@ -33,8 +33,10 @@
 //!    event encoded once. New patch types plug into `rest::write::PatchDocument`; response
 //!    forms (Table, PartialObjectMetadata), chosen by [`negotiation`], into `rest::output`;
 //!    a kind's `kubectl get` columns into [`registry::table`]; new
-//!    connect subresources (log, exec, ...) into [`registry::Subresource`] and
-//!    `rest::subresource`.
+//!    connect subresources (log, proxy, ...) into [`registry::Subresource`] and
+//!    `rest::subresource`; the upgraded ones (exec, attach, port-forward) are routed before
+//!    the body is read, to [`streaming`], which reaches node agents only through the
+//!    [`kubelet::KubeletDirectory`].
 //!
 //! Adding a kind: a file in `registry/` implementing [`registry::Strategy`], and one line in
 //! [`registry::StrategyTable::builtin`].

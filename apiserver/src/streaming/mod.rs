@@ -9,12 +9,14 @@
 //!
 //! - exec and attach: WebSocket, `v5.channel.k8s.io` or `v4.channel.k8s.io`
 //!   ([`remotecommand`]), as kubectl 1.30+, kube-rs and the Python client speak;
-//! - port-forward: WebSocket `v4.channel.k8s.io` ([`portforward`], kube-rs and Python).
+//! - port-forward: WebSocket `v4.channel.k8s.io` ([`portforward`], kube-rs and Python), and
+//!   SPDY/3.1 tunnelled in a WebSocket or over `Upgrade: SPDY/3.1` ([`spdy`], kubectl).
 //!
 //! It never touches a container runtime: the connection is the only road to the node.
 
 pub mod portforward;
 pub mod remotecommand;
+pub mod spdy;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -115,19 +117,74 @@ async fn port_forward(
     query: &[(String, String)],
     request: ConnectRequest<'_>,
 ) -> Result<ApiResponse, ApiError> {
-    require_websocket(request.headers)?;
-    let protocol = websocket::negotiate(request.headers, &portforward::PROTOCOLS)?;
-    let ports = parse_ports(query)?;
-    let handshake = Handshake::check(request.headers, request.on_upgrade, protocol)?;
-    let kubelet = inner.kubelets.connection(node)?;
-    let target = portforward::PodPorts {
+    let mut target = portforward::PodPorts {
         namespace: meta_str(pod, "namespace").unwrap_or_default().to_string(),
         pod: meta_str(pod, "name").unwrap_or_default().to_string(),
         pod_uid: meta_str(pod, "uid").unwrap_or_default().to_string(),
-        ports,
+        ports: Vec::new(),
     };
     let shutdown = inner.shutdown_signal();
-    Ok(handshake.accept(move |ws| portforward::serve(ws, kubelet, target, shutdown)))
+    if is_spdy_upgrade(request.headers) {
+        // SPDY names its ports per stream, not in the query.
+        let on_upgrade = request.on_upgrade.ok_or_else(websocket::not_upgradable)?;
+        let kubelet = inner.kubelets.connection(node)?;
+        return Ok(spdy_upgrade_response(on_upgrade, move |io| {
+            spdy::serve_upgraded(io, kubelet, target, shutdown)
+        }));
+    }
+    require_websocket(request.headers)?;
+    let protocols = [spdy::TUNNEL_PROTOCOL, portforward::PROTOCOLS[0]];
+    let protocol = websocket::negotiate(request.headers, &protocols)?;
+    if protocol != spdy::TUNNEL_PROTOCOL {
+        target.ports = parse_ports(query)?;
+    }
+    let handshake = Handshake::check(request.headers, request.on_upgrade, protocol)?;
+    let kubelet = inner.kubelets.connection(node)?;
+    Ok(if protocol == spdy::TUNNEL_PROTOCOL {
+        handshake.accept(move |ws| spdy::serve_tunnel(ws, kubelet, target, shutdown))
+    } else {
+        handshake.accept(move |ws| portforward::serve(ws, kubelet, target, shutdown))
+    })
+}
+
+/// Whether the request asks for a plain SPDY/3.1 upgrade for port-forward.
+fn is_spdy_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(spdy::UPGRADE));
+    upgrade && websocket::connection_upgrade(headers)
+}
+
+/// The `101 Switching Protocols` of a SPDY upgrade (with the stream protocol kubectl
+/// checks); `serve` runs on the upgraded connection in a task of its own.
+fn spdy_upgrade_response<F, Fut>(on_upgrade: OnUpgrade, serve: F) -> ApiResponse
+where
+    F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!(error = %e, "the SPDY upgrade did not complete"),
+        }
+    });
+    let mut response = ApiResponse::new(axum::body::Body::empty());
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static(spdy::UPGRADE),
+    );
+    h.insert(
+        "X-Stream-Protocol-Version",
+        http::HeaderValue::from_static(spdy::PORT_FORWARD_PROTOCOL),
+    );
+    response
 }
 
 /// Resolves once the server shuts down (or its shutdown signal is gone).
