@@ -88,8 +88,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Joins the streams of a running container's main process (CRI `Attach`). Its exit
     /// future resolves with the container's exit code once it exits. The default refuses
     /// ([`Error::Unsupported`](crate::Error::Unsupported)).
-    async fn attach(&self, container_id: &str, request: AttachRequest) -> Result<ExecSession> {
-        let _ = (container_id, request);
+    async fn attach(&self, _container_id: &str, _request: AttachRequest) -> Result<ExecSession> {
         Err(crate::Error::Unsupported("attach".into()))
     }
     /// Opens one connection to `port` inside a ready sandbox's network namespace (CRI
@@ -97,10 +96,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// default refuses ([`Error::Unsupported`](crate::Error::Unsupported)).
     async fn port_forward(
         &self,
-        sandbox_id: &str,
-        port: u16,
+        _sandbox_id: &str,
+        _port: u16,
     ) -> Result<Box<dyn PortForwardStream>> {
-        let _ = (sandbox_id, port);
         Err(crate::Error::Unsupported("port-forward".into()))
     }
     /// A container's log lines (following new ones with `options.follow`).

@@ -145,6 +145,7 @@ async fn forward_port(
             );
             let mut message = vec![error];
             message.extend_from_slice(text.as_bytes());
+            // If the socket is already gone there is no one left to tell.
             let _ = out.send(Message::binary(message)).await;
             return;
         }

@@ -124,6 +124,7 @@ async fn finish(
     let status = exit_status(exit.await, &command);
     let mut message = vec![ERROR];
     message.extend_from_slice(status.to_string().as_bytes());
+    // A client that has gone before the exit status arrives no longer wants it.
     let _ = out.send(Message::binary(message)).await;
 }
 
@@ -149,6 +150,7 @@ async fn on_client_message(
         RESIZE => match parse_resize(payload) {
             Some(size) => {
                 if let Some(tx) = resize {
+                    // Fails only once the process has ended; a late resize is moot.
                     let _ = tx.send(size).await;
                 }
             }

@@ -379,6 +379,7 @@ pub(crate) fn exec_session(
             () = stopped => KILLED,
         };
         drop(io);
+        // Nobody waiting for the exit code (the session was dropped) is fine.
         let _ = exit_tx.send(code);
     });
     session(

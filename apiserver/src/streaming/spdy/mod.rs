@@ -92,6 +92,7 @@ pub async fn serve_upgraded<S>(
                 return;
             }
         }
+        // Every frame is written; a failed close leaves nothing more to deliver.
         let _ = write.shutdown().await;
     });
     serve(reader, out, kubelet, pod, shutdown).await;
@@ -140,6 +141,7 @@ async fn serve<R>(
         let frame = tokio::select! {
             f = frames.recv() => f,
             () = super::shutting_down(&mut shutdown) => {
+                // Best effort: the writer may already have stopped with the connection.
                 let _ = out.send(frame::goaway(last_stream)).await;
                 break;
             }
@@ -277,6 +279,7 @@ async fn forward(
                 "error forwarding port {port} to pod {}, uid {}: {}",
                 pod.pod, pod.pod_uid, e.message
             );
+            // A closed connection has no one left to tell.
             let _ = out
                 .send(frame::data(streams.error, 0, message.as_bytes()))
                 .await;
@@ -291,6 +294,7 @@ async fn forward(
                 return;
             }
         }
+        // The client stopped sending: half-close, as a TCP client would.
         let _ = writer.shutdown().await;
     });
     let mut buf = vec![0u8; CHUNK];
@@ -318,6 +322,7 @@ async fn forward(
 
 /// Ends both streams of a forwarded connection (FLAG_FIN), as upstream's kubelet closes them.
 async fn end_streams(out: &mpsc::Sender<Bytes>, streams: Streams) {
+    // Sends fail only when the connection is already closed, which ends the streams anyway.
     let _ = out.send(frame::data(streams.data, FLAG_FIN, &[])).await;
     let _ = out.send(frame::data(streams.error, FLAG_FIN, &[])).await;
 }
