@@ -51,7 +51,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::util::{self, record_event, to_time};
+use crate::api_values::to_time;
+use crate::event_recorder::record_event;
+use crate::reconcile::run_until_shutdown;
 
 pub mod behavior;
 pub mod metrics;
@@ -166,7 +168,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         history: Mutex::new(HashMap::new()),
     });
     let controller = Controller::for_stream(changes, reader).run(reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    run_until_shutdown(
         controller.boxed(),
         &shutdown,
         |e| debug!(error = %e, "horizontal pod autoscaler controller"),

@@ -143,14 +143,14 @@ fn cpu_sample_is_unready(pod: &Pod, metric: &PodMetric, now: DateTime<Utc>) -> b
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     let start = status
         .and_then(|s| s.start_time.as_ref())
-        .map(|t| crate::util::from_time(t));
+        .map(crate::api_values::from_time);
     let (Some(ready), Some(start)) = (ready, start) else {
         return true;
     };
     let transition = ready
         .last_transition_time
         .as_ref()
-        .map(crate::util::from_time)
+        .map(crate::api_values::from_time)
         .unwrap_or(start);
     let not_ready = ready.status == "False";
     if start + secs(CPU_INITIALIZATION_PERIOD) > now {
@@ -366,7 +366,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    use crate::util::to_time;
+    use crate::api_values::to_time;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerCondition;
 
-use crate::util::to_time;
+use crate::api_values::to_time;
 
 /// Whether the controller could read and update the target's scale.
 pub const ABLE_TO_SCALE: &str = "AbleToScale";

@@ -4,10 +4,10 @@
 //! v1 has one metric, `spec.targetCPUUtilizationPercentage`, and one current value,
 //! `status.currentCPUUtilizationPercentage`. Everything else v2 holds travels in annotations
 //! when read as v1 and is restored from them on write:
-//! - [`METRICS`]: the other metric specs, in v1's `MetricSpec` form;
-//! - [`CURRENT_METRICS`]: every current metric, in v1's `MetricStatus` form;
-//! - [`CONDITIONS`]: the status conditions;
-//! - [`BEHAVIOR`]: `spec.behavior`.
+//! - [`METRICS`], the other metric specs, in v1's `MetricSpec` form;
+//! - [`CURRENT_METRICS`], every current metric, in v1's `MetricStatus` form;
+//! - [`CONDITIONS`], the status conditions;
+//! - [`BEHAVIOR`], `spec.behavior`.
 
 use serde_json::{Map, Value, json};
 
