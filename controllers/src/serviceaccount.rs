@@ -52,7 +52,7 @@ pub fn spawn_serviceaccounts_controller(
             sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
         })
         .run(reconcile, error_policy, Arc::new(client));
-        crate::util::run_until_shutdown(
+        crate::reconcile::run_until_shutdown(
             results,
             &shutdown,
             |e| debug!(error = %e, "service account reconcile failed"),
