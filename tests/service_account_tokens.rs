@@ -51,6 +51,13 @@ async fn wait_for_account(s: &Served, name: &str) -> ServiceAccount {
     accounts.get(name).await.expect("get service account")
 }
 
+/// kubectl failed with the server's 401.
+fn assert_unauthorized(out: &std::process::Output) {
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Unauthorized"), "{stderr}");
+}
+
 async fn create_token(s: &Served, args: &[&str]) -> String {
     let mut all = vec!["create", "token"];
     all.extend_from_slice(args);
@@ -105,12 +112,7 @@ async fn kubectl_create_token_gives_a_token_that_authenticates_as_the_service_ac
     // A token for another audience is not for the API server.
     let other = create_token(&s, &["default", "--audience", "https://vault.example"]).await;
     let out = with_token(&s, &ca, &other, &["get", "pods"]).await;
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("Unauthorized"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_unauthorized(&out);
     s.cluster.shutdown().await.expect("shutdown");
 }
 
@@ -139,24 +141,14 @@ async fn a_token_stops_working_when_its_service_account_is_deleted() {
         .await
         .expect("delete robot");
     let out = with_token(&s, &ca, &token, &["auth", "whoami"]).await;
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("Unauthorized"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_unauthorized(&out);
     // A new account of the same name has a new UID: the old token stays refused.
     accounts
         .create(&PostParams::default(), &robot)
         .await
         .expect("create robot again");
     let out = with_token(&s, &ca, &token, &["auth", "whoami"]).await;
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("Unauthorized"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_unauthorized(&out);
     s.cluster.shutdown().await.expect("shutdown");
 }
 

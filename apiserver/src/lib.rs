@@ -33,9 +33,10 @@
 //!    event encoded once. New patch types plug into `rest::write::PatchDocument`; response
 //!    forms (Table, PartialObjectMetadata), chosen by [`negotiation`], into `rest::output`;
 //!    a kind's `kubectl get` columns into [`registry::table`]; new
-//!    connect subresources (log, proxy, ...) into [`registry::Subresource`] and
+//!    connect subresources (log, token, ...) into [`registry::Subresource`] and
 //!    `rest::subresource`; the upgraded ones (exec, attach, port-forward) are routed before
-//!    the body is read, to [`streaming`], which reaches node agents only through the
+//!    the body is read, to [`streaming`], and so are `pods/proxy`, `services/proxy` and
+//!    `nodes/proxy`, to [`proxy`]; both reach node agents only through the
 //!    [`kubelet::KubeletDirectory`].
 //!
 //! Adding a kind: a file in `registry/` implementing [`registry::Strategy`], and one line in

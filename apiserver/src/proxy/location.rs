@@ -102,14 +102,23 @@ fn resource(inner: &Inner, plural: &str) -> Result<Arc<ResourceInfo>, ApiError> 
         .ok_or_else(|| ApiError::internal(format!("{plural} are not registered")))
 }
 
-fn namespace_of(namespace: Option<&str>) -> Result<&str, ApiError> {
-    namespace.ok_or_else(|| {
+/// The namespace (a namespaced proxy path without one is 404, as any unknown path) and the
+/// split name, or upstream's 400 `invalid <kind> request`.
+fn namespaced_id<'a>(
+    namespace: Option<&'a str>,
+    id: &'a str,
+    kind: &str,
+) -> Result<(&'a str, SchemeNamePort<'a>), ApiError> {
+    let namespace = namespace.ok_or_else(|| {
         ApiError::new(
             404,
             "NotFound",
             "the server could not find the requested resource",
         )
-    })
+    })?;
+    let split = split_scheme_name_port(id)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid {kind} request {id:?}")))?;
+    Ok((namespace, split))
 }
 
 /// `pods/NAME[:PORT]/proxy`: the port given, else the first port a container declares, else
@@ -119,9 +128,7 @@ pub(crate) async fn pod(
     namespace: Option<&str>,
     id: &str,
 ) -> Result<Location, ApiError> {
-    let namespace = namespace_of(namespace)?;
-    let split = split_scheme_name_port(id)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid pod request {id:?}")))?;
+    let (namespace, split) = namespaced_id(namespace, id, "pod")?;
     let pods = resource(inner, "pods")?;
     let pod = read::get(inner, &pods, Some(namespace), split.name).await?;
     let port = match split.port {
@@ -138,9 +145,7 @@ pub(crate) async fn service(
     namespace: Option<&str>,
     id: &str,
 ) -> Result<Location, ApiError> {
-    let namespace = namespace_of(namespace)?;
-    let split = split_scheme_name_port(id)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid service request {id:?}")))?;
+    let (namespace, split) = namespaced_id(namespace, id, "service")?;
     let name = split.name;
     let mut port_name = split.port.to_string();
     if let Ok(number) = split.port.parse::<i64>() {
