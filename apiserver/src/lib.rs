@@ -93,7 +93,10 @@ pub mod serving;
 pub mod streaming;
 pub mod warning;
 
-use admission::{Admission, AdmissionChain, NamespaceLifecycle};
+use admission::{
+    Admission, AdmissionChain, DefaultStorageClass, NamespaceLifecycle,
+    StorageObjectInUseProtection,
+};
 use authentication::UserInfo;
 use authorization::{AllowAuthenticated, Authorizer, AuthorizerUnion};
 use cacher::Cacher;
@@ -113,7 +116,8 @@ pub struct ApiServerConfig {
     /// Decides who may do what, after `system:masters` (always allowed). The default,
     /// [`AllowAuthenticated`], allows every authenticated user.
     pub authorizer: Arc<dyn Authorizer>,
-    /// Admission plugins run after the built-in `NamespaceLifecycle`, in order.
+    /// Admission plugins run after the built-in ones (`NamespaceLifecycle`,
+    /// `DefaultStorageClass`, `StorageObjectInUseProtection`), in order.
     pub admission: Vec<Arc<dyn Admission>>,
 }
 
@@ -242,8 +246,11 @@ impl ApiServer {
             registry: registry.clone(),
             services: services.clone(),
         });
-        let mut plugins: Vec<Arc<dyn Admission>> =
-            vec![Arc::new(NamespaceLifecycle::new(store.clone()))];
+        let mut plugins: Vec<Arc<dyn Admission>> = vec![
+            Arc::new(NamespaceLifecycle::new(store.clone())),
+            Arc::new(DefaultStorageClass::new(store.clone())),
+            Arc::new(StorageObjectInUseProtection),
+        ];
         plugins.extend(config.admission.iter().cloned());
         let authorizer = Arc::new(authorization::with_privileged_groups(
             config.authorizer.clone(),

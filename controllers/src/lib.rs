@@ -1,4 +1,4 @@
-//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), PersistentVolume binder with a local-path provisioner and PVC/PV protection, garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
@@ -15,6 +15,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod job;
+pub mod persistent_volume;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod statefulset;
@@ -24,6 +25,9 @@ pub use daemonset::spawn_daemonset;
 pub use deployment::spawn_deployment;
 pub use disruption::spawn_disruption;
 pub use job::{spawn_job, spawn_ttl_after_finished};
+pub use persistent_volume::{
+    PersistentVolumeConfig, spawn_persistent_volume, spawn_volume_protection,
+};
 pub use replicaset::spawn_replicaset;
 pub use replicationcontroller::spawn_replicationcontroller;
 pub use statefulset::spawn_statefulset;
