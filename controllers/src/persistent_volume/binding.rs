@@ -12,7 +12,7 @@ use kybernetes_core::persistent_volume::{
 use serde_json::{Value, json};
 
 use super::{Context, Result, api_err};
-use crate::util::to_time;
+use crate::api_values::to_time;
 
 /// Binds `volume` and `claim` to each other and marks both `Bound`.
 pub(super) async fn bind(

@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::binding::{bind, claims_api, set_claim_phase};
 use super::{Context, Error, ProvisionRequest, Result, SYNC_PERIOD, api_err};
-use crate::util::{is_already_exists, record_event};
+use crate::event_recorder::record_event;
+use crate::reconcile::is_already_exists;
 
 /// Syncs one claim; every claim is synced again after [`SYNC_PERIOD`].
 pub(crate) async fn reconcile(

@@ -19,7 +19,7 @@ use kube::{Client, ResourceExt};
 use kybernetes_core::persistent_volume::{IS_DEFAULT_CLASS_ANNOTATION, PROVISIONED_BY_ANNOTATION};
 
 use super::{ProvisionError, ProvisionRequest, Provisioner};
-use crate::util::is_already_exists;
+use crate::reconcile::is_already_exists;
 
 /// The provisioner name of the built-in local-path provisioner.
 pub const LOCAL_PATH_PROVISIONER: &str = "kybernetes.io/local-path";

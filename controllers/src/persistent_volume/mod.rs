@@ -63,7 +63,7 @@ pub use local_path::{
 };
 pub use protection::spawn_volume_protection;
 
-use crate::util::{self, ErrorBackoff};
+use crate::reconcile::{ErrorBackoff, run_until_shutdown};
 
 /// How often every claim and volume is synced again (upstream's `--pvclaimbinder-sync-period`).
 pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
@@ -309,8 +309,8 @@ async fn run(
         )
         .run(volume::reconcile, volume_error_policy, ctx);
     futures::join!(
-        util::run_until_shutdown(claims, &shutdown, |e| debug!(error = %e, "claim sync")),
-        util::run_until_shutdown(volumes, &shutdown, |e| debug!(error = %e, "volume sync")),
+        run_until_shutdown(claims, &shutdown, |e| debug!(error = %e, "claim sync")),
+        run_until_shutdown(volumes, &shutdown, |e| debug!(error = %e, "volume sync")),
     );
     debug!("persistentvolume controller stopped");
 }

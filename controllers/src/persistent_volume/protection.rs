@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{Error, Result, api_err};
-use crate::util::{self, ErrorBackoff, ObservedRevision};
+use crate::mutation_cache::{ObservedRevision, observed_watch};
+use crate::reconcile::{ErrorBackoff, run_until_shutdown};
 
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -38,7 +39,7 @@ pub fn spawn_volume_protection(client: Client, shutdown: CancellationToken) -> J
 
 async fn run(client: Client, shutdown: CancellationToken) {
     let (pods, writer) = reflector::store();
-    let pod_events = util::observed_watch(
+    let pod_events = observed_watch(
         Api::<Pod>::all(client.clone()),
         |p: &mut Pod| p.metadata.managed_fields = None,
         writer,
@@ -67,8 +68,8 @@ async fn run(client: Client, shutdown: CancellationToken) {
     )
     .run(reconcile_volume, volume_error_policy, ctx);
     futures::join!(
-        util::run_until_shutdown(claims, &shutdown, |e| debug!(error = %e, "pvc protection")),
-        util::run_until_shutdown(volumes, &shutdown, |e| debug!(error = %e, "pv protection")),
+        run_until_shutdown(claims, &shutdown, |e| debug!(error = %e, "pvc protection")),
+        run_until_shutdown(volumes, &shutdown, |e| debug!(error = %e, "pv protection")),
     );
 }
 

@@ -12,7 +12,8 @@ use kybernetes_core::persistent_volume::{PROVISIONED_BY_ANNOTATION, annotation};
 
 use super::binding::{set_volume_phase, unbind_volume};
 use super::{Context, Result, SYNC_PERIOD, api_err};
-use crate::util::{is_not_found, record_event};
+use crate::event_recorder::record_event;
+use crate::reconcile::is_not_found;
 
 /// Syncs one volume; every volume is synced again after [`SYNC_PERIOD`].
 pub(crate) async fn reconcile(volume: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
