@@ -179,7 +179,7 @@ fn validate_capacity(spec: &Value, out: &mut Vec<StatusCause>) {
     }
     if let Some(q) = capacity.get("storage") {
         let parsed = q.as_str().and_then(kybernetes_core::quantity::parse_milli);
-        if !parsed.is_some_and(|m| m >= 0) {
+        if parsed.is_none_or(|m| m < 0) {
             out.push(invalid(
                 "spec.capacity[storage]",
                 format!("Invalid value: {q}: must be a valid resource quantity"),

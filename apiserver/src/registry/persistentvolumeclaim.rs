@@ -47,7 +47,7 @@ impl Strategy for PersistentVolumeClaimStrategy {
         match spec.pointer("/resources/requests/storage") {
             None | Some(Value::Null) => out.push(required("spec.resources[storage]")),
             Some(q) => {
-                if !q.as_str().and_then(parse_milli).is_some_and(|m| m > 0) {
+                if q.as_str().and_then(parse_milli).is_none_or(|m| m <= 0) {
                     out.push(invalid(
                         "spec.resources[storage]",
                         format!("Invalid value: {q}: must be greater than zero"),
