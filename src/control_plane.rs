@@ -69,6 +69,7 @@ pub(crate) fn start_components(
             t(),
         ),
         kybernetes_controllers::spawn_volume_protection(c(), t()),
+        kybernetes_controllers::spawn_horizontal_pod_autoscaler(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
             k(),
