@@ -20,6 +20,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use kybernetes_controllers::persistent_volume::{
+    LOCAL_PATH_PROVISIONER, LocalPathProvisioner, ensure_local_path_class,
+};
+
 use crate::control_plane::{self, ControlPlaneConfig};
 use crate::kubelet_connection::InProcessKubelet;
 use crate::{DynStore, Error, Result};
@@ -251,7 +255,10 @@ impl ClusterBuilder {
             network.clone(),
             shutdown.child_token(),
         ));
-        if let Some(cp) = self.control_plane {
+        let mut volume_dir = None;
+        if let Some(mut cp) = self.control_plane {
+            volume_dir = local_path_provisioner(&mut cp, self.data_dir.as_deref())?;
+            ensure_local_path_class(&client).await?;
             tasks.push(control_plane::spawn(
                 client.clone(),
                 clock.clone(),
@@ -283,6 +290,7 @@ impl ClusterBuilder {
             shutdown,
             tasks,
             nodes: Mutex::new(BTreeMap::new()),
+            _volume_dir: volume_dir,
         };
         for i in 1..=self.nodes {
             cluster.add_node(&format!("node-{i}"))?;
@@ -290,6 +298,36 @@ impl ClusterBuilder {
         info!(nodes = self.nodes, "cluster started");
         Ok(cluster)
     }
+}
+
+/// Adds the built-in local-path provisioner unless one is configured: its volumes live under
+/// `<data_dir>/storage`, or in a temporary directory removed with the cluster.
+fn local_path_provisioner(
+    cp: &mut ControlPlaneConfig,
+    data_dir: Option<&std::path::Path>,
+) -> Result<Option<tempfile::TempDir>> {
+    let configured = cp
+        .persistent_volume
+        .provisioners
+        .iter()
+        .any(|p| p.name() == LOCAL_PATH_PROVISIONER);
+    if configured {
+        return Ok(None);
+    }
+    let (root, temp) = match data_dir {
+        Some(dir) => (dir.join("storage"), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("kybernetes-local-path-")
+                .tempdir()
+                .map_err(Error::VolumeDirectory)?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    cp.persistent_volume
+        .provisioners
+        .push(Arc::new(LocalPathProvisioner::new(root)));
+    Ok(temp)
 }
 
 /// Compacts, every `every`, the history older than the revision seen one interval earlier,
@@ -323,6 +361,8 @@ pub struct Cluster {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     nodes: Mutex<BTreeMap<String, (CancellationToken, JoinHandle<()>)>>,
+    /// The local-path provisioner's temporary directory, removed with the cluster.
+    _volume_dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Cluster {

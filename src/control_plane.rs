@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use kybernetes_controllers::{
     EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, NamespaceConfig,
-    NodeLifecycleConfig,
+    NodeLifecycleConfig, PersistentVolumeConfig,
 };
 use kybernetes_core::Clock;
 use kybernetes_sched::{Scheduler, SchedulerConfig, SchedulerLoop};
@@ -30,6 +30,10 @@ pub struct ControlPlaneConfig {
     pub endpoint_slices: EndpointSliceConfig,
     /// The namespace controller.
     pub namespace: NamespaceConfig,
+    /// The PersistentVolume controller and its provisioners. Unless one is named
+    /// `kybernetes.io/local-path`, the cluster adds the built-in local-path provisioner
+    /// (volumes under `<data dir>/storage`, or a temporary directory).
+    pub persistent_volume: PersistentVolumeConfig,
     /// When set, the components run only while this process holds the lease.
     pub leader_election: Option<LeaderElectionConfig>,
 }
@@ -58,6 +62,13 @@ pub(crate) fn start_components(
         kybernetes_controllers::spawn_daemonset(c(), k(), t()),
         kybernetes_controllers::spawn_statefulset(c(), k(), t()),
         kybernetes_controllers::spawn_disruption(c(), k(), t()),
+        kybernetes_controllers::spawn_persistent_volume(
+            c(),
+            k(),
+            config.persistent_volume.clone(),
+            t(),
+        ),
+        kybernetes_controllers::spawn_volume_protection(c(), t()),
         kybernetes_controllers::spawn_horizontal_pod_autoscaler(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),

@@ -76,6 +76,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The local-path provisioner's directory could not be created.
+    #[error("volume directory: {0}")]
+    VolumeDirectory(#[source] std::io::Error),
     /// A wait ran out of time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),

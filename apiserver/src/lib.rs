@@ -96,7 +96,10 @@ pub mod serving;
 pub mod streaming;
 pub mod warning;
 
-use admission::{Admission, AdmissionChain, NamespaceLifecycle};
+use admission::{
+    Admission, AdmissionChain, DefaultStorageClass, NamespaceLifecycle,
+    StorageObjectInUseProtection,
+};
 use authentication::UserInfo;
 use authorization::{AllowAuthenticated, Authorizer, AuthorizerUnion};
 use cacher::Cacher;
@@ -116,7 +119,8 @@ pub struct ApiServerConfig {
     /// Decides who may do what, after `system:masters` (always allowed). The default,
     /// [`AllowAuthenticated`], allows every authenticated user.
     pub authorizer: Arc<dyn Authorizer>,
-    /// Admission plugins run after the built-in `NamespaceLifecycle`, in order.
+    /// Admission plugins run after the built-in ones (`NamespaceLifecycle`,
+    /// `DefaultStorageClass`, `StorageObjectInUseProtection`), in order.
     pub admission: Vec<Arc<dyn Admission>>,
     /// The key that signs service account tokens (`serviceaccounts/token`); `None` makes a
     /// new one at start, so tokens do not outlive the process. Keep one with
@@ -251,8 +255,11 @@ impl ApiServer {
             registry: registry.clone(),
             services: services.clone(),
         });
-        let mut plugins: Vec<Arc<dyn Admission>> =
-            vec![Arc::new(NamespaceLifecycle::new(store.clone()))];
+        let mut plugins: Vec<Arc<dyn Admission>> = vec![
+            Arc::new(NamespaceLifecycle::new(store.clone())),
+            Arc::new(DefaultStorageClass::new(store.clone())),
+            Arc::new(StorageObjectInUseProtection),
+        ];
         plugins.extend(config.admission.iter().cloned());
         let authorizer = Arc::new(authorization::with_privileged_groups(
             config.authorizer.clone(),

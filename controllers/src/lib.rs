@@ -1,4 +1,4 @@
-//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), HorizontalPodAutoscaler, garbage collector, Endpoints, node lifecycle, namespace and service account controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), HorizontalPodAutoscaler, PersistentVolume binder with a local-path provisioner and PVC/PV protection, garbage collector, Endpoints, node lifecycle, namespace and service account controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
 pub mod horizontal_pod_autoscaler;
@@ -27,6 +27,7 @@ pub mod event_recorder;
 pub mod job;
 /// A controller's own writes layered over its informer cache.
 pub mod mutation_cache;
+pub mod persistent_volume;
 /// Active, ready and available pods, and the deletion order.
 pub mod pod_state;
 /// The reconcile loop: shutdown, error back-off, API error classes, status patches.
@@ -39,6 +40,9 @@ pub use daemonset::spawn_daemonset;
 pub use deployment::spawn_deployment;
 pub use disruption::spawn_disruption;
 pub use job::{spawn_job, spawn_ttl_after_finished};
+pub use persistent_volume::{
+    PersistentVolumeConfig, spawn_persistent_volume, spawn_volume_protection,
+};
 pub use replicaset::spawn_replicaset;
 pub use replicationcontroller::spawn_replicationcontroller;
 pub use statefulset::spawn_statefulset;

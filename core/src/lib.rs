@@ -9,6 +9,7 @@ pub mod config;
 pub mod cron;
 pub mod fields;
 pub mod ipam;
+pub mod persistent_volume;
 pub mod quantity;
 pub mod registry;
 pub mod selector;

@@ -245,6 +245,14 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         )
         .short(&["pvc"])
         .status(),
+        r(
+            "storage.k8s.io",
+            "v1",
+            "StorageClass",
+            "storageclasses",
+            false,
+        )
+        .short(&["sc"]),
         r("", "v1", "ResourceQuota", "resourcequotas", true)
             .short(&["quota"])
             .status(),

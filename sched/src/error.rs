@@ -18,6 +18,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A pod's claims were not bound in time after the scheduler bound or asked to provision
+    /// their volumes (upstream's `bindTimeoutSeconds`).
+    #[error(
+        "binding volumes: timed out waiting for the condition on persistentvolumeclaim {claim}"
+    )]
+    VolumeBindingTimeout {
+        /// `namespace/name` of the claim.
+        claim: String,
+    },
 }
 
 /// The crate's result type.

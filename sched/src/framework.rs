@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::plugins::{
     NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable,
-    TaintToleration,
+    TaintToleration, VolumeBinding,
 };
 use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -190,7 +190,7 @@ impl Framework {
     }
 
     /// Upstream's default plugins for what this crate implements. Filters: NodeUnschedulable,
-    /// NodeName, TaintToleration, NodeAffinity, NodeResourcesFit. Scores (weight):
+    /// NodeName, TaintToleration, NodeAffinity, NodeResourcesFit, VolumeBinding. Scores (weight):
     /// TaintToleration (3), NodeAffinity (2), NodeResourcesFit with LeastAllocated (1),
     /// NodeResourcesBalancedAllocation (1).
     pub fn default_plugins() -> Framework {
@@ -200,6 +200,7 @@ impl Framework {
             .with_filter(TaintToleration)
             .with_filter(NodeAffinity)
             .with_filter(NodeResourcesFit::default())
+            .with_filter(VolumeBinding)
             .with_score(TaintToleration)
             .with_score(NodeAffinity)
             .with_score(NodeResourcesFit::default())
@@ -362,7 +363,7 @@ impl Scheduler for Framework {
         if nodes.is_empty() {
             return Err(Unschedulable::new(0, Vec::new()));
         }
-        let info = PodInfo::new(pod);
+        let info = PodInfo::new(pod).with_volumes(snapshot.volumes());
         let (feasible, rejected) = self.find_feasible(&info, nodes);
         match feasible.as_slice() {
             [] => Err(Unschedulable::new(nodes.len(), rejected)),

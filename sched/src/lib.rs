@@ -100,6 +100,8 @@ mod scheduling_loop;
 pub mod snapshot;
 mod status;
 pub mod unschedulable;
+mod volume_binder;
+pub mod volumes;
 
 pub use config::SchedulerConfig;
 pub use error::{Error, Result};

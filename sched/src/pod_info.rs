@@ -4,6 +4,11 @@ use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use crate::node_selector::{PreferredNodeAffinity, RequiredNodeAffinity};
 use crate::resources::PodRequests;
+use crate::volumes::{PodVolumeClaims, VolumeListers};
+
+/// The listers of a pod built without any (no claims are known).
+static NO_VOLUMES: std::sync::LazyLock<VolumeListers> =
+    std::sync::LazyLock::new(VolumeListers::default);
 
 /// The pod being scheduled, with its requests, tolerations and node affinity parsed once per
 /// scheduling cycle (upstream computes the same in its PreFilter/PreScore steps).
@@ -13,6 +18,8 @@ pub struct PodInfo<'a> {
     requests: PodRequests,
     required_affinity: RequiredNodeAffinity,
     preferred_affinity: PreferredNodeAffinity,
+    volume_claims: PodVolumeClaims,
+    volume_listers: &'a VolumeListers,
 }
 
 impl<'a> PodInfo<'a> {
@@ -30,7 +37,26 @@ impl<'a> PodInfo<'a> {
             requests: PodRequests::of(pod),
             required_affinity,
             preferred_affinity,
+            volume_claims: PodVolumeClaims::default(),
+            volume_listers: &NO_VOLUMES,
         }
+    }
+
+    /// Looks up the pod's PersistentVolumeClaims in `listers` (for VolumeBinding).
+    pub fn with_volumes(mut self, listers: &'a VolumeListers) -> PodInfo<'a> {
+        self.volume_claims = PodVolumeClaims::of(self.pod, listers);
+        self.volume_listers = listers;
+        self
+    }
+
+    /// The pod's claims, sorted by how they bind.
+    pub fn volume_claims(&self) -> &PodVolumeClaims {
+        &self.volume_claims
+    }
+
+    /// The claims, volumes and classes the pod was looked up in.
+    pub fn volume_listers(&self) -> &'a VolumeListers {
+        self.volume_listers
     }
 
     /// The pod object.

@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -22,6 +23,8 @@ use crate::framework::Scheduler;
 use crate::queue::SchedulingQueue;
 use crate::snapshot::{NodeChange, Snapshot, is_terminal, pod_key};
 use crate::status;
+use crate::volume_binder;
+use crate::volumes::{PodVolumeClaims, VolumeDecisions, claim_key, find_pod_volumes};
 
 /// How many pods one turn of the loop schedules before it looks at watch events again.
 const BATCH: usize = 128;
@@ -109,6 +112,9 @@ struct LoopState {
     recorder: Arc<EventRecorder>,
     nodes: ListState,
     pods: ListState,
+    claims: ListState,
+    volumes: ListState,
+    classes: ListState,
 }
 
 impl LoopState {
@@ -134,13 +140,19 @@ impl LoopState {
             recorder,
             nodes: ListState::default(),
             pods: ListState::default(),
+            claims: ListState::default(),
+            volumes: ListState::default(),
+            classes: ListState::default(),
         }
     }
 
     async fn run(mut self, shutdown: CancellationToken) {
         let nodes = watcher(Api::<Node>::all(self.client.clone()));
         let pods = watcher(Api::<Pod>::all(self.client.clone()));
-        tokio::pin!(nodes, pods);
+        let claims = watcher(Api::<PersistentVolumeClaim>::all(self.client.clone()));
+        let volumes = watcher(Api::<PersistentVolume>::all(self.client.clone()));
+        let classes = watcher(Api::<StorageClass>::all(self.client.clone()));
+        tokio::pin!(nodes, pods, claims, volumes, classes);
         let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!("scheduler started");
@@ -148,6 +160,9 @@ impl LoopState {
             self.queue.flush_backoff_completed(Instant::now());
             let can_schedule = self.nodes.synced
                 && self.pods.synced
+                && self.claims.synced
+                && self.volumes.synced
+                && self.classes.synced
                 && self.queue.has_active()
                 && self.binds.len() < self.config.max_concurrent_bindings;
             let backoff_at = self.queue.next_backoff_at();
@@ -165,6 +180,21 @@ impl LoopState {
                     Some(Ok(event)) => self.on_pod_event(event),
                     Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed, retrying"),
                     None => { tracing::error!("pod watch ended"); break; }
+                },
+                event = claims.next() => match event {
+                    Some(Ok(event)) => self.on_claim_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "claim watch failed, retrying"),
+                    None => { tracing::error!("claim watch ended"); break; }
+                },
+                event = volumes.next() => match event {
+                    Some(Ok(event)) => self.on_volume_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "volume watch failed, retrying"),
+                    None => { tracing::error!("volume watch ended"); break; }
+                },
+                event = classes.next() => match event {
+                    Some(Ok(event)) => self.on_class_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "storage class watch failed, retrying"),
+                    None => { tracing::error!("storage class watch ended"); break; }
                 },
                 _ = flush.tick() => {
                     self.queue.flush_unschedulable_leftover(Instant::now(), self.config.pod_max_in_unschedulable_duration);
@@ -206,6 +236,82 @@ impl LoopState {
                     .remove_node(node.metadata.name.as_deref().unwrap_or_default());
             }
         }
+    }
+
+    /// A claim changed: pods waiting on it may fit now (upstream's `PvcAdd`/`PvcUpdate`
+    /// cluster events).
+    fn on_claim_event(&mut self, event: Event<PersistentVolumeClaim>) {
+        let now = Instant::now();
+        let volumes = self.snapshot.volumes_mut();
+        match event {
+            Event::Init => self.claims.seen = Some(HashSet::new()),
+            Event::InitApply(c) | Event::Apply(c) => {
+                if let Some(seen) = &mut self.claims.seen {
+                    seen.insert(claim_key(&c));
+                }
+                volumes.upsert_claim(c);
+            }
+            Event::InitDone => {
+                volumes.retain_claims(&self.claims.seen.take().unwrap_or_default());
+                self.claims.synced = true;
+            }
+            Event::Delete(c) => volumes.remove_claim(&c),
+        }
+        self.queue.move_all_to_active_or_backoff(now);
+    }
+
+    /// A volume changed (upstream's `PvAdd`/`PvUpdate`).
+    fn on_volume_event(&mut self, event: Event<PersistentVolume>) {
+        let now = Instant::now();
+        let volumes = self.snapshot.volumes_mut();
+        match event {
+            Event::Init => self.volumes.seen = Some(HashSet::new()),
+            Event::InitApply(v) | Event::Apply(v) => {
+                if let Some(seen) = &mut self.volumes.seen {
+                    seen.insert(v.metadata.name.clone().unwrap_or_default());
+                }
+                volumes.upsert_volume(v);
+            }
+            Event::InitDone => {
+                volumes.retain_volumes(&self.volumes.seen.take().unwrap_or_default());
+                self.volumes.synced = true;
+            }
+            Event::Delete(v) => volumes.remove_volume(&v),
+        }
+        self.queue.move_all_to_active_or_backoff(now);
+    }
+
+    /// A storage class changed (upstream's `StorageClassAdd`/`Update`).
+    fn on_class_event(&mut self, event: Event<StorageClass>) {
+        let now = Instant::now();
+        let volumes = self.snapshot.volumes_mut();
+        match event {
+            Event::Init => self.classes.seen = Some(HashSet::new()),
+            Event::InitApply(c) | Event::Apply(c) => {
+                if let Some(seen) = &mut self.classes.seen {
+                    seen.insert(c.metadata.name.clone().unwrap_or_default());
+                }
+                volumes.upsert_class(c);
+            }
+            Event::InitDone => {
+                volumes.retain_classes(&self.classes.seen.take().unwrap_or_default());
+                self.classes.synced = true;
+            }
+            Event::Delete(c) => volumes.remove_class(&c),
+        }
+        self.queue.move_all_to_active_or_backoff(now);
+    }
+
+    /// What the pod's delayed claims need on `node` (upstream's VolumeBinding Reserve step);
+    /// `None` when the pod has none.
+    fn volume_decisions(&self, pod: &Pod, node: &str) -> Option<VolumeDecisions> {
+        let listers = self.snapshot.volumes();
+        let claims = PodVolumeClaims::of(pod, listers);
+        if claims.delayed.is_empty() {
+            return None;
+        }
+        let info = self.snapshot.node(node)?;
+        find_pod_volumes(&claims, info, listers).ok()
     }
 
     fn on_node(&mut self, node: Node) {
@@ -343,9 +449,17 @@ impl LoopState {
                 let client = self.client.clone();
                 let span = tracing::debug_span!("bind", pod = %name, node = %node);
                 let tracked = key.clone();
+                let volumes = self.volume_decisions(&pod, &node);
                 let task = self.binds.spawn(
                     async move {
-                        let result = status::bind(client, &pod, &node).await;
+                        let result = match &volumes {
+                            Some(v) => volume_binder::bind_pod_volumes(&client, v, &node).await,
+                            None => Ok(()),
+                        };
+                        let result = match result {
+                            Ok(()) => status::bind(client, &pod, &node).await,
+                            Err(e) => Err(e),
+                        };
                         BindOutcome {
                             key,
                             pod,

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use crate::error::{Error, Result};
 use crate::node_selector::NO_LABELS;
 use crate::resources::{PodRequests, Resource, node_allocatable};
+use crate::volumes::VolumeListers;
 
 /// One node as the plugins see it: the node object, its allocatable resources and what the
 /// pods placed on it request.
@@ -178,6 +179,8 @@ pub struct Snapshot {
     pods: HashMap<String, PlacedPod>,
     /// Usage of pods bound to nodes the snapshot does not (yet) hold.
     absent: HashMap<String, Usage>,
+    /// Claims, volumes and storage classes, for VolumeBinding.
+    volumes: VolumeListers,
 }
 
 /// The key the snapshot and the scheduling queue know a pod by: its UID, or `namespace/name`
@@ -213,6 +216,16 @@ impl Snapshot {
             snapshot.add_pod(pod);
         }
         snapshot
+    }
+
+    /// The claims, volumes and storage classes the scheduler knows.
+    pub fn volumes(&self) -> &VolumeListers {
+        &self.volumes
+    }
+
+    /// The claims, volumes and storage classes, to update them.
+    pub fn volumes_mut(&mut self) -> &mut VolumeListers {
+        &mut self.volumes
     }
 
     /// Every node, in a stable order (the scheduler rotates where it starts in it).

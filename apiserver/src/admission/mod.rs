@@ -2,7 +2,8 @@
 //! phase) a write after the kind's strategy has defaulted it and before it is stored, as
 //! upstream's admission chain.
 //!
-//! The built-in chain is [`NamespaceLifecycle`]; plugins set on
+//! The built-in chain is [`NamespaceLifecycle`], [`DefaultStorageClass`] and
+//! [`StorageObjectInUseProtection`] (all enabled by default upstream); plugins set on
 //! [`crate::ApiServerConfig::admission`] run after it.
 //!
 //! # How to implement your own
@@ -41,9 +42,13 @@ use serde_json::Value;
 use crate::authentication::UserInfo;
 use crate::registry::RequestScope;
 
+mod default_storage_class;
 mod namespace_lifecycle;
+mod storage_object_in_use_protection;
 
+pub use default_storage_class::DefaultStorageClass;
 pub use namespace_lifecycle::NamespaceLifecycle;
+pub use storage_object_in_use_protection::StorageObjectInUseProtection;
 
 /// The attribute that implementations of [`Admission`] (an async trait) need, re-exported so
 /// that a plugin needs no extra dependency: `#[kybernetes_apiserver::admission::async_trait]`.

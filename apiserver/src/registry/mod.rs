@@ -55,6 +55,8 @@ pub mod job;
 pub mod lease;
 pub mod namespace;
 pub mod node;
+pub mod persistentvolume;
+pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod pod_template;
 pub mod poddisruptionbudget;
@@ -65,6 +67,7 @@ pub mod secret;
 pub mod service;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod storageclass;
 pub mod table;
 
 pub use scope::RequestScope;
@@ -329,6 +332,21 @@ impl StrategyTable {
             "replicationcontrollers",
             replicationcontroller::ReplicationControllerStrategy,
         );
+        t.register(
+            "",
+            "persistentvolumes",
+            persistentvolume::PersistentVolumeStrategy,
+        );
+        t.register(
+            "",
+            "persistentvolumeclaims",
+            persistentvolumeclaim::PersistentVolumeClaimStrategy,
+        );
+        t.register(
+            "storage.k8s.io",
+            "storageclasses",
+            storageclass::StorageClassStrategy,
+        );
         t.register("apps", "deployments", deployment::DeploymentStrategy);
         t.register("apps", "replicasets", replicaset::ReplicaSetStrategy);
         t.register("apps", "statefulsets", statefulset::StatefulSetStrategy);
@@ -411,6 +429,47 @@ pub(crate) fn invalid(field: &str, message: impl Into<String>) -> StatusCause {
         message: message.into(),
         field: field.into(),
     }
+}
+
+/// A `FieldValueRequired` cause with upstream's detail (`Required value: <detail>`).
+pub(crate) fn required_because(field: &str, detail: &str) -> StatusCause {
+    StatusCause {
+        reason: "FieldValueRequired".into(),
+        message: format!("Required value: {detail}"),
+        field: field.into(),
+    }
+}
+
+/// A `FieldValueForbidden` cause.
+pub(crate) fn forbidden(field: &str, detail: impl std::fmt::Display) -> StatusCause {
+    StatusCause {
+        reason: "FieldValueForbidden".into(),
+        message: format!("Forbidden: {detail}"),
+        field: field.into(),
+    }
+}
+
+/// A `FieldValueNotSupported` cause: `value` is not one of `supported`.
+pub(crate) fn not_supported(field: &str, value: &Value, supported: &[&str]) -> StatusCause {
+    let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+    StatusCause {
+        reason: "FieldValueNotSupported".into(),
+        message: format!(
+            "Unsupported value: {value}: supported values: {}",
+            supported.join(", ")
+        ),
+        field: field.into(),
+    }
+}
+
+/// Upstream's `ValidateImmutableField`: a cause when `new` differs from `old`.
+pub(crate) fn immutable(
+    field: &str,
+    new: Option<&Value>,
+    old: Option<&Value>,
+) -> Option<StatusCause> {
+    let (new, old) = (new.unwrap_or(&Value::Null), old.unwrap_or(&Value::Null));
+    (new != old).then(|| invalid(field, format!("Invalid value: {new}: field is immutable")))
 }
 
 /// Sets `key` in `m` when it is missing or null.

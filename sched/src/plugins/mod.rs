@@ -6,6 +6,7 @@ mod node_name;
 mod node_resources_fit;
 mod node_unschedulable;
 mod taint_toleration;
+mod volume_binding;
 
 pub use balanced_allocation::NodeResourcesBalancedAllocation;
 pub use node_affinity::NodeAffinity;
@@ -13,6 +14,7 @@ pub use node_name::NodeName;
 pub use node_resources_fit::{NodeResourcesFit, ScoringStrategy};
 pub use node_unschedulable::NodeUnschedulable;
 pub use taint_toleration::{TaintToleration, find_untolerated_taint, tolerates};
+pub use volume_binding::VolumeBinding;
 
 #[cfg(test)]
 pub(crate) mod testing {

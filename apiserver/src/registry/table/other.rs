@@ -1,5 +1,6 @@
 //! Printers of the smaller groups: leases (coordination.k8s.io), pod disruption budgets
-//! (policy), endpoint slices (discovery.k8s.io) and horizontal pod autoscalers (autoscaling).
+//! (policy), endpoint slices (discovery.k8s.io), horizontal pod autoscalers (autoscaling) and
+//! storage classes (storage.k8s.io).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -28,7 +29,69 @@ pub static PRINTERS: &[(&str, &str, Printer)] = &[
         "horizontalpodautoscalers",
         Printer::new(HPA_COLUMNS, hpa),
     ),
+    (
+        "storage.k8s.io",
+        "storageclasses",
+        Printer::new(STORAGE_CLASS_COLUMNS, storageclass),
+    ),
 ];
+
+static STORAGE_CLASS_COLUMNS: &[TableColumn] = &[
+    TableColumn::NAME,
+    TableColumn::new(
+        "Provisioner",
+        "string",
+        "provisioner indicates the type of the provisioner.",
+    ),
+    TableColumn::new(
+        "ReclaimPolicy",
+        "string",
+        "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.",
+    ),
+    TableColumn::new(
+        "VolumeBindingMode",
+        "string",
+        "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+    ),
+    TableColumn::new(
+        "AllowVolumeExpansion",
+        "string",
+        "allowVolumeExpansion shows whether the storage class allow volume expand.",
+    ),
+    TableColumn::AGE,
+];
+
+/// Upstream's `printStorageClass`: the name gets ` (default)` on the default class.
+fn storageclass(sc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let annotation = |key: &str| {
+        sc.pointer("/metadata/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            == Some("true")
+    };
+    let default = annotation(kybernetes_core::persistent_volume::IS_DEFAULT_CLASS_ANNOTATION)
+        || annotation(kybernetes_core::persistent_volume::BETA_IS_DEFAULT_CLASS_ANNOTATION);
+    let name = match default {
+        true => format!("{} (default)", name(sc)),
+        false => name(sc).to_string(),
+    };
+    let or = |path: &str, default: &'static str| match text(sc, path) {
+        "" => default.to_string(),
+        v => v.to_string(),
+    };
+    let expansion = sc
+        .get("allowVolumeExpansion")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    vec![
+        json!(name),
+        json!(text(sc, "/provisioner")),
+        json!(or("/reclaimPolicy", "Delete")),
+        json!(or("/volumeBindingMode", "Immediate")),
+        json!(expansion),
+        json!(age(sc, now)),
+    ]
+}
 
 static LEASE_COLUMNS: &[TableColumn] = &[
     TableColumn::NAME,
