@@ -127,10 +127,12 @@ async fn replicas(cluster: &Cluster) -> anyhow::Result<Vec<Replica>> {
             .runtime()
             .exec_sync(&id, &["cat".into(), "port".into()], Duration::from_secs(5))
             .await;
-        let Some(port) = cat
-            .ok()
-            .and_then(|c| String::from_utf8_lossy(&c.stdout).trim().parse::<u16>().ok())
-        else {
+        let Some(port) = cat.ok().and_then(|c| {
+            String::from_utf8_lossy(&c.stdout)
+                .trim()
+                .parse::<u16>()
+                .ok()
+        }) else {
             continue;
         };
         out.push(Replica {
