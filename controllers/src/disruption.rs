@@ -50,11 +50,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::api_values::{from_time, label_selector, scaled_int_or_percent, to_time};
+use crate::controller_ref::controller_of;
+use crate::mutation_cache::ObservedRevision;
+use crate::pod_state::is_pod_ready;
+use crate::reconcile::{ErrorBackoff, is_not_found};
 use crate::replicaset::{MAX_BACKOFF, strip_pod};
-use crate::util::{
-    self, ErrorBackoff, ObservedRevision, controller_of, from_time, is_not_found, is_pod_ready,
-    label_selector, scaled_int_or_percent, to_time,
-};
 
 /// How long a pod the eviction subresource recorded in `disruptedPods` may take to be deleted
 /// before the budget counts it again (upstream's `DeletionTimeout`).
@@ -116,7 +117,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     );
     let budgets = controller.store();
     let (pods, writer) = reflector::store();
-    let pod_events = util::observed_watch(
+    let pod_events = crate::mutation_cache::observed_watch(
         Api::<Pod>::all(client.clone()),
         strip_pod,
         writer,
@@ -131,7 +132,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let controller = controller
         .watches_stream(pod_events, move |pod| budgets_for_pod(&budgets, &pod))
         .run(reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "disruption controller"),
@@ -547,7 +548,7 @@ async fn record<K>(ctx: &Context, obj: &K, type_: &str, reason: &str, message: S
 where
     K: kube::Resource<DynamicType = ()>,
 {
-    util::record_event(&ctx.client, &ctx.clock, obj, type_, reason, message).await;
+    crate::event_recorder::record_event(&ctx.client, &ctx.clock, obj, type_, reason, message).await;
 }
 
 #[cfg(test)]

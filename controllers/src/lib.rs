@@ -10,15 +10,26 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub use namespace::{NamespaceConfig, spawn_namespace_controller};
 pub use node_lifecycle::{NodeLifecycleConfig, spawn_node_lifecycle_controller};
+/// Conversions of API field values: label selectors, `IntOrString` percentages, `metav1.Time`.
+pub mod api_values;
+/// Controller ownerReferences, adoption and release.
+pub mod controller_ref;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+/// Events about managed objects, stamped from the cluster clock.
+pub mod event_recorder;
 pub mod job;
+/// A controller's own writes layered over its informer cache.
+pub mod mutation_cache;
+/// Active, ready and available pods, and the deletion order.
+pub mod pod_state;
+/// The reconcile loop: shutdown, error back-off, API error classes, status patches.
+pub mod reconcile;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod statefulset;
-pub mod util;
 pub use cronjob::spawn_cronjob;
 pub use daemonset::spawn_daemonset;
 pub use deployment::spawn_deployment;

@@ -99,7 +99,7 @@ pub fn spawn_namespace_controller(
             .run(reconcile, error_policy, ctx);
         // kube's `graceful_shutdown_on` can wait forever when shutdown comes before the
         // namespace store is ready (its runner is held until then), so stop on the token.
-        crate::util::run_until_shutdown(
+        crate::reconcile::run_until_shutdown(
             results,
             &shutdown,
             |e| debug!(error = %e, "namespace reconcile failed"),

@@ -9,7 +9,7 @@
 //!    no longer match;
 //! 3. creates the missing pods (`generateName: <rs>-`, in slow-start batches, at most
 //!    [`BURST_REPLICAS`] per reconcile) or deletes the surplus, picked in upstream's order
-//!    ([`crate::util::pods_to_delete`]);
+//!    ([`crate::pod_state::pods_to_delete`]);
 //! 4. writes the status: replicas, fullyLabeledReplicas, readyReplicas, availableReplicas
 //!    (with `minReadySeconds` against the cluster [`Clock`]), observedGeneration and the
 //!    ReplicaFailure condition.
@@ -42,10 +42,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{
-    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, controller_ref,
-    is_controlled_by, is_not_found, is_pod_active, is_pod_available, is_pod_ready, label_selector,
-};
+use crate::api_values::label_selector;
+use crate::controller_ref::{controller_of, controller_ref, is_controlled_by};
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::pod_state::{is_pod_active, is_pod_available, is_pod_ready};
+use crate::reconcile::{ErrorBackoff, is_not_found};
 
 /// At most this many pods are created or deleted by one reconcile (upstream's `BurstReplicas`).
 pub const BURST_REPLICAS: usize = 500;
@@ -144,7 +145,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let replica_sets = controller.store();
     let (pods, writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let pod_events = util::observed_watch(
+    let pod_events = crate::mutation_cache::observed_watch(
         Api::<Pod>::all(client.clone()),
         strip_pod,
         writer,
@@ -165,7 +166,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
             replica_sets_for_pod(&replica_sets, &pod)
         })
         .run(reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "replicaset controller"),
@@ -286,7 +287,7 @@ pub(crate) async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<
     let min_ready = min_ready_seconds(&rs);
     let next_available = owned
         .iter()
-        .filter_map(|p| util::until_available(p, min_ready, now))
+        .filter_map(|p| crate::pod_state::until_available(p, min_ready, now))
         .min();
     Ok(match next_available {
         Some(after) => Action::requeue(after),
@@ -318,7 +319,7 @@ async fn claim_pods(
                         Err(e) => Err(e),
                     }
                 };
-                util::claim(
+                crate::controller_ref::claim(
                     &pods_api,
                     rs,
                     selector,
@@ -342,7 +343,7 @@ async fn claim_pods(
                     metadata: rs.metadata.clone(),
                     ..Default::default()
                 };
-                util::claim(
+                crate::controller_ref::claim(
                     &pods_api,
                     &owner,
                     selector,
@@ -387,7 +388,7 @@ async fn manage_replicas(
         let count = (have - want).min(BURST_REPLICAS);
         let ns = rs.namespace().unwrap_or_default();
         let related = ctx.related_pods(rs, &ns);
-        let victims = util::pods_to_delete(owned, &related, count);
+        let victims = crate::pod_state::pods_to_delete(owned, &related, count);
         debug!(replicaset = %rs.name_any(), count, "deleting pods");
         let results = join_all(victims.iter().map(|p| delete_pod(ctx, pods_api, p))).await;
         results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
@@ -519,7 +520,7 @@ fn calculate_status(
                 status: "True".into(),
                 reason: Some(reason.into()),
                 message: Some(message),
-                last_transition_time: Some(util::to_time(now)),
+                last_transition_time: Some(crate::api_values::to_time(now)),
             });
         }
         None if has_failure => conditions.retain(|c| c.type_ != "ReplicaFailure"),
@@ -559,7 +560,7 @@ async fn update_status(ctx: &Context, rs: &ReplicaSet, status: ReplicaSetStatus)
         return Ok(());
     }
     let ns = rs.namespace().unwrap_or_default();
-    let patch = util::status_merge_patch(
+    let patch = crate::reconcile::status_merge_patch(
         &status,
         &[
             "replicas",

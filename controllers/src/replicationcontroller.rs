@@ -30,8 +30,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
+use crate::controller_ref::controller_of;
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::reconcile::ErrorBackoff;
 use crate::replicaset::{self, Context, MAX_BACKOFF, MUTATION_TTL, OwnerKind};
-use crate::util::{self, ErrorBackoff, MutationCache, ObservedRevision, controller_of};
 
 /// Starts the ReplicationController controller; it stops when `shutdown` is cancelled.
 pub fn spawn_replicationcontroller(
@@ -96,7 +98,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     // ReplicationControllers have no owning controller whose siblings would rank pods.
     let (replica_sets, _unused_writer) = reflector::store::<ReplicaSet>();
     let observed = ObservedRevision::default();
-    let pod_events = util::observed_watch(
+    let pod_events = crate::mutation_cache::observed_watch(
         Api::<Pod>::all(client.clone()),
         replicaset::strip_pod,
         writer,
@@ -127,7 +129,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                     .filter(|rc| rc.namespace().as_deref() == Some(ns.as_str()))
                     .filter(|rc| {
                         let rs = as_replica_set(rc.as_ref().clone());
-                        util::label_selector(rs.spec.as_ref().map(|s| &s.selector))
+                        crate::api_values::label_selector(rs.spec.as_ref().map(|s| &s.selector))
                             .is_ok_and(|sel| !sel.is_empty() && sel.matches(pod.labels()))
                     })
                     .map(|rc| ObjectRef::from_obj(rc.as_ref()))
@@ -146,7 +148,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
             },
             ctx,
         );
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "replicationcontroller controller"),

@@ -38,11 +38,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::api_values::to_time;
+use crate::controller_ref::{controller_of, controller_ref, is_controlled_by};
 use crate::job::status::{condition, is_finished, true_condition};
-use crate::util::{
-    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, controller_ref,
-    is_already_exists, is_controlled_by, is_not_found, to_time,
-};
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::reconcile::{ErrorBackoff, is_already_exists, is_not_found};
 use schedule::{MISSED_TIMES_WARNING, job_name, most_recent};
 
 /// The annotation with the scheduled time a Job was created for (upstream's).
@@ -105,7 +105,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     );
     let (jobs, writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let job_events = util::observed_watch(
+    let job_events = crate::mutation_cache::observed_watch(
         Api::<Job>::all(client.clone()),
         strip_job,
         writer,
@@ -127,7 +127,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                 .map(|r| ObjectRef::new(&r.name).within(&ns))
         })
         .run(reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "cronjob controller"),
@@ -164,7 +164,15 @@ pub(crate) async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Act
     let result = schedule_next(&ctx, &cj, &jobs, &mut st, &mut events).await;
     write_status(&ctx, &cj, &st).await?;
     for (type_, reason, message) in events {
-        util::record_event(&ctx.client, &ctx.clock, cj.as_ref(), type_, reason, message).await;
+        crate::event_recorder::record_event(
+            &ctx.client,
+            &ctx.clock,
+            cj.as_ref(),
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
     let action = result?;
     ctx.backoff.reset(&key);
@@ -291,7 +299,7 @@ async fn schedule_next(
         .last_schedule_time
         .as_ref()
         .or(cj.metadata.creation_timestamp.as_ref())
-        .map(util::from_time)
+        .map(crate::api_values::from_time)
         .unwrap_or(now);
     let recent = most_recent(&schedule, earliest, now, spec.starting_deadline_seconds);
     if recent.missed > MISSED_TIMES_WARNING {
@@ -325,7 +333,11 @@ async fn schedule_next(
     if active
         .iter()
         .any(|r| r.name.as_deref() == Some(name.as_str()))
-        || st.last_schedule_time.as_ref().map(util::from_time) == Some(scheduled)
+        || st
+            .last_schedule_time
+            .as_ref()
+            .map(crate::api_values::from_time)
+            == Some(scheduled)
     {
         return Ok(next);
     }
@@ -508,8 +520,10 @@ async fn write_status(ctx: &Context, cj: &CronJob, st: &CronJobStatus) -> Result
         return Ok(());
     }
     let st = normalize(st);
-    let mut patch =
-        util::status_merge_patch(&st, &["active", "lastScheduleTime", "lastSuccessfulTime"]);
+    let mut patch = crate::reconcile::status_merge_patch(
+        &st,
+        &["active", "lastScheduleTime", "lastSuccessfulTime"],
+    );
     if st.active.is_none() {
         patch["status"]["active"] = Value::Null;
     }

@@ -40,7 +40,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{self, ErrorBackoff, MutationCache, ObservedRevision, controller_of};
+use crate::controller_ref::controller_of;
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::reconcile::ErrorBackoff;
 
 const MUTATION_TTL: Duration = Duration::from_secs(300);
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(60);
@@ -132,13 +134,13 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let pod_events = util::observed_watch(
+    let pod_events = crate::mutation_cache::observed_watch(
         Api::<Pod>::all(client.clone()),
         strip_pod,
         pod_writer,
         observed.clone(),
     );
-    let node_events = util::observed_watch(
+    let node_events = crate::mutation_cache::observed_watch(
         Api::<Node>::all(client.clone()),
         strip_node,
         node_writer,
@@ -176,7 +178,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                 .collect::<Vec<_>>()
         })
         .run(sync::reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "daemonset controller"),

@@ -13,8 +13,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::controller_ref::{controller_ref, is_controlled_by};
 use crate::deployment::revision::pod_template_hash;
-use crate::util::{controller_ref, is_already_exists, is_controlled_by, is_not_found};
+use crate::reconcile::{is_already_exists, is_not_found};
 
 /// The label that names a pod's (and a revision's) template hash.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";

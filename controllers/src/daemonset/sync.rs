@@ -19,9 +19,9 @@ use kube::runtime::reflector::ObjectRef;
 use super::placement::{self, Placement};
 use super::revision::{self, REVISION_HASH_LABEL};
 use super::{Context, Error, Result, api_err};
-use crate::util::{
-    self, controller_ref, is_controlled_by, is_not_found, is_pod_available, is_pod_ready,
-};
+use crate::controller_ref::{controller_ref, is_controlled_by};
+use crate::pod_state::{is_pod_available, is_pod_ready};
+use crate::reconcile::is_not_found;
 
 /// The label with the DaemonSet generation a pod was created from (deprecated upstream, still
 /// set).
@@ -51,8 +51,8 @@ pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<A
     }
     let ns = ds.namespace().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
-    let selector =
-        util::label_selector(ds.spec.as_ref().map(|s| &s.selector)).map_err(Error::Selector)?;
+    let selector = crate::api_values::label_selector(ds.spec.as_ref().map(|s| &s.selector))
+        .map_err(Error::Selector)?;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let hash = revision::current_hash(&ds);
 
@@ -70,7 +70,7 @@ pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<A
             Err(e) => Err(e),
         }
     };
-    let owned = util::claim(
+    let owned = crate::controller_ref::claim(
         &pods_api,
         ds.as_ref(),
         &selector,
@@ -117,13 +117,21 @@ pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<A
     let status = calculate_status(&ds, &by_node, &hash, min_ready, now);
     update_status(&ctx, &ds, status).await?;
     for (type_, reason, message) in events {
-        util::record_event(&ctx.client, &ctx.clock, ds.as_ref(), type_, reason, message).await;
+        crate::event_recorder::record_event(
+            &ctx.client,
+            &ctx.clock,
+            ds.as_ref(),
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
     result?;
     ctx.backoff.reset(&key);
     let next_available = owned_now
         .iter()
-        .filter_map(|p| util::until_available(p, min_ready, now))
+        .filter_map(|p| crate::pod_state::until_available(p, min_ready, now))
         .min();
     Ok(match next_available {
         Some(after) => Action::requeue(after),
@@ -483,7 +491,7 @@ async fn update_status(ctx: &Context, ds: &DaemonSet, status: DaemonSetStatus) -
     }
     let api: Api<DaemonSet> =
         Api::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
-    let patch = util::status_merge_patch(
+    let patch = crate::reconcile::status_merge_patch(
         &status,
         &[
             "desiredNumberScheduled",

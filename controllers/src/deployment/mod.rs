@@ -54,10 +54,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{
-    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, is_not_found,
-    label_selector,
-};
+use crate::api_values::label_selector;
+use crate::controller_ref::controller_of;
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::reconcile::{ErrorBackoff, is_not_found};
 use replicas::Fenceposts;
 
 /// How long a recorded write shadows the informer at most.
@@ -144,7 +144,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let deployments = controller.store();
     let (replica_sets, rs_writer) = reflector::store();
     let rs_observed = ObservedRevision::default();
-    let rs_events = util::observed_watch(
+    let rs_events = crate::mutation_cache::observed_watch(
         Api::<ReplicaSet>::all(client.clone()),
         |rs: &mut ReplicaSet| rs.metadata.managed_fields = None,
         rs_writer,
@@ -174,7 +174,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
             recreate_deployment_for_pod(&replica_sets, &deployments, &pod)
         })
         .run(reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "deployment controller"),
@@ -360,7 +360,7 @@ impl<'a> Rollout<'a> {
                 Err(e) => Err(e),
             }
         };
-        let claimed = util::claim(
+        let claimed = crate::controller_ref::claim(
             &self.rs_api,
             &self.d,
             selector,
@@ -396,7 +396,7 @@ impl<'a> Rollout<'a> {
 
     /// Writes the deployment's status (the whole of it that this controller manages).
     async fn write_status(&mut self, status: DeploymentStatus) -> Result<()> {
-        let patch = util::status_merge_patch(
+        let patch = crate::reconcile::status_merge_patch(
             &status,
             &[
                 "observedGeneration",
@@ -450,7 +450,7 @@ impl<'a> Rollout<'a> {
             self.d.clone(),
         );
         tokio::spawn(async move {
-            util::record_event(&client, &clock, &d, type_, reason, message).await
+            crate::event_recorder::record_event(&client, &clock, &d, type_, reason, message).await
         });
     }
 }

@@ -13,7 +13,7 @@ use kybernetes_core::Clock;
 use super::replicas::{self, deployment_replicas};
 use super::sync::all_of;
 use super::{Result, Rollout};
-use crate::util::{from_time, to_time};
+use crate::api_values::{from_time, to_time};
 
 /// The Progressing condition type.
 pub const PROGRESSING: &str = "Progressing";

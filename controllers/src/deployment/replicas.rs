@@ -165,7 +165,7 @@ fn is_literal_zero(v: &IntOrString) -> bool {
 
 /// Upstream's `GetScaledValueFromIntOrPercent`.
 fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, Error> {
-    crate::util::scaled_int_or_percent(v, total, round_up).map_err(Error::InvalidStrategy)
+    crate::api_values::scaled_int_or_percent(v, total, round_up).map_err(Error::InvalidStrategy)
 }
 
 /// The size the new ReplicaSet should have next (upstream's `NewRSNewReplicas`). With

@@ -15,7 +15,8 @@ use super::progress::{self, PROGRESSING};
 use super::replicas::{self, active, rs_replicas};
 use super::revision::{self, POD_TEMPLATE_HASH_LABEL};
 use super::{Error, Result, Rollout, api_err};
-use crate::util::{controller_ref, is_already_exists, is_controlled_by, is_not_found};
+use crate::controller_ref::{controller_ref, is_controlled_by};
+use crate::reconcile::{is_already_exists, is_not_found};
 
 /// Replaces the ReplicaSet with `updated`'s uid, wherever it is.
 pub(super) fn replace(

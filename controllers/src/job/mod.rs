@@ -50,9 +50,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{
-    self, ErrorBackoff, MutationCache, ObservedRevision, controller_of, is_not_found,
-};
+use crate::controller_ref::controller_of;
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::reconcile::{ErrorBackoff, is_not_found};
 pub use ttl::spawn_ttl_after_finished;
 
 /// How long a recorded write shadows the informer at most.
@@ -129,7 +129,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let (pods, writer) = reflector::store();
     let observed = ObservedRevision::default();
     let (orphans_tx, orphans_rx) = mpsc::unbounded_channel();
-    let pod_events = util::observed_watch(
+    let pod_events = crate::mutation_cache::observed_watch(
         Api::<Pod>::all(client.clone()),
         strip_pod,
         writer,
@@ -160,7 +160,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let controller = controller
         .watches_stream(pod_events, move |pod| jobs_for_pod(&jobs_for_pods, &pod))
         .run(sync::reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "job controller"),
@@ -185,7 +185,7 @@ fn jobs_for_pod(jobs: &Store<Job>, pod: &Pod) -> Vec<ObjectRef<Job>> {
             .iter()
             .filter(|j| j.namespace().as_deref() == Some(ns.as_str()))
             .filter(|j| {
-                util::label_selector(j.spec.as_ref().and_then(|s| s.selector.as_ref()))
+                crate::api_values::label_selector(j.spec.as_ref().and_then(|s| s.selector.as_ref()))
                     .is_ok_and(|sel| !sel.is_empty() && sel.matches(pod.labels()))
             })
             .map(|j| ObjectRef::from_obj(j.as_ref()))

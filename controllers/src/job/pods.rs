@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use crate::util::{controller_ref, from_time};
+use crate::api_values::from_time;
+use crate::controller_ref::controller_ref;
 
 /// The finalizer that keeps a finished pod until the Job has counted it (upstream's
 /// `batch.kubernetes.io/job-tracking`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 
-use crate::util::{from_time, to_time};
+use crate::api_values::{from_time, to_time};
 
 /// The first back-off after a failed pod (upstream's `DefaultJobPodFailureBackOff`).
 pub const POD_FAILURE_BACKOFF: Duration = Duration::from_secs(10);

@@ -25,7 +25,10 @@ use super::status::{
 };
 use super::tracking::{classify_new_finished, release_all_finalizers, track_finished_pods};
 use super::{Context, Error, Result, api_err};
-use crate::util::{self, is_controlled_by, is_not_found, is_pod_active, is_pod_ready, to_time};
+use crate::api_values::to_time;
+use crate::controller_ref::is_controlled_by;
+use crate::pod_state::{is_pod_active, is_pod_ready};
+use crate::reconcile::is_not_found;
 
 /// At most this many pods are created or deleted by one reconcile (upstream's
 /// `MaxPodCreateDeletePerSync`).
@@ -77,8 +80,9 @@ pub(crate) async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action
     let ns = job.namespace().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let uid = job.metadata.uid.clone().unwrap_or_default();
-    let selector = util::label_selector(job.spec.as_ref().and_then(|s| s.selector.as_ref()))
-        .map_err(Error::Selector)?;
+    let selector =
+        crate::api_values::label_selector(job.spec.as_ref().and_then(|s| s.selector.as_ref()))
+            .map_err(Error::Selector)?;
 
     if job.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the pods; only their finalizers are left to us.
@@ -308,7 +312,7 @@ fn deadline_remaining(spec: &Spec, st: &JobStatus, now: DateTime<Utc>) -> Option
         return None;
     }
     let ads = spec.active_deadline?;
-    let start = util::from_time(st.start_time.as_ref()?);
+    let start = crate::api_values::from_time(st.start_time.as_ref()?);
     let deadline = start + chrono::Duration::seconds(ads);
     Some((deadline - now).to_std().unwrap_or(Duration::ZERO))
 }
@@ -392,7 +396,7 @@ async fn manage_pods(
         if active.len() > want {
             let surplus = (active.len() - want).min(MAX_POD_CREATE_DELETE_PER_SYNC);
             (
-                util::pods_to_delete(active.to_vec(), active, surplus),
+                crate::pod_state::pods_to_delete(active.to_vec(), active, surplus),
                 Vec::new(),
             )
         } else {
@@ -563,7 +567,7 @@ async fn claim_pods(
             Err(e) => Err(e),
         }
     };
-    util::claim(
+    crate::controller_ref::claim(
         &pods_api,
         job,
         selector,
@@ -581,7 +585,7 @@ pub(super) async fn write_status(ctx: &Context, job: &Job, st: JobStatus) -> Res
     if normalized(&st) == normalized(&current) {
         return Ok(());
     }
-    let mut patch = util::status_merge_patch(
+    let mut patch = crate::reconcile::status_merge_patch(
         &st,
         &[
             "active",
@@ -644,6 +648,7 @@ fn normalized(st: &JobStatus) -> JobStatus {
 
 async fn record_events(ctx: &Context, job: &Job, events: Vec<(&str, &str, String)>) {
     for (type_, reason, message) in events {
-        util::record_event(&ctx.client, &ctx.clock, job, type_, reason, message).await;
+        crate::event_recorder::record_event(&ctx.client, &ctx.clock, job, type_, reason, message)
+            .await;
     }
 }

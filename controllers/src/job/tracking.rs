@@ -15,7 +15,7 @@ use super::pods as jobpods;
 use super::status::{Failure, format_indexes, parse_indexes};
 use super::sync::{Spec, write_status};
 use super::{Context, Result, api_err, remove_tracking_finalizer};
-use crate::util::is_controlled_by;
+use crate::controller_ref::is_controlled_by;
 
 /// The finished pods of this reconcile, sorted by what they mean for the Job.
 #[derive(Default)]

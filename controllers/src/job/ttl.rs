@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::status;
-use crate::util::{self, is_not_found};
+use crate::reconcile::is_not_found;
 
 /// The errors of a TTL-after-finished reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub fn spawn_ttl_after_finished(
             });
             let controller = Controller::new(Api::<Job>::all(client), watcher::Config::default())
                 .run(reconcile, error_policy, ctx);
-            util::run_until_shutdown(
+            crate::reconcile::run_until_shutdown(
                 controller,
                 &shutdown,
                 |e| debug!(error = %e, "ttl-after-finished controller"),

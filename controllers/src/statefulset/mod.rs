@@ -35,7 +35,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::util::{self, ErrorBackoff, MutationCache, ObservedRevision, controller_of};
+use crate::controller_ref::controller_of;
+use crate::mutation_cache::{MutationCache, ObservedRevision};
+use crate::reconcile::ErrorBackoff;
 
 const MUTATION_TTL: Duration = Duration::from_secs(300);
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(60);
@@ -91,7 +93,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     );
     let (pods, writer) = reflector::store();
     let observed = ObservedRevision::default();
-    let pod_events = util::observed_watch(
+    let pod_events = crate::mutation_cache::observed_watch(
         Api::<Pod>::all(client.clone()),
         |p: &mut Pod| p.metadata.managed_fields = None,
         writer,
@@ -113,7 +115,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
                 .map(|r| ObjectRef::new(&r.name).within(&ns))
         })
         .run(sync::reconcile, error_policy, ctx);
-    util::run_until_shutdown(
+    crate::reconcile::run_until_shutdown(
         controller,
         &shutdown,
         |e| debug!(error = %e, "statefulset controller"),

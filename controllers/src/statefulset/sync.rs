@@ -16,12 +16,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use super::{Context, Error, Result, api_err};
+use crate::controller_ref::{controller_ref, is_controlled_by};
 use crate::daemonset::revision::{REVISION_HASH_LABEL, sync_owner_history};
 use crate::deployment::revision::pod_template_hash;
-use crate::util::{
-    self, controller_ref, is_already_exists, is_controlled_by, is_not_found, is_pod_available,
-    is_pod_ready,
-};
+use crate::pod_state::{is_pod_available, is_pod_ready};
+use crate::reconcile::{is_already_exists, is_not_found};
 
 /// The label with a StatefulSet pod's name (for per-pod Services).
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -118,7 +117,7 @@ pub(crate) async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Resul
     let status = calculate_status(&set, &owned_now, &update_revision, &hash, ctx.clock.now());
     update_status(&ctx, &set, status).await?;
     for (type_, reason, message) in events {
-        util::record_event(
+        crate::event_recorder::record_event(
             &ctx.client,
             &ctx.clock,
             set.as_ref(),
@@ -350,7 +349,7 @@ async fn delete_pod(
         }),
         ..Default::default()
     };
-    let set = util::controller_of(&pod.metadata)
+    let set = crate::controller_ref::controller_of(&pod.metadata)
         .map(|r| r.name.clone())
         .unwrap_or_default();
     match api.delete(&pod.name_any(), &params).await {
@@ -436,7 +435,7 @@ async fn update_status(ctx: &Context, set: &StatefulSet, status: StatefulSetStat
     }
     let api: Api<StatefulSet> =
         Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
-    let patch = util::status_merge_patch(
+    let patch = crate::reconcile::status_merge_patch(
         &status,
         &[
             "replicas",
