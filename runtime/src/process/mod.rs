@@ -23,14 +23,36 @@
 //! [`Runtime::shutdown`](crate::Runtime::shutdown), which the cluster calls when it stops,
 //! kills every process the runtime started; dropping the tokio runtime that runs it does too.
 //!
-//! ```no_run
-//! # async fn demo() -> kybernetes_runtime::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> kybernetes_runtime::Result<()> {
+//! use futures::StreamExt;
 //! use kybernetes_runtime::process::{ImageCommand, ProcessRuntime};
+//! use kybernetes_runtime::*;
+//!
 //! let runtime = ProcessRuntime::builder()
-//!     .root("/tmp/my-app-processes")
-//!     // `image: busybox` runs busybox's applets: `command: [httpd, -f]` is `busybox httpd -f`.
-//!     .image("busybox", ImageCommand::prefix(["/bin/busybox"]))
-//!     .build()?;
+//!     // `image: shell` runs its command through `sh -c`.
+//!     .image("shell", ImageCommand::prefix(["/bin/sh", "-c"]))
+//!     .build();
+//! let sandbox = PodSandboxConfig { hostname: "demo".into(), ..Default::default() };
+//! let sid = runtime.run_pod_sandbox(&sandbox).await?;
+//! runtime.pull_image("shell").await?;
+//! let config = ContainerConfig {
+//!     metadata: ContainerMetadata { name: "hello".into(), attempt: 0 },
+//!     image: "shell".into(),
+//!     command: vec!["echo hello from $HOSTNAME".into()],
+//!     ..Default::default()
+//! };
+//! let id = runtime.create_container(&sid, &config, &sandbox).await?;
+//! let mut events = runtime.container_events();
+//! runtime.start_container(&id).await?;
+//! while let Ok(e) = events.recv().await {
+//!     if e.kind == ContainerEventKind::Stopped { break; }
+//! }
+//! assert_eq!(runtime.container_status(&id).await?.state.exit_code(), Some(0));
+//! let lines: Vec<LogLine> = runtime.logs(&id, &LogOptions::default()).await?.collect().await;
+//! assert_eq!(lines[0].line, "hello from demo");
+//! runtime.shutdown().await?;
 //! # Ok(()) }
 //! ```
 
