@@ -1,10 +1,10 @@
 //! `kybernetes serve` as a process: it prints how to use it, kubectl reaches it through the
 //! kubeconfig it writes, and SIGTERM stops it cleanly. Every subcommand has `--help`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kybernetes");
+mod served;
+use served::BIN;
 
 #[test]
 fn every_subcommand_has_help() {
@@ -55,31 +55,8 @@ fn an_unavailable_runtime_is_refused_clearly() {
 fn serve_writes_a_kubeconfig_that_kubectl_uses_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--nodes",
-            "1",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kybernetes serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the first line");
-    let kubeconfig = line
-        .trim()
-        .rsplit_once("export KUBECONFIG=")
-        .map(|(_, p)| p.to_string())
-        .unwrap_or_else(|| panic!("no `export KUBECONFIG=` in {line:?}"));
+    let served = served::Served::start(&data, &["--nodes", "1"]);
+    let kubeconfig = served.kubeconfig.clone();
     assert_eq!(std::path::Path::new(&kubeconfig), data.join("kubeconfig"));
     assert!(
         data.join("kybernetes.db").exists(),
@@ -102,12 +79,7 @@ fn serve_writes_a_kubeconfig_that_kubectl_uses_and_stops_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("wait for kybernetes serve");
+    let status = served.stop();
     assert!(status.success(), "kybernetes serve exited with {status}");
 }
 
@@ -130,26 +102,7 @@ fn processes_with(token: &str) -> Vec<u32> {
 fn serve_with_the_process_runtime_runs_a_real_process_and_stops_it_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--runtime",
-            "process",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kybernetes serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the first line");
+    let served = served::Served::start(&data, &["--runtime", "process"]);
     let kubeconfig = data.join("kubeconfig");
     let kubectl = |args: &[&str]| {
         Command::new("kubectl")
@@ -193,12 +146,7 @@ fn serve_with_the_process_runtime_runs_a_real_process_and_stops_it_on_sigterm() 
         !processes_with(&token).is_empty(),
         "the pod is a real process"
     );
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("wait for kybernetes serve");
+    let status = served.stop();
     assert!(status.success(), "kybernetes serve exited with {status}");
     let left = processes_with(&token);
     assert!(
