@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = builder.start().await?;
     let pods: Api<Pod> = Api::default_namespaced(cluster.client());
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
+        "metadata": {"name": "web", "labels": {"app": "web"}},
         "spec": {"containers": [{"name": "web", "image": "nginx", "stdin": true}]},
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
@@ -99,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
         println!("  echo hi | kubectl exec -i web -- cat");
         println!("  kubectl attach -i web");
         println!("  kubectl port-forward pod/web 8080:8080 & curl localhost:8080");
+        println!("  kubectl get --raw /api/v1/namespaces/default/pods/web:8080/proxy/");
+        println!("  kubectl get --raw /api/v1/nodes/node-1/proxy/stats/summary");
         tokio::signal::ctrl_c().await?;
     }
     cluster.shutdown().await?;

@@ -45,7 +45,7 @@ import sys
 
 # (alias, repository, directory, proto package, apiVersion). The served groups (see
 # core/src/registry.rs), the groups of the bodies of served subresources (Scale, Eviction,
-# TokenRequest), and the type-only packages they use.
+# TokenRequest; SelfSubjectAccessReview for `kubectl auth can-i`), and the type-only packages they use.
 PACKAGES = [
     ("core", "api", "core/v1", "k8s.io.api.core.v1", "v1"),
     ("apps", "api", "apps/v1", "k8s.io.api.apps.v1", "apps/v1"),
@@ -59,6 +59,9 @@ PACKAGES = [
     ("autoscalingv2", "api", "autoscaling/v2", "k8s.io.api.autoscaling.v2", "autoscaling/v2"),
     ("authentication", "api", "authentication/v1", "k8s.io.api.authentication.v1",
      "authentication.k8s.io/v1"),
+    ("authorization", "api", "authorization/v1", "k8s.io.api.authorization.v1",
+     "authorization.k8s.io/v1"),
+    ("storage", "api", "storage/v1", "k8s.io.api.storage.v1", "storage.k8s.io/v1"),
     ("apiextensions", "apiextensions", "pkg/apis/apiextensions/v1",
      "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1", "apiextensions.k8s.io/v1"),
     ("meta", "apimachinery", "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.apis.meta.v1",

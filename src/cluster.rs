@@ -210,6 +210,26 @@ impl ClusterBuilder {
             }
         };
         api_config.bookmark_interval = api_config.bookmark_interval.max(Duration::from_millis(10));
+        // The service account signing key lives beside the cluster CA, so that tokens stay
+        // valid across restarts of a cluster with a data dir.
+        let pki_dir = self
+            .serving
+            .as_ref()
+            .and_then(|s| s.pki_dir.clone())
+            .or_else(|| self.data_dir.as_ref().map(|d| d.join("pki")));
+        if api_config.service_account_key.is_none()
+            && let Some(dir) = pki_dir
+        {
+            let key = kybernetes_apiserver::serviceaccount::SigningKey::load_or_generate(
+                &dir.join("sa.key"),
+            )
+            .map_err(|e| {
+                Error::Api(kybernetes_core::ApiError::internal(format!(
+                    "loading the service account key: {e}"
+                )))
+            })?;
+            api_config.service_account_key = Some(Arc::new(key));
+        }
         let api = ApiServer::with_config(store.clone(), clock.clone(), api_config).await?;
         // Ordinary requests go straight to the router; exec, attach and port-forward over an
         // in-memory connection, since they need a real HTTP upgrade.
@@ -377,6 +397,7 @@ impl Cluster {
             Arc::new(InProcessKubelet::new(
                 &name,
                 self.runtime.clone(),
+                self.client.clone(),
                 self.clock.clone(),
             )),
         );

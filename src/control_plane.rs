@@ -78,6 +78,7 @@ pub(crate) fn start_components(
             t(),
         ),
         kybernetes_controllers::spawn_namespace_controller(c(), k(), config.namespace.clone(), t()),
+        kybernetes_controllers::spawn_serviceaccounts_controller(c(), t()),
     ]
 }
 

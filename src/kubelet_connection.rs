@@ -1,6 +1,6 @@
 //! The in-process node agent's side of [`KubeletConnection`]: how the API server reaches the
 //! containers of a node whose agent runs in this process, for logs, exec, attach,
-//! port-forward and resource metrics.
+//! port-forward, resource metrics and the agent's own HTTP endpoints (`nodes/proxy`).
 //!
 //! The API server holds no runtime: it finds this connection by node name in its
 //! [`KubeletDirectory`](kybernetes_apiserver::kubelet::KubeletDirectory), and the connection
@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use axum::body::Body;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -18,7 +19,7 @@ use kybernetes_apiserver::kubelet::{
     PodMetrics, ResourceUsage, StreamOptions, StreamSession,
 };
 use kybernetes_core::{ApiError, Clock};
-use kybernetes_node::{ContainerLogRequest, ResourceAnalyzer, ResourceSample};
+use kybernetes_node::{ContainerLogRequest, KubeletServer, ResourceSample};
 use kybernetes_runtime::Runtime;
 
 use crate::kubelet_streams;
@@ -28,15 +29,19 @@ pub struct InProcessKubelet {
     node: String,
     runtime: Arc<dyn Runtime>,
     clock: Clock,
-    resources: ResourceAnalyzer,
+    server: KubeletServer,
 }
 
+/// The largest request body the agent's endpoints read (they take none upstream).
+const MAX_PROXY_BODY: usize = 1024 * 1024;
+
 impl InProcessKubelet {
-    /// The connection to node `node`, whose agent drives `runtime`.
-    pub fn new(node: &str, runtime: Arc<dyn Runtime>, clock: Clock) -> Self {
+    /// The connection to node `node`, whose agent drives `runtime`; its `/pods` endpoint
+    /// lists through `client`.
+    pub fn new(node: &str, runtime: Arc<dyn Runtime>, client: kube::Client, clock: Clock) -> Self {
         InProcessKubelet {
             node: node.to_string(),
-            resources: ResourceAnalyzer::new(node, runtime.clone(), clock.clone()),
+            server: KubeletServer::new(node, client, runtime.clone(), clock.clone()),
             runtime,
             clock,
         }
@@ -108,13 +113,27 @@ impl KubeletConnection for InProcessKubelet {
     }
 
     async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError> {
-        let sample = self.resources.sample().await.map_err(|e| {
+        let sample = self.server.resources().sample().await.map_err(|e| {
             ApiError::unavailable(format!(
                 "node {:?} could not read its resource metrics: {e}",
                 self.node
             ))
         })?;
         Ok(node_resource_metrics(sample))
+    }
+
+    async fn proxy(&self, request: http::Request<Body>) -> Result<http::Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, MAX_PROXY_BODY)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(format!("the request body could not be read: {e}"))
+            })?;
+        let response = self
+            .server
+            .serve(http::Request::from_parts(parts, body))
+            .await;
+        Ok(response.map(Body::from))
     }
 }
 

@@ -4,12 +4,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use common::served::{kubectl_command, served, text};
 use kybernetes::Cluster;
 use kybernetes::runtime::FakeRuntime;
 use kybernetes::runtime::fake::ContainerScript;
@@ -17,63 +16,8 @@ use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-/// A served cluster on `fake` and the kubeconfig to reach it.
-struct Served {
-    cluster: Cluster,
-    _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-async fn served(fake: &FakeRuntime) -> Served {
-    let cluster = Cluster::builder()
-        .runtime(fake.clone())
-        .serve("127.0.0.1:0".parse().expect("address"))
-        .start()
-        .await
-        .expect("cluster starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    cluster
-        .kubeconfig()
-        .expect("kubeconfig")
-        .write(&kubeconfig)
-        .expect("write kubeconfig");
-    Served {
-        cluster,
-        _dir: dir,
-        kubeconfig,
-    }
-}
-
 async fn running_pod(cluster: &Cluster, name: &str, containers: serde_json::Value) {
-    let pods: Api<Pod> = Api::default_namespaced(cluster.client());
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"containers": containers},
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
-    common::until(&format!("pod {name} running"), WITHIN, || {
-        let pods = pods.clone();
-        async move {
-            let p = pods.get(name).await.expect("get pod");
-            p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-        }
-    })
-    .await;
-}
-
-fn kubectl_command(kubeconfig: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("kubectl");
-    // A fresh cache directory: discovery from another test's server must not leak in.
-    c.arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(kubeconfig.with_file_name("cache"))
-        .args(args);
-    c
+    common::served::running_pod(cluster, name, json!({ "containers": containers })).await;
 }
 
 /// Runs kubectl to its end with `input` on its stdin.
@@ -94,10 +38,6 @@ async fn kubectl(kubeconfig: &Path, args: &[&str], input: &[u8]) -> Output {
     })
     .await
     .expect("kubectl task")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[tokio::test]

@@ -69,12 +69,28 @@ impl UserInfo {
 #[derive(Clone, Debug, Default)]
 pub struct PeerCertificates(pub Vec<Vec<u8>>);
 
-/// Recognises the credentials of a request.
+/// Recognises the credentials of a request. Asynchronous, since some look up what the
+/// credentials name (a service account token's account must still exist).
 ///
 /// `Ok(None)` means "not mine" (the next authenticator is asked); `Err` means the request
 /// carried credentials of this kind and they are wrong (401 at once, as upstream).
+#[async_trait::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates the request whose head is `parts` (its extensions may hold
     /// [`PeerCertificates`]).
-    fn authenticate(&self, parts: &http::request::Parts) -> Result<Option<UserInfo>, ApiError>;
+    async fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<UserInfo>, ApiError>;
+}
+
+/// The request's bearer token (`Authorization: Bearer TOKEN`), if it has one.
+pub fn bearer_token(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }

@@ -3,7 +3,8 @@
 //! The API server never holds a container runtime. Streaming subresources (`pods/log`,
 //! `pods/exec`, `pods/attach`, `pods/portforward`) and resource metrics go to the node agent
 //! of the pod's node through a [`KubeletConnection`], found by node name in the
-//! [`KubeletDirectory`]. In-process node agents register an in-memory connection when they
+//! [`KubeletDirectory`]. So does `nodes/proxy`; `pods/proxy` and `services/proxy` reach the
+//! pod's port through the agent's port-forward. In-process node agents register an in-memory connection when they
 //! start; an agent on another machine will register one that speaks HTTPS to it. Either way
 //! the API server's handlers are the same.
 
@@ -13,6 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use axum::body::Body;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -185,6 +187,12 @@ pub trait KubeletConnection: Send + Sync + 'static {
 
     /// The node's and its pods' current CPU and memory use.
     async fn resource_metrics(&self) -> Result<NodeResourceMetrics, ApiError>;
+
+    /// Serves one HTTP request to the node agent's own endpoints (upstream's kubelet server:
+    /// `/healthz`, `/pods`, `/stats/summary`, `/metrics/resource`), as `nodes/proxy` does.
+    /// The request's URI is the path and query on the agent. It is plain HTTP both ways, so
+    /// an agent on another machine forwards it over HTTPS unchanged.
+    async fn proxy(&self, request: http::Request<Body>) -> Result<http::Response<Body>, ApiError>;
 }
 
 /// The node agents the API server can reach, by node name.

@@ -33,9 +33,10 @@
 //!    event encoded once. New patch types plug into `rest::write::PatchDocument`; response
 //!    forms (Table, PartialObjectMetadata), chosen by [`negotiation`], into `rest::output`;
 //!    a kind's `kubectl get` columns into [`registry::table`]; new
-//!    connect subresources (log, proxy, ...) into [`registry::Subresource`] and
+//!    connect subresources (log, token, ...) into [`registry::Subresource`] and
 //!    `rest::subresource`; the upgraded ones (exec, attach, port-forward) are routed before
-//!    the body is read, to [`streaming`], which reaches node agents only through the
+//!    the body is read, to [`streaming`], and so are `pods/proxy`, `services/proxy` and
+//!    `nodes/proxy`, to [`proxy`]; both reach node agents only through the
 //!    [`kubelet::KubeletDirectory`].
 //!
 //! Adding a kind: a file in `registry/` implementing [`registry::Strategy`], and one line in
@@ -83,12 +84,14 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod request;
 mod resource_metrics;
 pub mod response;
 mod rest;
 pub mod service_alloc;
+pub mod serviceaccount;
 pub mod serving;
 pub mod streaming;
 pub mod warning;
@@ -115,6 +118,10 @@ pub struct ApiServerConfig {
     pub authorizer: Arc<dyn Authorizer>,
     /// Admission plugins run after the built-in `NamespaceLifecycle`, in order.
     pub admission: Vec<Arc<dyn Admission>>,
+    /// The key that signs service account tokens (`serviceaccounts/token`); `None` makes a
+    /// new one at start, so tokens do not outlive the process. Keep one with
+    /// [`serviceaccount::SigningKey::load_or_generate`] for tokens that survive a restart.
+    pub service_account_key: Option<Arc<serviceaccount::SigningKey>>,
 }
 
 impl std::fmt::Debug for ApiServerConfig {
@@ -159,6 +166,7 @@ impl Default for ApiServerConfig {
             cluster: ClusterConfig::default(),
             authorizer: Arc::new(AllowAuthenticated),
             admission: Vec::new(),
+            service_account_key: None,
         }
     }
 }
@@ -175,6 +183,7 @@ pub(crate) struct Inner {
     pub computed: rest::computed::ComputedResources,
     pub openapi: openapi::OpenApiCache,
     pub metrics: metrics::ApiMetrics,
+    pub tokens: serviceaccount::TokenIssuer,
     authorizer: Arc<AuthorizerUnion>,
     cachers: tokio::sync::Mutex<HashMap<String, Arc<Cacher>>>,
     shutdown: watch::Sender<bool>,
@@ -248,6 +257,17 @@ impl ApiServer {
         let authorizer = Arc::new(authorization::with_privileged_groups(
             config.authorizer.clone(),
         ));
+        let key =
+            match &config.service_account_key {
+                Some(key) => key.clone(),
+                None => Arc::new(serviceaccount::SigningKey::generate().map_err(|e| {
+                    ApiError::internal(format!("making the service account key: {e}"))
+                })?),
+            };
+        let tokens = serviceaccount::TokenIssuer::new(
+            key,
+            serviceaccount::issuer(&config.cluster.cluster_domain),
+        );
         let inner = Arc::new(Inner {
             store,
             registry,
@@ -259,6 +279,7 @@ impl ApiServer {
             computed: rest::computed::ComputedResources::builtin(),
             openapi: openapi::OpenApiCache::default(),
             metrics,
+            tokens,
             authorizer,
             config,
             cachers: tokio::sync::Mutex::new(HashMap::new()),

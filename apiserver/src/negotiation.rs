@@ -7,6 +7,9 @@
 //! `application/json` with `g=meta.k8s.io` and `v=v1` or `v1beta1`; a clause without one
 //! accepts JSON. When no clause fits and one asked for a conversion, the answer is 406;
 //! otherwise (a client offering only protobuf, say) it is plain JSON.
+//!
+//! Discovery (`/api`, `/apis`) has its own choice ([`negotiate_discovery`]): the aggregated
+//! `apidiscovery.k8s.io` `APIGroupDiscoveryList`, v2 or v2beta1, or the legacy documents.
 
 use kybernetes_core::ApiError;
 
@@ -150,6 +153,87 @@ pub fn negotiate(accept: &str) -> Result<Output, ApiError> {
         ));
     }
     Ok(Output::Object)
+}
+
+/// The `apidiscovery.k8s.io` version of an aggregated discovery document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryVersion {
+    /// `apidiscovery.k8s.io/v2`.
+    V2,
+    /// `apidiscovery.k8s.io/v2beta1`, which kubectl 1.32 still offers second.
+    V2beta1,
+}
+
+impl DiscoveryVersion {
+    /// `v2` or `v2beta1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryVersion::V2 => "v2",
+            DiscoveryVersion::V2beta1 => "v2beta1",
+        }
+    }
+
+    /// The `Content-Type` of the document, the `Accept` clause it answers.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            DiscoveryVersion::V2 => {
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+            }
+            DiscoveryVersion::V2beta1 => {
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+            }
+        }
+    }
+}
+
+/// The form of `/api` and `/apis` a client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryOutput {
+    /// The legacy `APIVersions` / `APIGroupList` (and per-version `APIResourceList`s).
+    Legacy,
+    /// One `APIGroupDiscoveryList` with every resource of every version.
+    Aggregated(DiscoveryVersion),
+}
+
+fn discovery_clause(c: &Clause<'_>) -> Option<DiscoveryOutput> {
+    if c.as_.is_none() && c.group.is_none() && c.version.is_none() {
+        let json = c.media_type.eq_ignore_ascii_case("application/json");
+        let any = matches!(c.media_type, "*/*" | "application/*");
+        return (json || any).then_some(DiscoveryOutput::Legacy);
+    }
+    // JSON only: a protobuf clause falls through to the client's next choice.
+    let wanted = c.media_type.eq_ignore_ascii_case("application/json")
+        && c.group == Some("apidiscovery.k8s.io")
+        && c.as_ == Some("APIGroupDiscoveryList");
+    if !wanted {
+        return None;
+    }
+    match c.version? {
+        "v2" => Some(DiscoveryOutput::Aggregated(DiscoveryVersion::V2)),
+        "v2beta1" => Some(DiscoveryOutput::Aggregated(DiscoveryVersion::V2beta1)),
+        _ => None,
+    }
+}
+
+/// The discovery form an `Accept` header asks for: the best clause we serve, by `q` then
+/// order; legacy when none fits (upstream serves legacy discovery to any other `Accept`).
+///
+/// ```
+/// use kybernetes_apiserver::negotiation::{negotiate_discovery, DiscoveryOutput, DiscoveryVersion};
+/// let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+/// assert_eq!(negotiate_discovery(kubectl), DiscoveryOutput::Aggregated(DiscoveryVersion::V2));
+/// assert_eq!(negotiate_discovery("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"), DiscoveryOutput::Aggregated(DiscoveryVersion::V2beta1));
+/// assert_eq!(negotiate_discovery("application/json, */*"), DiscoveryOutput::Legacy);
+/// assert_eq!(negotiate_discovery(""), DiscoveryOutput::Legacy);
+/// ```
+pub fn negotiate_discovery(accept: &str) -> DiscoveryOutput {
+    let mut clauses: Vec<Clause<'_>> = accept.split(',').filter_map(parse_clause).collect();
+    clauses.sort_by(|a, b| b.q.total_cmp(&a.q));
+    clauses
+        .iter()
+        .filter(|c| c.q > 0.0)
+        .find_map(discovery_clause)
+        .unwrap_or(DiscoveryOutput::Legacy)
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub struct RequestInfo {
     pub name: Option<String>,
     /// Subresource, if any.
     pub subresource: Option<String>,
+    /// The path after a `proxy` subresource (`pods/NAME/proxy/PATH`), starting with `/` and
+    /// keeping a trailing slash, as upstream's `JoinPreservingTrailingSlash`; `None` for other
+    /// requests.
+    pub proxy_path: Option<String>,
     /// True for the legacy `/watch/` path prefix.
     pub legacy_watch: bool,
 }
@@ -139,13 +143,13 @@ pub fn parse_path(path: &str) -> Target {
             group: g.to_string(),
             version: v.to_string(),
         },
-        ["api", v, rest @ ..] => resource_target("", v, rest),
-        ["apis", g, v, rest @ ..] => resource_target(g, v, rest),
+        ["api", v, rest @ ..] => resource_target("", v, rest, path.ends_with('/')),
+        ["apis", g, v, rest @ ..] => resource_target(g, v, rest, path.ends_with('/')),
         _ => Target::Unknown,
     }
 }
 
-fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
+fn resource_target(group: &str, version: &str, mut rest: &[&str], trailing_slash: bool) -> Target {
     let mut info = RequestInfo {
         resource_request: true,
         group: group.into(),
@@ -176,6 +180,20 @@ fn resource_target(group: &str, version: &str, mut rest: &[&str]) -> Target {
             info.resource = resource.to_string();
             info.name = Some(name.to_string());
             info.subresource = Some(sub.to_string());
+            if *sub == "proxy" {
+                info.proxy_path = Some("/".to_string());
+            }
+        }
+        // Everything after `proxy` is the path on the proxied server.
+        [resource, name, "proxy", path @ ..] => {
+            info.resource = resource.to_string();
+            info.name = Some(name.to_string());
+            info.subresource = Some("proxy".to_string());
+            let mut p = format!("/{}", path.join("/"));
+            if trailing_slash {
+                p.push('/');
+            }
+            info.proxy_path = Some(p);
         }
         _ => return Target::Unknown,
     }
@@ -433,6 +451,39 @@ mod tests {
         assert_eq!(info.resource, "deployments");
         assert_eq!(info.name.as_deref(), Some("web"));
         assert_eq!(info.subresource.as_deref(), Some("scale"));
+    }
+
+    #[test]
+    fn the_path_after_proxy_is_kept_with_its_trailing_slash() {
+        let proxied = |path: &str| match parse_path(path) {
+            Target::Resource(info) => (info.name, info.subresource, info.proxy_path),
+            other => panic!("not a resource: {other:?}"),
+        };
+        assert_eq!(
+            proxied("/api/v1/namespaces/default/pods/web:8080/proxy/a/b/"),
+            (
+                Some("web:8080".into()),
+                Some("proxy".into()),
+                Some("/a/b/".into())
+            )
+        );
+        assert_eq!(
+            proxied("/api/v1/nodes/node-1/proxy/stats/summary")
+                .2
+                .as_deref(),
+            Some("/stats/summary")
+        );
+        assert_eq!(
+            proxied("/api/v1/namespaces/default/services/web/proxy")
+                .2
+                .as_deref(),
+            Some("/")
+        );
+        assert_eq!(proxied("/api/v1/namespaces/default/pods/web/log").2, None);
+        assert_eq!(
+            parse_path("/api/v1/namespaces/default/pods/web/log/extra"),
+            Target::Unknown
+        );
     }
 
     #[test]

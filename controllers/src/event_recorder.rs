@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use crate::api_values::to_time;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
 use kube::Resource;
+use kube::api::{Api, PostParams};
 use kybernetes_core::Clock;
 use tracing::debug;
 

@@ -1,4 +1,4 @@
-//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), garbage collector, Endpoints, node lifecycle and namespace controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), garbage collector, Endpoints, node lifecycle, namespace and service account controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
@@ -8,8 +8,10 @@ pub use endpoints::{EndpointsConfig, spawn_endpoints_controller};
 pub use endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod serviceaccount;
 pub use namespace::{NamespaceConfig, spawn_namespace_controller};
 pub use node_lifecycle::{NodeLifecycleConfig, spawn_node_lifecycle_controller};
+pub use serviceaccount::spawn_serviceaccounts_controller;
 /// Conversions of API field values: label selectors, `IntOrString` percentages, `metav1.Time`.
 pub mod api_values;
 /// Controller ownerReferences, adoption and release.

@@ -205,6 +205,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
                 "exec",
                 "attach",
                 "portforward",
+                "proxy",
                 "ephemeralcontainers",
             ])
             .graceful(),

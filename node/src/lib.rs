@@ -40,6 +40,7 @@ mod pod_worker;
 mod pod_workers;
 mod probes;
 mod resource_metrics;
+mod server;
 mod sync_pod;
 mod termination;
 
@@ -52,6 +53,7 @@ pub use container_streams::{
 pub use lease::NODE_LEASE_NAMESPACE;
 pub use node_status::KUBELET_VERSION;
 pub use resource_metrics::{ContainerUsage, ResourceAnalyzer, ResourceSample};
+pub use server::KubeletServer;
 
 /// Errors of the node agent. Most are logged and retried; these are the ones registration
 /// reports.

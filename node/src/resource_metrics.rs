@@ -44,6 +44,10 @@ pub struct ContainerUsage {
     pub cpu_nano_cores: u64,
     /// Memory working set in bytes.
     pub memory_bytes: u64,
+    /// CPU time used since the container started, in core-nanoseconds.
+    pub cpu_usage_core_nanos: u64,
+    /// When the container started (cluster clock).
+    pub started_at: DateTime<Utc>,
 }
 
 /// One sample of a node's running containers.
@@ -161,6 +165,8 @@ impl ResourceAnalyzer {
                 container: c.metadata.name.clone(),
                 cpu_nano_cores: rate,
                 memory_bytes: stats.memory_working_set_bytes,
+                cpu_usage_core_nanos: stats.cpu_usage_core_nanos,
+                started_at: started,
             });
         }
         out.sort_by(|a, b| {

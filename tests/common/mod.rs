@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod served;
+
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;

@@ -329,6 +329,8 @@ contains "value is bob's" "bob"
 echo "== auth, raw"
 check "auth whoami" -- k auth whoami
 contains "whoami names the admin" "Username"
+check "auth can-i" -- k auth can-i create pods --namespace e2e
+contains "the admin may create pods" "yes"
 check "get --raw /metrics" -- k get --raw /metrics
 contains "metrics exposes apiserver_request_total" "apiserver_request_total"
 check "get --raw /readyz?verbose" -- k get --raw '/readyz?verbose'

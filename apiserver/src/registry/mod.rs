@@ -62,6 +62,7 @@ pub mod replicationcontroller;
 pub mod scope;
 pub mod secret;
 pub mod service;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod table;
 
@@ -87,6 +88,23 @@ pub enum Subresource {
     Attach,
     /// `pods/portforward`: connections to ports inside the pod, streamed likewise.
     PortForward,
+    /// `pods/proxy`, `services/proxy` and `nodes/proxy`: HTTP to a port of the pod, a ready
+    /// endpoint of the service, or the node agent itself ([`crate::proxy`]). The body is
+    /// streamed through, not read first.
+    Proxy(ProxyKind),
+    /// `serviceaccounts/token`: issues a service account token (`TokenRequest`).
+    Token,
+}
+
+/// What a `proxy` subresource reaches (upstream's per-kind `ResourceLocation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// A port of the pod, through its node's agent.
+    Pod,
+    /// A ready endpoint of the service.
+    Service,
+    /// The node agent's own HTTP endpoints.
+    Node,
 }
 
 impl Subresource {
@@ -299,6 +317,11 @@ impl StrategyTable {
         t.register("", "secrets", secret::SecretStrategy);
         t.register("", "endpoints", endpoints::EndpointsStrategy);
         t.register("", "events", event::EventStrategy);
+        t.register(
+            "",
+            "serviceaccounts",
+            serviceaccount::ServiceAccountStrategy,
+        );
         t.register("events.k8s.io", "events", event::EventStrategy);
         t.register(
             "",

@@ -1,6 +1,6 @@
-//! Nodes: the `spec.unschedulable` field selector.
+//! Nodes: the `spec.unschedulable` field selector and `nodes/proxy`.
 
-use super::Strategy;
+use super::{ProxyKind, Strategy, Subresource};
 
 /// The strategy of core/v1 nodes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -9,5 +9,9 @@ pub struct NodeStrategy;
 impl Strategy for NodeStrategy {
     fn field_selectors(&self) -> &'static [&'static str] {
         &["spec.unschedulable"]
+    }
+
+    fn subresource(&self, name: &str) -> Option<Subresource> {
+        (name == "proxy").then_some(Subresource::Proxy(ProxyKind::Node))
     }
 }

@@ -1,13 +1,13 @@
 //! Pods: pod spec defaults and validation, the initial `Pending` status with its QoS class,
-//! graceful deletion, field selectors, and the `binding`, `eviction`, `exec`, `attach` and
-//! `portforward` subresources.
+//! graceful deletion, field selectors, and the `binding`, `eviction`, `exec`, `attach`,
+//! `portforward` and `proxy` subresources.
 
 use kybernetes_core::status::StatusCause;
 use kybernetes_core::{ApiError, Clock};
 use serde_json::{Value, json};
 
 use super::pod_template::{default_pod_spec, validate_pod_spec};
-use super::{Strategy, Subresource, object_field};
+use super::{ProxyKind, Strategy, Subresource, object_field};
 
 /// The strategy of core/v1 pods.
 #[derive(Clone, Copy, Debug, Default)]
@@ -73,6 +73,7 @@ impl Strategy for PodStrategy {
             "exec" => Some(Subresource::Exec),
             "attach" => Some(Subresource::Attach),
             "portforward" => Some(Subresource::PortForward),
+            "proxy" => Some(Subresource::Proxy(ProxyKind::Pod)),
             _ => None,
         }
     }

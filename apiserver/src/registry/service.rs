@@ -8,7 +8,7 @@ use kybernetes_core::status::StatusCause;
 use kybernetes_core::validation;
 use serde_json::{Value, json};
 
-use super::{Strategy, default_field, invalid, object_field, required};
+use super::{ProxyKind, Strategy, Subresource, default_field, invalid, object_field, required};
 use crate::service_alloc::ServiceAllocator;
 
 /// The strategy of core/v1 services.
@@ -28,6 +28,10 @@ impl ServiceStrategy {
 impl Strategy for ServiceStrategy {
     fn validate_name(&self, name: &str) -> Vec<String> {
         validation::is_dns1123_label(name)
+    }
+
+    fn subresource(&self, name: &str) -> Option<Subresource> {
+        (name == "proxy").then_some(Subresource::Proxy(ProxyKind::Service))
     }
 
     fn default(&self, obj: &mut Value) {

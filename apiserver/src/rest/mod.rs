@@ -10,6 +10,7 @@ use kybernetes_core::{ApiError, ResourceInfo};
 use serde_json::Value;
 
 use crate::authentication::UserInfo;
+use crate::negotiation::DiscoveryOutput;
 use crate::registry::{RequestScope, Strategy, Subresource};
 use crate::request::{self, DeleteOptions, ListQuery, RequestInfo, Target};
 use crate::response::{self, ApiResponse};
@@ -62,6 +63,15 @@ pub async fn dispatch(inner: &Arc<Inner>, req: Request<Body>) -> Result<ApiRespo
         return Err(not_found_path());
     }
     let strategy = inner.strategies.lookup(&r);
+    // A proxy request's query and body belong to the proxied server: route it before they
+    // are parsed or read.
+    if let Some(Subresource::Proxy(kind)) = info
+        .subresource
+        .as_deref()
+        .and_then(|s| strategy.subresource(s))
+    {
+        return crate::proxy::serve(inner, &info, kind, parts, body).await;
+    }
     let query = request::query_map(parts.uri.query());
     let scope = RequestScope::from_request(&info, user, &parts.headers, query, r, strategy)?;
     if let Some(w) = scope.strategy.version_warning(&scope.resource.version) {
@@ -190,8 +200,8 @@ async fn non_resource(
             inner.metrics.encode(),
         )),
         Target::OpenApi(path) => crate::openapi::serve(inner, &path, parts),
-        Target::CoreVersions => Ok(response::json(StatusCode::OK, &discovery::core_versions())),
-        Target::Groups => Ok(response::json(StatusCode::OK, &discovery::groups(reg))),
+        Target::CoreVersions => Ok(discovery_root(reg, &parts.headers, true)),
+        Target::Groups => Ok(discovery_root(reg, &parts.headers, false)),
         Target::Group(g) => discovery::group(reg, &g)
             .map(|v| response::json(StatusCode::OK, &v))
             .ok_or_else(not_found_path),
@@ -199,6 +209,34 @@ async fn non_resource(
             .map(|v| response::json(StatusCode::OK, &v))
             .ok_or_else(not_found_path),
         Target::Unknown | Target::Resource(_) => Err(not_found_path()),
+    }
+}
+
+/// `/api` (`core`) or `/apis`: aggregated if the client's `Accept` asks for it, with the
+/// chosen form as the `Content-Type`; the legacy document otherwise.
+fn discovery_root(
+    reg: &kybernetes_core::Registry,
+    headers: &http::HeaderMap,
+    core: bool,
+) -> ApiResponse {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match crate::negotiation::negotiate_discovery(accept) {
+        DiscoveryOutput::Aggregated(version) => {
+            let mut resp =
+                response::json(StatusCode::OK, &discovery::aggregated(reg, core, version));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(version.content_type()),
+            );
+            resp
+        }
+        DiscoveryOutput::Legacy if core => {
+            response::json(StatusCode::OK, &discovery::core_versions())
+        }
+        DiscoveryOutput::Legacy => response::json(StatusCode::OK, &discovery::groups(reg)),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Subresources: the generic `status` and `scale`, and the handlers a kind's strategy names
-//! ([`Subresource`]): `pods/binding`, `pods/eviction`, `pods/log` and `namespaces/finalize`.
+//! ([`Subresource`]): `pods/binding`, `pods/eviction`, `pods/log`, `namespaces/finalize` and
+//! `serviceaccounts/token`.
 
 use std::sync::Arc;
 
@@ -58,6 +59,9 @@ pub async fn handle(
                 ))
             }
             (Some(Subresource::Log), &Method::GET) => super::log::get(inner, scope).await,
+            (Some(Subresource::Token), &Method::POST) => {
+                crate::serviceaccount::token_request::create(inner, scope, body).await
+            }
             (Some(Subresource::Eviction), &Method::POST) => {
                 super::eviction::evict(inner, scope, body).await
             }

@@ -120,8 +120,11 @@ impl HttpsServer {
             None => ClusterPki::generate(&names, now)?,
         };
         let tls = tls::server_config(&pki)?;
+        // Service account tokens before the token file: they are JWTs, which the token
+        // file's authenticator would refuse as unknown.
         let mut authentication = Authentication::new()
             .with(ClientCertificates)
+            .with(api.service_account_authenticator())
             .anonymous(config.anonymous);
         if let Some(tokens) = config.token_file {
             authentication = authentication.with(tokens);

@@ -19,6 +19,10 @@ pub enum PortResponder {
         /// The body.
         body: String,
     },
+    /// A tiny HTTP/1.1 server that answers one request with 200 and the request itself as
+    /// the body (`text/plain`): its request line, its headers as received, a blank line, and
+    /// its body (by `Content-Length`). Tests see what a proxy passed on.
+    HttpEcho,
 }
 
 impl PortResponder {
@@ -42,6 +46,7 @@ pub(crate) fn connect(responder: PortResponder, port: u16) -> Box<dyn PortForwar
         let served = match responder {
             PortResponder::Echo => echo(server).await,
             PortResponder::Http { status, body } => http(server, status, &body).await,
+            PortResponder::HttpEcho => http_echo(server).await,
         };
         if let Err(e) = served {
             debug!(port, error = %e, "fake port connection ended with an error");
@@ -59,15 +64,61 @@ async fn echo(server: DuplexStream) -> std::io::Result<()> {
 /// The largest request head the HTTP responder reads before it answers anyway.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
-async fn http(mut server: DuplexStream, status: u16, body: &str) -> std::io::Result<()> {
+/// Reads a request head (up to the blank line, or [`MAX_REQUEST_HEAD`] bytes); what came
+/// after it is the start of the body. `None` if the client closed first.
+async fn read_head(server: &mut DuplexStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+    loop {
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = head.split_off(end + 4);
+            return Ok(Some((head, rest)));
+        }
+        if head.len() >= MAX_REQUEST_HEAD {
+            return Ok(Some((head, Vec::new())));
+        }
         let n = server.read(&mut buf).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         head.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn http_echo(mut server: DuplexStream) -> std::io::Result<()> {
+    let Some((head, mut body)) = read_head(&mut server).await? else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&head);
+    let length = text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_REQUEST_HEAD);
+    let mut buf = [0u8; 4096];
+    while body.len() < length {
+        let n = server.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    let mut echoed = head;
+    echoed.extend_from_slice(&body);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        echoed.len(),
+    );
+    server.write_all(response.as_bytes()).await?;
+    server.write_all(&echoed).await?;
+    server.shutdown().await
+}
+
+async fn http(mut server: DuplexStream, status: u16, body: &str) -> std::io::Result<()> {
+    if read_head(&mut server).await?.is_none() {
+        return Ok(());
     }
     let response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

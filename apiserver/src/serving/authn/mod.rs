@@ -1,5 +1,6 @@
 //! Authentication of HTTPS requests (upstream's `WithAuthentication` with its union of
-//! request authenticators): client certificates, then bearer tokens, then anonymous.
+//! request authenticators): client certificates, then bearer tokens (service account tokens,
+//! then a token file), then anonymous.
 //!
 //! The first [`Authenticator`] that recognises the request names its user; credentials that
 //! are presented but wrong answer 401 at once. A request with no credentials is anonymous
@@ -57,12 +58,12 @@ impl Authentication {
 
     /// Who makes the request: `Ok(None)` when it carries no credentials and anonymous access
     /// is off; `Err` when its credentials are wrong.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         parts: &http::request::Parts,
     ) -> Result<Option<UserInfo>, kybernetes_core::ApiError> {
         for a in &self.authenticators {
-            if let Some(mut user) = a.authenticate(parts)? {
+            if let Some(mut user) = a.authenticate(parts).await? {
                 // Every authenticated user is in system:authenticated, as upstream adds it.
                 if !user.in_group(GROUP_AUTHENTICATED) {
                     user.groups.push(GROUP_AUTHENTICATED.into());
@@ -83,7 +84,7 @@ pub async fn with_authentication(
     next: Next,
 ) -> ApiResponse {
     let (mut parts, body) = req.into_parts();
-    let user = match authn.authenticate(&parts) {
+    let user = match authn.authenticate(&parts).await {
         Ok(Some(user)) => user,
         Ok(None) => return response::error(&unauthorized()),
         Err(e) => {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use kybernetes_core::ApiError;
 
-use crate::authentication::{Authenticator, UserInfo};
+use crate::authentication::{Authenticator, UserInfo, bearer_token};
 
 /// Why a token file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -132,18 +132,14 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     Ok(fields)
 }
 
+#[async_trait::async_trait]
 impl Authenticator for TokenFile {
-    fn authenticate(&self, parts: &http::request::Parts) -> Result<Option<UserInfo>, ApiError> {
-        let Some(header) = parts.headers.get(http::header::AUTHORIZATION) else {
-            return Ok(None);
-        };
-        let Some(token) = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-        else {
-            // Not a bearer token: another authenticator's business.
+    async fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<UserInfo>, ApiError> {
+        // No bearer token: another authenticator's business.
+        let Some(token) = bearer_token(parts) else {
             return Ok(None);
         };
         match self.tokens.get(token) {
@@ -166,13 +162,14 @@ mod tests {
         parts
     }
 
-    #[test]
-    fn token_file_lines_name_user_uid_and_groups() {
+    #[tokio::test]
+    async fn token_file_lines_name_user_uid_and_groups() {
         let file =
             TokenFile::parse("s3cret,alice,1001,\"dev,ops\"\n\nt2,bob,1002\n").expect("parse");
         assert_eq!(file.len(), 2);
         let alice = file
             .authenticate(&request("Bearer s3cret"))
+            .await
             .expect("ok")
             .expect("known");
         assert_eq!(alice.name, "alice");
@@ -180,20 +177,23 @@ mod tests {
         assert_eq!(alice.groups, vec!["dev", "ops"]);
         let bob = file
             .authenticate(&request("Bearer t2"))
+            .await
             .expect("ok")
             .expect("known");
         assert!(bob.groups.is_empty());
     }
 
-    #[test]
-    fn an_unknown_bearer_token_is_refused() {
+    #[tokio::test]
+    async fn an_unknown_bearer_token_is_refused() {
         let file = TokenFile::parse("s3cret,alice,1001\n").expect("parse");
         let err = file
             .authenticate(&request("Bearer nope"))
+            .await
             .expect_err("refused");
         assert_eq!(err.code, 401);
         assert!(
             file.authenticate(&request("Basic abc"))
+                .await
                 .expect("ok")
                 .is_none()
         );

@@ -14,8 +14,12 @@ use crate::authentication::{Authenticator, PeerCertificates, UserInfo};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientCertificates;
 
+#[async_trait::async_trait]
 impl Authenticator for ClientCertificates {
-    fn authenticate(&self, parts: &http::request::Parts) -> Result<Option<UserInfo>, ApiError> {
+    async fn authenticate(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Option<UserInfo>, ApiError> {
         let Some(leaf) = parts
             .extensions
             .get::<PeerCertificates>()
