@@ -58,6 +58,7 @@ pub(crate) fn start_components(
         kybernetes_controllers::spawn_daemonset(c(), k(), t()),
         kybernetes_controllers::spawn_statefulset(c(), k(), t()),
         kybernetes_controllers::spawn_disruption(c(), k(), t()),
+        kybernetes_controllers::spawn_horizontal_pod_autoscaler(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
             k(),

@@ -1,6 +1,8 @@
-//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), garbage collector, Endpoints, node lifecycle, namespace and service account controllers, each a kube-runtime Controller.
+//! kybernetes-controllers: ReplicaSet, ReplicationController, Deployment, Job (with TTL-after-finished), CronJob, DaemonSet, StatefulSet, disruption (PodDisruptionBudget status), HorizontalPodAutoscaler, garbage collector, Endpoints, node lifecycle, namespace and service account controllers, each a kube-runtime Controller.
 
 pub mod garbage_collector;
+pub mod horizontal_pod_autoscaler;
+pub use horizontal_pod_autoscaler::spawn_horizontal_pod_autoscaler;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
 pub mod endpoints;
 pub mod endpointslice;

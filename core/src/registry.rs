@@ -288,6 +288,29 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             .all()
             .status()
             .generation(),
+        // Stored at autoscaling/v2; autoscaling/v1 is served by conversion (the HPA strategy).
+        r(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .short(&["hpa"])
+        .all()
+        .status()
+        .generation(),
+        r(
+            "autoscaling",
+            "v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .short(&["hpa"])
+        .all()
+        .status()
+        .generation(),
         r("coordination.k8s.io", "v1", "Lease", "leases", true),
         r(
             "discovery.k8s.io",

@@ -50,6 +50,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod event;
 pub mod generic;
+pub mod horizontalpodautoscaler;
 pub mod job;
 pub mod lease;
 pub mod namespace;
@@ -335,6 +336,11 @@ impl StrategyTable {
         t.register("batch", "jobs", job::JobStrategy);
         t.register("batch", "cronjobs", cronjob::CronJobStrategy);
         t.register("coordination.k8s.io", "leases", lease::LeaseStrategy);
+        t.register(
+            "autoscaling",
+            "horizontalpodautoscalers",
+            horizontalpodautoscaler::HorizontalPodAutoscalerStrategy,
+        );
         t.register(
             "policy",
             "poddisruptionbudgets",

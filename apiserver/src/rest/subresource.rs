@@ -108,7 +108,7 @@ fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
     {
         st["selector"] = json!(sel);
     } else if let Some(sel) = obj.pointer("/spec/selector")
-        && let Ok(s) = kybernetes_core::selector::LabelSelector::from_json(sel)
+        && let Ok(s) = scale_selector(sel)
     {
         st["selector"] = json!(s.to_string());
     }
@@ -126,6 +126,26 @@ fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
         }
     }
     json!({ "kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": m, "spec": { "replicas": spec }, "status": st })
+}
+
+/// A kind's `spec.selector` as the scale's selector: a `LabelSelector`, or a plain map of
+/// labels (a ReplicationController's, which upstream's scale writes as `key=value,...`). The
+/// two shapes cannot be confused: a map selector's values are strings, and a `LabelSelector`'s
+/// fields never are.
+fn scale_selector(
+    sel: &Value,
+) -> Result<kybernetes_core::selector::LabelSelector, kybernetes_core::selector::SelectorError> {
+    use kybernetes_core::selector::LabelSelector;
+    let labels: Option<std::collections::BTreeMap<String, String>> =
+        sel.as_object().filter(|m| !m.is_empty()).and_then(|m| {
+            m.iter()
+                .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        });
+    match labels {
+        Some(labels) => LabelSelector::from_labels(&labels),
+        None => LabelSelector::from_json(sel),
+    }
 }
 
 async fn scale(
@@ -253,4 +273,26 @@ async fn bind(inner: &Arc<Inner>, scope: &RequestScope, binding: Value) -> Resul
         Ok(new)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scale_selector_comes_from_a_label_selector_or_a_map_of_labels() {
+        let rc = json!({"app": "db", "tier": "backend"});
+        assert_eq!(
+            scale_selector(&rc).map(|s| s.to_string()).ok().as_deref(),
+            Some("app=db,tier=backend")
+        );
+        let deploy = json!({"matchLabels": {"app": "web"}});
+        assert_eq!(
+            scale_selector(&deploy)
+                .map(|s| s.to_string())
+                .ok()
+                .as_deref(),
+            Some("app=web")
+        );
+    }
 }

@@ -89,6 +89,12 @@ pub async fn serve(
                     Some(Ok(Message::Binary(data))) => {
                         on_client_message(protocol, &data, &mut stdin_tx, resize.as_ref()).await;
                     }
+                    // The Python client sends stdin as text frames (its channel byte first);
+                    // upstream reads text and binary frames alike.
+                    Some(Ok(Message::Text(text))) => {
+                        on_client_message(protocol, text.as_bytes(), &mut stdin_tx, resize.as_ref())
+                            .await;
+                    }
                     Some(Ok(Message::Close(_))) | None => {
                         debug!("the exec client closed the stream");
                         break;
