@@ -99,6 +99,21 @@ fn parse_clause(raw: &str) -> Option<Clause<'_>> {
     Some(clause)
 }
 
+/// The media ranges of an `Accept` header, most preferred first (by `q`, then in the
+/// client's order), without those the client refuses (`q=0`). Documents that are not API
+/// objects (`/openapi/v2`) pick their form from these.
+pub(crate) fn media_ranges(accept: &str) -> Vec<(&str, f32)> {
+    let mut ranges: Vec<(&str, f32)> = accept
+        .split(',')
+        .filter_map(parse_clause)
+        .filter(|c| c.q > 0.0)
+        .map(|c| (c.media_type, c.q))
+        .collect();
+    // The sort is stable, so equal ones keep the client's order.
+    ranges.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranges
+}
+
 /// What one clause asks for, if we can serve it.
 fn acceptable(c: &Clause<'_>) -> Option<Output> {
     let json = c.media_type.eq_ignore_ascii_case("application/json");

@@ -143,6 +143,11 @@ fn collect_refs(schema: &Value, out: &mut BTreeSet<String>) {
                             out.insert(name.to_string());
                         }
                     }
+                    // Property names are names, not keywords (LimitRangeItem has a
+                    // `default` property).
+                    ("properties", Value::Object(props)) => {
+                        props.values().for_each(|p| collect_refs(p, out));
+                    }
                     // Defaults and examples are data, not schemas.
                     ("default" | "example" | "enum", _) => {}
                     _ => collect_refs(v, out),
@@ -173,6 +178,11 @@ pub fn to_v2(schema: &Value) -> Value {
                         if let Value::Object(inner) = to_v2(&all[0]) {
                             out.extend(inner);
                         }
+                    }
+                    // Property names are names, not keywords.
+                    ("properties", Value::Object(props)) => {
+                        let props = props.iter().map(|(n, p)| (n.clone(), to_v2(p)));
+                        out.insert(k.clone(), Value::Object(props.collect()));
                     }
                     ("default" | "example" | "enum", _) => {
                         out.insert(k.clone(), v.clone());
@@ -463,5 +473,22 @@ mod tests {
             to_v2(&v3),
             json!({ "description": "d", "$ref": "#/definitions/x.Y" })
         );
+    }
+
+    #[test]
+    fn a_property_named_default_is_a_schema_not_a_default_value() {
+        let defs = Definitions::builtin();
+        let item = defs
+            .get("io.k8s.api.core.v1.LimitRangeItem")
+            .expect("LimitRangeItem");
+        let quantity = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+        assert_eq!(
+            to_v2(item)["properties"]["default"]["additionalProperties"]["$ref"],
+            format!("{V2_REF_PREFIX}{quantity}")
+        );
+        let v3 = json!({"properties": {"default": {"$ref": "#/components/schemas/x.Y"}}});
+        let mut refs = BTreeSet::new();
+        collect_refs(&v3, &mut refs);
+        assert!(refs.contains("x.Y"), "{refs:?}");
     }
 }

@@ -12,6 +12,7 @@
 //! - [`custom`]: custom resources' definitions, from their CRD's `openAPIV3Schema`;
 //! - [`paths`]: the operations of each served resource;
 //! - `v3` and `v2`: the two documents' shapes;
+//! - [`v2_protobuf`]: the v2 document in gnostic's protobuf, which kubectl asks for;
 //! - [`fields`]: unknown-field detection against the definitions (`fieldValidation`).
 //!
 //! Documents are built on first request and kept until what they are built from (the
@@ -36,6 +37,7 @@ pub mod definitions;
 pub mod fields;
 pub mod paths;
 mod v2;
+pub mod v2_protobuf;
 mod v3;
 
 pub use definitions::Definitions;
@@ -44,8 +46,11 @@ use paths::{PathItem, ResourceSchemas};
 /// The version the documents' `info` reports (as `/version`).
 const INFO_VERSION: &str = "v1.33.0";
 const JSON: &str = "application/json";
-/// The v2 document in protobuf, which kubectl asks for first.
+/// The v2 document in protobuf, as kubectl asks for it (upstream's deprecated name).
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The v2 document in protobuf: upstream's current name, and the `Content-Type` it answers
+/// either name with.
+pub const V2_PROTOBUF_CURRENT: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// What an `/openapi/...` path addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,8 +69,10 @@ struct Document {
     /// What it was built from.
     fingerprint: u64,
     bytes: Bytes,
-    /// Upstream's ETag: the SHA-512 of the bytes, in upper-case hex.
+    /// Upstream's ETag: the SHA-512 of the JSON bytes, in upper-case hex (the protobuf form
+    /// of the v2 document carries its JSON form's, as upstream's does).
     etag: String,
+    content_type: &'static str,
 }
 
 impl Document {
@@ -78,6 +85,29 @@ impl Document {
             fingerprint,
             bytes: Bytes::from(bytes),
             etag,
+            content_type: JSON,
+        })
+    }
+
+    /// The protobuf form of the v2 document, from its JSON form (as upstream derives it, so
+    /// the two always say the same).
+    fn v2_protobuf(json: &Document) -> Result<Self, ApiError> {
+        let doc: Value = serde_json::from_slice(&json.bytes)
+            .map_err(|e| ApiError::internal(format!("reading the OpenAPI v2 document: {e}")))?;
+        let (bytes, dropped) = v2_protobuf::encode(&doc);
+        if !dropped.is_empty() {
+            // Swagger 2.0 has no field for these (a CRD schema's `nullable`, `anyOf`):
+            // upstream's v2 document leaves them out too.
+            tracing::debug!(
+                ?dropped,
+                "OpenAPI v2 protobuf: keys without a field left out"
+            );
+        }
+        Ok(Document {
+            fingerprint: json.fingerprint,
+            bytes: Bytes::from(bytes),
+            etag: json.etag.clone(),
+            content_type: V2_PROTOBUF_CURRENT,
         })
     }
 }
@@ -88,6 +118,8 @@ pub struct OpenApiCache {
     /// By group-version path (`apis/apps/v1`).
     v3: Mutex<HashMap<String, Arc<Document>>>,
     v2: Mutex<Option<Arc<Document>>>,
+    /// The protobuf form of `v2`, built from it on first request.
+    v2_protobuf: Mutex<Option<Arc<Document>>>,
 }
 
 /// One served resource and what its definitions are built from.
@@ -208,6 +240,18 @@ fn build(gv: &GroupVersion) -> (Vec<PathItem>, BTreeMap<String, Value>) {
     (items, defs)
 }
 
+/// The v2 document of every served group-version.
+fn v2_json(gvs: &BTreeMap<String, GroupVersion>) -> Value {
+    let mut items = Vec::new();
+    let mut defs = BTreeMap::new();
+    for gv in gvs.values() {
+        let (i, d) = build(gv);
+        items.extend(i);
+        defs.extend(d);
+    }
+    v2::document(INFO_VERSION, &items, &defs)
+}
+
 impl OpenApiCache {
     fn v3_document(&self, gv: &GroupVersion) -> Result<Arc<Document>, ApiError> {
         let fingerprint = gv.fingerprint();
@@ -237,17 +281,24 @@ impl OpenApiCache {
         {
             return Ok(d.clone());
         }
-        let mut items = Vec::new();
-        let mut defs = BTreeMap::new();
-        for gv in gvs.values() {
-            let (i, d) = build(gv);
-            items.extend(i);
-            defs.extend(d);
+        let doc = Arc::new(Document::new(fingerprint, &v2_json(gvs))?);
+        *cached = Some(doc.clone());
+        Ok(doc)
+    }
+
+    fn v2_protobuf_document(
+        &self,
+        gvs: &BTreeMap<String, GroupVersion>,
+    ) -> Result<Arc<Document>, ApiError> {
+        let json = self.v2_document(gvs)?;
+        let mut cached = self.v2_protobuf.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = cached.as_ref()
+            && d.fingerprint == json.fingerprint
+            && d.etag == json.etag
+        {
+            return Ok(d.clone());
         }
-        let doc = Arc::new(Document::new(
-            fingerprint,
-            &v2::document(INFO_VERSION, &items, &defs),
-        )?);
+        let doc = Arc::new(Document::v2_protobuf(&json)?);
         *cached = Some(doc.clone());
         Ok(doc)
     }
@@ -257,24 +308,51 @@ impl OpenApiCache {
     }
 }
 
-/// True when the `Accept` header takes JSON (no header, `*/*`, `application/*`, or
-/// `application/json`, with or without parameters).
-fn accepts_json(headers: &http::HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    accept.trim().is_empty()
-        || accept.split(',').any(|clause| {
-            let media = clause.split(';').next().unwrap_or("").trim();
-            matches!(media, "*/*" | "application/*" | JSON)
+/// A form a document is served in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    /// gnostic's `openapi.v2.Document` (only `/openapi/v2` has it).
+    V2Protobuf,
+}
+
+/// The form the `Accept` header asks for, as upstream's handler picks it: clauses by
+/// preference, each trying JSON, then the protobuf forms `offered`; wildcards match; no
+/// header is `*/*`.
+fn format(headers: &http::HeaderMap, offered: &[(&str, Format)]) -> Option<Format> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.trim().is_empty() {
+        return Some(Format::Json);
+    }
+    crate::negotiation::media_ranges(accept)
+        .iter()
+        .find_map(|(range, _)| {
+            let (ty, sub) = range.split_once('/').unwrap_or((range, ""));
+            std::iter::once((JSON, Format::Json))
+                .chain(offered.iter().copied())
+                .find(|(media, _)| {
+                    let (mty, msub) = media.split_once('/').unwrap_or((media, ""));
+                    (ty == "*" || ty.eq_ignore_ascii_case(mty))
+                        && (sub == "*" || sub.eq_ignore_ascii_case(msub))
+                })
+                .map(|(_, f)| f)
         })
 }
 
-fn not_acceptable(what: &str) -> ApiError {
+/// The protobuf forms `/openapi/v2` is served in.
+const V2_FORMATS: [(&str, Format); 2] = [
+    (V2_PROTOBUF, Format::V2Protobuf),
+    (V2_PROTOBUF_CURRENT, Format::V2Protobuf),
+];
+
+fn not_acceptable(what: &str, types: &str) -> ApiError {
     ApiError::new(
         406,
         "NotAcceptable",
-        format!("only application/json is served for {what}"),
+        format!("only {types} is served for {what}"),
     )
 }
 
@@ -305,8 +383,8 @@ pub(crate) fn serve(
         }
         OpenApiPath::V3(gv_path) => {
             let gv = gvs.get(gv_path.as_str()).ok_or_else(not_found)?;
-            if !accepts_json(&parts.headers) {
-                return Err(not_acceptable("OpenAPI v3 documents"));
+            if format(&parts.headers, &[]).is_none() {
+                return Err(not_acceptable("OpenAPI v3 documents", JSON));
             }
             let doc = inner.openapi.v3_document(gv)?;
             let hash = crate::request::query_map(parts.uri.query()).remove("hash");
@@ -320,10 +398,16 @@ pub(crate) fn serve(
             }
         }
         OpenApiPath::V2 => {
-            if !accepts_json(&parts.headers) {
-                return Err(not_acceptable("/openapi/v2"));
-            }
-            let doc = inner.openapi.v2_document(&gvs)?;
+            let doc = match format(&parts.headers, &V2_FORMATS) {
+                Some(Format::Json) => inner.openapi.v2_document(&gvs)?,
+                Some(Format::V2Protobuf) => inner.openapi.v2_protobuf_document(&gvs)?,
+                None => {
+                    return Err(not_acceptable(
+                        "/openapi/v2",
+                        &format!("{JSON}, {V2_PROTOBUF_CURRENT} or {V2_PROTOBUF}"),
+                    ));
+                }
+            };
             Ok(respond(parts, &doc, None))
         }
     }
@@ -347,7 +431,12 @@ fn respond(
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        crate::response::json_bytes(StatusCode::OK, doc.bytes.clone())
+        let mut r = Response::new(Body::from(doc.bytes.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(doc.content_type),
+        );
+        r
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -1,5 +1,6 @@
 //! Writes protobuf messages field by field: the inverse of [`super::wire`], for clients and
-//! tests that build protobuf bodies by hand.
+//! tests that build protobuf bodies by hand, and for the OpenAPI v2 document in protobuf
+//! ([`crate::openapi::v2_protobuf`]).
 //!
 //! ```
 //! use kybernetes_apiserver::protobuf::{self, writer::MessageWriter};
