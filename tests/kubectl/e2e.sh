@@ -404,6 +404,7 @@ printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x\n' >"$WORK/broken.ya
 check_fails "malformed YAML is refused" -- k create -f "$WORK/broken.yaml"
 printf 'apiVersion: v9\nkind: ConfigMap\nmetadata: {name: x, namespace: e2e}\n' >"$WORK/wrongversion.yaml"
 check_fails "a wrong apiVersion is refused" -- k create -f "$WORK/wrongversion.yaml"
+contains "message names the kind" 'no matches for kind "ConfigMap" in version "v9"'
 check_fails "nothing was stored for the wrong apiVersion" -- k -n e2e get configmap x
 cat >"$WORK/missing.yaml" <<'YAML'
 apiVersion: apps/v1
