@@ -6,6 +6,11 @@ use std::time::Duration;
 
 /// Prints the conditions a figure was measured under.
 pub fn print_conditions(what: &str) {
+    print_conditions_for(what, "FakeRuntime");
+}
+
+/// Prints the conditions a figure was measured under, with the container runtime(s) used.
+pub fn print_conditions_for(what: &str, runtime: &str) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
@@ -16,7 +21,7 @@ pub fn print_conditions(what: &str) {
     };
     println!("# {what}");
     println!(
-        "# conditions: {cores} cores, {profile} build, tokio multi-thread runtime, in-process API server, MemoryStore, FakeRuntime, LocalNetwork"
+        "# conditions: {cores} cores, {profile} build, tokio multi-thread runtime, in-process API server, MemoryStore, {runtime}, LocalNetwork"
     );
 }
 
@@ -33,4 +38,13 @@ pub fn summary(mut samples: Vec<Duration>) -> String {
         ms(at(0.9)),
         ms(samples[samples.len() - 1])
     )
+}
+
+/// The `q` quantile (0.0–1.0) of sorted `samples`, nearest rank.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }

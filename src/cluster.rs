@@ -166,7 +166,10 @@ impl ClusterBuilder {
         self
     }
 
-    /// The container runtime the node agents drive (default: [`FakeRuntime`]).
+    /// The container runtime the node agents drive (default: [`FakeRuntime`]); for real
+    /// local processes, `.runtime(ProcessRuntime::host())`
+    /// ([`ProcessRuntime`](kybernetes_runtime::ProcessRuntime)). [`Cluster::shutdown`] stops
+    /// everything it started.
     pub fn runtime(mut self, runtime: impl Runtime) -> Self {
         self.runtime = Some(Arc::new(runtime));
         self
@@ -523,7 +526,8 @@ impl Cluster {
         self.https.as_ref().map(HttpsServer::pki)
     }
 
-    /// Stops every component, ends every watch and closes the store.
+    /// Stops every component, ends every watch, stops the runtime's containers
+    /// ([`Runtime::shutdown`]: a `ProcessRuntime` kills its processes) and closes the store.
     pub async fn shutdown(self) -> Result<()> {
         // New connections are refused at once; open ones finish below, once the API server
         // has ended their watches.
@@ -537,6 +541,11 @@ impl Cluster {
         }
         for t in self.tasks {
             let _ = t.await;
+        }
+        // The agents left their containers running, as a crashed kubelet would; the cluster
+        // owns the runtime, so nothing it started outlives it.
+        if let Err(e) = self.runtime.shutdown().await {
+            warn!(error = %e, "stopping the container runtime failed");
         }
         self.api.shutdown();
         if let Some(https) = self.https {

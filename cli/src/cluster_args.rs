@@ -16,8 +16,9 @@ pub struct ClusterArgs {
     /// How many node agents to start (named node-1, node-2, ...).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub nodes: usize,
-    /// The container runtime of the nodes. Only `fake` (scripted containers, no processes) is
-    /// available so far; `process` and `containerd` come with the runtimes work.
+    /// The container runtime of the nodes: `fake` (scripted containers, no processes) or
+    /// `process` (each container a local process sharing the host network; logs under the
+    /// data directory's `processes/` if there is one). `containerd` comes later.
     #[arg(long, default_value = "fake", value_parser = parse_runtime, value_name = "RUNTIME")]
     pub runtime: Runtime,
 }
@@ -27,15 +28,20 @@ pub struct ClusterArgs {
 pub enum Runtime {
     /// `FakeRuntime`: containers that run no processes.
     Fake,
+    /// `ProcessRuntime` in host mode: each container a local process.
+    Process,
 }
 
 fn parse_runtime(s: &str) -> Result<Runtime, String> {
     match s {
         "fake" => Ok(Runtime::Fake),
-        "process" | "containerd" => Err(format!(
+        "process" => Ok(Runtime::Process),
+        "containerd" => Err(format!(
             "the {s} runtime is not available in this version; use --runtime fake"
         )),
-        other => Err(format!("unknown runtime {other:?}; the runtimes are: fake")),
+        other => Err(format!(
+            "unknown runtime {other:?}; the runtimes are: fake, process"
+        )),
     }
 }
 
@@ -43,9 +49,15 @@ impl ClusterArgs {
     /// A builder with the store and nodes these flags ask for. With `data_dir` and no
     /// `--store`, the store is SQLite in that directory.
     pub async fn builder(&self, data_dir: Option<&Path>) -> anyhow::Result<ClusterBuilder> {
-        let builder = Cluster::builder().nodes(self.nodes);
-        // The fake runtime is the builder's default; other runtimes slot in here.
-        let Runtime::Fake = self.runtime;
+        let mut builder = Cluster::builder().nodes(self.nodes);
+        // The fake runtime is the builder's default.
+        if self.runtime == Runtime::Process {
+            let mut processes = kybernetes::runtime::ProcessRuntime::builder();
+            if let Some(dir) = data_dir {
+                processes = processes.root(dir.join("processes"));
+            }
+            builder = builder.runtime(processes.build());
+        }
         match (self.store.as_deref(), data_dir) {
             (None, Some(dir)) => builder
                 .data_dir(dir)

@@ -82,3 +82,75 @@ fn serve_writes_a_kubeconfig_that_kubectl_uses_and_stops_on_sigterm() {
     let status = served.stop();
     assert!(status.success(), "kybernetes serve exited with {status}");
 }
+
+/// The pids whose command line holds `token`.
+fn processes_with(token: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
+        })
+        .collect()
+}
+
+#[test]
+fn serve_with_the_process_runtime_runs_a_real_process_and_stops_it_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let served = served::Served::start(&data, &["--runtime", "process"]);
+    let kubeconfig = data.join("kubeconfig");
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl must be installed (/usr/bin/kubectl on the machine image)")
+    };
+    let token = format!("kyb-cli-{}", std::process::id());
+    let script = format!("echo hello from {token}; while true; do sleep 0.1; done");
+    let out = kubectl(&[
+        "run",
+        "hello",
+        "--image=local",
+        "--restart=Never",
+        "--command",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let logs = kubectl(&["logs", "hello"]);
+        if String::from_utf8_lossy(&logs.stdout).contains(&format!("hello from {token}")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line: {logs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !processes_with(&token).is_empty(),
+        "the pod is a real process"
+    );
+    let status = served.stop();
+    assert!(status.success(), "kybernetes serve exited with {status}");
+    let left = processes_with(&token);
+    assert!(
+        left.is_empty(),
+        "processes left after serve stopped: {left:?}"
+    );
+}

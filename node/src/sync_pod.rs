@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kybernetes_net::PodNetworkRequest;
 use kybernetes_runtime::{
     ContainerFilter, ContainerState, ContainerStatus, PodSandboxConfig, PodSandboxFilter,
-    PodSandboxMetadata, PodSandboxState, ProbeKind, labels,
+    PodSandboxMetadata, PodSandboxState, PortMapping, ProbeKind, labels,
 };
 use tracing::{debug, warn};
 
@@ -144,6 +144,30 @@ impl PodWorker {
             .unwrap_or(false)
     }
 
+    /// The ports every container of the pod declares, as CRI's `port_mappings`.
+    fn port_mappings(&self) -> Vec<PortMapping> {
+        let Some(spec) = self.pod.spec.as_ref() else {
+            return Vec::new();
+        };
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                Some(PortMapping {
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    container_port: u16::try_from(p.container_port).ok()?,
+                    host_port: p
+                        .host_port
+                        .and_then(|h| u16::try_from(h).ok())
+                        .filter(|h| *h != 0),
+                    host_ip: p.host_ip.clone().filter(|h| !h.is_empty()),
+                })
+            })
+            .collect()
+    }
+
     fn sandbox_config(&self, attempt: u32, net: &kybernetes_net::PodNetwork) -> PodSandboxConfig {
         let meta = &self.pod.metadata;
         let name = meta.name.clone().unwrap_or_default();
@@ -172,6 +196,7 @@ impl PodWorker {
             pod_ip: Some(net.ip),
             labels: sandbox_labels,
             annotations: meta.annotations.clone().unwrap_or_default(),
+            port_mappings: self.port_mappings(),
         }
     }
 

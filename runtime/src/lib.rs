@@ -100,6 +100,7 @@ pub mod fake;
 pub mod image;
 pub mod labels;
 pub mod probe;
+pub mod process;
 mod runtime;
 pub mod sandbox;
 pub mod stream;
@@ -113,9 +114,11 @@ pub use container::{
 pub use fake::FakeRuntime;
 pub use image::Image;
 pub use probe::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest, ProbeResult};
+pub use process::ProcessRuntime;
 pub use runtime::{Runtime, RuntimeVersion};
 pub use sandbox::{
     PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,
+    PortMapping,
 };
 pub use stream::{
     AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions,

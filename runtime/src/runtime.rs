@@ -117,6 +117,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// Imports images from an OCI image-layout tarball; returns what it imported.
     async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>>;
 
+    /// Releases everything the runtime started: the cluster calls it once on shutdown, after
+    /// the node agents stopped. A runtime of local processes kills every process it started;
+    /// the default does nothing.
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Runs a probe (or an `httpGet` lifecycle hook) against a container. The default runs
     /// `exec` probes through [`exec_sync`](Runtime::exec_sync) and connects for real for
     /// `tcpSocket` and `httpGet` (see [`probe`](crate::probe)). Fakes override it to script

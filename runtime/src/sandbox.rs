@@ -38,6 +38,22 @@ pub struct PodSandboxConfig {
     pub labels: BTreeMap<String, String>,
     /// Annotations (the pod's annotations).
     pub annotations: BTreeMap<String, String>,
+    /// The ports the pod's containers declare (CRI `port_mappings`). A runtime that shares
+    /// the host network treats each as a host port and refuses a second pod claiming it.
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A port a pod's container declares (`ports[]` of the pod spec; CRI `PortMapping`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortMapping {
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// `containerPort`.
+    pub container_port: u16,
+    /// `hostPort`, if set.
+    pub host_port: Option<u16>,
+    /// `hostIP`, if set.
+    pub host_ip: Option<String>,
 }
 
 /// Whether a sandbox can host containers.

@@ -1,5 +1,8 @@
-//! A test harness: the in-process API server, a FakeRuntime, a LocalNetwork and node agents.
+//! A test harness: the in-process API server, a FakeRuntime (or another runtime), a
+//! LocalNetwork and node agents.
 #![allow(dead_code)]
+
+pub mod backend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use kube::runtime::wait::{Condition, await_condition};
 use kybernetes_core::Clock;
 use kybernetes_net::LocalNetwork;
 use kybernetes_node::{BackoffConfig, NodeAgent, NodeAgentConfig};
-use kybernetes_runtime::FakeRuntime;
+use kybernetes_runtime::{FakeRuntime, Runtime};
 use kybernetes_store::MemoryStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -21,11 +24,19 @@ pub struct Harness {
     pub client: kube::Client,
     pub clock: Clock,
     pub fake: FakeRuntime,
+    /// What the agents drive: `fake` unless the harness was made with another runtime.
+    pub runtime: Arc<dyn Runtime>,
     pub network: Arc<LocalNetwork>,
     pub agents: Vec<(CancellationToken, JoinHandle<()>)>,
 }
 
 pub async fn harness() -> Harness {
+    harness_with(|_, fake| Arc::new(fake.clone())).await
+}
+
+/// A harness whose agents drive the runtime `make` builds from the cluster clock and the
+/// harness's FakeRuntime (return a clone of that to drive the fake).
+pub async fn harness_with(make: impl FnOnce(Clock, &FakeRuntime) -> Arc<dyn Runtime>) -> Harness {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -37,12 +48,14 @@ pub async fn harness() -> Harness {
         .expect("api server");
     let client = kube::Client::new(api.router(), "default");
     let fake = FakeRuntime::new(clock.clone());
+    let runtime = make(clock.clone(), &fake);
     let network = Arc::new(LocalNetwork::default());
     Harness {
         api,
         client,
         clock,
         fake,
+        runtime,
         network,
         agents: Vec::new(),
     }
@@ -61,7 +74,7 @@ impl Harness {
         let agent = NodeAgent::new(
             config,
             self.client.clone(),
-            Arc::new(self.fake.clone()),
+            self.runtime.clone(),
             self.network.clone(),
         );
         let handle = agent.spawn(token.clone());

@@ -431,23 +431,5 @@ pub(crate) fn mark_exited(
 
 /// A stable fake image for `name`, its id derived from the name.
 pub(crate) fn fake_image(name: &str) -> Image {
-    use std::hash::{Hash, Hasher};
-    let reference = normalize_reference(name);
-    let mut digest = String::with_capacity(64);
-    for seed in 0..4u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (seed, &reference).hash(&mut h);
-        digest.push_str(&format!("{:016x}", h.finish()));
-    }
-    let repo = reference
-        .rsplit_once(':')
-        .map(|(r, _)| r)
-        .unwrap_or(&reference)
-        .to_string();
-    Image {
-        id: format!("sha256:{digest}"),
-        repo_tags: vec![reference.clone()],
-        repo_digests: vec![format!("{repo}@sha256:{digest}")],
-        size_bytes: 1024 * 1024,
-    }
+    crate::image::synthetic_image(name)
 }

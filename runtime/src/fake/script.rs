@@ -49,6 +49,7 @@ pub struct ContainerScript {
     pub(crate) exec: Vec<(Vec<String>, ExecResult)>,
     pub(crate) usage: UsageScript,
     pub(crate) start_logs: Vec<String>,
+    pub(crate) term_logs: Vec<String>,
     pub(crate) echo_stdin: bool,
     pub(crate) ports: HashMap<u16, PortResponder>,
 }
@@ -64,6 +65,7 @@ impl Default for ContainerScript {
             exec: Vec::new(),
             usage: UsageScript::default(),
             start_logs: Vec::new(),
+            term_logs: Vec::new(),
             echo_stdin: false,
             ports: HashMap::new(),
         }
@@ -193,6 +195,13 @@ impl ContainerScript {
     /// A line written to stdout when the container starts.
     pub fn log_on_start(mut self, line: impl Into<String>) -> Self {
         self.start_logs.push(line.into());
+        self
+    }
+
+    /// A line written to stdout when SIGTERM arrives (as a process that traps it and logs
+    /// before it exits).
+    pub fn log_on_term(mut self, line: impl Into<String>) -> Self {
+        self.term_logs.push(line.into());
         self
     }
 

@@ -299,6 +299,14 @@ impl Runtime for FakeRuntime {
                 return Ok(());
             }
             c.signals.push(Signal::Term);
+            let now = inner.clock.now();
+            for line in c.script.term_logs.clone() {
+                c.push_log(LogLine {
+                    time: now,
+                    stream: LogStreamKind::Stdout,
+                    line,
+                });
+            }
             if !c.script.ignores_term {
                 let code = c.script.term_exit_code;
                 mark_exited(&inner, c, code, None);

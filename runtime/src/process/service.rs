@@ -1,0 +1,634 @@
+//! The [`Runtime`] implementation of [`ProcessRuntime`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rustix::process::Signal;
+use tokio::sync::{broadcast, watch};
+use tracing::debug;
+
+use super::exec::{ExecTarget, exec, exec_sync};
+use super::spawn::{self, kill_group};
+use super::{Inner, ProcessContainer, ProcessRuntime, ProcessSandbox, RUNTIME_NAME, not_found};
+use crate::container::{
+    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerState,
+    ContainerStatus,
+};
+use crate::image::{Image, synthetic_image};
+use crate::labels;
+use crate::probe::{self, ProbeAction, ProbeRequest, ProbeResult};
+use crate::runtime::{Runtime, RuntimeVersion};
+use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
+use crate::stream::{
+    ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream, PortForwardStream,
+};
+use crate::{Error, Result};
+
+/// How long a killed container may take to be reaped before a stop gives up waiting.
+const REAP: Duration = Duration::from_secs(10);
+
+/// `PATH` for containers that set none: the host's, else the usual one.
+fn default_path() -> String {
+    std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+}
+
+/// The host ports a sandbox claims: in the host network every declared port is one.
+fn claims(config: &PodSandboxConfig) -> Vec<(String, u16)> {
+    config
+        .port_mappings
+        .iter()
+        .map(|p| (p.protocol.clone(), p.host_port.unwrap_or(p.container_port)))
+        .collect()
+}
+
+impl ProcessRuntime {
+    /// Waits until container `id` is no longer running (or is gone), up to `limit`.
+    async fn wait_exited(&self, id: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut version: watch::Receiver<u64> = {
+            let st = self.inner.lock();
+            match st.containers.get(id) {
+                Some(c) => c.version.subscribe(),
+                None => return true,
+            }
+        };
+        loop {
+            let running = self
+                .inner
+                .lock()
+                .containers
+                .get(id)
+                .is_some_and(|c| c.status.state.is_running());
+            if !running {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, version.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Kills container `id` at once and waits for it to be reaped.
+    async fn kill_now(&self, id: &str) {
+        let pid = self.inner.lock().containers.get(id).and_then(|c| c.pid);
+        if let Some(pid) = pid {
+            kill_group(pid, Signal::KILL);
+            if !self.wait_exited(id, REAP).await {
+                debug!(container = id, "killed container not reaped in time");
+            }
+        }
+    }
+
+    fn sandbox_dir(&self, id: &str, config: &PodSandboxConfig) -> PathBuf {
+        let name = config
+            .log_directory
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| id.to_string());
+        self.inner.root.join("pods").join(name)
+    }
+
+    fn check_ports(st: &super::State, config: &PodSandboxConfig) -> Result<()> {
+        let wanted = claims(config);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for other in st.sandboxes.values() {
+            if other.status.state != PodSandboxState::Ready
+                || other.config.metadata.uid == config.metadata.uid
+            {
+                continue;
+            }
+            let taken = claims(&other.config);
+            if let Some((protocol, port)) = wanted.iter().find(|w| taken.contains(w)) {
+                return Err(Error::Backend {
+                    context: format!(
+                        "port {port}/{protocol} is already claimed by pod {}/{} (host network: every containerPort is a host port)",
+                        other.config.metadata.namespace, other.config.metadata.name
+                    ),
+                    source: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn new_container(
+        &self,
+        sandbox: &ProcessSandbox,
+        config: &ContainerConfig,
+    ) -> Result<ProcessContainer> {
+        let argv = self.inner.argv(config);
+        if argv.is_empty() {
+            return Err(Error::Backend {
+                context: format!(
+                    "container {:?} has no command, and image {:?} maps to none (host mode runs the container's command and args)",
+                    config.metadata.name, config.image
+                ),
+                source: None,
+            });
+        }
+        self.inner.note_mounts(config);
+        let working_dir = config
+            .working_dir
+            .as_ref()
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| sandbox.dir.clone());
+        if !working_dir.is_dir() {
+            return Err(Error::Backend {
+                context: format!("working directory {} does not exist", working_dir.display()),
+                source: None,
+            });
+        }
+        let mut env = vec![
+            ("PATH".to_string(), default_path()),
+            ("HOSTNAME".to_string(), sandbox.config.hostname.clone()),
+        ];
+        env.extend(config.env.iter().cloned());
+        let log_path = if config.log_path.as_os_str().is_empty() {
+            PathBuf::from(format!(
+                "{}/{}.log",
+                config.metadata.name, config.metadata.attempt
+            ))
+        } else {
+            config.log_path.clone()
+        };
+        let id = self.inner.lock().new_id();
+        let mut container_labels = config.labels.clone();
+        container_labels
+            .entry(labels::CONTAINER_NAME.into())
+            .or_insert_with(|| config.metadata.name.clone());
+        let image_ref = {
+            let st = self.inner.lock();
+            st.find_image(&config.image)
+                .map(|i| i.reference().to_string())
+                .ok_or_else(|| Error::ImageNotFound {
+                    image: config.image.clone(),
+                })?
+        };
+        Ok(ProcessContainer {
+            status: ContainerStatus {
+                id,
+                sandbox_id: sandbox.status.id.clone(),
+                metadata: config.metadata.clone(),
+                image: config.image.clone(),
+                image_ref,
+                state: ContainerState::Created,
+                created_at: self.inner.clock.now(),
+                labels: container_labels,
+                annotations: config.annotations.clone(),
+                log_path: log_path.clone(),
+            },
+            pod_uid: sandbox.config.metadata.uid.clone(),
+            argv,
+            env,
+            working_dir,
+            log_file: sandbox.dir.join(log_path),
+            pid: None,
+            version: std::sync::Arc::new(watch::channel(0).0),
+            last_cpu: None,
+        })
+    }
+}
+
+/// Records that a container could not start, as upstream runtimes report it.
+fn mark_start_error(inner: &Inner, id: &str, message: String) {
+    let mut st = inner.lock();
+    if let Some(c) = st.containers.get_mut(id) {
+        c.status.state = ContainerState::Exited {
+            exit_code: 128,
+            reason: "StartError".into(),
+            message,
+            started_at: None,
+            finished_at: inner.clock.now(),
+        };
+        c.version.send_modify(|v| *v += 1);
+        inner.emit(c, ContainerEventKind::Stopped);
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    async fn version(&self) -> Result<RuntimeVersion> {
+        Ok(RuntimeVersion {
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        })
+    }
+
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        Self::check_ports(&self.inner.lock(), config)?;
+        let id = self.inner.lock().new_id();
+        let dir = self.sandbox_dir(&id, config);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| super::backend_io(format!("create pod directory {}", dir.display()), e))?;
+        let status = PodSandboxStatus {
+            id: id.clone(),
+            metadata: config.metadata.clone(),
+            state: PodSandboxState::Ready,
+            created_at: self.inner.clock.now(),
+            ip: config.pod_ip,
+            netns_path: None,
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        };
+        let mut st = self.inner.lock();
+        // Checked again with the insert under one lock: two pods may claim a port at once.
+        Self::check_ports(&st, config)?;
+        st.sandboxes.insert(
+            id.clone(),
+            ProcessSandbox {
+                status,
+                config: config.clone(),
+                dir,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let ids: Vec<String> = {
+            let mut st = self.inner.lock();
+            let Some(sb) = st.sandboxes.get_mut(sandbox_id) else {
+                return Ok(());
+            };
+            sb.status.state = PodSandboxState::NotReady;
+            st.containers
+                .values()
+                .filter(|c| c.status.sandbox_id == sandbox_id)
+                .map(|c| c.status.id.clone())
+                .collect()
+        };
+        for id in ids {
+            self.kill_now(&id).await;
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        self.stop_pod_sandbox(sandbox_id).await?;
+        let ids: Vec<String> = {
+            let st = self.inner.lock();
+            st.containers
+                .values()
+                .filter(|c| c.status.sandbox_id == sandbox_id)
+                .map(|c| c.status.id.clone())
+                .collect()
+        };
+        for id in ids {
+            self.remove_container(&id).await?;
+        }
+        let removed = {
+            let mut st = self.inner.lock();
+            let removed = st.sandboxes.remove(sandbox_id);
+            // The directory is the pod's: keep it while another sandbox of the pod uses it.
+            removed.filter(|r| st.sandboxes.values().all(|s| s.dir != r.dir))
+        };
+        if let Some(sb) = removed
+            && let Err(e) = std::fs::remove_dir_all(&sb.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            debug!(dir = %sb.dir.display(), error = %e, "removing a pod directory failed");
+        }
+        Ok(())
+    }
+
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
+        let st = self.inner.lock();
+        st.sandboxes
+            .get(sandbox_id)
+            .map(|s| s.status.clone())
+            .ok_or_else(|| not_found("sandbox", sandbox_id))
+    }
+
+    async fn list_pod_sandboxes(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandboxStatus>> {
+        let st = self.inner.lock();
+        Ok(st
+            .sandboxes
+            .values()
+            .filter(|s| filter.matches(&s.status))
+            .map(|s| s.status.clone())
+            .collect())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &ContainerConfig,
+        _sandbox_config: &PodSandboxConfig,
+    ) -> Result<String> {
+        let container = {
+            let st = self.inner.lock();
+            let sandbox = st
+                .sandboxes
+                .get(sandbox_id)
+                .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+            if sandbox.status.state != PodSandboxState::Ready {
+                return Err(Error::InvalidState {
+                    id: sandbox_id.into(),
+                    message: "sandbox is not ready".into(),
+                });
+            }
+            let sandbox = ProcessSandbox {
+                status: sandbox.status.clone(),
+                config: sandbox.config.clone(),
+                dir: sandbox.dir.clone(),
+            };
+            drop(st);
+            self.new_container(&sandbox, config)?
+        };
+        let id = container.status.id.clone();
+        self.inner.emit(&container, ContainerEventKind::Created);
+        let mut st = self.inner.lock();
+        st.by_pod
+            .entry(container.pod_uid.clone())
+            .or_default()
+            .insert(id.clone());
+        st.containers.insert(id.clone(), container);
+        Ok(id)
+    }
+
+    async fn start_container(&self, container_id: &str) -> Result<()> {
+        {
+            let st = self.inner.lock();
+            let c = st
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
+            if c.status.state != ContainerState::Created {
+                return Err(Error::InvalidState {
+                    id: container_id.into(),
+                    message: "container is not in created state".into(),
+                });
+            }
+        }
+        match spawn::start(&self.inner, container_id) {
+            Ok(pid) => {
+                debug!(container = container_id, pid, "container process started");
+                Ok(())
+            }
+            Err(e) => {
+                mark_start_error(&self.inner, container_id, e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop_container(&self, container_id: &str, grace: Duration) -> Result<()> {
+        let pid = {
+            let st = self.inner.lock();
+            let c = st
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
+            match (c.status.state.is_running(), c.pid) {
+                (true, Some(pid)) => pid,
+                _ => return Ok(()),
+            }
+        };
+        // TERM goes to the main process only, as runtimes signal a container's init; the
+        // KILL after the grace period takes the whole group.
+        spawn::signal_main(pid, Signal::TERM);
+        if self.wait_exited(container_id, grace).await {
+            return Ok(());
+        }
+        debug!(
+            container = container_id,
+            ?grace,
+            "grace period over; killing"
+        );
+        self.kill_now(container_id).await;
+        Ok(())
+    }
+
+    async fn remove_container(&self, container_id: &str) -> Result<()> {
+        self.kill_now(container_id).await;
+        let removed = {
+            let mut st = self.inner.lock();
+            let removed = st.containers.remove(container_id);
+            if let Some(c) = &removed
+                && let Some(ids) = st.by_pod.get_mut(&c.pod_uid)
+            {
+                ids.remove(container_id);
+                if ids.is_empty() {
+                    st.by_pod.remove(&c.pod_uid);
+                }
+            }
+            removed
+        };
+        if let Some(c) = removed {
+            self.inner.emit(&c, ContainerEventKind::Deleted);
+            if let Err(e) = std::fs::remove_file(&c.log_file)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                debug!(file = %c.log_file.display(), error = %e, "removing a container log failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
+        let st = self.inner.lock();
+        st.containers
+            .get(container_id)
+            .map(|c| c.status.clone())
+            .ok_or_else(|| not_found("container", container_id))
+    }
+
+    async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
+        let st = self.inner.lock();
+        if let Some(uid) = filter.labels.get(labels::POD_UID) {
+            let ids = st.by_pod.get(uid).into_iter().flatten();
+            return Ok(ids
+                .filter_map(|id| st.containers.get(id))
+                .filter(|c| filter.matches(&c.status))
+                .map(|c| c.status.clone())
+                .collect());
+        }
+        Ok(st
+            .containers
+            .values()
+            .filter(|c| filter.matches(&c.status))
+            .map(|c| c.status.clone())
+            .collect())
+    }
+
+    fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult> {
+        let target = ExecTarget::of(&self.inner, container_id)?;
+        exec_sync(target, cmd, timeout).await
+    }
+
+    async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
+        let target = ExecTarget::of(&self.inner, container_id)?;
+        exec(target, request)
+    }
+
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn PortForwardStream>> {
+        {
+            let st = self.inner.lock();
+            let sandbox = st
+                .sandboxes
+                .get(sandbox_id)
+                .ok_or_else(|| not_found("sandbox", sandbox_id))?;
+            if sandbox.status.state != PodSandboxState::Ready {
+                return Err(Error::InvalidState {
+                    id: sandbox_id.into(),
+                    message: "sandbox is not ready".into(),
+                });
+            }
+        }
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(Error::Backend {
+                context: format!("failed to connect to localhost:{port} in the host network: {e}"),
+                source: Some(Box::new(e)),
+            }),
+        }
+    }
+
+    async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {
+        super::logs::log_stream(&self.inner, container_id, options).await
+    }
+
+    async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
+        let pid = {
+            let st = self.inner.lock();
+            let c = st
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
+            c.pid.filter(|_| c.status.state.is_running())
+        };
+        let (cpu, memory) = match pid {
+            Some(pid) => tokio::task::spawn_blocking(move || super::stats::group_usage(pid))
+                .await
+                .map_err(|e| Error::Backend {
+                    context: "reading /proc".into(),
+                    source: Some(Box::new(e)),
+                })?,
+            None => (0, 0),
+        };
+        let now = tokio::time::Instant::now();
+        let rate = {
+            let mut st = self.inner.lock();
+            st.containers.get_mut(container_id).and_then(|c| {
+                let rate = c.last_cpu.and_then(|(at, before)| {
+                    let secs = now.saturating_duration_since(at).as_secs_f64();
+                    (secs > 0.0).then(|| (cpu.saturating_sub(before) as f64 / secs) as u64)
+                });
+                c.last_cpu = Some((now, cpu));
+                rate
+            })
+        };
+        Ok(ContainerStats {
+            container_id: container_id.into(),
+            timestamp: self.inner.clock.now(),
+            cpu_usage_core_nanos: cpu,
+            cpu_usage_nano_cores: rate,
+            memory_working_set_bytes: memory,
+        })
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<Image> {
+        // Nothing to download: an image names what to run (a mapping, or the container's
+        // own command), so every pull succeeds and records it.
+        let mut st = self.inner.lock();
+        if let Some(i) = st.find_image(image) {
+            return Ok(i.clone());
+        }
+        let i = synthetic_image(image);
+        st.images.push(i.clone());
+        Ok(i)
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<Image>> {
+        Ok(self.inner.lock().find_image(image).cloned())
+    }
+
+    async fn list_images(&self) -> Result<Vec<Image>> {
+        Ok(self.inner.lock().images.clone())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        self.inner.lock().images.retain(|i| !i.answers_to(image));
+        Ok(())
+    }
+
+    async fn import_image(&self, _tarball: Bytes) -> Result<Vec<Image>> {
+        Err(Error::Unsupported(
+            "importing OCI archives in host mode (map images to commands with ProcessRuntimeBuilder::image)".into(),
+        ))
+    }
+
+    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        // In the host network the pod's address is this host: probes aimed at the pod IP
+        // the network assigned go to loopback, where the process listens.
+        let pod_ip = {
+            let st = self.inner.lock();
+            st.containers
+                .get(container_id)
+                .and_then(|c| st.sandboxes.get(&c.status.sandbox_id))
+                .and_then(|s| s.config.pod_ip)
+                .map(|ip| ip.to_string())
+        };
+        let local = |host: &String| {
+            if host.is_empty() || Some(host) == pod_ip.as_ref() {
+                "127.0.0.1".to_string()
+            } else {
+                host.clone()
+            }
+        };
+        let mut request = request.clone();
+        match &mut request.action {
+            ProbeAction::TcpSocket { host, .. }
+            | ProbeAction::HttpGet { host, .. }
+            | ProbeAction::Grpc { host, .. } => *host = local(host),
+            ProbeAction::Exec { .. } => {}
+        }
+        probe::run_default(self, container_id, &request).await
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        let ids: Vec<String> = {
+            let st = self.inner.lock();
+            st.containers
+                .values()
+                .filter(|c| c.status.state.is_running())
+                .map(|c| c.status.id.clone())
+                .collect()
+        };
+        for id in &ids {
+            if let Some(pid) = self.inner.lock().containers.get(id).and_then(|c| c.pid) {
+                kill_group(pid, Signal::KILL);
+            }
+        }
+        for id in &ids {
+            self.wait_exited(id, REAP).await;
+        }
+        debug!(
+            containers = ids.len(),
+            "process runtime stopped its containers"
+        );
+        Ok(())
+    }
+}
