@@ -419,6 +419,11 @@ YAML
 check_fails "a missing required field is refused" -- k create -f "$WORK/missing.yaml"
 contains "422 message names the field" "spec.template.spec.containers: Required value"
 check_fails "nothing partial was stored" -- k -n e2e get deployment nocontainers
+# A body over upstream's 3 MiB request limit.
+head -c $((3 * 1024 * 1024 + 16)) /dev/zero | tr '\0' x >"$WORK/big.txt"
+check_fails "a body over 3 MiB is refused" -- k -n e2e create configmap big --from-file=big="$WORK/big.txt"
+contains "the limit is named" "Request entity too large: limit is 3145728"
+check_fails "nothing was stored for the big body" -- k -n e2e get configmap big
 
 echo "== delete"
 check "run a pod to delete" -- k -n e2e run doomed --image=busybox --restart=Never --labels=run=doomed
