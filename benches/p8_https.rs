@@ -51,8 +51,12 @@ async fn run(client: &kube::Client, ns: &str, rate: u64, seconds: u64) -> Run {
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        let (api, latencies, errors, created) =
-            (api.clone(), latencies.clone(), errors.clone(), created.clone());
+        let (api, latencies, errors, created) = (
+            api.clone(),
+            latencies.clone(),
+            errors.clone(),
+            created.clone(),
+        );
         let stamp = start.elapsed().as_nanos();
         tasks.spawn(async move {
             let t0 = Instant::now();
@@ -109,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
     common::print_conditions("P8: ConfigMap create/get/list over HTTPS on loopback");
     let seconds = env_secs("KYB_P8_SECONDS", 60);
     let step = env_secs("KYB_P8_STEP_SECONDS", 10);
-    println!("# client: kube-rs over rustls, HTTP/2, admin client certificate; mix 1/3 create, 1/3 get, 1/3 list limit=10");
+    println!(
+        "# client: kube-rs over rustls, HTTP/2, admin client certificate; mix 1/3 create, 1/3 get, 1/3 list limit=10"
+    );
     let cluster = Cluster::builder()
         .serve("127.0.0.1:0".parse()?)
         .start()
@@ -130,7 +136,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "P8 at 1,000 requests/s: p99 {:.2} ms (target: <= 10 ms) {}",
         p99.as_secs_f64() * 1000.0,
-        if p99 <= Duration::from_millis(10) { "MET" } else { "NOT MET" }
+        if p99 <= Duration::from_millis(10) {
+            "MET"
+        } else {
+            "NOT MET"
+        }
     );
 
     let mut best = None;
@@ -146,7 +156,9 @@ async fn main() -> anyhow::Result<()> {
         best = Some(rate);
     }
     match best {
-        Some(rate) => println!("P8 highest rate with p99 <= 10 ms: {rate} requests/s (of the steps tried)"),
+        Some(rate) => {
+            println!("P8 highest rate with p99 <= 10 ms: {rate} requests/s (of the steps tried)")
+        }
         None => println!("P8 highest rate with p99 <= 10 ms: below 1,000 requests/s"),
     }
     cluster.shutdown().await?;

@@ -2,8 +2,8 @@
 
 pub mod garbage_collector;
 pub mod horizontal_pod_autoscaler;
-pub use horizontal_pod_autoscaler::spawn_horizontal_pod_autoscaler;
 pub use garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
+pub use horizontal_pod_autoscaler::spawn_horizontal_pod_autoscaler;
 pub mod endpoints;
 pub mod endpointslice;
 pub use endpoints::{EndpointsConfig, spawn_endpoints_controller};
