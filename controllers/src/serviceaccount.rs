@@ -8,7 +8,7 @@
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let handle = spawn_serviceaccounts_controller(client, shutdown.clone());
 //! shutdown.cancel();
-//! handle.await.ok();
+//! handle.await.expect("the controller stops when shutdown is cancelled");
 //! # }
 //! ```
 

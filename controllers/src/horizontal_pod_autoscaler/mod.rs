@@ -25,7 +25,7 @@
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let handle = kybernetes_controllers::spawn_horizontal_pod_autoscaler(client, kybernetes_core::Clock::new(), shutdown.clone());
 //! shutdown.cancel();
-//! handle.await.ok();
+//! handle.await.expect("the controller stops when shutdown is cancelled");
 //! # }
 //! ```
 

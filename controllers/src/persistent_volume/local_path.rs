@@ -194,8 +194,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_volume_is_a_directory_with_node_affinity_and_delete_removes_it() {
-        let root =
-            std::env::temp_dir().join(format!("kybernetes-local-path-test-{}", std::process::id()));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("storage");
         let p = LocalPathProvisioner::new(&root);
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
             "metadata": {"name": "www-web-0", "namespace": "default", "uid": "u1"},
@@ -232,6 +232,5 @@ mod tests {
             p.delete(&outside).await.is_err(),
             "only its own directories"
         );
-        std::fs::remove_dir_all(&root).ok();
     }
 }

@@ -29,7 +29,7 @@
 //! let config = PersistentVolumeConfig::with_local_path("/var/lib/kybernetes/storage");
 //! let handle = spawn_persistent_volume(client, kybernetes_core::Clock::new(), config, shutdown.clone());
 //! shutdown.cancel();
-//! handle.await.ok();
+//! handle.await.expect("the controller stops when shutdown is cancelled");
 //! # }
 //! ```
 
