@@ -208,6 +208,28 @@ impl ContainerFilter {
         self
     }
 
+    /// The statuses of the containers that pass the filter, from a runtime's table of
+    /// containers and its pod UID → container IDs index (used when the filter names a pod, as
+    /// the node agent's filters do, so a listing costs the pod's containers, not the node's).
+    pub(crate) fn select<C>(
+        &self,
+        containers: &std::collections::BTreeMap<String, C>,
+        by_pod: &std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+        status: impl Fn(&C) -> &ContainerStatus,
+    ) -> Vec<ContainerStatus> {
+        let passing = |c: &C| self.matches(status(c)).then(|| status(c).clone());
+        match self.labels.get(crate::labels::POD_UID) {
+            Some(uid) => by_pod
+                .get(uid)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| containers.get(id))
+                .filter_map(passing)
+                .collect(),
+            None => containers.values().filter_map(passing).collect(),
+        }
+    }
+
     /// Whether `c` passes the filter.
     pub fn matches(&self, c: &ContainerStatus) -> bool {
         self.id.as_ref().is_none_or(|id| *id == c.id)

@@ -444,20 +444,7 @@ impl Runtime for ProcessRuntime {
 
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let st = self.inner.lock();
-        if let Some(uid) = filter.labels.get(labels::POD_UID) {
-            let ids = st.by_pod.get(uid).into_iter().flatten();
-            return Ok(ids
-                .filter_map(|id| st.containers.get(id))
-                .filter(|c| filter.matches(&c.status))
-                .map(|c| c.status.clone())
-                .collect());
-        }
-        Ok(st
-            .containers
-            .values()
-            .filter(|c| filter.matches(&c.status))
-            .map(|c| c.status.clone())
-            .collect())
+        Ok(filter.select(&st.containers, &st.by_pod, |c| &c.status))
     }
 
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
