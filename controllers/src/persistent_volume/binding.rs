@@ -97,17 +97,8 @@ async fn bind_claim_to_volume(
     if chosen_here {
         patch["spec"] = json!({"volumeName": volume.name_any()});
     }
-    claims_api(ctx, claim)
-        .patch(
-            &claim.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(api_err(format!(
-            "bind claim {} to volume",
-            claim.name_any()
-        )))
+    let action = format!("bind claim {} to volume", claim.name_any());
+    patch_claim(ctx, claim, &patch, action).await
 }
 
 /// Undoes the volume's half of a binding (upstream's `unbindVolume`): a volume the controller
@@ -221,6 +212,23 @@ async fn patch_claim_status(
             claim.name_any()
         )))?;
     Ok(())
+}
+
+/// Merge-patches `claim`; a failure names `action`.
+pub(super) async fn patch_claim(
+    ctx: &Context,
+    claim: &PersistentVolumeClaim,
+    patch: &Value,
+    action: String,
+) -> Result<PersistentVolumeClaim> {
+    claims_api(ctx, claim)
+        .patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(api_err(action))
 }
 
 /// The claims API of the claim's namespace.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kybernetes_core::persistent_volume::{
@@ -16,7 +16,7 @@ use kybernetes_core::persistent_volume::{
 };
 use serde_json::json;
 
-use super::binding::{bind, claims_api, set_claim_phase};
+use super::binding::{bind, patch_claim, set_claim_phase};
 use super::{Context, Error, ProvisionRequest, Result, SYNC_PERIOD, api_err};
 use crate::event_recorder::record_event;
 use crate::reconcile::is_already_exists;
@@ -169,17 +169,8 @@ async fn assign_default_class(ctx: &Context, claim: &PersistentVolumeClaim) -> R
         "metadata": {"resourceVersion": claim.resource_version()},
         "spec": {"storageClassName": default.name_any()},
     });
-    claims_api(ctx, claim)
-        .patch(
-            &claim.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(api_err(format!(
-            "assign the default class to claim {}",
-            claim.name_any()
-        )))?;
+    let action = format!("assign the default class to claim {}", claim.name_any());
+    patch_claim(ctx, claim, &patch, action).await?;
     Ok(true)
 }
 
@@ -319,17 +310,8 @@ async fn wait_for_external_provisioner(
             STORAGE_PROVISIONER_ANNOTATION: class.provisioner,
             BETA_STORAGE_PROVISIONER_ANNOTATION: class.provisioner,
         }}});
-        claims_api(ctx, claim)
-            .patch(
-                &claim.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(api_err(format!(
-                "annotate claim {} for its provisioner",
-                claim.name_any()
-            )))?;
+        let action = format!("annotate claim {} for its provisioner", claim.name_any());
+        patch_claim(ctx, claim, &patch, action).await?;
     }
     let message = format!(
         "Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
