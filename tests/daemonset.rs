@@ -76,6 +76,33 @@ async fn ready_nodes(pods: &Api<Pod>, app: &str, want: &[&str]) -> BTreeSet<Stri
     want
 }
 
+/// Waits until the DaemonSet controller itself reports `n` available pods of the current
+/// generation. A rollout test must start from here, not from the pods' readiness through the
+/// API: the controller replaces an old pod it has not yet seen become available at once
+/// (upstream does the same), so a rollout that starts before its informer caught up would
+/// rightly exceed `maxSurge`/`maxUnavailable`.
+async fn controller_sees_available(dss: &Api<DaemonSet>, name: &str, n: i32) {
+    until(
+        &format!("{name}: the controller reports {n} available"),
+        Duration::from_secs(60),
+        || {
+            let dss = dss.clone();
+            async move {
+                let Ok(ds) = dss.get(name).await else {
+                    return false;
+                };
+                let Some(st) = ds.status.as_ref() else {
+                    return false;
+                };
+                st.observed_generation == ds.metadata.generation
+                    && st.number_available == Some(n)
+                    && st.updated_number_scheduled == Some(n)
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_set_runs_one_pod_per_node_and_on_a_node_added_later() {
     let c = Cluster::builder().nodes(3).start().await.expect("start");
@@ -222,6 +249,7 @@ async fn a_rolling_update_replaces_pods_one_node_at_a_time_within_max_unavailabl
     .expect("create");
     let nodes = ["node-1", "node-2", "node-3", "node-4"];
     ready_nodes(&pods, "roll", &nodes).await;
+    controller_sees_available(&dss, "roll", 4).await;
     let mut view = PodView::start(&pods, "roll").await;
     dss.patch(
         "roll",
@@ -325,6 +353,7 @@ async fn a_surge_update_starts_the_new_pod_before_deleting_the_old_one() {
     .expect("create");
     let nodes = ["node-1", "node-2", "node-3"];
     ready_nodes(&pods, "surge", &nodes).await;
+    controller_sees_available(&dss, "surge", 3).await;
     let mut view = PodView::start(&pods, "surge").await;
     dss.patch(
         "surge",
