@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The kubectl commands that need a real process behind the pod, against `kybernetes serve
 # --runtime process` (cli/tests/kubectl_e2e.rs starts it and runs this): `logs -f`, `cp` both
-# ways, `attach`, `run -i --rm`, and `port-forward` with an HTTP client through the tunnel.
+# ways, `attach`, `run -i --rm`, `port-forward` with an HTTP client through the tunnel, and
+# `proxy` with curl to a pod's URL.
 #
 # Host mode runs a container's command on this machine, so paths inside "the container" are
 # this machine's: the pods work under this script's own temp dir. Containers run Debian's
@@ -94,6 +95,15 @@ check "a second connection over the same port-forward" -- /bin/busybox wget -qO-
 contains "the second page came through too" "hello from kubectl cp"
 check_fails "a missing page is a 404 through the tunnel" -- /bin/busybox wget -qO- "http://127.0.0.1:$LOCAL/missing.html"
 kill $PF 2>/dev/null; wait $PF 2>/dev/null
+
+echo "== proxy to a pod"
+k proxy --port=0 >"$WORK/proxy.out" 2>&1 &
+PROXY=$!
+eventually "kubectl proxy starts" 60 -- grep -q "Starting to serve on" "$WORK/proxy.out"
+PROXY_ADDR=$(sed -n 's/^Starting to serve on //p' "$WORK/proxy.out" | head -1)
+check "curl a pod's page through kubectl proxy" -- curl -sf "http://$PROXY_ADDR/api/v1/namespaces/$NS/pods/web:$PORT/proxy/index.html"
+contains "the pod's page came through the proxy" "hello from kubectl cp"
+kill $PROXY 2>/dev/null; wait $PROXY 2>/dev/null
 
 echo "== attach"
 check "attach -i feeds stdin and streams the output" -- bash -c "printf 'hello attach\n' | $KUBECTL -n $NS attach -i repl -c main"

@@ -327,6 +327,12 @@ matches "printer column shows" "^w1 +3$"
 sed 's/size: 3/size: 0/' "$WORK/widget.yaml" >"$WORK/widget-bad.yaml"
 check_fails "schema validation refuses size 0" -- k apply -f "$WORK/widget-bad.yaml"
 contains "message names the field" "spec.size"
+# kubectl patch defaults to a strategic merge patch, which custom resources don't take: 415.
+check_fails "a strategic merge patch of a custom resource is refused" -- k -n e2e patch widget w1 -p '{"spec":{"size":4}}'
+contains "415 lists the patch types it takes" "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+check "get the widget after the refused patch" -- k -n e2e get widget w1 -o jsonpath='{.spec.size}'
+[ "$OUT" = 3 ] && { checks=$((checks+1)); echo "ok   the refused patch stored nothing"; } || { checks=$((checks+1)); failures=$((failures+1)); echo "FAIL the refused patch stored nothing: size is $OUT"; }
+check "a merge patch of it works" -- k -n e2e patch widget w1 --type=merge -p '{"spec":{"size":4}}'
 
 echo "== bad input"
 cat >"$WORK/unknown.yaml" <<'YAML'
