@@ -151,7 +151,8 @@ impl FilterPlugin for InterPodAffinity {
             }
             // The first pod of a group that selects itself may go anywhere, or it could
             // never start.
-            if !pods_exist && !(st.no_affinity_match && st.matches_own_affinity) {
+            let first_of_group = st.no_affinity_match && st.matches_own_affinity;
+            if !pods_exist && !first_of_group {
                 return Err(AFFINITY_RULES_NOT_MATCH.into());
             }
         }

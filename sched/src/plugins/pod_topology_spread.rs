@@ -148,7 +148,7 @@ fn count(info: &PodInfo<'_>, constraints: Vec<Constraint>) -> Vec<Counted> {
     let node_affinity = info.required_affinity();
     let no_policy = constraints
         .iter()
-        .all(|c| !c.taints_honor && !(c.affinity_honor && !node_affinity.is_empty()));
+        .all(|c| !c.taints_honor && (!c.affinity_honor || node_affinity.is_empty()));
     let domains: Vec<_> = constraints
         .iter()
         .map(|c| snapshot.domains(&c.topology_key))
