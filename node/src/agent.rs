@@ -127,6 +127,17 @@ impl NodeAgent {
             "Starting",
             "Starting kubelet.",
         );
+        if reg.net.pod_cidr.is_none() {
+            // Upstream's node IPAM controller records this when the cluster CIDR is used up.
+            warn!("no pod CIDR left for the node: registered with NetworkUnavailable");
+            recorder.node(
+                &self.config.name,
+                Some(node_uid.clone()),
+                EventType::Warning,
+                "CIDRNotAvailable",
+                format!("Node {} status is now: CIDRNotAvailable", self.config.name),
+            );
+        }
         let allocatable_milli = (
             parse_milli(&self.config.capacity.cpu).unwrap_or(0),
             parse_milli(&self.config.capacity.memory).unwrap_or(0),
@@ -141,7 +152,7 @@ impl NodeAgent {
             runtime_name: reg.runtime.runtime_name.clone(),
             allocatable_milli,
         });
-        info!(pod_cidr = %reg.net.pod_cidr, node_ip = %reg.net.node_ip, "node agent running");
+        info!(pod_cidr = reg.net.pod_cidr.as_deref().unwrap_or("none"), node_ip = %reg.net.node_ip, "node agent running");
         tracker.spawn(run_lease(ctx.clone(), node_uid, shutdown.clone()));
         tracker.spawn(run_status_updates(
             ctx.clone(),
