@@ -226,6 +226,7 @@ impl Ipam {
         let network = NodeNetwork {
             pod_cidr: subnet.to_string(),
             node_ip,
+            netns: None,
         };
         self.nodes.insert(
             node.to_string(),
