@@ -2,9 +2,10 @@
 //! per-node pod CIDRs and pod IPs, the service → endpoints table a service proxy follows, and
 //! the DNS catalog for `<svc>.<ns>.svc.cluster.local`.
 //!
-//! The node agent sees only this trait. The Linux backend (bridge, veth, netns over rtnetlink)
-//! implements the same trait in a later issue. [`spawn_service_sync`] is the kube-proxy of the
-//! cluster: it watches Services and Endpoints and feeds any [`Network`].
+//! The node agent sees only this trait. On Linux, [`LinuxNetwork`] implements it for real: a
+//! network namespace per node and per pod, bridges, veth pairs and routes over rtnetlink (see
+//! `docs/networking.md`). [`spawn_service_sync`] is the kube-proxy of the cluster: it watches
+//! Services and Endpoints and feeds any [`Network`].
 //!
 //! Address management itself (CIDRs, the ClusterIP, NodePort and per-node subnet allocators)
 //! lives in [`kybernetes_core::ipam`], where the API server uses it too.
@@ -80,10 +81,14 @@ use async_trait::async_trait;
 
 mod catalog;
 mod dns;
+#[cfg(target_os = "linux")]
+mod linux;
 mod local;
 mod service_entry;
 mod service_sync;
 
+#[cfg(target_os = "linux")]
+pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
 pub use local::{LocalNetwork, NODE_ADDRESS_CIDR};
 pub use service_sync::spawn_service_sync;
 
@@ -133,6 +138,9 @@ pub struct NodeNetwork {
     pub pod_cidr: Option<String>,
     /// The node's own address (for `status.addresses` InternalIP and `hostIP`).
     pub node_ip: IpAddr,
+    /// Path of the node's network namespace, which `hostNetwork` pods join (None when the
+    /// node shares the host's network, as with [`LocalNetwork`]).
+    pub netns: Option<PathBuf>,
 }
 
 /// What the network needs to know about a pod.
@@ -209,4 +217,9 @@ pub trait Network: Send + Sync + 'static {
     /// `web.ns.svc.cluster.local`, `pod-0.web.ns.svc.cluster.local`), relative names
     /// searched from `from_namespace` as a pod's resolv.conf would.
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr>;
+    /// Removes everything the network made on the machine; the cluster calls it when it
+    /// stops. The default has nothing to remove.
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -271,6 +271,7 @@ impl Ipam {
         let network = NodeNetwork {
             pod_cidr: subnet.map(|s| s.to_string()),
             node_ip,
+            netns: None,
         };
         self.nodes.insert(
             node.to_string(),
