@@ -15,8 +15,9 @@ source "$(dirname "$0")/lib.sh"
 NS=proc
 WWW="$WORK/www"
 mkdir -p "$WWW"
-# A port no other run of this script is likely to hold; the runtime refuses a port twice.
-PORT=$((20000 + RANDOM % 20000))
+# A port below the kernel's ephemeral range (32768+), so no client socket holds it; the
+# runtime refuses a port claimed twice.
+PORT=$((20000 + RANDOM % 12000))
 
 echo "== process pods"
 check "create the namespace" -- k create namespace $NS
