@@ -2,7 +2,7 @@
 //! without `spec.podCIDR`, with `NetworkUnavailable`, the network-unavailable taint and a
 //! `CIDRNotAvailable` event, and the scheduler places nothing on them.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

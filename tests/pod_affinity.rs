@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kybernetes::Cluster;
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::until;
 
 fn is_unschedulable_by_anti_affinity(p: &Pod) -> bool {

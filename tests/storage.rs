@@ -3,7 +3,7 @@
 //! WaitForFirstConsumer with the scheduler's VolumeBinding filter, PVC protection, and
 //! `kubectl get pvc,pv,sc`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
