@@ -8,31 +8,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kybernetes::Cluster;
-use serde_json::json;
-
-async fn wait_nodes(c: &Cluster, want: usize) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(c.client());
-    loop {
-        let list = nodes.list(&ListParams::default()).await?.items;
-        let ready = list.iter().filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        if ready.count() == want {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// Time from creating a Deployment of `replicas` on `nodes` nodes to every pod Running.
 async fn run_once(nodes: usize, replicas: usize) -> anyhow::Result<Duration> {
@@ -42,55 +20,10 @@ async fn run_once(nodes: usize, replicas: usize) -> anyhow::Result<Duration> {
         .nodes(nodes)
         .start()
         .await?;
-    wait_nodes(&cluster, nodes).await?;
-    let deploys: Api<Deployment> = Api::default_namespaced(cluster.client());
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "big"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "big"}},
-                 "template": {"metadata": {"labels": {"app": "big"}},
-                              "spec": {"containers": [{"name": "main", "image": "app:1"}]}}}
-    }))?;
-    let pods: Api<Pod> = Api::default_namespaced(cluster.client());
-    // Follow the pods through one watch (as a client would), rather than re-listing them in
-    // a loop, so the measurement does not load the cluster it measures.
-    let rv = pods
-        .list(&ListParams::default().limit(1))
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
-    let stream = pods
-        .watch(&WatchParams::default().labels("app=big"), &rv)
-        .await?;
-    let mut stream = std::pin::pin!(stream);
-    let mut running = std::collections::HashSet::new();
-    let t0 = Instant::now();
-    deploys.create(&PostParams::default(), &d).await?;
-    let limit = Duration::from_secs(600);
-    while running.len() < replicas {
-        let next = tokio::time::timeout(limit, stream.next()).await;
-        let Ok(Some(ev)) = next else {
-            anyhow::bail!(
-                "only {} of {replicas} pods Running after {limit:?}",
-                running.len()
-            )
-        };
-        if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev?
-            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        {
-            running.insert(p.metadata.name.unwrap_or_default());
-        }
-    }
-    let took = t0.elapsed();
+    common::wait_nodes_ready(&cluster, nodes).await?;
+    let took = common::deployment_to_running(&cluster, "big", replicas).await?;
     cluster.shutdown().await?;
     Ok(took)
-}
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
-        Err(_) => Ok(default),
-    }
 }
 
 /// The median of `samples`.
@@ -101,7 +34,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let scale = env_usize("P2_SCALE", 1)?.max(1);
+    let scale = common::env_usize("P2_SCALE", 1)?.max(1);
     let sizes = [(100 / scale, 1000 / scale), (1000 / scale, 10_000 / scale)];
     common::print_conditions(&format!(
         "P2: Deployment of {} replicas on {} fake nodes, and of {} on {}, until every pod is Running (P2_SCALE={scale})",
@@ -109,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let mut medians = Vec::new();
     for (i, &(nodes, replicas)) in sizes.iter().enumerate() {
-        let runs = env_usize("P2_RUNS", if i == 0 { 5 } else { 2 })?.max(1);
+        let runs = common::env_usize("P2_RUNS", if i == 0 { 5 } else { 2 })?.max(1);
         let mut samples = Vec::new();
         for _ in 0..runs {
             samples.push(run_once(nodes.max(1), replicas.max(1)).await?);

@@ -209,24 +209,32 @@ impl ContainerFilter {
     }
 
     /// The statuses of the containers that pass the filter, from a runtime's table of
-    /// containers and its pod UID → container IDs index (used when the filter names a pod, as
-    /// the node agent's filters do, so a listing costs the pod's containers, not the node's).
+    /// containers and its indexes by pod UID label and by sandbox (used when the filter names
+    /// a pod or a sandbox, as the node agent's filters do, so a listing costs the pod's
+    /// containers, not every container the runtime holds).
     pub(crate) fn select<C>(
         &self,
         containers: &std::collections::BTreeMap<String, C>,
-        by_pod: &std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+        by_pod: &crate::index::IdIndex,
+        by_sandbox: Option<&crate::index::IdIndex>,
         status: impl Fn(&C) -> &ContainerStatus,
     ) -> Vec<ContainerStatus> {
         let passing = |c: &C| self.matches(status(c)).then(|| status(c).clone());
-        match self.labels.get(crate::labels::POD_UID) {
-            Some(uid) => by_pod
-                .get(uid)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| containers.get(id))
+        let from = |ids: &mut dyn Iterator<Item = &String>| -> Vec<ContainerStatus> {
+            ids.filter_map(|id| containers.get(id))
                 .filter_map(passing)
-                .collect(),
-            None => containers.values().filter_map(passing).collect(),
+                .collect()
+        };
+        if let Some(id) = &self.id {
+            return containers.get(id).into_iter().filter_map(passing).collect();
+        }
+        match (
+            self.labels.get(crate::labels::POD_UID),
+            self.sandbox_id.as_ref().zip(by_sandbox),
+        ) {
+            (Some(uid), _) => from(&mut by_pod.get(uid)),
+            (None, Some((sandbox, index))) => from(&mut index.get(sandbox)),
+            (None, None) => containers.values().filter_map(passing).collect(),
         }
     }
 

@@ -100,6 +100,7 @@ pub mod container;
 pub mod containerd;
 pub mod fake;
 pub mod image;
+mod index;
 pub mod labels;
 pub mod probe;
 pub mod process;

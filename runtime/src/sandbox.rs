@@ -105,6 +105,35 @@ impl PodSandboxFilter {
         self
     }
 
+    /// The statuses of the sandboxes that pass the filter, from a runtime's table of
+    /// sandboxes and its indexes by pod UID and by node name label: the node agent always
+    /// names one of the two, so a listing costs that pod's or that node's sandboxes.
+    pub(crate) fn select<S>(
+        &self,
+        sandboxes: &std::collections::BTreeMap<String, S>,
+        by_pod: &crate::index::IdIndex,
+        by_node: &crate::index::IdIndex,
+        status: impl Fn(&S) -> &PodSandboxStatus,
+    ) -> Vec<PodSandboxStatus> {
+        let passing = |s: &S| self.matches(status(s)).then(|| status(s).clone());
+        if let Some(id) = &self.id {
+            return sandboxes.get(id).into_iter().filter_map(passing).collect();
+        }
+        let pod = self.labels.get(crate::labels::POD_UID);
+        let node = self.labels.get(crate::labels::NODE_NAME);
+        let ids: Box<dyn Iterator<Item = &String>> = match (pod, node) {
+            (Some(uid), Some(node)) if by_node.count(node) < by_pod.count(uid) => {
+                Box::new(by_node.get(node))
+            }
+            (Some(uid), _) => Box::new(by_pod.get(uid)),
+            (None, Some(node)) => Box::new(by_node.get(node)),
+            (None, None) => return sandboxes.values().filter_map(passing).collect(),
+        };
+        ids.filter_map(|id| sandboxes.get(id))
+            .filter_map(passing)
+            .collect()
+    }
+
     /// Whether `s` passes the filter.
     pub fn matches(&self, s: &PodSandboxStatus) -> bool {
         self.id.as_ref().is_none_or(|id| *id == s.id)

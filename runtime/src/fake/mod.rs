@@ -25,6 +25,7 @@ use crate::container::{
     ContainerConfig, ContainerEvent, ContainerEventKind, ContainerState, ContainerStatus,
 };
 use crate::image::{Image, normalize_reference};
+use crate::index::IdIndex;
 use crate::labels;
 use crate::probe::ProbeKind;
 use crate::sandbox::{PodSandboxConfig, PodSandboxStatus};
@@ -142,7 +143,13 @@ pub(crate) struct State {
     pub(crate) removed: HashMap<String, (Vec<Signal>, Vec<LogLine>)>,
     /// Container ids by their pod UID label, so listing a pod's containers stays cheap with
     /// thousands of pods.
-    pub(crate) by_pod: HashMap<String, std::collections::BTreeSet<String>>,
+    pub(crate) by_pod: IdIndex,
+    /// Container ids by sandbox, so stopping a sandbox costs its own containers.
+    pub(crate) containers_by_sandbox: IdIndex,
+    /// Sandbox ids by their pod UID label and by their node name label: one `FakeRuntime`
+    /// serves every node agent of an in-process cluster, and each agent lists its own.
+    pub(crate) sandboxes_by_pod: IdIndex,
+    pub(crate) sandboxes_by_node: IdIndex,
 }
 
 impl State {

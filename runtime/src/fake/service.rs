@@ -118,6 +118,12 @@ impl Runtime for FakeRuntime {
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };
+        if let Some(uid) = config.labels.get(labels::POD_UID) {
+            st.sandboxes_by_pod.insert(uid, &id);
+        }
+        if let Some(node) = config.labels.get(labels::NODE_NAME) {
+            st.sandboxes_by_node.insert(node, &id);
+        }
         st.sandboxes.insert(
             id.clone(),
             FakeSandbox {
@@ -131,15 +137,15 @@ impl Runtime for FakeRuntime {
     async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
         let inner = self.inner();
         let mut st = inner.lock();
+        let st = &mut *st;
         let Some(sb) = st.sandboxes.get_mut(sandbox_id) else {
             return Ok(());
         };
         sb.status.state = PodSandboxState::NotReady;
-        for c in st
-            .containers
-            .values_mut()
-            .filter(|c| c.status.sandbox_id == sandbox_id)
-        {
+        for id in st.containers_by_sandbox.get(sandbox_id) {
+            let Some(c) = st.containers.get_mut(id) else {
+                continue;
+            };
             if c.status.state.is_running() {
                 c.signals.push(Signal::Kill);
                 mark_exited(inner, c, 137, None);
@@ -152,16 +158,20 @@ impl Runtime for FakeRuntime {
         self.stop_pod_sandbox(sandbox_id).await?;
         let ids: Vec<String> = {
             let st = self.inner().lock();
-            st.containers
-                .values()
-                .filter(|c| c.status.sandbox_id == sandbox_id)
-                .map(|c| c.status.id.clone())
-                .collect()
+            st.containers_by_sandbox.get(sandbox_id).cloned().collect()
         };
         for id in ids {
             self.remove_container(&id).await?;
         }
-        self.inner().lock().sandboxes.remove(sandbox_id);
+        let mut st = self.inner().lock();
+        if let Some(sb) = st.sandboxes.remove(sandbox_id) {
+            if let Some(uid) = sb.status.labels.get(labels::POD_UID) {
+                st.sandboxes_by_pod.remove(uid, sandbox_id);
+            }
+            if let Some(node) = sb.status.labels.get(labels::NODE_NAME) {
+                st.sandboxes_by_node.remove(node, sandbox_id);
+            }
+        }
         Ok(())
     }
 
@@ -175,12 +185,12 @@ impl Runtime for FakeRuntime {
 
     async fn list_pod_sandboxes(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandboxStatus>> {
         let st = self.inner().lock();
-        Ok(st
-            .sandboxes
-            .values()
-            .filter(|s| filter.matches(&s.status))
-            .map(|s| s.status.clone())
-            .collect())
+        Ok(filter.select(
+            &st.sandboxes,
+            &st.sandboxes_by_pod,
+            &st.sandboxes_by_node,
+            |s| &s.status,
+        ))
     }
 
     async fn create_container(
@@ -248,8 +258,9 @@ impl Runtime for FakeRuntime {
         };
         self.emit(&c, ContainerEventKind::Created);
         if let Some(uid) = c.status.labels.get(labels::POD_UID) {
-            st.by_pod.entry(uid.clone()).or_default().insert(id.clone());
+            st.by_pod.insert(uid, &id);
         }
+        st.containers_by_sandbox.insert(sandbox_id, &id);
         st.containers.insert(id.clone(), c);
         Ok(id)
     }
@@ -334,14 +345,11 @@ impl Runtime for FakeRuntime {
             mark_exited(inner, c, 137, None);
         }
         if let Some(c) = st.containers.remove(container_id) {
-            if let Some(uid) = c.status.labels.get(labels::POD_UID)
-                && let Some(ids) = st.by_pod.get_mut(uid)
-            {
-                ids.remove(container_id);
-                if ids.is_empty() {
-                    st.by_pod.remove(uid);
-                }
+            if let Some(uid) = c.status.labels.get(labels::POD_UID) {
+                st.by_pod.remove(uid, container_id);
             }
+            st.containers_by_sandbox
+                .remove(&c.status.sandbox_id, container_id);
             self.emit(&c, ContainerEventKind::Deleted);
             st.removed
                 .insert(container_id.to_string(), (c.signals, c.logs));
@@ -359,7 +367,12 @@ impl Runtime for FakeRuntime {
 
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let st = self.inner().lock();
-        Ok(filter.select(&st.containers, &st.by_pod, |c| &c.status))
+        Ok(filter.select(
+            &st.containers,
+            &st.by_pod,
+            Some(&st.containers_by_sandbox),
+            |c| &c.status,
+        ))
     }
 
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {

@@ -63,7 +63,7 @@ mod service;
 mod spawn;
 mod stats;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -323,7 +323,7 @@ pub(crate) struct State {
     pub(crate) containers: BTreeMap<String, ProcessContainer>,
     pub(crate) images: Vec<Image>,
     /// Container ids by pod UID, so listing a pod's containers stays cheap.
-    pub(crate) by_pod: HashMap<String, BTreeSet<String>>,
+    pub(crate) by_pod: crate::index::IdIndex,
 }
 
 impl State {

@@ -351,10 +351,7 @@ impl Runtime for ProcessRuntime {
         let id = container.status.id.clone();
         self.inner.emit(&container, ContainerEventKind::Created);
         let mut st = self.inner.lock();
-        st.by_pod
-            .entry(container.pod_uid.clone())
-            .or_default()
-            .insert(id.clone());
+        st.by_pod.insert(&container.pod_uid, &id);
         st.containers.insert(id.clone(), container);
         Ok(id)
     }
@@ -417,13 +414,8 @@ impl Runtime for ProcessRuntime {
         let removed = {
             let mut st = self.inner.lock();
             let removed = st.containers.remove(container_id);
-            if let Some(c) = &removed
-                && let Some(ids) = st.by_pod.get_mut(&c.pod_uid)
-            {
-                ids.remove(container_id);
-                if ids.is_empty() {
-                    st.by_pod.remove(&c.pod_uid);
-                }
+            if let Some(c) = &removed {
+                st.by_pod.remove(&c.pod_uid, container_id);
             }
             removed
         };
@@ -448,7 +440,7 @@ impl Runtime for ProcessRuntime {
 
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let st = self.inner.lock();
-        Ok(filter.select(&st.containers, &st.by_pod, |c| &c.status))
+        Ok(filter.select(&st.containers, &st.by_pod, None, |c| &c.status))
     }
 
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
