@@ -89,7 +89,7 @@ mod service_sync;
 
 #[cfg(target_os = "linux")]
 pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
-pub use local::{LocalNetwork, NODE_ADDRESS_CIDR, NODE_SUBNET_PREFIX};
+pub use local::{LocalNetwork, NODE_ADDRESS_CIDR};
 pub use service_sync::spawn_service_sync;
 
 /// Errors a network backend returns.
@@ -98,6 +98,10 @@ pub enum Error {
     /// The node is not registered with the network.
     #[error("node {0} is not registered with the network")]
     UnknownNode(String),
+    /// The node has no pod CIDR (the cluster's pod CIDR had no subnet left for it), so pods
+    /// on it get no address.
+    #[error("node {0} has no pod CIDR: the cluster pod CIDR had no subnet left for it")]
+    NoPodCidr(String),
     /// A range ran out of addresses or ports.
     #[error("{0} is exhausted")]
     Exhausted(String),
@@ -129,8 +133,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A node's share of the pod network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeNetwork {
-    /// The node's pod CIDR, e.g. `10.244.1.0/24`.
-    pub pod_cidr: String,
+    /// The node's pod CIDR, e.g. `10.244.1.0/24`; `None` when the cluster's pod CIDR had no
+    /// subnet left for the node (upstream: a Node without `spec.podCIDR`).
+    pub pod_cidr: Option<String>,
     /// The node's own address (for `status.addresses` InternalIP and `hostIP`).
     pub node_ip: IpAddr,
     /// Path of the node's network namespace, which `hostNetwork` pods join (None when the
@@ -195,7 +200,8 @@ pub struct ServiceEntry {
 /// Pod networking, the service proxy table and the DNS catalog.
 #[async_trait]
 pub trait Network: Send + Sync + 'static {
-    /// Registers a node and returns its pod CIDR and address (idempotent).
+    /// Registers a node and returns its pod CIDR and address (idempotent). A node the pod
+    /// CIDR has no room for is still registered, without a pod CIDR.
     async fn add_node(&self, node: &str) -> Result<NodeNetwork>;
     /// Forgets a node and releases its CIDR.
     async fn remove_node(&self, node: &str) -> Result<()>;

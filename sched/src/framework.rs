@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::plugins::{
-    NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable,
-    TaintToleration, VolumeBinding,
+    InterPodAffinity, NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit,
+    NodeUnschedulable, PodTopologySpread, TaintToleration, VolumeBinding,
 };
 use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -190,9 +190,10 @@ impl Framework {
     }
 
     /// Upstream's default plugins for what this crate implements. Filters: NodeUnschedulable,
-    /// NodeName, TaintToleration, NodeAffinity, NodeResourcesFit, VolumeBinding. Scores (weight):
-    /// TaintToleration (3), NodeAffinity (2), NodeResourcesFit with LeastAllocated (1),
-    /// NodeResourcesBalancedAllocation (1).
+    /// NodeName, TaintToleration, NodeAffinity, NodeResourcesFit, VolumeBinding,
+    /// PodTopologySpread, InterPodAffinity. Scores (weight): TaintToleration (3), NodeAffinity
+    /// (2), NodeResourcesFit with LeastAllocated (1), NodeResourcesBalancedAllocation (1),
+    /// PodTopologySpread (2), InterPodAffinity (2).
     pub fn default_plugins() -> Framework {
         Framework::empty()
             .with_filter(NodeUnschedulable)
@@ -201,10 +202,14 @@ impl Framework {
             .with_filter(NodeAffinity)
             .with_filter(NodeResourcesFit::default())
             .with_filter(VolumeBinding)
+            .with_filter(PodTopologySpread)
+            .with_filter(InterPodAffinity)
             .with_score(TaintToleration)
             .with_score(NodeAffinity)
             .with_score(NodeResourcesFit::default())
             .with_score(NodeResourcesBalancedAllocation::default())
+            .with_score(PodTopologySpread)
+            .with_score(InterPodAffinity)
     }
 
     /// Appends a Filter plugin; filters run in the order they were added.
@@ -363,7 +368,9 @@ impl Scheduler for Framework {
         if nodes.is_empty() {
             return Err(Unschedulable::new(0, Vec::new()));
         }
-        let info = PodInfo::new(pod).with_volumes(snapshot.volumes());
+        let info = PodInfo::new(pod)
+            .with_volumes(snapshot.volumes())
+            .with_snapshot(snapshot);
         let (feasible, rejected) = self.find_feasible(&info, nodes);
         match feasible.as_slice() {
             [] => Err(Unschedulable::new(nodes.len(), rejected)),

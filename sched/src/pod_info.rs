@@ -3,12 +3,17 @@
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use crate::node_selector::{PreferredNodeAffinity, RequiredNodeAffinity};
+use crate::plugins::{InterPodAffinityState, TopologySpreadState};
 use crate::resources::PodRequests;
+use crate::snapshot::Snapshot;
 use crate::volumes::{PodVolumeClaims, VolumeListers};
 
 /// The listers of a pod built without any (no claims are known).
 static NO_VOLUMES: std::sync::LazyLock<VolumeListers> =
     std::sync::LazyLock::new(VolumeListers::default);
+
+/// The snapshot of a pod built without one.
+static NO_SNAPSHOT: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(Snapshot::default);
 
 /// The pod being scheduled, with its requests, tolerations and node affinity parsed once per
 /// scheduling cycle (upstream computes the same in its PreFilter/PreScore steps).
@@ -20,6 +25,11 @@ pub struct PodInfo<'a> {
     preferred_affinity: PreferredNodeAffinity,
     volume_claims: PodVolumeClaims,
     volume_listers: &'a VolumeListers,
+    snapshot: &'a Snapshot,
+    /// InterPodAffinity's and PodTopologySpread's per-cycle state (upstream's CycleState),
+    /// computed on first use.
+    pub(crate) inter_pod_affinity: std::sync::OnceLock<InterPodAffinityState>,
+    pub(crate) topology_spread: std::sync::OnceLock<TopologySpreadState>,
 }
 
 impl<'a> PodInfo<'a> {
@@ -39,6 +49,9 @@ impl<'a> PodInfo<'a> {
             preferred_affinity,
             volume_claims: PodVolumeClaims::default(),
             volume_listers: &NO_VOLUMES,
+            snapshot: &NO_SNAPSHOT,
+            inter_pod_affinity: std::sync::OnceLock::new(),
+            topology_spread: std::sync::OnceLock::new(),
         }
     }
 
@@ -47,6 +60,19 @@ impl<'a> PodInfo<'a> {
         self.volume_claims = PodVolumeClaims::of(self.pod, listers);
         self.volume_listers = listers;
         self
+    }
+
+    /// Lets the plugins that look at other pods (InterPodAffinity, PodTopologySpread) see
+    /// `snapshot`.
+    pub fn with_snapshot(mut self, snapshot: &'a Snapshot) -> PodInfo<'a> {
+        self.snapshot = snapshot;
+        self
+    }
+
+    /// The snapshot the pod is scheduled against (empty unless set with
+    /// [`with_snapshot`](PodInfo::with_snapshot)).
+    pub fn snapshot(&self) -> &'a Snapshot {
+        self.snapshot
     }
 
     /// The pod's claims, sorted by how they bind.

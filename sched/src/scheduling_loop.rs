@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -115,6 +115,7 @@ struct LoopState {
     claims: ListState,
     volumes: ListState,
     classes: ListState,
+    namespaces: ListState,
 }
 
 impl LoopState {
@@ -143,6 +144,7 @@ impl LoopState {
             claims: ListState::default(),
             volumes: ListState::default(),
             classes: ListState::default(),
+            namespaces: ListState::default(),
         }
     }
 
@@ -152,7 +154,8 @@ impl LoopState {
         let claims = watcher(Api::<PersistentVolumeClaim>::all(self.client.clone()));
         let volumes = watcher(Api::<PersistentVolume>::all(self.client.clone()));
         let classes = watcher(Api::<StorageClass>::all(self.client.clone()));
-        tokio::pin!(nodes, pods, claims, volumes, classes);
+        let namespaces = watcher(Api::<Namespace>::all(self.client.clone()));
+        tokio::pin!(nodes, pods, claims, volumes, classes, namespaces);
         let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!("scheduler started");
@@ -163,6 +166,7 @@ impl LoopState {
                 && self.claims.synced
                 && self.volumes.synced
                 && self.classes.synced
+                && self.namespaces.synced
                 && self.queue.has_active()
                 && self.binds.len() < self.config.max_concurrent_bindings;
             let backoff_at = self.queue.next_backoff_at();
@@ -195,6 +199,11 @@ impl LoopState {
                     Some(Ok(event)) => self.on_class_event(event),
                     Some(Err(e)) => tracing::warn!(error = %e, "storage class watch failed, retrying"),
                     None => { tracing::error!("storage class watch ended"); break; }
+                },
+                event = namespaces.next() => match event {
+                    Some(Ok(event)) => self.on_namespace_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "namespace watch failed, retrying"),
+                    None => { tracing::error!("namespace watch ended"); break; }
                 },
                 _ = flush.tick() => {
                     self.queue.flush_unschedulable_leftover(Instant::now(), self.config.pod_max_in_unschedulable_duration);
@@ -300,6 +309,38 @@ impl LoopState {
             Event::Delete(c) => volumes.remove_class(&c),
         }
         self.queue.move_all_to_active_or_backoff(now);
+    }
+
+    /// A namespace's labels changed: pod affinity `namespaceSelector`s may select other pods.
+    fn on_namespace_event(&mut self, event: Event<Namespace>) {
+        let changed = match event {
+            Event::Init => {
+                self.namespaces.seen = Some(HashSet::new());
+                false
+            }
+            Event::InitApply(ns) | Event::Apply(ns) => {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                if let Some(seen) = &mut self.namespaces.seen {
+                    seen.insert(name.clone());
+                }
+                self.snapshot
+                    .upsert_namespace(&name, ns.metadata.labels.unwrap_or_default())
+            }
+            Event::InitDone => {
+                let seen = self.namespaces.seen.take().unwrap_or_default();
+                self.snapshot.retain_namespaces(&seen);
+                self.namespaces.synced = true;
+                false
+            }
+            Event::Delete(ns) => {
+                self.snapshot
+                    .remove_namespace(ns.metadata.name.as_deref().unwrap_or_default());
+                false
+            }
+        };
+        if changed && self.namespaces.synced {
+            self.queue.move_all_to_active_or_backoff(Instant::now());
+        }
     }
 
     /// What the pod's delayed claims need on `node` (upstream's VolumeBinding Reserve step);

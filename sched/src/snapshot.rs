@@ -11,6 +11,12 @@ use crate::node_selector::NO_LABELS;
 use crate::resources::{PodRequests, Resource, node_allocatable};
 use crate::volumes::VolumeListers;
 
+mod topology;
+pub use topology::{
+    AffinityTerm, CountKey, DomainCounts, ExistingTermGroup, NamespaceScope, PodSelector, TermKind,
+    existing_terms, selector_of, with_label_keys,
+};
+
 /// One node as the plugins see it: the node object, its allocatable resources and what the
 /// pods placed on it request.
 #[derive(Clone, Debug)]
@@ -143,6 +149,8 @@ pub enum NodeChange {
 struct PlacedPod {
     node: String,
     requests: PodRequests,
+    /// The pod, for the plugins that look at other pods' labels and affinity.
+    pod: Arc<Pod>,
     /// Assumed by the scheduler and not yet seen bound through the watch.
     assumed: bool,
 }
@@ -181,6 +189,9 @@ pub struct Snapshot {
     absent: HashMap<String, Usage>,
     /// Claims, volumes and storage classes, for VolumeBinding.
     volumes: VolumeListers,
+    /// Pods per topology domain and namespace labels, for InterPodAffinity and
+    /// PodTopologySpread.
+    topology: topology::TopologyIndex,
 }
 
 /// The key the snapshot and the scheduling queue know a pod by: its UID, or `namespace/name`
@@ -253,6 +264,9 @@ impl Snapshot {
             } else {
                 NodeChange::Unchanged
             };
+            if change == NodeChange::Updated {
+                self.topology.invalidate();
+            }
             info.set_node(node);
             return change;
         }
@@ -260,6 +274,7 @@ impl Snapshot {
         info.usage = self.absent.remove(&name).unwrap_or_default();
         self.index.insert(name, self.nodes.len());
         self.nodes.push(info);
+        self.topology.invalidate();
         NodeChange::Added
     }
 
@@ -269,6 +284,7 @@ impl Snapshot {
             return false;
         };
         let info = self.nodes.swap_remove(i);
+        self.topology.invalidate();
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_string(), i);
         }
@@ -291,7 +307,7 @@ impl Snapshot {
             self.remove_pod(pod);
             return false;
         }
-        self.place(pod_key(pod), node.to_string(), PodRequests::of(pod), false);
+        self.place(pod, node.to_string(), false);
         true
     }
 
@@ -307,7 +323,7 @@ impl Snapshot {
                 node: node.to_string(),
             });
         }
-        self.place(pod_key(pod), node.to_string(), PodRequests::of(pod), true);
+        self.place(pod, node.to_string(), true);
         Ok(())
     }
 
@@ -339,6 +355,15 @@ impl Snapshot {
             return false;
         };
         self.usage_mut(&old.node).sub(&old.requests);
+        if let Some(&i) = self.index.get(&old.node) {
+            let labels = self.nodes[i]
+                .node
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&NO_LABELS);
+            self.topology.on_pod(&old.pod, Some(labels), -1);
+        }
         if self.absent.get(&old.node).is_some_and(|u| u.pods == 0) {
             self.absent.remove(&old.node);
         }
@@ -354,10 +379,14 @@ impl Snapshot {
             .collect()
     }
 
-    fn place(&mut self, key: String, node: String, requests: PodRequests, assumed: bool) {
+    fn place(&mut self, pod: &Pod, node: String, assumed: bool) {
+        let key = pod_key(pod);
+        let requests = PodRequests::of(pod);
         if let Some(old) = self.pods.get(&key)
             && old.node == node
             && old.requests == requests
+            && old.pod.metadata.labels == pod.metadata.labels
+            && old.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
         {
             if !assumed && let Some(p) = self.pods.get_mut(&key) {
                 p.assumed = false;
@@ -366,11 +395,22 @@ impl Snapshot {
         }
         self.remove_key(&key);
         self.usage_mut(&node).add(&requests);
+        let pod = Arc::new(pod.clone());
+        if let Some(&i) = self.index.get(&node) {
+            let labels = self.nodes[i]
+                .node
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&NO_LABELS);
+            self.topology.on_pod(&pod, Some(labels), 1);
+        }
         self.pods.insert(
             key,
             PlacedPod {
                 node,
                 requests,
+                pod,
                 assumed,
             },
         );

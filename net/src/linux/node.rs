@@ -65,10 +65,15 @@ pub(crate) async fn set_up(
     net: &NodeNetwork,
 ) -> Result<NodeNamespace> {
     let node_ip = super::ipv4(net.node_ip)?;
-    let subnet: Cidr = net
+    // A node without a pod CIDR has no pod bridge to build: it stays unregistered here, and
+    // the agent retries, until a subnet frees up.
+    let cidr = net
         .pod_cidr
+        .as_deref()
+        .ok_or_else(|| crate::Error::NoPodCidr(ns_name.to_string()))?;
+    let subnet: Cidr = cidr
         .parse()
-        .map_err(|e| crate::Error::Config(format!("pod CIDR {:?}: {e}", net.pod_cidr)))?;
+        .map_err(|e| crate::Error::Config(format!("pod CIDR {cidr:?}: {e}")))?;
     let gateway = super::gateway(subnet)?;
     let path = netns::create(ns_name).await?;
     let built = async {
