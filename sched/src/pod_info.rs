@@ -4,11 +4,15 @@ use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use crate::node_selector::{PreferredNodeAffinity, RequiredNodeAffinity};
 use crate::resources::PodRequests;
+use crate::snapshot::ImageStates;
 use crate::volumes::{PodVolumeClaims, VolumeListers};
 
 /// The listers of a pod built without any (no claims are known).
 static NO_VOLUMES: std::sync::LazyLock<VolumeListers> =
     std::sync::LazyLock::new(VolumeListers::default);
+
+/// The image states of a pod built without any (no node holds any image).
+static NO_IMAGES: std::sync::LazyLock<ImageStates> = std::sync::LazyLock::new(ImageStates::default);
 
 /// The pod being scheduled, with its requests, tolerations and node affinity parsed once per
 /// scheduling cycle (upstream computes the same in its PreFilter/PreScore steps).
@@ -20,6 +24,7 @@ pub struct PodInfo<'a> {
     preferred_affinity: PreferredNodeAffinity,
     volume_claims: PodVolumeClaims,
     volume_listers: &'a VolumeListers,
+    image_states: &'a ImageStates,
 }
 
 impl<'a> PodInfo<'a> {
@@ -39,6 +44,7 @@ impl<'a> PodInfo<'a> {
             preferred_affinity,
             volume_claims: PodVolumeClaims::default(),
             volume_listers: &NO_VOLUMES,
+            image_states: &NO_IMAGES,
         }
     }
 
@@ -47,6 +53,17 @@ impl<'a> PodInfo<'a> {
         self.volume_claims = PodVolumeClaims::of(self.pod, listers);
         self.volume_listers = listers;
         self
+    }
+
+    /// Uses `images` for how many nodes hold each image (for ImageLocality).
+    pub fn with_images(mut self, images: &'a ImageStates) -> PodInfo<'a> {
+        self.image_states = images;
+        self
+    }
+
+    /// How many nodes hold each image.
+    pub fn image_states(&self) -> &'a ImageStates {
+        self.image_states
     }
 
     /// The pod's claims, sorted by how they bind.

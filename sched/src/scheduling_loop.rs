@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -20,6 +21,8 @@ use crate::config::SchedulerConfig;
 use crate::error::Error;
 use crate::events::{EventRecorder, EventType};
 use crate::framework::Scheduler;
+use crate::nominated::pod_priority;
+use crate::preemption::{PostFilter, prepare};
 use crate::queue::SchedulingQueue;
 use crate::snapshot::{NodeChange, Snapshot, is_terminal, pod_key};
 use crate::status;
@@ -115,6 +118,7 @@ struct LoopState {
     claims: ListState,
     volumes: ListState,
     classes: ListState,
+    pdbs: ListState,
 }
 
 impl LoopState {
@@ -143,6 +147,7 @@ impl LoopState {
             claims: ListState::default(),
             volumes: ListState::default(),
             classes: ListState::default(),
+            pdbs: ListState::default(),
         }
     }
 
@@ -152,7 +157,8 @@ impl LoopState {
         let claims = watcher(Api::<PersistentVolumeClaim>::all(self.client.clone()));
         let volumes = watcher(Api::<PersistentVolume>::all(self.client.clone()));
         let classes = watcher(Api::<StorageClass>::all(self.client.clone()));
-        tokio::pin!(nodes, pods, claims, volumes, classes);
+        let pdbs = watcher(Api::<PodDisruptionBudget>::all(self.client.clone()));
+        tokio::pin!(nodes, pods, claims, volumes, classes, pdbs);
         let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!("scheduler started");
@@ -163,6 +169,7 @@ impl LoopState {
                 && self.claims.synced
                 && self.volumes.synced
                 && self.classes.synced
+                && self.pdbs.synced
                 && self.queue.has_active()
                 && self.binds.len() < self.config.max_concurrent_bindings;
             let backoff_at = self.queue.next_backoff_at();
@@ -195,6 +202,11 @@ impl LoopState {
                     Some(Ok(event)) => self.on_class_event(event),
                     Some(Err(e)) => tracing::warn!(error = %e, "storage class watch failed, retrying"),
                     None => { tracing::error!("storage class watch ended"); break; }
+                },
+                event = pdbs.next() => match event {
+                    Some(Ok(event)) => self.on_pdb_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "disruption budget watch failed, retrying"),
+                    None => { tracing::error!("disruption budget watch ended"); break; }
                 },
                 _ = flush.tick() => {
                     self.queue.flush_unschedulable_leftover(Instant::now(), self.config.pod_max_in_unschedulable_duration);
@@ -302,6 +314,32 @@ impl LoopState {
         self.queue.move_all_to_active_or_backoff(now);
     }
 
+    /// A PodDisruptionBudget changed: preemption weighs victims by what budgets allow.
+    fn on_pdb_event(&mut self, event: Event<PodDisruptionBudget>) {
+        let key = |p: &PodDisruptionBudget| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+                p.metadata.name.as_deref().unwrap_or_default()
+            )
+        };
+        match event {
+            Event::Init => self.pdbs.seen = Some(HashSet::new()),
+            Event::InitApply(p) | Event::Apply(p) => {
+                if let Some(seen) = &mut self.pdbs.seen {
+                    seen.insert(key(&p));
+                }
+                self.snapshot.upsert_pdb(p);
+            }
+            Event::InitDone => {
+                let seen = self.pdbs.seen.take().unwrap_or_default();
+                self.snapshot.retain_pdbs(&seen);
+                self.pdbs.synced = true;
+            }
+            Event::Delete(p) => self.snapshot.remove_pdb(&p),
+        }
+    }
+
     /// What the pod's delayed claims need on `node` (upstream's VolumeBinding Reserve step);
     /// `None` when the pod has none.
     fn volume_decisions(&self, pod: &Pod, node: &str) -> Option<VolumeDecisions> {
@@ -367,6 +405,7 @@ impl LoopState {
 
     fn on_pod(&mut self, pod: Pod) {
         let key = pod_key(&pod);
+        self.track_nomination(&key, &pod);
         if is_terminal(&pod) {
             self.queue.remove(&key);
             if self.snapshot.remove_key(&key) {
@@ -381,7 +420,7 @@ impl LoopState {
             .is_some_and(|n| !n.is_empty());
         if bound {
             self.queue.remove(&key);
-            self.snapshot.add_pod(&pod);
+            self.snapshot.add_shared_pod(Arc::new(pod));
             return;
         }
         if !self.is_ours(&pod) || pod.metadata.deletion_timestamp.is_some() {
@@ -409,8 +448,35 @@ impl LoopState {
         self.queue.upsert(key, pod, Instant::now());
     }
 
+    /// Keeps the snapshot's nominated pods in step with `status.nominatedNodeName` of our
+    /// pending pods.
+    fn track_nomination(&mut self, key: &str, pod: &Pod) {
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty());
+        let pending = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none_or(str::is_empty)
+            && !is_terminal(pod)
+            && pod.metadata.deletion_timestamp.is_none()
+            && self.is_ours(pod);
+        match nominated {
+            Some(node) if pending => self.snapshot.nominated_mut().nominate(
+                key.to_string(),
+                Arc::new(pod.clone()),
+                node.to_string(),
+            ),
+            _ => self.snapshot.nominated_mut().remove(key),
+        }
+    }
+
     fn on_pod_deleted(&mut self, pod: &Pod) {
         let key = pod_key(pod);
+        self.snapshot.nominated_mut().remove(&key);
         self.queue.remove(&key);
         if self.snapshot.remove_key(&key) {
             self.queue.move_all_to_active_or_backoff(Instant::now());
@@ -440,7 +506,8 @@ impl LoopState {
         );
         match self.scheduler.schedule(&pod, &self.snapshot) {
             Ok(node) => {
-                if let Err(e) = self.snapshot.assume(&pod, &node) {
+                self.snapshot.nominated_mut().remove(&key);
+                if let Err(e) = self.snapshot.assume_shared(pod.clone(), &node) {
                     tracing::warn!(pod = %name, error = %e, "scheduler chose an unknown node");
                     self.queue.requeue_with_backoff(&key, now);
                     return;
@@ -471,7 +538,26 @@ impl LoopState {
                 );
                 self.binding.insert(task.id(), tracked);
             }
-            Err(unschedulable) => {
+            Err(mut unschedulable) => {
+                match self
+                    .scheduler
+                    .post_filter(&pod, &self.snapshot, &unschedulable)
+                {
+                    PostFilter::Skipped => {}
+                    PostFilter::Unresolved {
+                        message,
+                        clear_nomination,
+                    } => {
+                        unschedulable.set_post_filter_message(message);
+                        if clear_nomination && self.snapshot.nominated().node_of(&key).is_some() {
+                            self.snapshot.nominated_mut().remove(&key);
+                            self.clear_nomination(pod.clone());
+                        }
+                    }
+                    PostFilter::Nominated(preemption) => {
+                        self.start_preemption(&key, pod.clone(), preemption)
+                    }
+                }
                 let message = unschedulable.to_string();
                 tracing::debug!(pod = %name, %message, "pod is unschedulable");
                 self.queue.mark_unschedulable(&key, now);
@@ -549,6 +635,55 @@ impl LoopState {
                 }
             }
         }
+    }
+
+    /// Nominates the preemptor to the chosen node at once (so the next cycles leave it the
+    /// room) and deletes the victims in the background.
+    fn start_preemption(&mut self, key: &str, pod: Arc<Pod>, preemption: crate::Preemption) {
+        let priority = pod_priority(&pod);
+        let lower: Vec<Arc<Pod>> = self
+            .snapshot
+            .nominated()
+            .on_node(&preemption.node)
+            .iter()
+            .filter(|(k, p)| k != key && pod_priority(p) < priority)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for p in &lower {
+            self.snapshot.nominated_mut().remove(&pod_key(p));
+        }
+        self.snapshot.nominated_mut().nominate(
+            key.to_string(),
+            pod.clone(),
+            preemption.node.clone(),
+        );
+        tracing::info!(
+            pod = %pod_key(&pod),
+            node = %preemption.node,
+            victims = preemption.victims.len(),
+            pdb_violations = preemption.pdb_violations,
+            "preempting"
+        );
+        let client = self.client.clone();
+        let clock = self.config.clock.clone();
+        let recorder = self.recorder.clone();
+        self.effects.spawn(async move {
+            if let Err(e) =
+                prepare::prepare_candidate(client, clock, recorder, pod, preemption, lower).await
+            {
+                tracing::warn!(error = %error_chain(&e), "preemption failed");
+            }
+        });
+    }
+
+    /// Clears the pod's `status.nominatedNodeName` in the background.
+    fn clear_nomination(&mut self, pod: Arc<Pod>) {
+        let client = self.client.clone();
+        self.effects.spawn(async move {
+            if let Err(e) = prepare::set_nominated_node(&client, &pod, None).await {
+                tracing::warn!(error = %error_chain(&e), "could not clear the nominated node");
+            }
+        });
     }
 
     /// Sets `PodScheduled=False` and, with `event`, records a `FailedScheduling` event, in the

@@ -59,6 +59,7 @@ pub mod persistentvolume;
 pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod pod_template;
+pub mod priorityclass;
 pub mod poddisruptionbudget;
 pub mod replicaset;
 pub mod replicationcontroller;
@@ -358,6 +359,11 @@ impl StrategyTable {
             "autoscaling",
             "horizontalpodautoscalers",
             horizontalpodautoscaler::HorizontalPodAutoscalerStrategy,
+        );
+        t.register(
+            "scheduling.k8s.io",
+            "priorityclasses",
+            priorityclass::PriorityClassStrategy,
         );
         t.register(
             "policy",

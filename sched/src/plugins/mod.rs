@@ -1,16 +1,20 @@
 //! The built-in plugins, named and behaving as upstream's.
 
 mod balanced_allocation;
+mod image_locality;
 mod node_affinity;
 mod node_name;
+mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
 mod taint_toleration;
 mod volume_binding;
 
 pub use balanced_allocation::NodeResourcesBalancedAllocation;
+pub use image_locality::{ImageLocality, normalized_image_name};
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
+pub use node_ports::NodePorts;
 pub use node_resources_fit::{NodeResourcesFit, ScoringStrategy};
 pub use node_unschedulable::NodeUnschedulable;
 pub use taint_toleration::{TaintToleration, find_untolerated_taint, tolerates};
