@@ -56,29 +56,26 @@ async fn gone(pods: &Api<Pod>, name: &str) -> bool {
     matches!(pods.get_opt(name).await, Ok(None))
 }
 
+/// The message of the pod's `PodScheduled=False` condition, if any.
+async fn unschedulable_message(pods: &Api<Pod>, name: &str) -> String {
+    pods.get(name)
+        .await
+        .ok()
+        .and_then(|p| p.status?.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .and_then(|c| c.message)
+        .unwrap_or_default()
+}
+
 /// The message of the pod's `PodScheduled=False` condition, once it contains `part`.
 async fn wait_unschedulable(pods: &Api<Pod>, name: &str, part: &str) -> String {
-    let mut message = String::new();
-    until(&format!("{name} unschedulable with {part:?}"), WAIT, || {
-        let pods = pods.clone();
-        let found = &mut message;
-        async move {
-            let m = pods
-                .get(name)
-                .await
-                .ok()
-                .and_then(|p| p.status?.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-                .and_then(|c| c.message)
-                .unwrap_or_default();
-            *found = m;
-            found.contains(part)
-        }
+    until(&format!("{name} unschedulable with {part:?}"), WAIT, || async {
+        unschedulable_message(pods, name).await.contains(part)
     })
     .await;
-    message
+    unschedulable_message(pods, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
