@@ -103,6 +103,7 @@ pub mod probe;
 pub mod process;
 mod runtime;
 pub mod sandbox;
+mod session_pipes;
 pub mod stream;
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! ProcessRuntime in host mode against real processes (`/bin/sh`): exits and exit codes,
-//! CRI log files, stop with a grace period, exec, port-forward, port claims, stats and
+//! CRI log files, stop with a grace period, exec, attach, port-forward, port claims, stats and
 //! shutdown. Real processes need the real clock: every wait is for a positive signal, with a
 //! generous limit.
 
@@ -332,6 +332,73 @@ async fn exec_runs_in_the_container_environment_with_streams_and_exit_code() {
         0
     );
     rt.stop_container(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn attach_feeds_stdin_reads_new_output_and_stdin_once_closes_on_detach() {
+    let rt = ProcessRuntime::host();
+    // Echoes each stdin line; says goodbye and exits 7 when stdin ends.
+    let mut config = sh(
+        "repl",
+        "while read line; do echo \"got $line\"; done; echo bye; exit 7",
+    );
+    config.stdin = true;
+    config.stdin_once = true;
+    let id = run(&rt, "uid-attach", &config).await;
+    let mut session = rt
+        .attach(
+            &id,
+            AttachRequest {
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            },
+        )
+        .await
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    let mut stdout = session.stdout.take().unwrap();
+    stdin.write_all(b"one\n").await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("got one\n") {
+        let n = tokio::time::timeout(LIMIT, stdout.read(&mut buf))
+            .await
+            .expect("output within the limit")
+            .unwrap();
+        assert!(n > 0, "attach output ended early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Detaching closes stdin (stdinOnce): the loop ends and the container exits.
+    drop(stdin);
+    let code = tokio::time::timeout(LIMIT, session.exit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 7);
+    assert_eq!(
+        log_text(&rt, &id, LogOptions::default()).await,
+        ["got one", "bye"]
+    );
+
+    // A container without `stdin: true` has no stdin to attach to.
+    let other = run(&rt, "uid-attach-2", &sh("plain", "sleep 30")).await;
+    let err = rt
+        .attach(
+            &other,
+            AttachRequest {
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("stdin: true"), "{err}");
+    rt.stop_container(&other, Duration::from_secs(5))
         .await
         .unwrap();
 }

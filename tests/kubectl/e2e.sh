@@ -7,65 +7,7 @@
 # with a generous timeout; nothing sleeps and then asserts that something did not happen.
 set -uo pipefail
 
-KUBECTL=${KUBECTL:-kubectl}
-command -v "$KUBECTL" >/dev/null || { echo "FAIL: kubectl not found ($KUBECTL)"; exit 1; }
-: "${KUBECONFIG:?KUBECONFIG must point at the cluster}"
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-T=120s
-failures=0
-checks=0
-
-k() { "$KUBECTL" "$@"; }
-
-# check NAME -- CMD...: CMD must exit 0; its output is kept in $OUT.
-check() {
-  local name=$1; shift; [ "$1" = -- ] && shift
-  checks=$((checks + 1))
-  local rc=0
-  OUT=$("$@" 2>&1) || rc=$?
-  if [ $rc = 0 ]; then echo "ok   $name"; return 0; fi
-  failures=$((failures + 1)); echo "FAIL $name: exit $rc from: $*"; echo "$OUT" | sed 's/^/     | /' | head -40
-  return 1
-}
-# check_fails NAME -- CMD...: CMD must exit non-zero.
-check_fails() {
-  local name=$1; shift; [ "$1" = -- ] && shift
-  checks=$((checks + 1))
-  if OUT=$("$@" 2>&1); then
-    failures=$((failures + 1)); echo "FAIL $name: expected a failure from: $*"; echo "$OUT" | sed 's/^/     | /' | head -20
-    return 1
-  fi
-  echo "ok   $name"
-}
-# contains NAME TEXT: the last check's output contains TEXT.
-contains() {
-  checks=$((checks + 1))
-  if grep -qF -- "$2" <<<"$OUT"; then echo "ok   $1"; return 0; fi
-  failures=$((failures + 1)); echo "FAIL $1: output lacks '$2'"; echo "$OUT" | sed 's/^/     | /' | head -40
-  return 1
-}
-# matches NAME REGEX: the last check's output matches the extended REGEX.
-matches() {
-  checks=$((checks + 1))
-  if grep -qE -- "$2" <<<"$OUT"; then echo "ok   $1"; return 0; fi
-  failures=$((failures + 1)); echo "FAIL $1: output does not match /$2/"; echo "$OUT" | sed 's/^/     | /' | head -40
-  return 1
-}
-# eventually NAME SECONDS -- CMD...: CMD succeeds within SECONDS (polled).
-eventually() {
-  local name=$1 secs=$2; shift 2; [ "$1" = -- ] && shift
-  local deadline=$((SECONDS + secs))
-  checks=$((checks + 1))
-  while :; do
-    if OUT=$("$@" 2>&1); then echo "ok   $name"; return 0; fi
-    if [ $SECONDS -ge $deadline ]; then
-      failures=$((failures + 1)); echo "FAIL $name: not true within ${secs}s: $*"; echo "$OUT" | sed 's/^/     | /' | head -20
-      return 1
-    fi
-    sleep 0.2
-  done
-}
+source "$(dirname "$0")/lib.sh"
 
 echo "== cluster"
 check "version" -- k version
@@ -385,6 +327,12 @@ matches "printer column shows" "^w1 +3$"
 sed 's/size: 3/size: 0/' "$WORK/widget.yaml" >"$WORK/widget-bad.yaml"
 check_fails "schema validation refuses size 0" -- k apply -f "$WORK/widget-bad.yaml"
 contains "message names the field" "spec.size"
+# kubectl patch defaults to a strategic merge patch, which custom resources don't take: 415.
+check_fails "a strategic merge patch of a custom resource is refused" -- k -n e2e patch widget w1 -p '{"spec":{"size":4}}'
+contains "415 lists the patch types it takes" "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+check "get the widget after the refused patch" -- k -n e2e get widget w1 -o jsonpath='{.spec.size}'
+[ "$OUT" = 3 ] && { checks=$((checks+1)); echo "ok   the refused patch stored nothing"; } || { checks=$((checks+1)); failures=$((failures+1)); echo "FAIL the refused patch stored nothing: size is $OUT"; }
+check "a merge patch of it works" -- k -n e2e patch widget w1 --type=merge -p '{"spec":{"size":4}}'
 
 echo "== bad input"
 cat >"$WORK/unknown.yaml" <<'YAML'
@@ -442,6 +390,4 @@ eventually "the namespace is gone with everything in it" 120 -- bash -c "! $KUBE
 check "no deployment survives its namespace" -- k get deployments -A -o name
 [ -z "$OUT" ] && echo "ok   namespace took its deployments" || { failures=$((failures+1)); echo "FAIL namespace took its deployments: $OUT"; }
 
-echo
-echo "$checks checks, $failures failed"
-[ "$failures" = 0 ]
+finish

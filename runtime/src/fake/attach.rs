@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
 
 use super::Inner;
-use super::exec::session;
 use super::logs::log_stream;
+use crate::session_pipes::{forward_log_lines, session};
 use crate::stream::{AttachRequest, ExecSession, LogLine, LogOptions, LogStreamKind};
 use crate::{ContainerState, Error, Result};
 
@@ -36,7 +35,7 @@ pub(crate) fn attach_session(
     let (in_w, in_r) = tokio::io::duplex(PIPE_BYTES);
     let (out_w, out_r) = tokio::io::duplex(PIPE_BYTES);
     let (err_w, err_r) = tokio::io::duplex(PIPE_BYTES);
-    tokio::spawn(forward_output(lines, out_w, err_w, request.tty));
+    tokio::spawn(forward_log_lines(lines, out_w, err_w, request.tty));
     tokio::spawn(read_stdin(inner.clone(), id.to_string(), in_r, echo_stdin));
     let exit = exit_code(inner.clone(), id.to_string());
     Ok(session(
@@ -47,28 +46,6 @@ pub(crate) fn attach_session(
         (in_w, out_r, err_r),
         exit,
     ))
-}
-
-/// Writes each new log line to stdout or stderr (both to stdout with a terminal).
-async fn forward_output(
-    mut lines: futures::stream::BoxStream<'static, LogLine>,
-    mut stdout: DuplexStream,
-    mut stderr: DuplexStream,
-    tty: bool,
-) {
-    while let Some(line) = lines.next().await {
-        let to = if line.stream == LogStreamKind::Stderr && !tty {
-            &mut stderr
-        } else {
-            &mut stdout
-        };
-        let mut bytes = line.line.into_bytes();
-        bytes.push(b'\n');
-        if to.write_all(&bytes).await.is_err() {
-            // The client detached.
-            return;
-        }
-    }
 }
 
 /// Takes what the client writes: with `echo`, each line becomes a stdout line of the

@@ -24,13 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::sync::oneshot;
 
 use super::Inner;
 use super::script::ContainerScript;
+use crate::session_pipes::{drain, session};
 use crate::stream::{ExecRequest, ExecResult, ExecSession};
-use crate::{Error, Result};
+use crate::Error;
 
 /// How much each stream of a session buffers.
 const PIPE_BYTES: usize = 64 * 1024;
@@ -395,49 +396,6 @@ pub(crate) fn exec_session(
             })
         },
     )
-}
-
-/// An [`ExecSession`] over the caller's ends of the three pipes, keeping the ones asked for.
-pub(crate) fn session(
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-    (in_w, out_r, err_r): (DuplexStream, DuplexStream, DuplexStream),
-    exit: impl std::future::Future<Output = Result<i32>> + Send + 'static,
-) -> ExecSession {
-    let resize = tty.then(|| {
-        let (tx, mut rx) = mpsc::channel(4);
-        // A fake terminal has no size to change; take the messages so senders never block.
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        tx
-    });
-    // A stream nobody asked for is drained, so that the process never blocks writing it.
-    let out_r = if stdout {
-        Some(out_r)
-    } else {
-        tokio::spawn(drain(out_r));
-        None
-    };
-    let err_r = if stderr && !tty {
-        Some(err_r)
-    } else {
-        tokio::spawn(drain(err_r));
-        None
-    };
-    ExecSession {
-        stdin: stdin.then(|| Box::pin(in_w) as _),
-        stdout: out_r.map(|r| Box::pin(r) as _),
-        stderr: err_r.map(|r| Box::pin(r) as _),
-        resize,
-        exit: Box::pin(exit),
-    }
-}
-
-/// Reads and discards until the end.
-async fn drain(mut r: impl AsyncRead + Unpin) {
-    let mut buf = [0u8; 4096];
-    while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 #[cfg(test)]

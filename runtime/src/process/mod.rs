@@ -56,6 +56,7 @@
 //! # Ok(()) }
 //! ```
 
+mod attach;
 mod exec;
 mod logs;
 mod service;
@@ -358,6 +359,12 @@ pub(crate) struct ProcessContainer {
     pub(crate) version: Arc<watch::Sender<u64>>,
     /// The last CPU sample, for the CPU rate.
     pub(crate) last_cpu: Option<(tokio::time::Instant, u64)>,
+    /// Whether the spec keeps stdin open (`stdin: true`), so the process gets a pipe.
+    pub(crate) open_stdin: bool,
+    /// Close stdin when the first attach that fed it detaches (`stdinOnce`).
+    pub(crate) stdin_once: bool,
+    /// The running process's stdin, for attach.
+    pub(crate) stdin: Option<attach::StdinPipe>,
 }
 
 pub(crate) fn not_found(kind: &'static str, id: &str) -> Error {

@@ -22,7 +22,7 @@ use crate::probe::{self, ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
 use crate::stream::{
-    ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream, PortForwardStream,
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream, PortForwardStream,
 };
 use crate::{Error, Result};
 
@@ -193,6 +193,9 @@ impl ProcessRuntime {
             pid: None,
             version: std::sync::Arc::new(watch::channel(0).0),
             last_cpu: None,
+            open_stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            stdin: None,
         })
     }
 }
@@ -464,6 +467,10 @@ impl Runtime for ProcessRuntime {
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
         let target = ExecTarget::of(&self.inner, container_id)?;
         exec(target, request)
+    }
+
+    async fn attach(&self, container_id: &str, request: AttachRequest) -> Result<ExecSession> {
+        super::attach::attach_session(&self.inner, container_id, request).await
     }
 
     async fn port_forward(

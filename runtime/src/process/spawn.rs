@@ -101,7 +101,7 @@ pub(crate) fn start_error(program: &str, e: &std::io::Error) -> String {
 /// Spawns the main process of container `id` and the tasks that pump its output and record
 /// its exit. Returns its pid.
 pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
-    let (argv, env, dir, log_file, version) = {
+    let (argv, env, dir, log_file, version, open_stdin) = {
         let st = inner.lock();
         let c = st
             .containers
@@ -113,6 +113,7 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
             c.working_dir.clone(),
             c.log_file.clone(),
             c.version.clone(),
+            c.open_stdin,
         )
     };
     if let Some(parent) = log_file.parent() {
@@ -125,8 +126,12 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
         .open(&log_file)
         .map_err(|e| backend_io(format!("open log file {}", log_file.display()), e))?;
     let mut cmd = command(&argv, &env, &dir, 0)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    cmd.stdin(if open_stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let program = argv.first().cloned().unwrap_or_default();
     let mut child = cmd.spawn().map_err(|e| Error::Backend {
@@ -166,6 +171,10 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
                 started_at: inner.clock.now(),
             };
             c.pid = Some(pid);
+            c.stdin = child
+                .stdin
+                .take()
+                .map(|s| Arc::new(tokio::sync::Mutex::new(Some(s))));
             inner.emit(c, ContainerEventKind::Started);
         } else {
             // Removed while starting: the watcher below reaps it.
@@ -228,6 +237,8 @@ async fn watch_exit(
         _ => None,
     };
     debug!(container = %id, pid, exit_code, "container process exited");
+    // Attaches that still hold the pipe see it closed rather than writing into nothing.
+    c.stdin = None;
     c.status.state = ContainerState::Exited {
         exit_code,
         reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
