@@ -38,14 +38,18 @@ fn pod(name: &str, class: Option<&str>, cpu: &str, extra: Value) -> Pod {
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         s.extend(e.clone());
     }
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}))
-        .expect("pod")
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}),
+    )
+    .expect("pod")
 }
 
 async fn running(pods: &Api<Pod>, name: &str) -> bool {
-    pods.get_opt(name).await.ok().flatten().is_some_and(|p| {
-        p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-    })
+    pods.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"))
 }
 
 async fn wait_running(pods: &Api<Pod>, name: &str) {
@@ -71,9 +75,11 @@ async fn unschedulable_message(pods: &Api<Pod>, name: &str) -> String {
 
 /// The message of the pod's `PodScheduled=False` condition, once it contains `part`.
 async fn wait_unschedulable(pods: &Api<Pod>, name: &str, part: &str) -> String {
-    until(&format!("{name} unschedulable with {part:?}"), WAIT, || async {
-        unschedulable_message(pods, name).await.contains(part)
-    })
+    until(
+        &format!("{name} unschedulable with {part:?}"),
+        WAIT,
+        || async { unschedulable_message(pods, name).await.contains(part) },
+    )
     .await;
     unschedulable_message(pods, name).await
 }
@@ -85,21 +91,31 @@ async fn built_in_priority_classes_exist_and_pods_get_their_class_priority() {
     let critical = classes.get("system-node-critical").await.expect("built-in");
     assert_eq!(critical.value, 2_000_001_000);
     assert_eq!(
-        classes.get("system-cluster-critical").await.expect("built-in").value,
+        classes
+            .get("system-cluster-critical")
+            .await
+            .expect("built-in")
+            .value,
         2_000_000_000
     );
     class(&c, "batch", 100, json!({"preemptionPolicy": "Never"})).await;
     class(&c, "everyday", 7, json!({"globalDefault": true})).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let created = pods
-        .create(&PostParams::default(), &pod("job", Some("batch"), "10m", json!({})))
+        .create(
+            &PostParams::default(),
+            &pod("job", Some("batch"), "10m", json!({})),
+        )
         .await
         .expect("create");
     let spec = created.spec.expect("spec");
     assert_eq!(spec.priority, Some(100));
     assert_eq!(spec.preemption_policy.as_deref(), Some("Never"));
     let plain = pods
-        .create(&PostParams::default(), &pod("plain", None, "10m", json!({})))
+        .create(
+            &PostParams::default(),
+            &pod("plain", None, "10m", json!({})),
+        )
         .await
         .expect("create")
         .spec
@@ -130,7 +146,10 @@ async fn built_in_priority_classes_exist_and_pods_get_their_class_priority() {
         .create(&PostParams::default(), &reserved)
         .await
         .expect_err("reserved");
-    assert!(err.to_string().contains("reserved for system use only"), "{err}");
+    assert!(
+        err.to_string().contains("reserved for system use only"),
+        "{err}"
+    );
     let err = pods
         .create(
             &PostParams::default(),
@@ -150,7 +169,10 @@ async fn an_unknown_priority_class_is_refused() {
     let c = Cluster::builder().nodes(1).start().await.expect("start");
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let err = pods
-        .create(&PostParams::default(), &pod("p", Some("nope"), "10m", json!({})))
+        .create(
+            &PostParams::default(),
+            &pod("p", Some("nope"), "10m", json!({})),
+        )
         .await
         .expect_err("unknown class");
     match err {
@@ -173,15 +195,21 @@ async fn a_high_priority_pod_preempts_a_lower_one_and_runs_on_its_node() {
     class(&c, "high", 1000, json!({})).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     for name in ["low-a", "low-b"] {
-        pods.create(&PostParams::default(), &pod(name, Some("low"), "1500m", json!({})))
-            .await
-            .expect("create");
+        pods.create(
+            &PostParams::default(),
+            &pod(name, Some("low"), "1500m", json!({})),
+        )
+        .await
+        .expect("create");
         wait_running(&pods, name).await;
     }
     // 4 CPUs, 3 requested: the 2-CPU pod fits only once one low pod is gone.
-    pods.create(&PostParams::default(), &pod("urgent", Some("high"), "2", json!({})))
-        .await
-        .expect("create");
+    pods.create(
+        &PostParams::default(),
+        &pod("urgent", Some("high"), "2", json!({})),
+    )
+    .await
+    .expect("create");
     until("urgent nominated to node-0", WAIT, || {
         let pods = pods.clone();
         async move {
@@ -196,8 +224,16 @@ async fn a_high_priority_pod_preempts_a_lower_one_and_runs_on_its_node() {
     wait_running(&pods, "urgent").await;
     let a_gone = gone(&pods, "low-a").await;
     let b_gone = gone(&pods, "low-b").await;
-    assert!(a_gone ^ b_gone, "exactly one victim (a gone: {a_gone}, b gone: {b_gone})");
-    let node = pods.get("urgent").await.expect("urgent").spec.and_then(|s| s.node_name);
+    assert!(
+        a_gone ^ b_gone,
+        "exactly one victim (a gone: {a_gone}, b gone: {b_gone})"
+    );
+    let node = pods
+        .get("urgent")
+        .await
+        .expect("urgent")
+        .spec
+        .and_then(|s| s.node_name);
     assert!(node.is_some());
     c.shutdown().await.expect("shutdown");
 }
@@ -213,7 +249,12 @@ async fn a_budget_protected_pod_is_not_preempted_while_another_victim_will_do() 
     // `guarded` has the lowest priority, so without its budget it would be the victim.
     pods.create(
         &PostParams::default(),
-        &pod("guarded", Some("lowest"), "3", json!({"nodeName": nodes[0]})),
+        &pod(
+            "guarded",
+            Some("lowest"),
+            "3",
+            json!({"nodeName": nodes[0]}),
+        ),
     )
     .await
     .expect("create");
@@ -231,7 +272,9 @@ async fn a_budget_protected_pod_is_not_preempted_while_another_victim_will_do() 
     }))
     .expect("pdb");
     let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(c.client());
-    pdbs.create(&PostParams::default(), &pdb).await.expect("pdb");
+    pdbs.create(&PostParams::default(), &pdb)
+        .await
+        .expect("pdb");
     // Wait for the disruption controller itself to count the guarded pod.
     until("the budget counts the guarded pod", WAIT, || {
         let pdbs = pdbs.clone();
@@ -244,13 +287,22 @@ async fn a_budget_protected_pod_is_not_preempted_while_another_victim_will_do() 
         }
     })
     .await;
-    pods.create(&PostParams::default(), &pod("urgent", Some("high"), "2", json!({})))
-        .await
-        .expect("create");
+    pods.create(
+        &PostParams::default(),
+        &pod("urgent", Some("high"), "2", json!({})),
+    )
+    .await
+    .expect("create");
     wait_running(&pods, "urgent").await;
     let urgent = pods.get("urgent").await.expect("urgent");
-    assert_eq!(urgent.spec.and_then(|s| s.node_name).as_deref(), Some(nodes[1].as_str()));
-    assert!(gone(&pods, "free").await, "the unprotected pod was the victim");
+    assert_eq!(
+        urgent.spec.and_then(|s| s.node_name).as_deref(),
+        Some(nodes[1].as_str())
+    );
+    assert!(
+        gone(&pods, "free").await,
+        "the unprotected pod was the victim"
+    );
     assert!(running(&pods, "guarded").await, "the protected pod stays");
     c.shutdown().await.expect("shutdown");
 }
@@ -261,13 +313,19 @@ async fn a_pod_that_may_not_preempt_stays_pending() {
     class(&c, "low", 10, json!({})).await;
     class(&c, "polite", 1000, json!({"preemptionPolicy": "Never"})).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client());
-    pods.create(&PostParams::default(), &pod("low", Some("low"), "3", json!({})))
-        .await
-        .expect("create");
+    pods.create(
+        &PostParams::default(),
+        &pod("low", Some("low"), "3", json!({})),
+    )
+    .await
+    .expect("create");
     wait_running(&pods, "low").await;
-    pods.create(&PostParams::default(), &pod("polite", Some("polite"), "2", json!({})))
-        .await
-        .expect("create");
+    pods.create(
+        &PostParams::default(),
+        &pod("polite", Some("polite"), "2", json!({})),
+    )
+    .await
+    .expect("create");
     let message = wait_unschedulable(&pods, "polite", "preemption").await;
     assert_eq!(
         message,
@@ -283,9 +341,12 @@ async fn a_taken_host_port_keeps_a_second_pod_off_the_node() {
     let pods: Api<Pod> = Api::default_namespaced(c.client());
     let ports = json!({"containers": [{"name": "c", "image": "busybox",
         "ports": [{"containerPort": 80, "hostPort": 8080}]}]});
-    pods.create(&PostParams::default(), &pod("first", None, "10m", ports.clone()))
-        .await
-        .expect("create");
+    pods.create(
+        &PostParams::default(),
+        &pod("first", None, "10m", ports.clone()),
+    )
+    .await
+    .expect("create");
     wait_running(&pods, "first").await;
     pods.create(&PostParams::default(), &pod("second", None, "10m", ports))
         .await

@@ -34,7 +34,12 @@ pub trait Scheduler: Send + Sync {
 
     /// What to do about a pod that fits nowhere (upstream's PostFilter extension point):
     /// the default framework's DefaultPreemption picks pods to preempt. By default nothing.
-    fn post_filter(&self, _pod: &Pod, _snapshot: &Snapshot, _failure: &Unschedulable) -> PostFilter {
+    fn post_filter(
+        &self,
+        _pod: &Pod,
+        _snapshot: &Snapshot,
+        _failure: &Unschedulable,
+    ) -> PostFilter {
         PostFilter::Skipped
     }
 }

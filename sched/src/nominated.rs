@@ -54,7 +54,10 @@ impl Nominator {
 
     /// The pods nominated to `node`.
     pub fn on_node(&self, node: &str) -> &[(String, Arc<Pod>)] {
-        self.by_node.get(node).map(Vec::as_slice).unwrap_or_default()
+        self.by_node
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Whether no pod is nominated anywhere (the fast path of every filter run).
@@ -102,7 +105,9 @@ mod tests {
     use serde_json::json;
 
     fn pending(name: &str, priority: i32, cpu: &str) -> Arc<Pod> {
-        let mut p = testing::pod(json!({"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}));
+        let mut p = testing::pod(
+            json!({"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}),
+        );
         p.metadata.name = Some(name.into());
         p.metadata.uid = Some(name.into());
         Arc::new(p)

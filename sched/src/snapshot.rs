@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::error::{Error, Result};
-use crate::nominated::Nominator;
 use crate::node_selector::NO_LABELS;
+use crate::nominated::Nominator;
 use crate::resources::{PodRequests, Resource, node_allocatable};
 use crate::volumes::VolumeListers;
 
@@ -449,7 +449,13 @@ impl Snapshot {
             return false;
         }
         let pod = Arc::new(pod.clone());
-        self.place(pod_key(&pod), node.to_string(), PodRequests::of(&pod), false, pod);
+        self.place(
+            pod_key(&pod),
+            node.to_string(),
+            PodRequests::of(&pod),
+            false,
+            pod,
+        );
         true
     }
 
@@ -530,7 +536,11 @@ impl Snapshot {
             return false;
         };
         self.usage_mut(&old.node).sub(&old.requests, key);
-        if self.absent.get(&old.node).is_some_and(|u| u.pods.is_empty()) {
+        if self
+            .absent
+            .get(&old.node)
+            .is_some_and(|u| u.pods.is_empty())
+        {
             self.absent.remove(&old.node);
         }
         true

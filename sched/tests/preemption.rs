@@ -55,7 +55,10 @@ fn the_fewest_lowest_priority_pods_are_preempted() {
     );
     let high = pod("high", None, 10, "2", json!({}));
     // Removing both fits; putting `mid` back (more important) still fits, so only `low` goes.
-    assert_eq!(nominated(preempt(&snapshot, &high)), ("a".into(), vec!["low".into()]));
+    assert_eq!(
+        nominated(preempt(&snapshot, &high)),
+        ("a".into(), vec!["low".into()])
+    );
 }
 
 #[test]
@@ -66,7 +69,10 @@ fn pods_of_equal_or_higher_priority_are_never_victims() {
     );
     let p = pod("p", None, 10, "2", json!({}));
     match preempt(&snapshot, &p) {
-        PostFilter::Unresolved { message, clear_nomination } => {
+        PostFilter::Unresolved {
+            message,
+            clear_nomination,
+        } => {
             assert_eq!(
                 message,
                 "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
@@ -96,7 +102,10 @@ fn a_budget_protected_pod_is_spared_while_another_victim_will_do() {
     );
     let high = pod("high", None, 10, "2", json!({}));
     // `guarded` has the lower priority, but evicting it would violate its budget.
-    assert_eq!(nominated(preempt(&snapshot, &high)), ("b".into(), vec!["free".into()]));
+    assert_eq!(
+        nominated(preempt(&snapshot, &high)),
+        ("b".into(), vec!["free".into()])
+    );
 }
 
 #[test]
@@ -113,7 +122,10 @@ fn the_node_with_the_lowest_priority_victims_is_chosen() {
     let high = pod("high", None, 10, "2", json!({}));
     let (node, mut victims) = nominated(preempt(&snapshot, &high));
     victims.sort();
-    assert_eq!((node.as_str(), victims), ("b", vec!["b1".to_string(), "b2".to_string()]));
+    assert_eq!(
+        (node.as_str(), victims),
+        ("b", vec!["b1".to_string(), "b2".to_string()])
+    );
 }
 
 #[test]
@@ -122,11 +134,20 @@ fn preemption_policy_never_does_not_preempt() {
         vec![node("a", "2")],
         vec![pod("low", Some("a"), 1, "2", json!({}))],
     );
-    let p = pod("polite", None, 10, "2", json!({"preemptionPolicy": "Never"}));
+    let p = pod(
+        "polite",
+        None,
+        10,
+        "2",
+        json!({"preemptionPolicy": "Never"}),
+    );
     let fw = Framework::default_plugins();
     let mut failure = fw.schedule(&p, &snapshot).expect_err("fits nowhere");
     match fw.post_filter(&p, &snapshot, &failure) {
-        PostFilter::Unresolved { message, clear_nomination } => {
+        PostFilter::Unresolved {
+            message,
+            clear_nomination,
+        } => {
             assert!(!clear_nomination);
             failure.set_post_filter_message(message);
             assert_eq!(
@@ -142,10 +163,15 @@ fn preemption_policy_never_does_not_preempt() {
 fn unresolvable_nodes_are_not_preemption_candidates() {
     let mut tainted = node("a", "2");
     tainted.spec = Some(
-        serde_json::from_value(json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}))
-            .expect("spec"),
+        serde_json::from_value(
+            json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}),
+        )
+        .expect("spec"),
     );
-    let snapshot = Snapshot::new(vec![tainted], vec![pod("low", Some("a"), 1, "2", json!({}))]);
+    let snapshot = Snapshot::new(
+        vec![tainted],
+        vec![pod("low", Some("a"), 1, "2", json!({}))],
+    );
     match preempt(&snapshot, &pod("high", None, 10, "1", json!({}))) {
         PostFilter::Unresolved { message, .. } => assert_eq!(
             message,
@@ -166,13 +192,20 @@ fn a_nominated_pod_keeps_its_room_from_lower_priority_pods() {
     let err = fw
         .schedule(&pod("low", None, 1, "2", json!({})), &snapshot)
         .expect_err("the room is held");
-    assert_eq!(err.to_string(), "0/1 nodes are available: 1 Insufficient cpu.");
-    assert!(fw.schedule(&pod("higher", None, 20, "2", json!({})), &snapshot).is_ok());
+    assert_eq!(
+        err.to_string(),
+        "0/1 nodes are available: 1 Insufficient cpu."
+    );
+    assert!(
+        fw.schedule(&pod("higher", None, 20, "2", json!({})), &snapshot)
+            .is_ok()
+    );
 }
 
 #[test]
 fn a_taken_host_port_keeps_a_second_pod_off_the_node() {
-    let ports = json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]});
+    let ports =
+        json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]});
     let snapshot = Snapshot::new(
         vec![node("a", "4")],
         vec![pod("first", Some("a"), 0, "1", ports.clone())],

@@ -131,7 +131,10 @@ impl Priority {
 
 /// Copies `field` of the stored pod's spec into the new one when the client left it out.
 fn keep_from_old(obj: &mut Value, old: &Value, field: &str) {
-    let Some(previous) = old.pointer(&format!("/spec/{field}")).filter(|v| !v.is_null()) else {
+    let Some(previous) = old
+        .pointer(&format!("/spec/{field}"))
+        .filter(|v| !v.is_null())
+    else {
         return;
     };
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
@@ -148,8 +151,7 @@ impl Admission for Priority {
     }
 
     async fn admit(&self, a: &AdmissionAttributes<'_>, obj: &mut Value) -> Result<(), ApiError> {
-        if a.subresource.is_some() || !a.resource.group.is_empty() || a.resource.plural != "pods"
-        {
+        if a.subresource.is_some() || !a.resource.group.is_empty() || a.resource.plural != "pods" {
             return Ok(());
         }
         match a.operation {

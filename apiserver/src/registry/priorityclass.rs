@@ -53,7 +53,9 @@ fn known_system_class(name: &str, value: i64, global_default: bool) -> Result<()
         return Err(format!("value of {name} PriorityClass must be {want}"));
     }
     if global_default {
-        return Err(format!("globalDefault of {name} PriorityClass must be false"));
+        return Err(format!(
+            "globalDefault of {name} PriorityClass must be false"
+        ));
     }
     Ok(())
 }
@@ -142,14 +144,18 @@ mod tests {
         );
         assert_eq!(
             causes(json!({"metadata": {"name": "system-mine"}, "value": 5})),
-            ["metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"]
+            [
+                "metadata.name: Forbidden: priority class names with 'system-' prefix are reserved for system use only. error: system-mine is not a known system priority class"
+            ]
         );
         for builtin in system_priority_classes() {
             assert!(causes(builtin).is_empty());
         }
         assert_eq!(
             causes(json!({"metadata": {"name": "p"}, "preemptionPolicy": "Sometimes"})),
-            ["preemptionPolicy: Unsupported value: \"Sometimes\": supported values: \"Never\", \"PreemptLowerPriority\""]
+            [
+                "preemptionPolicy: Unsupported value: \"Sometimes\": supported values: \"Never\", \"PreemptLowerPriority\""
+            ]
         );
     }
 

@@ -29,9 +29,9 @@ use tokio::sync::oneshot;
 
 use super::Inner;
 use super::script::ContainerScript;
+use crate::Error;
 use crate::session_pipes::{drain, session};
 use crate::stream::{ExecRequest, ExecResult, ExecSession};
-use crate::Error;
 
 /// How much each stream of a session buffers.
 const PIPE_BYTES: usize = 64 * 1024;

@@ -45,8 +45,7 @@ pub(crate) async fn attach_session(
         // Upstream's kubelet refuses the same way: stdin was never opened for this process.
         return Err(Error::InvalidState {
             id: id.into(),
-            message: "stdin is not open for this container (set `stdin: true` in its spec)"
-                .into(),
+            message: "stdin is not open for this container (set `stdin: true` in its spec)".into(),
         });
     }
     let lines = log_stream(

@@ -22,7 +22,8 @@ use crate::probe::{self, ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
 use crate::stream::{
-    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream, PortForwardStream,
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream,
+    PortForwardStream,
 };
 use crate::{Error, Result};
 

@@ -132,7 +132,7 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
         Stdio::null()
     })
     .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    .stderr(Stdio::piped());
     let program = argv.first().cloned().unwrap_or_default();
     let mut child = cmd.spawn().map_err(|e| Error::Backend {
         context: start_error(&program, &e),

@@ -46,7 +46,9 @@ fn calculate_priority(sum: i64, containers: usize) -> i64 {
 
 fn containers<'a>(pod: &PodInfo<'a>) -> impl Iterator<Item = &'a Container> {
     let spec = pod.pod().spec.as_ref();
-    let init = spec.into_iter().flat_map(|s| s.init_containers.iter().flatten());
+    let init = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten());
     init.chain(spec.into_iter().flat_map(|s| s.containers.iter()))
 }
 
@@ -122,12 +124,18 @@ mod tests {
     fn thresholds_clamp_and_scale_with_the_number_of_containers() {
         assert_eq!(calculate_priority(0, 1), 0);
         assert_eq!(calculate_priority(5000 * MB, 1), 100);
-        assert_eq!(calculate_priority(1000 * MB, 2), 100 * (1000 - 23) / (2000 - 23));
+        assert_eq!(
+            calculate_priority(1000 * MB, 2),
+            100 * (1000 - 23) / (2000 - 23)
+        );
     }
 
     #[test]
     fn untagged_images_match_latest() {
-        let n = node_with("a", json!([{"names": ["busybox:latest"], "sizeBytes": 2000 * MB}]));
+        let n = node_with(
+            "a",
+            json!([{"names": ["busybox:latest"], "sizeBytes": 2000 * MB}]),
+        );
         let snapshot = Snapshot::new(vec![n], vec![]);
         let p = pod(json!({"containers": [{"name": "c", "image": "busybox"}]}));
         let info = PodInfo::new(&p).with_images(snapshot.images());

@@ -138,7 +138,9 @@ mod tests {
     fn pods_without_host_ports_skip_the_filter() {
         let p = with_ports(json!([{"containerPort": 80}]));
         assert!(!NodePorts.pre_filter(&PodInfo::new(&p)));
-        let sidecar = pod(json!({"initContainers": [{"name": "s", "restartPolicy": "Always", "ports": [{"containerPort": 1, "hostPort": 53}]}]}));
+        let sidecar = pod(
+            json!({"initContainers": [{"name": "s", "restartPolicy": "Always", "ports": [{"containerPort": 1, "hostPort": 53}]}]}),
+        );
         assert!(NodePorts.pre_filter(&PodInfo::new(&sidecar)));
     }
 }

@@ -113,7 +113,9 @@ mod tests {
         assert_eq!(result(&p, &l, "a"), Ok(()));
         assert_eq!(
             result(&p, &l, "b"),
-            Err(Rejection::unresolvable("node(s) didn't find available persistent volumes to bind"))
+            Err(Rejection::unresolvable(
+                "node(s) didn't find available persistent volumes to bind"
+            ))
         );
         let bound = listers(
             json!([claim("c", "wait", Some("pv-a"))]),
@@ -121,7 +123,9 @@ mod tests {
         );
         assert_eq!(
             result(&p, &bound, "b"),
-            Err(Rejection::unresolvable("node(s) had volume node affinity conflict"))
+            Err(Rejection::unresolvable(
+                "node(s) had volume node affinity conflict"
+            ))
         );
     }
 

@@ -173,8 +173,7 @@ fn split_by_budget(pods: Vec<Arc<Pod>>, budgets: &[Budget<'_>]) -> (Vec<Arc<Pod>
         let mut violated = false;
         if let Some(labels) = labels.filter(|l| !l.is_empty()) {
             for (i, b) in budgets.iter().enumerate() {
-                if b.pdb.metadata.namespace != pod.metadata.namespace
-                    || !b.selector.matches(labels)
+                if b.pdb.metadata.namespace != pod.metadata.namespace || !b.selector.matches(labels)
                 {
                     continue;
                 }
@@ -381,4 +380,3 @@ pub(crate) fn preempt(
         }
     }
 }
-

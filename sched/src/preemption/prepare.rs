@@ -55,7 +55,11 @@ async fn preempt_pod(
     }]}});
     let action = |what: &str| format!("{what} of preemption victim {}", full_name(victim));
     match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&condition))
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(&condition),
+        )
         .await
     {
         Ok(_) => {}

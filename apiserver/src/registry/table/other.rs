@@ -66,7 +66,11 @@ fn priorityclass(pc: &Value, now: DateTime<Utc>) -> Vec<Value> {
     vec![
         json!(name(pc)),
         json!(pc.get("value").and_then(Value::as_i64).unwrap_or(0)),
-        json!(pc.get("globalDefault").and_then(Value::as_bool).unwrap_or(false)),
+        json!(
+            pc.get("globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
         json!(age(pc, now)),
         json!(text(pc, "/preemptionPolicy")),
     ]
