@@ -97,6 +97,8 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     pods: Store<Pod>,
     backoff: ErrorBackoff<ObjectRef<PodDisruptionBudget>>,
 }
@@ -124,6 +126,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         ObservedRevision::default(),
     );
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
         clock,
         pods,
@@ -548,7 +551,7 @@ async fn record<K>(ctx: &Context, obj: &K, type_: &str, reason: &str, message: S
 where
     K: kube::Resource<DynamicType = ()>,
 {
-    crate::event_recorder::record_event(&ctx.client, &ctx.clock, obj, type_, reason, message).await;
+    ctx.events.record(obj, type_, reason, message).await;
 }
 
 #[cfg(test)]

@@ -1,15 +1,13 @@
 //! Events (`core/v1`), written in the background with the cluster clock's timestamps.
-//! Repeats of the same event (same object, reason and message) bump `count` and
-//! `lastTimestamp` instead of creating a new object, as upstream's event correlator does.
+//! Upstream's event correlator folds them: repeats bump `count` and `lastTimestamp` instead of
+//! creating a new object, similar events combine, and a flood about one object is cut.
 //! Recording never blocks a pod: when the queue is full, events are dropped.
-
-use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kybernetes_core::Clock;
-use serde_json::json;
+use kybernetes_core::event_correlator::{Correlated, EventCorrelator};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +16,6 @@ use tracing::debug;
 use crate::convert::time;
 
 const QUEUE: usize = 4096;
-const CACHE_LIMIT: usize = 4096;
 
 /// `Normal` or `Warning`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,22 +138,13 @@ impl EventRecorder {
     }
 }
 
-#[derive(Hash, PartialEq, Eq)]
-struct Key {
-    uid: Option<String>,
-    name: Option<String>,
-    field_path: Option<String>,
-    reason: String,
-    message: String,
-}
-
 async fn write_events(
     client: kube::Client,
     node: String,
     mut rx: mpsc::Receiver<PendingEvent>,
     shutdown: CancellationToken,
 ) {
-    let mut seen: HashMap<Key, (String, String, i32)> = HashMap::new();
+    let correlator = EventCorrelator::new();
     // Names are `<object>.<hex nanoseconds>`; under a paused clock many events share one
     // instant, so the suffix is kept strictly increasing.
     let mut last_nanos: i64 = 0;
@@ -171,26 +159,6 @@ async fn write_events(
             .clone()
             .unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-        let key = Key {
-            uid: ev.object.uid.clone(),
-            name: ev.object.name.clone(),
-            field_path: ev.object.field_path.clone(),
-            reason: ev.reason.clone(),
-            message: ev.message.clone(),
-        };
-        if let Some((ns, name, count)) = seen.get_mut(&key)
-            && *ns == namespace
-        {
-            *count += 1;
-            let patch = json!({ "count": *count, "lastTimestamp": time(ev.time) });
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => continue,
-                Err(e) => debug!(error = %e, "event update failed; creating a new one"),
-            }
-        }
         last_nanos = ev
             .time
             .timestamp_nanos_opt()
@@ -203,8 +171,8 @@ async fn write_events(
         );
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
+                name: Some(name),
+                namespace: Some(namespace),
                 ..Default::default()
             },
             involved_object: ev.object,
@@ -222,14 +190,30 @@ async fn write_events(
             reporting_instance: Some(node.clone()),
             ..Default::default()
         };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => {
-                if seen.len() >= CACHE_LIMIT {
-                    seen.clear();
+        match correlator.correlate(event, ev.time) {
+            Correlated::Skip => debug!("event dropped by the spam filter"),
+            Correlated::Create(event) => create(&api, &correlator, &event).await,
+            Correlated::Update {
+                name,
+                patch,
+                fallback,
+            } => {
+                if let Err(e) = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    debug!(error = %e, event = %name, "event update failed; creating a new one");
+                    correlator.remember(&fallback);
+                    create(&api, &correlator, &fallback).await;
                 }
-                seen.insert(key, (namespace, name, 1));
             }
-            Err(e) => debug!(error = %e, "event not recorded"),
         }
+    }
+}
+
+async fn create(api: &Api<Event>, correlator: &EventCorrelator, event: &Event) {
+    if let Err(e) = api.create(&PostParams::default(), event).await {
+        debug!(error = %e, "event not recorded");
+        correlator.forget(event);
     }
 }

@@ -1,8 +1,6 @@
 //! Records the scheduler's events on pods (core/v1 `Event`s, as `kubectl describe pod` lists
-//! them), folding repeats of the same event into a count as upstream's event recorder does.
+//! them), folded by upstream's event correlator (repeats become a count).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
@@ -11,26 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kybernetes_core::Clock;
-use serde_json::json;
-
-/// Past this many remembered events the cache starts over (upstream keeps an LRU of 4096).
-const MAX_CACHED_EVENTS: usize = 4096;
-
-/// Identifies repeats of one event.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct EventKey {
-    namespace: String,
-    object: String,
-    reason: String,
-    message: String,
-}
-
-/// A recorded event: its name and how often it happened.
-#[derive(Clone, Debug)]
-struct Recorded {
-    name: String,
-    count: i32,
-}
+use kybernetes_core::event_correlator::{Correlated, EventCorrelator};
 
 /// Event type `Normal` or `Warning`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +32,7 @@ pub(crate) struct EventRecorder {
     client: kube::Client,
     clock: Clock,
     component: String,
-    cache: Mutex<HashMap<EventKey, Recorded>>,
+    correlator: EventCorrelator,
     /// The last name suffix used, so names stay unique while the clock stands still.
     last_suffix: AtomicI64,
 }
@@ -72,7 +51,7 @@ impl EventRecorder {
             client,
             clock,
             component: component.into(),
-            cache: Mutex::new(HashMap::new()),
+            correlator: EventCorrelator::new(),
             last_suffix: AtomicI64::new(0),
         }
     }
@@ -105,40 +84,7 @@ impl EventRecorder {
             .clone()
             .unwrap_or_else(|| "default".to_string());
         let object = pod.metadata.name.clone().unwrap_or_default();
-        let key = EventKey {
-            namespace: namespace.clone(),
-            object: object.clone(),
-            reason: reason.to_string(),
-            message: message.clone(),
-        };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let repeat = self.cache.lock().ok().and_then(|c| c.get(&key).cloned());
-        if let Some(recorded) = repeat {
-            let count = recorded.count + 1;
-            let patch = json!({"count": count, "lastTimestamp": self.clock.now_rfc3339()});
-            match api
-                .patch(
-                    &recorded.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.remember(
-                        key,
-                        Recorded {
-                            name: recorded.name,
-                            count,
-                        },
-                    );
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, event = %recorded.name, "could not update event, creating a new one")
-                }
-            }
-        }
         let now = time(&self.clock);
         let event = Event {
             metadata: ObjectMeta {
@@ -170,21 +116,32 @@ impl EventRecorder {
             reporting_instance: Some(self.component.clone()),
             ..Default::default()
         };
-        match api.create(&PostParams::default(), &event).await {
-            Ok(created) => {
-                let name = created.metadata.name.unwrap_or_default();
-                self.remember(key, Recorded { name, count: 1 });
+        match self.correlator.correlate(event, self.clock.now()) {
+            Correlated::Skip => {
+                tracing::debug!(pod = %object, reason, "event dropped by the spam filter")
             }
-            Err(e) => tracing::warn!(error = %e, pod = %object, reason, "could not record event"),
+            Correlated::Create(event) => self.create(&api, &event).await,
+            Correlated::Update {
+                name,
+                patch,
+                fallback,
+            } => {
+                if let Err(e) = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    tracing::debug!(error = %e, event = %name, "could not update event, creating a new one");
+                    self.correlator.remember(&fallback);
+                    self.create(&api, &fallback).await;
+                }
+            }
         }
     }
 
-    fn remember(&self, key: EventKey, recorded: Recorded) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_CACHED_EVENTS && !cache.contains_key(&key) {
-                cache.clear();
-            }
-            cache.insert(key, recorded);
+    async fn create(&self, api: &Api<Event>, event: &Event) {
+        if let Err(e) = api.create(&PostParams::default(), event).await {
+            tracing::warn!(error = %e, reason = ?event.reason, "could not record event");
+            self.correlator.forget(event);
         }
     }
 }

@@ -81,6 +81,8 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub(crate) struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     jobs: Store<Job>,
     job_writes: MutationCache<Job>,
     cronjob_writes: MutationCache<CronJob>,
@@ -112,6 +114,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         observed.clone(),
     );
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
         clock,
         jobs,
@@ -164,15 +167,7 @@ pub(crate) async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Act
     let result = schedule_next(&ctx, &cj, &jobs, &mut st, &mut events).await;
     write_status(&ctx, &cj, &st).await?;
     for (type_, reason, message) in events {
-        crate::event_recorder::record_event(
-            &ctx.client,
-            &ctx.clock,
-            cj.as_ref(),
-            type_,
-            reason,
-            message,
-        )
-        .await;
+        ctx.events.record(cj.as_ref(), type_, reason, message).await;
     }
     let action = result?;
     ctx.backoff.reset(&key);

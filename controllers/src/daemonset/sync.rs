@@ -117,15 +117,7 @@ pub(crate) async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<A
     let status = calculate_status(&ds, &by_node, &hash, min_ready, now);
     update_status(&ctx, &ds, status).await?;
     for (type_, reason, message) in events {
-        crate::event_recorder::record_event(
-            &ctx.client,
-            &ctx.clock,
-            ds.as_ref(),
-            type_,
-            reason,
-            message,
-        )
-        .await;
+        ctx.events.record(ds.as_ref(), type_, reason, message).await;
     }
     result?;
     ctx.backoff.reset(&key);

@@ -107,6 +107,8 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub(crate) struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     replica_sets: Store<ReplicaSet>,
     pods: Store<Pod>,
     rs_writes: MutationCache<ReplicaSet>,
@@ -157,6 +159,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         .reflect(pod_writer)
         .touched_objects();
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
         clock,
         replica_sets: replica_sets.clone(),
@@ -444,13 +447,7 @@ impl<'a> Rollout<'a> {
 
     /// Records an event about the deployment without waiting for it.
     fn event(&self, type_: &'static str, reason: &'static str, message: String) {
-        let (client, clock, d) = (
-            self.ctx.client.clone(),
-            self.ctx.clock.clone(),
-            self.d.clone(),
-        );
-        tokio::spawn(async move {
-            crate::event_recorder::record_event(&client, &clock, &d, type_, reason, message).await
-        });
+        let (events, d) = (self.ctx.events.clone(), self.d.clone());
+        tokio::spawn(async move { events.record(&d, type_, reason, message).await });
     }
 }

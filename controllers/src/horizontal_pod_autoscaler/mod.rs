@@ -52,7 +52,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api_values::to_time;
-use crate::event_recorder::record_event;
 use crate::reconcile::run_until_shutdown;
 
 pub mod behavior;
@@ -114,6 +113,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     autoscalers: Store<HorizontalPodAutoscaler>,
     /// Recommendations and scale events by `namespace/name`.
     history: Mutex<HashMap<String, History>>,
@@ -162,6 +163,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
         clock,
         autoscalers: reader.clone(),
@@ -242,15 +244,10 @@ impl<'a> Sync<'a> {
     }
 
     async fn event(&self, type_: &str, reason: &str, message: String) {
-        record_event(
-            &self.ctx.client,
-            &self.ctx.clock,
-            self.hpa,
-            type_,
-            reason,
-            message,
-        )
-        .await;
+        self.ctx
+            .events
+            .record(self.hpa, type_, reason, message)
+            .await;
     }
 
     async fn run(mut self) -> Result<()> {

@@ -92,6 +92,8 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub(crate) struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     pods: Store<Pod>,
     pod_writes: MutationCache<Pod>,
     job_writes: MutationCache<Job>,
@@ -145,6 +147,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         }
     });
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client: client.clone(),
         clock,
         pods,

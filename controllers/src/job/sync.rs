@@ -648,7 +648,6 @@ fn normalized(st: &JobStatus) -> JobStatus {
 
 async fn record_events(ctx: &Context, job: &Job, events: Vec<(&str, &str, String)>) {
     for (type_, reason, message) in events {
-        crate::event_recorder::record_event(&ctx.client, &ctx.clock, job, type_, reason, message)
-            .await;
+        ctx.events.record(job, type_, reason, message).await;
     }
 }

@@ -18,7 +18,6 @@ use serde_json::json;
 
 use super::binding::{bind, patch_claim, set_claim_phase};
 use super::{Context, Error, ProvisionRequest, Result, SYNC_PERIOD, api_err};
-use crate::event_recorder::record_event;
 use crate::reconcile::is_already_exists;
 
 /// Syncs one claim; every claim is synced again after [`SYNC_PERIOD`].
@@ -69,15 +68,9 @@ async fn sync_unbound(ctx: &Context, claim: &PersistentVolumeClaim) -> Result<()
     let unclaimed = volume.spec.as_ref().is_none_or(|s| s.claim_ref.is_none());
     if unclaimed {
         if let Some(problem) = volume_mismatch(&volume, claim) {
-            record_event(
-                &ctx.client,
-                &ctx.clock,
-                claim,
-                "Warning",
-                "VolumeMismatch",
-                problem,
-            )
-            .await;
+            ctx.events
+                .record(claim, "Warning", "VolumeMismatch", problem)
+                .await;
             return set_claim_phase(ctx, claim, "Pending").await;
         }
         return bind(ctx, &volume, claim).await;
@@ -87,15 +80,9 @@ async fn sync_unbound(ctx: &Context, claim: &PersistentVolumeClaim) -> Result<()
     }
     if annotation(&claim.metadata.annotations, BOUND_BY_CONTROLLER_ANNOTATION).is_none() {
         let message = format!("volume {volume_name:?} already bound to a different claim.");
-        record_event(
-            &ctx.client,
-            &ctx.clock,
-            claim,
-            "Warning",
-            "FailedBinding",
-            message,
-        )
-        .await;
+        ctx.events
+            .record(claim, "Warning", "FailedBinding", message)
+            .await;
     }
     set_claim_phase(ctx, claim, "Pending").await
 }
@@ -117,43 +104,25 @@ async fn sync_unbound_unnamed(
     let selected_node = annotation(&claim.metadata.annotations, SELECTED_NODE_ANNOTATION);
     if delay && selected_node.is_none() {
         let message = "waiting for first consumer to be created before binding".to_string();
-        record_event(
-            &ctx.client,
-            &ctx.clock,
-            claim,
-            "Normal",
-            "WaitForFirstConsumer",
-            message,
-        )
-        .await;
+        ctx.events
+            .record(claim, "Normal", "WaitForFirstConsumer", message)
+            .await;
     } else if let Some(class) = class {
         provision(ctx, claim, class, selected_node).await?;
     } else if claim_class(claim).is_empty() {
         let message = "no persistent volumes available for this claim and no storage class is set"
             .to_string();
-        record_event(
-            &ctx.client,
-            &ctx.clock,
-            claim,
-            "Normal",
-            "FailedBinding",
-            message,
-        )
-        .await;
+        ctx.events
+            .record(claim, "Normal", "FailedBinding", message)
+            .await;
     } else {
         let message = format!(
             "storageclass.storage.k8s.io {:?} not found",
             claim_class(claim)
         );
-        record_event(
-            &ctx.client,
-            &ctx.clock,
-            claim,
-            "Warning",
-            "ProvisioningFailed",
-            message,
-        )
-        .await;
+        ctx.events
+            .record(claim, "Warning", "ProvisioningFailed", message)
+            .await;
     }
     set_claim_phase(ctx, claim, "Pending").await
 }
@@ -223,15 +192,9 @@ async fn provision(
                 "failed to provision volume with StorageClass {:?}: {e}",
                 class.name_any()
             );
-            record_event(
-                &ctx.client,
-                &ctx.clock,
-                claim,
-                "Warning",
-                "ProvisioningFailed",
-                message,
-            )
-            .await;
+            ctx.events
+                .record(claim, "Warning", "ProvisioningFailed", message)
+                .await;
             return Err(Error::Provision(e));
         }
     };
@@ -243,15 +206,9 @@ async fn provision(
         Err(e) => return Err(api_err(format!("create volume {volume_name}"))(e)),
     }
     let message = format!("Successfully provisioned volume {volume_name}");
-    record_event(
-        &ctx.client,
-        &ctx.clock,
-        claim,
-        "Normal",
-        "ProvisioningSucceeded",
-        message,
-    )
-    .await;
+    ctx.events
+        .record(claim, "Normal", "ProvisioningSucceeded", message)
+        .await;
     Ok(())
 }
 
@@ -317,15 +274,9 @@ async fn wait_for_external_provisioner(
         "Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
         class.provisioner
     );
-    record_event(
-        &ctx.client,
-        &ctx.clock,
-        claim,
-        "Normal",
-        "ExternalProvisioning",
-        message,
-    )
-    .await;
+    ctx.events
+        .record(claim, "Normal", "ExternalProvisioning", message)
+        .await;
     Ok(())
 }
 
@@ -365,15 +316,9 @@ async fn sync_bound(ctx: &Context, claim: &PersistentVolumeClaim) -> Result<()> 
 
 async fn lose(ctx: &Context, claim: &PersistentVolumeClaim, message: &str) -> Result<()> {
     if claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Lost") {
-        record_event(
-            &ctx.client,
-            &ctx.clock,
-            claim,
-            "Warning",
-            "ClaimLost",
-            message.to_string(),
-        )
-        .await;
+        ctx.events
+            .record(claim, "Warning", "ClaimLost", message.to_string())
+            .await;
     }
     set_claim_phase(ctx, claim, "Lost").await
 }

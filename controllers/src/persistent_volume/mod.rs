@@ -186,6 +186,8 @@ impl PersistentVolumeConfig {
 pub(crate) struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
@@ -251,6 +253,7 @@ async fn run(
     .touched_objects();
     let claims = claim_controller.store();
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client: client.clone(),
         clock,
         claims: claims.clone(),

@@ -12,7 +12,6 @@ use kybernetes_core::persistent_volume::{PROVISIONED_BY_ANNOTATION, annotation};
 
 use super::binding::{set_volume_phase, unbind_volume};
 use super::{Context, Result, SYNC_PERIOD, api_err};
-use crate::event_recorder::record_event;
 use crate::reconcile::is_not_found;
 
 /// Syncs one volume; every volume is synced again after [`SYNC_PERIOD`].
@@ -105,15 +104,14 @@ async fn reclaim(ctx: &Context, volume: &PersistentVolume) -> Result<()> {
                 return Ok(());
             }
             let message = "no volume plugin matched name: kubernetes.io/recycler";
-            record_event(
-                &ctx.client,
-                &ctx.clock,
-                volume,
-                "Warning",
-                "VolumeFailedRecycle",
-                message.to_string(),
-            )
-            .await;
+            ctx.events
+                .record(
+                    volume,
+                    "Warning",
+                    "VolumeFailedRecycle",
+                    message.to_string(),
+                )
+                .await;
             set_volume_phase(
                 ctx,
                 volume,
@@ -136,15 +134,9 @@ async fn delete_volume(ctx: &Context, volume: &PersistentVolume) -> Result<()> {
         && let Err(e) = provisioner.delete(volume).await
     {
         let message = e.to_string();
-        record_event(
-            &ctx.client,
-            &ctx.clock,
-            volume,
-            "Warning",
-            "VolumeFailedDelete",
-            message.clone(),
-        )
-        .await;
+        ctx.events
+            .record(volume, "Warning", "VolumeFailedDelete", message.clone())
+            .await;
         return set_volume_phase(
             ctx,
             volume,

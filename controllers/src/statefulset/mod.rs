@@ -71,6 +71,8 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub(crate) struct Context {
     client: Client,
     clock: Clock,
+    /// This controller's event writer, with its own correlator.
+    events: crate::event_recorder::EventRecorder,
     pods: Store<Pod>,
     pod_writes: MutationCache<Pod>,
     set_writes: MutationCache<StatefulSet>,
@@ -100,6 +102,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         observed.clone(),
     );
     let ctx = Arc::new(Context {
+        events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
         clock,
         pods,

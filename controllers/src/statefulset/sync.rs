@@ -117,15 +117,9 @@ pub(crate) async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Resul
     let status = calculate_status(&set, &owned_now, &update_revision, &hash, ctx.clock.now());
     update_status(&ctx, &set, status).await?;
     for (type_, reason, message) in events {
-        crate::event_recorder::record_event(
-            &ctx.client,
-            &ctx.clock,
-            set.as_ref(),
-            type_,
-            reason,
-            message,
-        )
-        .await;
+        ctx.events
+            .record(set.as_ref(), type_, reason, message)
+            .await;
     }
     result?;
     ctx.backoff.reset(&key);
