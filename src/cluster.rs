@@ -44,6 +44,8 @@ pub struct ClusterBuilder {
     api: ApiServerConfig,
     compaction_interval: Option<Duration>,
     nodes: usize,
+    cluster_cidr: Option<String>,
+    node_cidr_mask_size: Option<u8>,
     node_template: Option<NodeAgentConfig>,
     runtime: Option<Arc<dyn Runtime>>,
     network: Option<Arc<dyn Network>>,
@@ -61,6 +63,8 @@ impl Default for ClusterBuilder {
             api: ApiServerConfig::default(),
             compaction_interval: Some(Duration::from_secs(300)),
             nodes: 1,
+            cluster_cidr: None,
+            node_cidr_mask_size: None,
             node_template: None,
             runtime: None,
             network: None,
@@ -154,8 +158,36 @@ impl ClusterBuilder {
     }
 
     /// How many node agents to start (default 1), named `node-1`, `node-2`, ...
+    ///
+    /// Each node gets a pod CIDR from the [`cluster_cidr`](Self::cluster_cidr): 256 of them
+    /// with the defaults. As upstream, the nodes beyond that still register, without a pod
+    /// CIDR, with the `NetworkUnavailable` condition, the `node.kubernetes.io/network-unavailable`
+    /// taint and a `CIDRNotAvailable` event, so no pods are scheduled there; `start` logs a
+    /// warning naming the CIDR.
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
+        self
+    }
+
+    /// The pod network nodes get their pod CIDRs from (upstream's `--cluster-cidr`; default
+    /// `10.244.0.0/16`). Overrides the `pod_cidr` of [`api_server_config`](Self::api_server_config).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// // 4,096 nodes, each with a /24 of 10.0.0.0/12.
+    /// let cluster = kybernetes::Cluster::builder().cluster_cidr("10.0.0.0/12").nodes(1000).start().await?;
+    /// # cluster.shutdown().await }
+    /// ```
+    pub fn cluster_cidr(mut self, cidr: impl Into<String>) -> Self {
+        self.cluster_cidr = Some(cidr.into());
+        self
+    }
+
+    /// The prefix length of each node's pod CIDR (upstream's `--node-cidr-mask-size`; default
+    /// 24, 254 pod addresses per node). A longer mask fits more nodes in the cluster CIDR:
+    /// `10.244.0.0/16` holds 1,024 nodes at `/26`, each with 62 pod addresses.
+    pub fn node_cidr_mask_size(mut self, bits: u8) -> Self {
+        self.node_cidr_mask_size = Some(bits);
         self
     }
 
@@ -207,10 +239,19 @@ impl ClusterBuilder {
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let clock = self.clock.unwrap_or_default();
         let mut api_config = self.api;
+        if let Some(cidr) = self.cluster_cidr {
+            api_config.cluster.pod_cidr = cidr;
+        }
+        if let Some(bits) = self.node_cidr_mask_size {
+            api_config.cluster.node_cidr_mask_size = bits;
+        }
         let network: Arc<dyn Network> = match self.network {
             Some(n) => n,
             None => {
-                Arc::new(LocalNetwork::new(api_config.cluster.clone()).map_err(Error::Network)?)
+                let local =
+                    LocalNetwork::new(api_config.cluster.clone()).map_err(Error::Network)?;
+                warn_beyond_cidr_capacity(&local, self.nodes);
+                Arc::new(local)
             }
         };
         api_config.bookmark_interval = api_config.bookmark_interval.max(Duration::from_millis(10));
@@ -300,6 +341,24 @@ impl ClusterBuilder {
         }
         info!(nodes = self.nodes, "cluster started");
         Ok(cluster)
+    }
+}
+
+/// Says, once, that `nodes` is more than the pod CIDR holds, and how to make room.
+fn warn_beyond_cidr_capacity(network: &LocalNetwork, nodes: usize) {
+    let capacity = network.node_cidr_capacity();
+    if u64::try_from(nodes).is_ok_and(|n| n > capacity) {
+        let cidr = network.cluster_cidr();
+        warn!(
+            nodes,
+            %cidr,
+            capacity,
+            "cluster CIDR {cidr} holds pod CIDRs for {capacity} nodes: the other {} register \
+             without a pod CIDR, with NetworkUnavailable, and run no pods; widen it with \
+             ClusterBuilder::cluster_cidr (e.g. \"10.0.0.0/12\") or lengthen \
+             ClusterBuilder::node_cidr_mask_size (--cluster-cidr / --node-cidr-mask-size)",
+            u64::try_from(nodes).unwrap_or(u64::MAX) - capacity
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! chosen by `Accept` on `/api` and `/apis`, as kubectl 1.32 asks for it; the legacy
 //! documents for a plain `Accept`. kubectl missing fails these tests; it never skips them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

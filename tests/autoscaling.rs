@@ -4,7 +4,7 @@
 //! only after the 300 s stabilization window (paused clock); and the real kubectl's
 //! `autoscale` and `get hpa`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ use kube::runtime::{Controller, watcher};
 use kybernetes::Cluster;
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::until;
 
 const FINALIZER: &str = "example.com/mirror";

@@ -10,7 +10,7 @@ use kybernetes::runtime::FakeRuntime;
 use kybernetes::runtime::fake::ContainerScript;
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::until;
 
 async fn cluster(fake: &FakeRuntime) -> Cluster {

@@ -11,7 +11,7 @@ use kybernetes::Cluster;
 use kybernetes::node::NodeAgentConfig;
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::{PodView, until};
 
 fn daemon_set(name: &str, image: &str, extra: serde_json::Value) -> DaemonSet {

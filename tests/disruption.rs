@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, 
 use kybernetes::Cluster;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::{deployment, until, wait_available};
 
 fn budget(name: &str, app: &str, spec: Value) -> PodDisruptionBudget {

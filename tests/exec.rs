@@ -2,7 +2,7 @@
 //! (`cluster.client()`), through the API server, the node agent's connection and the
 //! FakeRuntime.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

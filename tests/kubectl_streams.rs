@@ -1,7 +1,7 @@
 //! The real kubectl (`/usr/bin/kubectl`, 1.32) against a served cluster: `exec`, `exec -i`,
 //! exit codes, and `attach`. kubectl missing fails these tests; it never skips them.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -13,7 +13,7 @@ use kybernetes::runtime::FakeRuntime;
 use kybernetes::runtime::fake::ContainerScript;
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 use common::{deployment, wait_available};
 
 fn pod_metrics_resource() -> ApiResource {

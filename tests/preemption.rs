@@ -2,7 +2,7 @@
 //! by the Priority admission plugin, DefaultPreemption evicting lower-priority pods (sparing
 //! budget-protected ones), `preemptionPolicy: Never`, and the NodePorts filter.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

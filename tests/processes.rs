@@ -3,7 +3,7 @@
 //! claiming a port already held. Needs `/bin/busybox` (scripts/test installs busybox-static);
 //! without it these tests fail, not skip.
 
-mod common;
+use crate::common;
 
 #[allow(dead_code)]
 #[path = "../examples/processes.rs"]

@@ -3,7 +3,7 @@
 //! `nodes/NAME/proxy/stats/summary`, reached through the node agent, and `kubectl proxy`.
 //! kubectl missing fails these tests; it never skips them.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! client (tests/python/client.py). The venv is made once under cargo's target tmp dir and
 //! reused; python3 or PyPI missing fails the test, never skips it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kybernetes::Cluster;
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::until;
 
 async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {

@@ -10,7 +10,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kybernetes::Cluster;
 use kybernetes::runtime::FakeRuntime;
 
-mod common;
+use crate::common;
 
 fn temp_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(

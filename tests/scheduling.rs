@@ -10,7 +10,7 @@ use kybernetes::node::{NodeAgentConfig, NodeCapacity};
 use kybernetes::{Cluster, ControlPlaneConfig};
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::until;
 
 fn pod(name: &str, spec_extra: serde_json::Value) -> Pod {

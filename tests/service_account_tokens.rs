@@ -3,7 +3,7 @@
 //! authenticator accepts it as the service account until the account is deleted.
 //! kubectl missing fails these tests; it never skips them.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The API served over HTTPS: certificates, kubeconfig, authentication, HTTP/1.1 and HTTP/2,
 //! and real clients (kubectl, kube-rs) against `Cluster::builder().serve(...)`.
 
+#[path = "https/mod.rs"]
 mod https;
 
 use std::time::Duration;

@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kybernetes::Cluster;
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::{PodView, until};
 
 fn web(replicas: i32) -> StatefulSet {

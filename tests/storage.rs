@@ -3,7 +3,7 @@
 //! WaitForFirstConsumer with the scheduler's VolumeBinding filter, PVC protection, and
 //! `kubectl get pvc,pv,sc`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -555,7 +555,10 @@ async fn wait_for_first_consumer_provisions_on_the_pods_node_and_local_volumes_p
         .create(&PostParams::default(), &local)
         .await
         .expect("class");
-    let disk = json!({"spec": {"storageClassName": "local-storage", "hostPath": null, "local": {"path": "/mnt/disk"},
+    // The node agent mounts the volume, so its directory must exist, as on a real node.
+    let disk_dir = tempfile::tempdir().expect("tempdir");
+    let disk_path = disk_dir.path().display().to_string();
+    let disk = json!({"spec": {"storageClassName": "local-storage", "hostPath": null, "local": {"path": disk_path},
         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
             {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-3"]}]}]}}}});
     volumes

@@ -2,7 +2,7 @@
 //! columns for built-in kinds and a CRD's `additionalPrinterColumns` for custom resources, on
 //! get, list and watch. The last tests run the real kubectl against a served cluster.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ use kybernetes::Cluster;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-mod common;
+use crate::common;
 use common::until;
 
 fn configmap(name: &str, value: &str) -> ConfigMap {

@@ -9,7 +9,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kybernetes::Cluster;
 use kybernetes::core::ipam::Cidr;
 
-mod common;
+use crate::common;
 use common::{PodView, deployment, until, wait_available};
 use serde_json::json;
 

@@ -16,6 +16,14 @@ pub struct ClusterArgs {
     /// How many node agents to start (named node-1, node-2, ...).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub nodes: usize,
+    /// The pod network each node's pod CIDR comes from (nodes beyond its capacity register
+    /// without one, with NetworkUnavailable).
+    #[arg(long, default_value = "10.244.0.0/16", value_name = "CIDR")]
+    pub cluster_cidr: String,
+    /// The prefix length of each node's pod CIDR: `10.244.0.0/16` holds 256 nodes at 24,
+    /// 1,024 at 26.
+    #[arg(long, default_value_t = 24, value_name = "BITS", value_parser = clap::value_parser!(u8).range(1..=30))]
+    pub node_cidr_mask_size: u8,
     /// The container runtime of the nodes: `fake` (scripted containers, no processes) or
     /// `process` (each container a local process sharing the host network; logs under the
     /// data directory's `processes/` if there is one). `containerd` comes later.
@@ -49,7 +57,10 @@ impl ClusterArgs {
     /// A builder with the store and nodes these flags ask for. With `data_dir` and no
     /// `--store`, the store is SQLite in that directory.
     pub async fn builder(&self, data_dir: Option<&Path>) -> anyhow::Result<ClusterBuilder> {
-        let mut builder = Cluster::builder().nodes(self.nodes);
+        let mut builder = Cluster::builder()
+            .nodes(self.nodes)
+            .cluster_cidr(&self.cluster_cidr)
+            .node_cidr_mask_size(self.node_cidr_mask_size);
         // The fake runtime is the builder's default.
         if self.runtime == Runtime::Process {
             let mut processes = kybernetes::runtime::ProcessRuntime::builder();

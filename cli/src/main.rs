@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! kybernetes serve [--listen 127.0.0.1:6443] [--data-dir DIR] [--kubeconfig PATH] [--nodes N]
+//!                  [--cluster-cidr 10.244.0.0/16] [--node-cidr-mask-size 24]
 //!                  [--store memory|sqlite:PATH|etcd:URL,...] [--token-auth-file F] [--anonymous-auth]
-//! kybernetes run   [--store ...] [--nodes N] [--leader-elect --identity ID [--lease-duration SECS]]
-//!                  [--no-control-plane]
+//! kybernetes run   [--store ...] [--nodes N] [--cluster-cidr CIDR] [--node-cidr-mask-size BITS]
+//!                  [--leader-elect --identity ID [--lease-duration SECS]] [--no-control-plane]
 //! ```
 //!
 //! Both run until SIGINT or SIGTERM, then shut down gracefully. `kybernetes <command> --help`

@@ -8,11 +8,17 @@ use std::time::Duration;
 /// let c = kybernetes_core::ClusterConfig::default();
 /// assert_eq!(c.cluster_domain, "cluster.local");
 /// assert_eq!(c.pod_cidr, "10.244.0.0/16");
+/// assert_eq!(c.node_cidr_mask_size, 24);
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// Pod network; each node gets a /24 from it.
+    /// Pod network (upstream's `--cluster-cidr`); each node gets a
+    /// `/`[`node_cidr_mask_size`](Self::node_cidr_mask_size) from it.
     pub pod_cidr: String,
+    /// Prefix length of each node's pod CIDR (upstream's `--node-cidr-mask-size`). The pod
+    /// CIDR holds `2^(node_cidr_mask_size - prefix)` nodes: 256 for the defaults. A node
+    /// beyond that registers without a pod CIDR.
+    pub node_cidr_mask_size: u8,
     /// Service ClusterIP range.
     pub service_cidr: String,
     /// DNS domain of the cluster.
@@ -27,6 +33,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             pod_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
             service_cidr: "10.96.0.0/12".into(),
             cluster_domain: "cluster.local".into(),
             node_port_range: (30000, 32767),

@@ -35,7 +35,7 @@ pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
 #[derive(Clone, Debug, PartialEq)]
 pub enum Correlated {
     /// Create this event (its message may now be the combined one).
-    Create(Event),
+    Create(Box<Event>),
     /// Patch the existing event `name` with `patch` (a JSON merge patch of `count`,
     /// `lastTimestamp` and `message`). If the patch fails (the event expired), create
     /// `fallback` instead and [`EventCorrelator::remember`] it.
@@ -227,7 +227,7 @@ impl EventCorrelator {
                 event.first_timestamp.get_or_insert_with(|| time(now));
                 event.last_timestamp = Some(time(now));
                 remember_logged(&mut st.logged, key, &event);
-                Correlated::Create(event)
+                Correlated::Create(Box::new(event))
             }
         }
     }

@@ -2,9 +2,10 @@
 //! per-node pod CIDRs and pod IPs, the service → endpoints table a service proxy follows, and
 //! the DNS catalog for `<svc>.<ns>.svc.cluster.local`.
 //!
-//! The node agent sees only this trait. The Linux backend (bridge, veth, netns over rtnetlink)
-//! implements the same trait in a later issue. [`spawn_service_sync`] is the kube-proxy of the
-//! cluster: it watches Services and Endpoints and feeds any [`Network`].
+//! The node agent sees only this trait. On Linux, [`LinuxNetwork`] implements it for real: a
+//! network namespace per node and per pod, bridges, veth pairs and routes over rtnetlink (see
+//! `docs/networking.md`). [`spawn_service_sync`] is the kube-proxy of the cluster: it watches
+//! Services and Endpoints and feeds any [`Network`].
 //!
 //! Address management itself (CIDRs, the ClusterIP, NodePort and per-node subnet allocators)
 //! lives in [`kybernetes_core::ipam`], where the API server uses it too.
@@ -80,11 +81,15 @@ use async_trait::async_trait;
 
 mod catalog;
 mod dns;
+#[cfg(target_os = "linux")]
+mod linux;
 mod local;
 mod service_entry;
 mod service_sync;
 
-pub use local::{LocalNetwork, NODE_ADDRESS_CIDR, NODE_SUBNET_PREFIX};
+#[cfg(target_os = "linux")]
+pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
+pub use local::{LocalNetwork, NODE_ADDRESS_CIDR};
 pub use service_sync::spawn_service_sync;
 
 /// Errors a network backend returns.
@@ -93,6 +98,10 @@ pub enum Error {
     /// The node is not registered with the network.
     #[error("node {0} is not registered with the network")]
     UnknownNode(String),
+    /// The node has no pod CIDR (the cluster's pod CIDR had no subnet left for it), so pods
+    /// on it get no address.
+    #[error("node {0} has no pod CIDR: the cluster pod CIDR had no subnet left for it")]
+    NoPodCidr(String),
     /// A range ran out of addresses or ports.
     #[error("{0} is exhausted")]
     Exhausted(String),
@@ -124,10 +133,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A node's share of the pod network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeNetwork {
-    /// The node's pod CIDR, e.g. `10.244.1.0/24`.
-    pub pod_cidr: String,
+    /// The node's pod CIDR, e.g. `10.244.1.0/24`; `None` when the cluster's pod CIDR had no
+    /// subnet left for the node (upstream: a Node without `spec.podCIDR`).
+    pub pod_cidr: Option<String>,
     /// The node's own address (for `status.addresses` InternalIP and `hostIP`).
     pub node_ip: IpAddr,
+    /// Path of the node's network namespace, which `hostNetwork` pods join (None when the
+    /// node shares the host's network, as with [`LocalNetwork`]).
+    pub netns: Option<PathBuf>,
 }
 
 /// What the network needs to know about a pod.
@@ -187,7 +200,8 @@ pub struct ServiceEntry {
 /// Pod networking, the service proxy table and the DNS catalog.
 #[async_trait]
 pub trait Network: Send + Sync + 'static {
-    /// Registers a node and returns its pod CIDR and address (idempotent).
+    /// Registers a node and returns its pod CIDR and address (idempotent). A node the pod
+    /// CIDR has no room for is still registered, without a pod CIDR.
     async fn add_node(&self, node: &str) -> Result<NodeNetwork>;
     /// Forgets a node and releases its CIDR.
     async fn remove_node(&self, node: &str) -> Result<()>;
@@ -203,4 +217,9 @@ pub trait Network: Send + Sync + 'static {
     /// `web.ns.svc.cluster.local`, `pod-0.web.ns.svc.cluster.local`), relative names
     /// searched from `from_namespace` as a pod's resolv.conf would.
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr>;
+    /// Removes everything the network made on the machine; the cluster calls it when it
+    /// stops. The default has nothing to remove.
+    async fn shutdown(&self) -> Result<()> {
+        Ok(())
+    }
 }

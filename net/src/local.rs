@@ -12,8 +12,12 @@ use kybernetes_core::ipam::{Cidr, IpAllocator, SubnetAllocator};
 use crate::catalog::ServiceCatalog;
 use crate::{Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result, ServiceEntry};
 
-/// The prefix length of each node's pod subnet (upstream's `--node-cidr-mask-size`).
-pub const NODE_SUBNET_PREFIX: u8 = 24;
+/// The largest difference between the pod CIDR's prefix and the node mask size, as upstream's
+/// `cidrset` allows: at most 65,536 node subnets.
+const MAX_NODE_SUBNET_BITS: u8 = 16;
+
+/// The longest node mask size: a `/30` still leaves two pod addresses beside the gateway.
+const MAX_NODE_CIDR_MASK_SIZE: u8 = 30;
 
 /// The range node addresses come from. They are never routed; nodes report them in
 /// `status.addresses` and pods in `status.hostIP`. Like a container network, `.1` is the
@@ -25,9 +29,11 @@ pub const NODE_ADDRESS_CIDR: Cidr = match Cidr::from_octets([172, 18, 0, 0], 16)
 
 /// The in-memory [`Network`]: IPAM for nodes and pods, and the service catalog behind DNS.
 ///
-/// - each node gets a `/24` of the pod CIDR (`10.244.0.0/24`, `10.244.1.0/24`, … in the order
-///   nodes are added) and an address from [`NODE_ADDRESS_CIDR`];
-/// - each pod gets an address of its node's `/24` (`.1` is the gateway and never handed out);
+/// - each node gets a `/24` (the configured `node_cidr_mask_size`) of the pod CIDR
+///   (`10.244.0.0/24`, `10.244.1.0/24`, … in the order nodes are added) and an address from
+///   [`NODE_ADDRESS_CIDR`]; once the pod CIDR is used up, a node is still added, without a pod
+///   CIDR, as upstream's node IPAM controller leaves such a node (`CIDRNotAvailable`);
+/// - each pod gets an address of its node's subnet (`.1` is the gateway and never handed out);
 ///   a released address goes to the back of the queue, so it is not reused at once;
 /// - the service catalog answers [`Network::resolve`] as CoreDNS would, and
 ///   [`LocalNetwork::pick_endpoint`] picks endpoints round-robin for a service proxy.
@@ -41,7 +47,7 @@ pub const NODE_ADDRESS_CIDR: Cidr = match Cidr::from_octets([172, 18, 0, 0], 16)
 /// # async fn main() -> Result<(), kybernetes_net::Error> {
 /// let net = LocalNetwork::default();
 /// let node = net.add_node("node-1").await?;
-/// assert_eq!(node.pod_cidr, "10.244.0.0/24");
+/// assert_eq!(node.pod_cidr.as_deref(), Some("10.244.0.0/24"));
 ///
 /// let pod = PodNetworkRequest {
 ///     namespace: "default".into(),
@@ -76,8 +82,9 @@ struct Ipam {
 #[derive(Debug)]
 struct NodeLease {
     network: NodeNetwork,
-    subnet: Cidr,
-    pod_ips: IpAllocator,
+    /// The node's pod subnet and its pod addresses; `None` while the pod CIDR has no subnet
+    /// left for the node.
+    pods: Option<(Cidr, IpAllocator)>,
 }
 
 #[derive(Debug)]
@@ -89,19 +96,30 @@ struct PodLease {
 }
 
 impl LocalNetwork {
-    /// A network for `config`'s pod CIDR and cluster domain.
+    /// A network for `config`'s pod CIDR, node mask size and cluster domain.
     ///
-    /// Fails if the pod CIDR does not parse or is smaller than a `/24`.
+    /// Fails if the pod CIDR does not parse, or the node mask size is shorter than the pod
+    /// CIDR's prefix, longer than `/30`, or splits the pod CIDR into more than 65,536 node
+    /// subnets (upstream's limit).
     pub fn new(config: ClusterConfig) -> Result<Self> {
         let cluster: Cidr = config
             .pod_cidr
             .parse()
             .map_err(|e| Error::Config(format!("pod CIDR {:?}: {e}", config.pod_cidr)))?;
-        let subnets = SubnetAllocator::new(cluster, NODE_SUBNET_PREFIX).map_err(|e| {
-            Error::Config(format!(
-                "pod CIDR {cluster} must be a /{NODE_SUBNET_PREFIX} or larger: {e}"
-            ))
-        })?;
+        let mask = config.node_cidr_mask_size;
+        if mask > MAX_NODE_CIDR_MASK_SIZE
+            || mask < cluster.prefix_len()
+            || mask - cluster.prefix_len() > MAX_NODE_SUBNET_BITS
+        {
+            return Err(Error::Config(format!(
+                "node CIDR mask size /{mask} does not fit pod CIDR {cluster}: it must be between \
+                 /{} and /{}",
+                cluster.prefix_len(),
+                (cluster.prefix_len() + MAX_NODE_SUBNET_BITS).min(MAX_NODE_CIDR_MASK_SIZE)
+            )));
+        }
+        let subnets = SubnetAllocator::new(cluster, mask)
+            .map_err(|e| Error::Config(format!("pod CIDR {cluster} with /{mask} nodes: {e}")))?;
         Ok(LocalNetwork {
             ipam: Mutex::new(Ipam {
                 subnets,
@@ -111,6 +129,17 @@ impl LocalNetwork {
             }),
             catalog: RwLock::new(ServiceCatalog::new(&config.cluster_domain)),
         })
+    }
+
+    /// How many nodes can get a pod CIDR: the pod CIDR's node subnets (256 for
+    /// `10.244.0.0/16` with a `/24` per node).
+    pub fn node_cidr_capacity(&self) -> u64 {
+        self.ipam().subnets.capacity()
+    }
+
+    /// The pod CIDR node subnets come from.
+    pub fn cluster_cidr(&self) -> Cidr {
+        self.ipam().subnets.cluster_cidr()
     }
 
     /// The cluster domain DNS answers for (`cluster.local`).
@@ -210,32 +239,47 @@ impl Default for LocalNetwork {
 
 impl Ipam {
     fn add_node(&mut self, node: &str) -> Result<NodeNetwork> {
-        if let Some(lease) = self.nodes.get(node) {
+        if let Some(lease) = self.nodes.get_mut(node) {
+            // A node left without a pod CIDR gets one once a subnet is free again, as
+            // upstream's allocator retries such a node.
+            if lease.pods.is_none()
+                && let Some(subnet) = self.subnets.allocate()
+            {
+                lease.pods = Some((subnet, IpAllocator::for_pod_subnet(subnet)));
+                lease.network.pod_cidr = Some(subnet.to_string());
+                tracing::info!(node, pod_cidr = %subnet, "node got a pod CIDR");
+            }
             return Ok(lease.network.clone());
         }
-        let subnet = self
-            .subnets
-            .allocate()
-            .ok_or_else(|| Error::Exhausted(format!("pod CIDR {}", self.subnets.cluster_cidr())))?;
         let Some(node_ip) = self.node_ips.allocate() else {
-            self.subnets.release(subnet);
             return Err(Error::Exhausted(format!(
                 "node address range {NODE_ADDRESS_CIDR}"
             )));
         };
+        let subnet = self.subnets.allocate();
+        match subnet {
+            Some(subnet) => {
+                tracing::debug!(node, pod_cidr = %subnet, %node_ip, "node added to the pod network");
+            }
+            None => tracing::debug!(
+                node,
+                pod_cidr = %self.subnets.cluster_cidr(),
+                node_cidr_mask_size = self.subnets.subnet_prefix(),
+                "pod CIDR has no subnet left: node added without a pod CIDR"
+            ),
+        }
         let network = NodeNetwork {
-            pod_cidr: subnet.to_string(),
+            pod_cidr: subnet.map(|s| s.to_string()),
             node_ip,
+            netns: None,
         };
         self.nodes.insert(
             node.to_string(),
             NodeLease {
                 network: network.clone(),
-                subnet,
-                pod_ips: IpAllocator::for_pod_subnet(subnet),
+                pods: subnet.map(|s| (s, IpAllocator::for_pod_subnet(s))),
             },
         );
-        tracing::debug!(node, pod_cidr = %subnet, %node_ip, "node added to the pod network");
         Ok(network)
     }
 
@@ -243,7 +287,9 @@ impl Ipam {
         let Some(lease) = self.nodes.remove(node) else {
             return;
         };
-        self.subnets.release(lease.subnet);
+        if let Some((subnet, _)) = lease.pods {
+            self.subnets.release(subnet);
+        }
         self.node_ips.release(lease.network.node_ip);
         let before = self.pods.len();
         self.pods.retain(|_, p| p.node != node);
@@ -271,9 +317,13 @@ impl Ipam {
             .nodes
             .get_mut(node)
             .ok_or_else(|| Error::UnknownNode(node.to_string()))?;
-        let ip = node_lease.pod_ips.allocate().ok_or_else(|| {
-            Error::Exhausted(format!("pod CIDR {} of node {node}", node_lease.subnet))
-        })?;
+        let (subnet, pod_ips) = node_lease
+            .pods
+            .as_mut()
+            .ok_or_else(|| Error::NoPodCidr(node.to_string()))?;
+        let ip = pod_ips
+            .allocate()
+            .ok_or_else(|| Error::Exhausted(format!("pod CIDR {subnet} of node {node}")))?;
         self.pods.insert(
             pod.uid.clone(),
             PodLease {
@@ -291,8 +341,12 @@ impl Ipam {
         let Some(lease) = self.pods.remove(pod_uid) else {
             return;
         };
-        if let Some(node) = self.nodes.get_mut(&lease.node) {
-            node.pod_ips.release(lease.ip);
+        if let Some((_, pod_ips)) = self
+            .nodes
+            .get_mut(&lease.node)
+            .and_then(|n| n.pods.as_mut())
+        {
+            pod_ips.release(lease.ip);
         }
         tracing::debug!(
             node = %lease.node, namespace = %lease.namespace, pod = %lease.name, uid = pod_uid, ip = %lease.ip,

@@ -54,8 +54,8 @@ async fn nodes_get_distinct_subnets_and_addresses_in_add_order() -> anyhow::Resu
     let net = LocalNetwork::default();
     let a = net.add_node("a").await?;
     let b = net.add_node("b").await?;
-    assert_eq!(a.pod_cidr, "10.244.0.0/24");
-    assert_eq!(b.pod_cidr, "10.244.1.0/24");
+    assert_eq!(a.pod_cidr.as_deref(), Some("10.244.0.0/24"));
+    assert_eq!(b.pod_cidr.as_deref(), Some("10.244.1.0/24"));
     assert_eq!(a.node_ip, ip("172.18.0.2"));
     assert_eq!(b.node_ip, ip("172.18.0.3"));
     assert_eq!(net.add_node("a").await?, a, "add_node is idempotent");
@@ -68,7 +68,7 @@ async fn pod_ips_fall_inside_the_node_cidr() -> anyhow::Result<()> {
     let net = LocalNetwork::default();
     net.add_node("a").await?;
     let b = net.add_node("b").await?;
-    let cidr: Cidr = b.pod_cidr.parse()?;
+    let cidr: Cidr = b.pod_cidr.as_deref().unwrap_or_default().parse()?;
     for i in 0..50 {
         let got = net.setup_pod("b", &pod(&format!("uid-{i}"))).await?;
         assert!(cidr.contains(got.ip), "{} outside {cidr}", got.ip);
@@ -166,136 +166,84 @@ async fn removing_a_node_releases_its_pods() -> anyhow::Result<()> {
     assert_eq!(net.pod_ip("x"), None);
     assert_eq!(net.node("a"), None);
     // Re-added, the node gets a fresh subnet rather than the one just released.
-    assert_eq!(net.add_node("a").await?.pod_cidr, "10.244.1.0/24");
+    assert_eq!(
+        net.add_node("a").await?.pod_cidr.as_deref(),
+        Some("10.244.1.0/24")
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn pod_cidr_runs_out_of_node_subnets() -> anyhow::Result<()> {
+async fn a_node_beyond_the_pod_cidr_is_added_without_one_and_gets_one_when_a_subnet_frees()
+-> anyhow::Result<()> {
     let config = ClusterConfig {
         pod_cidr: "10.10.0.0/23".into(),
         ..Default::default()
     };
     let net = LocalNetwork::new(config)?;
+    assert_eq!(net.node_cidr_capacity(), 2);
     net.add_node("a").await?;
     net.add_node("b").await?;
-    assert!(matches!(net.add_node("c").await, Err(Error::Exhausted(_))));
+    let c = net.add_node("c").await?;
+    assert_eq!(c.pod_cidr, None);
+    assert_eq!(
+        c.node_ip,
+        ip("172.18.0.4"),
+        "the node still gets an address"
+    );
+    assert!(matches!(
+        net.setup_pod("c", &pod("x")).await,
+        Err(Error::NoPodCidr(n)) if n == "c"
+    ));
+    net.remove_node("a").await?;
+    assert_eq!(
+        net.add_node("c").await?.pod_cidr.as_deref(),
+        Some("10.10.0.0/24")
+    );
+    assert!(net.setup_pod("c", &pod("x")).await.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_cidr_mask_size_sets_the_node_subnets() -> anyhow::Result<()> {
+    let config = ClusterConfig {
+        pod_cidr: "10.0.0.0/8".into(),
+        node_cidr_mask_size: 24,
+        ..Default::default()
+    };
+    assert_eq!(LocalNetwork::new(config)?.node_cidr_capacity(), 65536);
+    let config = ClusterConfig {
+        node_cidr_mask_size: 26,
+        ..Default::default()
+    };
+    let net = LocalNetwork::new(config)?;
+    assert_eq!(net.node_cidr_capacity(), 1024);
+    net.add_node("a").await?;
+    assert_eq!(
+        net.add_node("b").await?.pod_cidr.as_deref(),
+        Some("10.244.0.64/26")
+    );
     Ok(())
 }
 
 #[test]
-fn bad_pod_cidr_is_a_config_error() {
-    for cidr in ["10.244.0.0", "10.244.0.0/25"] {
+fn bad_pod_cidr_or_node_mask_size_is_a_config_error() {
+    for (cidr, mask) in [
+        ("10.244.0.0", 24),
+        ("10.244.0.0/25", 24),
+        ("10.0.0.0/8", 25),
+        ("10.244.0.0/16", 31),
+    ] {
         let config = ClusterConfig {
             pod_cidr: cidr.into(),
+            node_cidr_mask_size: mask,
             ..Default::default()
         };
         assert!(
             matches!(LocalNetwork::new(config), Err(Error::Config(_))),
-            "{cidr}"
+            "{cidr} /{mask}"
         );
     }
-}
-
-#[tokio::test]
-async fn service_resolves_in_every_name_form() -> anyhow::Result<()> {
-    let net = LocalNetwork::default();
-    net.sync_service(service(
-        "shop",
-        "web",
-        Some("10.96.0.20"),
-        &[("10.244.0.2", None)],
-    ))
-    .await?;
-    let want = vec![ip("10.96.0.20")];
-    for name in [
-        "web",
-        "web.shop",
-        "web.shop.svc",
-        "web.shop.svc.cluster.local",
-        "web.shop.svc.cluster.local.",
-        "WEB.Shop.svc.cluster.local",
-    ] {
-        assert_eq!(net.resolve(name, "shop"), want, "{name} from shop");
-    }
-    for name in [
-        "web.shop",
-        "web.shop.svc",
-        "web.shop.svc.cluster.local",
-        "web.shop.svc.cluster.local.",
-    ] {
-        assert_eq!(net.resolve(name, "other"), want, "{name} from other");
-    }
-    assert!(
-        net.resolve("web", "other").is_empty(),
-        "a bare name searches the asking pod's namespace"
-    );
-    assert!(
-        net.resolve("web.shop.", "shop").is_empty(),
-        "a trailing dot disables the search path"
-    );
-    assert!(net.resolve("nope", "shop").is_empty());
-    Ok(())
-}
-
-#[tokio::test]
-async fn headless_service_resolves_to_its_ready_endpoints() -> anyhow::Result<()> {
-    let net = LocalNetwork::default();
-    let endpoints = [
-        ("10.244.0.2", Some("db-0")),
-        ("10.244.1.2", Some("db-1")),
-        ("10.244.2.2", None),
-    ];
-    net.sync_service(service("shop", "db", None, &endpoints))
-        .await?;
-    assert_eq!(
-        net.resolve("db", "shop"),
-        vec![ip("10.244.0.2"), ip("10.244.1.2"), ip("10.244.2.2")]
-    );
-    assert_eq!(
-        net.resolve("db-1.db.shop.svc.cluster.local", "x"),
-        vec![ip("10.244.1.2")]
-    );
-    assert_eq!(net.resolve("db-0.db", "shop"), vec![ip("10.244.0.2")]);
-    assert_eq!(
-        net.resolve("10-244-2-2.db.shop.svc.cluster.local", "x"),
-        vec![ip("10.244.2.2")]
-    );
-    assert!(
-        net.resolve("10-244-0-2.db.shop.svc.cluster.local", "x")
-            .is_empty(),
-        "a hostname replaces the dashed name"
-    );
-
-    net.sync_service(service("shop", "db", None, &endpoints[..1]))
-        .await?;
-    assert_eq!(
-        net.resolve("db", "shop"),
-        vec![ip("10.244.0.2")],
-        "resolve follows the latest sync"
-    );
-    assert!(
-        net.resolve("db-1.db.shop.svc.cluster.local", "x")
-            .is_empty()
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn pod_a_records_resolve_to_the_spelled_address() {
-    let net = LocalNetwork::default();
-    assert_eq!(
-        net.resolve("10-244-1-5.shop.pod.cluster.local", "x"),
-        vec![ip("10.244.1.5")]
-    );
-    assert_eq!(
-        net.resolve("10-244-1-5.shop.pod", "x"),
-        vec![ip("10.244.1.5")]
-    );
-    assert!(
-        net.resolve("10-244-1.shop.pod.cluster.local", "x")
-            .is_empty()
-    );
 }
 
 #[tokio::test]

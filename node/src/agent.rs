@@ -9,7 +9,7 @@ use kybernetes_runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::NodeAgentConfig;
 use crate::context::AgentContext;
@@ -108,6 +108,23 @@ impl NodeAgent {
     }
 
     async fn run_inner(self, shutdown: CancellationToken) {
+        let (root_dir, temp_root) = match self.config.root_dir.clone() {
+            Some(dir) => (dir, None),
+            None => match tempfile::Builder::new()
+                .prefix(&format!("kybernetes-node-{}-", self.config.name))
+                .tempdir()
+            {
+                Ok(t) => (t.path().to_path_buf(), Some(t)),
+                Err(e) => {
+                    error!(error = %e, "cannot create the node agent's root directory");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = std::fs::create_dir_all(root_dir.join("pods")) {
+            error!(dir = %root_dir.display(), error = %e, "cannot create the node agent's root directory");
+            return;
+        }
         let Some(reg) = self.register_with_retry(&shutdown).await else {
             return;
         };
@@ -127,6 +144,17 @@ impl NodeAgent {
             "Starting",
             "Starting kubelet.",
         );
+        if reg.net.pod_cidr.is_none() {
+            // Upstream's node IPAM controller records this when the cluster CIDR is used up.
+            warn!("no pod CIDR left for the node: registered with NetworkUnavailable");
+            recorder.node(
+                &self.config.name,
+                Some(node_uid.clone()),
+                EventType::Warning,
+                "CIDRNotAvailable",
+                format!("Node {} status is now: CIDRNotAvailable", self.config.name),
+            );
+        }
         let allocatable_milli = (
             parse_milli(&self.config.capacity.cpu).unwrap_or(0),
             parse_milli(&self.config.capacity.memory).unwrap_or(0),
@@ -140,8 +168,9 @@ impl NodeAgent {
             node_ip: reg.net.node_ip,
             runtime_name: reg.runtime.runtime_name.clone(),
             allocatable_milli,
+            root_dir: root_dir.clone(),
         });
-        info!(pod_cidr = %reg.net.pod_cidr, node_ip = %reg.net.node_ip, "node agent running");
+        info!(pod_cidr = reg.net.pod_cidr.as_deref().unwrap_or("none"), node_ip = %reg.net.node_ip, "node agent running");
         tracker.spawn(run_lease(ctx.clone(), node_uid, shutdown.clone()));
         tracker.spawn(run_status_updates(
             ctx.clone(),
@@ -151,6 +180,12 @@ impl NodeAgent {
         run_pod_workers(ctx, shutdown.clone(), tracker.clone()).await;
         tracker.close();
         tracker.wait().await;
+        if let Some(temp) = temp_root {
+            // Memory-backed volumes are mounts: take them down before the directory goes.
+            if let Err(e) = crate::volumes::remove_volume_dir(temp.path()) {
+                warn!(error = %e, "removing the node agent's temporary root failed");
+            }
+        }
         info!("node agent stopped");
     }
 }

@@ -1,6 +1,7 @@
 //! [`NodeAgentConfig`]: the node's identity, capacity and the agent's timings.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
@@ -85,6 +86,12 @@ pub struct NodeAgentConfig {
     pub backoff: BackoffConfig,
     /// The cluster clock, the one source of wall time.
     pub clock: Clock,
+    /// Where pod volumes live (upstream `--root-dir`, `/var/lib/kubelet`): `pods/<uid>/volumes`.
+    /// `None` uses a temporary directory removed when the agent stops.
+    pub root_dir: Option<PathBuf>,
+    /// How often the files of `configMap`, `secret`, `downwardAPI` and `projected` volumes are
+    /// refreshed from the API (upstream's `syncFrequency`: 1 minute).
+    pub volume_resync_interval: Duration,
 }
 
 impl NodeAgentConfig {
@@ -102,6 +109,8 @@ impl NodeAgentConfig {
             status_report_interval: Duration::from_secs(300),
             backoff: BackoffConfig::default(),
             clock: Clock::new(),
+            root_dir: None,
+            volume_resync_interval: Duration::from_secs(60),
         }
     }
 
@@ -126,6 +135,18 @@ impl NodeAgentConfig {
     /// Sets the restart and image pull back-off.
     pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Keeps pod volumes under `dir` (`<dir>/pods/<uid>/volumes/...`).
+    pub fn root_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.root_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets how often API-data volumes are refreshed.
+    pub fn volume_resync_interval(mut self, every: Duration) -> Self {
+        self.volume_resync_interval = every;
         self
     }
 

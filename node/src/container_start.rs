@@ -107,7 +107,21 @@ impl PodWorker {
                 return Err((Waiting::new("CreateContainerConfigError", e.0), retry));
             }
         };
-        let config = self.container_config(spec, is_init, attempt, env);
+        let mounts = match self.container_mounts(spec) {
+            Ok(m) => m,
+            Err(message) => {
+                ctx.recorder.pod(
+                    &self.pod,
+                    Some(&spec.name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                return Err((Waiting::new("CreateContainerConfigError", message), retry));
+            }
+        };
+        let mut config = self.container_config(spec, is_init, attempt, env);
+        config.mounts = mounts;
         let id = match ctx
             .runtime
             .create_container(&sandbox.id, &config, &sandbox.config)

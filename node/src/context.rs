@@ -1,6 +1,7 @@
 //! What every part of a running node agent shares.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +24,8 @@ pub(crate) struct AgentContext {
     pub(crate) runtime_name: String,
     /// Allocatable CPU and memory in thousandths (defaults for `resourceFieldRef` limits).
     pub(crate) allocatable_milli: (i128, i128),
+    /// The agent's root directory (pod volumes live under `pods/<uid>/volumes`).
+    pub(crate) root_dir: PathBuf,
 }
 
 impl AgentContext {

@@ -229,7 +229,7 @@ fn format_map(m: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 /// A `fieldRef` value (upstream `podFieldSelectorRuntimeValue`).
-fn pod_field(inputs: &EnvInputs<'_>, path: &str) -> Result<String, EnvError> {
+pub(crate) fn pod_field(inputs: &EnvInputs<'_>, path: &str) -> Result<String, EnvError> {
     let pod = inputs.pod;
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
@@ -268,7 +268,7 @@ fn pod_field(inputs: &EnvInputs<'_>, path: &str) -> Result<String, EnvError> {
 }
 
 /// A `resourceFieldRef` value: unset limits default to the node's allocatable.
-fn resource_field(
+pub(crate) fn resource_field(
     inputs: &EnvInputs<'_>,
     r: &k8s_openapi::api::core::v1::ResourceFieldSelector,
 ) -> Result<String, EnvError> {

@@ -11,6 +11,9 @@
 //! - liveness, readiness and startup probes with the upstream timing fields;
 //! - environment from values with `$(VAR)` expansion, ConfigMap and Secret keys, pod fields,
 //!   resource fields and `envFrom`;
+//! - volumes under `<root>/pods/<uid>/volumes` (`emptyDir`, `configMap`, `secret`,
+//!   `downwardAPI`, `projected`, `hostPath`, `persistentVolumeClaim` of `hostPath` or `local`
+//!   volumes), API-data files refreshed in place on each resync, as bind mounts for the runtime;
 //! - graceful deletion: `preStop` hook, SIGTERM, SIGKILL after the grace period, network
 //!   teardown, sandbox removal, then the final delete;
 //! - events (`Pulling`, `Pulled`, `Created`, `Started`, `Killing`, `Unhealthy`, `BackOff`,
@@ -23,6 +26,7 @@
 //! `tokio::time`, so tests may run it under a paused tokio clock.
 
 mod agent;
+mod atomic_writer;
 mod backoff;
 mod config;
 mod container_logs;
@@ -43,6 +47,8 @@ mod resource_metrics;
 mod server;
 mod sync_pod;
 mod termination;
+mod volume_payload;
+mod volumes;
 
 pub use agent::NodeAgent;
 pub use config::{BackoffConfig, NodeAgentConfig, NodeCapacity};

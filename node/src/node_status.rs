@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo,
+    NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -69,13 +69,47 @@ pub(crate) fn node_object(config: &NodeAgentConfig, net: &NodeNetwork) -> Node {
             ..Default::default()
         },
         spec: Some(NodeSpec {
-            pod_cidr: Some(net.pod_cidr.clone()),
-            pod_cidrs: Some(vec![net.pod_cidr.clone()]),
-            taints: (!config.taints.is_empty()).then(|| config.taints.clone()),
+            pod_cidr: net.pod_cidr.clone(),
+            pod_cidrs: net.pod_cidr.clone().map(|c| vec![c]),
+            taints: registration_taints(config, net),
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// The taint upstream's node lifecycle controller puts on a node whose `NetworkUnavailable`
+/// condition is True.
+pub(crate) const NETWORK_UNAVAILABLE_TAINT: &str = "node.kubernetes.io/network-unavailable";
+
+/// The configured taints, plus the network-unavailable one for a node without a pod CIDR: the
+/// node lifecycle controller would add it as soon as it sees the condition, and registering
+/// with it closes the window in which the scheduler could place pods that cannot get an
+/// address.
+fn registration_taints(config: &NodeAgentConfig, net: &NodeNetwork) -> Option<Vec<Taint>> {
+    let mut taints = config.taints.clone();
+    if net.pod_cidr.is_none() && !taints.iter().any(|t| t.key == NETWORK_UNAVAILABLE_TAINT) {
+        taints.push(Taint {
+            key: NETWORK_UNAVAILABLE_TAINT.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+    }
+    (!taints.is_empty()).then_some(taints)
+}
+
+/// Upstream's `NetworkUnavailable` condition for a node left without a pod CIDR (reason as
+/// the kubelet's and route controller's for a node without a route).
+fn network_unavailable(net: &NodeNetwork) -> Option<NodeCondition> {
+    net.pod_cidr.is_none().then(|| {
+        node_condition(
+            "NetworkUnavailable",
+            true,
+            "NoRouteCreated",
+            "Node created without a pod CIDR: the cluster CIDR has no subnet left for it \
+             (widen --cluster-cidr or lengthen --node-cidr-mask-size)",
+        )
+    })
 }
 
 fn node_condition(type_: &str, ok: bool, reason: &str, message: &str) -> NodeCondition {
@@ -144,6 +178,7 @@ pub(crate) fn node_status(
         ),
         ready,
     ];
+    conditions.extend(network_unavailable(net));
     for c in &mut conditions {
         let before = old
             .and_then(|o| o.conditions.as_ref())
@@ -251,13 +286,14 @@ pub(crate) async fn register(
                 .await
                 .map_err(Error::api("reading the existing node"))?;
             let mut patch = json!({ "metadata": { "labels": node_labels(config) } });
-            if existing
-                .spec
-                .as_ref()
-                .and_then(|s| s.pod_cidr.as_ref())
-                .is_none()
+            if let Some(cidr) = &net.pod_cidr
+                && existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidr.as_ref())
+                    .is_none()
             {
-                patch["spec"] = json!({ "podCIDR": net.pod_cidr, "podCIDRs": [net.pod_cidr] });
+                patch["spec"] = json!({ "podCIDR": cidr, "podCIDRs": [cidr] });
             }
             info!("adopting the existing node object");
             nodes

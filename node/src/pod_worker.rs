@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::backoff::Backoff;
 use crate::context::AgentContext;
 use crate::probes::Probes;
+use crate::volumes::{CachedToken, PodVolumes};
 
 /// What wakes a pod worker.
 #[derive(Debug)]
@@ -108,6 +109,10 @@ pub(crate) struct PodWorker {
     pub(crate) terminal: bool,
     /// The sandbox of a terminal pod was stopped and its network released.
     pub(crate) released: bool,
+    /// The pod's volumes, once all of them were set up.
+    pub(crate) volumes: Option<PodVolumes>,
+    /// Bound tokens of `serviceAccountToken` projections, by `<volume>/<path>`.
+    pub(crate) tokens: HashMap<String, CachedToken>,
 }
 
 fn resource_version(pod: &Pod) -> Option<u64> {
@@ -141,6 +146,8 @@ impl PodWorker {
             killed: false,
             terminal: false,
             released: false,
+            volumes: None,
+            tokens: HashMap::new(),
         };
         (worker, tx)
     }

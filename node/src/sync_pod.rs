@@ -69,6 +69,11 @@ impl PodWorker {
             return self.release_terminal().await;
         }
         self.waiting.clear();
+        if let Err(next) = self.mount_volumes().await {
+            let status = self.generate_status(&History::new(), false);
+            self.write_status(status).await;
+            return next;
+        }
         if let Err(next) = self.ensure_sandbox().await {
             let history = self.history().await.unwrap_or_default();
             let status = self.generate_status(&history, false);
@@ -84,7 +89,7 @@ impl PodWorker {
             };
             history = h;
         }
-        let mut next = Next::Idle;
+        let mut next = self.volume_resync();
         let mut acted = false;
         if self
             .sync_init_containers(&history, &mut next, &mut acted)

@@ -240,12 +240,14 @@ impl PodWorker {
             }
         }
         self.sandbox = None;
+        self.tear_down_volumes();
     }
 }
 
 /// Removes the sandboxes this node ran for pods that no longer exist (the agent was down
 /// while they were deleted).
 pub(crate) async fn remove_orphans(ctx: &AgentContext, known: &HashSet<String>) {
+    crate::volumes::remove_orphaned_pod_dirs(&ctx.root_dir, known);
     let filter = PodSandboxFilter::default().label(labels::NODE_NAME, ctx.name());
     let sandboxes = match ctx.runtime.list_pod_sandboxes(&filter).await {
         Ok(v) => v,

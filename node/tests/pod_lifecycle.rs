@@ -19,8 +19,14 @@ async fn pod_reaches_running_and_ready_with_an_ip_in_the_node_pod_cidr() {
     let p = h.wait_pod("web", 30, is_ready("True")).await;
     let status = p.status.clone().unwrap();
     assert_eq!(phase(&p), "Running");
-    let cidr: kybernetes_core::ipam::Cidr =
-        h.network.node("node-1").unwrap().pod_cidr.parse().unwrap();
+    let cidr: kybernetes_core::ipam::Cidr = h
+        .network
+        .node("node-1")
+        .unwrap()
+        .pod_cidr
+        .unwrap()
+        .parse()
+        .unwrap();
     let ip: std::net::IpAddr = status.pod_ip.clone().unwrap().parse().unwrap();
     assert!(cidr.contains(ip), "{ip} in {cidr}");
     assert_eq!(status.pod_ips.unwrap()[0].ip, ip.to_string());

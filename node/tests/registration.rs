@@ -55,7 +55,7 @@ async fn node_registers_with_capacity_labels_and_pod_cidr_and_renews_its_lease()
     let cidr = spec.pod_cidr.clone().expect("podCIDR");
     assert_eq!(
         Some(cidr.clone()),
-        h.network.node("node-1").map(|n| n.pod_cidr)
+        h.network.node("node-1").and_then(|n| n.pod_cidr)
     );
     let status = node.status.clone().unwrap();
     let capacity = status.capacity.clone().unwrap();

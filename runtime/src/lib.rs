@@ -96,6 +96,8 @@
 //! ```
 
 pub mod container;
+#[cfg(feature = "containerd")]
+pub mod containerd;
 pub mod fake;
 pub mod image;
 pub mod labels;
@@ -112,6 +114,8 @@ pub use container::{
     ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerMetadata,
     ContainerResources, ContainerState, ContainerStateKind, ContainerStatus, Mount,
 };
+#[cfg(feature = "containerd")]
+pub use containerd::ContainerdRuntime;
 pub use fake::FakeRuntime;
 pub use image::Image;
 pub use probe::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest, ProbeResult};

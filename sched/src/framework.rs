@@ -4,12 +4,15 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::nominated::filter_with_nominated;
+use crate::nominated::nominated_for;
 use crate::plugins::{
-    ImageLocality, NodeAffinity, NodeName, NodePorts, NodeResourcesBalancedAllocation,
-    NodeResourcesFit, NodeUnschedulable, TaintToleration, VolumeBinding,
+    ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts,
+    NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread,
+    TaintToleration, VolumeBinding,
 };
 use crate::pod_info::PodInfo;
 use crate::preemption::{self, PostFilter};
@@ -57,6 +60,17 @@ pub trait FilterPlugin: Send + Sync {
 
     /// `Ok` when the node can run the pod, else why not.
     fn filter(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection>;
+
+    /// Updates what the plugin's PreFilter worked out for `pod` as if `other` were placed on
+    /// `node` (upstream's `PreFilterExtensions.AddPod`). Preemption's dry runs and nominated
+    /// pods change a copy of a node; a plugin that counted the other pods up front (as
+    /// InterPodAffinity and PodTopologySpread do) must see the same change. Only called after
+    /// [`pre_filter`](FilterPlugin::pre_filter) returned `true`. By default nothing.
+    fn add_pod(&self, _pod: &mut PodInfo<'_>, _other: &Pod, _node: &NodeInfo) {}
+
+    /// The reverse of [`add_pod`](FilterPlugin::add_pod): `other` leaves `node` (upstream's
+    /// `PreFilterExtensions.RemovePod`).
+    fn remove_pod(&self, _pod: &mut PodInfo<'_>, _other: &Pod, _node: &NodeInfo) {}
 }
 
 /// A Score plugin: ranks the feasible nodes.
@@ -206,10 +220,11 @@ impl Framework {
     }
 
     /// Upstream's default plugins for what this crate implements. Filters: NodeUnschedulable,
-    /// NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, VolumeBinding.
-    /// PostFilter: DefaultPreemption. Scores (weight): TaintToleration (3), NodeAffinity (2),
-    /// NodeResourcesFit with LeastAllocated (1), NodeResourcesBalancedAllocation (1),
-    /// ImageLocality (1).
+    /// NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, VolumeBinding,
+    /// PodTopologySpread, InterPodAffinity. PostFilter: DefaultPreemption. Scores (weight):
+    /// TaintToleration (3), NodeAffinity (2), NodeResourcesFit with LeastAllocated (1),
+    /// NodeResourcesBalancedAllocation (1), ImageLocality (1), PodTopologySpread (2),
+    /// InterPodAffinity (2).
     pub fn default_plugins() -> Framework {
         Framework::empty()
             .with_filter(NodeUnschedulable)
@@ -219,12 +234,16 @@ impl Framework {
             .with_filter(NodePorts)
             .with_filter(NodeResourcesFit::default())
             .with_filter(VolumeBinding)
+            .with_filter(PodTopologySpread)
+            .with_filter(InterPodAffinity)
             .with_preemption(true)
             .with_score(TaintToleration)
             .with_score(NodeAffinity)
             .with_score(NodeResourcesFit::default())
             .with_score(NodeResourcesBalancedAllocation::default())
             .with_score(ImageLocality)
+            .with_score(PodTopologySpread)
+            .with_score(InterPodAffinity)
     }
 
     /// Turns DefaultPreemption, the PostFilter, on or off (`without("DefaultPreemption")`
@@ -397,17 +416,76 @@ impl Framework {
     }
 }
 
-/// Runs `filters` on `node`, with the pods nominated to it counted (see
-/// [`filter_with_nominated`]).
+/// Runs `filters` on `node`, with the pods nominated to it counted as upstream's
+/// `RunFilterPluginsWithNominatedPods` does: when pods of priority at least `pod`'s are
+/// nominated to the node, it must pass both with them added and as it is (a pod's required
+/// affinity may need them present or absent).
 pub(crate) fn run_filters(
     filters: &[&dyn FilterPlugin],
     pod: &PodInfo<'_>,
     node: &NodeInfo,
     snapshot: &Snapshot,
 ) -> Result<(), Rejection> {
-    filter_with_nominated(snapshot.nominated(), pod.pod(), node, |n| {
-        filters.iter().try_for_each(|f| f.filter(pod, n))
-    })
+    let check =
+        |pod: &PodInfo<'_>, node: &NodeInfo| filters.iter().try_for_each(|f| f.filter(pod, node));
+    let nominated = nominated_for(snapshot.nominated(), pod.pod(), node.name());
+    if nominated.is_empty() {
+        return check(pod, node);
+    }
+    let mut with = Simulation::new(filters, pod, node);
+    for p in nominated {
+        with.add_pod(p.clone());
+    }
+    check(&with.pod, &with.node)?;
+    check(pod, node)
+}
+
+/// A copy of the pod's cycle state and of one node that a dry run adds pods to and removes
+/// pods from, keeping the filters' PreFilter state in step (upstream runs the
+/// `PreFilterExtensions` on a cloned CycleState and NodeInfo).
+pub(crate) struct Simulation<'f, 'a> {
+    filters: &'f [&'f dyn FilterPlugin],
+    /// The pod, with the filters' state as the changes left it.
+    pub(crate) pod: PodInfo<'a>,
+    /// The node, with the changes.
+    pub(crate) node: NodeInfo,
+}
+
+impl<'f, 'a> Simulation<'f, 'a> {
+    /// Starts from `pod` and `node` as they are.
+    pub(crate) fn new(
+        filters: &'f [&'f dyn FilterPlugin],
+        pod: &PodInfo<'a>,
+        node: &NodeInfo,
+    ) -> Simulation<'f, 'a> {
+        Simulation {
+            filters,
+            pod: pod.clone(),
+            node: node.clone(),
+        }
+    }
+
+    /// Counts `other` on the node.
+    pub(crate) fn add_pod(&mut self, other: Arc<Pod>) {
+        for f in self.filters {
+            f.add_pod(&mut self.pod, &other, &self.node);
+        }
+        self.node.add_pod(other);
+    }
+
+    /// Stops counting `other` on the node, if it was.
+    pub(crate) fn remove_pod(&mut self, other: &Pod) {
+        if self.node.remove_pod(other) {
+            for f in self.filters {
+                f.remove_pod(&mut self.pod, other, &self.node);
+            }
+        }
+    }
+
+    /// Runs the filters on the simulated node.
+    pub(crate) fn run(&self, snapshot: &Snapshot) -> Result<(), Rejection> {
+        run_filters(self.filters, &self.pod, &self.node, snapshot)
+    }
 }
 
 /// The pod parsed once for a cycle over `snapshot`.
@@ -415,6 +493,7 @@ pub(crate) fn pod_info<'a>(pod: &'a Pod, snapshot: &'a Snapshot) -> PodInfo<'a> 
     PodInfo::new(pod)
         .with_volumes(snapshot.volumes())
         .with_images(snapshot.images())
+        .with_snapshot(snapshot)
 }
 
 impl Scheduler for Framework {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::snapshot::{NodeInfo, pod_key};
-use crate::unschedulable::Rejection;
+use crate::snapshot::pod_key;
 
 /// A pod's `spec.priority` (0 when unset, as upstream's `PodPriority`).
 pub fn pod_priority(pod: &Pod) -> i32 {
@@ -66,42 +65,31 @@ impl Nominator {
     }
 }
 
-/// Runs `filter` on `node` as upstream's `RunFilterPluginsWithNominatedPods`: when pods of
-/// priority at least `pod`'s (other than `pod` itself) are nominated to the node, the node must
-/// pass both with them counted and without them (a pod's required affinity may need them
-/// absent or present), else once as it is.
-pub(crate) fn filter_with_nominated(
-    nominator: &Nominator,
+/// The pods nominated to `node` that a filter run for `pod` must count: those of priority at
+/// least `pod`'s, other than `pod` itself (upstream's `addGENominatedPods`).
+pub(crate) fn nominated_for<'n>(
+    nominator: &'n Nominator,
     pod: &Pod,
-    node: &NodeInfo,
-    filter: impl Fn(&NodeInfo) -> Result<(), Rejection>,
-) -> Result<(), Rejection> {
+    node: &str,
+) -> Vec<&'n Arc<Pod>> {
     if nominator.is_empty() {
-        return filter(node);
+        return Vec::new();
     }
     let priority = pod_priority(pod);
     let own = pod_key(pod);
-    let mut added: Option<NodeInfo> = None;
-    for (key, nominated) in nominator.on_node(node.name()) {
-        if *key != own && pod_priority(nominated) >= priority {
-            added
-                .get_or_insert_with(|| node.clone())
-                .add_pod(nominated.clone());
-        }
-    }
-    match added {
-        Some(with) => {
-            filter(&with)?;
-            filter(node)
-        }
-        None => filter(node),
-    }
+    nominator
+        .on_node(node)
+        .iter()
+        .filter(|(key, nominated)| *key != own && pod_priority(nominated) >= priority)
+        .map(|(_, p)| p)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plugins::testing;
+    use crate::snapshot::NodeInfo;
     use serde_json::json;
 
     fn pending(name: &str, priority: i32, cpu: &str) -> Arc<Pod> {
@@ -113,16 +101,14 @@ mod tests {
         Arc::new(p)
     }
 
-    /// Whether `pod` fits `node`'s CPU.
+    /// Whether `pod` fits `node`'s CPU with the nominated pods it must count.
     fn fits(n: &Nominator, pod: &Pod, node: &NodeInfo) -> bool {
-        let wanted = crate::resources::PodRequests::of(pod).requests.milli_cpu;
-        filter_with_nominated(n, pod, node, |node| {
-            match node.requested().milli_cpu + wanted <= node.allocatable().milli_cpu {
-                true => Ok(()),
-                false => Err("Insufficient cpu".into()),
-            }
-        })
-        .is_ok()
+        let cpu = |p: &Pod| crate::resources::PodRequests::of(p).requests.milli_cpu;
+        let nominated: i64 = nominated_for(n, pod, node.name())
+            .into_iter()
+            .map(|p| cpu(p))
+            .sum();
+        node.requested().milli_cpu + nominated + cpu(pod) <= node.allocatable().milli_cpu
     }
 
     #[test]

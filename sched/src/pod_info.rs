@@ -3,8 +3,9 @@
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 
 use crate::node_selector::{PreferredNodeAffinity, RequiredNodeAffinity};
+use crate::plugins::{InterPodAffinityState, TopologySpreadState};
 use crate::resources::PodRequests;
-use crate::snapshot::ImageStates;
+use crate::snapshot::{ImageStates, Snapshot};
 use crate::volumes::{PodVolumeClaims, VolumeListers};
 
 /// The listers of a pod built without any (no claims are known).
@@ -13,6 +14,8 @@ static NO_VOLUMES: std::sync::LazyLock<VolumeListers> =
 
 /// The image states of a pod built without any (no node holds any image).
 static NO_IMAGES: std::sync::LazyLock<ImageStates> = std::sync::LazyLock::new(ImageStates::default);
+/// The snapshot of a pod built without one.
+static NO_SNAPSHOT: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(Snapshot::default);
 
 /// The pod being scheduled, with its requests, tolerations and node affinity parsed once per
 /// scheduling cycle (upstream computes the same in its PreFilter/PreScore steps).
@@ -25,6 +28,11 @@ pub struct PodInfo<'a> {
     volume_claims: PodVolumeClaims,
     volume_listers: &'a VolumeListers,
     image_states: &'a ImageStates,
+    snapshot: &'a Snapshot,
+    /// InterPodAffinity's and PodTopologySpread's per-cycle state (upstream's CycleState),
+    /// computed on first use.
+    pub(crate) inter_pod_affinity: std::sync::OnceLock<InterPodAffinityState>,
+    pub(crate) topology_spread: std::sync::OnceLock<TopologySpreadState>,
 }
 
 impl<'a> PodInfo<'a> {
@@ -45,6 +53,9 @@ impl<'a> PodInfo<'a> {
             volume_claims: PodVolumeClaims::default(),
             volume_listers: &NO_VOLUMES,
             image_states: &NO_IMAGES,
+            snapshot: &NO_SNAPSHOT,
+            inter_pod_affinity: std::sync::OnceLock::new(),
+            topology_spread: std::sync::OnceLock::new(),
         }
     }
 
@@ -64,6 +75,19 @@ impl<'a> PodInfo<'a> {
     /// How many nodes hold each image.
     pub fn image_states(&self) -> &'a ImageStates {
         self.image_states
+    }
+
+    /// Lets the plugins that look at other pods (InterPodAffinity, PodTopologySpread) see
+    /// `snapshot`.
+    pub fn with_snapshot(mut self, snapshot: &'a Snapshot) -> PodInfo<'a> {
+        self.snapshot = snapshot;
+        self
+    }
+
+    /// The snapshot the pod is scheduled against (empty unless set with
+    /// [`with_snapshot`](PodInfo::with_snapshot)).
+    pub fn snapshot(&self) -> &'a Snapshot {
+        self.snapshot
     }
 
     /// The pod's claims, sorted by how they bind.

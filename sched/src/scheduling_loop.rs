@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
@@ -119,6 +119,7 @@ struct LoopState {
     volumes: ListState,
     classes: ListState,
     pdbs: ListState,
+    namespaces: ListState,
 }
 
 impl LoopState {
@@ -148,6 +149,7 @@ impl LoopState {
             volumes: ListState::default(),
             classes: ListState::default(),
             pdbs: ListState::default(),
+            namespaces: ListState::default(),
         }
     }
 
@@ -158,7 +160,8 @@ impl LoopState {
         let volumes = watcher(Api::<PersistentVolume>::all(self.client.clone()));
         let classes = watcher(Api::<StorageClass>::all(self.client.clone()));
         let pdbs = watcher(Api::<PodDisruptionBudget>::all(self.client.clone()));
-        tokio::pin!(nodes, pods, claims, volumes, classes, pdbs);
+        let namespaces = watcher(Api::<Namespace>::all(self.client.clone()));
+        tokio::pin!(nodes, pods, claims, volumes, classes, pdbs, namespaces);
         let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!("scheduler started");
@@ -170,6 +173,7 @@ impl LoopState {
                 && self.volumes.synced
                 && self.classes.synced
                 && self.pdbs.synced
+                && self.namespaces.synced
                 && self.queue.has_active()
                 && self.binds.len() < self.config.max_concurrent_bindings;
             let backoff_at = self.queue.next_backoff_at();
@@ -207,6 +211,11 @@ impl LoopState {
                     Some(Ok(event)) => self.on_pdb_event(event),
                     Some(Err(e)) => tracing::warn!(error = %e, "disruption budget watch failed, retrying"),
                     None => { tracing::error!("disruption budget watch ended"); break; }
+                },
+                event = namespaces.next() => match event {
+                    Some(Ok(event)) => self.on_namespace_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "namespace watch failed, retrying"),
+                    None => { tracing::error!("namespace watch ended"); break; }
                 },
                 _ = flush.tick() => {
                     self.queue.flush_unschedulable_leftover(Instant::now(), self.config.pod_max_in_unschedulable_duration);
@@ -337,6 +346,38 @@ impl LoopState {
                 self.pdbs.synced = true;
             }
             Event::Delete(p) => self.snapshot.remove_pdb(&p),
+        }
+    }
+
+    /// A namespace's labels changed: pod affinity `namespaceSelector`s may select other pods.
+    fn on_namespace_event(&mut self, event: Event<Namespace>) {
+        let changed = match event {
+            Event::Init => {
+                self.namespaces.seen = Some(HashSet::new());
+                false
+            }
+            Event::InitApply(ns) | Event::Apply(ns) => {
+                let name = ns.metadata.name.clone().unwrap_or_default();
+                if let Some(seen) = &mut self.namespaces.seen {
+                    seen.insert(name.clone());
+                }
+                self.snapshot
+                    .upsert_namespace(&name, ns.metadata.labels.unwrap_or_default())
+            }
+            Event::InitDone => {
+                let seen = self.namespaces.seen.take().unwrap_or_default();
+                self.snapshot.retain_namespaces(&seen);
+                self.namespaces.synced = true;
+                false
+            }
+            Event::Delete(ns) => {
+                self.snapshot
+                    .remove_namespace(ns.metadata.name.as_deref().unwrap_or_default());
+                false
+            }
+        };
+        if changed && self.namespaces.synced {
+            self.queue.move_all_to_active_or_backoff(Instant::now());
         }
     }
 

@@ -13,6 +13,13 @@ use crate::nominated::Nominator;
 use crate::resources::{PodRequests, Resource, node_allocatable};
 use crate::volumes::VolumeListers;
 
+mod topology;
+pub(crate) use topology::bump;
+pub use topology::{
+    AffinityTerm, CountKey, DomainCounts, ExistingTermGroup, NamespaceScope, PodSelector, TermKind,
+    existing_terms, selector_of, with_label_keys,
+};
+
 /// One node as the plugins see it: the node object, its allocatable resources and what the
 /// pods placed on it request.
 #[derive(Clone, Debug)]
@@ -207,6 +214,8 @@ pub enum NodeChange {
 struct PlacedPod {
     node: String,
     requests: PodRequests,
+    /// The pod, for the plugins that look at other pods' labels and affinity.
+    pod: Arc<Pod>,
     /// Assumed by the scheduler and not yet seen bound through the watch.
     assumed: bool,
 }
@@ -281,6 +290,9 @@ pub struct Snapshot {
     pdbs: HashMap<String, Arc<PodDisruptionBudget>>,
     /// Pending pods with a `status.nominatedNodeName`.
     nominated: Nominator,
+    /// Pods per topology domain and namespace labels, for InterPodAffinity and
+    /// PodTopologySpread.
+    topology: topology::TopologyIndex,
 }
 
 /// The key the snapshot and the scheduling queue know a pod by: its UID, or `namespace/name`
@@ -397,6 +409,9 @@ impl Snapshot {
             } else {
                 NodeChange::Unchanged
             };
+            if change == NodeChange::Updated {
+                self.topology.invalidate();
+            }
             let images_changed = info.node.status.as_ref().map(|s| &s.images)
                 != node.status.as_ref().map(|s| &s.images);
             if images_changed {
@@ -415,6 +430,7 @@ impl Snapshot {
         self.images.total_nodes += 1;
         self.index.insert(name, self.nodes.len());
         self.nodes.push(info);
+        self.topology.invalidate();
         NodeChange::Added
     }
 
@@ -424,6 +440,7 @@ impl Snapshot {
             return false;
         };
         let info = self.nodes.swap_remove(i);
+        self.topology.invalidate();
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_string(), i);
         }
@@ -536,6 +553,15 @@ impl Snapshot {
             return false;
         };
         self.usage_mut(&old.node).sub(&old.requests, key);
+        if let Some(&i) = self.index.get(&old.node) {
+            let labels = self.nodes[i]
+                .node
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&NO_LABELS);
+            self.topology.on_pod(&old.pod, Some(labels), -1);
+        }
         if self
             .absent
             .get(&old.node)
@@ -566,6 +592,8 @@ impl Snapshot {
         if let Some(old) = self.pods.get(&key)
             && old.node == node
             && old.requests == requests
+            && old.pod.metadata.labels == pod.metadata.labels
+            && old.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
         {
             if !assumed && let Some(p) = self.pods.get_mut(&key) {
                 p.assumed = false;
@@ -574,12 +602,22 @@ impl Snapshot {
             return;
         }
         self.remove_key(&key);
-        self.usage_mut(&node).add(&requests, pod);
+        self.usage_mut(&node).add(&requests, pod.clone());
+        if let Some(&i) = self.index.get(&node) {
+            let labels = self.nodes[i]
+                .node
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap_or(&NO_LABELS);
+            self.topology.on_pod(&pod, Some(labels), 1);
+        }
         self.pods.insert(
             key,
             PlacedPod {
                 node,
                 requests,
+                pod,
                 assumed,
             },
         );

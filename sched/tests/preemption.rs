@@ -219,3 +219,102 @@ fn a_taken_host_port_keeps_a_second_pod_off_the_node() {
         "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
     );
 }
+
+/// A node with plenty of room, labelled with its hostname (the topology key below).
+fn roomy_node(name: &str) -> Node {
+    let mut n = node(name, "8");
+    n.metadata.labels = Some([("kubernetes.io/hostname".to_string(), name.to_string())].into());
+    n
+}
+
+fn anti_affinity_to(app: &str) -> Value {
+    json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"},
+    ]}}})
+}
+
+#[test]
+fn a_pod_preempts_the_lower_priority_pod_its_anti_affinity_rejects() {
+    let mut low = pod("low", Some("a"), 1, "100m", json!({}));
+    let mut peer = pod("peer", Some("b"), 100, "100m", json!({}));
+    for p in [&mut low, &mut peer] {
+        p.metadata.labels = Some([("app".to_string(), "blocker".to_string())].into());
+    }
+    let snapshot = Snapshot::new(vec![roomy_node("a"), roomy_node("b")], vec![low, peer]);
+    let high = pod("high", None, 10, "100m", anti_affinity_to("blocker"));
+    // Only the anti-affinity keeps `high` off both nodes; removing `low` clears node a (the
+    // dry run updates InterPodAffinity's counts), while `peer` outranks it.
+    assert_eq!(
+        nominated(preempt(&snapshot, &high)),
+        ("a".into(), vec!["low".into()])
+    );
+}
+
+#[test]
+fn a_lower_priority_pod_whose_anti_affinity_rejects_the_preemptor_is_preempted() {
+    let snapshot = Snapshot::new(
+        vec![roomy_node("a")],
+        vec![
+            pod("other", Some("a"), 1, "100m", json!({})),
+            pod("picky", Some("a"), 1, "100m", anti_affinity_to("high")),
+        ],
+    );
+    let high = pod("high", None, 10, "100m", json!({}));
+    // Both are below `high`; putting `other` back still fits, `picky` must go.
+    assert_eq!(
+        nominated(preempt(&snapshot, &high)),
+        ("a".into(), vec!["picky".into()])
+    );
+}
+
+#[test]
+fn a_missing_affinity_match_is_not_resolved_by_preemption() {
+    let snapshot = Snapshot::new(
+        vec![roomy_node("a")],
+        vec![pod("low", Some("a"), 1, "100m", json!({}))],
+    );
+    let affine = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "absent"}}, "topologyKey": "kubernetes.io/hostname"},
+    ]}}});
+    let high = pod("high", None, 10, "100m", affine);
+    match preempt(&snapshot, &high) {
+        PostFilter::Unresolved { message, .. } => assert_eq!(
+            message,
+            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        ),
+        other => panic!("expected no preemption, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pod_preempts_one_of_the_pods_that_skew_its_spread() {
+    let mut full = node("b", "1");
+    full.metadata.labels = roomy_node("b").metadata.labels;
+    let web = |name: &str, node: &str, priority: i32, cpu: &str| {
+        let mut p = pod(name, Some(node), priority, cpu, json!({}));
+        p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+        p
+    };
+    let snapshot = Snapshot::new(
+        vec![roomy_node("a"), full],
+        vec![
+            web("low1", "a", 1, "100m"),
+            web("low2", "a", 1, "100m"),
+            web("peer", "b", 100, "1"),
+        ],
+    );
+    let mut high = pod(
+        "high",
+        None,
+        10,
+        "100m",
+        json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+    );
+    high.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    // Node a holds 2 of the pods against b's 1: one of its two must go (PodTopologySpread's
+    // counts follow the dry run); node b is full with a pod that outranks `high`.
+    let (node, victims) = nominated(preempt(&snapshot, &high));
+    assert_eq!(node, "a");
+    assert_eq!(victims.len(), 1, "{victims:?}");
+}

@@ -2,21 +2,27 @@
 
 mod balanced_allocation;
 mod image_locality;
+mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
 mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
+mod pod_topology_spread;
 mod taint_toleration;
 mod volume_binding;
 
 pub use balanced_allocation::NodeResourcesBalancedAllocation;
 pub use image_locality::{ImageLocality, normalized_image_name};
+pub use inter_pod_affinity::InterPodAffinity;
+pub(crate) use inter_pod_affinity::InterPodAffinityState;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
 pub use node_ports::NodePorts;
 pub use node_resources_fit::{NodeResourcesFit, ScoringStrategy};
 pub use node_unschedulable::NodeUnschedulable;
+pub use pod_topology_spread::PodTopologySpread;
+pub(crate) use pod_topology_spread::TopologySpreadState;
 pub use taint_toleration::{TaintToleration, find_untolerated_taint, tolerates};
 pub use volume_binding::VolumeBinding;
 

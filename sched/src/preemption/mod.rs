@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kybernetes_core::selector::LabelSelector;
 
-use crate::framework::{FilterPlugin, Framework, pod_info, run_filters};
+use crate::framework::{FilterPlugin, Framework, Simulation, pod_info};
 use crate::nominated::pod_priority;
 use crate::pod_info::PodInfo;
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -230,19 +230,21 @@ fn select_victims(
     if potential.is_empty() {
         return Err(Rejection::unresolvable(NO_VICTIMS));
     }
-    let mut sim = node.clone();
+    // Every filter's PreFilter state follows the removals and reprieves, so InterPodAffinity
+    // and PodTopologySpread see the victims gone as NodeResourcesFit does.
+    let mut sim = Simulation::new(filters, pod, node);
     for p in &potential {
         sim.remove_pod(p);
     }
-    run_filters(filters, pod, &sim, snapshot)?;
+    sim.run(snapshot)?;
     potential.sort_by(more_important_first);
     let (violating, fine) = split_by_budget(potential, budgets);
     let mixed = !violating.is_empty() && !fine.is_empty();
     let mut victims = Vec::new();
     let mut pdb_violations = 0;
-    let mut reprieve = |p: Arc<Pod>, sim: &mut NodeInfo| -> bool {
+    let mut reprieve = |p: Arc<Pod>, sim: &mut Simulation<'_, '_>| -> bool {
         sim.add_pod(p.clone());
-        let fits = run_filters(filters, pod, sim, snapshot).is_ok();
+        let fits = sim.run(snapshot).is_ok();
         if !fits {
             sim.remove_pod(&p);
             victims.push(p);

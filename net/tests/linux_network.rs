@@ -1,0 +1,163 @@
+//! `LinuxNetwork` on the real kernel: two nodes with two pods each, TCP between every pair
+//! of pods with no NAT, and nothing left behind after shutdown or after a crash. Needs root
+//! (CI runs as root); without it these tests fail, not skip.
+#![cfg(target_os = "linux")]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kybernetes_core::ClusterConfig;
+use kybernetes_net::{LinuxNetwork, Network, PodNetwork, PodNetworkRequest};
+
+/// Runs `work` on a thread inside the network namespace at `netns`; sockets it opens stay
+/// in that namespace.
+fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns).expect("open netns");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
+        work()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+fn pod(uid: &str) -> PodNetworkRequest {
+    PodNetworkRequest {
+        namespace: "default".into(),
+        name: format!("pod-{uid}"),
+        uid: uid.into(),
+        hostname: format!("pod-{uid}"),
+        subdomain: None,
+    }
+}
+
+fn netns_of(p: &PodNetwork) -> PathBuf {
+    p.netns.clone().expect("a LinuxNetwork pod has a netns")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_two_nodes_reach_each_other_with_their_own_addresses_and_teardown_leaves_nothing() {
+    let prefix = format!("kybt{}", std::process::id());
+    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+        .await
+        .expect("start the linux network (needs root)");
+    let node1 = net.add_node("node-1").await.expect("node-1");
+    let node2 = net.add_node("node-2").await.expect("node-2");
+    assert_ne!(node1.pod_cidr, node2.pod_cidr);
+    assert!(node1.netns.as_deref().is_some_and(Path::exists));
+    // Idempotent: the same node gets the same network back.
+    assert_eq!(net.add_node("node-1").await.expect("node-1 again"), node1);
+
+    let mut pods = Vec::new();
+    let mut setup_times = Vec::new();
+    for (node, uids) in [("node-1", ["a1", "a2"]), ("node-2", ["b1", "b2"])] {
+        for uid in uids {
+            let started = Instant::now();
+            let p = net.setup_pod(node, &pod(uid)).await.expect("pod network");
+            setup_times.push(started.elapsed());
+            assert_eq!(net.setup_pod(node, &pod(uid)).await.expect("again"), p);
+            pods.push((uid, p));
+        }
+    }
+    eprintln!("pod network set-up times: {setup_times:?}");
+
+    // Every pod serves on its own address; every other pod connects, and the server sees
+    // the client's pod address (no NAT on the way, same node or not).
+    let mut listeners = Vec::new();
+    for (_, p) in &pods {
+        let addr = SocketAddr::new(p.ip, 8080);
+        let l = in_netns(&netns_of(p), move || {
+            TcpListener::bind(addr).expect("bind in pod")
+        });
+        listeners.push(l);
+    }
+    for (i, (server_uid, server)) in pods.iter().enumerate() {
+        let listener = listeners[i].try_clone().expect("clone listener");
+        let expected: Vec<IpAddr> = pods
+            .iter()
+            .filter(|(u, _)| u != server_uid)
+            .map(|(_, p)| p.ip)
+            .collect();
+        let n = expected.len();
+        let accepting = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let (mut s, peer) = listener.accept().expect("accept");
+                let mut buf = [0u8; 2];
+                s.read_exact(&mut buf).expect("read");
+                s.write_all(peer.ip().to_string().as_bytes())
+                    .expect("reply");
+                seen.push(peer.ip());
+            }
+            seen
+        });
+        for (client_uid, client) in &pods {
+            if client_uid == server_uid {
+                continue;
+            }
+            let target = SocketAddr::new(server.ip, 8080);
+            let client_ip = client.ip;
+            let reply = in_netns(&netns_of(client), move || {
+                let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("{client_ip} -> {target}: {e}"));
+                s.write_all(b"hi").expect("send");
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).expect("reply");
+                reply
+            });
+            assert_eq!(
+                reply,
+                client_ip.to_string(),
+                "server {server_uid} saw a rewritten source"
+            );
+        }
+        let mut seen = accepting.join().expect("server thread");
+        seen.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(
+            seen, expected,
+            "server {server_uid} saw every client's own pod IP"
+        );
+    }
+    drop(listeners);
+
+    net.teardown_pod("node-1", "a1").await.expect("teardown");
+    assert!(!netns_of(&pods[0].1).exists());
+    net.teardown_pod("node-1", "a1")
+        .await
+        .expect("teardown twice is fine");
+    net.shutdown().await.expect("shutdown");
+    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_removes_what_a_crashed_run_left_behind() {
+    let prefix = format!("kybc{}", std::process::id());
+    let crashed = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+        .await
+        .expect("start the linux network (needs root)");
+    crashed.add_node("node-1").await.expect("node");
+    crashed.setup_pod("node-1", &pod("x1")).await.expect("pod");
+    // A crash: nothing runs the network's teardown.
+    std::mem::forget(crashed);
+    assert_eq!(LinuxNetwork::namespaces(&prefix).len(), 3);
+
+    let restarted = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+        .await
+        .expect("restart");
+    assert_eq!(
+        LinuxNetwork::namespaces(&prefix),
+        vec![PathBuf::from(format!("/run/netns/{prefix}_cluster"))],
+        "only the new cluster namespace is left"
+    );
+    restarted
+        .add_node("node-1")
+        .await
+        .expect("the same node again");
+    restarted.shutdown().await.expect("shutdown");
+    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+}

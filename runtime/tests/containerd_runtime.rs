@@ -1,0 +1,368 @@
+//! `ContainerdRuntime` against a real containerd daemon that each test starts under a temp
+//! dir with its own socket (Debian's `containerd` and `runc`, which `scripts/test`
+//! installs). A test fails, not skips, when containerd is missing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kybernetes_runtime::containerd::ContainerdRuntime;
+use kybernetes_runtime::{Error, Runtime};
+
+/// A containerd daemon under a temp dir, killed and cleaned up on drop.
+struct Containerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    snapshotter: &'static str,
+}
+
+impl Containerd {
+    /// Starts containerd with the overlayfs snapshotter where overlayfs mounts here, else
+    /// the native one, and waits until it answers on its socket.
+    async fn start() -> Containerd {
+        let binary = which("containerd")
+            .expect("containerd is not installed (apt-get install containerd runc)");
+        which("runc").expect("runc is not installed (apt-get install runc)");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshotter = if overlay_mounts(dir.path()) {
+            "overlayfs"
+        } else {
+            "native"
+        };
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let socket = dir.path().join("containerd.sock");
+        // The CRI plugin is off: this runtime speaks containerd's own services, and CRI
+        // would look for CNI and take the kubelet's sockets.
+        let config = format!(
+            "version = 2\nroot = {root:?}\nstate = {state:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {socket:?}\n\
+             [ttrpc]\n  address = {ttrpc:?}\n\
+             [debug]\n  address = \"\"\n\
+             [metrics]\n  address = \"\"\n",
+            ttrpc = dir.path().join("containerd.ttrpc.sock"),
+        );
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write containerd config");
+        let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log file");
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let mut daemon = Containerd {
+            child,
+            dir,
+            snapshotter,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = daemon.child.try_wait().expect("wait for containerd") {
+                panic!("containerd exited with {status}: {}", daemon.log());
+            }
+            if daemon.socket().exists() && ContainerdRuntime::connect(daemon.socket()).await.is_ok()
+            {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not answer within 60 s: {}",
+                daemon.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    async fn runtime(&self) -> ContainerdRuntime {
+        ContainerdRuntime::builder()
+            .snapshotter(self.snapshotter)
+            .connect(self.socket())
+            .await
+            .expect("connect to containerd")
+    }
+
+    /// `ctr` against this daemon, as an oracle of what containerd holds.
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", "kybernetes"])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("killing containerd: {e}");
+        }
+        let _ = self.child.wait();
+        // Snapshots may still be mounted if a test failed half-way; unmount before the
+        // temp dir goes.
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.dir.path().join("root"))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether an overlay filesystem mounts under `dir` (not in every sandbox).
+fn overlay_mounts(dir: &Path) -> bool {
+    let base = dir.join("overlay-check");
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(base.join(d)).expect("overlay check dirs");
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        base.join("lower").display(),
+        base.join("upper").display(),
+        base.join("work").display()
+    );
+    let mounted = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(base.join("merged"))
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let _ = Command::new("umount").arg(base.join("merged")).status();
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    mounted
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An OCI image-layout tarball named `name`: one layer with /bin/busybox and the applet
+/// symlinks a test uses, its config, manifest and index.
+fn busybox_image(name: &str) -> Bytes {
+    let busybox =
+        std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut dir = |path: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        layer
+            .append_data(&mut h, path, std::io::empty())
+            .expect("layer dir");
+    };
+    for d in ["bin/", "tmp/", "etc/", "proc/", "sys/", "dev/"] {
+        dir(d);
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(busybox.len() as u64);
+    h.set_mtime(0);
+    layer
+        .append_data(&mut h, "bin/busybox", busybox.as_slice())
+        .expect("layer busybox");
+    for applet in [
+        "sh", "cat", "echo", "env", "sleep", "httpd", "ls", "true", "false",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        layer
+            .append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .expect("layer applet");
+    }
+    let layer = layer.into_inner().expect("layer tar");
+    let layer_digest = sha256_hex(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+    })
+    .to_string()
+    .into_bytes();
+    let config_digest = sha256_hex(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{config_digest}"), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": format!("sha256:{layer_digest}"), "size": layer.len()}],
+    })
+    .to_string()
+    .into_bytes();
+    let manifest_digest = sha256_hex(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": format!("sha256:{manifest_digest}"), "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": name}}],
+    })
+    .to_string()
+    .into_bytes();
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut file = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        archive
+            .append_data(&mut h, path, data)
+            .expect("archive entry");
+    };
+    file("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    file("index.json".into(), &index);
+    for (digest, data) in [
+        (&layer_digest, &layer),
+        (&config_digest, &config),
+        (&manifest_digest, &manifest),
+    ] {
+        file(format!("blobs/sha256/{digest}"), data);
+    }
+    let mut out = archive.into_inner().expect("archive tar");
+    out.flush().expect("flush");
+    Bytes::from(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_and_reports_its_version() {
+    let daemon = Containerd::start().await;
+    let version = daemon.runtime().await.version().await.expect("version");
+    assert_eq!(version.runtime_name, "containerd");
+    assert!(!version.runtime_version.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_an_oci_archive_of_busybox_and_unpacks_it() {
+    let daemon = Containerd::start().await;
+    let runtime = daemon.runtime().await;
+    let imported = runtime
+        .import_image(busybox_image("busybox:test"))
+        .await
+        .expect("import");
+    assert_eq!(imported.len(), 1);
+    let image = &imported[0];
+    assert_eq!(
+        image.repo_tags,
+        vec!["docker.io/library/busybox:test".to_string()]
+    );
+    assert!(image.id.starts_with("sha256:"), "{image:?}");
+    assert!(image.repo_digests[0].starts_with("docker.io/library/busybox@sha256:"));
+    assert!(image.size_bytes > 500_000, "{image:?}");
+
+    // containerd itself holds the image and its unpacked layer.
+    assert!(
+        daemon
+            .ctr(&["images", "ls", "-q"])
+            .contains("docker.io/library/busybox:test")
+    );
+    let snapshots = daemon.ctr(&["snapshots", "--snapshotter", daemon.snapshotter, "ls"]);
+    assert!(snapshots.contains("Committed"), "{snapshots}");
+
+    // The CRI view: by tag, short name, id and digest; listed; pulled without a registry.
+    for name in [
+        "busybox:test",
+        "docker.io/library/busybox:test",
+        &image.id,
+        &image.repo_digests[0],
+    ] {
+        assert_eq!(
+            runtime.image_status(name).await.expect("status").as_ref(),
+            Some(image),
+            "{name}"
+        );
+    }
+    assert_eq!(runtime.list_images().await.expect("list"), imported);
+    assert_eq!(
+        &runtime
+            .pull_image("busybox:test")
+            .await
+            .expect("pull present"),
+        image
+    );
+
+    // Importing again keeps one image; removing leaves none, and removing again is fine.
+    assert_eq!(
+        runtime
+            .import_image(busybox_image("busybox:test"))
+            .await
+            .expect("reimport"),
+        imported
+    );
+    assert_eq!(runtime.list_images().await.expect("list").len(), 1);
+    runtime.remove_image("busybox:test").await.expect("remove");
+    assert_eq!(
+        runtime.image_status("busybox:test").await.expect("status"),
+        None
+    );
+    runtime
+        .remove_image("busybox:test")
+        .await
+        .expect("remove absent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulling_an_absent_image_is_an_image_pull_error() {
+    let daemon = Containerd::start().await;
+    let runtime = daemon.runtime().await;
+    match runtime.pull_image("registry.invalid/nothing:1").await {
+        Err(Error::ImagePull { image, message, .. }) => {
+            assert_eq!(image, "registry.invalid/nothing:1");
+            assert!(message.contains("import"), "{message}");
+        }
+        other => panic!("expected ImagePull, got {other:?}"),
+    }
+    assert_eq!(runtime.list_images().await.expect("list"), Vec::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_archive_is_refused_and_leaves_no_image() {
+    let daemon = Containerd::start().await;
+    let runtime = daemon.runtime().await;
+    let err = runtime
+        .import_image(Bytes::from_static(
+            b"not a tarball at all, not even close......",
+        ))
+        .await
+        .expect_err("garbage is refused");
+    assert!(err.to_string().contains("import image archive"), "{err}");
+    assert_eq!(runtime.list_images().await.expect("list"), Vec::new());
+}

@@ -1,0 +1,362 @@
+//! PodTopologySpread: `spec.topologySpreadConstraints`, `DoNotSchedule` ones as a filter and
+//! `ScheduleAnyway` ones as a score, with upstream's skew, `minDomains`, node inclusion
+//! policies, `matchLabelKeys`, messages and scoring.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::core::v1::{Pod, Taint, TopologySpreadConstraint};
+
+use crate::framework::{FilterPlugin, MAX_NODE_SCORE, ScorePlugin};
+use crate::node_selector::NO_LABELS;
+use crate::plugins::find_untolerated_taint;
+use crate::pod_info::PodInfo;
+use crate::snapshot::{
+    CountKey, DomainCounts, NamespaceScope, NodeInfo, PodSelector, bump, selector_of,
+    with_label_keys,
+};
+use crate::unschedulable::Rejection;
+
+/// Upstream's `ErrReasonConstraintsNotMatch`.
+pub const CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
+/// Upstream's `ErrReasonNodeLabelNotMatch`.
+pub const NODE_LABEL_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+
+/// Upstream's PodTopologySpread plugin (default score weight 2).
+///
+/// Upstream's cluster-level default constraints (applied to pods without constraints, over
+/// the selectors of the Services and controllers owning them) are not applied here.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PodTopologySpread;
+
+/// One constraint, parsed.
+#[derive(Clone, Debug)]
+struct Constraint {
+    max_skew: i64,
+    topology_key: String,
+    selector: PodSelector,
+    min_domains: usize,
+    /// `nodeAffinityPolicy: Honor` (the default): only nodes the pod's node selector and
+    /// required node affinity accept count.
+    affinity_honor: bool,
+    /// `nodeTaintsPolicy: Honor`: only nodes whose taints the pod tolerates count.
+    taints_honor: bool,
+}
+
+/// A constraint with the counts of its eligible domains.
+#[derive(Clone, Debug)]
+struct Counted {
+    c: Constraint,
+    counts: Arc<DomainCounts>,
+    /// How many eligible domains there are.
+    domains: usize,
+    /// The fewest matching pods in an eligible domain (0 below `minDomains`).
+    min_match: i64,
+}
+
+/// What PreFilter and PreScore work out once per cycle.
+#[derive(Clone, Debug, Default)]
+pub struct TopologySpreadState {
+    /// `DoNotSchedule` constraints.
+    hard: Vec<Counted>,
+    /// Whether the pod matches each hard constraint's own selector.
+    self_match: Vec<i64>,
+    /// `ScheduleAnyway` constraints, with upstream's `log(domains + 2)` weights.
+    soft: Vec<(Counted, f64)>,
+}
+
+fn state<'p>(pod: &'p PodInfo<'_>) -> &'p TopologySpreadState {
+    pod.topology_spread.get_or_init(|| compute(pod))
+}
+
+fn parse(info: &PodInfo<'_>, c: &TopologySpreadConstraint) -> Option<Constraint> {
+    let pod = info.pod();
+    let labels = with_label_keys(
+        selector_of(c.label_selector.as_ref())?,
+        pod,
+        c.match_label_keys.as_deref().unwrap_or_default(),
+        &[],
+    );
+    Some(Constraint {
+        max_skew: i64::from(c.max_skew),
+        topology_key: c.topology_key.clone(),
+        selector: PodSelector {
+            namespaces: NamespaceScope::only(pod.metadata.namespace.as_deref().unwrap_or_default()),
+            labels,
+        },
+        min_domains: c.min_domains.map_or(1, |m| m.max(1) as usize),
+        affinity_honor: c.node_affinity_policy.as_deref() != Some("Ignore"),
+        taints_honor: c.node_taints_policy.as_deref() == Some("Honor"),
+    })
+}
+
+fn compute(info: &PodInfo<'_>) -> TopologySpreadState {
+    let constraints = info
+        .pod()
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or_default();
+    let (mut hard, mut soft) = (Vec::new(), Vec::new());
+    for c in constraints {
+        let Some(parsed) = parse(info, c) else {
+            continue;
+        };
+        if c.when_unsatisfiable == "DoNotSchedule" {
+            hard.push(parsed);
+        } else {
+            soft.push(parsed);
+        }
+    }
+    let pod_labels = info.pod().metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+    let self_match = hard
+        .iter()
+        .map(|c| i64::from(c.selector.labels.matches(pod_labels)))
+        .collect();
+    TopologySpreadState {
+        hard: count(info, hard),
+        self_match,
+        soft: count(info, soft)
+            .into_iter()
+            .map(|c| {
+                let w = ((c.domains + 2) as f64).ln();
+                (c, w)
+            })
+            .collect(),
+    }
+}
+
+fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
+    let labels = node.labels();
+    constraints
+        .iter()
+        .all(|c| labels.contains_key(&c.topology_key))
+}
+
+fn tolerated(info: &PodInfo<'_>, node: &NodeInfo) -> bool {
+    let do_not_schedule = |t: &Taint| t.effect == "NoSchedule" || t.effect == "NoExecute";
+    find_untolerated_taint(node.taints(), info.tolerations(), do_not_schedule).is_none()
+}
+
+/// Counts the matching pods per eligible domain of each constraint. Eligible nodes have every
+/// constraint's key and pass the constraint's node inclusion policies.
+fn count(info: &PodInfo<'_>, constraints: Vec<Constraint>) -> Vec<Counted> {
+    if constraints.is_empty() {
+        return Vec::new();
+    }
+    let snapshot = info.snapshot();
+    let node_affinity = info.required_affinity();
+    let no_policy = constraints
+        .iter()
+        .all(|c| !c.taints_honor && (!c.affinity_honor || node_affinity.is_empty()));
+    let domains: Vec<_> = constraints
+        .iter()
+        .map(|c| snapshot.domains(&c.topology_key))
+        .collect();
+    // Every node has every key when each key's domains cover all nodes.
+    let all_keyed = constraints.len() == 1
+        || domains
+            .iter()
+            .all(|d| d.values().sum::<usize>() == snapshot.num_nodes());
+    if no_policy && all_keyed {
+        // The common case: every node with the key is eligible, and the snapshot keeps the
+        // counts current.
+        return constraints
+            .into_iter()
+            .zip(domains)
+            .map(|(c, d)| {
+                let counts = snapshot.domain_counts(&CountKey {
+                    selectors: vec![c.selector.clone()],
+                    topology_key: c.topology_key.clone(),
+                    skip_terminating: true,
+                });
+                counted(c, counts, d.len(), d.keys())
+            })
+            .collect();
+    }
+    // Policies or partly labelled nodes: one pass over nodes and pods.
+    let eligible = |c: &Constraint, n: &NodeInfo| {
+        has_all_keys(n, &constraints)
+            && (!c.affinity_honor || node_affinity.matches(n))
+            && (!c.taints_honor || tolerated(info, n))
+    };
+    let mut domain_sets: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
+    for n in snapshot.nodes() {
+        for (i, c) in constraints.iter().enumerate() {
+            if eligible(c, n)
+                && let Some(tv) = n.labels().get(&c.topology_key)
+            {
+                domain_sets[i].insert(tv.as_str());
+            }
+        }
+    }
+    let mut counts: Vec<DomainCounts> = vec![HashMap::new(); constraints.len()];
+    for (pod, n) in snapshot.placed_pods() {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns_labels =
+            snapshot.namespace_labels(pod.metadata.namespace.as_deref().unwrap_or_default());
+        for (i, c) in constraints.iter().enumerate() {
+            if let Some(tv) = n.labels().get(&c.topology_key)
+                && domain_sets[i].contains(tv.as_str())
+                && eligible(c, n)
+                && c.selector.matches(pod, ns_labels)
+            {
+                *counts[i].entry(tv.clone()).or_default() += 1;
+            }
+        }
+    }
+    constraints
+        .into_iter()
+        .zip(counts)
+        .zip(&domain_sets)
+        .map(|((c, counts), set)| counted(c, Arc::new(counts), set.len(), set.iter().copied()))
+        .collect()
+}
+
+fn counted<'d, S: AsRef<str> + 'd>(
+    c: Constraint,
+    counts: Arc<DomainCounts>,
+    domains: usize,
+    names: impl Iterator<Item = S>,
+) -> Counted {
+    let mut counted = Counted {
+        c,
+        counts,
+        domains,
+        min_match: 0,
+    };
+    counted.min_match = min_match(&counted, names);
+    counted
+}
+
+/// The fewest matching pods in an eligible domain of `k`, among the domains `names`.
+fn min_match<'d, S: AsRef<str> + 'd>(k: &Counted, names: impl Iterator<Item = S>) -> i64 {
+    if k.domains < k.c.min_domains || k.counts.len() < k.domains {
+        // Too few domains count as a minimum of 0 (upstream's minDomains), and so does a
+        // domain without any matching pod; neither needs a walk over the domains.
+        return 0;
+    }
+    names
+        .map(|d| k.counts.get(d.as_ref()).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+}
+
+/// Counts `other` (`delta` 1) or stops counting it (-1) on `node` in the hard constraints'
+/// state (upstream's `preFilterState.updateWithPod`). Pods being deleted were never counted.
+fn update(info: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo, delta: i64) {
+    if other.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    state(info);
+    let Some(mut st) = info.topology_spread.take() else {
+        return;
+    };
+    let labels = node.labels();
+    if st
+        .hard
+        .iter()
+        .all(|k| labels.contains_key(&k.c.topology_key))
+    {
+        let ns_labels = info
+            .snapshot()
+            .namespace_labels(other.metadata.namespace.as_deref().unwrap_or_default());
+        for k in &mut st.hard {
+            let eligible = (!k.c.affinity_honor || info.required_affinity().matches(node))
+                && (!k.c.taints_honor || tolerated(info, node));
+            if !eligible || !k.c.selector.matches(other, ns_labels) {
+                continue;
+            }
+            if let Some(tv) = labels.get(&k.c.topology_key) {
+                bump(Arc::make_mut(&mut k.counts), tv, delta);
+                // Every eligible domain has a count once none is missing, so the counts'
+                // own keys are the domains to take the minimum over.
+                let m = min_match(k, k.counts.keys());
+                k.min_match = m;
+            }
+        }
+    }
+    info.topology_spread = OnceLock::from(st);
+}
+
+impl FilterPlugin for PodTopologySpread {
+    fn name(&self) -> &str {
+        "PodTopologySpread"
+    }
+
+    fn pre_filter(&self, pod: &PodInfo<'_>) -> bool {
+        !state(pod).hard.is_empty()
+    }
+
+    fn filter(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection> {
+        let st = state(pod);
+        let labels = node.labels();
+        for (k, self_match) in st.hard.iter().zip(&st.self_match) {
+            let Some(tv) = labels.get(&k.c.topology_key) else {
+                return Err(Rejection::unresolvable(NODE_LABEL_NOT_MATCH));
+            };
+            let match_num = k.counts.get(tv).copied().unwrap_or(0);
+            if match_num + self_match - k.min_match > k.c.max_skew {
+                return Err(CONSTRAINTS_NOT_MATCH.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn add_pod(&self, pod: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo) {
+        update(pod, other, node, 1);
+    }
+
+    fn remove_pod(&self, pod: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo) {
+        update(pod, other, node, -1);
+    }
+}
+
+/// The raw score of a node lacking a soft constraint's key: left out of normalizing, then 0.
+const IGNORED: i64 = i64::MIN;
+
+impl ScorePlugin for PodTopologySpread {
+    fn name(&self) -> &str {
+        "PodTopologySpread"
+    }
+
+    fn pre_score(&self, pod: &PodInfo<'_>) -> bool {
+        !state(pod).soft.is_empty()
+    }
+
+    fn score(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> i64 {
+        let labels = node.labels();
+        let mut score = 0.0;
+        for (k, weight) in &state(pod).soft {
+            let Some(tv) = labels.get(&k.c.topology_key) else {
+                return IGNORED;
+            };
+            let n = k.counts.get(tv).copied().unwrap_or(0);
+            score += n as f64 * weight + (k.c.max_skew - 1) as f64;
+        }
+        score.round() as i64
+    }
+
+    /// Upstream's: fewer matching pods score higher, `100 * (max + min - s) / max`.
+    fn normalize(&self, scores: &mut [i64]) {
+        let valid = || scores.iter().copied().filter(|&s| s != IGNORED);
+        let min = valid().min().unwrap_or(0);
+        let max = valid().max().unwrap_or(0);
+        for s in scores.iter_mut() {
+            *s = if *s == IGNORED {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *s) / max
+            };
+        }
+    }
+
+    fn weight(&self) -> i64 {
+        2
+    }
+}
