@@ -58,9 +58,9 @@
 
 mod attach;
 mod exec;
-mod logs;
+pub(crate) mod logs;
 mod service;
-mod spawn;
+pub(crate) mod spawn;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -107,7 +107,7 @@ impl ImageCommand {
     }
 
     /// The argv of a container from this image.
-    fn argv(&self, command: &[String], args: &[String]) -> Vec<String> {
+    pub(crate) fn argv(&self, command: &[String], args: &[String]) -> Vec<String> {
         match self {
             ImageCommand::Entrypoint { entrypoint, cmd } => {
                 let (head, default_args) = if command.is_empty() {

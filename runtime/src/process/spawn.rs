@@ -252,7 +252,7 @@ async fn watch_exit(
 }
 
 /// Copies one output stream into the log file, a CRI record per line.
-async fn pump(
+pub(crate) async fn pump(
     stream: impl AsyncRead + Unpin,
     kind: LogStreamKind,
     sink: Arc<Mutex<File>>,
