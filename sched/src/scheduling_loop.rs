@@ -24,7 +24,7 @@ use crate::framework::Scheduler;
 use crate::nominated::pod_priority;
 use crate::preemption::{PostFilter, prepare};
 use crate::queue::SchedulingQueue;
-use crate::snapshot::{NodeChange, Snapshot, is_terminal, pod_key};
+use crate::snapshot::{NodeChange, Snapshot, is_terminal, object_key, pod_key};
 use crate::status;
 use crate::volume_binder;
 use crate::volumes::{PodVolumeClaims, VolumeDecisions, claim_key, find_pod_volumes};
@@ -325,18 +325,11 @@ impl LoopState {
 
     /// A PodDisruptionBudget changed: preemption weighs victims by what budgets allow.
     fn on_pdb_event(&mut self, event: Event<PodDisruptionBudget>) {
-        let key = |p: &PodDisruptionBudget| {
-            format!(
-                "{}/{}",
-                p.metadata.namespace.as_deref().unwrap_or_default(),
-                p.metadata.name.as_deref().unwrap_or_default()
-            )
-        };
         match event {
             Event::Init => self.pdbs.seen = Some(HashSet::new()),
             Event::InitApply(p) | Event::Apply(p) => {
                 if let Some(seen) = &mut self.pdbs.seen {
-                    seen.insert(key(&p));
+                    seen.insert(object_key(&p.metadata));
                 }
                 self.snapshot.upsert_pdb(p);
             }

@@ -309,7 +309,9 @@ pub fn pod_key(pod: &Pod) -> String {
 }
 
 /// `namespace/name` of an object.
-fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+pub(crate) fn object_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> String {
     format!(
         "{}/{}",
         meta.namespace.as_deref().unwrap_or_default(),

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kybernetes_core::Clock;
 use serde_json::json;
@@ -14,21 +13,7 @@ use serde_json::json;
 use super::{DISRUPTION_TARGET, PREEMPTION_BY_SCHEDULER, Preemption};
 use crate::error::{Error, Result};
 use crate::events::{EventRecorder, EventType};
-
-fn pod_api(client: &kube::Client, pod: &Pod) -> Api<Pod> {
-    Api::namespaced(
-        client.clone(),
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
-    )
-}
-
-fn full_name(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
-}
+use crate::status::{full_name, pod_api};
 
 /// Marks `victim` as a disruption target and deletes it. A victim already gone is fine.
 async fn preempt_pod(
@@ -39,7 +24,7 @@ async fn preempt_pod(
     victim: &Pod,
     node: &str,
 ) -> Result<()> {
-    let api = pod_api(client, victim);
+    let api = pod_api(client.clone(), victim);
     let name = victim.metadata.name.clone().unwrap_or_default();
     let scheduler = preemptor
         .spec
@@ -113,7 +98,7 @@ pub(crate) async fn set_nominated_node(
 ) -> Result<()> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let patch = json!({"status": {"nominatedNodeName": node}});
-    match pod_api(client, pod)
+    match pod_api(client.clone(), pod)
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
