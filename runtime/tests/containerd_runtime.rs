@@ -8,8 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use kybernetes_runtime::containerd::ContainerdRuntime;
-use kybernetes_runtime::{Error, Runtime};
+use kybernetes_runtime::{
+    ContainerConfig, ContainerMetadata, ContainerResources, ContainerState, Error, LogLine,
+    LogOptions, LogStreamKind, Mount, PodSandboxConfig, PodSandboxMetadata, Runtime,
+};
 
 /// A containerd daemon under a temp dir, killed and cleaned up on drop.
 struct Containerd {
@@ -197,7 +201,7 @@ fn busybox_image(name: &str) -> Bytes {
         .append_data(&mut h, "bin/busybox", busybox.as_slice())
         .expect("layer busybox");
     for applet in [
-        "sh", "cat", "echo", "env", "sleep", "httpd", "ls", "true", "false",
+        "sh", "cat", "echo", "env", "sleep", "httpd", "ls", "true", "false", "readlink", "pwd",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -365,4 +369,342 @@ async fn a_bad_archive_is_refused_and_leaves_no_image() {
         .expect_err("garbage is refused");
     assert!(err.to_string().contains("import image archive"), "{err}");
     assert_eq!(runtime.list_images().await.expect("list"), Vec::new());
+}
+
+/// A pod sandbox config for pod `name`.
+fn pod(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        },
+        hostname: name.into(),
+        log_directory: format!("/var/log/pods/default_{name}_uid-{name}").into(),
+        ..Default::default()
+    }
+}
+
+/// A busybox container `name` running `sh -c script`.
+fn shell(name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        },
+        image: "busybox:test".into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+/// A runtime on `daemon` with the busybox image imported.
+async fn with_busybox(daemon: &Containerd) -> ContainerdRuntime {
+    let runtime = daemon.runtime().await;
+    runtime
+        .import_image(busybox_image("busybox:test"))
+        .await
+        .expect("import busybox");
+    runtime
+}
+
+/// Starts container `id` and waits until it has exited; returns its final state.
+async fn run_to_exit(runtime: &ContainerdRuntime, id: &str) -> ContainerState {
+    let mut events = runtime.container_events();
+    runtime.start_container(id).await.expect("start");
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let state = runtime.container_status(id).await.expect("status").state;
+            if let ContainerState::Exited { .. } = state {
+                return state;
+            }
+            match events.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("container exits within 120 s")
+}
+
+async fn log_lines(runtime: &ContainerdRuntime, id: &str) -> Vec<LogLine> {
+    runtime
+        .logs(id, &LogOptions::default())
+        .await
+        .expect("logs")
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_a_container_with_image_defaults_env_mounts_and_logs() {
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let volume = tempfile::tempdir().expect("volume dir");
+    std::fs::write(volume.path().join("greeting"), "hello from a volume").expect("write");
+    let sandbox = pod("web");
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let mut config = shell(
+        "main",
+        "echo \"path=$PATH who=$WHO host=$HOSTNAME dir=$(pwd)\"; cat /config/greeting; echo; \
+         echo oops >&2; cat /sys/class/net/lo/operstate; exit 3",
+    );
+    config.env = vec![("WHO".into(), "pod".into())];
+    config.working_dir = Some("/tmp".into());
+    config.mounts = vec![Mount {
+        container_path: "/config".into(),
+        host_path: volume.path().into(),
+        readonly: true,
+    }];
+    let id = runtime
+        .create_container(&sid, &config, &sandbox)
+        .await
+        .expect("create");
+    assert_eq!(
+        runtime.container_status(&id).await.expect("status").state,
+        ContainerState::Created
+    );
+    match run_to_exit(&runtime, &id).await {
+        ContainerState::Exited {
+            exit_code, reason, ..
+        } => assert_eq!((exit_code, reason.as_str()), (3, "Error")),
+        other => panic!("{other:?}"),
+    }
+    let lines = log_lines(&runtime, &id).await;
+    let text: Vec<(LogStreamKind, &str)> =
+        lines.iter().map(|l| (l.stream, l.line.as_str())).collect();
+    assert!(
+        text.contains(&(LogStreamKind::Stdout, "path=/bin who=pod host=web dir=/tmp")),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&(LogStreamKind::Stdout, "hello from a volume")),
+        "{text:?}"
+    );
+    assert!(text.contains(&(LogStreamKind::Stderr, "oops")), "{text:?}");
+    // The pod's own network namespace has loopback up (`unknown` is lo's state when up).
+    assert!(
+        text.contains(&(LogStreamKind::Stdout, "unknown")),
+        "{text:?}"
+    );
+    // The log is a CRI log file under the runtime's root.
+    let status = runtime.container_status(&id).await.expect("status");
+    let file = runtime
+        .root()
+        .join("pods/default_web_uid-web")
+        .join(&status.log_path);
+    let raw = std::fs::read_to_string(&file).expect("log file");
+    assert!(raw.lines().any(|l| l.ends_with(" stderr F oops")), "{raw}");
+
+    // containerd holds the container until it is removed.
+    assert!(daemon.ctr(&["containers", "ls", "-q"]).contains(&id));
+    runtime.remove_container(&id).await.expect("remove");
+    assert!(!daemon.ctr(&["containers", "ls", "-q"]).contains(&id));
+    assert!(!file.exists());
+    runtime.remove_container(&id).await.expect("remove again");
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+    assert!(
+        runtime
+            .list_pod_sandboxes(&Default::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_of_a_pod_share_its_network_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let sandbox = pod("shared");
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let netns = runtime
+        .pod_sandbox_status(&sid)
+        .await
+        .expect("status")
+        .netns_path
+        .expect("a netns");
+    let expected = format!(
+        "net:[{}]",
+        std::fs::metadata(&netns).expect("netns file").ino()
+    );
+    for name in ["a", "b"] {
+        let id = runtime
+            .create_container(&sid, &shell(name, "readlink /proc/self/ns/net"), &sandbox)
+            .await
+            .expect("create");
+        assert_eq!(run_to_exit(&runtime, &id).await.exit_code(), Some(0));
+        let lines = log_lines(&runtime, &id).await;
+        assert_eq!(
+            lines.first().map(|l| l.line.as_str()),
+            Some(expected.as_str())
+        );
+    }
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+    assert!(!netns.exists(), "the pod's own namespace goes with it");
+    assert!(daemon.ctr(&["containers", "ls", "-q"]).trim().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_term_then_kill_once_the_grace_period_ends() {
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let sandbox = pod("stopper");
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let graceful = runtime
+        .create_container(
+            &sid,
+            &shell(
+                "graceful",
+                "trap 'echo terminating; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+            ),
+            &sandbox,
+        )
+        .await
+        .expect("create");
+    let stubborn = runtime
+        .create_container(
+            &sid,
+            &shell(
+                "stubborn",
+                "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+            ),
+            &sandbox,
+        )
+        .await
+        .expect("create");
+    for id in [&graceful, &stubborn] {
+        runtime.start_container(id).await.expect("start");
+        // Stop only once the trap is set: the script says so in its log.
+        let mut follow = runtime
+            .logs(
+                id,
+                &LogOptions {
+                    follow: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("follow");
+        let first = tokio::time::timeout(Duration::from_secs(60), follow.next())
+            .await
+            .expect("the container logs within 60 s");
+        assert_eq!(first.map(|l| l.line), Some("ready".to_string()));
+    }
+
+    runtime
+        .stop_container(&graceful, Duration::from_secs(30))
+        .await
+        .expect("stop graceful");
+    let state = runtime
+        .container_status(&graceful)
+        .await
+        .expect("status")
+        .state;
+    assert_eq!(state.exit_code(), Some(0), "{state:?}");
+    let lines = log_lines(&runtime, &graceful).await;
+    assert!(lines.iter().any(|l| l.line == "terminating"), "{lines:?}");
+
+    let before = Instant::now();
+    runtime
+        .stop_container(&stubborn, Duration::from_secs(1))
+        .await
+        .expect("stop stubborn");
+    assert!(before.elapsed() >= Duration::from_secs(1));
+    match runtime
+        .container_status(&stubborn)
+        .await
+        .expect("status")
+        .state
+    {
+        ContainerState::Exited {
+            exit_code, reason, ..
+        } => assert_eq!((exit_code, reason.as_str()), (137, "Error")),
+        other => panic!("{other:?}"),
+    }
+    // Stopping an exited container is fine.
+    runtime
+        .stop_container(&stubborn, Duration::from_secs(1))
+        .await
+        .expect("stop again");
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let sandbox = pod("hungry");
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let mut config = shell("grow", "a=x; while true; do a=\"$a$a\"; done");
+    config.resources = ContainerResources {
+        memory_limit_bytes: Some(16 << 20),
+        ..Default::default()
+    };
+    let id = runtime
+        .create_container(&sid, &config, &sandbox)
+        .await
+        .expect("create");
+    match run_to_exit(&runtime, &id).await {
+        ContainerState::Exited {
+            exit_code, reason, ..
+        } => assert_eq!((exit_code, reason.as_str()), (137, "OOMKilled")),
+        other => panic!("{other:?}"),
+    }
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_does_not_exist_fails_to_start() {
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let sandbox = pod("broken");
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let mut config = shell("missing", "");
+    config.command = vec!["/bin/nope".into()];
+    let id = runtime
+        .create_container(&sid, &config, &sandbox)
+        .await
+        .expect("create");
+    let err = runtime
+        .start_container(&id)
+        .await
+        .expect_err("no such binary");
+    assert!(err.to_string().contains("/bin/nope"), "{err}");
+    match runtime.container_status(&id).await.expect("status").state {
+        ContainerState::Exited {
+            reason, message, ..
+        } => {
+            assert_eq!(reason, "StartError");
+            assert!(message.contains("/bin/nope"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An image that is not there is refused at create, leaving nothing behind.
+    let mut absent = shell("absent", "true");
+    absent.image = "nothing:here".into();
+    match runtime.create_container(&sid, &absent, &sandbox).await {
+        Err(Error::ImageNotFound { image }) => assert_eq!(image, "nothing:here"),
+        other => panic!("expected ImageNotFound, got {other:?}"),
+    }
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+    assert!(daemon.ctr(&["containers", "ls", "-q"]).trim().is_empty());
 }

@@ -446,7 +446,7 @@ async fn unpack(
     Ok(())
 }
 
-async fn remove_snapshot(rt: &ContainerdRuntime, key: &str) {
+pub(super) async fn remove_snapshot(rt: &ContainerdRuntime, key: &str) {
     let Ok(request) = rt.request(
         RemoveSnapshotRequest {
             snapshotter: rt.snapshotter.clone(),
@@ -560,6 +560,48 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
         repo_digests: vec![format!("{repo}@{}", manifest_desc.digest)],
         size_bytes: u64::try_from(size).unwrap_or(0),
     })
+}
+
+/// What a container of an image is made from: the image, its default process and the chain
+/// id of its top layer (the parent of the container's snapshot).
+pub(super) struct Resolved {
+    pub(super) image: Image,
+    pub(super) name: String,
+    pub(super) process: super::spec::ImageProcess,
+    pub(super) top_chain: String,
+}
+
+/// The full image config, for the parts a container needs.
+#[derive(Debug, Deserialize)]
+struct RunConfig {
+    #[serde(default)]
+    config: Option<super::spec::ImageProcess>,
+    rootfs: OciRootfs,
+}
+
+/// The image `name` answers to, with what a container of it needs; `None` if absent.
+pub(super) async fn resolve(rt: &ContainerdRuntime, name: &str) -> Result<Option<Resolved>> {
+    let Some(image) = status(rt, name).await? else {
+        return Ok(None);
+    };
+    let config: RunConfig = serde_json::from_slice(&read_blob(rt, &image.id).await?)
+        .map_err(|e| backend(format!("image config of {name}"), e))?;
+    let top_chain = chain_ids(&config.rootfs.diff_ids)
+        .pop()
+        .ok_or_else(|| Error::Backend {
+            context: format!("image {name} has no layers"),
+            source: None,
+        })?;
+    Ok(Some(Resolved {
+        name: image
+            .repo_tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| normalize_reference(name)),
+        image,
+        process: config.config.unwrap_or_default(),
+        top_chain,
+    }))
 }
 
 /// The image `name` answers to: a reference (looked up directly) or an id or digest (looked

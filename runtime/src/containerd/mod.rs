@@ -12,11 +12,31 @@
 //!   already present; reaching a registry is not implemented yet, so an absent image fails
 //!   with [`Error::ImagePull`](crate::Error::ImagePull), which the node agent reports as
 //!   `ErrImagePull`.
-//! - **sandboxes and containers** are not implemented yet and answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported).
+//! - **sandboxes**: every container of a pod joins the pod's network namespace: the one the
+//!   `Network` prepared (`netns_path`), or, when it gave none, a fresh one with loopback up
+//!   that the runtime bind-mounts under its root and removes with the sandbox. Sandboxes and
+//!   the containers' states live in this runtime's memory (containerd 1.6 has no sandbox
+//!   objects); [`shutdown`](crate::Runtime::shutdown) removes everything it started.
+//! - **containers**: an OCI runtime spec from the container config over the image config
+//!   (`Entrypoint`/`Cmd` by Docker's rules, `Env`, `WorkingDir`, a numeric `User`), bind
+//!   mounts for the volumes the node agent prepared, CPU shares and quota and a memory limit
+//!   as cgroup settings; a snapshot of the image as its root filesystem; a task under the
+//!   `io.containerd.runc.v2` shim whose stdout and stderr go through FIFOs into the CRI log
+//!   file under the runtime's root; TERM, the grace period, then KILL on stop; the exit code,
+//!   and `OOMKilled` when the cgroup's OOM killer ended it.
+//! - **not yet**: exec, attach, port-forward and stats answer
+//!   [`Error::Unsupported`](crate::Error::Unsupported); a registry pull, `securityContext`.
 
+mod containers;
 mod images;
+mod netns;
+mod sandboxes;
+mod spec;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,9 +45,13 @@ use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::tonic::metadata::MetadataValue;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{self, Code, Request, Status};
-use tokio::sync::broadcast;
+use kybernetes_core::Clock;
+use tokio::sync::{broadcast, watch};
 
-use crate::container::{ContainerConfig, ContainerEvent, ContainerFilter, ContainerStatus};
+use crate::container::{
+    ContainerConfig, ContainerEvent, ContainerEventKind, ContainerFilter, ContainerState,
+    ContainerStatus,
+};
 use crate::image::Image;
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
@@ -46,6 +70,8 @@ pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 pub struct ContainerdRuntimeBuilder {
     namespace: String,
     snapshotter: String,
+    root: Option<PathBuf>,
+    clock: Option<Clock>,
 }
 
 impl Default for ContainerdRuntimeBuilder {
@@ -53,6 +79,8 @@ impl Default for ContainerdRuntimeBuilder {
         ContainerdRuntimeBuilder {
             namespace: DEFAULT_NAMESPACE.into(),
             snapshotter: DEFAULT_SNAPSHOTTER.into(),
+            root: None,
+            clock: None,
         }
     }
 }
@@ -71,6 +99,21 @@ impl ContainerdRuntimeBuilder {
         self
     }
 
+    /// Where the containers' logs (under `pods/`), their output FIFOs and the pods' own
+    /// network namespaces go (created if missing, kept on drop). Default: a fresh directory
+    /// under the system temp dir, removed on drop.
+    pub fn root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.root = Some(dir.into());
+        self
+    }
+
+    /// The clock wall times come from (default: a new [`Clock`]; the cluster's own is
+    /// better, so times agree with the API objects).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Connects to the containerd socket at `socket` and checks that the daemon answers.
     pub async fn connect(self, socket: impl AsRef<std::path::Path>) -> Result<ContainerdRuntime> {
         let socket = socket.as_ref();
@@ -86,11 +129,27 @@ impl ContainerdRuntimeBuilder {
         let channel = containerd_client::connect(socket)
             .await
             .map_err(|e| backend(format!("connect to containerd at {}", socket.display()), e))?;
+        static NEXT_ROOT: AtomicU64 = AtomicU64::new(0);
+        let (root, owns_root) = match self.root {
+            Some(r) => (r, false),
+            None => {
+                let n = NEXT_ROOT.fetch_add(1, Ordering::Relaxed);
+                let dir = std::env::temp_dir()
+                    .join(format!("kybernetes-containerd-{}-{n}", std::process::id()));
+                (dir, true)
+            }
+        };
         let runtime = ContainerdRuntime {
             channel,
             namespace,
             snapshotter: self.snapshotter,
-            events: broadcast::channel(1024).0,
+            events: broadcast::channel(16 * 1024).0,
+            inner: Arc::new(Inner {
+                clock: self.clock.unwrap_or_default(),
+                root,
+                owns_root,
+                state: Mutex::new(State::default()),
+            }),
         };
         runtime.version().await?;
         Ok(runtime)
@@ -104,9 +163,104 @@ pub struct ContainerdRuntime {
     namespace: MetadataValue<tonic::metadata::Ascii>,
     snapshotter: String,
     events: broadcast::Sender<ContainerEvent>,
+    inner: Arc<Inner>,
+}
+
+/// What the runtime keeps in memory: its sandboxes and the states of its containers.
+#[derive(Debug)]
+struct Inner {
+    clock: Clock,
+    root: PathBuf,
+    owns_root: bool,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    /// Locks the state. A panic while holding the lock leaves the state usable, so poisoning
+    /// is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.owns_root
+            && let Err(e) = std::fs::remove_dir_all(&self.root)
+        {
+            tracing::debug!(root = %self.root.display(), error = %e, "could not remove the containerd runtime's root");
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sandboxes: BTreeMap<String, ContainerdSandbox>,
+    containers: BTreeMap<String, ContainerdContainer>,
+    /// Container ids by pod UID, so listing a pod's containers stays cheap.
+    by_pod: HashMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug)]
+struct ContainerdSandbox {
+    status: PodSandboxStatus,
+    config: PodSandboxConfig,
+    /// The network namespace its containers join.
+    netns: PathBuf,
+    /// Whether the runtime made that namespace (and removes it with the sandbox).
+    owns_netns: bool,
+    /// The pod's directory: its containers' logs.
+    dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct ContainerdContainer {
+    status: ContainerStatus,
+    pod_uid: String,
+    log_file: PathBuf,
+    /// Bumped on every log line and state change, for log followers and stoppers.
+    version: Arc<watch::Sender<u64>>,
+    /// The mounts of its root filesystem snapshot, which a task create needs.
+    rootfs: Vec<containerd_client::types::Mount>,
+    cgroups_path: String,
+}
+
+/// A new container or sandbox id, unique across runtimes and processes sharing a daemon.
+fn new_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:08x}{:012x}{:04x}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros() & 0xffff_ffff_ffff,
+        NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+fn not_found(kind: &'static str, id: &str) -> Error {
+    Error::NotFound {
+        kind,
+        id: id.to_string(),
+    }
 }
 
 impl ContainerdRuntime {
+    /// Sends a lifecycle event about `c`. No subscriber yet (no node agent) is fine: events
+    /// are hints, state is listed.
+    fn emit(&self, c: &ContainerdContainer, kind: ContainerEventKind) {
+        let _ = self.events.send(ContainerEvent {
+            container_id: c.status.id.clone(),
+            sandbox_id: c.status.sandbox_id.clone(),
+            pod_uid: c.pod_uid.clone(),
+            kind,
+            time: self.inner.clock.now(),
+        });
+    }
+
+    /// The root directory (logs under `pods/`).
+    pub fn root(&self) -> &std::path::Path {
+        &self.inner.root
+    }
+
     /// A builder, to choose the namespace or the snapshotter.
     pub fn builder() -> ContainerdRuntimeBuilder {
         ContainerdRuntimeBuilder::default()
@@ -173,47 +327,62 @@ impl Runtime for ContainerdRuntime {
         })
     }
 
-    async fn run_pod_sandbox(&self, _config: &PodSandboxConfig) -> Result<String> {
-        Err(not_yet("pod sandboxes"))
+    async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
+        sandboxes::run(self, config).await
     }
-    async fn stop_pod_sandbox(&self, _sandbox_id: &str) -> Result<()> {
-        Err(not_yet("pod sandboxes"))
+    async fn stop_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        sandboxes::stop(self, sandbox_id).await
     }
-    async fn remove_pod_sandbox(&self, _sandbox_id: &str) -> Result<()> {
-        Err(not_yet("pod sandboxes"))
+    async fn remove_pod_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        sandboxes::remove(self, sandbox_id).await
     }
-    async fn pod_sandbox_status(&self, _sandbox_id: &str) -> Result<PodSandboxStatus> {
-        Err(not_yet("pod sandboxes"))
+    async fn pod_sandbox_status(&self, sandbox_id: &str) -> Result<PodSandboxStatus> {
+        self.inner
+            .lock()
+            .sandboxes
+            .get(sandbox_id)
+            .map(|s| s.status.clone())
+            .ok_or_else(|| not_found("sandbox", sandbox_id))
     }
-    async fn list_pod_sandboxes(
-        &self,
-        _filter: &PodSandboxFilter,
-    ) -> Result<Vec<PodSandboxStatus>> {
-        Err(not_yet("pod sandboxes"))
+    async fn list_pod_sandboxes(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandboxStatus>> {
+        Ok(self
+            .inner
+            .lock()
+            .sandboxes
+            .values()
+            .filter(|s| filter.matches(&s.status))
+            .map(|s| s.status.clone())
+            .collect())
     }
 
     async fn create_container(
         &self,
-        _sandbox_id: &str,
-        _config: &ContainerConfig,
+        sandbox_id: &str,
+        config: &ContainerConfig,
         _sandbox_config: &PodSandboxConfig,
     ) -> Result<String> {
-        Err(not_yet("containers"))
+        containers::create(self, sandbox_id, config).await
     }
-    async fn start_container(&self, _container_id: &str) -> Result<()> {
-        Err(not_yet("containers"))
+    async fn start_container(&self, container_id: &str) -> Result<()> {
+        containers::start(self, container_id).await
     }
-    async fn stop_container(&self, _container_id: &str, _grace: Duration) -> Result<()> {
-        Err(not_yet("containers"))
+    async fn stop_container(&self, container_id: &str, grace: Duration) -> Result<()> {
+        containers::stop(self, container_id, grace).await
     }
-    async fn remove_container(&self, _container_id: &str) -> Result<()> {
-        Err(not_yet("containers"))
+    async fn remove_container(&self, container_id: &str) -> Result<()> {
+        containers::remove(self, container_id).await
     }
-    async fn container_status(&self, _container_id: &str) -> Result<ContainerStatus> {
-        Err(not_yet("containers"))
+    async fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
+        self.inner
+            .lock()
+            .containers
+            .get(container_id)
+            .map(|c| c.status.clone())
+            .ok_or_else(|| not_found("container", container_id))
     }
-    async fn list_containers(&self, _filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
-        Err(not_yet("containers"))
+    async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
+        let st = self.inner.lock();
+        Ok(filter.select(&st.containers, &st.by_pod, |c| &c.status))
     }
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
@@ -230,8 +399,25 @@ impl Runtime for ContainerdRuntime {
     async fn exec(&self, _container_id: &str, _request: ExecRequest) -> Result<ExecSession> {
         Err(not_yet("exec"))
     }
-    async fn logs(&self, _container_id: &str, _options: &LogOptions) -> Result<LogStream> {
-        Err(not_yet("logs"))
+    async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {
+        let (path, version) = {
+            let st = self.inner.lock();
+            let c = st
+                .containers
+                .get(container_id)
+                .ok_or_else(|| not_found("container", container_id))?;
+            (c.log_file.clone(), c.version.subscribe())
+        };
+        let (inner, id) = (self.inner.clone(), container_id.to_string());
+        let writing = Box::new(move || {
+            inner.lock().containers.get(&id).is_some_and(|c| {
+                matches!(
+                    c.status.state,
+                    ContainerState::Created | ContainerState::Running { .. }
+                )
+            })
+        });
+        crate::process::logs::follow_file(container_id, path, version, writing, options).await
     }
     async fn container_stats(&self, _container_id: &str) -> Result<ContainerStats> {
         Err(not_yet("stats"))
@@ -251,5 +437,15 @@ impl Runtime for ContainerdRuntime {
     }
     async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>> {
         images::import(self, tarball).await
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        // Sandboxes live in this runtime's memory: what it started goes with it rather than
+        // running on unowned.
+        let ids: Vec<String> = self.inner.lock().sandboxes.keys().cloned().collect();
+        for id in &ids {
+            sandboxes::remove(self, id).await?;
+        }
+        Ok(())
     }
 }

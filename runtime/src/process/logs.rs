@@ -75,8 +75,11 @@ impl Reader {
     }
 }
 
+/// Whether a container may still write to its log (created or running, and not removed).
+pub(crate) type StillWriting = Box<dyn Fn() -> bool + Send + Sync>;
+
 struct Follow {
-    inner: Arc<Inner>,
+    writing: StillWriting,
     id: String,
     reader: Reader,
     pending: VecDeque<LogLine>,
@@ -86,16 +89,6 @@ struct Follow {
 }
 
 impl Follow {
-    /// Whether the container may still write (created or running, and not removed).
-    fn writing(&self) -> bool {
-        self.inner.lock().containers.get(&self.id).is_some_and(|c| {
-            matches!(
-                c.status.state,
-                ContainerState::Created | ContainerState::Running { .. }
-            )
-        })
-    }
-
     async fn next_line(&mut self) -> Option<LogLine> {
         loop {
             if let Some(line) = self.pending.pop_front() {
@@ -106,7 +99,7 @@ impl Follow {
             }
             // Read the state before the file: a line written just before an exit is then
             // still read below.
-            let writing = self.follow && self.writing();
+            let writing = self.follow && (self.writing)();
             self.version.borrow_and_update();
             match self.reader.read_new().await {
                 Ok(lines) if !lines.is_empty() => {
@@ -144,6 +137,28 @@ pub(crate) async fn log_stream(
             .ok_or_else(|| super::not_found("container", id))?;
         (c.log_file.clone(), c.version.subscribe())
     };
+    let (inner, container) = (inner.clone(), id.to_string());
+    let writing = Box::new(move || {
+        inner.lock().containers.get(&container).is_some_and(|c| {
+            matches!(
+                c.status.state,
+                ContainerState::Created | ContainerState::Running { .. }
+            )
+        })
+    });
+    follow_file(id, path, version, writing, options).await
+}
+
+/// The lines of the CRI log file at `path` of container `id`; with `options.follow`, new
+/// lines too while `writing` says the container may still write, woken by `version`, which
+/// the writer bumps on every line and on exit (and drops on removal).
+pub(crate) async fn follow_file(
+    id: &str,
+    path: PathBuf,
+    version: watch::Receiver<u64>,
+    writing: StillWriting,
+    options: &LogOptions,
+) -> Result<LogStream> {
     let mut reader = Reader {
         path,
         offset: 0,
@@ -159,7 +174,7 @@ pub(crate) async fn log_stream(
         pending.extend(lines.into_iter().skip(skip));
     }
     let state = Follow {
-        inner: inner.clone(),
+        writing,
         id: id.to_string(),
         reader,
         pending,

@@ -58,9 +58,9 @@
 
 mod attach;
 mod exec;
-mod logs;
+pub(crate) mod logs;
 mod service;
-mod spawn;
+pub(crate) mod spawn;
 mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -107,7 +107,7 @@ impl ImageCommand {
     }
 
     /// The argv of a container from this image.
-    fn argv(&self, command: &[String], args: &[String]) -> Vec<String> {
+    pub(crate) fn argv(&self, command: &[String], args: &[String]) -> Vec<String> {
         match self {
             ImageCommand::Entrypoint { entrypoint, cmd } => {
                 let (head, default_args) = if command.is_empty() {
@@ -353,6 +353,8 @@ pub(crate) struct ProcessContainer {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) working_dir: PathBuf,
     pub(crate) log_file: PathBuf,
+    /// The pod's network namespace, which the process starts in (None: the host's).
+    pub(crate) netns: Option<PathBuf>,
     /// The main process (and process group) id while it runs.
     pub(crate) pid: Option<u32>,
     /// Bumped on every log line and on exit, for log followers and stoppers.

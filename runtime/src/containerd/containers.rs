@@ -1,0 +1,583 @@
+//! Containers on containerd: a snapshot of the image and a container record on create, a
+//! task (the shim and runc) on start with its output pumped from FIFOs into the CRI log
+//! file, a watcher that records the exit (and an OOM kill) and deletes the task, TERM then
+//! KILL on stop.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container as ContainerRecord, CreateContainerRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
+};
+use containerd_client::tonic::Code;
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use super::spec::{self, SpecInputs};
+use super::{ContainerdContainer, ContainerdRuntime, backend, grpc, images, is_not_found};
+use crate::container::{ContainerConfig, ContainerEventKind, ContainerState, ContainerStatus};
+use crate::labels;
+use crate::process::spawn::pump;
+use crate::sandbox::PodSandboxState;
+use crate::stream::LogStreamKind;
+use crate::{Error, Result};
+
+/// The shim every container runs under.
+const RUNC_V2: &str = "io.containerd.runc.v2";
+
+/// The type URL containerd expects for a JSON OCI runtime spec.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// How long a killed container may take to be reaped before a stop gives up waiting.
+const REAP: Duration = Duration::from_secs(30);
+
+/// How long the log pumps may drain once the task is deleted.
+const DRAIN: Duration = Duration::from_secs(5);
+
+const SIGTERM: u32 = 15;
+const SIGKILL: u32 = 9;
+
+/// The cgroup of a container, relative to each hierarchy's root.
+fn cgroups_path(id: &str) -> String {
+    format!("/kybernetes/{id}")
+}
+
+/// Creates container `config` in sandbox `sandbox_id`.
+pub(super) async fn create(
+    rt: &ContainerdRuntime,
+    sandbox_id: &str,
+    config: &ContainerConfig,
+) -> Result<String> {
+    let (hostname, netns, pod_uid, pod_dir) = {
+        let st = rt.inner.lock();
+        let sb = st
+            .sandboxes
+            .get(sandbox_id)
+            .ok_or_else(|| super::not_found("sandbox", sandbox_id))?;
+        if sb.status.state != PodSandboxState::Ready {
+            return Err(Error::InvalidState {
+                id: sandbox_id.into(),
+                message: "sandbox is not ready".into(),
+            });
+        }
+        (
+            sb.config.hostname.clone(),
+            sb.netns.clone(),
+            sb.config.metadata.uid.clone(),
+            sb.dir.clone(),
+        )
+    };
+    let resolved =
+        images::resolve(rt, &config.image)
+            .await?
+            .ok_or_else(|| Error::ImageNotFound {
+                image: config.image.clone(),
+            })?;
+    let id = super::new_id();
+    let cgroups = cgroups_path(&id);
+    let spec = spec::build(
+        config,
+        &SpecInputs {
+            image: &resolved.process,
+            hostname: &hostname,
+            netns: &netns,
+            cgroups_path: &cgroups,
+        },
+    )?;
+    let spec = serde_json::to_vec(&spec).map_err(|e| backend("encode the OCI spec", e))?;
+    let mounts = SnapshotsClient::new(rt.channel.clone())
+        .prepare(rt.request(
+            PrepareSnapshotRequest {
+                snapshotter: rt.snapshotter.clone(),
+                key: id.clone(),
+                parent: resolved.top_chain.clone(),
+                labels: HashMap::new(),
+            },
+            None,
+        )?)
+        .await
+        .map_err(|s| grpc(format!("prepare the root filesystem of {id}"), s))?
+        .into_inner()
+        .mounts;
+    let record = ContainerRecord {
+        id: id.clone(),
+        labels: HashMap::from([(labels::POD_UID.to_string(), pod_uid.clone())]),
+        image: resolved.name.clone(),
+        runtime: Some(ContainerRuntimeInfo {
+            name: RUNC_V2.into(),
+            options: None,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: SPEC_TYPE_URL.into(),
+            value: spec,
+        }),
+        snapshotter: rt.snapshotter.clone(),
+        snapshot_key: id.clone(),
+        created_at: None,
+        updated_at: None,
+        extensions: HashMap::new(),
+        sandbox: String::new(),
+    };
+    let created = ContainersClient::new(rt.channel.clone())
+        .create(rt.request(
+            CreateContainerRequest {
+                container: Some(record),
+            },
+            None,
+        )?)
+        .await;
+    if let Err(s) = created {
+        images::remove_snapshot(rt, &id).await;
+        return Err(grpc(format!("create container {id}"), s));
+    }
+    let log_path = if config.log_path.as_os_str().is_empty() {
+        PathBuf::from(format!(
+            "{}/{}.log",
+            config.metadata.name, config.metadata.attempt
+        ))
+    } else {
+        config.log_path.clone()
+    };
+    let mut container_labels = config.labels.clone();
+    container_labels
+        .entry(labels::CONTAINER_NAME.into())
+        .or_insert_with(|| config.metadata.name.clone());
+    let container = ContainerdContainer {
+        status: ContainerStatus {
+            id: id.clone(),
+            sandbox_id: sandbox_id.into(),
+            metadata: config.metadata.clone(),
+            image: config.image.clone(),
+            image_ref: resolved.image.reference().to_string(),
+            state: ContainerState::Created,
+            created_at: rt.inner.clock.now(),
+            labels: container_labels,
+            annotations: config.annotations.clone(),
+            log_path: log_path.clone(),
+        },
+        pod_uid: pod_uid.clone(),
+        log_file: pod_dir.join(log_path),
+        version: Arc::new(watch::channel(0).0),
+        rootfs: mounts,
+        cgroups_path: cgroups,
+    };
+    let mut st = rt.inner.lock();
+    rt.emit(&container, ContainerEventKind::Created);
+    st.by_pod.entry(pod_uid).or_default().insert(id.clone());
+    st.containers.insert(id.clone(), container);
+    Ok(id)
+}
+
+/// The FIFOs a task writes its stdout and stderr to, and the write ends this side holds
+/// open so that the readers see no end of file before the shim opens them; dropping them
+/// once the task is deleted lets the readers drain and end.
+struct TaskIo {
+    dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    _holders: Vec<pipe::Sender>,
+}
+
+impl TaskIo {
+    fn open(
+        rt: &ContainerdRuntime,
+        c: &ContainerdContainer,
+        pumps: &mut JoinSet<()>,
+    ) -> Result<TaskIo> {
+        let dir = rt.inner.root.join("io").join(&c.status.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| backend(format!("create {}", dir.display()), e))?;
+        if let Some(parent) = c.log_file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| backend(format!("create log directory {}", parent.display()), e))?;
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&c.log_file)
+            .map_err(|e| backend(format!("open log file {}", c.log_file.display()), e))?;
+        let sink = Arc::new(Mutex::new(log));
+        let mut holders = Vec::new();
+        let mut paths = Vec::new();
+        for kind in [LogStreamKind::Stdout, LogStreamKind::Stderr] {
+            let path = dir.join(kind.as_str());
+            match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(backend(format!("create FIFO {}", path.display()), e)),
+            }
+            let reader = pipe::OpenOptions::new()
+                .open_receiver(&path)
+                .map_err(|e| backend(format!("open FIFO {}", path.display()), e))?;
+            holders.push(
+                pipe::OpenOptions::new()
+                    .open_sender(&path)
+                    .map_err(|e| backend(format!("open FIFO {}", path.display()), e))?,
+            );
+            pumps.spawn(pump(
+                reader,
+                kind,
+                sink.clone(),
+                rt.inner.clock.clone(),
+                c.version.clone(),
+            ));
+            paths.push(path);
+        }
+        let stderr = paths.pop().unwrap_or_default();
+        let stdout = paths.pop().unwrap_or_default();
+        Ok(TaskIo {
+            dir,
+            stdout,
+            stderr,
+            _holders: holders,
+        })
+    }
+
+    fn close(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            debug!(dir = %dir.display(), error = %e, "removing a task's FIFOs failed");
+        }
+    }
+}
+
+/// Starts created container `id`: its task, with output into its log file.
+pub(super) async fn start(rt: &ContainerdRuntime, id: &str) -> Result<()> {
+    let mut pumps = JoinSet::new();
+    let (io, rootfs) = {
+        let st = rt.inner.lock();
+        let c = st
+            .containers
+            .get(id)
+            .ok_or_else(|| super::not_found("container", id))?;
+        if c.status.state != ContainerState::Created {
+            return Err(Error::InvalidState {
+                id: id.into(),
+                message: "container is not in created state".into(),
+            });
+        }
+        (TaskIo::open(rt, c, &mut pumps)?, c.rootfs.clone())
+    };
+    let mut tasks = TasksClient::new(rt.channel.clone());
+    let created = tasks
+        .create(rt.request(
+            CreateTaskRequest {
+                container_id: id.into(),
+                rootfs,
+                stdin: String::new(),
+                stdout: io.stdout.to_string_lossy().into_owned(),
+                stderr: io.stderr.to_string_lossy().into_owned(),
+                terminal: false,
+                checkpoint: None,
+                options: None,
+                runtime_path: String::new(),
+            },
+            None,
+        )?)
+        .await;
+    let started = match created {
+        Ok(_) => tasks
+            .start(rt.request(
+                StartRequest {
+                    container_id: id.into(),
+                    exec_id: String::new(),
+                },
+                None,
+            )?)
+            .await
+            .map_err(|s| start_error(id, s)),
+        Err(s) => Err(start_error(id, s)),
+    };
+    if let Err(e) = started {
+        delete_task(rt, id).await;
+        io.close();
+        pumps.abort_all();
+        mark_start_error(rt, id, e.to_string());
+        return Err(e);
+    }
+    {
+        let mut st = rt.inner.lock();
+        if let Some(c) = st.containers.get_mut(id) {
+            c.status.state = ContainerState::Running {
+                started_at: rt.inner.clock.now(),
+            };
+            c.version.send_modify(|v| *v += 1);
+            rt.emit(c, ContainerEventKind::Started);
+        }
+    }
+    tokio::spawn(watch_exit(rt.clone(), id.to_string(), io, pumps));
+    Ok(())
+}
+
+/// A failed task create or start, in the words of runc's error (command not found, …).
+fn start_error(id: &str, status: containerd_client::tonic::Status) -> Error {
+    Error::Backend {
+        context: format!(
+            "failed to start container {id}: {}",
+            status.message().trim()
+        ),
+        source: Some(Box::new(status)),
+    }
+}
+
+/// Records that a container could not start, as containerd's CRI reports it.
+fn mark_start_error(rt: &ContainerdRuntime, id: &str, message: String) {
+    let mut st = rt.inner.lock();
+    if let Some(c) = st.containers.get_mut(id) {
+        c.status.state = ContainerState::Exited {
+            exit_code: 128,
+            reason: "StartError".into(),
+            message,
+            started_at: None,
+            finished_at: rt.inner.clock.now(),
+        };
+        c.version.send_modify(|v| *v += 1);
+        rt.emit(c, ContainerEventKind::Stopped);
+    }
+}
+
+/// Waits for the task of container `id` to exit, reads whether the OOM killer ended it,
+/// deletes the task (which flushes its output), lets the log pumps drain, and records the
+/// exit.
+async fn watch_exit(rt: ContainerdRuntime, id: String, io: TaskIo, mut pumps: JoinSet<()>) {
+    let waited = match rt.request(
+        WaitRequest {
+            container_id: id.clone(),
+            exec_id: String::new(),
+        },
+        None,
+    ) {
+        Ok(request) => TasksClient::new(rt.channel.clone()).wait(request).await,
+        Err(e) => Err(containerd_client::tonic::Status::internal(e.to_string())),
+    };
+    let cgroups = rt
+        .inner
+        .lock()
+        .containers
+        .get(&id)
+        .map(|c| c.cgroups_path.clone())
+        .unwrap_or_default();
+    let oom = oom_killed(&cgroups);
+    delete_task(&rt, &id).await;
+    io.close();
+    let drained =
+        tokio::time::timeout(DRAIN, async { while pumps.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        debug!(container = %id, "task output stayed open after the task was deleted");
+        pumps.abort_all();
+    }
+    let (exit_code, message) = match waited {
+        Ok(r) => (
+            i32::try_from(r.into_inner().exit_status).unwrap_or(255),
+            String::new(),
+        ),
+        Err(s) => (255, format!("waiting for the task failed: {}", s.message())),
+    };
+    let reason = if oom {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    let mut st = rt.inner.lock();
+    let Some(c) = st.containers.get_mut(&id) else {
+        return;
+    };
+    let started_at = match &c.status.state {
+        ContainerState::Running { started_at } => Some(*started_at),
+        _ => None,
+    };
+    debug!(container = %id, exit_code, reason, "container exited");
+    c.status.state = ContainerState::Exited {
+        exit_code,
+        reason: reason.into(),
+        message,
+        started_at,
+        finished_at: rt.inner.clock.now(),
+    };
+    c.version.send_modify(|v| *v += 1);
+    rt.emit(c, ContainerEventKind::Stopped);
+}
+
+/// Whether the kernel's OOM killer killed a process of the cgroup at `path` (cgroup v1's
+/// `memory.oom_control`, or v2's `memory.events`). Read before the task is deleted, since
+/// runc removes the cgroup then.
+fn oom_killed(path: &str) -> bool {
+    let rel = path.trim_start_matches('/');
+    let files = [
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+    ];
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|s| {
+            s.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
+}
+
+/// Deletes the task of container `id`; one already gone is fine.
+async fn delete_task(rt: &ContainerdRuntime, id: &str) {
+    let Ok(request) = rt.request(
+        DeleteTaskRequest {
+            container_id: id.into(),
+        },
+        None,
+    ) else {
+        return;
+    };
+    match TasksClient::new(rt.channel.clone()).delete(request).await {
+        Ok(_) => {}
+        Err(s) if is_not_found(&s) => {}
+        Err(s) => warn!(container = id, error = %s, "deleting a task failed"),
+    }
+}
+
+/// Signals the task of container `id` (its init, or every process with `all`). A task
+/// that is gone or not running is fine.
+async fn kill(rt: &ContainerdRuntime, id: &str, signal: u32, all: bool) -> Result<()> {
+    let killed = TasksClient::new(rt.channel.clone())
+        .kill(rt.request(
+            KillRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+                signal,
+                all,
+            },
+            None,
+        )?)
+        .await;
+    match killed {
+        Ok(_) => Ok(()),
+        Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+        Err(s) => Err(grpc(format!("signal {signal} to container {id}"), s)),
+    }
+}
+
+/// Waits until container `id` is no longer running (or is gone), up to `limit`.
+async fn wait_exited(rt: &ContainerdRuntime, id: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut version = match rt.inner.lock().containers.get(id) {
+        Some(c) => c.version.subscribe(),
+        None => return true,
+    };
+    loop {
+        let running = rt
+            .inner
+            .lock()
+            .containers
+            .get(id)
+            .is_some_and(|c| c.status.state.is_running());
+        if !running {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, version.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Stops container `id`: TERM to its init, then KILL to all its processes once `grace` has
+/// passed.
+pub(super) async fn stop(rt: &ContainerdRuntime, id: &str, grace: Duration) -> Result<()> {
+    let running = {
+        let st = rt.inner.lock();
+        st.containers
+            .get(id)
+            .ok_or_else(|| super::not_found("container", id))?
+            .status
+            .state
+            .is_running()
+    };
+    if !running {
+        return Ok(());
+    }
+    kill(rt, id, SIGTERM, false).await?;
+    if wait_exited(rt, id, grace).await {
+        return Ok(());
+    }
+    debug!(container = id, ?grace, "grace period over; killing");
+    kill_now(rt, id).await
+}
+
+/// Kills every process of container `id` at once and waits for the exit to be recorded.
+pub(super) async fn kill_now(rt: &ContainerdRuntime, id: &str) -> Result<()> {
+    let running = rt
+        .inner
+        .lock()
+        .containers
+        .get(id)
+        .is_some_and(|c| c.status.state.is_running());
+    if !running {
+        return Ok(());
+    }
+    kill(rt, id, SIGKILL, true).await?;
+    if !wait_exited(rt, id, REAP).await {
+        return Err(Error::Timeout {
+            operation: format!("waiting for killed container {id} to exit"),
+            timeout: REAP,
+        });
+    }
+    Ok(())
+}
+
+/// Removes container `id`, killing it first if it runs: its containerd record, its
+/// snapshot and its log file.
+pub(super) async fn remove(rt: &ContainerdRuntime, id: &str) -> Result<()> {
+    kill_now(rt, id).await?;
+    if !rt.inner.lock().containers.contains_key(id) {
+        return Ok(());
+    }
+    let deleted = ContainersClient::new(rt.channel.clone())
+        .delete(rt.request(DeleteContainerRequest { id: id.into() }, None)?)
+        .await;
+    match deleted {
+        Ok(_) => {}
+        Err(s) if is_not_found(&s) => {}
+        Err(s) => return Err(grpc(format!("delete container {id}"), s)),
+    }
+    images::remove_snapshot(rt, id).await;
+    let removed = {
+        let mut st = rt.inner.lock();
+        let removed = st.containers.remove(id);
+        if let Some(c) = &removed
+            && let Some(ids) = st.by_pod.get_mut(&c.pod_uid)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                st.by_pod.remove(&c.pod_uid);
+            }
+        }
+        removed
+    };
+    if let Some(c) = removed {
+        rt.emit(&c, ContainerEventKind::Deleted);
+        if let Err(e) = std::fs::remove_file(&c.log_file)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            debug!(file = %c.log_file.display(), error = %e, "removing a container log failed");
+        }
+    }
+    Ok(())
+}

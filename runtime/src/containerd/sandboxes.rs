@@ -1,0 +1,118 @@
+//! Pod sandboxes on containerd: the pod's network namespace (the `Network`'s, or one made
+//! here) and its log directory. containerd 1.6 has no sandbox objects of its own, so a
+//! sandbox lives in this runtime's memory and its containers join its namespace.
+
+use std::path::PathBuf;
+
+use tracing::debug;
+
+use super::{ContainerdRuntime, ContainerdSandbox, containers, netns};
+use crate::Result;
+use crate::sandbox::{PodSandboxConfig, PodSandboxState, PodSandboxStatus};
+
+/// Runs a sandbox for `config`.
+pub(super) async fn run(rt: &ContainerdRuntime, config: &PodSandboxConfig) -> Result<String> {
+    let id = super::new_id();
+    let (netns, owns_netns) = match &config.netns_path {
+        Some(path) => (path.clone(), false),
+        None => (
+            netns::create(rt.inner.root.join("netns").join(&id)).await?,
+            true,
+        ),
+    };
+    let name = config
+        .log_directory
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| id.clone());
+    let dir = rt.inner.root.join("pods").join(name);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        if owns_netns {
+            netns::remove(&netns);
+        }
+        return Err(super::backend(
+            format!("create pod directory {}", dir.display()),
+            e,
+        ));
+    }
+    let status = PodSandboxStatus {
+        id: id.clone(),
+        metadata: config.metadata.clone(),
+        state: PodSandboxState::Ready,
+        created_at: rt.inner.clock.now(),
+        ip: config.pod_ip,
+        netns_path: Some(netns.clone()),
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+    };
+    rt.inner.lock().sandboxes.insert(
+        id.clone(),
+        ContainerdSandbox {
+            status,
+            config: config.clone(),
+            netns,
+            owns_netns,
+            dir,
+        },
+    );
+    Ok(id)
+}
+
+fn containers_of(rt: &ContainerdRuntime, sandbox_id: &str) -> Vec<String> {
+    rt.inner
+        .lock()
+        .containers
+        .values()
+        .filter(|c| c.status.sandbox_id == sandbox_id)
+        .map(|c| c.status.id.clone())
+        .collect()
+}
+
+/// Stops a sandbox: every container in it is killed.
+pub(super) async fn stop(rt: &ContainerdRuntime, sandbox_id: &str) -> Result<()> {
+    {
+        let mut st = rt.inner.lock();
+        let Some(sb) = st.sandboxes.get_mut(sandbox_id) else {
+            return Ok(());
+        };
+        sb.status.state = PodSandboxState::NotReady;
+    }
+    for id in containers_of(rt, sandbox_id) {
+        containers::kill_now(rt, &id).await?;
+    }
+    Ok(())
+}
+
+/// Removes a sandbox, its containers, its own network namespace and its directory.
+pub(super) async fn remove(rt: &ContainerdRuntime, sandbox_id: &str) -> Result<()> {
+    stop(rt, sandbox_id).await?;
+    for id in containers_of(rt, sandbox_id) {
+        containers::remove(rt, &id).await?;
+    }
+    let removed = {
+        let mut st = rt.inner.lock();
+        let removed = st.sandboxes.remove(sandbox_id);
+        removed.map(|r| {
+            // The directory is the pod's: keep it while another sandbox of the pod uses it.
+            let shared = st.sandboxes.values().any(|s| s.dir == r.dir);
+            (r, shared)
+        })
+    };
+    if let Some((sb, shared)) = removed {
+        if sb.owns_netns {
+            netns::remove(&sb.netns);
+        }
+        if !shared {
+            remove_dir(&sb.dir);
+        }
+    }
+    Ok(())
+}
+
+fn remove_dir(dir: &PathBuf) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        debug!(dir = %dir.display(), error = %e, "removing a pod directory failed");
+    }
+}
