@@ -174,7 +174,7 @@ pub(super) async fn create(
     };
     let mut st = rt.inner.lock();
     rt.emit(&container, ContainerEventKind::Created);
-    st.by_pod.entry(pod_uid).or_default().insert(id.clone());
+    st.by_pod.insert(&pod_uid, &id);
     st.containers.insert(id.clone(), container);
     Ok(id)
 }
@@ -561,13 +561,8 @@ pub(super) async fn remove(rt: &ContainerdRuntime, id: &str) -> Result<()> {
     let removed = {
         let mut st = rt.inner.lock();
         let removed = st.containers.remove(id);
-        if let Some(c) = &removed
-            && let Some(ids) = st.by_pod.get_mut(&c.pod_uid)
-        {
-            ids.remove(id);
-            if ids.is_empty() {
-                st.by_pod.remove(&c.pod_uid);
-            }
+        if let Some(c) = &removed {
+            st.by_pod.remove(&c.pod_uid, id);
         }
         removed
     };

@@ -198,7 +198,7 @@ struct State {
     sandboxes: BTreeMap<String, ContainerdSandbox>,
     containers: BTreeMap<String, ContainerdContainer>,
     /// Container ids by pod UID, so listing a pod's containers stays cheap.
-    by_pod: HashMap<String, BTreeSet<String>>,
+    by_pod: crate::index::IdIndex,
 }
 
 #[derive(Debug)]
@@ -382,7 +382,7 @@ impl Runtime for ContainerdRuntime {
     }
     async fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let st = self.inner.lock();
-        Ok(filter.select(&st.containers, &st.by_pod, |c| &c.status))
+        Ok(filter.select(&st.containers, &st.by_pod, None, |c| &c.status))
     }
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
         self.events.subscribe()
