@@ -95,6 +95,7 @@ pub(super) async fn create(
             cgroups_path: &cgroups,
         },
     )?;
+    let process = spec["process"].clone();
     let spec = serde_json::to_vec(&spec).map_err(|e| backend("encode the OCI spec", e))?;
     let mounts = SnapshotsClient::new(rt.channel.clone())
         .prepare(rt.request(
@@ -171,6 +172,7 @@ pub(super) async fn create(
         version: Arc::new(watch::channel(0).0),
         rootfs: mounts,
         cgroups_path: cgroups,
+        process,
     };
     let mut st = rt.inner.lock();
     rt.emit(&container, ContainerEventKind::Created);
@@ -212,10 +214,7 @@ impl TaskIo {
         let mut paths = Vec::new();
         for kind in [LogStreamKind::Stdout, LogStreamKind::Stderr] {
             let path = dir.join(kind.as_str());
-            match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(backend(format!("create FIFO {}", path.display()), e)),
-            }
+            super::exec::fifo(&path)?;
             let reader = pipe::OpenOptions::new()
                 .open_receiver(&path)
                 .map_err(|e| backend(format!("open FIFO {}", path.display()), e))?;
