@@ -14,7 +14,7 @@ import sys
 
 GROUP_DIRS = ["api", "apimachinery/pkg/apis/meta/v1", "apiextensions_apiserver"]
 SKIP_GROUPS = {"admissionregistration", "apiserverinternal", "authentication", "authorization",
-               "certificates", "flowcontrol", "node", "resource", "scheduling", "storagemigration"}
+               "certificates", "flowcontrol", "node", "resource", "storagemigration"}
 
 
 def type_name(rust_path):

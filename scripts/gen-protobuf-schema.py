@@ -62,6 +62,7 @@ PACKAGES = [
     ("authorization", "api", "authorization/v1", "k8s.io.api.authorization.v1",
      "authorization.k8s.io/v1"),
     ("storage", "api", "storage/v1", "k8s.io.api.storage.v1", "storage.k8s.io/v1"),
+    ("scheduling", "api", "scheduling/v1", "k8s.io.api.scheduling.v1", "scheduling.k8s.io/v1"),
     ("apiextensions", "apiextensions", "pkg/apis/apiextensions/v1",
      "k8s.io.apiextensions_apiserver.pkg.apis.apiextensions.v1", "apiextensions.k8s.io/v1"),
     ("meta", "apimachinery", "pkg/apis/meta/v1", "k8s.io.apimachinery.pkg.apis.meta.v1",

@@ -515,3 +515,53 @@ async fn kubectl_autoscale_creates_an_autoscaler_that_get_hpa_prints() {
     assert_eq!(v1, "50");
     c.shutdown().await.expect("shutdown");
 }
+
+/// Two autoscalers whose targets select the same pods would fight over them: upstream stops
+/// both, with `ScalingActive=False` reason `AmbiguousSelector`, and the deployment keeps its
+/// replicas.
+#[tokio::test(start_paused = true)]
+async fn two_autoscalers_of_the_same_pods_both_stop_with_ambiguous_selector() {
+    let c = Cluster::builder().nodes(1).start().await.expect("start");
+    let deploys: Api<Deployment> = Api::default_namespaced(c.client());
+    deploys
+        .create(&PostParams::default(), &web("nginx:1"))
+        .await
+        .expect("web");
+    wait_available(&deploys, "web", 1, Duration::from_secs(60)).await;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::default_namespaced(c.client());
+    hpas.create(&PostParams::default(), &hpa(1, 3, Value::Null))
+        .await
+        .expect("hpa web");
+    let mut twin = hpa(1, 3, Value::Null);
+    twin.metadata.name = Some("web-twin".into());
+    hpas.create(&PostParams::default(), &twin)
+        .await
+        .expect("hpa web-twin");
+    for name in ["web", "web-twin"] {
+        until(
+            &format!("{name}: ScalingActive False AmbiguousSelector"),
+            Duration::from_secs(300),
+            || {
+                let hpas = hpas.clone();
+                async move {
+                    let h = hpas.get(name).await.expect("hpa");
+                    condition(&h, "ScalingActive") == Some(("False", "AmbiguousSelector"))
+                }
+            },
+        )
+        .await;
+    }
+    let h = hpas.get("web-twin").await.expect("hpa");
+    let message = h
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "ScalingActive"))
+        .and_then(|c| c.message)
+        .unwrap_or_default();
+    assert_eq!(
+        message,
+        "pods by selector app=web are controlled by multiple HPAs: [default/web-twin default/web]"
+    );
+    assert_eq!(spec_replicas(&deploys).await, 1);
+    c.shutdown().await.expect("shutdown");
+}

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Api;
 use kybernetes::Cluster;
 
@@ -228,6 +229,18 @@ async fn kubectl_creates_the_other_served_kinds_in_protobuf() {
         ],
     )
     .await;
+    kubectl(
+        k,
+        &[
+            "create",
+            "priorityclass",
+            "batch",
+            "--value=0",
+            "--preemption-policy=Never",
+            "--description=overnight work",
+        ],
+    )
+    .await;
 
     let client = s.cluster.client();
     let ns = "default";
@@ -272,6 +285,19 @@ async fn kubectl_creates_the_other_served_kinds_in_protobuf() {
     assert_eq!(
         pdb.spec.expect("spec").min_available,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("50%".into()))
+    );
+    // `value: 0` survives the protobuf body (upstream writes the field even when zero).
+    let pc = Api::<PriorityClass>::all(client.clone())
+        .get("batch")
+        .await
+        .expect("priorityclass");
+    assert_eq!(
+        (
+            pc.value,
+            pc.preemption_policy.as_deref(),
+            pc.description.as_deref()
+        ),
+        (0, Some("Never"), Some("overnight work"))
     );
     s.cluster.shutdown().await.expect("shutdown");
 }

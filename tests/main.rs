@@ -29,6 +29,7 @@ mod openapi;
 mod pod_affinity;
 mod pod_lifecycle;
 mod pod_logs;
+mod preemption;
 mod processes;
 mod proxy;
 mod python_client;

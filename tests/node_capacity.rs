@@ -170,12 +170,13 @@ async fn cluster_cidr_and_node_cidr_mask_size_set_the_node_capacity() {
 
 #[tokio::test]
 async fn a_node_mask_size_that_does_not_fit_the_cluster_cidr_fails_start() {
-    let err = Cluster::builder()
+    let Err(err) = Cluster::builder()
         .cluster_cidr("10.244.0.0/16")
         .node_cidr_mask_size(12)
         .start()
         .await
-        .err()
-        .expect("start fails");
+    else {
+        panic!("a /12 per node in a /16 cluster CIDR must fail start");
+    };
     assert!(err.to_string().contains("/12"), "{err}");
 }

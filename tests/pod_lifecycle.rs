@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
+use kube::api::{Api, ListParams, PostParams};
 use kybernetes::Cluster;
 use kybernetes::runtime::FakeRuntime;
 use kybernetes::runtime::fake::{ContainerScript, ProbeScript};
@@ -347,5 +347,64 @@ async fn env_from_config_map_and_secret_keys_reaches_the_container() {
     assert_eq!(env.get("POD_NAME").map(String::as_str), Some("envy"));
     assert_eq!(env.get("PLAIN").map(String::as_str), Some("x-fast"));
     assert_eq!(env.get("CFG_extra").map(String::as_str), Some("1"));
+    c.shutdown().await.expect("shutdown");
+}
+
+/// A crash loop writes one `Started` Event whose count grows, not one Event per restart: the
+/// node agent's events go through upstream's correlator, as kubelet's do. (Its spam filter
+/// then stops the flood: a pod has a burst of 25 events, which the BackOff events spend too.)
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_folds_its_repeated_events_into_one_event_with_a_count() {
+    let fake = FakeRuntime::default();
+    fake.script_container(
+        "crasher",
+        ContainerScript::new().crash_after(Duration::from_secs(1)),
+    );
+    let c = cluster(&fake).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "folded",
+            "Always",
+            json!({"name": "crasher", "image": "busybox"}),
+        ),
+    )
+    .await
+    .expect("create");
+    let events: Api<Event> = Api::default_namespaced(c.client());
+    let started = || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("folded"))
+            .filter(|e| e.reason.as_deref() == Some("Started"))
+            .collect::<Vec<Event>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1800);
+    loop {
+        let found = started().await;
+        if found.iter().any(|e| e.count.unwrap_or(1) >= 3) {
+            assert_eq!(
+                found.len(),
+                1,
+                "the restarts update one Started event: {found:?}"
+            );
+            let e = &found[0];
+            assert!(
+                e.last_timestamp.as_ref().map(|t| &t.0) > e.first_timestamp.as_ref().map(|t| &t.0),
+                "lastTimestamp moves past firstTimestamp: {e:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Started event reached a count of 3: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     c.shutdown().await.expect("shutdown");
 }

@@ -97,7 +97,7 @@ pub mod streaming;
 pub mod warning;
 
 use admission::{
-    Admission, AdmissionChain, DefaultStorageClass, NamespaceLifecycle,
+    Admission, AdmissionChain, DefaultStorageClass, NamespaceLifecycle, Priority,
     StorageObjectInUseProtection,
 };
 use authentication::UserInfo;
@@ -120,7 +120,7 @@ pub struct ApiServerConfig {
     /// [`AllowAuthenticated`], allows every authenticated user.
     pub authorizer: Arc<dyn Authorizer>,
     /// Admission plugins run after the built-in ones (`NamespaceLifecycle`,
-    /// `DefaultStorageClass`, `StorageObjectInUseProtection`), in order.
+    /// `DefaultStorageClass`, `StorageObjectInUseProtection`, `Priority`), in order.
     pub admission: Vec<Arc<dyn Admission>>,
     /// The key that signs service account tokens (`serviceaccounts/token`); `None` makes a
     /// new one at start, so tokens do not outlive the process. Keep one with
@@ -259,6 +259,7 @@ impl ApiServer {
             Arc::new(NamespaceLifecycle::new(store.clone())),
             Arc::new(DefaultStorageClass::new(store.clone())),
             Arc::new(StorageObjectInUseProtection),
+            Arc::new(Priority::new(store.clone())),
         ];
         plugins.extend(config.admission.iter().cloned());
         let authorizer = Arc::new(authorization::with_privileged_groups(
@@ -309,6 +310,21 @@ impl ApiServer {
                 Ok(_) => {}
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
+            }
+        }
+        if let Some(pc) = self
+            .inner
+            .registry
+            .lookup("scheduling.k8s.io", "v1", "priorityclasses")
+        {
+            // Upstream's `scheduling/bootstrap-system-priority-classes` post-start hook.
+            let scope = self.internal_scope(pc, None);
+            for body in registry::priorityclass::system_priority_classes() {
+                match rest::write::create(&self.inner, &scope, body).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         crd::load_all(&self.inner).await?;

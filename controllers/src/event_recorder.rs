@@ -9,10 +9,10 @@ use crate::api_values::to_time;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::Api;
 use kybernetes_core::Clock;
-use kybernetes_core::event_correlator::{Correlated, EventCorrelator};
-use tracing::debug;
+use kybernetes_core::event_correlator::EventCorrelator;
+use kybernetes_core::event_writer::write_event;
 
 /// One controller's event writer (upstream gives each controller its own recorder, so each
 /// has its own correlator). Cheap to clone.
@@ -88,31 +88,7 @@ impl EventRecorder {
             ..Default::default()
         };
         let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &ns);
-        match self.correlator.correlate(event, now) {
-            Correlated::Skip => debug!(reason, "event dropped by the spam filter"),
-            Correlated::Create(event) => self.create(&api, &event, reason).await,
-            Correlated::Update {
-                name,
-                patch,
-                fallback,
-            } => {
-                if let Err(e) = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    debug!(error = %e, event = %name, "could not update event; creating it anew");
-                    self.correlator.remember(&fallback);
-                    self.create(&api, &fallback, reason).await;
-                }
-            }
-        }
-    }
-
-    async fn create(&self, api: &Api<CoreEvent>, event: &CoreEvent, reason: &str) {
-        if let Err(e) = api.create(&PostParams::default(), event).await {
-            debug!(error = %e, reason, "could not record event");
-            self.correlator.forget(event);
-        }
+        write_event(&api, &self.correlator, event, now).await;
     }
 }
 

@@ -107,6 +107,7 @@ pub(crate) struct Context {
     pub(crate) rs_writes: MutationCache<ReplicaSet>,
     pub(crate) backoff: ErrorBackoff<ObjectRef<ReplicaSet>>,
     pub(crate) owner: OwnerKind,
+    pub(crate) events: crate::event_recorder::EventRecorder,
 }
 
 /// Starts the ReplicaSet controller; it stops when `shutdown` is cancelled.
@@ -151,6 +152,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         writer,
         observed.clone(),
     );
+    let events = crate::event_recorder::EventRecorder::new(client.clone(), clock.clone());
     let ctx = Arc::new(Context {
         client,
         clock,
@@ -160,6 +162,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         rs_writes: MutationCache::new(ObservedRevision::default(), MUTATION_TTL),
         backoff: ErrorBackoff::new(MAX_BACKOFF),
         owner: OwnerKind::ReplicaSet,
+        events,
     });
     let controller = controller
         .watches_stream(pod_events, move |pod| {
@@ -218,6 +221,32 @@ fn min_ready_seconds(rs: &ReplicaSet) -> i32 {
 }
 
 impl Context {
+    /// Records an event about the owner, a ReplicaSet or the ReplicationController it stands
+    /// for, without holding up the pod writes (upstream's recorder is asynchronous too).
+    fn record(&self, rs: &ReplicaSet, type_: &'static str, reason: &'static str, message: String) {
+        let events = self.events.clone();
+        let metadata = rs.metadata.clone();
+        let owner = self.owner;
+        tokio::spawn(async move {
+            match owner {
+                OwnerKind::ReplicaSet => {
+                    let rs = ReplicaSet {
+                        metadata,
+                        ..Default::default()
+                    };
+                    events.record(&rs, type_, reason, message).await
+                }
+                OwnerKind::ReplicationController => {
+                    let rc = ReplicationController {
+                        metadata,
+                        ..Default::default()
+                    };
+                    events.record(&rc, type_, reason, message).await
+                }
+            }
+        });
+    }
+
     /// The active pods of a namespace, this controller's writes included.
     fn active_pods(&self, ns: &str) -> Vec<Arc<Pod>> {
         self.pod_writes.list(&self.pods, |p| {
@@ -383,14 +412,14 @@ async fn manage_replicas(
         }
         let pod = pod_from_template(rs, &template, owner_ref(ctx.owner, rs));
         debug!(replicaset = %rs.name_any(), count, "creating pods");
-        slow_start_batch(count, || create_pod(ctx, pods_api, &pod)).await
+        slow_start_batch(count, || create_pod(ctx, pods_api, rs, &pod)).await
     } else if have > want {
         let count = (have - want).min(BURST_REPLICAS);
         let ns = rs.namespace().unwrap_or_default();
         let related = ctx.related_pods(rs, &ns);
         let victims = crate::pod_state::pods_to_delete(owned, &related, count);
         debug!(replicaset = %rs.name_any(), count, "deleting pods");
-        let results = join_all(victims.iter().map(|p| delete_pod(ctx, pods_api, p))).await;
+        let results = join_all(victims.iter().map(|p| delete_pod(ctx, pods_api, rs, p))).await;
         results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     } else {
         Ok(())
@@ -440,16 +469,27 @@ fn pod_from_template(
     }
 }
 
-async fn create_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
-    let created = api
-        .create(&PostParams::default(), pod)
-        .await
-        .map_err(api_err("create pod"))?;
-    ctx.pod_writes.mutation(created);
-    Ok(())
+async fn create_pod(ctx: &Context, api: &Api<Pod>, rs: &ReplicaSet, pod: &Pod) -> Result<()> {
+    match api.create(&PostParams::default(), pod).await {
+        Ok(created) => {
+            let message = format!("Created pod: {}", created.name_any());
+            ctx.pod_writes.mutation(created);
+            ctx.record(rs, "Normal", "SuccessfulCreate", message);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.record(
+                rs,
+                "Warning",
+                "FailedCreate",
+                format!("Error creating: {e}"),
+            );
+            Err(api_err("create pod")(e))
+        }
+    }
 }
 
-async fn delete_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
+async fn delete_pod(ctx: &Context, api: &Api<Pod>, rs: &ReplicaSet, pod: &Pod) -> Result<()> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: pod.metadata.uid.clone(),
@@ -457,15 +497,29 @@ async fn delete_pod(ctx: &Context, api: &Api<Pod>, pod: &Pod) -> Result<()> {
         }),
         ..Default::default()
     };
-    match api.delete(&pod.name_any(), &params).await {
+    let name = pod.name_any();
+    match api.delete(&name, &params).await {
         // Graceful deletion: the pod stays, marked as terminating.
         Ok(response) => match response.left() {
             Some(p) if p.metadata.deletion_timestamp.is_some() => ctx.pod_writes.mutation(p),
             _ => ctx.pod_writes.deletion(pod),
         },
-        Err(e) if is_not_found(&e) => ctx.pod_writes.deletion(pod),
-        Err(e) => return Err(api_err(format!("delete pod {}", pod.name_any()))(e)),
+        Err(e) if is_not_found(&e) => {
+            ctx.pod_writes.deletion(pod);
+            return Ok(());
+        }
+        Err(e) => {
+            let message = format!("Error deleting: {e}");
+            ctx.record(rs, "Warning", "FailedDelete", message);
+            return Err(api_err(format!("delete pod {name}"))(e));
+        }
     }
+    ctx.record(
+        rs,
+        "Normal",
+        "SuccessfulDelete",
+        format!("Deleted pod: {name}"),
+    );
     Ok(())
 }
 

@@ -104,6 +104,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         writer,
         observed.clone(),
     );
+    let events = crate::event_recorder::EventRecorder::new(client.clone(), clock.clone());
     let ctx = Arc::new(Context {
         client,
         clock,
@@ -113,6 +114,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         rs_writes: MutationCache::new(ObservedRevision::default(), MUTATION_TTL),
         backoff: ErrorBackoff::new(MAX_BACKOFF),
         owner: OwnerKind::ReplicationController,
+        events,
     });
     let rcs = controller.store();
     let controller = controller

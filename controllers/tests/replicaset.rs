@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{TIMEOUT, wait_for};
 use fake_kubelet::TestCluster;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -299,6 +299,56 @@ async fn replica_set_ignores_pods_of_other_controllers_and_finished_pods() -> an
     );
     let labels: BTreeMap<_, _> = owned[0].labels().clone();
     assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+    cluster.stop().await;
+    Ok(())
+}
+
+/// Upstream's replica set controller reports each pod it creates and deletes as an Event on
+/// the ReplicaSet ("Created pod: NAME", "Deleted pod: NAME"), which `kubectl describe rs`
+/// shows.
+#[tokio::test]
+async fn replica_set_records_an_event_for_each_pod_it_creates_and_deletes() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(None).await?;
+    let uid = create_web(&cluster.client, 2, 0).await?;
+    let pods = wait_for_pod_count(&cluster.client, &uid, 2).await?;
+    let events: Api<Event> = Api::default_namespaced(cluster.client.clone());
+    let messages = |reason: &'static str| {
+        let events = events.clone();
+        let uid = uid.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok::<_, anyhow::Error>(
+                list.items
+                    .into_iter()
+                    .filter(|e| e.involved_object.uid.as_deref() == Some(uid.as_str()))
+                    .filter(|e| e.involved_object.kind.as_deref() == Some("ReplicaSet"))
+                    .filter(|e| e.reason.as_deref() == Some(reason))
+                    .filter_map(|e| e.message)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let created = wait_for("two SuccessfulCreate events", TIMEOUT, || async {
+        let m = messages("SuccessfulCreate").await?;
+        Ok((m.len() == 2).then_some(m))
+    })
+    .await?;
+    for pod in &pods {
+        assert!(
+            created.contains(&format!("Created pod: {}", pod.name_any())),
+            "{created:?} names {}",
+            pod.name_any()
+        );
+    }
+
+    scale(&cluster.client, "web", 1).await?;
+    let deleted = wait_for("a SuccessfulDelete event", TIMEOUT, || async {
+        let m = messages("SuccessfulDelete").await?;
+        Ok((!m.is_empty()).then_some(m))
+    })
+    .await?;
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].starts_with("Deleted pod: web-"), "{deleted:?}");
     cluster.stop().await;
     Ok(())
 }

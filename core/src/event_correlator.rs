@@ -188,23 +188,13 @@ impl EventCorrelator {
             record.messages.insert(message.clone());
             record.messages.len() >= AGGREGATE_MAX_EVENTS
         };
-        let key = if combined {
+        if combined {
             // Every later similar event is the one combined event: its key drops the message
             // and the field path, as upstream's aggregate key does.
             event.message = Some(format!("{COMBINED_PREFIX}{message}"));
             event.involved_object.field_path = None;
-            EventKey {
-                aggregate,
-                field_path: String::new(),
-                message: String::new(),
-            }
-        } else {
-            EventKey {
-                aggregate,
-                field_path: text(&event.involved_object.field_path),
-                message,
-            }
-        };
+        }
+        let key = event_key(aggregate, &event);
         match st.logged.get_mut(&key) {
             Some(logged) => {
                 logged.count += 1;
@@ -236,21 +226,7 @@ impl EventCorrelator {
     /// [`Correlated::Update`]'s fallback.
     pub fn remember(&self, event: &Event) {
         let mut st = self.lock();
-        let aggregate = aggregate_key(event);
-        let message = text(&event.message);
-        let key = if message.starts_with(COMBINED_PREFIX) {
-            EventKey {
-                aggregate,
-                field_path: String::new(),
-                message: String::new(),
-            }
-        } else {
-            EventKey {
-                aggregate,
-                field_path: text(&event.involved_object.field_path),
-                message,
-            }
-        };
+        let key = event_key(aggregate_key(event), event);
         remember_logged(&mut st.logged, key, event);
     }
 
@@ -258,6 +234,25 @@ impl EventCorrelator {
     pub fn forget(&self, event: &Event) {
         let name = event.metadata.name.clone().unwrap_or_default();
         self.lock().logged.retain(|_, l| l.name != name);
+    }
+}
+
+/// The key under which repeats of `event` are counted: a combined event (its message carries
+/// the combined prefix) is counted under its aggregate alone.
+fn event_key(aggregate: AggregateKey, event: &Event) -> EventKey {
+    let message = text(&event.message);
+    if message.starts_with(COMBINED_PREFIX) {
+        EventKey {
+            aggregate,
+            field_path: String::new(),
+            message: String::new(),
+        }
+    } else {
+        EventKey {
+            aggregate,
+            field_path: text(&event.involved_object.field_path),
+            message,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod cron;
 pub mod event_correlator;
+pub mod event_writer;
 pub mod fields;
 pub mod ipam;
 pub mod persistent_volume;

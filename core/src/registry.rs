@@ -338,6 +338,14 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
         .short(&["pdb"])
         .status()
         .generation(),
+        r(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            false,
+        )
+        .short(&["pc"]),
         r("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true).computed(),
         r("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false).computed(),
         r(

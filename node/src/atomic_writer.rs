@@ -111,12 +111,19 @@ pub(crate) fn write(dir: &Path, payload: &Payload) -> io::Result<bool> {
         return Ok(false);
     }
     let data_link = dir.join(DATA_DIR);
-    let old_ts = std::fs::read_link(&data_link).ok();
-    let old_top: BTreeSet<String> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with(".."))
-        .collect();
+    // No data link yet is the first write; anything else unreadable is an error to report.
+    let old_ts = match std::fs::read_link(&data_link) {
+        Ok(target) => Some(target),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut old_top = BTreeSet::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") {
+            old_top.insert(name);
+        }
+    }
 
     let ts_name = format!("..{}", Utc::now().format("%Y_%m_%d_%H_%M_%S.%f"));
     let ts_dir = dir.join(&ts_name);
@@ -140,8 +147,11 @@ pub(crate) fn write(dir: &Path, payload: &Payload) -> io::Result<bool> {
         std::fs::rename(&tmp, &data_link)
     })();
     if let Err(e) = filled {
-        // Leave the old payload in place and nothing of the new one.
-        let _ = std::fs::remove_dir_all(&ts_dir);
+        // Leave the old payload in place and nothing of the new one. The write's own error is
+        // the one to return; a failed clean-up only leaves an unlinked directory behind.
+        if let Err(cleanup) = std::fs::remove_dir_all(&ts_dir) {
+            tracing::warn!(dir = %ts_dir.display(), error = %cleanup, "could not remove a half-written volume payload");
+        }
         return Err(e);
     }
     let new_top = top_level(payload);

@@ -5,9 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ObjectMeta};
 use kybernetes_core::Clock;
-use kybernetes_core::event_correlator::{Correlated, EventCorrelator};
+use kybernetes_core::event_correlator::EventCorrelator;
+use kybernetes_core::event_writer::write_event;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -190,30 +191,6 @@ async fn write_events(
             reporting_instance: Some(node.clone()),
             ..Default::default()
         };
-        match correlator.correlate(event, ev.time) {
-            Correlated::Skip => debug!("event dropped by the spam filter"),
-            Correlated::Create(event) => create(&api, &correlator, &event).await,
-            Correlated::Update {
-                name,
-                patch,
-                fallback,
-            } => {
-                if let Err(e) = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    debug!(error = %e, event = %name, "event update failed; creating a new one");
-                    correlator.remember(&fallback);
-                    create(&api, &correlator, &fallback).await;
-                }
-            }
-        }
-    }
-}
-
-async fn create(api: &Api<Event>, correlator: &EventCorrelator, event: &Event) {
-    if let Err(e) = api.create(&PostParams::default(), event).await {
-        debug!(error = %e, "event not recorded");
-        correlator.forget(event);
+        write_event(&api, &correlator, event, ev.time).await;
     }
 }

@@ -7,9 +7,9 @@ use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
 use kybernetes_core::Clock;
-use kybernetes_core::event_correlator::{Correlated, EventCorrelator};
+use kybernetes_core::event_correlator::EventCorrelator;
+use kybernetes_core::event_writer::write_event;
 
 /// Event type `Normal` or `Warning`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,32 +116,6 @@ impl EventRecorder {
             reporting_instance: Some(self.component.clone()),
             ..Default::default()
         };
-        match self.correlator.correlate(event, self.clock.now()) {
-            Correlated::Skip => {
-                tracing::debug!(pod = %object, reason, "event dropped by the spam filter")
-            }
-            Correlated::Create(event) => self.create(&api, &event).await,
-            Correlated::Update {
-                name,
-                patch,
-                fallback,
-            } => {
-                if let Err(e) = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    tracing::debug!(error = %e, event = %name, "could not update event, creating a new one");
-                    self.correlator.remember(&fallback);
-                    self.create(&api, &fallback).await;
-                }
-            }
-        }
-    }
-
-    async fn create(&self, api: &Api<Event>, event: &Event) {
-        if let Err(e) = api.create(&PostParams::default(), event).await {
-            tracing::warn!(error = %e, reason = ?event.reason, "could not record event");
-            self.correlator.forget(event);
-        }
+        write_event(&api, &self.correlator, event, self.clock.now()).await;
     }
 }

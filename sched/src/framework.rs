@@ -4,13 +4,18 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::nominated::nominated_for;
 use crate::plugins::{
-    InterPodAffinity, NodeAffinity, NodeName, NodeResourcesBalancedAllocation, NodeResourcesFit,
-    NodeUnschedulable, PodTopologySpread, TaintToleration, VolumeBinding,
+    ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts,
+    NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread,
+    TaintToleration, VolumeBinding,
 };
 use crate::pod_info::PodInfo;
+use crate::preemption::{self, PostFilter};
 use crate::snapshot::{NodeInfo, Snapshot};
 use crate::unschedulable::{Rejection, Unschedulable};
 
@@ -29,6 +34,17 @@ pub const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: usize = 5;
 pub trait Scheduler: Send + Sync {
     /// The name of the node the pod should run on, or why it fits none.
     fn schedule(&self, pod: &Pod, snapshot: &Snapshot) -> Result<String, Unschedulable>;
+
+    /// What to do about a pod that fits nowhere (upstream's PostFilter extension point):
+    /// the default framework's DefaultPreemption picks pods to preempt. By default nothing.
+    fn post_filter(
+        &self,
+        _pod: &Pod,
+        _snapshot: &Snapshot,
+        _failure: &Unschedulable,
+    ) -> PostFilter {
+        PostFilter::Skipped
+    }
 }
 
 /// A Filter plugin: decides whether a node can run the pod at all.
@@ -44,6 +60,17 @@ pub trait FilterPlugin: Send + Sync {
 
     /// `Ok` when the node can run the pod, else why not.
     fn filter(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection>;
+
+    /// Updates what the plugin's PreFilter worked out for `pod` as if `other` were placed on
+    /// `node` (upstream's `PreFilterExtensions.AddPod`). Preemption's dry runs and nominated
+    /// pods change a copy of a node; a plugin that counted the other pods up front (as
+    /// InterPodAffinity and PodTopologySpread do) must see the same change. Only called after
+    /// [`pre_filter`](FilterPlugin::pre_filter) returned `true`. By default nothing.
+    fn add_pod(&self, _pod: &mut PodInfo<'_>, _other: &Pod, _node: &NodeInfo) {}
+
+    /// The reverse of [`add_pod`](FilterPlugin::add_pod): `other` leaves `node` (upstream's
+    /// `PreFilterExtensions.RemovePod`).
+    fn remove_pod(&self, _pod: &mut PodInfo<'_>, _other: &Pod, _node: &NodeInfo) {}
 }
 
 /// A Score plugin: ranks the feasible nodes.
@@ -147,6 +174,8 @@ pub struct Framework {
     filters: Vec<Box<dyn FilterPlugin>>,
     scores: Vec<WeightedScore>,
     percentage_of_nodes_to_score: u32,
+    /// Whether DefaultPreemption runs as the PostFilter.
+    preemption: bool,
     next_start_node_index: AtomicUsize,
     rng: AtomicU64,
 }
@@ -184,32 +213,49 @@ impl Framework {
             filters: Vec::new(),
             scores: Vec::new(),
             percentage_of_nodes_to_score: 0,
+            preemption: false,
             next_start_node_index: AtomicUsize::new(0),
             rng: AtomicU64::new(0x853c_49e6_748f_ea9b),
         }
     }
 
     /// Upstream's default plugins for what this crate implements. Filters: NodeUnschedulable,
-    /// NodeName, TaintToleration, NodeAffinity, NodeResourcesFit, VolumeBinding,
-    /// PodTopologySpread, InterPodAffinity. Scores (weight): TaintToleration (3), NodeAffinity
-    /// (2), NodeResourcesFit with LeastAllocated (1), NodeResourcesBalancedAllocation (1),
-    /// PodTopologySpread (2), InterPodAffinity (2).
+    /// NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit, VolumeBinding,
+    /// PodTopologySpread, InterPodAffinity. PostFilter: DefaultPreemption. Scores (weight):
+    /// TaintToleration (3), NodeAffinity (2), NodeResourcesFit with LeastAllocated (1),
+    /// NodeResourcesBalancedAllocation (1), ImageLocality (1), PodTopologySpread (2),
+    /// InterPodAffinity (2).
     pub fn default_plugins() -> Framework {
         Framework::empty()
             .with_filter(NodeUnschedulable)
             .with_filter(NodeName)
             .with_filter(TaintToleration)
             .with_filter(NodeAffinity)
+            .with_filter(NodePorts)
             .with_filter(NodeResourcesFit::default())
             .with_filter(VolumeBinding)
             .with_filter(PodTopologySpread)
             .with_filter(InterPodAffinity)
+            .with_preemption(true)
             .with_score(TaintToleration)
             .with_score(NodeAffinity)
             .with_score(NodeResourcesFit::default())
             .with_score(NodeResourcesBalancedAllocation::default())
+            .with_score(ImageLocality)
             .with_score(PodTopologySpread)
             .with_score(InterPodAffinity)
+    }
+
+    /// Turns DefaultPreemption, the PostFilter, on or off (`without("DefaultPreemption")`
+    /// turns it off too).
+    pub fn with_preemption(mut self, enabled: bool) -> Framework {
+        self.preemption = enabled;
+        self
+    }
+
+    /// Whether DefaultPreemption runs for pods that fit nowhere.
+    pub fn preemption_enabled(&self) -> bool {
+        self.preemption
     }
 
     /// Appends a Filter plugin; filters run in the order they were added.
@@ -238,6 +284,9 @@ impl Framework {
 
     /// Removes every Filter and Score plugin called `name` (to disable a default plugin).
     pub fn without(mut self, name: &str) -> Framework {
+        if name == preemption::NAME {
+            self.preemption = false;
+        }
         self.filters.retain(|f| f.name() != name);
         self.scores.retain(|s| s.plugin.name() != name);
         self
@@ -270,7 +319,7 @@ impl Framework {
     }
 
     /// A random number for tie-breaking (splitmix64 over an atomic counter).
-    fn next_random(&self) -> u64 {
+    pub(crate) fn next_random(&self) -> u64 {
         let mut z = self
             .rng
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
@@ -286,16 +335,12 @@ impl Framework {
     fn find_feasible(
         &self,
         pod: &PodInfo<'_>,
-        nodes: &[NodeInfo],
+        snapshot: &Snapshot,
     ) -> (Vec<usize>, Vec<(String, Rejection)>) {
+        let nodes = snapshot.nodes();
         let n = nodes.len();
         let to_find = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, n);
-        let filters: Vec<&dyn FilterPlugin> = self
-            .filters
-            .iter()
-            .filter(|f| f.pre_filter(pod))
-            .map(|f| f.as_ref())
-            .collect();
+        let filters = self.active_filters(pod);
         let start = self.next_start_node_index.load(Ordering::Relaxed) % n;
         let mut feasible = Vec::with_capacity(to_find);
         let mut rejected = Vec::new();
@@ -307,7 +352,7 @@ impl Framework {
             }
             let node = &nodes[i];
             processed += 1;
-            match filters.iter().try_for_each(|f| f.filter(pod, node)) {
+            match run_filters(&filters, pod, node, snapshot) {
                 Ok(()) => {
                     feasible.push(i);
                     if feasible.len() >= to_find {
@@ -320,6 +365,15 @@ impl Framework {
         self.next_start_node_index
             .store((start + processed) % n, Ordering::Relaxed);
         (feasible, rejected)
+    }
+
+    /// The Filter plugins with something to check for this pod (their PreFilter).
+    pub(crate) fn active_filters(&self, pod: &PodInfo<'_>) -> Vec<&dyn FilterPlugin> {
+        self.filters
+            .iter()
+            .filter(|f| f.pre_filter(pod))
+            .map(|f| f.as_ref())
+            .collect()
     }
 
     /// Runs the Score plugins over the feasible nodes and sums their weighted, normalized
@@ -362,16 +416,101 @@ impl Framework {
     }
 }
 
+/// Runs `filters` on `node`, with the pods nominated to it counted as upstream's
+/// `RunFilterPluginsWithNominatedPods` does: when pods of priority at least `pod`'s are
+/// nominated to the node, it must pass both with them added and as it is (a pod's required
+/// affinity may need them present or absent).
+pub(crate) fn run_filters(
+    filters: &[&dyn FilterPlugin],
+    pod: &PodInfo<'_>,
+    node: &NodeInfo,
+    snapshot: &Snapshot,
+) -> Result<(), Rejection> {
+    let check =
+        |pod: &PodInfo<'_>, node: &NodeInfo| filters.iter().try_for_each(|f| f.filter(pod, node));
+    let nominated = nominated_for(snapshot.nominated(), pod.pod(), node.name());
+    if nominated.is_empty() {
+        return check(pod, node);
+    }
+    let mut with = Simulation::new(filters, pod, node);
+    for p in nominated {
+        with.add_pod(p.clone());
+    }
+    check(&with.pod, &with.node)?;
+    check(pod, node)
+}
+
+/// A copy of the pod's cycle state and of one node that a dry run adds pods to and removes
+/// pods from, keeping the filters' PreFilter state in step (upstream runs the
+/// `PreFilterExtensions` on a cloned CycleState and NodeInfo).
+pub(crate) struct Simulation<'f, 'a> {
+    filters: &'f [&'f dyn FilterPlugin],
+    /// The pod, with the filters' state as the changes left it.
+    pub(crate) pod: PodInfo<'a>,
+    /// The node, with the changes.
+    pub(crate) node: NodeInfo,
+}
+
+impl<'f, 'a> Simulation<'f, 'a> {
+    /// Starts from `pod` and `node` as they are.
+    pub(crate) fn new(
+        filters: &'f [&'f dyn FilterPlugin],
+        pod: &PodInfo<'a>,
+        node: &NodeInfo,
+    ) -> Simulation<'f, 'a> {
+        Simulation {
+            filters,
+            pod: pod.clone(),
+            node: node.clone(),
+        }
+    }
+
+    /// Counts `other` on the node.
+    pub(crate) fn add_pod(&mut self, other: Arc<Pod>) {
+        for f in self.filters {
+            f.add_pod(&mut self.pod, &other, &self.node);
+        }
+        self.node.add_pod(other);
+    }
+
+    /// Stops counting `other` on the node, if it was.
+    pub(crate) fn remove_pod(&mut self, other: &Pod) {
+        if self.node.remove_pod(other) {
+            for f in self.filters {
+                f.remove_pod(&mut self.pod, other, &self.node);
+            }
+        }
+    }
+
+    /// Runs the filters on the simulated node.
+    pub(crate) fn run(&self, snapshot: &Snapshot) -> Result<(), Rejection> {
+        run_filters(self.filters, &self.pod, &self.node, snapshot)
+    }
+}
+
+/// The pod parsed once for a cycle over `snapshot`.
+pub(crate) fn pod_info<'a>(pod: &'a Pod, snapshot: &'a Snapshot) -> PodInfo<'a> {
+    PodInfo::new(pod)
+        .with_volumes(snapshot.volumes())
+        .with_images(snapshot.images())
+        .with_snapshot(snapshot)
+}
+
 impl Scheduler for Framework {
+    fn post_filter(&self, pod: &Pod, snapshot: &Snapshot, failure: &Unschedulable) -> PostFilter {
+        if !self.preemption {
+            return PostFilter::Skipped;
+        }
+        preemption::preempt(self, pod, snapshot, failure)
+    }
+
     fn schedule(&self, pod: &Pod, snapshot: &Snapshot) -> Result<String, Unschedulable> {
         let nodes = snapshot.nodes();
         if nodes.is_empty() {
             return Err(Unschedulable::new(0, Vec::new()));
         }
-        let info = PodInfo::new(pod)
-            .with_volumes(snapshot.volumes())
-            .with_snapshot(snapshot);
-        let (feasible, rejected) = self.find_feasible(&info, nodes);
+        let info = pod_info(pod, snapshot);
+        let (feasible, rejected) = self.find_feasible(&info, snapshot);
         match feasible.as_slice() {
             [] => Err(Unschedulable::new(nodes.len(), rejected)),
             [only] => Ok(nodes[*only].name().to_string()),
@@ -388,6 +527,10 @@ impl Scheduler for Framework {
 impl<S: Scheduler + ?Sized> Scheduler for std::sync::Arc<S> {
     fn schedule(&self, pod: &Pod, snapshot: &Snapshot) -> Result<String, Unschedulable> {
         (**self).schedule(pod, snapshot)
+    }
+
+    fn post_filter(&self, pod: &Pod, snapshot: &Snapshot, failure: &Unschedulable) -> PostFilter {
+        (**self).post_filter(pod, snapshot, failure)
     }
 }
 
@@ -448,12 +591,12 @@ mod tests {
         let fw = Framework::empty().with_filter(Counting(AtomicUsize::new(0)));
         let info_pod = pod("100m");
         let info = PodInfo::new(&info_pod);
-        let (feasible, _) = fw.find_feasible(&info, snapshot.nodes());
+        let (feasible, _) = fw.find_feasible(&info, &snapshot);
         assert_eq!(feasible.len(), 420);
         assert_eq!(feasible[0], 0);
-        let (feasible, _) = fw.find_feasible(&info, snapshot.nodes());
+        let (feasible, _) = fw.find_feasible(&info, &snapshot);
         assert_eq!(feasible[0], 420);
-        let (feasible, _) = fw.find_feasible(&info, snapshot.nodes());
+        let (feasible, _) = fw.find_feasible(&info, &snapshot);
         assert_eq!(feasible[0], 840);
         assert_eq!(feasible[200], 40); // wrapped around
     }

@@ -19,8 +19,10 @@
 //!   changes, when a pod is deleted, and periodically.
 //!
 //! The built-in plugins ([`plugins`]) are upstream's, with upstream's names, messages and
-//! default weights: NodeUnschedulable, NodeName, TaintToleration, NodeAffinity,
-//! NodeResourcesFit (LeastAllocated) and NodeResourcesBalancedAllocation.
+//! default weights: NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts,
+//! NodeResourcesFit (LeastAllocated), NodeResourcesBalancedAllocation and ImageLocality, with
+//! DefaultPreemption as the PostFilter ([`preemption`]): a pod that fits nowhere evicts pods of
+//! lower priority and is nominated to their node (`status.nominatedNodeName`).
 //!
 //! # How to implement your own
 //!
@@ -92,8 +94,10 @@ pub mod error;
 mod events;
 pub mod framework;
 pub mod node_selector;
+pub mod nominated;
 pub mod plugins;
 pub mod pod_info;
+pub mod preemption;
 mod queue;
 pub mod resources;
 mod scheduling_loop;
@@ -110,7 +114,8 @@ pub use framework::{
     num_feasible_nodes_to_find,
 };
 pub use pod_info::PodInfo;
+pub use preemption::{PostFilter, Preemption};
 pub use resources::{PodRequests, Resource};
 pub use scheduling_loop::SchedulerLoop;
-pub use snapshot::{NodeChange, NodeInfo, Snapshot, pod_key};
+pub use snapshot::{ImageStates, NodeChange, NodeInfo, Snapshot, pod_key};
 pub use unschedulable::{Rejection, Unschedulable};

@@ -5,13 +5,15 @@ use k8s_openapi::api::core::v1::{Pod, Toleration};
 use crate::node_selector::{PreferredNodeAffinity, RequiredNodeAffinity};
 use crate::plugins::{InterPodAffinityState, TopologySpreadState};
 use crate::resources::PodRequests;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ImageStates, Snapshot};
 use crate::volumes::{PodVolumeClaims, VolumeListers};
 
 /// The listers of a pod built without any (no claims are known).
 static NO_VOLUMES: std::sync::LazyLock<VolumeListers> =
     std::sync::LazyLock::new(VolumeListers::default);
 
+/// The image states of a pod built without any (no node holds any image).
+static NO_IMAGES: std::sync::LazyLock<ImageStates> = std::sync::LazyLock::new(ImageStates::default);
 /// The snapshot of a pod built without one.
 static NO_SNAPSHOT: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(Snapshot::default);
 
@@ -25,6 +27,7 @@ pub struct PodInfo<'a> {
     preferred_affinity: PreferredNodeAffinity,
     volume_claims: PodVolumeClaims,
     volume_listers: &'a VolumeListers,
+    image_states: &'a ImageStates,
     snapshot: &'a Snapshot,
     /// InterPodAffinity's and PodTopologySpread's per-cycle state (upstream's CycleState),
     /// computed on first use.
@@ -49,6 +52,7 @@ impl<'a> PodInfo<'a> {
             preferred_affinity,
             volume_claims: PodVolumeClaims::default(),
             volume_listers: &NO_VOLUMES,
+            image_states: &NO_IMAGES,
             snapshot: &NO_SNAPSHOT,
             inter_pod_affinity: std::sync::OnceLock::new(),
             topology_spread: std::sync::OnceLock::new(),
@@ -60,6 +64,17 @@ impl<'a> PodInfo<'a> {
         self.volume_claims = PodVolumeClaims::of(self.pod, listers);
         self.volume_listers = listers;
         self
+    }
+
+    /// Uses `images` for how many nodes hold each image (for ImageLocality).
+    pub fn with_images(mut self, images: &'a ImageStates) -> PodInfo<'a> {
+        self.image_states = images;
+        self
+    }
+
+    /// How many nodes hold each image.
+    pub fn image_states(&self) -> &'a ImageStates {
+        self.image_states
     }
 
     /// Lets the plugins that look at other pods (InterPodAffinity, PodTopologySpread) see

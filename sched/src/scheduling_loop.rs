@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -20,8 +21,10 @@ use crate::config::SchedulerConfig;
 use crate::error::Error;
 use crate::events::{EventRecorder, EventType};
 use crate::framework::Scheduler;
+use crate::nominated::pod_priority;
+use crate::preemption::{PostFilter, prepare};
 use crate::queue::SchedulingQueue;
-use crate::snapshot::{NodeChange, Snapshot, is_terminal, pod_key};
+use crate::snapshot::{NodeChange, Snapshot, is_terminal, object_key, pod_key};
 use crate::status;
 use crate::volume_binder;
 use crate::volumes::{PodVolumeClaims, VolumeDecisions, claim_key, find_pod_volumes};
@@ -115,6 +118,7 @@ struct LoopState {
     claims: ListState,
     volumes: ListState,
     classes: ListState,
+    pdbs: ListState,
     namespaces: ListState,
 }
 
@@ -144,6 +148,7 @@ impl LoopState {
             claims: ListState::default(),
             volumes: ListState::default(),
             classes: ListState::default(),
+            pdbs: ListState::default(),
             namespaces: ListState::default(),
         }
     }
@@ -154,8 +159,9 @@ impl LoopState {
         let claims = watcher(Api::<PersistentVolumeClaim>::all(self.client.clone()));
         let volumes = watcher(Api::<PersistentVolume>::all(self.client.clone()));
         let classes = watcher(Api::<StorageClass>::all(self.client.clone()));
+        let pdbs = watcher(Api::<PodDisruptionBudget>::all(self.client.clone()));
         let namespaces = watcher(Api::<Namespace>::all(self.client.clone()));
-        tokio::pin!(nodes, pods, claims, volumes, classes, namespaces);
+        tokio::pin!(nodes, pods, claims, volumes, classes, pdbs, namespaces);
         let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!("scheduler started");
@@ -166,6 +172,7 @@ impl LoopState {
                 && self.claims.synced
                 && self.volumes.synced
                 && self.classes.synced
+                && self.pdbs.synced
                 && self.namespaces.synced
                 && self.queue.has_active()
                 && self.binds.len() < self.config.max_concurrent_bindings;
@@ -199,6 +206,11 @@ impl LoopState {
                     Some(Ok(event)) => self.on_class_event(event),
                     Some(Err(e)) => tracing::warn!(error = %e, "storage class watch failed, retrying"),
                     None => { tracing::error!("storage class watch ended"); break; }
+                },
+                event = pdbs.next() => match event {
+                    Some(Ok(event)) => self.on_pdb_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "disruption budget watch failed, retrying"),
+                    None => { tracing::error!("disruption budget watch ended"); break; }
                 },
                 event = namespaces.next() => match event {
                     Some(Ok(event)) => self.on_namespace_event(event),
@@ -311,6 +323,25 @@ impl LoopState {
         self.queue.move_all_to_active_or_backoff(now);
     }
 
+    /// A PodDisruptionBudget changed: preemption weighs victims by what budgets allow.
+    fn on_pdb_event(&mut self, event: Event<PodDisruptionBudget>) {
+        match event {
+            Event::Init => self.pdbs.seen = Some(HashSet::new()),
+            Event::InitApply(p) | Event::Apply(p) => {
+                if let Some(seen) = &mut self.pdbs.seen {
+                    seen.insert(object_key(&p.metadata));
+                }
+                self.snapshot.upsert_pdb(p);
+            }
+            Event::InitDone => {
+                let seen = self.pdbs.seen.take().unwrap_or_default();
+                self.snapshot.retain_pdbs(&seen);
+                self.pdbs.synced = true;
+            }
+            Event::Delete(p) => self.snapshot.remove_pdb(&p),
+        }
+    }
+
     /// A namespace's labels changed: pod affinity `namespaceSelector`s may select other pods.
     fn on_namespace_event(&mut self, event: Event<Namespace>) {
         let changed = match event {
@@ -408,6 +439,7 @@ impl LoopState {
 
     fn on_pod(&mut self, pod: Pod) {
         let key = pod_key(&pod);
+        self.track_nomination(&key, &pod);
         if is_terminal(&pod) {
             self.queue.remove(&key);
             if self.snapshot.remove_key(&key) {
@@ -422,7 +454,7 @@ impl LoopState {
             .is_some_and(|n| !n.is_empty());
         if bound {
             self.queue.remove(&key);
-            self.snapshot.add_pod(&pod);
+            self.snapshot.add_shared_pod(Arc::new(pod));
             return;
         }
         if !self.is_ours(&pod) || pod.metadata.deletion_timestamp.is_some() {
@@ -450,8 +482,35 @@ impl LoopState {
         self.queue.upsert(key, pod, Instant::now());
     }
 
+    /// Keeps the snapshot's nominated pods in step with `status.nominatedNodeName` of our
+    /// pending pods.
+    fn track_nomination(&mut self, key: &str, pod: &Pod) {
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty());
+        let pending = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_none_or(str::is_empty)
+            && !is_terminal(pod)
+            && pod.metadata.deletion_timestamp.is_none()
+            && self.is_ours(pod);
+        match nominated {
+            Some(node) if pending => self.snapshot.nominated_mut().nominate(
+                key.to_string(),
+                Arc::new(pod.clone()),
+                node.to_string(),
+            ),
+            _ => self.snapshot.nominated_mut().remove(key),
+        }
+    }
+
     fn on_pod_deleted(&mut self, pod: &Pod) {
         let key = pod_key(pod);
+        self.snapshot.nominated_mut().remove(&key);
         self.queue.remove(&key);
         if self.snapshot.remove_key(&key) {
             self.queue.move_all_to_active_or_backoff(Instant::now());
@@ -481,7 +540,8 @@ impl LoopState {
         );
         match self.scheduler.schedule(&pod, &self.snapshot) {
             Ok(node) => {
-                if let Err(e) = self.snapshot.assume(&pod, &node) {
+                self.snapshot.nominated_mut().remove(&key);
+                if let Err(e) = self.snapshot.assume_shared(pod.clone(), &node) {
                     tracing::warn!(pod = %name, error = %e, "scheduler chose an unknown node");
                     self.queue.requeue_with_backoff(&key, now);
                     return;
@@ -512,7 +572,26 @@ impl LoopState {
                 );
                 self.binding.insert(task.id(), tracked);
             }
-            Err(unschedulable) => {
+            Err(mut unschedulable) => {
+                match self
+                    .scheduler
+                    .post_filter(&pod, &self.snapshot, &unschedulable)
+                {
+                    PostFilter::Skipped => {}
+                    PostFilter::Unresolved {
+                        message,
+                        clear_nomination,
+                    } => {
+                        unschedulable.set_post_filter_message(message);
+                        if clear_nomination && self.snapshot.nominated().node_of(&key).is_some() {
+                            self.snapshot.nominated_mut().remove(&key);
+                            self.clear_nomination(pod.clone());
+                        }
+                    }
+                    PostFilter::Nominated(preemption) => {
+                        self.start_preemption(&key, pod.clone(), preemption)
+                    }
+                }
                 let message = unschedulable.to_string();
                 tracing::debug!(pod = %name, %message, "pod is unschedulable");
                 self.queue.mark_unschedulable(&key, now);
@@ -590,6 +669,55 @@ impl LoopState {
                 }
             }
         }
+    }
+
+    /// Nominates the preemptor to the chosen node at once (so the next cycles leave it the
+    /// room) and deletes the victims in the background.
+    fn start_preemption(&mut self, key: &str, pod: Arc<Pod>, preemption: crate::Preemption) {
+        let priority = pod_priority(&pod);
+        let lower: Vec<Arc<Pod>> = self
+            .snapshot
+            .nominated()
+            .on_node(&preemption.node)
+            .iter()
+            .filter(|(k, p)| k != key && pod_priority(p) < priority)
+            .map(|(_, p)| p.clone())
+            .collect();
+        for p in &lower {
+            self.snapshot.nominated_mut().remove(&pod_key(p));
+        }
+        self.snapshot.nominated_mut().nominate(
+            key.to_string(),
+            pod.clone(),
+            preemption.node.clone(),
+        );
+        tracing::info!(
+            pod = %pod_key(&pod),
+            node = %preemption.node,
+            victims = preemption.victims.len(),
+            pdb_violations = preemption.pdb_violations,
+            "preempting"
+        );
+        let client = self.client.clone();
+        let clock = self.config.clock.clone();
+        let recorder = self.recorder.clone();
+        self.effects.spawn(async move {
+            if let Err(e) =
+                prepare::prepare_candidate(client, clock, recorder, pod, preemption, lower).await
+            {
+                tracing::warn!(error = %error_chain(&e), "preemption failed");
+            }
+        });
+    }
+
+    /// Clears the pod's `status.nominatedNodeName` in the background.
+    fn clear_nomination(&mut self, pod: Arc<Pod>) {
+        let client = self.client.clone();
+        self.effects.spawn(async move {
+            if let Err(e) = prepare::set_nominated_node(&client, &pod, None).await {
+                tracing::warn!(error = %error_chain(&e), "could not clear the nominated node");
+            }
+        });
     }
 
     /// Sets `PodScheduled=False` and, with `event`, records a `FailedScheduling` event, in the

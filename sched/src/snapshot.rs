@@ -5,13 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::error::{Error, Result};
 use crate::node_selector::NO_LABELS;
+use crate::nominated::Nominator;
 use crate::resources::{PodRequests, Resource, node_allocatable};
 use crate::volumes::VolumeListers;
 
 mod topology;
+pub(crate) use topology::bump;
 pub use topology::{
     AffinityTerm, CountKey, DomainCounts, ExistingTermGroup, NamespaceScope, PodSelector, TermKind,
     existing_terms, selector_of, with_label_keys,
@@ -27,27 +30,49 @@ pub struct NodeInfo {
     /// Copied out of the node object so filters do not chase it for every node.
     unschedulable: bool,
     taints: Vec<Taint>,
+    /// `status.images`: each name of each image with the image's size in bytes.
+    images: HashMap<String, i64>,
 }
 
-/// What the pods on a node add up to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What the pods on a node add up to, and the pods themselves.
+#[derive(Clone, Debug, Default)]
 struct Usage {
     requested: Resource,
     non_zero_requested: Resource,
-    pods: usize,
+    pods: Vec<Arc<Pod>>,
 }
 
 impl Usage {
-    fn add(&mut self, r: &PodRequests) {
+    fn add(&mut self, r: &PodRequests, pod: Arc<Pod>) {
         self.requested.add(&r.requests);
         self.non_zero_requested.add(&r.non_zero);
-        self.pods += 1;
+        self.pods.push(pod);
     }
 
-    fn sub(&mut self, r: &PodRequests) {
+    fn sub(&mut self, r: &PodRequests, key: &str) {
         self.requested.sub(&r.requests);
         self.non_zero_requested.sub(&r.non_zero);
-        self.pods = self.pods.saturating_sub(1);
+        if let Some(i) = self.pods.iter().position(|p| has_key(p, key)) {
+            self.pods.swap_remove(i);
+        }
+    }
+
+    /// Replaces the stored object of a pod whose requests did not change.
+    fn replace(&mut self, key: &str, pod: Arc<Pod>) {
+        if let Some(p) = self.pods.iter_mut().find(|p| has_key(p, key)) {
+            *p = pod;
+        }
+    }
+}
+
+/// Whether `key` (see [`pod_key`]) names `pod`, without building the key.
+fn has_key(pod: &Pod, key: &str) -> bool {
+    match pod.metadata.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid == key,
+        _ => key.split_once('/').is_some_and(|(ns, name)| {
+            pod.metadata.namespace.as_deref().unwrap_or_default() == ns
+                && pod.metadata.name.as_deref().unwrap_or_default() == name
+        }),
     }
 }
 
@@ -60,6 +85,7 @@ impl NodeInfo {
             usage: Usage::default(),
             unschedulable: false,
             taints: Vec::new(),
+            images: HashMap::new(),
         };
         info.set_node(node);
         info
@@ -71,6 +97,15 @@ impl NodeInfo {
         let spec = node.spec.as_ref();
         self.unschedulable = spec.and_then(|s| s.unschedulable).unwrap_or(false);
         self.taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
+        self.images = node
+            .status
+            .iter()
+            .flat_map(|s| s.images.iter().flatten())
+            .flat_map(|i| {
+                let size = i.size_bytes.unwrap_or(0);
+                i.names.iter().flatten().map(move |n| (n.clone(), size))
+            })
+            .collect();
         self.node = Arc::new(node);
     }
 
@@ -116,7 +151,37 @@ impl NodeInfo {
 
     /// How many pods are on the node (assumed ones included).
     pub fn pod_count(&self) -> usize {
-        self.usage.pods
+        self.usage.pods.len()
+    }
+
+    /// The pods on the node (assumed ones included), in no particular order (upstream's
+    /// `NodeInfo.Pods`).
+    pub fn pods(&self) -> &[Arc<Pod>] {
+        &self.usage.pods
+    }
+
+    /// The images the node reports (`status.images`), each name with the image's size in
+    /// bytes (upstream's `NodeInfo.ImageStates`).
+    pub fn images(&self) -> &HashMap<String, i64> {
+        &self.images
+    }
+
+    /// Counts `pod` on this copy of the node, as if it were placed here (preemption and
+    /// nominated pods simulate with it; the snapshot is not changed).
+    pub fn add_pod(&mut self, pod: Arc<Pod>) {
+        self.usage.add(&PodRequests::of(&pod), pod);
+    }
+
+    /// Stops counting `pod` on this copy of the node. Returns whether it was counted.
+    pub fn remove_pod(&mut self, pod: &Pod) -> bool {
+        let key = pod_key(pod);
+        match self.usage.pods.iter().position(|p| has_key(p, &key)) {
+            Some(_) => {
+                self.usage.sub(&PodRequests::of(pod), &key);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether replacing the node with `new` can change where pods fit: allocatable, labels,
@@ -155,6 +220,36 @@ struct PlacedPod {
     assumed: bool,
 }
 
+/// How many nodes hold each image, for ImageLocality's spread (upstream's
+/// `ImageStateSummary.NumNodes`).
+#[derive(Clone, Debug, Default)]
+pub struct ImageStates {
+    nodes_with: HashMap<String, usize>,
+    total_nodes: usize,
+}
+
+impl ImageStates {
+    /// How many nodes report the image under this name.
+    pub fn nodes_with(&self, name: &str) -> usize {
+        self.nodes_with.get(name).copied().unwrap_or(0)
+    }
+
+    /// How many nodes there are.
+    pub fn total_nodes(&self) -> usize {
+        self.total_nodes
+    }
+
+    fn count(&mut self, node: &NodeInfo, delta: isize) {
+        for name in node.images.keys() {
+            let n = self.nodes_with.entry(name.clone()).or_default();
+            *n = n.saturating_add_signed(delta);
+            if *n == 0 {
+                self.nodes_with.remove(name);
+            }
+        }
+    }
+}
+
 /// The nodes and the pods placed on them, as [`Scheduler::schedule`](crate::Scheduler::schedule)
 /// sees them.
 ///
@@ -189,6 +284,12 @@ pub struct Snapshot {
     absent: HashMap<String, Usage>,
     /// Claims, volumes and storage classes, for VolumeBinding.
     volumes: VolumeListers,
+    /// Which nodes hold which images, for ImageLocality.
+    images: ImageStates,
+    /// PodDisruptionBudgets by `namespace/name`, for preemption.
+    pdbs: HashMap<String, Arc<PodDisruptionBudget>>,
+    /// Pending pods with a `status.nominatedNodeName`.
+    nominated: Nominator,
     /// Pods per topology domain and namespace labels, for InterPodAffinity and
     /// PodTopologySpread.
     topology: topology::TopologyIndex,
@@ -205,6 +306,17 @@ pub fn pod_key(pod: &Pod) -> String {
             pod.metadata.name.as_deref().unwrap_or_default()
         ),
     }
+}
+
+/// `namespace/name` of an object.
+pub(crate) fn object_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Whether a pod has finished (phase Succeeded or Failed) and no longer holds resources.
@@ -239,6 +351,41 @@ impl Snapshot {
         &mut self.volumes
     }
 
+    /// Which nodes hold which images.
+    pub fn images(&self) -> &ImageStates {
+        &self.images
+    }
+
+    /// The PodDisruptionBudgets the scheduler knows.
+    pub fn pdbs(&self) -> impl Iterator<Item = &PodDisruptionBudget> {
+        self.pdbs.values().map(|p| p.as_ref())
+    }
+
+    /// Adds or replaces a PodDisruptionBudget.
+    pub fn upsert_pdb(&mut self, pdb: PodDisruptionBudget) {
+        self.pdbs.insert(object_key(&pdb.metadata), Arc::new(pdb));
+    }
+
+    /// Forgets a PodDisruptionBudget.
+    pub fn remove_pdb(&mut self, pdb: &PodDisruptionBudget) {
+        self.pdbs.remove(&object_key(&pdb.metadata));
+    }
+
+    /// Keeps only the PodDisruptionBudgets whose `namespace/name` is in `keys` (a relist).
+    pub fn retain_pdbs(&mut self, keys: &std::collections::HashSet<String>) {
+        self.pdbs.retain(|k, _| keys.contains(k));
+    }
+
+    /// The pending pods nominated to nodes (`status.nominatedNodeName`).
+    pub fn nominated(&self) -> &Nominator {
+        &self.nominated
+    }
+
+    /// The nominated pods, to update them.
+    pub fn nominated_mut(&mut self) -> &mut Nominator {
+        &mut self.nominated
+    }
+
     /// Every node, in a stable order (the scheduler rotates where it starts in it).
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
@@ -267,11 +414,22 @@ impl Snapshot {
             if change == NodeChange::Updated {
                 self.topology.invalidate();
             }
+            let images_changed = info.node.status.as_ref().map(|s| &s.images)
+                != node.status.as_ref().map(|s| &s.images);
+            if images_changed {
+                self.images.count(&self.nodes[i], -1);
+            }
+            let info = &mut self.nodes[i];
             info.set_node(node);
+            if images_changed {
+                self.images.count(&self.nodes[i], 1);
+            }
             return change;
         }
         let mut info = NodeInfo::new(node);
         info.usage = self.absent.remove(&name).unwrap_or_default();
+        self.images.count(&info, 1);
+        self.images.total_nodes += 1;
         self.index.insert(name, self.nodes.len());
         self.nodes.push(info);
         self.topology.invalidate();
@@ -288,7 +446,9 @@ impl Snapshot {
         if let Some(moved) = self.nodes.get(i) {
             self.index.insert(moved.name().to_string(), i);
         }
-        if info.usage.pods > 0 {
+        self.images.count(&info, -1);
+        self.images.total_nodes = self.images.total_nodes.saturating_sub(1);
+        if !info.usage.pods.is_empty() {
             self.absent.insert(name.to_string(), info.usage);
         }
         true
@@ -307,7 +467,30 @@ impl Snapshot {
             self.remove_pod(pod);
             return false;
         }
-        self.place(pod, node.to_string(), false);
+        let pod = Arc::new(pod.clone());
+        self.place(
+            pod_key(&pod),
+            node.to_string(),
+            PodRequests::of(&pod),
+            false,
+            pod,
+        );
+        true
+    }
+
+    /// [`add_pod`](Snapshot::add_pod) for a pod the caller already shares.
+    pub(crate) fn add_shared_pod(&mut self, pod: Arc<Pod>) -> bool {
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or_default()
+            .to_string();
+        if node.is_empty() || is_terminal(&pod) {
+            self.remove_pod(&pod);
+            return false;
+        }
+        self.place(pod_key(&pod), node, PodRequests::of(&pod), false, pod);
         true
     }
 
@@ -318,12 +501,29 @@ impl Snapshot {
 
     /// Counts `pod` on `node` before its binding is confirmed (upstream's `AssumePod`).
     pub fn assume(&mut self, pod: &Pod, node: &str) -> Result<()> {
+        self.assume_shared(Arc::new(pod.clone()), node)
+    }
+
+    /// [`assume`](Snapshot::assume) for a pod the caller already shares.
+    pub fn assume_shared(&mut self, pod: Arc<Pod>, node: &str) -> Result<()> {
         if !self.index.contains_key(node) {
             return Err(Error::NodeNotFound {
                 node: node.to_string(),
             });
         }
-        self.place(pod, node.to_string(), true);
+        let mut assumed = pod;
+        if assumed.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node) {
+            // Plugins that look at the pods on a node (NodePorts, preemption) see it there.
+            let p = Arc::make_mut(&mut assumed);
+            p.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
+        }
+        self.place(
+            pod_key(&assumed),
+            node.to_string(),
+            PodRequests::of(&assumed),
+            true,
+            assumed,
+        );
         Ok(())
     }
 
@@ -354,7 +554,7 @@ impl Snapshot {
         let Some(old) = self.pods.remove(key) else {
             return false;
         };
-        self.usage_mut(&old.node).sub(&old.requests);
+        self.usage_mut(&old.node).sub(&old.requests, key);
         if let Some(&i) = self.index.get(&old.node) {
             let labels = self.nodes[i]
                 .node
@@ -364,7 +564,11 @@ impl Snapshot {
                 .unwrap_or(&NO_LABELS);
             self.topology.on_pod(&old.pod, Some(labels), -1);
         }
-        if self.absent.get(&old.node).is_some_and(|u| u.pods == 0) {
+        if self
+            .absent
+            .get(&old.node)
+            .is_some_and(|u| u.pods.is_empty())
+        {
             self.absent.remove(&old.node);
         }
         true
@@ -379,9 +583,14 @@ impl Snapshot {
             .collect()
     }
 
-    fn place(&mut self, pod: &Pod, node: String, assumed: bool) {
-        let key = pod_key(pod);
-        let requests = PodRequests::of(pod);
+    fn place(
+        &mut self,
+        key: String,
+        node: String,
+        requests: PodRequests,
+        assumed: bool,
+        pod: Arc<Pod>,
+    ) {
         if let Some(old) = self.pods.get(&key)
             && old.node == node
             && old.requests == requests
@@ -391,11 +600,11 @@ impl Snapshot {
             if !assumed && let Some(p) = self.pods.get_mut(&key) {
                 p.assumed = false;
             }
+            self.usage_mut(&node).replace(&key, pod);
             return;
         }
         self.remove_key(&key);
-        self.usage_mut(&node).add(&requests);
-        let pod = Arc::new(pod.clone());
+        self.usage_mut(&node).add(&requests, pod.clone());
         if let Some(&i) = self.index.get(&node) {
             let labels = self.nodes[i]
                 .node

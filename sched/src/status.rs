@@ -13,14 +13,16 @@ use crate::error::{Error, Result};
 /// How often a condition update is retried after a conflict.
 const CONDITION_UPDATE_ATTEMPTS: usize = 3;
 
-fn pod_api(client: kube::Client, pod: &Pod) -> Api<Pod> {
+/// The pods API of `pod`'s namespace.
+pub(crate) fn pod_api(client: kube::Client, pod: &Pod) -> Api<Pod> {
     Api::namespaced(
         client,
         pod.metadata.namespace.as_deref().unwrap_or("default"),
     )
 }
 
-fn full_name(pod: &Pod) -> String {
+/// `namespace/name`, for messages and logs.
+pub(crate) fn full_name(pod: &Pod) -> String {
     format!(
         "{}/{}",
         pod.metadata.namespace.as_deref().unwrap_or_default(),

@@ -15,6 +15,7 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     reasons: Vec<Cow<'static, str>>,
+    unresolvable: bool,
 }
 
 impl Rejection {
@@ -22,12 +23,37 @@ impl Rejection {
     pub fn new(reason: impl Into<Cow<'static, str>>) -> Rejection {
         Rejection {
             reasons: vec![reason.into()],
+            unresolvable: false,
         }
     }
 
     /// A rejection with several reasons (NodeResourcesFit names every missing resource).
     pub fn with_reasons(reasons: Vec<Cow<'static, str>>) -> Rejection {
-        Rejection { reasons }
+        Rejection {
+            reasons,
+            unresolvable: false,
+        }
+    }
+
+    /// A rejection that removing pods from the node cannot resolve (upstream's
+    /// `UnschedulableAndUnresolvable`: a taint, a node selector, a cordon), so preemption
+    /// skips the node.
+    ///
+    /// ```
+    /// use kybernetes_sched::Rejection;
+    /// assert!(Rejection::unresolvable("node(s) were unschedulable").is_unresolvable());
+    /// assert!(!Rejection::new("Insufficient cpu").is_unresolvable());
+    /// ```
+    pub fn unresolvable(reason: impl Into<Cow<'static, str>>) -> Rejection {
+        Rejection {
+            reasons: vec![reason.into()],
+            unresolvable: true,
+        }
+    }
+
+    /// Whether preemption cannot help on this node (see [`Rejection::unresolvable`]).
+    pub fn is_unresolvable(&self) -> bool {
+        self.unresolvable
     }
 
     /// The reasons, as they appear in the pod's `Unschedulable` message.
@@ -66,6 +92,8 @@ impl From<String> for Rejection {
 pub struct Unschedulable {
     num_all_nodes: usize,
     rejections: Vec<(String, Rejection)>,
+    /// What the PostFilter (preemption) said, appended to the message.
+    post_filter_message: Option<String>,
 }
 
 impl Unschedulable {
@@ -74,7 +102,22 @@ impl Unschedulable {
         Unschedulable {
             num_all_nodes,
             rejections,
+            post_filter_message: None,
         }
+    }
+
+    /// Appends what the PostFilter found (`preemption: ...`) to the message, as upstream's
+    /// `FitError` does with its `PostFilterMsg`.
+    pub fn set_post_filter_message(&mut self, message: impl Into<String>) {
+        self.post_filter_message = Some(message.into());
+    }
+
+    /// The rejection of the node called `name`, if it was rejected.
+    pub fn rejection_of(&self, name: &str) -> Option<&Rejection> {
+        self.rejections
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r)
     }
 
     /// How many nodes the scheduler considered.
@@ -115,6 +158,9 @@ impl fmt::Display for Unschedulable {
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
         if !items.is_empty() {
             write!(f, " {}.", items.join(", "))?;
+        }
+        if let Some(message) = &self.post_filter_message {
+            write!(f, " {message}.")?;
         }
         Ok(())
     }

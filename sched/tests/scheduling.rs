@@ -238,7 +238,10 @@ async fn a_pod_that_fits_no_node_waits_until_a_big_enough_node_joins() -> anyhow
     cluster.add_pod("big", "8", json!({})).await?;
     let (reason, message) = cluster.unschedulable_condition("big").await?;
     assert_eq!(reason, "Unschedulable");
-    assert_eq!(message, "0/3 nodes are available: 3 Insufficient cpu.");
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
+    );
     let (type_, event_message) = cluster.event("big", "FailedScheduling").await?;
     assert_eq!(
         (type_.as_str(), event_message.as_str()),
@@ -260,7 +263,10 @@ async fn a_deleted_pod_makes_room_for_a_waiting_one() -> anyhow::Result<()> {
     assert_eq!(cluster.node_of("first").await?, "only");
     cluster.add_pod("second", "1", json!({})).await?;
     let (_, message) = cluster.unschedulable_condition("second").await?;
-    assert_eq!(message, "0/1 nodes are available: 1 Insufficient cpu.");
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+    );
 
     cluster
         .pods()
@@ -307,7 +313,7 @@ async fn taints_repel_pods_that_do_not_tolerate_them() -> anyhow::Result<()> {
     assert_eq!(
         message,
         "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
-         1 node(s) had untolerated taint {dedicated: db}."
+         1 node(s) had untolerated taint {dedicated: db}. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
     );
     cluster.stop().await
 }
@@ -342,7 +348,7 @@ async fn node_selector_is_honoured() -> anyhow::Result<()> {
     let (_, message) = cluster.unschedulable_condition("nvme").await?;
     assert_eq!(
         message,
-        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.."
     );
     cluster.stop().await
 }
@@ -480,7 +486,7 @@ async fn cordoned_nodes_are_skipped_unless_tolerated() -> anyhow::Result<()> {
     let (_, message) = cluster.unschedulable_condition("stuck").await?;
     assert_eq!(
         message,
-        "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were unschedulable."
+        "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were unschedulable. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."
     );
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     nodes
@@ -561,7 +567,10 @@ async fn custom_user_plugins_filter_and_score() -> anyhow::Result<()> {
     cluster.add_pod("huge", "6", json!({})).await?;
     let (_, message) = cluster.unschedulable_condition("huge").await?;
     // User filters run after the built-in ones, and each node reports its first rejection.
-    assert_eq!(message, "0/3 nodes are available: 3 Insufficient cpu.");
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.."
+    );
     cluster
         .add_pod(
             "tiny",
@@ -572,7 +581,7 @@ async fn custom_user_plugins_filter_and_score() -> anyhow::Result<()> {
     let (_, message) = cluster.unschedulable_condition("tiny").await?;
     assert_eq!(
         message,
-        "0/3 nodes are available: 1 node(s) were in maintenance, 2 node(s) didn't match Pod's node affinity/selector."
+        "0/3 nodes are available: 1 node(s) were in maintenance, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.."
     );
     cluster.stop().await
 }
@@ -610,7 +619,10 @@ async fn unschedulable_pods_are_retried_periodically() -> anyhow::Result<()> {
     cluster.add_node("n", "4", json!({}), json!({})).await?;
     cluster.add_pod("waiting", "100m", json!({})).await?;
     let (_, message) = cluster.unschedulable_condition("waiting").await?;
-    assert_eq!(message, "0/1 nodes are available: 1 node(s) were closed.");
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 node(s) were closed. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+    );
     open.store(true, Ordering::Relaxed);
     assert_eq!(cluster.node_of("waiting").await?, "n");
     cluster.stop().await

@@ -251,6 +251,23 @@ contains "untainted" "node/$NODE untainted"
 check "uncordon" -- k uncordon "$NODE"
 contains "uncordoned" "node/$NODE uncordoned"
 
+echo "== drain waits on a PodDisruptionBudget"
+check "deployment guarded" -- k -n e2e create deployment guarded --image=busybox --replicas=1
+eventually "guarded pod runs" 60 -- bash -c "$KUBECTL -n e2e get pods -l app=guarded --field-selector=status.phase=Running -o name | grep -q ."
+check "pdb minAvailable=1" -- k -n e2e create pdb guarded --selector=app=guarded --min-available=1
+eventually "the budget is computed: 0 disruptions allowed" 60 -- bash -c "[ \"\$($KUBECTL -n e2e get pdb guarded -o jsonpath='{.status.currentHealthy}/{.status.disruptionsAllowed}')\" = 1/0 ]"
+GPOD=$(k -n e2e get pods -l app=guarded -o jsonpath='{.items[0].metadata.name}')
+GNODE=$(k -n e2e get pod "$GPOD" -o jsonpath='{.spec.nodeName}')
+check_fails "drain gives up while the budget forbids the eviction" -- k drain "$GNODE" --pod-selector=app=guarded --timeout=8s
+contains "kubectl retries the refused eviction" "Cannot evict pod as it would violate the pod's disruption budget"
+check "the guarded pod was not evicted" -- k -n e2e get pod "$GPOD" -o jsonpath='{.metadata.deletionTimestamp}|{.status.phase}'
+contains "still running, not terminating" "|Running"
+check "relax the budget" -- k -n e2e patch pdb guarded --type=merge -p '{"spec":{"minAvailable":0}}'
+eventually "the budget now allows a disruption" 60 -- bash -c "[ \"\$($KUBECTL -n e2e get pdb guarded -o jsonpath='{.status.disruptionsAllowed}')\" = 1 ]"
+check "drain evicts once the budget allows it" -- k drain "$GNODE" --pod-selector=app=guarded --timeout=$T
+contains "the guarded pod is evicted" "pod/$GPOD evicted"
+check "uncordon after the guarded drain" -- k uncordon "$GNODE"
+
 echo "== server-side apply"
 cat >"$WORK/ssa.yaml" <<'YAML'
 apiVersion: v1

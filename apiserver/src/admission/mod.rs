@@ -2,8 +2,8 @@
 //! phase) a write after the kind's strategy has defaulted it and before it is stored, as
 //! upstream's admission chain.
 //!
-//! The built-in chain is [`NamespaceLifecycle`], [`DefaultStorageClass`] and
-//! [`StorageObjectInUseProtection`] (all enabled by default upstream); plugins set on
+//! The built-in chain is [`NamespaceLifecycle`], [`DefaultStorageClass`],
+//! [`StorageObjectInUseProtection`] and [`Priority`] (all enabled by default upstream); plugins set on
 //! [`crate::ApiServerConfig::admission`] run after it.
 //!
 //! # How to implement your own
@@ -44,10 +44,12 @@ use crate::registry::RequestScope;
 
 mod default_storage_class;
 mod namespace_lifecycle;
+mod priority;
 mod storage_object_in_use_protection;
 
 pub use default_storage_class::DefaultStorageClass;
 pub use namespace_lifecycle::NamespaceLifecycle;
+pub use priority::Priority;
 pub use storage_object_in_use_protection::StorageObjectInUseProtection;
 
 /// The attribute that implementations of [`Admission`] (an async trait) need, re-exported so

@@ -283,6 +283,7 @@ listable_kinds!(
     k8s_openapi::api::rbac::v1::ClusterRoleBinding,
     k8s_openapi::api::rbac::v1::Role,
     k8s_openapi::api::rbac::v1::RoleBinding,
+    k8s_openapi::api::scheduling::v1::PriorityClass,
     k8s_openapi::api::storage::v1::CSIDriver,
     k8s_openapi::api::storage::v1::CSINode,
     k8s_openapi::api::storage::v1::CSIStorageCapacity,

@@ -311,6 +311,7 @@ mod tests {
             ("apps/v1", "Deployment"),
             ("batch/v1", "CronJob"),
             ("policy/v1", "PodDisruptionBudget"),
+            ("scheduling.k8s.io/v1", "PriorityClass"),
             ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
             ("v1", "DeleteOptions"),
             ("authentication.k8s.io/v1", "TokenRequest"),

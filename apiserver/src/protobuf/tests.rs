@@ -53,6 +53,28 @@ fn secret_bytes_are_base64_and_pointer_false_is_kept() {
     assert_eq!(got["immutable"], false);
 }
 
+#[test]
+fn priority_class_value_zero_is_kept_and_global_default_false_left_out() {
+    // `kubectl create priorityclass` sends value, globalDefault and preemptionPolicy.
+    let pc = W::new()
+        .message(1, meta("batch"))
+        .varint(2, 0)
+        .varint(3, 0)
+        .string(4, "")
+        .string(5, "Never");
+    let got = to_json(&envelope("scheduling.k8s.io/v1", "PriorityClass", &pc)).expect("decodes");
+    assert_eq!(
+        got,
+        json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": "batch"},
+            "value": 0,
+            "preemptionPolicy": "Never",
+        })
+    );
+}
+
 fn deployment() -> W {
     let container = W::new()
         .string(1, "web")

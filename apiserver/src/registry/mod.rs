@@ -60,6 +60,7 @@ pub mod persistentvolumeclaim;
 pub mod pod;
 pub mod pod_template;
 pub mod poddisruptionbudget;
+pub mod priorityclass;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod scope;
@@ -358,6 +359,11 @@ impl StrategyTable {
             "autoscaling",
             "horizontalpodautoscalers",
             horizontalpodautoscaler::HorizontalPodAutoscalerStrategy,
+        );
+        t.register(
+            "scheduling.k8s.io",
+            "priorityclasses",
+            priorityclass::PriorityClassStrategy,
         );
         t.register(
             "policy",

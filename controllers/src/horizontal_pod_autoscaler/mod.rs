@@ -40,6 +40,7 @@ use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition,
     HorizontalPodAutoscalerStatus, MetricStatus,
 };
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::controller::{Action, Controller};
@@ -47,6 +48,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
+use kybernetes_core::selector::LabelSelector;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -118,6 +120,9 @@ struct Context {
     autoscalers: Store<HorizontalPodAutoscaler>,
     /// Recommendations and scale events by `namespace/name`.
     history: Mutex<HashMap<String, History>>,
+    /// The pod selector of each autoscaler's target as its last sync read it, by
+    /// `namespace/name` (upstream's `hpaSelectors`), to find pods two autoscalers would scale.
+    selectors: Mutex<HashMap<String, (String, LabelSelector)>>,
 }
 
 impl Context {
@@ -132,6 +137,32 @@ impl Context {
             self.autoscalers.state().iter().map(|h| key_of(h)).collect();
         let mut all = self.history.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|k, _| live.contains(k));
+        let mut selectors = self.selectors.lock().unwrap_or_else(|e| e.into_inner());
+        selectors.retain(|k, _| live.contains(k));
+    }
+
+    /// Remembers `key`'s selector and returns every autoscaler (`key` first, then the others
+    /// sorted) whose selector takes in one of `pods`, which `key`'s selector selected.
+    fn autoscalers_selecting(
+        &self,
+        key: &str,
+        namespace: &str,
+        selector: LabelSelector,
+        pods: &[Pod],
+    ) -> Vec<String> {
+        let mut selectors = self.selectors.lock().unwrap_or_else(|e| e.into_inner());
+        selectors.insert(key.to_string(), (namespace.to_string(), selector));
+        let mut others: Vec<String> = selectors
+            .iter()
+            .filter(|(k, (ns, sel))| {
+                k.as_str() != key && ns == namespace && pods.iter().any(|p| sel.matches(p.labels()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        others.sort();
+        let mut all = vec![key.to_string()];
+        all.extend(others);
+        all
     }
 }
 
@@ -168,6 +199,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         clock,
         autoscalers: reader.clone(),
         history: Mutex::new(HashMap::new()),
+        selectors: Mutex::new(HashMap::new()),
     });
     let controller = Controller::for_stream(changes, reader).run(reconcile, error_policy, ctx);
     run_until_shutdown(
@@ -435,15 +467,18 @@ impl<'a> Sync<'a> {
             );
             return Err((message, Vec::new()));
         }
-        if let Err(e) = kybernetes_core::selector::LabelSelector::parse(&selector) {
-            let message = format!(
-                "couldn't convert selector into a corresponding internal selector object: {e}"
-            );
-            self.event("Warning", "InvalidSelector", message.clone())
-                .await;
-            self.condition(SCALING_ACTIVE, false, "InvalidSelector", message.clone());
-            return Err((message, Vec::new()));
-        }
+        let parsed = match LabelSelector::parse(&selector) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let message = format!(
+                    "couldn't convert selector into a corresponding internal selector object: {e}"
+                );
+                self.event("Warning", "InvalidSelector", message.clone())
+                    .await;
+                self.condition(SCALING_ACTIVE, false, "InvalidSelector", message.clone());
+                return Err((message, Vec::new()));
+            }
+        };
         let ns = self.hpa.namespace().unwrap_or_default();
         let observed = metrics::observe(&self.ctx.client, &ns, &selector, self.now)
             .await
@@ -453,6 +488,20 @@ impl<'a> Sync<'a> {
                     Vec::new(),
                 )
             })?;
+        // Two autoscalers scaling the same pods would fight: upstream stops both.
+        let selecting = self
+            .ctx
+            .autoscalers_selecting(&self.key, &ns, parsed, &observed.pods);
+        if selecting.len() > 1 {
+            let message = format!(
+                "pods by selector {selector} are controlled by multiple HPAs: [{}]",
+                selecting.join(" ")
+            );
+            self.event("Warning", "AmbiguousSelector", message.clone())
+                .await;
+            self.condition(SCALING_ACTIVE, false, "AmbiguousSelector", message.clone());
+            return Err((message, Vec::new()));
+        }
         let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
         let mut statuses = vec![MetricStatus::default(); specs.len()];
         let (mut replicas, mut name) = (0, String::new());

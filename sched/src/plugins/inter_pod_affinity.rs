@@ -2,11 +2,15 @@
 //! preferred (Score), and the required anti-affinity of pods already placed toward the
 //! incoming one, with upstream's messages and scoring.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{FilterPlugin, MAX_NODE_SCORE, ScorePlugin};
 use crate::pod_info::PodInfo;
-use crate::snapshot::{CountKey, DomainCounts, NodeInfo, PodSelector, TermKind, existing_terms};
+use crate::snapshot::{
+    CountKey, DomainCounts, NodeInfo, PodSelector, TermKind, bump, existing_terms,
+};
 use crate::unschedulable::Rejection;
 
 /// Upstream's `ErrReasonAffinityRulesNotMatch`.
@@ -35,12 +39,14 @@ pub struct InterPodAffinityState {
     existing_anti: Vec<Domains>,
     /// Per required affinity term: domains holding pods that match every term.
     affinity: Vec<Domains>,
+    /// The selectors of the required affinity terms (a pod counts if all select it).
+    affinity_selectors: Vec<PodSelector>,
     /// No pod anywhere matches every required affinity term.
     no_affinity_match: bool,
     /// The incoming pod matches all its own required affinity terms (first of a group).
     matches_own_affinity: bool,
-    /// Per required anti-affinity term: domains holding pods it selects.
-    anti: Vec<Domains>,
+    /// Per required anti-affinity term: its selector and the domains holding pods it selects.
+    anti: Vec<(PodSelector, Domains)>,
     /// Weighted domain counts whose sum is a node's raw score.
     scores: Vec<(String, i64, Arc<DomainCounts>)>,
 }
@@ -77,6 +83,7 @@ fn compute(info: &PodInfo<'_>) -> InterPodAffinityState {
             .iter()
             .map(|t| counts_of(info, all.clone(), &t.topology_key))
             .collect();
+        st.affinity_selectors = all;
         st.no_affinity_match = st.affinity.iter().all(|(_, c)| c.is_empty());
     }
     for (kind, term) in &own {
@@ -84,7 +91,8 @@ fn compute(info: &PodInfo<'_>) -> InterPodAffinityState {
         let sel = || vec![term.selector.clone()];
         match kind {
             TermKind::RequiredAntiAffinity => {
-                st.anti.push(counts_of(info, sel(), &term.topology_key))
+                let counts = counts_of(info, sel(), &term.topology_key);
+                st.anti.push((term.selector.clone(), counts))
             }
             TermKind::RequiredAffinity => {}
             TermKind::PreferredAffinity(w) | TermKind::PreferredAntiAffinity(w) => {
@@ -127,6 +135,70 @@ fn has(domains: &Domains, node: &NodeInfo) -> Option<bool> {
         .map(|tv| domains.1.contains_key(tv))
 }
 
+/// Counts `other` (`delta` 1) or stops counting it (-1) on `node` in the PreFilter state
+/// (upstream's `preFilterState.updateWithPod`).
+fn update(info: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo, delta: i64) {
+    state(info);
+    let Some(mut st) = info.inter_pod_affinity.take() else {
+        return;
+    };
+    let pod = info.pod();
+    let snapshot = info.snapshot();
+    let labels = node.labels();
+    let own_ns_labels =
+        snapshot.namespace_labels(pod.metadata.namespace.as_deref().unwrap_or_default());
+    for (kind, term) in existing_terms(other) {
+        if kind != TermKind::RequiredAntiAffinity || !term.selector.matches(pod, own_ns_labels) {
+            continue;
+        }
+        if let Some(tv) = labels.get(&term.topology_key) {
+            bump_existing(&mut st.existing_anti, &term.topology_key, tv, delta);
+        }
+    }
+    let ns_labels =
+        snapshot.namespace_labels(other.metadata.namespace.as_deref().unwrap_or_default());
+    if !st.affinity_selectors.is_empty()
+        && st
+            .affinity_selectors
+            .iter()
+            .all(|s| s.matches(other, ns_labels))
+    {
+        for (tk, counts) in &mut st.affinity {
+            if let Some(tv) = labels.get(tk) {
+                bump(Arc::make_mut(counts), tv, delta);
+            }
+        }
+        st.no_affinity_match = st.affinity.iter().all(|(_, c)| c.is_empty());
+    }
+    for (selector, (tk, counts)) in &mut st.anti {
+        if selector.matches(other, ns_labels)
+            && let Some(tv) = labels.get(tk)
+        {
+            bump(Arc::make_mut(counts), tv, delta);
+        }
+    }
+    info.inter_pod_affinity = OnceLock::from(st);
+}
+
+/// Adds `delta` to domain `tv` of topology key `tk` among the existing pods' anti-affinity
+/// counts. The filter only asks whether any group holds the domain, so one group of the key
+/// may take a pod of another: a pod added goes to the first group of its key (or a new one),
+/// a pod removed comes off a group that holds the domain.
+fn bump_existing(existing: &mut Vec<Domains>, tk: &str, tv: &str, delta: i64) {
+    let group = existing
+        .iter_mut()
+        .find(|(k, c)| k == tk && (delta > 0 || c.contains_key(tv)));
+    match group {
+        Some((_, counts)) => bump(Arc::make_mut(counts), tv, delta),
+        None if delta > 0 => {
+            let mut counts = DomainCounts::new();
+            bump(&mut counts, tv, delta);
+            existing.push((tk.to_string(), Arc::new(counts)));
+        }
+        None => {}
+    }
+}
+
 impl FilterPlugin for InterPodAffinity {
     fn name(&self) -> &str {
         "InterPodAffinity"
@@ -144,7 +216,7 @@ impl FilterPlugin for InterPodAffinity {
             for d in &st.affinity {
                 match has(d, node) {
                     // Every topology key of the terms must be on the node.
-                    None => return Err(AFFINITY_RULES_NOT_MATCH.into()),
+                    None => return Err(Rejection::unresolvable(AFFINITY_RULES_NOT_MATCH)),
                     Some(false) => pods_exist = false,
                     Some(true) => {}
                 }
@@ -153,16 +225,25 @@ impl FilterPlugin for InterPodAffinity {
             // never start.
             let first_of_group = st.no_affinity_match && st.matches_own_affinity;
             if !pods_exist && !first_of_group {
-                return Err(AFFINITY_RULES_NOT_MATCH.into());
+                // Upstream: removing pods (preemption) cannot make a missing pod appear.
+                return Err(Rejection::unresolvable(AFFINITY_RULES_NOT_MATCH));
             }
         }
-        if st.anti.iter().any(|d| has(d, node) == Some(true)) {
+        if st.anti.iter().any(|(_, d)| has(d, node) == Some(true)) {
             return Err(ANTI_AFFINITY_RULES_NOT_MATCH.into());
         }
         if st.existing_anti.iter().any(|d| has(d, node) == Some(true)) {
             return Err(EXISTING_ANTI_AFFINITY_RULES_NOT_MATCH.into());
         }
         Ok(())
+    }
+
+    fn add_pod(&self, pod: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo) {
+        update(pod, other, node, 1);
+    }
+
+    fn remove_pod(&self, pod: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo) {
+        update(pod, other, node, -1);
     }
 }
 

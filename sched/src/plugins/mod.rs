@@ -1,9 +1,11 @@
 //! The built-in plugins, named and behaving as upstream's.
 
 mod balanced_allocation;
+mod image_locality;
 mod inter_pod_affinity;
 mod node_affinity;
 mod node_name;
+mod node_ports;
 mod node_resources_fit;
 mod node_unschedulable;
 mod pod_topology_spread;
@@ -11,10 +13,12 @@ mod taint_toleration;
 mod volume_binding;
 
 pub use balanced_allocation::NodeResourcesBalancedAllocation;
+pub use image_locality::{ImageLocality, normalized_image_name};
 pub use inter_pod_affinity::InterPodAffinity;
 pub(crate) use inter_pod_affinity::InterPodAffinityState;
 pub use node_affinity::NodeAffinity;
 pub use node_name::NodeName;
+pub use node_ports::NodePorts;
 pub use node_resources_fit::{NodeResourcesFit, ScoringStrategy};
 pub use node_unschedulable::NodeUnschedulable;
 pub use pod_topology_spread::PodTopologySpread;

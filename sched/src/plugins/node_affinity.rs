@@ -30,7 +30,7 @@ impl FilterPlugin for NodeAffinity {
         if pod.required_affinity().matches(node) {
             Ok(())
         } else {
-            Err(ERR_REASON_POD.into())
+            Err(Rejection::unresolvable(ERR_REASON_POD))
         }
     }
 }
@@ -89,7 +89,7 @@ mod tests {
         assert!(!fits(&p, &labelled("n", json!({"disk": "ssd"}))));
         assert_eq!(
             NodeAffinity.filter(&PodInfo::new(&p), &labelled("n", json!({}))),
-            Err(ERR_REASON_POD.into())
+            Err(Rejection::unresolvable(ERR_REASON_POD))
         );
     }
 

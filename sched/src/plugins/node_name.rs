@@ -23,7 +23,7 @@ impl FilterPlugin for NodeName {
 
     fn filter(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection> {
         match pod.node_name() {
-            Some(name) if name != node.name() => Err(ERR_REASON.into()),
+            Some(name) if name != node.name() => Err(Rejection::unresolvable(ERR_REASON)),
             _ => Ok(()),
         }
     }
@@ -43,7 +43,7 @@ mod tests {
         assert!(NodeName.filter(&info, &node("a", json!({}))).is_ok());
         assert_eq!(
             NodeName.filter(&info, &node("b", json!({}))),
-            Err(ERR_REASON.into())
+            Err(Rejection::unresolvable(ERR_REASON))
         );
     }
 

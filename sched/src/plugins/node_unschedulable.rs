@@ -36,7 +36,7 @@ impl FilterPlugin for NodeUnschedulable {
         if pod.tolerations().iter().any(|t| tolerates(t, &taint)) {
             Ok(())
         } else {
-            Err(ERR_REASON_UNSCHEDULABLE.into())
+            Err(Rejection::unresolvable(ERR_REASON_UNSCHEDULABLE))
         }
     }
 }
@@ -59,7 +59,7 @@ mod tests {
         let cordoned = node("a", json!({"spec": {"unschedulable": true}}));
         assert_eq!(
             NodeUnschedulable.filter(&info, &cordoned),
-            Err(ERR_REASON_UNSCHEDULABLE.into())
+            Err(Rejection::unresolvable(ERR_REASON_UNSCHEDULABLE))
         );
     }
 

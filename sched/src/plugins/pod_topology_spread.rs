@@ -3,16 +3,17 @@
 //! policies, `matchLabelKeys`, messages and scoring.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::core::v1::{Taint, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{Pod, Taint, TopologySpreadConstraint};
 
 use crate::framework::{FilterPlugin, MAX_NODE_SCORE, ScorePlugin};
 use crate::node_selector::NO_LABELS;
 use crate::plugins::find_untolerated_taint;
 use crate::pod_info::PodInfo;
 use crate::snapshot::{
-    CountKey, DomainCounts, NamespaceScope, NodeInfo, PodSelector, selector_of, with_label_keys,
+    CountKey, DomainCounts, NamespaceScope, NodeInfo, PodSelector, bump, selector_of,
+    with_label_keys,
 };
 use crate::unschedulable::Rejection;
 
@@ -221,22 +222,64 @@ fn counted<'d, S: AsRef<str> + 'd>(
     domains: usize,
     names: impl Iterator<Item = S>,
 ) -> Counted {
-    let min_match = if domains < c.min_domains || counts.len() < domains {
-        // Too few domains count as a minimum of 0 (upstream's minDomains), and so does a
-        // domain without any matching pod; neither needs a walk over the domains.
-        0
-    } else {
-        names
-            .map(|d| counts.get(d.as_ref()).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(0)
-    };
-    Counted {
+    let mut counted = Counted {
         c,
         counts,
         domains,
-        min_match,
+        min_match: 0,
+    };
+    counted.min_match = min_match(&counted, names);
+    counted
+}
+
+/// The fewest matching pods in an eligible domain of `k`, among the domains `names`.
+fn min_match<'d, S: AsRef<str> + 'd>(k: &Counted, names: impl Iterator<Item = S>) -> i64 {
+    if k.domains < k.c.min_domains || k.counts.len() < k.domains {
+        // Too few domains count as a minimum of 0 (upstream's minDomains), and so does a
+        // domain without any matching pod; neither needs a walk over the domains.
+        return 0;
     }
+    names
+        .map(|d| k.counts.get(d.as_ref()).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+}
+
+/// Counts `other` (`delta` 1) or stops counting it (-1) on `node` in the hard constraints'
+/// state (upstream's `preFilterState.updateWithPod`). Pods being deleted were never counted.
+fn update(info: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo, delta: i64) {
+    if other.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    state(info);
+    let Some(mut st) = info.topology_spread.take() else {
+        return;
+    };
+    let labels = node.labels();
+    if st
+        .hard
+        .iter()
+        .all(|k| labels.contains_key(&k.c.topology_key))
+    {
+        let ns_labels = info
+            .snapshot()
+            .namespace_labels(other.metadata.namespace.as_deref().unwrap_or_default());
+        for k in &mut st.hard {
+            let eligible = (!k.c.affinity_honor || info.required_affinity().matches(node))
+                && (!k.c.taints_honor || tolerated(info, node));
+            if !eligible || !k.c.selector.matches(other, ns_labels) {
+                continue;
+            }
+            if let Some(tv) = labels.get(&k.c.topology_key) {
+                bump(Arc::make_mut(&mut k.counts), tv, delta);
+                // Every eligible domain has a count once none is missing, so the counts'
+                // own keys are the domains to take the minimum over.
+                let m = min_match(k, k.counts.keys());
+                k.min_match = m;
+            }
+        }
+    }
+    info.topology_spread = OnceLock::from(st);
 }
 
 impl FilterPlugin for PodTopologySpread {
@@ -253,7 +296,7 @@ impl FilterPlugin for PodTopologySpread {
         let labels = node.labels();
         for (k, self_match) in st.hard.iter().zip(&st.self_match) {
             let Some(tv) = labels.get(&k.c.topology_key) else {
-                return Err(NODE_LABEL_NOT_MATCH.into());
+                return Err(Rejection::unresolvable(NODE_LABEL_NOT_MATCH));
             };
             let match_num = k.counts.get(tv).copied().unwrap_or(0);
             if match_num + self_match - k.min_match > k.c.max_skew {
@@ -261,6 +304,14 @@ impl FilterPlugin for PodTopologySpread {
             }
         }
         Ok(())
+    }
+
+    fn add_pod(&self, pod: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo) {
+        update(pod, other, node, 1);
+    }
+
+    fn remove_pod(&self, pod: &mut PodInfo<'_>, other: &Pod, node: &NodeInfo) {
+        update(pod, other, node, -1);
     }
 }
 

@@ -74,7 +74,7 @@ impl FilterPlugin for TaintToleration {
         let do_not_schedule = |t: &Taint| t.effect == "NoSchedule" || t.effect == "NoExecute";
         match find_untolerated_taint(taints, pod.tolerations(), do_not_schedule) {
             None => Ok(()),
-            Some(taint) => Err(Rejection::new(format!(
+            Some(taint) => Err(Rejection::unresolvable(format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 taint.key,
                 taint.value.as_deref().unwrap_or_default()
@@ -138,7 +138,7 @@ mod tests {
         for effect in ["NoSchedule", "NoExecute"] {
             assert_eq!(
                 TaintToleration.filter(&info, &tainted(effect)),
-                Err(Rejection::new(
+                Err(Rejection::unresolvable(
                     "node(s) had untolerated taint {dedicated: db}"
                 ))
             );

@@ -31,14 +31,14 @@ impl FilterPlugin for VolumeBinding {
     fn filter(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> Result<(), Rejection> {
         let claims = pod.volume_claims();
         if let Some(problem) = &claims.problem {
-            return Err(problem.clone().into());
+            return Err(Rejection::unresolvable(problem.clone()));
         }
         if !claims.immediate.is_empty() {
-            return Err(UNBOUND_IMMEDIATE.into());
+            return Err(Rejection::unresolvable(UNBOUND_IMMEDIATE));
         }
         find_pod_volumes(claims, node, pod.volume_listers())
             .map(|_| ())
-            .map_err(|c| c.reason().into())
+            .map_err(|c| Rejection::unresolvable(c.reason()))
     }
 }
 
@@ -113,7 +113,9 @@ mod tests {
         assert_eq!(result(&p, &l, "a"), Ok(()));
         assert_eq!(
             result(&p, &l, "b"),
-            Err("node(s) didn't find available persistent volumes to bind".into())
+            Err(Rejection::unresolvable(
+                "node(s) didn't find available persistent volumes to bind"
+            ))
         );
         let bound = listers(
             json!([claim("c", "wait", Some("pv-a"))]),
@@ -121,7 +123,9 @@ mod tests {
         );
         assert_eq!(
             result(&p, &bound, "b"),
-            Err("node(s) had volume node affinity conflict".into())
+            Err(Rejection::unresolvable(
+                "node(s) had volume node affinity conflict"
+            ))
         );
     }
 
@@ -134,13 +138,13 @@ mod tests {
         assert_eq!(result(&using("c"), &l, "b"), Ok(()));
         assert_eq!(
             result(&using("now"), &l, "b"),
-            Err(UNBOUND_IMMEDIATE.into())
+            Err(Rejection::unresolvable(UNBOUND_IMMEDIATE))
         );
         assert_eq!(
             result(&using("missing"), &l, "b"),
-            Err("persistentvolumeclaim \"missing\" not found"
-                .to_string()
-                .into())
+            Err(Rejection::unresolvable(
+                "persistentvolumeclaim \"missing\" not found"
+            ))
         );
         assert!(!VolumeBinding.pre_filter(&PodInfo::new(&pod(json!({}))).with_volumes(&l)));
     }

@@ -295,7 +295,8 @@ impl TopologyIndex {
     }
 }
 
-fn bump(counts: &mut DomainCounts, tv: &str, delta: i64) {
+/// Adds `delta` to the count of domain `tv`, forgetting domains that reach 0.
+pub(crate) fn bump(counts: &mut DomainCounts, tv: &str, delta: i64) {
     let c = counts.entry(tv.to_string()).or_default();
     *c += delta;
     if *c <= 0 {

@@ -1,6 +1,6 @@
 //! Printers of the smaller groups: leases (coordination.k8s.io), pod disruption budgets
 //! (policy), endpoint slices (discovery.k8s.io), horizontal pod autoscalers (autoscaling) and
-//! storage classes (storage.k8s.io).
+//! storage classes (storage.k8s.io) and priority classes (scheduling.k8s.io).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -34,7 +34,47 @@ pub static PRINTERS: &[(&str, &str, Printer)] = &[
         "storageclasses",
         Printer::new(STORAGE_CLASS_COLUMNS, storageclass),
     ),
+    (
+        "scheduling.k8s.io",
+        "priorityclasses",
+        Printer::new(PRIORITY_CLASS_COLUMNS, priorityclass),
+    ),
 ];
+
+static PRIORITY_CLASS_COLUMNS: &[TableColumn] = &[
+    TableColumn::NAME,
+    TableColumn::new(
+        "Value",
+        "integer",
+        "value represents the integer value of this priority class. This is the actual priority that pods receive when they have the name of this class in their pod spec.",
+    ),
+    TableColumn::new(
+        "Global-Default",
+        "boolean",
+        "globalDefault specifies whether this PriorityClass should be considered as the default priority for pods that do not have any priority class. Only one PriorityClass can be marked as `globalDefault`. However, if more than one PriorityClasses exists with their `globalDefault` field set to true, the smallest value of such global default PriorityClasses will be used as the default priority.",
+    ),
+    TableColumn::AGE,
+    TableColumn::new(
+        "PreemptionPolicy",
+        "string",
+        "preemptionPolicy is the Policy for preempting pods with lower priority. One of Never, PreemptLowerPriority. Defaults to PreemptLowerPriority if unset.",
+    ),
+];
+
+/// Upstream's `printPriorityClass`.
+fn priorityclass(pc: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    vec![
+        json!(name(pc)),
+        json!(pc.get("value").and_then(Value::as_i64).unwrap_or(0)),
+        json!(
+            pc.get("globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
+        json!(age(pc, now)),
+        json!(text(pc, "/preemptionPolicy")),
+    ]
+}
 
 static STORAGE_CLASS_COLUMNS: &[TableColumn] = &[
     TableColumn::NAME,
