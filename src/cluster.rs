@@ -606,6 +606,10 @@ impl Cluster {
         if let Err(e) = self.runtime.shutdown().await {
             warn!(error = %e, "stopping the container runtime failed");
         }
+        // After the runtime: no container is left in a namespace the network removes.
+        if let Err(e) = self.network.shutdown().await {
+            warn!(error = %e, "removing the pod network failed");
+        }
         self.api.shutdown();
         if let Some(https) = self.https {
             https.shutdown().await;

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, S
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kybernetes::Cluster;
+use kybernetes::runtime::FakeRuntime;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -159,12 +160,39 @@ fn web(replicas: i32) -> StatefulSet {
     .expect("statefulset")
 }
 
+/// The host directory the node agent mounted at `/usr/share/nginx/html` in the newest
+/// `nginx` container of `pod`, once its container exists.
+async fn mounted_www(fake: &FakeRuntime, pod: &str) -> std::path::PathBuf {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mount = fake
+            .latest_container("default", pod, "nginx")
+            .and_then(|c| fake.container_config(&c.id))
+            .and_then(|config| {
+                config
+                    .mounts
+                    .into_iter()
+                    .find(|m| m.container_path == Path::new("/usr/share/nginx/html"))
+            });
+        if let Some(m) = mount {
+            return m.host_path;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pod} never got a container with the www volume mounted"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_statefulset_claims_bind_through_the_local_provisioner_and_are_reused_after_scale_to_zero()
  {
     let data = tempfile::tempdir().expect("data dir");
+    let fake = FakeRuntime::default();
     let c = Cluster::builder()
         .nodes(2)
+        .runtime(fake.clone())
         .data_dir(data.path())
         .expect("data dir")
         .start()
@@ -230,6 +258,11 @@ async fn the_statefulset_claims_bind_through_the_local_provisioner_and_are_reuse
         first.push((claim_name, pv.metadata.name.clone().expect("name"), dir));
     }
 
+    // What web-0 writes to its volume, as the node agent mounted it into the container.
+    let old_uid = pods.get("web-0").await.expect("web-0").metadata.uid;
+    let www = mounted_www(&fake, "web-0").await;
+    std::fs::write(www.join("index.html"), "written by the first web-0").expect("write");
+
     sets.patch(
         "web",
         &PatchParams::default(),
@@ -248,6 +281,13 @@ async fn the_statefulset_claims_bind_through_the_local_provisioner_and_are_reuse
     .expect("scale to 2");
     running_on(&pods, "web-0").await;
     running_on(&pods, "web-1").await;
+    let new_web0 = pods.get("web-0").await.expect("web-0");
+    assert_ne!(new_web0.metadata.uid, old_uid, "a new web-0");
+    let www = mounted_www(&fake, "web-0").await;
+    assert_eq!(
+        std::fs::read_to_string(www.join("index.html")).expect("the new web-0 reads the file"),
+        "written by the first web-0"
+    );
     for (claim_name, pv, dir) in first {
         let claim = bound(&claims, claim_name).await;
         assert_eq!(

@@ -166,6 +166,7 @@ impl NodeAgent {
             network: self.network,
             recorder,
             node_ip: reg.net.node_ip,
+            node_netns: reg.net.netns.clone(),
             runtime_name: reg.runtime.runtime_name.clone(),
             allocatable_milli,
             root_dir: root_dir.clone(),

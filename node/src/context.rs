@@ -20,6 +20,8 @@ pub(crate) struct AgentContext {
     pub(crate) recorder: EventRecorder,
     /// The node's address (`InternalIP`, every pod's `hostIP`).
     pub(crate) node_ip: IpAddr,
+    /// The node's network namespace, which hostNetwork pods share (None: the host's).
+    pub(crate) node_netns: Option<std::path::PathBuf>,
     /// The runtime's name, the scheme of `containerID`s (`fake://…`).
     pub(crate) runtime_name: String,
     /// Allocatable CPU and memory in thousandths (defaults for `resourceFieldRef` limits).

@@ -222,7 +222,7 @@ impl PodWorker {
         let net = if self.host_network() {
             kybernetes_net::PodNetwork {
                 ip: ctx.node_ip,
-                netns: None,
+                netns: ctx.node_netns.clone(),
             }
         } else {
             let req = PodNetworkRequest {

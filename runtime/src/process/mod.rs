@@ -353,6 +353,8 @@ pub(crate) struct ProcessContainer {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) working_dir: PathBuf,
     pub(crate) log_file: PathBuf,
+    /// The pod's network namespace, which the process starts in (None: the host's).
+    pub(crate) netns: Option<PathBuf>,
     /// The main process (and process group) id while it runs.
     pub(crate) pid: Option<u32>,
     /// Bumped on every log line and on exit, for log followers and stoppers.

@@ -100,8 +100,11 @@ impl ProcessRuntime {
             return Ok(());
         }
         for other in st.sandboxes.values() {
+            // Ports clash only within one network namespace (the host's, or a node's that
+            // hostNetwork pods share).
             if other.status.state != PodSandboxState::Ready
                 || other.config.metadata.uid == config.metadata.uid
+                || other.config.netns_path != config.netns_path
             {
                 continue;
             }
@@ -191,6 +194,7 @@ impl ProcessRuntime {
             env,
             working_dir,
             log_file: sandbox.dir.join(log_path),
+            netns: sandbox.config.netns_path.clone(),
             pid: None,
             version: std::sync::Arc::new(watch::channel(0).0),
             last_cpu: None,
@@ -239,7 +243,7 @@ impl Runtime for ProcessRuntime {
             state: PodSandboxState::Ready,
             created_at: self.inner.clock.now(),
             ip: config.pod_ip,
-            netns_path: None,
+            netns_path: config.netns_path.clone(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };

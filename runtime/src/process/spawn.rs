@@ -101,7 +101,7 @@ pub(crate) fn start_error(program: &str, e: &std::io::Error) -> String {
 /// Spawns the main process of container `id` and the tasks that pump its output and record
 /// its exit. Returns its pid.
 pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
-    let (argv, env, dir, log_file, version, open_stdin) = {
+    let (argv, env, dir, log_file, version, open_stdin, netns) = {
         let st = inner.lock();
         let c = st
             .containers
@@ -114,6 +114,7 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
             c.log_file.clone(),
             c.version.clone(),
             c.open_stdin,
+            c.netns.clone(),
         )
     };
     if let Some(parent) = log_file.parent() {
@@ -134,7 +135,7 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let program = argv.first().cloned().unwrap_or_default();
-    let mut child = cmd.spawn().map_err(|e| Error::Backend {
+    let mut child = spawn_in(&mut cmd, netns.as_deref()).map_err(|e| Error::Backend {
         context: start_error(&program, &e),
         source: Some(Box::new(e)),
     })?;
@@ -189,6 +190,30 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
         pumps,
     ));
     Ok(pid)
+}
+
+/// Spawns `cmd`, inside the network namespace at `netns` if there is one. Namespaces belong
+/// to threads, so a short-lived thread enters it and forks; the child inherits the thread's
+/// namespace and no runtime thread ever changes its own.
+pub(crate) fn spawn_in(cmd: &mut Command, netns: Option<&Path>) -> std::io::Result<Child> {
+    let Some(netns) = netns else {
+        return cmd.spawn();
+    };
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // The child registers with the caller's reactor for its exit.
+            let _enter = runtime.enter();
+            let ns = File::open(netns)?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            cmd.spawn()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
 }
 
 /// Kills the group on drop, so a dropped tokio runtime (a test that ended, a panic) leaves
