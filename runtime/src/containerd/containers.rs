@@ -97,20 +97,6 @@ pub(super) async fn create(
     )?;
     let process = spec["process"].clone();
     let spec = serde_json::to_vec(&spec).map_err(|e| backend("encode the OCI spec", e))?;
-    let mounts = SnapshotsClient::new(rt.channel.clone())
-        .prepare(rt.request(
-            PrepareSnapshotRequest {
-                snapshotter: rt.snapshotter.clone(),
-                key: id.clone(),
-                parent: resolved.top_chain.clone(),
-                labels: HashMap::new(),
-            },
-            None,
-        )?)
-        .await
-        .map_err(|s| grpc(format!("prepare the root filesystem of {id}"), s))?
-        .into_inner()
-        .mounts;
     let record = ContainerRecord {
         id: id.clone(),
         labels: HashMap::from([(labels::POD_UID.to_string(), pod_uid.clone())]),
@@ -138,10 +124,29 @@ pub(super) async fn create(
             None,
         )?)
         .await;
+    // The record goes first: it refers to the snapshot key, so containerd's garbage
+    // collector keeps the snapshot from the moment it is prepared.
     if let Err(s) = created {
-        images::remove_snapshot(rt, &id).await;
         return Err(grpc(format!("create container {id}"), s));
     }
+    let prepared = SnapshotsClient::new(rt.channel.clone())
+        .prepare(rt.request(
+            PrepareSnapshotRequest {
+                snapshotter: rt.snapshotter.clone(),
+                key: id.clone(),
+                parent: resolved.top_chain.clone(),
+                labels: HashMap::new(),
+            },
+            None,
+        )?)
+        .await;
+    let mounts = match prepared {
+        Ok(r) => r.into_inner().mounts,
+        Err(s) => {
+            delete_record(rt, &id).await;
+            return Err(grpc(format!("prepare the root filesystem of {id}"), s));
+        }
+    };
     let log_path = if config.log_path.as_os_str().is_empty() {
         PathBuf::from(format!(
             "{}/{}.log",
@@ -579,4 +584,19 @@ pub(super) async fn remove(rt: &ContainerdRuntime, id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes the containerd record of a container that could not be completed.
+async fn delete_record(rt: &ContainerdRuntime, id: &str) {
+    let Ok(request) = rt.request(DeleteContainerRequest { id: id.into() }, None) else {
+        return;
+    };
+    match ContainersClient::new(rt.channel.clone())
+        .delete(request)
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if is_not_found(&s) => {}
+        Err(s) => warn!(container = id, error = %s, "deleting a half-made container failed"),
+    }
 }
