@@ -708,3 +708,107 @@ async fn a_command_that_does_not_exist_fails_to_start() {
         .expect("remove sandbox");
     assert!(daemon.ctr(&["containers", "ls", "-q"]).trim().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_in_the_container_with_its_mounts_and_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let volume = tempfile::tempdir().expect("volume dir");
+    std::fs::write(volume.path().join("key"), "value-1").expect("write");
+    let sandbox = pod("exec");
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let mut config = shell("main", "echo ready; while true; do sleep 1; done");
+    config.env = vec![("WHO".into(), "pod".into())];
+    config.mounts = vec![Mount {
+        container_path: "/etc/config".into(),
+        host_path: volume.path().into(),
+        readonly: true,
+    }];
+    let id = runtime
+        .create_container(&sid, &config, &sandbox)
+        .await
+        .expect("create");
+    runtime.start_container(&id).await.expect("start");
+    let cmd = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = runtime
+        .exec_sync(
+            &id,
+            &cmd(&["cat", "/etc/config/key"]),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("exec cat");
+    assert_eq!((out.exit_code, &out.stdout[..]), (0, &b"value-1"[..]));
+    // A change on the host shows through the bind mount.
+    std::fs::write(volume.path().join("key"), "value-2").expect("rewrite");
+    let out = runtime
+        .exec_sync(
+            &id,
+            &cmd(&[
+                "sh",
+                "-c",
+                "cat /etc/config/key; echo \" $WHO\" >&2; exit 4",
+            ]),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("exec sh");
+    assert_eq!(out.exit_code, 4);
+    assert_eq!(&out.stdout[..], b"value-2");
+    assert_eq!(&out.stderr[..], b" pod\n");
+
+    // Interactive: stdin in, stdout out, the exit code at the end.
+    let mut session = runtime
+        .exec(
+            &id,
+            kybernetes_runtime::ExecRequest {
+                cmd: cmd(&["cat"]),
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exec cat -");
+    let mut stdin = session.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"echoed back\n")
+        .await
+        .expect("write stdin");
+    drop(stdin);
+    let mut echoed = String::new();
+    session
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut echoed)
+        .await
+        .expect("read stdout");
+    assert_eq!(echoed, "echoed back\n");
+    assert_eq!(session.exit.await.expect("exit"), 0);
+
+    // A command still running at the timeout is a timeout.
+    match runtime
+        .exec_sync(&id, &cmd(&["sleep", "60"]), Duration::from_secs(1))
+        .await
+    {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    runtime
+        .stop_container(&id, Duration::from_secs(1))
+        .await
+        .expect("stop");
+    match runtime
+        .exec_sync(&id, &cmd(&["true"]), Duration::from_secs(10))
+        .await
+    {
+        Err(Error::InvalidState { .. }) => {}
+        other => panic!("exec in an exited container: {other:?}"),
+    }
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+}

@@ -102,6 +102,46 @@ struct ListState {
     seen: Option<HashSet<String>>,
 }
 
+/// What one watch event asks of the cache it feeds.
+enum CacheChange<K> {
+    /// Nothing yet: a (re)list began.
+    None,
+    /// Add or replace this object.
+    Upsert(K),
+    /// A (re)list ended: drop every object whose key is not in the set.
+    Retain(HashSet<String>),
+    /// Remove this object.
+    Remove(K),
+}
+
+impl ListState {
+    /// Tracks the (re)list that `event` is part of, keying objects with `key`, and says what
+    /// the cache must do.
+    fn observe<K>(&mut self, event: Event<K>, key: impl Fn(&K) -> String) -> CacheChange<K> {
+        match event {
+            Event::Init => {
+                self.seen = Some(HashSet::new());
+                CacheChange::None
+            }
+            Event::InitApply(k) | Event::Apply(k) => {
+                if let Some(seen) = &mut self.seen {
+                    seen.insert(key(&k));
+                }
+                CacheChange::Upsert(k)
+            }
+            Event::InitDone => {
+                self.synced = true;
+                CacheChange::Retain(self.seen.take().unwrap_or_default())
+            }
+            Event::Delete(k) => CacheChange::Remove(k),
+        }
+    }
+}
+
+fn name_of<K: kube::Resource>(k: &K) -> String {
+    k.meta().name.clone().unwrap_or_default()
+}
+
 struct LoopState {
     client: kube::Client,
     scheduler: Arc<dyn Scheduler>,
@@ -262,110 +302,65 @@ impl LoopState {
     /// A claim changed: pods waiting on it may fit now (upstream's `PvcAdd`/`PvcUpdate`
     /// cluster events).
     fn on_claim_event(&mut self, event: Event<PersistentVolumeClaim>) {
-        let now = Instant::now();
         let volumes = self.snapshot.volumes_mut();
-        match event {
-            Event::Init => self.claims.seen = Some(HashSet::new()),
-            Event::InitApply(c) | Event::Apply(c) => {
-                if let Some(seen) = &mut self.claims.seen {
-                    seen.insert(claim_key(&c));
-                }
-                volumes.upsert_claim(c);
-            }
-            Event::InitDone => {
-                volumes.retain_claims(&self.claims.seen.take().unwrap_or_default());
-                self.claims.synced = true;
-            }
-            Event::Delete(c) => volumes.remove_claim(&c),
+        match self.claims.observe(event, claim_key) {
+            CacheChange::None => {}
+            CacheChange::Upsert(c) => volumes.upsert_claim(c),
+            CacheChange::Retain(seen) => volumes.retain_claims(&seen),
+            CacheChange::Remove(c) => volumes.remove_claim(&c),
         }
-        self.queue.move_all_to_active_or_backoff(now);
+        self.queue.move_all_to_active_or_backoff(Instant::now());
     }
 
     /// A volume changed (upstream's `PvAdd`/`PvUpdate`).
     fn on_volume_event(&mut self, event: Event<PersistentVolume>) {
-        let now = Instant::now();
         let volumes = self.snapshot.volumes_mut();
-        match event {
-            Event::Init => self.volumes.seen = Some(HashSet::new()),
-            Event::InitApply(v) | Event::Apply(v) => {
-                if let Some(seen) = &mut self.volumes.seen {
-                    seen.insert(v.metadata.name.clone().unwrap_or_default());
-                }
-                volumes.upsert_volume(v);
-            }
-            Event::InitDone => {
-                volumes.retain_volumes(&self.volumes.seen.take().unwrap_or_default());
-                self.volumes.synced = true;
-            }
-            Event::Delete(v) => volumes.remove_volume(&v),
+        match self.volumes.observe(event, name_of) {
+            CacheChange::None => {}
+            CacheChange::Upsert(v) => volumes.upsert_volume(v),
+            CacheChange::Retain(seen) => volumes.retain_volumes(&seen),
+            CacheChange::Remove(v) => volumes.remove_volume(&v),
         }
-        self.queue.move_all_to_active_or_backoff(now);
+        self.queue.move_all_to_active_or_backoff(Instant::now());
     }
 
     /// A storage class changed (upstream's `StorageClassAdd`/`Update`).
     fn on_class_event(&mut self, event: Event<StorageClass>) {
-        let now = Instant::now();
         let volumes = self.snapshot.volumes_mut();
-        match event {
-            Event::Init => self.classes.seen = Some(HashSet::new()),
-            Event::InitApply(c) | Event::Apply(c) => {
-                if let Some(seen) = &mut self.classes.seen {
-                    seen.insert(c.metadata.name.clone().unwrap_or_default());
-                }
-                volumes.upsert_class(c);
-            }
-            Event::InitDone => {
-                volumes.retain_classes(&self.classes.seen.take().unwrap_or_default());
-                self.classes.synced = true;
-            }
-            Event::Delete(c) => volumes.remove_class(&c),
+        match self.classes.observe(event, name_of) {
+            CacheChange::None => {}
+            CacheChange::Upsert(c) => volumes.upsert_class(c),
+            CacheChange::Retain(seen) => volumes.retain_classes(&seen),
+            CacheChange::Remove(c) => volumes.remove_class(&c),
         }
-        self.queue.move_all_to_active_or_backoff(now);
+        self.queue.move_all_to_active_or_backoff(Instant::now());
     }
 
     /// A PodDisruptionBudget changed: preemption weighs victims by what budgets allow.
     fn on_pdb_event(&mut self, event: Event<PodDisruptionBudget>) {
-        match event {
-            Event::Init => self.pdbs.seen = Some(HashSet::new()),
-            Event::InitApply(p) | Event::Apply(p) => {
-                if let Some(seen) = &mut self.pdbs.seen {
-                    seen.insert(object_key(&p.metadata));
-                }
-                self.snapshot.upsert_pdb(p);
-            }
-            Event::InitDone => {
-                let seen = self.pdbs.seen.take().unwrap_or_default();
-                self.snapshot.retain_pdbs(&seen);
-                self.pdbs.synced = true;
-            }
-            Event::Delete(p) => self.snapshot.remove_pdb(&p),
+        match self.pdbs.observe(event, |p| object_key(&p.metadata)) {
+            CacheChange::None => {}
+            CacheChange::Upsert(p) => self.snapshot.upsert_pdb(p),
+            CacheChange::Retain(seen) => self.snapshot.retain_pdbs(&seen),
+            CacheChange::Remove(p) => self.snapshot.remove_pdb(&p),
         }
     }
 
     /// A namespace's labels changed: pod affinity `namespaceSelector`s may select other pods.
     fn on_namespace_event(&mut self, event: Event<Namespace>) {
-        let changed = match event {
-            Event::Init => {
-                self.namespaces.seen = Some(HashSet::new());
-                false
-            }
-            Event::InitApply(ns) | Event::Apply(ns) => {
-                let name = ns.metadata.name.clone().unwrap_or_default();
-                if let Some(seen) = &mut self.namespaces.seen {
-                    seen.insert(name.clone());
-                }
+        let changed = match self.namespaces.observe(event, name_of) {
+            CacheChange::None => false,
+            CacheChange::Upsert(ns) => {
+                let name = name_of(&ns);
                 self.snapshot
                     .upsert_namespace(&name, ns.metadata.labels.unwrap_or_default())
             }
-            Event::InitDone => {
-                let seen = self.namespaces.seen.take().unwrap_or_default();
+            CacheChange::Retain(seen) => {
                 self.snapshot.retain_namespaces(&seen);
-                self.namespaces.synced = true;
                 false
             }
-            Event::Delete(ns) => {
-                self.snapshot
-                    .remove_namespace(ns.metadata.name.as_deref().unwrap_or_default());
+            CacheChange::Remove(ns) => {
+                self.snapshot.remove_namespace(&name_of(&ns));
                 false
             }
         };

@@ -24,6 +24,11 @@
 //! Nothing is configured in the machine's own namespace: the network only creates and
 //! removes namespaces there.
 //!
+//! Services are in the kernel datapath: every node namespace holds the nftables table
+//! `ip kybernetes` (ClusterIP and NodePort DNAT to ready endpoints, chosen at random), which
+//! [`Network::sync_service`] updates in one `nft -f -` transaction per service and node
+//! teardown deletes (see `service_rules.rs`).
+//!
 //! Addresses and the service catalog come from an inner [`LocalNetwork`], so IPAM and DNS
 //! answers are the same as in memory.
 
@@ -31,6 +36,7 @@ mod links;
 mod netns;
 mod node;
 mod pod;
+mod service_rules;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -65,6 +71,9 @@ pub struct LinuxNetwork {
     /// Serializes node set-up and removal, so every pair of nodes gets its routes once.
     topology: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+    /// The nftables rules of every service, as written into every node namespace; the lock
+    /// serializes rule updates, so each node sees them in one order.
+    service_rules: tokio::sync::Mutex<BTreeMap<(String, String), service_rules::ServiceRules>>,
 }
 
 #[derive(Default)]
@@ -105,6 +114,7 @@ impl LinuxNetwork {
             cluster,
             topology: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
+            service_rules: tokio::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -162,6 +172,12 @@ impl LinuxNetwork {
         let ns_name = self.node_namespace_name(node)?;
         let started = std::time::Instant::now();
         let ns = node::set_up(&self.cluster, &ns_name, net).await?;
+        if let Err(e) = self.write_service_table(&ns).await {
+            if let Err(undo) = node::tear_down(&self.cluster, &ns).await {
+                tracing::warn!(error = %undo, "undoing a node namespace failed");
+            }
+            return Err(e);
+        }
         let peers: Vec<NodeNamespace> = self.state().nodes.values().cloned().collect();
         for peer in &peers {
             if let Err(e) = node::add_routes_between(&ns, peer).await {
@@ -178,6 +194,48 @@ impl LinuxNetwork {
         }
         tracing::debug!(node, netns = %ns.path.display(), peers = peers.len(), elapsed = ?started.elapsed(), "node network set up");
         Ok(ns)
+    }
+}
+
+impl LinuxNetwork {
+    /// The node's service table with every known service in it (a new node, or one whose
+    /// table must be rewritten whole).
+    async fn write_service_table(&self, ns: &NodeNamespace) -> Result<()> {
+        let rules = self.service_rules.lock().await;
+        let mut script = service_rules::base_script(ns.node_ip, ns.subnet);
+        let none = service_rules::ServiceRules::default();
+        for r in rules.values() {
+            script.push_str(&service_rules::update_script(&none, r));
+        }
+        service_rules::apply(&ns.path, script).await
+    }
+
+    /// Moves one service's rules in every node namespace from what they were to `new`.
+    async fn update_service_rules(
+        &self,
+        key: (String, String),
+        new: service_rules::ServiceRules,
+    ) -> Result<()> {
+        let mut rules = self.service_rules.lock().await;
+        let old = rules.get(&key).cloned().unwrap_or_default();
+        let script = service_rules::update_script(&old, &new);
+        let nodes: Vec<NodeNamespace> = self.state().nodes.values().cloned().collect();
+        let started = std::time::Instant::now();
+        let mut first_error = None;
+        for node in &nodes {
+            if let Err(e) = service_rules::apply(&node.path, script.clone()).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if first_error.is_none() {
+            if new == service_rules::ServiceRules::default() {
+                rules.remove(&key);
+            } else {
+                rules.insert(key.clone(), new);
+            }
+        }
+        tracing::debug!(namespace = %key.0, service = %key.1, nodes = nodes.len(), elapsed = ?started.elapsed(), "service rules written");
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -273,6 +331,9 @@ impl Network for LinuxNetwork {
                 first_error.get_or_insert(e);
             }
         }
+        if let Err(e) = service_rules::apply(&gone.path, service_rules::delete_script()).await {
+            first_error.get_or_insert(e);
+        }
         for peer in &peers {
             if let Err(e) = node::delete_route_to(peer, &gone).await {
                 first_error.get_or_insert(e);
@@ -351,11 +412,17 @@ impl Network for LinuxNetwork {
     }
 
     async fn sync_service(&self, service: ServiceEntry) -> Result<()> {
-        self.local.sync_service(service).await
+        let key = (service.namespace.clone(), service.name.clone());
+        let rules = service_rules::rules_for(&service);
+        self.local.sync_service(service).await?;
+        self.update_service_rules(key, rules).await
     }
 
     async fn remove_service(&self, namespace: &str, name: &str) -> Result<()> {
-        self.local.remove_service(namespace, name).await
+        self.local.remove_service(namespace, name).await?;
+        let key = (namespace.to_string(), name.to_string());
+        self.update_service_rules(key, service_rules::ServiceRules::default())
+            .await
     }
 
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr> {

@@ -166,3 +166,17 @@ pub(crate) fn open(path: &Path) -> Result<File> {
     File::open(path)
         .map_err(|e| backend(format!("opening network namespace {}", path.display()), e))
 }
+
+/// Runs blocking `work` on a thread of its own inside the namespace at `path` (processes it
+/// starts are born there).
+pub(crate) async fn in_namespace<T: Send + 'static>(
+    what: String,
+    path: PathBuf,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    on_own_thread(what, move || {
+        enter(&path)?;
+        work()
+    })
+    .await
+}

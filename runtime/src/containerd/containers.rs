@@ -95,21 +95,8 @@ pub(super) async fn create(
             cgroups_path: &cgroups,
         },
     )?;
+    let process = spec["process"].clone();
     let spec = serde_json::to_vec(&spec).map_err(|e| backend("encode the OCI spec", e))?;
-    let mounts = SnapshotsClient::new(rt.channel.clone())
-        .prepare(rt.request(
-            PrepareSnapshotRequest {
-                snapshotter: rt.snapshotter.clone(),
-                key: id.clone(),
-                parent: resolved.top_chain.clone(),
-                labels: HashMap::new(),
-            },
-            None,
-        )?)
-        .await
-        .map_err(|s| grpc(format!("prepare the root filesystem of {id}"), s))?
-        .into_inner()
-        .mounts;
     let record = ContainerRecord {
         id: id.clone(),
         labels: HashMap::from([(labels::POD_UID.to_string(), pod_uid.clone())]),
@@ -137,10 +124,29 @@ pub(super) async fn create(
             None,
         )?)
         .await;
+    // The record goes first: it refers to the snapshot key, so containerd's garbage
+    // collector keeps the snapshot from the moment it is prepared.
     if let Err(s) = created {
-        images::remove_snapshot(rt, &id).await;
         return Err(grpc(format!("create container {id}"), s));
     }
+    let prepared = SnapshotsClient::new(rt.channel.clone())
+        .prepare(rt.request(
+            PrepareSnapshotRequest {
+                snapshotter: rt.snapshotter.clone(),
+                key: id.clone(),
+                parent: resolved.top_chain.clone(),
+                labels: HashMap::new(),
+            },
+            None,
+        )?)
+        .await;
+    let mounts = match prepared {
+        Ok(r) => r.into_inner().mounts,
+        Err(s) => {
+            delete_record(rt, &id).await;
+            return Err(grpc(format!("prepare the root filesystem of {id}"), s));
+        }
+    };
     let log_path = if config.log_path.as_os_str().is_empty() {
         PathBuf::from(format!(
             "{}/{}.log",
@@ -171,6 +177,7 @@ pub(super) async fn create(
         version: Arc::new(watch::channel(0).0),
         rootfs: mounts,
         cgroups_path: cgroups,
+        process,
     };
     let mut st = rt.inner.lock();
     rt.emit(&container, ContainerEventKind::Created);
@@ -212,10 +219,7 @@ impl TaskIo {
         let mut paths = Vec::new();
         for kind in [LogStreamKind::Stdout, LogStreamKind::Stderr] {
             let path = dir.join(kind.as_str());
-            match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => return Err(backend(format!("create FIFO {}", path.display()), e)),
-            }
+            super::exec::fifo(&path)?;
             let reader = pipe::OpenOptions::new()
                 .open_receiver(&path)
                 .map_err(|e| backend(format!("open FIFO {}", path.display()), e))?;
@@ -580,4 +584,19 @@ pub(super) async fn remove(rt: &ContainerdRuntime, id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deletes the containerd record of a container that could not be completed.
+async fn delete_record(rt: &ContainerdRuntime, id: &str) {
+    let Ok(request) = rt.request(DeleteContainerRequest { id: id.into() }, None) else {
+        return;
+    };
+    match ContainersClient::new(rt.channel.clone())
+        .delete(request)
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if is_not_found(&s) => {}
+        Err(s) => warn!(container = id, error = %s, "deleting a half-made container failed"),
+    }
 }

@@ -24,10 +24,13 @@
 //!   `io.containerd.runc.v2` shim whose stdout and stderr go through FIFOs into the CRI log
 //!   file under the runtime's root; TERM, the grace period, then KILL on stop; the exit code,
 //!   and `OOMKilled` when the cgroup's OOM killer ended it.
-//! - **not yet**: exec, attach, port-forward and stats answer
+//! - **exec**: a process added to the container's task with the container's environment,
+//!   user and working directory; its streams through FIFOs (no terminal yet).
+//! - **not yet**: exec with a terminal, attach, port-forward and stats answer
 //!   [`Error::Unsupported`](crate::Error::Unsupported); a registry pull, `securityContext`.
 
 mod containers;
+mod exec;
 mod images;
 mod netns;
 mod sandboxes;
@@ -223,6 +226,8 @@ struct ContainerdContainer {
     /// The mounts of its root filesystem snapshot, which a task create needs.
     rootfs: Vec<containerd_client::types::Mount>,
     cgroups_path: String,
+    /// The OCI process spec it runs, which an exec starts from.
+    process: serde_json::Value,
 }
 
 /// A new container or sandbox id, unique across runtimes and processes sharing a daemon.
@@ -390,14 +395,14 @@ impl Runtime for ContainerdRuntime {
 
     async fn exec_sync(
         &self,
-        _container_id: &str,
-        _cmd: &[String],
-        _timeout: Duration,
+        container_id: &str,
+        cmd: &[String],
+        timeout: Duration,
     ) -> Result<ExecResult> {
-        Err(not_yet("exec"))
+        exec::exec_sync(self, container_id, cmd, timeout).await
     }
-    async fn exec(&self, _container_id: &str, _request: ExecRequest) -> Result<ExecSession> {
-        Err(not_yet("exec"))
+    async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
+        exec::exec(self, container_id, request).await
     }
     async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {
         let (path, version) = {
