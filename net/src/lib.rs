@@ -81,12 +81,14 @@ use async_trait::async_trait;
 
 mod catalog;
 mod dns;
+mod dns_server;
 #[cfg(target_os = "linux")]
 mod linux;
 mod local;
 mod service_entry;
 mod service_sync;
 
+pub use dns_server::DnsServer;
 #[cfg(target_os = "linux")]
 pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
 pub use local::{LocalNetwork, NODE_ADDRESS_CIDR};
