@@ -2,6 +2,7 @@
 //! `kube::Client`s.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use kube::{Api, Resource};
 use kybernetes_apiserver::serving::{ClusterPki, HttpsServer, Kubeconfig, ServingConfig};
 use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
-use kybernetes_net::{LocalNetwork, Network};
+use kybernetes_net::{DnsServer, LocalNetwork, Network};
 use kybernetes_node::{NodeAgent, NodeAgentConfig};
 use kybernetes_runtime::{FakeRuntime, Runtime};
 use kybernetes_sched::{Framework, Scheduler};
@@ -53,6 +54,7 @@ pub struct ClusterBuilder {
     control_plane: Option<ControlPlaneConfig>,
     serving: Option<ServingConfig>,
     data_dir: Option<std::path::PathBuf>,
+    dns: Option<SocketAddr>,
 }
 
 impl Default for ClusterBuilder {
@@ -72,6 +74,7 @@ impl Default for ClusterBuilder {
             control_plane: Some(ControlPlaneConfig::default()),
             serving: None,
             data_dir: None,
+            dns: None,
         }
     }
 }
@@ -207,6 +210,25 @@ impl ClusterBuilder {
         self
     }
 
+    /// Serves cluster DNS (`<svc>.<ns>.svc.cluster.local`, headless Services, pod names) on
+    /// UDP and TCP at `addr`, answering from the network's catalog; port 0 picks a free port,
+    /// which [`Cluster::dns_addr`] tells. Off unless asked for.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// let cluster = kybernetes::Cluster::builder()
+    ///     .dns("127.0.0.1:0".parse().expect("an address"))
+    ///     .start()
+    ///     .await?;
+    /// let dns = cluster.dns_addr().expect("DNS was asked for");
+    /// // dig @127.0.0.1 -p <dns.port()> kubernetes.default.svc.cluster.local
+    /// # let _ = dns; Ok(()) }
+    /// ```
+    pub fn dns(mut self, addr: SocketAddr) -> Self {
+        self.dns = Some(addr);
+        self
+    }
+
     /// The pod network (default: [`LocalNetwork`]).
     pub fn network(mut self, network: impl Network) -> Self {
         self.network = Some(Arc::new(network));
@@ -275,6 +297,7 @@ impl ClusterBuilder {
             })?;
             api_config.service_account_key = Some(Arc::new(key));
         }
+        let cluster_domain = api_config.cluster.cluster_domain.clone();
         let api = ApiServer::with_config(store.clone(), clock.clone(), api_config).await?;
         // Ordinary requests go straight to the router; exec, attach and port-forward over an
         // in-memory connection, since they need a real HTTP upgrade.
@@ -299,6 +322,14 @@ impl ClusterBuilder {
             network.clone(),
             shutdown.child_token(),
         ));
+        let dns = match self.dns {
+            Some(addr) => Some(
+                DnsServer::bind(network.clone(), &cluster_domain, addr)
+                    .await
+                    .map_err(|source| Error::Dns { addr, source })?,
+            ),
+            None => None,
+        };
         let mut volume_dir = None;
         if let Some(mut cp) = self.control_plane {
             volume_dir = local_path_provisioner(&mut cp, self.data_dir.as_deref())?;
@@ -330,6 +361,7 @@ impl ClusterBuilder {
             clock,
             runtime,
             network,
+            dns,
             template,
             shutdown,
             tasks,
@@ -419,6 +451,7 @@ pub struct Cluster {
     clock: Clock,
     runtime: Arc<dyn Runtime>,
     network: Arc<dyn Network>,
+    dns: Option<DnsServer>,
     template: NodeAgentConfig,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -463,6 +496,11 @@ impl Cluster {
     /// The pod network.
     pub fn network(&self) -> &Arc<dyn Network> {
         &self.network
+    }
+
+    /// Where cluster DNS answers, when [`ClusterBuilder::dns`] asked for it.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().map(DnsServer::local_addr)
     }
 
     /// Starts a node agent named `name` with the cluster's node template.
@@ -605,6 +643,9 @@ impl Cluster {
         // owns the runtime, so nothing it started outlives it.
         if let Err(e) = self.runtime.shutdown().await {
             warn!(error = %e, "stopping the container runtime failed");
+        }
+        if let Some(dns) = self.dns {
+            dns.shutdown().await;
         }
         // After the runtime: no container is left in a namespace the network removes.
         if let Err(e) = self.network.shutdown().await {

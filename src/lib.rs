@@ -68,6 +68,14 @@ pub enum Error {
     /// Certificates or a kubeconfig could not be written.
     #[error("certificates: {0}")]
     Pki(#[from] kybernetes_apiserver::serving::PkiError),
+    /// The cluster DNS server could not bind its address.
+    #[error("cluster DNS on {addr}: {source}")]
+    Dns {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
     /// A manifest could not be parsed.
     #[error("manifest document {index}: {message}")]
     Manifest {

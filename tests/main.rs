@@ -17,6 +17,7 @@ mod cronjob;
 mod daemonset;
 mod discovery;
 mod disruption;
+mod dns;
 mod dry_run;
 mod durable;
 mod exec;
