@@ -124,6 +124,18 @@ pub(crate) async fn add_address(
         )))
 }
 
+/// The route `DEST/PREFIX via GATEWAY`, as both adding and deleting it name it.
+fn route_via(
+    dest: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dest, prefix)
+        .gateway(gateway)
+        .build()
+}
+
 /// `ip route add DEST/PREFIX via GATEWAY` (`0.0.0.0/0` is the default route).
 pub(crate) async fn add_route(
     handle: &Handle,
@@ -131,10 +143,7 @@ pub(crate) async fn add_route(
     prefix: u8,
     gateway: Ipv4Addr,
 ) -> Result<()> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(dest, prefix)
-        .gateway(gateway)
-        .build();
+    let route = route_via(dest, prefix, gateway);
     handle
         .route()
         .add(route)
@@ -153,10 +162,7 @@ pub(crate) async fn delete_route(
     prefix: u8,
     gateway: Ipv4Addr,
 ) -> Result<()> {
-    let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(dest, prefix)
-        .gateway(gateway)
-        .build();
+    let route = route_via(dest, prefix, gateway);
     match handle.route().del(route).execute().await {
         Ok(()) => Ok(()),
         Err(e) if is_missing(&e) => Ok(()),
