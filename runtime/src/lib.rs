@@ -104,6 +104,7 @@ mod index;
 pub mod labels;
 pub mod probe;
 pub mod process;
+pub mod pull_auth;
 mod runtime;
 pub mod sandbox;
 mod session_pipes;
@@ -121,6 +122,7 @@ pub use fake::FakeRuntime;
 pub use image::Image;
 pub use probe::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest, ProbeResult};
 pub use process::ProcessRuntime;
+pub use pull_auth::{PullAuth, RegistryCredential};
 pub use runtime::{Runtime, RuntimeVersion};
 pub use sandbox::{
     PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,

@@ -10,6 +10,7 @@ use crate::Result;
 use crate::container::{ContainerConfig, ContainerEvent, ContainerFilter, ContainerStatus};
 use crate::image::Image;
 use crate::probe::{self, ProbeRequest, ProbeResult};
+use crate::pull_auth::PullAuth;
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
 use crate::stream::{
     AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream,
@@ -108,6 +109,12 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Pulls an image (a registry is reached only by backends that have one).
     async fn pull_image(&self, image: &str) -> Result<Image>;
+    /// Pulls an image with registry credentials (the kubelet's from the pod's
+    /// `imagePullSecrets`). The default ignores them and calls
+    /// [`pull_image`](Runtime::pull_image), right for backends that reach no registry.
+    async fn pull_image_with(&self, image: &str, _auth: &PullAuth) -> Result<Image> {
+        self.pull_image(image).await
+    }
     /// The image known by `image`, if present.
     async fn image_status(&self, image: &str) -> Result<Option<Image>>;
     /// Every image present.

@@ -188,3 +188,21 @@ pub struct ContainerStats {
     /// Memory working set, in bytes.
     pub memory_working_set_bytes: u64,
 }
+
+/// A CPU rate derived from two successive cumulative samples, for runtimes whose source
+/// (`/proc`, a cgroup) gives only the total.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuRate(Option<(tokio::time::Instant, u64)>);
+
+impl CpuRate {
+    /// Records `cpu` (nanoseconds) taken at `now`; the rate in nanocores since the last
+    /// sample, if there was one.
+    pub(crate) fn sample(&mut self, now: tokio::time::Instant, cpu: u64) -> Option<u64> {
+        let rate = self.0.and_then(|(at, before)| {
+            let secs = now.saturating_duration_since(at).as_secs_f64();
+            (secs > 0.0).then(|| (cpu.saturating_sub(before) as f64 / secs) as u64)
+        });
+        self.0 = Some((now, cpu));
+        rate
+    }
+}

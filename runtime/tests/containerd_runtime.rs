@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kybernetes_runtime::containerd::ContainerdRuntime;
 use kybernetes_runtime::{
-    ContainerConfig, ContainerMetadata, ContainerResources, ContainerState, Error, LogLine,
-    LogOptions, LogStreamKind, Mount, PodSandboxConfig, PodSandboxMetadata, Runtime,
+    ContainerResources, ContainerState, Error, LogOptions, LogStreamKind, Mount, Runtime,
 };
 
+#[path = "support/pods.rs"]
+mod pods;
 #[path = "support/containerd.rs"]
 mod support;
 
+use pods::{log_lines, pod, run_to_exit, shell, with_busybox};
 use support::{Containerd, busybox_image};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,13 +67,6 @@ async fn imports_an_oci_archive_of_busybox_and_unpacks_it() {
         );
     }
     assert_eq!(runtime.list_images().await.expect("list"), imported);
-    assert_eq!(
-        &runtime
-            .pull_image("busybox:test")
-            .await
-            .expect("pull present"),
-        image
-    );
 
     // Importing again keeps one image; removing leaves none, and removing again is fine.
     assert_eq!(
@@ -95,20 +89,6 @@ async fn imports_an_oci_archive_of_busybox_and_unpacks_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pulling_an_absent_image_is_an_image_pull_error() {
-    let daemon = Containerd::start().await;
-    let runtime = daemon.runtime().await;
-    match runtime.pull_image("registry.invalid/nothing:1").await {
-        Err(Error::ImagePull { image, message, .. }) => {
-            assert_eq!(image, "registry.invalid/nothing:1");
-            assert!(message.contains("import"), "{message}");
-        }
-        other => panic!("expected ImagePull, got {other:?}"),
-    }
-    assert_eq!(runtime.list_images().await.expect("list"), Vec::new());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_archive_is_refused_and_leaves_no_image() {
     let daemon = Containerd::start().await;
     let runtime = daemon.runtime().await;
@@ -120,73 +100,6 @@ async fn a_bad_archive_is_refused_and_leaves_no_image() {
         .expect_err("garbage is refused");
     assert!(err.to_string().contains("import image archive"), "{err}");
     assert_eq!(runtime.list_images().await.expect("list"), Vec::new());
-}
-
-/// A pod sandbox config for pod `name`.
-fn pod(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: PodSandboxMetadata {
-            name: name.into(),
-            namespace: "default".into(),
-            uid: format!("uid-{name}"),
-            attempt: 0,
-        },
-        hostname: name.into(),
-        log_directory: format!("/var/log/pods/default_{name}_uid-{name}").into(),
-        ..Default::default()
-    }
-}
-
-/// A busybox container `name` running `sh -c script`.
-fn shell(name: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        },
-        image: "busybox:test".into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
-}
-
-/// A runtime on `daemon` with the busybox image imported.
-async fn with_busybox(daemon: &Containerd) -> ContainerdRuntime {
-    let runtime = daemon.runtime().await;
-    runtime
-        .import_image(busybox_image("busybox:test"))
-        .await
-        .expect("import busybox");
-    runtime
-}
-
-/// Starts container `id` and waits until it has exited; returns its final state.
-async fn run_to_exit(runtime: &ContainerdRuntime, id: &str) -> ContainerState {
-    let mut events = runtime.container_events();
-    runtime.start_container(id).await.expect("start");
-    tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let state = runtime.container_status(id).await.expect("status").state;
-            if let ContainerState::Exited { .. } = state {
-                return state;
-            }
-            match events.recv().await {
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("events ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("container exits within 120 s")
-}
-
-async fn log_lines(runtime: &ContainerdRuntime, id: &str) -> Vec<LogLine> {
-    runtime
-        .logs(id, &LogOptions::default())
-        .await
-        .expect("logs")
-        .collect()
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,6 +178,7 @@ pub(super) async fn create(
         rootfs: mounts,
         cgroups_path: cgroups,
         process,
+        cpu_rate: Default::default(),
     };
     let mut st = rt.inner.lock();
     rt.emit(&container, ContainerEventKind::Created);

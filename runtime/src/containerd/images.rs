@@ -19,7 +19,7 @@ use containerd_client::services::v1::{
     ListImagesRequest, ReadContentRequest, UpdateImageRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::Descriptor;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tracing::{Instrument, debug, info_span};
 
@@ -30,7 +30,7 @@ use crate::{Error, Result};
 /// Content is written in chunks well under containerd's 16 MiB message limit.
 const CHUNK: usize = 1 << 20;
 
-const INDEX_MEDIA_TYPES: [&str; 2] = [
+pub(super) const INDEX_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
@@ -38,16 +38,38 @@ const INDEX_MEDIA_TYPES: [&str; 2] = [
 /// The parts of an OCI descriptor this module reads.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct OciDescriptor {
+pub(super) struct OciDescriptor {
     #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: i64,
+    pub(super) media_type: String,
+    pub(super) digest: String,
+    pub(super) size: i64,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) platform: Option<OciPlatform>,
+}
+
+/// The platform an index entry is for.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(super) struct OciPlatform {
+    #[serde(default)]
+    pub(super) architecture: String,
+    #[serde(default)]
+    pub(super) os: String,
 }
 
 impl OciDescriptor {
+    /// A descriptor of `data`, whose digest this computes.
+    pub(super) fn of(media_type: String, data: &[u8]) -> OciDescriptor {
+        OciDescriptor {
+            media_type,
+            digest: sha256(data),
+            size: data.len() as i64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
+
     fn to_api(&self) -> Descriptor {
         Descriptor {
             media_type: self.media_type.clone(),
@@ -59,8 +81,8 @@ impl OciDescriptor {
 }
 
 #[derive(Debug, Deserialize)]
-struct OciIndex {
-    manifests: Vec<OciDescriptor>,
+pub(super) struct OciIndex {
+    pub(super) manifests: Vec<OciDescriptor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,7 +102,7 @@ struct OciRootfs {
 }
 
 /// An OCI image layout, read whole from its tarball.
-struct Layout {
+pub(super) struct Layout {
     index: OciIndex,
     blobs: HashMap<String, Bytes>,
 }
@@ -126,11 +148,6 @@ impl Layout {
             .get(digest)
             .ok_or_else(|| invalid_archive(format!("blob {digest} is missing")))
     }
-
-    fn json<T: for<'de> Deserialize<'de>>(&self, digest: &str, what: &str) -> Result<T> {
-        serde_json::from_slice(self.blob(digest)?)
-            .map_err(|e| invalid_archive(format!("{what} {digest} does not parse: {e}")))
-    }
 }
 
 fn invalid_archive(message: String) -> Error {
@@ -167,36 +184,11 @@ fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// Imports every image named in the tarball's `index.json`.
 pub(super) async fn import(rt: &ContainerdRuntime, tarball: Bytes) -> Result<Vec<Image>> {
     let layout = Layout::read(&tarball)?;
-    let lease = format!("kybernetes-import-{}", uuid_like());
-    LeasesClient::new(rt.channel.clone())
-        .create(rt.request(
-            api::CreateRequest {
-                id: lease.clone(),
-                labels: HashMap::from([(
-                    "containerd.io/gc.expire".to_string(),
-                    (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
-                )]),
-            },
-            None,
-        )?)
-        .await
-        .map_err(|s| grpc("create an import lease", s))?;
+    let lease = create_lease(rt, "import").await?;
     let result = import_under_lease(rt, &layout, &lease)
         .instrument(info_span!("containerd_import", lease = %lease))
         .await;
-    // The image records now hold the content; the lease only protected it while importing.
-    if let Err(s) = LeasesClient::new(rt.channel.clone())
-        .delete(rt.request(
-            api::DeleteRequest {
-                id: lease.clone(),
-                sync: false,
-            },
-            None,
-        )?)
-        .await
-    {
-        debug!(lease = %lease, error = %s, "deleting the import lease failed; it expires");
-    }
+    release_lease(rt, &lease).await;
     result
 }
 
@@ -223,51 +215,190 @@ async fn import_under_lease(
                 "importing {name}: nested image indexes (multi-platform images)"
             )));
         }
-        let manifest: OciManifest = layout.json(&entry.digest, "manifest")?;
-        let config: OciConfig = layout.json(&manifest.config.digest, "image config")?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(invalid_archive(format!(
+        let blobs = Blobs::Archive(layout);
+        imported.push(store(rt, lease, &blobs, &name, None, entry).await?);
+    }
+    Ok(imported)
+}
+
+/// A fresh lease, so what is written under it is not garbage-collected before an image
+/// record holds it; it expires within the hour if [`release_lease`] is never reached.
+pub(super) async fn create_lease(rt: &ContainerdRuntime, purpose: &str) -> Result<String> {
+    let lease = format!("kybernetes-{purpose}-{}", uuid_like());
+    LeasesClient::new(rt.channel.clone())
+        .create(rt.request(
+            api::CreateRequest {
+                id: lease.clone(),
+                labels: HashMap::from([(
+                    "containerd.io/gc.expire".to_string(),
+                    (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                )]),
+            },
+            None,
+        )?)
+        .await
+        .map_err(|s| grpc(format!("create an {purpose} lease"), s))?;
+    Ok(lease)
+}
+
+/// Deletes a lease once the image records hold the content it protected.
+pub(super) async fn release_lease(rt: &ContainerdRuntime, lease: &str) {
+    let request = match rt.request(
+        api::DeleteRequest {
+            id: lease.to_string(),
+            sync: false,
+        },
+        None,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(lease, error = %e, "deleting a lease failed; it expires");
+            return;
+        }
+    };
+    if let Err(s) = LeasesClient::new(rt.channel.clone()).delete(request).await {
+        debug!(lease, error = %s, "deleting a lease failed; it expires");
+    }
+}
+
+/// Where an image's blobs come from: an OCI archive read whole, or a registry.
+pub(super) enum Blobs<'a> {
+    Archive(&'a Layout),
+    Registry(&'a super::registry::Fetch),
+}
+
+impl Blobs<'_> {
+    /// A small blob (manifest, config), whole.
+    async fn bytes(&self, desc: &OciDescriptor) -> Result<Bytes> {
+        match self {
+            Blobs::Archive(layout) => layout.blob(&desc.digest).cloned(),
+            Blobs::Registry(fetch) => fetch.bytes(desc).await,
+        }
+    }
+
+    /// `data` (blob `desc`) parsed as JSON.
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        data: &[u8],
+        desc: &OciDescriptor,
+        what: &str,
+    ) -> Result<T> {
+        serde_json::from_slice(data).map_err(|e| {
+            let message = format!("{what} {} does not parse: {e}", desc.digest);
+            match self {
+                Blobs::Archive(_) => invalid_archive(message),
+                Blobs::Registry(fetch) => fetch.invalid(message),
+            }
+        })
+    }
+
+    /// Writes blob `desc` into containerd's content store; one already there is kept as is.
+    async fn write(
+        &self,
+        rt: &ContainerdRuntime,
+        lease: &str,
+        desc: &OciDescriptor,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        match self {
+            Blobs::Archive(layout) => {
+                let data = layout.blob(&desc.digest)?.clone();
+                let actual = sha256(&data);
+                if actual != desc.digest || data.len() as i64 != desc.size {
+                    return Err(invalid_archive(format!(
+                        "blob {} has digest {actual} and size {} (descriptor says size {})",
+                        desc.digest,
+                        data.len(),
+                        desc.size
+                    )));
+                }
+                write_content(
+                    rt,
+                    lease,
+                    desc,
+                    labels,
+                    futures::stream::iter([data]).boxed(),
+                )
+                .await
+            }
+            Blobs::Registry(fetch) => fetch.write(rt, lease, desc, labels).await,
+        }
+    }
+}
+
+/// Stores one image from `blobs` as `name`: its layers, config and manifest (and the index
+/// it was picked from, if any) in the content store with the labels containerd's garbage
+/// collector follows, the layers unpacked into the snapshotter, then the image record
+/// pointing at the index or the manifest.
+pub(super) async fn store(
+    rt: &ContainerdRuntime,
+    lease: &str,
+    blobs: &Blobs<'_>,
+    name: &str,
+    index: Option<&OciDescriptor>,
+    manifest_desc: &OciDescriptor,
+) -> Result<Image> {
+    let data = blobs.bytes(manifest_desc).await?;
+    let manifest: OciManifest = blobs.parse(&data, manifest_desc, "manifest")?;
+    let data = blobs.bytes(&manifest.config).await?;
+    let config: OciConfig = blobs.parse(&data, &manifest.config, "image config")?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(Error::Backend {
+            context: format!(
                 "image config of {name} lists {} diff ids for {} layers",
                 config.rootfs.diff_ids.len(),
                 manifest.layers.len()
-            )));
-        }
-        let chains = chain_ids(&config.rootfs.diff_ids);
-        for (layer, diff) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            let labels = [("containerd.io/uncompressed".to_string(), diff.clone())];
-            write_blob(rt, lease, layout, layer, labels.into()).await?;
-        }
-        let mut config_labels = HashMap::new();
-        if let Some(top) = chains.last() {
-            config_labels.insert(
-                format!("containerd.io/gc.ref.snapshot.{}", rt.snapshotter),
-                top.clone(),
-            );
-        }
-        write_blob(rt, lease, layout, &manifest.config, config_labels).await?;
-        let mut manifest_labels = HashMap::from([(
-            "containerd.io/gc.ref.content.config".to_string(),
-            manifest.config.digest.clone(),
-        )]);
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            manifest_labels.insert(
-                format!("containerd.io/gc.ref.content.l.{i}"),
-                layer.digest.clone(),
-            );
-        }
-        write_blob(rt, lease, layout, entry, manifest_labels).await?;
-        unpack(
-            rt,
-            lease,
-            &manifest.layers,
-            &config.rootfs.diff_ids,
-            &chains,
-        )
-        .await?;
-        put_image(rt, &name, entry).await?;
-        imported.push(image_record(rt, &name, entry.to_api()).await?);
+            ),
+            source: None,
+        });
     }
-    Ok(imported)
+    let chains = chain_ids(&config.rootfs.diff_ids);
+    for (layer, diff) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let labels = [("containerd.io/uncompressed".to_string(), diff.clone())];
+        blobs.write(rt, lease, layer, labels.into()).await?;
+    }
+    let mut config_labels = HashMap::new();
+    if let Some(top) = chains.last() {
+        config_labels.insert(
+            format!("containerd.io/gc.ref.snapshot.{}", rt.snapshotter),
+            top.clone(),
+        );
+    }
+    blobs
+        .write(rt, lease, &manifest.config, config_labels)
+        .await?;
+    let mut manifest_labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        manifest.config.digest.clone(),
+    )]);
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.digest.clone(),
+        );
+    }
+    blobs
+        .write(rt, lease, manifest_desc, manifest_labels)
+        .await?;
+    if let Some(index) = index {
+        // Only this platform's manifest is fetched; the index keeps that one alive.
+        let labels = HashMap::from([(
+            "containerd.io/gc.ref.content.m.0".to_string(),
+            manifest_desc.digest.clone(),
+        )]);
+        blobs.write(rt, lease, index, labels).await?;
+    }
+    unpack(
+        rt,
+        lease,
+        &manifest.layers,
+        &config.rootfs.diff_ids,
+        &chains,
+    )
+    .await?;
+    let target = index.unwrap_or(manifest_desc);
+    put_image(rt, name, target).await?;
+    image_record(rt, name, target.to_api()).await
 }
 
 /// A unique enough suffix for lease and snapshot keys.
@@ -282,55 +413,37 @@ fn uuid_like() -> String {
     )
 }
 
-/// Writes one blob into containerd's content store; one already there is kept as is.
-async fn write_blob(
+/// Writes one blob, streamed as `chunks`, into containerd's content store (which checks its
+/// digest and size on commit); one already there is kept as is.
+pub(super) async fn write_content(
     rt: &ContainerdRuntime,
     lease: &str,
-    layout: &Layout,
     desc: &OciDescriptor,
     labels: HashMap<String, String>,
+    chunks: futures::stream::BoxStream<'static, Bytes>,
 ) -> Result<()> {
-    let data = layout.blob(&desc.digest)?.clone();
-    let actual = sha256(&data);
-    if actual != desc.digest || data.len() as i64 != desc.size {
-        return Err(invalid_archive(format!(
-            "blob {} has digest {actual} and size {} (descriptor says size {})",
-            desc.digest,
-            data.len(),
-            desc.size
-        )));
-    }
-    let reference = format!("kybernetes-{}", desc.digest);
-    let total = data.len() as i64;
-    let mut messages = Vec::new();
-    let mut offset = 0usize;
-    loop {
-        let end = (offset + CHUNK).min(data.len());
-        messages.push(WriteContentRequest {
-            action: WriteAction::Write as i32,
-            r#ref: reference.clone(),
-            total,
-            expected: desc.digest.clone(),
-            offset: offset as i64,
-            data: data.slice(offset..end).to_vec(),
-            labels: HashMap::new(),
-        });
-        offset = end;
-        if offset >= data.len() {
-            break;
+    let messages = write_requests(
+        format!("kybernetes-{}", desc.digest),
+        desc.digest.clone(),
+        desc.size,
+        labels,
+        chunks,
+    );
+    // The messages go through a channel: tonic's client-streaming future over a boxed
+    // stream trips rustc's Send inference for the async trait methods above it.
+    let (mut tx, rx) = futures::channel::mpsc::channel::<WriteContentRequest>(4);
+    let request = rt.request(rx, Some(lease))?;
+    let feed = async move {
+        let mut messages = messages;
+        while let Some(m) = messages.next().await {
+            if tx.send(m).await.is_err() {
+                break;
+            }
         }
-    }
-    messages.push(WriteContentRequest {
-        action: WriteAction::Commit as i32,
-        r#ref: reference.clone(),
-        total,
-        expected: desc.digest.clone(),
-        offset: total,
-        data: Vec::new(),
-        labels: labels.clone(),
-    });
-    let request = rt.request(futures::stream::iter(messages), Some(lease))?;
-    match ContentClient::new(rt.channel.clone()).write(request).await {
+    };
+    let mut client = ContentClient::new(rt.channel.clone());
+    let (written, ()) = futures::join!(client.write(request), feed);
+    match written {
         Ok(response) => {
             let mut responses = response.into_inner();
             while let Some(item) = responses.next().await {
@@ -344,6 +457,71 @@ async fn write_blob(
         }
         Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
         Err(s) => Err(grpc(format!("write blob {}", desc.digest), s)),
+    }
+}
+
+/// The messages of a content write: the chunks at their offsets, then the commit. (A plain
+/// function, so the stream's closures borrow nothing of the async caller.)
+fn write_requests(
+    reference: String,
+    expected: String,
+    total: i64,
+    labels: HashMap<String, String>,
+    chunks: futures::stream::BoxStream<'static, Bytes>,
+) -> futures::stream::BoxStream<'static, WriteContentRequest> {
+    // Registry responses come in whatever pieces the connection gives; containerd takes
+    // messages up to 16 MiB, so big pieces are split.
+    let pieces = chunks.flat_map(|data| {
+        let mut out = Vec::with_capacity(data.len() / CHUNK + 1);
+        let mut offset = 0;
+        while offset < data.len() {
+            let end = (offset + CHUNK).min(data.len());
+            out.push(data.slice(offset..end));
+            offset = end;
+        }
+        futures::stream::iter(out)
+    });
+    let (write_ref, write_expected) = (reference.clone(), expected.clone());
+    let mut offset = 0i64;
+    let writes = pieces.map(move |data| {
+        let at = offset;
+        offset += data.len() as i64;
+        WriteContentRequest {
+            action: WriteAction::Write as i32,
+            r#ref: write_ref.clone(),
+            total,
+            expected: write_expected.clone(),
+            offset: at,
+            data: data.to_vec(),
+            labels: HashMap::new(),
+        }
+    });
+    let commit = WriteContentRequest {
+        action: WriteAction::Commit as i32,
+        r#ref: reference,
+        total,
+        expected,
+        offset: total,
+        data: Vec::new(),
+        labels,
+    };
+    writes.chain(futures::stream::iter([commit])).boxed()
+}
+
+/// Whether blob `digest` is in containerd's content store already.
+pub(super) async fn has_content(rt: &ContainerdRuntime, digest: &str) -> Result<bool> {
+    let info = ContentClient::new(rt.channel.clone())
+        .info(rt.request(
+            api::InfoRequest {
+                digest: digest.to_string(),
+            },
+            None,
+        )?)
+        .await;
+    match info {
+        Ok(_) => Ok(true),
+        Err(s) if is_not_found(&s) => Ok(false),
+        Err(s) => Err(grpc(format!("look up blob {digest}"), s)),
     }
 }
 
@@ -534,11 +712,12 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
     if INDEX_MEDIA_TYPES.contains(&manifest_desc.media_type.as_str()) {
         let index: OciIndex = serde_json::from_slice(&read_blob(rt, &manifest_desc.digest).await?)
             .map_err(|e| backend(format!("image index of {name}"), e))?;
-        let first = index.manifests.first().ok_or_else(|| Error::Backend {
-            context: format!("image index of {name} lists no manifests"),
-            source: None,
-        })?;
-        manifest_desc = first.to_api();
+        manifest_desc = super::registry::for_this_platform(&index.manifests)
+            .map(OciDescriptor::to_api)
+            .ok_or_else(|| Error::Backend {
+                context: format!("image index of {name} lists no manifest for this platform"),
+                source: None,
+            })?;
     }
     let manifest: OciManifest =
         serde_json::from_slice(&read_blob(rt, &manifest_desc.digest).await?)
@@ -676,24 +855,6 @@ pub(super) async fn remove(rt: &ContainerdRuntime, name: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// An image already present answers a pull; reaching a registry is not implemented yet, so an
-/// absent image fails as a pull that could not find it does.
-pub(super) async fn pull(rt: &ContainerdRuntime, name: &str) -> Result<Image> {
-    if let Some(image) = status(rt, name).await? {
-        return Ok(image);
-    }
-    Err(Error::ImagePull {
-        image: name.to_string(),
-        message: format!(
-            "{} is not present in containerd namespace {:?} and pulling from a registry is not \
-             supported yet; import it from an OCI archive (kybernetes image import FILE)",
-            normalize_reference(name),
-            rt.namespace.to_str().unwrap_or_default()
-        ),
-        source: None,
-    })
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //! - **images**: [`import_image`](crate::Runtime::import_image) loads an OCI image-layout
 //!   tarball (what `ctr images import` does: content, then an image record, then the layers
 //!   unpacked into the snapshotter, overlayfs by default); `image_status`, `list_images` and
-//!   `remove_image` read and change containerd's image store. `pull_image` finds an image
-//!   already present; reaching a registry is not implemented yet, so an absent image fails
-//!   with [`Error::ImagePull`](crate::Error::ImagePull), which the node agent reports as
-//!   `ErrImagePull`.
+//!   `remove_image` read and change containerd's image store. `pull_image` (and
+//!   `pull_image_with`, with the credentials of the pod's `imagePullSecrets`) fetches from an
+//!   OCI distribution registry as containerd's own client does (see `registry.rs`) into the
+//!   same content store and snapshotter; a registry that is unreachable, lacks the image or
+//!   refuses access fails the pull with [`Error::ImagePull`](crate::Error::ImagePull), which
+//!   the node agent reports as `ErrImagePull`.
 //! - **sandboxes**: every container of a pod joins the pod's network namespace: the one the
 //!   `Network` prepared (`netns_path`), or, when it gave none, a fresh one with loopback up
 //!   that the runtime bind-mounts under its root and removes with the sandbox. Sandboxes and
@@ -26,15 +28,18 @@
 //!   and `OOMKilled` when the cgroup's OOM killer ended it.
 //! - **exec**: a process added to the container's task with the container's environment,
 //!   user and working directory; its streams through FIFOs (no terminal yet).
-//! - **not yet**: exec with a terminal, attach, port-forward and stats answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported); a registry pull, `securityContext`.
+//! - **stats**: CPU time and the memory working set from the container's cgroup (v1 or v2).
+//! - **not yet**: exec with a terminal, attach and port-forward answer
+//!   [`Error::Unsupported`](crate::Error::Unsupported); `securityContext`.
 
 mod containers;
 mod exec;
 mod images;
 mod netns;
+mod registry;
 mod sandboxes;
 mod spec;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,6 +61,7 @@ use crate::container::{
     ContainerStatus,
 };
 use crate::image::Image;
+use crate::pull_auth::PullAuth;
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
 use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
@@ -228,6 +234,8 @@ struct ContainerdContainer {
     cgroups_path: String,
     /// The OCI process spec it runs, which an exec starts from.
     process: serde_json::Value,
+    /// The last CPU sample, for the CPU rate.
+    cpu_rate: crate::stream::CpuRate,
 }
 
 /// A new container or sandbox id, unique across runtimes and processes sharing a daemon.
@@ -311,10 +319,6 @@ fn grpc(context: impl Into<String>, status: Status) -> Error {
 /// Whether a gRPC status says the thing asked for does not exist.
 fn is_not_found(status: &Status) -> bool {
     status.code() == Code::NotFound
-}
-
-fn not_yet(what: &str) -> Error {
-    Error::Unsupported(format!("{what} on containerd (not implemented yet)"))
 }
 
 #[async_trait]
@@ -424,12 +428,15 @@ impl Runtime for ContainerdRuntime {
         });
         crate::process::logs::follow_file(container_id, path, version, writing, options).await
     }
-    async fn container_stats(&self, _container_id: &str) -> Result<ContainerStats> {
-        Err(not_yet("stats"))
+    async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
+        stats::container_stats(self, container_id).await
     }
 
     async fn pull_image(&self, image: &str) -> Result<Image> {
-        images::pull(self, image).await
+        registry::pull(self, image, &PullAuth::anonymous()).await
+    }
+    async fn pull_image_with(&self, image: &str, auth: &PullAuth) -> Result<Image> {
+        registry::pull(self, image, auth).await
     }
     async fn image_status(&self, image: &str) -> Result<Option<Image>> {
         images::status(self, image).await

@@ -360,7 +360,7 @@ pub(crate) struct ProcessContainer {
     /// Bumped on every log line and on exit, for log followers and stoppers.
     pub(crate) version: Arc<watch::Sender<u64>>,
     /// The last CPU sample, for the CPU rate.
-    pub(crate) last_cpu: Option<(tokio::time::Instant, u64)>,
+    pub(crate) cpu_rate: crate::stream::CpuRate,
     /// Whether the spec keeps stdin open (`stdin: true`), so the process gets a pipe.
     pub(crate) open_stdin: bool,
     /// Close stdin when the first attach that fed it detaches (`stdinOnce`).

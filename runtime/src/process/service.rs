@@ -197,7 +197,7 @@ impl ProcessRuntime {
             netns: sandbox.config.netns_path.clone(),
             pid: None,
             version: std::sync::Arc::new(watch::channel(0).0),
-            last_cpu: None,
+            cpu_rate: Default::default(),
             open_stdin: config.stdin,
             stdin_once: config.stdin_once,
             stdin: None,
@@ -522,14 +522,9 @@ impl Runtime for ProcessRuntime {
         let now = tokio::time::Instant::now();
         let rate = {
             let mut st = self.inner.lock();
-            st.containers.get_mut(container_id).and_then(|c| {
-                let rate = c.last_cpu.and_then(|(at, before)| {
-                    let secs = now.saturating_duration_since(at).as_secs_f64();
-                    (secs > 0.0).then(|| (cpu.saturating_sub(before) as f64 / secs) as u64)
-                });
-                c.last_cpu = Some((now, cpu));
-                rate
-            })
+            st.containers
+                .get_mut(container_id)
+                .and_then(|c| c.cpu_rate.sample(now, cpu))
         };
         Ok(ContainerStats {
             container_id: container_id.into(),
