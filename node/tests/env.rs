@@ -3,52 +3,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::Api;
 use serde_json::json;
-
-async fn config_map(h: &Harness, name: &str, data: &[(&str, &str)]) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(h.client.clone(), "default")
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-}
 
 #[tokio::test(start_paused = true)]
 async fn env_from_config_maps_secrets_and_pod_fields_reaches_the_runtime() {
     let mut h = harness().await;
     config_map(&h, "settings", &[("mode", "fast"), ("level", "3")]).await;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("creds".into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "password".to_string(),
-            ByteString(b"s3cret".to_vec()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(h.client.clone(), "default")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    secret(&h, "creds", &[("password", "s3cret")]).await;
     h.start_agent(h.config("node-1"));
     let mut p = pod("envy", "node-1", &[("app", "busybox:1.36")]);
     p["spec"]["serviceAccountName"] = json!("robot");

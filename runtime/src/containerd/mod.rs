@@ -24,6 +24,9 @@
 //!   `io.containerd.runc.v2` shim whose stdout and stderr go through FIFOs into the CRI log
 //!   file under the runtime's root; TERM, the grace period, then KILL on stop; the exit code,
 //!   and `OOMKilled` when the cgroup's OOM killer ended it.
+//! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace the runtime made
+//!   connect to `127.0.0.1` from inside that namespace (its pod IP is not routed there);
+//!   pods in the `Network`'s namespaces are probed at their IP, as upstream.
 //! - **exec**: a process added to the container's task with the container's environment,
 //!   user and working directory; its streams through FIFOs (no terminal yet).
 //! - **not yet**: exec with a terminal, attach, port-forward and stats answer
@@ -56,6 +59,7 @@ use crate::container::{
     ContainerStatus,
 };
 use crate::image::Image;
+use crate::probe::{self, HttpScheme, ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
 use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
@@ -188,9 +192,17 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.owns_root
-            && let Err(e) = std::fs::remove_dir_all(&self.root)
-        {
+        if !self.owns_root {
+            return;
+        }
+        // Namespaces of sandboxes never removed (the runtime dropped without a shutdown)
+        // are still bind-mounted here, which would keep the directory from going.
+        if let Ok(entries) = std::fs::read_dir(self.root.join("netns")) {
+            for entry in entries.flatten() {
+                netns::remove(&entry.path());
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
             tracing::debug!(root = %self.root.display(), error = %e, "could not remove the containerd runtime's root");
         }
     }
@@ -315,6 +327,57 @@ fn is_not_found(status: &Status) -> bool {
 
 fn not_yet(what: &str) -> Error {
     Error::Unsupported(format!("{what} on containerd (not implemented yet)"))
+}
+
+/// Runs a probe. A pod in a network namespace this runtime made (the `Network` gave none,
+/// as `LocalNetwork` does) has only loopback: its address is bookkeeping, nothing routes
+/// it from the node. So `tcpSocket` and `httpGet` probes aimed at the pod go to `127.0.0.1`
+/// from inside the pod's namespace; other pods' probes connect from here, as upstream's
+/// prober does.
+async fn probe_in_pod(
+    rt: &ContainerdRuntime,
+    container_id: &str,
+    request: &ProbeRequest,
+) -> ProbeResult {
+    let own_netns = {
+        let st = rt.inner.lock();
+        st.containers
+            .get(container_id)
+            .and_then(|c| st.sandboxes.get(&c.status.sandbox_id))
+            .filter(|s| s.owns_netns)
+            .map(|s| (s.netns.clone(), s.config.pod_ip))
+    };
+    let Some((netns, pod_ip)) = own_netns else {
+        return probe::run_default(rt, container_id, request).await;
+    };
+    let to_pod = |host: &str| {
+        host.is_empty() || pod_ip.is_some_and(|ip| ip.to_string() == host) || host == "localhost"
+    };
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    match &request.action {
+        ProbeAction::TcpSocket { host, port } if to_pod(host) => {
+            let addr = std::net::SocketAddr::new(loopback, *port);
+            probe::tcp_with(
+                netns::connect_in(&netns, addr),
+                host,
+                *port,
+                request.timeout,
+            )
+            .await
+        }
+        ProbeAction::HttpGet {
+            scheme: HttpScheme::Http,
+            host,
+            port,
+            path,
+            headers,
+        } if to_pod(host) => {
+            let addr = std::net::SocketAddr::new(loopback, *port);
+            let connect = netns::connect_in(&netns, addr);
+            probe::http_get_with(connect, host, *port, path, headers, request.timeout).await
+        }
+        _ => probe::run_default(rt, container_id, request).await,
+    }
 }
 
 #[async_trait]
@@ -442,6 +505,10 @@ impl Runtime for ContainerdRuntime {
     }
     async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>> {
         images::import(self, tarball).await
+    }
+
+    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        probe_in_pod(self, container_id, request).await
     }
 
     async fn shutdown(&self) -> Result<()> {
