@@ -449,7 +449,10 @@ impl LoopState {
             .is_some_and(|n| !n.is_empty());
         if bound {
             self.queue.remove(&key);
-            self.snapshot.add_shared_pod(Arc::new(pod));
+            if self.snapshot.add_shared_pod(Arc::new(pod)) {
+                // Pods waiting for an affinity partner or a better spread may fit now.
+                self.queue.move_awaiting_assigned_pods(Instant::now());
+            }
             return;
         }
         if !self.is_ours(&pod) || pod.metadata.deletion_timestamp.is_some() {
@@ -589,7 +592,8 @@ impl LoopState {
                 }
                 let message = unschedulable.to_string();
                 tracing::debug!(pod = %name, %message, "pod is unschedulable");
-                self.queue.mark_unschedulable(&key, now);
+                self.queue
+                    .mark_unschedulable(&key, unschedulable.plugins(), now);
                 let event = self.config.record_events;
                 self.set_unschedulable(pod, "Unschedulable", message, event);
             }

@@ -478,7 +478,9 @@ impl Snapshot {
         true
     }
 
-    /// [`add_pod`](Snapshot::add_pod) for a pod the caller already shares.
+    /// [`add_pod`](Snapshot::add_pod) for a pod the caller already shares. Returns whether
+    /// other pods may now fit differently: the pod is newly counted or confirmed, moved, or
+    /// relabelled (upstream's `AssignedPodAdd`/`AssignedPodUpdate`), not merely updated.
     pub(crate) fn add_shared_pod(&mut self, pod: Arc<Pod>) -> bool {
         let node = pod
             .spec
@@ -490,8 +492,7 @@ impl Snapshot {
             self.remove_pod(&pod);
             return false;
         }
-        self.place(pod_key(&pod), node, PodRequests::of(&pod), false, pod);
-        true
+        self.place(pod_key(&pod), node, PodRequests::of(&pod), false, pod)
     }
 
     /// Stops counting a pod. Returns whether it was counted.
@@ -590,18 +591,20 @@ impl Snapshot {
         requests: PodRequests,
         assumed: bool,
         pod: Arc<Pod>,
-    ) {
+    ) -> bool {
         if let Some(old) = self.pods.get(&key)
             && old.node == node
             && old.requests == requests
             && old.pod.metadata.labels == pod.metadata.labels
             && old.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
         {
+            let mut confirmed = false;
             if !assumed && let Some(p) = self.pods.get_mut(&key) {
+                confirmed = p.assumed;
                 p.assumed = false;
             }
             self.usage_mut(&node).replace(&key, pod);
-            return;
+            return confirmed;
         }
         self.remove_key(&key);
         self.usage_mut(&node).add(&requests, pod.clone());
@@ -623,6 +626,7 @@ impl Snapshot {
                 assumed,
             },
         );
+        true
     }
 
     fn usage_mut(&mut self, node: &str) -> &mut Usage {
