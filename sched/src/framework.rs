@@ -234,7 +234,7 @@ impl Framework {
             .with_filter(NodePorts)
             .with_filter(NodeResourcesFit::default())
             .with_filter(VolumeBinding)
-            .with_filter(PodTopologySpread)
+            .with_filter(PodTopologySpread::default())
             .with_filter(InterPodAffinity)
             .with_preemption(true)
             .with_score(TaintToleration)
@@ -242,7 +242,7 @@ impl Framework {
             .with_score(NodeResourcesFit::default())
             .with_score(NodeResourcesBalancedAllocation::default())
             .with_score(ImageLocality)
-            .with_score(PodTopologySpread)
+            .with_score(PodTopologySpread::default())
             .with_score(InterPodAffinity)
     }
 

@@ -13,7 +13,9 @@ use crate::nominated::Nominator;
 use crate::resources::{PodRequests, Resource, node_allocatable};
 use crate::volumes::VolumeListers;
 
+mod spreading_owners;
 mod topology;
+pub use spreading_owners::{OwnerKind, SpreadingOwners};
 pub(crate) use topology::bump;
 pub use topology::{
     AffinityTerm, CountKey, DomainCounts, ExistingTermGroup, NamespaceScope, PodSelector, TermKind,
@@ -293,6 +295,9 @@ pub struct Snapshot {
     /// Pods per topology domain and namespace labels, for InterPodAffinity and
     /// PodTopologySpread.
     topology: topology::TopologyIndex,
+    /// The selectors of Services and workload controllers, for PodTopologySpread's system
+    /// default constraints.
+    spreading_owners: SpreadingOwners,
 }
 
 /// The key the snapshot and the scheduling queue know a pod by: its UID, or `namespace/name`
@@ -374,6 +379,16 @@ impl Snapshot {
     /// Keeps only the PodDisruptionBudgets whose `namespace/name` is in `keys` (a relist).
     pub fn retain_pdbs(&mut self, keys: &std::collections::HashSet<String>) {
         self.pdbs.retain(|k, _| keys.contains(k));
+    }
+
+    /// The Services and workload controllers that spread pods, by their selectors.
+    pub fn spreading_owners(&self) -> &SpreadingOwners {
+        &self.spreading_owners
+    }
+
+    /// The spreading owners, to keep them current.
+    pub fn spreading_owners_mut(&mut self) -> &mut SpreadingOwners {
+        &mut self.spreading_owners
     }
 
     /// The pending pods nominated to nodes (`status.nominatedNodeName`).

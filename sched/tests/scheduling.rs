@@ -735,3 +735,49 @@ async fn a_pod_waiting_for_an_affinity_partner_is_retried_when_one_lands_or_is_r
     assert_eq!(cluster.node_of("second").await?, "node-b");
     cluster.stop().await
 }
+
+/// Upstream's system default spreading: replicas selected by a ReplicaSet spread over nodes
+/// even where resource scoring alone would stack them on the biggest node, and pods that
+/// nothing selects are scored on resources alone.
+#[tokio::test]
+async fn replicas_spread_by_the_system_default_constraints() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(Framework::default_plugins()).await?;
+    cluster.add_node("big", "64", json!({}), json!({})).await?;
+    cluster.add_node("small", "4", json!({}), json!({})).await?;
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }))?;
+    Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(cluster.client.clone(), "default")
+        .create(&PostParams::default(), &rs)
+        .await?;
+    let mut placed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (prefix, labelled) in [("web", true), ("lone", false)] {
+        for i in 0..4 {
+            let name = format!("{prefix}-{i}");
+            let mut pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]},
+            });
+            if labelled {
+                pod["metadata"]["labels"] = json!({"app": "web"});
+            }
+            cluster
+                .pods()
+                .create(&PostParams::default(), &serde_json::from_value(pod)?)
+                .await?;
+            // One at a time, so each decision sees the previous ones.
+            let node = cluster.node_of(&name).await?;
+            placed.entry(prefix.to_string()).or_default().push(node);
+        }
+    }
+    let on = |prefix: &str, node: &str| placed[prefix].iter().filter(|n| *n == node).count();
+    assert_eq!((on("web", "big"), on("web", "small")), (2, 2), "{placed:?}");
+    assert_eq!(on("lone", "big"), 4, "{placed:?}");
+    cluster.stop().await
+}
