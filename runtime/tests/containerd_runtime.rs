@@ -629,3 +629,30 @@ async fn network_probes_at_the_pod_ip_reach_a_server_in_the_pods_own_namespace()
         .await
         .expect("remove sandbox");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_dropped_without_shutdown_unmounts_the_namespaces_it_made() {
+    let daemon = Containerd::start().await;
+    let runtime = daemon.runtime().await;
+    let sid = runtime
+        .run_pod_sandbox(&pod("forgotten"))
+        .await
+        .expect("sandbox");
+    let netns = runtime
+        .pod_sandbox_status(&sid)
+        .await
+        .expect("status")
+        .netns_path
+        .expect("a netns");
+    let root = runtime.root().to_path_buf();
+    assert!(netns.starts_with(&root), "{}", netns.display());
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .contains(&*netns.to_string_lossy())
+    };
+    assert!(mounted(), "the pod's namespace is a mount");
+    drop(runtime);
+    assert!(!mounted(), "its mount goes with the runtime");
+    assert!(!root.exists(), "and so does the runtime's own root");
+}

@@ -192,6 +192,13 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Sandboxes still here were never removed (the runtime was dropped without a
+        // shutdown, e.g. by a test that failed): the namespaces made for them are mounts,
+        // which would outlive this process and keep the root from being removed.
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for sandbox in st.sandboxes.values().filter(|s| s.owns_netns) {
+            netns::remove(&sandbox.netns);
+        }
         if self.owns_root
             && let Err(e) = std::fs::remove_dir_all(&self.root)
         {
