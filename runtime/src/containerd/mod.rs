@@ -24,6 +24,8 @@
 //!   `io.containerd.runc.v2` shim whose stdout and stderr go through FIFOs into the CRI log
 //!   file under the runtime's root; TERM, the grace period, then KILL on stop; the exit code,
 //!   and `OOMKilled` when the cgroup's OOM killer ended it.
+//! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace made here connect
+//!   from inside it (to loopback for the pod IP), since nothing on the host routes there.
 //! - **exec**: a process added to the container's task with the container's environment,
 //!   user and working directory; its streams through FIFOs (no terminal yet).
 //! - **not yet**: exec with a terminal, attach, port-forward and stats answer
@@ -33,6 +35,7 @@ mod containers;
 mod exec;
 mod images;
 mod netns;
+mod probes;
 mod sandboxes;
 mod spec;
 
@@ -56,6 +59,7 @@ use crate::container::{
     ContainerStatus,
 };
 use crate::image::Image;
+use crate::probe::{ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
 use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
@@ -423,6 +427,9 @@ impl Runtime for ContainerdRuntime {
             })
         });
         crate::process::logs::follow_file(container_id, path, version, writing, options).await
+    }
+    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        probes::run(self, container_id, request).await
     }
     async fn container_stats(&self, _container_id: &str) -> Result<ContainerStats> {
         Err(not_yet("stats"))
