@@ -169,19 +169,7 @@ pub async fn exec<R: Runtime + ?Sized>(
 
 /// A `tcpSocket` probe: success if a connection opens within `timeout`.
 pub async fn tcp(host: &str, port: u16, timeout: Duration) -> ProbeResult {
-    tcp_with(TcpStream::connect((host, port)), host, port, timeout).await
-}
-
-/// A `tcpSocket` probe over the connection `connect` opens (a runtime whose pods have
-/// networks of their own dials from inside the pod's namespace); `host` and `port` name it
-/// in the failure message.
-pub async fn tcp_with(
-    connect: impl Future<Output = std::io::Result<TcpStream>>,
-    host: &str,
-    port: u16,
-    timeout: Duration,
-) -> ProbeResult {
-    match tokio::time::timeout(timeout, connect).await {
+    match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
         Ok(Ok(_)) => ProbeResult::Success,
         Ok(Err(e)) => ProbeResult::Failure(format!("dial tcp {host}:{port}: {e}")),
         Err(_) => ProbeResult::Failure(format!("dial tcp {host}:{port}: i/o timeout")),
@@ -196,22 +184,8 @@ pub async fn http_get(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> ProbeResult {
-    let connect = TcpStream::connect((host, port));
-    http_get_with(connect, host, port, path, headers, timeout).await
-}
-
-/// An `httpGet` probe over the connection `connect` opens (see [`tcp_with`]); `host` and
-/// `port` go into the `Host` header and the failure message.
-pub async fn http_get_with(
-    connect: impl Future<Output = std::io::Result<TcpStream>>,
-    host: &str,
-    port: u16,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> ProbeResult {
     let url = format!("http://{host}:{port}{path}");
-    match tokio::time::timeout(timeout, http_status(connect, host, port, path, headers)).await {
+    match tokio::time::timeout(timeout, http_status(host, port, path, headers)).await {
         Ok(Ok(code)) if (200..400).contains(&code) => ProbeResult::Success,
         Ok(Ok(code)) => ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}")),
         Ok(Err(e)) => ProbeResult::Failure(format!("Get \"{url}\": {e}")),
@@ -222,13 +196,12 @@ pub async fn http_get_with(
 }
 
 async fn http_status(
-    connect: impl Future<Output = std::io::Result<TcpStream>>,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
 ) -> std::io::Result<u16> {
-    let mut stream = connect.await?;
+    let mut stream = TcpStream::connect((host, port)).await?;
     let path = if path.is_empty() { "/" } else { path };
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {

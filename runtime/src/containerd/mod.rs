@@ -24,9 +24,8 @@
 //!   `io.containerd.runc.v2` shim whose stdout and stderr go through FIFOs into the CRI log
 //!   file under the runtime's root; TERM, the grace period, then KILL on stop; the exit code,
 //!   and `OOMKilled` when the cgroup's OOM killer ended it.
-//! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace the runtime made
-//!   connect to `127.0.0.1` from inside that namespace (its pod IP is not routed there);
-//!   pods in the `Network`'s namespaces are probed at their IP, as upstream.
+//! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace made here connect
+//!   from inside it (to loopback for the pod IP), since nothing on the host routes there.
 //! - **exec**: a process added to the container's task with the container's environment,
 //!   user and working directory; its streams through FIFOs (no terminal yet).
 //! - **not yet**: exec with a terminal, attach, port-forward and stats answer
@@ -36,6 +35,7 @@ mod containers;
 mod exec;
 mod images;
 mod netns;
+mod probes;
 mod sandboxes;
 mod spec;
 
@@ -59,7 +59,7 @@ use crate::container::{
     ContainerStatus,
 };
 use crate::image::Image;
-use crate::probe::{self, HttpScheme, ProbeAction, ProbeRequest, ProbeResult};
+use crate::probe::{ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
 use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
@@ -192,17 +192,16 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if !self.owns_root {
-            return;
+        // Sandboxes still here were never removed (the runtime was dropped without a
+        // shutdown, e.g. by a test that failed): the namespaces made for them are mounts,
+        // which would outlive this process and keep the root from being removed.
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for sandbox in st.sandboxes.values().filter(|s| s.owns_netns) {
+            netns::remove(&sandbox.netns);
         }
-        // Namespaces of sandboxes never removed (the runtime dropped without a shutdown)
-        // are still bind-mounted here, which would keep the directory from going.
-        if let Ok(entries) = std::fs::read_dir(self.root.join("netns")) {
-            for entry in entries.flatten() {
-                netns::remove(&entry.path());
-            }
-        }
-        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+        if self.owns_root
+            && let Err(e) = std::fs::remove_dir_all(&self.root)
+        {
             tracing::debug!(root = %self.root.display(), error = %e, "could not remove the containerd runtime's root");
         }
     }
@@ -329,57 +328,6 @@ fn not_yet(what: &str) -> Error {
     Error::Unsupported(format!("{what} on containerd (not implemented yet)"))
 }
 
-/// Runs a probe. A pod in a network namespace this runtime made (the `Network` gave none,
-/// as `LocalNetwork` does) has only loopback: its address is bookkeeping, nothing routes
-/// it from the node. So `tcpSocket` and `httpGet` probes aimed at the pod go to `127.0.0.1`
-/// from inside the pod's namespace; other pods' probes connect from here, as upstream's
-/// prober does.
-async fn probe_in_pod(
-    rt: &ContainerdRuntime,
-    container_id: &str,
-    request: &ProbeRequest,
-) -> ProbeResult {
-    let own_netns = {
-        let st = rt.inner.lock();
-        st.containers
-            .get(container_id)
-            .and_then(|c| st.sandboxes.get(&c.status.sandbox_id))
-            .filter(|s| s.owns_netns)
-            .map(|s| (s.netns.clone(), s.config.pod_ip))
-    };
-    let Some((netns, pod_ip)) = own_netns else {
-        return probe::run_default(rt, container_id, request).await;
-    };
-    let to_pod = |host: &str| {
-        host.is_empty() || pod_ip.is_some_and(|ip| ip.to_string() == host) || host == "localhost"
-    };
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
-    match &request.action {
-        ProbeAction::TcpSocket { host, port } if to_pod(host) => {
-            let addr = std::net::SocketAddr::new(loopback, *port);
-            probe::tcp_with(
-                netns::connect_in(&netns, addr),
-                host,
-                *port,
-                request.timeout,
-            )
-            .await
-        }
-        ProbeAction::HttpGet {
-            scheme: HttpScheme::Http,
-            host,
-            port,
-            path,
-            headers,
-        } if to_pod(host) => {
-            let addr = std::net::SocketAddr::new(loopback, *port);
-            let connect = netns::connect_in(&netns, addr);
-            probe::http_get_with(connect, host, *port, path, headers, request.timeout).await
-        }
-        _ => probe::run_default(rt, container_id, request).await,
-    }
-}
-
 #[async_trait]
 impl Runtime for ContainerdRuntime {
     async fn version(&self) -> Result<RuntimeVersion> {
@@ -487,6 +435,9 @@ impl Runtime for ContainerdRuntime {
         });
         crate::process::logs::follow_file(container_id, path, version, writing, options).await
     }
+    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        probes::run(self, container_id, request).await
+    }
     async fn container_stats(&self, _container_id: &str) -> Result<ContainerStats> {
         Err(not_yet("stats"))
     }
@@ -505,10 +456,6 @@ impl Runtime for ContainerdRuntime {
     }
     async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>> {
         images::import(self, tarball).await
-    }
-
-    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
-        probe_in_pod(self, container_id, request).await
     }
 
     async fn shutdown(&self) -> Result<()> {

@@ -90,30 +90,3 @@ pub(super) fn remove(path: &Path) {
         tracing::warn!(netns = %path.display(), error = %e, "removing a pod network namespace file failed");
     }
 }
-
-/// Opens a TCP connection to `addr` from inside the network namespace at `netns`: a thread
-/// of its own enters the namespace and makes the socket there (a socket stays in the
-/// namespace it was made in), and the connect runs on the caller's runtime.
-pub(super) async fn connect_in(
-    netns: &Path,
-    addr: std::net::SocketAddr,
-) -> std::io::Result<tokio::net::TcpStream> {
-    let netns = netns.to_path_buf();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("kyb-ctrd-dial".into())
-        .spawn(move || {
-            let made = File::open(&netns)
-                .and_then(|ns| {
-                    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-                })
-                .and_then(|()| match addr {
-                    std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                    std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-                });
-            // The receiver is gone only if the probe was cancelled; nothing to report then.
-            let _ = tx.send(made);
-        })?;
-    let socket = rx.await.map_err(std::io::Error::other)??;
-    socket.connect(addr).await
-}
