@@ -219,6 +219,9 @@ async fn a_deployment_prints_env_from_a_configmap_and_a_secret_and_a_mounted_fil
         .await
         .expect("list");
     assert_eq!(list.items.len(), 3, "three replicas");
+    // containerd itself runs them, one task each.
+    let tasks = c.daemon.ctr(&["tasks", "ls", "-q"]);
+    assert_eq!(tasks.lines().count(), 3, "{tasks}");
     let want = [
         "greeting=hello from the configmap",
         "password=s3cret",
