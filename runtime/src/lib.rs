@@ -123,8 +123,8 @@ pub use probe::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest, ProbeResult};
 pub use process::ProcessRuntime;
 pub use runtime::{Runtime, RuntimeVersion};
 pub use sandbox::{
-    PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,
-    PortMapping,
+    DnsConfig, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
+    PodSandboxStatus, PortMapping,
 };
 pub use stream::{
     AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions,

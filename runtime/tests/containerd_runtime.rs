@@ -656,3 +656,42 @@ async fn a_runtime_dropped_without_shutdown_unmounts_the_namespaces_it_made() {
     assert!(!mounted(), "its mount goes with the runtime");
     assert!(!root.exists(), "and so does the runtime's own root");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_read_the_pods_dns_config_as_their_resolv_conf() {
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let mut sandbox = pod("dns");
+    sandbox.dns_config = Some(kybernetes_runtime::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec![
+            "default.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+        ],
+        options: vec!["ndots:5".into()],
+    });
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let config = shell("cat", "cat /etc/resolv.conf");
+    let id = runtime
+        .create_container(&sid, &config, &sandbox)
+        .await
+        .expect("create");
+    run_to_exit(&runtime, &id).await;
+    let text: Vec<String> = log_lines(&runtime, &id)
+        .await
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "search default.svc.cluster.local svc.cluster.local",
+            "nameserver 10.96.0.10",
+            "options ndots:5"
+        ]
+    );
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+}
