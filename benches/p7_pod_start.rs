@@ -9,6 +9,9 @@
 //! Run with `cargo bench --bench p7_pod_start` (`KYB_P7_PODS=20` for a quick look).
 
 mod common;
+#[cfg(feature = "containerd")]
+#[path = "../runtime/tests/support/containerd.rs"]
+mod containerd_support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -124,11 +127,25 @@ async fn main() -> anyhow::Result<()> {
     let wave = knob("KYB_P7_WAVE", 10).max(1);
     common::print_conditions_for(
         &format!("P7: pod create until Running, {pods} pods in waves of {wave}, 1 node"),
-        "FakeRuntime then ProcessRuntime (host mode, /bin/sleep)",
+        "FakeRuntime, ProcessRuntime (host mode, /bin/sleep), ContainerdRuntime if KYB_P7_CONTAINERD",
     );
     let fake = measure(FakeRuntime::default(), pods, wave).await?;
     report("FakeRuntime", &fake);
     let processes = measure(ProcessRuntime::host(), pods, wave).await?;
     report("ProcessRuntime", &processes);
+    #[cfg(feature = "containerd")]
+    if let Ok(socket) = std::env::var("KYB_P7_CONTAINERD") {
+        let snapshotter =
+            std::env::var("KYB_P7_SNAPSHOTTER").unwrap_or_else(|_| "overlayfs".into());
+        let containerd = kybernetes::runtime::containerd::ContainerdRuntime::builder()
+            .snapshotter(snapshotter)
+            .connect(&socket)
+            .await?;
+        containerd
+            .import_image(containerd_support::busybox_image("bench:1"))
+            .await?;
+        let samples = measure(containerd, pods, wave).await?;
+        report("ContainerdRuntime", &samples);
+    }
     Ok(())
 }

@@ -298,7 +298,7 @@ impl ClusterBuilder {
             api_config.service_account_key = Some(Arc::new(key));
         }
         let cluster_domain = api_config.cluster.cluster_domain.clone();
-        let api = ApiServer::with_config(store.clone(), clock.clone(), api_config).await?;
+        let api = ApiServer::with_config(store.clone(), clock.clone(), api_config.clone()).await?;
         // Ordinary requests go straight to the router; exec, attach and port-forward over an
         // in-memory connection, since they need a real HTTP upgrade.
         let client = kube::Client::new(api.loopback_service(), "default");
@@ -342,9 +342,14 @@ impl ClusterBuilder {
                 shutdown.child_token(),
             ));
         }
-        let template = self
+        let mut template = self
             .node_template
             .unwrap_or_else(|| NodeAgentConfig::new("template"));
+        if template.cluster_dns.is_empty()
+            && let Some(ip) = cluster_dns_ip(&api_config.cluster.service_cidr)
+        {
+            template.cluster_dns = vec![ip];
+        }
         let https = match self.serving {
             Some(mut config) => {
                 if config.pki_dir.is_none() {
@@ -659,5 +664,19 @@ impl Cluster {
         self.api.store().close().await?;
         info!("cluster stopped");
         Ok(())
+    }
+}
+
+/// The cluster DNS Service's address: the tenth of the service CIDR (`10.96.0.10`), as
+/// kubeadm and k3s configure their kubelets.
+fn cluster_dns_ip(service_cidr: &str) -> Option<std::net::IpAddr> {
+    let (base, _) = service_cidr.split_once('/')?;
+    match base.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            Some(std::net::Ipv4Addr::from(u32::from(v4).checked_add(10)?).into())
+        }
+        std::net::IpAddr::V6(v6) => {
+            Some(std::net::Ipv6Addr::from(u128::from(v6).checked_add(10)?).into())
+        }
     }
 }

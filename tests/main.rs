@@ -11,6 +11,8 @@ mod api_crud;
 mod api_semantics;
 mod autoscaling;
 mod batch;
+#[cfg(feature = "containerd")]
+mod containerd;
 mod controller;
 mod crd;
 mod cronjob;

@@ -1,6 +1,6 @@
 //! The flags every subcommand shares: the store, the nodes and the container runtime.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -24,33 +24,72 @@ pub struct ClusterArgs {
     /// 1,024 at 26.
     #[arg(long, default_value_t = 24, value_name = "BITS", value_parser = clap::value_parser!(u8).range(1..=30))]
     pub node_cidr_mask_size: u8,
-    /// The container runtime of the nodes: `fake` (scripted containers, no processes) or
+    /// The container runtime of the nodes: `fake` (scripted containers, no processes),
     /// `process` (each container a local process sharing the host network; logs under the
-    /// data directory's `processes/` if there is one). `containerd` comes later.
+    /// data directory's `processes/` if there is one) or `containerd:SOCKET` (containers on
+    /// the containerd daemon at SOCKET, in its `kybernetes` namespace; images come from
+    /// `kybernetes image import`; needs a build with the `containerd` feature and root).
     #[arg(long, default_value = "fake", value_parser = parse_runtime, value_name = "RUNTIME")]
     pub runtime: Runtime,
+    /// The containerd snapshotter images are unpacked into (`native` where overlayfs does
+    /// not mount).
+    #[arg(long, default_value = "overlayfs", value_name = "NAME")]
+    pub containerd_snapshotter: String,
 }
 
 /// A container runtime the nodes can drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Runtime {
     /// `FakeRuntime`: containers that run no processes.
     Fake,
     /// `ProcessRuntime` in host mode: each container a local process.
     Process,
+    /// `ContainerdRuntime` on the daemon at this socket.
+    Containerd(PathBuf),
 }
 
-fn parse_runtime(s: &str) -> Result<Runtime, String> {
+/// Parses `fake`, `process` or `containerd:SOCKET`.
+pub fn parse_runtime(s: &str) -> Result<Runtime, String> {
     match s {
         "fake" => Ok(Runtime::Fake),
         "process" => Ok(Runtime::Process),
-        "containerd" => Err(format!(
-            "the {s} runtime is not available in this version; use --runtime fake"
-        )),
-        other => Err(format!(
-            "unknown runtime {other:?}; the runtimes are: fake, process"
-        )),
+        "containerd" => Err(
+            "the containerd runtime needs its socket: --runtime containerd:/run/containerd/containerd.sock"
+                .into(),
+        ),
+        other => match other.strip_prefix("containerd:") {
+            Some("") => Err("containerd: needs the daemon's socket after the colon".into()),
+            Some(socket) if cfg!(feature = "containerd") => {
+                Ok(Runtime::Containerd(PathBuf::from(socket)))
+            }
+            Some(_) => Err(
+                "the containerd runtime is not available in this binary; build it with \
+                 `cargo install --path cli --features containerd` (needs protoc)"
+                    .into(),
+            ),
+            None => Err(format!(
+                "unknown runtime {other:?}; the runtimes are: fake, process, containerd:SOCKET"
+            )),
+        },
     }
+}
+
+/// Connects to the containerd daemon at `socket`; the containers' logs go under `root`.
+#[cfg(feature = "containerd")]
+pub async fn containerd(
+    socket: &Path,
+    snapshotter: &str,
+    root: Option<&Path>,
+) -> anyhow::Result<kybernetes::runtime::containerd::ContainerdRuntime> {
+    let mut builder =
+        kybernetes::runtime::containerd::ContainerdRuntime::builder().snapshotter(snapshotter);
+    if let Some(root) = root {
+        builder = builder.root(root);
+    }
+    builder
+        .connect(socket)
+        .await
+        .with_context(|| format!("connecting to containerd at {}", socket.display()))
 }
 
 impl ClusterArgs {
@@ -61,13 +100,25 @@ impl ClusterArgs {
             .nodes(self.nodes)
             .cluster_cidr(&self.cluster_cidr)
             .node_cidr_mask_size(self.node_cidr_mask_size);
-        // The fake runtime is the builder's default.
-        if self.runtime == Runtime::Process {
-            let mut processes = kybernetes::runtime::ProcessRuntime::builder();
-            if let Some(dir) = data_dir {
-                processes = processes.root(dir.join("processes"));
+        match &self.runtime {
+            // The fake runtime is the builder's default.
+            Runtime::Fake => {}
+            Runtime::Process => {
+                let mut processes = kybernetes::runtime::ProcessRuntime::builder();
+                if let Some(dir) = data_dir {
+                    processes = processes.root(dir.join("processes"));
+                }
+                builder = builder.runtime(processes.build());
             }
-            builder = builder.runtime(processes.build());
+            #[cfg(feature = "containerd")]
+            Runtime::Containerd(socket) => {
+                let root = data_dir.map(|d| d.join("containerd"));
+                let runtime =
+                    containerd(socket, &self.containerd_snapshotter, root.as_deref()).await?;
+                builder = builder.runtime(runtime);
+            }
+            #[cfg(not(feature = "containerd"))]
+            Runtime::Containerd(_) => bail!("the containerd runtime is not in this binary"),
         }
         match (self.store.as_deref(), data_dir) {
             (None, Some(dir)) => builder

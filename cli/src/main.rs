@@ -6,7 +6,11 @@
 //!                  [--store memory|sqlite:PATH|etcd:URL,...] [--token-auth-file F] [--anonymous-auth]
 //! kybernetes run   [--store ...] [--nodes N] [--cluster-cidr CIDR] [--node-cidr-mask-size BITS]
 //!                  [--leader-elect --identity ID [--lease-duration SECS]] [--no-control-plane]
+//! kybernetes image import ARCHIVE --runtime containerd:SOCKET [--containerd-snapshotter NAME]
 //! ```
+//!
+//! `serve` and `run` take `--runtime fake|process|containerd:SOCKET` (containerd in a build
+//! with the `containerd` feature).
 //!
 //! Both run until SIGINT or SIGTERM, then shut down gracefully. `kybernetes <command> --help`
 //! describes every flag.
@@ -15,6 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod cluster_args;
+mod image;
 mod run;
 mod serve;
 
@@ -33,6 +38,8 @@ enum Command {
     /// Run a cluster (or one control-plane replica of it) with no network listener; prints
     /// `ready` once it is up.
     Run(run::RunArgs),
+    /// Manage the images of a container runtime.
+    Image(image::ImageArgs),
 }
 
 #[tokio::main]
@@ -44,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Image(args) => image::image(args).await,
     }
 }
 

@@ -8,7 +8,12 @@ use served::BIN;
 
 #[test]
 fn every_subcommand_has_help() {
-    for args in [&["--help"][..], &["serve", "--help"], &["run", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["run", "--help"],
+        &["image", "import", "--help"],
+    ] {
         let out = Command::new(BIN)
             .args(args)
             .output()
@@ -41,14 +46,24 @@ fn every_subcommand_has_help() {
 }
 
 #[test]
-fn an_unavailable_runtime_is_refused_clearly() {
-    let out = Command::new(BIN)
-        .args(["serve", "--runtime", "containerd"])
-        .output()
-        .expect("run kybernetes");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("containerd runtime is not available"), "{err}");
+fn a_containerd_runtime_is_refused_clearly_without_its_socket_or_its_daemon() {
+    let refused = |runtime: &str| {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--runtime", runtime])
+            .output()
+            .expect("run kybernetes");
+        assert!(!out.status.success(), "{runtime}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("containerd");
+    assert!(err.contains("needs its socket"), "{err}");
+    let err = refused("containerd:/nonexistent/containerd.sock");
+    let want = if cfg!(feature = "containerd") {
+        "connecting to containerd at /nonexistent/containerd.sock"
+    } else {
+        "containerd runtime is not available in this binary"
+    };
+    assert!(err.contains(want), "{err}");
 }
 
 #[test]

@@ -6,13 +6,15 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::ServiceEntry;
-use crate::dns::{self, Record};
+use crate::dns::{self, DnsRecord, Record};
 
 /// Every known service, keyed by `(namespace, name)`.
 #[derive(Debug)]
 pub(crate) struct ServiceCatalog {
     domain: String,
     services: HashMap<(String, String), ServiceRecord>,
+    /// How many services each namespace has: `<ns>.svc.<domain>` exists while it has one.
+    namespaces: HashMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -29,6 +31,7 @@ impl ServiceCatalog {
         ServiceCatalog {
             domain: domain.trim_end_matches('.').to_ascii_lowercase(),
             services: HashMap::new(),
+            namespaces: HashMap::new(),
         }
     }
 
@@ -43,6 +46,7 @@ impl ServiceCatalog {
         match self.services.get_mut(&key) {
             Some(record) => record.entry = entry,
             None => {
+                *self.namespaces.entry(entry.namespace.clone()).or_default() += 1;
                 self.services.insert(
                     key,
                     ServiceRecord {
@@ -56,9 +60,17 @@ impl ServiceCatalog {
 
     /// Forgets a service; returns whether it was known.
     pub(crate) fn remove(&mut self, namespace: &str, name: &str) -> bool {
-        self.services
+        let removed = self
+            .services
             .remove(&(namespace.to_string(), name.to_string()))
-            .is_some()
+            .is_some();
+        if removed && let Some(count) = self.namespaces.get_mut(namespace) {
+            *count -= 1;
+            if *count == 0 {
+                self.namespaces.remove(namespace);
+            }
+        }
+        removed
     }
 
     /// The latest entry for a service.
@@ -90,18 +102,17 @@ impl ServiceCatalog {
         port: u16,
     ) -> Option<(IpAddr, u16)> {
         let record = self.record(namespace, service)?;
-        let target = record
-            .entry
-            .ports
-            .iter()
-            .find(|p| p.port == port)?
-            .target_port;
-        let endpoints = &record.entry.endpoints;
-        if endpoints.is_empty() {
+        let port = record.entry.ports.iter().find(|p| p.port == port)?;
+        let count = record.entry.endpoints_for(port).count();
+        if count == 0 {
             return None;
         }
-        let i = record.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Some((endpoints[i].0, target))
+        let i = record.next.fetch_add(1, Ordering::Relaxed) % count;
+        record
+            .entry
+            .endpoints_for(port)
+            .nth(i)
+            .map(|(e, target)| (e.ip, target))
     }
 
     fn record(&self, namespace: &str, name: &str) -> Option<&ServiceRecord> {
@@ -110,37 +121,113 @@ impl ServiceCatalog {
             .get(&(namespace.to_string(), name.to_string()))
     }
 
-    /// The A records of one absolute name.
+    /// The A/AAAA records of one absolute name.
     fn answer(&self, fqdn: &str) -> Vec<IpAddr> {
-        match dns::parse_fqdn(fqdn, &self.domain) {
-            Some(Record::Service { namespace, service }) => match self.get(namespace, service) {
-                Some(ServiceEntry {
-                    cluster_ip: Some(ip),
-                    ..
-                }) => vec![*ip],
-                Some(entry) => entry.endpoints.iter().map(|(ip, _)| *ip).collect(),
-                None => Vec::new(),
-            },
-            Some(Record::Endpoint {
+        self.lookup(fqdn)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| match r {
+                DnsRecord::Address(ip) => Some(ip),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every record at the absolute name `fqdn` (lowercase, no trailing dot), or `None` if
+    /// the name does not exist (NXDOMAIN). A name that exists with no records (a headless
+    /// service with no ready endpoint, `<ns>.svc.<domain>`) gets `Some(vec![])`.
+    pub(crate) fn lookup(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
+        match dns::parse_fqdn(fqdn, &self.domain)? {
+            Record::Zone => Some(Vec::new()),
+            Record::Namespace { namespace } => {
+                self.namespaces.contains_key(namespace).then(Vec::new)
+            }
+            Record::Service { namespace, service } => {
+                let entry = self.get(namespace, service)?;
+                Some(match (&entry.external_name, entry.cluster_ip) {
+                    (Some(external), _) => vec![DnsRecord::Cname(external.clone())],
+                    (None, Some(ip)) => vec![DnsRecord::Address(ip)],
+                    (None, None) => entry
+                        .endpoints
+                        .iter()
+                        .map(|e| DnsRecord::Address(e.ip))
+                        .collect(),
+                })
+            }
+            Record::Endpoint {
                 namespace,
                 service,
                 endpoint,
-            }) => self
-                .get(namespace, service)
-                .map(|entry| {
-                    entry
-                        .endpoints
-                        .iter()
-                        .filter(|(ip, hostname)| match hostname {
-                            Some(h) => h.eq_ignore_ascii_case(endpoint),
-                            None => dns::dashed_ip(ip) == endpoint,
-                        })
-                        .map(|(ip, _)| *ip)
-                        .collect()
+            } => {
+                let ips: Vec<DnsRecord> = self
+                    .get(namespace, service)?
+                    .endpoints
+                    .iter()
+                    .filter(|e| endpoint_label(e).eq_ignore_ascii_case(endpoint))
+                    .map(|e| DnsRecord::Address(e.ip))
+                    .collect();
+                (!ips.is_empty()).then_some(ips)
+            }
+            Record::Protocol {
+                namespace,
+                service,
+                protocol,
+            } => {
+                let entry = self.get(namespace, service)?;
+                entry
+                    .ports
+                    .iter()
+                    .any(|p| !p.name.is_empty() && p.protocol.eq_ignore_ascii_case(protocol))
+                    .then(Vec::new)
+            }
+            Record::Srv {
+                namespace,
+                service,
+                port,
+                protocol,
+            } => {
+                let entry = self.get(namespace, service)?;
+                let port = entry.ports.iter().find(|p| {
+                    !p.name.is_empty()
+                        && p.name.eq_ignore_ascii_case(port)
+                        && p.protocol.eq_ignore_ascii_case(protocol)
+                })?;
+                let service_name = format!("{service}.{namespace}.svc.{}", self.domain);
+                Some(match (&entry.external_name, entry.cluster_ip) {
+                    (Some(external), _) => vec![srv(port.port, external.clone(), 1)],
+                    (None, Some(_)) => vec![srv(port.port, service_name, 1)],
+                    // Headless: one record per ready endpoint, on the endpoint's port.
+                    (None, None) => {
+                        let n = entry.endpoints_for(port).count();
+                        entry
+                            .endpoints_for(port)
+                            .map(|(e, target)| {
+                                srv(target, format!("{}.{service_name}", endpoint_label(e)), n)
+                            })
+                            .collect()
+                    }
                 })
-                .unwrap_or_default(),
-            Some(Record::Pod { ip }) => vec![IpAddr::V4(ip)],
-            None => Vec::new(),
+            }
+            Record::Pod { ip } => Some(vec![DnsRecord::Address(IpAddr::V4(ip))]),
         }
+    }
+}
+
+/// An endpoint's DNS label: its hostname, else its dashed address (CoreDNS's choice).
+fn endpoint_label(endpoint: &crate::Endpoint) -> String {
+    match &endpoint.hostname {
+        Some(h) => h.clone(),
+        None => dns::dashed_ip(&endpoint.ip),
+    }
+}
+
+/// An SRV record, one of `of` at its name: weights share 100 as CoreDNS shares them.
+fn srv(port: u16, target: String, of: usize) -> DnsRecord {
+    let weight = u16::try_from(100 / of.max(1)).unwrap_or(1).max(1);
+    DnsRecord::Srv {
+        priority: 0,
+        weight,
+        port,
+        target,
     }
 }

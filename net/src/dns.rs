@@ -8,7 +8,13 @@
 //! - `<endpoint>.<svc>.<ns>.svc.<domain>`: one endpoint, named by its `hostname`, or by its
 //!   dashed IP (`10-244-1-5`) when it has none;
 //! - `<a-b-c-d>.<ns>.pod.<domain>`: the pod IP spelled in the name (CoreDNS's `pods insecure`,
-//!   the kubeadm default).
+//!   the kubeadm default);
+//!
+//! a CNAME for `<svc>.<ns>.svc.<domain>` of an ExternalName service, SRV records
+//! `_<port>._<proto>.<svc>.<ns>.svc.<domain>` for named ports, and empty answers (not
+//! NXDOMAIN) for the names between the domain and a record (`svc.<domain>`,
+//! `<ns>.svc.<domain>`, `_tcp.<svc>.<ns>.svc.<domain>`), which exist as DNS's empty
+//! non-terminals do.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -31,6 +37,43 @@ pub(crate) enum Record<'a> {
     },
     /// `<a-b-c-d>.<namespace>.pod.<domain>`.
     Pod { ip: Ipv4Addr },
+    /// `svc.<domain>` or `pod.<domain>`: always there, holding nothing itself.
+    Zone,
+    /// `<namespace>.svc.<domain>` or `<namespace>.pod.<domain>`.
+    Namespace { namespace: &'a str },
+    /// `_<proto>.<service>.<namespace>.svc.<domain>`, above the SRV records.
+    Protocol {
+        namespace: &'a str,
+        service: &'a str,
+        protocol: &'a str,
+    },
+    /// `_<port>._<proto>.<service>.<namespace>.svc.<domain>`.
+    Srv {
+        namespace: &'a str,
+        service: &'a str,
+        port: &'a str,
+        protocol: &'a str,
+    },
+}
+
+/// One record cluster DNS serves at a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsRecord {
+    /// An `A` (IPv4) or `AAAA` (IPv6) record.
+    Address(IpAddr),
+    /// A `CNAME` to this absolute name (no trailing dot): an ExternalName service.
+    Cname(String),
+    /// An `SRV` record for a named port.
+    Srv {
+        /// RFC 2782 priority.
+        priority: u16,
+        /// RFC 2782 weight.
+        weight: u16,
+        /// The port number.
+        port: u16,
+        /// The absolute name serving it (no trailing dot).
+        target: String,
+    },
 }
 
 /// The absolute names a resolver tries for `name` asked from a pod in `namespace`, in order,
@@ -70,12 +113,31 @@ pub(crate) fn parse_fqdn<'a>(fqdn: &'a str, domain: &str) -> Option<Record<'a>> 
         return None;
     }
     match labels[..] {
+        ["svc" | "pod"] => Some(Record::Zone),
+        [namespace, "svc" | "pod"] => Some(Record::Namespace { namespace }),
         [service, namespace, "svc"] => Some(Record::Service { namespace, service }),
+        [protocol, service, namespace, "svc"] if protocol.starts_with('_') => {
+            Some(Record::Protocol {
+                namespace,
+                service,
+                protocol: &protocol[1..],
+            })
+        }
         [endpoint, service, namespace, "svc"] => Some(Record::Endpoint {
             namespace,
             service,
             endpoint,
         }),
+        [port, protocol, service, namespace, "svc"]
+            if port.starts_with('_') && protocol.starts_with('_') =>
+        {
+            Some(Record::Srv {
+                namespace,
+                service,
+                port: &port[1..],
+                protocol: &protocol[1..],
+            })
+        }
         [dashed, _namespace, "pod"] => parse_dashed_ip(dashed).map(|ip| Record::Pod { ip }),
         _ => None,
     }
@@ -151,9 +213,31 @@ mod tests {
                 ip: Ipv4Addr::new(10, 244, 1, 5)
             })
         );
+        assert_eq!(parse_fqdn("svc.cluster.local", d), Some(Record::Zone));
+        assert_eq!(
+            parse_fqdn("shop.svc.cluster.local", d),
+            Some(Record::Namespace { namespace: "shop" })
+        );
+        assert_eq!(
+            parse_fqdn("_http._tcp.web.shop.svc.cluster.local", d),
+            Some(Record::Srv {
+                namespace: "shop",
+                service: "web",
+                port: "http",
+                protocol: "tcp"
+            })
+        );
+        assert_eq!(
+            parse_fqdn("_tcp.web.shop.svc.cluster.local", d),
+            Some(Record::Protocol {
+                namespace: "shop",
+                service: "web",
+                protocol: "tcp"
+            })
+        );
         for other in [
             "web.cluster.local",
-            "web.svc.cluster.local",
+            "http._tcp.web.shop.svc.cluster.local",
             "web.shop.svc.example.com",
             "x.web.shop.svc.cluster.local.extra",
             "a.b.c.d.shop.svc.cluster.local",

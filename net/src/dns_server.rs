@@ -6,9 +6,15 @@
 //! - `A` for `<svc>.<ns>.svc.<domain>` (the ClusterIP, or every ready endpoint of a headless
 //!   Service), `<endpoint>.<svc>.<ns>.svc.<domain>` (hostname/subdomain pod records) and
 //!   `<a-b-c-d>.<ns>.pod.<domain>`;
+//! - `CNAME` to `spec.externalName` for an ExternalName Service, whatever type is asked;
+//! - `SRV` for `_<port>._<proto>.<svc>.<ns>.svc.<domain>` of a named port: the service name
+//!   on the service port, or for a headless Service each ready endpoint's name on its port,
+//!   with the targets' addresses in the additional section;
 //! - `SOA` for the domain itself;
 //! - a name that exists but has no record of the asked type: `NOERROR`, no answers, the SOA in
-//!   the authority section (NODATA);
+//!   the authority section (NODATA); this includes a headless Service with no ready endpoint
+//!   and the names between the domain and the records (`svc.<domain>`, `<ns>.svc.<domain>`
+//!   of a namespace with Services);
 //! - a name that does not exist: `NXDOMAIN` with the SOA in the authority section, so
 //!   resolvers cache the miss for the SOA minimum;
 //! - names outside the cluster domain: `REFUSED` (this server does not forward or recurse).
@@ -20,14 +26,13 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::Network;
-use crate::dns;
+use crate::{DnsRecord, Network};
 
 /// The TTL CoreDNS's `kubernetes` plugin gives its records, and its SOA minimum.
 const TTL: u32 = 5;
@@ -147,24 +152,29 @@ struct ClusterDns {
 struct Answer {
     code: ResponseCode,
     answers: Vec<Record>,
+    /// The addresses of SRV targets, so a client needs no second query.
+    additionals: Vec<Record>,
     /// Whether the SOA goes in the authority section (NXDOMAIN and NODATA).
     with_soa: bool,
+}
+
+impl Answer {
+    fn empty(code: ResponseCode) -> Self {
+        Answer {
+            code,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+            with_soa: false,
+        }
+    }
 }
 
 impl ClusterDns {
     fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
         let fqdn = qname.to_ascii().to_ascii_lowercase();
         let fqdn = fqdn.trim_end_matches('.');
-        let in_zone = fqdn == self.domain
-            || fqdn
-                .strip_suffix(self.domain.as_str())
-                .is_some_and(|rest| rest.ends_with('.'));
-        if !in_zone {
-            return Answer {
-                code: ResponseCode::Refused,
-                answers: Vec::new(),
-                with_soa: false,
-            };
+        if !self.in_zone(fqdn) {
+            return Answer::empty(ResponseCode::Refused);
         }
         if fqdn == self.domain {
             let answers = match qtype {
@@ -175,33 +185,98 @@ impl ClusterDns {
                 code: ResponseCode::NoError,
                 with_soa: answers.is_empty(),
                 answers,
+                additionals: Vec::new(),
             };
         }
-        let ips = match dns::parse_fqdn(fqdn, &self.domain) {
-            // The trailing dot makes the name absolute: no search path is applied.
-            Some(_) => self.network.resolve(&format!("{fqdn}."), "default"),
-            None => Vec::new(),
-        };
-        if ips.is_empty() {
+        let Some(records) = self.network.dns_records(fqdn) else {
             return Answer {
-                code: ResponseCode::NXDomain,
-                answers: Vec::new(),
                 with_soa: true,
+                ..Answer::empty(ResponseCode::NXDomain)
             };
+        };
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        for record in records {
+            match record {
+                DnsRecord::Address(ip) => {
+                    if let Some(rdata) = address(ip, qtype) {
+                        answers.push(Record::from_rdata(qname.clone(), TTL, rdata));
+                    }
+                }
+                // A CNAME stands for every type at its name; this server does not chase it
+                // out of the cluster domain (CoreDNS leaves that to the resolver too).
+                DnsRecord::Cname(target) => {
+                    if let Some(target) = absolute(&target) {
+                        answers.push(Record::from_rdata(
+                            qname.clone(),
+                            TTL,
+                            RData::CNAME(CNAME(target)),
+                        ));
+                    }
+                }
+                DnsRecord::Srv {
+                    priority,
+                    weight,
+                    port,
+                    target,
+                } if matches!(qtype, RecordType::SRV | RecordType::ANY) => {
+                    let Some(target_name) = absolute(&target) else {
+                        continue;
+                    };
+                    if self.in_zone(&target) {
+                        let glue = self.network.dns_records(&target).unwrap_or_default();
+                        additionals.extend(glue.into_iter().filter_map(|r| match r {
+                            DnsRecord::Address(ip) => {
+                                address(ip, RecordType::ANY).map(|rdata| {
+                                    Record::from_rdata(target_name.clone(), TTL, rdata)
+                                })
+                            }
+                            _ => None,
+                        }));
+                    }
+                    answers.push(Record::from_rdata(
+                        qname.clone(),
+                        TTL,
+                        RData::SRV(SRV::new(priority, weight, port, target_name)),
+                    ));
+                }
+                DnsRecord::Srv { .. } => {}
+            }
         }
-        let answers: Vec<Record> = ips
-            .into_iter()
-            .filter_map(|ip| match (ip, qtype) {
-                (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Some(RData::A(A(v4))),
-                (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => Some(RData::AAAA(AAAA(v6))),
-                _ => None,
-            })
-            .map(|rdata| Record::from_rdata(qname.clone(), TTL, rdata))
-            .collect();
         Answer {
             code: ResponseCode::NoError,
             with_soa: answers.is_empty(),
             answers,
+            additionals,
+        }
+    }
+
+    /// Whether `fqdn` (lowercase, no trailing dot) is the cluster domain or under it.
+    fn in_zone(&self, fqdn: &str) -> bool {
+        fqdn == self.domain
+            || fqdn
+                .strip_suffix(self.domain.as_str())
+                .is_some_and(|rest| rest.ends_with('.'))
+    }
+}
+
+/// The A or AAAA data of `ip`, if `qtype` asks for it.
+fn address(ip: IpAddr, qtype: RecordType) -> Option<RData> {
+    match (ip, qtype) {
+        (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Some(RData::A(A(v4))),
+        (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => Some(RData::AAAA(AAAA(v6))),
+        _ => None,
+    }
+}
+
+/// `name` (no trailing dot) as an absolute DNS name; a name that is not one (an
+/// ExternalName the API server let through) is logged and left out of the answer.
+fn absolute(name: &str) -> Option<Name> {
+    match Name::from_ascii(format!("{name}.")) {
+        Ok(n) => Some(n),
+        Err(error) => {
+            tracing::warn!(name, %error, "not a DNS name; record not served");
+            None
         }
     }
 }
@@ -216,11 +291,7 @@ impl RequestHandler for ClusterDns {
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let answer = if request.metadata.op_code != OpCode::Query {
-            Answer {
-                code: ResponseCode::NotImp,
-                answers: Vec::new(),
-                with_soa: false,
-            }
+            Answer::empty(ResponseCode::NotImp)
         } else {
             match request.request_info() {
                 Ok(info) => {
@@ -230,11 +301,7 @@ impl RequestHandler for ClusterDns {
                     answer
                 }
                 // Not exactly one question.
-                Err(_) => Answer {
-                    code: ResponseCode::FormErr,
-                    answers: Vec::new(),
-                    with_soa: false,
-                },
+                Err(_) => Answer::empty(ResponseCode::FormErr),
             }
         };
         metadata.response_code = answer.code;
@@ -247,7 +314,7 @@ impl RequestHandler for ClusterDns {
             answer.answers.iter(),
             std::iter::empty(),
             soa,
-            std::iter::empty(),
+            answer.additionals.iter(),
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,

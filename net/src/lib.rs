@@ -52,19 +52,10 @@
 //! # async fn main() -> Result<(), kybernetes_net::Error> {
 //! let network: Arc<dyn Network> = Arc::new(LocalNetwork::default());
 //! network
-//!     .sync_service(ServiceEntry {
-//!         namespace: "shop".into(),
-//!         name: "web".into(),
-//!         cluster_ip: Some("10.96.0.20".parse().unwrap()),
-//!         ports: vec![ServicePort {
-//!             name: "http".into(),
-//!             protocol: "TCP".into(),
-//!             port: 80,
-//!             node_port: None,
-//!             target_port: 8080,
-//!         }],
-//!         endpoints: vec![],
-//!     })
+//!     .sync_service(
+//!         ServiceEntry::new("shop", "web", Some("10.96.0.20".parse().unwrap()))
+//!             .with_ports(vec![ServicePort::tcp("http", 80, 8080)]),
+//!     )
 //!     .await?;
 //! let ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
 //! assert_eq!(network.resolve("web", "shop"), vec![ip]);
@@ -74,8 +65,10 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -88,6 +81,7 @@ mod local;
 mod service_entry;
 mod service_sync;
 
+pub use dns::DnsRecord;
 pub use dns_server::DnsServer;
 #[cfg(target_os = "linux")]
 pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
@@ -172,7 +166,7 @@ pub struct PodNetwork {
 /// One port of a service as the proxy serves it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {
-    /// Port name.
+    /// Port name (DNS SRV records exist for named ports only).
     pub name: String,
     /// Protocol (`TCP`, `UDP`, `SCTP`).
     pub protocol: String,
@@ -180,23 +174,162 @@ pub struct ServicePort {
     pub port: u16,
     /// The NodePort, if any.
     pub node_port: Option<u16>,
-    /// The port on the endpoints.
+    /// The port on an endpoint that lists no ports of its own ([`Endpoint::ports`] empty):
+    /// a numeric `targetPort`, else the service port.
     pub target_port: u16,
 }
 
-/// A service and its ready endpoints, as the proxy and DNS need them.
+impl ServicePort {
+    /// A TCP port `port` served on the endpoints' `target_port`, with no NodePort.
+    pub fn tcp(name: &str, port: u16, target_port: u16) -> Self {
+        ServicePort {
+            name: name.to_string(),
+            protocol: "TCP".into(),
+            port,
+            node_port: None,
+            target_port,
+        }
+    }
+}
+
+/// One ready endpoint of a service.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The endpoint (pod) address.
+    pub ip: IpAddr,
+    /// Its DNS hostname under the service (`web-0` for `web-0.nginx.ns.svc.cluster.local`),
+    /// set when the pod's `subdomain` names the service.
+    pub hostname: Option<String>,
+    /// The node the endpoint runs on (for `externalTrafficPolicy`/`internalTrafficPolicy:
+    /// Local`).
+    pub node_name: Option<String>,
+    /// The endpoint's port for each service port name it serves, as the Endpoints object
+    /// lists them (named target ports resolved per pod). A service port missing here is not
+    /// served by this endpoint, as kube-proxy builds its endpoints per port; an empty map
+    /// means every port, on [`ServicePort::target_port`].
+    pub ports: BTreeMap<String, u16>,
+}
+
+impl Endpoint {
+    /// An endpoint at `ip` serving every service port, with no hostname or node.
+    pub fn new(ip: IpAddr) -> Self {
+        Endpoint {
+            ip,
+            hostname: None,
+            node_name: None,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// The same endpoint with DNS hostname `hostname`.
+    pub fn with_hostname(mut self, hostname: &str) -> Self {
+        self.hostname = Some(hostname.to_string());
+        self
+    }
+
+    /// The same endpoint, running on node `node`.
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node_name = Some(node.to_string());
+        self
+    }
+
+    /// The port this endpoint serves `port` on, or `None` if it does not serve it.
+    pub fn target_port(&self, port: &ServicePort) -> Option<u16> {
+        if self.ports.is_empty() {
+            Some(port.target_port)
+        } else {
+            self.ports.get(&port.name).copied()
+        }
+    }
+}
+
+/// A service and its ready endpoints, as the proxy and DNS need them.
+///
+/// Build one with [`ServiceEntry::new`] (or [`ServiceEntry::external_name`]) and set the
+/// fields that differ from the defaults; new fields get a default there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceEntry {
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// ClusterIP, or `None` for a headless service.
+    /// ClusterIP, or `None` for a headless (or ExternalName) service.
     pub cluster_ip: Option<IpAddr>,
+    /// `spec.externalName` of an `ExternalName` service: DNS answers a CNAME to it, and the
+    /// proxy serves nothing.
+    pub external_name: Option<String>,
     /// Ports.
     pub ports: Vec<ServicePort>,
-    /// Ready endpoint IPs, with the hostname of each endpoint if it has one.
-    pub endpoints: Vec<(IpAddr, Option<String>)>,
+    /// Ready endpoints, each once.
+    pub endpoints: Vec<Endpoint>,
+    /// `sessionAffinity: ClientIP`: how long a client stays on the endpoint it was sent to
+    /// (`sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800 s). `None`: no
+    /// affinity.
+    pub session_affinity: Option<Duration>,
+    /// `externalTrafficPolicy: Local`: NodePort traffic from outside the cluster goes only
+    /// to endpoints on the node it arrived at, and keeps its source address.
+    pub external_traffic_local: bool,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on the
+    /// client's node.
+    pub internal_traffic_local: bool,
+}
+
+impl ServiceEntry {
+    /// A service `namespace/name` with ClusterIP `cluster_ip` (`None`: headless), no ports,
+    /// no endpoints, and upstream's defaults for the rest.
+    ///
+    /// ```
+    /// use kybernetes_net::{Endpoint, ServiceEntry, ServicePort};
+    ///
+    /// let mut web = ServiceEntry::new("shop", "web", Some("10.96.0.20".parse().unwrap()));
+    /// web.ports = vec![ServicePort::tcp("http", 80, 8080)];
+    /// web.endpoints = vec![Endpoint::new("10.244.0.2".parse().unwrap())];
+    /// assert!(!web.internal_traffic_local);
+    /// ```
+    pub fn new(namespace: &str, name: &str, cluster_ip: Option<IpAddr>) -> Self {
+        ServiceEntry {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            cluster_ip,
+            external_name: None,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            session_affinity: None,
+            external_traffic_local: false,
+            internal_traffic_local: false,
+        }
+    }
+
+    /// An `ExternalName` service: DNS answers `<name>.<namespace>.svc.<domain>` with a CNAME
+    /// to `external_name`.
+    pub fn external_name(namespace: &str, name: &str, external_name: &str) -> Self {
+        let mut entry = ServiceEntry::new(namespace, name, None);
+        entry.external_name = Some(external_name.to_string());
+        entry
+    }
+
+    /// The same entry with `ports`.
+    pub fn with_ports(mut self, ports: Vec<ServicePort>) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// The same entry with ready `endpoints`.
+    pub fn with_endpoints(mut self, endpoints: Vec<Endpoint>) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+
+    /// The endpoints serving `port`, each with the port to connect to on it.
+    pub fn endpoints_for<'a>(
+        &'a self,
+        port: &'a ServicePort,
+    ) -> impl Iterator<Item = (&'a Endpoint, u16)> + 'a {
+        self.endpoints
+            .iter()
+            .filter_map(move |e| e.target_port(port).map(|t| (e, t)))
+    }
 }
 
 /// Pod networking, the service proxy table and the DNS catalog.
@@ -219,6 +352,15 @@ pub trait Network: Send + Sync + 'static {
     /// `web.ns.svc.cluster.local`, `pod-0.web.ns.svc.cluster.local`), relative names
     /// searched from `from_namespace` as a pod's resolv.conf would.
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr>;
+    /// Every record cluster DNS serves at the absolute name `fqdn` (lowercase, no trailing
+    /// dot, under the cluster domain), or `None` if the name does not exist (NXDOMAIN). A
+    /// name that exists with nothing of its own (a headless service with no ready endpoint,
+    /// `<ns>.svc.cluster.local`) has `Some(vec![])`. The default serves the addresses
+    /// [`Network::resolve`] gives the name, and nothing else.
+    fn dns_records(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
+        let ips = self.resolve(&format!("{fqdn}."), "default");
+        (!ips.is_empty()).then(|| ips.into_iter().map(DnsRecord::Address).collect())
+    }
     /// Removes everything the network made on the machine; the cluster calls it when it
     /// stops. The default has nothing to remove.
     async fn shutdown(&self) -> Result<()> {

@@ -10,7 +10,9 @@ use kybernetes_core::ClusterConfig;
 use kybernetes_core::ipam::{Cidr, IpAllocator, SubnetAllocator};
 
 use crate::catalog::ServiceCatalog;
-use crate::{Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result, ServiceEntry};
+use crate::{
+    DnsRecord, Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result, ServiceEntry,
+};
 
 /// The largest difference between the pod CIDR's prefix and the node mask size, as upstream's
 /// `cidrset` allows: at most 65,536 node subnets.
@@ -179,24 +181,19 @@ impl LocalNetwork {
     /// missing. A userspace service proxy calls this per connection.
     ///
     /// ```
-    /// use kybernetes_net::{LocalNetwork, Network, ServiceEntry, ServicePort};
+    /// use kybernetes_net::{Endpoint, LocalNetwork, Network, ServiceEntry, ServicePort};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), kybernetes_net::Error> {
     /// let net = LocalNetwork::default();
-    /// net.sync_service(ServiceEntry {
-    ///     namespace: "default".into(),
-    ///     name: "web".into(),
-    ///     cluster_ip: Some("10.96.0.20".parse().unwrap()),
-    ///     ports: vec![ServicePort {
-    ///         name: "http".into(),
-    ///         protocol: "TCP".into(),
-    ///         port: 80,
-    ///         node_port: None,
-    ///         target_port: 8080,
-    ///     }],
-    ///     endpoints: vec![("10.244.0.2".parse().unwrap(), None), ("10.244.1.2".parse().unwrap(), None)],
-    /// })
+    /// net.sync_service(
+    ///     ServiceEntry::new("default", "web", Some("10.96.0.20".parse().unwrap()))
+    ///         .with_ports(vec![ServicePort::tcp("http", 80, 8080)])
+    ///         .with_endpoints(vec![
+    ///             Endpoint::new("10.244.0.2".parse().unwrap()),
+    ///             Endpoint::new("10.244.1.2".parse().unwrap()),
+    ///         ]),
+    /// )
     /// .await?;
     /// let a = net.pick_endpoint("default", "web", 80).unwrap();
     /// let b = net.pick_endpoint("default", "web", 80).unwrap();
@@ -396,5 +393,9 @@ impl Network for LocalNetwork {
 
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr> {
         self.catalog().resolve(name, from_namespace)
+    }
+
+    fn dns_records(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
+        self.catalog().lookup(fqdn)
     }
 }

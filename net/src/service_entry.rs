@@ -3,29 +3,46 @@
 //! The rules follow kube-proxy and CoreDNS:
 //! - only `addresses` are served; `notReadyAddresses` are left out until they become ready;
 //! - `clusterIP: None` makes a service headless (DNS answers with its endpoints);
-//! - a service without a ClusterIP yet, and an `ExternalName` service, has no entry;
-//! - each service port's target port is the Endpoints port of the same name (the endpoints
-//!   controller has resolved named target ports there), else a numeric `targetPort`, else
-//!   the service port.
+//! - an `ExternalName` service gets an entry with its external name and no endpoints (DNS
+//!   answers a CNAME); any other service without a ClusterIP yet has no entry;
+//! - an endpoint serves a service port if its subset lists a port of the same name, on that
+//!   port (the endpoints controller resolved named target ports per pod, and left out pods
+//!   that have no such port); the service's own target port is the numeric `targetPort`,
+//!   else the service port;
+//! - `sessionAffinity: ClientIP` with `timeoutSeconds` (default 10800), and the two traffic
+//!   policies, are carried over.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::{ServiceEntry, ServicePort};
+use crate::{Endpoint, ServiceEntry, ServicePort};
+
+/// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u64 = 10800;
+/// Upstream's largest `timeoutSeconds` (one day).
+const MAX_AFFINITY_TIMEOUT_SECONDS: u64 = 86400;
 
 /// The entry for `service` with `endpoints`, or `None` if the service is not served
-/// (no ClusterIP yet, `ExternalName`, or malformed).
+/// (no ClusterIP yet, an `ExternalName` service without a name, or malformed).
 pub(crate) fn service_entry(
     service: &Service,
     endpoints: Option<&Endpoints>,
 ) -> Option<ServiceEntry> {
-    let namespace = service.metadata.namespace.clone()?;
-    let name = service.metadata.name.clone()?;
+    let namespace = service.metadata.namespace.as_deref()?;
+    let name = service.metadata.name.as_deref()?;
     let spec = service.spec.as_ref()?;
+    let ports = service_ports(service);
     if spec.type_.as_deref() == Some("ExternalName") {
-        return None;
+        let external = spec
+            .external_name
+            .as_deref()
+            .map(|n| n.trim_end_matches('.'))
+            .filter(|n| !n.is_empty())?;
+        return Some(ServiceEntry::external_name(namespace, name, external).with_ports(ports));
     }
     let cluster_ip = match spec.cluster_ip.as_deref() {
         Some("None") => None,
@@ -38,63 +55,81 @@ pub(crate) fn service_entry(
             }
         },
     };
-    let endpoint_ports: Vec<_> = endpoints
-        .and_then(|e| e.subsets.as_ref())
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s.ports.iter().flatten())
-        .collect();
-    let ports = spec
-        .ports
+    let mut entry = ServiceEntry::new(namespace, name, cluster_ip)
+        .with_ports(ports)
+        .with_endpoints(ready_endpoints(endpoints));
+    entry.session_affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        let seconds = spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS);
+        Duration::from_secs(seconds.min(MAX_AFFINITY_TIMEOUT_SECONDS))
+    });
+    entry.external_traffic_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    entry.internal_traffic_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    Some(entry)
+}
+
+/// The service's ports the proxy can serve (numbers that fit a port).
+fn service_ports(service: &Service) -> Vec<ServicePort> {
+    service
+        .spec
         .iter()
-        .flatten()
+        .flat_map(|s| s.ports.iter().flatten())
         .filter_map(|p| {
             let port = u16::try_from(p.port).ok()?;
-            let name = p.name.clone().unwrap_or_default();
-            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-            let from_endpoints = endpoint_ports
-                .iter()
-                .find(|ep| {
-                    ep.name.as_deref().unwrap_or_default() == name
-                        && ep.protocol.as_deref().unwrap_or("TCP") == protocol
-                })
-                .and_then(|ep| u16::try_from(ep.port).ok());
-            let numeric_target = match &p.target_port {
+            let target_port = match &p.target_port {
                 Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
                 _ => None,
             };
             Some(ServicePort {
-                target_port: from_endpoints.or(numeric_target).unwrap_or(port),
-                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
-                name,
-                protocol,
+                name: p.name.clone().unwrap_or_default(),
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                 port,
+                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                target_port: target_port.unwrap_or(port),
             })
         })
-        .collect();
-    Some(ServiceEntry {
-        namespace,
-        name,
-        cluster_ip,
-        ports,
-        endpoints: ready_endpoints(endpoints),
-    })
+        .collect()
 }
 
-/// Every ready address (`subsets[].addresses`), once each, in the order listed.
-fn ready_endpoints(endpoints: Option<&Endpoints>) -> Vec<(IpAddr, Option<String>)> {
-    let mut out: Vec<(IpAddr, Option<String>)> = Vec::new();
-    let addresses = endpoints
+/// Every ready address (`subsets[].addresses`), once each, in the order listed, with the
+/// ports of every subset it is in.
+fn ready_endpoints(endpoints: Option<&Endpoints>) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    let subsets = endpoints
         .and_then(|e| e.subsets.as_ref())
         .into_iter()
-        .flatten()
-        .flat_map(|s| s.addresses.iter().flatten());
-    for a in addresses {
-        let Ok(ip) = a.ip.parse::<IpAddr>() else {
-            continue;
-        };
-        if !out.iter().any(|(seen, _)| *seen == ip) {
-            out.push((ip, a.hostname.clone().filter(|h| !h.is_empty())));
+        .flatten();
+    for subset in subsets {
+        let ports: BTreeMap<String, u16> = subset
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.port).ok()?,
+                ))
+            })
+            .collect();
+        for a in subset.addresses.iter().flatten() {
+            let Ok(ip) = a.ip.parse::<IpAddr>() else {
+                continue;
+            };
+            match out.iter_mut().find(|e| e.ip == ip) {
+                Some(seen) => seen.ports.extend(ports.clone()),
+                None => out.push(Endpoint {
+                    ip,
+                    hostname: a.hostname.clone().filter(|h| !h.is_empty()),
+                    node_name: a.node_name.clone().filter(|n| !n.is_empty()),
+                    ports: ports.clone(),
+                }),
+            }
         }
     }
     out
@@ -104,7 +139,8 @@ fn ready_endpoints(endpoints: Option<&Endpoints>) -> Vec<(IpAddr, Option<String>
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
-        EndpointAddress, EndpointPort, EndpointSubset, ServicePort as K8sPort, ServiceSpec,
+        ClientIPConfig, EndpointAddress, EndpointPort, EndpointSubset, ServicePort as K8sPort,
+        ServiceSpec, SessionAffinityConfig,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -167,10 +203,9 @@ mod tests {
         );
         let entry = service_entry(&service(Some("10.96.0.5"), None), Some(&eps)).unwrap();
         assert_eq!(entry.cluster_ip, Some("10.96.0.5".parse().unwrap()));
-        assert_eq!(
-            entry.endpoints,
-            vec![("10.244.0.2".parse().unwrap(), Some("web-0".into()))]
-        );
+        let mut want = Endpoint::new("10.244.0.2".parse().unwrap()).with_hostname("web-0");
+        want.ports.insert("http".into(), 8080);
+        assert_eq!(entry.endpoints, vec![want]);
     }
 
     #[test]
@@ -178,8 +213,61 @@ mod tests {
         let eps = endpoints(vec![address("10.244.0.2", None)], vec![]);
         let svc = service(Some("10.96.0.5"), Some(IntOrString::String("web".into())));
         let entry = service_entry(&svc, Some(&eps)).unwrap();
-        assert_eq!(entry.ports[0].target_port, 8080);
+        let served: Vec<_> = entry
+            .endpoints_for(&entry.ports[0])
+            .map(|(e, p)| (e.ip, p))
+            .collect();
+        assert_eq!(served, vec![("10.244.0.2".parse().unwrap(), 8080)]);
         assert_eq!(entry.ports[0].node_port, Some(30080));
+    }
+
+    #[test]
+    fn an_endpoint_without_the_named_port_does_not_serve_it() {
+        // The endpoints controller lists a pod lacking the named port under the other
+        // ports only (here: none of the service's), so it serves nothing.
+        let mut eps = endpoints(vec![address("10.244.0.2", None)], vec![]);
+        if let Some(subsets) = eps.subsets.as_mut() {
+            subsets[0].ports = Some(vec![EndpointPort {
+                name: Some("metrics".into()),
+                port: 9100,
+                ..Default::default()
+            }]);
+        }
+        let svc = service(Some("10.96.0.5"), Some(IntOrString::String("web".into())));
+        let entry = service_entry(&svc, Some(&eps)).unwrap();
+        assert_eq!(entry.endpoints.len(), 1, "still a DNS endpoint");
+        assert_eq!(entry.endpoints_for(&entry.ports[0]).count(), 0);
+    }
+
+    #[test]
+    fn external_name_affinity_and_traffic_policies_are_carried_over() {
+        let mut external = service(None, None);
+        if let Some(spec) = external.spec.as_mut() {
+            spec.type_ = Some("ExternalName".into());
+            spec.external_name = Some("db.example.com.".into());
+        }
+        let entry = service_entry(&external, None).unwrap();
+        assert_eq!(entry.external_name.as_deref(), Some("db.example.com"));
+        assert_eq!(entry.cluster_ip, None);
+
+        let mut svc = service(Some("10.96.0.5"), None);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.session_affinity = Some("ClientIP".into());
+            spec.external_traffic_policy = Some("Local".into());
+            spec.internal_traffic_policy = Some("Local".into());
+        }
+        let entry = service_entry(&svc, None).unwrap();
+        assert_eq!(entry.session_affinity, Some(Duration::from_secs(10800)));
+        assert!(entry.external_traffic_local && entry.internal_traffic_local);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.session_affinity_config = Some(SessionAffinityConfig {
+                client_ip: Some(ClientIPConfig {
+                    timeout_seconds: Some(30),
+                }),
+            });
+        }
+        let entry = service_entry(&svc, None).unwrap();
+        assert_eq!(entry.session_affinity, Some(Duration::from_secs(30)));
     }
 
     #[test]
@@ -205,7 +293,7 @@ mod tests {
         if let Some(spec) = external.spec.as_mut() {
             spec.type_ = Some("ExternalName".into());
         }
-        assert!(service_entry(&external, None).is_none());
+        assert!(service_entry(&external, None).is_none(), "no externalName");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
-use kybernetes_net::{DnsServer, LocalNetwork, Network, ServiceEntry, ServicePort};
+use kybernetes_net::{DnsServer, Endpoint, LocalNetwork, Network, ServiceEntry, ServicePort};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -66,38 +66,28 @@ fn a_records(reply: &Message) -> Vec<IpAddr> {
 }
 
 fn port() -> Vec<ServicePort> {
-    vec![ServicePort {
-        name: "http".into(),
-        protocol: "TCP".into(),
-        port: 80,
-        target_port: 8080,
-        node_port: None,
-    }]
+    vec![ServicePort::tcp("http", 80, 8080)]
 }
 
 async fn cluster() -> (Arc<LocalNetwork>, DnsServer) {
     let network = Arc::new(LocalNetwork::default());
     network
-        .sync_service(ServiceEntry {
-            namespace: "shop".into(),
-            name: "web".into(),
-            cluster_ip: Some(ip("10.96.0.20")),
-            ports: port(),
-            endpoints: vec![(ip("10.244.0.5"), None)],
-        })
+        .sync_service(
+            ServiceEntry::new("shop", "web", Some(ip("10.96.0.20")))
+                .with_ports(port())
+                .with_endpoints(vec![Endpoint::new(ip("10.244.0.5"))]),
+        )
         .await
         .expect("sync web");
     network
-        .sync_service(ServiceEntry {
-            namespace: "shop".into(),
-            name: "db".into(),
-            cluster_ip: None,
-            ports: port(),
-            endpoints: vec![
-                (ip("10.244.1.7"), Some("db-0".into())),
-                (ip("10.244.2.8"), Some("db-1".into())),
-            ],
-        })
+        .sync_service(
+            ServiceEntry::new("shop", "db", None)
+                .with_ports(port())
+                .with_endpoints(vec![
+                    Endpoint::new(ip("10.244.1.7")).with_hostname("db-0"),
+                    Endpoint::new(ip("10.244.2.8")).with_hostname("db-1"),
+                ]),
+        )
         .await
         .expect("sync db");
     let dns = DnsServer::bind(
@@ -192,13 +182,11 @@ async fn catalog_updates_show_in_the_next_answer() {
     assert_eq!(a_records(&ask(addr, name, RecordType::A).await).len(), 2);
 
     network
-        .sync_service(ServiceEntry {
-            namespace: "shop".into(),
-            name: "db".into(),
-            cluster_ip: None,
-            ports: port(),
-            endpoints: vec![(ip("10.244.2.8"), Some("db-1".into()))],
-        })
+        .sync_service(
+            ServiceEntry::new("shop", "db", None)
+                .with_ports(port())
+                .with_endpoints(vec![Endpoint::new(ip("10.244.2.8")).with_hostname("db-1")]),
+        )
         .await
         .expect("resync db");
     assert_eq!(
@@ -236,5 +224,162 @@ async fn tcp_queries_are_answered_on_the_same_port() {
     .expect("reply in time");
     assert_eq!(reply.metadata.id, 7);
     assert_eq!(a_records(&reply), [ip("10.96.0.20")]);
+    dns.shutdown().await;
+}
+
+fn srv_records(reply: &Message) -> Vec<(u16, String)> {
+    let mut srvs: Vec<(u16, String)> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some((srv.port, srv.target.to_ascii())),
+            _ => None,
+        })
+        .collect();
+    srvs.sort();
+    srvs
+}
+
+fn additional_a_records(reply: &Message) -> Vec<(String, IpAddr)> {
+    let mut glue: Vec<(String, IpAddr)> = reply
+        .additionals
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some((r.name.to_ascii(), IpAddr::V4(a.0))),
+            _ => None,
+        })
+        .collect();
+    glue.sort();
+    glue
+}
+
+#[tokio::test]
+async fn external_name_services_answer_a_cname_for_every_type() {
+    let (network, dns) = cluster().await;
+    network
+        .sync_service(ServiceEntry::external_name(
+            "shop",
+            "search",
+            "search.example.com",
+        ))
+        .await
+        .expect("sync search");
+    let addr = dns.local_addr();
+    for qtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
+        let reply = ask(addr, "search.shop.svc.cluster.local.", qtype).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{qtype}"
+        );
+        let cnames: Vec<String> = reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::CNAME(c) => Some(c.0.to_ascii()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cnames, ["search.example.com."], "{qtype}: {reply:?}");
+    }
+    dns.shutdown().await;
+}
+
+#[tokio::test]
+async fn named_ports_get_srv_records_with_their_targets_addresses() {
+    let (_network, dns) = cluster().await;
+    let addr = dns.local_addr();
+    // A ClusterIP service: one record, the service name on the service port.
+    let reply = ask(
+        addr,
+        "_http._tcp.web.shop.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        srv_records(&reply),
+        [(80, "web.shop.svc.cluster.local.".to_string())]
+    );
+    assert_eq!(
+        additional_a_records(&reply),
+        [("web.shop.svc.cluster.local.".to_string(), ip("10.96.0.20"))]
+    );
+    // A headless service: one per ready endpoint, by hostname, on the endpoint's port.
+    let reply = ask(
+        addr,
+        "_HTTP._tcp.db.shop.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .await;
+    assert_eq!(
+        srv_records(&reply),
+        [
+            (8080, "db-0.db.shop.svc.cluster.local.".to_string()),
+            (8080, "db-1.db.shop.svc.cluster.local.".to_string()),
+        ]
+    );
+    assert_eq!(
+        additional_a_records(&reply),
+        [
+            (
+                "db-0.db.shop.svc.cluster.local.".to_string(),
+                ip("10.244.1.7")
+            ),
+            (
+                "db-1.db.shop.svc.cluster.local.".to_string(),
+                ip("10.244.2.8")
+            ),
+        ]
+    );
+    // No such port, or the wrong protocol: NXDOMAIN.
+    for missing in [
+        "_grpc._tcp.web.shop.svc.cluster.local.",
+        "_http._udp.web.shop.svc.cluster.local.",
+    ] {
+        let reply = ask(addr, missing, RecordType::SRV).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{missing}"
+        );
+    }
+    dns.shutdown().await;
+}
+
+#[tokio::test]
+async fn names_between_the_domain_and_the_records_and_empty_headless_services_are_nodata() {
+    let (network, dns) = cluster().await;
+    network
+        .sync_service(ServiceEntry::new("shop", "empty", None).with_ports(port()))
+        .await
+        .expect("sync empty");
+    let addr = dns.local_addr();
+    for (name, qtype) in [
+        ("svc.cluster.local.", RecordType::A),
+        ("pod.cluster.local.", RecordType::A),
+        ("shop.svc.cluster.local.", RecordType::A),
+        ("_tcp.web.shop.svc.cluster.local.", RecordType::SRV),
+        ("empty.shop.svc.cluster.local.", RecordType::A),
+        ("_http._tcp.empty.shop.svc.cluster.local.", RecordType::SRV),
+    ] {
+        let reply = ask(addr, name, qtype).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(reply.answers.is_empty(), "{name}: {reply:?}");
+        assert!(
+            matches!(
+                reply.authorities.first().map(|r| &r.data),
+                Some(RData::SOA(_))
+            ),
+            "{name}: {reply:?}"
+        );
+    }
+    // A namespace with no services does not exist.
+    let reply = ask(addr, "nothing.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     dns.shutdown().await;
 }

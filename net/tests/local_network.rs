@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use kybernetes_core::ClusterConfig;
 use kybernetes_core::ipam::Cidr;
-use kybernetes_net::{Error, LocalNetwork, Network, PodNetworkRequest, ServiceEntry, ServicePort};
+use kybernetes_net::{
+    Endpoint, Error, LocalNetwork, Network, PodNetworkRequest, ServiceEntry, ServicePort,
+};
 
 fn pod(uid: &str) -> PodNetworkRequest {
     PodNetworkRequest {
@@ -37,16 +39,17 @@ fn service(
     cluster_ip: Option<&str>,
     endpoints: &[(&str, Option<&str>)],
 ) -> ServiceEntry {
-    ServiceEntry {
-        namespace: ns.into(),
-        name: name.into(),
-        cluster_ip: cluster_ip.map(ip),
-        ports: http_port(),
-        endpoints: endpoints
-            .iter()
-            .map(|(a, h)| (ip(a), h.map(String::from)))
-            .collect(),
-    }
+    ServiceEntry::new(ns, name, cluster_ip.map(ip))
+        .with_ports(http_port())
+        .with_endpoints(
+            endpoints
+                .iter()
+                .map(|(a, h)| Endpoint {
+                    hostname: h.map(String::from),
+                    ..Endpoint::new(ip(a))
+                })
+                .collect(),
+        )
 }
 
 #[tokio::test]

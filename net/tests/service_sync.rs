@@ -126,7 +126,12 @@ async fn dns_follows_services_and_endpoint_readiness() -> anyhow::Result<()> {
         "not-ready addresses are not served"
     );
     let entry = net.service("default", "db").expect("db is synced");
-    assert_eq!(entry.ports[0].target_port, 8080);
+    // The named port's number comes from the Endpoints, per endpoint.
+    let served: Vec<u16> = entry
+        .endpoints_for(&entry.ports[0])
+        .map(|(_, port)| port)
+        .collect();
+    assert_eq!(served, [8080, 8080]);
 
     // db-1 fails its readiness probe: it moves to notReadyAddresses and leaves DNS.
     let mut current = eps.get("db").await?;

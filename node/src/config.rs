@@ -92,6 +92,16 @@ pub struct NodeAgentConfig {
     /// How often the files of `configMap`, `secret`, `downwardAPI` and `projected` volumes are
     /// refreshed from the API (upstream's `syncFrequency`: 1 minute).
     pub volume_resync_interval: Duration,
+    /// The cluster DNS servers pods with `dnsPolicy: ClusterFirst` resolve through (upstream
+    /// `clusterDNS`). Empty: such pods fall back to `Default`, with a `MissingClusterDNS`
+    /// warning, as upstream's kubelet does. The `kybernetes` facade's `Cluster`
+    /// sets the tenth address of the service CIDR, as kubeadm and k3s do.
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster's DNS domain (upstream `clusterDomain`: `cluster.local`).
+    pub cluster_domain: String,
+    /// The resolver file `dnsPolicy: Default` pods inherit (upstream `resolvConf`:
+    /// `/etc/resolv.conf`). `None`: no nameservers (upstream's empty `--resolv-conf`).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 impl NodeAgentConfig {
@@ -111,6 +121,9 @@ impl NodeAgentConfig {
             clock: Clock::new(),
             root_dir: None,
             volume_resync_interval: Duration::from_secs(60),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
         }
     }
 
@@ -153,6 +166,24 @@ impl NodeAgentConfig {
     /// Sets the capacity.
     pub fn capacity(mut self, capacity: NodeCapacity) -> Self {
         self.capacity = capacity;
+        self
+    }
+
+    /// Sets the cluster DNS servers (see [`cluster_dns`](Self::cluster_dns)).
+    pub fn cluster_dns(mut self, servers: Vec<std::net::IpAddr>) -> Self {
+        self.cluster_dns = servers;
+        self
+    }
+
+    /// Sets the cluster DNS domain.
+    pub fn cluster_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cluster_domain = domain.into();
+        self
+    }
+
+    /// Sets the resolver file `dnsPolicy: Default` pods inherit (`None`: none).
+    pub fn resolv_conf(mut self, path: Option<PathBuf>) -> Self {
+        self.resolv_conf = path;
         self
     }
 }

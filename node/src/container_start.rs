@@ -107,7 +107,10 @@ impl PodWorker {
                 return Err((Waiting::new("CreateContainerConfigError", e.0), retry));
             }
         };
-        let mounts = match self.container_mounts(spec) {
+        let mounts = match self.container_mounts(spec).and_then(|mut m| {
+            m.extend(self.etc_hosts_mount(&m, &sandbox)?);
+            Ok(m)
+        }) {
             Ok(m) => m,
             Err(message) => {
                 ctx.recorder.pod(

@@ -39,6 +39,7 @@ mod events;
 mod expansion;
 mod lease;
 mod node_status;
+mod pod_dns;
 mod pod_status;
 mod pod_worker;
 mod pod_workers;

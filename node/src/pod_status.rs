@@ -64,6 +64,15 @@ fn terminated_code(state: &Option<ApiState>) -> Option<i32> {
         .map(|t| t.exit_code)
 }
 
+/// Whether a container that exited with `exit_code` is started again under `policy`.
+fn restarts_after(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
 /// Counts for `getPhase`.
 #[derive(Default)]
 struct Tally {
@@ -199,7 +208,12 @@ impl PodWorker {
                 ready = is_init && *exit_code == 0;
             }
         }
-        if let Some(w) = waiting_reason {
+        // What the last sync failed at shows only on a container that starts again, as
+        // upstream's `ShouldContainerBeRestarted` decides: one that will not (a StartError
+        // under `restartPolicy: Never`) stays terminated.
+        let restarts = terminated_code(&state)
+            .is_none_or(|code| restarts_after(restart_policy(&self.pod), code));
+        if let Some(w) = waiting_reason.filter(|_| restarts) {
             if let Some(t) = state.as_ref().filter(|s| s.terminated.is_some()) {
                 last_state = t.clone();
             }

@@ -173,7 +173,12 @@ impl PodWorker {
             .collect()
     }
 
-    fn sandbox_config(&self, attempt: u32, net: &kybernetes_net::PodNetwork) -> PodSandboxConfig {
+    fn sandbox_config(
+        &self,
+        attempt: u32,
+        net: &kybernetes_net::PodNetwork,
+        new: bool,
+    ) -> PodSandboxConfig {
         let meta = &self.pod.metadata;
         let name = meta.name.clone().unwrap_or_default();
         let namespace = meta.namespace.clone().unwrap_or_default();
@@ -202,6 +207,7 @@ impl PodWorker {
             labels: sandbox_labels,
             annotations: meta.annotations.clone().unwrap_or_default(),
             port_mappings: self.port_mappings(),
+            dns_config: Some(self.sandbox_dns(new)),
         }
     }
 
@@ -248,7 +254,7 @@ impl PodWorker {
             .max_by_key(|s| (s.metadata.attempt, s.created_at))
         {
             debug!(sandbox = %ready.id, "adopting running sandbox");
-            let config = self.sandbox_config(ready.metadata.attempt, &net);
+            let config = self.sandbox_config(ready.metadata.attempt, &net, false);
             self.sandbox = Some(Sandbox {
                 id: ready.id.clone(),
                 ip: net.ip,
@@ -261,7 +267,7 @@ impl PodWorker {
             .map(|s| s.metadata.attempt + 1)
             .max()
             .unwrap_or(0);
-        let config = self.sandbox_config(attempt, &net);
+        let config = self.sandbox_config(attempt, &net, true);
         match ctx.runtime.run_pod_sandbox(&config).await {
             Ok(id) => {
                 self.sandbox = Some(Sandbox {

@@ -1,6 +1,10 @@
 //! The node-agent behaviour suite, run on every runtime: restart policies, back-off, probes,
-//! graceful termination, env and logs. Each test body is generic over a [`Backend`]; the
-//! macro at the end runs it on the fake (`fake::…`) and on real processes (`process::…`).
+//! graceful termination, env, volumes, logs and bad input (an absent image, a missing
+//! command, a missing ConfigMap or hostPath). Each test body is generic over a [`Backend`];
+//! the macros at the end run it on the fake (`fake::…`), on real processes (`process::…`)
+//! and, with the `containerd` feature, on a real containerd (`containerd::…`). The tests
+//! about images and mounted files need an [`Isolated`] runtime, which the process
+//! runtime's host mode is not.
 //!
 //! Real processes cannot run under tokio's paused clock, so the whole suite uses the real
 //! clock with short back-off and probe periods, and waits for positive signals with generous
@@ -10,15 +14,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::backend::{Act, Backend, free_port};
+use common::backend::{Act, Backend, Isolated, MISSING_COMMAND, exec_output, free_port};
 use common::*;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::DeleteParams;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kybernetes_node::{BackoffConfig, ContainerLogRequest, container_logs};
-use kybernetes_runtime::{ExecRequest, labels};
+use kybernetes_runtime::{ContainerFilter, PodSandboxFilter, labels};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 /// Short back-off, so restarts happen within a test's patience.
 fn quick_backoff() -> BackoffConfig {
@@ -31,7 +35,10 @@ fn quick_backoff() -> BackoffConfig {
 
 async fn started<B: Backend>() -> Harness {
     let mut h = B::harness().await;
-    let config = h.config("node-1").backoff(quick_backoff());
+    let config = h
+        .config("node-1")
+        .backoff(quick_backoff())
+        .volume_resync_interval(Duration::from_secs(1));
     h.start_agent(config);
     h
 }
@@ -262,64 +269,302 @@ async fn graceful_deletion_sends_term_and_kills_what_ignores_it_at_the_end_of_th
     assert!(left.is_empty(), "containers removed: {left:?}");
 }
 
-async fn env_values_and_pod_fields_reach_the_container<B: Backend>() {
+async fn env_values_config_maps_secrets_and_pod_fields_reach_the_container<B: Backend>() {
     let h = started::<B>().await;
+    config_map(&h, "settings", &[("mode", "fast"), ("level", "3")]).await;
+    secret(&h, "creds", &[("password", "s3cret")]).await;
     let mut app = B::container(&h, "app", Act::Forever);
+    app["envFrom"] = json!([{ "configMapRef": { "name": "settings" }, "prefix": "CFG_" }]);
     app["env"] = json!([
         { "name": "GREETING", "value": "hello" },
         { "name": "MESSAGE", "value": "$(GREETING) world" },
-        { "name": "MY_POD", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }
+        { "name": "MY_POD", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+        { "name": "MODE", "valueFrom": { "configMapKeyRef": { "name": "settings", "key": "mode" } } },
+        { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } }
     ]);
     h.create_pod(pod_with("envy", vec![app])).await;
-    let p = h.wait_pod("envy", 30, is_ready("True")).await;
+    let p = h.wait_pod("envy", 60, is_ready("True")).await;
     let id = runtime_id(&p, "app");
-    for (var, want) in [("MESSAGE", "hello world"), ("MY_POD", "envy")] {
-        let request = ExecRequest {
-            cmd: vec!["printenv".into(), var.into()],
-            stdout: true,
-            ..Default::default()
-        };
-        let mut session = h.runtime.exec(&id, request).await.expect("exec");
-        let mut out = String::new();
-        session
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_string(&mut out)
-            .await
-            .expect("read");
-        assert_eq!(out.trim_end(), want, "{var}");
-        assert_eq!(session.exit.await.expect("exit code"), 0);
+    // `env`, not `printenv`: Debian's busybox has no printenv applet.
+    let (out, code) = exec_output(h.runtime.as_ref(), &id, &["env"]).await;
+    assert_eq!(code, 0, "{out}");
+    let env: std::collections::HashMap<&str, &str> =
+        out.lines().filter_map(|l| l.split_once('=')).collect();
+    for (var, want) in [
+        ("MESSAGE", "hello world"),
+        ("MY_POD", "envy"),
+        ("MODE", "fast"),
+        ("PASSWORD", "s3cret"),
+        ("CFG_level", "3"),
+    ] {
+        assert_eq!(env.get(var).copied(), Some(want), "{var} in {out}");
     }
 }
 
-/// Runs each generic test body on every runtime, as `fake::NAME` and `process::NAME`.
-macro_rules! on_every_runtime {
-    ($($name:ident),* $(,)?) => {
-        mod fake {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name::<super::common::backend::Fake>().await
-                }
-            )*
+/// The runtime's containers and sandboxes of pod `uid`.
+async fn left_of(h: &Harness, uid: &str) -> (usize, usize) {
+    let containers = h
+        .runtime
+        .list_containers(&ContainerFilter::default().label(labels::POD_UID, uid))
+        .await
+        .expect("list containers");
+    let sandboxes = h
+        .runtime
+        .list_pod_sandboxes(&PodSandboxFilter::default().label(labels::POD_UID, uid))
+        .await
+        .expect("list sandboxes");
+    (containers.len(), sandboxes.len())
+}
+
+async fn an_absent_image_is_err_image_pull_then_image_pull_back_off_and_leaves_nothing<
+    B: Isolated,
+>() {
+    let h = started::<B>().await;
+    let mut app = B::container(&h, "app", Act::Forever);
+    let image = B::missing_image(&h);
+    app["image"] = json!(image);
+    let created = h.create_pod(pod_with("badimage", vec![app])).await;
+    let uid = created.metadata.uid.clone().expect("uid");
+    h.wait_pod("badimage", 60, |p: Option<&Pod>| {
+        p.is_some_and(|p| waiting_reason(p, "app").as_deref() == Some("ErrImagePull"))
+    })
+    .await;
+    let p = h
+        .wait_pod("badimage", 60, |p: Option<&Pod>| {
+            p.is_some_and(|p| waiting_reason(p, "app").as_deref() == Some("ImagePullBackOff"))
+        })
+        .await;
+    assert_eq!(phase(&p), "Pending");
+    let failed = h.wait_event("badimage", "Failed", 10).await;
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(image),
+        "{failed:?}"
+    );
+    h.wait_event("badimage", "BackOff", 30).await;
+    assert_eq!(
+        left_of(&h, &uid).await.0,
+        0,
+        "no container without its image"
+    );
+    assert!(
+        h.runtime
+            .image_status(image)
+            .await
+            .expect("image status")
+            .is_none()
+    );
+
+    h.pods()
+        .delete("badimage", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_pod_gone("badimage", 60).await;
+    assert_eq!(left_of(&h, &uid).await, (0, 0), "nothing left behind");
+}
+
+async fn a_command_that_is_not_found_ends_the_container_with_start_error<B: Backend>() {
+    let h = started::<B>().await;
+    let app = B::container(&h, "app", Act::CommandNotFound);
+    let mut pod = pod_with("nocmd", vec![app]);
+    pod["spec"]["restartPolicy"] = json!("Never");
+    h.create_pod(pod).await;
+    let p = h.wait_pod("nocmd", 60, is_phase("Failed")).await;
+    let t = container_status(&p, "app")
+        .and_then(|c| c.state.as_ref()?.terminated.clone())
+        .unwrap_or_else(|| panic!("terminated: {:#?}", p.status));
+    assert_eq!(
+        (t.exit_code, t.reason.as_deref()),
+        (128, Some("StartError"))
+    );
+    let message = t.message.unwrap_or_default();
+    assert!(message.contains(MISSING_COMMAND), "{message}");
+    let failed = h.wait_event("nocmd", "Failed", 10).await;
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(MISSING_COMMAND),
+        "{failed:?}"
+    );
+}
+
+async fn failed_mount_message(h: &Harness, pod: &str) -> String {
+    h.wait_event(pod, "FailedMount", 30)
+        .await
+        .message
+        .unwrap_or_default()
+}
+
+async fn wait_container_creating(h: &Harness, pod: &str) -> Pod {
+    let p = h
+        .wait_pod(pod, 30, |p: Option<&Pod>| {
+            p.is_some_and(|p| waiting_reason(p, "app").as_deref() == Some("ContainerCreating"))
+        })
+        .await;
+    assert_eq!(phase(&p), "Pending");
+    p
+}
+
+async fn a_missing_config_map_volume_holds_the_pod_in_container_creating_until_it_exists<
+    B: Isolated,
+>() {
+    let h = started::<B>().await;
+    let mut app = B::container(&h, "app", Act::Forever);
+    app["volumeMounts"] = json!([{ "name": "config", "mountPath": "/etc/config" }]);
+    let mut pod = pod_with("needs-cm", vec![app]);
+    pod["spec"]["volumes"] = json!([{ "name": "config", "configMap": { "name": "later" } }]);
+    let created = h.create_pod(pod).await;
+    let uid = created.metadata.uid.clone().expect("uid");
+    assert_eq!(
+        failed_mount_message(&h, "needs-cm").await,
+        "MountVolume.SetUp failed for volume \"config\" : configmap \"later\" not found"
+    );
+    wait_container_creating(&h, "needs-cm").await;
+    assert_eq!(left_of(&h, &uid).await, (0, 0), "no sandbox before volumes");
+
+    config_map(&h, "later", &[("k", "v")]).await;
+    let p = h.wait_pod("needs-cm", 120, is_ready("True")).await;
+    let id = runtime_id(&p, "app");
+    assert_eq!(
+        B::read_file(&h, &id, "/etc/config/k").await.as_deref(),
+        Some("v")
+    );
+}
+
+async fn a_host_path_directory_that_does_not_exist_fails_the_mount_until_it_does<B: Backend>() {
+    let h = started::<B>().await;
+    let host = tempfile::tempdir().expect("tempdir");
+    let missing = host.path().join("missing");
+    let mut app = B::container(&h, "app", Act::Forever);
+    app["volumeMounts"] = json!([{ "name": "data", "mountPath": "/data" }]);
+    let mut pod = pod_with("hp-bad", vec![app]);
+    pod["spec"]["volumes"] =
+        json!([{ "name": "data", "hostPath": { "path": missing, "type": "Directory" } }]);
+    let created = h.create_pod(pod).await;
+    let uid = created.metadata.uid.clone().expect("uid");
+    assert_eq!(
+        failed_mount_message(&h, "hp-bad").await,
+        format!(
+            "MountVolume.SetUp failed for volume \"data\" : hostPath type check failed: {} is not a directory",
+            missing.display()
+        )
+    );
+    wait_container_creating(&h, "hp-bad").await;
+    assert_eq!(left_of(&h, &uid).await, (0, 0), "no sandbox before volumes");
+    std::fs::create_dir(&missing).expect("mkdir");
+    h.wait_pod("hp-bad", 120, is_ready("True")).await;
+}
+
+async fn config_map_and_secret_volumes_show_their_files_and_follow_updates<B: Isolated>() {
+    let h = started::<B>().await;
+    config_map(&h, "settings", &[("greeting", "hello")]).await;
+    secret(&h, "creds", &[("password", "s3cret")]).await;
+    let mut app = B::container(&h, "app", Act::Forever);
+    app["volumeMounts"] = json!([
+        { "name": "config", "mountPath": "/etc/config" },
+        { "name": "creds", "mountPath": "/etc/creds", "readOnly": true }
+    ]);
+    let mut pod = pod_with("vols", vec![app]);
+    pod["spec"]["volumes"] = json!([
+        { "name": "config", "configMap": { "name": "settings" } },
+        { "name": "creds", "secret": { "secretName": "creds" } }
+    ]);
+    h.create_pod(pod).await;
+    let p = h.wait_pod("vols", 60, is_ready("True")).await;
+    let id = runtime_id(&p, "app");
+    assert_eq!(
+        B::read_file(&h, &id, "/etc/config/greeting")
+            .await
+            .as_deref(),
+        Some("hello")
+    );
+    assert_eq!(
+        B::read_file(&h, &id, "/etc/creds/password")
+            .await
+            .as_deref(),
+        Some("s3cret")
+    );
+
+    let patch = json!({ "data": { "greeting": "hi" } });
+    Api::<ConfigMap>::namespaced(h.client.clone(), "default")
+        .patch("settings", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("update configmap");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = B::read_file(&h, &id, "/etc/config/greeting").await;
+        if now.as_deref() == Some("hi") {
+            break;
         }
-        mod process {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name::<super::common::backend::Processes>().await
-                }
-            )*
-        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mounted file still reads {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the generic test bodies `$name` on backend `$backend`, each as a test of that name.
+macro_rules! tests_on {
+    ($backend:ty, #[$test:meta], $($name:ident),* $(,)?) => {
+        $(
+            #[$test]
+            async fn $name() {
+                super::$name::<$backend>().await
+            }
+        )*
     };
 }
 
-on_every_runtime!(
-    restart_policy_never_ends_failed_and_on_failure_ends_succeeded,
-    a_crashing_container_restarts_with_back_off_and_keeps_its_previous_log,
-    a_failing_exec_liveness_probe_restarts_the_container,
-    an_http_readiness_probe_gates_ready_after_a_tcp_startup_probe,
-    graceful_deletion_sends_term_and_kills_what_ignores_it_at_the_end_of_the_grace_period,
-    env_values_and_pod_fields_reach_the_container,
-);
+/// The tests every runtime runs, then those of `$more`.
+macro_rules! every_runtime {
+    ($backend:ty, #[$test:meta] $(, $more:ident)*) => {
+        tests_on!(
+            $backend,
+            #[$test],
+            restart_policy_never_ends_failed_and_on_failure_ends_succeeded,
+            a_crashing_container_restarts_with_back_off_and_keeps_its_previous_log,
+            a_failing_exec_liveness_probe_restarts_the_container,
+            an_http_readiness_probe_gates_ready_after_a_tcp_startup_probe,
+            graceful_deletion_sends_term_and_kills_what_ignores_it_at_the_end_of_the_grace_period,
+            env_values_config_maps_secrets_and_pod_fields_reach_the_container,
+            a_command_that_is_not_found_ends_the_container_with_start_error,
+            a_host_path_directory_that_does_not_exist_fails_the_mount_until_it_does,
+            $($more,)*
+        );
+    };
+}
+
+/// The tests of [`Isolated`] runtimes, beside every runtime's.
+macro_rules! every_isolated_runtime {
+    ($backend:ty, #[$test:meta]) => {
+        every_runtime!(
+            $backend,
+            #[$test],
+            an_absent_image_is_err_image_pull_then_image_pull_back_off_and_leaves_nothing,
+            a_missing_config_map_volume_holds_the_pod_in_container_creating_until_it_exists,
+            config_map_and_secret_volumes_show_their_files_and_follow_updates
+        );
+    };
+}
+
+mod fake {
+    every_isolated_runtime!(super::common::backend::Fake, #[tokio::test]);
+}
+
+mod process {
+    every_runtime!(super::common::backend::Processes, #[tokio::test]);
+}
+
+#[cfg(feature = "containerd")]
+mod containerd {
+    every_isolated_runtime!(
+        super::common::backend::Containerd,
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    );
+}

@@ -3,52 +3,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::Api;
 use serde_json::json;
-
-async fn config_map(h: &Harness, name: &str, data: &[(&str, &str)]) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(h.client.clone(), "default")
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
-}
 
 #[tokio::test(start_paused = true)]
 async fn env_from_config_maps_secrets_and_pod_fields_reaches_the_runtime() {
     let mut h = harness().await;
     config_map(&h, "settings", &[("mode", "fast"), ("level", "3")]).await;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("creds".into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "password".to_string(),
-            ByteString(b"s3cret".to_vec()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(h.client.clone(), "default")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    secret(&h, "creds", &[("password", "s3cret")]).await;
     h.start_agent(h.config("node-1"));
     let mut p = pod("envy", "node-1", &[("app", "busybox:1.36")]);
     p["spec"]["serviceAccountName"] = json!("robot");
@@ -157,4 +121,62 @@ async fn missing_config_map_key_is_a_create_container_config_error_until_it_appe
         h.fake.created_containers()[0].env_value("MODE"),
         Some("slow")
     );
+}
+
+/// The pod's resolver configuration reaches the runtime: ClusterFirst searches the pod's
+/// namespace with the cluster DNS servers; without cluster DNS the pod falls back to the node's
+/// file and gets upstream's `MissingClusterDNS` warning.
+#[tokio::test(start_paused = true)]
+async fn the_pods_dns_config_follows_its_dns_policy() {
+    let mut h = harness().await;
+    let resolv = tempfile::NamedTempFile::new().expect("resolv.conf");
+    std::fs::write(resolv.path(), "nameserver 192.168.1.1\nsearch lan\n").expect("write");
+    let config = h
+        .config("node-1")
+        .cluster_dns(vec!["10.96.0.10".parse().expect("ip")])
+        .resolv_conf(Some(resolv.path().to_path_buf()));
+    h.start_agent(config);
+    h.create_pod(pod("resolver", "node-1", &[("app", "busybox:1.36")]))
+        .await;
+    h.wait_pod("resolver", 30, is_phase("Running")).await;
+    let sandboxes = h.fake.sandbox_configs();
+    let dns = sandboxes
+        .iter()
+        .find(|(_, c)| c.metadata.name == "resolver")
+        .and_then(|(_, c)| c.dns_config.clone())
+        .expect("a DNS config");
+    assert_eq!(dns.servers, ["10.96.0.10"]);
+    assert_eq!(
+        dns.searches,
+        [
+            "default.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+            "lan"
+        ]
+    );
+    assert_eq!(dns.options, ["ndots:5"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_cluster_dns_a_cluster_first_pod_falls_back_with_a_warning() {
+    let mut h = harness().await;
+    let resolv = tempfile::NamedTempFile::new().expect("resolv.conf");
+    std::fs::write(resolv.path(), "nameserver 192.168.1.1\n").expect("write");
+    let config = h
+        .config("node-1")
+        .resolv_conf(Some(resolv.path().to_path_buf()));
+    h.start_agent(config);
+    h.create_pod(pod("fallback", "node-1", &[("app", "busybox:1.36")]))
+        .await;
+    h.wait_pod("fallback", 30, is_phase("Running")).await;
+    let dns = h
+        .fake
+        .sandbox_configs()
+        .into_iter()
+        .find_map(|(_, c)| c.dns_config)
+        .expect("a DNS config");
+    assert_eq!(dns.servers, ["192.168.1.1"]);
+    let event = h.wait_event("fallback", "MissingClusterDNS", 30).await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
 }

@@ -3,55 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kybernetes_runtime::Mount;
 use serde_json::json;
-
-async fn config_map(h: &Harness, name: &str, data: &[(&str, &str)]) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(h.client.clone(), "default")
-        .create(&PostParams::default(), &cm)
-        .await
-        .expect("create configmap");
-}
-
-async fn secret(h: &Harness, name: &str, data: &[(&str, &str)]) {
-    let s = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(h.client.clone(), "default")
-        .create(&PostParams::default(), &s)
-        .await
-        .expect("create secret");
-}
 
 fn mount<'a>(mounts: &'a [Mount], container_path: &str) -> &'a Mount {
     mounts

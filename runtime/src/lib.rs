@@ -125,8 +125,8 @@ pub use process::ProcessRuntime;
 pub use pull_auth::{PullAuth, RegistryCredential};
 pub use runtime::{Runtime, RuntimeVersion};
 pub use sandbox::{
-    PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,
-    PortMapping,
+    DnsConfig, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
+    PodSandboxStatus, PortMapping,
 };
 pub use stream::{
     AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions,

@@ -41,6 +41,52 @@ pub struct PodSandboxConfig {
     /// The ports the pod's containers declare (CRI `port_mappings`). A runtime that shares
     /// the host network treats each as a host port and refuses a second pod claiming it.
     pub port_mappings: Vec<PortMapping>,
+    /// The resolver configuration the node agent worked out from `dnsPolicy` and `dnsConfig`
+    /// (CRI `dns_config`): a runtime that gives containers their own filesystem writes it as
+    /// their `/etc/resolv.conf`. `None` leaves the image's file (hostNetwork pods and runtimes
+    /// that share the host's filesystem).
+    pub dns_config: Option<DnsConfig>,
+}
+
+/// A pod's resolver configuration (CRI `DNSConfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `nameserver` lines, in order.
+    pub servers: Vec<String>,
+    /// The `search` domains, in order.
+    pub searches: Vec<String>,
+    /// `options` (`ndots:5`, `edns0`).
+    pub options: Vec<String>,
+}
+
+impl DnsConfig {
+    /// The file's text, as the kubelet and containerd's CRI write it.
+    ///
+    /// ```
+    /// use kybernetes_runtime::DnsConfig;
+    /// let c = DnsConfig {
+    ///     servers: vec!["10.96.0.10".into()],
+    ///     searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+    ///     options: vec!["ndots:5".into()],
+    /// };
+    /// assert_eq!(
+    ///     c.resolv_conf(),
+    ///     "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    /// );
+    /// ```
+    pub fn resolv_conf(&self) -> String {
+        let mut out = String::new();
+        if !self.searches.is_empty() {
+            out.push_str(&format!("search {}\n", self.searches.join(" ")));
+        }
+        for server in &self.servers {
+            out.push_str(&format!("nameserver {server}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
 }
 
 /// A port a pod's container declares (`ports[]` of the pod spec; CRI `PortMapping`).

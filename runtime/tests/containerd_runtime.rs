@@ -476,3 +476,135 @@ async fn exec_runs_in_the_container_with_its_mounts_and_streams() {
         .await
         .expect("remove sandbox");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_probes_at_the_pod_ip_reach_a_server_in_the_pods_own_namespace() {
+    use kybernetes_runtime::{HttpScheme, ProbeAction, ProbeKind, ProbeRequest};
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    // The address a Network assigned without preparing a namespace: nothing routes to it.
+    let mut sandbox = pod("served");
+    sandbox.pod_ip = Some("10.244.7.7".parse().expect("ip"));
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let id = runtime
+        .create_container(
+            &sid,
+            &shell(
+                "httpd",
+                "echo ok > /tmp/ready; exec httpd -f -p 8080 -h /tmp",
+            ),
+            &sandbox,
+        )
+        .await
+        .expect("create");
+    runtime.start_container(&id).await.expect("start");
+    let probe = |path: &str, host: &str| ProbeRequest {
+        kind: ProbeKind::Readiness,
+        action: ProbeAction::HttpGet {
+            scheme: HttpScheme::Http,
+            host: host.into(),
+            port: 8080,
+            path: path.into(),
+            headers: Vec::new(),
+        },
+        timeout: Duration::from_secs(5),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let result = runtime.probe(&id, &probe("/ready", "10.244.7.7")).await;
+        if result.is_success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "httpd never answered: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same server, with an empty host; a missing file is a failure with its status.
+    assert!(runtime.probe(&id, &probe("/ready", "")).await.is_success());
+    let missing = runtime.probe(&id, &probe("/absent", "10.244.7.7")).await;
+    assert_eq!(
+        missing,
+        kybernetes_runtime::ProbeResult::Failure("HTTP probe failed with statuscode: 404".into())
+    );
+    let tcp = ProbeRequest {
+        kind: ProbeKind::Liveness,
+        action: ProbeAction::TcpSocket {
+            host: "10.244.7.7".into(),
+            port: 8080,
+        },
+        timeout: Duration::from_secs(5),
+    };
+    assert!(runtime.probe(&id, &tcp).await.is_success());
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_dropped_without_shutdown_unmounts_the_namespaces_it_made() {
+    let daemon = Containerd::start().await;
+    let runtime = daemon.runtime().await;
+    let sid = runtime
+        .run_pod_sandbox(&pod("forgotten"))
+        .await
+        .expect("sandbox");
+    let netns = runtime
+        .pod_sandbox_status(&sid)
+        .await
+        .expect("status")
+        .netns_path
+        .expect("a netns");
+    let root = runtime.root().to_path_buf();
+    assert!(netns.starts_with(&root), "{}", netns.display());
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .contains(&*netns.to_string_lossy())
+    };
+    assert!(mounted(), "the pod's namespace is a mount");
+    drop(runtime);
+    assert!(!mounted(), "its mount goes with the runtime");
+    assert!(!root.exists(), "and so does the runtime's own root");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_read_the_pods_dns_config_as_their_resolv_conf() {
+    let daemon = Containerd::start().await;
+    let runtime = with_busybox(&daemon).await;
+    let mut sandbox = pod("dns");
+    sandbox.dns_config = Some(kybernetes_runtime::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec![
+            "default.svc.cluster.local".into(),
+            "svc.cluster.local".into(),
+        ],
+        options: vec!["ndots:5".into()],
+    });
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let config = shell("cat", "cat /etc/resolv.conf");
+    let id = runtime
+        .create_container(&sid, &config, &sandbox)
+        .await
+        .expect("create");
+    run_to_exit(&runtime, &id).await;
+    let text: Vec<String> = log_lines(&runtime, &id)
+        .await
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "search default.svc.cluster.local svc.cluster.local",
+            "nameserver 10.96.0.10",
+            "options ndots:5"
+        ]
+    );
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+}

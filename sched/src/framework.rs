@@ -234,7 +234,7 @@ impl Framework {
             .with_filter(NodePorts)
             .with_filter(NodeResourcesFit::default())
             .with_filter(VolumeBinding)
-            .with_filter(PodTopologySpread)
+            .with_filter(PodTopologySpread::default())
             .with_filter(InterPodAffinity)
             .with_preemption(true)
             .with_score(TaintToleration)
@@ -242,7 +242,7 @@ impl Framework {
             .with_score(NodeResourcesFit::default())
             .with_score(NodeResourcesBalancedAllocation::default())
             .with_score(ImageLocality)
-            .with_score(PodTopologySpread)
+            .with_score(PodTopologySpread::default())
             .with_score(InterPodAffinity)
     }
 
@@ -336,7 +336,7 @@ impl Framework {
         &self,
         pod: &PodInfo<'_>,
         snapshot: &Snapshot,
-    ) -> (Vec<usize>, Vec<(String, Rejection)>) {
+    ) -> (Vec<usize>, Vec<(String, Rejection)>, Vec<String>) {
         let nodes = snapshot.nodes();
         let n = nodes.len();
         let to_find = num_feasible_nodes_to_find(self.percentage_of_nodes_to_score, n);
@@ -344,6 +344,7 @@ impl Framework {
         let start = self.next_start_node_index.load(Ordering::Relaxed) % n;
         let mut feasible = Vec::with_capacity(to_find);
         let mut rejected = Vec::new();
+        let mut rejecting = vec![false; filters.len()];
         let mut processed = 0;
         for offset in 0..n {
             let mut i = start + offset;
@@ -352,19 +353,28 @@ impl Framework {
             }
             let node = &nodes[i];
             processed += 1;
-            match run_filters(&filters, pod, node, snapshot) {
+            match run_filters_naming(&filters, pod, node, snapshot) {
                 Ok(()) => {
                     feasible.push(i);
                     if feasible.len() >= to_find {
                         break;
                     }
                 }
-                Err(rejection) => rejected.push((node.name().to_string(), rejection)),
+                Err((filter, rejection)) => {
+                    rejecting[filter] = true;
+                    rejected.push((node.name().to_string(), rejection));
+                }
             }
         }
         self.next_start_node_index
             .store((start + processed) % n, Ordering::Relaxed);
-        (feasible, rejected)
+        let plugins = filters
+            .iter()
+            .zip(rejecting)
+            .filter(|(_, r)| *r)
+            .map(|(f, _)| f.name().to_string())
+            .collect();
+        (feasible, rejected, plugins)
     }
 
     /// The Filter plugins with something to check for this pod (their PreFilter).
@@ -426,8 +436,22 @@ pub(crate) fn run_filters(
     node: &NodeInfo,
     snapshot: &Snapshot,
 ) -> Result<(), Rejection> {
-    let check =
-        |pod: &PodInfo<'_>, node: &NodeInfo| filters.iter().try_for_each(|f| f.filter(pod, node));
+    run_filters_naming(filters, pod, node, snapshot).map_err(|(_, r)| r)
+}
+
+/// [`run_filters`], also saying which filter (its index in `filters`) rejected the node.
+fn run_filters_naming(
+    filters: &[&dyn FilterPlugin],
+    pod: &PodInfo<'_>,
+    node: &NodeInfo,
+    snapshot: &Snapshot,
+) -> Result<(), (usize, Rejection)> {
+    let check = |pod: &PodInfo<'_>, node: &NodeInfo| {
+        filters
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, f)| f.filter(pod, node).map_err(|r| (i, r)))
+    };
     let nominated = nominated_for(snapshot.nominated(), pod.pod(), node.name());
     if nominated.is_empty() {
         return check(pod, node);
@@ -510,9 +534,9 @@ impl Scheduler for Framework {
             return Err(Unschedulable::new(0, Vec::new()));
         }
         let info = pod_info(pod, snapshot);
-        let (feasible, rejected) = self.find_feasible(&info, snapshot);
+        let (feasible, rejected, plugins) = self.find_feasible(&info, snapshot);
         match feasible.as_slice() {
-            [] => Err(Unschedulable::new(nodes.len(), rejected)),
+            [] => Err(Unschedulable::new(nodes.len(), rejected).with_plugins(plugins)),
             [only] => Ok(nodes[*only].name().to_string()),
             _ => {
                 let totals = self.prioritize(&info, nodes, &feasible);
@@ -591,12 +615,12 @@ mod tests {
         let fw = Framework::empty().with_filter(Counting(AtomicUsize::new(0)));
         let info_pod = pod("100m");
         let info = PodInfo::new(&info_pod);
-        let (feasible, _) = fw.find_feasible(&info, &snapshot);
+        let (feasible, _, _) = fw.find_feasible(&info, &snapshot);
         assert_eq!(feasible.len(), 420);
         assert_eq!(feasible[0], 0);
-        let (feasible, _) = fw.find_feasible(&info, &snapshot);
+        let (feasible, _, _) = fw.find_feasible(&info, &snapshot);
         assert_eq!(feasible[0], 420);
-        let (feasible, _) = fw.find_feasible(&info, &snapshot);
+        let (feasible, _, _) = fw.find_feasible(&info, &snapshot);
         assert_eq!(feasible[0], 840);
         assert_eq!(feasible[200], 40); // wrapped around
     }

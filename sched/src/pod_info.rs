@@ -33,6 +33,8 @@ pub struct PodInfo<'a> {
     /// computed on first use.
     pub(crate) inter_pod_affinity: std::sync::OnceLock<InterPodAffinityState>,
     pub(crate) topology_spread: std::sync::OnceLock<TopologySpreadState>,
+    /// PodTopologySpread's system default constraints, for a pod without its own.
+    pub(crate) default_topology_spread: std::sync::OnceLock<TopologySpreadState>,
 }
 
 impl<'a> PodInfo<'a> {
@@ -56,6 +58,7 @@ impl<'a> PodInfo<'a> {
             snapshot: &NO_SNAPSHOT,
             inter_pod_affinity: std::sync::OnceLock::new(),
             topology_spread: std::sync::OnceLock::new(),
+            default_topology_spread: std::sync::OnceLock::new(),
         }
     }
 

@@ -33,6 +33,10 @@ struct QueuedPod {
     place: Place,
 }
 
+/// The filter plugins whose rejections another pod landing on a node can lift (upstream's
+/// plugins registered for the `AssignedPodAdd`/`AssignedPodUpdate` cluster events).
+const LIFTED_BY_ASSIGNED_PODS: [&str; 2] = ["InterPodAffinity", "PodTopologySpread"];
+
 /// An active-queue entry: higher priority first, then earlier arrival.
 #[derive(Debug, PartialEq, Eq)]
 struct ActiveEntry {
@@ -65,6 +69,10 @@ pub(crate) struct SchedulingQueue {
     seq: u64,
     initial_backoff: Duration,
     max_backoff: Duration,
+    /// The unschedulable pods that an assigned pod's arrival or relabelling may let fit: those
+    /// rejected by a plugin in [`LIFTED_BY_ASSIGNED_PODS`], or by no plugin we know of.
+    /// Entries whose pod has moved on since are skipped when the set is drained.
+    awaiting_pods: HashSet<String>,
 }
 
 fn priority(pod: &Pod) -> i32 {
@@ -85,6 +93,7 @@ impl SchedulingQueue {
             seq: 0,
             initial_backoff: config.pod_initial_backoff,
             max_backoff: config.pod_max_backoff,
+            awaiting_pods: HashSet::new(),
         }
     }
 
@@ -130,6 +139,7 @@ impl SchedulingQueue {
 
     /// Drops a pod (bound, deleted, or no longer ours).
     pub(crate) fn remove(&mut self, key: &str) -> bool {
+        self.awaiting_pods.remove(key);
         self.pods.remove(key).is_some()
     }
 
@@ -137,6 +147,8 @@ impl SchedulingQueue {
     pub(crate) fn retain(&mut self, keys: &HashSet<String>) {
         self.pods
             .retain(|k, p| p.place == Place::InFlight || keys.contains(k));
+        let pods = &self.pods;
+        self.awaiting_pods.retain(|k| pods.contains_key(k));
     }
 
     /// Whether the active queue may hold a pod.
@@ -157,12 +169,41 @@ impl SchedulingQueue {
         None
     }
 
-    /// The pod fits no node: it waits for a cluster change.
-    pub(crate) fn mark_unschedulable(&mut self, key: &str, now: Instant) {
+    /// The pod fits no node: it waits for a cluster change. `plugins` are the filter plugins
+    /// that rejected it (upstream's `UnschedulablePlugins`); they decide which cluster events
+    /// retry it. With none known, every event does.
+    pub(crate) fn mark_unschedulable(&mut self, key: &str, plugins: &[String], now: Instant) {
         if let Some(queued) = self.pods.get_mut(key) {
             queued.attempts += 1;
             queued.last_attempt = Some(now);
             queued.place = Place::Unschedulable(now);
+            let lifted_by_pods = plugins.is_empty()
+                || plugins
+                    .iter()
+                    .any(|p| LIFTED_BY_ASSIGNED_PODS.contains(&p.as_str()));
+            if lifted_by_pods {
+                self.awaiting_pods.insert(key.to_string());
+            } else {
+                self.awaiting_pods.remove(key);
+            }
+        }
+    }
+
+    /// A pod was bound to a node, or a bound pod's labels changed: retries the unschedulable
+    /// pods that such a change can let fit (pod affinity, topology spread). Pods rejected only
+    /// for resources, taints or node selectors stay put, as upstream's queueing does.
+    pub(crate) fn move_awaiting_assigned_pods(&mut self, now: Instant) {
+        if self.awaiting_pods.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = self.awaiting_pods.drain().collect();
+        for key in keys {
+            if matches!(
+                self.pods.get(&key).map(|p| p.place),
+                Some(Place::Unschedulable(_))
+            ) {
+                self.activate_or_backoff(&key, now);
+            }
         }
     }
 
@@ -302,7 +343,7 @@ mod tests {
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
         assert!(q.pop().is_some());
-        q.mark_unschedulable("a", now);
+        q.mark_unschedulable("a", &[], now);
         assert!(q.pop().is_none());
         q.move_all_to_active_or_backoff(now);
         assert!(q.pop().is_none(), "still backing off");
@@ -317,7 +358,7 @@ mod tests {
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
         q.pop();
-        q.mark_unschedulable("a", now);
+        q.mark_unschedulable("a", &[], now);
         q.flush_unschedulable_leftover(now + Duration::from_secs(60), Duration::from_secs(300));
         assert!(q.pop().is_none());
         q.flush_unschedulable_leftover(now + Duration::from_secs(300), Duration::from_secs(300));
@@ -330,7 +371,7 @@ mod tests {
         let now = Instant::now();
         q.upsert("a".into(), pod("a", 0), now);
         q.pop();
-        q.mark_unschedulable("a", now);
+        q.mark_unschedulable("a", &[], now);
         let later = now + Duration::from_secs(5);
         let mut status_only = pod("a", 0);
         status_only.status = Some(Default::default());
@@ -340,6 +381,26 @@ mod tests {
         relabelled.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
         q.upsert("a".into(), relabelled, later);
         assert!(q.pop().is_some());
+    }
+
+    #[test]
+    fn an_assigned_pod_retries_only_pods_that_pod_affinity_or_spread_rejected() {
+        let mut q = queue();
+        let now = Instant::now();
+        for name in ["affinity", "cpu", "unknown"] {
+            q.upsert(name.into(), pod(name, 0), now);
+            q.pop();
+        }
+        q.mark_unschedulable("affinity", &["InterPodAffinity".into()], now);
+        q.mark_unschedulable("cpu", &["NodeResourcesFit".into()], now);
+        q.mark_unschedulable("unknown", &[], now);
+        let later = now + Duration::from_secs(10);
+        q.move_awaiting_assigned_pods(later);
+        let mut moved: Vec<String> = std::iter::from_fn(|| q.pop().map(|(k, _)| k)).collect();
+        moved.sort();
+        assert_eq!(moved, ["affinity", "unknown"]);
+        q.move_all_to_active_or_backoff(later);
+        assert_eq!(q.pop().map(|(k, _)| k), Some("cpu".to_string()));
     }
 
     #[test]

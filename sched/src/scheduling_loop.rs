@@ -29,6 +29,8 @@ use crate::status;
 use crate::volume_binder;
 use crate::volumes::{PodVolumeClaims, VolumeDecisions, claim_key, find_pod_volumes};
 
+mod spreading_owners;
+
 /// How many pods one turn of the loop schedules before it looks at watch events again.
 const BATCH: usize = 128;
 
@@ -160,6 +162,7 @@ struct LoopState {
     classes: ListState,
     pdbs: ListState,
     namespaces: ListState,
+    owners: spreading_owners::OwnerLists,
 }
 
 impl LoopState {
@@ -190,6 +193,7 @@ impl LoopState {
             classes: ListState::default(),
             pdbs: ListState::default(),
             namespaces: ListState::default(),
+            owners: Default::default(),
         }
     }
 
@@ -201,7 +205,10 @@ impl LoopState {
         let classes = watcher(Api::<StorageClass>::all(self.client.clone()));
         let pdbs = watcher(Api::<PodDisruptionBudget>::all(self.client.clone()));
         let namespaces = watcher(Api::<Namespace>::all(self.client.clone()));
-        tokio::pin!(nodes, pods, claims, volumes, classes, pdbs, namespaces);
+        let owners = spreading_owners::watch(&self.client);
+        tokio::pin!(
+            nodes, pods, claims, volumes, classes, pdbs, namespaces, owners
+        );
         let mut flush = tokio::time::interval(self.config.unschedulable_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!("scheduler started");
@@ -214,6 +221,7 @@ impl LoopState {
                 && self.classes.synced
                 && self.pdbs.synced
                 && self.namespaces.synced
+                && self.owners.synced()
                 && self.queue.has_active()
                 && self.binds.len() < self.config.max_concurrent_bindings;
             let backoff_at = self.queue.next_backoff_at();
@@ -256,6 +264,11 @@ impl LoopState {
                     Some(Ok(event)) => self.on_namespace_event(event),
                     Some(Err(e)) => tracing::warn!(error = %e, "namespace watch failed, retrying"),
                     None => { tracing::error!("namespace watch ended"); break; }
+                },
+                event = owners.next() => match event {
+                    Some(Ok(event)) => self.on_owner_event(event),
+                    Some(Err(e)) => tracing::warn!(error = %e, "service or controller watch failed, retrying"),
+                    None => { tracing::error!("service and controller watches ended"); break; }
                 },
                 _ = flush.tick() => {
                     self.queue.flush_unschedulable_leftover(Instant::now(), self.config.pod_max_in_unschedulable_duration);
@@ -449,7 +462,10 @@ impl LoopState {
             .is_some_and(|n| !n.is_empty());
         if bound {
             self.queue.remove(&key);
-            self.snapshot.add_shared_pod(Arc::new(pod));
+            if self.snapshot.add_shared_pod(Arc::new(pod)) {
+                // Pods waiting for an affinity partner or a better spread may fit now.
+                self.queue.move_awaiting_assigned_pods(Instant::now());
+            }
             return;
         }
         if !self.is_ours(&pod) || pod.metadata.deletion_timestamp.is_some() {
@@ -589,7 +605,8 @@ impl LoopState {
                 }
                 let message = unschedulable.to_string();
                 tracing::debug!(pod = %name, %message, "pod is unschedulable");
-                self.queue.mark_unschedulable(&key, now);
+                self.queue
+                    .mark_unschedulable(&key, unschedulable.plugins(), now);
                 let event = self.config.record_events;
                 self.set_unschedulable(pod, "Unschedulable", message, event);
             }

@@ -13,7 +13,9 @@ use crate::nominated::Nominator;
 use crate::resources::{PodRequests, Resource, node_allocatable};
 use crate::volumes::VolumeListers;
 
+mod spreading_owners;
 mod topology;
+pub use spreading_owners::{OwnerKind, SpreadingOwners};
 pub(crate) use topology::bump;
 pub use topology::{
     AffinityTerm, CountKey, DomainCounts, ExistingTermGroup, NamespaceScope, PodSelector, TermKind,
@@ -293,6 +295,9 @@ pub struct Snapshot {
     /// Pods per topology domain and namespace labels, for InterPodAffinity and
     /// PodTopologySpread.
     topology: topology::TopologyIndex,
+    /// The selectors of Services and workload controllers, for PodTopologySpread's system
+    /// default constraints.
+    spreading_owners: SpreadingOwners,
 }
 
 /// The key the snapshot and the scheduling queue know a pod by: its UID, or `namespace/name`
@@ -374,6 +379,16 @@ impl Snapshot {
     /// Keeps only the PodDisruptionBudgets whose `namespace/name` is in `keys` (a relist).
     pub fn retain_pdbs(&mut self, keys: &std::collections::HashSet<String>) {
         self.pdbs.retain(|k, _| keys.contains(k));
+    }
+
+    /// The Services and workload controllers that spread pods, by their selectors.
+    pub fn spreading_owners(&self) -> &SpreadingOwners {
+        &self.spreading_owners
+    }
+
+    /// The spreading owners, to keep them current.
+    pub fn spreading_owners_mut(&mut self) -> &mut SpreadingOwners {
+        &mut self.spreading_owners
     }
 
     /// The pending pods nominated to nodes (`status.nominatedNodeName`).
@@ -478,7 +493,9 @@ impl Snapshot {
         true
     }
 
-    /// [`add_pod`](Snapshot::add_pod) for a pod the caller already shares.
+    /// [`add_pod`](Snapshot::add_pod) for a pod the caller already shares. Returns whether
+    /// other pods may now fit differently: the pod is newly counted or confirmed, moved, or
+    /// relabelled (upstream's `AssignedPodAdd`/`AssignedPodUpdate`), not merely updated.
     pub(crate) fn add_shared_pod(&mut self, pod: Arc<Pod>) -> bool {
         let node = pod
             .spec
@@ -490,8 +507,7 @@ impl Snapshot {
             self.remove_pod(&pod);
             return false;
         }
-        self.place(pod_key(&pod), node, PodRequests::of(&pod), false, pod);
-        true
+        self.place(pod_key(&pod), node, PodRequests::of(&pod), false, pod)
     }
 
     /// Stops counting a pod. Returns whether it was counted.
@@ -590,18 +606,20 @@ impl Snapshot {
         requests: PodRequests,
         assumed: bool,
         pod: Arc<Pod>,
-    ) {
+    ) -> bool {
         if let Some(old) = self.pods.get(&key)
             && old.node == node
             && old.requests == requests
             && old.pod.metadata.labels == pod.metadata.labels
             && old.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
         {
+            let mut confirmed = false;
             if !assumed && let Some(p) = self.pods.get_mut(&key) {
+                confirmed = p.assumed;
                 p.assumed = false;
             }
             self.usage_mut(&node).replace(&key, pod);
-            return;
+            return confirmed;
         }
         self.remove_key(&key);
         self.usage_mut(&node).add(&requests, pod.clone());
@@ -623,6 +641,7 @@ impl Snapshot {
                 assumed,
             },
         );
+        true
     }
 
     fn usage_mut(&mut self, node: &str) -> &mut Usage {

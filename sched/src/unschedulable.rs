@@ -94,6 +94,8 @@ pub struct Unschedulable {
     rejections: Vec<(String, Rejection)>,
     /// What the PostFilter (preemption) said, appended to the message.
     post_filter_message: Option<String>,
+    /// The filter plugins that rejected some node (upstream's `UnschedulablePlugins`).
+    plugins: Vec<String>,
 }
 
 impl Unschedulable {
@@ -103,7 +105,28 @@ impl Unschedulable {
             num_all_nodes,
             rejections,
             post_filter_message: None,
+            plugins: Vec::new(),
         }
+    }
+
+    /// Names the filter plugins that rejected nodes, so the scheduling queue retries the pod
+    /// only on cluster events that can lift those rejections. A failure that names none is
+    /// retried on every event.
+    ///
+    /// ```
+    /// use kybernetes_sched::{Rejection, Unschedulable};
+    /// let u = Unschedulable::new(1, vec![("a".into(), Rejection::new("Insufficient cpu"))])
+    ///     .with_plugins(vec!["NodeResourcesFit".into()]);
+    /// assert_eq!(u.plugins(), ["NodeResourcesFit"]);
+    /// ```
+    pub fn with_plugins(mut self, plugins: Vec<String>) -> Unschedulable {
+        self.plugins = plugins;
+        self
+    }
+
+    /// The filter plugins that rejected nodes (see [`with_plugins`](Self::with_plugins)).
+    pub fn plugins(&self) -> &[String] {
+        &self.plugins
     }
 
     /// Appends what the PostFilter found (`preemption: ...`) to the message, as upstream's

@@ -686,3 +686,98 @@ async fn gated_pods_wait_until_their_gates_are_removed() -> anyhow::Result<()> {
     assert_eq!(cluster.node_of("gated").await?, "n");
     cluster.stop().await
 }
+
+/// Upstream's `AssignedPodAdd`/`AssignedPodUpdate` events: a pod waiting for an affinity
+/// partner is retried as soon as one is bound or relabelled, not at the five-minute flush of
+/// leftover unschedulable pods (the test's 20 s patience is far below it).
+#[tokio::test]
+async fn a_pod_waiting_for_an_affinity_partner_is_retried_when_one_lands_or_is_relabelled()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::start(Framework::default_plugins()).await?;
+    for n in ["node-a", "node-b"] {
+        cluster.add_node(n, "4", json!({}), json!({})).await?;
+    }
+    let affinity_to = |app: &str| {
+        json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {"app": app}},
+            "topologyKey": "kubernetes.io/hostname",
+        }]}}})
+    };
+    cluster
+        .add_pod("follower", "100m", affinity_to("leader"))
+        .await?;
+    let (_, message) = cluster.unschedulable_condition("follower").await?;
+    assert!(
+        message.contains("didn't match pod affinity rules"),
+        "{message}"
+    );
+    // Bound by someone else (nodeName set at creation): the scheduler only sees it arrive.
+    let leader: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "leader", "labels": {"app": "leader"}},
+        "spec": {"nodeName": "node-b", "containers": [{"name": "c", "image": "busybox"}]},
+    }))?;
+    cluster
+        .pods()
+        .create(&PostParams::default(), &leader)
+        .await?;
+    assert_eq!(cluster.node_of("follower").await?, "node-b");
+
+    cluster
+        .add_pod("second", "100m", affinity_to("primary"))
+        .await?;
+    cluster.unschedulable_condition("second").await?;
+    let relabel = json!({"metadata": {"labels": {"app": "primary"}}});
+    cluster
+        .pods()
+        .patch("leader", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await?;
+    assert_eq!(cluster.node_of("second").await?, "node-b");
+    cluster.stop().await
+}
+
+/// Upstream's system default spreading: replicas selected by a ReplicaSet spread over nodes
+/// even where resource scoring alone would stack them on the biggest node, and pods that
+/// nothing selects are scored on resources alone.
+#[tokio::test]
+async fn replicas_spread_by_the_system_default_constraints() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(Framework::default_plugins()).await?;
+    cluster.add_node("big", "64", json!({}), json!({})).await?;
+    cluster.add_node("small", "4", json!({}), json!({})).await?;
+    let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }))?;
+    Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(cluster.client.clone(), "default")
+        .create(&PostParams::default(), &rs)
+        .await?;
+    let mut placed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (prefix, labelled) in [("web", true), ("lone", false)] {
+        for i in 0..4 {
+            let name = format!("{prefix}-{i}");
+            let mut pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]},
+            });
+            if labelled {
+                pod["metadata"]["labels"] = json!({"app": "web"});
+            }
+            cluster
+                .pods()
+                .create(&PostParams::default(), &serde_json::from_value(pod)?)
+                .await?;
+            // One at a time, so each decision sees the previous ones.
+            let node = cluster.node_of(&name).await?;
+            placed.entry(prefix.to_string()).or_default().push(node);
+        }
+    }
+    let on = |prefix: &str, node: &str| placed[prefix].iter().filter(|n| *n == node).count();
+    assert_eq!((on("web", "big"), on("web", "small")), (2, 2), "{placed:?}");
+    assert_eq!(on("lone", "big"), 4, "{placed:?}");
+    cluster.stop().await
+}

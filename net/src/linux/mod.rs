@@ -25,7 +25,9 @@
 //! removes namespaces there.
 //!
 //! Services are in the kernel datapath: every node namespace holds the nftables table
-//! `ip kybernetes` (ClusterIP and NodePort DNAT to ready endpoints, chosen at random), which
+//! `ip kybernetes` (ClusterIP and NodePort DNAT to ready endpoints, chosen at random or by
+//! session affinity, only local ones under a `Local` traffic policy; a reject for a service
+//! with none), which
 //! [`Network::sync_service`] updates in one `nft -f -` transaction per service and node
 //! teardown deletes (see `service_rules.rs`).
 //!
@@ -71,10 +73,14 @@ pub struct LinuxNetwork {
     /// Serializes node set-up and removal, so every pair of nodes gets its routes once.
     topology: tokio::sync::Mutex<()>,
     state: Mutex<State>,
-    /// The nftables rules of every service, as written into every node namespace; the lock
-    /// serializes rule updates, so each node sees them in one order.
-    service_rules: tokio::sync::Mutex<BTreeMap<(String, String), service_rules::ServiceRules>>,
+    /// Every service whose rules are in the node namespaces, as last written; the lock
+    /// serializes rule updates, so each node sees them in one order, and is held while a
+    /// node is added, so no update misses a node that is being set up.
+    service_rules: tokio::sync::Mutex<ServiceTable>,
 }
+
+/// Services by `(namespace, name)`.
+type ServiceTable = BTreeMap<(String, String), ServiceEntry>;
 
 #[derive(Default)]
 struct State {
@@ -167,12 +173,18 @@ impl LinuxNetwork {
         Ok(format!("{}_pod_{uid}", self.prefix))
     }
 
-    /// Sets up a registered node's namespace and the routes between it and every other node.
-    async fn set_up_node(&self, node: &str, net: &NodeNetwork) -> Result<NodeNamespace> {
+    /// Sets up a registered node's namespace, with the rules of every service in `services`,
+    /// and the routes between it and every other node.
+    async fn set_up_node(
+        &self,
+        node: &str,
+        net: &NodeNetwork,
+        services: &ServiceTable,
+    ) -> Result<NodeNamespace> {
         let ns_name = self.node_namespace_name(node)?;
         let started = std::time::Instant::now();
         let ns = node::set_up(&self.cluster, &ns_name, net).await?;
-        if let Err(e) = self.write_service_table(&ns).await {
+        if let Err(e) = self.write_service_table(node, &ns, services).await {
             if let Err(undo) = node::tear_down(&self.cluster, &ns).await {
                 tracing::warn!(error = %undo, "undoing a node namespace failed");
             }
@@ -198,41 +210,67 @@ impl LinuxNetwork {
 }
 
 impl LinuxNetwork {
-    /// The node's service table with every known service in it (a new node, or one whose
-    /// table must be rewritten whole).
-    async fn write_service_table(&self, ns: &NodeNamespace) -> Result<()> {
-        let rules = self.service_rules.lock().await;
+    /// The node's service table with every service in `services` (a new node, or one
+    /// whose table must be rewritten whole).
+    async fn write_service_table(
+        &self,
+        node: &str,
+        ns: &NodeNamespace,
+        services: &ServiceTable,
+    ) -> Result<()> {
         let mut script = service_rules::base_script(ns.node_ip, ns.subnet);
         let none = service_rules::ServiceRules::default();
-        for r in rules.values() {
-            script.push_str(&service_rules::update_script(&none, r));
+        let at = self.rules_node(node);
+        for service in services.values() {
+            script.push_str(&service_rules::update_script(
+                &none,
+                &service_rules::rules_for(service, &at),
+            ));
         }
         service_rules::apply(&ns.path, script).await
     }
 
-    /// Moves one service's rules in every node namespace from what they were to `new`.
+    fn rules_node<'a>(&self, node: &'a str) -> service_rules::RulesNode<'a> {
+        service_rules::RulesNode {
+            name: node,
+            cluster_cidr: self.local.cluster_cidr(),
+        }
+    }
+
+    /// Moves one service's rules in every node namespace from what they were to `new`
+    /// (`None`: the service is gone).
     async fn update_service_rules(
         &self,
         key: (String, String),
-        new: service_rules::ServiceRules,
+        new: Option<ServiceEntry>,
     ) -> Result<()> {
-        let mut rules = self.service_rules.lock().await;
-        let old = rules.get(&key).cloned().unwrap_or_default();
-        let script = service_rules::update_script(&old, &new);
-        let nodes: Vec<NodeNamespace> = self.state().nodes.values().cloned().collect();
+        let mut services = self.service_rules.lock().await;
+        let old = services.get(&key);
+        let nodes: Vec<(String, NodeNamespace)> = self
+            .state()
+            .nodes
+            .iter()
+            .map(|(name, ns)| (name.clone(), ns.clone()))
+            .collect();
         let started = std::time::Instant::now();
         let mut first_error = None;
-        for node in &nodes {
-            if let Err(e) = service_rules::apply(&node.path, script.clone()).await {
+        for (name, ns) in &nodes {
+            let at = self.rules_node(name);
+            let rules = |entry: Option<&ServiceEntry>| {
+                entry.map_or_else(service_rules::ServiceRules::default, |e| {
+                    service_rules::rules_for(e, &at)
+                })
+            };
+            let script = service_rules::update_script(&rules(old), &rules(new.as_ref()));
+            if let Err(e) = service_rules::apply(&ns.path, script).await {
                 first_error.get_or_insert(e);
             }
         }
         if first_error.is_none() {
-            if new == service_rules::ServiceRules::default() {
-                rules.remove(&key);
-            } else {
-                rules.insert(key.clone(), new);
-            }
+            match new {
+                Some(entry) => services.insert(key.clone(), entry),
+                None => services.remove(&key),
+            };
         }
         tracing::debug!(namespace = %key.0, service = %key.1, nodes = nodes.len(), elapsed = ?started.elapsed(), "service rules written");
         first_error.map_or(Ok(()), Err)
@@ -293,7 +331,9 @@ impl Network for LinuxNetwork {
             return Ok(net);
         }
         let mut net = self.local.add_node(node).await?;
-        match self.set_up_node(node, &net).await {
+        // Held until the node is in `state`: a service update waits, then sees the node.
+        let services = self.service_rules.lock().await;
+        match self.set_up_node(node, &net, &services).await {
             Ok(ns) => {
                 net.netns = Some(ns.path.clone());
                 self.state().nodes.insert(node.to_string(), ns);
@@ -413,20 +453,22 @@ impl Network for LinuxNetwork {
 
     async fn sync_service(&self, service: ServiceEntry) -> Result<()> {
         let key = (service.namespace.clone(), service.name.clone());
-        let rules = service_rules::rules_for(&service);
-        self.local.sync_service(service).await?;
-        self.update_service_rules(key, rules).await
+        self.local.sync_service(service.clone()).await?;
+        self.update_service_rules(key, Some(service)).await
     }
 
     async fn remove_service(&self, namespace: &str, name: &str) -> Result<()> {
         self.local.remove_service(namespace, name).await?;
         let key = (namespace.to_string(), name.to_string());
-        self.update_service_rules(key, service_rules::ServiceRules::default())
-            .await
+        self.update_service_rules(key, None).await
     }
 
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr> {
         self.local.resolve(name, from_namespace)
+    }
+
+    fn dns_records(&self, fqdn: &str) -> Option<Vec<crate::DnsRecord>> {
+        self.local.dns_records(fqdn)
     }
 
     async fn shutdown(&self) -> Result<()> {

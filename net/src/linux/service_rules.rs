@@ -3,8 +3,10 @@
 //!
 //! `services` matches `daddr . proto . dport` in the verdict map `service-ips` (and the node
 //! address's `proto . dport` in `service-nodeports`) and jumps to a chain per service port,
-//! which picks one ready endpoint at random (`numgen random`) and jumps to that endpoint's
-//! chain, which DNATs to it. NodePort traffic and hairpin traffic are marked for masquerade,
+//! which picks one ready endpoint at random (`numgen random`), or the one a client is pinned
+//! to by `sessionAffinity: ClientIP` (a set per endpoint whose entries time out), and jumps
+//! to that endpoint's chain, which DNATs to it. Rules differ per node only under a `Local`
+//! traffic policy (see [`rules_for`]); a service port with no ready endpoint is rejected. NodePort traffic and hairpin traffic are marked for masquerade,
 //! as are connections between two pods of the node's own bridge (their replies would
 //! otherwise bypass the node and its conntrack entry).
 //!
@@ -14,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -26,9 +28,11 @@ use crate::{Error, Result, ServiceEntry};
 /// The table every rule lives in.
 pub(crate) const TABLE: &str = "ip kybernetes";
 
-/// The chains, sets and map elements of one service, as nft statements.
+/// The chains, sets and map elements of one service on one node, as nft statements.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ServiceRules {
+    /// Set name → its definition (`{ type …; }`): session affinity, per endpoint.
+    sets: Vec<(String, String)>,
     /// Chain name → its rules, endpoint chains first (service chains jump to them).
     chains: Vec<(String, Vec<String>)>,
     /// `map-name { key : verdict }` elements.
@@ -37,11 +41,24 @@ pub(crate) struct ServiceRules {
 
 /// The base table for a node with address `node_ip` and pod subnet `subnet`; replaces any
 /// table left from before.
-pub(crate) fn base_script(node_ip: std::net::Ipv4Addr, subnet: Cidr) -> String {
+///
+/// Besides the NAT chains, two filter chains run before DNAT on every new connection and
+/// reject one to a service port with no ready endpoint (ICMP port unreachable, which a TCP
+/// client sees as "connection refused"), as kube-proxy's `service-endpoints-check` does.
+pub(crate) fn base_script(node_ip: Ipv4Addr, subnet: Cidr) -> String {
     format!(
         "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{
   map service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}
   map service-nodeports {{ type inet_proto . inet_service : verdict; }}
+  map no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}
+  map no-endpoint-nodeports {{ type inet_proto . inet_service : verdict; }}
+  chain reject-chain {{ reject; }}
+  chain service-endpoints-check {{
+    ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+    ip daddr {node_ip} meta l4proto . th dport vmap @no-endpoint-nodeports
+  }}
+  chain filter-prerouting {{ type filter hook prerouting priority -110; policy accept; ct state new jump service-endpoints-check; }}
+  chain filter-output {{ type filter hook output priority -110; policy accept; ct state new jump service-endpoints-check; }}
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}
   chain output {{ type nat hook output priority -100; policy accept; jump services; }}
   chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; jump masquerading; }}
@@ -60,20 +77,31 @@ pub(crate) fn base_script(node_ip: std::net::Ipv4Addr, subnet: Cidr) -> String {
     )
 }
 
-/// The rules for `service` (IPv4 ClusterIP services only; others have none).
-pub(crate) fn rules_for(service: &ServiceEntry) -> ServiceRules {
+/// The node a service's rules are written for.
+pub(crate) struct RulesNode<'a> {
+    /// The node name, as endpoints' `nodeName` spells it.
+    pub(crate) name: &'a str,
+    /// The cluster's pod CIDR: NodePort traffic from a pod counts as internal.
+    pub(crate) cluster_cidr: Cidr,
+}
+
+/// The rules for `service` on `node` (IPv4 ClusterIP services only; others have none).
+///
+/// Per service port, as kube-proxy's nftables mode lays them out:
+/// - an endpoint chain per endpoint, which DNATs to it (and, with session affinity, adds the
+///   client to the endpoint's affinity set, whose entries time out);
+/// - `svc_…`, every ready endpoint (affinity first, then `numgen random`), and, when a
+///   traffic policy is `Local`, `svl_…` with only this node's endpoints (`drop` if none);
+/// - the ClusterIP goes to `svl_…` under `internalTrafficPolicy: Local`, else to `svc_…`;
+/// - the NodePort goes through `ext_…`: masquerade and `svc_…`, or under
+///   `externalTrafficPolicy: Local` pods masqueraded to the ClusterIP's chain, the node itself
+///   masqueraded to `svc_…`, and everyone else to `svl_…` with the client address kept;
+/// - a port with no ready endpoint at all gets only `no-endpoint-*` elements: rejected.
+pub(crate) fn rules_for(service: &ServiceEntry, node: &RulesNode<'_>) -> ServiceRules {
     let mut out = ServiceRules::default();
     let Some(IpAddr::V4(cluster_ip)) = service.cluster_ip else {
         return out;
     };
-    let endpoints: Vec<_> = service
-        .endpoints
-        .iter()
-        .filter_map(|(ip, _)| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
     for port in &service.ports {
         let proto = match port.protocol.as_str() {
             "TCP" => "tcp",
@@ -88,58 +116,131 @@ pub(crate) fn rules_for(service: &ServiceEntry) -> ServiceRules {
             "{}_{}_{proto}_{}",
             service.namespace, service.name, port.port
         );
-        let svc_chain = format!("svc_{base}");
-        let mut verdicts = Vec::new();
-        for (i, ep) in endpoints.iter().enumerate() {
-            let ep_chain = format!("ep_{base}_{}", ep.to_string().replace('.', "-"));
-            out.chains.push((
-                ep_chain.clone(),
-                vec![
-                    format!("ip saddr {ep} jump mark-for-masquerade"),
-                    format!("meta l4proto {proto} dnat to {ep}:{}", port.target_port),
-                ],
-            ));
-            verdicts.push(format!("{i} : goto {ep_chain}"));
+        let cluster_key = format!("{cluster_ip} . {proto} . {}", port.port);
+        let node_key = port.node_port.map(|n| format!("{proto} . {n}"));
+        // (endpoint, its chain, on this node)
+        let mut endpoints = Vec::new();
+        for (ep, target) in service.endpoints_for(port) {
+            let IpAddr::V4(ip) = ep.ip else { continue };
+            let ep_chain = format!("ep_{base}_{}", ip.to_string().replace('.', "-"));
+            let mut rules = vec![format!("ip saddr {ip} jump mark-for-masquerade")];
+            let affinity = service.session_affinity.map(|timeout| {
+                let set = format!(
+                    "aff_{base}_{}_{}",
+                    ip.to_string().replace('.', "-"),
+                    timeout.as_secs()
+                );
+                out.sets.push((
+                    set.clone(),
+                    format!(
+                        "{{ type ipv4_addr; flags dynamic,timeout; timeout {}s; }}",
+                        timeout.as_secs()
+                    ),
+                ));
+                rules.push(format!("update @{set} {{ ip saddr }}"));
+                set
+            });
+            rules.push(format!("meta l4proto {proto} dnat to {ip}:{target}"));
+            out.chains.push((ep_chain.clone(), rules));
+            let local = ep.node_name.as_deref() == Some(node.name);
+            endpoints.push((ep_chain, affinity, local));
         }
-        // No ready endpoint: no DNAT, so the ClusterIP answers nothing (unroutable).
-        let svc_rules = if verdicts.is_empty() {
-            vec![]
-        } else {
-            vec![format!(
-                "numgen random mod {} vmap {{ {} }}",
-                verdicts.len(),
-                verdicts.join(", ")
-            )]
+        if endpoints.is_empty() {
+            // kube-proxy rejects a service with no endpoints rather than letting it time out.
+            out.elements.push((
+                "no-endpoint-services".into(),
+                cluster_key,
+                "goto reject-chain".into(),
+            ));
+            if let Some(key) = node_key {
+                out.elements.push((
+                    "no-endpoint-nodeports".into(),
+                    key,
+                    "goto reject-chain".into(),
+                ));
+            }
+            continue;
+        }
+        let svc_chain = format!("svc_{base}");
+        out.chains.push((svc_chain.clone(), pick(endpoints.iter())));
+        let local_chain =
+            (service.internal_traffic_local || service.external_traffic_local).then(|| {
+                let chain = format!("svl_{base}");
+                let mut rules = pick(endpoints.iter().filter(|(_, _, local)| *local));
+                if rules.is_empty() {
+                    rules.push("drop".into());
+                }
+                out.chains.push((chain.clone(), rules));
+                chain
+            });
+        let internal_chain = match (&local_chain, service.internal_traffic_local) {
+            (Some(local), true) => local.clone(),
+            _ => svc_chain.clone(),
         };
-        out.chains.push((svc_chain.clone(), svc_rules));
         out.elements.push((
             "service-ips".into(),
-            format!("{cluster_ip} . {proto} . {}", port.port),
-            format!("goto {svc_chain}"),
+            cluster_key,
+            format!("goto {internal_chain}"),
         ));
-        if let Some(node_port) = port.node_port {
+        if let Some(key) = node_key {
             let ext_chain = format!("ext_{base}");
-            out.chains.push((
-                ext_chain.clone(),
-                vec![
+            let rules = match (&local_chain, service.external_traffic_local) {
+                // Pods are masqueraded too: the endpoint may be on the client pod's own
+                // node, whose reply would otherwise skip this node's conntrack entry.
+                (Some(local), true) => vec![
+                    format!("ip saddr {} jump mark-for-masquerade", node.cluster_cidr),
+                    format!("ip saddr {} goto {internal_chain}", node.cluster_cidr),
+                    "fib saddr type local jump mark-for-masquerade".into(),
+                    format!("fib saddr type local goto {svc_chain}"),
+                    format!("goto {local}"),
+                ],
+                _ => vec![
                     "jump mark-for-masquerade".into(),
                     format!("goto {svc_chain}"),
                 ],
-            ));
-            out.elements.push((
-                "service-nodeports".into(),
-                format!("{proto} . {node_port}"),
-                format!("goto {ext_chain}"),
-            ));
+            };
+            out.chains.push((ext_chain.clone(), rules));
+            out.elements
+                .push(("service-nodeports".into(), key, format!("goto {ext_chain}")));
         }
     }
     out
 }
 
-/// The script that turns `old` into `new` in one transaction: new chains filled, map
-/// elements added, then what only `old` had unhooked, emptied and deleted.
+/// The rules of a chain that sends a connection to one of `endpoints`: a client with an
+/// affinity entry back to its endpoint, any other to one at random. Empty for none.
+fn pick<'a>(
+    endpoints: impl Iterator<Item = &'a (String, Option<String>, bool)> + Clone,
+) -> Vec<String> {
+    let mut rules: Vec<String> = endpoints
+        .clone()
+        .filter_map(|(chain, affinity, _)| {
+            affinity
+                .as_ref()
+                .map(|set| format!("ip saddr @{set} goto {chain}"))
+        })
+        .collect();
+    let verdicts: Vec<String> = endpoints
+        .enumerate()
+        .map(|(i, (chain, _, _))| format!("{i} : goto {chain}"))
+        .collect();
+    if !verdicts.is_empty() {
+        rules.push(format!(
+            "numgen random mod {} vmap {{ {} }}",
+            verdicts.len(),
+            verdicts.join(", ")
+        ));
+    }
+    rules
+}
+
+/// The script that turns `old` into `new` in one transaction: new sets made, new chains
+/// filled, map elements added, then what only `old` had unhooked, emptied and deleted.
 pub(crate) fn update_script(old: &ServiceRules, new: &ServiceRules) -> String {
     let mut s = String::new();
+    for (set, definition) in &new.sets {
+        s.push_str(&format!("add set {TABLE} {set} {definition}\n"));
+    }
     for (chain, rules) in &new.chains {
         s.push_str(&format!(
             "add chain {TABLE} {chain}\nflush chain {TABLE} {chain}\n"
@@ -148,15 +249,20 @@ pub(crate) fn update_script(old: &ServiceRules, new: &ServiceRules) -> String {
             s.push_str(&format!("add rule {TABLE} {chain} {rule}\n"));
         }
     }
-    let new_keys: BTreeSet<_> = new.elements.iter().map(|(m, k, _)| (m, k)).collect();
-    for (map, key, verdict) in &new.elements {
-        s.push_str(&format!(
-            "add element {TABLE} {map} {{ {key} : {verdict} }}\n"
-        ));
-    }
-    for (map, key, _) in &old.elements {
-        if !new_keys.contains(&(map, key)) {
+    let new_elements: BTreeSet<_> = new.elements.iter().collect();
+    for element @ (map, key, _) in &old.elements {
+        // The kernel does not change an element's verdict in place: one whose verdict
+        // changes (a traffic policy flipped) goes and comes back in the same transaction.
+        if !new_elements.contains(element) {
             s.push_str(&format!("delete element {TABLE} {map} {{ {key} }}\n"));
+        }
+    }
+    let old_elements: BTreeSet<_> = old.elements.iter().collect();
+    for element @ (map, key, verdict) in &new.elements {
+        if !old_elements.contains(element) {
+            s.push_str(&format!(
+                "add element {TABLE} {map} {{ {key} : {verdict} }}\n"
+            ));
         }
     }
     let new_chains: BTreeSet<_> = new.chains.iter().map(|(c, _)| c).collect();
@@ -171,6 +277,12 @@ pub(crate) fn update_script(old: &ServiceRules, new: &ServiceRules) -> String {
     }
     for chain in &gone {
         s.push_str(&format!("delete chain {TABLE} {chain}\n"));
+    }
+    let new_sets: BTreeSet<_> = new.sets.iter().map(|(n, _)| n).collect();
+    for (set, _) in &old.sets {
+        if !new_sets.contains(set) {
+            s.push_str(&format!("delete set {TABLE} {set}\n"));
+        }
     }
     s
 }

@@ -3,12 +3,16 @@
 #![allow(dead_code)]
 
 pub mod backend;
+#[cfg(feature = "containerd")]
+#[path = "../../../runtime/tests/support/containerd.rs"]
+pub mod containerd_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kybernetes_core::Clock;
 use kybernetes_net::LocalNetwork;
@@ -28,6 +32,8 @@ pub struct Harness {
     pub runtime: Arc<dyn Runtime>,
     pub network: Arc<LocalNetwork>,
     pub agents: Vec<(CancellationToken, JoinHandle<()>)>,
+    /// What the runtime needs kept alive as long as the harness (a containerd daemon).
+    pub keep: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 pub async fn harness() -> Harness {
@@ -58,6 +64,7 @@ pub async fn harness_with(make: impl FnOnce(Clock, &FakeRuntime) -> Arc<dyn Runt
         runtime,
         network,
         agents: Vec::new(),
+        keep: Vec::new(),
     }
 }
 
@@ -168,6 +175,46 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Creates ConfigMap `name` in `default` with `data`.
+pub async fn config_map(h: &Harness, name: &str, data: &[(&str, &str)]) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(h.client.clone(), "default")
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create configmap");
+}
+
+/// Creates Secret `name` in `default` with `data`.
+pub async fn secret(h: &Harness, name: &str, data: &[(&str, &str)]) {
+    let s = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(h.client.clone(), "default")
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create secret");
 }
 
 /// A pod bound to `node` with one container per `(name, image)`.

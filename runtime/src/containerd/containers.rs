@@ -59,7 +59,7 @@ pub(super) async fn create(
     sandbox_id: &str,
     config: &ContainerConfig,
 ) -> Result<String> {
-    let (hostname, netns, pod_uid, pod_dir) = {
+    let (hostname, netns, pod_uid, pod_dir, resolv_conf) = {
         let st = rt.inner.lock();
         let sb = st
             .sandboxes
@@ -76,6 +76,10 @@ pub(super) async fn create(
             sb.netns.clone(),
             sb.config.metadata.uid.clone(),
             sb.dir.clone(),
+            sb.config
+                .dns_config
+                .is_some()
+                .then(|| sb.dir.join(super::sandboxes::RESOLV_CONF)),
         )
     };
     let resolved =
@@ -93,6 +97,7 @@ pub(super) async fn create(
             hostname: &hostname,
             netns: &netns,
             cgroups_path: &cgroups,
+            resolv_conf: resolv_conf.as_deref(),
         },
     )?;
     let process = spec["process"].clone();

@@ -26,6 +26,8 @@
 //!   `io.containerd.runc.v2` shim whose stdout and stderr go through FIFOs into the CRI log
 //!   file under the runtime's root; TERM, the grace period, then KILL on stop; the exit code,
 //!   and `OOMKilled` when the cgroup's OOM killer ended it.
+//! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace made here connect
+//!   from inside it (to loopback for the pod IP), since nothing on the host routes there.
 //! - **exec**: a process added to the container's task with the container's environment,
 //!   user and working directory; its streams through FIFOs (no terminal yet).
 //! - **stats**: CPU time and the memory working set from the container's cgroup (v1 or v2).
@@ -36,6 +38,7 @@ mod containers;
 mod exec;
 mod images;
 mod netns;
+mod probes;
 mod registry;
 mod sandboxes;
 mod spec;
@@ -61,6 +64,7 @@ use crate::container::{
     ContainerStatus,
 };
 use crate::image::Image;
+use crate::probe::{ProbeRequest, ProbeResult};
 use crate::pull_auth::PullAuth;
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
@@ -194,6 +198,13 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Sandboxes still here were never removed (the runtime was dropped without a
+        // shutdown, e.g. by a test that failed): the namespaces made for them are mounts,
+        // which would outlive this process and keep the root from being removed.
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for sandbox in st.sandboxes.values().filter(|s| s.owns_netns) {
+            netns::remove(&sandbox.netns);
+        }
         if self.owns_root
             && let Err(e) = std::fs::remove_dir_all(&self.root)
         {
@@ -427,6 +438,9 @@ impl Runtime for ContainerdRuntime {
             })
         });
         crate::process::logs::follow_file(container_id, path, version, writing, options).await
+    }
+    async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        probes::run(self, container_id, request).await
     }
     async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
         stats::container_stats(self, container_id).await

@@ -10,6 +10,9 @@ use super::{ContainerdRuntime, ContainerdSandbox, containers, netns};
 use crate::Result;
 use crate::sandbox::{PodSandboxConfig, PodSandboxState, PodSandboxStatus};
 
+/// The pod directory's resolver file, mounted at `/etc/resolv.conf`.
+pub(super) const RESOLV_CONF: &str = "resolv.conf";
+
 /// Runs a sandbox for `config`.
 pub(super) async fn run(rt: &ContainerdRuntime, config: &PodSandboxConfig) -> Result<String> {
     let id = super::new_id();
@@ -34,6 +37,18 @@ pub(super) async fn run(rt: &ContainerdRuntime, config: &PodSandboxConfig) -> Re
             format!("create pod directory {}", dir.display()),
             e,
         ));
+    }
+    // The pod's resolv.conf, which every container bind-mounts (containerd's CRI does the
+    // same with its sandbox's file).
+    if let Some(dns) = &config.dns_config {
+        let path = dir.join(RESOLV_CONF);
+        if let Err(e) = std::fs::write(&path, dns.resolv_conf()) {
+            remove_dir(&dir);
+            if owns_netns {
+                netns::remove(&netns);
+            }
+            return Err(super::backend(format!("write {}", path.display()), e));
+        }
     }
     let status = PodSandboxStatus {
         id: id.clone(),

@@ -77,6 +77,8 @@ pub(super) struct SpecInputs<'a> {
     pub(super) hostname: &'a str,
     pub(super) netns: &'a Path,
     pub(super) cgroups_path: &'a str,
+    /// The pod's resolver file, if the node agent gave a DNS config.
+    pub(super) resolv_conf: Option<&'a Path>,
 }
 
 /// The process's argv by Docker's rules: `command` replaces the entrypoint (and drops the
@@ -197,6 +199,20 @@ pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
     ];
+    // A volume the pod mounts at /etc/resolv.conf wins over the pod's DNS config.
+    if let Some(resolv) = inputs.resolv_conf
+        && !config
+            .mounts
+            .iter()
+            .any(|m| m.container_path == Path::new("/etc/resolv.conf"))
+    {
+        mounts.push(json!({
+            "destination": "/etc/resolv.conf",
+            "type": "bind",
+            "source": resolv,
+            "options": ["rbind", "rprivate", "rw"],
+        }));
+    }
     for m in &config.mounts {
         mounts.push(json!({
             "destination": m.container_path,
@@ -276,6 +292,7 @@ mod tests {
             hostname: "web-0",
             netns: Path::new("/run/netns/x"),
             cgroups_path: "/kybernetes/c1",
+            resolv_conf: Some(Path::new("/pods/p/resolv.conf")),
         };
         let spec = build(&config, &inputs).expect("spec");
         // No entrypoint and args set: args replace the image's Cmd.
@@ -289,6 +306,11 @@ mod tests {
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
+        let resolv = spec["mounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["destination"] == "/etc/resolv.conf"))
+            .expect("a resolv.conf mount");
+        assert_eq!(resolv["source"], "/pods/p/resolv.conf");
     }
 
     #[test]
@@ -298,6 +320,7 @@ mod tests {
             hostname: "h",
             netns: Path::new("/n"),
             cgroups_path: "/k/c",
+            resolv_conf: None,
         };
         let err = build(&ContainerConfig::default(), &inputs).expect_err("no command");
         assert!(err.to_string().contains("no command"), "{err}");

@@ -323,6 +323,16 @@ impl FakeRuntime {
             .collect()
     }
 
+    /// What the node agent asked for when it ran each sandbox present, by sandbox id.
+    pub fn sandbox_configs(&self) -> Vec<(String, PodSandboxConfig)> {
+        self.inner
+            .lock()
+            .sandboxes
+            .iter()
+            .map(|(id, s)| (id.clone(), s.config.clone()))
+            .collect()
+    }
+
     /// The signals `stop_container` delivered to a container, in order.
     pub fn signals(&self, container_id: &str) -> Vec<Signal> {
         let st = self.inner.lock();

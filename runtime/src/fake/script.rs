@@ -45,6 +45,7 @@ pub struct ContainerScript {
     pub(crate) ignores_term: bool,
     pub(crate) term_exit_code: i32,
     pub(crate) create_error: Option<String>,
+    pub(crate) start_error: Option<String>,
     pub(crate) probes: HashMap<ProbeKind, ProbeScript>,
     pub(crate) exec: Vec<(Vec<String>, ExecResult)>,
     pub(crate) usage: UsageScript,
@@ -61,6 +62,7 @@ impl Default for ContainerScript {
             ignores_term: false,
             term_exit_code: 143,
             create_error: None,
+            start_error: None,
             probes: HashMap::new(),
             exec: Vec::new(),
             usage: UsageScript::default(),
@@ -116,6 +118,13 @@ impl ContainerScript {
     /// `create_container` fails with this message (upstream reports `CreateContainerError`).
     pub fn fail_create(mut self, message: impl Into<String>) -> Self {
         self.create_error = Some(message.into());
+        self
+    }
+
+    /// `start_container` fails with this message and the container ends `StartError` with
+    /// exit code 128, as a real runtime reports a command that is not there.
+    pub fn fail_start(mut self, message: impl Into<String>) -> Self {
+        self.start_error = Some(message.into());
         self
     }
 

@@ -281,6 +281,21 @@ impl Runtime for FakeRuntime {
             });
         }
         let now = inner.clock.now();
+        if let Some(message) = c.script.start_error.clone() {
+            c.status.state = ContainerState::Exited {
+                exit_code: 128,
+                reason: "StartError".into(),
+                message: message.clone(),
+                started_at: None,
+                finished_at: now,
+            };
+            c.log_version.send_modify(|v| *v += 1);
+            self.emit(c, ContainerEventKind::Stopped);
+            return Err(Error::Backend {
+                context: message,
+                source: None,
+            });
+        }
         let started = tokio::time::Instant::now();
         c.status.state = ContainerState::Running { started_at: now };
         c.started = Some(started);

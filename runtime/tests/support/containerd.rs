@@ -121,6 +121,25 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // The tasks of a runtime dropped without a shutdown (a test that failed, a harness
+        // that ended with pods running) would outlive the daemon: their shims are made to
+        // survive restarts. Delete them first.
+        let tasks = Command::new("ctr")
+            .arg("-a")
+            .arg(self.socket())
+            .args(["-n", "kybernetes", "tasks", "ls", "-q"])
+            .output();
+        if let Ok(out) = tasks {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("ctr")
+                    .arg("-a")
+                    .arg(self.socket())
+                    .args(["-n", "kybernetes", "tasks", "delete", "--force", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
         if let Err(e) = self.child.kill() {
             eprintln!("killing containerd: {e}");
         }
@@ -206,6 +225,7 @@ pub fn busybox_image(name: &str) -> Bytes {
         .expect("layer busybox");
     for applet in [
         "sh", "cat", "echo", "env", "sleep", "httpd", "ls", "true", "false", "readlink", "pwd",
+        "touch", "rm", "mkdir",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);

@@ -25,10 +25,50 @@ pub const NODE_LABEL_NOT_MATCH: &str =
 
 /// Upstream's PodTopologySpread plugin (default score weight 2).
 ///
-/// Upstream's cluster-level default constraints (applied to pods without constraints, over
-/// the selectors of the Services and controllers owning them) are not applied here.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PodTopologySpread;
+/// A pod without constraints of its own is scored with upstream's system defaults
+/// (`defaultingType: System`): `maxSkew` 3 over `kubernetes.io/hostname` and 5 over
+/// `topology.kubernetes.io/zone`, both `ScheduleAnyway`, over the pods selected by the
+/// Services, ReplicationControllers, ReplicaSets and StatefulSets that select it. So the
+/// replicas of a Deployment spread over nodes and zones with no configuration.
+///
+/// ```
+/// use kybernetes_sched::plugins::PodTopologySpread;
+/// assert!(PodTopologySpread::default().system_defaults());
+/// assert!(!PodTopologySpread::without_system_defaults().system_defaults());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct PodTopologySpread {
+    system_defaults: bool,
+}
+
+impl Default for PodTopologySpread {
+    fn default() -> PodTopologySpread {
+        PodTopologySpread {
+            system_defaults: true,
+        }
+    }
+}
+
+impl PodTopologySpread {
+    /// Upstream's `defaultingType: List` with no `defaultConstraints`: pods without
+    /// constraints are not spread by this plugin.
+    pub fn without_system_defaults() -> PodTopologySpread {
+        PodTopologySpread {
+            system_defaults: false,
+        }
+    }
+
+    /// Whether pods without constraints get the system default constraints.
+    pub fn system_defaults(&self) -> bool {
+        self.system_defaults
+    }
+}
+
+/// Upstream's system default constraints: topology key and `maxSkew`.
+const SYSTEM_DEFAULT_CONSTRAINTS: [(&str, i64); 2] = [
+    ("kubernetes.io/hostname", 3),
+    ("topology.kubernetes.io/zone", 5),
+];
 
 /// One constraint, parsed.
 #[derive(Clone, Debug)]
@@ -64,6 +104,9 @@ pub struct TopologySpreadState {
     self_match: Vec<i64>,
     /// `ScheduleAnyway` constraints, with upstream's `log(domains + 2)` weights.
     soft: Vec<(Counted, f64)>,
+    /// The soft constraints are the system defaults: a node lacking one's key is still scored
+    /// on the others, where explicit constraints leave such a node out.
+    system_defaulted: bool,
 }
 
 fn state<'p>(pod: &'p PodInfo<'_>) -> &'p TopologySpreadState {
@@ -115,16 +158,76 @@ fn compute(info: &PodInfo<'_>) -> TopologySpreadState {
         .map(|c| i64::from(c.selector.labels.matches(pod_labels)))
         .collect();
     TopologySpreadState {
-        hard: count(info, hard),
+        hard: count(info, hard, true),
         self_match,
-        soft: count(info, soft)
-            .into_iter()
-            .map(|c| {
-                let w = ((c.domains + 2) as f64).ln();
-                (c, w)
-            })
-            .collect(),
+        soft: weighted(count(info, soft, true)),
+        system_defaulted: false,
     }
+}
+
+/// Upstream's `log(domains + 2)` weight of each soft constraint.
+fn weighted(counted: Vec<Counted>) -> Vec<(Counted, f64)> {
+    counted
+        .into_iter()
+        .map(|c| {
+            let w = ((c.domains + 2) as f64).ln();
+            (c, w)
+        })
+        .collect()
+}
+
+fn has_own_constraints(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty())
+}
+
+/// The system default constraints of a pod without its own (upstream's
+/// `buildDefaultConstraints`), counted; none when nothing selects the pod.
+fn system_default_state(info: &PodInfo<'_>) -> TopologySpreadState {
+    let pod = info.pod();
+    let selector = info.snapshot().spreading_owners().default_selector(pod);
+    let soft = match selector {
+        Some(labels) => {
+            let constraints = SYSTEM_DEFAULT_CONSTRAINTS
+                .iter()
+                .map(|(key, skew)| Constraint {
+                    max_skew: *skew,
+                    topology_key: (*key).to_string(),
+                    selector: PodSelector {
+                        namespaces: NamespaceScope::only(
+                            pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        ),
+                        labels: labels.clone(),
+                    },
+                    min_domains: 1,
+                    affinity_honor: true,
+                    taints_honor: false,
+                })
+                .collect();
+            weighted(count(info, constraints, false))
+        }
+        None => Vec::new(),
+    };
+    TopologySpreadState {
+        hard: Vec::new(),
+        self_match: Vec::new(),
+        soft,
+        system_defaulted: true,
+    }
+}
+
+/// The soft constraints the score uses: the pod's own, or the system defaults when it has
+/// none and `defaults` allows them.
+fn soft_state<'p>(pod: &'p PodInfo<'_>, defaults: bool) -> Option<&'p TopologySpreadState> {
+    if has_own_constraints(pod.pod()) {
+        return Some(state(pod));
+    }
+    defaults.then(|| {
+        pod.default_topology_spread
+            .get_or_init(|| system_default_state(pod))
+    })
 }
 
 fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
@@ -139,9 +242,10 @@ fn tolerated(info: &PodInfo<'_>, node: &NodeInfo) -> bool {
     find_untolerated_taint(node.taints(), info.tolerations(), do_not_schedule).is_none()
 }
 
-/// Counts the matching pods per eligible domain of each constraint. Eligible nodes have every
-/// constraint's key and pass the constraint's node inclusion policies.
-fn count(info: &PodInfo<'_>, constraints: Vec<Constraint>) -> Vec<Counted> {
+/// Counts the matching pods per eligible domain of each constraint. Eligible nodes pass the
+/// constraint's node inclusion policies and have its key, and, with `require_all_keys`,
+/// every constraint's key (upstream's `requireAllTopologies`, off only for system defaults).
+fn count(info: &PodInfo<'_>, constraints: Vec<Constraint>, require_all_keys: bool) -> Vec<Counted> {
     if constraints.is_empty() {
         return Vec::new();
     }
@@ -155,7 +259,8 @@ fn count(info: &PodInfo<'_>, constraints: Vec<Constraint>) -> Vec<Counted> {
         .map(|c| snapshot.domains(&c.topology_key))
         .collect();
     // Every node has every key when each key's domains cover all nodes.
-    let all_keyed = constraints.len() == 1
+    let all_keyed = !require_all_keys
+        || constraints.len() == 1
         || domains
             .iter()
             .all(|d| d.values().sum::<usize>() == snapshot.num_nodes());
@@ -177,8 +282,11 @@ fn count(info: &PodInfo<'_>, constraints: Vec<Constraint>) -> Vec<Counted> {
     }
     // Policies or partly labelled nodes: one pass over nodes and pods.
     let eligible = |c: &Constraint, n: &NodeInfo| {
-        has_all_keys(n, &constraints)
-            && (!c.affinity_honor || node_affinity.matches(n))
+        (if require_all_keys {
+            has_all_keys(n, &constraints)
+        } else {
+            n.labels().contains_key(&c.topology_key)
+        }) && (!c.affinity_honor || node_affinity.matches(n))
             && (!c.taints_honor || tolerated(info, n))
     };
     let mut domain_sets: Vec<HashSet<&str>> = vec![HashSet::new(); constraints.len()];
@@ -324,14 +432,20 @@ impl ScorePlugin for PodTopologySpread {
     }
 
     fn pre_score(&self, pod: &PodInfo<'_>) -> bool {
-        !state(pod).soft.is_empty()
+        soft_state(pod, self.system_defaults).is_some_and(|st| !st.soft.is_empty())
     }
 
     fn score(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> i64 {
+        let Some(st) = soft_state(pod, self.system_defaults) else {
+            return 0;
+        };
         let labels = node.labels();
         let mut score = 0.0;
-        for (k, weight) in &state(pod).soft {
+        for (k, weight) in &st.soft {
             let Some(tv) = labels.get(&k.c.topology_key) else {
+                if st.system_defaulted {
+                    continue;
+                }
                 return IGNORED;
             };
             let n = k.counts.get(tv).copied().unwrap_or(0);
