@@ -270,6 +270,17 @@ fn merge(defaults: &[Plugin], custom: &PluginSet) -> Merged {
     Merged { enabled, disabled }
 }
 
+/// Upstream's error for a plugin enabled twice at one extension point.
+fn already_registered(field: String, name: &str, point: Point) -> FieldError {
+    FieldError {
+        field,
+        detail: format!(
+            "plugin {name:?} already registered as {:?}",
+            point.interface()
+        ),
+    }
+}
+
 /// The plugins of one extension point, in order (upstream's `expandMultiPointPlugins`): the
 /// ones the point's own set overrides from `multiPoint`, then the other `multiPoint` ones that
 /// implement the point, then the rest of the point's own set.
@@ -296,14 +307,7 @@ fn expand(
                 ),
             });
         } else if own_names.contains(&p.name.as_str()) {
-            errors.push(FieldError {
-                field: at,
-                detail: format!(
-                    "plugin {:?} already registered as {:?}",
-                    p.name,
-                    point.interface()
-                ),
-            });
+            errors.push(already_registered(at, &p.name, point));
         } else {
             own_names.push(&p.name);
         }
@@ -320,14 +324,11 @@ fn expand(
         if own_names.contains(&p.name.as_str()) {
             overridden.insert(p.name.as_str());
         } else if from_multi.contains(&p.name.as_str()) {
-            errors.push(FieldError {
-                field: format!("{path}.plugins.multiPoint.enabled[{i}]"),
-                detail: format!(
-                    "plugin {:?} already registered as {:?}",
-                    p.name,
-                    point.interface()
-                ),
-            });
+            errors.push(already_registered(
+                format!("{path}.plugins.multiPoint.enabled[{i}]"),
+                &p.name,
+                point,
+            ));
         } else {
             from_multi.push(&p.name);
         }
@@ -474,11 +475,7 @@ fn add_score(fw: Framework, name: &str, c: &ConfiguredPlugins, weight: i64) -> F
         "TaintToleration" => fw.with_score(TaintToleration),
         "NodeAffinity" => fw.with_score(NodeAffinity),
         "NodeResourcesFit" => fw.with_score(fit(c)),
-        "NodeResourcesBalancedAllocation" => fw.with_score(
-            c.balanced
-                .clone()
-                .unwrap_or_else(NodeResourcesBalancedAllocation::default),
-        ),
+        "NodeResourcesBalancedAllocation" => fw.with_score(c.balanced.clone().unwrap_or_default()),
         "ImageLocality" => fw.with_score(ImageLocality),
         "PodTopologySpread" => fw.with_score(spread(c)),
         "InterPodAffinity" => fw.with_score(InterPodAffinity),
