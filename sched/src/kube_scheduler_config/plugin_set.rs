@@ -9,9 +9,8 @@ use super::plugin_args::{self, ConfiguredPlugins};
 use super::{FieldError, KubeSchedulerProfile, Plugin, PluginSet, Plugins};
 use crate::framework::Framework;
 use crate::plugins::{
-    ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts,
-    NodeResourcesBalancedAllocation, NodeResourcesFit, NodeUnschedulable, PodTopologySpread,
-    TaintToleration, VolumeBinding,
+    ImageLocality, InterPodAffinity, NodeAffinity, NodeName, NodePorts, NodeResourcesFit,
+    NodeUnschedulable, PodTopologySpread, TaintToleration, VolumeBinding,
 };
 
 /// An extension point of the scheduling framework.
