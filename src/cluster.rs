@@ -14,7 +14,10 @@ use kybernetes_core::Clock;
 use kybernetes_net::{DnsServer, LocalNetwork, Network};
 use kybernetes_node::{NodeAgent, NodeAgentConfig};
 use kybernetes_runtime::{FakeRuntime, Runtime};
-use kybernetes_sched::{Framework, Scheduler};
+use kybernetes_sched::{
+    ConfigError, Framework, KubeSchedulerConfiguration, Profile, Scheduler,
+    kube_scheduler_config::FieldError,
+};
 use kybernetes_store::{MemoryStore, Store};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -51,6 +54,7 @@ pub struct ClusterBuilder {
     runtime: Option<Arc<dyn Runtime>>,
     network: Option<Arc<dyn Network>>,
     scheduler: Option<Arc<dyn Scheduler>>,
+    scheduler_config: Option<KubeSchedulerConfiguration>,
     control_plane: Option<ControlPlaneConfig>,
     serving: Option<ServingConfig>,
     data_dir: Option<std::path::PathBuf>,
@@ -71,6 +75,7 @@ impl Default for ClusterBuilder {
             runtime: None,
             network: None,
             scheduler: None,
+            scheduler_config: None,
             control_plane: Some(ControlPlaneConfig::default()),
             serving: None,
             data_dir: None,
@@ -235,9 +240,32 @@ impl ClusterBuilder {
         self
     }
 
-    /// The scheduler (default: the framework with upstream's default plugins).
+    /// The scheduler (default: the framework with upstream's default plugins), serving the
+    /// pods of [`SchedulerConfig::scheduler_name`](kybernetes_sched::SchedulerConfig::scheduler_name)
+    /// (`default-scheduler`).
     pub fn scheduler(mut self, scheduler: impl Scheduler + 'static) -> Self {
         self.scheduler = Some(Arc::new(scheduler));
+        self
+    }
+
+    /// Schedules with upstream's `KubeSchedulerConfiguration`: one profile per
+    /// `schedulerName`, each with its own plugins, weights and `percentageOfNodesToScore`, over
+    /// one queue; its backoffs override the control plane's. [`start`](Self::start) fails
+    /// with [`Error::SchedulerConfig`] if it is invalid or if [`scheduler`](Self::scheduler) is
+    /// set too.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// use kybernetes::sched::{KubeSchedulerConfiguration, KubeSchedulerProfile};
+    /// let config = KubeSchedulerConfiguration::with_profiles([
+    ///     KubeSchedulerProfile::named("default-scheduler"),
+    ///     KubeSchedulerProfile::named("batch-scheduler"),
+    /// ]);
+    /// let cluster = kybernetes::Cluster::builder().scheduler_config(config).start().await?;
+    /// # cluster.shutdown().await }
+    /// ```
+    pub fn scheduler_config(mut self, config: KubeSchedulerConfiguration) -> Self {
+        self.scheduler_config = Some(config);
         self
     }
 
@@ -255,7 +283,8 @@ impl ClusterBuilder {
     }
 
     /// Starts the cluster. Must be called inside a tokio runtime.
-    pub async fn start(self) -> Result<Cluster> {
+    pub async fn start(mut self) -> Result<Cluster> {
+        let profiles = self.scheduler_profiles()?;
         let store: DynStore = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
@@ -305,9 +334,6 @@ impl ClusterBuilder {
         let runtime: Arc<dyn Runtime> = self
             .runtime
             .unwrap_or_else(|| Arc::new(FakeRuntime::new(clock.clone())));
-        let scheduler: Arc<dyn Scheduler> = self
-            .scheduler
-            .unwrap_or_else(|| Arc::new(Framework::default_plugins()));
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         if let Some(every) = self.compaction_interval {
@@ -337,7 +363,7 @@ impl ClusterBuilder {
             tasks.push(control_plane::spawn(
                 client.clone(),
                 clock.clone(),
-                scheduler,
+                profiles,
                 cp,
                 shutdown.child_token(),
             ));
@@ -378,6 +404,41 @@ impl ClusterBuilder {
         }
         info!(nodes = self.nodes, "cluster started");
         Ok(cluster)
+    }
+}
+
+impl ClusterBuilder {
+    /// The scheduling profiles: the configuration's, or one of the custom or default
+    /// scheduler. Applies the configuration's backoffs to the control plane's settings.
+    fn scheduler_profiles(&mut self) -> Result<Vec<Profile>> {
+        let Some(config) = self.scheduler_config.take() else {
+            let scheduler = self
+                .scheduler
+                .take()
+                .unwrap_or_else(|| Arc::new(Framework::default_plugins()));
+            let name = self
+                .control_plane
+                .as_ref()
+                .map(|cp| cp.scheduler.scheduler_name.clone())
+                .unwrap_or_else(|| {
+                    kybernetes_sched::kube_scheduler_config::DEFAULT_SCHEDULER_NAME.to_string()
+                });
+            return Ok(vec![Profile::shared(name, scheduler)]);
+        };
+        if self.scheduler.is_some() {
+            return Err(ConfigError::Invalid(vec![FieldError {
+                field: "profiles".to_string(),
+                detail: "Forbidden: ClusterBuilder::scheduler and ::scheduler_config are both \
+                         set; give the custom scheduler a profile of its own instead"
+                    .to_string(),
+            }])
+            .into());
+        }
+        let profiles = config.build()?;
+        if let Some(cp) = &mut self.control_plane {
+            config.apply_to(&mut cp.scheduler);
+        }
+        Ok(profiles)
     }
 }
 

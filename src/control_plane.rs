@@ -1,14 +1,12 @@
 //! The control plane: the scheduler and the controllers, started together, optionally only
 //! while this process holds the leader lease (upstream's `--leader-elect`).
 
-use std::sync::Arc;
-
 use kybernetes_controllers::{
     EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, NamespaceConfig,
     NodeLifecycleConfig, PersistentVolumeConfig,
 };
 use kybernetes_core::Clock;
-use kybernetes_sched::{Scheduler, SchedulerConfig, SchedulerLoop};
+use kybernetes_sched::{Profile, SchedulerConfig, SchedulerLoop};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -18,7 +16,8 @@ use crate::leader::{LeaderElectionConfig, LeaderElector};
 /// Settings of the control-plane components. `Default` gives upstream's values.
 #[derive(Clone, Debug, Default)]
 pub struct ControlPlaneConfig {
-    /// The scheduling loop.
+    /// The scheduling loop (with a `KubeSchedulerConfiguration`, its backoffs win, and its
+    /// profiles replace `scheduler_name`).
     pub scheduler: SchedulerConfig,
     /// Node lifecycle: lease grace period and the default NoExecute toleration.
     pub node_lifecycle: NodeLifecycleConfig,
@@ -42,7 +41,7 @@ pub struct ControlPlaneConfig {
 pub(crate) fn start_components(
     client: &kube::Client,
     clock: &Clock,
-    scheduler: &Arc<dyn Scheduler>,
+    profiles: &[Profile],
     config: &ControlPlaneConfig,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -52,7 +51,7 @@ pub(crate) fn start_components(
     let k = || clock.clone();
     let t = || shutdown.child_token();
     vec![
-        SchedulerLoop::spawn(c(), scheduler.clone(), sched_config, t()),
+        SchedulerLoop::spawn_profiles(c(), profiles.to_vec(), sched_config, t()),
         kybernetes_controllers::spawn_replicaset(c(), k(), t()),
         kybernetes_controllers::spawn_replicationcontroller(c(), k(), t()),
         kybernetes_controllers::spawn_deployment(c(), k(), t()),
@@ -98,13 +97,13 @@ pub(crate) fn start_components(
 pub(crate) fn spawn(
     client: kube::Client,
     clock: Clock,
-    scheduler: Arc<dyn Scheduler>,
+    profiles: Vec<Profile>,
     config: ControlPlaneConfig,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let Some(election) = config.leader_election.clone() else {
-            let tasks = start_components(&client, &clock, &scheduler, &config, &shutdown);
+            let tasks = start_components(&client, &clock, &profiles, &config, &shutdown);
             shutdown.cancelled().await;
             for t in tasks {
                 let _ = t.await;
@@ -125,7 +124,7 @@ pub(crate) fn spawn(
             }
             info!("leading: starting the scheduler and controllers");
             let term = shutdown.child_token();
-            let tasks = start_components(&client, &clock, &scheduler, &config, &term);
+            let tasks = start_components(&client, &clock, &profiles, &config, &term);
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = leading.wait_for(|l| !*l) => info!("lost leadership: stopping the scheduler and controllers"),

@@ -87,6 +87,9 @@ pub enum Error {
     /// The local-path provisioner's directory could not be created.
     #[error("volume directory: {0}")]
     VolumeDirectory(#[source] std::io::Error),
+    /// The scheduler configuration is invalid, or conflicts with a custom scheduler.
+    #[error("scheduler configuration: {0}")]
+    SchedulerConfig(#[from] kybernetes_sched::ConfigError),
     /// A wait ran out of time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),

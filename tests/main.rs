@@ -38,6 +38,7 @@ mod proxy;
 mod python_client;
 mod replicationcontroller;
 mod restart;
+mod scheduler_profiles;
 mod scheduling;
 mod server_endpoints;
 mod server_side_apply;

@@ -35,6 +35,11 @@ pub struct ClusterArgs {
     /// not mount).
     #[arg(long, default_value = "overlayfs", value_name = "NAME")]
     pub containerd_snapshotter: String,
+    /// A `KubeSchedulerConfiguration` (`kubescheduler.config.k8s.io/v1`, YAML or JSON), as
+    /// kube-scheduler's `--config`: scheduler profiles by `schedulerName`, their plugins,
+    /// weights and `percentageOfNodesToScore`.
+    #[arg(long, value_name = "FILE")]
+    pub scheduler_config: Option<PathBuf>,
 }
 
 /// A container runtime the nodes can drive.
@@ -100,6 +105,9 @@ impl ClusterArgs {
             .nodes(self.nodes)
             .cluster_cidr(&self.cluster_cidr)
             .node_cidr_mask_size(self.node_cidr_mask_size);
+        if let Some(path) = &self.scheduler_config {
+            builder = builder.scheduler_config(scheduler_config(path)?);
+        }
         match &self.runtime {
             // The fake runtime is the builder's default.
             Runtime::Fake => {}
@@ -128,6 +136,19 @@ impl ClusterArgs {
             (Some(store), _) => with_store(builder, store).await,
         }
     }
+}
+
+/// Reads and checks a `KubeSchedulerConfiguration` file, so a bad one fails before anything
+/// starts.
+fn scheduler_config(path: &Path) -> anyhow::Result<kybernetes::sched::KubeSchedulerConfiguration> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the scheduler configuration {}", path.display()))?;
+    let config = kybernetes::sched::KubeSchedulerConfiguration::from_yaml(&text)
+        .with_context(|| format!("in {}", path.display()))?;
+    config
+        .build()
+        .with_context(|| format!("in {}", path.display()))?;
+    Ok(config)
 }
 
 async fn with_store(builder: ClusterBuilder, store: &str) -> anyhow::Result<ClusterBuilder> {

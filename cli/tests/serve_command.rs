@@ -40,6 +40,7 @@ fn every_subcommand_has_help() {
         "--token-auth-file",
         "--anonymous-auth",
         "--runtime",
+        "--scheduler-config",
     ] {
         assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
     }
@@ -64,6 +65,33 @@ fn a_containerd_runtime_is_refused_clearly_without_its_socket_or_its_daemon() {
         "containerd runtime is not available in this binary"
     };
     assert!(err.contains(want), "{err}");
+}
+
+#[test]
+fn an_invalid_scheduler_config_is_refused_before_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+         profiles:\n- schedulerName: packer\n  plugins:\n    score:\n      enabled:\n      \
+         - name: NodeNumber\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--scheduler-config"])
+        .arg(&config)
+        .output()
+        .expect("run kybernetes");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scheduler.yaml"), "{err}");
+    assert!(
+        err.contains(
+            "profiles[0].plugins.score.enabled[0]: Invalid value: \"NodeNumber\": unknown plugin"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Settings of the scheduling loop (upstream's `KubeSchedulerConfiguration`, the parts that
-//! apply here).
+//! Settings of the scheduling loop itself. Upstream's `KubeSchedulerConfiguration`, with its
+//! profiles, is [`kube_scheduler_config`](crate::kube_scheduler_config).
 
 use std::time::Duration;
 
@@ -8,7 +8,10 @@ use kybernetes_core::Clock;
 /// How the [`SchedulerLoop`](crate::SchedulerLoop) runs. `Default` gives upstream's values.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
-    /// The `spec.schedulerName` this scheduler serves (`default-scheduler`).
+    /// The `spec.schedulerName` a scheduler started with
+    /// [`SchedulerLoop::spawn`](crate::SchedulerLoop::spawn) serves (`default-scheduler`);
+    /// [`spawn_profiles`](crate::SchedulerLoop::spawn_profiles) takes the names from its
+    /// profiles instead.
     pub scheduler_name: String,
     /// The cluster clock, for condition and event times.
     pub clock: Clock,

@@ -93,11 +93,13 @@ pub mod config;
 pub mod error;
 mod events;
 pub mod framework;
+pub mod kube_scheduler_config;
 pub mod node_selector;
 pub mod nominated;
 pub mod plugins;
 pub mod pod_info;
 pub mod preemption;
+pub mod profile;
 mod queue;
 pub mod resources;
 mod scheduling_loop;
@@ -113,8 +115,10 @@ pub use framework::{
     FilterPlugin, Framework, MAX_NODE_SCORE, Scheduler, ScorePlugin, default_normalize_score,
     num_feasible_nodes_to_find,
 };
+pub use kube_scheduler_config::{ConfigError, KubeSchedulerConfiguration, KubeSchedulerProfile};
 pub use pod_info::PodInfo;
 pub use preemption::{PostFilter, Preemption};
+pub use profile::Profile;
 pub use resources::{PodRequests, Resource};
 pub use scheduling_loop::SchedulerLoop;
 pub use snapshot::{ImageStates, NodeChange, NodeInfo, Snapshot, pod_key};

@@ -21,8 +21,10 @@ use crate::config::SchedulerConfig;
 use crate::error::Error;
 use crate::events::{EventRecorder, EventType};
 use crate::framework::Scheduler;
+use crate::kube_scheduler_config::DEFAULT_SCHEDULER_NAME;
 use crate::nominated::pod_priority;
 use crate::preemption::{PostFilter, prepare};
+use crate::profile::Profile;
 use crate::queue::SchedulingQueue;
 use crate::snapshot::{NodeChange, Snapshot, is_terminal, object_key, pod_key};
 use crate::status;
@@ -34,9 +36,14 @@ mod spreading_owners;
 /// How many pods one turn of the loop schedules before it looks at watch events again.
 const BATCH: usize = 128;
 
-/// Runs a [`Scheduler`] against a cluster: the pods whose `spec.schedulerName` is the
-/// configured one and that have no node get scheduled and bound.
+/// Runs [`Scheduler`]s against a cluster: the pods whose `spec.schedulerName` names one of its
+/// [`Profile`]s and that have no node get scheduled by that profile's scheduler and bound.
 ///
+/// - As upstream's kube-scheduler, the profiles share one queue and one snapshot: a pod
+///   assumed by one profile is counted by all. A pod without `spec.schedulerName` (or with
+///   an empty one) belongs to `default-scheduler`; a pod naming no profile is left alone,
+///   without a condition or event, for another scheduler to take. Events are reported as
+///   the pod's profile (`source.component` and `reportingController` are its name).
 /// - Pods are scheduled one at a time, highest `spec.priority` first, then in arrival order;
 ///   each is assumed onto its node in the [`Snapshot`] at once, and its `pods/binding` is
 ///   posted in the background (at most
@@ -68,22 +75,34 @@ const BATCH: usize = 128;
 pub struct SchedulerLoop;
 
 impl SchedulerLoop {
-    /// Starts the loop. It runs until `shutdown` is cancelled, and never fails: API errors are
-    /// logged and retried.
+    /// Starts the loop with one profile, named
+    /// [`scheduler_name`](SchedulerConfig::scheduler_name). It runs until `shutdown` is
+    /// cancelled, and never fails: API errors are logged and retried.
     pub fn spawn(
         client: kube::Client,
         scheduler: Arc<dyn Scheduler>,
         config: SchedulerConfig,
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
-        let span = tracing::info_span!("scheduler", name = %config.scheduler_name);
+        let profile = Profile::shared(config.scheduler_name.clone(), scheduler);
+        SchedulerLoop::spawn_profiles(client, vec![profile], config, shutdown)
+    }
+
+    /// Starts the loop serving every one of `profiles` (from
+    /// [`KubeSchedulerConfiguration::build`](crate::KubeSchedulerConfiguration::build), or
+    /// made by hand); [`scheduler_name`](SchedulerConfig::scheduler_name) is not used. Of two
+    /// profiles with one name, the first serves it.
+    pub fn spawn_profiles(
+        client: kube::Client,
+        profiles: Vec<Profile>,
+        config: SchedulerConfig,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let names: Vec<&str> = profiles.iter().map(Profile::scheduler_name).collect();
+        let span = tracing::info_span!("scheduler", name = %names.join(","));
         tokio::spawn(
-            async move {
-                LoopState::new(client, scheduler, config)
-                    .run(shutdown)
-                    .await
-            }
-            .instrument(span),
+            async move { LoopState::new(client, profiles, config).run(shutdown).await }
+                .instrument(span),
         )
     }
 }
@@ -144,9 +163,16 @@ fn name_of<K: kube::Resource>(k: &K) -> String {
     k.meta().name.clone().unwrap_or_default()
 }
 
+/// A profile as the loop runs it: its scheduler and the recorder of its events.
+struct ProfileState {
+    scheduler: Arc<dyn Scheduler>,
+    recorder: Arc<EventRecorder>,
+}
+
 struct LoopState {
     client: kube::Client,
-    scheduler: Arc<dyn Scheduler>,
+    /// The profiles by scheduler name.
+    profiles: HashMap<String, ProfileState>,
     config: SchedulerConfig,
     snapshot: Snapshot,
     queue: SchedulingQueue,
@@ -154,7 +180,6 @@ struct LoopState {
     /// Keys of the pods whose binding task runs.
     binding: HashMap<tokio::task::Id, String>,
     effects: JoinSet<()>,
-    recorder: Arc<EventRecorder>,
     nodes: ListState,
     pods: ListState,
     claims: ListState,
@@ -166,26 +191,37 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn new(
-        client: kube::Client,
-        scheduler: Arc<dyn Scheduler>,
-        config: SchedulerConfig,
-    ) -> LoopState {
-        let recorder = Arc::new(EventRecorder::new(
-            client.clone(),
-            config.clock.clone(),
-            config.scheduler_name.clone(),
-        ));
+    fn new(client: kube::Client, profiles: Vec<Profile>, config: SchedulerConfig) -> LoopState {
+        let mut by_name = HashMap::new();
+        for profile in profiles {
+            let name = profile.scheduler_name().to_string();
+            if by_name.contains_key(&name) {
+                tracing::warn!(profile = %name, "a second profile has this scheduler name; the first serves it");
+                continue;
+            }
+            let recorder = Arc::new(EventRecorder::new(
+                client.clone(),
+                config.clock.clone(),
+                name.clone(),
+            ));
+            let scheduler = profile.scheduler().clone();
+            by_name.insert(
+                name,
+                ProfileState {
+                    scheduler,
+                    recorder,
+                },
+            );
+        }
         LoopState {
             queue: SchedulingQueue::new(&config),
             client,
-            scheduler,
+            profiles: by_name,
             config,
             snapshot: Snapshot::default(),
             binds: JoinSet::new(),
             binding: HashMap::new(),
             effects: JoinSet::new(),
-            recorder,
             nodes: ListState::default(),
             pods: ListState::default(),
             claims: ListState::default(),
@@ -436,13 +472,13 @@ impl LoopState {
         tracing::debug!(pending = self.queue.len(), "pods synced");
     }
 
+    /// The profile that schedules `pod` (upstream's `frameworkForPod`), if any.
+    fn profile_of(&self, pod: &Pod) -> Option<&ProfileState> {
+        self.profiles.get(scheduler_name(pod))
+    }
+
     fn is_ours(&self, pod: &Pod) -> bool {
-        let name = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or("default-scheduler");
-        name == self.config.scheduler_name
+        self.profile_of(pod).is_some()
     }
 
     fn on_pod(&mut self, pod: Pod) {
@@ -549,7 +585,13 @@ impl LoopState {
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
-        match self.scheduler.schedule(&pod, &self.snapshot) {
+        let Some(profile) = self.profile_of(&pod) else {
+            // Not reached: only our pods are queued, and the scheduler name is immutable.
+            self.queue.remove(&key);
+            return;
+        };
+        let scheduler = profile.scheduler.clone();
+        match scheduler.schedule(&pod, &self.snapshot) {
             Ok(node) => {
                 self.snapshot.nominated_mut().remove(&key);
                 if let Err(e) = self.snapshot.assume_shared(pod.clone(), &node) {
@@ -584,10 +626,7 @@ impl LoopState {
                 self.binding.insert(task.id(), tracked);
             }
             Err(mut unschedulable) => {
-                match self
-                    .scheduler
-                    .post_filter(&pod, &self.snapshot, &unschedulable)
-                {
+                match scheduler.post_filter(&pod, &self.snapshot, &unschedulable) {
                     PostFilter::Skipped => {}
                     PostFilter::Unresolved {
                         message,
@@ -640,13 +679,14 @@ impl LoopState {
         match result {
             Ok(()) => {
                 self.queue.remove(&key);
-                if self.config.record_events {
+                if self.config.record_events
+                    && let Some(recorder) = self.recorder_of(&pod)
+                {
                     let message = format!(
                         "Successfully assigned {}/{} to {node}",
                         pod.metadata.namespace.as_deref().unwrap_or_default(),
                         pod.metadata.name.as_deref().unwrap_or_default()
                     );
-                    let recorder = self.recorder.clone();
                     self.effects.spawn(async move {
                         recorder
                             .record(&pod, EventType::Normal, "Scheduled", "Binding", message)
@@ -664,8 +704,9 @@ impl LoopState {
                 }
                 tracing::warn!(error = %e, "binding failed, retrying");
                 self.queue.requeue_with_backoff(&key, Instant::now());
-                if self.config.record_events {
-                    let recorder = self.recorder.clone();
+                if self.config.record_events
+                    && let Some(recorder) = self.recorder_of(&pod)
+                {
                     let message = format!("Binding rejected: {}", error_chain(&e));
                     self.effects.spawn(async move {
                         recorder
@@ -710,9 +751,11 @@ impl LoopState {
             pdb_violations = preemption.pdb_violations,
             "preempting"
         );
+        let Some(recorder) = self.recorder_of(&pod) else {
+            return;
+        };
         let client = self.client.clone();
         let clock = self.config.clock.clone();
-        let recorder = self.recorder.clone();
         self.effects.spawn(async move {
             if let Err(e) =
                 prepare::prepare_candidate(client, clock, recorder, pod, preemption, lower).await
@@ -720,6 +763,11 @@ impl LoopState {
                 tracing::warn!(error = %error_chain(&e), "preemption failed");
             }
         });
+    }
+
+    /// The event recorder of the pod's profile.
+    fn recorder_of(&self, pod: &Pod) -> Option<Arc<EventRecorder>> {
+        self.profile_of(pod).map(|p| p.recorder.clone())
     }
 
     /// Clears the pod's `status.nominatedNodeName` in the background.
@@ -743,7 +791,7 @@ impl LoopState {
     ) {
         let client = self.client.clone();
         let clock = self.config.clock.clone();
-        let recorder = event.then(|| self.recorder.clone());
+        let recorder = self.recorder_of(&pod).filter(|_| event);
         self.effects.spawn(async move {
             if let Err(e) =
                 status::set_unschedulable_condition(client, &pod, reason, &message, &clock).await
@@ -769,6 +817,16 @@ impl LoopState {
 const SCHEDULING_GATED: &str = "SchedulingGated";
 /// Upstream's message for it.
 const SCHEDULING_GATED_MESSAGE: &str = "Scheduling is blocked due to non-empty scheduling gates";
+
+/// The profile a pod asks for: `spec.schedulerName`, with unset or empty meaning
+/// `default-scheduler` (the API server defaults it so).
+pub(crate) fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_SCHEDULER_NAME)
+}
 
 fn has_scheduling_gates(pod: &Pod) -> bool {
     pod.spec

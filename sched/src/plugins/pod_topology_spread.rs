@@ -31,20 +31,33 @@ pub const NODE_LABEL_NOT_MATCH: &str =
 /// Services, ReplicationControllers, ReplicaSets and StatefulSets that select it. So the
 /// replicas of a Deployment spread over nodes and zones with no configuration.
 ///
+/// Other defaults come from [`with_default_constraints`](PodTopologySpread::with_default_constraints)
+/// (upstream's `defaultingType: List`).
+///
 /// ```
 /// use kybernetes_sched::plugins::PodTopologySpread;
 /// assert!(PodTopologySpread::default().system_defaults());
 /// assert!(!PodTopologySpread::without_system_defaults().system_defaults());
+/// let zones = PodTopologySpread::with_default_constraints([("topology.kubernetes.io/zone", 1)]);
+/// assert_eq!(zones.default_constraints(), [("topology.kubernetes.io/zone".to_string(), 1)]);
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PodTopologySpread {
-    system_defaults: bool,
+    /// The `ScheduleAnyway` constraints (topology key, `maxSkew`) of a pod without its own.
+    defaults: Arc<[(String, i64)]>,
+    /// The defaults are upstream's system defaults (`defaultingType: System`): a node lacking
+    /// one of their keys is still scored on the others.
+    system: bool,
 }
 
 impl Default for PodTopologySpread {
     fn default() -> PodTopologySpread {
         PodTopologySpread {
-            system_defaults: true,
+            defaults: SYSTEM_DEFAULT_CONSTRAINTS
+                .iter()
+                .map(|(key, skew)| ((*key).to_string(), *skew))
+                .collect(),
+            system: true,
         }
     }
 }
@@ -53,14 +66,32 @@ impl PodTopologySpread {
     /// Upstream's `defaultingType: List` with no `defaultConstraints`: pods without
     /// constraints are not spread by this plugin.
     pub fn without_system_defaults() -> PodTopologySpread {
+        PodTopologySpread::with_default_constraints(std::iter::empty::<(String, i64)>())
+    }
+
+    /// Upstream's `defaultingType: List`: a pod without constraints of its own is scored
+    /// with these `ScheduleAnyway` constraints (topology key, `maxSkew`), over the pods
+    /// selected by the Services and controllers that select it.
+    pub fn with_default_constraints<K: Into<String>>(
+        constraints: impl IntoIterator<Item = (K, i64)>,
+    ) -> PodTopologySpread {
         PodTopologySpread {
-            system_defaults: false,
+            defaults: constraints
+                .into_iter()
+                .map(|(key, skew)| (key.into(), skew))
+                .collect(),
+            system: false,
         }
     }
 
     /// Whether pods without constraints get the system default constraints.
     pub fn system_defaults(&self) -> bool {
-        self.system_defaults
+        self.system
+    }
+
+    /// The default constraints (topology key, `maxSkew`) of pods without their own.
+    pub fn default_constraints(&self) -> &[(String, i64)] {
+        &self.defaults
     }
 }
 
@@ -183,18 +214,19 @@ fn has_own_constraints(pod: &Pod) -> bool {
         .is_some_and(|c| !c.is_empty())
 }
 
-/// The system default constraints of a pod without its own (upstream's
-/// `buildDefaultConstraints`), counted; none when nothing selects the pod.
-fn system_default_state(info: &PodInfo<'_>) -> TopologySpreadState {
+/// The default constraints of a pod without its own (upstream's `buildDefaultConstraints`),
+/// counted; none when nothing selects the pod.
+fn default_state(info: &PodInfo<'_>, plugin: &PodTopologySpread) -> TopologySpreadState {
     let pod = info.pod();
     let selector = info.snapshot().spreading_owners().default_selector(pod);
     let soft = match selector {
-        Some(labels) => {
-            let constraints = SYSTEM_DEFAULT_CONSTRAINTS
+        Some(labels) if !plugin.defaults.is_empty() => {
+            let constraints = plugin
+                .defaults
                 .iter()
                 .map(|(key, skew)| Constraint {
                     max_skew: *skew,
-                    topology_key: (*key).to_string(),
+                    topology_key: key.clone(),
                     selector: PodSelector {
                         namespaces: NamespaceScope::only(
                             pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -206,28 +238,34 @@ fn system_default_state(info: &PodInfo<'_>) -> TopologySpreadState {
                     taints_honor: false,
                 })
                 .collect();
-            weighted(count(info, constraints, false))
+            weighted(count(info, constraints, !plugin.system))
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     TopologySpreadState {
         hard: Vec::new(),
         self_match: Vec::new(),
         soft,
-        system_defaulted: true,
+        system_defaulted: plugin.system,
     }
 }
 
-/// The soft constraints the score uses: the pod's own, or the system defaults when it has
-/// none and `defaults` allows them.
-fn soft_state<'p>(pod: &'p PodInfo<'_>, defaults: bool) -> Option<&'p TopologySpreadState> {
+/// The soft constraints the score uses: the pod's own, or the plugin's defaults when it has
+/// none.
+fn soft_state<'p>(
+    pod: &'p PodInfo<'_>,
+    plugin: &PodTopologySpread,
+) -> Option<&'p TopologySpreadState> {
     if has_own_constraints(pod.pod()) {
         return Some(state(pod));
     }
-    defaults.then(|| {
+    if plugin.defaults.is_empty() {
+        return None;
+    }
+    Some(
         pod.default_topology_spread
-            .get_or_init(|| system_default_state(pod))
-    })
+            .get_or_init(|| default_state(pod, plugin)),
+    )
 }
 
 fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
@@ -432,11 +470,11 @@ impl ScorePlugin for PodTopologySpread {
     }
 
     fn pre_score(&self, pod: &PodInfo<'_>) -> bool {
-        soft_state(pod, self.system_defaults).is_some_and(|st| !st.soft.is_empty())
+        soft_state(pod, self).is_some_and(|st| !st.soft.is_empty())
     }
 
     fn score(&self, pod: &PodInfo<'_>, node: &NodeInfo) -> i64 {
-        let Some(st) = soft_state(pod, self.system_defaults) else {
+        let Some(st) = soft_state(pod, self) else {
             return 0;
         };
         let labels = node.labels();

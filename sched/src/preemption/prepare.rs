@@ -26,11 +26,7 @@ async fn preempt_pod(
 ) -> Result<()> {
     let api = pod_api(client.clone(), victim);
     let name = victim.metadata.name.clone().unwrap_or_default();
-    let scheduler = preemptor
-        .spec
-        .as_ref()
-        .and_then(|s| s.scheduler_name.as_deref())
-        .unwrap_or("default-scheduler");
+    let scheduler = crate::scheduling_loop::scheduler_name(preemptor);
     let condition = json!({"status": {"conditions": [{
         "type": DISRUPTION_TARGET,
         "status": "True",
