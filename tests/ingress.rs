@@ -153,15 +153,18 @@ where
 
 /// Polls until `GET path` with `host` answers `status` with a body starting with `body`.
 async fn until_served(addr: SocketAddr, host: &str, path: &str, status: u16, body: &str) {
-    until(
-        &format!("{host}{path} to answer {status} {body}"),
-        WAIT,
-        || async move {
-            let (s, b) = get(addr, host, path).await;
-            s == status && b.starts_with(body)
-        },
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (s, b) = get(addr, host, path).await;
+        if s == status && b.starts_with(body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {host}{path} to answer {status} {body}; last answer {s} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 fn http_addr(cluster: &Cluster) -> SocketAddr {
