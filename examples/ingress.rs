@@ -39,10 +39,13 @@ async fn server(ip: &str, greeting: &'static str) -> anyhow::Result<SocketAddr> 
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let service = hyper::service::service_fn(move |_req| async move {
-                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(greeting))))
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                    greeting,
+                ))))
             });
             tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
             );
         }
     });
@@ -65,7 +68,9 @@ async fn get(ingress: SocketAddr, host: &str) -> anyhow::Result<(u16, String)> {
     let stream = TcpStream::connect(ingress).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let request = http::Request::get("/").header("host", host).body(Empty::<Bytes>::new())?;
+    let request = http::Request::get("/")
+        .header("host", host)
+        .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
@@ -78,11 +83,21 @@ async fn main() -> anyhow::Result<()> {
     let cluster = Cluster::builder().ingress(any, any).start().await?;
     let v1 = server("127.0.0.2", "Hello from v1\n").await?;
     let v2 = server("127.0.0.3", "Hello from v2\n").await?;
-    let manifest = format!("{}---\n{}---\n{MANIFEST}", service("helloworld-v1", v1), service("helloworld-v2", v2));
+    let manifest = format!(
+        "{}---\n{}---\n{MANIFEST}",
+        service("helloworld-v1", v1),
+        service("helloworld-v2", v2)
+    );
     cluster.apply_yaml(&manifest).await?;
-    let ingress = cluster.ingress_http_addr().context("ingress was asked for")?;
+    let ingress = cluster
+        .ingress_http_addr()
+        .context("ingress was asked for")?;
     println!("ingress controller on http://{ingress}");
-    for host in ["helloworld-v1.example.com", "helloworld-v2.example.com", "other.example.com"] {
+    for host in [
+        "helloworld-v1.example.com",
+        "helloworld-v2.example.com",
+        "other.example.com",
+    ] {
         // The controller follows the watch: give it a moment to see the new objects.
         let mut answer = get(ingress, host).await?;
         for _ in 0..100 {

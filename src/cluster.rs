@@ -554,7 +554,9 @@ impl Cluster {
 
     /// Where the Ingress controller serves HTTPS, when asked for.
     pub fn ingress_https_addr(&self) -> Option<SocketAddr> {
-        self.ingress.as_ref().and_then(IngressController::https_addr)
+        self.ingress
+            .as_ref()
+            .and_then(IngressController::https_addr)
     }
 
     /// Where cluster DNS answers, when [`ClusterBuilder::dns`] asked for it.

@@ -195,10 +195,16 @@ async fn each_host_reaches_its_own_service() {
     let (status, body) = get(addr, "helloworld-v1.example.com:80", "/hello").await;
     assert_eq!(
         (status, body.as_str()),
-        (200, "v1 /hello host=helloworld-v1.example.com:80 proto=http")
+        (
+            200,
+            "v1 /hello host=helloworld-v1.example.com:80 proto=http"
+        )
     );
     let (status, body) = get(addr, "HelloWorld-V2.example.com", "/hello").await;
-    assert_eq!((status, body.as_str()), (200, "v2 /hello host=HelloWorld-V2.example.com proto=http"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "v2 /hello host=HelloWorld-V2.example.com proto=http")
+    );
     // No rule for this host and no default backend.
     let (status, _) = get(addr, "other.example.com", "/").await;
     assert_eq!(status, 404);
@@ -209,7 +215,10 @@ async fn each_host_reaches_its_own_service() {
         let ingresses = ingresses.clone();
         async move {
             let ing = ingresses.get("helloworld").await.expect("get ingress");
-            let lb = ing.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress);
+            let lb = ing
+                .status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress);
             lb.is_some_and(|lb| lb.len() == 1 && lb[0].ip.as_deref() == Some("127.0.0.1"))
         }
     })
@@ -282,7 +291,10 @@ async fn paths_match_by_prefix_elements_or_exactly() {
     ] {
         let (status, body) = get(addr, "paths.example.com", request).await;
         assert_eq!(status, 200, "{request}");
-        assert!(body.starts_with(&format!("{want} {request} ")), "{request} went to {body}");
+        assert!(
+            body.starts_with(&format!("{want} {request} ")),
+            "{request} went to {body}"
+        );
     }
     cluster.shutdown().await.expect("shutdown");
 }
@@ -307,7 +319,10 @@ async fn the_default_backend_takes_what_no_rule_matches() {
     for (host, path) in [("shop.example.com", "/"), ("unknown.example.com", "/cart")] {
         let (status, body) = get(addr, host, path).await;
         assert_eq!(status, 200);
-        assert!(body.starts_with(&format!("fallback {path} ")), "{host}{path}: {body}");
+        assert!(
+            body.starts_with(&format!("fallback {path} ")),
+            "{host}{path}: {body}"
+        );
     }
     cluster.shutdown().await.expect("shutdown");
 }
@@ -381,8 +396,16 @@ async fn only_ingresses_of_its_classes_are_served() {
         }
         json!({"metadata": {"name": name}, "spec": spec})
     };
-    create_ingress(&cluster, ingress("theirs", Some("other"), "theirs.example.com")).await;
-    create_ingress(&cluster, ingress("named", Some("kybernetes"), "named.example.com")).await;
+    create_ingress(
+        &cluster,
+        ingress("theirs", Some("other"), "theirs.example.com"),
+    )
+    .await;
+    create_ingress(
+        &cluster,
+        ingress("named", Some("kybernetes"), "named.example.com"),
+    )
+    .await;
     let addr = http_addr(&cluster);
     until_served(addr, "named.example.com", "/", 200, "web /").await;
     let (status, _) = get(addr, "theirs.example.com", "/").await;
@@ -398,10 +421,18 @@ async fn only_ingresses_of_its_classes_are_served() {
         )
         .await
         .expect("patch class");
-    create_ingress(&cluster, ingress("classless", None, "classless.example.com")).await;
+    create_ingress(
+        &cluster,
+        ingress("classless", None, "classless.example.com"),
+    )
+    .await;
     // One watch delivers Ingresses in order: once a later one serves, the classless one has
     // been seen, and passed over.
-    create_ingress(&cluster, ingress("marker", Some("kybernetes"), "marker.example.com")).await;
+    create_ingress(
+        &cluster,
+        ingress("marker", Some("kybernetes"), "marker.example.com"),
+    )
+    .await;
     until_served(addr, "marker.example.com", "/", 200, "web /").await;
     let (status, _) = get(addr, "classless.example.com", "/").await;
     assert_eq!(status, 404);
@@ -418,7 +449,11 @@ async fn only_ingresses_of_its_classes_are_served() {
     until_served(addr, "classless.example.com", "/", 200, "web /").await;
     let theirs = ingresses.get("theirs").await.expect("get");
     assert!(
-        theirs.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).is_none(),
+        theirs
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .is_none(),
         "another controller's Ingress gets no status from this one"
     );
     cluster.shutdown().await.expect("shutdown");
@@ -458,7 +493,12 @@ async fn put_tls_secret(cluster: &Cluster, name: &str, data: Value) {
 
 /// GET over TLS with SNI `host`, trusting only `root_pem`: the status and body, or the TLS
 /// error.
-async fn get_tls(addr: SocketAddr, host: &str, root_pem: &str, path: &str) -> Result<(u16, String), String> {
+async fn get_tls(
+    addr: SocketAddr,
+    host: &str,
+    root_pem: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let cert = rustls_pki_types::CertificateDer::from_pem_slice(root_pem.as_bytes()).expect("pem");
@@ -472,7 +512,10 @@ async fn get_tls(addr: SocketAddr, host: &str, root_pem: &str, path: &str) -> Re
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls_pki_types::ServerName::try_from(host.to_string()).expect("server name");
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(request(tls, host, path).await)
 }
 
@@ -514,7 +557,10 @@ async fn tls_terminates_with_the_certificate_sni_names_and_follows_secret_update
     assert_eq!(b, Ok((200, "b /y host=b.example.com proto=https".into())));
     // The certificate follows the SNI name: a's certificate is not offered for b.
     let wrong = get_tls(https, "b.example.com", &a_cert, "/").await;
-    assert!(wrong.is_err(), "b's handshake verified against a's certificate: {wrong:?}");
+    assert!(
+        wrong.is_err(),
+        "b's handshake verified against a's certificate: {wrong:?}"
+    );
     // A host no entry names gets no certificate.
     let none = get_tls(https, "c.example.com", &a_cert, "/").await;
     assert!(none.is_err(), "{none:?}");
@@ -524,7 +570,11 @@ async fn tls_terminates_with_the_certificate_sni_names_and_follows_secret_update
     put_tls_secret(&cluster, "a-tls", renewed).await;
     until("the renewed certificate", WAIT, || {
         let renewed_cert = renewed_cert.clone();
-        async move { get_tls(https, "a.example.com", &renewed_cert, "/").await.is_ok() }
+        async move {
+            get_tls(https, "a.example.com", &renewed_cert, "/")
+                .await
+                .is_ok()
+        }
     })
     .await;
     cluster.shutdown().await.expect("shutdown");
@@ -559,18 +609,34 @@ async fn kubectl_get_ingress_shows_the_address() {
         let ingresses = ingresses.clone();
         async move {
             let ing = ingresses.get("hello").await.expect("get");
-            ing.status.and_then(|s| s.load_balancer).and_then(|l| l.ingress).is_some()
+            ing.status
+                .and_then(|s| s.load_balancer)
+                .and_then(|l| l.ingress)
+                .is_some()
         }
     })
     .await;
     let out = kubectl(&kubeconfig, &["get", "ingress", "hello"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(lines[0], ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], "{stdout}");
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"],
+        "{stdout}"
+    );
     assert_eq!(
         lines[1][..5],
-        ["hello", "kybernetes", "hello.example.com", "127.0.0.1", "80,"],
+        [
+            "hello",
+            "kybernetes",
+            "hello.example.com",
+            "127.0.0.1",
+            "80,"
+        ],
         "{stdout}"
     );
     let out = kubectl(&kubeconfig, &["get", "ingressclass"]).await;

@@ -573,7 +573,12 @@ async fn sync_endpoints(
         // the Service reaches the cache: only the API server can say the Service is gone, or a
         // selectorless Service's hand-written Endpoints would be deleted as soon as written.
         let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-        if services.get_opt(&key.name).await.map_err(Error::Api)?.is_some() {
+        if services
+            .get_opt(&key.name)
+            .await
+            .map_err(Error::Api)?
+            .is_some()
+        {
             return Ok(());
         }
         if let Some(ep) = api.get_opt(&key.name).await.map_err(Error::Api)?

@@ -69,7 +69,10 @@ fn watch<K>(
     source: usize,
 ) -> (Store<K>, BoxStream<'static, Result<Seen, watcher::Error>>)
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + k8s_openapi::serde::de::DeserializeOwned,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + k8s_openapi::serde::de::DeserializeOwned,
     K: Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
@@ -160,7 +163,8 @@ impl IngressSync {
             let key = (ingress.uid().unwrap_or_default(), message.clone());
             if !reported.warnings.contains(&key) {
                 tracing::warn!(ingress = %ingress.name_any(), %reason, %message, "ingress backend problem");
-                self.warn(&ingress, reason, message, &reported.correlator).await;
+                self.warn(&ingress, reason, message, &reported.correlator)
+                    .await;
             }
             now_reported.insert(key);
         }
@@ -178,7 +182,10 @@ impl IngressSync {
             .classes
             .state()
             .into_iter()
-            .filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(self.controller_name.as_str()))
+            .filter(|c| {
+                c.spec.as_ref().and_then(|s| s.controller.as_deref())
+                    == Some(self.controller_name.as_str())
+            })
             .collect();
         let has_default = ours.iter().any(|c| {
             c.annotations()
@@ -196,7 +203,11 @@ impl IngressSync {
                     .spec
                     .as_ref()
                     .and_then(|s| s.ingress_class_name.as_deref())
-                    .or_else(|| ing.annotations().get(INGRESS_CLASS_ANNOTATION).map(String::as_str));
+                    .or_else(|| {
+                        ing.annotations()
+                            .get(INGRESS_CLASS_ANNOTATION)
+                            .map(String::as_str)
+                    });
                 match class {
                     Some(name) => is_ours(name),
                     None => has_default,
@@ -206,7 +217,10 @@ impl IngressSync {
             .collect();
         served.sort_by_key(|ing| {
             (
-                ing.meta().creation_timestamp.as_ref().map(|t| t.0.as_second()),
+                ing.meta()
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second()),
                 ing.namespace(),
                 ing.name_any(),
             )
@@ -229,10 +243,16 @@ impl IngressSync {
         let api: Api<Ingress> = Api::namespaced(self.client.clone(), &namespace);
         let patch = json!({"status": {"loadBalancer": {"ingress": [&self.address]}}});
         match api
-            .patch_status(&ingress.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &ingress.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
-            Ok(_) => tracing::debug!(ingress = %ingress.name_any(), %namespace, "status address written"),
+            Ok(_) => {
+                tracing::debug!(ingress = %ingress.name_any(), %namespace, "status address written")
+            }
             Err(e) => tracing::warn!(
                 ingress = %ingress.name_any(),
                 %namespace,
@@ -243,7 +263,13 @@ impl IngressSync {
     }
 
     /// Writes a Warning event about `ingress`.
-    async fn warn(&self, ingress: &Ingress, reason: &str, message: String, correlator: &EventCorrelator) {
+    async fn warn(
+        &self,
+        ingress: &Ingress,
+        reason: &str,
+        message: String,
+        correlator: &EventCorrelator,
+    ) {
         let namespace = ingress.namespace().unwrap_or_default();
         let now = self.clock.now();
         let time = self.clock.now_rfc3339();

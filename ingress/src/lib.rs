@@ -189,14 +189,20 @@ impl IngressController {
         let mut tasks = Vec::new();
         let span = tracing::info_span!("ingress", http = %http_addr, https = ?https_addr);
         tasks.push(tokio::spawn(
-            proxy::serve(http, None, proxy.clone(), shutdown.child_token()).instrument(span.clone()),
+            proxy::serve(http, None, proxy.clone(), shutdown.child_token())
+                .instrument(span.clone()),
         ));
         if let Some((listener, _)) = https {
             let tls_config = tls::server_config(resolver.clone()).map_err(Error::Tls)?;
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
             tasks.push(tokio::spawn(
-                proxy::serve(listener, Some(acceptor), proxy.clone(), shutdown.child_token())
-                    .instrument(span.clone()),
+                proxy::serve(
+                    listener,
+                    Some(acceptor),
+                    proxy.clone(),
+                    shutdown.child_token(),
+                )
+                .instrument(span.clone()),
             ));
         }
         let sync = controller::IngressSync {
@@ -207,7 +213,9 @@ impl IngressController {
             proxy,
             resolver,
         };
-        tasks.push(tokio::spawn(sync.run(shutdown.child_token()).instrument(span)));
+        tasks.push(tokio::spawn(
+            sync.run(shutdown.child_token()).instrument(span),
+        ));
         tracing::info!(http = %http_addr, https = ?https_addr, "ingress controller started");
         Ok(IngressController {
             http_addr,

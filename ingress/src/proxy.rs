@@ -62,7 +62,9 @@ impl UpstreamConnector for DirectConnector {
     async fn connect(&self, endpoint: SocketAddr) -> std::io::Result<Box<dyn UpstreamStream>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         // Requests are small and interactive: do not hold them back for Nagle's algorithm.
         stream.set_nodelay(true)?;
         Ok(Box::new(stream))
@@ -96,7 +98,10 @@ impl Proxy {
     }
 
     fn routes(&self) -> Arc<RouteTable> {
-        self.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Answers one request.
@@ -199,11 +204,11 @@ async fn send(
     request: Request<Incoming>,
     endpoint: SocketAddr,
 ) -> Response<ProxyBody> {
-    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await
-    {
-        Ok(pair) => pair,
-        Err(e) => return bad_gateway(endpoint, &e),
-    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
+            Ok(pair) => pair,
+            Err(e) => return bad_gateway(endpoint, &e),
+        };
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(%endpoint, error = %e, "upstream connection ended with an error");

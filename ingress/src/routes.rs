@@ -277,13 +277,27 @@ mod tests {
                 route(Some("a.example.com"), "/", "Prefix", "a-root"),
                 route(Some("a.example.com"), "/api", "Prefix", "a-api-prefix"),
                 route(Some("a.example.com"), "/api", "Exact", "a-api-exact"),
-                route(Some("a.example.com"), "/api/v1", "ImplementationSpecific", "a-v1"),
+                route(
+                    Some("a.example.com"),
+                    "/api/v1",
+                    "ImplementationSpecific",
+                    "a-v1",
+                ),
             ],
             Some(unavailable("default")),
         );
-        assert_eq!(name(table.route("A.example.com:8080", "/api")), Some("a-api-exact"));
-        assert_eq!(name(table.route("a.example.com", "/api/")), Some("a-api-prefix"));
-        assert_eq!(name(table.route("a.example.com", "/api/v1/x")), Some("a-v1"));
+        assert_eq!(
+            name(table.route("A.example.com:8080", "/api")),
+            Some("a-api-exact")
+        );
+        assert_eq!(
+            name(table.route("a.example.com", "/api/")),
+            Some("a-api-prefix")
+        );
+        assert_eq!(
+            name(table.route("a.example.com", "/api/v1/x")),
+            Some("a-v1")
+        );
         assert_eq!(name(table.route("a.example.com", "/other")), Some("a-root"));
         assert_eq!(name(table.route("b.example.com", "/x")), Some("wildcard"));
         assert_eq!(name(table.route("other.org", "/x")), Some("any-host"));

@@ -44,14 +44,21 @@ pub struct SecretProblem {
 
 impl CertTable {
     /// The certificates of `ingresses` (oldest first), their Secrets read from `secrets`.
-    pub fn build(ingresses: &[Arc<Ingress>], secrets: &Store<Secret>) -> (Self, Vec<SecretProblem>) {
+    pub fn build(
+        ingresses: &[Arc<Ingress>],
+        secrets: &Store<Secret>,
+    ) -> (Self, Vec<SecretProblem>) {
         let mut table = CertTable::default();
         let mut problems = Vec::new();
         // Parsed once per Secret, however many entries name it.
         let mut parsed: HashMap<(String, String), Option<Arc<CertifiedKey>>> = HashMap::new();
         for ingress in ingresses {
             let namespace = ingress.namespace().unwrap_or_default();
-            let entries = ingress.spec.as_ref().and_then(|s| s.tls.as_deref()).unwrap_or_default();
+            let entries = ingress
+                .spec
+                .as_ref()
+                .and_then(|s| s.tls.as_deref())
+                .unwrap_or_default();
             for entry in entries {
                 let Some(secret_name) = entry.secret_name.as_deref().filter(|n| !n.is_empty())
                 else {
@@ -142,8 +149,8 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, St
         return Err("tls.crt holds no certificate".into());
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("tls.key: {e}"))?;
-    let signing_key =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("tls.key: {e}"))?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("tls.key: {e}"))?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified
         .keys_match()
@@ -193,8 +200,11 @@ mod tests {
     fn cert(name: &str) -> Arc<CertifiedKey> {
         let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("self-signed");
         Arc::new(
-            certified_key(c.cert.pem().as_bytes(), c.signing_key.serialize_pem().as_bytes())
-                .expect("certified key"),
+            certified_key(
+                c.cert.pem().as_bytes(),
+                c.signing_key.serialize_pem().as_bytes(),
+            )
+            .expect("certified key"),
         )
     }
 
@@ -205,7 +215,10 @@ mod tests {
         let later = cert("a.example.com");
         let mut table = CertTable::default();
         table.insert(&["a.example.com".into()], a.clone());
-        table.insert(&["*.example.com".into(), "a.example.com".into()], wild.clone());
+        table.insert(
+            &["*.example.com".into(), "a.example.com".into()],
+            wild.clone(),
+        );
         table.insert(&["a.example.com".into()], later);
         let same = |x: Option<Arc<CertifiedKey>>, y: &Arc<CertifiedKey>| {
             x.is_some_and(|x| Arc::ptr_eq(&x, y))
@@ -226,8 +239,7 @@ mod tests {
             one.cert.pem().as_bytes(),
             other.signing_key.serialize_pem().as_bytes(),
         )
-        .err()
-        .expect("mismatch refused");
+        .expect_err("mismatch refused");
         assert!(err.contains("does not match"), "{err}");
         assert!(certified_key(b"", b"").is_err());
     }

@@ -22,22 +22,18 @@ pub static PRINTERS: &[(&str, &str, Printer)] = &[
 
 static INGRESS_COLUMNS: &[TableColumn] = &[
     TableColumn::NAME,
+    TableColumn::new("Class", "string", "The name of the IngressClass resource."),
     TableColumn::new(
-        "Class",
+        "Hosts",
         "string",
-        "The name of the IngressClass resource.",
+        "Hosts that incoming requests are matched against before the ingress rule",
     ),
-    TableColumn::new("Hosts", "string", "Hosts that incoming requests are matched against before the ingress rule"),
     TableColumn::new(
         "Address",
         "string",
         "Address is a list containing ingress points for the load-balancer",
     ),
-    TableColumn::new(
-        "Ports",
-        "string",
-        "Ports of TLS configurations that open",
-    ),
+    TableColumn::new("Ports", "string", "Ports of TLS configurations that open"),
     TableColumn::AGE,
 ];
 
@@ -144,7 +140,10 @@ mod tests {
         let c = builtin("networking.k8s.io", "ingresses")
             .row(&bare, Utc::now())
             .cells;
-        assert_eq!(c[1..5], [json!("<none>"), json!("*"), json!(""), json!("80")]);
+        assert_eq!(
+            c[1..5],
+            [json!("<none>"), json!("*"), json!(""), json!("80")]
+        );
     }
 
     #[test]
@@ -156,7 +155,10 @@ mod tests {
             .cells;
         assert_eq!(
             c[1..3],
-            [json!("kybernetes.io/ingress"), json!("Params.k8s.example.com/p")]
+            [
+                json!("kybernetes.io/ingress"),
+                json!("Params.k8s.example.com/p")
+            ]
         );
     }
 }
