@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::served::{kubectl, text};
+use common::served::{kubectl, served_from, text};
 use common::until;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -583,21 +583,10 @@ async fn tls_terminates_with_the_certificate_sni_names_and_follows_secret_update
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_ingress_shows_the_address() {
     let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-    let cluster = Cluster::builder()
-        .ingress(any, any)
-        .serve(any)
-        .start()
-        .await
-        .expect("cluster starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    cluster
-        .kubeconfig()
-        .expect("kubeconfig")
-        .write(&kubeconfig)
-        .expect("write kubeconfig");
+    let served = served_from(Cluster::builder().ingress(any, any)).await;
+    let (cluster, kubeconfig) = (&served.cluster, served.kubeconfig.clone());
     create_ingress(
-        &cluster,
+        cluster,
         json!({"metadata": {"name": "hello"}, "spec": {
             "ingressClassName": "kybernetes",
             "tls": [{"hosts": ["hello.example.com"], "secretName": "hello-tls"}],
@@ -646,5 +635,5 @@ async fn kubectl_get_ingress_shows_the_address() {
         "{stdout}{}",
         text(&out.stderr)
     );
-    cluster.shutdown().await.expect("shutdown");
+    served.cluster.shutdown().await.expect("shutdown");
 }
