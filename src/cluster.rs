@@ -11,6 +11,7 @@ use kube::{Api, Resource};
 use kybernetes_apiserver::serving::{ClusterPki, HttpsServer, Kubeconfig, ServingConfig};
 use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
+use kybernetes_ingress::{IngressConfig, IngressController};
 use kybernetes_net::{DnsServer, LocalNetwork, Network};
 use kybernetes_node::{NodeAgent, NodeAgentConfig};
 use kybernetes_runtime::{FakeRuntime, Runtime};
@@ -59,6 +60,7 @@ pub struct ClusterBuilder {
     serving: Option<ServingConfig>,
     data_dir: Option<std::path::PathBuf>,
     dns: Option<SocketAddr>,
+    ingress: Option<IngressConfig>,
 }
 
 impl Default for ClusterBuilder {
@@ -80,6 +82,7 @@ impl Default for ClusterBuilder {
             serving: None,
             data_dir: None,
             dns: None,
+            ingress: None,
         }
     }
 }
@@ -234,6 +237,34 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs the built-in Ingress controller ([`kybernetes_ingress`]) with plain HTTP on
+    /// `http` and HTTPS on `https` (port 0 picks a free port, which
+    /// [`Cluster::ingress_http_addr`] and [`Cluster::ingress_https_addr`] tell), and creates
+    /// its IngressClass `kybernetes`, marked default, so Ingresses that name no class are
+    /// served too. Off unless asked for.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// let cluster = kybernetes::Cluster::builder()
+    ///     .ingress("127.0.0.1:0".parse().expect("an address"), "127.0.0.1:0".parse().expect("an address"))
+    ///     .start()
+    ///     .await?;
+    /// let http = cluster.ingress_http_addr().expect("ingress was asked for");
+    /// // curl -H 'Host: hello.example.com' http://<http>/
+    /// # let _ = http; Ok(()) }
+    /// ```
+    pub fn ingress(self, http: SocketAddr, https: SocketAddr) -> Self {
+        self.ingress_config(IngressConfig::new(http, Some(https)))
+    }
+
+    /// Runs the built-in Ingress controller as `config` says (a custom
+    /// [`UpstreamConnector`](kybernetes_ingress::UpstreamConnector), status address, or no
+    /// HTTPS), with its default IngressClass as [`ClusterBuilder::ingress`].
+    pub fn ingress_config(mut self, config: IngressConfig) -> Self {
+        self.ingress = Some(config);
+        self
+    }
+
     /// The pod network (default: [`LocalNetwork`]).
     pub fn network(mut self, network: impl Network) -> Self {
         self.network = Some(Arc::new(network));
@@ -368,6 +399,13 @@ impl ClusterBuilder {
                 shutdown.child_token(),
             ));
         }
+        let ingress = match self.ingress {
+            Some(config) => {
+                kybernetes_ingress::ensure_default_class(&client, DEFAULT_INGRESS_CLASS).await?;
+                Some(IngressController::start(client.clone(), clock.clone(), config).await?)
+            }
+            None => None,
+        };
         let mut template = self
             .node_template
             .unwrap_or_else(|| NodeAgentConfig::new("template"));
@@ -393,6 +431,7 @@ impl ClusterBuilder {
             runtime,
             network,
             dns,
+            ingress,
             template,
             shutdown,
             tasks,
@@ -509,6 +548,9 @@ async fn compactor(api: ApiServer, every: Duration, shutdown: CancellationToken)
     }
 }
 
+/// The IngressClass the cluster creates for its Ingress controller, marked default.
+const DEFAULT_INGRESS_CLASS: &str = "kybernetes";
+
 /// A running in-process cluster.
 pub struct Cluster {
     api: ApiServer,
@@ -518,6 +560,7 @@ pub struct Cluster {
     runtime: Arc<dyn Runtime>,
     network: Arc<dyn Network>,
     dns: Option<DnsServer>,
+    ingress: Option<IngressController>,
     template: NodeAgentConfig,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -562,6 +605,19 @@ impl Cluster {
     /// The pod network.
     pub fn network(&self) -> &Arc<dyn Network> {
         &self.network
+    }
+
+    /// Where the Ingress controller serves plain HTTP, when [`ClusterBuilder::ingress`] asked
+    /// for it.
+    pub fn ingress_http_addr(&self) -> Option<SocketAddr> {
+        self.ingress.as_ref().map(IngressController::http_addr)
+    }
+
+    /// Where the Ingress controller serves HTTPS, when asked for.
+    pub fn ingress_https_addr(&self) -> Option<SocketAddr> {
+        self.ingress
+            .as_ref()
+            .and_then(IngressController::https_addr)
     }
 
     /// Where cluster DNS answers, when [`ClusterBuilder::dns`] asked for it.
@@ -696,6 +752,9 @@ impl Cluster {
         // has ended their watches.
         if let Some(https) = &self.https {
             https.begin_shutdown();
+        }
+        if let Some(ingress) = self.ingress {
+            ingress.shutdown().await;
         }
         self.shutdown.cancel();
         let nodes = std::mem::take(&mut *self.nodes.lock().unwrap_or_else(|p| p.into_inner()));

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The crates behind the facade are re-exported: [`core`], [`store`], [`apiserver`], [`sched`],
-//! [`controllers`], [`runtime`], [`net`] and [`node`].
+//! [`controllers`], [`runtime`], [`net`], [`ingress`] and [`node`].
 
 // The facade's `Error` wraps the API server's `Status`; see kybernetes-apiserver for why it is not boxed.
 #![allow(clippy::result_large_err)]
@@ -29,6 +29,7 @@ use std::time::Duration;
 pub use kybernetes_apiserver as apiserver;
 pub use kybernetes_controllers as controllers;
 pub use kybernetes_core as core;
+pub use kybernetes_ingress as ingress;
 pub use kybernetes_net as net;
 pub use kybernetes_node as node;
 pub use kybernetes_runtime as runtime;
@@ -76,6 +77,9 @@ pub enum Error {
         /// Why binding failed.
         source: std::io::Error,
     },
+    /// The Ingress controller could not start.
+    #[error("ingress controller: {0}")]
+    Ingress(#[from] kybernetes_ingress::Error),
     /// A manifest could not be parsed.
     #[error("manifest document {index}: {message}")]
     Manifest {

@@ -23,6 +23,7 @@ mod dns;
 mod dry_run;
 mod durable;
 mod exec;
+mod ingress;
 mod kubectl_create;
 mod kubectl_streams;
 mod leader_election;

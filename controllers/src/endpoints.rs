@@ -569,6 +569,18 @@ async fn sync_endpoints(
     let api: Api<Endpoints> = Api::namespaced(client.clone(), &namespace);
     let Some(svc) = caches.services.get(key) else {
         // The service is gone: so are its Endpoints (but never a leader-election record).
+        // Endpoints events trigger syncs too, and a new Service's Endpoints can be seen before
+        // the Service reaches the cache: only the API server can say the Service is gone, or a
+        // selectorless Service's hand-written Endpoints would be deleted as soon as written.
+        let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+        if services
+            .get_opt(&key.name)
+            .await
+            .map_err(Error::Api)?
+            .is_some()
+        {
+            return Ok(());
+        }
         if let Some(ep) = api.get_opt(&key.name).await.map_err(Error::Api)?
             && !ep.annotations().contains_key(LEADER_ANNOTATION)
         {

@@ -10,6 +10,7 @@ pub mod cron;
 pub mod event_correlator;
 pub mod event_writer;
 pub mod fields;
+pub mod hop_by_hop;
 pub mod ipam;
 pub mod persistent_volume;
 pub mod quantity;

@@ -328,6 +328,17 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             true,
         ),
         r("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
+        r("networking.k8s.io", "v1", "Ingress", "ingresses", true)
+            .short(&["ing"])
+            .status()
+            .generation(),
+        r(
+            "networking.k8s.io",
+            "v1",
+            "IngressClass",
+            "ingressclasses",
+            false,
+        ),
         r(
             "policy",
             "v1",

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use kybernetes::Cluster;
 use kybernetes::runtime::FakeRuntime;
+use kybernetes::{Cluster, ClusterBuilder};
 use serde_json::json;
 
 /// A served cluster on a fake runtime and the kubeconfig to reach it.
@@ -22,8 +22,13 @@ pub struct Served {
 
 /// Starts a cluster on `fake` served at a free loopback port, and writes its kubeconfig.
 pub async fn served(fake: &FakeRuntime) -> Served {
-    let cluster = Cluster::builder()
-        .runtime(fake.clone())
+    served_from(Cluster::builder().runtime(fake.clone())).await
+}
+
+/// Starts the cluster `builder` describes, served at a free loopback port, and writes its
+/// kubeconfig.
+pub async fn served_from(builder: ClusterBuilder) -> Served {
+    let cluster = builder
         .serve("127.0.0.1:0".parse().expect("address"))
         .start()
         .await

@@ -2,7 +2,7 @@
 //! the cells of one row, served as a `meta.k8s.io` `Table` when a client asks for one.
 //!
 //! Built-in kinds print as upstream's `pkg/printers/internalversion` does, one module per API
-//! group ([`core`], [`pod`], [`apps`], [`batch`], [`other`]), found by group and resource in
+//! group ([`core`], [`pod`], [`apps`], [`batch`], [`networking`], [`other`]), found by group and resource in
 //! [`builtin`]. Like upstream's server, every row carries all columns, the `-o wide` ones
 //! (priority 1) included: kubectl picks what to show. Kinds without a printer get upstream's
 //! default table, NAME and CREATED AT; custom resources their `additionalPrinterColumns`
@@ -53,6 +53,7 @@ pub mod core;
 pub mod custom;
 mod duration;
 pub mod jsonpath;
+pub mod networking;
 pub mod other;
 pub mod pod;
 
@@ -221,6 +222,7 @@ static BUILTIN: LazyLock<HashMap<(&'static str, &'static str), &'static Printer>
             .chain(apps::PRINTERS)
             .chain(batch::PRINTERS)
             .chain(other::PRINTERS)
+            .chain(networking::PRINTERS)
         {
             m.insert((group, resource), printer);
         }
