@@ -96,42 +96,17 @@ impl PodWorker {
         };
         let env = match make_environment(&ctx.client, &inputs).await {
             Ok(env) => env,
-            Err(e) => {
-                ctx.recorder.pod(
-                    &self.pod,
-                    Some(&spec.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                return Err((Waiting::new("CreateContainerConfigError", e.0), retry));
-            }
+            Err(e) => return Err(self.config_error(spec, e.0, retry)),
         };
         let mounts = match self.container_mounts(spec).and_then(|mut m| {
             m.extend(self.etc_hosts_mount(&m, &sandbox)?);
             Ok(m)
         }) {
             Ok(m) => m,
-            Err(message) => {
-                ctx.recorder.pod(
-                    &self.pod,
-                    Some(&spec.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                return Err((Waiting::new("CreateContainerConfigError", message), retry));
-            }
+            Err(message) => return Err(self.config_error(spec, message, retry)),
         };
         if let Err(message) = self.verify_non_root(spec).await {
-            ctx.recorder.pod(
-                &self.pod,
-                Some(&spec.name),
-                EventType::Warning,
-                "Failed",
-                format!("Error: {message}"),
-            );
-            return Err((Waiting::new("CreateContainerConfigError", message), retry));
+            return Err(self.config_error(spec, message, retry));
         }
         let mut config = self.container_config(spec, is_init, attempt, env);
         config.mounts = mounts;
@@ -198,6 +173,19 @@ impl PodWorker {
             .await;
         }
         Ok(id)
+    }
+
+    /// Records why the config of `spec` could not be made (`CreateContainerConfigError`), as
+    /// the kubelet's `Failed` event and waiting reason.
+    fn config_error(&self, spec: &Container, message: String, retry: Next) -> (Waiting, Next) {
+        self.ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
+        (Waiting::new("CreateContainerConfigError", message), retry)
     }
 
     /// Checks `runAsNonRoot` against the user the image of `spec` names.

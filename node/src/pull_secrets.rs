@@ -34,12 +34,7 @@ async fn secret_names(client: &kube::Client, pod: &Pod, namespace: &str) -> Vec<
     if !named.is_empty() {
         return named;
     }
-    let account = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".into());
+    let account = crate::volume_payload::service_account_name(pod);
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(&account).await {
         Ok(sa) => sa
