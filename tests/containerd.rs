@@ -25,32 +25,32 @@ use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 #[path = "../runtime/tests/support/containerd.rs"]
-mod support;
+pub(crate) mod support;
 
 use support::{Containerd, busybox_image};
 
 /// How long a test waits for anything: containers start for real on a loaded machine.
-const WITHIN: Duration = Duration::from_secs(120);
+pub(crate) const WITHIN: Duration = Duration::from_secs(120);
 
 /// The image every pod runs, imported into containerd before the cluster starts.
-const BUSYBOX: &str = "busybox:test";
+pub(crate) const BUSYBOX: &str = "busybox:test";
 
 /// A shell loop that exits promptly on TERM, so that deleting a pod does not wait out its
 /// grace period (PID 1 of a container ignores TERM unless it traps it).
-const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
+pub(crate) const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
 /// A cluster whose nodes run containers on a containerd daemon of its own.
-struct CtrdCluster {
-    cluster: Cluster,
-    daemon: Containerd,
+pub(crate) struct CtrdCluster {
+    pub(crate) cluster: Cluster,
+    pub(crate) daemon: Containerd,
 }
 
 impl CtrdCluster {
-    async fn start(nodes: usize) -> CtrdCluster {
+    pub(crate) async fn start(nodes: usize) -> CtrdCluster {
         Self::start_with(Cluster::builder().nodes(nodes)).await
     }
 
-    async fn start_with(builder: kybernetes::ClusterBuilder) -> CtrdCluster {
+    pub(crate) async fn start_with(builder: kybernetes::ClusterBuilder) -> CtrdCluster {
         let daemon = Containerd::start().await;
         let runtime = daemon.runtime().await;
         runtime
@@ -61,11 +61,11 @@ impl CtrdCluster {
         CtrdCluster { cluster, daemon }
     }
 
-    fn pods(&self) -> Api<Pod> {
+    pub(crate) fn pods(&self) -> Api<Pod> {
         Api::default_namespaced(self.cluster.client())
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let CtrdCluster { cluster, daemon } = self;
         cluster.shutdown().await.expect("shutdown");
         // The runtime removed what it started; containerd goes after it.
@@ -73,7 +73,7 @@ impl CtrdCluster {
     }
 }
 
-fn pod(name: &str, labels: Value, spec: Value) -> Pod {
+pub(crate) fn pod(name: &str, labels: Value, spec: Value) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
@@ -81,12 +81,12 @@ fn pod(name: &str, labels: Value, spec: Value) -> Pod {
     .expect("pod")
 }
 
-fn shell(name: &str, script: &str) -> Value {
+pub(crate) fn shell(name: &str, script: &str) -> Value {
     json!({"name": name, "image": BUSYBOX, "command": ["sh", "-c", script]})
 }
 
 /// The status of the (only) container of `p`.
-fn container_status(p: &Pod) -> Option<&ContainerStatus> {
+pub(crate) fn container_status(p: &Pod) -> Option<&ContainerStatus> {
     p.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -101,7 +101,12 @@ fn is_ready(p: &Pod) -> bool {
 }
 
 /// Waits until pod `name` satisfies `check`, and returns it.
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+pub(crate) async fn wait_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Pod) -> bool,
+) -> Pod {
     let deadline = Instant::now() + WITHIN;
     loop {
         if let Ok(p) = pods.get(name).await
@@ -118,7 +123,7 @@ async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) 
     }
 }
 
-async fn running(pods: &Api<Pod>, name: &str) -> Pod {
+pub(crate) async fn running(pods: &Api<Pod>, name: &str) -> Pod {
     wait_pod(pods, name, "Running", |p| {
         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
     })
@@ -126,7 +131,7 @@ async fn running(pods: &Api<Pod>, name: &str) -> Pod {
 }
 
 /// Runs `command` in pod `name` through `pods/exec` and returns its stdout (asserting success).
-async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
+pub(crate) async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
     let mut p = pods
         .exec(
             name,
@@ -152,7 +157,7 @@ async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
     out
 }
 
-async fn logs(pods: &Api<Pod>, name: &str) -> String {
+pub(crate) async fn logs(pods: &Api<Pod>, name: &str) -> String {
     pods.logs(name, &LogParams::default())
         .await
         .unwrap_or_default()
@@ -549,6 +554,24 @@ async fn an_http_readiness_probe_on_busybox_httpd_gates_the_endpoints() {
         addresses(true)
     })
     .await;
+
+    // The probe fails again once the file goes: the pod leaves the ready addresses, and it
+    // is not restarted (readiness never restarts), then it comes back.
+    exec(&pods, "web", &["rm", "/tmp/ready"]).await;
+    wait_pod(&pods, "web", "not Ready", |p| !is_ready(p)).await;
+    common::until("the pod back among the not-ready addresses", WITHIN, || {
+        addresses(false)
+    })
+    .await;
+    assert!(!addresses(true).await, "still among the ready addresses");
+    exec(&pods, "web", &["sh", "-c", "echo ok > /tmp/ready"]).await;
+    wait_pod(&pods, "web", "Ready again", is_ready).await;
+    common::until("the pod back among the ready addresses", WITHIN, || {
+        addresses(true)
+    })
+    .await;
+    let p = pods.get("web").await.expect("web");
+    assert_eq!(container_status(&p).map(|s| s.restart_count), Some(0));
     c.shutdown().await;
 }
 

@@ -13,6 +13,8 @@ mod autoscaling;
 mod batch;
 #[cfg(feature = "containerd")]
 mod containerd;
+#[cfg(feature = "containerd")]
+mod containerd_workloads;
 mod controller;
 mod crd;
 mod cronjob;

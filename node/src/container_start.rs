@@ -96,33 +96,18 @@ impl PodWorker {
         };
         let env = match make_environment(&ctx.client, &inputs).await {
             Ok(env) => env,
-            Err(e) => {
-                ctx.recorder.pod(
-                    &self.pod,
-                    Some(&spec.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {}", e.0),
-                );
-                return Err((Waiting::new("CreateContainerConfigError", e.0), retry));
-            }
+            Err(e) => return Err(self.config_error(spec, e.0, retry)),
         };
         let mounts = match self.container_mounts(spec).and_then(|mut m| {
             m.extend(self.etc_hosts_mount(&m, &sandbox)?);
             Ok(m)
         }) {
             Ok(m) => m,
-            Err(message) => {
-                ctx.recorder.pod(
-                    &self.pod,
-                    Some(&spec.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {message}"),
-                );
-                return Err((Waiting::new("CreateContainerConfigError", message), retry));
-            }
+            Err(message) => return Err(self.config_error(spec, message, retry)),
         };
+        if let Err(message) = self.verify_non_root(spec).await {
+            return Err(self.config_error(spec, message, retry));
+        }
         let mut config = self.container_config(spec, is_init, attempt, env);
         config.mounts = mounts;
         let id = match ctx
@@ -190,6 +175,32 @@ impl PodWorker {
         Ok(id)
     }
 
+    /// Records why the config of `spec` could not be made (`CreateContainerConfigError`), as
+    /// the kubelet's `Failed` event and waiting reason.
+    fn config_error(&self, spec: &Container, message: String, retry: Next) -> (Waiting, Next) {
+        self.ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
+        (Waiting::new("CreateContainerConfigError", message), retry)
+    }
+
+    /// Checks `runAsNonRoot` against the user the image of `spec` names.
+    async fn verify_non_root(&self, spec: &Container) -> Result<(), String> {
+        let image = spec.image.clone().unwrap_or_default();
+        let status = self
+            .ctx
+            .runtime
+            .image_status(&image)
+            .await
+            .map_err(|e| format!("image status of {image}: {e}"))?
+            .unwrap_or_default();
+        crate::security_context::verify_run_as_non_root(&self.pod, spec, &status, &self.pod_desc())
+    }
+
     /// Makes sure the image of `spec` is present, pulling it as `imagePullPolicy` says.
     async fn ensure_image(&mut self, spec: &Container) -> Result<(), (Waiting, Next)> {
         let ctx = self.ctx.clone();
@@ -252,11 +263,13 @@ impl PodWorker {
                 "Failed",
                 "Error: ImagePullBackOff",
             );
+            // The status carries the last pull's error, so the reason stays visible.
+            let mut message = format!("Back-off pulling image \"{image}\"");
+            if let Some(previous) = self.pull_errors.get(&key) {
+                message = format!("{message}: {previous}");
+            }
             return Err((
-                Waiting::new(
-                    "ImagePullBackOff",
-                    format!("Back-off pulling image \"{image}\""),
-                ),
+                Waiting::new("ImagePullBackOff", message),
                 Next::WakeAt(ctx.instant_at(until)),
             ));
         }
@@ -271,10 +284,27 @@ impl PodWorker {
             "Pulling",
             format!("Pulling image \"{image}\""),
         );
+        let secrets = match crate::pull_secrets::pod_pull_secrets(&ctx.client, &self.pod).await {
+            Ok(s) => s,
+            Err(message) => return Err(self.pull_failed(spec, &image, &key, message)),
+        };
+        if !secrets.missing.is_empty() {
+            ctx.recorder.pod(
+                &self.pod,
+                None,
+                EventType::Warning,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    secrets.missing.join(", ")
+                ),
+            );
+        }
         let started = Instant::now();
-        match ctx.runtime.pull_image(&image).await {
+        match ctx.runtime.pull_image_with(&image, &secrets.auth).await {
             Ok(img) => {
                 self.backoff.reset(&key);
+                self.pull_errors.remove(&key);
                 let took = started.elapsed();
                 ctx.recorder.pod(
                     &self.pod,
@@ -285,30 +315,43 @@ impl PodWorker {
                 );
                 Ok(())
             }
-            Err(e) => {
-                let delay = self.backoff.next(&key, now, now);
-                ctx.recorder.pod(
-                    &self.pod,
-                    Some(&spec.name),
-                    EventType::Warning,
-                    "Failed",
-                    format!("Failed to pull image \"{image}\": {e}"),
-                );
-                ctx.recorder.pod(
-                    &self.pod,
-                    Some(&spec.name),
-                    EventType::Warning,
-                    "Failed",
-                    "Error: ErrImagePull",
-                );
-                // Look again soon, so the status moves on to ImagePullBackOff as upstream's does.
-                let again = delay.min(Duration::from_secs(1));
-                Err((
-                    Waiting::new("ErrImagePull", e.to_string()),
-                    Next::WakeAt(Instant::now() + again),
-                ))
-            }
+            Err(e) => Err(self.pull_failed(spec, &image, &key, e.to_string())),
         }
+    }
+
+    /// Records a failed pull of `image` (`ErrImagePull`) and starts its back-off; the
+    /// message is kept for the `ImagePullBackOff` that follows, as upstream's is.
+    fn pull_failed(
+        &mut self,
+        spec: &Container,
+        image: &str,
+        key: &str,
+        message: String,
+    ) -> (Waiting, Next) {
+        let ctx = self.ctx.clone();
+        let now = ctx.now();
+        let delay = self.backoff.next(key, now, now);
+        ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Warning,
+            "Failed",
+            format!("Failed to pull image \"{image}\": {message}"),
+        );
+        ctx.recorder.pod(
+            &self.pod,
+            Some(&spec.name),
+            EventType::Warning,
+            "Failed",
+            "Error: ErrImagePull",
+        );
+        self.pull_errors.insert(key.to_string(), message.clone());
+        // Look again soon, so the status moves on to ImagePullBackOff as upstream's does.
+        let again = delay.min(Duration::from_secs(1));
+        (
+            Waiting::new("ErrImagePull", message),
+            Next::WakeAt(Instant::now() + again),
+        )
     }
 
     /// The runtime config of attempt `attempt` of `spec`.
@@ -376,6 +419,7 @@ impl PodWorker {
             labels: container_labels,
             annotations,
             log_path: format!("{}/{attempt}.log", spec.name).into(),
+            security: crate::security_context::container_security(&self.pod, spec),
         }
     }
 

@@ -44,10 +44,13 @@ mod pod_status;
 mod pod_worker;
 mod pod_workers;
 mod probes;
+mod pull_secrets;
 mod resource_metrics;
+mod security_context;
 mod server;
 mod sync_pod;
 mod termination;
+mod volume_ownership;
 mod volume_payload;
 mod volumes;
 

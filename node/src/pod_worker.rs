@@ -113,6 +113,8 @@ pub(crate) struct PodWorker {
     pub(crate) volumes: Option<PodVolumes>,
     /// Bound tokens of `serviceAccountToken` projections, by `<volume>/<path>`.
     pub(crate) tokens: HashMap<String, CachedToken>,
+    /// The last pull error per `image:<ref>` back-off key, for `ImagePullBackOff` messages.
+    pub(crate) pull_errors: HashMap<String, String>,
 }
 
 fn resource_version(pod: &Pod) -> Option<u64> {
@@ -148,6 +150,7 @@ impl PodWorker {
             released: false,
             volumes: None,
             tokens: HashMap::new(),
+            pull_errors: HashMap::new(),
         };
         (worker, tx)
     }

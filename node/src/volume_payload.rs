@@ -192,18 +192,22 @@ pub(crate) fn downward_api_payload(
 
 /// A bound service account token for the pod (TokenRequest), as upstream's token manager
 /// fetches for a `serviceAccountToken` projection.
+/// The ServiceAccount a pod runs as: `serviceAccountName`, `default` when unset.
+pub(crate) fn service_account_name(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
 pub(crate) async fn service_account_token(
     client: &kube::Client,
     pod: &Pod,
     projection: &ServiceAccountTokenProjection,
 ) -> Result<String, String> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let sa = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".into());
+    let sa = service_account_name(pod);
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = TokenRequest {
         spec: TokenRequestSpec {

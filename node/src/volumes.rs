@@ -313,6 +313,15 @@ impl PodWorker {
             warn!(volume = %v.name, error = %e, "removing a half-made volume failed");
         }
         result?;
+        if let Some((group, on_root_mismatch)) = crate::volume_ownership::fs_group(&self.pod) {
+            crate::volume_ownership::set_volume_ownership(
+                &dir,
+                group,
+                plugin != "empty-dir",
+                on_root_mismatch,
+            )
+            .map_err(|e| format!("set fsGroup {group} on {}: {e}", dir.display()))?;
+        }
         debug!(volume = %v.name, plugin, dir = %dir.display(), "volume set up");
         Ok(VolumePath {
             host: dir,

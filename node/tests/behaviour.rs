@@ -393,6 +393,51 @@ async fn a_command_that_is_not_found_ends_the_container_with_start_error<B: Back
     );
 }
 
+/// The message of the `CreateContainerConfigError` that container `app` of pod `name` waits
+/// with.
+async fn config_error_of(h: &Harness, name: &str) -> String {
+    let p = h
+        .wait_pod(name, 60, |p: Option<&Pod>| {
+            p.and_then(|p| waiting_reason(p, "app")).as_deref()
+                == Some("CreateContainerConfigError")
+        })
+        .await;
+    container_status(&p, "app")
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
+        .unwrap_or_default()
+}
+
+async fn run_as_non_root_refuses_an_image_that_runs_as_root_and_runs_a_non_root_user<B: Backend>() {
+    let h = started::<B>().await;
+    let app = B::container(&h, "app", Act::Forever);
+    let mut pod = pod_with("rooted", vec![app.clone()]);
+    pod["spec"]["securityContext"] = json!({"runAsNonRoot": true});
+    h.create_pod(pod).await;
+    let message = config_error_of(&h, "rooted").await;
+    assert!(
+        message.starts_with(
+            "container has runAsNonRoot and image will run as root (pod: \"rooted_default("
+        ),
+        "{message}"
+    );
+    assert!(message.ends_with("container: app)"), "{message}");
+
+    // runAsUser 0 breaks the policy whatever the image says; a non-zero one passes it.
+    let mut zero = pod_with("zero", vec![app.clone()]);
+    zero["spec"]["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 0});
+    h.create_pod(zero).await;
+    let message = config_error_of(&h, "zero").await;
+    assert!(
+        message.starts_with("container's runAsUser breaks non-root policy"),
+        "{message}"
+    );
+
+    let mut user = pod_with("user", vec![app]);
+    user["spec"]["securityContext"] = json!({"runAsNonRoot": true, "runAsUser": 1000});
+    h.create_pod(user).await;
+    h.wait_pod("user", 60, is_phase("Running")).await;
+}
+
 async fn failed_mount_message(h: &Harness, pod: &str) -> String {
     h.wait_event(pod, "FailedMount", 30)
         .await
@@ -535,6 +580,7 @@ macro_rules! every_runtime {
             env_values_config_maps_secrets_and_pod_fields_reach_the_container,
             a_command_that_is_not_found_ends_the_container_with_start_error,
             a_host_path_directory_that_does_not_exist_fails_the_mount_until_it_does,
+            run_as_non_root_refuses_an_image_that_runs_as_root_and_runs_a_non_root_user,
             $($more,)*
         );
     };

@@ -76,6 +76,8 @@ pub struct ContainerConfig {
     pub annotations: BTreeMap<String, String>,
     /// Log file path, relative to the sandbox's log directory (`<name>/<attempt>.log`).
     pub log_path: PathBuf,
+    /// User, groups, capabilities and root filesystem rules.
+    pub security: crate::security::ContainerSecurity,
 }
 
 impl ContainerConfig {

@@ -11,6 +11,10 @@ pub struct Image {
     pub repo_digests: Vec<String>,
     /// Size on disk, in bytes.
     pub size_bytes: u64,
+    /// The numeric user its config names, if it names one by number (CRI `uid`).
+    pub uid: Option<i64>,
+    /// The user name its config names, if it names one by name (CRI `username`).
+    pub username: Option<String>,
 }
 
 impl Image {
@@ -88,5 +92,7 @@ pub(crate) fn synthetic_image(name: &str) -> Image {
         repo_tags: vec![reference.clone()],
         repo_digests: vec![format!("{repo}@sha256:{digest}")],
         size_bytes: 1024 * 1024,
+        uid: None,
+        username: None,
     }
 }

@@ -107,6 +107,7 @@ pub mod process;
 pub mod pull_auth;
 mod runtime;
 pub mod sandbox;
+pub mod security;
 mod session_pipes;
 pub mod stream;
 
@@ -128,6 +129,7 @@ pub use sandbox::{
     DnsConfig, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
     PodSandboxStatus, PortMapping,
 };
+pub use security::ContainerSecurity;
 pub use stream::{
     AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogLine, LogOptions,
     LogStream, LogStreamKind, PortForwardStream, TerminalSize,

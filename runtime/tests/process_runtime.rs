@@ -487,3 +487,54 @@ async fn shutdown_kills_every_process_including_children() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn run_as_user_and_group_switch_the_process_and_what_a_host_process_cannot_do_is_refused() {
+    assert_eq!(
+        effective_uid(),
+        0,
+        "switching users needs the test to run as root"
+    );
+    let rt = ProcessRuntime::host();
+    let mut config = sh("user", "id -u; id -g; id -G");
+    config.working_dir = Some("/".into());
+    config.security = ContainerSecurity {
+        run_as_user: Some(1000),
+        run_as_group: Some(3000),
+        ..Default::default()
+    };
+    let id = run(&rt, "uid-user", &config).await;
+    assert_eq!(wait_exit(&rt, &id).await.exit_code(), Some(0));
+    // The agent's supplementary groups are dropped: only the primary group is left.
+    assert_eq!(
+        log_text(&rt, &id, LogOptions::default()).await,
+        ["1000", "3000", "3000"]
+    );
+
+    let sb = sandbox("uid-refused");
+    let sid = rt.run_pod_sandbox(&sb).await.unwrap();
+    let mut refused = sh("ro", "true");
+    refused.security.readonly_rootfs = true;
+    match rt.create_container(&sid, &refused, &sb).await {
+        Err(Error::Unsupported(what)) => {
+            assert_eq!(
+                what,
+                "securityContext readOnlyRootFilesystem on local processes"
+            )
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    rt.shutdown().await.unwrap();
+}
+
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX)
+}

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::spec::{self, SpecInputs};
-use super::{ContainerdContainer, ContainerdRuntime, backend, grpc, images, is_not_found};
+use super::{ContainerdContainer, ContainerdRuntime, backend, grpc, images, is_not_found, user};
 use crate::container::{ContainerConfig, ContainerEventKind, ContainerState, ContainerStatus};
 use crate::labels;
 use crate::process::spawn::pump;
@@ -90,68 +90,28 @@ pub(super) async fn create(
             })?;
     let id = super::new_id();
     let cgroups = cgroups_path(&id);
-    let spec = spec::build(
+    // The snapshot goes first, under a lease that keeps containerd's garbage collector off
+    // it until the container record refers to it: the spec's user comes from the image's
+    // /etc/passwd and /etc/group in that root filesystem, as containerd's `WithUser` reads
+    // them.
+    let lease = images::create_lease(rt, "container").await?;
+    let made = prepare_and_record(
+        rt,
+        &id,
         config,
-        &SpecInputs {
-            image: &resolved.process,
-            hostname: &hostname,
-            netns: &netns,
-            cgroups_path: &cgroups,
-            resolv_conf: resolv_conf.as_deref(),
+        &resolved,
+        &lease,
+        &SpecInputsOwned {
+            hostname,
+            netns,
+            cgroups: cgroups.clone(),
+            resolv_conf,
+            pod_uid: pod_uid.clone(),
         },
-    )?;
-    let process = spec["process"].clone();
-    let spec = serde_json::to_vec(&spec).map_err(|e| backend("encode the OCI spec", e))?;
-    let record = ContainerRecord {
-        id: id.clone(),
-        labels: HashMap::from([(labels::POD_UID.to_string(), pod_uid.clone())]),
-        image: resolved.name.clone(),
-        runtime: Some(ContainerRuntimeInfo {
-            name: RUNC_V2.into(),
-            options: None,
-        }),
-        spec: Some(prost_types::Any {
-            type_url: SPEC_TYPE_URL.into(),
-            value: spec,
-        }),
-        snapshotter: rt.snapshotter.clone(),
-        snapshot_key: id.clone(),
-        created_at: None,
-        updated_at: None,
-        extensions: HashMap::new(),
-        sandbox: String::new(),
-    };
-    let created = ContainersClient::new(rt.channel.clone())
-        .create(rt.request(
-            CreateContainerRequest {
-                container: Some(record),
-            },
-            None,
-        )?)
-        .await;
-    // The record goes first: it refers to the snapshot key, so containerd's garbage
-    // collector keeps the snapshot from the moment it is prepared.
-    if let Err(s) = created {
-        return Err(grpc(format!("create container {id}"), s));
-    }
-    let prepared = SnapshotsClient::new(rt.channel.clone())
-        .prepare(rt.request(
-            PrepareSnapshotRequest {
-                snapshotter: rt.snapshotter.clone(),
-                key: id.clone(),
-                parent: resolved.top_chain.clone(),
-                labels: HashMap::new(),
-            },
-            None,
-        )?)
-        .await;
-    let mounts = match prepared {
-        Ok(r) => r.into_inner().mounts,
-        Err(s) => {
-            delete_record(rt, &id).await;
-            return Err(grpc(format!("prepare the root filesystem of {id}"), s));
-        }
-    };
+    )
+    .await;
+    images::release_lease(rt, &lease).await;
+    let (mounts, process) = made?;
     let log_path = if config.log_path.as_os_str().is_empty() {
         PathBuf::from(format!(
             "{}/{}.log",
@@ -190,6 +150,105 @@ pub(super) async fn create(
     st.by_pod.insert(&pod_uid, &id);
     st.containers.insert(id.clone(), container);
     Ok(id)
+}
+
+/// The sandbox's parts of a container's spec.
+struct SpecInputsOwned {
+    hostname: String,
+    netns: PathBuf,
+    cgroups: String,
+    resolv_conf: Option<PathBuf>,
+    pod_uid: String,
+}
+
+/// Prepares the root filesystem snapshot of container `id` (under `lease`), builds its spec
+/// and creates its record; returns the snapshot's mounts and the spec's process. Undoes the
+/// snapshot if a later step fails.
+async fn prepare_and_record(
+    rt: &ContainerdRuntime,
+    id: &str,
+    config: &ContainerConfig,
+    resolved: &images::Resolved,
+    lease: &str,
+    sandbox: &SpecInputsOwned,
+) -> Result<(Vec<containerd_client::types::Mount>, serde_json::Value)> {
+    let mounts = SnapshotsClient::new(rt.channel.clone())
+        .prepare(rt.request(
+            PrepareSnapshotRequest {
+                snapshotter: rt.snapshotter.clone(),
+                key: id.to_string(),
+                parent: resolved.top_chain.clone(),
+                labels: HashMap::new(),
+            },
+            Some(lease),
+        )?)
+        .await
+        .map_err(|s| grpc(format!("prepare the root filesystem of {id}"), s))?
+        .into_inner()
+        .mounts;
+    let recorded = record(rt, id, config, resolved, sandbox, &mounts).await;
+    match recorded {
+        Ok(process) => Ok((mounts, process)),
+        Err(e) => {
+            images::remove_snapshot(rt, id).await;
+            Err(e)
+        }
+    }
+}
+
+/// Builds the spec of container `id` on root filesystem `mounts` and creates its record.
+async fn record(
+    rt: &ContainerdRuntime,
+    id: &str,
+    config: &ContainerConfig,
+    resolved: &images::Resolved,
+    sandbox: &SpecInputsOwned,
+    mounts: &[containerd_client::types::Mount],
+) -> Result<serde_json::Value> {
+    let files = user::RootfsFiles::from_mounts(mounts)?;
+    let user = user::resolve(resolved.process.user.as_deref(), &config.security, &files)?;
+    let spec = spec::build(
+        config,
+        &SpecInputs {
+            image: &resolved.process,
+            hostname: &sandbox.hostname,
+            netns: &sandbox.netns,
+            cgroups_path: &sandbox.cgroups,
+            resolv_conf: sandbox.resolv_conf.as_deref(),
+            user: &user,
+        },
+    )?;
+    let process = spec["process"].clone();
+    let spec = serde_json::to_vec(&spec).map_err(|e| backend("encode the OCI spec", e))?;
+    let record = ContainerRecord {
+        id: id.to_string(),
+        labels: HashMap::from([(labels::POD_UID.to_string(), sandbox.pod_uid.clone())]),
+        image: resolved.name.clone(),
+        runtime: Some(ContainerRuntimeInfo {
+            name: RUNC_V2.into(),
+            options: None,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: SPEC_TYPE_URL.into(),
+            value: spec,
+        }),
+        snapshotter: rt.snapshotter.clone(),
+        snapshot_key: id.to_string(),
+        created_at: None,
+        updated_at: None,
+        extensions: HashMap::new(),
+        sandbox: String::new(),
+    };
+    ContainersClient::new(rt.channel.clone())
+        .create(rt.request(
+            CreateContainerRequest {
+                container: Some(record),
+            },
+            None,
+        )?)
+        .await
+        .map_err(|s| grpc(format!("create container {id}"), s))?;
+    Ok(process)
 }
 
 /// The FIFOs a task writes its stdout and stderr to, and the write ends this side holds
@@ -585,19 +644,4 @@ pub(super) async fn remove(rt: &ContainerdRuntime, id: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Deletes the containerd record of a container that could not be completed.
-async fn delete_record(rt: &ContainerdRuntime, id: &str) {
-    let Ok(request) = rt.request(DeleteContainerRequest { id: id.into() }, None) else {
-        return;
-    };
-    match ContainersClient::new(rt.channel.clone())
-        .delete(request)
-        .await
-    {
-        Ok(_) => {}
-        Err(s) if is_not_found(&s) => {}
-        Err(s) => warn!(container = id, error = %s, "deleting a half-made container failed"),
-    }
 }

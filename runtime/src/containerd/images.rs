@@ -729,6 +729,17 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
         .map(|(r, _)| r)
         .unwrap_or(name);
     let repo = repo.split('@').next().unwrap_or(repo);
+    // The config says which user a container runs as, which the node agent checks against
+    // `runAsNonRoot` before it creates one.
+    let config: UserConfig = serde_json::from_slice(&read_blob(rt, &manifest.config.digest).await?)
+        .map_err(|e| backend(format!("image config of {name}"), e))?;
+    let (uid, username) = crate::security::image_user(
+        config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.as_deref())
+            .unwrap_or(""),
+    );
     Ok(Image {
         id: manifest.config.digest,
         repo_tags: if name.contains('@') {
@@ -738,7 +749,16 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
         },
         repo_digests: vec![format!("{repo}@{}", manifest_desc.digest)],
         size_bytes: u64::try_from(size).unwrap_or(0),
+        uid,
+        username,
     })
+}
+
+/// The part of an image config [`image_record`] reports.
+#[derive(Debug, Deserialize)]
+struct UserConfig {
+    #[serde(default)]
+    config: Option<super::spec::ImageProcess>,
 }
 
 /// What a container of an image is made from: the image, its default process and the chain

@@ -34,6 +34,7 @@
 //! - **not yet**: exec with a terminal, attach and port-forward answer
 //!   [`Error::Unsupported`](crate::Error::Unsupported); `securityContext`.
 
+mod capabilities;
 mod containers;
 mod exec;
 mod images;
@@ -43,6 +44,7 @@ mod registry;
 mod sandboxes;
 mod spec;
 mod stats;
+mod user;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,13 +1,15 @@
 //! The OCI runtime spec of a container: containerd's default Linux spec (the mounts,
 //! capabilities and masked paths `ctr run` uses), with the process from the image config and
-//! the container config, the pod's network namespace, bind mounts for the volumes and the
-//! resource limits as cgroup settings.
+//! the container config, the user and security settings as containerd's CRI plugin applies
+//! them, the pod's network namespace, bind mounts for the volumes and the resource limits as
+//! cgroup settings.
 
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::user::ProcessUser;
 use crate::container::{ContainerConfig, ContainerResources};
 use crate::process::ImageCommand;
 use crate::{Error, Result};
@@ -27,24 +29,6 @@ pub(super) struct ImageProcess {
     #[serde(default)]
     pub(super) user: Option<String>,
 }
-
-/// containerd's default capabilities (`oci.populateDefaultUnixSpec`), Docker's set.
-const DEFAULT_CAPABILITIES: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 const MASKED_PATHS: [&str; 10] = [
     "/proc/acpi",
@@ -79,6 +63,8 @@ pub(super) struct SpecInputs<'a> {
     pub(super) cgroups_path: &'a str,
     /// The pod's resolver file, if the node agent gave a DNS config.
     pub(super) resolv_conf: Option<&'a Path>,
+    /// The user, resolved against the image's account files.
+    pub(super) user: &'a ProcessUser,
 }
 
 /// The process's argv by Docker's rules: `command` replaces the entrypoint (and drops the
@@ -112,32 +98,6 @@ fn env(image: &ImageProcess, config: &ContainerConfig, hostname: &str) -> Vec<St
         set(k, v);
     }
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
-/// The image's `User` as numeric ids (`uid`, `uid:gid`); a user name would need the
-/// image's `/etc/passwd`, which is not read yet.
-fn user(image: &ImageProcess) -> Result<(u32, u32)> {
-    let Some(user) = image.user.as_deref().filter(|u| !u.is_empty()) else {
-        return Ok((0, 0));
-    };
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let uid = match u {
-        "root" => 0,
-        _ => u.parse().map_err(|_| {
-            Error::Unsupported(format!(
-                "image user {user:?}: user names (rather than numeric ids) on containerd"
-            ))
-        })?,
-    };
-    let gid = match g {
-        "" | "root" => 0,
-        _ => g.parse().map_err(|_| {
-            Error::Unsupported(format!(
-                "image user {user:?}: group names (rather than numeric ids) on containerd"
-            ))
-        })?,
-    };
-    Ok((uid, gid))
 }
 
 /// The cgroup settings for the container's requests and limits, as the kubelet computes
@@ -182,7 +142,9 @@ pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result
         .filter(|d| !d.is_empty())
         .or_else(|| inputs.image.working_dir.clone().filter(|d| !d.is_empty()))
         .unwrap_or_else(|| "/".into());
-    let (uid, gid) = user(inputs.image)?;
+    let security = &config.security;
+    let capabilities = super::capabilities::effective(security)?;
+    let sysfs = if security.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc",
                "options": ["nosuid", "noexec", "nodev"]}),
@@ -195,7 +157,7 @@ pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+               "options": ["nosuid", "noexec", "nodev", sysfs]}),
         json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
     ];
@@ -221,38 +183,53 @@ pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result
             "options": ["rbind", "rprivate", if m.readonly { "ro" } else { "rw" }],
         }));
     }
+    let mut linux = json!({
+        "cgroupsPath": inputs.cgroups_path,
+        "resources": resources(&config.resources),
+        "namespaces": [
+            {"type": "pid"},
+            {"type": "ipc"},
+            {"type": "uts"},
+            {"type": "mount"},
+            {"type": "network", "path": inputs.netns},
+        ],
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+    });
+    if security.privileged {
+        // As containerd's `WithPrivileged`, `WithHostDevices` and `WithAllDevicesAllowed`:
+        // nothing masked, every host device, every device allowed.
+        linux["maskedPaths"] = json!([]);
+        linux["readonlyPaths"] = json!([]);
+        linux["devices"] = Value::Array(super::capabilities::host_devices());
+        linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    }
     Ok(json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid},
+            "user": {
+                "uid": inputs.user.uid,
+                "gid": inputs.user.gid,
+                "additionalGids": inputs.user.additional_gids,
+            },
             "args": args,
             "env": env(inputs.image, config, inputs.hostname),
             "cwd": cwd,
             "capabilities": {
-                "bounding": DEFAULT_CAPABILITIES,
-                "effective": DEFAULT_CAPABILITIES,
-                "permitted": DEFAULT_CAPABILITIES,
+                "bounding": capabilities,
+                "effective": capabilities,
+                "permitted": capabilities,
             },
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true,
+            // The kubelet asks for no_new_privs only with `allowPrivilegeEscalation: false`,
+            // and containerd's CRI plugin sets it only then.
+            "noNewPrivileges": security.no_new_privs,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
         "hostname": inputs.hostname,
         "mounts": mounts,
-        "linux": {
-            "cgroupsPath": inputs.cgroups_path,
-            "resources": resources(&config.resources),
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": inputs.netns},
-            ],
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
+        "linux": linux,
     }))
 }
 
@@ -293,6 +270,11 @@ mod tests {
             netns: Path::new("/run/netns/x"),
             cgroups_path: "/kybernetes/c1",
             resolv_conf: Some(Path::new("/pods/p/resolv.conf")),
+            user: &ProcessUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![1000],
+            },
         };
         let spec = build(&config, &inputs).expect("spec");
         // No entrypoint and args set: args replace the image's Cmd.
@@ -302,7 +284,18 @@ mod tests {
             json!(["PATH=/bin", "HOSTNAME=web-0", "A=pod"])
         );
         assert_eq!(spec["process"]["cwd"], "/srv");
-        assert_eq!(spec["process"]["user"], json!({"uid": 1000, "gid": 1000}));
+        assert_eq!(
+            spec["process"]["user"],
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [1000]})
+        );
+        assert_eq!(spec["process"]["noNewPrivileges"], false);
+        assert_eq!(spec["root"]["readonly"], false);
+        assert_eq!(
+            spec["process"]["capabilities"]["effective"]
+                .as_array()
+                .map(Vec::len),
+            Some(14)
+        );
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
@@ -321,6 +314,7 @@ mod tests {
             netns: Path::new("/n"),
             cgroups_path: "/k/c",
             resolv_conf: None,
+            user: &ProcessUser::default(),
         };
         let err = build(&ContainerConfig::default(), &inputs).expect_err("no command");
         assert!(err.to_string().contains("no command"), "{err}");

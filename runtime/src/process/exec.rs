@@ -19,6 +19,7 @@ pub(crate) struct ExecTarget {
     env: Vec<(String, String)>,
     dir: PathBuf,
     pgid: u32,
+    user: Option<(u32, u32)>,
 }
 
 impl ExecTarget {
@@ -34,6 +35,7 @@ impl ExecTarget {
                 env: c.env.clone(),
                 dir: c.working_dir.clone(),
                 pgid,
+                user: c.user,
             }),
             _ => Err(Error::InvalidState {
                 id: id.into(),
@@ -43,7 +45,7 @@ impl ExecTarget {
     }
 
     fn command(&self, cmd: &[String]) -> Result<tokio::process::Command> {
-        command(cmd, &self.env, &self.dir, self.pgid)
+        command(cmd, &self.env, &self.dir, self.pgid, self.user)
     }
 }
 

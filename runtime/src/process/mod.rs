@@ -367,6 +367,8 @@ pub(crate) struct ProcessContainer {
     pub(crate) stdin_once: bool,
     /// The running process's stdin, for attach.
     pub(crate) stdin: Option<attach::StdinPipe>,
+    /// The uid and gid it runs as (`runAsUser`, `runAsGroup`); None: the agent's own.
+    pub(crate) user: Option<(u32, u32)>,
 }
 
 pub(crate) fn not_found(kind: &'static str, id: &str) -> Error {

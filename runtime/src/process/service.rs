@@ -21,6 +21,7 @@ use crate::labels;
 use crate::probe::{self, ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
+use crate::security::ContainerSecurity;
 use crate::stream::{
     AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream,
     PortForwardStream,
@@ -137,6 +138,7 @@ impl ProcessRuntime {
                 source: None,
             });
         }
+        let user = process_user(&config.security)?;
         self.inner.note_mounts(config);
         let working_dir = config
             .working_dir
@@ -201,8 +203,61 @@ impl ProcessRuntime {
             open_stdin: config.stdin,
             stdin_once: config.stdin_once,
             stdin: None,
+            user,
         })
     }
+}
+
+/// The uid and gid a local process runs as under `security`. A local process shares the
+/// node's filesystem, capabilities and groups, so only `runAsUser` and `runAsGroup` apply
+/// (and changing user needs an agent that runs as root); every other setting is refused
+/// by name rather than silently ignored. `privileged` asks for no more than a process of
+/// the agent already has.
+fn process_user(security: &ContainerSecurity) -> Result<Option<(u32, u32)>> {
+    let refused = [
+        (
+            !security.supplemental_groups.is_empty(),
+            "supplementalGroups and fsGroup",
+        ),
+        (security.readonly_rootfs, "readOnlyRootFilesystem"),
+        (
+            !security.add_capabilities.is_empty() || !security.drop_capabilities.is_empty(),
+            "capabilities",
+        ),
+        (security.no_new_privs, "allowPrivilegeEscalation: false"),
+    ];
+    if let Some((_, what)) = refused.iter().find(|(asked, _)| *asked) {
+        return Err(Error::Unsupported(format!(
+            "securityContext {what} on local processes"
+        )));
+    }
+    if security.run_as_user.is_none() && security.run_as_group.is_none() {
+        return Ok(None);
+    }
+    let own_uid = rustix::process::geteuid().as_raw();
+    let own_gid = rustix::process::getegid().as_raw();
+    let id = |v: i64, what: &str| {
+        u32::try_from(v).map_err(|_| Error::Backend {
+            context: format!("{what} {v} is not a valid id"),
+            source: None,
+        })
+    };
+    let uid = security
+        .run_as_user
+        .map(|u| id(u, "runAsUser"))
+        .transpose()?
+        .unwrap_or(own_uid);
+    let gid = security
+        .run_as_group
+        .map(|g| id(g, "runAsGroup"))
+        .transpose()?
+        .unwrap_or(own_gid);
+    if own_uid != 0 && (uid != own_uid || gid != own_gid) {
+        return Err(Error::Unsupported(format!(
+            "securityContext runAsUser {uid} / runAsGroup {gid} on local processes of an agent that is not root (it runs as {own_uid}:{own_gid})"
+        )));
+    }
+    Ok(Some((uid, gid)))
 }
 
 /// Records that a container could not start, as upstream runtimes report it.

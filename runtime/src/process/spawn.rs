@@ -59,12 +59,13 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
 }
 
 /// A command for `argv` in its own process group (`pgid` 0) or the group `pgid`, with `env`
-/// only and `dir` as its working directory.
+/// only and `dir` as its working directory, as `user` (uid, gid) if given.
 pub(crate) fn command(
     argv: &[String],
     env: &[(String, String)],
     dir: &Path,
     pgid: u32,
+    user: Option<(u32, u32)>,
 ) -> Result<Command> {
     let Some((program, args)) = argv.split_first() else {
         return Err(Error::InvalidState {
@@ -79,6 +80,11 @@ pub(crate) fn command(
         .current_dir(dir)
         .process_group(i32::try_from(pgid).unwrap_or(0))
         .kill_on_drop(true);
+    if let Some((uid, gid)) = user {
+        // Set after fork, before exec; as root, the standard library also drops the
+        // agent's supplementary groups.
+        cmd.uid(uid).gid(gid);
+    }
     Ok(cmd)
 }
 
@@ -101,7 +107,7 @@ pub(crate) fn start_error(program: &str, e: &std::io::Error) -> String {
 /// Spawns the main process of container `id` and the tasks that pump its output and record
 /// its exit. Returns its pid.
 pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
-    let (argv, env, dir, log_file, version, open_stdin, netns) = {
+    let (argv, env, dir, log_file, version, open_stdin, netns, user) = {
         let st = inner.lock();
         let c = st
             .containers
@@ -115,6 +121,7 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
             c.version.clone(),
             c.open_stdin,
             c.netns.clone(),
+            c.user,
         )
     };
     if let Some(parent) = log_file.parent() {
@@ -126,7 +133,7 @@ pub(crate) fn start(inner: &Arc<Inner>, id: &str) -> Result<u32> {
         .append(true)
         .open(&log_file)
         .map_err(|e| backend_io(format!("open log file {}", log_file.display()), e))?;
-    let mut cmd = command(&argv, &env, &dir, 0)?;
+    let mut cmd = command(&argv, &env, &dir, 0, user)?;
     cmd.stdin(if open_stdin {
         Stdio::piped()
     } else {

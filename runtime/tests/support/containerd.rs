@@ -200,6 +200,22 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// An OCI image-layout tarball named `name`: one layer with /bin/busybox and the applet
 /// symlinks a test uses, its config, manifest and index.
 pub fn busybox_image(name: &str) -> Bytes {
+    busybox_layout(name, None)
+}
+
+/// The users of [`busybox_image_as`]'s `/etc/passwd`: `app` (1234, group 1234, also in
+/// `staff`, 50) and `nobody` (65534).
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
+/// The groups of [`busybox_image_as`]'s `/etc/group`.
+pub const GROUP: &str = "root:x:0:\nstaff:x:50:app\napp:x:1234:\nnogroup:x:65534:\n";
+
+/// [`busybox_image`] with `/etc/passwd` ([`PASSWD`]), `/etc/group` ([`GROUP`]) and `USER
+/// user` in its config.
+pub fn busybox_image_as(name: &str, user: &str) -> Bytes {
+    busybox_layout(name, Some(user))
+}
+
+fn busybox_layout(name: &str, user: Option<&str>) -> Bytes {
     let busybox =
         std::fs::read("/bin/busybox").expect("/bin/busybox (apt-get install busybox-static)");
     let mut layer = tar::Builder::new(Vec::new());
@@ -225,7 +241,7 @@ pub fn busybox_image(name: &str) -> Bytes {
         .expect("layer busybox");
     for applet in [
         "sh", "cat", "echo", "env", "sleep", "httpd", "ls", "true", "false", "readlink", "pwd",
-        "touch", "rm", "mkdir",
+        "touch", "rm", "mkdir", "id", "grep", "stat",
     ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
@@ -236,12 +252,23 @@ pub fn busybox_image(name: &str) -> Bytes {
             .append_link(&mut h, format!("bin/{applet}"), "busybox")
             .expect("layer applet");
     }
+    if user.is_some() {
+        for (path, text) in [("etc/passwd", PASSWD), ("etc/group", GROUP)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(text.len() as u64);
+            h.set_mtime(0);
+            layer
+                .append_data(&mut h, path, text.as_bytes())
+                .expect("layer account file");
+        }
+    }
     let layer = layer.into_inner().expect("layer tar");
     let layer_digest = sha256_hex(&layer);
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/"},
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"], "WorkingDir": "/", "User": user.unwrap_or("")},
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
     })
     .to_string()

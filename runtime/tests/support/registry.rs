@@ -42,7 +42,7 @@ impl Registry {
     }
 
     async fn spawn(auth: bool) -> Registry {
-        let binary = crate::support::which("docker-registry")
+        let binary = super::support::which("docker-registry")
             .expect("docker-registry is not installed (apt-get install docker-registry)");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = {
@@ -172,7 +172,7 @@ impl Registry {
             serde_json::from_slice(&blobs[&config_digest]).expect("config");
         config["architecture"] = arch.into();
         let other_config = serde_json::to_vec(&config).expect("config json");
-        let other_config_digest = format!("sha256:{}", crate::support::sha256_hex(&other_config));
+        let other_config_digest = format!("sha256:{}", super::support::sha256_hex(&other_config));
         push_blob(&client, &reference, &other_config, &other_config_digest).await;
         let mut other = manifest.clone();
         other["config"]["digest"] = other_config_digest.clone().into();
