@@ -19,7 +19,8 @@ pub const ZONE: &str = "topology.kubernetes.io/zone";
 /// Tolerates the lifecycle controller's taints on these agentless nodes.
 fn tolerations() -> Value {
     json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
-           {"key": "node.kubernetes.io/unreachable", "operator": "Exists"}])
+           {"key": "node.kubernetes.io/unreachable", "operator": "Exists"},
+           {"key": "node.kubernetes.io/network-unavailable", "operator": "Exists"}])
 }
 
 fn node(i: usize) -> anyhow::Result<Node> {
@@ -69,7 +70,11 @@ pub async fn run(
     pods: usize,
     shape: impl Fn(usize) -> (Value, Value),
 ) -> anyhow::Result<Duration> {
-    let cluster = Cluster::builder().nodes(0).start().await?;
+    let cluster = Cluster::builder()
+        // Room for a pod CIDR per node: 10.0.0.0/8 holds 65,536 nodes of a /24.
+        .cluster_cidr("10.0.0.0/8")
+        .nodes(0)
+        .start().await?;
     let client = cluster.client();
     let node_api: Api<Node> = Api::all(client.clone());
     create_all(
