@@ -30,18 +30,18 @@ mod support;
 use support::{Containerd, busybox_image};
 
 /// How long a test waits for anything: containers start for real on a loaded machine.
-const WITHIN: Duration = Duration::from_secs(120);
+pub(crate) const WITHIN: Duration = Duration::from_secs(120);
 
 /// The image every pod runs, imported into containerd before the cluster starts.
-const BUSYBOX: &str = "busybox:test";
+pub(crate) const BUSYBOX: &str = "busybox:test";
 
 /// A shell loop that exits promptly on TERM, so that deleting a pod does not wait out its
 /// grace period (PID 1 of a container ignores TERM unless it traps it).
 const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
 /// A cluster whose nodes run containers on a containerd daemon of its own.
-struct CtrdCluster {
-    cluster: Cluster,
+pub(crate) struct CtrdCluster {
+    pub(crate) cluster: Cluster,
     daemon: Containerd,
 }
 
@@ -50,7 +50,7 @@ impl CtrdCluster {
         Self::start_with(Cluster::builder().nodes(nodes)).await
     }
 
-    async fn start_with(builder: kybernetes::ClusterBuilder) -> CtrdCluster {
+    pub(crate) async fn start_with(builder: kybernetes::ClusterBuilder) -> CtrdCluster {
         let daemon = Containerd::start().await;
         let runtime = daemon.runtime().await;
         runtime
@@ -61,11 +61,11 @@ impl CtrdCluster {
         CtrdCluster { cluster, daemon }
     }
 
-    fn pods(&self) -> Api<Pod> {
+    pub(crate) fn pods(&self) -> Api<Pod> {
         Api::default_namespaced(self.cluster.client())
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let CtrdCluster { cluster, daemon } = self;
         cluster.shutdown().await.expect("shutdown");
         // The runtime removed what it started; containerd goes after it.
@@ -73,7 +73,7 @@ impl CtrdCluster {
     }
 }
 
-fn pod(name: &str, labels: Value, spec: Value) -> Pod {
+pub(crate) fn pod(name: &str, labels: Value, spec: Value) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
@@ -81,7 +81,7 @@ fn pod(name: &str, labels: Value, spec: Value) -> Pod {
     .expect("pod")
 }
 
-fn shell(name: &str, script: &str) -> Value {
+pub(crate) fn shell(name: &str, script: &str) -> Value {
     json!({"name": name, "image": BUSYBOX, "command": ["sh", "-c", script]})
 }
 
@@ -93,7 +93,7 @@ fn container_status(p: &Pod) -> Option<&ContainerStatus> {
         .and_then(|c| c.first())
 }
 
-fn is_ready(p: &Pod) -> bool {
+pub(crate) fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -101,7 +101,12 @@ fn is_ready(p: &Pod) -> bool {
 }
 
 /// Waits until pod `name` satisfies `check`, and returns it.
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+pub(crate) async fn wait_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Pod) -> bool,
+) -> Pod {
     let deadline = Instant::now() + WITHIN;
     loop {
         if let Ok(p) = pods.get(name).await
@@ -118,7 +123,7 @@ async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) 
     }
 }
 
-async fn running(pods: &Api<Pod>, name: &str) -> Pod {
+pub(crate) async fn running(pods: &Api<Pod>, name: &str) -> Pod {
     wait_pod(pods, name, "Running", |p| {
         p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
     })
@@ -126,7 +131,25 @@ async fn running(pods: &Api<Pod>, name: &str) -> Pod {
 }
 
 /// Runs `command` in pod `name` through `pods/exec` and returns its stdout (asserting success).
-async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
+pub(crate) async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
+    let (status, out) = try_exec(pods, name, command).await;
+    assert_eq!(
+        status.status.as_deref(),
+        Some("Success"),
+        "{command:?} in {name}: {status:?}"
+    );
+    out
+}
+
+/// Runs `command` in pod `name` through `pods/exec`: its exit status and stdout.
+pub(crate) async fn try_exec(
+    pods: &Api<Pod>,
+    name: &str,
+    command: &[&str],
+) -> (
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Status,
+    String,
+) {
     let mut p = pods
         .exec(
             name,
@@ -143,16 +166,11 @@ async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
         .await
         .expect("read stdout");
     let status = status.await.expect("a status");
-    assert_eq!(
-        status.status.as_deref(),
-        Some("Success"),
-        "{command:?} in {name}: {status:?}"
-    );
     p.join().await.expect("join");
-    out
+    (status, out)
 }
 
-async fn logs(pods: &Api<Pod>, name: &str) -> String {
+pub(crate) async fn logs(pods: &Api<Pod>, name: &str) -> String {
     pods.logs(name, &LogParams::default())
         .await
         .unwrap_or_default()

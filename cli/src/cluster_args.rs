@@ -1,4 +1,5 @@
-//! The flags every subcommand shares: the store, the nodes and the container runtime.
+//! The flags every subcommand shares: the store, the nodes, the pod network and the
+//! container runtime.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,45 @@ pub struct ClusterArgs {
     /// not mount).
     #[arg(long, default_value = "overlayfs", value_name = "NAME")]
     pub containerd_snapshotter: String,
+    /// The pod network: `local` (addresses and DNS answers in memory; pods share the host's
+    /// network) or `linux[:PREFIX]` (a network namespace per node and per pod, named
+    /// `PREFIX_…` under /run/netns, default prefix `kyb`; nftables service rules and cluster
+    /// DNS on 10.96.0.10 in every node; needs root, `nft`, and a runtime that joins the pod
+    /// namespaces: `process` or `containerd:SOCKET`). Namespaces an earlier run with the same
+    /// prefix left behind are removed at start.
+    #[arg(long, default_value = "local", value_parser = parse_network, value_name = "NETWORK")]
+    pub network: NetworkKind,
+    /// Gives Services of type LoadBalancer addresses from this IPv4 CIDR
+    /// (`status.loadBalancer.ingress`); without it they stay pending. With `--network linux`
+    /// the addresses are served in every node namespace.
+    #[arg(long, value_name = "CIDR")]
+    pub load_balancer_pool: Option<String>,
+}
+
+/// A pod network the nodes can use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkKind {
+    /// `LocalNetwork`: in memory.
+    Local,
+    /// `LinuxNetwork` with this namespace prefix.
+    Linux(String),
+}
+
+/// Parses `local`, `linux` or `linux:PREFIX`.
+pub fn parse_network(s: &str) -> Result<NetworkKind, String> {
+    match s {
+        "local" => Ok(NetworkKind::Local),
+        "linux" => Ok(NetworkKind::Linux(
+            kybernetes::net::DEFAULT_PREFIX.to_string(),
+        )),
+        other => match other.strip_prefix("linux:") {
+            Some("") => Err("linux: needs a namespace prefix after the colon".into()),
+            Some(prefix) => Ok(NetworkKind::Linux(prefix.to_string())),
+            None => Err(format!(
+                "unknown network {other:?}; the networks are: local, linux, linux:PREFIX"
+            )),
+        },
+    }
 }
 
 /// A container runtime the nodes can drive.
@@ -119,6 +159,22 @@ impl ClusterArgs {
             }
             #[cfg(not(feature = "containerd"))]
             Runtime::Containerd(_) => bail!("the containerd runtime is not in this binary"),
+        }
+        if let NetworkKind::Linux(prefix) = &self.network {
+            let config = kybernetes::core::ClusterConfig {
+                pod_cidr: self.cluster_cidr.clone(),
+                node_cidr_mask_size: self.node_cidr_mask_size,
+                ..Default::default()
+            };
+            let network = kybernetes::net::LinuxNetwork::start(config, prefix)
+                .await
+                .with_context(|| {
+                    format!("starting the linux pod network {prefix}_* (needs root)")
+                })?;
+            builder = builder.network(network);
+        }
+        if let Some(pool) = &self.load_balancer_pool {
+            builder = builder.load_balancer_pool(pool);
         }
         match (self.store.as_deref(), data_dir) {
             (None, Some(dir)) => builder
