@@ -58,6 +58,15 @@ async fn shut_down(c: CtrdCluster, prefix: &str) {
     );
 }
 
+/// Creates the idle pod `client` on `node`, which the tests run their requests in.
+async fn create_client(pods: &Api<Pod>, node: &str) {
+    let spec = json!({"nodeName": node, "containers": [
+        {"name": "client", "image": BUSYBOX, "command": ["sh", "-c", IDLE]}]});
+    pods.create(&PostParams::default(), &pod("client", json!({}), spec))
+        .await
+        .expect("create client");
+}
+
 /// The who-server container, ready once httpd answers `/`.
 fn who_container() -> Value {
     json!({
@@ -147,14 +156,7 @@ async fn pods_reach_pods_and_services_by_name_cluster_ip_and_node_port_across_th
         .await
         .expect("create server");
     }
-    let client_spec = json!({"nodeName": "node-1", "containers": [
-        {"name": "client", "image": BUSYBOX, "command": ["sh", "-c", IDLE]}]});
-    pods.create(
-        &PostParams::default(),
-        &pod("client", json!({}), client_spec),
-    )
-    .await
-    .expect("create client");
+    create_client(&pods, "node-1").await;
     let client_ip = pod_ip(&running(&pods, "client").await);
     let mut server_ips = Vec::new();
     for i in 1..=3 {
@@ -450,14 +452,7 @@ async fn load_balancer_services_get_pool_addresses_that_pods_reach_and_wait_when
     )
     .await
     .expect("create server");
-    let client_spec = json!({"nodeName": "node-1", "containers": [
-        {"name": "client", "image": BUSYBOX, "command": ["sh", "-c", IDLE]}]});
-    pods.create(
-        &PostParams::default(),
-        &pod("client", json!({}), client_spec),
-    )
-    .await
-    .expect("create client");
+    create_client(&pods, "node-1").await;
 
     let mut assigned = BTreeSet::new();
     for name in ["lb-1", "lb-2"] {

@@ -13,29 +13,10 @@ use std::time::{Duration, Instant};
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 use kybernetes_core::ClusterConfig;
-use kybernetes_net::{LinuxNetwork, Network, PodNetworkRequest, ServiceEntry, ServicePort};
+use kybernetes_net::{LinuxNetwork, Network, ServiceEntry, ServicePort};
 
-/// Runs `work` on a thread inside the network namespace at `netns`.
-fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        work()
-    })
-    .join()
-    .expect("netns thread")
-}
-
-fn pod(uid: &str) -> PodNetworkRequest {
-    PodNetworkRequest {
-        namespace: "default".into(),
-        name: format!("pod-{uid}"),
-        uid: uid.into(),
-        hostname: format!("pod-{uid}"),
-        subdomain: None,
-    }
-}
+mod support;
+use support::{in_netns, pod};
 
 fn query(id: u16, name: &str) -> Vec<u8> {
     let mut message = Message::new(id, MessageType::Query, OpCode::Query);

@@ -9,30 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kybernetes_core::ClusterConfig;
-use kybernetes_net::{LinuxNetwork, Network, PodNetwork, PodNetworkRequest};
+use kybernetes_net::{LinuxNetwork, Network, PodNetwork};
 
-/// Runs `work` on a thread inside the network namespace at `netns`; sockets it opens stay
-/// in that namespace.
-fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        work()
-    })
-    .join()
-    .expect("netns thread")
-}
-
-fn pod(uid: &str) -> PodNetworkRequest {
-    PodNetworkRequest {
-        namespace: "default".into(),
-        name: format!("pod-{uid}"),
-        uid: uid.into(),
-        hostname: format!("pod-{uid}"),
-        subdomain: None,
-    }
-}
+mod support;
+use support::{in_netns, pod};
 
 fn netns_of(p: &PodNetwork) -> PathBuf {
     p.netns.clone().expect("a LinuxNetwork pod has a netns")
@@ -146,20 +126,7 @@ async fn a_restart_removes_what_a_crashed_run_left_behind() {
     std::mem::forget(crashed);
     assert_eq!(LinuxNetwork::namespaces(&prefix).len(), 3);
 
-    let restarted = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("restart");
-    assert_eq!(
-        LinuxNetwork::namespaces(&prefix),
-        vec![PathBuf::from(format!("/run/netns/{prefix}_cluster"))],
-        "only the new cluster namespace is left"
-    );
-    restarted
-        .add_node("node-1")
-        .await
-        .expect("the same node again");
-    restarted.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    restart_removes_the_leftovers(&prefix).await;
 }
 
 /// Set in the child process of the kill test: the prefix `a_network_held_until_killed` uses.
@@ -212,11 +179,17 @@ async fn the_next_start_removes_what_a_killed_process_left_behind() {
         "the namespaces outlive the killed process (they are bind-mounted)"
     );
 
-    let restarted = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+    restart_removes_the_leftovers(&prefix).await;
+}
+
+/// Starts a network with `prefix` over what a dead run left: only the new cluster namespace
+/// is left, the same node can be added again, and shutdown removes everything.
+async fn restart_removes_the_leftovers(prefix: &str) {
+    let restarted = LinuxNetwork::start(ClusterConfig::default(), prefix)
         .await
         .expect("restart");
     assert_eq!(
-        LinuxNetwork::namespaces(&prefix),
+        LinuxNetwork::namespaces(prefix),
         vec![PathBuf::from(format!("/run/netns/{prefix}_cluster"))],
         "only the new cluster namespace is left"
     );
@@ -225,5 +198,5 @@ async fn the_next_start_removes_what_a_killed_process_left_behind() {
         .await
         .expect("the same node again");
     restarted.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    assert_eq!(LinuxNetwork::namespaces(prefix), Vec::<PathBuf>::new());
 }
