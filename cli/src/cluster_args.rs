@@ -213,3 +213,20 @@ async fn etcd(_: ClusterBuilder, urls: &str) -> anyhow::Result<ClusterBuilder> {
         "etcd:{urls}: this binary was built without etcd; install it with `cargo install --path cli --features etcd` (needs protoc)"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_parse_to_their_backends_and_prefixes() {
+        assert_eq!(parse_network("local"), Ok(NetworkKind::Local));
+        assert_eq!(parse_network("linux"), Ok(NetworkKind::Linux("kyb".into())));
+        assert_eq!(
+            parse_network("linux:dev"),
+            Ok(NetworkKind::Linux("dev".into()))
+        );
+        assert!(parse_network("linux:").is_err());
+        assert!(parse_network("calico").is_err());
+    }
+}
