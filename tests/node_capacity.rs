@@ -55,7 +55,13 @@ async fn nodes_without_pod_cidr(cluster: &Cluster, want: usize) -> BTreeSet<Stri
             .await
             .expect("nodes")
             .items;
-        if list.len() == want && list.iter().all(ready) {
+        // The IPAM controller settles each node after it registers, so a Ready node may not
+        // have its pod CIDR or its NetworkUnavailable condition yet; wait for one or the other.
+        let settled = |n: &Node| {
+            n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some()
+                || (network_unavailable(n) && tainted(n))
+        };
+        if list.len() == want && list.iter().all(|n| ready(n) && settled(n)) {
             break list;
         }
         assert!(

@@ -284,12 +284,22 @@ async fn run(
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
 
-    let w = wake.clone();
+    let (w, seen_nodes) = (wake.clone(), nodes.clone());
     let node_events =
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
     tasks.spawn(for_each_event(node_events, shutdown.clone(), move |e| {
+        // A pass costs every pod and node, so a heartbeat alone does not start one: the
+        // deadlines of the last pass (or the monitor period) bring the next one.
+        let changed = match &e {
+            watcher::Event::Apply(node) => seen_nodes
+                .get(&ObjectRef::from_obj(node))
+                .is_none_or(|before| health_changed(&before, node)),
+            _ => true,
+        };
         node_writer.apply_watcher_event(&e);
-        w.notify_one();
+        if changed {
+            w.notify_one();
+        }
     }));
     let lease_api = Api::<Lease>::namespaced(client.clone(), &config.lease_namespace);
     let lease_events = watcher(lease_api, watcher::Config::default()).default_backoff();
@@ -344,6 +354,26 @@ async fn run(
     }
     while tasks.join_next().await.is_some() {}
     info!("node lifecycle controller stopped");
+}
+
+/// Whether a node update may change what a pass decides: its spec (taints, unschedulable),
+/// labels (zones), or its conditions other than their heartbeat times.
+fn health_changed(before: &Node, after: &Node) -> bool {
+    let conditions = |n: &Node| -> Vec<(String, String, Option<String>)> {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    before.spec != after.spec
+        || before.metadata.labels != after.metadata.labels
+        || before.metadata.deletion_timestamp != after.metadata.deletion_timestamp
+        || conditions(before) != conditions(after)
 }
 
 /// Whether a pod change may need an eviction or a force deletion now.

@@ -131,7 +131,7 @@ pub(crate) async fn run_pod_workers(
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.name()));
     let mut pods = watcher::watcher(api, config).default_backoff().boxed();
-    let mut container_events = Some(ctx.runtime.container_events());
+    let mut container_events = Some(ctx.runtime.node_container_events(ctx.name()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut workers = PodWorkers {
         ctx,

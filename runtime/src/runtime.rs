@@ -76,6 +76,15 @@ pub trait Runtime: Send + Sync + 'static {
     /// lags must re-list.
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent>;
 
+    /// Container lifecycle events of the pods on `node` only, from now on. One runtime can
+    /// serve every node agent of an in-process cluster (the fake runtime does), and an agent
+    /// that heard every node's events would wake once per event per node: cost that grows
+    /// with the square of the cluster. A runtime that serves one node gives all its events.
+    fn node_container_events(&self, node: &str) -> broadcast::Receiver<ContainerEvent> {
+        let _ = node;
+        self.container_events()
+    }
+
     /// Runs a command in a running container and waits for it, up to `timeout`
     /// ([`Error::Timeout`](crate::Error::Timeout) after).
     async fn exec_sync(

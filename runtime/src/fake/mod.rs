@@ -115,6 +115,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     pub(crate) state: Mutex<State>,
     pub(crate) events: broadcast::Sender<ContainerEvent>,
+    /// The same events split by the node label of the container's sandbox, created when an
+    /// agent first subscribes for its node.
+    pub(crate) node_events: Mutex<HashMap<String, broadcast::Sender<ContainerEvent>>>,
 }
 
 impl Inner {
@@ -184,6 +187,8 @@ pub(crate) struct FakeContainer {
     pub(crate) status: ContainerStatus,
     pub(crate) config: ContainerConfig,
     pub(crate) pod_uid: String,
+    /// The node label of its sandbox, which picks the per-node event channel.
+    pub(crate) node: Option<String>,
     pub(crate) script: ContainerScript,
     /// When it started, in tokio time (for scripted delays and CPU time).
     pub(crate) started: Option<tokio::time::Instant>,
@@ -216,6 +221,7 @@ impl FakeRuntime {
                 clock,
                 state: Mutex::new(State::default()),
                 events,
+                node_events: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -412,13 +418,35 @@ impl FakeRuntime {
 }
 
 pub(crate) fn emit(inner: &Inner, c: &FakeContainer, kind: ContainerEventKind) {
-    let _ = inner.events.send(ContainerEvent {
+    let event = ContainerEvent {
         container_id: c.status.id.clone(),
         sandbox_id: c.status.sandbox_id.clone(),
         pod_uid: c.pod_uid.clone(),
         kind,
         time: inner.clock.now(),
-    });
+    };
+    if let Some(node) = &c.node {
+        let channels = inner.node_events.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = channels.get(node) {
+            // No receiver is fine: the agent of that node has not subscribed yet or has gone.
+            let _ = tx.send(event.clone());
+        }
+    }
+    // Nobody listening to every node is fine too; most clusters only have per-node agents.
+    let _ = inner.events.send(event);
+}
+
+/// Events buffered per node before a slow agent lags and re-lists: small, because every
+/// node of a large in-process cluster holds one buffer.
+const NODE_EVENTS_CAPACITY: usize = 128;
+
+/// A receiver of the events of `node`'s containers.
+pub(crate) fn subscribe_node(inner: &Inner, node: &str) -> broadcast::Receiver<ContainerEvent> {
+    let mut channels = inner.node_events.lock().unwrap_or_else(|p| p.into_inner());
+    channels
+        .entry(node.to_string())
+        .or_insert_with(|| broadcast::channel(NODE_EVENTS_CAPACITY).0)
+        .subscribe()
 }
 
 /// Marks a container exited and wakes its log followers.

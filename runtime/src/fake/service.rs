@@ -214,6 +214,7 @@ impl Runtime for FakeRuntime {
             });
         }
         let pod_uid = sandbox.config.metadata.uid.clone();
+        let node = sandbox.config.labels.get(labels::NODE_NAME).cloned();
         let image_ref = st
             .find_image(&config.image)
             .map(|i| i.reference().to_string())
@@ -249,6 +250,7 @@ impl Runtime for FakeRuntime {
             status,
             config: config.clone(),
             pod_uid,
+            node,
             script,
             started: None,
             signals: Vec::new(),
@@ -392,6 +394,10 @@ impl Runtime for FakeRuntime {
 
     fn container_events(&self) -> broadcast::Receiver<ContainerEvent> {
         self.inner().events.subscribe()
+    }
+
+    fn node_container_events(&self, node: &str) -> broadcast::Receiver<ContainerEvent> {
+        super::subscribe_node(self.inner(), node)
     }
 
     async fn exec_sync(
