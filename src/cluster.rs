@@ -61,6 +61,7 @@ pub struct ClusterBuilder {
     data_dir: Option<std::path::PathBuf>,
     dns: Option<SocketAddr>,
     ingress: Option<IngressConfig>,
+    load_balancer_pool: Option<String>,
 }
 
 impl Default for ClusterBuilder {
@@ -83,6 +84,7 @@ impl Default for ClusterBuilder {
             data_dir: None,
             dns: None,
             ingress: None,
+            load_balancer_pool: None,
         }
     }
 }
@@ -265,6 +267,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// Gives Services of type `LoadBalancer` addresses from `cidr` (an IPv4 CIDR, checked by
+    /// [`start`](Self::start)), written to `status.loadBalancer.ingress`, as k3s's servicelb
+    /// does; without a pool they stay pending. The network serves them like ClusterIPs
+    /// ([`LinuxNetwork`](kybernetes_net::LinuxNetwork): in every node namespace), so they are
+    /// reachable wherever the network routes them, not from outside the machine.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// let cluster = kybernetes::Cluster::builder().load_balancer_pool("172.30.0.0/24").start().await?;
+    /// # cluster.shutdown().await }
+    /// ```
+    pub fn load_balancer_pool(mut self, cidr: impl Into<String>) -> Self {
+        self.load_balancer_pool = Some(cidr.into());
+        self
+    }
+
     /// The pod network (default: [`LocalNetwork`]).
     pub fn network(mut self, network: impl Network) -> Self {
         self.network = Some(Arc::new(network));
@@ -389,6 +407,14 @@ impl ClusterBuilder {
         };
         let mut volume_dir = None;
         if let Some(mut cp) = self.control_plane {
+            if let Some(pool) = &self.load_balancer_pool {
+                let cidr = pool.parse().map_err(|e| {
+                    Error::Network(kybernetes_net::Error::Config(format!(
+                        "load balancer pool {pool:?}: {e}"
+                    )))
+                })?;
+                cp.load_balancer.pool = Some(cidr);
+            }
             volume_dir = local_path_provisioner(&mut cp, self.data_dir.as_deref())?;
             ensure_local_path_class(&client).await?;
             tasks.push(control_plane::spawn(
@@ -410,7 +436,7 @@ impl ClusterBuilder {
             .node_template
             .unwrap_or_else(|| NodeAgentConfig::new("template"));
         if template.cluster_dns.is_empty()
-            && let Some(ip) = cluster_dns_ip(&api_config.cluster.service_cidr)
+            && let Some(ip) = api_config.cluster.cluster_dns_ip()
         {
             template.cluster_dns = vec![ip];
         }
@@ -784,19 +810,5 @@ impl Cluster {
         self.api.store().close().await?;
         info!("cluster stopped");
         Ok(())
-    }
-}
-
-/// The cluster DNS Service's address: the tenth of the service CIDR (`10.96.0.10`), as
-/// kubeadm and k3s configure their kubelets.
-fn cluster_dns_ip(service_cidr: &str) -> Option<std::net::IpAddr> {
-    let (base, _) = service_cidr.split_once('/')?;
-    match base.parse::<std::net::IpAddr>().ok()? {
-        std::net::IpAddr::V4(v4) => {
-            Some(std::net::Ipv4Addr::from(u32::from(v4).checked_add(10)?).into())
-        }
-        std::net::IpAddr::V6(v6) => {
-            Some(std::net::Ipv6Addr::from(u128::from(v6).checked_add(10)?).into())
-        }
     }
 }

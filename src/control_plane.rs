@@ -2,8 +2,8 @@
 //! while this process holds the leader lease (upstream's `--leader-elect`).
 
 use kybernetes_controllers::{
-    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, NamespaceConfig,
-    NodeLifecycleConfig, PersistentVolumeConfig,
+    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, LoadBalancerConfig,
+    NamespaceConfig, NodeLifecycleConfig, PersistentVolumeConfig,
 };
 use kybernetes_core::Clock;
 use kybernetes_sched::{Profile, SchedulerConfig, SchedulerLoop};
@@ -33,6 +33,9 @@ pub struct ControlPlaneConfig {
     /// `kybernetes.io/local-path`, the cluster adds the built-in local-path provisioner
     /// (volumes under `<data dir>/storage`, or a temporary directory).
     pub persistent_volume: PersistentVolumeConfig,
+    /// The load-balancer controller's address pool (none by default: Services of type
+    /// `LoadBalancer` stay pending, as on a cluster without a cloud provider).
+    pub load_balancer: LoadBalancerConfig,
     /// When set, the components run only while this process holds the lease.
     pub leader_election: Option<LeaderElectionConfig>,
 }
@@ -90,6 +93,12 @@ pub(crate) fn start_components(
         ),
         kybernetes_controllers::spawn_namespace_controller(c(), k(), config.namespace.clone(), t()),
         kybernetes_controllers::spawn_serviceaccounts_controller(c(), t()),
+        kybernetes_controllers::spawn_load_balancer_controller(
+            c(),
+            k(),
+            config.load_balancer.clone(),
+            t(),
+        ),
     ]
 }
 

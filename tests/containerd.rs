@@ -93,7 +93,7 @@ pub(crate) fn container_status(p: &Pod) -> Option<&ContainerStatus> {
         .and_then(|c| c.first())
 }
 
-fn is_ready(p: &Pod) -> bool {
+pub(crate) fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -132,6 +132,24 @@ pub(crate) async fn running(pods: &Api<Pod>, name: &str) -> Pod {
 
 /// Runs `command` in pod `name` through `pods/exec` and returns its stdout (asserting success).
 pub(crate) async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> String {
+    let (status, out) = try_exec(pods, name, command).await;
+    assert_eq!(
+        status.status.as_deref(),
+        Some("Success"),
+        "{command:?} in {name}: {status:?}"
+    );
+    out
+}
+
+/// Runs `command` in pod `name` through `pods/exec`: its exit status and stdout.
+pub(crate) async fn try_exec(
+    pods: &Api<Pod>,
+    name: &str,
+    command: &[&str],
+) -> (
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Status,
+    String,
+) {
     let mut p = pods
         .exec(
             name,
@@ -148,13 +166,8 @@ pub(crate) async fn exec(pods: &Api<Pod>, name: &str, command: &[&str]) -> Strin
         .await
         .expect("read stdout");
     let status = status.await.expect("a status");
-    assert_eq!(
-        status.status.as_deref(),
-        Some("Success"),
-        "{command:?} in {name}: {status:?}"
-    );
     p.join().await.expect("join");
-    out
+    (status, out)
 }
 
 pub(crate) async fn logs(pods: &Api<Pod>, name: &str) -> String {

@@ -29,6 +29,8 @@ mod ingress;
 mod kubectl_create;
 mod kubectl_streams;
 mod leader_election;
+#[cfg(feature = "containerd")]
+mod linux_cluster;
 mod metrics;
 mod node_capacity;
 mod openapi;

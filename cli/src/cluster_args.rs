@@ -1,4 +1,5 @@
-//! The flags every subcommand shares: the store, the nodes and the container runtime.
+//! The flags every subcommand shares: the store, the nodes, the pod network and the
+//! container runtime.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,45 @@ pub struct ClusterArgs {
     /// weights and `percentageOfNodesToScore`.
     #[arg(long, value_name = "FILE")]
     pub scheduler_config: Option<PathBuf>,
+    /// The pod network: `local` (addresses and DNS answers in memory; pods share the host's
+    /// network) or `linux[:PREFIX]` (a network namespace per node and per pod, named
+    /// `PREFIX_…` under /run/netns, default prefix `kyb`; nftables service rules and cluster
+    /// DNS on 10.96.0.10 in every node; needs root, `nft`, and a runtime that joins the pod
+    /// namespaces: `process` or `containerd:SOCKET`). Namespaces an earlier run with the same
+    /// prefix left behind are removed at start.
+    #[arg(long, default_value = "local", value_parser = parse_network, value_name = "NETWORK")]
+    pub network: NetworkKind,
+    /// Gives Services of type LoadBalancer addresses from this IPv4 CIDR
+    /// (`status.loadBalancer.ingress`); without it they stay pending. With `--network linux`
+    /// the addresses are served in every node namespace.
+    #[arg(long, value_name = "CIDR")]
+    pub load_balancer_pool: Option<String>,
+}
+
+/// A pod network the nodes can use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkKind {
+    /// `LocalNetwork`: in memory.
+    Local,
+    /// `LinuxNetwork` with this namespace prefix.
+    Linux(String),
+}
+
+/// Parses `local`, `linux` or `linux:PREFIX`.
+pub fn parse_network(s: &str) -> Result<NetworkKind, String> {
+    match s {
+        "local" => Ok(NetworkKind::Local),
+        "linux" => Ok(NetworkKind::Linux(
+            kybernetes::net::DEFAULT_PREFIX.to_string(),
+        )),
+        other => match other.strip_prefix("linux:") {
+            Some("") => Err("linux: needs a namespace prefix after the colon".into()),
+            Some(prefix) => Ok(NetworkKind::Linux(prefix.to_string())),
+            None => Err(format!(
+                "unknown network {other:?}; the networks are: local, linux, linux:PREFIX"
+            )),
+        },
+    }
 }
 
 /// A container runtime the nodes can drive.
@@ -128,6 +168,22 @@ impl ClusterArgs {
             #[cfg(not(feature = "containerd"))]
             Runtime::Containerd(_) => bail!("the containerd runtime is not in this binary"),
         }
+        if let NetworkKind::Linux(prefix) = &self.network {
+            let config = kybernetes::core::ClusterConfig {
+                pod_cidr: self.cluster_cidr.clone(),
+                node_cidr_mask_size: self.node_cidr_mask_size,
+                ..Default::default()
+            };
+            let network = kybernetes::net::LinuxNetwork::start(config, prefix)
+                .await
+                .with_context(|| {
+                    format!("starting the linux pod network {prefix}_* (needs root)")
+                })?;
+            builder = builder.network(network);
+        }
+        if let Some(pool) = &self.load_balancer_pool {
+            builder = builder.load_balancer_pool(pool);
+        }
         match (self.store.as_deref(), data_dir) {
             (None, Some(dir)) => builder
                 .data_dir(dir)
@@ -177,4 +233,21 @@ async fn etcd(_: ClusterBuilder, urls: &str) -> anyhow::Result<ClusterBuilder> {
     bail!(
         "etcd:{urls}: this binary was built without etcd; install it with `cargo install --path cli --features etcd` (needs protoc)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_parse_to_their_backends_and_prefixes() {
+        assert_eq!(parse_network("local"), Ok(NetworkKind::Local));
+        assert_eq!(parse_network("linux"), Ok(NetworkKind::Linux("kyb".into())));
+        assert_eq!(
+            parse_network("linux:dev"),
+            Ok(NetworkKind::Linux("dev".into()))
+        );
+        assert!(parse_network("linux:").is_err());
+        assert!(parse_network("calico").is_err());
+    }
 }

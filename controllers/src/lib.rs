@@ -25,6 +25,7 @@ pub mod disruption;
 /// Events about managed objects, stamped from the cluster clock.
 pub mod event_recorder;
 pub mod job;
+pub mod load_balancer;
 /// A controller's own writes layered over its informer cache.
 pub mod mutation_cache;
 pub mod persistent_volume;
@@ -40,6 +41,7 @@ pub use daemonset::spawn_daemonset;
 pub use deployment::spawn_deployment;
 pub use disruption::spawn_disruption;
 pub use job::{spawn_job, spawn_ttl_after_finished};
+pub use load_balancer::{LoadBalancerConfig, spawn_load_balancer_controller};
 pub use persistent_volume::{
     PersistentVolumeConfig, spawn_persistent_volume, spawn_volume_protection,
 };

@@ -1,5 +1,6 @@
 //! Cluster-wide settings shared by components, with upstream defaults.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// Cluster-wide configuration. The defaults follow upstream Kubernetes.
@@ -38,6 +39,23 @@ impl Default for ClusterConfig {
             cluster_domain: "cluster.local".into(),
             node_port_range: (30000, 32767),
             termination_grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The cluster DNS Service's address: the tenth of the service CIDR, as kubeadm and k3s
+    /// configure their kubelets. `None` if the CIDR does not parse or has no tenth address.
+    ///
+    /// ```
+    /// let c = kybernetes_core::ClusterConfig::default();
+    /// assert_eq!(c.cluster_dns_ip(), Some("10.96.0.10".parse().unwrap()));
+    /// ```
+    pub fn cluster_dns_ip(&self) -> Option<IpAddr> {
+        let (base, _) = self.service_cidr.split_once('/')?;
+        match base.parse::<IpAddr>().ok()? {
+            IpAddr::V4(v4) => Some(Ipv4Addr::from(u32::from(v4).checked_add(10)?).into()),
+            IpAddr::V6(v6) => Some(Ipv6Addr::from(u128::from(v6).checked_add(10)?).into()),
         }
     }
 }

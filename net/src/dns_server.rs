@@ -86,6 +86,24 @@ impl DnsServer {
         domain: &str,
         addr: SocketAddr,
     ) -> io::Result<DnsServer> {
+        let udp = UdpSocket::bind(addr).await?;
+        let addr = udp.local_addr()?;
+        let tcp = TcpListener::bind(addr).await?;
+        Self::serve(network, domain, udp, tcp)
+    }
+
+    /// Serves `domain` from `network` on sockets bound already: how [`LinuxNetwork`] serves
+    /// the cluster DNS address inside each node's network namespace (a socket stays in the
+    /// namespace it was created in, whichever thread polls it). Must be called inside a
+    /// tokio runtime.
+    ///
+    /// [`LinuxNetwork`]: crate::LinuxNetwork
+    pub fn serve(
+        network: Arc<dyn Network>,
+        domain: &str,
+        udp: UdpSocket,
+        tcp: TcpListener,
+    ) -> io::Result<DnsServer> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let origin = Name::from_ascii(format!("{domain}.")).map_err(|e| {
             io::Error::new(
@@ -93,9 +111,7 @@ impl DnsServer {
                 format!("cluster domain {domain:?} is not a DNS name: {e}"),
             )
         })?;
-        let udp = UdpSocket::bind(addr).await?;
         let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await?;
         let soa = soa_record(&origin)?;
         let mut server = Server::new(ClusterDns {
             network,

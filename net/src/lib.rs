@@ -273,6 +273,9 @@ pub struct ServiceEntry {
     /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on the
     /// client's node.
     pub internal_traffic_local: bool,
+    /// The load-balancer ingress addresses (`status.loadBalancer.ingress[].ip`), served as
+    /// external traffic, like the NodePort, as kube-proxy serves them.
+    pub load_balancer_ips: Vec<IpAddr>,
 }
 
 impl ServiceEntry {
@@ -298,6 +301,7 @@ impl ServiceEntry {
             session_affinity: None,
             external_traffic_local: false,
             internal_traffic_local: false,
+            load_balancer_ips: Vec::new(),
         }
     }
 

@@ -10,7 +10,10 @@
 //!   that have no such port); the service's own target port is the numeric `targetPort`,
 //!   else the service port;
 //! - `sessionAffinity: ClientIP` with `timeoutSeconds` (default 10800), and the two traffic
-//!   policies, are carried over.
+//!   policies, are carried over;
+//! - the load-balancer ingress addresses of the status are served, except those with
+//!   `ipMode: Proxy` (the load balancer itself forwards to the nodes; kube-proxy leaves
+//!   those alone too).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -71,7 +74,23 @@ pub(crate) fn service_entry(
     });
     entry.external_traffic_local = spec.external_traffic_policy.as_deref() == Some("Local");
     entry.internal_traffic_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    entry.load_balancer_ips = load_balancer_ips(service);
     Some(entry)
+}
+
+/// The ingress addresses of `status.loadBalancer` the proxy serves (`ipMode` `VIP`, the
+/// default).
+fn load_balancer_ips(service: &Service) -> Vec<IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
 }
 
 /// The service's ports the proxy can serve (numbers that fit a port).

@@ -9,30 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kybernetes_core::ClusterConfig;
-use kybernetes_net::{LinuxNetwork, Network, PodNetwork, PodNetworkRequest};
+use kybernetes_net::{LinuxNetwork, Network, PodNetwork};
 
-/// Runs `work` on a thread inside the network namespace at `netns`; sockets it opens stay
-/// in that namespace.
-fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        work()
-    })
-    .join()
-    .expect("netns thread")
-}
-
-fn pod(uid: &str) -> PodNetworkRequest {
-    PodNetworkRequest {
-        namespace: "default".into(),
-        name: format!("pod-{uid}"),
-        uid: uid.into(),
-        hostname: format!("pod-{uid}"),
-        subdomain: None,
-    }
-}
+mod support;
+use support::{in_netns, pod};
 
 fn netns_of(p: &PodNetwork) -> PathBuf {
     p.netns.clone().expect("a LinuxNetwork pod has a netns")
@@ -146,11 +126,70 @@ async fn a_restart_removes_what_a_crashed_run_left_behind() {
     std::mem::forget(crashed);
     assert_eq!(LinuxNetwork::namespaces(&prefix).len(), 3);
 
-    let restarted = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+    restart_removes_the_leftovers(&prefix).await;
+}
+
+/// Set in the child process of the kill test: the prefix `a_network_held_until_killed` uses.
+const HOLDER_PREFIX: &str = "KYB_TEST_HOLDER_PREFIX";
+/// The line the child prints once its namespaces exist.
+const HOLDING: &str = "holding the network";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of the_next_start_removes_what_a_killed_process_left_behind"]
+async fn a_network_held_until_killed() {
+    let prefix = std::env::var(HOLDER_PREFIX).expect("run by the kill test, which sets the prefix");
+    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+        .await
+        .expect("start the linux network (needs root)");
+    net.add_node("node-1").await.expect("node");
+    net.setup_pod("node-1", &pod("k1")).await.expect("pod");
+    println!("{HOLDING}");
+    std::io::Write::flush(&mut std::io::stdout()).expect("flush");
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_start_removes_what_a_killed_process_left_behind() {
+    use std::io::BufRead;
+    let prefix = format!("kybk{}", std::process::id());
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            "a_network_held_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(HOLDER_PREFIX, &prefix)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the holder");
+    let stdout = child.stdout.take().expect("the holder's stdout");
+    let held = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.trim() == HOLDING);
+    assert!(held, "the holder never held the network");
+    assert_eq!(LinuxNetwork::namespaces(&prefix).len(), 3);
+    // kill -9: no destructor, no shutdown.
+    child.kill().expect("SIGKILL the holder");
+    child.wait().expect("reap the holder");
+    assert_eq!(
+        LinuxNetwork::namespaces(&prefix).len(),
+        3,
+        "the namespaces outlive the killed process (they are bind-mounted)"
+    );
+
+    restart_removes_the_leftovers(&prefix).await;
+}
+
+/// Starts a network with `prefix` over what a dead run left: only the new cluster namespace
+/// is left, the same node can be added again, and shutdown removes everything.
+async fn restart_removes_the_leftovers(prefix: &str) {
+    let restarted = LinuxNetwork::start(ClusterConfig::default(), prefix)
         .await
         .expect("restart");
     assert_eq!(
-        LinuxNetwork::namespaces(&prefix),
+        LinuxNetwork::namespaces(prefix),
         vec![PathBuf::from(format!("/run/netns/{prefix}_cluster"))],
         "only the new cluster namespace is left"
     );
@@ -159,5 +198,5 @@ async fn a_restart_removes_what_a_crashed_run_left_behind() {
         .await
         .expect("the same node again");
     restarted.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    assert_eq!(LinuxNetwork::namespaces(prefix), Vec::<PathBuf>::new());
 }

@@ -31,19 +31,28 @@
 //! [`Network::sync_service`] updates in one `nft -f -` transaction per service and node
 //! teardown deletes (see `service_rules.rs`).
 //!
+//! Cluster DNS is served inside every node namespace: the cluster DNS address (the tenth
+//! of the service CIDR, `10.96.0.10`, which the node agent writes into every pod's
+//! `resolv.conf`) sits on the node's loopback, with a [`DnsServer`] on UDP and TCP port 53
+//! of it (see `node_dns.rs`). A pod's query goes to its node over its default route
+//! and never leaves the node.
+//!
 //! Addresses and the service catalog come from an inner [`LocalNetwork`], so IPAM and DNS
 //! answers are the same as in memory.
+//!
+//! [`DnsServer`]: crate::DnsServer
 
 mod links;
 mod netns;
 mod node;
+mod node_dns;
 mod pod;
 mod service_rules;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use kybernetes_core::ClusterConfig;
@@ -52,7 +61,8 @@ use kybernetes_core::ipam::Cidr;
 use self::node::{ClusterNamespace, NodeNamespace};
 use self::pod::PodNamespace;
 use crate::{
-    Error, LocalNetwork, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result, ServiceEntry,
+    DnsServer, Error, LocalNetwork, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result,
+    ServiceEntry,
 };
 
 /// The default namespace prefix (`kyb_cluster`, `kyb_node_node-1`, …).
@@ -67,8 +77,12 @@ pub const DEFAULT_PREFIX: &str = "kyb";
 ///
 /// [`Cluster::shutdown`]: https://docs.rs/kybernetes
 pub struct LinuxNetwork {
-    local: LocalNetwork,
+    /// Shared with every node's DNS server, which answers from its catalog.
+    local: Arc<LocalNetwork>,
     prefix: String,
+    /// The cluster DNS address and domain every node namespace serves (`None`: a service
+    /// CIDR with no IPv4 tenth address).
+    cluster_dns: Option<(Ipv4Addr, String)>,
     cluster: ClusterNamespace,
     /// Serializes node set-up and removal, so every pair of nodes gets its routes once.
     topology: tokio::sync::Mutex<()>,
@@ -87,6 +101,8 @@ struct State {
     nodes: BTreeMap<String, NodeNamespace>,
     /// Pod namespaces by pod UID.
     pods: HashMap<String, PodNamespace>,
+    /// The cluster DNS server in each node namespace, by node.
+    dns: BTreeMap<String, DnsServer>,
 }
 
 impl std::fmt::Debug for LinuxNetwork {
@@ -103,7 +119,14 @@ impl LinuxNetwork {
     /// every namespace this network creates; give each cluster on a machine its own.
     pub async fn start(config: ClusterConfig, prefix: &str) -> Result<Self> {
         validate_prefix(prefix)?;
-        let local = LocalNetwork::new(config)?;
+        let cluster_dns = match config.cluster_dns_ip() {
+            Some(IpAddr::V4(ip)) => Some((ip, config.cluster_domain.clone())),
+            other => {
+                tracing::warn!(service_cidr = %config.service_cidr, dns = ?other, "no IPv4 cluster DNS address in the service CIDR: node namespaces serve no DNS");
+                None
+            }
+        };
+        let local = Arc::new(LocalNetwork::new(config)?);
         let removed = remove_namespaces(prefix);
         if removed > 0 {
             tracing::info!(
@@ -117,6 +140,7 @@ impl LinuxNetwork {
         Ok(LinuxNetwork {
             local,
             prefix: prefix.to_string(),
+            cluster_dns,
             cluster,
             topology: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
@@ -132,6 +156,12 @@ impl LinuxNetwork {
     /// The in-memory network behind it: addresses and the service catalog.
     pub fn local(&self) -> &LocalNetwork {
         &self.local
+    }
+
+    /// The address every node namespace serves cluster DNS on, port 53 (the tenth of the
+    /// service CIDR: `10.96.0.10` by default).
+    pub fn cluster_dns_ip(&self) -> Option<Ipv4Addr> {
+        self.cluster_dns.as_ref().map(|(ip, _)| *ip)
     }
 
     /// The network namespace of node `node`, if it is registered.
@@ -174,22 +204,29 @@ impl LinuxNetwork {
     }
 
     /// Sets up a registered node's namespace, with the rules of every service in `services`,
-    /// and the routes between it and every other node.
+    /// its cluster DNS server, and the routes between it and every other node.
     async fn set_up_node(
         &self,
         node: &str,
         net: &NodeNetwork,
         services: &ServiceTable,
-    ) -> Result<NodeNamespace> {
+    ) -> Result<(NodeNamespace, Option<DnsServer>)> {
         let ns_name = self.node_namespace_name(node)?;
         let started = std::time::Instant::now();
         let ns = node::set_up(&self.cluster, &ns_name, net).await?;
-        if let Err(e) = self.write_service_table(node, &ns, services).await {
-            if let Err(undo) = node::tear_down(&self.cluster, &ns).await {
-                tracing::warn!(error = %undo, "undoing a node namespace failed");
+        let dns = match self.write_service_table(node, &ns, services).await {
+            Ok(()) => self.set_up_node_dns(&ns).await,
+            Err(e) => Err(e),
+        };
+        let dns = match dns {
+            Ok(dns) => dns,
+            Err(e) => {
+                if let Err(undo) = node::tear_down(&self.cluster, &ns).await {
+                    tracing::warn!(error = %undo, "undoing a node namespace failed");
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         let peers: Vec<NodeNamespace> = self.state().nodes.values().cloned().collect();
         for peer in &peers {
             if let Err(e) = node::add_routes_between(&ns, peer).await {
@@ -198,6 +235,9 @@ impl LinuxNetwork {
                         tracing::warn!(error = %undo, "undoing a route failed");
                     }
                 }
+                if let Some(dns) = dns {
+                    node_dns::tear_down(dns).await;
+                }
                 if let Err(undo) = node::tear_down(&self.cluster, &ns).await {
                     tracing::warn!(error = %undo, "undoing a node namespace failed");
                 }
@@ -205,7 +245,16 @@ impl LinuxNetwork {
             }
         }
         tracing::debug!(node, netns = %ns.path.display(), peers = peers.len(), elapsed = ?started.elapsed(), "node network set up");
-        Ok(ns)
+        Ok((ns, dns))
+    }
+
+    /// The node's cluster DNS server, answering from the shared catalog.
+    async fn set_up_node_dns(&self, ns: &NodeNamespace) -> Result<Option<DnsServer>> {
+        let Some((ip, domain)) = &self.cluster_dns else {
+            return Ok(None);
+        };
+        let catalog: Arc<dyn Network> = self.local.clone();
+        node_dns::set_up(ns, *ip, catalog, domain).await.map(Some)
     }
 }
 
@@ -334,9 +383,13 @@ impl Network for LinuxNetwork {
         // Held until the node is in `state`: a service update waits, then sees the node.
         let services = self.service_rules.lock().await;
         match self.set_up_node(node, &net, &services).await {
-            Ok(ns) => {
+            Ok((ns, dns)) => {
                 net.netns = Some(ns.path.clone());
-                self.state().nodes.insert(node.to_string(), ns);
+                let mut st = self.state();
+                st.nodes.insert(node.to_string(), ns);
+                if let Some(dns) = dns {
+                    st.dns.insert(node.to_string(), dns);
+                }
                 Ok(net)
             }
             Err(e) => {
@@ -359,10 +412,16 @@ impl Network for LinuxNetwork {
                     .collect();
                 let pods: Vec<PodNamespace> =
                     uids.iter().filter_map(|u| st.pods.remove(u)).collect();
-                (gone, st.nodes.values().cloned().collect::<Vec<_>>(), pods)
+                let dns = st.dns.remove(node);
+                (
+                    gone,
+                    st.nodes.values().cloned().collect::<Vec<_>>(),
+                    pods,
+                    dns,
+                )
             })
         };
-        let Some((gone, peers, pods)) = removed else {
+        let Some((gone, peers, pods, dns)) = removed else {
             return self.local.remove_node(node).await;
         };
         let mut first_error = None;
@@ -371,13 +430,17 @@ impl Network for LinuxNetwork {
                 first_error.get_or_insert(e);
             }
         }
-        if let Err(e) = service_rules::apply(&gone.path, service_rules::delete_script()).await {
-            first_error.get_or_insert(e);
-        }
+        // The set-up steps backwards: routes, DNS, service rules, then the namespace.
         for peer in &peers {
             if let Err(e) = node::delete_route_to(peer, &gone).await {
                 first_error.get_or_insert(e);
             }
+        }
+        if let Some(dns) = dns {
+            node_dns::tear_down(dns).await;
+        }
+        if let Err(e) = service_rules::apply(&gone.path, service_rules::delete_script()).await {
+            first_error.get_or_insert(e);
         }
         if let Err(e) = node::tear_down(&self.cluster, &gone).await {
             first_error.get_or_insert(e);

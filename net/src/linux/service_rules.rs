@@ -93,7 +93,7 @@ pub(crate) struct RulesNode<'a> {
 /// - `svc_…`, every ready endpoint (affinity first, then `numgen random`), and, when a
 ///   traffic policy is `Local`, `svl_…` with only this node's endpoints (`drop` if none);
 /// - the ClusterIP goes to `svl_…` under `internalTrafficPolicy: Local`, else to `svc_…`;
-/// - the NodePort goes through `ext_…`: masquerade and `svc_…`, or under
+/// - the NodePort and every load-balancer ingress address go through `ext_…`: masquerade and `svc_…`, or under
 ///   `externalTrafficPolicy: Local` pods masqueraded to the ClusterIP's chain, the node itself
 ///   masqueraded to `svc_…`, and everyone else to `svl_…` with the client address kept;
 /// - a port with no ready endpoint at all gets only `no-endpoint-*` elements: rejected.
@@ -118,6 +118,14 @@ pub(crate) fn rules_for(service: &ServiceEntry, node: &RulesNode<'_>) -> Service
         );
         let cluster_key = format!("{cluster_ip} . {proto} . {}", port.port);
         let node_key = port.node_port.map(|n| format!("{proto} . {n}"));
+        let load_balancer_keys: Vec<String> = service
+            .load_balancer_ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(format!("{v4} . {proto} . {}", port.port)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         // (endpoint, its chain, on this node)
         let mut endpoints = Vec::new();
         for (ep, target) in service.endpoints_for(port) {
@@ -147,11 +155,13 @@ pub(crate) fn rules_for(service: &ServiceEntry, node: &RulesNode<'_>) -> Service
         }
         if endpoints.is_empty() {
             // kube-proxy rejects a service with no endpoints rather than letting it time out.
-            out.elements.push((
-                "no-endpoint-services".into(),
-                cluster_key,
-                "goto reject-chain".into(),
-            ));
+            for key in std::iter::once(cluster_key).chain(load_balancer_keys) {
+                out.elements.push((
+                    "no-endpoint-services".into(),
+                    key,
+                    "goto reject-chain".into(),
+                ));
+            }
             if let Some(key) = node_key {
                 out.elements.push((
                     "no-endpoint-nodeports".into(),
@@ -182,7 +192,7 @@ pub(crate) fn rules_for(service: &ServiceEntry, node: &RulesNode<'_>) -> Service
             cluster_key,
             format!("goto {internal_chain}"),
         ));
-        if let Some(key) = node_key {
+        if node_key.is_some() || !load_balancer_keys.is_empty() {
             let ext_chain = format!("ext_{base}");
             let rules = match (&local_chain, service.external_traffic_local) {
                 // Pods are masqueraded too: the endpoint may be on the client pod's own
@@ -200,8 +210,14 @@ pub(crate) fn rules_for(service: &ServiceEntry, node: &RulesNode<'_>) -> Service
                 ],
             };
             out.chains.push((ext_chain.clone(), rules));
-            out.elements
-                .push(("service-nodeports".into(), key, format!("goto {ext_chain}")));
+            if let Some(key) = node_key {
+                out.elements
+                    .push(("service-nodeports".into(), key, format!("goto {ext_chain}")));
+            }
+            for key in load_balancer_keys {
+                out.elements
+                    .push(("service-ips".into(), key, format!("goto {ext_chain}")));
+            }
         }
     }
     out

@@ -1,8 +1,9 @@
 //! Probes of containers on containerd. `exec` probes run in the container as everywhere;
-//! `tcpSocket` and `httpGet` probes of a pod whose network namespace this runtime made
-//! (loopback only, no route from the host to the IP the `Network` assigned) connect from
-//! inside that namespace, to loopback where they aim at the pod IP. A namespace the `Network`
-//! prepared is routed from the host, so those probes connect from here, as the kubelet's do.
+//! `tcpSocket` and `httpGet` probes connect from inside the pod's network namespace, since
+//! the host may have no route to the pod: a namespace this runtime made has loopback only
+//! (so a probe aimed at the pod IP goes to loopback), and one the `Network` prepared may be
+//! reachable only inside the network's own namespaces (`LinuxNetwork` configures nothing in
+//! the host's), where the pod's own address is always reachable.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -18,15 +19,20 @@ pub(super) async fn run(
     container_id: &str,
     request: &ProbeRequest,
 ) -> ProbeResult {
-    let own_netns = {
+    let sandbox_netns = {
         let st = rt.inner.lock();
         st.containers
             .get(container_id)
             .and_then(|c| st.sandboxes.get(&c.status.sandbox_id))
-            .filter(|s| s.owns_netns)
-            .map(|s| (s.netns.clone(), s.config.pod_ip.map(|ip| ip.to_string())))
+            .map(|s| {
+                (
+                    s.netns.clone(),
+                    s.owns_netns,
+                    s.config.pod_ip.map(|ip| ip.to_string()),
+                )
+            })
     };
-    let Some((netns, pod_ip)) = own_netns else {
+    let Some((netns, owns_netns, pod_ip)) = sandbox_netns else {
         return probe::run_default(rt, container_id, request).await;
     };
     let mut request = request.clone();
@@ -35,8 +41,13 @@ pub(super) async fn run(
         ProbeAction::TcpSocket { host, .. }
         | ProbeAction::HttpGet { host, .. }
         | ProbeAction::Grpc { host, .. } => {
-            if host.is_empty() || Some(&*host) == pod_ip.as_ref() {
+            let pod_address = host.is_empty() || Some(&*host) == pod_ip.as_ref();
+            if pod_address && (owns_netns || pod_ip.is_none()) {
                 *host = "127.0.0.1".into();
+            } else if host.is_empty()
+                && let Some(ip) = pod_ip
+            {
+                *host = ip;
             }
         }
     }

@@ -1,0 +1,147 @@
+//! Cluster DNS inside `LinuxNetwork`'s node namespaces: a pod on either node asks the cluster
+//! DNS address (`10.96.0.10`, port 53) over UDP and TCP and gets a Service's ClusterIP, a
+//! change of the catalog shows in the next answer, a `hostNetwork` process in the node
+//! namespace is answered too, and removing a node stops its server with the namespace.
+//! Needs root; without it this test fails, not skips.
+#![cfg(target_os = "linux")]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_server::proto::rr::{Name, RData, RecordType};
+use kybernetes_core::ClusterConfig;
+use kybernetes_net::{LinuxNetwork, Network, ServiceEntry, ServicePort};
+
+mod support;
+use support::{in_netns, pod};
+
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    message.to_vec().expect("encode query")
+}
+
+fn a_records(reply: &Message) -> Vec<IpAddr> {
+    reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asks `server` for `name` over UDP from inside `netns` (retried: UDP may lose a datagram).
+fn ask_udp(netns: &Path, server: SocketAddr, name: &str) -> Message {
+    let name = name.to_string();
+    in_netns(netns, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind client");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for id in 1u16.. {
+            socket.send_to(&query(id, &name), server).expect("send");
+            let mut buf = vec![0u8; 4096];
+            if let Ok(n) = socket.recv(&mut buf) {
+                let reply = Message::from_vec(&buf[..n]).expect("decode reply");
+                if reply.metadata.id == id {
+                    return reply;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no DNS reply for {name} over UDP"
+            );
+        }
+        unreachable!("ran out of query ids")
+    })
+}
+
+/// Asks `server` for `name` over TCP (two-byte length prefix) from inside `netns`.
+fn ask_tcp(netns: &Path, server: SocketAddr, name: &str) -> Message {
+    let name = name.to_string();
+    in_netns(netns, move || {
+        let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("TCP {server}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let q = query(7, &name);
+        let len = u16::try_from(q.len()).expect("short query");
+        s.write_all(&len.to_be_bytes()).expect("send length");
+        s.write_all(&q).expect("send");
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).expect("reply length");
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).expect("reply");
+        Message::from_vec(&buf).expect("decode reply")
+    })
+}
+
+fn web(cluster_ip: &str) -> ServiceEntry {
+    ServiceEntry::new("default", "web", Some(cluster_ip.parse().expect("ip")))
+        .with_ports(vec![ServicePort::tcp("http", 80, 8080)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
+    let prefix = format!("kyd{}", std::process::id());
+    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+        .await
+        .expect("start the linux network (needs root)");
+    let dns_ip = net.cluster_dns_ip().expect("a cluster DNS address");
+    assert_eq!(dns_ip, Ipv4Addr::new(10, 96, 0, 10));
+    let server = SocketAddr::from((dns_ip, 53));
+    net.add_node("node-1").await.expect("node-1");
+    net.add_node("node-2").await.expect("node-2");
+    net.sync_service(web("10.96.0.20")).await.expect("service");
+    let fqdn = "web.default.svc.cluster.local.";
+    let want: Vec<IpAddr> = vec!["10.96.0.20".parse().expect("ip")];
+
+    let mut pod_netns = Vec::new();
+    for (node, uid) in [("node-1", "a1"), ("node-2", "b1")] {
+        let p = net.setup_pod(node, &pod(uid)).await.expect("pod network");
+        pod_netns.push(p.netns.expect("a LinuxNetwork pod has a netns"));
+    }
+    let started = Instant::now();
+    for netns in &pod_netns {
+        let udp = ask_udp(netns, server, fqdn);
+        assert_eq!(udp.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(a_records(&udp), want, "UDP answer from {}", netns.display());
+        let tcp = ask_tcp(netns, server, fqdn);
+        assert_eq!(a_records(&tcp), want, "TCP answer from {}", netns.display());
+    }
+    eprintln!("4 queries from pods on 2 nodes: {:?}", started.elapsed());
+
+    // The next answer follows the catalog: no zone to reload.
+    net.sync_service(web("10.96.0.21"))
+        .await
+        .expect("service moved");
+    let moved = ask_udp(&pod_netns[1], server, fqdn);
+    assert_eq!(
+        a_records(&moved),
+        vec!["10.96.0.21".parse::<IpAddr>().expect("ip")]
+    );
+    let missing = ask_udp(&pod_netns[0], server, "nope.default.svc.cluster.local.");
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+
+    // A hostNetwork process, in the node namespace itself, is answered locally.
+    let node_ns = net.node_netns("node-1").expect("node-1 netns");
+    assert_eq!(
+        a_records(&ask_tcp(&node_ns, server, fqdn)),
+        vec!["10.96.0.21".parse::<IpAddr>().expect("ip")]
+    );
+
+    net.remove_node("node-2").await.expect("remove node-2");
+    assert!(net.node_netns("node-2").is_none());
+    net.shutdown().await.expect("shutdown");
+    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+}
