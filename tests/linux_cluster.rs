@@ -26,14 +26,14 @@ use crate::common;
 use crate::containerd::{BUSYBOX, CtrdCluster, WITHIN, exec, pod, running, try_exec, wait_pod};
 
 /// busybox httpd on 0.0.0.0:8080 (an IPv4 socket, so `REMOTE_ADDR` is not `[::ffff:…]`) whose `/cgi-bin/who` answers `<pod name> <client address>`, with
-/// `/` for the readiness probe. On TERM it serves three more seconds before it exits, the
-/// time for the endpoint removal to reach every node's rules (what a `preStop` sleep does for
+/// `/` for the readiness probe. On TERM it serves ten more seconds before it exits, the
+/// time for the endpoint removal to reach every node's rules even on a loaded machine (what a `preStop` sleep does for
 /// upstream's applications).
 const WHO_SERVER: &str = r#"mkdir -p /www/cgi-bin; echo ok > /www/index.html
 printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho %s $REMOTE_ADDR\n' "$HOSTNAME" > /www/cgi-bin/who
 busybox chmod +x /www/cgi-bin/who
 httpd -f -p 0.0.0.0:8080 -h /www & pid=$!
-trap 'sleep 3; kill $pid; exit 0' TERM
+trap 'sleep 10; kill $pid; exit 0' TERM
 wait"#;
 
 /// A shell loop that exits promptly on TERM (see `tests/containerd.rs`).
