@@ -86,10 +86,20 @@ impl DnsServer {
         domain: &str,
         addr: SocketAddr,
     ) -> io::Result<DnsServer> {
-        let udp = UdpSocket::bind(addr).await?;
-        let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await?;
-        Self::serve(network, domain, udp, tcp)
+        // With port 0 the UDP port is free, but the same TCP port may belong to another
+        // socket (an ephemeral client port, say): pick again rather than fail.
+        let attempts = if addr.port() == 0 { 16 } else { 1 };
+        let mut last = None;
+        for _ in 0..attempts {
+            let udp = UdpSocket::bind(addr).await?;
+            let bound = udp.local_addr()?;
+            match TcpListener::bind(bound).await {
+                Ok(tcp) => return Self::serve(network, domain, udp, tcp),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
     }
 
     /// Serves `domain` from `network` on sockets bound already: how [`LinuxNetwork`] serves
