@@ -74,7 +74,8 @@ pub async fn run(
         // Room for a pod CIDR per node: 10.0.0.0/8 holds 65,536 nodes of a /24.
         .cluster_cidr("10.0.0.0/8")
         .nodes(0)
-        .start().await?;
+        .start()
+        .await?;
     let client = cluster.client();
     let node_api: Api<Node> = Api::all(client.clone());
     create_all(

@@ -80,8 +80,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// serve every node agent of an in-process cluster (the fake runtime does), and an agent
     /// that heard every node's events would wake once per event per node: cost that grows
     /// with the square of the cluster. A runtime that serves one node gives all its events.
-    fn node_container_events(&self, node: &str) -> broadcast::Receiver<ContainerEvent> {
-        let _ = node;
+    fn node_container_events(&self, _node: &str) -> broadcast::Receiver<ContainerEvent> {
         self.container_events()
     }
 
