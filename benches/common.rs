@@ -11,6 +11,15 @@ pub fn print_conditions(what: &str) {
 
 /// Prints the conditions a figure was measured under, with the container runtime(s) used.
 pub fn print_conditions_for(what: &str, runtime: &str) {
+    // Every bench prints its conditions first, so this is where a run asked to log
+    // (`RUST_LOG=...`) gets its subscriber; without RUST_LOG nothing is installed, so the
+    // figures are not perturbed by logging.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

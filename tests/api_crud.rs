@@ -348,3 +348,47 @@ async fn generate_name_gives_a_unique_name() {
     assert_ne!(a, b);
     c.shutdown().await.expect("shutdown");
 }
+
+/// Upstream's node strategy keeps the status of a created Node (the kubelet registers its
+/// node with capacity and conditions in one POST), while other kinds drop it.
+#[tokio::test]
+async fn a_created_node_keeps_its_status_and_a_created_service_does_not() {
+    let c = cluster().await;
+    let nodes: Api<Node> = Api::all(c.client());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "registered"},
+        "status": {"allocatable": {"cpu": "4", "pods": "110"},
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    }))
+    .expect("node manifest");
+    let created = nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+    let status = created.status.expect("the node keeps its status");
+    let allocatable = status.allocatable.expect("allocatable kept");
+    assert_eq!(allocatable.get("pods").map(|q| q.0.as_str()), Some("110"));
+    assert_eq!(status.conditions.map(|c| c.len()), Some(1));
+
+    let services: Api<Service> = Api::default_namespaced(c.client());
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 80}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}},
+    }))
+    .expect("service manifest");
+    let created = services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let ingress = created
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default();
+    assert!(
+        ingress.is_empty(),
+        "a POSTed Service status is dropped: {ingress:?}"
+    );
+    c.shutdown().await.expect("shutdown");
+}

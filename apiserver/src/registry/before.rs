@@ -176,7 +176,7 @@ pub fn prepare_for_create(
     } else {
         meta.remove("generation");
     }
-    if r.status_subresource {
+    if r.status_subresource && strategy.resets_status_on_create() {
         // POST ignores status: the server owns it.
         obj.as_object_mut().map(|m| m.remove("status"));
     }

@@ -147,6 +147,14 @@ pub trait Strategy: Send + Sync + 'static {
     /// update, so that a round-tripped object keeps its defaults.
     fn default(&self, _obj: &mut Value) {}
 
+    /// False for the kinds whose creator owns the first status: upstream's node strategy keeps
+    /// the status of a POSTed Node, because the kubelet registers its node with capacity,
+    /// allocatable and conditions in one create. Every other kind with a status subresource
+    /// starts from an empty status.
+    fn resets_status_on_create(&self) -> bool {
+        true
+    }
+
     /// The status a new object starts with (upstream's `PrepareForCreate` status part).
     fn initial_status(&self, _obj: &mut Value, _clock: &Clock) {}
 

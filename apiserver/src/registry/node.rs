@@ -11,6 +11,10 @@ impl Strategy for NodeStrategy {
         &["spec.unschedulable"]
     }
 
+    fn resets_status_on_create(&self) -> bool {
+        false
+    }
+
     fn subresource(&self, name: &str) -> Option<Subresource> {
         (name == "proxy").then_some(Subresource::Proxy(ProxyKind::Node))
     }
