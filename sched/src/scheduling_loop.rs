@@ -26,12 +26,14 @@ use crate::nominated::pod_priority;
 use crate::preemption::{PostFilter, prepare};
 use crate::profile::Profile;
 use crate::queue::SchedulingQueue;
-use crate::snapshot::{NodeChange, Snapshot, is_terminal, object_key, pod_key};
+use crate::snapshot::{Snapshot, is_terminal, pod_key};
 use crate::status;
 use crate::volume_binder;
-use crate::volumes::{PodVolumeClaims, VolumeDecisions, claim_key, find_pod_volumes};
 
+mod cluster_objects;
 mod spreading_owners;
+
+use cluster_objects::ListState;
 
 /// How many pods one turn of the loop schedules before it looks at watch events again.
 const BATCH: usize = 128;
@@ -113,54 +115,6 @@ struct BindOutcome {
     pod: Arc<Pod>,
     node: String,
     result: Result<(), Error>,
-}
-
-/// Where a watch is in its (re)list.
-#[derive(Default)]
-struct ListState {
-    synced: bool,
-    /// Keys seen since the last `Init`, while a list is in progress.
-    seen: Option<HashSet<String>>,
-}
-
-/// What one watch event asks of the cache it feeds.
-enum CacheChange<K> {
-    /// Nothing yet: a (re)list began.
-    None,
-    /// Add or replace this object.
-    Upsert(K),
-    /// A (re)list ended: drop every object whose key is not in the set.
-    Retain(HashSet<String>),
-    /// Remove this object.
-    Remove(K),
-}
-
-impl ListState {
-    /// Tracks the (re)list that `event` is part of, keying objects with `key`, and says what
-    /// the cache must do.
-    fn observe<K>(&mut self, event: Event<K>, key: impl Fn(&K) -> String) -> CacheChange<K> {
-        match event {
-            Event::Init => {
-                self.seen = Some(HashSet::new());
-                CacheChange::None
-            }
-            Event::InitApply(k) | Event::Apply(k) => {
-                if let Some(seen) = &mut self.seen {
-                    seen.insert(key(&k));
-                }
-                CacheChange::Upsert(k)
-            }
-            Event::InitDone => {
-                self.synced = true;
-                CacheChange::Retain(self.seen.take().unwrap_or_default())
-            }
-            Event::Delete(k) => CacheChange::Remove(k),
-        }
-    }
-}
-
-fn name_of<K: kube::Resource>(k: &K) -> String {
-    k.meta().name.clone().unwrap_or_default()
 }
 
 /// A profile as the loop runs it: its scheduler and the recorder of its events.
@@ -314,129 +268,6 @@ impl LoopState {
             }
         }
         tracing::info!("scheduler stopped");
-    }
-
-    fn on_node_event(&mut self, event: Event<Node>) {
-        match event {
-            Event::Init => self.nodes.seen = Some(HashSet::new()),
-            Event::InitApply(node) => {
-                if let Some(seen) = &mut self.nodes.seen {
-                    seen.insert(node.metadata.name.clone().unwrap_or_default());
-                }
-                self.on_node(node);
-            }
-            Event::InitDone => {
-                let seen = self.nodes.seen.take().unwrap_or_default();
-                let gone: Vec<String> = self
-                    .snapshot
-                    .nodes()
-                    .iter()
-                    .map(|n| n.name().to_string())
-                    .filter(|n| !seen.contains(n))
-                    .collect();
-                for name in gone {
-                    self.snapshot.remove_node(&name);
-                }
-                self.nodes.synced = true;
-                tracing::debug!(nodes = self.snapshot.num_nodes(), "nodes synced");
-            }
-            Event::Apply(node) => self.on_node(node),
-            Event::Delete(node) => {
-                self.snapshot
-                    .remove_node(node.metadata.name.as_deref().unwrap_or_default());
-            }
-        }
-    }
-
-    /// A claim changed: pods waiting on it may fit now (upstream's `PvcAdd`/`PvcUpdate`
-    /// cluster events).
-    fn on_claim_event(&mut self, event: Event<PersistentVolumeClaim>) {
-        let volumes = self.snapshot.volumes_mut();
-        match self.claims.observe(event, claim_key) {
-            CacheChange::None => {}
-            CacheChange::Upsert(c) => volumes.upsert_claim(c),
-            CacheChange::Retain(seen) => volumes.retain_claims(&seen),
-            CacheChange::Remove(c) => volumes.remove_claim(&c),
-        }
-        self.queue.move_all_to_active_or_backoff(Instant::now());
-    }
-
-    /// A volume changed (upstream's `PvAdd`/`PvUpdate`).
-    fn on_volume_event(&mut self, event: Event<PersistentVolume>) {
-        let volumes = self.snapshot.volumes_mut();
-        match self.volumes.observe(event, name_of) {
-            CacheChange::None => {}
-            CacheChange::Upsert(v) => volumes.upsert_volume(v),
-            CacheChange::Retain(seen) => volumes.retain_volumes(&seen),
-            CacheChange::Remove(v) => volumes.remove_volume(&v),
-        }
-        self.queue.move_all_to_active_or_backoff(Instant::now());
-    }
-
-    /// A storage class changed (upstream's `StorageClassAdd`/`Update`).
-    fn on_class_event(&mut self, event: Event<StorageClass>) {
-        let volumes = self.snapshot.volumes_mut();
-        match self.classes.observe(event, name_of) {
-            CacheChange::None => {}
-            CacheChange::Upsert(c) => volumes.upsert_class(c),
-            CacheChange::Retain(seen) => volumes.retain_classes(&seen),
-            CacheChange::Remove(c) => volumes.remove_class(&c),
-        }
-        self.queue.move_all_to_active_or_backoff(Instant::now());
-    }
-
-    /// A PodDisruptionBudget changed: preemption weighs victims by what budgets allow.
-    fn on_pdb_event(&mut self, event: Event<PodDisruptionBudget>) {
-        match self.pdbs.observe(event, |p| object_key(&p.metadata)) {
-            CacheChange::None => {}
-            CacheChange::Upsert(p) => self.snapshot.upsert_pdb(p),
-            CacheChange::Retain(seen) => self.snapshot.retain_pdbs(&seen),
-            CacheChange::Remove(p) => self.snapshot.remove_pdb(&p),
-        }
-    }
-
-    /// A namespace's labels changed: pod affinity `namespaceSelector`s may select other pods.
-    fn on_namespace_event(&mut self, event: Event<Namespace>) {
-        let changed = match self.namespaces.observe(event, name_of) {
-            CacheChange::None => false,
-            CacheChange::Upsert(ns) => {
-                let name = name_of(&ns);
-                self.snapshot
-                    .upsert_namespace(&name, ns.metadata.labels.unwrap_or_default())
-            }
-            CacheChange::Retain(seen) => {
-                self.snapshot.retain_namespaces(&seen);
-                false
-            }
-            CacheChange::Remove(ns) => {
-                self.snapshot.remove_namespace(&name_of(&ns));
-                false
-            }
-        };
-        if changed && self.namespaces.synced {
-            self.queue.move_all_to_active_or_backoff(Instant::now());
-        }
-    }
-
-    /// What the pod's delayed claims need on `node` (upstream's VolumeBinding Reserve step);
-    /// `None` when the pod has none.
-    fn volume_decisions(&self, pod: &Pod, node: &str) -> Option<VolumeDecisions> {
-        let listers = self.snapshot.volumes();
-        let claims = PodVolumeClaims::of(pod, listers);
-        if claims.delayed.is_empty() {
-            return None;
-        }
-        let info = self.snapshot.node(node)?;
-        find_pod_volumes(&claims, info, listers).ok()
-    }
-
-    fn on_node(&mut self, node: Node) {
-        match self.snapshot.upsert_node(node) {
-            NodeChange::Added | NodeChange::Updated => {
-                self.queue.move_all_to_active_or_backoff(Instant::now())
-            }
-            NodeChange::Unchanged => {}
-        }
     }
 
     fn on_pod_event(&mut self, event: Event<Pod>) {

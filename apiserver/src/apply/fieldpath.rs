@@ -49,75 +49,302 @@ pub fn leaves(obj: &Value, schema: Schema<'_>) -> BTreeMap<Path, Value> {
     let Value::Object(root) = obj else {
         return out;
     };
+    let mut path = Vec::new();
     for (k, v) in root {
         if k == "apiVersion" || k == "kind" {
             continue;
         }
-        let field = schema.field(k);
-        let path = vec![PathElement::Field(k.clone())];
-        if k == "metadata"
-            && let Value::Object(meta) = v
-        {
-            for (mk, mv) in meta {
-                if SERVER_METADATA.contains(&mk.as_str()) {
-                    continue;
-                }
-                let mut p = path.clone();
-                p.push(PathElement::Field(mk.clone()));
-                walk(mv, &field.schema.field(mk), p, &mut out);
-            }
-            continue;
-        }
-        walk(v, &field, path, &mut out);
+        path.push(PathElement::Field(k.clone()));
+        root_entry(k, v, &schema.field(k), &mut path, &mut out);
+        path.pop();
     }
     out
 }
 
-fn walk(v: &Value, field: &Field<'_>, path: Path, out: &mut BTreeMap<Path, Value>) {
+/// The leaves of the root field `k` (already on `path`), with metadata the server owns left
+/// out.
+fn root_entry(
+    k: &str,
+    v: &Value,
+    field: &Field<'_>,
+    path: &mut Path,
+    out: &mut BTreeMap<Path, Value>,
+) {
+    if k == "metadata"
+        && let Value::Object(meta) = v
+    {
+        for (mk, mv) in meta {
+            if SERVER_METADATA.contains(&mk.as_str()) {
+                continue;
+            }
+            path.push(PathElement::Field(mk.clone()));
+            walk(mv, &field.schema.field(mk), path, out);
+            path.pop();
+        }
+        return;
+    }
+    walk(v, field, path, out);
+}
+
+fn walk(v: &Value, field: &Field<'_>, path: &mut Path, out: &mut BTreeMap<Path, Value>) {
     match v {
         Value::Null => {}
         Value::Object(m) if !field.atomic && !m.is_empty() => {
             for (k, child) in m {
-                let mut p = path.clone();
-                p.push(PathElement::Field(k.clone()));
-                walk(child, &field.schema.field(k), p, out);
+                path.push(PathElement::Field(k.clone()));
+                walk(child, &field.schema.field(k), path, out);
+                path.pop();
             }
         }
         Value::Array(items) => match &field.list {
             ListType::Set => {
                 for item in items {
-                    let mut p = path.clone();
-                    p.push(PathElement::Value(item.to_string()));
-                    out.insert(p, Value::Null);
+                    path.push(PathElement::Value(item.to_string()));
+                    out.insert(path.clone(), Value::Null);
+                    path.pop();
                 }
             }
             ListType::Map(keys)
                 if !keys.is_empty() && items.iter().all(|i| key_of(i, keys).is_some()) =>
             {
                 for item in items {
-                    let Some(key) = key_of(item, keys) else {
-                        continue;
-                    };
-                    let mut p = path.clone();
-                    p.push(PathElement::Key(key));
-                    out.insert(p.clone(), Value::Null);
-                    if let Value::Object(m) = item {
-                        for (k, child) in m {
-                            let mut cp = p.clone();
-                            cp.push(PathElement::Field(k.clone()));
-                            walk(child, &field.schema.field(k), cp, out);
-                        }
+                    if let Some(key) = key_of(item, keys) {
+                        walk_keyed_item(item, key, field, path, out);
                     }
                 }
             }
             _ => {
-                out.insert(path, v.clone());
+                out.insert(path.clone(), v.clone());
             }
         },
         _ => {
-            out.insert(path, v.clone());
+            out.insert(path.clone(), v.clone());
         }
     }
+}
+
+/// The leaves of one item of the keyed list `field` at `path`: the item itself, by `key`, and
+/// its fields.
+fn walk_keyed_item(
+    item: &Value,
+    key: String,
+    field: &Field<'_>,
+    path: &mut Path,
+    out: &mut BTreeMap<Path, Value>,
+) {
+    path.push(PathElement::Key(key));
+    out.insert(path.clone(), Value::Null);
+    if let Value::Object(m) = item {
+        for (k, child) in m {
+            path.push(PathElement::Field(k.clone()));
+            walk(child, &field.schema.field(k), path, out);
+            path.pop();
+        }
+    }
+    path.pop();
+}
+
+/// The leaves an update changed, as comparing every leaf of the old and the new object finds
+/// them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangedLeaves {
+    /// Leaves of the new object that the old one lacks or holds with another value.
+    pub changed: FieldSet,
+    /// Leaves of the old object that the new one lacks.
+    pub removed: FieldSet,
+}
+
+impl ChangedLeaves {
+    /// Adds what comparing the leaves `before` and `after` of one subtree finds.
+    fn compare(&mut self, before: BTreeMap<Path, Value>, after: BTreeMap<Path, Value>) {
+        for p in before.keys() {
+            if !after.contains_key(p) {
+                self.removed.insert(p.clone());
+            }
+        }
+        for (p, v) in after {
+            if before.get(&p) != Some(&v) {
+                self.changed.insert(p);
+            }
+        }
+    }
+}
+
+/// The leaves (as [`leaves`] names them) that turning `old` into `new` added, changed or
+/// removed. It walks both objects side by side and passes over every subtree that is the same
+/// in both, so a small change to a large object costs the path to it rather than two walks of
+/// every leaf; where the shapes differ (a value changed type, a keyed list lost its keys or
+/// repeats one) it compares that subtree's leaves.
+pub fn changed_leaves(old: &Value, new: &Value, schema: Schema<'_>) -> ChangedLeaves {
+    let mut out = ChangedLeaves::default();
+    let empty = Map::new();
+    let old_root = old.as_object().unwrap_or(&empty);
+    let new_root = new.as_object().unwrap_or(&empty);
+    let mut path = Vec::new();
+    for k in union_keys(old_root, new_root) {
+        if k == "apiVersion" || k == "kind" {
+            continue;
+        }
+        let (o, n) = (old_root.get(k), new_root.get(k));
+        if o == n {
+            continue;
+        }
+        let field = schema.field(k);
+        path.push(PathElement::Field(k.clone()));
+        match (o, n) {
+            (Some(Value::Object(om)), Some(Value::Object(nm))) if k == "metadata" => {
+                for mk in union_keys(om, nm) {
+                    if SERVER_METADATA.contains(&mk.as_str()) {
+                        continue;
+                    }
+                    path.push(PathElement::Field(mk.clone()));
+                    diff(
+                        om.get(mk),
+                        nm.get(mk),
+                        &field.schema.field(mk),
+                        &mut path,
+                        &mut out,
+                    );
+                    path.pop();
+                }
+            }
+            _ => compare_leaves(o, n, &mut path, &mut out, |v, path, leaves| {
+                root_entry(k, v, &field, path, leaves)
+            }),
+        }
+        path.pop();
+    }
+    out
+}
+
+/// The keys of `a`, then those of `b` that `a` lacks.
+fn union_keys<'m>(
+    a: &'m Map<String, Value>,
+    b: &'m Map<String, Value>,
+) -> impl Iterator<Item = &'m String> {
+    a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)))
+}
+
+/// Adds to `out` the leaves at or below `path` that differ between `old` and `new` (absent
+/// when the field is).
+fn diff(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    field: &Field<'_>,
+    path: &mut Path,
+    out: &mut ChangedLeaves,
+) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Some(Value::Object(o)), Some(Value::Object(n)))
+            if !field.atomic && !o.is_empty() && !n.is_empty() =>
+        {
+            diff_fields(o, n, field, path, out);
+        }
+        (Some(Value::Array(o)), Some(Value::Array(n))) => {
+            if let ListType::Map(keys) = &field.list
+                && let (Some(o), Some(n)) = (by_key(o, keys), by_key(n, keys))
+            {
+                diff_keyed(&o, &n, field, path, out);
+            } else {
+                compare_subtree(old, new, field, path, out);
+            }
+        }
+        _ => compare_subtree(old, new, field, path, out),
+    }
+}
+
+/// [`diff`] for every field of two objects (fields of an object, or of a keyed list's item).
+fn diff_fields(
+    o: &Map<String, Value>,
+    n: &Map<String, Value>,
+    field: &Field<'_>,
+    path: &mut Path,
+    out: &mut ChangedLeaves,
+) {
+    for k in union_keys(o, n) {
+        path.push(PathElement::Field(k.clone()));
+        diff(o.get(k), n.get(k), &field.schema.field(k), path, out);
+        path.pop();
+    }
+}
+
+/// The items of a keyed list by key, in order; `None` when the list is not walked by key
+/// (no key fields, or an item without its key: then the list is one atomic leaf).
+fn by_key<'v>(items: &'v [Value], keys: &[String]) -> Option<BTreeMap<String, Vec<&'v Value>>> {
+    if keys.is_empty() {
+        return None;
+    }
+    let mut out: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for item in items {
+        out.entry(key_of(item, keys)?).or_default().push(item);
+    }
+    Some(out)
+}
+
+/// [`diff`] for two keyed lists, item by item. Items that repeat a key share its paths (the
+/// last one's values win), so such a key's items are compared leaf by leaf.
+fn diff_keyed(
+    o: &BTreeMap<String, Vec<&Value>>,
+    n: &BTreeMap<String, Vec<&Value>>,
+    field: &Field<'_>,
+    path: &mut Path,
+    out: &mut ChangedLeaves,
+) {
+    let keys = o.keys().chain(n.keys().filter(|k| !o.contains_key(*k)));
+    for key in keys {
+        let (oi, ni) = (o.get(key), n.get(key));
+        match (oi.map(Vec::as_slice), ni.map(Vec::as_slice)) {
+            (Some([a]), Some([b])) if a == b => {}
+            (Some([Value::Object(a)]), Some([Value::Object(b)])) => {
+                // Both hold the item itself (a `null` leaf); only its fields can differ.
+                path.push(PathElement::Key(key.clone()));
+                diff_fields(a, b, field, path, out);
+                path.pop();
+            }
+            _ => {
+                let olds = oi.into_iter().flatten().copied();
+                let news = ni.into_iter().flatten().copied();
+                compare_leaves(olds, news, path, out, |item, path, leaves| {
+                    walk_keyed_item(item, key.clone(), field, path, leaves)
+                });
+            }
+        }
+    }
+}
+
+/// Compares the leaves of `old` and `new` at `path` one by one.
+fn compare_subtree(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    field: &Field<'_>,
+    path: &mut Path,
+    out: &mut ChangedLeaves,
+) {
+    compare_leaves(old, new, path, out, |v, path, leaves| {
+        walk(v, field, path, leaves)
+    });
+}
+
+/// Adds to `out` what comparing the leaves that `leaves_of` finds in `olds` and in `news`
+/// (values at `path`, or the items of one key there) finds.
+fn compare_leaves<'v>(
+    olds: impl IntoIterator<Item = &'v Value>,
+    news: impl IntoIterator<Item = &'v Value>,
+    path: &mut Path,
+    out: &mut ChangedLeaves,
+    mut leaves_of: impl FnMut(&Value, &mut Path, &mut BTreeMap<Path, Value>),
+) {
+    let (mut before, mut after) = (BTreeMap::new(), BTreeMap::new());
+    for v in olds {
+        leaves_of(v, path, &mut before);
+    }
+    for v in news {
+        leaves_of(v, path, &mut after);
+    }
+    out.compare(before, after);
 }
 
 /// The first keyed-list item of `obj` that lacks its key fields, as upstream words it:
@@ -327,6 +554,9 @@ fn decode_node(node: &Map<String, Value>, path: &mut Path, out: &mut FieldSet) -
     }
     Some(())
 }
+
+#[cfg(test)]
+mod changed_leaves_tests;
 
 #[cfg(test)]
 mod tests {

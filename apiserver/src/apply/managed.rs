@@ -152,18 +152,8 @@ pub fn record_update(old: &Value, new: &mut Value, schema: Schema<'_>, writer: W
         Some(v) if Some(v) != old.pointer("/metadata/managedFields") => decode(new),
         _ => old_entries.clone(),
     };
-    let before = fieldpath::leaves(old, schema);
-    let after = fieldpath::leaves(new, schema);
-    let changed: FieldSet = after
-        .iter()
-        .filter(|(p, v)| before.get(*p) != Some(*v))
-        .map(|(p, _)| p.clone())
-        .collect();
-    let removed: FieldSet = before
-        .keys()
-        .filter(|p| !after.contains_key(*p))
-        .cloned()
-        .collect();
+    // Status writers update often and change little: walk only the parts that differ.
+    let fieldpath::ChangedLeaves { changed, removed } = fieldpath::changed_leaves(old, new, schema);
     if !changed.is_empty() || !removed.is_empty() {
         for e in &mut entries {
             e.fields

@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::{ReplicationController, Service};
 use kube::Api;
 use kube::runtime::watcher::Event;
 
-use super::{CacheChange, ListState, LoopState, watcher};
+use super::cluster_objects::{CacheChange, ListState};
+use super::{LoopState, watcher};
 
 type WatchError = kube::runtime::watcher::Error;
 use crate::snapshot::{OwnerKind, object_key};
