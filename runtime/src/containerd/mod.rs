@@ -40,6 +40,7 @@ mod exec;
 mod images;
 mod netns;
 mod probes;
+mod recovery;
 mod registry;
 mod sandboxes;
 mod spec;
@@ -167,6 +168,8 @@ impl ContainerdRuntimeBuilder {
             }),
         };
         runtime.version().await?;
+        // What an earlier runtime on this namespace left running is adopted, not orphaned.
+        recovery::recover(&runtime).await?;
         Ok(runtime)
     }
 }
@@ -249,6 +252,8 @@ struct ContainerdContainer {
     process: serde_json::Value,
     /// The last CPU sample, for the CPU rate.
     cpu_rate: crate::stream::CpuRate,
+    /// The task watching its exit, while it runs.
+    watcher: Option<tokio::task::AbortHandle>,
 }
 
 /// A new container or sandbox id, unique across runtimes and processes sharing a daemon.
@@ -465,6 +470,10 @@ impl Runtime for ContainerdRuntime {
     }
     async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>> {
         images::import(self, tarball).await
+    }
+
+    async fn detach(&self) -> Result<()> {
+        recovery::detach(self)
     }
 
     async fn shutdown(&self) -> Result<()> {
