@@ -15,6 +15,8 @@ mod batch;
 mod containerd;
 #[cfg(feature = "containerd")]
 mod containerd_workloads;
+#[cfg(feature = "containerd")]
+mod containerd_restart;
 mod controller;
 mod crd;
 mod cronjob;

@@ -16,9 +16,13 @@
 //!   the node agent reports as `ErrImagePull`.
 //! - **sandboxes**: every container of a pod joins the pod's network namespace: the one the
 //!   `Network` prepared (`netns_path`), or, when it gave none, a fresh one with loopback up
-//!   that the runtime bind-mounts under its root and removes with the sandbox. Sandboxes and
-//!   the containers' states live in this runtime's memory (containerd 1.6 has no sandbox
-//!   objects); [`shutdown`](crate::Runtime::shutdown) removes everything it started.
+//!   that the runtime bind-mounts under its root and removes with the sandbox.
+//!   [`shutdown`](crate::Runtime::shutdown) removes everything it started.
+//! - **restarts**: sandboxes and the containers' states are kept in containerd too (JSON
+//!   extensions of container records; containerd 1.6 has no sandbox objects), so a runtime
+//!   that connects to the namespace recovers what an earlier one left running, reattaching
+//!   to its tasks; [`detach`](crate::Runtime::detach) lets go of everything without stopping
+//!   it. See `recovery.rs`.
 //! - **containers**: an OCI runtime spec from the container config over the image config
 //!   (`Entrypoint`/`Cmd` by Docker's rules, `Env`, `WorkingDir`, a numeric `User`), bind
 //!   mounts for the volumes the node agent prepared, CPU shares and quota and a memory limit
