@@ -61,7 +61,7 @@ async fn wait_log(runtime: &ContainerdRuntime, id: &str, text: &str) {
         let lines = log_lines(runtime, id).await;
         if lines
             .iter()
-            .any(|l| String::from_utf8_lossy(&l.content).contains(text))
+            .any(|l| l.line.contains(text))
         {
             return;
         }
@@ -84,11 +84,13 @@ async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_st
         .await
         .expect("import busybox");
     let sid = first.run_pod_sandbox(&pod("web")).await.expect("sandbox");
-    // It says `after` once the test has reconnected, so the reattached pumps carry output.
+    // It says `after` while no runtime reads its output, then `again` once the test has
+    // reconnected: both reach the log through the reattached FIFOs.
     let mut config = shell(
         "main",
         "trap 'exit 7' TERM; echo before; \
-         while [ ! -e /v/go ]; do sleep 1; done; echo after; \
+         while [ ! -e /v/go ]; do sleep 1; done; echo after; touch /v/said; \
+         while [ ! -e /v/again ]; do sleep 1; done; echo again; \
          while true; do sleep 1; done",
     );
     config.mounts = vec![Mount {
@@ -106,6 +108,8 @@ async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_st
     assert!(before.state.is_running(), "{before:?}");
     first.detach().await.expect("detach");
     drop(first);
+    std::fs::write(volume.path().join("go"), "").expect("write go");
+    wait_file(&volume.path().join("said")).await;
 
     let second = runtime_at(&daemon, root.path()).await;
     let sandboxes = second
@@ -124,8 +128,9 @@ async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_st
     // The same container: id, attempt, labels, start time.
     assert_eq!(containers[0], before);
 
-    std::fs::write(volume.path().join("go"), "").expect("write go");
     wait_log(&second, &id, "after").await;
+    std::fs::write(volume.path().join("again"), "").expect("write again");
+    wait_log(&second, &id, "again").await;
     second
         .stop_container(&id, Duration::from_secs(30))
         .await
@@ -143,6 +148,19 @@ async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_st
     }
     second.remove_pod_sandbox(&sid).await.expect("remove");
     assert_eq!(daemon.ctr(&["containers", "ls", "-q"]).trim(), "");
+}
+
+/// Waits until the container has made file `path` (in a volume).
+async fn wait_file(path: &Path) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn before_started(state: &ContainerState) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -218,8 +236,10 @@ async fn a_container_that_exited_while_no_runtime_watched_reports_its_exit_code(
         }
         other => panic!("not exited: {other:?}"),
     }
-    // What it wrote while no runtime read waited in the FIFO and reached the log.
-    wait_log(&second, &id, "leaving").await;
+    // What it wrote before the first runtime let go is in the log. (What it wrote after,
+    // up to its exit, is lost: the shim closes the FIFOs on the exit, and a FIFO that no
+    // one holds open drops what it buffered.)
+    wait_log(&second, &id, "up").await;
     // The exit is kept: a third runtime reads it from the record, the task being gone.
     second.detach().await.expect("detach");
     drop(second);

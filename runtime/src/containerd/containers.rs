@@ -501,7 +501,9 @@ async fn watch_exit(
             let r = r.into_inner();
             let exited_at = r
                 .exited_at
-                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32));
+                .and_then(|t| {
+                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                });
             (
                 i32::try_from(r.exit_status).unwrap_or(255),
                 String::new(),

@@ -462,14 +462,14 @@ async fn recover_container(
     let mut state: ContainerState = ext.state.into();
     let mut changed = false;
     let mut reattach = false;
-    match (&state, task_status) {
+    match (state.clone(), task_status) {
         (ContainerState::Running { .. }, Some(_)) => reattach = true,
         (ContainerState::Running { started_at }, None) => {
             state = ContainerState::Exited {
                 exit_code: 255,
                 reason: "Unknown".into(),
                 message: "the container's task was gone when the runtime reconnected".into(),
-                started_at: Some(*started_at),
+                started_at: Some(started_at),
                 finished_at: now,
             };
             changed = true;
