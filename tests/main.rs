@@ -14,9 +14,9 @@ mod batch;
 #[cfg(feature = "containerd")]
 mod containerd;
 #[cfg(feature = "containerd")]
-mod containerd_workloads;
-#[cfg(feature = "containerd")]
 mod containerd_restart;
+#[cfg(feature = "containerd")]
+mod containerd_workloads;
 mod controller;
 mod crd;
 mod cronjob;

@@ -59,10 +59,7 @@ async fn wait_log(runtime: &ContainerdRuntime, id: &str, text: &str) {
     let deadline = tokio::time::Instant::now() + WITHIN;
     loop {
         let lines = log_lines(runtime, id).await;
-        if lines
-            .iter()
-            .any(|l| l.line.contains(text))
-        {
+        if lines.iter().any(|l| l.line.contains(text)) {
             return;
         }
         assert!(

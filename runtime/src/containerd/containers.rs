@@ -499,18 +499,20 @@ async fn watch_exit(
     let (exit_code, message, exited_at) = match waited {
         Ok(r) => {
             let r = r.into_inner();
-            let exited_at = r
-                .exited_at
-                .and_then(|t| {
-                    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-                });
+            let exited_at = r.exited_at.and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            });
             (
                 i32::try_from(r.exit_status).unwrap_or(255),
                 String::new(),
                 exited_at,
             )
         }
-        Err(s) => (255, format!("waiting for the task failed: {}", s.message()), None),
+        Err(s) => (
+            255,
+            format!("waiting for the task failed: {}", s.message()),
+            None,
+        ),
     };
     let reason = if oom {
         "OOMKilled"

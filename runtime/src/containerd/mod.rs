@@ -92,6 +92,7 @@ pub struct ContainerdRuntimeBuilder {
     snapshotter: String,
     root: Option<PathBuf>,
     clock: Option<Clock>,
+    recover: bool,
 }
 
 impl Default for ContainerdRuntimeBuilder {
@@ -101,6 +102,7 @@ impl Default for ContainerdRuntimeBuilder {
             snapshotter: DEFAULT_SNAPSHOTTER.into(),
             root: None,
             clock: None,
+            recover: true,
         }
     }
 }
@@ -131,6 +133,15 @@ impl ContainerdRuntimeBuilder {
     /// better, so times agree with the API objects).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Whether [`connect`](Self::connect) recovers the sandboxes and containers an earlier
+    /// runtime left in the namespace and reattaches to their tasks (default: yes). A
+    /// short-lived client of a namespace another runtime serves (an image import) says no, so
+    /// it neither watches nor reads the output of containers that are not its own.
+    pub fn recover(mut self, recover: bool) -> Self {
+        self.recover = recover;
         self
     }
 
@@ -173,7 +184,9 @@ impl ContainerdRuntimeBuilder {
         };
         runtime.version().await?;
         // What an earlier runtime on this namespace left running is adopted, not orphaned.
-        recovery::recover(&runtime).await?;
+        if self.recover {
+            recovery::recover(&runtime).await?;
+        }
         Ok(runtime)
     }
 }

@@ -44,11 +44,11 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::{ContainerdContainer, ContainerdRuntime, ContainerdSandbox, containers, grpc};
+use crate::Result;
 use crate::container::{ContainerMetadata, ContainerState, ContainerStatus};
 use crate::sandbox::{
     DnsConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxState, PodSandboxStatus,
 };
-use crate::Result;
 
 /// The extension of a sandbox's record.
 pub(super) const SANDBOX_EXTENSION: &str = "kybernetes.io/sandbox";
@@ -127,13 +127,11 @@ impl SandboxExt {
             annotations: self.annotations.clone(),
             // Only the node agent's admission of host ports reads these, on run.
             port_mappings: Vec::new(),
-            dns_config: self
-                .dns
-                .map(|(servers, searches, options)| DnsConfig {
-                    servers,
-                    searches,
-                    options,
-                }),
+            dns_config: self.dns.map(|(servers, searches, options)| DnsConfig {
+                servers,
+                searches,
+                options,
+            }),
         };
         ContainerdSandbox {
             status: PodSandboxStatus {
@@ -389,12 +387,16 @@ pub(super) async fn recover(rt: &ContainerdRuntime) -> Result<()> {
                     recover_sandbox(rt, record.id, ext).await;
                     sandboxes += 1;
                 }
-                Err(e) => warn!(sandbox = %record.id, error = %e, "unreadable sandbox record; left alone"),
+                Err(e) => {
+                    warn!(sandbox = %record.id, error = %e, "unreadable sandbox record; left alone")
+                }
             }
         } else if let Some(ext) = record.extensions.get(CONTAINER_EXTENSION) {
             match serde_json::from_slice::<ContainerExt>(&ext.value) {
                 Ok(ext) => containers.push((record, ext)),
-                Err(e) => warn!(container = %record.id, error = %e, "unreadable container record; left alone"),
+                Err(e) => {
+                    warn!(container = %record.id, error = %e, "unreadable container record; left alone")
+                }
             }
         } else {
             debug!(container = %record.id, "a record this runtime did not make; left alone");
@@ -424,7 +426,10 @@ async fn recover_sandbox(rt: &ContainerdRuntime, id: String, ext: SandboxExt) {
 }
 
 /// The task of container `id`, if it has one.
-async fn task(rt: &ContainerdRuntime, id: &str) -> Result<Option<containerd_client::types::v1::Process>> {
+async fn task(
+    rt: &ContainerdRuntime,
+    id: &str,
+) -> Result<Option<containerd_client::types::v1::Process>> {
     let got = TasksClient::new(rt.channel.clone())
         .get(rt.request(
             GetRequest {
@@ -476,7 +481,12 @@ async fn recover_container(
         }
         (
             ContainerState::Created,
-            Some(TaskStatus::Running | TaskStatus::Stopped | TaskStatus::Paused | TaskStatus::Pausing),
+            Some(
+                TaskStatus::Running
+                | TaskStatus::Stopped
+                | TaskStatus::Paused
+                | TaskStatus::Pausing,
+            ),
         ) => {
             // A start that went through but was not recorded before the process stopped.
             state = ContainerState::Running { started_at: now };
@@ -569,7 +579,10 @@ async fn mounts(
             return Vec::new();
         }
     };
-    match SnapshotsClient::new(rt.channel.clone()).mounts(request).await {
+    match SnapshotsClient::new(rt.channel.clone())
+        .mounts(request)
+        .await
+    {
         Ok(r) => r.into_inner().mounts,
         Err(s) => {
             warn!(container = %record.id, error = %s, "the container's root filesystem is gone");
@@ -592,6 +605,9 @@ pub(super) fn detach(rt: &ContainerdRuntime) -> Result<()> {
     st.containers.clear();
     st.sandboxes.clear();
     st.by_pod = Default::default();
-    info!(sandboxes, containers, "detached from containerd; its containers keep running");
+    info!(
+        sandboxes,
+        containers, "detached from containerd; its containers keep running"
+    );
     Ok(())
 }

@@ -11,7 +11,9 @@ use tracing::debug;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::{CreateContainerRequest, DeleteContainerRequest};
 
-use super::{ContainerdRuntime, ContainerdSandbox, containers, grpc, is_not_found, netns, recovery};
+use super::{
+    ContainerdRuntime, ContainerdSandbox, containers, grpc, is_not_found, netns, recovery,
+};
 use crate::Result;
 use crate::sandbox::{PodSandboxConfig, PodSandboxState, PodSandboxStatus};
 
@@ -84,7 +86,11 @@ pub(super) async fn run(rt: &ContainerdRuntime, config: &PodSandboxConfig) -> Re
 }
 
 /// Keeps sandbox `id` in containerd, as a container record that never runs.
-async fn create_record(rt: &ContainerdRuntime, id: &str, sandbox: &ContainerdSandbox) -> Result<()> {
+async fn create_record(
+    rt: &ContainerdRuntime,
+    id: &str,
+    sandbox: &ContainerdSandbox,
+) -> Result<()> {
     let record = recovery::sandbox_record(id, sandbox)?;
     ContainersClient::new(rt.channel.clone())
         .create(rt.request(
@@ -142,7 +148,12 @@ pub(super) async fn remove(rt: &ContainerdRuntime, sandbox_id: &str) -> Result<(
         match deleted {
             Ok(_) => {}
             Err(s) if is_not_found(&s) => {}
-            Err(s) => return Err(grpc(format!("delete the record of sandbox {sandbox_id}"), s)),
+            Err(s) => {
+                return Err(grpc(
+                    format!("delete the record of sandbox {sandbox_id}"),
+                    s,
+                ));
+            }
         }
     }
     let removed = {
