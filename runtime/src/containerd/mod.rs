@@ -494,8 +494,8 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn shutdown(&self) -> Result<()> {
-        // Sandboxes live in this runtime's memory: what it started goes with it rather than
-        // running on unowned.
+        // A cluster that shuts down takes what it started with it rather than leaving it
+        // running unowned; `detach` is the way to leave it for a later runtime.
         let ids: Vec<String> = self.inner.lock().sandboxes.keys().cloned().collect();
         for id in &ids {
             sandboxes::remove(self, id).await?;

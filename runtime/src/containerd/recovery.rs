@@ -125,7 +125,7 @@ impl SandboxExt {
             pod_ip: self.pod_ip,
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
-            // Only the node agent's admission of host ports reads these, on run.
+            // Not kept: this runtime gives each pod its own namespace and maps no host port.
             port_mappings: Vec::new(),
             dns_config: self.dns.map(|(servers, searches, options)| DnsConfig {
                 servers,
