@@ -33,6 +33,8 @@ use crate::control_plane::{self, ControlPlaneConfig};
 use crate::kubelet_connection::InProcessKubelet;
 use crate::{DynStore, Error, Result};
 
+mod shutdown;
+
 /// Builds a [`Cluster`]. Every setting has a default: `Cluster::builder().start()` gives a
 /// memory store and the default API server settings.
 ///
@@ -769,46 +771,5 @@ impl Cluster {
     /// The cluster's certificates (to issue client certificates for more users), if it serves.
     pub fn pki(&self) -> Option<&ClusterPki> {
         self.https.as_ref().map(HttpsServer::pki)
-    }
-
-    /// Stops every component, ends every watch, stops the runtime's containers
-    /// ([`Runtime::shutdown`]: a `ProcessRuntime` kills its processes) and closes the store.
-    pub async fn shutdown(self) -> Result<()> {
-        // New connections are refused at once; open ones finish below, once the API server
-        // has ended their watches.
-        if let Some(https) = &self.https {
-            https.begin_shutdown();
-        }
-        if let Some(ingress) = self.ingress {
-            ingress.shutdown().await;
-        }
-        self.shutdown.cancel();
-        let nodes = std::mem::take(&mut *self.nodes.lock().unwrap_or_else(|p| p.into_inner()));
-        for (_, (_, task)) in nodes {
-            let _ = task.await;
-        }
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        // The agents left their containers running, as a crashed kubelet would; the cluster
-        // owns the runtime, so nothing it started outlives it.
-        if let Err(e) = self.runtime.shutdown().await {
-            warn!(error = %e, "stopping the container runtime failed");
-        }
-        if let Some(dns) = self.dns {
-            dns.shutdown().await;
-        }
-        // After the runtime: no container is left in a namespace the network removes.
-        if let Err(e) = self.network.shutdown().await {
-            warn!(error = %e, "removing the pod network failed");
-        }
-        self.api.shutdown();
-        if let Some(https) = self.https {
-            https.shutdown().await;
-        }
-        // Releases files and locks (a SQLite data dir can be reopened right away).
-        self.api.store().close().await?;
-        info!("cluster stopped");
-        Ok(())
     }
 }

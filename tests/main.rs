@@ -14,6 +14,8 @@ mod batch;
 #[cfg(feature = "containerd")]
 mod containerd;
 #[cfg(feature = "containerd")]
+mod containerd_restart;
+#[cfg(feature = "containerd")]
 mod containerd_workloads;
 mod controller;
 mod crd;

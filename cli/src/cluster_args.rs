@@ -120,14 +120,18 @@ pub fn parse_runtime(s: &str) -> Result<Runtime, String> {
 }
 
 /// Connects to the containerd daemon at `socket`; the containers' logs go under `root`.
+/// `recover`: adopt the sandboxes and containers an earlier `serve` left running (a cluster
+/// does; a one-off image import does not).
 #[cfg(feature = "containerd")]
 pub async fn containerd(
     socket: &Path,
     snapshotter: &str,
     root: Option<&Path>,
+    recover: bool,
 ) -> anyhow::Result<kybernetes::runtime::containerd::ContainerdRuntime> {
-    let mut builder =
-        kybernetes::runtime::containerd::ContainerdRuntime::builder().snapshotter(snapshotter);
+    let mut builder = kybernetes::runtime::containerd::ContainerdRuntime::builder()
+        .snapshotter(snapshotter)
+        .recover(recover);
     if let Some(root) = root {
         builder = builder.root(root);
     }
@@ -162,7 +166,7 @@ impl ClusterArgs {
             Runtime::Containerd(socket) => {
                 let root = data_dir.map(|d| d.join("containerd"));
                 let runtime =
-                    containerd(socket, &self.containerd_snapshotter, root.as_deref()).await?;
+                    containerd(socket, &self.containerd_snapshotter, root.as_deref(), true).await?;
                 builder = builder.runtime(runtime);
             }
             #[cfg(not(feature = "containerd"))]

@@ -56,7 +56,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let tarball = std::fs::read(&args.archive)
         .with_context(|| format!("reading {}", args.archive.display()))?;
     let runtime =
-        crate::cluster_args::containerd(socket, &args.containerd_snapshotter, None).await?;
+        crate::cluster_args::containerd(socket, &args.containerd_snapshotter, None, false).await?;
     let images = runtime
         .import_image(tarball.into())
         .await

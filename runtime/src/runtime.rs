@@ -139,6 +139,16 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Lets go of everything the runtime started without stopping it, as a node agent's
+    /// process that exits leaves its containers running: the cluster calls it instead of
+    /// [`shutdown`](Runtime::shutdown) when it stops keeping its workloads. A runtime that
+    /// keeps its state in its backend (containerd) stops watching and forgets its tables, and
+    /// a new runtime on the same backend recovers them; the default does nothing (the fake
+    /// keeps everything in memory, which the next cluster reuses).
+    async fn detach(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Runs a probe (or an `httpGet` lifecycle hook) against a container. The default runs
     /// `exec` probes through [`exec_sync`](Runtime::exec_sync) and connects for real for
     /// `tcpSocket` and `httpGet` (see [`probe`](crate::probe)). Fakes override it to script

@@ -25,7 +25,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::spec::{self, SpecInputs};
-use super::{ContainerdContainer, ContainerdRuntime, backend, grpc, images, is_not_found, user};
+use super::{
+    ContainerdContainer, ContainerdRuntime, backend, grpc, images, is_not_found, recovery, user,
+};
 use crate::container::{ContainerConfig, ContainerEventKind, ContainerState, ContainerStatus};
 use crate::labels;
 use crate::process::spawn::pump;
@@ -34,10 +36,10 @@ use crate::stream::LogStreamKind;
 use crate::{Error, Result};
 
 /// The shim every container runs under.
-const RUNC_V2: &str = "io.containerd.runc.v2";
+pub(super) const RUNC_V2: &str = "io.containerd.runc.v2";
 
 /// The type URL containerd expects for a JSON OCI runtime spec.
-const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+pub(super) const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
 /// How long a killed container may take to be reaped before a stop gives up waiting.
 const REAP: Duration = Duration::from_secs(30);
@@ -49,7 +51,7 @@ const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 
 /// The cgroup of a container, relative to each hierarchy's root.
-fn cgroups_path(id: &str) -> String {
+pub(super) fn cgroups_path(id: &str) -> String {
     format!("/kybernetes/{id}")
 }
 
@@ -90,6 +92,34 @@ pub(super) async fn create(
             })?;
     let id = super::new_id();
     let cgroups = cgroups_path(&id);
+    let log_path = if config.log_path.as_os_str().is_empty() {
+        PathBuf::from(format!(
+            "{}/{}.log",
+            config.metadata.name, config.metadata.attempt
+        ))
+    } else {
+        config.log_path.clone()
+    };
+    let mut container_labels = config.labels.clone();
+    container_labels
+        .entry(labels::CONTAINER_NAME.into())
+        .or_insert_with(|| config.metadata.name.clone());
+    let status = ContainerStatus {
+        id: id.clone(),
+        sandbox_id: sandbox_id.into(),
+        metadata: config.metadata.clone(),
+        image: config.image.clone(),
+        image_ref: resolved.image.reference().to_string(),
+        state: ContainerState::Created,
+        created_at: rt.inner.clock.now(),
+        labels: container_labels,
+        annotations: config.annotations.clone(),
+        log_path: log_path.clone(),
+    };
+    let log_file = pod_dir.join(&log_path);
+    // Everything a restarted runtime needs to know of the container goes into its record.
+    let extensions =
+        recovery::container_extensions(&recovery::ContainerExt::of(&status, &pod_uid, &log_file))?;
     // The snapshot goes first, under a lease that keeps containerd's garbage collector off
     // it until the container record refers to it: the spec's user comes from the image's
     // /etc/passwd and /etc/group in that root filesystem, as containerd's `WithUser` reads
@@ -107,43 +137,22 @@ pub(super) async fn create(
             cgroups: cgroups.clone(),
             resolv_conf,
             pod_uid: pod_uid.clone(),
+            extensions,
         },
     )
     .await;
     images::release_lease(rt, &lease).await;
     let (mounts, process) = made?;
-    let log_path = if config.log_path.as_os_str().is_empty() {
-        PathBuf::from(format!(
-            "{}/{}.log",
-            config.metadata.name, config.metadata.attempt
-        ))
-    } else {
-        config.log_path.clone()
-    };
-    let mut container_labels = config.labels.clone();
-    container_labels
-        .entry(labels::CONTAINER_NAME.into())
-        .or_insert_with(|| config.metadata.name.clone());
     let container = ContainerdContainer {
-        status: ContainerStatus {
-            id: id.clone(),
-            sandbox_id: sandbox_id.into(),
-            metadata: config.metadata.clone(),
-            image: config.image.clone(),
-            image_ref: resolved.image.reference().to_string(),
-            state: ContainerState::Created,
-            created_at: rt.inner.clock.now(),
-            labels: container_labels,
-            annotations: config.annotations.clone(),
-            log_path: log_path.clone(),
-        },
+        status,
         pod_uid: pod_uid.clone(),
-        log_file: pod_dir.join(log_path),
+        log_file,
         version: Arc::new(watch::channel(0).0),
         rootfs: mounts,
         cgroups_path: cgroups,
         process,
         cpu_rate: Default::default(),
+        watcher: None,
     };
     let mut st = rt.inner.lock();
     rt.emit(&container, ContainerEventKind::Created);
@@ -159,6 +168,8 @@ struct SpecInputsOwned {
     cgroups: String,
     resolv_conf: Option<PathBuf>,
     pod_uid: String,
+    /// The record's extensions: the container's status, for a restarted runtime.
+    extensions: HashMap<String, prost_types::Any>,
 }
 
 /// Prepares the root filesystem snapshot of container `id` (under `lease`), builds its spec
@@ -236,7 +247,7 @@ async fn record(
         snapshot_key: id.to_string(),
         created_at: None,
         updated_at: None,
-        extensions: HashMap::new(),
+        extensions: sandbox.extensions.clone(),
         sandbox: String::new(),
     };
     ContainersClient::new(rt.channel.clone())
@@ -254,7 +265,7 @@ async fn record(
 /// The FIFOs a task writes its stdout and stderr to, and the write ends this side holds
 /// open so that the readers see no end of file before the shim opens them; dropping them
 /// once the task is deleted lets the readers drain and end.
-struct TaskIo {
+pub(super) struct TaskIo {
     dir: PathBuf,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -262,12 +273,23 @@ struct TaskIo {
 }
 
 impl TaskIo {
-    fn open(
+    /// New FIFOs for container `c`'s task under the runtime's root.
+    pub(super) fn open(
         rt: &ContainerdRuntime,
         c: &ContainerdContainer,
         pumps: &mut JoinSet<()>,
     ) -> Result<TaskIo> {
-        let dir = rt.inner.root.join("io").join(&c.status.id);
+        TaskIo::open_in(rt.inner.root.join("io").join(&c.status.id), rt, c, pumps)
+    }
+
+    /// The FIFOs in `dir` (made if missing), pumped into `c`'s log file: a recovered
+    /// task's are where the runtime that started it made them.
+    pub(super) fn open_in(
+        dir: PathBuf,
+        rt: &ContainerdRuntime,
+        c: &ContainerdContainer,
+        pumps: &mut JoinSet<()>,
+    ) -> Result<TaskIo> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| backend(format!("create {}", dir.display()), e))?;
         if let Some(parent) = c.log_file.parent() {
@@ -374,21 +396,39 @@ pub(super) async fn start(rt: &ContainerdRuntime, id: &str) -> Result<()> {
         delete_task(rt, id).await;
         io.close();
         pumps.abort_all();
-        mark_start_error(rt, id, e.to_string());
+        mark_start_error(rt, id, e.to_string()).await;
         return Err(e);
     }
+    let running = ContainerState::Running {
+        started_at: rt.inner.clock.now(),
+    };
     {
         let mut st = rt.inner.lock();
         if let Some(c) = st.containers.get_mut(id) {
-            c.status.state = ContainerState::Running {
-                started_at: rt.inner.clock.now(),
-            };
+            c.status.state = running.clone();
             c.version.send_modify(|v| *v += 1);
             rt.emit(c, ContainerEventKind::Started);
         }
     }
-    tokio::spawn(watch_exit(rt.clone(), id.to_string(), io, pumps));
+    recovery::save_container(rt, id, &running).await;
+    spawn_watcher(rt, id, Some(io), pumps, false);
     Ok(())
+}
+
+/// Watches container `id`'s task for its exit (see [`watch_exit`]) on a task of its own,
+/// which [`detach`](super::recovery::detach) aborts. `recovered`: the task was found on
+/// reconnecting, so it may have exited long before, at the time containerd tells.
+pub(super) fn spawn_watcher(
+    rt: &ContainerdRuntime,
+    id: &str,
+    io: Option<TaskIo>,
+    pumps: JoinSet<()>,
+    recovered: bool,
+) {
+    let handle = tokio::spawn(watch_exit(rt.clone(), id.to_string(), io, pumps, recovered));
+    if let Some(c) = rt.inner.lock().containers.get_mut(id) {
+        c.watcher = Some(handle.abort_handle());
+    }
 }
 
 /// A failed task create or start, in the words of runc's error (command not found, …).
@@ -403,25 +443,35 @@ fn start_error(id: &str, status: containerd_client::tonic::Status) -> Error {
 }
 
 /// Records that a container could not start, as containerd's CRI reports it.
-fn mark_start_error(rt: &ContainerdRuntime, id: &str, message: String) {
-    let mut st = rt.inner.lock();
-    if let Some(c) = st.containers.get_mut(id) {
-        c.status.state = ContainerState::Exited {
-            exit_code: 128,
-            reason: "StartError".into(),
-            message,
-            started_at: None,
-            finished_at: rt.inner.clock.now(),
-        };
-        c.version.send_modify(|v| *v += 1);
-        rt.emit(c, ContainerEventKind::Stopped);
+async fn mark_start_error(rt: &ContainerdRuntime, id: &str, message: String) {
+    let state = ContainerState::Exited {
+        exit_code: 128,
+        reason: "StartError".into(),
+        message,
+        started_at: None,
+        finished_at: rt.inner.clock.now(),
+    };
+    {
+        let mut st = rt.inner.lock();
+        if let Some(c) = st.containers.get_mut(id) {
+            c.status.state = state.clone();
+            c.version.send_modify(|v| *v += 1);
+            rt.emit(c, ContainerEventKind::Stopped);
+        }
     }
+    recovery::save_container(rt, id, &state).await;
 }
 
 /// Waits for the task of container `id` to exit, reads whether the OOM killer ended it,
-/// deletes the task (which flushes its output), lets the log pumps drain, and records the
-/// exit.
-async fn watch_exit(rt: ContainerdRuntime, id: String, io: TaskIo, mut pumps: JoinSet<()>) {
+/// keeps the exit in containerd, deletes the task (which flushes its output), lets the log
+/// pumps drain, and records the exit.
+async fn watch_exit(
+    rt: ContainerdRuntime,
+    id: String,
+    io: Option<TaskIo>,
+    mut pumps: JoinSet<()>,
+    recovered: bool,
+) {
     let waited = match rt.request(
         WaitRequest {
             container_id: id.clone(),
@@ -432,28 +482,37 @@ async fn watch_exit(rt: ContainerdRuntime, id: String, io: TaskIo, mut pumps: Jo
         Ok(request) => TasksClient::new(rt.channel.clone()).wait(request).await,
         Err(e) => Err(containerd_client::tonic::Status::internal(e.to_string())),
     };
-    let cgroups = rt
+    let (cgroups, started_at) = rt
         .inner
         .lock()
         .containers
         .get(&id)
-        .map(|c| c.cgroups_path.clone())
+        .map(|c| {
+            let started_at = match &c.status.state {
+                ContainerState::Running { started_at } => Some(*started_at),
+                _ => None,
+            };
+            (c.cgroups_path.clone(), started_at)
+        })
         .unwrap_or_default();
     let oom = oom_killed(&cgroups);
-    delete_task(&rt, &id).await;
-    io.close();
-    let drained =
-        tokio::time::timeout(DRAIN, async { while pumps.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        debug!(container = %id, "task output stayed open after the task was deleted");
-        pumps.abort_all();
-    }
-    let (exit_code, message) = match waited {
-        Ok(r) => (
-            i32::try_from(r.into_inner().exit_status).unwrap_or(255),
-            String::new(),
+    let (exit_code, message, exited_at) = match waited {
+        Ok(r) => {
+            let r = r.into_inner();
+            let exited_at = r.exited_at.and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+            });
+            (
+                i32::try_from(r.exit_status).unwrap_or(255),
+                String::new(),
+                exited_at,
+            )
+        }
+        Err(s) => (
+            255,
+            format!("waiting for the task failed: {}", s.message()),
+            None,
         ),
-        Err(s) => (255, format!("waiting for the task failed: {}", s.message())),
     };
     let reason = if oom {
         "OOMKilled"
@@ -462,22 +521,38 @@ async fn watch_exit(rt: ContainerdRuntime, id: String, io: TaskIo, mut pumps: Jo
     } else {
         "Error"
     };
-    let mut st = rt.inner.lock();
-    let Some(c) = st.containers.get_mut(&id) else {
-        return;
+    // A task found on reconnecting may have exited while no runtime watched: containerd
+    // knows when. Otherwise the cluster clock's now, as every other time here.
+    let finished_at = match exited_at {
+        Some(t) if recovered => t,
+        _ => rt.inner.clock.now(),
     };
-    let started_at = match &c.status.state {
-        ContainerState::Running { started_at } => Some(*started_at),
-        _ => None,
-    };
-    debug!(container = %id, exit_code, reason, "container exited");
-    c.status.state = ContainerState::Exited {
+    let state = ContainerState::Exited {
         exit_code,
         reason: reason.into(),
         message,
         started_at,
-        finished_at: rt.inner.clock.now(),
+        finished_at,
     };
+    // Kept before the task goes, so a restart between the two still sees the exit.
+    recovery::save_container(&rt, &id, &state).await;
+    delete_task(&rt, &id).await;
+    if let Some(io) = io {
+        io.close();
+    }
+    let drained =
+        tokio::time::timeout(DRAIN, async { while pumps.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        debug!(container = %id, "task output stayed open after the task was deleted");
+        pumps.abort_all();
+    }
+    let mut st = rt.inner.lock();
+    let Some(c) = st.containers.get_mut(&id) else {
+        return;
+    };
+    debug!(container = %id, exit_code, reason, "container exited");
+    c.status.state = state;
+    c.watcher = None;
     c.version.send_modify(|v| *v += 1);
     rt.emit(c, ContainerEventKind::Stopped);
 }
@@ -505,7 +580,7 @@ fn oom_killed(path: &str) -> bool {
 }
 
 /// Deletes the task of container `id`; one already gone is fine.
-async fn delete_task(rt: &ContainerdRuntime, id: &str) {
+pub(super) async fn delete_task(rt: &ContainerdRuntime, id: &str) {
     let Ok(request) = rt.request(
         DeleteTaskRequest {
             container_id: id.into(),

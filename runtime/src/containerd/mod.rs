@@ -16,9 +16,13 @@
 //!   the node agent reports as `ErrImagePull`.
 //! - **sandboxes**: every container of a pod joins the pod's network namespace: the one the
 //!   `Network` prepared (`netns_path`), or, when it gave none, a fresh one with loopback up
-//!   that the runtime bind-mounts under its root and removes with the sandbox. Sandboxes and
-//!   the containers' states live in this runtime's memory (containerd 1.6 has no sandbox
-//!   objects); [`shutdown`](crate::Runtime::shutdown) removes everything it started.
+//!   that the runtime bind-mounts under its root and removes with the sandbox.
+//!   [`shutdown`](crate::Runtime::shutdown) removes everything it started.
+//! - **restarts**: sandboxes and the containers' states are kept in containerd too (JSON
+//!   extensions of container records; containerd 1.6 has no sandbox objects), so a runtime
+//!   that connects to the namespace recovers what an earlier one left running, reattaching
+//!   to its tasks; [`detach`](crate::Runtime::detach) lets go of everything without stopping
+//!   it. See `recovery.rs`.
 //! - **containers**: an OCI runtime spec from the container config over the image config
 //!   (`Entrypoint`/`Cmd` by Docker's rules, `Env`, `WorkingDir`, a numeric `User`), bind
 //!   mounts for the volumes the node agent prepared, CPU shares and quota and a memory limit
@@ -40,6 +44,7 @@ mod exec;
 mod images;
 mod netns;
 mod probes;
+mod recovery;
 mod registry;
 mod sandboxes;
 mod spec;
@@ -87,6 +92,7 @@ pub struct ContainerdRuntimeBuilder {
     snapshotter: String,
     root: Option<PathBuf>,
     clock: Option<Clock>,
+    recover: bool,
 }
 
 impl Default for ContainerdRuntimeBuilder {
@@ -96,6 +102,7 @@ impl Default for ContainerdRuntimeBuilder {
             snapshotter: DEFAULT_SNAPSHOTTER.into(),
             root: None,
             clock: None,
+            recover: true,
         }
     }
 }
@@ -126,6 +133,15 @@ impl ContainerdRuntimeBuilder {
     /// better, so times agree with the API objects).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Whether [`connect`](Self::connect) recovers the sandboxes and containers an earlier
+    /// runtime left in the namespace and reattaches to their tasks (default: yes). A
+    /// short-lived client of a namespace another runtime serves (an image import) says no, so
+    /// it neither watches nor reads the output of containers that are not its own.
+    pub fn recover(mut self, recover: bool) -> Self {
+        self.recover = recover;
         self
     }
 
@@ -167,6 +183,10 @@ impl ContainerdRuntimeBuilder {
             }),
         };
         runtime.version().await?;
+        // What an earlier runtime on this namespace left running is adopted, not orphaned.
+        if self.recover {
+            recovery::recover(&runtime).await?;
+        }
         Ok(runtime)
     }
 }
@@ -249,6 +269,8 @@ struct ContainerdContainer {
     process: serde_json::Value,
     /// The last CPU sample, for the CPU rate.
     cpu_rate: crate::stream::CpuRate,
+    /// The task watching its exit, while it runs.
+    watcher: Option<tokio::task::AbortHandle>,
 }
 
 /// A new container or sandbox id, unique across runtimes and processes sharing a daemon.
@@ -467,9 +489,13 @@ impl Runtime for ContainerdRuntime {
         images::import(self, tarball).await
     }
 
+    async fn detach(&self) -> Result<()> {
+        recovery::detach(self)
+    }
+
     async fn shutdown(&self) -> Result<()> {
-        // Sandboxes live in this runtime's memory: what it started goes with it rather than
-        // running on unowned.
+        // A cluster that shuts down takes what it started with it rather than leaving it
+        // running unowned; `detach` is the way to leave it for a later runtime.
         let ids: Vec<String> = self.inner.lock().sandboxes.keys().cloned().collect();
         for id in &ids {
             sandboxes::remove(self, id).await?;

@@ -1,12 +1,19 @@
 //! Pod sandboxes on containerd: the pod's network namespace (the `Network`'s, or one made
 //! here) and its log directory. containerd 1.6 has no sandbox objects of its own, so a
-//! sandbox lives in this runtime's memory and its containers join its namespace.
+//! sandbox lives in this runtime's memory, its containers join its namespace, and a
+//! container record that never gets a task keeps it in containerd for a restarted runtime
+//! (see `recovery.rs`).
 
 use std::path::PathBuf;
 
 use tracing::debug;
 
-use super::{ContainerdRuntime, ContainerdSandbox, containers, netns};
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::{CreateContainerRequest, DeleteContainerRequest};
+
+use super::{
+    ContainerdRuntime, ContainerdSandbox, containers, grpc, is_not_found, netns, recovery,
+};
 use crate::Result;
 use crate::sandbox::{PodSandboxConfig, PodSandboxState, PodSandboxStatus};
 
@@ -60,17 +67,41 @@ pub(super) async fn run(rt: &ContainerdRuntime, config: &PodSandboxConfig) -> Re
         labels: config.labels.clone(),
         annotations: config.annotations.clone(),
     };
-    rt.inner.lock().sandboxes.insert(
-        id.clone(),
-        ContainerdSandbox {
-            status,
-            config: config.clone(),
-            netns,
-            owns_netns,
-            dir,
-        },
-    );
+    let sandbox = ContainerdSandbox {
+        status,
+        config: config.clone(),
+        netns,
+        owns_netns,
+        dir,
+    };
+    if let Err(e) = create_record(rt, &id, &sandbox).await {
+        remove_dir(&sandbox.dir);
+        if sandbox.owns_netns {
+            netns::remove(&sandbox.netns);
+        }
+        return Err(e);
+    }
+    rt.inner.lock().sandboxes.insert(id.clone(), sandbox);
     Ok(id)
+}
+
+/// Keeps sandbox `id` in containerd, as a container record that never runs.
+async fn create_record(
+    rt: &ContainerdRuntime,
+    id: &str,
+    sandbox: &ContainerdSandbox,
+) -> Result<()> {
+    let record = recovery::sandbox_record(id, sandbox)?;
+    ContainersClient::new(rt.channel.clone())
+        .create(rt.request(
+            CreateContainerRequest {
+                container: Some(record),
+            },
+            None,
+        )?)
+        .await
+        .map_err(|s| grpc(format!("create the record of sandbox {id}"), s))?;
+    Ok(())
 }
 
 fn containers_of(rt: &ContainerdRuntime, sandbox_id: &str) -> Vec<String> {
@@ -92,6 +123,7 @@ pub(super) async fn stop(rt: &ContainerdRuntime, sandbox_id: &str) -> Result<()>
         };
         sb.status.state = PodSandboxState::NotReady;
     }
+    recovery::save_sandbox(rt, sandbox_id).await;
     for id in containers_of(rt, sandbox_id) {
         containers::kill_now(rt, &id).await?;
     }
@@ -103,6 +135,26 @@ pub(super) async fn remove(rt: &ContainerdRuntime, sandbox_id: &str) -> Result<(
     stop(rt, sandbox_id).await?;
     for id in containers_of(rt, sandbox_id) {
         containers::remove(rt, &id).await?;
+    }
+    if rt.inner.lock().sandboxes.contains_key(sandbox_id) {
+        let deleted = ContainersClient::new(rt.channel.clone())
+            .delete(rt.request(
+                DeleteContainerRequest {
+                    id: sandbox_id.into(),
+                },
+                None,
+            )?)
+            .await;
+        match deleted {
+            Ok(_) => {}
+            Err(s) if is_not_found(&s) => {}
+            Err(s) => {
+                return Err(grpc(
+                    format!("delete the record of sandbox {sandbox_id}"),
+                    s,
+                ));
+            }
+        }
     }
     let removed = {
         let mut st = rt.inner.lock();

@@ -1,0 +1,278 @@
+//! A `ContainerdRuntime` that goes away (detaches, as a process that exits does) and a new
+//! one on the same socket, namespace and root: the new one recovers the sandboxes and
+//! containers from containerd instead of orphaning them. Each test starts its own containerd
+//! (see `support/containerd.rs`) and fails, not skips, without it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kybernetes_runtime::containerd::ContainerdRuntime;
+use kybernetes_runtime::{
+    ContainerFilter, ContainerState, Mount, PodSandboxFilter, PodSandboxState, Runtime,
+};
+
+#[path = "support/pods.rs"]
+mod pods;
+#[path = "support/containerd.rs"]
+mod support;
+
+use pods::{log_lines, pod, run_to_exit, shell};
+use support::{Containerd, busybox_image};
+
+/// How long anything may take on a loaded machine.
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// A runtime on `daemon` whose root (logs, FIFOs, namespaces) is `root`, as a node's
+/// `/var/lib` directory outlives its agent.
+async fn runtime_at(daemon: &Containerd, root: &Path) -> ContainerdRuntime {
+    ContainerdRuntime::builder()
+        .snapshotter(daemon.snapshotter)
+        .root(root)
+        .connect(daemon.socket())
+        .await
+        .expect("connect to containerd")
+}
+
+/// Waits until `check` holds for container `id`'s state and returns it.
+async fn wait_state(
+    runtime: &ContainerdRuntime,
+    id: &str,
+    what: &str,
+    check: impl Fn(&ContainerState) -> bool,
+) -> ContainerState {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let state = runtime.container_status(id).await.expect("status").state;
+        if check(&state) {
+            return state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id}: timed out waiting for {what}: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the log of container `id` has a line containing `text`.
+async fn wait_log(runtime: &ContainerdRuntime, id: &str, text: &str) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let lines = log_lines(runtime, id).await;
+        if lines.iter().any(|l| l.line.contains(text)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id}: no log line with {text:?}: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_start() {
+    let daemon = Containerd::start().await;
+    let root = tempfile::tempdir().expect("root");
+    let volume = tempfile::tempdir().expect("volume");
+    let first = runtime_at(&daemon, root.path()).await;
+    first
+        .import_image(busybox_image("busybox:test"))
+        .await
+        .expect("import busybox");
+    let sid = first.run_pod_sandbox(&pod("web")).await.expect("sandbox");
+    // It says `after` while no runtime reads its output, then `again` once the test has
+    // reconnected: both reach the log through the reattached FIFOs.
+    let mut config = shell(
+        "main",
+        "trap 'exit 7' TERM; echo before; \
+         while [ ! -e /v/go ]; do sleep 1; done; echo after; touch /v/said; \
+         while [ ! -e /v/again ]; do sleep 1; done; echo again; \
+         while true; do sleep 1; done",
+    );
+    config.mounts = vec![Mount {
+        container_path: "/v".into(),
+        host_path: volume.path().into(),
+        readonly: false,
+    }];
+    let id = first
+        .create_container(&sid, &config, &pod("web"))
+        .await
+        .expect("create");
+    first.start_container(&id).await.expect("start");
+    wait_log(&first, &id, "before").await;
+    let before = first.container_status(&id).await.expect("status");
+    assert!(before.state.is_running(), "{before:?}");
+    first.detach().await.expect("detach");
+    drop(first);
+    std::fs::write(volume.path().join("go"), "").expect("write go");
+    wait_file(&volume.path().join("said")).await;
+
+    let second = runtime_at(&daemon, root.path()).await;
+    let sandboxes = second
+        .list_pod_sandboxes(&PodSandboxFilter::default())
+        .await
+        .expect("sandboxes");
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    assert_eq!(sandboxes[0].id, sid);
+    assert_eq!(sandboxes[0].state, PodSandboxState::Ready);
+    assert_eq!(sandboxes[0].metadata, pod("web").metadata);
+    let containers = second
+        .list_containers(&ContainerFilter::default())
+        .await
+        .expect("containers");
+    assert_eq!(containers.len(), 1, "nothing duplicated: {containers:?}");
+    // The same container: id, attempt, labels, start time.
+    assert_eq!(containers[0], before);
+
+    wait_log(&second, &id, "after").await;
+    std::fs::write(volume.path().join("again"), "").expect("write again");
+    wait_log(&second, &id, "again").await;
+    second
+        .stop_container(&id, Duration::from_secs(30))
+        .await
+        .expect("stop");
+    match second.container_status(&id).await.expect("status").state {
+        ContainerState::Exited {
+            exit_code,
+            started_at,
+            ..
+        } => {
+            assert_eq!(exit_code, 7);
+            assert_eq!(started_at, before_started(&before.state));
+        }
+        other => panic!("not exited: {other:?}"),
+    }
+    second.remove_pod_sandbox(&sid).await.expect("remove");
+    assert_eq!(daemon.ctr(&["containers", "ls", "-q"]).trim(), "");
+}
+
+/// Waits until the container has made file `path` (in a volume).
+async fn wait_file(path: &Path) {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn before_started(state: &ContainerState) -> Option<chrono::DateTime<chrono::Utc>> {
+    match state {
+        ContainerState::Running { started_at } => Some(*started_at),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exited_while_no_runtime_watched_reports_its_exit_code() {
+    let daemon = Containerd::start().await;
+    let root = tempfile::tempdir().expect("root");
+    let volume = tempfile::tempdir().expect("volume");
+    let first = runtime_at(&daemon, root.path()).await;
+    first
+        .import_image(busybox_image("busybox:test"))
+        .await
+        .expect("import busybox");
+    let sid = first.run_pod_sandbox(&pod("job")).await.expect("sandbox");
+    let mut config = shell(
+        "main",
+        "echo up; while [ ! -e /v/go ]; do sleep 1; done; echo leaving; exit 42",
+    );
+    config.mounts = vec![Mount {
+        container_path: "/v".into(),
+        host_path: volume.path().into(),
+        readonly: false,
+    }];
+    let id = first
+        .create_container(&sid, &config, &pod("job"))
+        .await
+        .expect("create");
+    first.start_container(&id).await.expect("start");
+    wait_log(&first, &id, "up").await;
+    let started = before_started(&first.container_status(&id).await.expect("status").state);
+    first.detach().await.expect("detach");
+    drop(first);
+
+    // It exits with nobody watching; containerd keeps the stopped task.
+    std::fs::write(volume.path().join("go"), "").expect("write go");
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        let tasks = daemon.ctr(&["tasks", "ls"]);
+        if tasks
+            .lines()
+            .any(|l| l.starts_with(id.as_str()) && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task did not stop: {tasks}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let second = runtime_at(&daemon, root.path()).await;
+    let state = wait_state(&second, &id, "the exit", |s| {
+        matches!(s, ContainerState::Exited { .. })
+    })
+    .await;
+    match state {
+        ContainerState::Exited {
+            exit_code,
+            reason,
+            started_at,
+            ..
+        } => {
+            assert_eq!(exit_code, 42);
+            assert_eq!(reason, "Error");
+            assert_eq!(started_at, started);
+        }
+        other => panic!("not exited: {other:?}"),
+    }
+    // What it wrote before the first runtime let go is in the log. (What it wrote after,
+    // up to its exit, is lost: the shim closes the FIFOs on the exit, and a FIFO that no
+    // one holds open drops what it buffered.)
+    wait_log(&second, &id, "up").await;
+    // The exit is kept: a third runtime reads it from the record, the task being gone.
+    second.detach().await.expect("detach");
+    drop(second);
+    let third = runtime_at(&daemon, root.path()).await;
+    let state = third.container_status(&id).await.expect("status").state;
+    assert_eq!(state.exit_code(), Some(42), "{state:?}");
+    third.remove_pod_sandbox(&sid).await.expect("remove");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_never_started_container_stays_created_and_starts_later() {
+    let daemon = Containerd::start().await;
+    let root = tempfile::tempdir().expect("root");
+    let first = runtime_at(&daemon, root.path()).await;
+    first
+        .import_image(busybox_image("busybox:test"))
+        .await
+        .expect("import busybox");
+    let sid = first.run_pod_sandbox(&pod("late")).await.expect("sandbox");
+    let id = first
+        .create_container(&sid, &shell("main", "echo hello; exit 3"), &pod("late"))
+        .await
+        .expect("create");
+    first.detach().await.expect("detach");
+    drop(first);
+
+    let second = runtime_at(&daemon, root.path()).await;
+    let status = second.container_status(&id).await.expect("status");
+    assert_eq!(status.state, ContainerState::Created);
+    assert_eq!(status.metadata.name, "main");
+    assert_eq!(status.metadata.attempt, 0);
+    // The node agent starts a container it finds created (an agent stopped between create
+    // and start); the recovered one starts as any other.
+    let exited = run_to_exit(&second, &id).await;
+    assert_eq!(exited.exit_code(), Some(3), "{exited:?}");
+    wait_log(&second, &id, "hello").await;
+    second.remove_pod_sandbox(&sid).await.expect("remove");
+    assert_eq!(daemon.ctr(&["containers", "ls", "-q"]).trim(), "");
+}
