@@ -442,6 +442,18 @@ impl ClusterBuilder {
         {
             template.cluster_dns = vec![ip];
         }
+        // The Service behind the address the pods' resolv.conf names, as the DNS addon of
+        // every upstream cluster makes it.
+        if let Some(ip) = api_config.cluster.cluster_dns_ip()
+            && template.cluster_dns.contains(&ip)
+        {
+            match kybernetes_net::ensure_kube_dns_service(&client, ip).await {
+                Err(kube::Error::Api(s)) if s.code == 422 => {
+                    warn!(%ip, reason = %s.message, "no kube-system/kube-dns Service")
+                }
+                other => other?,
+            }
+        }
         let https = match self.serving {
             Some(mut config) => {
                 if config.pki_dir.is_none() {

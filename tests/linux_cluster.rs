@@ -26,14 +26,14 @@ use crate::common;
 use crate::containerd::{BUSYBOX, CtrdCluster, WITHIN, exec, pod, running, try_exec, wait_pod};
 
 /// busybox httpd on 0.0.0.0:8080 (an IPv4 socket, so `REMOTE_ADDR` is not `[::ffff:…]`) whose `/cgi-bin/who` answers `<pod name> <client address>`, with
-/// `/` for the readiness probe. On TERM it serves ten more seconds before it exits, the
-/// time for the endpoint removal to reach every node's rules even on a loaded machine (what a `preStop` sleep does for
-/// upstream's applications).
+/// `/` for the readiness probe. It stops on TERM; the drain before it (the time for the
+/// endpoint removal to reach every node's rules) is the container's `preStop` sleep, as
+/// upstream's applications do it (see [`who_container`]).
 const WHO_SERVER: &str = r#"mkdir -p /www/cgi-bin; echo ok > /www/index.html
 printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho %s $REMOTE_ADDR\n' "$HOSTNAME" > /www/cgi-bin/who
 busybox chmod +x /www/cgi-bin/who
 httpd -f -p 0.0.0.0:8080 -h /www & pid=$!
-trap 'sleep 10; kill $pid; exit 0' TERM
+trap 'kill $pid; exit 0' TERM
 wait"#;
 
 /// A shell loop that exits promptly on TERM (see `tests/containerd.rs`).
@@ -67,12 +67,15 @@ async fn create_client(pods: &Api<Pod>, node: &str) {
         .expect("create client");
 }
 
-/// The who-server container, ready once httpd answers `/`.
+/// The who-server container, ready once httpd answers `/`. A deleted pod keeps serving for
+/// its `preStop` sleep: its endpoint is removed when the deletion starts, but until every
+/// node's rules have dropped it, new connections still go to it.
 fn who_container() -> Value {
     json!({
         "name": "who", "image": BUSYBOX, "command": ["sh", "-c", WHO_SERVER],
         "ports": [{"containerPort": 8080}],
         "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+        "lifecycle": {"preStop": {"sleep": {"seconds": 3}}},
     })
 }
 
@@ -280,8 +283,10 @@ async fn counts(pods: &Api<Pod>) -> (u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
+/// This test found the pod bridge's changing MAC (see `net/src/linux/node.rs`): before the
+/// bridge had a fixed address, a pod whose veth left took the gateway's MAC with it, and
+/// the client's requests failed until its neighbour entry expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on a loaded 2-core machine: 5 of 77 requests failed in CI (passes when run alone); the cause is not found yet"]
 async fn a_rolling_update_with_max_unavailable_zero_fails_no_request() {
     let (c, prefix) = start("b").await;
     let pods = c.pods();

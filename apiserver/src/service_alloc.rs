@@ -17,8 +17,72 @@ pub fn kubernetes_service_ip(config: &ClusterConfig) -> Option<IpAddr> {
 /// Allocators for service ClusterIPs and NodePorts.
 #[derive(Debug)]
 pub struct ServiceAllocator {
-    ips: Mutex<IpAllocator>,
+    ips: Mutex<ClusterIps>,
     ports: Mutex<PortAllocator>,
+}
+
+/// The ClusterIP allocator, with the cluster DNS address held back: no Service gets it by
+/// dynamic allocation, and the first to ask for it by `spec.clusterIP` (the cluster's own
+/// `kube-system/kube-dns`, created at start) takes it. Every node agent writes that
+/// address into every pod's `resolv.conf` before any Service holds it, so handing it to
+/// another Service would send the pods' DNS queries there. (Upstream keeps the low part of
+/// the range, where kubeadm's `10.96.0.10` is, for static addresses the same way; here
+/// the one address that matters is kept whatever the range's size.)
+#[derive(Debug)]
+struct ClusterIps {
+    alloc: IpAllocator,
+    /// The cluster DNS address, if it is in the range.
+    reserved: Option<IpAddr>,
+    /// Whether a Service holds the reserved address.
+    reserved_taken: bool,
+}
+
+impl ClusterIps {
+    fn new(cidr: Cidr, reserved: Option<IpAddr>) -> Self {
+        let mut alloc = IpAllocator::new(cidr);
+        // Marked used, so `allocate` skips it; an address outside the range (or the
+        // network address) is one no Service can hold anyway.
+        let reserved = reserved.filter(|ip| alloc.mark_used(*ip).is_ok());
+        ClusterIps {
+            alloc,
+            reserved,
+            reserved_taken: false,
+        }
+    }
+
+    fn allocate(&mut self) -> Option<IpAddr> {
+        self.alloc.allocate()
+    }
+
+    fn allocate_specific(&mut self, ip: IpAddr) -> Result<(), kybernetes_core::ipam::Error> {
+        if self.reserved != Some(ip) {
+            return self.alloc.allocate_specific(ip);
+        }
+        if self.reserved_taken {
+            return Err(kybernetes_core::ipam::Error::AlreadyAllocated {
+                value: ip.to_string(),
+            });
+        }
+        self.reserved_taken = true;
+        Ok(())
+    }
+
+    fn mark_used(&mut self, ip: IpAddr) -> Result<(), kybernetes_core::ipam::Error> {
+        if self.reserved == Some(ip) {
+            self.reserved_taken = true;
+            return Ok(());
+        }
+        self.alloc.mark_used(ip)
+    }
+
+    /// Gives `ip` back; the reserved address stays out of dynamic allocation.
+    fn release(&mut self, ip: IpAddr) {
+        if self.reserved == Some(ip) {
+            self.reserved_taken = false;
+        } else {
+            self.alloc.release(ip);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -37,7 +101,9 @@ fn wants_node_ports(spec: &Value) -> bool {
 }
 
 impl ServiceAllocator {
-    /// Allocators over the configured service CIDR and NodePort range.
+    /// Allocators over the configured service CIDR and NodePort range. The cluster DNS
+    /// address ([`ClusterConfig::cluster_dns_ip`]) is only ever given to a Service that asks
+    /// for it by `spec.clusterIP`, and to one at a time.
     pub fn new(config: &ClusterConfig) -> Result<Self, ApiError> {
         let cidr: Cidr = config.service_cidr.parse().map_err(|e| {
             ApiError::internal(format!("service CIDR {:?}: {e}", config.service_cidr))
@@ -45,7 +111,7 @@ impl ServiceAllocator {
         let ports = PortAllocator::new(config.node_port_range.0, config.node_port_range.1)
             .map_err(|e| ApiError::internal(format!("node port range: {e}")))?;
         Ok(ServiceAllocator {
-            ips: Mutex::new(IpAllocator::new(cidr)),
+            ips: Mutex::new(ClusterIps::new(cidr, config.cluster_dns_ip())),
             ports: Mutex::new(ports),
         })
     }
@@ -53,6 +119,8 @@ impl ServiceAllocator {
     /// Marks what an existing service holds (at start-up).
     pub fn mark_existing(&self, svc: &Value) {
         if let Some(ip) = cluster_ip(svc) {
+            // An address outside the range (a service CIDR changed since) is one the
+            // allocator can never hand out, so there is nothing to mark.
             let _ = lock(&self.ips).mark_used(ip);
         }
         for p in node_ports(svc) {
@@ -85,11 +153,18 @@ impl ServiceAllocator {
                     )
                 })?;
                 lock(&self.ips).allocate_specific(ip).map_err(|e| {
+                    // Upstream's words for a taken address, which clients match on.
+                    let why = match e {
+                        kybernetes_core::ipam::Error::AlreadyAllocated { .. } => {
+                            "provided IP is already allocated".to_string()
+                        }
+                        other => other.to_string(),
+                    };
                     invalid(
                         &name,
                         "spec.clusterIPs",
                         format!(
-                            "Invalid value: [{requested:?}]: failed to allocate IP {requested}: {e}"
+                            "Invalid value: [{requested:?}]: failed to allocate IP {requested}: {why}"
                         ),
                     )
                 })?;
@@ -263,4 +338,62 @@ fn node_port_map(svc: &Value) -> std::collections::HashMap<(i64, String), u16> {
             Some((key, n))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, cluster_ip: Option<&str>) -> Value {
+        let mut spec = json!({"ports": [{"port": 53, "protocol": "UDP"}]});
+        if let Some(ip) = cluster_ip {
+            spec["clusterIP"] = json!(ip);
+        }
+        json!({"metadata": {"name": name}, "spec": spec})
+    }
+
+    fn ip_of(svc: &Value) -> &str {
+        svc.pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_cluster_dns_ip_is_never_allocated_dynamically_and_goes_to_the_first_who_asks() {
+        let alloc = ServiceAllocator::new(&ClusterConfig::default()).expect("allocator");
+        for i in 0..20 {
+            let mut svc = service(&format!("s{i}"), None);
+            alloc.on_create(&mut svc).expect("dynamic");
+            assert_ne!(ip_of(&svc), "10.96.0.10", "s{i}");
+        }
+        let mut dns = service("kube-dns", Some("10.96.0.10"));
+        alloc
+            .on_create(&mut dns)
+            .expect("the DNS address, asked for");
+        assert_eq!(ip_of(&dns), "10.96.0.10");
+
+        let mut thief = service("thief", Some("10.96.0.10"));
+        let err = alloc.on_create(&mut thief).expect_err("taken");
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("provided IP is already allocated"),
+            "{}",
+            err.message
+        );
+
+        // Deleted, it is free for the next Service that asks, still not for allocation.
+        alloc.on_delete(&dns);
+        let mut other = service("other", None);
+        alloc.on_create(&mut other).expect("dynamic");
+        assert_ne!(ip_of(&other), "10.96.0.10");
+        alloc.on_create(&mut thief).expect("free again");
+    }
+
+    #[test]
+    fn a_stored_service_with_the_dns_ip_holds_it_after_a_restart() {
+        let alloc = ServiceAllocator::new(&ClusterConfig::default()).expect("allocator");
+        alloc.mark_existing(&service("kube-dns", Some("10.96.0.10")));
+        let mut thief = service("thief", Some("10.96.0.10"));
+        assert_eq!(alloc.on_create(&mut thief).map_err(|e| e.code), Err(422));
+    }
 }

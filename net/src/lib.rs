@@ -75,6 +75,7 @@ use async_trait::async_trait;
 mod catalog;
 mod dns;
 mod dns_server;
+mod kube_dns;
 #[cfg(target_os = "linux")]
 mod linux;
 mod local;
@@ -83,6 +84,7 @@ mod service_sync;
 
 pub use dns::DnsRecord;
 pub use dns_server::DnsServer;
+pub use kube_dns::{KUBE_DNS_NAMESPACE, KUBE_DNS_SERVICE, ensure_kube_dns_service};
 #[cfg(target_os = "linux")]
 pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
 pub use local::{LocalNetwork, NODE_ADDRESS_CIDR};

@@ -1,7 +1,8 @@
 //! Cluster DNS inside `LinuxNetwork`'s node namespaces: a pod on either node asks the cluster
 //! DNS address (`10.96.0.10`, port 53) over UDP and TCP and gets a Service's ClusterIP, a
 //! change of the catalog shows in the next answer, a `hostNetwork` process in the node
-//! namespace is answered too, and removing a node stops its server with the namespace.
+//! namespace is answered too, the `kube-dns` Service on that address (with no endpoints)
+//! leaves the queries to the node's server, and removing a node stops its server with the namespace.
 //! Needs root; without it this test fails, not skips.
 #![cfg(target_os = "linux")]
 
@@ -91,6 +92,16 @@ fn web(cluster_ip: &str) -> ServiceEntry {
         .with_ports(vec![ServicePort::tcp("http", 80, 8080)])
 }
 
+/// `kube-system/kube-dns` as the cluster creates it: no selector, so no endpoints.
+fn kube_dns(ip: Ipv4Addr) -> ServiceEntry {
+    let udp = ServicePort {
+        protocol: "UDP".into(),
+        ..ServicePort::tcp("dns", 53, 53)
+    };
+    ServiceEntry::new("kube-system", "kube-dns", Some(IpAddr::V4(ip)))
+        .with_ports(vec![udp, ServicePort::tcp("dns-tcp", 53, 53)])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
     let prefix = format!("kyd{}", std::process::id());
@@ -103,6 +114,9 @@ async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
     net.add_node("node-1").await.expect("node-1");
     net.add_node("node-2").await.expect("node-2");
     net.sync_service(web("10.96.0.20")).await.expect("service");
+    // The cluster's kube-dns Service holds the DNS address, with no endpoints: its rules
+    // must not reject the queries the node serves itself.
+    net.sync_service(kube_dns(dns_ip)).await.expect("kube-dns");
     let fqdn = "web.default.svc.cluster.local.";
     let want: Vec<IpAddr> = vec!["10.96.0.20".parse().expect("ip")];
 
@@ -120,6 +134,14 @@ async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
         assert_eq!(a_records(&tcp), want, "TCP answer from {}", netns.display());
     }
     eprintln!("4 queries from pods on 2 nodes: {:?}", started.elapsed());
+    assert_eq!(
+        a_records(&ask_udp(
+            &pod_netns[1],
+            server,
+            "kube-dns.kube-system.svc.cluster.local."
+        )),
+        vec![IpAddr::V4(dns_ip)]
+    );
 
     // The next answer follows the catalog: no zone to reload.
     net.sync_service(web("10.96.0.21"))

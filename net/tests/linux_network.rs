@@ -200,3 +200,70 @@ async fn restart_removes_the_leftovers(prefix: &str) {
     restarted.shutdown().await.expect("shutdown");
     assert_eq!(LinuxNetwork::namespaces(prefix), Vec::<PathBuf>::new());
 }
+
+/// The hardware address of interface `name` in the namespace at `netns`, read over a
+/// netlink socket opened there.
+fn link_mac(netns: &Path, name: &'static str) -> Vec<u8> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    in_netns(netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the netlink socket");
+        rt.block_on(async {
+            let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
+            tokio::spawn(connection);
+            let link = handle
+                .link()
+                .get()
+                .match_name(name.to_string())
+                .execute()
+                .try_next()
+                .await
+                .expect("get link")
+                .unwrap_or_else(|| panic!("no interface {name}"));
+            link.attributes
+                .iter()
+                .find_map(|a| match a {
+                    LinkAttribute::Address(mac) => Some(mac.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{name} has no hardware address"))
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_bridge_has_a_fixed_mac_from_its_gateway_whatever_ports_join_or_leave() {
+    let prefix = format!("kybm{}", std::process::id());
+    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
+        .await
+        .expect("start the linux network (needs root)");
+    let node = net.add_node("node-1").await.expect("node-1");
+    let node_ns = node.netns.clone().expect("a LinuxNetwork node has a netns");
+    let cidr: kybernetes_core::ipam::Cidr = node
+        .pod_cidr
+        .as_deref()
+        .expect("a pod CIDR")
+        .parse()
+        .expect("a CIDR");
+    let gateway = cidr.nth(1).expect("a gateway");
+    let [a, b, c, d] = gateway.octets();
+    let expected = vec![0x0a, 0x58, a, b, c, d];
+    assert_eq!(link_mac(&node_ns, "cbr0"), expected, "before any port");
+
+    // The kernel would otherwise move the bridge to the lowest MAC among its ports.
+    net.setup_pod("node-1", &pod("m1")).await.expect("pod m1");
+    net.setup_pod("node-1", &pod("m2")).await.expect("pod m2");
+    assert_eq!(
+        link_mac(&node_ns, "cbr0"),
+        expected,
+        "with two pods attached"
+    );
+    net.teardown_pod("node-1", "m1").await.expect("teardown m1");
+    assert_eq!(link_mac(&node_ns, "cbr0"), expected, "after a pod left");
+
+    net.shutdown().await.expect("shutdown");
+    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+}

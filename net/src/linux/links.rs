@@ -50,11 +50,16 @@ pub(crate) async fn index(handle: &Handle, name: &str) -> Result<u32> {
     })
 }
 
-/// `ip link add NAME type bridge`.
-pub(crate) async fn add_bridge(handle: &Handle, name: &str) -> Result<u32> {
+/// `ip link add NAME [address MAC] type bridge`. A bridge created with an address keeps it;
+/// one without takes the lowest address of its ports, and changes it as ports come and go.
+pub(crate) async fn add_bridge(handle: &Handle, name: &str, mac: Option<[u8; 6]>) -> Result<u32> {
+    let mut bridge = LinkBridge::new(name);
+    if let Some(mac) = mac {
+        bridge = bridge.address(mac.to_vec());
+    }
     handle
         .link()
-        .add(LinkBridge::new(name).build())
+        .add(bridge.build())
         .execute()
         .await
         .map_err(failed(format!("creating bridge {name}")))?;

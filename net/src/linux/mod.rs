@@ -267,7 +267,7 @@ impl LinuxNetwork {
         ns: &NodeNamespace,
         services: &ServiceTable,
     ) -> Result<()> {
-        let mut script = service_rules::base_script(ns.node_ip, ns.subnet);
+        let mut script = service_rules::base_script(ns.node_ip, ns.subnet, self.cluster_dns_ip());
         let none = service_rules::ServiceRules::default();
         let at = self.rules_node(node);
         for service in services.values() {

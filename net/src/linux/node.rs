@@ -42,7 +42,8 @@ pub(crate) async fn set_up_cluster(name: &str) -> Result<ClusterNamespace> {
     let built = async {
         let handle = netns::connect(&path).await?;
         loopback_up(&handle).await?;
-        let bridge = create_bridge(&handle, CLUSTER_BRIDGE).await?;
+        // No address on it, so nothing caches its MAC: the kernel's choice is fine.
+        let bridge = links::add_bridge(&handle, CLUSTER_BRIDGE, None).await?;
         links::up(&handle, bridge).await?;
         Ok(ClusterNamespace {
             path: path.clone(),
@@ -79,7 +80,7 @@ pub(crate) async fn set_up(
     let built = async {
         let handle = netns::connect(&path).await?;
         loopback_up(&handle).await?;
-        let bridge = create_bridge(&handle, POD_BRIDGE).await?;
+        let bridge = create_bridge(&handle, gateway).await?;
         enable_forwarding(&path).await?;
         add_gateway(&handle, bridge, gateway, subnet.prefix_len()).await?;
         connect_uplink(&handle, cluster, node_ip).await?;
@@ -105,9 +106,22 @@ async fn loopback_up(handle: &Handle) -> Result<()> {
     links::up(handle, lo).await
 }
 
-/// 2. The bridge the node's pods are ports of.
-async fn create_bridge(handle: &Handle, name: &str) -> Result<u32> {
-    links::add_bridge(handle, name).await
+/// 2. The bridge the node's pods are ports of, with the fixed MAC [`bridge_mac`]: the
+///    gateway's MAC, which every pod caches in its neighbour table.
+async fn create_bridge(handle: &Handle, gateway: Ipv4Addr) -> Result<u32> {
+    links::add_bridge(handle, POD_BRIDGE, Some(bridge_mac(gateway))).await
+}
+
+/// The pod bridge's MAC: `0a:58:` and the gateway's four bytes, as the CNI bridge plugin
+/// and kubenet set it. Left to the kernel, a bridge takes the lowest MAC of its ports and
+/// changes it whenever a pod's veth with a lower one joins or leaves; the pods, which
+/// keep the gateway's old MAC in their neighbour cache for tens of seconds, then send
+/// every packet to an address nothing answers to (a rolling update's requests fail). `0a`
+/// is a locally administered unicast prefix, and deriving the rest from the gateway keeps
+/// it unique on the cluster wire and stable across restarts.
+pub(crate) fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = gateway.octets();
+    [0x0a, 0x58, a, b, c, d]
 }
 
 /// 3. Forwarding, so the node routes between its pods' bridge and its uplink.

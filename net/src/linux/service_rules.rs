@@ -10,6 +10,11 @@
 //! as are connections between two pods of the node's own bridge (their replies would
 //! otherwise bypass the node and its conntrack entry).
 //!
+//! DNS to the node's own cluster DNS address (`kube-system/kube-dns`'s ClusterIP, which the
+//! node serves itself, see `node_dns.rs`) is not tracked, so none of this applies to it, as
+//! NodeLocal DNSCache exempts its address: the Service has no endpoints, and its reject
+//! would otherwise refuse every query before it reached the local server.
+//!
 //! Rules are written by the Debian `nft` binary from a script on stdin (`nft -f -`): a script
 //! is one kernel transaction, so a service's rules change atomically, and conntrack keeps
 //! established connections on the endpoint they were given.
@@ -23,6 +28,7 @@ use std::process::{Command, Stdio};
 use kybernetes_core::ipam::Cidr;
 
 use super::netns;
+use super::node_dns::DNS_PORT;
 use crate::{Error, Result, ServiceEntry};
 
 /// The table every rule lives in.
@@ -39,20 +45,32 @@ pub(crate) struct ServiceRules {
     elements: Vec<(String, String, String)>,
 }
 
-/// The base table for a node with address `node_ip` and pod subnet `subnet`; replaces any
-/// table left from before.
+/// The base table for a node with address `node_ip` and pod subnet `subnet` that serves
+/// cluster DNS on `local_dns`:53; replaces any table left from before.
+///
+/// `raw-prerouting` and `raw-output` run before conntrack and mark DNS to and from the
+/// local DNS address untracked: an untracked packet skips the NAT chains and the
+/// endpoints check (which only sees `ct state new`), so the node delivers it to its own
+/// server whatever the Service's rules say.
 ///
 /// Besides the NAT chains, two filter chains run before DNAT on every new connection and
 /// reject one to a service port with no ready endpoint (ICMP port unreachable, which a TCP
 /// client sees as "connection refused"), as kube-proxy's `service-endpoints-check` does.
-pub(crate) fn base_script(node_ip: Ipv4Addr, subnet: Cidr) -> String {
+pub(crate) fn base_script(node_ip: Ipv4Addr, subnet: Cidr, local_dns: Option<Ipv4Addr>) -> String {
+    let dns = DNS_PORT;
+    let notrack = local_dns.map_or_else(String::new, |ip| {
+        format!(
+            "  chain raw-prerouting {{ type filter hook prerouting priority raw; policy accept; ip daddr {ip} meta l4proto {{ tcp, udp }} th dport {dns} notrack; }}
+  chain raw-output {{ type filter hook output priority raw; policy accept; ip daddr {ip} meta l4proto {{ tcp, udp }} th dport {dns} notrack; ip saddr {ip} meta l4proto {{ tcp, udp }} th sport {dns} notrack; }}\n"
+        )
+    });
     format!(
         "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{
   map service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict; }}
   map service-nodeports {{ type inet_proto . inet_service : verdict; }}
   map no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}
   map no-endpoint-nodeports {{ type inet_proto . inet_service : verdict; }}
-  chain reject-chain {{ reject; }}
+{notrack}  chain reject-chain {{ reject; }}
   chain service-endpoints-check {{
     ip daddr . meta l4proto . th dport vmap @no-endpoint-services
     ip daddr {node_ip} meta l4proto . th dport vmap @no-endpoint-nodeports
