@@ -24,7 +24,8 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = kybernetes_controllers::spawn_disruption(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = kybernetes_controllers::spawn_disruption(client, kybernetes_core::Clock::new(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -50,6 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::api_values::{from_time, label_selector, scaled_int_or_percent, to_time};
 use crate::controller_ref::controller_of;
 use crate::mutation_cache::ObservedRevision;
@@ -107,24 +109,26 @@ struct Context {
 pub fn spawn_disruption(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("disruption_controller")))
+    let pods = informers.pods();
+    let run = run(client, clock, pods.store(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("disruption_controller")))
 }
 
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: Store<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
     );
     let budgets = controller.store();
-    let (pods, writer) = reflector::store();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        strip_pod,
-        writer,
-        ObservedRevision::default(),
-    );
     let ctx = Arc::new(Context {
         events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
@@ -133,7 +137,9 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         backoff: ErrorBackoff::new(MAX_BACKOFF),
     });
     let controller = controller
-        .watches_stream(pod_events, move |pod| budgets_for_pod(&budgets, &pod))
+        .watches_shared_stream(pod_events.into_trigger_stream(), move |pod| {
+            budgets_for_pod(&budgets, &pod)
+        })
         .run(reconcile, error_policy, ctx);
     crate::reconcile::run_until_shutdown(
         controller,

@@ -19,7 +19,8 @@
 //! # async fn run(client: kube::Client) {
 //! use kybernetes_controllers::endpoints::{EndpointsConfig, spawn_endpoints_controller};
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = spawn_endpoints_controller(client, kybernetes_core::Clock::new(), EndpointsConfig::default(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = spawn_endpoints_controller(client, kybernetes_core::Clock::new(), EndpointsConfig::default(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -46,6 +47,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::informers::{InformerFactory, ObjectChange, Subscription};
 use crate::garbage_collector::queue::WorkQueue;
 
 /// Label that marks the Endpoints or EndpointSlices of a headless service.
@@ -88,9 +90,11 @@ pub fn spawn_endpoints_controller(
     client: Client,
     clock: Clock,
     config: EndpointsConfig,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let _ = clock;
+    let pods = informers.pods();
     let workers = config.workers;
     let sync_client = client.clone();
     let run = run_service_controller(
@@ -105,6 +109,8 @@ pub fn spawn_endpoints_controller(
             let config = config.clone();
             async move { sync_endpoints(&client, &config, &key, &caches).await }
         },
+        pods.store(),
+        pods.subscribe(),
         shutdown,
     );
     tokio::spawn(run.instrument(info_span!("endpoints_controller")))
@@ -214,6 +220,8 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     owned: Api<O>,
     owned_to_service: M,
     sync: S,
+    pods: Store<Pod>,
+    mut pod_events: Subscription<Pod>,
     shutdown: CancellationToken,
 ) where
     O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -225,7 +233,6 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     info!("controller starting");
     let queue: Arc<WorkQueue<ServiceKey>> = WorkQueue::new(shutdown.clone());
     let (services, mut service_writer) = reflector::store::<Service>();
-    let (pods, mut pod_writer) = reflector::store::<Pod>();
     let mut tasks = JoinSet::new();
 
     let (q, reader) = (queue.clone(), services.clone());
@@ -246,16 +253,24 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
         },
     ));
 
-    let (q, reader, svc_reader) = (queue.clone(), pods.clone(), services.clone());
-    let pod_events =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(pod_events, shutdown.clone(), move |event| {
-        for (before, after) in apply_event(&mut pod_writer, &reader, &event) {
+    let (q, svc_reader, stop) = (queue.clone(), services.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        loop {
+            let change = tokio::select! {
+                c = pod_events.recv() => c,
+                _ = stop.cancelled() => return,
+            };
+            let (before, after) = match change {
+                Some(ObjectChange::Added(new)) => (None, Some(new)),
+                Some(ObjectChange::Updated { old, new }) => (Some(old), Some(new)),
+                Some(ObjectChange::Deleted(old)) => (Some(old), None),
+                None => return,
+            };
             for key in services_for(&svc_reader, before.as_deref(), after.as_deref()) {
                 q.add(key);
             }
         }
-    }));
+    });
 
     let q = queue.clone();
     let owned_events = watcher(owned, watcher::Config::default()).default_backoff();

@@ -19,7 +19,8 @@
 //! # async fn run(client: kube::Client) {
 //! use kybernetes_controllers::endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = spawn_endpointslice_controller(client, kybernetes_core::Clock::new(), EndpointSliceConfig::default(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = spawn_endpointslice_controller(client, kybernetes_core::Clock::new(), EndpointSliceConfig::default(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
+use crate::informers::InformerFactory;
 use crate::endpoints::{
     Error, HEADLESS_SERVICE_LABEL, ServiceCaches, ServiceKey, endpoint_hostname, find_port,
     has_cluster_ip, is_pod_ready, pod_ip, pod_reference, run_service_controller, selected_pods,
@@ -76,9 +78,11 @@ pub fn spawn_endpointslice_controller(
     client: Client,
     clock: Clock,
     config: EndpointSliceConfig,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let _ = clock;
+    let pods = informers.pods();
     let sync_client = client.clone();
     let run = run_service_controller(
         client.clone(),
@@ -97,6 +101,8 @@ pub fn spawn_endpointslice_controller(
             let config = config.clone();
             async move { sync_slices(&client, &config, &key, &caches).await }
         },
+        pods.store(),
+        pods.subscribe(),
         shutdown,
     );
     tokio::spawn(run.instrument(info_span!("endpointslice_controller")))

@@ -18,23 +18,27 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kybernetes_controllers::endpoints::{EndpointsConfig, spawn_endpoints_controller};
 use kybernetes_controllers::endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
+use kybernetes_controllers::InformerFactory;
 use kybernetes_controllers::garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
 use serde_json::json;
 
 /// An API server with the Endpoints and EndpointSlice controllers and the garbage collector.
 async fn start() -> Result<Cluster> {
     Cluster::start(|client, clock, shutdown| {
-        vec![
+        let informers = InformerFactory::new(client.clone(), shutdown.clone());
+        let mut tasks = vec![
             spawn_endpoints_controller(
                 client.clone(),
                 clock.clone(),
                 EndpointsConfig::default(),
+                &informers,
                 shutdown.clone(),
             ),
             spawn_endpointslice_controller(
                 client.clone(),
                 clock.clone(),
                 EndpointSliceConfig::default(),
+                &informers,
                 shutdown.clone(),
             ),
             spawn_garbage_collector(
@@ -43,7 +47,9 @@ async fn start() -> Result<Cluster> {
                 GarbageCollectorConfig::default(),
                 shutdown.clone(),
             ),
-        ]
+        ];
+        tasks.extend(informers.take_tasks());
+        tasks
     })
     .await
 }
