@@ -2,8 +2,8 @@
 //! while this process holds the leader lease (upstream's `--leader-elect`).
 
 use kybernetes_controllers::{
-    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, InformerFactory, LoadBalancerConfig,
-    NamespaceConfig, NodeLifecycleConfig, PersistentVolumeConfig,
+    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, InformerFactory,
+    LoadBalancerConfig, NamespaceConfig, NodeLifecycleConfig, PersistentVolumeConfig,
 };
 use kybernetes_core::Clock;
 use kybernetes_sched::{Profile, SchedulerConfig, SchedulerLoop};
@@ -82,7 +82,13 @@ pub(crate) fn start_components(
             config.garbage_collector.clone(),
             t(),
         ),
-        kybernetes_controllers::spawn_endpoints_controller(c(), k(), config.endpoints.clone(), i, t()),
+        kybernetes_controllers::spawn_endpoints_controller(
+            c(),
+            k(),
+            config.endpoints.clone(),
+            i,
+            t(),
+        ),
         kybernetes_controllers::spawn_endpointslice_controller(
             c(),
             k(),

@@ -42,7 +42,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -51,13 +51,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::api_values::{from_time, label_selector, scaled_int_or_percent, to_time};
 use crate::controller_ref::controller_of;
-use crate::mutation_cache::ObservedRevision;
+use crate::informers::{InformerFactory, Subscription};
 use crate::pod_state::is_pod_ready;
 use crate::reconcile::{ErrorBackoff, is_not_found};
-use crate::replicaset::{MAX_BACKOFF, strip_pod};
+use crate::replicaset::MAX_BACKOFF;
 
 /// How long a pod the eviction subresource recorded in `disruptedPods` may take to be deleted
 /// before the budget counts it again (upstream's `DeletionTimeout`).

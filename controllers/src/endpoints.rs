@@ -47,8 +47,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::informers::{InformerFactory, ObjectChange, Subscription};
 use crate::garbage_collector::queue::WorkQueue;
+use crate::informers::{InformerFactory, ObjectChange, Subscription};
 
 /// Label that marks the Endpoints or EndpointSlices of a headless service.
 pub const HEADLESS_SERVICE_LABEL: &str = "service.kubernetes.io/headless";

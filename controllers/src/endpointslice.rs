@@ -40,12 +40,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
-use crate::informers::InformerFactory;
 use crate::endpoints::{
     Error, HEADLESS_SERVICE_LABEL, ServiceCaches, ServiceKey, endpoint_hostname, find_port,
     has_cluster_ip, is_pod_ready, pod_ip, pod_reference, run_service_controller, selected_pods,
     service_selector, should_pod_be_in_endpoints,
 };
+use crate::informers::InformerFactory;
 
 /// Label naming the service a slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

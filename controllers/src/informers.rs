@@ -112,7 +112,8 @@ impl InformerFactory {
 
     /// The shared pod informer (every namespace).
     pub fn pods(&self) -> &SharedInformer<Pod> {
-        self.pods.get_or_init(|| self.start(Api::all(self.client.clone()), "pods"))
+        self.pods
+            .get_or_init(|| self.start(Api::all(self.client.clone()), "pods"))
     }
 
     /// The shared node informer.
@@ -149,13 +150,13 @@ impl InformerFactory {
 }
 
 /// One watch and one cache of `K`, shared by every subscriber.
-pub struct SharedInformer<K: Resource> {
+pub struct SharedInformer<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
     observed: ObservedRevision,
     subscribers: Arc<Mutex<Vec<mpsc::Sender<ObjectChange<K>>>>>,
 }
 
-impl<K: Resource> Clone for SharedInformer<K> {
+impl<K: Resource<DynamicType = ()> + 'static> Clone for SharedInformer<K> {
     fn clone(&self) -> Self {
         SharedInformer {
             store: self.store.clone(),
@@ -292,7 +293,11 @@ async fn run<K>(
 
 /// Applies a watch event to the cache and says what changed. A re-list's objects are buffered
 /// until it is complete and then compared with the cache it replaces.
-fn apply<K>(writer: &mut Writer<K>, store: &Store<K>, event: &watcher::Event<K>) -> Vec<ObjectChange<K>>
+fn apply<K>(
+    writer: &mut Writer<K>,
+    store: &Store<K>,
+    event: &watcher::Event<K>,
+) -> Vec<ObjectChange<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -327,10 +332,12 @@ where
             let mut out: Vec<ObjectChange<K>> = store
                 .state()
                 .into_iter()
-                .map(|new| match before.remove(&ObjectRef::from_obj(new.as_ref())) {
-                    Some(old) => ObjectChange::Updated { old, new },
-                    None => ObjectChange::Added(new),
-                })
+                .map(
+                    |new| match before.remove(&ObjectRef::from_obj(new.as_ref())) {
+                        Some(old) => ObjectChange::Updated { old, new },
+                        None => ObjectChange::Added(new),
+                    },
+                )
                 .collect();
             out.extend(before.into_values().map(ObjectChange::Deleted));
             out
@@ -364,7 +371,10 @@ mod tests {
                     ObjectChange::Updated { .. } => "updated",
                     ObjectChange::Deleted(_) => "deleted",
                 };
-                format!("{kind} {}", c.object().metadata.name.as_deref().unwrap_or(""))
+                format!(
+                    "{kind} {}",
+                    c.object().metadata.name.as_deref().unwrap_or("")
+                )
             })
             .collect();
         out.sort();

@@ -53,8 +53,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::informers::{InformerFactory, ObjectChange, Subscription};
 use crate::endpoints::for_each_event;
+use crate::informers::{InformerFactory, ObjectChange, Subscription};
 
 /// Taint of a node whose Ready condition is False.
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";

@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
-use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::ErrorBackoff;
 use crate::replicaset::{self, Context, MAX_BACKOFF, MUTATION_TTL, OwnerKind};

@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kybernetes_controllers::InformerFactory;
 use kybernetes_controllers::endpoints::{EndpointsConfig, spawn_endpoints_controller};
 use kybernetes_controllers::endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
-use kybernetes_controllers::InformerFactory;
 use kybernetes_controllers::garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
 use serde_json::json;
 

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 /// An API server with the node lifecycle controller.
 async fn start() -> Result<Cluster> {
     Cluster::start(|client, clock, shutdown| {
-        let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+        let informers =
+            kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
         let mut tasks = vec![spawn_node_lifecycle_controller(
             client.clone(),
             clock.clone(),

@@ -42,11 +42,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
 use kybernetes_core::selector::{LabelSelector, SelectorError};
@@ -55,9 +55,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::api_values::label_selector;
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::{ErrorBackoff, is_not_found};
 use replicas::Fenceposts;
@@ -129,18 +129,6 @@ pub fn spawn_deployment(
     let pods = informers.pods();
     let run = run(client, clock, pods.store(), pods.subscribe(), shutdown);
     tokio::spawn(run.instrument(info_span!("deployment_controller")))
-}
-
-/// The deployment controller only reads a pod's metadata and phase (to see old pods still
-/// running during a Recreate rollout).
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.spec = None;
-    let phase = pod.status.take().and_then(|s| s.phase);
-    pod.status = Some(PodStatus {
-        phase,
-        ..Default::default()
-    });
 }
 
 async fn run(

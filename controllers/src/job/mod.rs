@@ -37,10 +37,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -51,8 +51,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::{ErrorBackoff, is_not_found};
 pub use ttl::spawn_ttl_after_finished;
@@ -112,26 +112,6 @@ pub fn spawn_job(
     let pods = informers.pods();
     let run = run(client, clock, pods.clone(), pods.subscribe(), shutdown);
     tokio::spawn(run.instrument(info_span!("job_controller")))
-}
-
-/// Keeps in the informer cache what the controller reads: metadata, `spec.nodeName`, and the
-/// phase, conditions and container statuses (exit codes for the pod failure policy).
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
-    pod.spec = Some(PodSpec {
-        node_name,
-        ..Default::default()
-    });
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions,
-            container_statuses: status.container_statuses,
-            init_container_statuses: status.init_container_statuses,
-            ..Default::default()
-        });
-    }
 }
 
 async fn run(
