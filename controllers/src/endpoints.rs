@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::garbage_collector::queue::WorkQueue;
-use crate::informers::{InformerFactory, ObjectChange, Subscription};
+use crate::informers::{InformerFactory, ObjectChange, SharedInformer};
 
 /// Label that marks the Endpoints or EndpointSlices of a headless service.
 pub const HEADLESS_SERVICE_LABEL: &str = "service.kubernetes.io/headless";
@@ -109,8 +109,7 @@ pub fn spawn_endpoints_controller(
             let config = config.clone();
             async move { sync_endpoints(&client, &config, &key, &caches).await }
         },
-        pods.store(),
-        pods.subscribe(),
+        pods.clone(),
         shutdown,
     );
     tokio::spawn(run.instrument(info_span!("endpoints_controller")))
@@ -211,7 +210,7 @@ fn services_for(
         .collect()
 }
 
-/// Runs a service-keyed controller: caches services and pods, queues a service whenever it,
+/// Runs a service-keyed controller: caches services (pods come from the shared informer), queues a service whenever it,
 /// one of the pods it selects (before or after the change) or one of its `owned` objects
 /// changes, and runs `workers` workers calling `sync` once the caches are filled.
 pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
@@ -220,8 +219,7 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     owned: Api<O>,
     owned_to_service: M,
     sync: S,
-    pods: Store<Pod>,
-    mut pod_events: Subscription<Pod>,
+    pod_informer: SharedInformer<Pod>,
     shutdown: CancellationToken,
 ) where
     O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -233,6 +231,10 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     info!("controller starting");
     let queue: Arc<WorkQueue<ServiceKey>> = WorkQueue::new(shutdown.clone());
     let (services, mut service_writer) = reflector::store::<Service>();
+    let pods = pod_informer.store();
+    // Subscribing here rather than at spawn loses nothing: a new subscriber first sees the
+    // whole cache as added.
+    let mut pod_events = pod_informer.subscribe();
     let mut tasks = JoinSet::new();
 
     let (q, reader) = (queue.clone(), services.clone());

@@ -101,8 +101,7 @@ pub fn spawn_endpointslice_controller(
             let config = config.clone();
             async move { sync_slices(&client, &config, &key, &caches).await }
         },
-        pods.store(),
-        pods.subscribe(),
+        pods.clone(),
         shutdown,
     );
     tokio::spawn(run.instrument(info_span!("endpointslice_controller")))
