@@ -210,9 +210,10 @@ fn services_for(
         .collect()
 }
 
-/// Runs a service-keyed controller: caches services (pods come from the shared informer), queues a service whenever it,
-/// one of the pods it selects (before or after the change) or one of its `owned` objects
-/// changes, and runs `workers` workers calling `sync` once the caches are filled.
+/// Runs a service-keyed controller: caches services (pods come from the shared informer),
+/// queues a service whenever it, one of the pods it selects (before or after the change) or one
+/// of its `owned` objects changes, and runs `workers` workers calling `sync` once the caches
+/// are filled.
 pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     client: Client,
     workers: usize,
