@@ -235,7 +235,7 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     let pods = pod_informer.store();
     // Subscribing here rather than at spawn loses nothing: a new subscriber first sees the
     // whole cache as added.
-    let mut pod_events = pod_informer.subscribe();
+    let pod_events = pod_informer.subscribe();
     let mut tasks = JoinSet::new();
 
     let (q, reader) = (queue.clone(), services.clone());
@@ -256,24 +256,17 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
         },
     ));
 
-    let (q, svc_reader, stop) = (queue.clone(), services.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        loop {
-            let change = tokio::select! {
-                c = pod_events.recv() => c,
-                _ = stop.cancelled() => return,
-            };
-            let (before, after) = match change {
-                Some(ObjectChange::Added(new)) => (None, Some(new)),
-                Some(ObjectChange::Updated { old, new }) => (Some(old), Some(new)),
-                Some(ObjectChange::Deleted(old)) => (Some(old), None),
-                None => return,
-            };
-            for key in services_for(&svc_reader, before.as_deref(), after.as_deref()) {
-                q.add(key);
-            }
+    let (q, svc_reader) = (queue.clone(), services.clone());
+    tasks.spawn(pod_events.for_each(shutdown.clone(), move |change| {
+        let (before, after) = match change {
+            ObjectChange::Added(new) => (None, Some(new)),
+            ObjectChange::Updated { old, new } => (Some(old), Some(new)),
+            ObjectChange::Deleted(old) => (Some(old), None),
+        };
+        for key in services_for(&svc_reader, before.as_deref(), after.as_deref()) {
+            q.add(key);
         }
-    });
+    }));
 
     let q = queue.clone();
     let owned_events = watcher(owned, watcher::Config::default()).default_backoff();

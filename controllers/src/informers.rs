@@ -213,6 +213,24 @@ impl<K: Resource + 'static> Subscription<K> {
         self.rx.recv().await
     }
 
+    /// Calls `handle` for every change until `shutdown` or the informer stops.
+    pub async fn for_each(
+        mut self,
+        shutdown: CancellationToken,
+        mut handle: impl FnMut(ObjectChange<K>),
+    ) {
+        loop {
+            let change = tokio::select! {
+                c = self.recv() => c,
+                _ = shutdown.cancelled() => return,
+            };
+            match change {
+                Some(change) => handle(change),
+                None => return,
+            }
+        }
+    }
+
     /// The changes as a stream.
     pub fn into_stream(self) -> impl Stream<Item = ObjectChange<K>> + Send + 'static
     where

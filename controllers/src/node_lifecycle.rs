@@ -299,55 +299,38 @@ async fn run(
     let Informed {
         pods,
         nodes,
-        mut pod_events,
-        mut node_events,
+        pod_events,
+        node_events,
     } = informed;
     let (leases, mut lease_writer) = reflector::store::<Lease>();
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
 
-    let (w, stop) = (wake.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        loop {
-            let change = tokio::select! {
-                c = node_events.recv() => c,
-                _ = stop.cancelled() => return,
-            };
-            // A pass costs every pod and node, so a heartbeat alone does not start one: the
-            // deadlines of the last pass (or the monitor period) bring the next one.
-            let changed = match change {
-                Some(ObjectChange::Updated { old, new }) => health_changed(&old, &new),
-                Some(ObjectChange::Added(_) | ObjectChange::Deleted(_)) => true,
-                None => return,
-            };
-            if changed {
-                w.notify_one();
-            }
+    let w = wake.clone();
+    tasks.spawn(node_events.for_each(shutdown.clone(), move |change| {
+        // A pass costs every pod and node, so a heartbeat alone does not start one: the
+        // deadlines of the last pass (or the monitor period) bring the next one.
+        let changed = match change {
+            ObjectChange::Updated { old, new } => health_changed(&old, &new),
+            ObjectChange::Added(_) | ObjectChange::Deleted(_) => true,
+        };
+        if changed {
+            w.notify_one();
         }
-    });
+    }));
     let lease_api = Api::<Lease>::namespaced(client.clone(), &config.lease_namespace);
     let lease_events = watcher(lease_api, watcher::Config::default()).default_backoff();
     tasks.spawn(for_each_event(lease_events, shutdown.clone(), move |e| {
         lease_writer.apply_watcher_event(&e)
     }));
-    let (w, node_reader, stop) = (wake.clone(), nodes.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        loop {
-            let change = tokio::select! {
-                c = pod_events.recv() => c,
-                _ = stop.cancelled() => return,
-            };
-            match change {
-                Some(ObjectChange::Added(pod) | ObjectChange::Updated { new: pod, .. }) => {
-                    if needs_attention(&node_reader, &pod) {
-                        w.notify_one();
-                    }
-                }
-                Some(ObjectChange::Deleted(_)) => {}
-                None => return,
-            }
+    let (w, node_reader) = (wake.clone(), nodes.clone());
+    tasks.spawn(pod_events.for_each(shutdown.clone(), move |change| {
+        if let ObjectChange::Added(pod) | ObjectChange::Updated { new: pod, .. } = change
+            && needs_attention(&node_reader, &pod)
+        {
+            w.notify_one();
         }
-    });
+    }));
 
     let controller = NodeLifecycle {
         client,
