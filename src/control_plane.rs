@@ -2,8 +2,8 @@
 //! while this process holds the leader lease (upstream's `--leader-elect`).
 
 use kybernetes_controllers::{
-    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, LoadBalancerConfig,
-    NamespaceConfig, NodeLifecycleConfig, PersistentVolumeConfig,
+    EndpointSliceConfig, EndpointsConfig, GarbageCollectorConfig, InformerFactory,
+    LoadBalancerConfig, NamespaceConfig, NodeLifecycleConfig, PersistentVolumeConfig,
 };
 use kybernetes_core::Clock;
 use kybernetes_sched::{Profile, SchedulerConfig, SchedulerLoop};
@@ -53,24 +53,28 @@ pub(crate) fn start_components(
     let c = || client.clone();
     let k = || clock.clone();
     let t = || shutdown.child_token();
-    vec![
+    // One watch and one cache of pods and of nodes for every controller (upstream's
+    // SharedInformerFactory); the scheduler keeps its own, as kube-scheduler does.
+    let informers = InformerFactory::new(client.clone(), shutdown.child_token());
+    let i = &informers;
+    let mut tasks = vec![
         SchedulerLoop::spawn_profiles(c(), profiles.to_vec(), sched_config, t()),
-        kybernetes_controllers::spawn_replicaset(c(), k(), t()),
-        kybernetes_controllers::spawn_replicationcontroller(c(), k(), t()),
-        kybernetes_controllers::spawn_deployment(c(), k(), t()),
-        kybernetes_controllers::spawn_job(c(), k(), t()),
+        kybernetes_controllers::spawn_replicaset(c(), k(), i, t()),
+        kybernetes_controllers::spawn_replicationcontroller(c(), k(), i, t()),
+        kybernetes_controllers::spawn_deployment(c(), k(), i, t()),
+        kybernetes_controllers::spawn_job(c(), k(), i, t()),
         kybernetes_controllers::spawn_ttl_after_finished(c(), k(), t()),
         kybernetes_controllers::spawn_cronjob(c(), k(), t()),
-        kybernetes_controllers::spawn_daemonset(c(), k(), t()),
-        kybernetes_controllers::spawn_statefulset(c(), k(), t()),
-        kybernetes_controllers::spawn_disruption(c(), k(), t()),
+        kybernetes_controllers::spawn_daemonset(c(), k(), i, t()),
+        kybernetes_controllers::spawn_statefulset(c(), k(), i, t()),
+        kybernetes_controllers::spawn_disruption(c(), k(), i, t()),
         kybernetes_controllers::spawn_persistent_volume(
             c(),
             k(),
             config.persistent_volume.clone(),
             t(),
         ),
-        kybernetes_controllers::spawn_volume_protection(c(), t()),
+        kybernetes_controllers::spawn_volume_protection(c(), i, t()),
         kybernetes_controllers::spawn_horizontal_pod_autoscaler(c(), k(), t()),
         kybernetes_controllers::spawn_garbage_collector(
             c(),
@@ -78,17 +82,25 @@ pub(crate) fn start_components(
             config.garbage_collector.clone(),
             t(),
         ),
-        kybernetes_controllers::spawn_endpoints_controller(c(), k(), config.endpoints.clone(), t()),
+        kybernetes_controllers::spawn_endpoints_controller(
+            c(),
+            k(),
+            config.endpoints.clone(),
+            i,
+            t(),
+        ),
         kybernetes_controllers::spawn_endpointslice_controller(
             c(),
             k(),
             config.endpoint_slices.clone(),
+            i,
             t(),
         ),
         kybernetes_controllers::spawn_node_lifecycle_controller(
             c(),
             k(),
             config.node_lifecycle.clone(),
+            i,
             t(),
         ),
         kybernetes_controllers::spawn_namespace_controller(c(), k(), config.namespace.clone(), t()),
@@ -99,7 +111,9 @@ pub(crate) fn start_components(
             config.load_balancer.clone(),
             t(),
         ),
-    ]
+    ];
+    tasks.extend(informers.take_tasks());
+    tasks
 }
 
 /// Runs the control plane: at once, or under leader election.

@@ -27,6 +27,7 @@ mod dns;
 mod dry_run;
 mod durable;
 mod exec;
+mod informers;
 mod ingress;
 mod kubectl_create;
 mod kubectl_streams;

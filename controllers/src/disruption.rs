@@ -24,7 +24,8 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = kybernetes_controllers::spawn_disruption(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = kybernetes_controllers::spawn_disruption(client, kybernetes_core::Clock::new(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -41,7 +42,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -52,10 +53,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::api_values::{from_time, label_selector, scaled_int_or_percent, to_time};
 use crate::controller_ref::controller_of;
-use crate::mutation_cache::ObservedRevision;
+use crate::informers::{InformerFactory, Subscription};
 use crate::pod_state::is_pod_ready;
 use crate::reconcile::{ErrorBackoff, is_not_found};
-use crate::replicaset::{MAX_BACKOFF, strip_pod};
+use crate::replicaset::MAX_BACKOFF;
 
 /// How long a pod the eviction subresource recorded in `disruptedPods` may take to be deleted
 /// before the budget counts it again (upstream's `DeletionTimeout`).
@@ -107,24 +108,26 @@ struct Context {
 pub fn spawn_disruption(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("disruption_controller")))
+    let pods = informers.pods();
+    let run = run(client, clock, pods.store(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("disruption_controller")))
 }
 
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: Store<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
     );
     let budgets = controller.store();
-    let (pods, writer) = reflector::store();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        strip_pod,
-        writer,
-        ObservedRevision::default(),
-    );
     let ctx = Arc::new(Context {
         events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
@@ -133,7 +136,9 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         backoff: ErrorBackoff::new(MAX_BACKOFF),
     });
     let controller = controller
-        .watches_stream(pod_events, move |pod| budgets_for_pod(&budgets, &pod))
+        .watches_shared_stream(pod_events.into_trigger_stream(), move |pod| {
+            budgets_for_pod(&budgets, &pod)
+        })
         .run(reconcile, error_policy, ctx);
     crate::reconcile::run_until_shutdown(
         controller,

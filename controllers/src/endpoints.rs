@@ -19,7 +19,8 @@
 //! # async fn run(client: kube::Client) {
 //! use kybernetes_controllers::endpoints::{EndpointsConfig, spawn_endpoints_controller};
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = spawn_endpoints_controller(client, kybernetes_core::Clock::new(), EndpointsConfig::default(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = spawn_endpoints_controller(client, kybernetes_core::Clock::new(), EndpointsConfig::default(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::garbage_collector::queue::WorkQueue;
+use crate::informers::{InformerFactory, ObjectChange, SharedInformer};
 
 /// Label that marks the Endpoints or EndpointSlices of a headless service.
 pub const HEADLESS_SERVICE_LABEL: &str = "service.kubernetes.io/headless";
@@ -88,9 +90,11 @@ pub fn spawn_endpoints_controller(
     client: Client,
     clock: Clock,
     config: EndpointsConfig,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let _ = clock;
+    let pods = informers.pods();
     let workers = config.workers;
     let sync_client = client.clone();
     let run = run_service_controller(
@@ -105,6 +109,7 @@ pub fn spawn_endpoints_controller(
             let config = config.clone();
             async move { sync_endpoints(&client, &config, &key, &caches).await }
         },
+        pods.clone(),
         shutdown,
     );
     tokio::spawn(run.instrument(info_span!("endpoints_controller")))
@@ -205,15 +210,17 @@ fn services_for(
         .collect()
 }
 
-/// Runs a service-keyed controller: caches services and pods, queues a service whenever it,
-/// one of the pods it selects (before or after the change) or one of its `owned` objects
-/// changes, and runs `workers` workers calling `sync` once the caches are filled.
+/// Runs a service-keyed controller: caches services (pods come from the shared informer),
+/// queues a service whenever it, one of the pods it selects (before or after the change) or one
+/// of its `owned` objects changes, and runs `workers` workers calling `sync` once the caches
+/// are filled.
 pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     client: Client,
     workers: usize,
     owned: Api<O>,
     owned_to_service: M,
     sync: S,
+    pod_informer: SharedInformer<Pod>,
     shutdown: CancellationToken,
 ) where
     O: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -225,7 +232,10 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
     info!("controller starting");
     let queue: Arc<WorkQueue<ServiceKey>> = WorkQueue::new(shutdown.clone());
     let (services, mut service_writer) = reflector::store::<Service>();
-    let (pods, mut pod_writer) = reflector::store::<Pod>();
+    let pods = pod_informer.store();
+    // Subscribing here rather than at spawn loses nothing: a new subscriber first sees the
+    // whole cache as added.
+    let pod_events = pod_informer.subscribe();
     let mut tasks = JoinSet::new();
 
     let (q, reader) = (queue.clone(), services.clone());
@@ -246,14 +256,15 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
         },
     ));
 
-    let (q, reader, svc_reader) = (queue.clone(), pods.clone(), services.clone());
-    let pod_events =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(pod_events, shutdown.clone(), move |event| {
-        for (before, after) in apply_event(&mut pod_writer, &reader, &event) {
-            for key in services_for(&svc_reader, before.as_deref(), after.as_deref()) {
-                q.add(key);
-            }
+    let (q, svc_reader) = (queue.clone(), services.clone());
+    tasks.spawn(pod_events.for_each(shutdown.clone(), move |change| {
+        let (before, after) = match change {
+            ObjectChange::Added(new) => (None, Some(new)),
+            ObjectChange::Updated { old, new } => (Some(old), Some(new)),
+            ObjectChange::Deleted(old) => (Some(old), None),
+        };
+        for key in services_for(&svc_reader, before.as_deref(), after.as_deref()) {
+            q.add(key);
         }
     }));
 

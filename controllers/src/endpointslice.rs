@@ -19,7 +19,8 @@
 //! # async fn run(client: kube::Client) {
 //! use kybernetes_controllers::endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = spawn_endpointslice_controller(client, kybernetes_core::Clock::new(), EndpointSliceConfig::default(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = spawn_endpointslice_controller(client, kybernetes_core::Clock::new(), EndpointSliceConfig::default(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -44,6 +45,7 @@ use crate::endpoints::{
     has_cluster_ip, is_pod_ready, pod_ip, pod_reference, run_service_controller, selected_pods,
     service_selector, should_pod_be_in_endpoints,
 };
+use crate::informers::InformerFactory;
 
 /// Label naming the service a slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -76,9 +78,11 @@ pub fn spawn_endpointslice_controller(
     client: Client,
     clock: Clock,
     config: EndpointSliceConfig,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let _ = clock;
+    let pods = informers.pods();
     let sync_client = client.clone();
     let run = run_service_controller(
         client.clone(),
@@ -97,6 +101,7 @@ pub fn spawn_endpointslice_controller(
             let config = config.clone();
             async move { sync_slices(&client, &config, &key, &caches).await }
         },
+        pods.clone(),
         shutdown,
     );
     tokio::spawn(run.instrument(info_span!("endpointslice_controller")))

@@ -24,6 +24,8 @@ pub mod deployment;
 pub mod disruption;
 /// Events about managed objects, stamped from the cluster clock.
 pub mod event_recorder;
+/// Shared informers: one watch and one cache per resource for all controllers.
+pub mod informers;
 pub mod job;
 pub mod load_balancer;
 /// A controller's own writes layered over its informer cache.
@@ -40,6 +42,7 @@ pub use cronjob::spawn_cronjob;
 pub use daemonset::spawn_daemonset;
 pub use deployment::spawn_deployment;
 pub use disruption::spawn_disruption;
+pub use informers::InformerFactory;
 pub use job::{spawn_job, spawn_ttl_after_finished};
 pub use load_balancer::{LoadBalancerConfig, spawn_load_balancer_controller};
 pub use persistent_volume::{

@@ -27,7 +27,8 @@
 //! # async fn run(client: kube::Client) {
 //! use kybernetes_controllers::node_lifecycle::{NodeLifecycleConfig, spawn_node_lifecycle_controller};
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = spawn_node_lifecycle_controller(client, kybernetes_core::Clock::new(), NodeLifecycleConfig::default(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = spawn_node_lifecycle_controller(client, kybernetes_core::Clock::new(), NodeLifecycleConfig::default(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -53,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::endpoints::for_each_event;
+use crate::informers::{InformerFactory, ObjectChange, Subscription};
 
 /// Taint of a node whose Ready condition is False.
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
@@ -115,11 +117,26 @@ pub fn spawn_node_lifecycle_controller(
     client: Client,
     clock: Clock,
     config: NodeLifecycleConfig,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(
-        run(client, clock, config, shutdown).instrument(info_span!("node_lifecycle_controller")),
-    )
+    let (pods, nodes) = (informers.pods(), informers.nodes());
+    let informed = Informed {
+        pods: pods.store(),
+        nodes: nodes.store(),
+        pod_events: pods.subscribe(),
+        node_events: nodes.subscribe(),
+    };
+    let run = run(client, clock, config, informed, shutdown);
+    tokio::spawn(run.instrument(info_span!("node_lifecycle_controller")))
+}
+
+/// The shared caches and subscriptions the controller reads.
+struct Informed {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    pod_events: Subscription<Pod>,
+    node_events: Subscription<Node>,
 }
 
 fn to_chrono(t: &k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
@@ -275,28 +292,28 @@ async fn run(
     client: Client,
     clock: Clock,
     config: NodeLifecycleConfig,
+    informed: Informed,
     shutdown: CancellationToken,
 ) {
     info!("node lifecycle controller starting");
-    let (nodes, mut node_writer) = reflector::store::<Node>();
+    let Informed {
+        pods,
+        nodes,
+        pod_events,
+        node_events,
+    } = informed;
     let (leases, mut lease_writer) = reflector::store::<Lease>();
-    let (pods, mut pod_writer) = reflector::store::<Pod>();
     let wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
 
-    let (w, seen_nodes) = (wake.clone(), nodes.clone());
-    let node_events =
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(node_events, shutdown.clone(), move |e| {
+    let w = wake.clone();
+    tasks.spawn(node_events.for_each(shutdown.clone(), move |change| {
         // A pass costs every pod and node, so a heartbeat alone does not start one: the
         // deadlines of the last pass (or the monitor period) bring the next one.
-        let changed = match &e {
-            watcher::Event::Apply(node) => seen_nodes
-                .get(&ObjectRef::from_obj(node))
-                .is_none_or(|before| health_changed(&before, node)),
-            _ => true,
+        let changed = match change {
+            ObjectChange::Updated { old, new } => health_changed(&old, &new),
+            ObjectChange::Added(_) | ObjectChange::Deleted(_) => true,
         };
-        node_writer.apply_watcher_event(&e);
         if changed {
             w.notify_one();
         }
@@ -307,12 +324,9 @@ async fn run(
         lease_writer.apply_watcher_event(&e)
     }));
     let (w, node_reader) = (wake.clone(), nodes.clone());
-    let pod_events =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tasks.spawn(for_each_event(pod_events, shutdown.clone(), move |e| {
-        pod_writer.apply_watcher_event(&e);
-        if let watcher::Event::Apply(pod) = &e
-            && needs_attention(&node_reader, pod)
+    tasks.spawn(pod_events.for_each(shutdown.clone(), move |change| {
+        if let ObjectChange::Added(pod) | ObjectChange::Updated { new: pod, .. } = change
+            && needs_attention(&node_reader, &pod)
         {
             w.notify_one();
         }

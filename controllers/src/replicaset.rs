@@ -17,7 +17,8 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = kybernetes_controllers::spawn_replicaset(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = kybernetes_controllers::spawn_replicaset(client, kybernetes_core::Clock::new(), &informers, shutdown.clone());
 //! // ...
 //! shutdown.cancel();
 //! handle.await.ok();
@@ -29,11 +30,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, ReplicationController};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -44,6 +45,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::api_values::label_selector;
 use crate::controller_ref::{controller_of, controller_ref, is_controlled_by};
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::pod_state::{is_pod_active, is_pod_available, is_pod_ready};
 use crate::reconcile::{ErrorBackoff, is_not_found};
@@ -114,44 +116,28 @@ pub(crate) struct Context {
 pub fn spawn_replicaset(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("replicaset_controller")))
+    let pods = informers.pods();
+    let run = run(client, clock, pods.clone(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("replicaset_controller")))
 }
 
-/// Keeps in the informer cache only what the controller reads: metadata, `spec.nodeName`, and
-/// the phase, conditions and container statuses.
-pub(crate) fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
-    pod.spec = Some(PodSpec {
-        node_name,
-        ..Default::default()
-    });
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions,
-            container_statuses: status.container_statuses,
-            ..Default::default()
-        });
-    }
-}
-
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: SharedInformer<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     );
     let replica_sets = controller.store();
-    let (pods, writer) = reflector::store();
-    let observed = ObservedRevision::default();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        strip_pod,
-        writer,
-        observed.clone(),
-    );
+    let observed = pods.observed();
+    let pods = pods.store();
     let events = crate::event_recorder::EventRecorder::new(client.clone(), clock.clone());
     let ctx = Arc::new(Context {
         client,
@@ -165,7 +151,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         events,
     });
     let controller = controller
-        .watches_stream(pod_events, move |pod| {
+        .watches_shared_stream(pod_events.into_trigger_stream(), move |pod| {
             replica_sets_for_pod(&replica_sets, &pod)
         })
         .run(reconcile, error_policy, ctx);

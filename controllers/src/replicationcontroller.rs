@@ -7,7 +7,8 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = kybernetes_controllers::spawn_replicationcontroller(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = kybernetes_controllers::spawn_replicationcontroller(client, kybernetes_core::Clock::new(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::ErrorBackoff;
 use crate::replicaset::{self, Context, MAX_BACKOFF, MUTATION_TTL, OwnerKind};
@@ -39,11 +41,12 @@ use crate::replicaset::{self, Context, MAX_BACKOFF, MUTATION_TTL, OwnerKind};
 pub fn spawn_replicationcontroller(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(
-        run(client, clock, shutdown).instrument(info_span!("replicationcontroller_controller")),
-    )
+    let pods = informers.pods();
+    let run = run(client, clock, pods.clone(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("replicationcontroller_controller")))
 }
 
 /// The ReplicaSet a ReplicationController behaves as.
@@ -89,21 +92,21 @@ pub(crate) fn as_replica_set(rc: ReplicationController) -> ReplicaSet {
     }
 }
 
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: SharedInformer<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(
         Api::<ReplicationController>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (pods, writer) = reflector::store();
+    let observed = pods.observed();
+    let pods = pods.store();
     // ReplicationControllers have no owning controller whose siblings would rank pods.
     let (replica_sets, _unused_writer) = reflector::store::<ReplicaSet>();
-    let observed = ObservedRevision::default();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        replicaset::strip_pod,
-        writer,
-        observed.clone(),
-    );
     let events = crate::event_recorder::EventRecorder::new(client.clone(), clock.clone());
     let ctx = Arc::new(Context {
         client,
@@ -118,7 +121,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     });
     let rcs = controller.store();
     let controller = controller
-        .watches_stream(pod_events, move |pod| {
+        .watches_shared_stream(pod_events.into_trigger_stream(), move |pod| {
             let ns = pod.namespace().unwrap_or_default();
             match controller_of(&pod.metadata) {
                 Some(r) if r.kind == "ReplicationController" && r.api_version == "v1" => {

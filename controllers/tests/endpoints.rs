@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kybernetes_controllers::InformerFactory;
 use kybernetes_controllers::endpoints::{EndpointsConfig, spawn_endpoints_controller};
 use kybernetes_controllers::endpointslice::{EndpointSliceConfig, spawn_endpointslice_controller};
 use kybernetes_controllers::garbage_collector::{GarbageCollectorConfig, spawn_garbage_collector};
@@ -24,17 +25,20 @@ use serde_json::json;
 /// An API server with the Endpoints and EndpointSlice controllers and the garbage collector.
 async fn start() -> Result<Cluster> {
     Cluster::start(|client, clock, shutdown| {
-        vec![
+        let informers = InformerFactory::new(client.clone(), shutdown.clone());
+        let mut tasks = vec![
             spawn_endpoints_controller(
                 client.clone(),
                 clock.clone(),
                 EndpointsConfig::default(),
+                &informers,
                 shutdown.clone(),
             ),
             spawn_endpointslice_controller(
                 client.clone(),
                 clock.clone(),
                 EndpointSliceConfig::default(),
+                &informers,
                 shutdown.clone(),
             ),
             spawn_garbage_collector(
@@ -43,7 +47,9 @@ async fn start() -> Result<Cluster> {
                 GarbageCollectorConfig::default(),
                 shutdown.clone(),
             ),
-        ]
+        ];
+        tasks.extend(informers.take_tasks());
+        tasks
     })
     .await
 }

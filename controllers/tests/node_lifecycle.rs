@@ -23,12 +23,17 @@ use tokio_util::sync::CancellationToken;
 /// An API server with the node lifecycle controller.
 async fn start() -> Result<Cluster> {
     Cluster::start(|client, clock, shutdown| {
-        vec![spawn_node_lifecycle_controller(
+        let informers =
+            kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+        let mut tasks = vec![spawn_node_lifecycle_controller(
             client.clone(),
             clock.clone(),
             NodeLifecycleConfig::default(),
+            &informers,
             shutdown.clone(),
-        )]
+        )];
+        tasks.extend(informers.take_tasks());
+        tasks
     })
     .await
 }

@@ -12,7 +12,8 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = kybernetes_controllers::spawn_daemonset(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = kybernetes_controllers::spawn_daemonset(client, kybernetes_core::Clock::new(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -28,10 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::ErrorBackoff;
 
@@ -92,62 +94,37 @@ pub(crate) struct Context {
 pub fn spawn_daemonset(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("daemonset_controller")))
+    let (pods, nodes) = (informers.pods(), informers.nodes());
+    let informed = Informed {
+        pod_events: pods.subscribe(),
+        node_events: nodes.subscribe(),
+        pods: pods.clone(),
+        nodes: nodes.store(),
+    };
+    let run = run(client, clock, informed, shutdown);
+    tokio::spawn(run.instrument(info_span!("daemonset_controller")))
 }
 
-/// Keeps what the controller reads of a pod: metadata, node name and node affinity (the node a
-/// pending daemon pod is pinned to), phase, conditions.
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    let spec = pod.spec.take().unwrap_or_default();
-    pod.spec = Some(PodSpec {
-        node_name: spec.node_name,
-        affinity: spec.affinity,
-        ..Default::default()
-    });
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions,
-            ..Default::default()
-        });
-    }
+/// The shared caches and subscriptions the controller reads.
+struct Informed {
+    pods: SharedInformer<Pod>,
+    nodes: Store<Node>,
+    pod_events: Subscription<Pod>,
+    node_events: Subscription<Node>,
 }
 
-/// Keeps what placement reads of a node: metadata (labels) and taints.
-fn strip_node(node: &mut Node) {
-    node.metadata.managed_fields = None;
-    let taints = node.spec.take().and_then(|s| s.taints);
-    node.spec = Some(NodeSpec {
-        taints,
-        ..Default::default()
-    });
-    node.status = None;
-}
-
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(client: Client, clock: Clock, informed: Informed, shutdown: CancellationToken) {
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
     );
     let daemon_sets = controller.store();
-    let (pods, pod_writer) = reflector::store();
-    let (nodes, node_writer) = reflector::store();
-    let observed = ObservedRevision::default();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        strip_pod,
-        pod_writer,
-        observed.clone(),
-    );
-    let node_events = crate::mutation_cache::observed_watch(
-        Api::<Node>::all(client.clone()),
-        strip_node,
-        node_writer,
-        ObservedRevision::default(),
-    );
+    let observed = informed.pods.observed();
+    let pods = informed.pods.store();
+    let nodes = informed.nodes;
     let ctx = Arc::new(Context {
         events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
@@ -161,7 +138,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     let all = daemon_sets.clone();
     let placements: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
     let controller = controller
-        .watches_stream(pod_events, |pod| {
+        .watches_shared_stream(informed.pod_events.into_trigger_stream(), |pod| {
             let ns = pod.namespace().unwrap_or_default();
             controller_of(&pod.metadata)
                 .filter(|r| r.kind == "DaemonSet" && r.api_version.starts_with("apps/"))
@@ -169,7 +146,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         })
         // A new node, or a change of its labels or taints, may concern every DaemonSet; its
         // heartbeats do not.
-        .watches_stream(node_events, move |node| {
+        .watches_shared_stream(informed.node_events.into_trigger_stream(), move |node| {
             let key = placement_key(&node);
             let mut seen = placements.lock().unwrap_or_else(|e| e.into_inner());
             if seen.insert(node.name_any(), key) == Some(key) {

@@ -20,8 +20,9 @@
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let clock = kybernetes_core::Clock::new();
-//! let rs = kybernetes_controllers::spawn_replicaset(client.clone(), clock.clone(), shutdown.clone());
-//! let deploy = kybernetes_controllers::spawn_deployment(client, clock, shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let rs = kybernetes_controllers::spawn_replicaset(client.clone(), clock.clone(), &informers, shutdown.clone());
+//! let deploy = kybernetes_controllers::spawn_deployment(client, clock, &informers, shutdown.clone());
 //! // ...
 //! shutdown.cancel();
 //! let _ = tokio::join!(rs, deploy);
@@ -41,11 +42,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
 use kybernetes_core::selector::{LabelSelector, SelectorError};
@@ -56,6 +57,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::api_values::label_selector;
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::{ErrorBackoff, is_not_found};
 use replicas::Fenceposts;
@@ -121,24 +123,21 @@ pub(crate) struct Context {
 pub fn spawn_deployment(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("deployment_controller")))
+    let pods = informers.pods();
+    let run = run(client, clock, pods.store(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("deployment_controller")))
 }
 
-/// The deployment controller only reads a pod's metadata and phase (to see old pods still
-/// running during a Recreate rollout).
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.spec = None;
-    let phase = pod.status.take().and_then(|s| s.phase);
-    pod.status = Some(PodStatus {
-        phase,
-        ..Default::default()
-    });
-}
-
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: Store<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
@@ -152,12 +151,6 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         rs_writer,
         rs_observed.clone(),
     );
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(strip_pod)
-        .reflect(pod_writer)
-        .touched_objects();
     let ctx = Arc::new(Context {
         events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
@@ -173,7 +166,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         .watches_stream(rs_events, move |rs| {
             deployments_for_replica_set(&for_rs, &rs)
         })
-        .watches_stream(pod_events, move |pod| {
+        .watches_shared_stream(pod_events.into_trigger_stream(), move |pod| {
             recreate_deployment_for_pod(&replica_sets, &deployments, &pod)
         })
         .run(reconcile, error_policy, ctx);

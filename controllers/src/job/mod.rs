@@ -17,7 +17,8 @@
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! let clock = kybernetes_core::Clock::new();
-//! let job = kybernetes_controllers::spawn_job(client.clone(), clock.clone(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let job = kybernetes_controllers::spawn_job(client.clone(), clock.clone(), &informers, shutdown.clone());
 //! let ttl = kybernetes_controllers::spawn_ttl_after_finished(client, clock, shutdown.clone());
 //! shutdown.cancel();
 //! let _ = (job.await, ttl.await);
@@ -36,10 +37,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -51,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::{ErrorBackoff, is_not_found};
 pub use ttl::spawn_ttl_after_finished;
@@ -101,51 +103,42 @@ pub(crate) struct Context {
 }
 
 /// Starts the Job controller; it stops when `shutdown` is cancelled.
-pub fn spawn_job(client: Client, clock: Clock, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("job_controller")))
+pub fn spawn_job(
+    client: Client,
+    clock: Clock,
+    informers: &InformerFactory,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let pods = informers.pods();
+    let run = run(client, clock, pods.clone(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("job_controller")))
 }
 
-/// Keeps in the informer cache what the controller reads: metadata, `spec.nodeName`, and the
-/// phase, conditions and container statuses (exit codes for the pod failure policy).
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
-    pod.spec = Some(PodSpec {
-        node_name,
-        ..Default::default()
-    });
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions,
-            container_statuses: status.container_statuses,
-            init_container_statuses: status.init_container_statuses,
-            ..Default::default()
-        });
-    }
-}
-
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: SharedInformer<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
     let jobs = controller.store();
-    let (pods, writer) = reflector::store();
-    let observed = ObservedRevision::default();
+    let observed = pods.observed();
+    let pods = pods.store();
     let (orphans_tx, orphans_rx) = mpsc::unbounded_channel();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        strip_pod,
-        writer,
-        observed.clone(),
-    )
-    .inspect(move |ev| {
-        // A finished pod whose Job is gone keeps its finalizer until someone removes it.
-        if let Ok(pod) = ev
-            && pods::has_tracking_finalizer(pod)
-            && (pods::is_terminal(pod) || pod.metadata.deletion_timestamp.is_some())
-        {
-            let _ = orphans_tx.send(pod.clone());
-        }
-    });
+    let pod_events = pod_events
+        .into_stream()
+        .inspect(move |change| {
+            // A finished pod whose Job is gone keeps its finalizer until someone removes it.
+            let pod = change.object();
+            if pods::has_tracking_finalizer(pod)
+                && (pods::is_terminal(pod) || pod.metadata.deletion_timestamp.is_some())
+            {
+                // The receiver lives as long as this controller; a failed send means shutdown.
+                let _ = orphans_tx.send((**pod).clone());
+            }
+        })
+        .flat_map(|change| futures::stream::iter(change.into_triggers()));
     let ctx = Arc::new(Context {
         events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client: client.clone(),
@@ -161,7 +154,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
     );
     let jobs_for_pods = jobs.clone();
     let controller = controller
-        .watches_stream(pod_events, move |pod| jobs_for_pod(&jobs_for_pods, &pod))
+        .watches_shared_stream(pod_events, move |pod| jobs_for_pod(&jobs_for_pods, &pod))
         .run(sync::reconcile, error_policy, ctx);
     crate::reconcile::run_until_shutdown(
         controller,

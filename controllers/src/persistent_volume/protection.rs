@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use kybernetes_core::persistent_volume::{PV_PROTECTION_FINALIZER, PVC_PROTECTION_FINALIZER};
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::{Error, Result, api_err};
-use crate::mutation_cache::{ObservedRevision, observed_watch};
+use crate::informers::{InformerFactory, Subscription};
 use crate::reconcile::{ErrorBackoff, run_until_shutdown};
 
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(60);
@@ -33,18 +33,22 @@ struct Context {
 }
 
 /// Starts the PVC and PV protection controllers; they stop when `shutdown` is cancelled.
-pub fn spawn_volume_protection(client: Client, shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(run(client, shutdown).instrument(info_span!("volume_protection_controller")))
+pub fn spawn_volume_protection(
+    client: Client,
+    informers: &InformerFactory,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let pods = informers.pods();
+    let run = run(client, pods.store(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("volume_protection_controller")))
 }
 
-async fn run(client: Client, shutdown: CancellationToken) {
-    let (pods, writer) = reflector::store();
-    let pod_events = observed_watch(
-        Api::<Pod>::all(client.clone()),
-        |p: &mut Pod| p.metadata.managed_fields = None,
-        writer,
-        ObservedRevision::default(),
-    );
+async fn run(
+    client: Client,
+    pods: Store<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let ctx = Arc::new(Context {
         client: client.clone(),
         pods,
@@ -55,7 +59,7 @@ async fn run(client: Client, shutdown: CancellationToken) {
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches_stream(pod_events, |pod| {
+    .watches_shared_stream(pod_events.into_trigger_stream(), |pod| {
         let ns = pod.namespace().unwrap_or_default();
         claims_of(&pod)
             .map(|c| ObjectRef::new(c).within(&ns))

@@ -12,7 +12,8 @@
 //! ```no_run
 //! # async fn demo(client: kube::Client) {
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let handle = kybernetes_controllers::spawn_statefulset(client, kybernetes_core::Clock::new(), shutdown.clone());
+//! let informers = kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+//! let handle = kybernetes_controllers::spawn_statefulset(client, kybernetes_core::Clock::new(), &informers, shutdown.clone());
 //! shutdown.cancel();
 //! handle.await.ok();
 //! # }
@@ -27,7 +28,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kybernetes_core::Clock;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::controller_ref::controller_of;
+use crate::informers::{InformerFactory, SharedInformer, Subscription};
 use crate::mutation_cache::{MutationCache, ObservedRevision};
 use crate::reconcile::ErrorBackoff;
 
@@ -83,24 +85,27 @@ pub(crate) struct Context {
 pub fn spawn_statefulset(
     client: Client,
     clock: Clock,
+    informers: &InformerFactory,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(client, clock, shutdown).instrument(info_span!("statefulset_controller")))
+    let pods = informers.pods();
+    let run = run(client, clock, pods.clone(), pods.subscribe(), shutdown);
+    tokio::spawn(run.instrument(info_span!("statefulset_controller")))
 }
 
-async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    clock: Clock,
+    pods: SharedInformer<Pod>,
+    pod_events: Subscription<Pod>,
+    shutdown: CancellationToken,
+) {
     let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     );
-    let (pods, writer) = reflector::store();
-    let observed = ObservedRevision::default();
-    let pod_events = crate::mutation_cache::observed_watch(
-        Api::<Pod>::all(client.clone()),
-        |p: &mut Pod| p.metadata.managed_fields = None,
-        writer,
-        observed.clone(),
-    );
+    let observed = pods.observed();
+    let pods = pods.store();
     let ctx = Arc::new(Context {
         events: crate::event_recorder::EventRecorder::new(client.clone(), clock.clone()),
         client,
@@ -111,7 +116,7 @@ async fn run(client: Client, clock: Clock, shutdown: CancellationToken) {
         backoff: ErrorBackoff::new(MAX_ERROR_BACKOFF),
     });
     let controller = controller
-        .watches_stream(pod_events, |pod| {
+        .watches_shared_stream(pod_events.into_trigger_stream(), |pod| {
             let ns = pod.namespace().unwrap_or_default();
             controller_of(&pod.metadata)
                 .filter(|r| r.kind == "StatefulSet" && r.api_version.starts_with("apps/"))

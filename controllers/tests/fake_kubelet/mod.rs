@@ -45,18 +45,23 @@ impl TestCluster {
             .try_init();
         let (api, client, clock) = crate::common::api_server().await?;
         let shutdown = CancellationToken::new();
-        let handles = vec![
+        let informers =
+            kybernetes_controllers::InformerFactory::new(client.clone(), shutdown.clone());
+        let mut handles = vec![
             kybernetes_controllers::spawn_replicaset(
                 client.clone(),
                 clock.clone(),
+                &informers,
                 shutdown.clone(),
             ),
             kybernetes_controllers::spawn_deployment(
                 client.clone(),
                 clock.clone(),
+                &informers,
                 shutdown.clone(),
             ),
         ];
+        handles.extend(informers.take_tasks());
         let kubelet = FakeKubelet::start(
             client.clone(),
             clock.clone(),
