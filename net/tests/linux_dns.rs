@@ -8,16 +8,15 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
-use kybernetes_core::ClusterConfig;
 use kybernetes_net::{LinuxNetwork, Network, ServiceEntry, ServicePort};
 
 mod support;
-use support::{in_netns, pod};
+use support::{in_netns, netns_of, pod, shut_down, start_network};
 
 fn query(id: u16, name: &str) -> Vec<u8> {
     let mut message = Message::new(id, MessageType::Query, OpCode::Query);
@@ -105,9 +104,7 @@ fn kube_dns(ip: Ipv4Addr) -> ServiceEntry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
     let prefix = format!("kyd{}", std::process::id());
-    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
+    let net = start_network(&prefix).await;
     let dns_ip = net.cluster_dns_ip().expect("a cluster DNS address");
     assert_eq!(dns_ip, Ipv4Addr::new(10, 96, 0, 10));
     let server = SocketAddr::from((dns_ip, 53));
@@ -123,7 +120,7 @@ async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
     let mut pod_netns = Vec::new();
     for (node, uid) in [("node-1", "a1"), ("node-2", "b1")] {
         let p = net.setup_pod(node, &pod(uid)).await.expect("pod network");
-        pod_netns.push(p.netns.expect("a LinuxNetwork pod has a netns"));
+        pod_netns.push(netns_of(&p));
     }
     let started = Instant::now();
     for netns in &pod_netns {
@@ -164,6 +161,5 @@ async fn pods_on_every_node_resolve_services_at_the_cluster_dns_address() {
 
     net.remove_node("node-2").await.expect("remove node-2");
     assert!(net.node_netns("node-2").is_none());
-    net.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    shut_down(net, &prefix).await;
 }

@@ -8,22 +8,15 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kybernetes_core::ClusterConfig;
-use kybernetes_net::{LinuxNetwork, Network, PodNetwork};
+use kybernetes_net::{LinuxNetwork, Network};
 
 mod support;
-use support::{in_netns, pod};
-
-fn netns_of(p: &PodNetwork) -> PathBuf {
-    p.netns.clone().expect("a LinuxNetwork pod has a netns")
-}
+use support::{in_netns, in_netns_async, netns_of, pod, shut_down, start_network};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_on_two_nodes_reach_each_other_with_their_own_addresses_and_teardown_leaves_nothing() {
     let prefix = format!("kybt{}", std::process::id());
-    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
+    let net = start_network(&prefix).await;
     let node1 = net.add_node("node-1").await.expect("node-1");
     let node2 = net.add_node("node-2").await.expect("node-2");
     assert_ne!(node1.pod_cidr, node2.pod_cidr);
@@ -110,16 +103,13 @@ async fn pods_on_two_nodes_reach_each_other_with_their_own_addresses_and_teardow
     net.teardown_pod("node-1", "a1")
         .await
         .expect("teardown twice is fine");
-    net.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    shut_down(net, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_removes_what_a_crashed_run_left_behind() {
     let prefix = format!("kybc{}", std::process::id());
-    let crashed = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
+    let crashed = start_network(&prefix).await;
     crashed.add_node("node-1").await.expect("node");
     crashed.setup_pod("node-1", &pod("x1")).await.expect("pod");
     // A crash: nothing runs the network's teardown.
@@ -138,9 +128,7 @@ const HOLDING: &str = "holding the network";
 #[ignore = "the child process of the_next_start_removes_what_a_killed_process_left_behind"]
 async fn a_network_held_until_killed() {
     let prefix = std::env::var(HOLDER_PREFIX).expect("run by the kill test, which sets the prefix");
-    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
+    let net = start_network(&prefix).await;
     net.add_node("node-1").await.expect("node");
     net.setup_pod("node-1", &pod("k1")).await.expect("pod");
     println!("{HOLDING}");
@@ -185,9 +173,7 @@ async fn the_next_start_removes_what_a_killed_process_left_behind() {
 /// Starts a network with `prefix` over what a dead run left: only the new cluster namespace
 /// is left, the same node can be added again, and shutdown removes everything.
 async fn restart_removes_the_leftovers(prefix: &str) {
-    let restarted = LinuxNetwork::start(ClusterConfig::default(), prefix)
-        .await
-        .expect("restart");
+    let restarted = start_network(prefix).await;
     assert_eq!(
         LinuxNetwork::namespaces(prefix),
         vec![PathBuf::from(format!("/run/netns/{prefix}_cluster"))],
@@ -197,8 +183,7 @@ async fn restart_removes_the_leftovers(prefix: &str) {
         .add_node("node-1")
         .await
         .expect("the same node again");
-    restarted.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(prefix), Vec::<PathBuf>::new());
+    shut_down(restarted, prefix).await;
 }
 
 /// The hardware address of interface `name` in the namespace at `netns`, read over a
@@ -206,13 +191,8 @@ async fn restart_removes_the_leftovers(prefix: &str) {
 fn link_mac(netns: &Path, name: &'static str) -> Vec<u8> {
     use futures::TryStreamExt;
     use rtnetlink::packet_route::link::LinkAttribute;
-    in_netns(netns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime for the netlink socket");
-        rt.block_on(async {
-            let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
+    in_netns_async(netns, move || async move {
+        let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
             tokio::spawn(connection);
             let link = handle
                 .link()
@@ -230,16 +210,13 @@ fn link_mac(netns: &Path, name: &'static str) -> Vec<u8> {
                     _ => None,
                 })
                 .unwrap_or_else(|| panic!("{name} has no hardware address"))
-        })
     })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pod_bridge_has_a_fixed_mac_from_its_gateway_whatever_ports_join_or_leave() {
     let prefix = format!("kybm{}", std::process::id());
-    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
+    let net = start_network(&prefix).await;
     let node = net.add_node("node-1").await.expect("node-1");
     let node_ns = node.netns.clone().expect("a LinuxNetwork node has a netns");
     let cidr: kybernetes_core::ipam::Cidr = node
@@ -264,6 +241,5 @@ async fn the_pod_bridge_has_a_fixed_mac_from_its_gateway_whatever_ports_join_or_
     net.teardown_pod("node-1", "m1").await.expect("teardown m1");
     assert_eq!(link_mac(&node_ns, "cbr0"), expected, "after a pod left");
 
-    net.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    shut_down(net, &prefix).await;
 }

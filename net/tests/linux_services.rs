@@ -11,36 +11,14 @@
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kybernetes_core::ClusterConfig;
-use kybernetes_net::{
-    Endpoint, LinuxNetwork, Network, PodNetwork, PodNetworkRequest, ServiceEntry, ServicePort,
-};
+use kybernetes_net::{Endpoint, LinuxNetwork, Network, ServiceEntry, ServicePort};
 
-/// Runs `work` on a thread inside the network namespace at `netns`.
-fn in_netns<T: Send + 'static>(netns: &Path, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&netns).expect("open netns");
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns (needs root)");
-        work()
-    })
-    .join()
-    .expect("netns thread")
-}
-
-fn pod(uid: &str) -> PodNetworkRequest {
-    PodNetworkRequest {
-        namespace: "default".into(),
-        name: format!("pod-{uid}"),
-        uid: uid.into(),
-        hostname: format!("pod-{uid}"),
-        subdomain: None,
-    }
-}
+mod support;
+use support::{in_netns, netns_of, pod, shut_down, start_network};
 
 /// busybox httpd on :8080 in `netns`, answering `name`.
 fn httpd(netns: &Path, dir: &Path, name: &str) -> Child {
@@ -114,19 +92,17 @@ fn table_chains(netns: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_ip_spreads_over_ready_endpoints_and_follows_readiness() {
     let prefix = format!("kybs{}", std::process::id());
-    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
+    let net = start_network(&prefix).await;
     let node1 = net.add_node("node-1").await.expect("node-1");
     let node2 = net.add_node("node-2").await.expect("node-2");
     let client = net.setup_pod("node-1", &pod("c1")).await.expect("client");
     let b1 = net.setup_pod("node-1", &pod("b1")).await.expect("b1");
     let b2 = net.setup_pod("node-2", &pod("b2")).await.expect("b2");
-    let client_ns: PathBuf = client.netns.clone().expect("netns");
+    let client_ns = netns_of(&client);
     let tmp = std::env::temp_dir().join(&prefix);
     let mut servers = vec![
-        httpd(b1.netns.as_deref().expect("netns"), &tmp.join("b1"), "b1"),
-        httpd(b2.netns.as_deref().expect("netns"), &tmp.join("b2"), "b2"),
+        httpd(&netns_of(&b1), &tmp.join("b1"), "b1"),
+        httpd(&netns_of(&b2), &tmp.join("b2"), "b2"),
     ];
     // Wait for both servers directly, pod to pod.
     for ip in [b1.ip, b2.ip] {
@@ -204,8 +180,7 @@ async fn a_cluster_ip_spreads_over_ready_endpoints_and_follows_readiness() {
         let _ = s.kill();
         let _ = s.wait();
     }
-    net.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(&prefix), Vec::<PathBuf>::new());
+    shut_down(net, &prefix).await;
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -254,17 +229,10 @@ fn answered(netns: &Path, target: SocketAddr, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
-fn netns_of(p: &PodNetwork) -> PathBuf {
-    p.netns.clone().expect("a LinuxNetwork pod has a netns")
-}
-
 /// A network with one prefix per test (tests of one binary share the process id).
 async fn network(test: &str) -> (LinuxNetwork, String) {
     let prefix = format!("kys{}{test}", std::process::id());
-    let net = LinuxNetwork::start(ClusterConfig::default(), &prefix)
-        .await
-        .expect("start the linux network (needs root)");
-    (net, prefix)
+    (start_network(&prefix).await, prefix)
 }
 
 /// Waits until the server at `target` answers `netns` directly (pod to pod).
@@ -274,11 +242,6 @@ async fn until_serving(netns: &Path, target: SocketAddr) {
         assert!(Instant::now() < deadline, "{target} never answered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn shut_down(net: LinuxNetwork, prefix: &str) {
-    net.shutdown().await.expect("shutdown");
-    assert_eq!(LinuxNetwork::namespaces(prefix), Vec::<PathBuf>::new());
 }
 
 fn service(name: &str, cluster_ip: &str, node_port: u16, endpoints: Vec<Endpoint>) -> ServiceEntry {

@@ -5,19 +5,10 @@ use std::net::IpAddr;
 
 use kybernetes_core::ClusterConfig;
 use kybernetes_core::ipam::Cidr;
-use kybernetes_net::{
-    Endpoint, Error, LocalNetwork, Network, PodNetworkRequest, ServiceEntry, ServicePort,
-};
+use kybernetes_net::{Endpoint, Error, LocalNetwork, Network, ServiceEntry, ServicePort};
 
-fn pod(uid: &str) -> PodNetworkRequest {
-    PodNetworkRequest {
-        namespace: "default".into(),
-        name: format!("pod-{uid}"),
-        uid: uid.into(),
-        hostname: format!("pod-{uid}"),
-        subdomain: None,
-    }
-}
+mod support;
+use support::pod;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
