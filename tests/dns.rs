@@ -4,59 +4,24 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_server::proto::rr::{Name, RData, RecordType};
+use hickory_server::proto::op::{Message, ResponseCode};
+use hickory_server::proto::rr::RecordType;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, PostParams};
 use kybernetes::Cluster;
 use serde_json::json;
-use tokio::net::UdpSocket;
 
-/// One A question over UDP, retried: a datagram may be lost on a loaded machine.
-async fn ask(server: SocketAddr, name: &str) -> Message {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
-    socket.connect(server).await.expect("connect");
-    for id in 1u16..=30 {
-        let mut query = Message::new(id, MessageType::Query, OpCode::Query);
-        query.add_query(Query::query(
-            Name::from_ascii(name).expect("name"),
-            RecordType::A,
-        ));
-        socket
-            .send(&query.to_vec().expect("encode"))
-            .await
-            .expect("send");
-        let mut buf = vec![0u8; 4096];
-        if let Ok(received) =
-            tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await
-        {
-            let n = received.expect("recv");
-            let reply = Message::from_vec(&buf[..n]).expect("decode");
-            if reply.metadata.id == id {
-                return reply;
-            }
-        }
-    }
-    panic!("no DNS reply for {name}");
-}
-
-fn a_records(reply: &Message) -> Vec<IpAddr> {
-    reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
-}
+// The net crate's DNS test client; the cluster tests are another crate, so by path.
+#[path = "../net/tests/support/dns.rs"]
+mod wire;
+use wire::{a_records, ask_udp};
 
 /// Asks `name` until `done` holds for the reply, for at most a minute (the service sync
 /// follows Services by watch).
 async fn until_answer(server: SocketAddr, name: &str, done: impl Fn(&Message) -> bool) -> Message {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let reply = ask(server, name).await;
+        let reply = ask_udp(server, name, RecordType::A).await;
         if done(&reply) {
             return reply;
         }

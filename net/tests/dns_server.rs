@@ -1,68 +1,18 @@
 //! The cluster DNS server on a loopback port, queried over UDP and TCP with hand-built
 //! hickory-proto messages, answering from a `LocalNetwork`'s catalog.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_server::proto::rr::{Name, RData, RecordType};
+use hickory_server::proto::op::{Message, ResponseCode};
+use hickory_server::proto::rr::{RData, RecordType};
 use kybernetes_net::{DnsServer, Endpoint, LocalNetwork, Network, ServiceEntry, ServicePort};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+mod support;
+use support::dns::{a_records, ask_tcp, ask_udp};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
-}
-
-fn query_bytes(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
-    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    message.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
-    message.to_vec().expect("encode query")
-}
-
-/// One question over UDP; retried, since UDP on a loaded machine may lose a datagram.
-async fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
-    socket.connect(server).await.expect("connect");
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    for id in 1u16.. {
-        socket
-            .send(&query_bytes(id, name, qtype))
-            .await
-            .expect("send");
-        let mut buf = vec![0u8; 4096];
-        match tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buf)).await {
-            Ok(received) => {
-                let n = received.expect("recv");
-                let reply = Message::from_vec(&buf[..n]).expect("decode reply");
-                if reply.metadata.id == id {
-                    return reply;
-                }
-            }
-            Err(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "no DNS reply for {name}"
-            ),
-        }
-    }
-    unreachable!("ran out of query ids")
-}
-
-fn a_records(reply: &Message) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    ips
 }
 
 fn port() -> Vec<ServicePort> {
@@ -106,22 +56,22 @@ async fn services_headless_services_and_pods_get_a_records() {
     let addr = dns.local_addr();
     assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
 
-    let reply = ask(addr, "web.shop.svc.cluster.local.", RecordType::A).await;
+    let reply = ask_udp(addr, "web.shop.svc.cluster.local.", RecordType::A).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert!(reply.metadata.authoritative);
     assert_eq!(a_records(&reply), [ip("10.96.0.20")]);
 
-    let reply = ask(addr, "DB.shop.svc.cluster.local.", RecordType::A).await;
+    let reply = ask_udp(addr, "DB.shop.svc.cluster.local.", RecordType::A).await;
     assert_eq!(a_records(&reply), [ip("10.244.1.7"), ip("10.244.2.8")]);
 
-    let reply = ask(addr, "db-1.db.shop.svc.cluster.local.", RecordType::A).await;
+    let reply = ask_udp(addr, "db-1.db.shop.svc.cluster.local.", RecordType::A).await;
     assert_eq!(a_records(&reply), [ip("10.244.2.8")]);
 
-    let reply = ask(addr, "10-244-3-9.shop.pod.cluster.local.", RecordType::A).await;
+    let reply = ask_udp(addr, "10-244-3-9.shop.pod.cluster.local.", RecordType::A).await;
     assert_eq!(a_records(&reply), [ip("10.244.3.9")]);
 
     // The name exists but has no AAAA: NODATA, with the SOA for negative caching.
-    let reply = ask(addr, "web.shop.svc.cluster.local.", RecordType::AAAA).await;
+    let reply = ask_udp(addr, "web.shop.svc.cluster.local.", RecordType::AAAA).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert!(reply.answers.is_empty());
     assert!(
@@ -143,7 +93,7 @@ async fn missing_names_get_nxdomain_with_the_soa_and_foreign_names_are_refused()
         "db-9.db.shop.svc.cluster.local.",
         "a.b.c.d.e.cluster.local.",
     ] {
-        let reply = ask(addr, missing, RecordType::A).await;
+        let reply = ask_udp(addr, missing, RecordType::A).await;
         assert_eq!(
             reply.metadata.response_code,
             ResponseCode::NXDomain,
@@ -162,14 +112,14 @@ async fn missing_names_get_nxdomain_with_the_soa_and_foreign_names_are_refused()
         assert_eq!(soa.1.mname.to_ascii(), "ns.dns.cluster.local.");
     }
 
-    let reply = ask(addr, "cluster.local.", RecordType::SOA).await;
+    let reply = ask_udp(addr, "cluster.local.", RecordType::SOA).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert!(matches!(
         reply.answers.first().map(|r| &r.data),
         Some(RData::SOA(_))
     ));
 
-    let reply = ask(addr, "example.com.", RecordType::A).await;
+    let reply = ask_udp(addr, "example.com.", RecordType::A).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
     dns.shutdown().await;
 }
@@ -179,7 +129,7 @@ async fn catalog_updates_show_in_the_next_answer() {
     let (network, dns) = cluster().await;
     let addr = dns.local_addr();
     let name = "db.shop.svc.cluster.local.";
-    assert_eq!(a_records(&ask(addr, name, RecordType::A).await).len(), 2);
+    assert_eq!(a_records(&ask_udp(addr, name, RecordType::A).await).len(), 2);
 
     network
         .sync_service(
@@ -190,7 +140,7 @@ async fn catalog_updates_show_in_the_next_answer() {
         .await
         .expect("resync db");
     assert_eq!(
-        a_records(&ask(addr, name, RecordType::A).await),
+        a_records(&ask_udp(addr, name, RecordType::A).await),
         [ip("10.244.2.8")]
     );
 
@@ -198,7 +148,7 @@ async fn catalog_updates_show_in_the_next_answer() {
         .remove_service("shop", "db")
         .await
         .expect("remove db");
-    let reply = ask(addr, name, RecordType::A).await;
+    let reply = ask_udp(addr, name, RecordType::A).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     dns.shutdown().await;
 }
@@ -206,22 +156,13 @@ async fn catalog_updates_show_in_the_next_answer() {
 #[tokio::test]
 async fn tcp_queries_are_answered_on_the_same_port() {
     let (_network, dns) = cluster().await;
-    let mut stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(dns.local_addr()))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let query = query_bytes(7, "web.shop.svc.cluster.local.", RecordType::A);
-    let len = u16::try_from(query.len()).expect("small query");
-    stream.write_all(&len.to_be_bytes()).await.expect("write");
-    stream.write_all(&query).await.expect("write");
-    let reply = tokio::time::timeout(TIMEOUT, async {
-        let len = stream.read_u16().await.expect("read length");
-        let mut buf = vec![0u8; usize::from(len)];
-        stream.read_exact(&mut buf).await.expect("read reply");
-        Message::from_vec(&buf).expect("decode reply")
-    })
-    .await
-    .expect("reply in time");
+    let reply = ask_tcp(
+        dns.local_addr(),
+        7,
+        "web.shop.svc.cluster.local.",
+        RecordType::A,
+    )
+    .await;
     assert_eq!(reply.metadata.id, 7);
     assert_eq!(a_records(&reply), [ip("10.96.0.20")]);
     dns.shutdown().await;
@@ -266,7 +207,7 @@ async fn external_name_services_answer_a_cname_for_every_type() {
         .expect("sync search");
     let addr = dns.local_addr();
     for qtype in [RecordType::A, RecordType::AAAA, RecordType::CNAME] {
-        let reply = ask(addr, "search.shop.svc.cluster.local.", qtype).await;
+        let reply = ask_udp(addr, "search.shop.svc.cluster.local.", qtype).await;
         assert_eq!(
             reply.metadata.response_code,
             ResponseCode::NoError,
@@ -290,7 +231,7 @@ async fn named_ports_get_srv_records_with_their_targets_addresses() {
     let (_network, dns) = cluster().await;
     let addr = dns.local_addr();
     // A ClusterIP service: one record, the service name on the service port.
-    let reply = ask(
+    let reply = ask_udp(
         addr,
         "_http._tcp.web.shop.svc.cluster.local.",
         RecordType::SRV,
@@ -306,7 +247,7 @@ async fn named_ports_get_srv_records_with_their_targets_addresses() {
         [("web.shop.svc.cluster.local.".to_string(), ip("10.96.0.20"))]
     );
     // A headless service: one per ready endpoint, by hostname, on the endpoint's port.
-    let reply = ask(
+    let reply = ask_udp(
         addr,
         "_HTTP._tcp.db.shop.svc.cluster.local.",
         RecordType::SRV,
@@ -337,7 +278,7 @@ async fn named_ports_get_srv_records_with_their_targets_addresses() {
         "_grpc._tcp.web.shop.svc.cluster.local.",
         "_http._udp.web.shop.svc.cluster.local.",
     ] {
-        let reply = ask(addr, missing, RecordType::SRV).await;
+        let reply = ask_udp(addr, missing, RecordType::SRV).await;
         assert_eq!(
             reply.metadata.response_code,
             ResponseCode::NXDomain,
@@ -363,7 +304,7 @@ async fn names_between_the_domain_and_the_records_and_empty_headless_services_ar
         ("empty.shop.svc.cluster.local.", RecordType::A),
         ("_http._tcp.empty.shop.svc.cluster.local.", RecordType::SRV),
     ] {
-        let reply = ask(addr, name, qtype).await;
+        let reply = ask_udp(addr, name, qtype).await;
         assert_eq!(
             reply.metadata.response_code,
             ResponseCode::NoError,
@@ -379,7 +320,7 @@ async fn names_between_the_domain_and_the_records_and_empty_headless_services_ar
         );
     }
     // A namespace with no services does not exist.
-    let reply = ask(addr, "nothing.svc.cluster.local.", RecordType::A).await;
+    let reply = ask_udp(addr, "nothing.svc.cluster.local.", RecordType::A).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     dns.shutdown().await;
 }

@@ -6,83 +6,31 @@
 //! Needs root; without it this test fails, not skips.
 #![cfg(target_os = "linux")]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_server::proto::rr::{Name, RData, RecordType};
+use hickory_server::proto::op::{Message, ResponseCode};
+use hickory_server::proto::rr::RecordType;
 use kybernetes_net::{LinuxNetwork, Network, ServiceEntry, ServicePort};
 
 mod support;
-use support::{in_netns, netns_of, pod, shut_down, start_network};
+use support::dns::{self, a_records};
+use support::{in_netns_async, netns_of, pod, shut_down, start_network};
 
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    message.add_query(Query::query(
-        Name::from_ascii(name).expect("name"),
-        RecordType::A,
-    ));
-    message.to_vec().expect("encode query")
-}
-
-fn a_records(reply: &Message) -> Vec<IpAddr> {
-    reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Asks `server` for `name` over UDP from inside `netns` (retried: UDP may lose a datagram).
+/// Asks `server` for `name` over UDP from inside `netns`.
 fn ask_udp(netns: &Path, server: SocketAddr, name: &str) -> Message {
     let name = name.to_string();
-    in_netns(netns, move || {
-        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind client");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for id in 1u16.. {
-            socket.send_to(&query(id, &name), server).expect("send");
-            let mut buf = vec![0u8; 4096];
-            if let Ok(n) = socket.recv(&mut buf) {
-                let reply = Message::from_vec(&buf[..n]).expect("decode reply");
-                if reply.metadata.id == id {
-                    return reply;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no DNS reply for {name} over UDP"
-            );
-        }
-        unreachable!("ran out of query ids")
+    in_netns_async(netns, move || async move {
+        dns::ask_udp(server, &name, RecordType::A).await
     })
 }
 
-/// Asks `server` for `name` over TCP (two-byte length prefix) from inside `netns`.
+/// Asks `server` for `name` over TCP from inside `netns`.
 fn ask_tcp(netns: &Path, server: SocketAddr, name: &str) -> Message {
     let name = name.to_string();
-    in_netns(netns, move || {
-        let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("TCP {server}: {e}"));
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let q = query(7, &name);
-        let len = u16::try_from(q.len()).expect("short query");
-        s.write_all(&len.to_be_bytes()).expect("send length");
-        s.write_all(&q).expect("send");
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).expect("reply length");
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        s.read_exact(&mut buf).expect("reply");
-        Message::from_vec(&buf).expect("decode reply")
+    in_netns_async(netns, move || async move {
+        dns::ask_tcp(server, 7, &name, RecordType::A).await
     })
 }
 

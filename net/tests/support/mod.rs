@@ -1,6 +1,8 @@
-//! What the `LinuxNetwork` tests share: a network per test that must leave no namespace
+//! What the net tests share: DNS on the wire ([`dns`]), a `LinuxNetwork` per test that must leave no namespace
 //! behind, entering a namespace, and a pod's network request. Each test binary uses a part.
 #![allow(dead_code)]
+
+pub mod dns;
 
 use std::path::PathBuf;
 #[cfg(target_os = "linux")]
