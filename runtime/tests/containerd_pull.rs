@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use kybernetes_runtime::{ContainerState, Error, PullAuth, RegistryCredential, Runtime};
+use kybernetes_runtime::{Error, Image, PullAuth, RegistryCredential, Runtime};
 
 #[path = "support/pods.rs"]
 mod pods;
@@ -14,9 +14,17 @@ mod registry;
 #[path = "support/containerd.rs"]
 mod support;
 
-use pods::{log_lines, pod, run_to_exit, shell};
+use pods::{run_in_pod, shell};
 use registry::Registry;
 use support::{Containerd, busybox_image};
+
+/// The image and message of the `ImagePull` error that `pulled` must be.
+fn image_pull_error(pulled: Result<Image, Error>) -> (String, String) {
+    match pulled {
+        Err(Error::ImagePull { image, message, .. }) => (image, message),
+        other => panic!("expected ImagePull, got {other:?}"),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_busybox_from_a_registry_and_runs_it() {
@@ -63,27 +71,14 @@ async fn pulls_busybox_from_a_registry_and_runs_it() {
     assert_eq!(pinned.id, image.id);
 
     // A container of the pulled image runs.
-    let sandbox = pod("pulled");
-    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
     let mut config = shell("main", "echo pulled and running");
     config.image = reference.clone();
-    let id = runtime
-        .create_container(&sid, &config, &sandbox)
-        .await
-        .expect("create");
-    match run_to_exit(&runtime, &id).await {
-        ContainerState::Exited { exit_code, .. } => assert_eq!(exit_code, 0),
-        other => panic!("{other:?}"),
-    }
-    let lines = log_lines(&runtime, &id).await;
+    let (state, lines) = run_in_pod(&runtime, "pulled", &config).await;
+    assert_eq!(state.exit_code(), Some(0), "{state:?}");
     assert!(
         lines.iter().any(|l| l.line == "pulled and running"),
         "{lines:?}"
     );
-    runtime
-        .remove_pod_sandbox(&sid)
-        .await
-        .expect("remove sandbox");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,22 +98,10 @@ async fn an_index_pull_takes_this_platforms_manifest() {
         listed.contains("application/vnd.oci.image.index.v1+json"),
         "{listed}"
     );
-    let sandbox = pod("multi");
-    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
     let mut config = shell("main", "true");
     config.image = reference;
-    let id = runtime
-        .create_container(&sid, &config, &sandbox)
-        .await
-        .expect("create");
-    match run_to_exit(&runtime, &id).await {
-        ContainerState::Exited { exit_code, .. } => assert_eq!(exit_code, 0),
-        other => panic!("{other:?}"),
-    }
-    runtime
-        .remove_pod_sandbox(&sid)
-        .await
-        .expect("remove sandbox");
+    let (state, _) = run_in_pod(&runtime, "multi", &config).await;
+    assert_eq!(state.exit_code(), Some(0), "{state:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,21 +114,13 @@ async fn a_missing_tag_or_unreachable_registry_is_an_image_pull_error() {
     let runtime = daemon.runtime().await;
 
     let missing = format!("{}/tools/busybox:nope", registry.host);
-    match runtime.pull_image(&missing).await {
-        Err(Error::ImagePull { image, message, .. }) => {
-            assert_eq!(image, missing);
-            assert!(message.contains(&missing), "{message}");
-            assert!(message.contains("not found"), "{message}");
-        }
-        other => panic!("expected ImagePull, got {other:?}"),
-    }
+    let (image, message) = image_pull_error(runtime.pull_image(&missing).await);
+    assert_eq!(image, missing);
+    assert!(message.contains(&missing), "{message}");
+    assert!(message.contains("not found"), "{message}");
     let missing_repo = format!("{}/nobody/here:1", registry.host);
-    match runtime.pull_image(&missing_repo).await {
-        Err(Error::ImagePull { message, .. }) => {
-            assert!(message.contains("not found"), "{message}")
-        }
-        other => panic!("expected ImagePull, got {other:?}"),
-    }
+    let (_, message) = image_pull_error(runtime.pull_image(&missing_repo).await);
+    assert!(message.contains("not found"), "{message}");
 
     // Nothing listens on a port just released.
     let closed = {
@@ -153,16 +128,12 @@ async fn a_missing_tag_or_unreachable_registry_is_an_image_pull_error() {
         listener.local_addr().expect("addr").port()
     };
     let unreachable = format!("127.0.0.1:{closed}/tools/busybox:1.0");
-    match runtime.pull_image(&unreachable).await {
-        Err(Error::ImagePull { message, .. }) => {
-            assert!(message.contains("cannot reach registry"), "{message}");
-            assert!(
-                message.contains(&format!("127.0.0.1:{closed}")),
-                "{message}"
-            );
-        }
-        other => panic!("expected ImagePull, got {other:?}"),
-    }
+    let (_, message) = image_pull_error(runtime.pull_image(&unreachable).await);
+    assert!(message.contains("cannot reach registry"), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{closed}")),
+        "{message}"
+    );
     assert_eq!(runtime.list_images().await.expect("list"), Vec::new());
 }
 
@@ -176,13 +147,9 @@ async fn a_registry_with_auth_refuses_anonymous_pulls_and_serves_the_pull_secret
     let runtime = daemon.runtime().await;
     let reference = format!("{}/private/busybox:1", registry.host);
 
-    match runtime.pull_image(&reference).await {
-        Err(Error::ImagePull { message, .. }) => {
-            assert!(message.contains("unauthorized"), "{message}");
-            assert!(message.contains("imagePullSecret"), "{message}");
-        }
-        other => panic!("expected ImagePull, got {other:?}"),
-    }
+    let (_, message) = image_pull_error(runtime.pull_image(&reference).await);
+    assert!(message.contains("unauthorized"), "{message}");
+    assert!(message.contains("imagePullSecret"), "{message}");
 
     let mut wrong = PullAuth::anonymous();
     wrong.insert(
@@ -192,15 +159,11 @@ async fn a_registry_with_auth_refuses_anonymous_pulls_and_serves_the_pull_secret
             password: "wrong".into(),
         },
     );
-    match runtime.pull_image_with(&reference, &wrong).await {
-        Err(Error::ImagePull { message, .. }) => {
-            assert!(
-                message.contains("check the username and password"),
-                "{message}"
-            )
-        }
-        other => panic!("expected ImagePull, got {other:?}"),
-    }
+    let (_, message) = image_pull_error(runtime.pull_image_with(&reference, &wrong).await);
+    assert!(
+        message.contains("check the username and password"),
+        "{message}"
+    );
 
     // What a kubernetes.io/dockerconfigjson secret holds, with the `auth` form.
     let mut auth = PullAuth::anonymous();

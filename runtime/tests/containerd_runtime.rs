@@ -15,7 +15,7 @@ mod pods;
 #[path = "support/containerd.rs"]
 mod support;
 
-use pods::{log_lines, pod, run_to_exit, shell, with_busybox};
+use pods::{log_lines, pod, run_in_pod, run_to_exit, shell, with_busybox};
 use support::{Containerd, busybox_image};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,27 +310,17 @@ async fn stop_sends_term_then_kill_once_the_grace_period_ends() {
 async fn a_container_over_its_memory_limit_is_oom_killed() {
     let daemon = Containerd::start().await;
     let runtime = with_busybox(&daemon).await;
-    let sandbox = pod("hungry");
-    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
     let mut config = shell("grow", "a=x; while true; do a=\"$a$a\"; done");
     config.resources = ContainerResources {
         memory_limit_bytes: Some(16 << 20),
         ..Default::default()
     };
-    let id = runtime
-        .create_container(&sid, &config, &sandbox)
-        .await
-        .expect("create");
-    match run_to_exit(&runtime, &id).await {
+    match run_in_pod(&runtime, "hungry", &config).await.0 {
         ContainerState::Exited {
             exit_code, reason, ..
         } => assert_eq!((exit_code, reason.as_str()), (137, "OOMKilled")),
         other => panic!("{other:?}"),
     }
-    runtime
-        .remove_pod_sandbox(&sid)
-        .await
-        .expect("remove sandbox");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! Pods and containers for the ContainerdRuntime tests: a sandbox config, a busybox shell
-//! container, running one to its exit and reading its log.
+//! container, running one to its exit (alone in a pod of its own, or in a sandbox the test
+//! holds) and reading its log.
 
 #![allow(dead_code)]
 
@@ -72,6 +73,29 @@ pub async fn run_to_exit(runtime: &ContainerdRuntime, id: &str) -> ContainerStat
     .expect("container exits within 120 s")
 }
 
+/// Runs `config` to its exit in a new sandbox for pod `name`, then removes the sandbox:
+/// the container's final state and its log.
+pub async fn run_in_pod(
+    runtime: &ContainerdRuntime,
+    name: &str,
+    config: &ContainerConfig,
+) -> (ContainerState, Vec<LogLine>) {
+    let sandbox = pod(name);
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let id = runtime
+        .create_container(&sid, config, &sandbox)
+        .await
+        .expect("create");
+    let state = run_to_exit(runtime, &id).await;
+    let lines = log_lines(runtime, &id).await;
+    runtime
+        .remove_pod_sandbox(&sid)
+        .await
+        .expect("remove sandbox");
+    (state, lines)
+}
+
+/// The log of container `id`.
 pub async fn log_lines(runtime: &ContainerdRuntime, id: &str) -> Vec<LogLine> {
     runtime
         .logs(id, &LogOptions::default())
