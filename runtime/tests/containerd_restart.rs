@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use kybernetes_runtime::containerd::ContainerdRuntime;
 use kybernetes_runtime::{
-    ContainerFilter, ContainerState, Mount, PodSandboxFilter, PodSandboxState, Runtime,
+    ContainerConfig, ContainerFilter, ContainerState, Mount, PodSandboxFilter, PodSandboxState,
+    Runtime,
 };
 
 #[path = "support/pods.rs"]
@@ -33,6 +34,69 @@ async fn runtime_at(daemon: &Containerd, root: &Path) -> ContainerdRuntime {
         .expect("connect to containerd")
 }
 
+/// The first runtime of a test: on `daemon` with root `root`, the busybox image imported.
+async fn first_runtime_at(daemon: &Containerd, root: &Path) -> ContainerdRuntime {
+    let runtime = runtime_at(daemon, root).await;
+    runtime
+        .import_image(busybox_image("busybox:test"))
+        .await
+        .expect("import busybox");
+    runtime
+}
+
+/// `sh -c script` in container `main`, with the directory `volume` at `/v`: the test and
+/// the container signal each other by making files there.
+fn with_volume(script: &str, volume: &Path) -> ContainerConfig {
+    let mut config = shell("main", script);
+    config.mounts = vec![Mount {
+        container_path: "/v".into(),
+        host_path: volume.into(),
+        readonly: false,
+    }];
+    config
+}
+
+/// Creates `config` in sandbox `sid` of pod `name`, starts it and waits until its log says
+/// `text`; returns the container id.
+async fn start_until_log(
+    runtime: &ContainerdRuntime,
+    sid: &str,
+    name: &str,
+    config: &ContainerConfig,
+    text: &str,
+) -> String {
+    let id = runtime
+        .create_container(sid, config, &pod(name))
+        .await
+        .expect("create");
+    runtime.start_container(&id).await.expect("start");
+    wait_log(runtime, &id, text).await;
+    id
+}
+
+/// The runtime goes away as a node agent's process does when it exits: detached, so the
+/// containers keep running.
+async fn let_go(runtime: ContainerdRuntime) {
+    runtime.detach().await.expect("detach");
+    drop(runtime);
+}
+
+/// Polls `probe` every 50 ms until it gives `Ok`, for at most [`WITHIN`]; past that the test
+/// fails with the last `Err`, which says what was awaited and what was seen.
+async fn until<T, F>(mut probe: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(last) => assert!(tokio::time::Instant::now() < deadline, "{last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `check` holds for container `id`'s state and returns it.
 async fn wait_state(
     runtime: &ContainerdRuntime,
@@ -40,34 +104,41 @@ async fn wait_state(
     what: &str,
     check: impl Fn(&ContainerState) -> bool,
 ) -> ContainerState {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
+    let check = &check;
+    until(|| async move {
         let state = runtime.container_status(id).await.expect("status").state;
         if check(&state) {
-            return state;
+            Ok(state)
+        } else {
+            Err(format!("{id}: timed out waiting for {what}: {state:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id}: timed out waiting for {what}: {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until the log of container `id` has a line containing `text`.
 async fn wait_log(runtime: &ContainerdRuntime, id: &str, text: &str) {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
+    until(|| async move {
         let lines = log_lines(runtime, id).await;
         if lines.iter().any(|l| l.line.contains(text)) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{id}: no log line with {text:?}: {lines:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id}: no log line with {text:?}: {lines:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until the container has made file `path` (in a volume).
+async fn wait_file(path: &Path) {
+    until(|| async move {
+        if path.exists() {
+            Ok(())
+        } else {
+            Err(format!("{} never appeared", path.display()))
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,36 +146,21 @@ async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_st
     let daemon = Containerd::start().await;
     let root = tempfile::tempdir().expect("root");
     let volume = tempfile::tempdir().expect("volume");
-    let first = runtime_at(&daemon, root.path()).await;
-    first
-        .import_image(busybox_image("busybox:test"))
-        .await
-        .expect("import busybox");
+    let first = first_runtime_at(&daemon, root.path()).await;
     let sid = first.run_pod_sandbox(&pod("web")).await.expect("sandbox");
     // It says `after` while no runtime reads its output, then `again` once the test has
     // reconnected: both reach the log through the reattached FIFOs.
-    let mut config = shell(
-        "main",
+    let config = with_volume(
         "trap 'exit 7' TERM; echo before; \
          while [ ! -e /v/go ]; do sleep 1; done; echo after; touch /v/said; \
          while [ ! -e /v/again ]; do sleep 1; done; echo again; \
          while true; do sleep 1; done",
+        volume.path(),
     );
-    config.mounts = vec![Mount {
-        container_path: "/v".into(),
-        host_path: volume.path().into(),
-        readonly: false,
-    }];
-    let id = first
-        .create_container(&sid, &config, &pod("web"))
-        .await
-        .expect("create");
-    first.start_container(&id).await.expect("start");
-    wait_log(&first, &id, "before").await;
+    let id = start_until_log(&first, &sid, "web", &config, "before").await;
     let before = first.container_status(&id).await.expect("status");
     assert!(before.state.is_running(), "{before:?}");
-    first.detach().await.expect("detach");
-    drop(first);
+    let_go(first).await;
     std::fs::write(volume.path().join("go"), "").expect("write go");
     wait_file(&volume.path().join("said")).await;
 
@@ -147,19 +203,6 @@ async fn a_new_runtime_reattaches_to_a_running_container_with_the_same_id_and_st
     assert_eq!(daemon.ctr(&["containers", "ls", "-q"]).trim(), "");
 }
 
-/// Waits until the container has made file `path` (in a volume).
-async fn wait_file(path: &Path) {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn before_started(state: &ContainerState) -> Option<chrono::DateTime<chrono::Utc>> {
     match state {
         ContainerState::Running { started_at } => Some(*started_at),
@@ -172,48 +215,31 @@ async fn a_container_that_exited_while_no_runtime_watched_reports_its_exit_code(
     let daemon = Containerd::start().await;
     let root = tempfile::tempdir().expect("root");
     let volume = tempfile::tempdir().expect("volume");
-    let first = runtime_at(&daemon, root.path()).await;
-    first
-        .import_image(busybox_image("busybox:test"))
-        .await
-        .expect("import busybox");
+    let first = first_runtime_at(&daemon, root.path()).await;
     let sid = first.run_pod_sandbox(&pod("job")).await.expect("sandbox");
-    let mut config = shell(
-        "main",
+    let config = with_volume(
         "echo up; while [ ! -e /v/go ]; do sleep 1; done; echo leaving; exit 42",
+        volume.path(),
     );
-    config.mounts = vec![Mount {
-        container_path: "/v".into(),
-        host_path: volume.path().into(),
-        readonly: false,
-    }];
-    let id = first
-        .create_container(&sid, &config, &pod("job"))
-        .await
-        .expect("create");
-    first.start_container(&id).await.expect("start");
-    wait_log(&first, &id, "up").await;
+    let id = start_until_log(&first, &sid, "job", &config, "up").await;
     let started = before_started(&first.container_status(&id).await.expect("status").state);
-    first.detach().await.expect("detach");
-    drop(first);
+    let_go(first).await;
 
     // It exits with nobody watching; containerd keeps the stopped task.
     std::fs::write(volume.path().join("go"), "").expect("write go");
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        let tasks = daemon.ctr(&["tasks", "ls"]);
+    let (daemon_ref, task) = (&daemon, id.as_str());
+    until(|| async move {
+        let tasks = daemon_ref.ctr(&["tasks", "ls"]);
         if tasks
             .lines()
-            .any(|l| l.starts_with(id.as_str()) && l.contains("STOPPED"))
+            .any(|l| l.starts_with(task) && l.contains("STOPPED"))
         {
-            break;
+            Ok(())
+        } else {
+            Err(format!("the task did not stop: {tasks}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the task did not stop: {tasks}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 
     let second = runtime_at(&daemon, root.path()).await;
     let state = wait_state(&second, &id, "the exit", |s| {
@@ -238,8 +264,7 @@ async fn a_container_that_exited_while_no_runtime_watched_reports_its_exit_code(
     // one holds open drops what it buffered.)
     wait_log(&second, &id, "up").await;
     // The exit is kept: a third runtime reads it from the record, the task being gone.
-    second.detach().await.expect("detach");
-    drop(second);
+    let_go(second).await;
     let third = runtime_at(&daemon, root.path()).await;
     let state = third.container_status(&id).await.expect("status").state;
     assert_eq!(state.exit_code(), Some(42), "{state:?}");
@@ -250,18 +275,13 @@ async fn a_container_that_exited_while_no_runtime_watched_reports_its_exit_code(
 async fn a_created_never_started_container_stays_created_and_starts_later() {
     let daemon = Containerd::start().await;
     let root = tempfile::tempdir().expect("root");
-    let first = runtime_at(&daemon, root.path()).await;
-    first
-        .import_image(busybox_image("busybox:test"))
-        .await
-        .expect("import busybox");
+    let first = first_runtime_at(&daemon, root.path()).await;
     let sid = first.run_pod_sandbox(&pod("late")).await.expect("sandbox");
     let id = first
         .create_container(&sid, &shell("main", "echo hello; exit 3"), &pod("late"))
         .await
         .expect("create");
-    first.detach().await.expect("detach");
-    drop(first);
+    let_go(first).await;
 
     let second = runtime_at(&daemon, root.path()).await;
     let status = second.container_status(&id).await.expect("status");
