@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use hickory_server::proto::op::{Message, ResponseCode};
 use hickory_server::proto::rr::RecordType;
-use kybernetes_net::{LinuxNetwork, Network, ServiceEntry, ServicePort};
+use kybernetes_net::{Network, ServiceEntry, ServicePort};
 
 mod support;
 use support::dns::{self, a_records};

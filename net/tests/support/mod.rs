@@ -11,7 +11,7 @@ use std::path::Path;
 #[cfg(target_os = "linux")]
 use kybernetes_core::ClusterConfig;
 #[cfg(target_os = "linux")]
-use kybernetes_net::LinuxNetwork;
+use kybernetes_net::{LinuxNetwork, Network};
 use kybernetes_net::{PodNetwork, PodNetworkRequest};
 
 #[cfg(target_os = "linux")]
