@@ -129,7 +129,10 @@ async fn catalog_updates_show_in_the_next_answer() {
     let (network, dns) = cluster().await;
     let addr = dns.local_addr();
     let name = "db.shop.svc.cluster.local.";
-    assert_eq!(a_records(&ask_udp(addr, name, RecordType::A).await).len(), 2);
+    assert_eq!(
+        a_records(&ask_udp(addr, name, RecordType::A).await).len(),
+        2
+    );
 
     network
         .sync_service(

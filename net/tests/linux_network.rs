@@ -193,23 +193,23 @@ fn link_mac(netns: &Path, name: &'static str) -> Vec<u8> {
     use rtnetlink::packet_route::link::LinkAttribute;
     in_netns_async(netns, move || async move {
         let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
-            tokio::spawn(connection);
-            let link = handle
-                .link()
-                .get()
-                .match_name(name.to_string())
-                .execute()
-                .try_next()
-                .await
-                .expect("get link")
-                .unwrap_or_else(|| panic!("no interface {name}"));
-            link.attributes
-                .iter()
-                .find_map(|a| match a {
-                    LinkAttribute::Address(mac) => Some(mac.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| panic!("{name} has no hardware address"))
+        tokio::spawn(connection);
+        let link = handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await
+            .expect("get link")
+            .unwrap_or_else(|| panic!("no interface {name}"));
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name} has no hardware address"))
     })
 }
 

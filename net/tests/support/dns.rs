@@ -65,7 +65,10 @@ pub async fn ask_tcp(server: SocketAddr, id: u16, name: &str, qtype: RecordType)
             .unwrap_or_else(|e| panic!("TCP {server}: {e}"));
         let query = query(id, name, qtype);
         let len = u16::try_from(query.len()).expect("short query");
-        stream.write_all(&len.to_be_bytes()).await.expect("send length");
+        stream
+            .write_all(&len.to_be_bytes())
+            .await
+            .expect("send length");
         stream.write_all(&query).await.expect("send");
         let len = stream.read_u16().await.expect("reply length");
         let mut buf = vec![0u8; usize::from(len)];

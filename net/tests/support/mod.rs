@@ -4,9 +4,9 @@
 
 pub mod dns;
 
-use std::path::PathBuf;
 #[cfg(target_os = "linux")]
 use std::path::Path;
+use std::path::PathBuf;
 
 #[cfg(target_os = "linux")]
 use kybernetes_core::ClusterConfig;
