@@ -12,25 +12,9 @@ use kybernetes::Cluster;
 use kybernetes::sched::KubeSchedulerConfiguration;
 use serde_json::json;
 
-const CONFIG: &str = r#"
-apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-profiles:
-  - schedulerName: default-scheduler
-  - schedulerName: bin-packer
-    plugins:
-      score:
-        disabled:
-        - name: NodeResourcesBalancedAllocation
-        enabled:
-        - name: NodeResourcesFit
-          weight: 5
-    pluginConfig:
-    - name: NodeResourcesFit
-      args:
-        scoringStrategy:
-          type: MostAllocated
-"#;
+/// The profiles; the file is shared with the sched crate's tests, which check that each
+/// profile places pods as described above.
+const CONFIG: &str = include_str!("../sched/testdata/bin-packer.yaml");
 
 fn pod(name: &str, scheduler: Option<&str>) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({

@@ -11,21 +11,8 @@ use serde_json::json;
 
 use crate::common::until;
 
-const CONFIG: &str = "
-apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-podMaxBackoffSeconds: 5
-profiles:
-  - schedulerName: default-scheduler
-  - schedulerName: no-scoring-scheduler
-    plugins:
-      preScore:
-        disabled:
-        - name: '*'
-      score:
-        disabled:
-        - name: '*'
-";
+/// Upstream's multiple-profiles example: the default profile and `no-scoring-scheduler`.
+const CONFIG: &str = include_str!("../sched/testdata/multiple-profiles.yaml");
 
 fn pod(name: &str, scheduler: Option<&str>) -> Pod {
     serde_json::from_value(json!({
@@ -44,7 +31,12 @@ async fn bound(pods: &Api<Pod>, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_profile_schedules_its_pods_and_unknown_names_stay_pending() {
-    let config = KubeSchedulerConfiguration::from_yaml(CONFIG).expect("config");
+    // The shared file holds only upstream's profiles; a top-level setting rides along, as
+    // the cluster builder takes the configuration's backoffs as well as its profiles.
+    let config = KubeSchedulerConfiguration {
+        pod_max_backoff_seconds: Some(5),
+        ..KubeSchedulerConfiguration::from_yaml(CONFIG).expect("config")
+    };
     let c = Cluster::builder()
         .nodes(2)
         .scheduler_config(config)

@@ -52,19 +52,7 @@ fn the_default_configuration_is_the_default_framework() {
 #[test]
 fn upstream_multiple_profiles_example_decodes() {
     // The example of upstream's "Scheduler Configuration" page, multiple profiles.
-    let built = frameworks(&format!(
-        "{HEADER}profiles:
-  - schedulerName: default-scheduler
-  - schedulerName: no-scoring-scheduler
-    plugins:
-      preScore:
-        disabled:
-        - name: '*'
-      score:
-        disabled:
-        - name: '*'
-"
-    ));
+    let built = frameworks(include_str!("../testdata/multiple-profiles.yaml"));
     let names: Vec<&str> = built.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["default-scheduler", "no-scoring-scheduler"]);
     assert_eq!(built[0].1.score_names().len(), 7);

@@ -11,25 +11,9 @@ use serde_json::json;
 mod support;
 use support::TestCluster;
 
-const CONFIG: &str = "
-apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-profiles:
-  - schedulerName: default-scheduler
-  - schedulerName: bin-packer
-    plugins:
-      score:
-        disabled:
-        - name: NodeResourcesBalancedAllocation
-        enabled:
-        - name: NodeResourcesFit
-          weight: 5
-    pluginConfig:
-    - name: NodeResourcesFit
-      args:
-        scoringStrategy:
-          type: MostAllocated
-";
+/// `default-scheduler` and the MostAllocated `bin-packer`, as in the `scheduler_profiles`
+/// example.
+const CONFIG: &str = include_str!("../testdata/bin-packer.yaml");
 
 async fn events_about(cluster: &TestCluster, pod: &str) -> anyhow::Result<Vec<Event>> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");

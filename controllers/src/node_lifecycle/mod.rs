@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -51,35 +51,18 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::endpoints::for_each_event;
 use crate::informers::{InformerFactory, ObjectChange, Subscription};
 
-/// Taint of a node whose Ready condition is False.
-pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
-/// Taint of a node whose Ready condition is Unknown (its agent stopped reporting).
-pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
-/// Taint of a node with `spec.unschedulable`.
-pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+mod eviction;
+mod taints;
 
-/// NoSchedule taints that follow node conditions: (condition, status, taint key).
-const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
-    ("Ready", "False", NOT_READY_TAINT),
-    ("Ready", "Unknown", UNREACHABLE_TAINT),
-    (
-        "MemoryPressure",
-        "True",
-        "node.kubernetes.io/memory-pressure",
-    ),
-    ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
-    ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
-    (
-        "NetworkUnavailable",
-        "True",
-        "node.kubernetes.io/network-unavailable",
-    ),
-];
+use taints::no_execute_taints;
+pub use taints::{
+    NOT_READY_TAINT, UNREACHABLE_TAINT, UNSCHEDULABLE_TAINT, eviction_time, tolerates,
+};
 
 /// The conditions set to Unknown when a node stops reporting.
 const MONITORED_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -162,15 +145,6 @@ fn ready_status(node: &Node) -> &str {
         .unwrap_or("Unknown")
 }
 
-fn no_execute_taints(node: &Node) -> Vec<Taint> {
-    node.spec
-        .iter()
-        .flat_map(|s| s.taints.iter().flatten())
-        .filter(|t| t.effect == "NoExecute")
-        .cloned()
-        .collect()
-}
-
 fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec
         .as_ref()?
@@ -181,98 +155,6 @@ fn node_name(pod: &Pod) -> Option<&str> {
 
 fn min_time(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(a.map_or(b, |a| a.min(b)))
-}
-
-/// Upstream `Toleration.ToleratesTaint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if toleration
-        .effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != taint.effect)
-    {
-        return false;
-    }
-    if toleration
-        .key
-        .as_deref()
-        .is_some_and(|k| !k.is_empty() && k != taint.key)
-    {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
-
-/// When the taint eviction controller deletes `pod` from a node with these NoExecute taints:
-/// `None` if it tolerates them all forever. `first_seen` gives the time a taint without
-/// `timeAdded` was first observed.
-pub fn eviction_time(
-    pod: &Pod,
-    taints: &[Taint],
-    default_toleration_seconds: i64,
-    first_seen: impl Fn(&Taint) -> DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let tolerations = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_deref())
-        .unwrap_or_default();
-    let mut at: Option<DateTime<Utc>> = None;
-    for taint in taints {
-        let added = taint
-            .time_added
-            .as_ref()
-            .and_then(|t| to_chrono(&t.0))
-            .unwrap_or_else(|| first_seen(taint));
-        let seconds = match tolerations.iter().find(|t| tolerates(t, taint)) {
-            Some(t) => match t.toleration_seconds {
-                Some(s) => s.max(0),
-                None => continue,
-            },
-            None if taint.key == NOT_READY_TAINT || taint.key == UNREACHABLE_TAINT => {
-                default_toleration_seconds
-            }
-            None => 0,
-        };
-        at = min_time(at, added + chrono::Duration::seconds(seconds));
-    }
-    at
-}
-
-/// The taints the controller wants on `node`, given its conditions: (key, effect).
-fn desired_taints(node: &Node) -> Vec<(&'static str, &'static str)> {
-    let mut desired = Vec::new();
-    for (type_, status, key) in CONDITION_TAINTS {
-        if condition(node, type_).is_some_and(|c| c.status == status) {
-            desired.push((key, "NoSchedule"));
-        }
-    }
-    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
-        desired.push((UNSCHEDULABLE_TAINT, "NoSchedule"));
-    }
-    match condition(node, "Ready").map(|c| c.status.as_str()) {
-        Some("False") => desired.push((NOT_READY_TAINT, "NoExecute")),
-        Some("Unknown") => desired.push((UNREACHABLE_TAINT, "NoExecute")),
-        _ => {}
-    }
-    desired
-}
-
-/// Whether the controller owns this taint.
-fn is_managed(taint: &Taint) -> bool {
-    match taint.effect.as_str() {
-        "NoSchedule" => {
-            taint.key == UNSCHEDULABLE_TAINT
-                || CONDITION_TAINTS.iter().any(|(_, _, k)| *k == taint.key)
-        }
-        "NoExecute" => taint.key == NOT_READY_TAINT || taint.key == UNREACHABLE_TAINT,
-        _ => false,
-    }
 }
 
 struct NodeLifecycle {
@@ -525,51 +407,6 @@ impl NodeLifecycle {
         }
     }
 
-    /// Upstream `doNoScheduleTaintingPass` and `doNoExecuteTaintingPass`.
-    async fn sync_taints(&self, node: Node, now: DateTime<Utc>) -> Node {
-        let current: Vec<Taint> = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
-        let desired = desired_taints(&node);
-        let mut taints: Vec<Taint> = current
-            .iter()
-            .filter(|t| !is_managed(t) || desired.contains(&(t.key.as_str(), t.effect.as_str())))
-            .cloned()
-            .collect();
-        for (key, effect) in &desired {
-            if !taints.iter().any(|t| t.key == *key && t.effect == *effect) {
-                taints.push(Taint {
-                    key: key.to_string(),
-                    effect: effect.to_string(),
-                    value: None,
-                    time_added: (*effect == "NoExecute").then(|| to_time(now)),
-                });
-            }
-        }
-        if taints == current {
-            return node;
-        }
-        let name = node.name_any();
-        info!(node = %name, taints = ?desired, "updating node taints");
-        let patch = json!({
-            "metadata": { "resourceVersion": node.metadata.resource_version },
-            "spec": { "taints": if taints.is_empty() { json!(null) } else { json!(taints) } },
-        });
-        let api: Api<Node> = Api::all(self.client.clone());
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(updated) => updated,
-            Err(e) => {
-                debug!(node = %name, error = %e, "failed to update node taints; will retry");
-                node
-            }
-        }
-    }
-
     /// Upstream `MarkPodsNotReady`: the pods of a node that is not ready are not ready either.
     async fn mark_pods_not_ready(&self, node: &str, pods: &[Arc<Pod>], now: DateTime<Utc>) {
         for pod in pods {
@@ -608,244 +445,5 @@ impl NodeLifecycle {
                 debug!(pod = %pod.name_any(), error = %e, "failed to mark pod not ready; will retry");
             }
         }
-    }
-
-    /// Upstream `TaintEvictionController.processPodOnNode` for every pod of a node.
-    async fn evict_pods(
-        &self,
-        node: &Node,
-        pods: &[Arc<Pod>],
-        now: DateTime<Utc>,
-        next: &mut Option<DateTime<Utc>>,
-    ) {
-        let taints = no_execute_taints(node);
-        let name = node.name_any();
-        {
-            let mut seen = self.taints_seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.retain(|(n, key), _| *n != name || taints.iter().any(|t| t.key == *key));
-            for t in taints.iter().filter(|t| t.time_added.is_none()) {
-                seen.entry((name.clone(), t.key.clone())).or_insert(now);
-            }
-        }
-        if taints.is_empty() {
-            return;
-        }
-        let first_seen = |t: &Taint| {
-            let seen = self.taints_seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.get(&(name.clone(), t.key.clone()))
-                .copied()
-                .unwrap_or(now)
-        };
-        for pod in pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-        {
-            match eviction_time(
-                pod,
-                &taints,
-                self.config.default_toleration_seconds,
-                first_seen,
-            ) {
-                Some(at) if at <= now => self.evict(pod).await,
-                Some(at) => *next = min_time(*next, at),
-                None => {}
-            }
-        }
-    }
-
-    async fn evict(&self, pod: &Pod) {
-        let api: Api<Pod> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let name = pod.name_any();
-        info!(pod = %name, node = ?node_name(pod), "evicting pod from a node with NoExecute taints");
-        let condition = PodCondition {
-            type_: "DisruptionTarget".into(),
-            status: "True".into(),
-            reason: Some("DeletionByTaintManager".into()),
-            message: Some("Taint manager: deleting due to NoExecute taint".into()),
-            last_transition_time: Some(to_time(self.clock.now())),
-            ..Default::default()
-        };
-        let mut conditions: Vec<PodCondition> = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.clone())
-            .unwrap_or_default();
-        conditions.retain(|c| c.type_ != "DisruptionTarget");
-        conditions.push(condition);
-        let patch = json!({ "status": { "conditions": conditions } });
-        if let Err(e) = api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            debug!(pod = %name, error = %e, "failed to add the DisruptionTarget condition");
-        }
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => warn!(pod = %name, error = %e, "failed to evict pod; will retry"),
-        }
-    }
-
-    /// Upstream PodGC: force-deletes terminating pods on unreachable nodes, and pods bound to
-    /// nodes that no longer exist.
-    async fn gc_pods(
-        &self,
-        nodes: &HashMap<String, Node>,
-        pods_by_node: &HashMap<String, Vec<Arc<Pod>>>,
-        now: DateTime<Utc>,
-        next: &mut Option<DateTime<Utc>>,
-    ) {
-        let quarantine = chrono::Duration::from_std(self.config.node_monitor_grace_period)
-            .unwrap_or(chrono::Duration::MAX);
-        let mut still_orphaned = Vec::new();
-        for (node_name, pods) in pods_by_node {
-            match nodes.get(node_name) {
-                Some(node) if ready_status(node) == "Unknown" => {
-                    for pod in pods
-                        .iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_some())
-                    {
-                        info!(pod = %pod.name_any(), node = %node_name, "force-deleting a terminating pod on an unreachable node");
-                        self.force_delete(pod).await;
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    for pod in pods {
-                        let uid = pod.metadata.uid.clone().unwrap_or_default();
-                        let first = *self
-                            .orphans
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .entry(uid.clone())
-                            .or_insert(now);
-                        still_orphaned.push(uid);
-                        if now < first + quarantine {
-                            *next = min_time(*next, first + quarantine);
-                            continue;
-                        }
-                        // Check with the API server that the node is really gone.
-                        let api: Api<Node> = Api::all(self.client.clone());
-                        if let Ok(None) = api.get_opt(node_name).await {
-                            info!(pod = %pod.name_any(), node = %node_name, "force-deleting a pod bound to a missing node");
-                            self.force_delete(pod).await;
-                        }
-                    }
-                }
-            }
-        }
-        self.orphans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|uid, _| still_orphaned.contains(uid));
-    }
-
-    async fn force_delete(&self, pod: &Pod) {
-        let api: Api<Pod> =
-            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&pod.name_any(), &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => {
-                warn!(pod = %pod.name_any(), error = %e, "failed to force-delete pod; will retry")
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::PodSpec;
-
-    fn taint(key: &str, added: DateTime<Utc>) -> Taint {
-        Taint {
-            key: key.into(),
-            effect: "NoExecute".into(),
-            value: None,
-            time_added: Some(to_time(added)),
-        }
-    }
-
-    fn pod(tolerations: Vec<Toleration>) -> Pod {
-        Pod {
-            spec: Some(PodSpec {
-                tolerations: Some(tolerations),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_pod_without_tolerations_tolerates_unreachable_for_the_default_time() {
-        let t0 = DateTime::from_timestamp(1_000, 0).unwrap_or_default();
-        let at = eviction_time(&pod(vec![]), &[taint(UNREACHABLE_TAINT, t0)], 300, |_| t0);
-        assert_eq!(at, Some(t0 + chrono::Duration::seconds(300)));
-    }
-
-    #[test]
-    fn an_untolerated_taint_evicts_at_once_and_a_toleration_without_seconds_never() {
-        let t0 = DateTime::from_timestamp(1_000, 0).unwrap_or_default();
-        assert_eq!(
-            eviction_time(
-                &pod(vec![]),
-                &[taint("example.com/broken", t0)],
-                300,
-                |_| t0
-            ),
-            Some(t0)
-        );
-        let forever = Toleration {
-            key: Some(UNREACHABLE_TAINT.into()),
-            operator: Some("Exists".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            eviction_time(
-                &pod(vec![forever]),
-                &[taint(UNREACHABLE_TAINT, t0)],
-                300,
-                |_| t0
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn an_explicit_toleration_overrides_the_default() {
-        let t0 = DateTime::from_timestamp(1_000, 0).unwrap_or_default();
-        let short = Toleration {
-            key: Some(NOT_READY_TAINT.into()),
-            operator: Some("Exists".into()),
-            effect: Some("NoExecute".into()),
-            toleration_seconds: Some(5),
-            ..Default::default()
-        };
-        assert_eq!(
-            eviction_time(
-                &pod(vec![short]),
-                &[taint(NOT_READY_TAINT, t0)],
-                300,
-                |_| t0
-            ),
-            Some(t0 + chrono::Duration::seconds(5))
-        );
     }
 }
