@@ -6,7 +6,9 @@
 //! The pods come from Deployments of `KYB_P5_CHUNK` replicas (default 10,000), created one
 //! after the other, so the whole path (controllers, scheduler, node agents) holds its state.
 //! Scale knob: `KYB_P5_SCALE` (default 1) scales the node and pod counts, e.g. 0.1 for
-//! 500 nodes and 15,000 pods.
+//! 500 nodes and 15,000 pods. `KYB_P5_COMPACT_SECS` (default 300, upstream's interval) sets the
+//! store's compaction interval; below 60 the result is taken three intervals after the last
+//! write, when only the current versions are left.
 
 mod common;
 
@@ -25,8 +27,11 @@ async fn main() -> anyhow::Result<()> {
     let (scale, n) = common::scale("KYB_P5_SCALE")?;
     let (nodes, pods) = (n(5000.0), n(150_000.0));
     let chunk = common::env_usize("KYB_P5_CHUNK", 10_000)?.max(1);
+    // The store keeps every version until the compactor drops history older than one interval
+    // (upstream's 5 minutes); a shorter interval shows what the history costs.
+    let compact = common::env_usize("KYB_P5_COMPACT_SECS", 300)?.max(1) as u64;
     common::print_conditions(&format!(
-        "P5: {pods} pods on {nodes} nodes with node agents, in one process (KYB_P5_SCALE={scale}, KYB_P5_CHUNK={chunk})"
+        "P5: {pods} pods on {nodes} nodes with node agents, in one process (KYB_P5_SCALE={scale}, KYB_P5_CHUNK={chunk}, KYB_P5_COMPACT_SECS={compact})"
     ));
     let (base, _) = common::resident_memory()?;
     let t0 = Instant::now();
@@ -34,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = Cluster::builder()
         .cluster_cidr("10.0.0.0/8")
         .nodes(nodes)
+        .compaction_interval(Some(std::time::Duration::from_secs(compact)))
         .start()
         .await?;
     common::wait_nodes_ready(&cluster, nodes).await?;
@@ -58,6 +64,10 @@ async fn main() -> anyhow::Result<()> {
             took.as_secs_f64(),
             mib(rss)
         );
+    }
+    if compact < 60 {
+        // Two intervals after the last write, everything but the current versions is gone.
+        tokio::time::sleep(std::time::Duration::from_secs(3 * compact)).await;
     }
     let (rss, hwm) = common::resident_memory()?;
     println!(
