@@ -285,6 +285,8 @@ pub(crate) async fn run_service_controller<O, M, S, Fut, E>(
 
     let caches = ServiceCaches { services, pods };
     let ready = async {
+        // An error means the informer behind the store was dropped, which happens only when the
+        // informers stop at shutdown; the shutdown branch below then ends this controller.
         let _ = caches.services.wait_until_ready().await;
         let _ = caches.pods.wait_until_ready().await;
     };

@@ -181,6 +181,52 @@ pub struct ContainerStatus {
     pub log_path: PathBuf,
 }
 
+impl ContainerStatus {
+    /// A container just created from `config`, as every runtime reports it: it carries the
+    /// config's labels with the container-name label added when the node agent left it out,
+    /// so `list_containers` by name works whoever created it.
+    pub fn created(
+        id: String,
+        sandbox_id: String,
+        config: &ContainerConfig,
+        image_ref: String,
+        created_at: DateTime<Utc>,
+        log_path: PathBuf,
+    ) -> ContainerStatus {
+        let mut labels = config.labels.clone();
+        labels
+            .entry(crate::labels::CONTAINER_NAME.into())
+            .or_insert_with(|| config.metadata.name.clone());
+        ContainerStatus {
+            id,
+            sandbox_id,
+            metadata: config.metadata.clone(),
+            image: config.image.clone(),
+            image_ref,
+            state: ContainerState::Created,
+            created_at,
+            labels,
+            annotations: config.annotations.clone(),
+            log_path,
+        }
+    }
+}
+
+impl ContainerConfig {
+    /// The log file under the pod's log directory: the node agent's path, or the kubelet's
+    /// `<name>/<attempt>.log` layout when it gave none.
+    pub fn log_path_or_default(&self) -> PathBuf {
+        if self.log_path.as_os_str().is_empty() {
+            PathBuf::from(format!(
+                "{}/{}.log",
+                self.metadata.name, self.metadata.attempt
+            ))
+        } else {
+            self.log_path.clone()
+        }
+    }
+}
+
 /// Selects containers in [`Runtime::list_containers`](crate::Runtime::list_containers).
 /// Empty fields match everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -225,6 +225,8 @@ async fn run(
         taints_seen: Mutex::new(HashMap::new()),
     };
     let ready = async {
+        // An error means the informer behind the store was dropped, which happens only when the
+        // informers stop at shutdown; the shutdown branch below then ends this controller.
         let _ = controller.nodes.wait_until_ready().await;
         let _ = controller.leases.wait_until_ready().await;
         let _ = controller.pods.wait_until_ready().await;

@@ -92,30 +92,15 @@ pub(super) async fn create(
             })?;
     let id = super::new_id();
     let cgroups = cgroups_path(&id);
-    let log_path = if config.log_path.as_os_str().is_empty() {
-        PathBuf::from(format!(
-            "{}/{}.log",
-            config.metadata.name, config.metadata.attempt
-        ))
-    } else {
-        config.log_path.clone()
-    };
-    let mut container_labels = config.labels.clone();
-    container_labels
-        .entry(labels::CONTAINER_NAME.into())
-        .or_insert_with(|| config.metadata.name.clone());
-    let status = ContainerStatus {
-        id: id.clone(),
-        sandbox_id: sandbox_id.into(),
-        metadata: config.metadata.clone(),
-        image: config.image.clone(),
-        image_ref: resolved.image.reference().to_string(),
-        state: ContainerState::Created,
-        created_at: rt.inner.clock.now(),
-        labels: container_labels,
-        annotations: config.annotations.clone(),
-        log_path: log_path.clone(),
-    };
+    let log_path = config.log_path_or_default();
+    let status = ContainerStatus::created(
+        id.clone(),
+        sandbox_id.into(),
+        config,
+        resolved.image.reference().to_string(),
+        rt.inner.clock.now(),
+        log_path.clone(),
+    );
     let log_file = pod_dir.join(&log_path);
     // Everything a restarted runtime needs to know of the container goes into its record.
     let extensions =

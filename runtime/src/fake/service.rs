@@ -230,22 +230,14 @@ impl Runtime for FakeRuntime {
             });
         }
         let id = st.new_id("c");
-        let mut labels = config.labels.clone();
-        labels
-            .entry(labels::CONTAINER_NAME.into())
-            .or_insert_with(|| config.metadata.name.clone());
-        let status = ContainerStatus {
-            id: id.clone(),
-            sandbox_id: sandbox_id.into(),
-            metadata: config.metadata.clone(),
-            image: config.image.clone(),
+        let status = ContainerStatus::created(
+            id.clone(),
+            sandbox_id.into(),
+            config,
             image_ref,
-            state: ContainerState::Created,
-            created_at: inner.clock.now(),
-            labels,
-            annotations: config.annotations.clone(),
-            log_path: config.log_path.clone(),
-        };
+            inner.clock.now(),
+            config.log_path.clone(),
+        );
         let c = FakeContainer {
             status,
             config: config.clone(),

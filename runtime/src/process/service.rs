@@ -17,7 +17,6 @@ use crate::container::{
     ContainerStatus,
 };
 use crate::image::{Image, synthetic_image};
-use crate::labels;
 use crate::probe::{self, ProbeAction, ProbeRequest, ProbeResult};
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStatus};
@@ -157,19 +156,8 @@ impl ProcessRuntime {
             ("HOSTNAME".to_string(), sandbox.config.hostname.clone()),
         ];
         env.extend(config.env.iter().cloned());
-        let log_path = if config.log_path.as_os_str().is_empty() {
-            PathBuf::from(format!(
-                "{}/{}.log",
-                config.metadata.name, config.metadata.attempt
-            ))
-        } else {
-            config.log_path.clone()
-        };
+        let log_path = config.log_path_or_default();
         let id = self.inner.lock().new_id();
-        let mut container_labels = config.labels.clone();
-        container_labels
-            .entry(labels::CONTAINER_NAME.into())
-            .or_insert_with(|| config.metadata.name.clone());
         let image_ref = {
             let st = self.inner.lock();
             st.find_image(&config.image)
@@ -179,18 +167,14 @@ impl ProcessRuntime {
                 })?
         };
         Ok(ProcessContainer {
-            status: ContainerStatus {
+            status: ContainerStatus::created(
                 id,
-                sandbox_id: sandbox.status.id.clone(),
-                metadata: config.metadata.clone(),
-                image: config.image.clone(),
+                sandbox.status.id.clone(),
+                config,
                 image_ref,
-                state: ContainerState::Created,
-                created_at: self.inner.clock.now(),
-                labels: container_labels,
-                annotations: config.annotations.clone(),
-                log_path: log_path.clone(),
-            },
+                self.inner.clock.now(),
+                log_path.clone(),
+            ),
             pod_uid: sandbox.config.metadata.uid.clone(),
             argv,
             env,
