@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::served::{kubectl_command, served, text};
+use common::served::{kubectl_command, served, served_from, text};
 use kybernetes::Cluster;
-use kybernetes::runtime::FakeRuntime;
 use kybernetes::runtime::fake::ContainerScript;
+use kybernetes::runtime::{FakeRuntime, ProcessRuntime};
 use serde_json::json;
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -87,6 +87,34 @@ async fn kubectl_exec_prints_output_and_passes_the_exit_code_on() {
         text(&out.stderr).contains("pods \"nope\" not found"),
         "{}",
         text(&out.stderr)
+    );
+    s.cluster.shutdown().await.expect("shutdown");
+}
+
+/// A command the runtime cannot start is reported after the upgrade, on the error channel, as
+/// upstream's kubelet does: kubectl prints the runtime's reason and exits 1, and does not
+/// retry over SPDY.
+#[tokio::test]
+async fn kubectl_exec_of_a_missing_command_reports_the_runtime_error() {
+    let s = served_from(Cluster::builder().runtime(ProcessRuntime::host())).await;
+    running_pod(
+        &s.cluster,
+        "sleeper",
+        json!([{"name": "app", "image": "sleeper", "command": ["sleep", "300"]}]),
+    )
+    .await;
+    let out = kubectl(
+        &s.kubeconfig,
+        &["exec", "sleeper", "--", "/no/such/command"],
+        b"",
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("/no/such/command"), "{stderr}");
+    assert!(
+        !stderr.contains("SPDY"),
+        "kubectl fell back to SPDY: {stderr}"
     );
     s.cluster.shutdown().await.expect("shutdown");
 }

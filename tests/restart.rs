@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use kybernetes::Cluster;
 use kybernetes::runtime::FakeRuntime;
@@ -49,6 +49,70 @@ async fn running_pods(pods: &Api<Pod>, want: usize) -> BTreeMap<String, String> 
     }
 }
 
+/// Each node's `spec.podCIDR` and InternalIP.
+async fn node_networks(c: &Cluster) -> BTreeMap<String, (String, String)> {
+    let nodes: Api<Node> = Api::all(c.client());
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("list nodes");
+    list.items
+        .iter()
+        .map(|n| {
+            let cidr = n.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+            let ip = n
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                .map(|a| a.address.clone());
+            (
+                n.metadata.name.clone().unwrap_or_default(),
+                (cidr.unwrap_or_default(), ip.unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every pod's IP lies inside its node's `spec.podCIDR`.
+async fn pods_inside_their_node_cidr(c: &Cluster) {
+    let nodes = node_networks(c).await;
+    let pods: Api<Pod> = Api::default_namespaced(c.client());
+    common::until(
+        "pod IPs inside their node's pod CIDR",
+        Duration::from_secs(30),
+        || async {
+            let Ok(list) = pods.list(&ListParams::default()).await else {
+                return false;
+            };
+            list.items.iter().all(|p| {
+                let node = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default();
+                let ip = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_default();
+                let cidr = nodes
+                    .get(&node)
+                    .map(|(c, _)| c.as_str())
+                    .unwrap_or_default();
+                match (
+                    cidr.parse::<kybernetes::core::ipam::Cidr>(),
+                    ip.parse::<std::net::IpAddr>(),
+                ) {
+                    (Ok(cidr), Ok(ip)) => cidr.contains(ip),
+                    _ => false,
+                }
+            })
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
     let dir = temp_dir();
@@ -71,9 +135,11 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
             .expect("create");
         let pods: Api<Pod> = Api::default_namespaced(c.client());
         let before = running_pods(&pods, 4).await;
+        let networks = node_networks(&c).await;
         c.shutdown().await.expect("shutdown");
-        before
+        (before, networks)
     };
+    let (before, networks_before) = before;
     let containers_before = runtime.containers().len();
 
     let c = Cluster::builder()
@@ -93,6 +159,12 @@ async fn a_restarted_cluster_adopts_its_running_pods_and_creates_none() {
         "the same pods, with the same UIDs, are running"
     );
     assert_eq!(after, settled, "and no extra pods appear later");
+    assert_eq!(
+        node_networks(&c).await,
+        networks_before,
+        "each node keeps its pod CIDR and address, whatever order the agents register in"
+    );
+    pods_inside_their_node_cidr(&c).await;
     assert_eq!(
         runtime.containers().len(),
         containers_before,
@@ -132,9 +204,11 @@ async fn a_restarted_cluster_on_etcd_adopts_its_running_pods_and_creates_none() 
             .expect("create");
         let pods: Api<Pod> = Api::default_namespaced(c.client());
         let before = running_pods(&pods, 4).await;
+        let networks = node_networks(&c).await;
         c.shutdown().await.expect("shutdown");
-        before
+        (before, networks)
     };
+    let (before, networks_before) = before;
     let containers_before = runtime.containers().len();
     let store = EtcdStore::connect(&endpoints).await.expect("etcd again");
     let c = Cluster::builder()

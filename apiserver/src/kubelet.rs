@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use kybernetes_core::ApiError;
@@ -92,6 +93,20 @@ pub struct StreamSession {
     pub resize: Option<mpsc::Sender<TerminalSize>>,
     /// Resolves to the exit code when the process ends.
     pub exit: BoxFuture<'static, Result<i32, ApiError>>,
+}
+
+impl StreamSession {
+    /// A session with no streams whose process ends at once with `error`: what the client
+    /// reads on the error channel when the command could not be started after the upgrade.
+    pub fn failed(error: ApiError) -> Self {
+        StreamSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            exit: futures::future::ready(Err(error)).boxed(),
+        }
+    }
 }
 
 impl fmt::Debug for StreamSession {

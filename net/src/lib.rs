@@ -141,6 +141,15 @@ pub struct NodeNetwork {
     pub netns: Option<PathBuf>,
 }
 
+/// What a rejoining node had, read from its Node object ([`Network::rejoin_node`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreviousNodeNetwork {
+    /// `spec.podCIDR`.
+    pub pod_cidr: Option<String>,
+    /// The `InternalIP` of `status.addresses`.
+    pub node_ip: Option<IpAddr>,
+}
+
 /// What the network needs to know about a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodNetworkRequest {
@@ -344,6 +353,18 @@ pub trait Network: Send + Sync + 'static {
     /// Registers a node and returns its pod CIDR and address (idempotent). A node the pod
     /// CIDR has no room for is still registered, without a pod CIDR.
     async fn add_node(&self, node: &str) -> Result<NodeNetwork>;
+    /// Registers a node that was in the cluster before (its Node object outlived a restart),
+    /// giving it back the pod CIDR and address it had when they are free, so that its
+    /// `spec.podCIDR`, immutable as upstream's, keeps matching its pods' addresses. What is
+    /// no longer free is allocated afresh. The default forgets `previous` and calls
+    /// [`Network::add_node`].
+    async fn rejoin_node(
+        &self,
+        node: &str,
+        _previous: &PreviousNodeNetwork,
+    ) -> Result<NodeNetwork> {
+        self.add_node(node).await
+    }
     /// Forgets a node and releases its CIDR.
     async fn remove_node(&self, node: &str) -> Result<()>;
     /// Gives a pod on `node` its network (idempotent per pod UID).

@@ -11,7 +11,8 @@ use kybernetes_core::ipam::{Cidr, IpAllocator, SubnetAllocator};
 
 use crate::catalog::ServiceCatalog;
 use crate::{
-    DnsRecord, Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result, ServiceEntry,
+    DnsRecord, Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, PreviousNodeNetwork,
+    Result, ServiceEntry,
 };
 
 /// The largest difference between the pod CIDR's prefix and the node mask size, as upstream's
@@ -236,6 +237,11 @@ impl Default for LocalNetwork {
 
 impl Ipam {
     fn add_node(&mut self, node: &str) -> Result<NodeNetwork> {
+        self.rejoin_node(node, &PreviousNodeNetwork::default())
+    }
+
+    /// Adds `node`, taking back the pod CIDR and address of `previous` where they are free.
+    fn rejoin_node(&mut self, node: &str, previous: &PreviousNodeNetwork) -> Result<NodeNetwork> {
         if let Some(lease) = self.nodes.get_mut(node) {
             // A node left without a pod CIDR gets one once a subnet is free again, as
             // upstream's allocator retries such a node.
@@ -248,12 +254,29 @@ impl Ipam {
             }
             return Ok(lease.network.clone());
         }
-        let Some(node_ip) = self.node_ips.allocate() else {
+        let previous_ip = previous
+            .node_ip
+            .filter(|ip| self.node_ips.allocate_specific(*ip).is_ok());
+        let Some(node_ip) = previous_ip.or_else(|| self.node_ips.allocate()) else {
             return Err(Error::Exhausted(format!(
                 "node address range {NODE_ADDRESS_CIDR}"
             )));
         };
-        let subnet = self.subnets.allocate();
+        let previous_subnet = previous.pod_cidr.as_deref().and_then(|cidr| {
+            match cidr.parse::<Cidr>().map(|c| (self.subnets.allocate_specific(c), c)) {
+                Ok((Ok(()), c)) => Some(c),
+                Ok((Err(e), _)) => {
+                    tracing::warn!(node, pod_cidr = cidr, error = %e,
+                        "the node's pod CIDR is not free; it gets another, and its spec.podCIDR no longer matches its pods");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(node, pod_cidr = cidr, error = %e, "the node's pod CIDR does not parse");
+                    None
+                }
+            }
+        });
+        let subnet = previous_subnet.or_else(|| self.subnets.allocate());
         match subnet {
             Some(subnet) => {
                 tracing::debug!(node, pod_cidr = %subnet, %node_ip, "node added to the pod network");
@@ -356,6 +379,10 @@ impl Ipam {
 impl Network for LocalNetwork {
     async fn add_node(&self, node: &str) -> Result<NodeNetwork> {
         self.ipam().add_node(node)
+    }
+
+    async fn rejoin_node(&self, node: &str, previous: &PreviousNodeNetwork) -> Result<NodeNetwork> {
+        self.ipam().rejoin_node(node, previous)
     }
 
     async fn remove_node(&self, node: &str) -> Result<()> {

@@ -304,3 +304,34 @@ async fn pick_endpoint_round_robins_over_ready_endpoints() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// A restarted cluster's nodes come back in any order and each gets the pod CIDR and address
+/// its Node object records; one whose CIDR another node holds gets a fresh one.
+#[tokio::test]
+async fn rejoining_nodes_get_their_previous_pod_cidr_and_address_back() {
+    use kybernetes_net::PreviousNodeNetwork;
+    let first = LocalNetwork::default();
+    let a = first.add_node("a").await.unwrap();
+    let b = first.add_node("b").await.unwrap();
+    let previous = |n: &kybernetes_net::NodeNetwork| PreviousNodeNetwork {
+        pod_cidr: n.pod_cidr.clone(),
+        node_ip: Some(n.node_ip),
+    };
+
+    let restarted = LocalNetwork::default();
+    let b2 = restarted.rejoin_node("b", &previous(&b)).await.unwrap();
+    let a2 = restarted.rejoin_node("a", &previous(&a)).await.unwrap();
+    assert_eq!((a2.pod_cidr, a2.node_ip), (a.pod_cidr.clone(), a.node_ip));
+    assert_eq!((b2.pod_cidr, b2.node_ip), (b.pod_cidr.clone(), b.node_ip));
+    let fresh = restarted.add_node("c").await.unwrap();
+    assert_ne!(fresh.pod_cidr, a.pod_cidr);
+    assert_ne!(fresh.pod_cidr, b.pod_cidr);
+    let pod_ip = restarted.setup_pod("a", &pod("uid-1")).await.unwrap().ip;
+    let a_cidr: Cidr = a.pod_cidr.clone().unwrap().parse().unwrap();
+    assert!(a_cidr.contains(pod_ip), "{pod_ip} is in {a_cidr}");
+
+    let clash = restarted.rejoin_node("d", &previous(&a)).await.unwrap();
+    assert!(clash.pod_cidr.is_some());
+    assert_ne!(clash.pod_cidr, a.pod_cidr, "a's CIDR is a's");
+    assert_ne!(clash.node_ip, a.node_ip);
+}

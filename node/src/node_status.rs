@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kybernetes_net::{Network, NodeNetwork};
+use kybernetes_net::{Network, NodeNetwork, PreviousNodeNetwork};
 use kybernetes_runtime::{Runtime, RuntimeVersion};
 use serde_json::json;
 use tokio::time::Instant;
@@ -262,8 +262,17 @@ pub(crate) async fn register(
     runtime: &Arc<dyn Runtime>,
     network: &Arc<dyn Network>,
 ) -> Result<Registration> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    // A node that was here before (a restart on a durable store) asks for its pod CIDR and
+    // address back: `spec.podCIDR` cannot change, and its pods' addresses must stay inside it.
+    let previous = nodes
+        .get_opt(&config.name)
+        .await
+        .map_err(Error::api("reading the existing node"))?
+        .map(|node| previous_network(&node))
+        .unwrap_or_default();
     let net = network
-        .add_node(&config.name)
+        .rejoin_node(&config.name, &previous)
         .await
         .map_err(|source| Error::Network {
             context: "registering the node".into(),
@@ -273,7 +282,6 @@ pub(crate) async fn register(
         context: "reading the runtime version".into(),
         source,
     })?;
-    let nodes: Api<Node> = Api::all(client.clone());
     let desired = node_object(config, &net);
     let node = match nodes.create(&PostParams::default(), &desired).await {
         Ok(n) => {
@@ -322,6 +330,19 @@ pub(crate) async fn register(
         net,
         runtime: version,
     })
+}
+
+/// The pod CIDR and InternalIP a Node object records.
+fn previous_network(node: &Node) -> PreviousNodeNetwork {
+    PreviousNodeNetwork {
+        pod_cidr: node.spec.as_ref().and_then(|s| s.pod_cidr.clone()),
+        node_ip: node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .and_then(|addrs| addrs.iter().find(|a| a.type_ == "InternalIP"))
+            .and_then(|a| a.address.parse().ok()),
+    }
 }
 
 /// Recomputes the node status every `status_update_interval` until `shutdown`.

@@ -27,7 +27,7 @@ use kybernetes_core::ApiError;
 use serde_json::Value;
 
 use crate::Inner;
-use crate::kubelet::{ContainerRef, StreamOptions};
+use crate::kubelet::{ContainerRef, StreamOptions, StreamSession};
 use crate::object::meta_str;
 use crate::registry::pod::{ContainerDefault, choose_container, container_spec};
 use crate::registry::{RequestScope, Subresource};
@@ -101,7 +101,15 @@ async fn remote_command(
     };
     let kubelet = inner.kubelets.connection(node)?;
     let session = if exec {
-        kubelet.exec(&target, &options).await?
+        match kubelet.exec(&target, &options).await {
+            Ok(session) => session,
+            // The container was there to exec into, but the runtime could not start the
+            // command (no such executable, say). Upstream's kubelet upgrades first and reports
+            // that on the error channel, and kubectl only reads it there: answered before the
+            // upgrade, kubectl takes the refusal for a missing WebSocket and retries over SPDY.
+            Err(e) if e.code >= 500 => StreamSession::failed(e),
+            Err(e) => return Err(e),
+        }
     } else {
         kubelet.attach(&target, &options).await?
     };

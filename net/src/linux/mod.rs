@@ -61,8 +61,8 @@ use kybernetes_core::ipam::Cidr;
 use self::node::{ClusterNamespace, NodeNamespace};
 use self::pod::PodNamespace;
 use crate::{
-    DnsServer, Error, LocalNetwork, Network, NodeNetwork, PodNetwork, PodNetworkRequest, Result,
-    ServiceEntry,
+    DnsServer, Error, LocalNetwork, Network, NodeNetwork, PodNetwork, PodNetworkRequest,
+    PreviousNodeNetwork, Result, ServiceEntry,
 };
 
 /// The default namespace prefix (`kyb_cluster`, `kyb_node_node-1`, …).
@@ -370,6 +370,11 @@ fn gateway(subnet: Cidr) -> Result<Ipv4Addr> {
 #[async_trait]
 impl Network for LinuxNetwork {
     async fn add_node(&self, node: &str) -> Result<NodeNetwork> {
+        self.rejoin_node(node, &PreviousNodeNetwork::default())
+            .await
+    }
+
+    async fn rejoin_node(&self, node: &str, previous: &PreviousNodeNetwork) -> Result<NodeNetwork> {
         let _topology = self.topology.lock().await;
         if let Some(ns) = self.state().nodes.get(node) {
             let mut net = self
@@ -379,7 +384,7 @@ impl Network for LinuxNetwork {
             net.netns = Some(ns.path.clone());
             return Ok(net);
         }
-        let mut net = self.local.add_node(node).await?;
+        let mut net = self.local.rejoin_node(node, previous).await?;
         // Held until the node is in `state`: a service update waits, then sees the node.
         let services = self.service_rules.lock().await;
         match self.set_up_node(node, &net, &services).await {
