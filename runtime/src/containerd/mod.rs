@@ -38,17 +38,20 @@
 //! - **not yet**: exec with a terminal, attach and port-forward answer
 //!   [`Error::Unsupported`](crate::Error::Unsupported); `securityContext`.
 
+mod attach;
 mod capabilities;
 mod containers;
 mod exec;
 mod images;
 mod netns;
+mod port_forward;
 mod probes;
 mod recovery;
 mod registry;
 mod sandboxes;
 mod spec;
 mod stats;
+mod task_io;
 mod user;
 
 use std::collections::BTreeMap;
@@ -75,7 +78,10 @@ use crate::probe::{ProbeRequest, ProbeResult};
 use crate::pull_auth::PullAuth;
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
-use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
+use crate::stream::{
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream,
+    PortForwardStream,
+};
 use crate::{Error, Result};
 
 /// The containerd namespace a runtime works in unless told otherwise.
@@ -267,6 +273,8 @@ struct ContainerdContainer {
     cgroups_path: String,
     /// The OCI process spec it runs, which an exec starts from.
     process: serde_json::Value,
+    /// Its main process's terminal and stdin, and the ends an attach joins.
+    streams: task_io::MainStreams,
     /// The last CPU sample, for the CPU rate.
     cpu_rate: crate::stream::CpuRate,
     /// The task watching its exit, while it runs.
@@ -442,6 +450,16 @@ impl Runtime for ContainerdRuntime {
     }
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
         exec::exec(self, container_id, request).await
+    }
+    async fn attach(&self, container_id: &str, request: AttachRequest) -> Result<ExecSession> {
+        attach::attach(self, container_id, request).await
+    }
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn PortForwardStream>> {
+        port_forward::connect(self, sandbox_id, port).await
     }
     async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {
         let (path, version) = {
