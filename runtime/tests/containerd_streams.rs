@@ -330,3 +330,47 @@ async fn port_forward_connects_to_loopback_inside_the_pods_network_namespace() {
     }
     runtime.remove_pod_sandbox(&sid).await.expect("remove");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_recovers_a_container_attaches_to_its_stdin_and_output() {
+    let daemon = Containerd::start().await;
+    let root = tempfile::tempdir().expect("runtime root");
+    let connect = || {
+        ContainerdRuntime::builder()
+            .snapshotter(daemon.snapshotter)
+            .root(root.path())
+            .connect(daemon.socket())
+    };
+    let first = connect().await.expect("connect");
+    first
+        .import_image(support::busybox_image("busybox:test"))
+        .await
+        .expect("import busybox");
+    let mut config = shell("repl", "while read l; do echo \"out: $l\"; done");
+    config.stdin = true;
+    let (sid, id) = running(&first, "recovered", &config).await;
+    // The first runtime goes as a node agent's process does; the container keeps running.
+    first.detach().await.expect("detach");
+    drop(first);
+    let second = connect().await.expect("reconnect");
+    let mut session = second
+        .attach(
+            &id,
+            AttachRequest {
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("attach to the recovered container");
+    let mut stdin = session.stdin.take().expect("stdin");
+    let mut stdout = session.stdout.take().expect("stdout");
+    stdin.write_all(b"again\n").await.expect("write stdin");
+    let mut seen = String::new();
+    assert!(
+        read_until(&mut stdout, &mut seen, "out: again\n", WITHIN).await,
+        "{seen:?}"
+    );
+    second.remove_pod_sandbox(&sid).await.expect("remove");
+}

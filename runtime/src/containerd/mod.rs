@@ -33,10 +33,16 @@
 //! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace made here connect
 //!   from inside it (to loopback for the pod IP), since nothing on the host routes there.
 //! - **exec**: a process added to the container's task with the container's environment,
-//!   user and working directory; its streams through FIFOs (no terminal yet).
+//!   user and working directory; its streams through FIFOs; with a terminal, one output
+//!   stream and resizes through `Tasks.ResizePty` (see `exec.rs`).
+//! - **attach**: the main process's output as it is written (the log pumps tee it), its
+//!   stdin when the spec says `stdin: true` (a FIFO the runtime keeps open), and its
+//!   terminal with `tty: true`, with `stdinOnce` as containerd's CRI has it (see
+//!   `task_io.rs` and `attach.rs`).
+//! - **port-forward**: a TCP connection to loopback inside the pod's network namespace,
+//!   opened on a thread that entered it and handed to tokio (see `port_forward.rs`).
 //! - **stats**: CPU time and the memory working set from the container's cgroup (v1 or v2).
-//! - **not yet**: exec with a terminal, attach and port-forward answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported); `securityContext`.
+//! - **securityContext**: see `spec.rs`, `user.rs` and `capabilities.rs`.
 
 mod attach;
 mod capabilities;
