@@ -3,68 +3,32 @@
 //! of the test's own; and `kubectl port-forward` to one. Fails, not skips, without
 //! containerd, runc or kubectl.
 
-use std::time::Duration;
-
 use futures::SinkExt;
 use kube::api::{AttachParams, AttachedProcess, PostParams, TerminalSize};
 use kybernetes::runtime::Runtime;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::containerd::{BUSYBOX, CtrdCluster, IDLE, is_ready, pod, running, wait_pod};
+use crate::containerd::{BUSYBOX, CtrdCluster, IDLE, WITHIN, is_ready, pod, running, wait_pod};
 
-/// What `stty size` prints (rows, columns) for the size the tests give terminals.
-const STTY_SIZE: &str = "size=45 123";
+#[path = "../runtime/tests/support/streams.rs"]
+mod streams;
 
-/// Reads from `r` into `seen` until it holds `needle`, up to `within`; whether it did.
-async fn read_until(
-    r: &mut (impl AsyncRead + Unpin),
-    seen: &mut String,
-    needle: &str,
-    within: Duration,
-) -> bool {
-    let reading = async {
-        let mut buf = [0u8; 4096];
-        while !seen.contains(needle) {
-            let n = r.read(&mut buf).await.expect("read");
-            assert!(n > 0, "the stream ended before {needle:?}: {seen:?}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    };
-    tokio::time::timeout(within, reading).await.is_ok()
-}
+use streams::{ASK_SIZE, SIZE, STTY_SIZE, ask_until, read_until};
 
-/// Resizes `process`'s terminal to 123x45, then asks the shell on it for its size until it
-/// says so (the resize and the command travel on different channels, so an early answer may
-/// still be the old size).
+/// Resizes `process`'s terminal, then waits until the shell on it reports the new size.
 async fn resize_and_check(
     process: &mut AttachedProcess,
     stdin: &mut (impl AsyncWrite + Unpin),
     stdout: &mut (impl AsyncRead + Unpin),
 ) {
+    let (width, height) = SIZE;
     let mut resize = process.terminal_size().expect("a tty can be resized");
     resize
-        .send(TerminalSize {
-            width: 123,
-            height: 45,
-        })
+        .send(TerminalSize { width, height })
         .await
         .expect("send the size");
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + crate::containerd::WITHIN;
-    loop {
-        stdin
-            .write_all(b"echo size=$(busybox stty size)\n")
-            .await
-            .expect("write stdin");
-        if read_until(stdout, &mut seen, STTY_SIZE, Duration::from_secs(2)).await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the terminal never reported {STTY_SIZE}: {seen:?}"
-        );
-    }
+    ask_until(stdin, stdout, ASK_SIZE, STTY_SIZE, WITHIN).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +91,7 @@ async fn attach_joins_the_terminal_of_a_pod_with_stdin_and_tty() {
     stdin.write_all(b"\n").await.expect("write stdin");
     let mut seen = String::new();
     assert!(
-        read_until(&mut stdout, &mut seen, "# ", crate::containerd::WITHIN).await,
+        read_until(&mut stdout, &mut seen, "# ", WITHIN).await,
         "{seen:?}"
     );
     resize_and_check(&mut process, &mut stdin, &mut stdout).await;
@@ -193,7 +157,7 @@ async fn portforward_reaches_busybox_httpd_in_the_pods_network_namespace() {
     );
     // Nothing listens on 9999 in the pod: the error channel says so.
     let error = pf.take_error(9999).expect("error channel");
-    let message = tokio::time::timeout(crate::containerd::WITHIN, error)
+    let message = tokio::time::timeout(WITHIN, error)
         .await
         .expect("error in time")
         .expect("an error");

@@ -14,10 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 #[path = "support/pods.rs"]
 mod pods;
+#[path = "support/streams.rs"]
+mod streams;
 #[path = "support/containerd.rs"]
 mod support;
 
-use pods::{log_lines, pod, shell, with_busybox};
+use pods::{create_in_pod, log_lines, shell, with_busybox};
+use streams::{ASK_SIZE, SIZE, STTY_SIZE, ask_until, read_until};
 use support::Containerd;
 
 /// How long a test waits for anything: containers start for real on a loaded machine.
@@ -26,53 +29,21 @@ const WITHIN: Duration = Duration::from_secs(120);
 /// A shell loop that exits promptly on TERM.
 const IDLE: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
 
-/// The size the tests give terminals, and what `stty size` prints for it (rows, columns).
-const SIZE: TerminalSize = TerminalSize {
-    width: 123,
-    height: 45,
-};
-const STTY_SIZE: &str = "size=45 123";
-
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// Reads from `r` into `seen` until it holds `needle`, up to `within`; whether it did.
-async fn read_until(r: &mut Reader, seen: &mut String, needle: &str, within: Duration) -> bool {
-    let reading = async {
-        let mut buf = [0u8; 4096];
-        while !seen.contains(needle) {
-            let n = r.read(&mut buf).await.expect("read");
-            assert!(n > 0, "the stream ended before {needle:?}: {seen:?}");
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    };
-    tokio::time::timeout(within, reading).await.is_ok()
-}
-
-/// Sends `size` to the terminal, then asks the shell behind `stdin` for its size until it
-/// reports `size` (the resize and the command travel separately, so an early answer may
-/// still be the old size).
+/// Resizes the terminal, then waits until the shell behind `stdin` reports the new size.
 async fn resize_and_check(
     resize: &tokio::sync::mpsc::Sender<TerminalSize>,
     stdin: &mut Writer,
     stdout: &mut Reader,
 ) {
-    resize.send(SIZE).await.expect("resize");
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        stdin
-            .write_all(b"echo size=$(busybox stty size)\n")
-            .await
-            .expect("write stdin");
-        if read_until(stdout, &mut seen, STTY_SIZE, Duration::from_secs(2)).await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the terminal never reported {STTY_SIZE}: {seen:?}"
-        );
-    }
+    let (width, height) = SIZE;
+    resize
+        .send(TerminalSize { width, height })
+        .await
+        .expect("resize");
+    ask_until(stdin, stdout, ASK_SIZE, STTY_SIZE, WITHIN).await;
 }
 
 /// A running container `config` in a new sandbox for pod `name`: the sandbox id and the
@@ -82,12 +53,7 @@ async fn running(
     name: &str,
     config: &ContainerConfig,
 ) -> (String, String) {
-    let sandbox = pod(name);
-    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
-    let id = runtime
-        .create_container(&sid, config, &sandbox)
-        .await
-        .expect("create");
+    let (sid, id) = create_in_pod(runtime, name, config).await;
     runtime.start_container(&id).await.expect("start");
     (sid, id)
 }
