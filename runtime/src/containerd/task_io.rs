@@ -222,8 +222,9 @@ impl AsyncRead for Tee {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &polled {
             let read = &buf.filled()[before..];
-            if !read.is_empty() {
-                // An error only means that nobody is attached.
+            // Copied only while someone is attached.
+            if !read.is_empty() && self.to.receiver_count() > 0 {
+                // An error only means that the last attach has just gone.
                 let _ = self.to.send(OutputChunk {
                     stream: self.stream,
                     bytes: Bytes::copy_from_slice(read),
