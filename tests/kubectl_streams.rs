@@ -198,14 +198,14 @@ async fn kubectl_attach_streams_the_main_process() {
 }
 
 /// A running `kubectl port-forward` and the local port it listens on.
-struct PortForward {
+pub(crate) struct PortForward {
     child: std::process::Child,
-    local_port: u16,
+    pub(crate) local_port: u16,
 }
 
 impl PortForward {
     /// Stops kubectl and returns what it wrote to stderr, for a failure message.
-    fn stop_and_stderr(&mut self) -> String {
+    pub(crate) fn stop_and_stderr(&mut self) -> String {
         use std::io::Read;
         let _ = self.child.kill();
         let mut err = String::new();
@@ -225,7 +225,12 @@ impl Drop for PortForward {
 }
 
 /// Starts `kubectl port-forward pod/<pod> 0:<port>` and waits for its "Forwarding from" line.
-async fn port_forward(kubeconfig: &Path, pod: &str, port: u16, websockets: bool) -> PortForward {
+pub(crate) async fn port_forward(
+    kubeconfig: &Path,
+    pod: &str,
+    port: u16,
+    websockets: bool,
+) -> PortForward {
     let target = format!("pod/{pod}");
     let ports = format!("0:{port}");
     let mut command = kubectl_command(
@@ -272,7 +277,7 @@ async fn port_forward(kubeconfig: &Path, pod: &str, port: u16, websockets: bool)
     PortForward { child, local_port }
 }
 
-async fn http_get(port: u16) -> std::io::Result<String> {
+pub(crate) async fn http_get(port: u16) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")

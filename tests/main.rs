@@ -16,6 +16,8 @@ mod containerd;
 #[cfg(feature = "containerd")]
 mod containerd_restart;
 #[cfg(feature = "containerd")]
+mod containerd_streams;
+#[cfg(feature = "containerd")]
 mod containerd_workloads;
 mod controller;
 mod crd;

@@ -4,9 +4,8 @@
 //! KILL on stop.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
@@ -19,20 +18,18 @@ use containerd_client::services::v1::{
     DeleteContainerRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::Code;
-use tokio::net::unix::pipe;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::spec::{self, SpecInputs};
+use super::task_io::{MainStreams, TaskIo};
 use super::{
     ContainerdContainer, ContainerdRuntime, backend, grpc, images, is_not_found, recovery, user,
 };
 use crate::container::{ContainerConfig, ContainerEventKind, ContainerState, ContainerStatus};
 use crate::labels;
-use crate::process::spawn::pump;
 use crate::sandbox::PodSandboxState;
-use crate::stream::LogStreamKind;
 use crate::{Error, Result};
 
 /// The shim every container runs under.
@@ -103,8 +100,10 @@ pub(super) async fn create(
     );
     let log_file = pod_dir.join(&log_path);
     // Everything a restarted runtime needs to know of the container goes into its record.
-    let extensions =
-        recovery::container_extensions(&recovery::ContainerExt::of(&status, &pod_uid, &log_file))?;
+    let streams = MainStreams::of(config);
+    let extensions = recovery::container_extensions(&recovery::ContainerExt::of(
+        &status, &pod_uid, &log_file, &streams,
+    ))?;
     // The snapshot goes first, under a lease that keeps containerd's garbage collector off
     // it until the container record refers to it: the spec's user comes from the image's
     // /etc/passwd and /etc/group in that root filesystem, as containerd's `WithUser` reads
@@ -136,6 +135,7 @@ pub(super) async fn create(
         rootfs: mounts,
         cgroups_path: cgroups,
         process,
+        streams,
         cpu_rate: Default::default(),
         watcher: None,
     };
@@ -247,93 +247,10 @@ async fn record(
     Ok(process)
 }
 
-/// The FIFOs a task writes its stdout and stderr to, and the write ends this side holds
-/// open so that the readers see no end of file before the shim opens them; dropping them
-/// once the task is deleted lets the readers drain and end.
-pub(super) struct TaskIo {
-    dir: PathBuf,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    _holders: Vec<pipe::Sender>,
-}
-
-impl TaskIo {
-    /// New FIFOs for container `c`'s task under the runtime's root.
-    pub(super) fn open(
-        rt: &ContainerdRuntime,
-        c: &ContainerdContainer,
-        pumps: &mut JoinSet<()>,
-    ) -> Result<TaskIo> {
-        TaskIo::open_in(rt.inner.root.join("io").join(&c.status.id), rt, c, pumps)
-    }
-
-    /// The FIFOs in `dir` (made if missing), pumped into `c`'s log file: a recovered
-    /// task's are where the runtime that started it made them.
-    pub(super) fn open_in(
-        dir: PathBuf,
-        rt: &ContainerdRuntime,
-        c: &ContainerdContainer,
-        pumps: &mut JoinSet<()>,
-    ) -> Result<TaskIo> {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| backend(format!("create {}", dir.display()), e))?;
-        if let Some(parent) = c.log_file.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| backend(format!("create log directory {}", parent.display()), e))?;
-        }
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&c.log_file)
-            .map_err(|e| backend(format!("open log file {}", c.log_file.display()), e))?;
-        let sink = Arc::new(Mutex::new(log));
-        let mut holders = Vec::new();
-        let mut paths = Vec::new();
-        for kind in [LogStreamKind::Stdout, LogStreamKind::Stderr] {
-            let path = dir.join(kind.as_str());
-            super::exec::fifo(&path)?;
-            let reader = pipe::OpenOptions::new()
-                .open_receiver(&path)
-                .map_err(|e| backend(format!("open FIFO {}", path.display()), e))?;
-            holders.push(
-                pipe::OpenOptions::new()
-                    .open_sender(&path)
-                    .map_err(|e| backend(format!("open FIFO {}", path.display()), e))?,
-            );
-            pumps.spawn(pump(
-                reader,
-                kind,
-                sink.clone(),
-                rt.inner.clock.clone(),
-                c.version.clone(),
-            ));
-            paths.push(path);
-        }
-        let stderr = paths.pop().unwrap_or_default();
-        let stdout = paths.pop().unwrap_or_default();
-        Ok(TaskIo {
-            dir,
-            stdout,
-            stderr,
-            _holders: holders,
-        })
-    }
-
-    fn close(self) {
-        let dir = self.dir.clone();
-        drop(self);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            debug!(dir = %dir.display(), error = %e, "removing a task's FIFOs failed");
-        }
-    }
-}
-
 /// Starts created container `id`: its task, with output into its log file.
 pub(super) async fn start(rt: &ContainerdRuntime, id: &str) -> Result<()> {
     let mut pumps = JoinSet::new();
-    let (io, rootfs) = {
+    let (io, rootfs, tty) = {
         let st = rt.inner.lock();
         let c = st
             .containers
@@ -345,7 +262,11 @@ pub(super) async fn start(rt: &ContainerdRuntime, id: &str) -> Result<()> {
                 message: "container is not in created state".into(),
             });
         }
-        (TaskIo::open(rt, c, &mut pumps)?, c.rootfs.clone())
+        (
+            TaskIo::open(rt, c, &mut pumps)?,
+            c.rootfs.clone(),
+            c.streams.tty,
+        )
     };
     let mut tasks = TasksClient::new(rt.channel.clone());
     let created = tasks
@@ -353,10 +274,10 @@ pub(super) async fn start(rt: &ContainerdRuntime, id: &str) -> Result<()> {
             CreateTaskRequest {
                 container_id: id.into(),
                 rootfs,
-                stdin: String::new(),
+                stdin: path_string(io.stdin_path.as_deref()),
                 stdout: io.stdout.to_string_lossy().into_owned(),
-                stderr: io.stderr.to_string_lossy().into_owned(),
-                terminal: false,
+                stderr: path_string(io.stderr.as_deref()),
+                terminal: tty,
                 checkpoint: None,
                 options: None,
                 runtime_path: String::new(),
@@ -391,6 +312,7 @@ pub(super) async fn start(rt: &ContainerdRuntime, id: &str) -> Result<()> {
         let mut st = rt.inner.lock();
         if let Some(c) = st.containers.get_mut(id) {
             c.status.state = running.clone();
+            c.streams.running(&io);
             c.version.send_modify(|v| *v += 1);
             rt.emit(c, ContainerEventKind::Started);
         }
@@ -425,6 +347,12 @@ fn start_error(id: &str, status: containerd_client::tonic::Status) -> Error {
         ),
         source: Some(Box::new(status)),
     }
+}
+
+/// A FIFO's path as a task request gives it; empty for none.
+fn path_string(path: Option<&Path>) -> String {
+    path.map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Records that a container could not start, as containerd's CRI reports it.
@@ -537,6 +465,7 @@ async fn watch_exit(
     };
     debug!(container = %id, exit_code, reason, "container exited");
     c.status.state = state;
+    c.streams.stopped();
     c.watcher = None;
     c.version.send_modify(|v| *v += 1);
     rt.emit(c, ContainerEventKind::Stopped);

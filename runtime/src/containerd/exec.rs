@@ -1,31 +1,35 @@
 //! exec on containerd: a process added to the container's task (Tasks.Exec) with the
-//! container's own process spec and another argv, its streams through FIFOs.
+//! container's own process spec and another argv, its streams through FIFOs. With a terminal
+//! (`kubectl exec -t`) the process gets a pty from the shim: one output FIFO (no stderr, as
+//! CRI has it), and resizes through `Tasks.ResizePty`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, StartRequest,
-    WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use futures::FutureExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::{ContainerdRuntime, backend, grpc, is_not_found};
 use crate::session_pipes::drain;
-use crate::stream::{ExecRequest, ExecResult, ExecSession};
+use crate::stream::{ExecRequest, ExecResult, ExecSession, TerminalSize};
 use crate::{Error, Result};
 
 /// The type URL containerd expects for a JSON OCI process spec.
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
-/// A started exec process: its output ends, its stdin, and what ends it.
+/// A started exec process: its output ends (no stderr with a terminal), its stdin, and what
+/// ends it.
 struct Started {
     stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
+    stderr: Option<pipe::Receiver>,
     stdin: Option<pipe::Sender>,
     finish: Finish,
 }
@@ -96,8 +100,20 @@ pub(super) fn fifo(path: &std::path::Path) -> Result<()> {
     }
 }
 
+/// How an exec process is wired: stdin fed, a terminal.
+#[derive(Clone, Copy)]
+struct Wiring {
+    stdin: bool,
+    tty: bool,
+}
+
 /// Starts `cmd` in running container `id`.
-async fn start(rt: &ContainerdRuntime, id: &str, cmd: &[String], stdin: bool) -> Result<Started> {
+async fn start(
+    rt: &ContainerdRuntime,
+    id: &str,
+    cmd: &[String],
+    wiring: Wiring,
+) -> Result<Started> {
     let mut process = {
         let st = rt.inner.lock();
         let c = st
@@ -119,7 +135,7 @@ async fn start(rt: &ContainerdRuntime, id: &str, cmd: &[String], stdin: bool) ->
         });
     }
     process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(false);
+    process["terminal"] = serde_json::json!(wiring.tty);
     let exec_id = super::new_id();
     let dir = rt
         .inner
@@ -134,7 +150,7 @@ async fn start(rt: &ContainerdRuntime, id: &str, cmd: &[String], stdin: bool) ->
         dir: dir.clone(),
         holders: Vec::new(),
     };
-    let opened = open_fifos(&dir, stdin, &mut finish.holders);
+    let opened = open_fifos(&dir, wiring, &mut finish.holders);
     let (stdout, stderr, stdin_w) = match opened {
         Ok(o) => o,
         Err(e) => {
@@ -149,10 +165,18 @@ async fn start(rt: &ContainerdRuntime, id: &str, cmd: &[String], stdin: bool) ->
         .exec(rt.request(
             ExecProcessRequest {
                 container_id: id.into(),
-                stdin: if stdin { path("stdin") } else { String::new() },
+                stdin: if wiring.stdin {
+                    path("stdin")
+                } else {
+                    String::new()
+                },
                 stdout: path("stdout"),
-                stderr: path("stderr"),
-                terminal: false,
+                stderr: if wiring.tty {
+                    String::new()
+                } else {
+                    path("stderr")
+                },
+                terminal: wiring.tty,
                 spec: Some(prost_types::Any {
                     type_url: PROCESS_TYPE_URL.into(),
                     value: spec,
@@ -190,16 +214,21 @@ async fn start(rt: &ContainerdRuntime, id: &str, cmd: &[String], stdin: bool) ->
     })
 }
 
-type Fifos = (pipe::Receiver, pipe::Receiver, Option<pipe::Sender>);
+type Fifos = (pipe::Receiver, Option<pipe::Receiver>, Option<pipe::Sender>);
 
 fn open_fifos(
     dir: &std::path::Path,
-    stdin: bool,
+    wiring: Wiring,
     holders: &mut Vec<pipe::Sender>,
 ) -> Result<Fifos> {
     let open_err = |p: &std::path::Path, e| backend(format!("open FIFO {}", p.display()), e);
     let mut readers = Vec::new();
-    for name in ["stdout", "stderr"] {
+    let names: &[&str] = if wiring.tty {
+        &["stdout"]
+    } else {
+        &["stdout", "stderr"]
+    };
+    for name in names {
         let p = dir.join(name);
         fifo(&p)?;
         readers.push(
@@ -213,7 +242,7 @@ fn open_fifos(
                 .map_err(|e| open_err(&p, e))?,
         );
     }
-    let stdin = if stdin {
+    let stdin = if wiring.stdin {
         let p = dir.join("stdin");
         fifo(&p)?;
         // Read-write, so that it opens before the shim opens the read end.
@@ -226,13 +255,11 @@ fn open_fifos(
     } else {
         None
     };
-    let stderr = readers
-        .pop()
-        .ok_or_else(|| backend("no stderr FIFO", std::io::Error::other("missing")))?;
+    let mut readers = readers.into_iter();
     let stdout = readers
-        .pop()
+        .next()
         .ok_or_else(|| backend("no stdout FIFO", std::io::Error::other("missing")))?;
-    Ok((stdout, stderr, stdin))
+    Ok((stdout, readers.next(), stdin))
 }
 
 /// Runs `cmd` in container `id` to completion, up to `timeout`; a command still running
@@ -245,10 +272,21 @@ pub(super) async fn exec_sync(
 ) -> Result<ExecResult> {
     let Started {
         mut stdout,
-        mut stderr,
+        stderr,
         stdin: _,
         finish,
-    } = start(rt, id, cmd, false).await?;
+    } = start(
+        rt,
+        id,
+        cmd,
+        Wiring {
+            stdin: false,
+            tty: false,
+        },
+    )
+    .await?;
+    let mut stderr =
+        stderr.ok_or_else(|| backend("no stderr FIFO", std::io::Error::other("missing")))?;
     let exec_id = finish.exec_id.clone();
     let run = async {
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -289,31 +327,33 @@ pub(super) async fn exec_sync(
     }
 }
 
-/// Starts `request.cmd` with the streams asked for. A terminal is not supported yet.
+/// Starts `request.cmd` with the streams asked for; with `tty`, on a terminal whose size
+/// follows the session's resize messages.
 pub(super) async fn exec(
     rt: &ContainerdRuntime,
     id: &str,
     request: ExecRequest,
 ) -> Result<ExecSession> {
-    if request.tty {
-        return Err(Error::Unsupported(
-            "exec with a terminal on containerd".into(),
-        ));
-    }
+    let wiring = Wiring {
+        stdin: request.stdin,
+        tty: request.tty,
+    };
     let Started {
         stdout,
         stderr,
         stdin,
         finish,
-    } = start(rt, id, &request.cmd, request.stdin).await?;
-    let keep = |wanted: bool, r: pipe::Receiver| {
-        if wanted {
+    } = start(rt, id, &request.cmd, wiring).await?;
+    let keep = |wanted: bool, r: Option<pipe::Receiver>| match r {
+        Some(r) if wanted => {
             Some(Box::pin(r) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>)
-        } else {
+        }
+        Some(r) => {
             // A stream nobody asked for is drained, so the process never blocks writing it.
             tokio::spawn(drain(r));
             None
         }
+        None => None,
     };
     let stdin = stdin.map(|fifo| {
         let (writer, reader) = tokio::io::duplex(64 * 1024);
@@ -326,14 +366,17 @@ pub(super) async fn exec(
         ));
         Box::pin(writer) as std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>
     });
+    let resize = request
+        .tty
+        .then(|| resize_pty(rt.clone(), id.to_string(), finish.exec_id.clone()));
     // The wait runs on its own: the output streams end only once it has deleted the process,
     // and the caller may read them to the end before awaiting the exit.
     let waiter = tokio::spawn(finish.wait());
     Ok(ExecSession {
         stdin,
-        stdout: keep(request.stdout, stdout),
+        stdout: keep(request.stdout, Some(stdout)),
         stderr: keep(request.stderr, stderr),
-        resize: None,
+        resize,
         exit: async move {
             waiter
                 .await
@@ -341,6 +384,48 @@ pub(super) async fn exec(
         }
         .boxed(),
     })
+}
+
+/// A resize channel for the terminal of process `exec_id` of container `container_id` (the
+/// main process for an empty `exec_id`): each size goes to `Tasks.ResizePty`, until the
+/// session drops its sender.
+pub(super) fn resize_pty(
+    rt: ContainerdRuntime,
+    container_id: String,
+    exec_id: String,
+) -> mpsc::Sender<TerminalSize> {
+    let (tx, mut rx) = mpsc::channel::<TerminalSize>(4);
+    tokio::spawn(async move {
+        while let Some(size) = rx.recv().await {
+            let request = match rt.request(
+                ResizePtyRequest {
+                    container_id: container_id.clone(),
+                    exec_id: exec_id.clone(),
+                    width: u32::from(size.width),
+                    height: u32::from(size.height),
+                },
+                None,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(container = %container_id, error = %e, "a resize request failed");
+                    continue;
+                }
+            };
+            match TasksClient::new(rt.channel.clone())
+                .resize_pty(request)
+                .await
+            {
+                Ok(_) => {}
+                // A resize that comes after the process ended is moot.
+                Err(s) if is_not_found(&s) => {}
+                Err(s) => {
+                    debug!(container = %container_id, exec = %exec_id, error = %s, "resizing a terminal failed")
+                }
+            }
+        }
+    });
+    tx
 }
 
 /// Copies the caller's stdin into the exec's stdin FIFO; once the caller closes it, tells the
@@ -356,9 +441,15 @@ async fn feed_stdin(
         debug!(exec = %exec_id, error = %e, "feeding an exec's stdin ended");
     }
     drop(fifo);
+    close_stdin(&rt, container_id, exec_id).await;
+}
+
+/// Tells the shim to close the stdin of process `exec_id` of container `container_id` (the
+/// main process for an empty `exec_id`), which gives the process its end of file.
+pub(super) async fn close_stdin(rt: &ContainerdRuntime, container_id: String, exec_id: String) {
     let Ok(request) = rt.request(
         CloseIoRequest {
-            container_id,
+            container_id: container_id.clone(),
             exec_id: exec_id.clone(),
             stdin: true,
         },
@@ -369,6 +460,8 @@ async fn feed_stdin(
     match TasksClient::new(rt.channel.clone()).close_io(request).await {
         Ok(_) => {}
         Err(s) if is_not_found(&s) => {}
-        Err(s) => debug!(exec = %exec_id, error = %s, "closing an exec's stdin failed"),
+        Err(s) => {
+            debug!(container = %container_id, exec = %exec_id, error = %s, "closing a process's stdin failed")
+        }
     }
 }

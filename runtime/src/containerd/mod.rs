@@ -33,22 +33,31 @@
 //! - **probes**: `tcpSocket` and `httpGet` probes of a pod in a namespace made here connect
 //!   from inside it (to loopback for the pod IP), since nothing on the host routes there.
 //! - **exec**: a process added to the container's task with the container's environment,
-//!   user and working directory; its streams through FIFOs (no terminal yet).
+//!   user and working directory; its streams through FIFOs; with a terminal, one output
+//!   stream and resizes through `Tasks.ResizePty` (see `exec.rs`).
+//! - **attach**: the main process's output as it is written (the log pumps tee it), its
+//!   stdin when the spec says `stdin: true` (a FIFO the runtime keeps open), and its
+//!   terminal with `tty: true`, with `stdinOnce` as containerd's CRI has it (see
+//!   `task_io.rs` and `attach.rs`).
+//! - **port-forward**: a TCP connection to loopback inside the pod's network namespace,
+//!   opened on a thread that entered it and handed to tokio (see `port_forward.rs`).
 //! - **stats**: CPU time and the memory working set from the container's cgroup (v1 or v2).
-//! - **not yet**: exec with a terminal, attach and port-forward answer
-//!   [`Error::Unsupported`](crate::Error::Unsupported); `securityContext`.
+//! - **securityContext**: see `spec.rs`, `user.rs` and `capabilities.rs`.
 
+mod attach;
 mod capabilities;
 mod containers;
 mod exec;
 mod images;
 mod netns;
+mod port_forward;
 mod probes;
 mod recovery;
 mod registry;
 mod sandboxes;
 mod spec;
 mod stats;
+mod task_io;
 mod user;
 
 use std::collections::BTreeMap;
@@ -75,7 +84,10 @@ use crate::probe::{ProbeRequest, ProbeResult};
 use crate::pull_auth::PullAuth;
 use crate::runtime::{Runtime, RuntimeVersion};
 use crate::sandbox::{PodSandboxConfig, PodSandboxFilter, PodSandboxStatus};
-use crate::stream::{ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream};
+use crate::stream::{
+    AttachRequest, ContainerStats, ExecRequest, ExecResult, ExecSession, LogOptions, LogStream,
+    PortForwardStream,
+};
 use crate::{Error, Result};
 
 /// The containerd namespace a runtime works in unless told otherwise.
@@ -267,6 +279,8 @@ struct ContainerdContainer {
     cgroups_path: String,
     /// The OCI process spec it runs, which an exec starts from.
     process: serde_json::Value,
+    /// Its main process's terminal and stdin, and the ends an attach joins.
+    streams: task_io::MainStreams,
     /// The last CPU sample, for the CPU rate.
     cpu_rate: crate::stream::CpuRate,
     /// The task watching its exit, while it runs.
@@ -442,6 +456,16 @@ impl Runtime for ContainerdRuntime {
     }
     async fn exec(&self, container_id: &str, request: ExecRequest) -> Result<ExecSession> {
         exec::exec(self, container_id, request).await
+    }
+    async fn attach(&self, container_id: &str, request: AttachRequest) -> Result<ExecSession> {
+        attach::attach(self, container_id, request).await
+    }
+    async fn port_forward(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Box<dyn PortForwardStream>> {
+        port_forward::connect(self, sandbox_id, port).await
     }
     async fn logs(&self, container_id: &str, options: &LogOptions) -> Result<LogStream> {
         let (path, version) = {

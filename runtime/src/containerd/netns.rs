@@ -1,6 +1,7 @@
 //! A pod network namespace for sandboxes the `Network` gave none (`LocalNetwork`): a fresh
 //! namespace with loopback up, bind-mounted on a file under the runtime's root so that it
-//! outlives the thread that made it and every container of the pod can join it.
+//! outlives the thread that made it and every container of the pod can join it. And work
+//! done inside a pod's namespace (probes, port-forward) on a thread of its own.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
 use super::backend;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Creates a network namespace bound at `path`, with `lo` up.
 pub(super) async fn create(path: PathBuf) -> Result<PathBuf> {
@@ -89,4 +90,36 @@ pub(super) fn remove(path: &Path) {
     {
         tracing::warn!(netns = %path.display(), error = %e, "removing a pod network namespace file failed");
     }
+}
+
+/// Runs `work` on a thread of its own that first enters the network namespace at `path`: a
+/// namespace belongs to a thread, and a socket to the namespace it was opened in, so the
+/// process's own threads never change namespace while what `work` opens stays in the pod's.
+pub(super) async fn run_in<T: Send + 'static>(
+    path: PathBuf,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kyb-ctrd-in-netns".into())
+        .spawn(move || {
+            let entered = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
+                nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+            });
+            let done = match entered {
+                Ok(()) => Ok(work()),
+                Err(e) => Err(Error::Backend {
+                    context: format!(
+                        "entering the pod's network namespace {}: {e}",
+                        path.display()
+                    ),
+                    source: None,
+                }),
+            };
+            // The receiver is gone only if the caller was cancelled; nothing to report then.
+            let _ = tx.send(done);
+        })
+        .map_err(|e| backend("spawning a thread to enter a network namespace", e))?;
+    rx.await
+        .map_err(|e| backend("the network namespace thread died", e))?
 }

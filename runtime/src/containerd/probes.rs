@@ -5,12 +5,9 @@
 //! reachable only inside the network's own namespaces (`LinuxNetwork` configures nothing in
 //! the host's), where the pod's own address is always reachable.
 
-use std::fs::File;
 use std::path::PathBuf;
 
-use nix::sched::CloneFlags;
-
-use super::ContainerdRuntime;
+use super::{ContainerdRuntime, netns};
 use crate::probe::{self, HttpScheme, ProbeAction, ProbeRequest, ProbeResult};
 
 /// Runs `request` against container `container_id`; see the module docs.
@@ -54,33 +51,15 @@ pub(super) async fn run(
     in_netns(netns, request).await
 }
 
-/// Runs a network probe on a thread of its own that enters the namespace at `netns` (a
-/// namespace belongs to a thread, and a socket to the namespace it was opened in).
-async fn in_netns(netns: PathBuf, request: ProbeRequest) -> ProbeResult {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("kyb-ctrd-probe".into())
-        .spawn(move || {
-            // The receiver is gone only if the prober was cancelled; nothing to report then.
-            let _ = tx.send(probe_here(&netns, &request));
-        });
-    if let Err(e) = spawned {
-        return ProbeResult::Failure(format!("spawning a probe thread: {e}"));
-    }
-    rx.await
-        .unwrap_or_else(|_| ProbeResult::Failure("the probe thread died".into()))
+/// Runs a network probe from inside the namespace at `path`.
+async fn in_netns(path: PathBuf, request: ProbeRequest) -> ProbeResult {
+    netns::run_in(path, move || probe_here(&request))
+        .await
+        .unwrap_or_else(|e| ProbeResult::Failure(e.to_string()))
 }
 
-fn probe_here(netns: &std::path::Path, request: &ProbeRequest) -> ProbeResult {
-    let entered = File::open(netns)
-        .map_err(|e| e.to_string())
-        .and_then(|f| nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()));
-    if let Err(e) = entered {
-        return ProbeResult::Failure(format!(
-            "entering the pod's network namespace {}: {e}",
-            netns.display()
-        ));
-    }
+/// Runs a network probe from this thread's network namespace.
+fn probe_here(request: &ProbeRequest) -> ProbeResult {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()

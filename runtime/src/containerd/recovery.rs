@@ -43,6 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::task_io::{MainStreams, TaskIo};
 use super::{ContainerdContainer, ContainerdRuntime, ContainerdSandbox, containers, grpc};
 use crate::Result;
 use crate::container::{ContainerMetadata, ContainerState, ContainerStatus};
@@ -234,13 +235,25 @@ pub(super) struct ContainerExt {
     annotations: BTreeMap<String, String>,
     log_path: PathBuf,
     log_file: PathBuf,
+    /// `stdin: true` in the spec (absent in records of older runtimes).
+    #[serde(default)]
+    stdin: bool,
+    /// `stdinOnce: true` in the spec.
+    #[serde(default)]
+    stdin_once: bool,
     #[serde(flatten)]
     state: StateExt,
 }
 
 impl ContainerExt {
-    /// The record of `status`, of pod `pod_uid`, logging to `log_file`.
-    pub(super) fn of(status: &ContainerStatus, pod_uid: &str, log_file: &std::path::Path) -> Self {
+    /// The record of `status`, of pod `pod_uid`, logging to `log_file`, its main process
+    /// wired as `streams` says.
+    pub(super) fn of(
+        status: &ContainerStatus,
+        pod_uid: &str,
+        log_file: &std::path::Path,
+        streams: &MainStreams,
+    ) -> Self {
         ContainerExt {
             sandbox_id: status.sandbox_id.clone(),
             pod_uid: pod_uid.to_string(),
@@ -253,6 +266,8 @@ impl ContainerExt {
             annotations: status.annotations.clone(),
             log_path: status.log_path.clone(),
             log_file: log_file.to_path_buf(),
+            stdin: streams.open_stdin,
+            stdin_once: streams.stdin_once,
             state: (&status.state).into(),
         }
     }
@@ -355,7 +370,7 @@ pub(super) async fn save_sandbox(rt: &ContainerdRuntime, id: &str) {
 /// works on, and only a restart would see the older state.
 pub(super) async fn save_container(rt: &ContainerdRuntime, id: &str, state: &ContainerState) {
     let ext = rt.inner.lock().containers.get(id).map(|c| {
-        let mut ext = ContainerExt::of(&c.status, &c.pod_uid, &c.log_file);
+        let mut ext = ContainerExt::of(&c.status, &c.pod_uid, &c.log_file, &c.streams);
         ext.state = state.into();
         ext
     });
@@ -500,7 +515,7 @@ async fn recover_container(
         }
         _ => {}
     }
-    let container = ContainerdContainer {
+    let mut container = ContainerdContainer {
         status: ContainerStatus {
             id: id.clone(),
             sandbox_id: ext.sandbox_id,
@@ -521,6 +536,12 @@ async fn recover_container(
         version: Arc::new(watch::channel(0).0),
         rootfs,
         cgroups_path: containers::cgroups_path(&id),
+        streams: MainStreams {
+            tty: process["terminal"].as_bool().unwrap_or(false),
+            open_stdin: ext.stdin,
+            stdin_once: ext.stdin_once,
+            ..Default::default()
+        },
         process,
         cpu_rate: Default::default(),
         watcher: None,
@@ -537,7 +558,11 @@ async fn recover_container(
                 .and_then(|t| std::path::Path::new(&t.stdout).parent().map(PathBuf::from))
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or_else(|| rt.inner.root.join("io").join(&id));
-            Some(containers::TaskIo::open_in(dir, rt, &container, &mut pumps).map(|io| (io, pumps)))
+            let io = TaskIo::open_in(dir, rt, &container, &mut pumps);
+            if let Ok(io) = &io {
+                container.streams.running(io);
+            }
+            Some(io.map(|io| (io, pumps)))
         } else {
             None
         };

@@ -207,7 +207,7 @@ pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result
     Ok(json!({
         "ociVersion": "1.0.2-dev",
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": {
                 "uid": inputs.user.uid,
                 "gid": inputs.user.gid,

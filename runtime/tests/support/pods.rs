@@ -80,12 +80,7 @@ pub async fn run_in_pod(
     name: &str,
     config: &ContainerConfig,
 ) -> (ContainerState, Vec<LogLine>) {
-    let sandbox = pod(name);
-    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
-    let id = runtime
-        .create_container(&sid, config, &sandbox)
-        .await
-        .expect("create");
+    let (sid, id) = create_in_pod(runtime, name, config).await;
     let state = run_to_exit(runtime, &id).await;
     let lines = log_lines(runtime, &id).await;
     runtime
@@ -93,6 +88,21 @@ pub async fn run_in_pod(
         .await
         .expect("remove sandbox");
     (state, lines)
+}
+
+/// Creates `config` in a new sandbox for pod `name`: the sandbox id and the container id.
+pub async fn create_in_pod(
+    runtime: &ContainerdRuntime,
+    name: &str,
+    config: &ContainerConfig,
+) -> (String, String) {
+    let sandbox = pod(name);
+    let sid = runtime.run_pod_sandbox(&sandbox).await.expect("sandbox");
+    let id = runtime
+        .create_container(&sid, config, &sandbox)
+        .await
+        .expect("create");
+    (sid, id)
 }
 
 /// The log of container `id`.
