@@ -102,6 +102,8 @@ pub mod fake;
 pub mod image;
 mod index;
 pub mod labels;
+#[cfg(target_os = "linux")]
+mod oci;
 pub mod probe;
 pub mod process;
 pub mod pull_auth;

@@ -38,18 +38,16 @@
 //! - **not yet**: exec with a terminal, attach and port-forward answer
 //!   [`Error::Unsupported`](crate::Error::Unsupported); `securityContext`.
 
-mod capabilities;
 mod containers;
 mod exec;
 mod images;
-mod netns;
 mod probes;
 mod recovery;
 mod registry;
 mod sandboxes;
-mod spec;
 mod stats;
-mod user;
+
+use crate::oci::{netns, spec, user};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -12,12 +12,12 @@ use super::backend;
 use crate::Result;
 
 /// Creates a network namespace bound at `path`, with `lo` up.
-pub(super) async fn create(path: PathBuf) -> Result<PathBuf> {
+pub(crate) async fn create(path: PathBuf) -> Result<PathBuf> {
     let target = path.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     // Namespaces belong to threads: a thread of its own enters the new one and ends.
     std::thread::Builder::new()
-        .name("kyb-ctrd-netns".into())
+        .name("kyb-netns".into())
         .spawn(move || {
             // The receiver is gone only if the caller was cancelled; nothing to report then.
             let _ = tx.send(create_here(&target));
@@ -77,7 +77,7 @@ fn create_here(target: &Path) -> Result<()> {
 }
 
 /// Unmounts and removes the namespace at `path`; one already gone is fine.
-pub(super) fn remove(path: &Path) {
+pub(crate) fn remove(path: &Path) {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
         Err(e) => {
