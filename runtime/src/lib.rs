@@ -102,7 +102,6 @@ pub mod fake;
 pub mod image;
 mod index;
 pub mod labels;
-#[cfg(target_os = "linux")]
 mod oci;
 pub mod probe;
 pub mod process;

@@ -600,35 +600,20 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
         serde_json::from_slice(&read_blob(rt, &manifest_desc.digest).await?)
             .map_err(|e| backend(format!("manifest of {name}"), e))?;
     let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<i64>();
-    let repo = name
-        .rsplit_once(':')
-        .filter(|(_, tag)| !tag.contains('/'))
-        .map(|(r, _)| r)
-        .unwrap_or(name);
-    let repo = repo.split('@').next().unwrap_or(repo);
-    // The config says which user a container runs as, which the node agent checks against
-    // `runAsNonRoot` before it creates one.
     let config: UserConfig = serde_json::from_slice(&read_blob(rt, &manifest.config.digest).await?)
         .map_err(|e| backend(format!("image config of {name}"), e))?;
-    let (uid, username) = crate::security::image_user(
-        config
-            .config
-            .as_ref()
-            .and_then(|c| c.user.as_deref())
-            .unwrap_or(""),
-    );
-    Ok(Image {
-        id: manifest.config.digest,
-        repo_tags: if name.contains('@') {
-            Vec::new()
-        } else {
-            vec![name.to_string()]
-        },
-        repo_digests: vec![format!("{repo}@{}", manifest_desc.digest)],
-        size_bytes: u64::try_from(size).unwrap_or(0),
-        uid,
-        username,
-    })
+    let user = config
+        .config
+        .as_ref()
+        .and_then(|c| c.user.as_deref())
+        .unwrap_or("");
+    Ok(crate::oci::layout::image_record(
+        name,
+        &manifest_desc.digest,
+        manifest.config.digest,
+        size,
+        user,
+    ))
 }
 
 /// The part of an image config [`image_record`] reports.

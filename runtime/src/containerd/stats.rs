@@ -6,7 +6,6 @@ use super::{ContainerdRuntime, not_found};
 use crate::stream::ContainerStats;
 use crate::{Error, Result};
 
-
 /// The stats of container `id`: zeros unless it runs (its cgroup goes with its task).
 pub(super) async fn container_stats(rt: &ContainerdRuntime, id: &str) -> Result<ContainerStats> {
     let cgroups = {
@@ -18,12 +17,14 @@ pub(super) async fn container_stats(rt: &ContainerdRuntime, id: &str) -> Result<
         c.status.state.is_running().then(|| c.cgroups_path.clone())
     };
     let (cpu, memory) = match cgroups {
-        Some(path) => tokio::task::spawn_blocking(move || crate::oci::cgroup::usage(Path::new(crate::oci::cgroup::ROOT), &path))
-            .await
-            .map_err(|e| Error::Backend {
-                context: "reading a container's cgroup".into(),
-                source: Some(Box::new(e)),
-            })??,
+        Some(path) => tokio::task::spawn_blocking(move || {
+            crate::oci::cgroup::usage(Path::new(crate::oci::cgroup::ROOT), &path)
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            context: "reading a container's cgroup".into(),
+            source: Some(Box::new(e)),
+        })??,
         None => (0, 0),
     };
     let now = tokio::time::Instant::now();

@@ -100,6 +100,30 @@ pub(crate) fn oom_killed(path: &str) -> bool {
     })
 }
 
+/// Removes the (empty) cgroup at `path` from the unified hierarchy or from every v1
+/// hierarchy that has it; one that is gone is fine.
+pub(crate) fn remove(path: &str) {
+    let rel = path.trim_start_matches('/');
+    let root = Path::new(ROOT);
+    let mut dirs = vec![root.join(rel)];
+    if let Ok(hierarchies) = std::fs::read_dir(root) {
+        dirs.extend(hierarchies.flatten().map(|h| h.path().join(rel)));
+    }
+    for dir in dirs {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => {
+                tracing::debug!(cgroup = %dir.display(), error = %e, "removing a cgroup failed")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,3 +138,33 @@ pub(crate) fn sha256(data: &[u8]) -> String {
     out
 }
 
+/// The CRI record of image `name` whose manifest has digest `manifest_digest`: its id is the
+/// config digest, as CRI runtimes report, and its user the one its config names (which the
+/// node agent checks against `runAsNonRoot` before it creates a container).
+pub(crate) fn image_record(
+    name: &str,
+    manifest_digest: &str,
+    config_digest: String,
+    size: i64,
+    user: &str,
+) -> crate::image::Image {
+    let repo = name
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map(|(r, _)| r)
+        .unwrap_or(name);
+    let repo = repo.split('@').next().unwrap_or(repo);
+    let (uid, username) = crate::security::image_user(user);
+    crate::image::Image {
+        id: config_digest,
+        repo_tags: if name.contains('@') {
+            Vec::new()
+        } else {
+            vec![name.to_string()]
+        },
+        repo_digests: vec![format!("{repo}@{manifest_digest}")],
+        size_bytes: u64::try_from(size).unwrap_or(0),
+        uid,
+        username,
+    }
+}

@@ -90,3 +90,25 @@ pub(crate) fn remove(path: &Path) {
         tracing::warn!(netns = %path.display(), error = %e, "removing a pod network namespace file failed");
     }
 }
+
+/// A TCP connection to `127.0.0.1:port` inside the network namespace at `path` (a socket
+/// stays in the namespace it was opened in, so only the connect needs the namespace).
+pub(crate) async fn connect(path: PathBuf, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kyb-netns-connect".into())
+        .spawn(move || {
+            let connected = File::open(&path)
+                .and_then(|ns| {
+                    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+                })
+                .and_then(|()| std::net::TcpStream::connect(("127.0.0.1", port)));
+            // The receiver is gone only if the caller was cancelled; nothing to report then.
+            let _ = tx.send(connected);
+        })?;
+    let stream = rx
+        .await
+        .map_err(|_| std::io::Error::other("the connecting thread died"))??;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}

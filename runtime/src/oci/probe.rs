@@ -26,7 +26,9 @@ pub(crate) async fn run(
 ) -> ProbeResult {
     let mut request = request.clone();
     match &mut request.action {
-        ProbeAction::Exec { .. } => return probe::run_default(runtime, container_id, &request).await,
+        ProbeAction::Exec { .. } => {
+            return probe::run_default(runtime, container_id, &request).await;
+        }
         ProbeAction::TcpSocket { host, .. }
         | ProbeAction::HttpGet { host, .. }
         | ProbeAction::Grpc { host, .. } => {

@@ -256,6 +256,17 @@ async fn watch_exit(
     let Some(inner) = inner.upgrade() else {
         return;
     };
+    // Isolated mode: the kept cgroup says whether the OOM killer struck; then runc forgets
+    // the container.
+    let bundle = inner
+        .lock()
+        .containers
+        .get(&id)
+        .and_then(|c| c.bundle.clone());
+    let oom = match (&inner.isolation, bundle) {
+        (Some(iso), Some(bundle)) => iso.reap(&id, &bundle).await,
+        _ => false,
+    };
     let (exit_code, message) = match status {
         Ok(s) => (exit_code(s), String::new()),
         Err(e) => (255, format!("waiting for the process failed: {e}")),
@@ -273,7 +284,14 @@ async fn watch_exit(
     c.stdin = None;
     c.status.state = ContainerState::Exited {
         exit_code,
-        reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+        reason: if oom {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .into(),
         message,
         started_at,
         finished_at: inner.clock.now(),
