@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod backend;
+#[path = "../../../runtime/tests/support/busybox.rs"]
+pub mod busybox_support;
 #[cfg(feature = "containerd")]
 #[path = "../../../runtime/tests/support/containerd.rs"]
 pub mod containerd_support;

@@ -286,16 +286,8 @@ mod tests {
         if let Some(g) = group {
             std::fs::write(lower.join("etc/group"), g).expect("group");
         }
-        let mounts = vec![Mount {
-            r#type: "overlay".into(),
-            source: "overlay".into(),
-            target: String::new(),
-            options: vec![
-                format!("upperdir={}", upper.display()),
-                format!("lowerdir={}", lower.display()),
-            ],
-        }];
-        let files = RootfsFiles::from_mounts(&mounts).expect("mounts");
+        // Upper first, as a snapshot's overlay lists its layers.
+        let files = RootfsFiles::new(vec![upper, lower]);
         (dir, files)
     }
 

@@ -539,7 +539,7 @@ impl Runtime for ProcessRuntime {
         match spawn::start(&self.inner, container_id) {
             Ok(pid) => {
                 debug!(container = container_id, pid, "container process started");
-                Ok(())
+                self.wait_created(container_id).await
             }
             Err(e) => {
                 mark_start_error(&self.inner, container_id, e.to_string());

@@ -43,6 +43,14 @@ pub(crate) const RESOLV_CONF: &str = "resolv.conf";
 /// The runc binary isolated mode runs by default (found on `PATH`).
 pub const DEFAULT_RUNC: &str = "runc";
 
+/// How a container's runc ended.
+pub(crate) struct Reaped {
+    /// The OOM killer killed a process of the container.
+    pub(crate) oom: bool,
+    /// runc could not start the container, and said why.
+    pub(crate) start_error: Option<String>,
+}
+
 /// What isolated mode keeps beside the process runtime's state.
 pub(crate) struct Isolation {
     runc: PathBuf,
@@ -122,11 +130,18 @@ impl Isolation {
     }
 
     /// After container `id`'s runc exited: whether the OOM killer struck in its cgroup
-    /// (read before the cgroup goes), then the container deleted from runc's state.
-    pub(crate) async fn reap(&self, id: &str, bundle: &Bundle) -> bool {
+    /// (read before the cgroup goes) or runc could not start it, then the container
+    /// deleted from runc's state.
+    pub(crate) async fn reap(&self, id: &str, bundle: &Bundle) -> Reaped {
         let oom = cgroup::oom_killed(&bundle.cgroups_path);
+        let start_error = runc::start_error(&bundle.dir);
         self.delete(id).await;
-        oom
+        Reaped { oom, start_error }
+    }
+
+    /// Whether runc has created container `bundle`'s container (it wrote the pid).
+    pub(crate) fn created(bundle: &Bundle) -> bool {
+        bundle.dir.join(runc::PID_FILE).exists()
     }
 
     /// CPU nanoseconds and working-set bytes of a running container's cgroup.

@@ -11,6 +11,26 @@ use tracing::debug;
 
 use super::Isolation;
 
+/// runc's own log in a bundle.
+const RUNC_LOG: &str = "runc.log";
+/// The container's pid, which runc writes once the container exists.
+pub(super) const PID_FILE: &str = "pid";
+
+/// Why runc could not start the container whose bundle is `bundle`, from runc's log: its
+/// error, in the words upstream runtimes report (`unable to start container process:
+/// exec: "/bin/nope": stat /bin/nope: no such file or directory`).
+pub(super) fn start_error(bundle: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(bundle.join(RUNC_LOG)).ok()?;
+    log.lines().rev().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        if entry["level"] != "error" {
+            return None;
+        }
+        let msg = entry["msg"].as_str()?;
+        Some(msg.strip_prefix("runc run failed: ").unwrap_or(msg).to_string())
+    })
+}
+
 impl Isolation {
     fn base(&self) -> Vec<String> {
         vec![
@@ -21,13 +41,22 @@ impl Isolation {
     }
 
     /// The argv that runs container `id` from the bundle at `bundle`, in the foreground.
+    /// runc's own messages go to the bundle's `runc.log` (the container's stderr is the
+    /// log pipe), and it writes the container's pid to `pid` once the container exists.
     pub(super) fn run_argv(&self, bundle: &Path, id: &str) -> Vec<String> {
         let mut argv = self.base();
+        let path = |name: &str| bundle.join(name).to_string_lossy().into_owned();
         argv.extend([
+            "--log".into(),
+            path(RUNC_LOG),
+            "--log-format".into(),
+            "json".into(),
             "run".into(),
             "--keep".into(),
+            "--pid-file".into(),
+            path(PID_FILE),
             "--bundle".into(),
-            bundle.to_string_lossy().into_owned(),
+            path(""),
             id.into(),
         ]);
         argv

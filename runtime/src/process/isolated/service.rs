@@ -3,17 +3,66 @@
 //! namespace, mount, cgroup and runc container it set up.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::debug;
 
+use super::Isolation;
+use crate::container::ContainerState;
 use crate::image::Image;
 use crate::probe::{ProbeRequest, ProbeResult};
 use crate::process::ProcessRuntime;
 use crate::stream::PortForwardStream;
 use crate::{Error, Result};
 
+/// How long runc may take to create a container.
+const CREATE: Duration = Duration::from_secs(60);
+
 impl ProcessRuntime {
+    /// In isolated mode, waits until runc has created container `id`, so that exec and
+    /// signals reach it, or until runc ended: one that could not start the container makes
+    /// that the start's error (its status says `StartError` with runc's reason).
+    pub(crate) async fn wait_created(&self, id: &str) -> Result<()> {
+        if self.inner.isolation.is_none() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + CREATE;
+        loop {
+            let (bundle, state) = {
+                let st = self.inner.lock();
+                let Some(c) = st.containers.get(id) else {
+                    return Ok(());
+                };
+                (c.bundle.clone(), c.status.state.clone())
+            };
+            let Some(bundle) = bundle else {
+                return Ok(());
+            };
+            match state {
+                ContainerState::Running { .. } if Isolation::created(&bundle) => return Ok(()),
+                ContainerState::Running { .. } => {}
+                ContainerState::Exited {
+                    reason, message, ..
+                } if reason == "StartError" => {
+                    return Err(Error::Backend {
+                        context: message,
+                        source: None,
+                    });
+                }
+                _ => return Ok(()),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    operation: format!("runc creating container {id}"),
+                    timeout: CREATE,
+                });
+            }
+            // runc signals creation only by the pid file it writes.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A connection to `port` on the loopback of the pod's namespace `netns`.
     pub(crate) async fn isolated_port_forward(
         &self,
