@@ -100,8 +100,9 @@ pub(crate) fn oom_killed(path: &str) -> bool {
     })
 }
 
-/// Removes the (empty) cgroup at `path` from the unified hierarchy or from every v1
-/// hierarchy that has it; one that is gone is fine.
+/// Removes the cgroup at `path` and every cgroup under it, from the unified hierarchy or
+/// from every v1 hierarchy that has it, killing what still runs in them first (a container
+/// whose runc was killed leaves its processes there). One that is gone is fine.
 pub(crate) fn remove(path: &str) {
     let rel = path.trim_start_matches('/');
     let root = Path::new(ROOT);
@@ -110,15 +111,42 @@ pub(crate) fn remove(path: &str) {
         dirs.extend(hierarchies.flatten().map(|h| h.path().join(rel)));
     }
     for dir in dirs {
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) => {}
+        if dir.is_dir() {
+            remove_tree(&dir);
+        }
+    }
+}
+
+/// How often an emptied cgroup's removal is retried while its killed processes exit.
+const REMOVE_TRIES: u32 = 200;
+
+fn remove_tree(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for child in children.flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&child.path());
+            }
+        }
+    }
+    for attempt in 0..REMOVE_TRIES {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    // One that exited meanwhile is what we want.
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && attempt + 1 < REMOVE_TRIES => {
+                // The killed processes are still exiting.
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             Err(e) => {
-                tracing::debug!(cgroup = %dir.display(), error = %e, "removing a cgroup failed")
+                tracing::warn!(cgroup = %dir.display(), error = %e, "removing a cgroup failed");
+                return;
             }
         }
     }

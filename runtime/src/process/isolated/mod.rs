@@ -75,7 +75,11 @@ impl Isolation {
             runc,
             root: root.to_path_buf(),
             state: root.join("runc"),
-            cgroup_parent: format!("/kybernetes-{name}"),
+            cgroup_parent: if name.starts_with("kybernetes") {
+                format!("/{name}")
+            } else {
+                format!("/kybernetes-{name}")
+            },
             archives: Mutex::new(archives),
             images: Mutex::new(Vec::new()),
         }
