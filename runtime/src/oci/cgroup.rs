@@ -140,7 +140,9 @@ fn remove_tree(dir: &Path) {
         match std::fs::remove_dir(dir) {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && attempt + 1 < REMOVE_TRIES => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ResourceBusy && attempt + 1 < REMOVE_TRIES =>
+            {
                 // The killed processes are still exiting.
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }

@@ -39,7 +39,7 @@ impl ExecTarget {
                 dir: c.working_dir.clone(),
                 pgid: 0,
                 user: None,
-                runc: Some(iso.exec_argv(id, &[])),
+                runc: Some(iso.exec_argv(id)),
             }),
             (true, Some(pgid), _) => Ok(ExecTarget {
                 env: c.env.clone(),

@@ -23,6 +23,16 @@
 //! [`Runtime::shutdown`](crate::Runtime::shutdown), which the cluster calls when it stops,
 //! kills every process the runtime started; dropping the tokio runtime that runs it does too.
 //!
+//! In **isolated** mode ([`ProcessRuntime::isolated`], root only) each container runs under
+//! `runc` instead: its own mount, pid, ipc and uts namespaces, the pod's network namespace
+//! (the `Network`'s, or a fresh one with `lo` up), its resources as cgroup limits (a memory
+//! limit OOM-kills, and the status says `OOMKilled`), volumes bind-mounted, and as root
+//! filesystem either an image unpacked from an OCI archive
+//! ([`ProcessRuntimeBuilder::image_archive`], `import_image`) or the host's, read-only.
+//! Logs, restarts, exec (`runc exec`), attach and probes work as in host mode; shutdown
+//! removes every runc container, mount, cgroup and namespace it made. `docs/runtimes.md`
+//! has the details.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> kybernetes_runtime::Result<()> {

@@ -41,7 +41,7 @@ use crate::{Error, Result};
 pub(crate) const RESOLV_CONF: &str = "resolv.conf";
 
 /// The runc binary isolated mode runs by default (found on `PATH`).
-pub const DEFAULT_RUNC: &str = "runc";
+pub(crate) const DEFAULT_RUNC: &str = "runc";
 
 /// How a container's runc ended.
 pub(crate) struct Reaped {

@@ -27,7 +27,11 @@ pub(super) fn start_error(bundle: &Path) -> Option<String> {
             return None;
         }
         let msg = entry["msg"].as_str()?;
-        Some(msg.strip_prefix("runc run failed: ").unwrap_or(msg).to_string())
+        Some(
+            msg.strip_prefix("runc run failed: ")
+                .unwrap_or(msg)
+                .to_string(),
+        )
     })
 }
 
@@ -64,10 +68,9 @@ impl Isolation {
 
     /// The argv before an exec's command: the command then runs in container `id`'s
     /// namespaces and cgroup, with its user, environment and working directory.
-    pub(crate) fn exec_argv(&self, id: &str, cmd: &[String]) -> Vec<String> {
+    pub(crate) fn exec_argv(&self, id: &str) -> Vec<String> {
         let mut argv = self.base();
         argv.extend(["exec".into(), id.into()]);
-        argv.extend(cmd.iter().cloned());
         argv
     }
 
