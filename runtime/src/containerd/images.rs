@@ -76,22 +76,7 @@ async fn import_under_lease(
 ) -> Result<Vec<Image>> {
     let mut imported = Vec::new();
     for entry in &layout.index.manifests {
-        let name = entry
-            .annotations
-            .get("io.containerd.image.name")
-            .or_else(|| entry.annotations.get("org.opencontainers.image.ref.name"))
-            .ok_or_else(|| {
-                invalid_archive(format!(
-                    "index.json entry {} names no image (annotation org.opencontainers.image.ref.name)",
-                    entry.digest
-                ))
-            })?;
-        let name = normalize_reference(name);
-        if INDEX_MEDIA_TYPES.contains(&entry.media_type.as_str()) {
-            return Err(Error::Unsupported(format!(
-                "importing {name}: nested image indexes (multi-platform images)"
-            )));
-        }
+        let name = crate::oci::layout::entry_name(entry)?;
         let blobs = Blobs::Archive(layout);
         imported.push(store(rt, lease, &blobs, &name, None, entry).await?);
     }

@@ -47,7 +47,7 @@ mod registry;
 mod sandboxes;
 mod stats;
 
-use crate::oci::{netns, spec, user};
+use crate::oci::{backend, netns, spec, user};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -330,17 +330,6 @@ impl ContainerdRuntime {
             md.insert("containerd-lease", value);
         }
         Ok(request)
-    }
-}
-
-/// An [`Error::Backend`] for a failed call.
-fn backend(
-    context: impl Into<String>,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> Error {
-    Error::Backend {
-        context: context.into(),
-        source: Some(Box::new(source)),
     }
 }
 

@@ -168,3 +168,25 @@ pub(crate) fn image_record(
         username,
     }
 }
+
+/// The normalized name of the image an archive's `index.json` entry names (containerd's
+/// annotation, else the OCI one). Nested indexes (multi-platform images) are refused.
+pub(crate) fn entry_name(entry: &OciDescriptor) -> Result<String> {
+    let name = entry
+        .annotations
+        .get("io.containerd.image.name")
+        .or_else(|| entry.annotations.get("org.opencontainers.image.ref.name"))
+        .ok_or_else(|| {
+            invalid_archive(format!(
+                "index.json entry {} names no image (annotation org.opencontainers.image.ref.name)",
+                entry.digest
+            ))
+        })?;
+    let name = crate::image::normalize_reference(name);
+    if INDEX_MEDIA_TYPES.contains(&entry.media_type.as_str()) {
+        return Err(Error::Unsupported(format!(
+            "importing {name}: nested image indexes (multi-platform images)"
+        )));
+    }
+    Ok(name)
+}

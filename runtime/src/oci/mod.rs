@@ -14,7 +14,8 @@ pub(crate) mod user;
 
 use crate::Error;
 
-fn backend(
+/// An [`Error::Backend`] for a failed call.
+pub(crate) fn backend(
     context: impl Into<String>,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> Error {

@@ -70,7 +70,7 @@ mod attach;
 mod exec;
 pub(crate) mod isolated;
 pub(crate) mod logs;
-mod service;
+pub(crate) mod service;
 pub(crate) mod spawn;
 mod stats;
 

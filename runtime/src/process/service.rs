@@ -204,7 +204,7 @@ impl ProcessRuntime {
     }
 
     /// A new container id, and the reference of the (pulled) image `config` names.
-    fn new_id_for(&self, config: &ContainerConfig) -> Result<(String, String)> {
+    pub(crate) fn new_id_for(&self, config: &ContainerConfig) -> Result<(String, String)> {
         let mut st = self.inner.lock();
         let image_ref = st
             .find_image(&config.image)
@@ -215,34 +215,8 @@ impl ProcessRuntime {
         Ok((st.new_id(), image_ref))
     }
 
-    /// A container of isolated mode: its main process is `runc run` of its bundle, and
-    /// runc gives it the spec's environment, user and working directory.
-    fn new_isolated(
-        &self,
-        iso: &super::isolated::Isolation,
-        sandbox: &ProcessSandbox,
-        config: &ContainerConfig,
-    ) -> Result<ProcessContainer> {
-        let (id, image_ref) = self.new_id_for(config)?;
-        let (argv, bundle) =
-            iso.prepare(&id, sandbox, config, self.inner.mapping(&config.image))?;
-        Ok(self.container_record(
-            id,
-            sandbox,
-            config,
-            image_ref,
-            ProcessContainerParts {
-                argv,
-                env: Vec::new(),
-                working_dir: bundle.dir.clone(),
-                netns: None,
-                user: None,
-                bundle: Some(bundle),
-            },
-        ))
-    }
-
-    fn container_record(
+    /// The record of a new container of `sandbox`.
+    pub(crate) fn container_record(
         &self,
         id: String,
         sandbox: &ProcessSandbox,
@@ -279,13 +253,13 @@ impl ProcessRuntime {
 }
 
 /// What differs between a host-mode and an isolated container record.
-struct ProcessContainerParts {
-    argv: Vec<String>,
-    env: Vec<(String, String)>,
-    working_dir: PathBuf,
-    netns: Option<PathBuf>,
-    user: Option<(u32, u32)>,
-    bundle: Option<super::isolated::Bundle>,
+pub(crate) struct ProcessContainerParts {
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) working_dir: PathBuf,
+    pub(crate) netns: Option<PathBuf>,
+    pub(crate) user: Option<(u32, u32)>,
+    pub(crate) bundle: Option<super::isolated::Bundle>,
 }
 
 /// The uid and gid a local process runs as under `security`. A local process shares the

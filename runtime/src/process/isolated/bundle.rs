@@ -14,6 +14,7 @@ use tracing::debug;
 
 use super::Isolation;
 use crate::container::ContainerConfig;
+use crate::oci::backend;
 use crate::oci::spec::{self, ImageProcess, SpecInputs};
 use crate::oci::user::{self, RootfsFiles};
 use crate::process::{ImageCommand, ProcessSandbox};
@@ -29,13 +30,6 @@ pub(crate) struct Bundle {
     overlay: bool,
 }
 
-fn failed(context: String, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Backend {
-        context,
-        source: Some(Box::new(e)),
-    }
-}
-
 impl Isolation {
     /// Writes the bundle of container `id` of `sandbox` and returns it with the argv that
     /// runs it. Nothing is left behind if a step fails.
@@ -48,7 +42,7 @@ impl Isolation {
     ) -> Result<(Vec<String>, Bundle)> {
         let dir = self.root.join("containers").join(id);
         std::fs::create_dir_all(&dir)
-            .map_err(|e| failed(format!("create bundle {}", dir.display()), e))?;
+            .map_err(|e| backend(format!("create bundle {}", dir.display()), e))?;
         let mut bundle = Bundle {
             dir,
             cgroups_path: format!("{}/{id}", self.cgroup_parent),
@@ -85,7 +79,7 @@ impl Isolation {
                 };
                 let rootfs = bundle.dir.join("rootfs");
                 std::fs::create_dir_all(&rootfs)
-                    .map_err(|e| failed(format!("create {}", rootfs.display()), e))?;
+                    .map_err(|e| backend(format!("create {}", rootfs.display()), e))?;
                 (rootfs, PathBuf::from("/"), process)
             }
         };
@@ -148,9 +142,9 @@ impl Isolation {
             }
         }
         let path = bundle.dir.join("config.json");
-        let data = serde_json::to_vec_pretty(&spec)
-            .map_err(|e| failed("encode the OCI spec".into(), e))?;
-        std::fs::write(&path, data).map_err(|e| failed(format!("write {}", path.display()), e))
+        let data =
+            serde_json::to_vec_pretty(&spec).map_err(|e| backend("encode the OCI spec", e))?;
+        std::fs::write(&path, data).map_err(|e| backend(format!("write {}", path.display()), e))
     }
 }
 
@@ -191,7 +185,7 @@ fn unescape(field: &str) -> String {
 fn mount_overlay(lower: &Path, dir: &Path) -> Result<()> {
     let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
     for d in [&upper, &work, &rootfs] {
-        std::fs::create_dir_all(d).map_err(|e| failed(format!("create {}", d.display()), e))?;
+        std::fs::create_dir_all(d).map_err(|e| backend(format!("create {}", d.display()), e))?;
     }
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -207,7 +201,7 @@ fn mount_overlay(lower: &Path, dir: &Path) -> Result<()> {
         Some(options.as_str()),
     )
     .map_err(|e| {
-        failed(
+        backend(
             format!(
                 "mount an overlay of {} on {}",
                 lower.display(),

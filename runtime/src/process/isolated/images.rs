@@ -11,8 +11,9 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::Isolation;
-use crate::image::{Image, normalize_reference};
-use crate::oci::layout::{INDEX_MEDIA_TYPES, Layout, OciManifest, invalid_archive, sha256};
+use crate::image::Image;
+use crate::oci::backend;
+use crate::oci::layout::{Layout, OciManifest, invalid_archive, sha256};
 use crate::oci::spec::ImageProcess;
 use crate::{Error, Result};
 
@@ -102,22 +103,7 @@ fn unpack_archive(images_dir: &Path, tarball: &[u8]) -> Result<Vec<UnpackedImage
     let layout = Layout::read(tarball)?;
     let mut out = Vec::new();
     for entry in &layout.index.manifests {
-        let name = entry
-            .annotations
-            .get("io.containerd.image.name")
-            .or_else(|| entry.annotations.get("org.opencontainers.image.ref.name"))
-            .ok_or_else(|| {
-                invalid_archive(format!(
-                    "index.json entry {} names no image (annotation org.opencontainers.image.ref.name)",
-                    entry.digest
-                ))
-            })?;
-        let name = normalize_reference(name);
-        if INDEX_MEDIA_TYPES.contains(&entry.media_type.as_str()) {
-            return Err(Error::Unsupported(format!(
-                "importing {name}: nested image indexes (multi-platform images)"
-            )));
-        }
+        let name = crate::oci::layout::entry_name(entry)?;
         let manifest: OciManifest = parse(layout.blob(&entry.digest)?, "manifest")?;
         let config_data = layout.blob(&manifest.config.digest)?;
         let config: RunConfig = parse(config_data, "image config")?;
@@ -162,9 +148,10 @@ fn unpack_archive(images_dir: &Path, tarball: &[u8]) -> Result<Vec<UnpackedImage
 fn unpack_layers(layout: &Layout, manifest: &OciManifest, dir: &Path, rootfs: &Path) -> Result<()> {
     if rootfs.exists() {
         std::fs::remove_dir_all(rootfs)
-            .map_err(|e| io(format!("remove {}", rootfs.display()), e))?;
+            .map_err(|e| backend(format!("remove {}", rootfs.display()), e))?;
     }
-    std::fs::create_dir_all(rootfs).map_err(|e| io(format!("create {}", rootfs.display()), e))?;
+    std::fs::create_dir_all(rootfs)
+        .map_err(|e| backend(format!("create {}", rootfs.display()), e))?;
     for layer in &manifest.layers {
         let data = layout.blob(&layer.digest)?;
         let actual = sha256(data);
@@ -178,16 +165,9 @@ fn unpack_layers(layout: &Layout, manifest: &OciManifest, dir: &Path, rootfs: &P
         debug!(layer = %layer.digest, rootfs = %rootfs.display(), "applied an image layer");
     }
     std::fs::write(dir.join("unpacked"), b"")
-        .map_err(|e| io(format!("mark {} unpacked", dir.display()), e))
+        .map_err(|e| backend(format!("mark {} unpacked", dir.display()), e))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(data: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| invalid_archive(format!("{what} does not parse: {e}")))
-}
-
-fn io(context: String, e: std::io::Error) -> Error {
-    Error::Backend {
-        context,
-        source: Some(Box::new(e)),
-    }
 }

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use tracing::debug;
 
 use super::Isolation;
+use crate::container::ContainerConfig;
 use crate::container::ContainerState;
 use crate::image::Image;
 use crate::probe::{ProbeRequest, ProbeResult};
-use crate::process::ProcessRuntime;
+use crate::process::{ProcessContainer, ProcessRuntime, ProcessSandbox};
 use crate::stream::PortForwardStream;
 use crate::{Error, Result};
 
@@ -20,6 +21,33 @@ use crate::{Error, Result};
 const CREATE: Duration = Duration::from_secs(60);
 
 impl ProcessRuntime {
+    /// A container of isolated mode: its main process is `runc run` of its bundle, and
+    /// runc gives it the spec's environment, user and working directory.
+    pub(crate) fn new_isolated(
+        &self,
+        iso: &Isolation,
+        sandbox: &ProcessSandbox,
+        config: &ContainerConfig,
+    ) -> Result<ProcessContainer> {
+        let (id, image_ref) = self.new_id_for(config)?;
+        let (argv, bundle) =
+            iso.prepare(&id, sandbox, config, self.inner.mapping(&config.image))?;
+        Ok(self.container_record(
+            id,
+            sandbox,
+            config,
+            image_ref,
+            crate::process::service::ProcessContainerParts {
+                argv,
+                env: Vec::new(),
+                working_dir: bundle.dir.clone(),
+                netns: None,
+                user: None,
+                bundle: Some(bundle),
+            },
+        ))
+    }
+
     /// In isolated mode, waits until runc has created container `id`, so that exec and
     /// signals reach it, or until runc ended: one that could not start the container makes
     /// that the start's error (its status says `StartError` with runc's reason).

@@ -7,17 +7,11 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
+use crate::oci::backend;
 use crate::{Error, Result};
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
-
-fn unpack_error(context: String, e: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::Backend {
-        context,
-        source: Some(Box::new(e)),
-    }
-}
 
 /// Applies the layer `data` (a tar, or a gzip-compressed one) over `root`.
 pub(super) fn apply_layer(root: &Path, data: &[u8]) -> Result<()> {
@@ -35,13 +29,12 @@ pub(super) fn apply_layer(root: &Path, data: &[u8]) -> Result<()> {
     let mut written: HashSet<PathBuf> = HashSet::new();
     let entries = archive
         .entries()
-        .map_err(|e| unpack_error("reading an image layer".into(), e))?;
+        .map_err(|e| backend("reading an image layer", e))?;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| unpack_error("reading an image layer entry".into(), e))?;
+        let mut entry = entry.map_err(|e| backend("reading an image layer entry", e))?;
         let path = entry
             .path()
-            .map_err(|e| unpack_error("reading an image layer path".into(), e))?
+            .map_err(|e| backend("reading an image layer path", e))?
             .into_owned();
         let Some(relative) = clean(&path) else {
             return Err(Error::Backend {
@@ -75,7 +68,7 @@ pub(super) fn apply_layer(root: &Path, data: &[u8]) -> Result<()> {
         }
         let unpacked = entry
             .unpack_in(root)
-            .map_err(|e| unpack_error(format!("unpacking {}", relative.display()), e))?;
+            .map_err(|e| backend(format!("unpacking {}", relative.display()), e))?;
         if !unpacked {
             return Err(Error::Backend {
                 context: format!(
@@ -101,12 +94,12 @@ fn own(path: &Path, header: &tar::Header) -> Result<()> {
         return Ok(());
     };
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| unpack_error(format!("chown {}", path.display()), e))?;
+        .map_err(|e| backend(format!("chown {}", path.display()), e))?;
     let symlink = header.entry_type().is_symlink();
     if let (false, Ok(mode)) = (symlink, header.mode()) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| unpack_error(format!("chmod {}", path.display()), e))?;
+            .map_err(|e| backend(format!("chmod {}", path.display()), e))?;
     }
     Ok(())
 }
@@ -130,10 +123,10 @@ fn hide_below(root: &Path, dir: &Path, written: &HashSet<PathBuf>) -> Result<()>
     let entries = match std::fs::read_dir(&full) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(unpack_error(format!("listing {}", full.display()), e)),
+        Err(e) => return Err(backend(format!("listing {}", full.display()), e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| unpack_error(format!("listing {}", full.display()), e))?;
+        let entry = entry.map_err(|e| backend(format!("listing {}", full.display()), e))?;
         let relative = dir.join(entry.file_name());
         if !written.contains(&relative) {
             remove_any(&entry.path())?;
@@ -150,7 +143,7 @@ fn remove_any(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => Err(e),
     };
-    removed.map_err(|e| unpack_error(format!("removing {}", path.display()), e))
+    removed.map_err(|e| backend(format!("removing {}", path.display()), e))
 }
 
 #[cfg(test)]
