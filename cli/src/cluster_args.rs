@@ -27,7 +27,9 @@ pub struct ClusterArgs {
     pub node_cidr_mask_size: u8,
     /// The container runtime of the nodes: `fake` (scripted containers, no processes),
     /// `process` (each container a local process sharing the host network; logs under the
-    /// data directory's `processes/` if there is one) or `containerd:SOCKET` (containers on
+    /// data directory's `processes/` if there is one), `process-isolated` (each container
+    /// under runc in its own namespaces, the pod's network namespace and a cgroup, on the
+    /// host's files read-only; needs root and runc) or `containerd:SOCKET` (containers on
     /// the containerd daemon at SOCKET, in its `kybernetes` namespace; images come from
     /// `kybernetes image import`; needs a build with the `containerd` feature and root).
     #[arg(long, default_value = "fake", value_parser = parse_runtime, value_name = "RUNTIME")]
@@ -89,15 +91,19 @@ pub enum Runtime {
     Fake,
     /// `ProcessRuntime` in host mode: each container a local process.
     Process,
+    /// `ProcessRuntime` in isolated mode (root): each container under runc, in its own
+    /// namespaces and cgroup.
+    ProcessIsolated,
     /// `ContainerdRuntime` on the daemon at this socket.
     Containerd(PathBuf),
 }
 
-/// Parses `fake`, `process` or `containerd:SOCKET`.
+/// Parses `fake`, `process`, `process-isolated` or `containerd:SOCKET`.
 pub fn parse_runtime(s: &str) -> Result<Runtime, String> {
     match s {
         "fake" => Ok(Runtime::Fake),
         "process" => Ok(Runtime::Process),
+        "process-isolated" => Ok(Runtime::ProcessIsolated),
         "containerd" => Err(
             "the containerd runtime needs its socket: --runtime containerd:/run/containerd/containerd.sock"
                 .into(),
@@ -113,7 +119,7 @@ pub fn parse_runtime(s: &str) -> Result<Runtime, String> {
                     .into(),
             ),
             None => Err(format!(
-                "unknown runtime {other:?}; the runtimes are: fake, process, containerd:SOCKET"
+                "unknown runtime {other:?}; the runtimes are: fake, process, process-isolated, containerd:SOCKET"
             )),
         },
     }
@@ -155,10 +161,19 @@ impl ClusterArgs {
         match &self.runtime {
             // The fake runtime is the builder's default.
             Runtime::Fake => {}
-            Runtime::Process => {
+            Runtime::Process | Runtime::ProcessIsolated => {
+                let isolated = self.runtime == Runtime::ProcessIsolated;
                 let mut processes = kybernetes::runtime::ProcessRuntime::builder();
+                if isolated {
+                    processes = processes.isolated();
+                }
                 if let Some(dir) = data_dir {
-                    processes = processes.root(dir.join("processes"));
+                    let name = if isolated {
+                        "processes-isolated"
+                    } else {
+                        "processes"
+                    };
+                    processes = processes.root(dir.join(name));
                 }
                 builder = builder.runtime(processes.build());
             }
@@ -253,5 +268,15 @@ mod tests {
         );
         assert!(parse_network("linux:").is_err());
         assert!(parse_network("calico").is_err());
+    }
+
+    #[test]
+    fn runtime_names_parse() {
+        assert_eq!(parse_runtime("process"), Ok(Runtime::Process));
+        assert_eq!(
+            parse_runtime("process-isolated"),
+            Ok(Runtime::ProcessIsolated)
+        );
+        assert!(parse_runtime("runc").is_err());
     }
 }

@@ -9,7 +9,7 @@
 //! kybernetes image import ARCHIVE --runtime containerd:SOCKET [--containerd-snapshotter NAME]
 //! ```
 //!
-//! `serve` and `run` take `--runtime fake|process|containerd:SOCKET` (containerd in a build
+//! `serve` and `run` take `--runtime fake|process|process-isolated|containerd:SOCKET` (containerd in a build
 //! with the `containerd` feature).
 //!
 //! Both run until SIGINT or SIGTERM, then shut down gracefully. `kybernetes <command> --help`

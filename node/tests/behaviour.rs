@@ -1,8 +1,9 @@
 //! The node-agent behaviour suite, run on every runtime: restart policies, back-off, probes,
 //! graceful termination, env, volumes, logs and bad input (an absent image, a missing
 //! command, a missing ConfigMap or hostPath). Each test body is generic over a [`Backend`];
-//! the macros at the end run it on the fake (`fake::…`), on real processes (`process::…`)
-//! and, with the `containerd` feature, on a real containerd (`containerd::…`). The tests
+//! the macros at the end run it on the fake (`fake::…`), on real processes (`process::…`),
+//! on processes under runc in isolated mode (`process_isolated::…`, as root) and, with the
+//! `containerd` feature, on a real containerd (`containerd::…`). The tests
 //! about images and mounted files need an [`Isolated`] runtime, which the process
 //! runtime's host mode is not.
 //!
@@ -605,6 +606,13 @@ mod fake {
 
 mod process {
     every_runtime!(super::common::backend::Processes, #[tokio::test]);
+}
+
+mod process_isolated {
+    every_runtime!(
+        super::common::backend::IsolatedProcesses,
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    );
 }
 
 #[cfg(feature = "containerd")]

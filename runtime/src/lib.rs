@@ -102,6 +102,7 @@ pub mod fake;
 pub mod image;
 mod index;
 pub mod labels;
+mod oci;
 pub mod probe;
 pub mod process;
 pub mod pull_auth;

@@ -109,6 +109,33 @@ impl Backend for Processes {
     }
 }
 
+/// [`ProcessRuntime`] in isolated mode (root): every container under runc in its own
+/// namespaces and the pod's network namespace, on the test busybox image imported as
+/// `busybox:1.36`.
+pub struct IsolatedProcesses;
+
+impl Backend for IsolatedProcesses {
+    async fn harness() -> Harness {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "isolated mode needs root (scripts/test runs the tests as root)"
+        );
+        let h = harness_with(|clock, _| {
+            Arc::new(ProcessRuntime::builder().isolated().clock(clock).build())
+        })
+        .await;
+        h.runtime
+            .import_image(super::busybox_support::busybox_image("busybox:1.36"))
+            .await
+            .expect("import busybox");
+        h
+    }
+
+    fn container(_: &Harness, name: &str, act: Act) -> Value {
+        shell_container(name, act)
+    }
+}
+
 /// Container `name` doing `act` through `/bin/sh -c` and busybox's applets (`httpd` to
 /// serve), which the host and the test image both have at the same paths.
 fn shell_container(name: &str, act: Act) -> Value {

@@ -3,6 +3,12 @@
 #![allow(dead_code)]
 
 pub mod backend;
+// The busybox image: on its own, or through the containerd support, which includes it.
+#[cfg(not(feature = "containerd"))]
+#[path = "../../../runtime/tests/support/busybox.rs"]
+pub mod busybox_support;
+#[cfg(feature = "containerd")]
+pub use containerd_support as busybox_support;
 #[cfg(feature = "containerd")]
 #[path = "../../../runtime/tests/support/containerd.rs"]
 pub mod containerd_support;

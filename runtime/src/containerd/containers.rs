@@ -192,6 +192,33 @@ async fn prepare_and_record(
     }
 }
 
+/// The root filesystem files of a snapshot's `mounts`, as a snapshot prepare returns them.
+fn rootfs_files(mounts: &[containerd_client::types::Mount]) -> Result<user::RootfsFiles> {
+    let mut layers = Vec::new();
+    for m in mounts {
+        match m.r#type.as_str() {
+            "bind" | "rbind" => layers.push(PathBuf::from(&m.source)),
+            "overlay" => {
+                let option = |key: &str| {
+                    m.options
+                        .iter()
+                        .find_map(|o| o.strip_prefix(key).map(str::to_string))
+                };
+                layers.extend(option("upperdir=").map(PathBuf::from));
+                if let Some(lower) = option("lowerdir=") {
+                    layers.extend(lower.split(':').map(PathBuf::from));
+                }
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "reading the image's /etc/passwd from a {other:?} root filesystem mount"
+                )));
+            }
+        }
+    }
+    Ok(user::RootfsFiles::new(layers))
+}
+
 /// Builds the spec of container `id` on root filesystem `mounts` and creates its record.
 async fn record(
     rt: &ContainerdRuntime,
@@ -201,12 +228,15 @@ async fn record(
     sandbox: &SpecInputsOwned,
     mounts: &[containerd_client::types::Mount],
 ) -> Result<serde_json::Value> {
-    let files = user::RootfsFiles::from_mounts(mounts)?;
+    let files = rootfs_files(mounts)?;
     let user = user::resolve(resolved.process.user.as_deref(), &config.security, &files)?;
+    let args = spec::argv(&resolved.process, config);
     let spec = spec::build(
         config,
         &SpecInputs {
             image: &resolved.process,
+            args: &args,
+            rootfs: Path::new("rootfs"),
             hostname: &sandbox.hostname,
             netns: &sandbox.netns,
             cgroups_path: &sandbox.cgroups,
@@ -408,7 +438,7 @@ async fn watch_exit(
             (c.cgroups_path.clone(), started_at)
         })
         .unwrap_or_default();
-    let oom = oom_killed(&cgroups);
+    let oom = crate::oci::cgroup::oom_killed(&cgroups);
     let (exit_code, message, exited_at) = match waited {
         Ok(r) => {
             let r = r.into_inner();
@@ -469,28 +499,6 @@ async fn watch_exit(
     c.watcher = None;
     c.version.send_modify(|v| *v += 1);
     rt.emit(c, ContainerEventKind::Stopped);
-}
-
-/// Whether the kernel's OOM killer killed a process of the cgroup at `path` (cgroup v1's
-/// `memory.oom_control`, or v2's `memory.events`). Read before the task is deleted, since
-/// runc removes the cgroup then.
-fn oom_killed(path: &str) -> bool {
-    let rel = path.trim_start_matches('/');
-    let files = [
-        Path::new("/sys/fs/cgroup/memory")
-            .join(rel)
-            .join("memory.oom_control"),
-        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-    ];
-    files.iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|s| {
-            s.lines().any(|l| {
-                l.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .is_some_and(|n| n > 0)
-            })
-        })
-    })
 }
 
 /// Deletes the task of container `id`; one already gone is fine.

@@ -2,8 +2,7 @@
 //! layers, as `ctr images import` does) and reading containerd's image store back as CRI
 //! [`Image`]s.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use containerd_client::services::v1::content_client::ContentClient;
@@ -30,141 +29,19 @@ use crate::{Error, Result};
 /// Content is written in chunks well under containerd's 16 MiB message limit.
 const CHUNK: usize = 1 << 20;
 
-pub(super) const INDEX_MEDIA_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
+pub(super) use crate::oci::layout::{
+    INDEX_MEDIA_TYPES, Layout, OciConfig, OciDescriptor, OciIndex, OciManifest, OciRootfs,
+    invalid_archive, sha256,
+};
 
-/// The parts of an OCI descriptor this module reads.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct OciDescriptor {
-    #[serde(default)]
-    pub(super) media_type: String,
-    pub(super) digest: String,
-    pub(super) size: i64,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(super) platform: Option<OciPlatform>,
-}
-
-/// The platform an index entry is for.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub(super) struct OciPlatform {
-    #[serde(default)]
-    pub(super) architecture: String,
-    #[serde(default)]
-    pub(super) os: String,
-}
-
-impl OciDescriptor {
-    /// A descriptor of `data`, whose digest this computes.
-    pub(super) fn of(media_type: String, data: &[u8]) -> OciDescriptor {
-        OciDescriptor {
-            media_type,
-            digest: sha256(data),
-            size: data.len() as i64,
-            annotations: BTreeMap::new(),
-            platform: None,
-        }
+/// The containerd form of descriptor `d`.
+fn to_api(d: &OciDescriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: HashMap::new(),
     }
-
-    fn to_api(&self) -> Descriptor {
-        Descriptor {
-            media_type: self.media_type.clone(),
-            digest: self.digest.clone(),
-            size: self.size,
-            annotations: HashMap::new(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct OciIndex {
-    pub(super) manifests: Vec<OciDescriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OciManifest {
-    config: OciDescriptor,
-    layers: Vec<OciDescriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OciConfig {
-    rootfs: OciRootfs,
-}
-
-#[derive(Debug, Deserialize)]
-struct OciRootfs {
-    diff_ids: Vec<String>,
-}
-
-/// An OCI image layout, read whole from its tarball.
-pub(super) struct Layout {
-    index: OciIndex,
-    blobs: HashMap<String, Bytes>,
-}
-
-impl Layout {
-    fn read(tarball: &[u8]) -> Result<Layout> {
-        let mut archive = tar::Archive::new(tarball);
-        let mut index = None;
-        let mut blobs = HashMap::new();
-        let entries = archive
-            .entries()
-            .map_err(|e| invalid_archive(format!("not a tar archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| invalid_archive(format!("bad tar entry: {e}")))?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let path = entry
-                .path()
-                .map_err(|e| invalid_archive(format!("bad tar path: {e}")))?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            let mut data = Vec::new();
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| invalid_archive(format!("reading {path}: {e}")))?;
-            if path == "index.json" {
-                index = Some(serde_json::from_slice::<OciIndex>(&data).map_err(|e| {
-                    invalid_archive(format!("index.json is not an OCI image index: {e}"))
-                })?);
-            } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {
-                blobs.insert(format!("sha256:{hex}"), Bytes::from(data));
-            }
-        }
-        let index = index
-            .ok_or_else(|| invalid_archive("no index.json (not an OCI image layout)".into()))?;
-        Ok(Layout { index, blobs })
-    }
-
-    fn blob(&self, digest: &str) -> Result<&Bytes> {
-        self.blobs
-            .get(digest)
-            .ok_or_else(|| invalid_archive(format!("blob {digest} is missing")))
-    }
-}
-
-fn invalid_archive(message: String) -> Error {
-    Error::Backend {
-        context: format!("import image archive: {message}"),
-        source: None,
-    }
-}
-
-/// The SHA-256 digest of `data`, as `sha256:<hex>`.
-fn sha256(data: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = String::from("sha256:");
-    for b in digest.as_ref() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// The chain ids of a stack of layers (OCI image spec): the first is the first diff id, each
@@ -199,22 +76,7 @@ async fn import_under_lease(
 ) -> Result<Vec<Image>> {
     let mut imported = Vec::new();
     for entry in &layout.index.manifests {
-        let name = entry
-            .annotations
-            .get("io.containerd.image.name")
-            .or_else(|| entry.annotations.get("org.opencontainers.image.ref.name"))
-            .ok_or_else(|| {
-                invalid_archive(format!(
-                    "index.json entry {} names no image (annotation org.opencontainers.image.ref.name)",
-                    entry.digest
-                ))
-            })?;
-        let name = normalize_reference(name);
-        if INDEX_MEDIA_TYPES.contains(&entry.media_type.as_str()) {
-            return Err(Error::Unsupported(format!(
-                "importing {name}: nested image indexes (multi-platform images)"
-            )));
-        }
+        let name = crate::oci::layout::entry_name(entry)?;
         let blobs = Blobs::Archive(layout);
         imported.push(store(rt, lease, &blobs, &name, None, entry).await?);
     }
@@ -398,7 +260,7 @@ pub(super) async fn store(
     .await?;
     let target = index.unwrap_or(manifest_desc);
     put_image(rt, name, target).await?;
-    image_record(rt, name, target.to_api()).await
+    image_record(rt, name, to_api(target)).await
 }
 
 /// A unique enough suffix for lease and snapshot keys.
@@ -573,7 +435,7 @@ async fn unpack(
         let applied = DiffClient::new(rt.channel.clone())
             .apply(rt.request(
                 ApplyRequest {
-                    diff: Some(layer.to_api()),
+                    diff: Some(to_api(layer)),
                     mounts,
                     payloads: HashMap::new(),
                     sync_fs: false,
@@ -648,7 +510,7 @@ async fn put_image(rt: &ContainerdRuntime, name: &str, manifest: &OciDescriptor)
     let image = api::Image {
         name: name.to_string(),
         labels: HashMap::new(),
-        target: Some(manifest.to_api()),
+        target: Some(to_api(manifest)),
         created_at: None,
         updated_at: None,
     };
@@ -713,7 +575,7 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
         let index: OciIndex = serde_json::from_slice(&read_blob(rt, &manifest_desc.digest).await?)
             .map_err(|e| backend(format!("image index of {name}"), e))?;
         manifest_desc = super::registry::for_this_platform(&index.manifests)
-            .map(OciDescriptor::to_api)
+            .map(to_api)
             .ok_or_else(|| Error::Backend {
                 context: format!("image index of {name} lists no manifest for this platform"),
                 source: None,
@@ -723,35 +585,20 @@ async fn image_record(rt: &ContainerdRuntime, name: &str, target: Descriptor) ->
         serde_json::from_slice(&read_blob(rt, &manifest_desc.digest).await?)
             .map_err(|e| backend(format!("manifest of {name}"), e))?;
     let size = manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<i64>();
-    let repo = name
-        .rsplit_once(':')
-        .filter(|(_, tag)| !tag.contains('/'))
-        .map(|(r, _)| r)
-        .unwrap_or(name);
-    let repo = repo.split('@').next().unwrap_or(repo);
-    // The config says which user a container runs as, which the node agent checks against
-    // `runAsNonRoot` before it creates one.
     let config: UserConfig = serde_json::from_slice(&read_blob(rt, &manifest.config.digest).await?)
         .map_err(|e| backend(format!("image config of {name}"), e))?;
-    let (uid, username) = crate::security::image_user(
-        config
-            .config
-            .as_ref()
-            .and_then(|c| c.user.as_deref())
-            .unwrap_or(""),
-    );
-    Ok(Image {
-        id: manifest.config.digest,
-        repo_tags: if name.contains('@') {
-            Vec::new()
-        } else {
-            vec![name.to_string()]
-        },
-        repo_digests: vec![format!("{repo}@{}", manifest_desc.digest)],
-        size_bytes: u64::try_from(size).unwrap_or(0),
-        uid,
-        username,
-    })
+    let user = config
+        .config
+        .as_ref()
+        .and_then(|c| c.user.as_deref())
+        .unwrap_or("");
+    Ok(crate::oci::layout::image_record(
+        name,
+        &manifest_desc.digest,
+        manifest.config.digest,
+        size,
+        user,
+    ))
 }
 
 /// The part of an image config [`image_record`] reports.

@@ -45,20 +45,18 @@
 //! - **securityContext**: see `spec.rs`, `user.rs` and `capabilities.rs`.
 
 mod attach;
-mod capabilities;
 mod containers;
 mod exec;
 mod images;
-mod netns;
 mod port_forward;
 mod probes;
 mod recovery;
 mod registry;
 mod sandboxes;
-mod spec;
 mod stats;
 mod task_io;
-mod user;
+
+use crate::oci::{backend, netns, spec, user};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -346,17 +344,6 @@ impl ContainerdRuntime {
             md.insert("containerd-lease", value);
         }
         Ok(request)
-    }
-}
-
-/// An [`Error::Backend`] for a failed call.
-fn backend(
-    context: impl Into<String>,
-    source: impl std::error::Error + Send + Sync + 'static,
-) -> Error {
-    Error::Backend {
-        context: context.into(),
-        source: Some(Box::new(source)),
     }
 }
 

@@ -1,14 +1,8 @@
-//! Probes of containers on containerd. `exec` probes run in the container as everywhere;
-//! `tcpSocket` and `httpGet` probes connect from inside the pod's network namespace, since
-//! the host may have no route to the pod: a namespace this runtime made has loopback only
-//! (so a probe aimed at the pod IP goes to loopback), and one the `Network` prepared may be
-//! reachable only inside the network's own namespaces (`LinuxNetwork` configures nothing in
-//! the host's), where the pod's own address is always reachable.
+//! Probes of containers on containerd, run by [`crate::oci::probe`] in the pod's network
+//! namespace.
 
-use std::path::PathBuf;
-
-use super::{ContainerdRuntime, netns};
-use crate::probe::{self, HttpScheme, ProbeAction, ProbeRequest, ProbeResult};
+use super::ContainerdRuntime;
+use crate::probe::{self, ProbeRequest, ProbeResult};
 
 /// Runs `request` against container `container_id`; see the module docs.
 pub(super) async fn run(
@@ -32,62 +26,5 @@ pub(super) async fn run(
     let Some((netns, owns_netns, pod_ip)) = sandbox_netns else {
         return probe::run_default(rt, container_id, request).await;
     };
-    let mut request = request.clone();
-    match &mut request.action {
-        ProbeAction::Exec { .. } => return probe::run_default(rt, container_id, &request).await,
-        ProbeAction::TcpSocket { host, .. }
-        | ProbeAction::HttpGet { host, .. }
-        | ProbeAction::Grpc { host, .. } => {
-            let pod_address = host.is_empty() || Some(&*host) == pod_ip.as_ref();
-            if pod_address && (owns_netns || pod_ip.is_none()) {
-                *host = "127.0.0.1".into();
-            } else if host.is_empty()
-                && let Some(ip) = pod_ip
-            {
-                *host = ip;
-            }
-        }
-    }
-    in_netns(netns, request).await
-}
-
-/// Runs a network probe from inside the namespace at `path`.
-async fn in_netns(path: PathBuf, request: ProbeRequest) -> ProbeResult {
-    netns::run_in(path, move || probe_here(&request))
-        .await
-        .unwrap_or_else(|e| ProbeResult::Failure(e.to_string()))
-}
-
-/// Runs a network probe from this thread's network namespace.
-fn probe_here(request: &ProbeRequest) -> ProbeResult {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return ProbeResult::Failure(format!("building a probe runtime: {e}")),
-    };
-    runtime.block_on(async {
-        match &request.action {
-            ProbeAction::TcpSocket { host, port } => probe::tcp(host, *port, request.timeout).await,
-            ProbeAction::HttpGet {
-                scheme: HttpScheme::Http,
-                host,
-                port,
-                path,
-                headers,
-            } => probe::http_get(host, *port, path, headers, request.timeout).await,
-            ProbeAction::HttpGet {
-                scheme: HttpScheme::Https,
-                ..
-            } => ProbeResult::Failure("https probes are not supported by this runtime".into()),
-            ProbeAction::Grpc { .. } => {
-                ProbeResult::Failure("grpc probes are not supported by this runtime".into())
-            }
-            ProbeAction::Exec { .. } => {
-                ProbeResult::Failure("exec probes run in the container, not here".into())
-            }
-        }
-    })
+    crate::oci::probe::run(rt, container_id, request, netns, owns_netns, pod_ip).await
 }

@@ -20,6 +20,8 @@ pub(crate) struct ExecTarget {
     dir: PathBuf,
     pgid: u32,
     user: Option<(u32, u32)>,
+    /// Isolated mode: the `runc exec <id>` argv the command goes after.
+    runc: Option<Vec<String>>,
 }
 
 impl ExecTarget {
@@ -30,12 +32,21 @@ impl ExecTarget {
             .containers
             .get(id)
             .ok_or_else(|| super::not_found("container", id))?;
-        match (c.status.state.is_running(), c.pid) {
-            (true, Some(pgid)) => Ok(ExecTarget {
+        match (c.status.state.is_running(), c.pid, &inner.isolation) {
+            (true, Some(_), Some(iso)) if c.bundle.is_some() => Ok(ExecTarget {
+                // runc gives the command the container's environment, user and directory.
+                env: Vec::new(),
+                dir: c.working_dir.clone(),
+                pgid: 0,
+                user: None,
+                runc: Some(iso.exec_argv(id)),
+            }),
+            (true, Some(pgid), _) => Ok(ExecTarget {
                 env: c.env.clone(),
                 dir: c.working_dir.clone(),
                 pgid,
                 user: c.user,
+                runc: None,
             }),
             _ => Err(Error::InvalidState {
                 id: id.into(),
@@ -45,7 +56,16 @@ impl ExecTarget {
     }
 
     fn command(&self, cmd: &[String]) -> Result<tokio::process::Command> {
-        command(cmd, &self.env, &self.dir, self.pgid, self.user)
+        match &self.runc {
+            Some(prefix) => {
+                if cmd.is_empty() {
+                    return command(cmd, &self.env, &self.dir, self.pgid, self.user);
+                }
+                let argv: Vec<String> = prefix.iter().chain(cmd).cloned().collect();
+                command(&argv, &self.env, &self.dir, self.pgid, self.user)
+            }
+            None => command(cmd, &self.env, &self.dir, self.pgid, self.user),
+        }
     }
 }
 

@@ -23,6 +23,16 @@
 //! [`Runtime::shutdown`](crate::Runtime::shutdown), which the cluster calls when it stops,
 //! kills every process the runtime started; dropping the tokio runtime that runs it does too.
 //!
+//! In **isolated** mode ([`ProcessRuntime::isolated`], root only) each container runs under
+//! `runc` instead: its own mount, pid, ipc and uts namespaces, the pod's network namespace
+//! (the `Network`'s, or a fresh one with `lo` up), its resources as cgroup limits (a memory
+//! limit OOM-kills, and the status says `OOMKilled`), volumes bind-mounted, and as root
+//! filesystem either an image unpacked from an OCI archive
+//! ([`ProcessRuntimeBuilder::image_archive`], `import_image`) or the host's, read-only.
+//! Logs, restarts, exec (`runc exec`), attach and probes work as in host mode; shutdown
+//! removes every runc container, mount, cgroup and namespace it made. `docs/runtimes.md`
+//! has the details.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> kybernetes_runtime::Result<()> {
@@ -58,8 +68,9 @@
 
 mod attach;
 mod exec;
+pub(crate) mod isolated;
 pub(crate) mod logs;
-mod service;
+pub(crate) mod service;
 pub(crate) mod spawn;
 mod stats;
 
@@ -132,6 +143,9 @@ pub struct ProcessRuntimeBuilder {
     root: Option<PathBuf>,
     images: HashMap<String, ImageCommand>,
     clock: Option<Clock>,
+    isolated: bool,
+    runc: Option<PathBuf>,
+    archives: Vec<PathBuf>,
 }
 
 impl ProcessRuntimeBuilder {
@@ -147,6 +161,29 @@ impl ProcessRuntimeBuilder {
     /// `command` + `args` as given.
     pub fn image(mut self, image: impl Into<String>, command: ImageCommand) -> Self {
         self.images.insert(image.into(), command);
+        self
+    }
+
+    /// Isolated mode (needs root): every container runs under `runc` in its own mount, pid,
+    /// ipc and uts namespaces and its pod's network namespace, with cgroup limits; see
+    /// [`ProcessRuntime::isolated`].
+    pub fn isolated(mut self) -> Self {
+        self.isolated = true;
+        self
+    }
+
+    /// The runc binary isolated mode runs (default: `runc` on `PATH`).
+    pub fn runc(mut self, path: impl Into<PathBuf>) -> Self {
+        self.runc = Some(path.into());
+        self
+    }
+
+    /// An OCI archive (an image layout in a tarball, as `skopeo copy … oci-archive:` or
+    /// `docker save` of a recent Docker writes) whose images isolated mode runs with their
+    /// own root filesystem. It is read and unpacked on the first image pull; `import_image`
+    /// adds archives at run time.
+    pub fn image_archive(mut self, path: impl Into<PathBuf>) -> Self {
+        self.archives.push(path.into());
         self
     }
 
@@ -171,9 +208,16 @@ impl ProcessRuntimeBuilder {
             }
         };
         let (events, _) = broadcast::channel(16 * 1024);
+        let isolation = self.isolated.then(|| {
+            let runc = self
+                .runc
+                .unwrap_or_else(|| PathBuf::from(isolated::DEFAULT_RUNC));
+            isolated::Isolation::new(&root, runc, self.archives)
+        });
         ProcessRuntime {
             inner: Arc::new(Inner {
                 clock: self.clock.unwrap_or_default(),
+                isolation,
                 root,
                 owns_root,
                 images: self.images,
@@ -208,9 +252,29 @@ impl ProcessRuntime {
         Self::builder().build()
     }
 
-    /// A builder for host mode with options (root directory, image mappings, clock).
+    /// A builder with options (root directory, image mappings, clock, isolated mode).
     pub fn builder() -> ProcessRuntimeBuilder {
         ProcessRuntimeBuilder::default()
+    }
+
+    /// Isolated mode with the defaults (needs root): `runc` from `PATH`, a temp root, no
+    /// image mappings or archives. See the [module docs](self). Must be called inside a
+    /// tokio runtime (it creates a [`Clock`]).
+    pub fn isolated() -> Self {
+        Self::builder().isolated().build()
+    }
+
+    /// Whether this runtime runs its containers in isolated mode.
+    pub fn is_isolated(&self) -> bool {
+        self.inner.isolation.is_some()
+    }
+
+    /// In isolated mode, runc's state directory (`runc --root <it> list` lists the
+    /// containers) and the cgroup every container's cgroup is under (relative to each
+    /// hierarchy's root).
+    pub fn isolation_paths(&self) -> Option<(&Path, &str)> {
+        let iso = self.inner.isolation.as_ref()?;
+        Some((iso.state_dir(), iso.cgroup_parent()))
     }
 
     /// The root directory (logs under `pods/`).
@@ -252,6 +316,8 @@ pub(crate) struct Inner {
     pub(crate) root: PathBuf,
     owns_root: bool,
     images: HashMap<String, ImageCommand>,
+    /// Isolated mode's state; `None` in host mode.
+    pub(crate) isolation: Option<isolated::Isolation>,
     pub(crate) state: Mutex<State>,
     pub(crate) events: broadcast::Sender<ContainerEvent>,
     warned_mounts: AtomicBool,
@@ -264,13 +330,16 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The builder's mapping of `image`, if any.
+    pub(crate) fn mapping(&self, image: &str) -> Option<&ImageCommand> {
+        self.images
+            .get(image)
+            .or_else(|| self.images.get(&normalize_reference(image)))
+    }
+
     /// The argv of a container: its image's mapping applied to `command` + `args`.
     pub(crate) fn argv(&self, config: &ContainerConfig) -> Vec<String> {
-        let mapped = self
-            .images
-            .get(&config.image)
-            .or_else(|| self.images.get(&normalize_reference(&config.image)));
-        match mapped {
+        match self.mapping(&config.image) {
             Some(m) => m.argv(&config.command, &config.args),
             None => config.command.iter().chain(&config.args).cloned().collect(),
         }
@@ -308,6 +377,26 @@ impl Drop for Inner {
                 spawn::kill_group(pid, rustix::process::Signal::KILL);
             }
         }
+        if let Some(iso) = &self.isolation {
+            // The runtime went without a shutdown: undo what isolated mode set up, in the
+            // order shutdown does.
+            for (id, c) in &st.containers {
+                if let Some(bundle) = &c.bundle {
+                    iso.delete_blocking(id);
+                    isolated::bundle::remove(bundle);
+                }
+            }
+            for sb in st.sandboxes.values() {
+                if let (Some(netns), true) = (&sb.netns, sb.owns_netns) {
+                    iso.remove_netns(netns);
+                }
+            }
+            iso.teardown();
+            if !isolated::bundle::mounts_under(&self.root).is_empty() {
+                tracing::warn!(root = %self.root.display(), "mounts remain under the process runtime's root; keeping it");
+                return;
+            }
+        }
         if self.owns_root
             && let Err(e) = std::fs::remove_dir_all(&self.root)
         {
@@ -343,6 +432,10 @@ pub(crate) struct ProcessSandbox {
     pub(crate) config: PodSandboxConfig,
     /// The pod's directory: its logs and the default working directory.
     pub(crate) dir: PathBuf,
+    /// The pod's network namespace (None: the host's).
+    pub(crate) netns: Option<PathBuf>,
+    /// Whether this runtime made `netns` (isolated mode, for a `Network` that gave none).
+    pub(crate) owns_netns: bool,
 }
 
 pub(crate) struct ProcessContainer {
@@ -369,6 +462,8 @@ pub(crate) struct ProcessContainer {
     pub(crate) stdin: Option<attach::StdinPipe>,
     /// The uid and gid it runs as (`runAsUser`, `runAsGroup`); None: the agent's own.
     pub(crate) user: Option<(u32, u32)>,
+    /// Its OCI bundle in isolated mode (the main process is then `runc run`).
+    pub(crate) bundle: Option<isolated::Bundle>,
 }
 
 pub(crate) fn not_found(kind: &'static str, id: &str) -> Error {

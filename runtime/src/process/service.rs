@@ -78,10 +78,35 @@ impl ProcessRuntime {
     async fn kill_now(&self, id: &str) {
         let pid = self.inner.lock().containers.get(id).and_then(|c| c.pid);
         if let Some(pid) = pid {
-            kill_group(pid, Signal::KILL);
+            self.signal(id, pid, Signal::KILL).await;
             if !self.wait_exited(id, REAP).await {
+                // runc itself (or a process that left the group) held on: the group goes.
+                kill_group(pid, Signal::KILL);
                 debug!(container = id, "killed container not reaped in time");
             }
+        }
+    }
+
+    /// Signals container `id` whose main process is `pid`: TERM goes to the main process
+    /// only, as runtimes signal a container's init, KILL to its whole group. In isolated
+    /// mode runc signals the container's init (and KILL to a pid namespace's init ends
+    /// every process in it); before runc has the container, the foreground runc gets the
+    /// signal and forwards it.
+    pub(crate) async fn signal(&self, id: &str, pid: u32, signal: Signal) {
+        if let Some(iso) = &self.inner.isolation {
+            let name = if signal == Signal::KILL {
+                "KILL"
+            } else {
+                "TERM"
+            };
+            if iso.kill(id, name).await {
+                return;
+            }
+        }
+        if signal == Signal::KILL {
+            kill_group(pid, signal);
+        } else {
+            spawn::signal_main(pid, signal);
         }
     }
 
@@ -94,9 +119,11 @@ impl ProcessRuntime {
         self.inner.root.join("pods").join(name)
     }
 
-    fn check_ports(st: &super::State, config: &PodSandboxConfig) -> Result<()> {
+    fn check_ports(&self, st: &super::State, config: &PodSandboxConfig) -> Result<()> {
         let wanted = claims(config);
-        if wanted.is_empty() {
+        // In isolated mode a pod the Network gave no namespace gets one of its own.
+        let own_netns = self.inner.isolation.is_some() && config.netns_path.is_none();
+        if wanted.is_empty() || own_netns {
             return Ok(());
         }
         for other in st.sandboxes.values() {
@@ -104,7 +131,7 @@ impl ProcessRuntime {
             // hostNetwork pods share).
             if other.status.state != PodSandboxState::Ready
                 || other.config.metadata.uid == config.metadata.uid
-                || other.config.netns_path != config.netns_path
+                || other.netns != config.netns_path
             {
                 continue;
             }
@@ -127,6 +154,9 @@ impl ProcessRuntime {
         sandbox: &ProcessSandbox,
         config: &ContainerConfig,
     ) -> Result<ProcessContainer> {
+        if let Some(iso) = &self.inner.isolation {
+            return self.new_isolated(iso, sandbox, config);
+        }
         let argv = self.inner.argv(config);
         if argv.is_empty() {
             return Err(Error::Backend {
@@ -156,17 +186,46 @@ impl ProcessRuntime {
             ("HOSTNAME".to_string(), sandbox.config.hostname.clone()),
         ];
         env.extend(config.env.iter().cloned());
+        let (id, image_ref) = self.new_id_for(config)?;
+        Ok(self.container_record(
+            id,
+            sandbox,
+            config,
+            image_ref,
+            ProcessContainerParts {
+                argv,
+                env,
+                working_dir,
+                netns: sandbox.netns.clone(),
+                user,
+                bundle: None,
+            },
+        ))
+    }
+
+    /// A new container id, and the reference of the (pulled) image `config` names.
+    pub(crate) fn new_id_for(&self, config: &ContainerConfig) -> Result<(String, String)> {
+        let mut st = self.inner.lock();
+        let image_ref = st
+            .find_image(&config.image)
+            .map(|i| i.reference().to_string())
+            .ok_or_else(|| Error::ImageNotFound {
+                image: config.image.clone(),
+            })?;
+        Ok((st.new_id(), image_ref))
+    }
+
+    /// The record of a new container of `sandbox`.
+    pub(crate) fn container_record(
+        &self,
+        id: String,
+        sandbox: &ProcessSandbox,
+        config: &ContainerConfig,
+        image_ref: String,
+        parts: ProcessContainerParts,
+    ) -> ProcessContainer {
         let log_path = config.log_path_or_default();
-        let id = self.inner.lock().new_id();
-        let image_ref = {
-            let st = self.inner.lock();
-            st.find_image(&config.image)
-                .map(|i| i.reference().to_string())
-                .ok_or_else(|| Error::ImageNotFound {
-                    image: config.image.clone(),
-                })?
-        };
-        Ok(ProcessContainer {
+        ProcessContainer {
             status: ContainerStatus::created(
                 id,
                 sandbox.status.id.clone(),
@@ -176,20 +235,31 @@ impl ProcessRuntime {
                 log_path.clone(),
             ),
             pod_uid: sandbox.config.metadata.uid.clone(),
-            argv,
-            env,
-            working_dir,
+            argv: parts.argv,
+            env: parts.env,
+            working_dir: parts.working_dir,
             log_file: sandbox.dir.join(log_path),
-            netns: sandbox.config.netns_path.clone(),
+            netns: parts.netns,
             pid: None,
             version: std::sync::Arc::new(watch::channel(0).0),
             cpu_rate: Default::default(),
             open_stdin: config.stdin,
             stdin_once: config.stdin_once,
             stdin: None,
-            user,
-        })
+            user: parts.user,
+            bundle: parts.bundle,
+        }
     }
+}
+
+/// What differs between a host-mode and an isolated container record.
+pub(crate) struct ProcessContainerParts {
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) working_dir: PathBuf,
+    pub(crate) netns: Option<PathBuf>,
+    pub(crate) user: Option<(u32, u32)>,
+    pub(crate) bundle: Option<super::isolated::Bundle>,
 }
 
 /// The uid and gid a local process runs as under `security`. A local process shares the
@@ -271,30 +341,44 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
-        Self::check_ports(&self.inner.lock(), config)?;
+        self.check_ports(&self.inner.lock(), config)?;
         let id = self.inner.lock().new_id();
         let dir = self.sandbox_dir(&id, config);
         std::fs::create_dir_all(&dir)
             .map_err(|e| super::backend_io(format!("create pod directory {}", dir.display()), e))?;
+        let (netns, owns_netns) = match &self.inner.isolation {
+            Some(iso) => {
+                let (path, owned) = iso.sandbox_netns(&id, config, &dir).await?;
+                (Some(path), owned)
+            }
+            None => (config.netns_path.clone(), false),
+        };
         let status = PodSandboxStatus {
             id: id.clone(),
             metadata: config.metadata.clone(),
             state: PodSandboxState::Ready,
             created_at: self.inner.clock.now(),
             ip: config.pod_ip,
-            netns_path: config.netns_path.clone(),
+            netns_path: netns.clone(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
         };
         let mut st = self.inner.lock();
         // Checked again with the insert under one lock: two pods may claim a port at once.
-        Self::check_ports(&st, config)?;
+        if let Err(e) = self.check_ports(&st, config) {
+            if let (Some(iso), Some(path), true) = (&self.inner.isolation, &netns, owns_netns) {
+                iso.remove_netns(path);
+            }
+            return Err(e);
+        }
         st.sandboxes.insert(
             id.clone(),
             ProcessSandbox {
                 status,
                 config: config.clone(),
                 dir,
+                netns,
+                owns_netns,
             },
         );
         Ok(id)
@@ -335,9 +419,20 @@ impl Runtime for ProcessRuntime {
         let removed = {
             let mut st = self.inner.lock();
             let removed = st.sandboxes.remove(sandbox_id);
+            let owned_netns = removed
+                .as_ref()
+                .filter(|r| r.owns_netns)
+                .and_then(|r| r.netns.clone());
             // The directory is the pod's: keep it while another sandbox of the pod uses it.
-            removed.filter(|r| st.sandboxes.values().all(|s| s.dir != r.dir))
+            (
+                removed.filter(|r| st.sandboxes.values().all(|s| s.dir != r.dir)),
+                owned_netns,
+            )
         };
+        let (removed, owned_netns) = removed;
+        if let Some((iso, path)) = self.inner.isolation.as_ref().zip(owned_netns) {
+            iso.remove_netns(&path);
+        }
         if let Some(sb) = removed
             && let Err(e) = std::fs::remove_dir_all(&sb.dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -387,6 +482,8 @@ impl Runtime for ProcessRuntime {
                 status: sandbox.status.clone(),
                 config: sandbox.config.clone(),
                 dir: sandbox.dir.clone(),
+                netns: sandbox.netns.clone(),
+                owns_netns: sandbox.owns_netns,
             };
             drop(st);
             self.new_container(&sandbox, config)?
@@ -416,7 +513,7 @@ impl Runtime for ProcessRuntime {
         match spawn::start(&self.inner, container_id) {
             Ok(pid) => {
                 debug!(container = container_id, pid, "container process started");
-                Ok(())
+                self.wait_created(container_id).await
             }
             Err(e) => {
                 mark_start_error(&self.inner, container_id, e.to_string());
@@ -437,9 +534,9 @@ impl Runtime for ProcessRuntime {
                 _ => return Ok(()),
             }
         };
-        // TERM goes to the main process only, as runtimes signal a container's init; the
-        // KILL after the grace period takes the whole group.
-        spawn::signal_main(pid, Signal::TERM);
+        // TERM goes to the container's init only; the KILL after the grace period takes
+        // every process.
+        self.signal(container_id, pid, Signal::TERM).await;
         if self.wait_exited(container_id, grace).await {
             return Ok(());
         }
@@ -463,6 +560,10 @@ impl Runtime for ProcessRuntime {
             removed
         };
         if let Some(c) = removed {
+            if let (Some(iso), Some(bundle)) = (&self.inner.isolation, &c.bundle) {
+                iso.delete(container_id).await;
+                super::isolated::bundle::remove(bundle);
+            }
             self.inner.emit(&c, ContainerEventKind::Deleted);
             if let Err(e) = std::fs::remove_file(&c.log_file)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -514,7 +615,7 @@ impl Runtime for ProcessRuntime {
         sandbox_id: &str,
         port: u16,
     ) -> Result<Box<dyn PortForwardStream>> {
-        {
+        let netns = {
             let st = self.inner.lock();
             let sandbox = st
                 .sandboxes
@@ -526,6 +627,10 @@ impl Runtime for ProcessRuntime {
                     message: "sandbox is not ready".into(),
                 });
             }
+            sandbox.netns.clone()
+        };
+        if let (Some(_), Some(netns)) = (&self.inner.isolation, netns) {
+            return self.isolated_port_forward(netns, port).await;
         }
         match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             Ok(s) => Ok(Box::new(s)),
@@ -541,22 +646,36 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn container_stats(&self, container_id: &str) -> Result<ContainerStats> {
-        let pid = {
+        let (pid, bundle) = {
             let st = self.inner.lock();
             let c = st
                 .containers
                 .get(container_id)
                 .ok_or_else(|| not_found("container", container_id))?;
-            c.pid.filter(|_| c.status.state.is_running())
+            (
+                c.pid.filter(|_| c.status.state.is_running()),
+                c.bundle.clone(),
+            )
         };
-        let (cpu, memory) = match pid {
-            Some(pid) => tokio::task::spawn_blocking(move || super::stats::group_usage(pid))
-                .await
-                .map_err(|e| Error::Backend {
-                    context: "reading /proc".into(),
-                    source: Some(Box::new(e)),
-                })?,
-            None => (0, 0),
+        let (cpu, memory) = match (pid, bundle) {
+            // The container's cgroup holds every process of it.
+            (Some(_), Some(bundle)) => {
+                tokio::task::spawn_blocking(move || super::isolated::Isolation::usage(&bundle))
+                    .await
+                    .map_err(|e| Error::Backend {
+                        context: "reading a container's cgroup".into(),
+                        source: Some(Box::new(e)),
+                    })??
+            }
+            (Some(pid), None) => {
+                tokio::task::spawn_blocking(move || super::stats::group_usage(pid))
+                    .await
+                    .map_err(|e| Error::Backend {
+                        context: "reading /proc".into(),
+                        source: Some(Box::new(e)),
+                    })?
+            }
+            (None, _) => (0, 0),
         };
         let now = tokio::time::Instant::now();
         let rate = {
@@ -575,8 +694,12 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn pull_image(&self, image: &str) -> Result<Image> {
+        if self.inner.isolation.is_some() {
+            self.import_pending().await?;
+        }
         // Nothing to download: an image names what to run (a mapping, or the container's
-        // own command), so every pull succeeds and records it.
+        // own command, on the host's files in isolated mode), so every pull succeeds and
+        // records it.
         let mut st = self.inner.lock();
         if let Some(i) = st.find_image(image) {
             return Ok(i.clone());
@@ -596,16 +719,25 @@ impl Runtime for ProcessRuntime {
 
     async fn remove_image(&self, image: &str) -> Result<()> {
         self.inner.lock().images.retain(|i| !i.answers_to(image));
+        if let Some(iso) = &self.inner.isolation {
+            iso.remove_image(image);
+        }
         Ok(())
     }
 
-    async fn import_image(&self, _tarball: Bytes) -> Result<Vec<Image>> {
+    async fn import_image(&self, tarball: Bytes) -> Result<Vec<Image>> {
+        if self.inner.isolation.is_some() {
+            return self.isolated_import(tarball).await;
+        }
         Err(Error::Unsupported(
             "importing OCI archives in host mode (map images to commands with ProcessRuntimeBuilder::image)".into(),
         ))
     }
 
     async fn probe(&self, container_id: &str, request: &ProbeRequest) -> ProbeResult {
+        if self.inner.isolation.is_some() {
+            return self.isolated_probe(container_id, request).await;
+        }
         // In the host network the pod's address is this host: probes aimed at the pod IP
         // the network assigned go to loopback, where the process listens.
         let pod_ip = {
@@ -643,12 +775,16 @@ impl Runtime for ProcessRuntime {
                 .collect()
         };
         for id in &ids {
-            if let Some(pid) = self.inner.lock().containers.get(id).and_then(|c| c.pid) {
-                kill_group(pid, Signal::KILL);
+            let pid = self.inner.lock().containers.get(id).and_then(|c| c.pid);
+            if let Some(pid) = pid {
+                self.signal(id, pid, Signal::KILL).await;
             }
         }
         for id in &ids {
             self.wait_exited(id, REAP).await;
+        }
+        if self.inner.isolation.is_some() {
+            self.isolated_teardown().await;
         }
         debug!(
             containers = ids.len(),

@@ -256,9 +256,24 @@ async fn watch_exit(
     let Some(inner) = inner.upgrade() else {
         return;
     };
-    let (exit_code, message) = match status {
-        Ok(s) => (exit_code(s), String::new()),
-        Err(e) => (255, format!("waiting for the process failed: {e}")),
+    // Isolated mode: the kept cgroup says whether the OOM killer struck; then runc forgets
+    // the container.
+    let bundle = inner
+        .lock()
+        .containers
+        .get(&id)
+        .and_then(|c| c.bundle.clone());
+    let reaped = match (&inner.isolation, bundle) {
+        (Some(iso), Some(bundle)) => Some(iso.reap(&id, &bundle).await),
+        _ => None,
+    };
+    let oom = reaped.as_ref().is_some_and(|r| r.oom);
+    let start_error = reaped.and_then(|r| r.start_error);
+    let start_failed = start_error.is_some();
+    let (exit_code, message) = match (status, start_error) {
+        (_, Some(message)) => (128, message),
+        (Ok(s), None) => (exit_code(s), String::new()),
+        (Err(e), None) => (255, format!("waiting for the process failed: {e}")),
     };
     let mut st = inner.lock();
     let Some(c) = st.containers.get_mut(&id) else {
@@ -273,7 +288,16 @@ async fn watch_exit(
     c.stdin = None;
     c.status.state = ContainerState::Exited {
         exit_code,
-        reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+        reason: if start_failed {
+            "StartError"
+        } else if oom {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .into(),
         message,
         started_at,
         finished_at: inner.clock.now(),

@@ -13,12 +13,12 @@ use super::backend;
 use crate::{Error, Result};
 
 /// Creates a network namespace bound at `path`, with `lo` up.
-pub(super) async fn create(path: PathBuf) -> Result<PathBuf> {
+pub(crate) async fn create(path: PathBuf) -> Result<PathBuf> {
     let target = path.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     // Namespaces belong to threads: a thread of its own enters the new one and ends.
     std::thread::Builder::new()
-        .name("kyb-ctrd-netns".into())
+        .name("kyb-netns".into())
         .spawn(move || {
             // The receiver is gone only if the caller was cancelled; nothing to report then.
             let _ = tx.send(create_here(&target));
@@ -78,7 +78,7 @@ fn create_here(target: &Path) -> Result<()> {
 }
 
 /// Unmounts and removes the namespace at `path`; one already gone is fine.
-pub(super) fn remove(path: &Path) {
+pub(crate) fn remove(path: &Path) {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
         Err(e) => {
@@ -95,13 +95,13 @@ pub(super) fn remove(path: &Path) {
 /// Runs `work` on a thread of its own that first enters the network namespace at `path`: a
 /// namespace belongs to a thread, and a socket to the namespace it was opened in, so the
 /// process's own threads never change namespace while what `work` opens stays in the pod's.
-pub(super) async fn run_in<T: Send + 'static>(
+pub(crate) async fn run_in<T: Send + 'static>(
     path: PathBuf,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("kyb-ctrd-in-netns".into())
+        .name("kyb-in-netns".into())
         .spawn(move || {
             let entered = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
                 nix::sched::setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
@@ -122,4 +122,14 @@ pub(super) async fn run_in<T: Send + 'static>(
         .map_err(|e| backend("spawning a thread to enter a network namespace", e))?;
     rx.await
         .map_err(|e| backend("the network namespace thread died", e))?
+}
+
+/// A TCP connection to `127.0.0.1:port` inside the network namespace at `path` (a socket
+/// stays in the namespace it was opened in, so only the connect needs the namespace).
+pub(crate) async fn connect(path: PathBuf, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = run_in(path, move || std::net::TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(std::io::Error::other)??;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
 }

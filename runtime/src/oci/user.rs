@@ -7,52 +7,29 @@
 
 use std::path::{Path, PathBuf};
 
-use containerd_client::types::Mount;
-
 use crate::security::ContainerSecurity;
 use crate::{Error, Result};
 
 /// The `process.user` of an OCI spec.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct ProcessUser {
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-    pub(super) additional_gids: Vec<u32>,
+pub(crate) struct ProcessUser {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) additional_gids: Vec<u32>,
 }
 
-/// Files of a container's root filesystem, read through the layers of its snapshot mounts
-/// without mounting them: a bind mount's source, or an overlay's upper then lower
-/// directories, top first.
-pub(super) struct RootfsFiles {
+/// Files of a container's root filesystem, read through its layers without mounting them
+/// (for a containerd snapshot: a bind mount's source, or an overlay's upper then lower
+/// directories, top first).
+pub(crate) struct RootfsFiles {
     layers: Vec<PathBuf>,
 }
 
 impl RootfsFiles {
-    /// The layers of `mounts`, as a snapshot prepare returns them.
-    pub(super) fn from_mounts(mounts: &[Mount]) -> Result<RootfsFiles> {
-        let mut layers = Vec::new();
-        for m in mounts {
-            match m.r#type.as_str() {
-                "bind" | "rbind" => layers.push(PathBuf::from(&m.source)),
-                "overlay" => {
-                    let option = |key: &str| {
-                        m.options
-                            .iter()
-                            .find_map(|o| o.strip_prefix(key).map(str::to_string))
-                    };
-                    layers.extend(option("upperdir=").map(PathBuf::from));
-                    if let Some(lower) = option("lowerdir=") {
-                        layers.extend(lower.split(':').map(PathBuf::from));
-                    }
-                }
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "reading the image's /etc/passwd from a {other:?} root filesystem mount"
-                    )));
-                }
-            }
-        }
-        Ok(RootfsFiles { layers })
+    /// The files of the root filesystem whose layers are `layers`, top first (one
+    /// directory for a root filesystem that is already one tree).
+    pub(crate) fn new(layers: Vec<PathBuf>) -> RootfsFiles {
+        RootfsFiles { layers }
     }
 
     /// The text of `path` (absolute in the container), `None` if no layer has it (or the top
@@ -250,7 +227,7 @@ fn id(value: i64, what: &str) -> Result<u32> {
 
 /// The process user of a container of an image whose config names `image_user`, under
 /// `security`, with the account files of its root filesystem `files`.
-pub(super) fn resolve(
+pub(crate) fn resolve(
     image_user: Option<&str>,
     security: &ContainerSecurity,
     files: &RootfsFiles,
@@ -309,16 +286,8 @@ mod tests {
         if let Some(g) = group {
             std::fs::write(lower.join("etc/group"), g).expect("group");
         }
-        let mounts = vec![Mount {
-            r#type: "overlay".into(),
-            source: "overlay".into(),
-            target: String::new(),
-            options: vec![
-                format!("upperdir={}", upper.display()),
-                format!("lowerdir={}", lower.display()),
-            ],
-        }];
-        let files = RootfsFiles::from_mounts(&mounts).expect("mounts");
+        // Upper first, as a snapshot's overlay lists its layers.
+        let files = RootfsFiles::new(vec![upper, lower]);
         (dir, files)
     }
 

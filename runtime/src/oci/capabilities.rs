@@ -104,7 +104,7 @@ fn oci_name(name: &str) -> Result<String> {
 }
 
 /// The bounding, effective and permitted set of a container under `security`.
-pub(super) fn effective(security: &ContainerSecurity) -> Result<Vec<String>> {
+pub(crate) fn effective(security: &ContainerSecurity) -> Result<Vec<String>> {
     let base: &[&str] = if security.privileged {
         known_capabilities()
     } else {
@@ -138,7 +138,7 @@ pub(super) fn effective(security: &ContainerSecurity) -> Result<Vec<String>> {
 /// The host's device nodes under `/dev` as OCI `linux.devices` entries, as containerd's
 /// `WithHostDevices` lists them for a privileged container (skipping `/dev/pts`, `/dev/shm`,
 /// `/dev/mqueue`, which the spec mounts itself, and anything unreadable).
-pub(super) fn host_devices() -> Vec<Value> {
+pub(crate) fn host_devices() -> Vec<Value> {
     let mut out = Vec::new();
     collect_devices(Path::new("/dev"), &mut out);
     out

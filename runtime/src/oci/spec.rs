@@ -1,5 +1,7 @@
-//! The OCI runtime spec of a container: containerd's default Linux spec (the mounts,
-//! capabilities and masked paths `ctr run` uses), with the process from the image config and
+//! The OCI runtime spec of a container, for every runtime that runs containers through runc
+//! (`ContainerdRuntime`, and `ProcessRuntime`'s isolated mode): containerd's default Linux
+//! spec (the mounts, capabilities and masked paths `ctr run` uses), with the process from the
+//! image config and
 //! the container config, the user and security settings as containerd's CRI plugin applies
 //! them, the pod's network namespace, bind mounts for the volumes and the resource limits as
 //! cgroup settings.
@@ -17,17 +19,17 @@ use crate::{Error, Result};
 /// The `config` part of an OCI image config: what a container of the image runs by default.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub(super) struct ImageProcess {
+pub(crate) struct ImageProcess {
     #[serde(default)]
-    pub(super) entrypoint: Option<Vec<String>>,
+    pub(crate) entrypoint: Option<Vec<String>>,
     #[serde(default)]
-    pub(super) cmd: Option<Vec<String>>,
+    pub(crate) cmd: Option<Vec<String>>,
     #[serde(default)]
-    pub(super) env: Option<Vec<String>>,
+    pub(crate) env: Option<Vec<String>>,
     #[serde(default)]
-    pub(super) working_dir: Option<String>,
+    pub(crate) working_dir: Option<String>,
     #[serde(default)]
-    pub(super) user: Option<String>,
+    pub(crate) user: Option<String>,
 }
 
 const MASKED_PATHS: [&str; 10] = [
@@ -56,20 +58,24 @@ const READONLY_PATHS: [&str; 6] = [
 const CPU_PERIOD: u64 = 100_000;
 
 /// What a container spec is built from, besides the container config.
-pub(super) struct SpecInputs<'a> {
-    pub(super) image: &'a ImageProcess,
-    pub(super) hostname: &'a str,
-    pub(super) netns: &'a Path,
-    pub(super) cgroups_path: &'a str,
+pub(crate) struct SpecInputs<'a> {
+    pub(crate) image: &'a ImageProcess,
+    /// The process's argv ([`argv`] for an image whose config says what runs).
+    pub(crate) args: &'a [String],
+    /// The root filesystem (relative to the bundle, or absolute).
+    pub(crate) rootfs: &'a Path,
+    pub(crate) hostname: &'a str,
+    pub(crate) netns: &'a Path,
+    pub(crate) cgroups_path: &'a str,
     /// The pod's resolver file, if the node agent gave a DNS config.
-    pub(super) resolv_conf: Option<&'a Path>,
+    pub(crate) resolv_conf: Option<&'a Path>,
     /// The user, resolved against the image's account files.
-    pub(super) user: &'a ProcessUser,
+    pub(crate) user: &'a ProcessUser,
 }
 
 /// The process's argv by Docker's rules: `command` replaces the entrypoint (and drops the
 /// image's `Cmd`), `args` replace the `Cmd`.
-pub(super) fn argv(image: &ImageProcess, config: &ContainerConfig) -> Vec<String> {
+pub(crate) fn argv(image: &ImageProcess, config: &ContainerConfig) -> Vec<String> {
     ImageCommand::Entrypoint {
         entrypoint: image.entrypoint.clone().unwrap_or_default(),
         cmd: image.cmd.clone().unwrap_or_default(),
@@ -125,8 +131,8 @@ fn resources(r: &ContainerResources) -> Value {
 }
 
 /// The OCI runtime spec of a container.
-pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result<Value> {
-    let args = argv(inputs.image, config);
+pub(crate) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result<Value> {
+    let args = inputs.args;
     if args.is_empty() {
         return Err(Error::Backend {
             context: format!(
@@ -226,7 +232,7 @@ pub(super) fn build(config: &ContainerConfig, inputs: &SpecInputs<'_>) -> Result
             // and containerd's CRI plugin sets it only then.
             "noNewPrivileges": security.no_new_privs,
         },
-        "root": {"path": "rootfs", "readonly": security.readonly_rootfs},
+        "root": {"path": inputs.rootfs, "readonly": security.readonly_rootfs},
         "hostname": inputs.hostname,
         "mounts": mounts,
         "linux": linux,
@@ -264,8 +270,12 @@ mod tests {
             },
             ..Default::default()
         };
+        let image = image();
+        let args = argv(&image, &config);
         let inputs = SpecInputs {
-            image: &image(),
+            image: &image,
+            args: &args,
+            rootfs: Path::new("rootfs"),
             hostname: "web-0",
             netns: Path::new("/run/netns/x"),
             cgroups_path: "/kybernetes/c1",
@@ -310,6 +320,8 @@ mod tests {
     fn a_container_with_no_command_anywhere_is_refused() {
         let inputs = SpecInputs {
             image: &ImageProcess::default(),
+            args: &[],
+            rootfs: Path::new("rootfs"),
             hostname: "h",
             netns: Path::new("/n"),
             cgroups_path: "/k/c",
