@@ -48,6 +48,7 @@ mod pull_secrets;
 mod resource_metrics;
 mod security_context;
 mod server;
+mod service_env;
 mod sync_pod;
 mod termination;
 mod volume_ownership;

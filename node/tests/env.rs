@@ -180,3 +180,106 @@ async fn without_cluster_dns_a_cluster_first_pod_falls_back_with_a_warning() {
     let event = h.wait_event("fallback", "MissingClusterDNS", 30).await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
 }
+
+async fn service(h: &Harness, namespace: &str, name: &str, ports: serde_json::Value) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(h.client.clone(), namespace);
+    let svc = serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "ports": ports, "selector": { "app": name } },
+    }))
+    .unwrap();
+    let created = api.create(&Default::default(), &svc).await.unwrap();
+    created.spec.unwrap().cluster_ip.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn service_links_name_the_namespace_services_and_the_master_service() {
+    let mut h = harness().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "shop" } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    // The API server made the master Service.
+    let master: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(h.client.clone(), "default");
+    let master = master
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let web = service(
+        &h,
+        "default",
+        "my-web",
+        json!([{ "name": "http", "port": 8080 }, { "name": "metrics", "port": 9100, "protocol": "TCP" }]),
+    )
+    .await;
+    service(&h, "shop", "elsewhere", json!([{ "port": 80 }])).await;
+    h.start_agent(h.config("node-1"));
+
+    let mut p = pod("linked", "node-1", &[("app", "busybox:1.36")]);
+    p["spec"]["containers"][0]["env"] = json!([
+        { "name": "MY_WEB_SERVICE_PORT", "value": "explicit" },
+        { "name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST):$(MY_WEB_SERVICE_PORT_HTTP)/" }
+    ]);
+    let mut unlinked = pod("unlinked", "node-1", &[("app", "busybox:1.36")]);
+    unlinked["spec"]["enableServiceLinks"] = json!(false);
+    h.create_pod(p).await;
+    h.create_pod(unlinked).await;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    for name in ["linked", "unlinked"] {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let p = pods.get_opt(name).await.unwrap();
+            if p.is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running")) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let configs = h.fake.created_containers();
+    let linked = configs
+        .iter()
+        .find(|c| c.labels.values().any(|v| v == "linked"))
+        .expect("linked container");
+    for (k, v) in [
+        ("MY_WEB_SERVICE_HOST", web.as_str()),
+        ("MY_WEB_SERVICE_PORT", "explicit"),
+        ("MY_WEB_SERVICE_PORT_HTTP", "8080"),
+        ("MY_WEB_SERVICE_PORT_METRICS", "9100"),
+        ("MY_WEB_PORT", &format!("tcp://{web}:8080")),
+        ("MY_WEB_PORT_9100_TCP", &format!("tcp://{web}:9100")),
+        ("MY_WEB_PORT_9100_TCP_PROTO", "tcp"),
+        ("MY_WEB_PORT_9100_TCP_PORT", "9100"),
+        ("MY_WEB_PORT_9100_TCP_ADDR", web.as_str()),
+        ("URL", &format!("http://{web}:8080/")),
+        ("KUBERNETES_SERVICE_HOST", master.as_str()),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+        ("KUBERNETES_PORT_443_TCP", &format!("tcp://{master}:443")),
+    ] {
+        assert_eq!(linked.env_value(k), Some(v), "{k}");
+    }
+    assert_eq!(
+        linked.env_value("ELSEWHERE_SERVICE_HOST"),
+        None,
+        "other namespace"
+    );
+    let unlinked = configs
+        .iter()
+        .find(|c| c.labels.values().any(|v| v == "unlinked"))
+        .expect("unlinked container");
+    assert_eq!(
+        unlinked.env_value("KUBERNETES_SERVICE_HOST"),
+        Some(master.as_str())
+    );
+    assert_eq!(unlinked.env_value("MY_WEB_SERVICE_HOST"), None);
+}
