@@ -215,8 +215,9 @@ struct Replica {
     page: String,
 }
 
-async fn http_get(port: u16) -> anyhow::Result<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+/// The body of `GET /` from `addr` (`tests/userspace_proxy.rs` uses it too).
+pub async fn http_get(addr: impl tokio::net::ToSocketAddrs) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
     let mut out = String::new();
@@ -281,7 +282,9 @@ async fn replicas(cluster: &Cluster) -> anyhow::Result<Vec<Replica>> {
             container_id: id,
             restarts: cs.restart_count,
             port,
-            page: http_get(port).await.unwrap_or_else(|e| format!("({e})")),
+            page: http_get(("127.0.0.1", port))
+                .await
+                .unwrap_or_else(|e| format!("({e})")),
         });
     }
     out.sort_by(|a, b| a.pod.cmp(&b.pod));

@@ -14,7 +14,8 @@ use kybernetes::Cluster;
 use kybernetes::net::USERSPACE_PROXY_CIDR;
 use kybernetes::runtime::process::{ImageCommand, ProcessRuntime};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::processes::processes_example::http_get;
 
 const BUSYBOX: &str = "/bin/busybox";
 const REPLICAS: usize = 3;
@@ -55,19 +56,6 @@ fn web(i: usize, port: u16) -> Deployment {
         }
     }))
     .expect("deployment")
-}
-
-async fn http_get(addr: (IpAddr, u16)) -> std::io::Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,9 @@
 //!   hands out an IP that another live pod holds;
 //! - `teardown_pod` releases the IP; tearing down an unknown pod is not an error;
 //! - `sync_service` replaces everything known about a service; `resolve` answers from the
-//!   latest sync.
+//!   latest sync;
+//! - `service_host` says where clients reach a ClusterIP, if not at the ClusterIP itself (the
+//!   node agent writes it into the Service environment variables).
 //!
 //! Walking through [`LocalNetwork`]:
 //!
