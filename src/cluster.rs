@@ -13,7 +13,7 @@ use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
 use kybernetes_ingress::{IngressConfig, IngressController};
 use kybernetes_net::{DnsServer, LocalNetwork, Network};
-use kybernetes_node::{NodeAgent, NodeAgentConfig};
+use kybernetes_node::{NodeAgent, NodeAgentConfig, ServiceLister};
 use kybernetes_runtime::{FakeRuntime, Runtime};
 use kybernetes_sched::{
     ConfigError, Framework, KubeSchedulerConfiguration, Profile, Scheduler,
@@ -510,6 +510,7 @@ impl ClusterBuilder {
             }
             None => None,
         };
+        let services = ServiceLister::new(client.clone());
         let cluster = Cluster {
             api,
             https,
@@ -519,6 +520,7 @@ impl ClusterBuilder {
             network,
             dns,
             ingress,
+            services,
             template,
             shutdown,
             tasks,
@@ -649,6 +651,9 @@ pub struct Cluster {
     dns: Option<DnsServer>,
     ingress: Option<IngressController>,
     template: NodeAgentConfig,
+    /// The Services every node agent reads its Service environment variables from: one
+    /// watch for all agents.
+    services: ServiceLister,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     nodes: Mutex<BTreeMap<String, (CancellationToken, JoinHandle<()>)>>,
@@ -752,7 +757,8 @@ impl Cluster {
             self.client.clone(),
             self.runtime.clone(),
             self.network.clone(),
-        );
+        )
+        .service_lister(self.services.clone());
         nodes.insert(name, (token.clone(), agent.spawn(token)));
         Ok(())
     }

@@ -95,11 +95,11 @@ impl PodWorker {
             host_ip: ctx.node_ip,
             allocatable_milli: ctx.allocatable_milli,
         };
-        let services = match service_environment(&ctx.client, ctx.network.as_ref(), &self.pod).await
-        {
-            Ok(s) => s,
-            Err(e) => return Err(self.config_error(spec, e.0, retry)),
-        };
+        let services =
+            match service_environment(&ctx.services, ctx.network.as_ref(), &self.pod).await {
+                Ok(s) => s,
+                Err(e) => return Err(self.config_error(spec, e.0, retry)),
+            };
         let env = match make_environment(&ctx.client, &inputs, &services).await {
             Ok(env) => env,
             Err(e) => return Err(self.config_error(spec, e.0, retry)),

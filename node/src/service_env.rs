@@ -1,7 +1,8 @@
 //! Service environment variables, as upstream's kubelet sets them (`getServiceEnvVarMap` and
 //! `envvars.FromServices`): for each Service with a ClusterIP in the pod's namespace when
 //! `enableServiceLinks` is on (the default), and for the master Service `default/kubernetes`
-//! in every namespace, when the container starts:
+//! in every namespace, when the container starts, as the agent's
+//! [`ServiceLister`](crate::ServiceLister) has them:
 //!
 //! - `{SVC}_SERVICE_HOST` (the address), `{SVC}_SERVICE_PORT` (the first port) and
 //!   `{SVC}_SERVICE_PORT_{PORTNAME}` for each named port;
@@ -18,20 +19,21 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::Api;
-use kube::api::ListParams;
+use kube::runtime::reflector::ObjectRef;
 use kybernetes_net::Network;
 
 use crate::env::EnvError;
+use crate::service_lister::ServiceLister;
 
 /// The namespace of the master Service.
 const MASTER_NAMESPACE: &str = "default";
 /// The master Services every pod gets variables for.
 const MASTER_SERVICES: [&str; 1] = ["kubernetes"];
 
-/// The Service variables of a container of `pod`, sorted by name.
+/// The Service variables of a container of `pod`, sorted by name, read from `lister` once it
+/// has listed the Services at least once.
 pub(crate) async fn service_environment(
-    client: &kube::Client,
+    lister: &ServiceLister,
     network: &dyn Network,
     pod: &Pod,
 ) -> Result<Vec<(String, String)>, EnvError> {
@@ -41,36 +43,33 @@ pub(crate) async fn service_environment(
         .as_ref()
         .and_then(|s| s.enable_service_links)
         .unwrap_or(true);
+    let Some(store) = lister.synced().await else {
+        // Upstream's words when its service informer has not synced.
+        return Err(EnvError(
+            "services have not yet been read at least once, cannot construct envvars".into(),
+        ));
+    };
     let mut services: BTreeMap<String, Service> = BTreeMap::new();
     if namespace != MASTER_NAMESPACE || !links {
-        let api: Api<Service> = Api::namespaced(client.clone(), MASTER_NAMESPACE);
         for name in MASTER_SERVICES {
-            if let Some(svc) = api.get_opt(name).await.map_err(list_failed)? {
-                services.insert(name.to_string(), svc);
+            if let Some(svc) = store.get(&ObjectRef::new(name).within(MASTER_NAMESPACE)) {
+                services.insert(name.to_string(), Service::clone(&svc));
             }
         }
     }
     if links {
-        let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-        for svc in api
-            .list(&ListParams::default())
-            .await
-            .map_err(list_failed)?
-        {
+        for svc in store.state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace)) {
             // The pod's own namespace wins over the master Service of the same name.
-            services.insert(svc.metadata.name.clone().unwrap_or_default(), svc);
+            services.insert(
+                svc.metadata.name.clone().unwrap_or_default(),
+                Service::clone(&svc),
+            );
         }
     }
     let services: Vec<Service> = services.into_values().collect();
     let mut vars = from_services(&services, |ip| network.service_host(ip));
     vars.sort();
     Ok(vars)
-}
-
-fn list_failed(e: kube::Error) -> EnvError {
-    EnvError(format!(
-        "failed to list services when setting up env vars: {e}"
-    ))
 }
 
 /// The variables of `services` (upstream `envvars.FromServices`), with each ClusterIP shown

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
+use kybernetes_node::ServiceLister;
 use serde_json::json;
 
 #[tokio::test(start_paused = true)]
@@ -282,4 +283,100 @@ async fn service_links_name_the_namespace_services_and_the_master_service() {
         Some(master.as_str())
     );
     assert_eq!(unlinked.env_value("MY_WEB_SERVICE_HOST"), None);
+}
+
+/// The `apiserver_request_total` and `apiserver_longrunning_requests` lines of core
+/// Services, from `/metrics`.
+async fn service_request_metrics(h: &Harness) -> Vec<String> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = h.client.request_text(req).await.unwrap();
+    text.lines()
+        .filter(|l| l.contains(r#"group="",version="v1",resource="services","#))
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                || l.starts_with("apiserver_longrunning_requests{")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn agents_share_one_service_watch_and_list_nothing_per_container_start() {
+    let mut h = harness().await;
+    // Before any agent, so only a synced cache shows it.
+    let early = service(&h, "default", "early", json!([{ "port": 80 }])).await;
+    let services = ServiceLister::new(h.client.clone());
+    h.start_agent_sharing(h.config("node-1"), &services);
+    h.start_agent_sharing(h.config("node-2"), &services);
+    let names = ["a", "b", "c", "d"];
+    for (i, name) in names.iter().enumerate() {
+        let node = format!("node-{}", i % 2 + 1);
+        h.create_pod(pod(name, &node, &[("app", "busybox:1.36")]))
+            .await;
+    }
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    for name in names {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let p = pods.get_opt(name).await.unwrap();
+            if p.is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running")) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} never ran");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let configs = h.fake.created_containers();
+    for name in names {
+        let c = configs
+            .iter()
+            .find(|c| c.labels.values().any(|v| v == name))
+            .expect("container");
+        assert_eq!(
+            c.env_value("EARLY_SERVICE_HOST"),
+            Some(early.as_str()),
+            "{name}"
+        );
+        assert!(c.env_value("KUBERNETES_SERVICE_HOST").is_some(), "{name}");
+    }
+    // The lister's watch is open once it has listed; wait for it, then count.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = service_request_metrics(&h).await;
+        if metrics
+            .iter()
+            .any(|l| l.contains(r#"verb="WATCH""#) && !l.ends_with(" 0"))
+        {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Service watch: {metrics:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let open_watches: u64 = metrics
+        .iter()
+        .filter(|l| {
+            l.starts_with("apiserver_longrunning_requests{") && l.contains(r#"verb="WATCH""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(open_watches, 1, "one watch for both agents: {metrics:?}");
+    // Four container starts, and no Service read but the lister's cluster-wide list.
+    for line in metrics
+        .iter()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        assert!(
+            line.contains(r#"verb="LIST""#) && line.contains(r#"scope="cluster""#)
+                || line.contains(r#"verb="WATCH""#)
+                || line.contains(r#"verb="POST""#),
+            "a Service read per container start: {line}"
+        );
+    }
+    for i in 0..2 {
+        h.stop_agent(i).await;
+    }
+    services.stop().await;
 }
