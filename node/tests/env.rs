@@ -235,17 +235,8 @@ async fn service_links_name_the_namespace_services_and_the_master_service() {
     unlinked["spec"]["enableServiceLinks"] = json!(false);
     h.create_pod(p).await;
     h.create_pod(unlinked).await;
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
     for name in ["linked", "unlinked"] {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let p = pods.get_opt(name).await.unwrap();
-            if p.is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running")) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{name} never ran");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        h.wait_pod(name, 30, is_phase("Running")).await;
     }
     let configs = h.fake.created_containers();
     let linked = configs
@@ -314,17 +305,8 @@ async fn agents_share_one_service_watch_and_list_nothing_per_container_start() {
         h.create_pod(pod(name, &node, &[("app", "busybox:1.36")]))
             .await;
     }
-    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
     for name in names {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let p = pods.get_opt(name).await.unwrap();
-            if p.is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running")) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{name} never ran");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        h.wait_pod(name, 30, is_phase("Running")).await;
     }
     let configs = h.fake.created_containers();
     for name in names {
