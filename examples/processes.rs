@@ -2,7 +2,10 @@
 //! anywhere. Each replica is a real `busybox httpd` process on its own loopback port
 //! ([`ProcessRuntime`] in host mode shares the host network, so replicas take distinct
 //! ports). The example kills one replica's process and watches the node agent restart it,
-//! rolls the Deployment to a new version, and checks that shutdown leaves no process behind.
+//! rolls the Deployment to a new version, then has a client Deployment call a Service by
+//! name: through the Service environment variables (`HELLO_SERVICE_HOST`) and through the
+//! cluster DNS, both of which name the userspace proxy's loopback address. It checks that
+//! shutdown leaves no process behind. Everything runs unprivileged.
 //!
 //! Needs `/bin/busybox` (Debian's `busybox-static`). Run with
 //! `cargo run --example processes`.
@@ -11,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use kybernetes::Cluster;
 use kybernetes::runtime::process::{ImageCommand, ProcessRuntime};
 use serde_json::json;
@@ -69,6 +72,139 @@ fn manifest(port_base: u16) -> serde_json::Value {
     })
 }
 
+/// The Service port of `hello` (the userspace proxy listens on it at the Service's loopback
+/// address; below 1024 it would need privilege).
+const HELLO_SERVICE_PORT: u16 = 8080;
+
+/// The client: it calls the `hello` Service by the variables the node agent sets, then by
+/// asking the cluster DNS (`$DNS`, a loopback port) and dialling the answer.
+const CALLER: &str = r#"
+echo "HELLO_SERVICE_HOST=$HELLO_SERVICE_HOST HELLO_SERVICE_PORT=$HELLO_SERVICE_PORT"
+while true; do
+  echo "by env: $(wget -q -O - "http://$HELLO_SERVICE_HOST:$HELLO_SERVICE_PORT/" 2>&1)"
+  ip=$(nslookup hello.default.svc.cluster.local "$DNS" | awk '/^Address/ { a = $NF } END { print a }')
+  echo "by DNS: hello.default.svc.cluster.local is $ip: $(wget -q -O - "http://$ip:$HELLO_SERVICE_PORT/" 2>&1)"
+  sleep 1
+done
+"#;
+
+/// The `hello` backend and its Service (named `targetPort`), and the `caller` client.
+fn hello_manifests(
+    port: u16,
+    dns: std::net::SocketAddr,
+) -> anyhow::Result<(Deployment, Service, Deployment)> {
+    let deployment = |name: &str, spec: serde_json::Value| {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app": name } },
+                "template": {
+                    "metadata": { "labels": { "app": name } },
+                    "spec": { "terminationGracePeriodSeconds": 1, "containers": [spec] }
+                }
+            }
+        })
+    };
+    let hello = deployment(
+        "hello",
+        json!({
+            "name": "httpd",
+            "image": "busybox",
+            "command": ["sh", "-c",
+                "echo \"hello from $POD_NAME\" > index.html; exec httpd -f -p \"127.0.0.1:$PORT\" -h ."],
+            "env": [
+                { "name": "PORT", "value": port.to_string() },
+                { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }
+            ],
+            "ports": [{ "name": "http", "containerPort": port }],
+            "readinessProbe": { "tcpSocket": { "port": "http" }, "periodSeconds": 1 }
+        }),
+    );
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "hello", "namespace": "default" },
+        "spec": {
+            "selector": { "app": "hello" },
+            "ports": [{ "name": "http", "port": HELLO_SERVICE_PORT, "targetPort": "http" }]
+        }
+    });
+    let caller = deployment(
+        "caller",
+        json!({
+            "name": "caller",
+            "image": "busybox",
+            "command": ["sh", "-c", CALLER],
+            "env": [{ "name": "DNS", "value": dns.to_string() }]
+        }),
+    );
+    Ok((
+        serde_json::from_value(hello)?,
+        serde_json::from_value(service)?,
+        serde_json::from_value(caller)?,
+    ))
+}
+
+/// Creates `hello`, its Service and `caller`, and waits until the caller reached `hello`
+/// both ways; returns the caller's first lines that show it.
+async fn call_by_service_name(cluster: &Cluster, port: u16) -> anyhow::Result<Vec<String>> {
+    let dns = cluster.dns_addr().context("the cluster serves DNS")?;
+    let (hello, service, caller) = hello_manifests(port, dns)?;
+    let deployments: Api<Deployment> = Api::default_namespaced(cluster.client());
+    let services: Api<Service> = Api::default_namespaced(cluster.client());
+    deployments.create(&Default::default(), &hello).await?;
+    services.create(&Default::default(), &service).await?;
+    // The Service variables are set when a container starts: start the caller once the
+    // proxy serves `hello`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cluster.network().resolve("hello", "default").is_empty() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the hello Service never resolved");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    deployments.create(&Default::default(), &caller).await?;
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client());
+    loop {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the caller never reached hello both ways");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(pod) = pods
+            .list(&ListParams::default().labels("app=caller"))
+            .await?
+            .items
+            .into_iter()
+            .find(is_running)
+        else {
+            continue;
+        };
+        let name = pod.metadata.name.unwrap_or_default();
+        let Ok(log) = pods.logs(&name, &LogParams::default()).await else {
+            continue;
+        };
+        let lines: Vec<String> = log.lines().map(str::to_string).collect();
+        let by_env = lines
+            .iter()
+            .position(|l| l.starts_with("by env: hello from"));
+        let by_dns = lines
+            .iter()
+            .position(|l| l.starts_with("by DNS:") && l.contains(": hello from"));
+        if let (Some(env), Some(dns)) = (by_env, by_dns) {
+            let mut shown = vec![lines[0].clone(), lines[env].clone(), lines[dns].clone()];
+            shown.dedup();
+            return Ok(shown);
+        }
+    }
+}
+
+fn is_running(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
 /// One replica as the example sees it.
 struct Replica {
     pod: String,
@@ -79,8 +215,9 @@ struct Replica {
     page: String,
 }
 
-async fn http_get(port: u16) -> anyhow::Result<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+/// The body of `GET /` from `addr` (`tests/userspace_proxy.rs` uses it too).
+pub async fn http_get(addr: impl tokio::net::ToSocketAddrs) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
     let mut out = String::new();
@@ -145,7 +282,9 @@ async fn replicas(cluster: &Cluster) -> anyhow::Result<Vec<Replica>> {
             container_id: id,
             restarts: cs.restart_count,
             port,
-            page: http_get(port).await.unwrap_or_else(|e| format!("({e})")),
+            page: http_get(("127.0.0.1", port))
+                .await
+                .unwrap_or_else(|e| format!("({e})")),
         });
     }
     out.sort_by(|a, b| a.pod.cmp(&b.pod));
@@ -198,9 +337,11 @@ pub async fn run(port_base: u16) -> anyhow::Result<()> {
     let processes = ProcessRuntime::builder()
         .image("busybox", ImageCommand::prefix([BUSYBOX]))
         .build();
+    // With ProcessRuntime the userspace proxy is on: Services get loopback addresses.
     let cluster = Cluster::builder()
         .runtime(processes.clone())
         .nodes(2)
+        .dns("127.0.0.1:0".parse()?)
         .start()
         .await?;
     let deployments: Api<Deployment> = Api::default_namespaced(cluster.client());
@@ -247,6 +388,15 @@ pub async fn run(port_base: u16) -> anyhow::Result<()> {
     })
     .await?;
     show("rolled to v2", &rolled, t0);
+
+    let calls = call_by_service_name(&cluster, port_base + 60).await?;
+    println!(
+        "\n== a caller Deployment reaches the hello Service by name  (t={:.2}s)",
+        t0.elapsed().as_secs_f64()
+    );
+    for line in calls {
+        println!("{line}");
+    }
 
     let pids = processes.running_pids();
     cluster.shutdown().await?;

@@ -13,7 +13,7 @@ use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
 use kybernetes_ingress::{IngressConfig, IngressController};
 use kybernetes_net::{DnsServer, LocalNetwork, Network};
-use kybernetes_node::{NodeAgent, NodeAgentConfig};
+use kybernetes_node::{NodeAgent, NodeAgentConfig, ServiceLister};
 use kybernetes_runtime::{FakeRuntime, Runtime};
 use kybernetes_sched::{
     ConfigError, Framework, KubeSchedulerConfiguration, Profile, Scheduler,
@@ -55,7 +55,11 @@ pub struct ClusterBuilder {
     node_cidr_mask_size: Option<u8>,
     node_template: Option<NodeAgentConfig>,
     runtime: Option<Arc<dyn Runtime>>,
+    /// Whether the runtime's pods share the host's network (`ProcessRuntime` in host mode
+    /// on the default network), which turns the userspace proxy on by default.
+    runtime_shares_host_network: bool,
     network: Option<Arc<dyn Network>>,
+    userspace_proxy: Option<bool>,
     scheduler: Option<Arc<dyn Scheduler>>,
     scheduler_config: Option<KubeSchedulerConfiguration>,
     control_plane: Option<ControlPlaneConfig>,
@@ -78,7 +82,9 @@ impl Default for ClusterBuilder {
             node_cidr_mask_size: None,
             node_template: None,
             runtime: None,
+            runtime_shares_host_network: false,
             network: None,
+            userspace_proxy: None,
             scheduler: None,
             scheduler_config: None,
             control_plane: Some(ControlPlaneConfig::default()),
@@ -218,7 +224,37 @@ impl ClusterBuilder {
     /// ([`ProcessRuntime`](kybernetes_runtime::ProcessRuntime)). [`Cluster::shutdown`] stops
     /// everything it started.
     pub fn runtime(mut self, runtime: impl Runtime) -> Self {
+        // ProcessRuntime's pods share the host network unless a network gives them a
+        // namespace, which the default LocalNetwork does not.
+        self.runtime_shares_host_network = (&runtime as &dyn std::any::Any)
+            .downcast_ref::<kybernetes_runtime::ProcessRuntime>()
+            .is_some();
         self.runtime = Some(Arc::new(runtime));
+        self
+    }
+
+    /// Serves ClusterIP Services through the default [`LocalNetwork`]'s userspace proxy, on
+    /// loopback addresses (`127.96.0.0/12`), so that pods sharing the host's network reach
+    /// them by DNS name, Service environment variables or proxy address (see
+    /// [`LocalNetworkBuilder::userspace_proxy`](kybernetes_net::LocalNetworkBuilder::userspace_proxy)).
+    /// Default: on with a [`ProcessRuntime`](kybernetes_runtime::ProcessRuntime) (host
+    /// mode), off otherwise. Ignored with [`network`](Self::network), which is configured
+    /// on its own.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> kybernetes::Result<()> {
+    /// use kybernetes::runtime::ProcessRuntime;
+    /// let cluster = kybernetes::Cluster::builder()
+    ///     .runtime(ProcessRuntime::host())
+    ///     .userspace_proxy(true) // the default with ProcessRuntime
+    ///     .start()
+    ///     .await?;
+    /// // A Service `web` (ClusterIP 10.96.0.57, port 8080) is served on 127.96.0.57:8080;
+    /// // pods see WEB_SERVICE_HOST=127.96.0.57 and WEB_SERVICE_PORT=8080.
+    /// # cluster.shutdown().await }
+    /// ```
+    pub fn userspace_proxy(mut self, on: bool) -> Self {
+        self.userspace_proxy = Some(on);
         self
     }
 
@@ -348,10 +384,21 @@ impl ClusterBuilder {
             api_config.cluster.node_cidr_mask_size = bits;
         }
         let network: Arc<dyn Network> = match self.network {
-            Some(n) => n,
+            Some(n) => {
+                if self.userspace_proxy.is_some() {
+                    warn!("userspace_proxy applies to the default LocalNetwork only; ignored");
+                }
+                n
+            }
             None => {
-                let local =
-                    LocalNetwork::new(api_config.cluster.clone()).map_err(Error::Network)?;
+                let local = LocalNetwork::builder()
+                    .config(api_config.cluster.clone())
+                    .userspace_proxy(
+                        self.userspace_proxy
+                            .unwrap_or(self.runtime_shares_host_network),
+                    )
+                    .build()
+                    .map_err(Error::Network)?;
                 warn_beyond_cidr_capacity(&local, self.nodes);
                 Arc::new(local)
             }
@@ -463,6 +510,7 @@ impl ClusterBuilder {
             }
             None => None,
         };
+        let services = ServiceLister::new(client.clone());
         let cluster = Cluster {
             api,
             https,
@@ -472,6 +520,7 @@ impl ClusterBuilder {
             network,
             dns,
             ingress,
+            services,
             template,
             shutdown,
             tasks,
@@ -602,6 +651,9 @@ pub struct Cluster {
     dns: Option<DnsServer>,
     ingress: Option<IngressController>,
     template: NodeAgentConfig,
+    /// The Services every node agent reads its Service environment variables from: one
+    /// watch for all agents.
+    services: ServiceLister,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     nodes: Mutex<BTreeMap<String, (CancellationToken, JoinHandle<()>)>>,
@@ -705,7 +757,8 @@ impl Cluster {
             self.client.clone(),
             self.runtime.clone(),
             self.network.clone(),
-        );
+        )
+        .service_lister(self.services.clone());
         nodes.insert(name, (token.clone(), agent.spawn(token)));
         Ok(())
     }

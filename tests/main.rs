@@ -58,5 +58,6 @@ mod serving;
 mod statefulset;
 mod storage;
 mod tables;
+mod userspace_proxy;
 mod watch;
 mod workloads;

@@ -7,7 +7,7 @@ use crate::common;
 
 #[allow(dead_code)]
 #[path = "../examples/processes.rs"]
-mod processes_example;
+pub(crate) mod processes_example;
 
 use std::time::Duration;
 

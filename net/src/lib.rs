@@ -18,7 +18,9 @@
 //!   hands out an IP that another live pod holds;
 //! - `teardown_pod` releases the IP; tearing down an unknown pod is not an error;
 //! - `sync_service` replaces everything known about a service; `resolve` answers from the
-//!   latest sync.
+//!   latest sync;
+//! - `service_host` says where clients reach a ClusterIP, if not at the ClusterIP itself (the
+//!   node agent writes it into the Service environment variables).
 //!
 //! Walking through [`LocalNetwork`]:
 //!
@@ -79,16 +81,19 @@ mod kube_dns;
 #[cfg(target_os = "linux")]
 mod linux;
 mod local;
+mod proxy_backends;
 mod service_entry;
 mod service_sync;
+mod userspace_proxy;
 
 pub use dns::DnsRecord;
 pub use dns_server::DnsServer;
 pub use kube_dns::{KUBE_DNS_NAMESPACE, KUBE_DNS_SERVICE, ensure_kube_dns_service};
 #[cfg(target_os = "linux")]
 pub use linux::{DEFAULT_PREFIX, LinuxNetwork};
-pub use local::{LocalNetwork, NODE_ADDRESS_CIDR};
+pub use local::{LocalNetwork, LocalNetworkBuilder, NODE_ADDRESS_CIDR};
 pub use service_sync::spawn_service_sync;
+pub use userspace_proxy::USERSPACE_PROXY_CIDR;
 
 /// Errors a network backend returns.
 #[derive(Debug, thiserror::Error)]
@@ -387,6 +392,13 @@ pub trait Network: Send + Sync + 'static {
     fn dns_records(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
         let ips = self.resolve(&format!("{fqdn}."), "default");
         (!ips.is_empty()).then(|| ips.into_iter().map(DnsRecord::Address).collect())
+    }
+    /// Where processes on this network reach the Service whose ClusterIP is `cluster_ip`:
+    /// the node agent puts it in the Service environment variables (`WEB_SERVICE_HOST`). The
+    /// default is the ClusterIP itself; [`LocalNetwork`]'s userspace proxy answers its
+    /// loopback address.
+    fn service_host(&self, cluster_ip: IpAddr) -> IpAddr {
+        cluster_ip
     }
     /// Removes everything the network made on the machine; the cluster calls it when it
     /// stops. The default has nothing to remove.

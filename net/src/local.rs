@@ -2,7 +2,7 @@
 //! catalog, and touches nothing on the machine.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
@@ -10,6 +10,7 @@ use kybernetes_core::ClusterConfig;
 use kybernetes_core::ipam::{Cidr, IpAllocator, SubnetAllocator};
 
 use crate::catalog::ServiceCatalog;
+use crate::userspace_proxy::UserspaceProxy;
 use crate::{
     DnsRecord, Error, Network, NodeNetwork, PodNetwork, PodNetworkRequest, PreviousNodeNetwork,
     Result, ServiceEntry,
@@ -41,7 +42,14 @@ pub const NODE_ADDRESS_CIDR: Cidr = match Cidr::from_octets([172, 18, 0, 0], 16)
 /// - the service catalog answers [`Network::resolve`] as CoreDNS would, and
 ///   [`LocalNetwork::pick_endpoint`] picks endpoints round-robin for a service proxy.
 ///
-/// No traffic flows: the addresses are bookkeeping, which is all fake runtimes need.
+/// No traffic flows to these addresses: they are bookkeeping, which is all fake runtimes need.
+/// For pods that share the host's network (`ProcessRuntime` in host mode), the **userspace
+/// proxy** ([`LocalNetworkBuilder::userspace_proxy`]) makes Services reachable: each ClusterIP
+/// Service gets a loopback address in [`USERSPACE_PROXY_CIDR`](crate::USERSPACE_PROXY_CIDR)
+/// (`10.96.0.57` → `127.96.0.57`) where the proxy forwards every TCP port to the ready
+/// endpoints, dialling pod and node addresses at `127.0.0.1` on their target port, where
+/// host-mode processes listen. DNS and [`Network::service_host`] answer that address instead
+/// of the ClusterIP.
 ///
 /// ```
 /// use kybernetes_net::{LocalNetwork, Network, PodNetworkRequest};
@@ -70,6 +78,61 @@ pub const NODE_ADDRESS_CIDR: Cidr = match Cidr::from_octets([172, 18, 0, 0], 16)
 pub struct LocalNetwork {
     ipam: Mutex<Ipam>,
     catalog: RwLock<ServiceCatalog>,
+    proxy: Option<UserspaceProxy>,
+}
+
+/// Builds a [`LocalNetwork`].
+///
+/// ```
+/// use kybernetes_net::{LocalNetwork, Network, ServiceEntry, ServicePort};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), kybernetes_net::Error> {
+/// let net = LocalNetwork::builder().userspace_proxy(true).build()?;
+/// net.sync_service(
+///     ServiceEntry::new("default", "web", Some("10.96.0.57".parse().unwrap()))
+///         .with_ports(vec![ServicePort::tcp("http", 18080, 8080)]),
+/// )
+/// .await?;
+/// // The proxy listens on 127.96.0.57:18080 (or another loopback address if that is taken),
+/// // and DNS answers with it.
+/// let address = net.proxy_address("default", "web").unwrap();
+/// assert_eq!(net.resolve("web", "default"), vec![std::net::IpAddr::V4(address)]);
+/// net.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct LocalNetworkBuilder {
+    config: ClusterConfig,
+    userspace_proxy: bool,
+}
+
+impl LocalNetworkBuilder {
+    /// The pod CIDR, node mask size and cluster domain (default: upstream's).
+    pub fn config(mut self, config: ClusterConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Serves ClusterIP Services through the userspace proxy on loopback addresses (default:
+    /// off), for pods that share the host's network. `sync_service` then needs a tokio
+    /// runtime.
+    pub fn userspace_proxy(mut self, on: bool) -> Self {
+        self.userspace_proxy = on;
+        self
+    }
+
+    /// The network; fails as [`LocalNetwork::new`] does.
+    pub fn build(self) -> Result<LocalNetwork> {
+        let mut network = LocalNetwork::new(self.config)?;
+        if self.userspace_proxy {
+            let pod_cidr = network.cluster_cidr();
+            network.proxy = Some(UserspaceProxy::new(vec![pod_cidr, NODE_ADDRESS_CIDR]));
+        }
+        Ok(network)
+    }
 }
 
 /// Addresses handed out to nodes and pods.
@@ -131,7 +194,31 @@ impl LocalNetwork {
                 pods: HashMap::new(),
             }),
             catalog: RwLock::new(ServiceCatalog::new(&config.cluster_domain)),
+            proxy: None,
         })
+    }
+
+    /// A builder, for the userspace proxy.
+    pub fn builder() -> LocalNetworkBuilder {
+        LocalNetworkBuilder::default()
+    }
+
+    /// Whether the userspace proxy serves Services.
+    pub fn has_userspace_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// The loopback address where the userspace proxy serves `namespace/name`, once synced.
+    pub fn proxy_address(&self, namespace: &str, name: &str) -> Option<Ipv4Addr> {
+        self.proxy.as_ref()?.service_address(namespace, name)
+    }
+
+    /// `ip`, or the proxy's address for it if it is a ClusterIP the proxy serves.
+    fn client_address(&self, ip: IpAddr) -> IpAddr {
+        match &self.proxy {
+            Some(proxy) => proxy.address(ip).map_or(ip, IpAddr::V4),
+            None => ip,
+        }
     }
 
     /// How many nodes can get a pod CIDR: the pod CIDR's node subnets (256 for
@@ -407,22 +494,57 @@ impl Network for LocalNetwork {
             endpoints = service.endpoints.len(),
             "service synced"
         );
+        // The proxy first, so that DNS never answers an address nothing listens on yet. The
+        // catalog takes the entry even if the proxy failed: DNS still names the Service.
+        let proxied = match &self.proxy {
+            Some(proxy) => proxy.sync(&service).await,
+            None => Ok(()),
+        };
         self.catalog_mut().sync(service);
-        Ok(())
+        proxied
     }
 
     async fn remove_service(&self, namespace: &str, name: &str) -> Result<()> {
         if self.catalog_mut().remove(namespace, name) {
             tracing::trace!(namespace, service = name, "service removed");
         }
-        Ok(())
+        match &self.proxy {
+            Some(proxy) => proxy.remove(namespace, name).await,
+            None => Ok(()),
+        }
     }
 
     fn resolve(&self, name: &str, from_namespace: &str) -> Vec<IpAddr> {
-        self.catalog().resolve(name, from_namespace)
+        let ips = self.catalog().resolve(name, from_namespace);
+        ips.into_iter().map(|ip| self.client_address(ip)).collect()
     }
 
     fn dns_records(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
-        self.catalog().lookup(fqdn)
+        let records = self.catalog().lookup(fqdn)?;
+        Some(
+            records
+                .into_iter()
+                .map(|r| match r {
+                    DnsRecord::Address(ip) => DnsRecord::Address(self.client_address(ip)),
+                    other => other,
+                })
+                .collect(),
+        )
+    }
+
+    fn service_host(&self, cluster_ip: IpAddr) -> IpAddr {
+        match &self.proxy {
+            Some(proxy) => proxy
+                .planned_address(cluster_ip)
+                .map_or(cluster_ip, IpAddr::V4),
+            None => cluster_ip,
+        }
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        if let Some(proxy) = &self.proxy {
+            proxy.shutdown().await;
+        }
+        Ok(())
     }
 }

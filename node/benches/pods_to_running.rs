@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use kybernetes_core::Clock;
 use kybernetes_net::LocalNetwork;
-use kybernetes_node::{NodeAgent, NodeAgentConfig};
+use kybernetes_node::{NodeAgent, NodeAgentConfig, ServiceLister};
 use kybernetes_runtime::FakeRuntime;
 use kybernetes_store::MemoryStore;
 use serde_json::json;
@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
     fake.preload_image("nginx:1.27");
     let network = Arc::new(LocalNetwork::default());
     let shutdown = CancellationToken::new();
+    // One Service watch for every agent, as a `Cluster` shares it.
+    let services = ServiceLister::new(client.clone());
     let t_nodes = Instant::now();
     let mut handles = Vec::new();
     for i in 0..NODES {
@@ -42,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
                 Arc::new(fake.clone()),
                 network.clone(),
             )
+            .service_lister(services.clone())
             .spawn(shutdown.clone()),
         );
     }
@@ -98,5 +101,6 @@ async fn main() -> anyhow::Result<()> {
     for h in handles {
         let _ = h.await;
     }
+    services.stop().await;
     Ok(())
 }

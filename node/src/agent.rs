@@ -17,6 +17,7 @@ use crate::events::{EventRecorder, EventType};
 use crate::lease::run_lease;
 use crate::node_status::{Registration, register, run_status_updates};
 use crate::pod_workers::run_pod_workers;
+use crate::service_lister::ServiceLister;
 use kybernetes_core::quantity::parse_milli;
 
 /// The node agent (upstream's kubelet) of one node.
@@ -46,6 +47,8 @@ pub struct NodeAgent {
     client: kube::Client,
     runtime: Arc<dyn Runtime>,
     network: Arc<dyn Network>,
+    /// A lister shared with other agents; None: the agent watches Services itself.
+    services: Option<ServiceLister>,
 }
 
 impl std::fmt::Debug for NodeAgent {
@@ -71,7 +74,16 @@ impl NodeAgent {
             client,
             runtime,
             network,
+            services: None,
         }
+    }
+
+    /// Reads Services (for Service environment variables) from `lister`, which other agents
+    /// of the process may share, instead of a watch of the agent's own. The caller stops it
+    /// ([`ServiceLister::stop`]) after the agents.
+    pub fn service_lister(mut self, lister: ServiceLister) -> Self {
+        self.services = Some(lister);
+        self
     }
 
     /// The node name.
@@ -159,12 +171,21 @@ impl NodeAgent {
             parse_milli(&self.config.capacity.cpu).unwrap_or(0),
             parse_milli(&self.config.capacity.memory).unwrap_or(0),
         );
+        // An agent on its own owns its lister and stops it with itself.
+        let (services, own_services) = match self.services {
+            Some(shared) => (shared, None),
+            None => {
+                let own = ServiceLister::new(self.client.clone());
+                (own.clone(), Some(own))
+            }
+        };
         let ctx = Arc::new(AgentContext {
             config: self.config,
             client: self.client,
             runtime: self.runtime,
             network: self.network,
             recorder,
+            services,
             node_ip: reg.net.node_ip,
             node_netns: reg.net.netns.clone(),
             runtime_name: reg.runtime.runtime_name.clone(),
@@ -181,6 +202,9 @@ impl NodeAgent {
         run_pod_workers(ctx, shutdown.clone(), tracker.clone()).await;
         tracker.close();
         tracker.wait().await;
+        if let Some(own) = own_services {
+            own.stop().await;
+        }
         if let Some(temp) = temp_root {
             // Memory-backed volumes are mounts: take them down before the directory goes.
             if let Err(e) = crate::volumes::remove_volume_dir(temp.path()) {

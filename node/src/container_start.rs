@@ -17,6 +17,7 @@ use crate::events::EventType;
 use crate::expansion::expand;
 use crate::pod_worker::{Next, PodWorker, Waiting};
 use crate::probes::handler_action;
+use crate::service_env::service_environment;
 use kybernetes_core::quantity::parse_milli;
 
 /// A stable hash of a container's spec (FNV-1a over its JSON), to notice spec changes.
@@ -94,7 +95,12 @@ impl PodWorker {
             host_ip: ctx.node_ip,
             allocatable_milli: ctx.allocatable_milli,
         };
-        let env = match make_environment(&ctx.client, &inputs).await {
+        let services =
+            match service_environment(&ctx.services, ctx.network.as_ref(), &self.pod).await {
+                Ok(s) => s,
+                Err(e) => return Err(self.config_error(spec, e.0, retry)),
+            };
+        let env = match make_environment(&ctx.client, &inputs, &services).await {
             Ok(env) => env,
             Err(e) => return Err(self.config_error(spec, e.0, retry)),
         };

@@ -10,6 +10,7 @@ use kybernetes_runtime::Runtime;
 
 use crate::config::NodeAgentConfig;
 use crate::events::EventRecorder;
+use crate::service_lister::ServiceLister;
 
 /// The registered node's shared state.
 pub(crate) struct AgentContext {
@@ -18,6 +19,8 @@ pub(crate) struct AgentContext {
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) network: Arc<dyn Network>,
     pub(crate) recorder: EventRecorder,
+    /// The Services for Service environment variables (maybe shared with other agents).
+    pub(crate) services: ServiceLister,
     /// The node's address (`InternalIP`, every pod's `hostIP`).
     pub(crate) node_ip: IpAddr,
     /// The node's network namespace, which hostNetwork pods share (None: the host's).

@@ -1,7 +1,9 @@
 //! A container's environment, as upstream's `makeEnvironmentVariables`: `envFrom` first
 //! (ConfigMaps and Secrets, with a prefix), then `env` in order, where each `value` may
 //! reference earlier variables with `$(VAR)` and `valueFrom` reads a ConfigMap key, a Secret
-//! key, a pod field or a resource limit. Errors become `CreateContainerConfigError`.
+//! key, a pod field or a resource limit; last the Service variables
+//! ([`service_env`](crate::service_env)) the container does not define itself, which `$(VAR)`
+//! may reference too. Errors become `CreateContainerConfigError`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -112,10 +114,11 @@ fn secret_entries(s: &Secret) -> Vec<(String, String)> {
     out
 }
 
-/// Builds the environment of `inputs.container`.
+/// Builds the environment of `inputs.container`, with the Service variables `services`.
 pub(crate) async fn make_environment(
     client: &kube::Client,
     inputs: &EnvInputs<'_>,
+    services: &[(String, String)],
 ) -> Result<Vec<(String, String)>, EnvError> {
     let namespace = inputs
         .pod
@@ -159,9 +162,21 @@ pub(crate) async fn make_environment(
                     None => continue,
                 }
             }
-            _ => expand(var.value.as_deref().unwrap_or(""), |k| env.get(k)),
+            _ => expand(var.value.as_deref().unwrap_or(""), |k| {
+                env.get(k).or_else(|| {
+                    services
+                        .iter()
+                        .find(|(name, _)| name == k)
+                        .map(|(_, v)| v.clone())
+                })
+            }),
         };
         env.set(var.name.clone(), value);
+    }
+    for (name, value) in services {
+        if !env.index.contains_key(name) {
+            env.set(name.clone(), value.clone());
+        }
     }
     Ok(env.vars)
 }

@@ -48,6 +48,8 @@ mod pull_secrets;
 mod resource_metrics;
 mod security_context;
 mod server;
+mod service_env;
+mod service_lister;
 mod sync_pod;
 mod termination;
 mod volume_ownership;
@@ -64,6 +66,7 @@ pub use lease::NODE_LEASE_NAMESPACE;
 pub use node_status::KUBELET_VERSION;
 pub use resource_metrics::{ContainerUsage, ResourceAnalyzer, ResourceSample};
 pub use server::KubeletServer;
+pub use service_lister::ServiceLister;
 
 /// Errors of the node agent. Most are logged and retried; these are the ones registration
 /// reports.

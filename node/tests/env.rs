@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
+use kybernetes_node::ServiceLister;
 use serde_json::json;
 
 #[tokio::test(start_paused = true)]
@@ -179,4 +180,185 @@ async fn without_cluster_dns_a_cluster_first_pod_falls_back_with_a_warning() {
     assert_eq!(dns.servers, ["192.168.1.1"]);
     let event = h.wait_event("fallback", "MissingClusterDNS", 30).await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
+}
+
+async fn service(h: &Harness, namespace: &str, name: &str, ports: serde_json::Value) -> String {
+    let api: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(h.client.clone(), namespace);
+    let svc = serde_json::from_value(json!({
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": { "ports": ports, "selector": { "app": name } },
+    }))
+    .unwrap();
+    let created = api.create(&Default::default(), &svc).await.unwrap();
+    created.spec.unwrap().cluster_ip.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn service_links_name_the_namespace_services_and_the_master_service() {
+    let mut h = harness().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "shop" } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    // The API server made the master Service.
+    let master: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(h.client.clone(), "default");
+    let master = master
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let web = service(
+        &h,
+        "default",
+        "my-web",
+        json!([{ "name": "http", "port": 8080 }, { "name": "metrics", "port": 9100, "protocol": "TCP" }]),
+    )
+    .await;
+    service(&h, "shop", "elsewhere", json!([{ "port": 80 }])).await;
+    h.start_agent(h.config("node-1"));
+
+    let mut p = pod("linked", "node-1", &[("app", "busybox:1.36")]);
+    p["spec"]["containers"][0]["env"] = json!([
+        { "name": "MY_WEB_SERVICE_PORT", "value": "explicit" },
+        { "name": "URL", "value": "http://$(MY_WEB_SERVICE_HOST):$(MY_WEB_SERVICE_PORT_HTTP)/" }
+    ]);
+    let mut unlinked = pod("unlinked", "node-1", &[("app", "busybox:1.36")]);
+    unlinked["spec"]["enableServiceLinks"] = json!(false);
+    h.create_pod(p).await;
+    h.create_pod(unlinked).await;
+    for name in ["linked", "unlinked"] {
+        h.wait_pod(name, 30, is_phase("Running")).await;
+    }
+    let configs = h.fake.created_containers();
+    let linked = configs
+        .iter()
+        .find(|c| c.labels.values().any(|v| v == "linked"))
+        .expect("linked container");
+    for (k, v) in [
+        ("MY_WEB_SERVICE_HOST", web.as_str()),
+        ("MY_WEB_SERVICE_PORT", "explicit"),
+        ("MY_WEB_SERVICE_PORT_HTTP", "8080"),
+        ("MY_WEB_SERVICE_PORT_METRICS", "9100"),
+        ("MY_WEB_PORT", &format!("tcp://{web}:8080")),
+        ("MY_WEB_PORT_9100_TCP", &format!("tcp://{web}:9100")),
+        ("MY_WEB_PORT_9100_TCP_PROTO", "tcp"),
+        ("MY_WEB_PORT_9100_TCP_PORT", "9100"),
+        ("MY_WEB_PORT_9100_TCP_ADDR", web.as_str()),
+        ("URL", &format!("http://{web}:8080/")),
+        ("KUBERNETES_SERVICE_HOST", master.as_str()),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+        ("KUBERNETES_PORT_443_TCP", &format!("tcp://{master}:443")),
+    ] {
+        assert_eq!(linked.env_value(k), Some(v), "{k}");
+    }
+    assert_eq!(
+        linked.env_value("ELSEWHERE_SERVICE_HOST"),
+        None,
+        "other namespace"
+    );
+    let unlinked = configs
+        .iter()
+        .find(|c| c.labels.values().any(|v| v == "unlinked"))
+        .expect("unlinked container");
+    assert_eq!(
+        unlinked.env_value("KUBERNETES_SERVICE_HOST"),
+        Some(master.as_str())
+    );
+    assert_eq!(unlinked.env_value("MY_WEB_SERVICE_HOST"), None);
+}
+
+/// The `apiserver_request_total` and `apiserver_longrunning_requests` lines of core
+/// Services, from `/metrics`.
+async fn service_request_metrics(h: &Harness) -> Vec<String> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = h.client.request_text(req).await.unwrap();
+    text.lines()
+        .filter(|l| l.contains(r#"group="",version="v1",resource="services","#))
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                || l.starts_with("apiserver_longrunning_requests{")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn agents_share_one_service_watch_and_list_nothing_per_container_start() {
+    let mut h = harness().await;
+    // Before any agent, so only a synced cache shows it.
+    let early = service(&h, "default", "early", json!([{ "port": 80 }])).await;
+    let services = ServiceLister::new(h.client.clone());
+    h.start_agent_sharing(h.config("node-1"), &services);
+    h.start_agent_sharing(h.config("node-2"), &services);
+    let names = ["a", "b", "c", "d"];
+    for (i, name) in names.iter().enumerate() {
+        let node = format!("node-{}", i % 2 + 1);
+        h.create_pod(pod(name, &node, &[("app", "busybox:1.36")]))
+            .await;
+    }
+    for name in names {
+        h.wait_pod(name, 30, is_phase("Running")).await;
+    }
+    let configs = h.fake.created_containers();
+    for name in names {
+        let c = configs
+            .iter()
+            .find(|c| c.labels.values().any(|v| v == name))
+            .expect("container");
+        assert_eq!(
+            c.env_value("EARLY_SERVICE_HOST"),
+            Some(early.as_str()),
+            "{name}"
+        );
+        assert!(c.env_value("KUBERNETES_SERVICE_HOST").is_some(), "{name}");
+    }
+    // The lister's watch is open once it has listed; wait for it, then count.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = service_request_metrics(&h).await;
+        if metrics
+            .iter()
+            .any(|l| l.contains(r#"verb="WATCH""#) && !l.ends_with(" 0"))
+        {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Service watch: {metrics:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let open_watches: u64 = metrics
+        .iter()
+        .filter(|l| {
+            l.starts_with("apiserver_longrunning_requests{") && l.contains(r#"verb="WATCH""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(open_watches, 1, "one watch for both agents: {metrics:?}");
+    // Four container starts, and no Service read but the lister's cluster-wide list.
+    for line in metrics
+        .iter()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        assert!(
+            line.contains(r#"verb="LIST""#) && line.contains(r#"scope="cluster""#)
+                || line.contains(r#"verb="WATCH""#)
+                || line.contains(r#"verb="POST""#),
+            "a Service read per container start: {line}"
+        );
+    }
+    for i in 0..2 {
+        h.stop_agent(i).await;
+    }
+    services.stop().await;
 }

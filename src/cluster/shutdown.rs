@@ -63,6 +63,8 @@ impl Cluster {
                 warn!(node = %name, error = %e, "a node agent ended with a panic");
             }
         }
+        // After the agents: they read it until they stop.
+        self.services.stop().await;
         for t in self.tasks {
             if let Err(e) = t.await {
                 warn!(error = %e, "a cluster component ended with a panic");

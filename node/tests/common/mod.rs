@@ -22,7 +22,7 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kybernetes_core::Clock;
 use kybernetes_net::LocalNetwork;
-use kybernetes_node::{BackoffConfig, NodeAgent, NodeAgentConfig};
+use kybernetes_node::{BackoffConfig, NodeAgent, NodeAgentConfig, ServiceLister};
 use kybernetes_runtime::{FakeRuntime, Runtime};
 use kybernetes_store::MemoryStore;
 use serde_json::{Value, json};
@@ -83,13 +83,31 @@ impl Harness {
 
     /// Starts a node agent; returns its index in `agents`.
     pub fn start_agent(&mut self, config: NodeAgentConfig) -> usize {
-        let token = CancellationToken::new();
-        let agent = NodeAgent::new(
+        let agent = self.agent(config);
+        self.spawn_agent(agent)
+    }
+
+    /// Starts a node agent reading Services from `services`; returns its index in `agents`.
+    pub fn start_agent_sharing(
+        &mut self,
+        config: NodeAgentConfig,
+        services: &ServiceLister,
+    ) -> usize {
+        let agent = self.agent(config).service_lister(services.clone());
+        self.spawn_agent(agent)
+    }
+
+    fn agent(&self, config: NodeAgentConfig) -> NodeAgent {
+        NodeAgent::new(
             config,
             self.client.clone(),
             self.runtime.clone(),
             self.network.clone(),
-        );
+        )
+    }
+
+    fn spawn_agent(&mut self, agent: NodeAgent) -> usize {
+        let token = CancellationToken::new();
         let handle = agent.spawn(token.clone());
         self.agents.push((token, handle));
         self.agents.len() - 1
