@@ -235,5 +235,11 @@ async fn a_restarted_cluster_on_etcd_adopts_its_running_pods_and_creates_none() 
         containers_before,
         "containers were adopted, not recreated"
     );
+    assert_eq!(
+        node_networks(&c).await,
+        networks_before,
+        "nodes keep their pod CIDRs"
+    );
+    pods_inside_their_node_cidr(&c).await;
     c.shutdown().await.expect("shutdown");
 }

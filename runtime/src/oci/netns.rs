@@ -127,9 +127,11 @@ pub(crate) async fn run_in<T: Send + 'static>(
 /// A TCP connection to `127.0.0.1:port` inside the network namespace at `path` (a socket
 /// stays in the namespace it was opened in, so only the connect needs the namespace).
 pub(crate) async fn connect(path: PathBuf, port: u16) -> std::io::Result<tokio::net::TcpStream> {
-    let stream = run_in(path, move || std::net::TcpStream::connect(("127.0.0.1", port)))
-        .await
-        .map_err(std::io::Error::other)??;
+    let stream = run_in(path, move || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(stream)
 }
