@@ -66,7 +66,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -366,6 +366,13 @@ pub trait Network: Send + Sync + 'static {
     fn dns_records(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
         let ips = self.resolve(&format!("{fqdn}."), "default");
         (!ips.is_empty()).then(|| ips.into_iter().map(DnsRecord::Address).collect())
+    }
+    /// Opens a TCP connection to `addr`, a pod or Service address, from where this network
+    /// routes to it: components in this process that call pods themselves (the Ingress
+    /// controller's proxy) dial through it. The default dials from the process's own
+    /// network namespace, which reaches the addresses of [`LocalNetwork`]'s endpoints.
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        tokio::net::TcpStream::connect(addr).await
     }
     /// Removes everything the network made on the machine; the cluster calls it when it
     /// stops. The default has nothing to remove.
