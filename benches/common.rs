@@ -11,6 +11,11 @@ pub fn print_conditions(what: &str) {
 
 /// Prints the conditions a figure was measured under, with the container runtime(s) used.
 pub fn print_conditions_for(what: &str, runtime: &str) {
+    print_conditions_on(what, runtime, "LocalNetwork");
+}
+
+/// Prints the conditions a figure was measured under, with the runtime(s) and network used.
+pub fn print_conditions_on(what: &str, runtime: &str, network: &str) {
     // Every bench prints its conditions first, so this is where a run asked to log
     // (`RUST_LOG=...`) gets its subscriber; without RUST_LOG nothing is installed, so the
     // figures are not perturbed by logging.
@@ -30,7 +35,7 @@ pub fn print_conditions_for(what: &str, runtime: &str) {
     };
     println!("# {what}");
     println!(
-        "# conditions: {cores} cores, {profile} build, tokio multi-thread runtime, in-process API server, MemoryStore, {runtime}, LocalNetwork"
+        "# conditions: {cores} cores, {profile} build, tokio multi-thread runtime, in-process API server, MemoryStore, {runtime}, {network}"
     );
 }
 

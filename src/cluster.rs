@@ -11,7 +11,7 @@ use kube::{Api, Resource};
 use kybernetes_apiserver::serving::{ClusterPki, HttpsServer, Kubeconfig, ServingConfig};
 use kybernetes_apiserver::{ApiServer, ApiServerConfig};
 use kybernetes_core::Clock;
-use kybernetes_ingress::{IngressConfig, IngressController};
+use kybernetes_ingress::{IngressConfig, IngressController, NetworkConnector};
 use kybernetes_net::{DnsServer, LocalNetwork, Network};
 use kybernetes_node::{NodeAgent, NodeAgentConfig, ServiceLister};
 use kybernetes_runtime::{FakeRuntime, Runtime};
@@ -67,6 +67,9 @@ pub struct ClusterBuilder {
     data_dir: Option<std::path::PathBuf>,
     dns: Option<SocketAddr>,
     ingress: Option<IngressConfig>,
+    /// Whether the Ingress controller dials endpoints through the network
+    /// ([`ClusterBuilder::ingress`]) rather than with the config's own connector.
+    ingress_through_network: bool,
     load_balancer_pool: Option<String>,
 }
 
@@ -92,6 +95,7 @@ impl Default for ClusterBuilder {
             data_dir: None,
             dns: None,
             ingress: None,
+            ingress_through_network: false,
             load_balancer_pool: None,
         }
     }
@@ -281,7 +285,10 @@ impl ClusterBuilder {
     /// `http` and HTTPS on `https` (port 0 picks a free port, which
     /// [`Cluster::ingress_http_addr`] and [`Cluster::ingress_https_addr`] tell), and creates
     /// its IngressClass `kybernetes`, marked default, so Ingresses that name no class are
-    /// served too. Off unless asked for.
+    /// served too. Off unless asked for. The proxy dials endpoints through the cluster's
+    /// network ([`NetworkConnector`](kybernetes_ingress::NetworkConnector)), so with
+    /// [`LinuxNetwork`](kybernetes_net::LinuxNetwork) it reaches pods inside their node
+    /// namespaces while its listeners stay in the process's own namespace.
     ///
     /// ```no_run
     /// # async fn demo() -> kybernetes::Result<()> {
@@ -294,7 +301,9 @@ impl ClusterBuilder {
     /// # let _ = http; Ok(()) }
     /// ```
     pub fn ingress(self, http: SocketAddr, https: SocketAddr) -> Self {
-        self.ingress_config(IngressConfig::new(http, Some(https)))
+        let mut builder = self.ingress_config(IngressConfig::new(http, Some(https)));
+        builder.ingress_through_network = true;
+        builder
     }
 
     /// Runs the built-in Ingress controller as `config` says (a custom
@@ -302,6 +311,7 @@ impl ClusterBuilder {
     /// HTTPS), with its default IngressClass as [`ClusterBuilder::ingress`].
     pub fn ingress_config(mut self, config: IngressConfig) -> Self {
         self.ingress = Some(config);
+        self.ingress_through_network = false;
         self
     }
 
@@ -475,7 +485,10 @@ impl ClusterBuilder {
             ));
         }
         let ingress = match self.ingress {
-            Some(config) => {
+            Some(mut config) => {
+                if self.ingress_through_network {
+                    config = config.with_connector(NetworkConnector(network.clone()));
+                }
                 kybernetes_ingress::ensure_default_class(&client, DEFAULT_INGRESS_CLASS).await?;
                 Some(IngressController::start(client.clone(), clock.clone(), config).await?)
             }

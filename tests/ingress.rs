@@ -107,7 +107,7 @@ async fn service(cluster: &Cluster, name: &str, backends: &[SocketAddr]) {
         .expect("create endpoints");
 }
 
-async fn create_ingress(cluster: &Cluster, ingress: Value) -> Ingress {
+pub(crate) async fn create_ingress(cluster: &Cluster, ingress: Value) -> Ingress {
     let ingress: Ingress = serde_json::from_value(ingress).expect("ingress");
     Api::<Ingress>::default_namespaced(cluster.client())
         .create(&PostParams::default(), &ingress)
@@ -116,7 +116,7 @@ async fn create_ingress(cluster: &Cluster, ingress: Value) -> Ingress {
 }
 
 /// A rule for `host` sending `path` (of `path_type`) to port `http` of `service`.
-fn rule(host: &str, path: &str, path_type: &str, service: &str) -> Value {
+pub(crate) fn rule(host: &str, path: &str, path_type: &str, service: &str) -> Value {
     json!({
         "host": host,
         "http": {"paths": [{
@@ -128,12 +128,12 @@ fn rule(host: &str, path: &str, path_type: &str, service: &str) -> Value {
 }
 
 /// GET `path` from `addr` with `Host: host`: the status and the body.
-async fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
     let stream = TcpStream::connect(addr).await.expect("connect to ingress");
     request(stream, host, path).await
 }
 
-async fn request<S>(stream: S, host: &str, path: &str) -> (u16, String)
+pub(crate) async fn request<S>(stream: S, host: &str, path: &str) -> (u16, String)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -460,9 +460,10 @@ async fn only_ingresses_of_its_classes_are_served() {
     cluster.shutdown().await.expect("shutdown");
 }
 
-/// A self-signed certificate for `host` as a `kubernetes.io/tls` Secret's data, and its PEM.
-fn self_signed(host: &str) -> (Value, String) {
-    let c = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("self-signed");
+/// A self-signed certificate for `hosts` as a `kubernetes.io/tls` Secret's data, and its PEM.
+pub(crate) fn self_signed(hosts: &[&str]) -> (Value, String) {
+    let names = hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+    let c = rcgen::generate_simple_self_signed(names).expect("self-signed");
     let cert = c.cert.pem();
     let key = c.signing_key.serialize_pem();
     use base64::Engine;
@@ -470,7 +471,7 @@ fn self_signed(host: &str) -> (Value, String) {
     (json!({"tls.crt": b64(&cert), "tls.key": b64(&key)}), cert)
 }
 
-async fn put_tls_secret(cluster: &Cluster, name: &str, data: Value) {
+pub(crate) async fn put_tls_secret(cluster: &Cluster, name: &str, data: Value) {
     let secrets: Api<Secret> = Api::default_namespaced(cluster.client());
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": name}, "type": "kubernetes.io/tls", "data": data,
@@ -494,7 +495,7 @@ async fn put_tls_secret(cluster: &Cluster, name: &str, data: Value) {
 
 /// GET over TLS with SNI `host`, trusting only `root_pem`: the status and body, or the TLS
 /// error.
-async fn get_tls(
+pub(crate) async fn get_tls(
     addr: SocketAddr,
     host: &str,
     root_pem: &str,
@@ -527,8 +528,8 @@ async fn tls_terminates_with_the_certificate_sni_names_and_follows_secret_update
     let b = backend("127.0.0.15", "b").await;
     service(&cluster, "a", &[a]).await;
     service(&cluster, "b", &[b]).await;
-    let (a_data, a_cert) = self_signed("a.example.com");
-    let (b_data, b_cert) = self_signed("b.example.com");
+    let (a_data, a_cert) = self_signed(&["a.example.com"]);
+    let (b_data, b_cert) = self_signed(&["b.example.com"]);
     put_tls_secret(&cluster, "a-tls", a_data).await;
     put_tls_secret(&cluster, "b-tls", b_data).await;
     create_ingress(
@@ -567,7 +568,7 @@ async fn tls_terminates_with_the_certificate_sni_names_and_follows_secret_update
     assert!(none.is_err(), "{none:?}");
 
     // A renewed certificate is served from the next connection on.
-    let (renewed, renewed_cert) = self_signed("a.example.com");
+    let (renewed, renewed_cert) = self_signed(&["a.example.com"]);
     put_tls_secret(&cluster, "a-tls", renewed).await;
     until("the renewed certificate", WAIT, || {
         let renewed_cert = renewed_cert.clone();

@@ -36,6 +36,8 @@ mod kubectl_streams;
 mod leader_election;
 #[cfg(feature = "containerd")]
 mod linux_cluster;
+#[cfg(feature = "containerd")]
+mod linux_ingress;
 mod metrics;
 mod node_capacity;
 mod openapi;

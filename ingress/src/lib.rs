@@ -53,7 +53,7 @@ mod proxy;
 pub mod routes;
 mod tls;
 
-pub use proxy::{DirectConnector, UpstreamConnector, UpstreamStream};
+pub use proxy::{DirectConnector, NetworkConnector, UpstreamConnector, UpstreamStream};
 
 /// The `spec.controller` of the IngressClasses this controller serves.
 pub const CONTROLLER_NAME: &str = "kybernetes.io/ingress";

@@ -60,15 +60,41 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[async_trait]
 impl UpstreamConnector for DirectConnector {
     async fn connect(&self, endpoint: SocketAddr) -> std::io::Result<Box<dyn UpstreamStream>> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        // Requests are small and interactive: do not hold them back for Nagle's algorithm.
-        stream.set_nodelay(true)?;
-        Ok(Box::new(stream))
+        dial(TcpStream::connect(endpoint)).await
     }
+}
+
+/// Dials the endpoint through the cluster's [`Network`](kybernetes_net::Network), from where
+/// it routes to pods: with `LinuxNetwork`, pod addresses exist only inside the node
+/// namespaces, and the connection is made from one of them
+/// ([`Network::connect`](kybernetes_net::Network::connect)). The cluster wires it when it
+/// runs the controller with `ClusterBuilder::ingress`.
+#[derive(Clone)]
+pub struct NetworkConnector(pub Arc<dyn kybernetes_net::Network>);
+
+impl std::fmt::Debug for NetworkConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("NetworkConnector").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl UpstreamConnector for NetworkConnector {
+    async fn connect(&self, endpoint: SocketAddr) -> std::io::Result<Box<dyn UpstreamStream>> {
+        dial(kybernetes_net::Network::connect(self.0.as_ref(), endpoint)).await
+    }
+}
+
+/// Finishes a connection attempt: given up after [`CONNECT_TIMEOUT`], Nagle off.
+async fn dial(
+    connecting: impl Future<Output = std::io::Result<TcpStream>>,
+) -> std::io::Result<Box<dyn UpstreamStream>> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    // Requests are small and interactive: do not hold them back for Nagle's algorithm.
+    stream.set_nodelay(true)?;
+    Ok(Box::new(stream))
 }
 
 /// How long open requests may run on once the controller stops.

@@ -136,7 +136,16 @@ impl ServiceCatalog {
     /// Every record at the absolute name `fqdn` (lowercase, no trailing dot), or `None` if
     /// the name does not exist (NXDOMAIN). A name that exists with no records (a headless
     /// service with no ready endpoint, `<ns>.svc.<domain>`) gets `Some(vec![])`.
+    ///
+    /// Reverse names (`<d.c.b.a>.in-addr.arpa`) get PTR records, as CoreDNS's `kubernetes`
+    /// plugin serves them: a Service's ClusterIP names the Service
+    /// (`<svc>.<ns>.svc.<domain>`), an endpoint's address the endpoint
+    /// (`<hostname or dashed IP>.<svc>.<ns>.svc.<domain>`, so a StatefulSet pod gets its
+    /// `hostname.subdomain` name); an address that is neither does not exist.
     pub(crate) fn lookup(&self, fqdn: &str) -> Option<Vec<DnsRecord>> {
+        if dns::in_reverse_zone(fqdn) {
+            return self.reverse(IpAddr::V4(dns::parse_reverse(fqdn)?));
+        }
         match dns::parse_fqdn(fqdn, &self.domain)? {
             Record::Zone => Some(Vec::new()),
             Record::Namespace { namespace } => {
@@ -210,6 +219,39 @@ impl ServiceCatalog {
             }
             Record::Pod { ip } => Some(vec![DnsRecord::Address(IpAddr::V4(ip))]),
         }
+    }
+}
+
+impl ServiceCatalog {
+    /// The PTR records of `ip` (see [`ServiceCatalog::lookup`]), sorted so answers are
+    /// stable; `None` when no Service or endpoint has it.
+    fn reverse(&self, ip: IpAddr) -> Option<Vec<DnsRecord>> {
+        let domain = &self.domain;
+        let services: Vec<&ServiceEntry> = self.entries().collect();
+        let mut names: Vec<String> = services
+            .iter()
+            .filter(|e| e.external_name.is_none() && e.cluster_ip == Some(ip))
+            .map(|e| format!("{}.{}.svc.{domain}", e.name, e.namespace))
+            .collect();
+        if names.is_empty() {
+            names = services
+                .iter()
+                .filter(|e| e.external_name.is_none())
+                .flat_map(|e| {
+                    e.endpoints.iter().filter(|ep| ep.ip == ip).map(move |ep| {
+                        format!(
+                            "{}.{}.{}.svc.{domain}",
+                            endpoint_label(ep),
+                            e.name,
+                            e.namespace
+                        )
+                    })
+                })
+                .collect();
+        }
+        names.sort();
+        names.dedup();
+        (!names.is_empty()).then(|| names.into_iter().map(DnsRecord::Ptr).collect())
     }
 }
 

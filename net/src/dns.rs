@@ -63,6 +63,9 @@ pub enum DnsRecord {
     Address(IpAddr),
     /// A `CNAME` to this absolute name (no trailing dot): an ExternalName service.
     Cname(String),
+    /// A `PTR` to this absolute name (no trailing dot): the Service or endpoint name of an
+    /// address, at its `in-addr.arpa` name.
+    Ptr(String),
     /// An `SRV` record for a named port.
     Srv {
         /// RFC 2782 priority.
@@ -143,6 +146,35 @@ pub(crate) fn parse_fqdn<'a>(fqdn: &'a str, domain: &str) -> Option<Record<'a>> 
     }
 }
 
+/// The zone of IPv4 reverse names.
+pub(crate) const REVERSE_ZONE: &str = "in-addr.arpa";
+
+/// The address the reverse name `fqdn` (lowercase, no trailing dot) asks about:
+/// `5.1.244.10.in-addr.arpa` → `10.244.1.5`. `None` for any other name, including the
+/// shorter names above whole addresses (`244.10.in-addr.arpa`).
+pub(crate) fn parse_reverse(fqdn: &str) -> Option<Ipv4Addr> {
+    let relative = fqdn.strip_suffix(REVERSE_ZONE)?.strip_suffix('.')?;
+    let mut octets = [0u8; 4];
+    let mut labels = relative.split('.');
+    for octet in octets.iter_mut().rev() {
+        let label = labels.next()?;
+        // Octets are written without leading zeros (`010` is not a label of 10.x).
+        if label.len() > 1 && label.starts_with('0') {
+            return None;
+        }
+        *octet = label.parse().ok()?;
+    }
+    labels.next().is_none().then_some(Ipv4Addr::from(octets))
+}
+
+/// Whether `fqdn` (lowercase, no trailing dot) is `in-addr.arpa` or under it.
+pub(crate) fn in_reverse_zone(fqdn: &str) -> bool {
+    fqdn == REVERSE_ZONE
+        || fqdn
+            .strip_suffix(REVERSE_ZONE)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
 /// The DNS label CoreDNS gives an address with no hostname: `10.244.1.5` → `10-244-1-5`.
 pub(crate) fn dashed_ip(ip: &IpAddr) -> String {
     match ip {
@@ -158,6 +190,28 @@ fn parse_dashed_ip(label: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reverse_names_parse_into_addresses() {
+        assert_eq!(
+            parse_reverse("5.1.244.10.in-addr.arpa"),
+            Some(Ipv4Addr::new(10, 244, 1, 5))
+        );
+        for not_an_address in [
+            "1.244.10.in-addr.arpa",
+            "9.5.1.244.10.in-addr.arpa",
+            "05.1.244.10.in-addr.arpa",
+            "256.1.244.10.in-addr.arpa",
+            "x.1.244.10.in-addr.arpa",
+            "5.1.244.10.in-addr.arpa.example",
+            "in-addr.arpa",
+        ] {
+            assert_eq!(parse_reverse(not_an_address), None, "{not_an_address}");
+        }
+        assert!(in_reverse_zone("in-addr.arpa"));
+        assert!(in_reverse_zone("10.in-addr.arpa"));
+        assert!(!in_reverse_zone("xin-addr.arpa"));
+    }
 
     #[test]
     fn short_names_search_the_pod_namespace_first() {

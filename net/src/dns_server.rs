@@ -11,13 +11,17 @@
 //!   on the service port, or for a headless Service each ready endpoint's name on its port,
 //!   with the targets' addresses in the additional section;
 //! - `SOA` for the domain itself;
+//! - `PTR` for `<d.c.b.a>.in-addr.arpa`, the reverse zone served beside the domain: a
+//!   ClusterIP names its Service, an endpoint address `<hostname or dashed IP>.<svc>.<ns>.svc.<domain>`;
+//!   other addresses get `NXDOMAIN` with the reverse zone's SOA (CoreDNS's answer for its
+//!   reverse zones without `fallthrough`);
 //! - a name that exists but has no record of the asked type: `NOERROR`, no answers, the SOA in
 //!   the authority section (NODATA); this includes a headless Service with no ready endpoint
 //!   and the names between the domain and the records (`svc.<domain>`, `<ns>.svc.<domain>`
 //!   of a namespace with Services);
 //! - a name that does not exist: `NXDOMAIN` with the SOA in the authority section, so
 //!   resolvers cache the miss for the SOA minimum;
-//! - names outside the cluster domain: `REFUSED` (this server does not forward or recurse).
+//! - names outside the cluster domain and the reverse zone: `REFUSED` (this server does not forward or recurse).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -26,12 +30,13 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::dns::{REVERSE_ZONE, in_reverse_zone};
 use crate::{DnsRecord, Network};
 
 /// The TTL CoreDNS's `kubernetes` plugin gives its records, and its SOA minimum.
@@ -123,10 +128,15 @@ impl DnsServer {
         })?;
         let addr = udp.local_addr()?;
         let soa = soa_record(&origin)?;
+        let reverse_origin = Name::from_ascii(format!("{REVERSE_ZONE}.")).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{REVERSE_ZONE}: {e}"))
+        })?;
+        let reverse_soa = soa_record(&reverse_origin)?;
         let mut server = Server::new(ClusterDns {
             network,
             domain,
             soa,
+            reverse_soa,
         });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_TIMEOUT, TCP_RESPONSE_BUFFER);
@@ -172,6 +182,8 @@ struct ClusterDns {
     /// Lowercase, no trailing dot.
     domain: String,
     soa: Record,
+    /// The SOA of `in-addr.arpa`, the reverse zone served beside the cluster domain.
+    reverse_soa: Record,
 }
 
 /// What one question gets.
@@ -182,6 +194,8 @@ struct Answer {
     additionals: Vec<Record>,
     /// Whether the SOA goes in the authority section (NXDOMAIN and NODATA).
     with_soa: bool,
+    /// Whether the name is in the reverse zone (whose SOA then goes there).
+    reverse: bool,
 }
 
 impl Answer {
@@ -191,6 +205,7 @@ impl Answer {
             answers: Vec::new(),
             additionals: Vec::new(),
             with_soa: false,
+            reverse: false,
         }
     }
 }
@@ -199,12 +214,18 @@ impl ClusterDns {
     fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
         let fqdn = qname.to_ascii().to_ascii_lowercase();
         let fqdn = fqdn.trim_end_matches('.');
-        if !self.in_zone(fqdn) {
+        let reverse = in_reverse_zone(fqdn);
+        if !reverse && !self.in_zone(fqdn) {
             return Answer::empty(ResponseCode::Refused);
         }
-        if fqdn == self.domain {
+        let (apex, soa) = if reverse {
+            (REVERSE_ZONE, &self.reverse_soa)
+        } else {
+            (self.domain.as_str(), &self.soa)
+        };
+        if fqdn == apex {
             let answers = match qtype {
-                RecordType::SOA | RecordType::ANY => vec![self.soa.clone()],
+                RecordType::SOA | RecordType::ANY => vec![soa.clone()],
                 _ => Vec::new(),
             };
             return Answer {
@@ -212,11 +233,13 @@ impl ClusterDns {
                 with_soa: answers.is_empty(),
                 answers,
                 additionals: Vec::new(),
+                reverse,
             };
         }
         let Some(records) = self.network.dns_records(fqdn) else {
             return Answer {
                 with_soa: true,
+                reverse,
                 ..Answer::empty(ResponseCode::NXDomain)
             };
         };
@@ -267,6 +290,16 @@ impl ClusterDns {
                     ));
                 }
                 DnsRecord::Srv { .. } => {}
+                DnsRecord::Ptr(target) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
+                    if let Some(target) = absolute(&target) {
+                        answers.push(Record::from_rdata(
+                            qname.clone(),
+                            TTL,
+                            RData::PTR(PTR(target)),
+                        ));
+                    }
+                }
+                DnsRecord::Ptr(_) => {}
             }
         }
         Answer {
@@ -274,6 +307,7 @@ impl ClusterDns {
             with_soa: answers.is_empty(),
             answers,
             additionals,
+            reverse,
         }
     }
 
@@ -334,7 +368,11 @@ impl RequestHandler for ClusterDns {
         metadata.authoritative =
             matches!(answer.code, ResponseCode::NoError | ResponseCode::NXDomain);
         metadata.recursion_available = false;
-        let soa = answer.with_soa.then_some(&self.soa);
+        let soa = answer.with_soa.then_some(if answer.reverse {
+            &self.reverse_soa
+        } else {
+            &self.soa
+        });
         let response = builder.build(
             metadata,
             answer.answers.iter(),

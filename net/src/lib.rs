@@ -68,7 +68,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -399,6 +399,13 @@ pub trait Network: Send + Sync + 'static {
     /// loopback address.
     fn service_host(&self, cluster_ip: IpAddr) -> IpAddr {
         cluster_ip
+    }
+    /// Opens a TCP connection to `addr`, a pod or Service address, from where this network
+    /// routes to it: components in this process that call pods themselves (the Ingress
+    /// controller's proxy) dial through it. The default dials from the process's own
+    /// network namespace, which reaches the addresses of [`LocalNetwork`]'s endpoints.
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        tokio::net::TcpStream::connect(addr).await
     }
     /// Removes everything the network made on the machine; the cluster calls it when it
     /// stops. The default has nothing to remove.

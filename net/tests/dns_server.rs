@@ -124,6 +124,86 @@ async fn missing_names_get_nxdomain_with_the_soa_and_foreign_names_are_refused()
     dns.shutdown().await;
 }
 
+fn ptr_records(reply: &Message) -> Vec<String> {
+    let mut names: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(ptr) => Some(ptr.0.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn reverse_lookups_name_services_and_endpoints_and_ipv4_names_have_no_aaaa() {
+    let (_network, dns) = cluster().await;
+    let addr = dns.local_addr();
+    for (reverse, name) in [
+        // A ClusterIP names its Service.
+        ("20.0.96.10.in-addr.arpa.", "web.shop.svc.cluster.local."),
+        // An endpoint with a hostname gets its hostname.subdomain name.
+        (
+            "7.1.244.10.in-addr.arpa.",
+            "db-0.db.shop.svc.cluster.local.",
+        ),
+        // One without gets its dashed address under the Service.
+        (
+            "5.0.244.10.in-addr.arpa.",
+            "10-244-0-5.web.shop.svc.cluster.local.",
+        ),
+    ] {
+        let reply = ask_udp(addr, reverse, RecordType::PTR).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{reverse}"
+        );
+        assert!(reply.metadata.authoritative);
+        assert_eq!(ptr_records(&reply), [name], "{reverse}");
+    }
+    let reply = ask_tcp(addr, 7, "20.0.96.10.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(ptr_records(&reply), ["web.shop.svc.cluster.local."]);
+
+    // The name exists but holds no A: NODATA with the reverse zone's SOA.
+    let reply = ask_udp(addr, "20.0.96.10.in-addr.arpa.", RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.is_empty());
+    // An address nothing in the cluster has, and a partial address: NXDOMAIN.
+    for missing in ["9.9.244.10.in-addr.arpa.", "244.10.in-addr.arpa."] {
+        let reply = ask_udp(addr, missing, RecordType::PTR).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{missing}"
+        );
+        let soa_zone = reply.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(_) => Some(r.name.to_ascii()),
+            _ => None,
+        });
+        assert_eq!(soa_zone.as_deref(), Some("in-addr.arpa."), "{missing}");
+    }
+
+    // AAAA for names with only IPv4 addresses: NOERROR with no records, never NXDOMAIN.
+    for name in [
+        "web.shop.svc.cluster.local.",
+        "db.shop.svc.cluster.local.",
+        "db-1.db.shop.svc.cluster.local.",
+        "10-244-3-9.shop.pod.cluster.local.",
+    ] {
+        let reply = ask_udp(addr, name, RecordType::AAAA).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert!(reply.answers.is_empty(), "{name}: {:?}", reply.answers);
+    }
+    dns.shutdown().await;
+}
+
 #[tokio::test]
 async fn catalog_updates_show_in_the_next_answer() {
     let (network, dns) = cluster().await;

@@ -42,6 +42,7 @@
 //!
 //! [`DnsServer`]: crate::DnsServer
 
+mod dialer;
 mod links;
 mod netns;
 mod node;
@@ -50,7 +51,7 @@ mod pod;
 mod service_rules;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -58,6 +59,7 @@ use async_trait::async_trait;
 use kybernetes_core::ClusterConfig;
 use kybernetes_core::ipam::Cidr;
 
+use self::dialer::Dialer;
 use self::node::{ClusterNamespace, NodeNamespace};
 use self::pod::PodNamespace;
 use crate::{
@@ -103,6 +105,9 @@ struct State {
     pods: HashMap<String, PodNamespace>,
     /// The cluster DNS server in each node namespace, by node.
     dns: BTreeMap<String, DnsServer>,
+    /// Makes the sockets of [`Network::connect`] inside one node's namespace; started by
+    /// the first connection, gone with its node.
+    dialer: Option<Arc<Dialer>>,
 }
 
 impl std::fmt::Debug for LinuxNetwork {
@@ -255,6 +260,35 @@ impl LinuxNetwork {
         };
         let catalog: Arc<dyn Network> = self.local.clone();
         node_dns::set_up(ns, *ip, catalog, domain).await.map(Some)
+    }
+}
+
+impl LinuxNetwork {
+    /// The dialer of [`Network::connect`], started in the first node's namespace when
+    /// none runs.
+    async fn dialer(&self) -> Result<Arc<Dialer>> {
+        let first = {
+            let st = self.state();
+            if let Some(dialer) = &st.dialer {
+                return Ok(dialer.clone());
+            }
+            st.nodes
+                .iter()
+                .next()
+                .map(|(node, ns)| (node.clone(), ns.path.clone()))
+        };
+        let Some((node, path)) = first else {
+            return Err(Error::Config(
+                "no node yet: pod addresses are reachable only from a node's network namespace"
+                    .into(),
+            ));
+        };
+        let dialer = Arc::new(Dialer::start(&node, &path).await?);
+        let mut st = self.state();
+        if !st.nodes.contains_key(&node) {
+            return Err(Error::UnknownNode(node));
+        }
+        Ok(st.dialer.get_or_insert(dialer).clone())
     }
 }
 
@@ -418,6 +452,11 @@ impl Network for LinuxNetwork {
                 let pods: Vec<PodNamespace> =
                     uids.iter().filter_map(|u| st.pods.remove(u)).collect();
                 let dns = st.dns.remove(node);
+                if st.dialer.as_ref().is_some_and(|d| d.node == node) {
+                    // Connections it made keep working until the namespace goes; the next
+                    // one starts a dialer in another node.
+                    st.dialer = None;
+                }
                 (
                     gone,
                     st.nodes.values().cloned().collect::<Vec<_>>(),
@@ -537,6 +576,14 @@ impl Network for LinuxNetwork {
 
     fn dns_records(&self, fqdn: &str) -> Option<Vec<crate::DnsRecord>> {
         self.local.dns_records(fqdn)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        self.dialer()
+            .await
+            .map_err(std::io::Error::other)?
+            .connect(addr)
+            .await
     }
 
     async fn shutdown(&self) -> Result<()> {

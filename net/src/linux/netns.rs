@@ -47,7 +47,7 @@ async fn on_own_thread<T: Send + 'static>(
 }
 
 /// Moves the calling thread into the network namespace at `path`.
-fn enter(path: &Path) -> Result<()> {
+pub(crate) fn enter(path: &Path) -> Result<()> {
     let ns = File::open(path)
         .map_err(|e| backend(format!("opening network namespace {}", path.display()), e))?;
     nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
