@@ -228,7 +228,10 @@ impl CacheEvent {
     /// decoded objects (unless a later event of the window carries them too). Run when the
     /// event leaves the [`DECODED_WINDOW`] or the history.
     fn release(&self) {
-        if self.released.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return;
         }
         *lock(&self.encoded) = None;
@@ -755,7 +758,15 @@ mod tests {
         let live = cacher.get(&key).unwrap_or_else(|| panic!("live object"));
         assert!(Arc::ptr_eq(&live, &newest.object));
         // A snapshot by node finds the pod through its indexed field.
-        assert_eq!(cacher.snapshot(&pods.key_prefix(), Some("n")).objects.len(), 1);
-        assert!(cacher.snapshot(&pods.key_prefix(), Some("m")).objects.is_empty());
+        assert_eq!(
+            cacher.snapshot(&pods.key_prefix(), Some("n")).objects.len(),
+            1
+        );
+        assert!(
+            cacher
+                .snapshot(&pods.key_prefix(), Some("m"))
+                .objects
+                .is_empty()
+        );
     }
 }
