@@ -8,7 +8,10 @@
 //! Scale knob: `KYB_P5_SCALE` (default 1) scales the node and pod counts, e.g. 0.1 for
 //! 500 nodes and 15,000 pods. `KYB_P5_COMPACT_SECS` (default 300, upstream's interval) sets the
 //! store's compaction interval; below 60 the result is taken three intervals after the last
-//! write, when only the current versions are left.
+//! write, when only the current versions are left. `KYB_P5_EXIT_LIVE=1` ends the process right
+//! after the result without shutting the cluster down, so that a heap profiler (`heaptrack`)
+//! reports everything the cluster holds as still allocated at exit, with the stack that
+//! allocated it.
 
 mod common;
 
@@ -77,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
         mib(hwm),
         rss.saturating_sub(with_nodes) as f64 / pods as f64
     );
+    if std::env::var_os("KYB_P5_EXIT_LIVE").is_some() {
+        // Exit before any destructor runs: what the cluster holds stays allocated at exit.
+        std::process::exit(0);
+    }
     cluster.shutdown().await?;
     Ok(())
 }

@@ -21,16 +21,32 @@ use crate::object;
 pub const DEFAULT_HISTORY: usize = 50_000;
 
 /// An object as the cache holds it: decoded, with its resourceVersion set.
+///
+/// The decoded form is kept only while the object is in one of the latest [`DECODED_WINDOW`]
+/// events of its resource, where every watcher reads it; otherwise it is decoded from the
+/// stored bytes for each use (a list, a watch's initial state, a replay) and dropped after.
+/// Every object decoded for good would hold the live objects and the event history as
+/// `serde_json::Value`s, several times the size of the stored bytes (about 14 KB for a
+/// running pod), while the store holds those bytes anyway.
 #[derive(Debug)]
 pub struct CachedObject {
     /// Store key.
     pub key: String,
     /// Its mod revision.
     pub rv: i64,
-    /// The stored bytes, decoded on first use: objects nobody lists or watches (most Events)
-    /// are never parsed.
+    /// The stored bytes, decoded on use: objects nobody lists or watches (most Events) are
+    /// never parsed.
     raw: Option<Bytes>,
-    decoded: OnceLock<Value>,
+    decoded: Mutex<Decoded>,
+    /// The value of the resource's indexed field (`spec.nodeName` for pods), once asked for.
+    trigger: OnceLock<String>,
+}
+
+#[derive(Debug, Default)]
+struct Decoded {
+    value: Option<Arc<Value>>,
+    /// How many events of the decoded window carry this object (as object or as `prev`).
+    in_window: u8,
 }
 
 impl CachedObject {
@@ -40,7 +56,11 @@ impl CachedObject {
             key,
             rv,
             raw: None,
-            decoded: OnceLock::from(value),
+            decoded: Mutex::new(Decoded {
+                value: Some(Arc::new(value)),
+                in_window: 0,
+            }),
+            trigger: OnceLock::new(),
         }
     }
 
@@ -49,21 +69,58 @@ impl CachedObject {
             key,
             rv,
             raw: Some(raw),
-            decoded: OnceLock::new(),
+            decoded: Mutex::new(Decoded::default()),
+            trigger: OnceLock::new(),
         }
     }
 
     /// The object, with its resourceVersion filled in.
-    pub fn value(&self) -> &Value {
-        self.decoded.get_or_init(|| {
-            let raw = self.raw.as_deref().unwrap_or_default();
-            object::decode_at(raw, self.rv).unwrap_or_else(|e| {
-                warn!(key = %self.key, error = %e, "stored object cannot be decoded");
-                Value::Null
-            })
+    pub fn value(&self) -> Arc<Value> {
+        // Decoded under the lock, so that watchers asking at once decode it once.
+        let mut decoded = lock(&self.decoded);
+        if let Some(v) = &decoded.value {
+            return v.clone();
+        }
+        let raw = self.raw.as_deref().unwrap_or_default();
+        let value = Arc::new(object::decode_at(raw, self.rv).unwrap_or_else(|e| {
+            warn!(key = %self.key, error = %e, "stored object cannot be decoded");
+            Value::Null
+        }));
+        if decoded.in_window > 0 {
+            decoded.value = Some(value.clone());
+        }
+        value
+    }
+
+    /// The value of `field` (a missing one reads as "", as field selectors read it).
+    fn trigger_value(&self, field: &str) -> &str {
+        self.trigger.get_or_init(|| {
+            object::path_get(&self.value(), field)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
         })
     }
+
+    fn enter_window(&self) {
+        let mut decoded = lock(&self.decoded);
+        decoded.in_window = decoded.in_window.saturating_add(1);
+    }
+
+    /// Drops the decoded form once no event of the window carries the object, if it can be
+    /// decoded again from the stored bytes.
+    fn leave_window(&self) {
+        let mut decoded = lock(&self.decoded);
+        decoded.in_window = decoded.in_window.saturating_sub(1);
+        if decoded.in_window == 0 && self.raw.is_some() {
+            decoded.value = None;
+        }
+    }
 }
+
+/// How many of the latest events of a resource keep their objects decoded and their lines
+/// encoded: as many as a watcher may have queued, so that no live watcher decodes again.
+pub const DECODED_WINDOW: usize = WATCHER_BUFFER;
 
 /// The type of a watch event, as in `metav1.WatchEvent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,8 +155,10 @@ pub struct CacheEvent {
     pub prev: Option<Arc<CachedObject>>,
     /// Revision of the change.
     pub revision: i64,
-    encoded: OnceLock<Bytes>,
-    encoded_metadata: OnceLock<Bytes>,
+    encoded: Mutex<Option<Bytes>>,
+    encoded_metadata: Mutex<Option<Bytes>>,
+    /// Set once the event has left the decoded window.
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl CacheEvent {
@@ -113,28 +172,74 @@ impl CacheEvent {
     ) -> Self {
         let object = Arc::new(CachedObject::new(key, value, revision));
         let prev = prev.map(|(key, value, rv)| Arc::new(CachedObject::new(key, value, rv)));
+        CacheEvent::new(kind, object, prev, revision)
+    }
+
+    fn new(
+        kind: EventType,
+        object: Arc<CachedObject>,
+        prev: Option<Arc<CachedObject>>,
+        revision: i64,
+    ) -> Self {
+        object.enter_window();
+        if let Some(p) = &prev {
+            p.enter_window();
+        }
         CacheEvent {
             kind,
             object,
             prev,
             revision,
-            encoded: OnceLock::new(),
-            encoded_metadata: OnceLock::new(),
+            encoded: Mutex::new(None),
+            encoded_metadata: Mutex::new(None),
+            released: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// The event as one line of a JSON watch stream, encoded once.
     pub fn encoded(&self) -> Bytes {
-        self.encoded
-            .get_or_init(|| encode_event(self.kind, self.object.value()))
-            .clone()
+        self.encode_once(&self.encoded, || {
+            encode_event(self.kind, &self.object.value())
+        })
     }
 
     /// The event with a `PartialObjectMetadata` object, encoded once for every metadata watcher.
     pub fn encoded_metadata(&self) -> Bytes {
-        self.encoded_metadata
-            .get_or_init(|| encode_event(self.kind, &object::partial_metadata(self.object.value())))
-            .clone()
+        self.encode_once(&self.encoded_metadata, || {
+            encode_event(self.kind, &object::partial_metadata(&self.object.value()))
+        })
+    }
+
+    /// The line in `slot`, encoded now if it is not there; kept only while the event is in the
+    /// decoded window (a replay of older events encodes each for its watcher).
+    fn encode_once(&self, slot: &Mutex<Option<Bytes>>, encode: impl FnOnce() -> Bytes) -> Bytes {
+        let mut slot = lock(slot);
+        if let Some(line) = &*slot {
+            return line.clone();
+        }
+        let line = encode();
+        if !self.released.load(std::sync::atomic::Ordering::Acquire) {
+            *slot = Some(line.clone());
+        }
+        line
+    }
+
+    /// Gives up, once, what can be rebuilt from the stored bytes: the encoded lines and the
+    /// decoded objects (unless a later event of the window carries them too). Run when the
+    /// event leaves the [`DECODED_WINDOW`] or the history.
+    fn release(&self) {
+        if self
+            .released
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        *lock(&self.encoded) = None;
+        *lock(&self.encoded_metadata) = None;
+        self.object.leave_window();
+        if let Some(prev) = &self.prev {
+            prev.leave_window();
+        }
     }
 }
 
@@ -430,56 +535,41 @@ impl Cacher {
                 } else {
                     EventType::Added
                 };
-                CacheEvent {
-                    kind,
-                    object: obj,
-                    prev,
-                    revision: rev,
-                    encoded: OnceLock::new(),
-                    encoded_metadata: OnceLock::new(),
-                }
+                CacheEvent::new(kind, obj, prev, rev)
             }
             WatchEvent::Delete { prev, revision } => {
                 let last = st.objects.remove(&prev.key);
-                let mut value = match &last {
-                    Some(o) => o.value().clone(),
-                    None => match object::decode(&prev) {
-                        Ok(v) => v,
-                        Err(_) => return,
-                    },
-                };
-                object::meta_mut(&mut value)
-                    .insert("resourceVersion".into(), json!(revision.to_string()));
-                let obj = Arc::new(CachedObject::new(prev.key.clone(), value, revision));
-                CacheEvent {
-                    kind: EventType::Deleted,
-                    object: obj,
-                    prev: last,
+                // The last state at the delete's revision: decoded only when a watcher asks.
+                let obj = Arc::new(CachedObject::lazy(
+                    prev.key.clone(),
+                    prev.value.clone(),
                     revision,
-                    encoded: OnceLock::new(),
-                    encoded_metadata: OnceLock::new(),
-                }
+                ));
+                CacheEvent::new(EventType::Deleted, obj, last, revision)
             }
         };
         let event = Arc::new(event);
         st.history.push_back(event.clone());
         while st.history.len() > self.history_limit {
             if let Some(old) = st.history.pop_front() {
+                old.release();
                 st.oldest = old.revision;
             }
+        }
+        // Every live watcher is at most its queue's length behind, so an event this old has
+        // been sent to all of them: only a watch resuming from an old revision reads it again.
+        if let Some(old) = st
+            .history
+            .len()
+            .checked_sub(DECODED_WINDOW + 1)
+            .and_then(|i| st.history.get(i))
+        {
+            old.release();
         }
         st.revision = rev;
         // Sent under the state lock, so a watcher registering under the same lock sees no gap.
         let field = trigger_field(&self.resource);
-        // A missing field reads as "", as field selectors read it.
-        let value_of = |o: &CachedObject| {
-            field.map(|f| {
-                object::path_get(o.value(), f)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            })
-        };
+        let value_of = |o: &CachedObject| field.map(|f| o.trigger_value(f).to_string());
         let mut triggers: Vec<String> = value_of(&event.object).into_iter().collect();
         if let Some(prev) = event.prev.as_deref().and_then(value_of)
             && !triggers.contains(&prev)
@@ -514,13 +604,25 @@ impl Cacher {
         }
     }
 
-    /// The current objects under `prefix`.
-    pub fn snapshot(&self, prefix: &str) -> Snapshot {
+    /// The current objects under `prefix`; with a `trigger`, only those whose indexed field
+    /// has that value (see [`Cacher::watch`]), found without decoding the others again.
+    pub fn snapshot(&self, prefix: &str, trigger: Option<&str>) -> Snapshot {
         let st = lock(&self.state);
         Snapshot {
-            objects: range(&st.objects, prefix),
+            objects: self.selecting(range(&st.objects, prefix), trigger),
             revision: st.revision,
         }
+    }
+
+    fn selecting(
+        &self,
+        mut objects: Vec<Arc<CachedObject>>,
+        trigger: Option<&str>,
+    ) -> Vec<Arc<CachedObject>> {
+        if let (Some(field), Some(want)) = (trigger_field(&self.resource), trigger) {
+            objects.retain(|o| o.trigger_value(field) == want);
+        }
+        objects
     }
 
     /// Looks one object up.
@@ -541,7 +643,7 @@ impl Cacher {
         let trigger = trigger
             .filter(|_| trigger_field(&self.resource).is_some())
             .map(String::from);
-        let (id, rx) = lock(&self.watchers).add(trigger);
+        let (id, rx) = lock(&self.watchers).add(trigger.clone());
         let rx = Subscription {
             id,
             cacher: self.me.clone(),
@@ -550,7 +652,7 @@ impl Cacher {
         match from {
             None => Ok(WatchStart::Snapshot(
                 Snapshot {
-                    objects: range(&st.objects, prefix),
+                    objects: self.selecting(range(&st.objects, prefix), trigger.as_deref()),
                     revision: st.revision,
                 },
                 rx,
@@ -579,7 +681,9 @@ impl Cacher {
         let mut st = lock(&self.state);
         st.compacted = st.compacted.max(revision);
         let keep = st.history.partition_point(|e| e.revision <= revision);
-        st.history.drain(..keep);
+        for old in st.history.drain(..keep) {
+            old.release();
+        }
         st.oldest = st.oldest.max(revision);
     }
 }
@@ -590,4 +694,79 @@ fn range(objects: &BTreeMap<String, Arc<CachedObject>>, prefix: &str) -> Vec<Arc
         .take_while(|(k, _)| k.starts_with(prefix))
         .map(|(_, v)| v.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kybernetes_store::MemoryStore;
+
+    fn decoded(o: &CachedObject) -> bool {
+        lock(&o.decoded).value.is_some()
+    }
+
+    #[tokio::test]
+    async fn events_past_the_window_give_up_their_decoded_objects_but_still_serve_them() {
+        let pods = kybernetes_core::registry::builtin_resources()
+            .into_iter()
+            .find(|r| r.group.is_empty() && r.plural == "pods")
+            .map(Arc::new)
+            .unwrap_or_else(|| panic!("pods are built in"));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let (_stop, shutdown) = watch::channel(false);
+        let cacher = Cacher::start(pods.clone(), store.clone(), shutdown)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let key = pods.key(Some("default"), "a");
+        let mut rev = 0;
+        for i in 0..DECODED_WINDOW + 2 {
+            let pod = json!({"metadata": {"name": "a", "namespace": "default",
+                "labels": {"i": i.to_string()}}, "spec": {"nodeName": "n"}});
+            let bytes = Bytes::from(serde_json::to_vec(&pod).unwrap_or_default());
+            rev = if i == 0 {
+                store.create(&key, bytes).await
+            } else {
+                store.update(&key, bytes, rev).await
+            }
+            .unwrap_or_else(|e| panic!("write {i}: {e}"))
+            .mod_revision;
+        }
+        cacher
+            .wait_until(rev, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (oldest, newest) = {
+            let st = lock(&cacher.state);
+            let first = st.history.front().cloned();
+            let last = st.history.back().cloned();
+            (first, last)
+        };
+        let (Some(oldest), Some(newest)) = (oldest, newest) else {
+            panic!("no history");
+        };
+        // The first event is past the window: nothing decoded or encoded is left...
+        assert!(!decoded(&oldest.object));
+        assert!(lock(&oldest.encoded).is_none());
+        // ...but it still serves the object as it was, decoded again from the store's bytes,
+        // without keeping it.
+        assert_eq!(oldest.object.value()["metadata"]["labels"]["i"], json!("0"));
+        assert!(oldest.encoded().starts_with(b"{\"object\""));
+        assert!(!decoded(&oldest.object));
+        assert!(lock(&oldest.encoded).is_none());
+        // The latest event and the live object keep theirs.
+        assert!(decoded(&newest.object));
+        let live = cacher.get(&key).unwrap_or_else(|| panic!("live object"));
+        assert!(Arc::ptr_eq(&live, &newest.object));
+        // A snapshot by node finds the pod through its indexed field.
+        assert_eq!(
+            cacher.snapshot(&pods.key_prefix(), Some("n")).objects.len(),
+            1
+        );
+        assert!(
+            cacher
+                .snapshot(&pods.key_prefix(), Some("m"))
+                .objects
+                .is_empty()
+        );
+    }
 }

@@ -46,6 +46,7 @@ impl ComputedResource for PodMetricsResource {
             .get(&pods.key(Some(ns), name))
             .ok_or_else(not_found)?;
         let pod = pod.value();
+        let pod = &*pod;
         let node = node_name(pod).ok_or_else(not_found)?;
         let reports = scrape(inner, [node.to_string()]).await;
         let mut item = reports
@@ -65,8 +66,8 @@ impl ComputedResource for PodMetricsResource {
     ) -> Result<Vec<Value>, ApiError> {
         let pods = builtin(inner, "", "pods")?;
         let cacher = inner.cacher(&pods).await?;
-        let snapshot = cacher.snapshot(&pods.namespace_prefix(scope.ns()));
-        let selected: Vec<&Value> = snapshot
+        let snapshot = cacher.snapshot(&pods.namespace_prefix(scope.ns()), None);
+        let selected: Vec<Arc<Value>> = snapshot
             .objects
             .iter()
             .map(|o| o.value())
@@ -81,8 +82,8 @@ impl ComputedResource for PodMetricsResource {
         Ok(selected
             .into_iter()
             .filter_map(|p| {
-                let report = reports.get(node_name(p)?)?;
-                pod_metrics(p, report, &now)
+                let report = reports.get(node_name(&p)?)?;
+                pod_metrics(&p, report, &now)
             })
             .collect())
     }
@@ -98,7 +99,7 @@ impl ComputedResource for NodeMetricsResource {
         let node = cacher.get(&nodes.key(None, name)).ok_or_else(not_found)?;
         let reports = scrape(inner, [name.to_string()]).await;
         let report = reports.get(name).ok_or_else(not_found)?;
-        let mut item = node_metrics(node.value(), report, &inner.clock.now_rfc3339());
+        let mut item = node_metrics(&node.value(), report, &inner.clock.now_rfc3339());
         item["kind"] = json!("NodeMetrics");
         item["apiVersion"] = json!(API_VERSION);
         Ok(item)
@@ -112,8 +113,8 @@ impl ComputedResource for NodeMetricsResource {
     ) -> Result<Vec<Value>, ApiError> {
         let nodes = builtin(inner, "", "nodes")?;
         let cacher = inner.cacher(&nodes).await?;
-        let snapshot = cacher.snapshot(&nodes.key_prefix());
-        let selected: Vec<&Value> = snapshot
+        let snapshot = cacher.snapshot(&nodes.key_prefix(), None);
+        let selected: Vec<Arc<Value>> = snapshot
             .objects
             .iter()
             .map(|o| o.value())
@@ -128,8 +129,8 @@ impl ComputedResource for NodeMetricsResource {
         Ok(selected
             .into_iter()
             .filter_map(|n| {
-                let report = reports.get(meta_str(n, "name")?)?;
-                Some(node_metrics(n, report, &now))
+                let report = reports.get(meta_str(&n, "name")?)?;
+                Some(node_metrics(&n, report, &now))
             })
             .collect())
     }

@@ -130,7 +130,11 @@ pub(crate) async fn run_pod_workers(
 ) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.name()));
-    let mut pods = watcher::watcher(api, config).default_backoff().boxed();
+    // The agent never reads the field managers, and they are a large part of every pod.
+    let mut pods = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|pod: &mut Pod| pod.metadata.managed_fields = None)
+        .boxed();
     let mut container_events = Some(ctx.runtime.node_container_events(ctx.name()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut workers = PodWorkers {

@@ -678,12 +678,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A node or pod watch that retries with backoff.
+/// A watch that retries with backoff. It drops the field managers, which the scheduler never
+/// reads (upstream's scheduler strips them from its informers too): they are a large part of
+/// every cached pod.
 fn watcher<K>(api: Api<K>) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

@@ -614,9 +614,14 @@ impl Snapshot {
             && old.pod.metadata.deletion_timestamp == pod.metadata.deletion_timestamp
         {
             let mut confirmed = false;
-            if !assumed && let Some(p) = self.pods.get_mut(&key) {
-                confirmed = p.assumed;
-                p.assumed = false;
+            if let Some(p) = self.pods.get_mut(&key) {
+                if !assumed {
+                    confirmed = p.assumed;
+                    p.assumed = false;
+                }
+                // The latest version only: keeping the assumed copy beside the watched one
+                // held every bound pod twice.
+                p.pod = pod.clone();
             }
             self.usage_mut(&node).replace(&key, pod);
             return confirmed;

@@ -141,12 +141,15 @@ pub async fn list(
             .map_err(|e| store_err(r, "", e))?,
     };
     cacher.wait_until(min, FRESHNESS_TIMEOUT).await?;
-    let snap = cacher.snapshot(&prefix);
+    let snap = cacher.snapshot(&prefix, filter.trigger());
     let items: Vec<Value> = snap
         .objects
         .iter()
-        .filter(|o| filter.matches(o.value()))
-        .map(|o| served(scope, o.value()))
+        .filter_map(|o| {
+            // Decoded once here: the cache keeps only recently changed objects decoded.
+            let value = o.value();
+            filter.matches(&value).then(|| served(scope, &value))
+        })
         .collect();
     Ok(list_object(r, items, snap.revision.max(min), None))
 }

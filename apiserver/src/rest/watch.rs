@@ -57,11 +57,12 @@ impl Watcher {
             return true;
         }
         self.last_rv = ev.revision;
-        let now = self.filter.matches(ev.object.value());
+        let object = ev.object.value();
+        let now = self.filter.matches(&object);
         let before = ev
             .prev
             .as_ref()
-            .is_some_and(|p| self.filter.matches(p.value()));
+            .is_some_and(|p| self.filter.matches(&p.value()));
         let kind = match (ev.kind, before, now) {
             (EventType::Deleted, true, _) => EventType::Deleted,
             (EventType::Deleted, false, _) => return true,
@@ -74,13 +75,13 @@ impl Watcher {
         let same = kind == ev.kind;
         let bytes = match &self.form {
             Form::Metadata if same => ev.encoded_metadata(),
-            Form::Metadata => encode_event(kind, &object::partial_metadata(ev.object.value())),
-            Form::Object => match self.strategy.served_form(&self.resource, ev.object.value()) {
+            Form::Metadata => encode_event(kind, &object::partial_metadata(&object)),
+            Form::Object => match self.strategy.served_form(&self.resource, &object) {
                 Some(served) => encode_event(kind, &served),
                 None if same => ev.encoded(),
-                None => encode_event(kind, ev.object.value()),
+                None => encode_event(kind, &object),
             },
-            Form::Table(_) => self.encode_table(kind, ev.object.value()),
+            Form::Table(_) => self.encode_table(kind, &object),
         };
         self.send(bytes).await
     }
@@ -206,10 +207,11 @@ pub async fn watch(
                 WatchStart::Snapshot(snap, live) => {
                     watcher.last_rv = snap.revision;
                     for obj in &snap.objects {
-                        if !watcher.filter.matches(obj.value()) {
+                        let value = obj.value();
+                        if !watcher.filter.matches(&value) {
                             continue;
                         }
-                        let line = watcher.added(obj.value());
+                        let line = watcher.added(&value);
                         if !watcher.send(line).await {
                             return;
                         }
