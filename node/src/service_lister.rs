@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
@@ -53,6 +54,16 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// services.stop().await;
 /// # }
 /// ```
+/// The running watch: its store, whether its first list is in, and its task.
+struct Started {
+    store: Store<Service>,
+    /// Set once the first list is in the store. kube's `Store::wait_until_ready` is not used:
+    /// it wakes only the last of several waiters (its oneshot keeps one waker), and the pod
+    /// workers of many agents wait at once.
+    listed: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
 #[derive(Clone)]
 pub struct ServiceLister {
     inner: Arc<Inner>,
@@ -62,7 +73,7 @@ struct Inner {
     client: kube::Client,
     stop: CancellationToken,
     /// The store and the task filling it, once something asked for Services.
-    started: Mutex<Option<(Store<Service>, JoinHandle<()>)>>,
+    started: Mutex<Option<Started>>,
 }
 
 impl std::fmt::Debug for ServiceLister {
@@ -101,7 +112,7 @@ impl ServiceLister {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some((_, task)) = started
+        if let Some(Started { task, .. }) = started
             && let Err(e) = task.await
         {
             warn!(error = %e, "the Service watch ended with a panic");
@@ -112,36 +123,51 @@ impl ServiceLister {
     /// `serviceHasSynced`); None when the lister stopped or the first list did not come in
     /// time.
     pub(crate) async fn synced(&self) -> Option<Store<Service>> {
-        let store = self.start()?;
+        let (store, mut listed) = self.start()?;
         tokio::select! {
-            ready = tokio::time::timeout(SYNC_TIMEOUT, store.wait_until_ready()) => {
-                matches!(ready, Ok(Ok(()))).then_some(store)
+            ready = tokio::time::timeout(SYNC_TIMEOUT, listed.wait_for(|listed| *listed)) => {
+                matches!(ready, Ok(Ok(_))).then_some(store)
             }
             _ = self.inner.stop.cancelled() => None,
         }
     }
 
     /// The store, starting its watch on first use; None once stopped.
-    fn start(&self) -> Option<Store<Service>> {
+    fn start(&self) -> Option<(Store<Service>, watch::Receiver<bool>)> {
         if self.inner.stop.is_cancelled() {
             return None;
         }
         let mut started = self.inner.started.lock().unwrap_or_else(|p| p.into_inner());
-        let (store, _) = started.get_or_insert_with(|| {
+        let started = started.get_or_insert_with(|| {
             let (store, writer) = reflector::store();
+            let (listed_tx, listed) = watch::channel(false);
             let task = tokio::spawn(
-                watch_services(self.inner.client.clone(), writer, self.inner.stop.clone())
-                    .instrument(info_span!("service_lister")),
+                watch_services(
+                    self.inner.client.clone(),
+                    writer,
+                    listed_tx,
+                    self.inner.stop.clone(),
+                )
+                .instrument(info_span!("service_lister")),
             );
-            (store, task)
+            Started {
+                store,
+                listed,
+                task,
+            }
         });
-        Some(store.clone())
+        Some((started.store.clone(), started.listed.clone()))
     }
 }
 
 /// Keeps `writer` up to date with every Service until `stop`; the watcher re-lists with
 /// back-off after errors.
-async fn watch_services(client: kube::Client, writer: Writer<Service>, stop: CancellationToken) {
+async fn watch_services(
+    client: kube::Client,
+    writer: Writer<Service>,
+    listed: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
     let api: Api<Service> = Api::all(client);
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
@@ -151,6 +177,9 @@ async fn watch_services(client: kube::Client, writer: Writer<Service>, stop: Can
         tokio::select! {
             _ = stop.cancelled() => return,
             event = events.next() => match event {
+                Some(Ok(watcher::Event::InitDone)) => {
+                    listed.send_replace(true);
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => warn!(error = %e, "watching Services failed; retrying"),
                 None => return,
