@@ -338,30 +338,26 @@ mod tests {
         port
     }
 
+    async fn https_healthz(port: u16) -> ProbeResult {
+        http_get(
+            HttpScheme::Https,
+            "127.0.0.1",
+            port,
+            "/healthz",
+            &[],
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn https_get_skips_verification_and_passes_on_2xx_fails_on_5xx() {
         let port = https_server("200 OK").await;
-        let r = http_get(
-            HttpScheme::Https,
-            "127.0.0.1",
-            port,
-            "/healthz",
-            &[],
-            Duration::from_secs(10),
-        )
-        .await;
+        let r = https_healthz(port).await;
         assert!(r.is_success(), "{r:?}");
 
         let port = https_server("500 Internal Server Error").await;
-        let r = http_get(
-            HttpScheme::Https,
-            "127.0.0.1",
-            port,
-            "/healthz",
-            &[],
-            Duration::from_secs(10),
-        )
-        .await;
+        let r = https_healthz(port).await;
         assert_eq!(
             r,
             ProbeResult::Failure("HTTP probe failed with statuscode: 500".into())
@@ -380,15 +376,7 @@ mod tests {
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 .await;
         });
-        let r = http_get(
-            HttpScheme::Https,
-            "127.0.0.1",
-            port,
-            "/healthz",
-            &[],
-            Duration::from_secs(10),
-        )
-        .await;
+        let r = https_healthz(port).await;
         let ProbeResult::Failure(message) = r else {
             panic!("a TLS probe of a plain HTTP server passed");
         };
