@@ -1,16 +1,7 @@
-//! The TLS client of `httpGet` probes with `scheme: HTTPS`.
-//!
-//! Upstream's prober skips certificate verification (`InsecureSkipVerify`): a pod's serving
-//! certificate is rarely issued for the pod IP, and is often self-signed, yet the probe only
-//! asks whether the server answers. The handshake's signatures are still checked, so the
-//! probe talks to whoever holds the certificate's key.
+//! The TLS client of `httpGet` probes with `scheme: HTTPS`: certificates are not verified,
+//! as upstream's prober does (see [`kybernetes_core::pod_tls`]).
 
-use std::sync::Arc;
-
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -26,67 +17,9 @@ pub(super) async fn connect(
             format!("invalid host {host:?}: {e}"),
         )
     })?;
-    tokio_rustls::TlsConnector::from(insecure_client_config()?)
+    let config =
+        kybernetes_core::pod_tls::insecure_skip_verify_config().map_err(std::io::Error::other)?;
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
         .await
-}
-
-fn insecure_client_config() -> std::io::Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Accepts every certificate, checking only the handshake's signatures (see the module docs).
-#[derive(Debug)]
-struct AnyServerCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
