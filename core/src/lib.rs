@@ -13,6 +13,7 @@ pub mod fields;
 pub mod hop_by_hop;
 pub mod ipam;
 pub mod persistent_volume;
+pub mod pod_tls;
 pub mod quantity;
 pub mod registry;
 pub mod selector;

@@ -3,12 +3,19 @@
 //! [`Runtime::probe`] has a default implementation built from the
 //! functions here: an `exec` probe runs [`Runtime::exec_sync`]
 //! and succeeds on exit code 0, a `tcpSocket` probe opens a TCP connection, an `httpGet`
-//! probe sends a `GET` and succeeds on a status in 200–399, as upstream's prober does.
+//! probe sends a `GET` (over TLS for `scheme: HTTPS`, certificates not verified) and
+//! succeeds on a status in 200–399, and a `grpc` probe asks the gRPC health service and
+//! succeeds on `SERVING`, as upstream's prober does.
+
+mod grpc;
+mod tls;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use grpc::check as grpc;
 
 use crate::Runtime;
 
@@ -124,21 +131,39 @@ pub async fn run_default<R: Runtime + ?Sized>(
         ProbeAction::Exec { command } => {
             exec(runtime, container_id, command, request.timeout).await
         }
+        _ => network(request).await,
+    }
+}
+
+/// Runs a network probe (`tcpSocket`, `httpGet`, `grpc`) from this thread's network
+/// namespace; an `exec` probe fails, since it runs in the container.
+pub(crate) async fn network(request: &ProbeRequest) -> ProbeResult {
+    match &request.action {
         ProbeAction::TcpSocket { host, port } => tcp(host, *port, request.timeout).await,
         ProbeAction::HttpGet {
-            scheme: HttpScheme::Http,
+            scheme,
             host,
             port,
             path,
             headers,
-        } => http_get(host, *port, path, headers, request.timeout).await,
-        ProbeAction::HttpGet {
-            scheme: HttpScheme::Https,
-            ..
-        } => ProbeResult::Failure("https probes are not supported by this runtime".into()),
-        ProbeAction::Grpc { .. } => {
-            ProbeResult::Failure("grpc probes are not supported by this runtime".into())
+        } => http_get(*scheme, host, *port, path, headers, request.timeout).await,
+        ProbeAction::Grpc {
+            host,
+            port,
+            service,
+        } => grpc(host, *port, service.as_deref(), request.timeout).await,
+        ProbeAction::Exec { .. } => {
+            ProbeResult::Failure("exec probes run in the container, not here".into())
         }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -176,16 +201,32 @@ pub async fn tcp(host: &str, port: u16, timeout: Duration) -> ProbeResult {
     }
 }
 
-/// An `httpGet` probe over plain HTTP/1.1: success on a status in 200–399 within `timeout`.
+/// An `httpGet` probe over HTTP/1.1 (over TLS for `Https`, accepting any certificate):
+/// success on a status in 200–399 within `timeout`.
 pub async fn http_get(
+    scheme: HttpScheme,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> ProbeResult {
-    let url = format!("http://{host}:{port}{path}");
-    match tokio::time::timeout(timeout, http_status(host, port, path, headers)).await {
+    let prefix = match scheme {
+        HttpScheme::Http => "http",
+        HttpScheme::Https => "https",
+    };
+    let url = format!("{prefix}://{}{path}", authority(host, port));
+    let status = async {
+        let stream = TcpStream::connect((host, port)).await?;
+        match scheme {
+            HttpScheme::Http => http_status(stream, host, port, path, headers).await,
+            HttpScheme::Https => {
+                let stream = tls::connect(host, stream).await?;
+                http_status(stream, host, port, path, headers).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, status).await {
         Ok(Ok(code)) if (200..400).contains(&code) => ProbeResult::Success,
         Ok(Ok(code)) => ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}")),
         Ok(Err(e)) => ProbeResult::Failure(format!("Get \"{url}\": {e}")),
@@ -195,17 +236,17 @@ pub async fn http_get(
     }
 }
 
-async fn http_status(
+async fn http_status<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     host: &str,
     port: u16,
     path: &str,
     headers: &[(String, String)],
 ) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect((host, port)).await?;
     let path = if path.is_empty() { "/" } else { path };
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {host}:{port}\r\n"));
+        req.push_str(&format!("Host: {}\r\n", authority(host, port)));
     }
     if !headers
         .iter()
@@ -256,9 +297,93 @@ mod tests {
                 let _ = s.read(&mut buf).await;
                 let _ = s.write_all(body.as_bytes()).await;
             });
-            let r = http_get("127.0.0.1", port, "/healthz", &[], Duration::from_secs(5)).await;
+            let r = http_get(
+                HttpScheme::Http,
+                "127.0.0.1",
+                port,
+                "/healthz",
+                &[],
+                Duration::from_secs(5),
+            )
+            .await;
             assert_eq!(r.is_success(), ok, "{status}: {r:?}");
         }
+    }
+
+    /// A TLS server with a self-signed certificate for `localhost` (not the address the
+    /// probe dials, so verification would fail twice) answering `status` once.
+    async fn https_server(status: &'static str) -> u16 {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(c.signing_key.serialize_der());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![c.cert.der().clone()], key.into())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut s = acceptor.accept(s).await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /healthz HTTP/1.1\r\n"));
+            let body = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            s.write_all(body.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap();
+        });
+        port
+    }
+
+    async fn https_healthz(port: u16) -> ProbeResult {
+        http_get(
+            HttpScheme::Https,
+            "127.0.0.1",
+            port,
+            "/healthz",
+            &[],
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn https_get_skips_verification_and_passes_on_2xx_fails_on_5xx() {
+        let port = https_server("200 OK").await;
+        let r = https_healthz(port).await;
+        assert!(r.is_success(), "{r:?}");
+
+        let port = https_server("500 Internal Server Error").await;
+        let r = https_healthz(port).await;
+        assert_eq!(
+            r,
+            ProbeResult::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn https_get_to_a_plain_http_server_fails_with_the_url() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        });
+        let r = https_healthz(port).await;
+        let ProbeResult::Failure(message) = r else {
+            panic!("a TLS probe of a plain HTTP server passed");
+        };
+        assert!(
+            message.starts_with(&format!("Get \"https://127.0.0.1:{port}/healthz\": ")),
+            "{message}"
+        );
     }
 
     #[tokio::test]

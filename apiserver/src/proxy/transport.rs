@@ -12,10 +12,7 @@ use http::request::Parts;
 use http::{Request, Response, Uri, Version};
 use hyper_util::rt::TokioIo;
 use kybernetes_core::ApiError;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::kubelet::DuplexStream;
@@ -132,66 +129,11 @@ where
     Ok(incoming(response))
 }
 
-/// Upstream's proxy transport does not verify the certificates of pods (`InsecureSkipVerify`):
-/// a pod's serving certificate is rarely issued for its IP. The handshake's signatures are
-/// still checked, so the connection is encrypted to whoever holds the key.
+/// Upstream's proxy transport does not verify the certificates of pods (`InsecureSkipVerify`),
+/// see [`kybernetes_core::pod_tls`].
 fn insecure_client_config() -> Result<Arc<rustls::ClientConfig>, ApiError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::internal(format!("TLS client configuration: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-#[derive(Debug)]
-struct AnyServerCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyServerCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    kybernetes_core::pod_tls::insecure_skip_verify_config()
+        .map_err(|e| ApiError::internal(format!("TLS client configuration: {e}")))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use crate::Runtime;
-use crate::probe::{self, HttpScheme, ProbeAction, ProbeRequest, ProbeResult};
+use crate::probe::{self, ProbeAction, ProbeRequest, ProbeResult};
 
 /// Runs `request` against container `container_id` of `runtime`, whose pod's network
 /// namespace is `netns` (made by the runtime if `owns_netns`) and whose address is `pod_ip`.
@@ -59,26 +59,5 @@ fn probe_here(request: &ProbeRequest) -> ProbeResult {
         Ok(r) => r,
         Err(e) => return ProbeResult::Failure(format!("building a probe runtime: {e}")),
     };
-    runtime.block_on(async {
-        match &request.action {
-            ProbeAction::TcpSocket { host, port } => probe::tcp(host, *port, request.timeout).await,
-            ProbeAction::HttpGet {
-                scheme: HttpScheme::Http,
-                host,
-                port,
-                path,
-                headers,
-            } => probe::http_get(host, *port, path, headers, request.timeout).await,
-            ProbeAction::HttpGet {
-                scheme: HttpScheme::Https,
-                ..
-            } => ProbeResult::Failure("https probes are not supported by this runtime".into()),
-            ProbeAction::Grpc { .. } => {
-                ProbeResult::Failure("grpc probes are not supported by this runtime".into())
-            }
-            ProbeAction::Exec { .. } => {
-                ProbeResult::Failure("exec probes run in the container, not here".into())
-            }
-        }
-    })
+    runtime.block_on(probe::network(request))
 }
