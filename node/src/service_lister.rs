@@ -54,6 +54,11 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// services.stop().await;
 /// # }
 /// ```
+#[derive(Clone)]
+pub struct ServiceLister {
+    inner: Arc<Inner>,
+}
+
 /// The running watch: its store, whether its first list is in, and its task.
 struct Started {
     store: Store<Service>,
@@ -62,11 +67,6 @@ struct Started {
     /// workers of many agents wait at once.
     listed: watch::Receiver<bool>,
     task: JoinHandle<()>,
-}
-
-#[derive(Clone)]
-pub struct ServiceLister {
-    inner: Arc<Inner>,
 }
 
 struct Inner {
