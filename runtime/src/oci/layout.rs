@@ -26,10 +26,13 @@ pub(crate) struct OciDescriptor {
     #[serde(default)]
     pub(crate) annotations: BTreeMap<String, String>,
     #[serde(default)]
+    #[cfg_attr(not(feature = "containerd"), allow(dead_code))]
+    // read by the registry pull and image import of ContainerdRuntime
     pub(crate) platform: Option<OciPlatform>,
 }
 
 /// The platform an index entry is for.
+#[cfg_attr(not(feature = "containerd"), allow(dead_code))] // read by the registry pull and image import of ContainerdRuntime
 #[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct OciPlatform {
     #[serde(default)]
@@ -40,6 +43,7 @@ pub(crate) struct OciPlatform {
 
 impl OciDescriptor {
     /// A descriptor of `data`, whose digest this computes.
+    #[cfg_attr(not(feature = "containerd"), allow(dead_code))] // read by the registry pull and image import of ContainerdRuntime
     pub(crate) fn of(media_type: String, data: &[u8]) -> OciDescriptor {
         OciDescriptor {
             media_type,
@@ -62,6 +66,7 @@ pub(crate) struct OciManifest {
     pub(crate) layers: Vec<OciDescriptor>,
 }
 
+#[cfg_attr(not(feature = "containerd"), allow(dead_code))] // read by the registry pull and image import of ContainerdRuntime
 #[derive(Debug, Deserialize)]
 pub(crate) struct OciConfig {
     pub(crate) rootfs: OciRootfs,
