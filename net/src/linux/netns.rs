@@ -68,6 +68,7 @@ pub(crate) async fn create(name: &str) -> Result<PathBuf> {
     on_own_thread(format!("creating network namespace {name}"), move || {
         std::fs::create_dir_all(NETNS_DIR)
             .map_err(|e| backend(format!("creating {NETNS_DIR}"), e))?;
+        share_netns_dir()?;
         File::create(&target).map_err(|e| backend(format!("creating {}", target.display()), e))?;
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
             backend(
@@ -92,6 +93,37 @@ pub(crate) async fn create(name: &str) -> Result<PathBuf> {
     .await
     .inspect_err(|_| remove(&path))?;
     Ok(path)
+}
+
+/// Makes [`NETNS_DIR`] a shared mount point of its own before a namespace is mounted in it,
+/// as iproute2's `ip netns add` does. Otherwise the first `ip netns add` anyone runs later
+/// bind-mounts the directory over itself and hides the namespaces mounted before it: they can
+/// then be neither unmounted nor removed through their paths, and teardown leaves them.
+fn share_netns_dir() -> Result<()> {
+    let share = || {
+        nix::mount::mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match share() {
+        Ok(()) => return Ok(()),
+        // Not a mount point yet: bind it onto itself first.
+        Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(backend(format!("making {NETNS_DIR} a shared mount"), e)),
+    }
+    nix::mount::mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| backend(format!("bind-mounting {NETNS_DIR} onto itself"), e))?;
+    share().map_err(|e| backend(format!("making {NETNS_DIR} a shared mount"), e))
 }
 
 /// Removes the namespace at `path`: its bind mount and the file under it. The kernel frees
