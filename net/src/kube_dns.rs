@@ -63,10 +63,15 @@ pub async fn ensure_kube_dns_service(client: &kube::Client, ip: IpAddr) -> kube:
         ..Default::default()
     };
     let api: Api<Service> = Api::namespaced(client.clone(), KUBE_DNS_NAMESPACE);
+    // Made by an earlier start over the same store: left as it is. Looked up first, because a
+    // create would fail on its ClusterIP (422, "already allocated") before its name.
+    if api.get_opt(KUBE_DNS_SERVICE).await?.is_some() {
+        return Ok(());
+    }
     match api.create(&PostParams::default(), &service).await {
         Ok(_) => Ok(()),
-        // Made by an earlier start over the same store: left as it is, as an addon
-        // manager leaves a Service an administrator changed.
+        // Made meanwhile: left as it is, as an addon manager leaves a Service an
+        // administrator changed.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
