@@ -640,7 +640,14 @@ async fn compactor(api: ApiServer, every: Duration, shutdown: CancellationToken)
         {
             warn!(error = %e, "compaction failed");
         }
-        last = api.store().current_revision().await.ok();
+        last = match api.store().current_revision().await {
+            Ok(rev) => Some(rev),
+            Err(e) => {
+                // Nothing is compacted at the next tick; the one after tries again.
+                warn!(error = %e, "reading the store revision for compaction failed");
+                None
+            }
+        };
     }
 }
 
